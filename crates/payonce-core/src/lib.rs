@@ -1,0 +1,42 @@
+//! payonce's domain: money, identifiers, the order/attempt/refund state machines and the clock.
+//!
+//! Nothing here does IO. Stores and the server call these pure functions to decide every
+//! transition, then make the database enforce the decision with a conditional update.
+
+pub mod attempt;
+pub mod channel;
+pub mod clock;
+pub mod ids;
+pub mod money;
+pub mod order;
+pub mod refund;
+
+pub use attempt::{AttemptEvent, AttemptStatus};
+pub use channel::{ChannelName, PayMethod};
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use ids::{AppId, AttemptId, EventId, OrderId, OutTradeNo, RefundId};
+pub use money::{Currency, Money};
+pub use order::{OrderEvent, OrderStatus, SuccessDisposition};
+pub use refund::RefundStatus;
+
+/// A transition the state machine forbids. Callers treat it as "somebody else moved first"
+/// or as a bug, never as something to force through.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("illegal transition: {from} on {event}")]
+pub struct IllegalTransition {
+    pub from: &'static str,
+    pub event: &'static str,
+}
+
+/// A string that failed to parse into a domain type; `field` names it for API errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ParseError {
+    pub message: String,
+}
+
+impl ParseError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into() }
+    }
+}

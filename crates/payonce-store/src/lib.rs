@@ -1,0 +1,110 @@
+//! Storage for payonce: one `Store` trait, implemented for SQLite (embedded default) and
+//! PostgreSQL (several instances). The database is the arbiter of every race: unique keys,
+//! a partial unique index for "one active attempt per order", and conditional updates.
+
+mod migrate;
+mod model;
+mod postgres;
+mod sql;
+mod sqlite;
+
+pub use model::*;
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use payonce_core::{AppId, AttemptId, ChannelName, OrderId, Timestamp};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A conditional update found the row changed under it. Callers re-read and decide again.
+    #[error("concurrent update of {0}")]
+    Contended(&'static str),
+    /// The database holds something our own code could not have written.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("unsupported database url (expected sqlite://… or postgres://…)")]
+    BadUrl,
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Opens the store named by a URL: `sqlite://PATH` or `postgres://…`, and migrates it.
+pub async fn open(url: &str, migrate: bool) -> Result<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = if url.starts_with("sqlite:") {
+        Arc::new(SqliteStore::connect(url).await?)
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Arc::new(PgStore::connect(url, 10).await?)
+    } else {
+        return Err(StoreError::BadUrl);
+    };
+    if migrate {
+        store.migrate().await?;
+    }
+    Ok(store)
+}
+
+/// Every persistent operation payonce performs. Each method is one transaction (or one read);
+/// none is ever held open across a network call.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+    async fn migrate(&self) -> Result<()>;
+    async fn ping(&self) -> Result<()>;
+
+    // --- apps ---
+    async fn insert_app(&self, app: &App) -> Result<()>;
+    async fn app_by_secret_hash(&self, secret_hash: &str) -> Result<Option<App>>;
+
+    // --- orders ---
+    /// Inserts the order unless `(app, merchant_order_no)` exists; then compares content.
+    async fn create_order(&self, order: &Order) -> Result<CreateOrder>;
+    async fn order(&self, app: &AppId, id: &OrderId) -> Result<Option<Order>>;
+    async fn order_by_merchant_no(&self, app: &AppId, merchant_order_no: &str) -> Result<Option<Order>>;
+    async fn attempts_of(&self, order: &OrderId) -> Result<Vec<Attempt>>;
+    async fn attempt(&self, id: &AttemptId) -> Result<Option<Attempt>>;
+    async fn attempt_by_out_trade_no(&self, channel: ChannelName, out_trade_no: &str) -> Result<Option<Attempt>>;
+    async fn events_of(&self, order: &OrderId) -> Result<Vec<EventRow>>;
+
+    // --- the prepay path ---
+    /// Writes the intent (attempt `created`) before any channel call, if the order is open and
+    /// has no active attempt. The partial unique index makes the race impossible to lose twice.
+    async fn begin_attempt(&self, attempt: &Attempt, now: Timestamp) -> Result<BeginAttempt>;
+    /// Records what the prepay call returned.
+    async fn record_prepay(&self, attempt: &AttemptId, result: &PrepayResult, now: Timestamp) -> Result<Attempt>;
+    /// Marks a `created` attempt whose caller never came back (crashed, or stuck past the call
+    /// timeout) as `unknown`, so a query settles it.
+    async fn mark_stale_created(&self, attempt: &AttemptId, created_before: Timestamp, now: Timestamp) -> Result<Option<Attempt>>;
+
+    /// The one function that applies a channel outcome — from a notification, a query, a close
+    /// answer or reconciliation — to an attempt and its order.
+    async fn apply_outcome(&self, outcome: &ChannelOutcome, now: Timestamp) -> Result<OutcomeApplied>;
+
+    /// Closes the order if it is still open and has no active attempt (every channel order
+    /// already confirmed closed). Writes `payment.closed` in the same transaction.
+    async fn close_order(&self, order: &OrderId, by: payonce_core::order::ClosedBy, now: Timestamp) -> Result<CloseOrder>;
+
+    // --- idempotency keys ---
+    async fn idempotency_begin(&self, key: &IdempotencyKey, now: Timestamp, lock_ms: i64) -> Result<IdempotencyBegin>;
+    async fn idempotency_complete(&self, key: &IdempotencyKey, response: &StoredResponse) -> Result<()>;
+    async fn idempotency_release(&self, key: &IdempotencyKey) -> Result<()>;
+    /// Deletes keys created before `before`; returns how many.
+    async fn idempotency_purge(&self, before: Timestamp) -> Result<u64>;
+
+    // --- operations ---
+    async fn abnormal_open(&self) -> Result<Vec<AbnormalRow>>;
+    /// One single-row insert in its own transaction, through the same write path as payonce's
+    /// own writes: the baseline `payonce bench` compares against.
+    async fn bench_commit(&self, id: &str, now: Timestamp) -> Result<()>;
+}

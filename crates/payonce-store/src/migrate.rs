@@ -1,0 +1,20 @@
+//! A tiny migration runner shared by both stores: numbered SQL files embedded in the binary,
+//! applied in order, each recorded in `schema_migrations`.
+
+/// (version, SQL) for SQLite.
+pub const SQLITE: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+/// (version, SQL) for PostgreSQL.
+pub const POSTGRES: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+
+/// Splits a migration file into statements. Our migrations contain no semicolons inside
+/// literals or bodies, so splitting on `;` at a line end is exact.
+pub fn statements(sql: &str) -> impl Iterator<Item = String> + '_ {
+    sql.split(";\n")
+        .map(|s| {
+            s.lines()
+                .filter(|l| !l.trim_start().starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .filter(|s| !s.trim().is_empty())
+}

@@ -1,0 +1,197 @@
+//! Rows and results the stores exchange with the server.
+
+use payonce_core::order::{ClosedBy, LatePaymentPolicy};
+use payonce_core::{AppId, AttemptId, AttemptStatus, ChannelName, Money, OrderId, OrderStatus, PayMethod, Timestamp};
+
+#[derive(Debug, Clone)]
+pub struct App {
+    pub id: AppId,
+    pub name: String,
+    pub secret_hash: String,
+    pub webhook_url: Option<String>,
+    pub webhook_secret_enc: String,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Order {
+    pub id: OrderId,
+    pub app_id: AppId,
+    pub merchant_order_no: String,
+    pub amount: Money,
+    pub subject: String,
+    pub notify_url: Option<String>,
+    /// JSON text, stored as the client sent it (after validation).
+    pub metadata: Option<String>,
+    pub content_hash: String,
+    pub status: OrderStatus,
+    pub closed_by: Option<ClosedBy>,
+    pub paid_attempt_id: Option<AttemptId>,
+    pub paid_at: Option<Timestamp>,
+    pub refunded_amount: i64,
+    pub expires_at: Timestamp,
+    pub version: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    pub id: AttemptId,
+    pub order_id: OrderId,
+    pub channel: ChannelName,
+    pub method: PayMethod,
+    pub out_trade_no: String,
+    pub amount: Money,
+    pub status: AttemptStatus,
+    pub is_duplicate: bool,
+    /// The channel's payment credential as JSON text (QR url, prepay id, form…).
+    pub credential: Option<String>,
+    pub credential_expires_at: Option<Timestamp>,
+    pub channel_trade_no: Option<String>,
+    pub paid_at: Option<Timestamp>,
+    pub next_query_at: Option<Timestamp>,
+    pub version: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub id: String,
+    pub app_id: String,
+    pub order_id: Option<String>,
+    pub event_type: String,
+    pub payload: String,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct AbnormalRow {
+    pub id: String,
+    pub kind: String,
+    pub reference: String,
+    pub detail: String,
+    pub created_at: Timestamp,
+}
+
+pub enum CreateOrder {
+    Created(Order),
+    /// Same `merchant_order_no`, same content: the existing order.
+    Existing(Order),
+    /// Same `merchant_order_no`, different content.
+    Conflict(Order),
+}
+
+#[derive(Debug)]
+pub enum BeginAttempt {
+    Started(Attempt),
+    /// Another attempt is active (perhaps created a microsecond ago by a racing request).
+    ActiveExists(Attempt),
+    /// The order is paid, closed or expired: no new channel order may be made.
+    OrderNotOpen(Order),
+    NoSuchOrder,
+}
+
+#[derive(Debug, Clone)]
+pub enum PrepayResult {
+    Accepted { credential: String, credential_expires_at: Timestamp, next_query_at: Timestamp },
+    /// The channel said no, definitively: no channel order exists.
+    Refused { reason: String },
+    /// Timed out or the answer was lost: the channel order may exist.
+    Ambiguous { next_query_at: Timestamp },
+}
+
+/// What a channel says about one of its orders.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observed {
+    Paid { amount: i64, channel_trade_no: Option<String>, paid_at: Timestamp },
+    Unpaid,
+    Closed,
+    /// No such channel order. Only meaningful for channels that create at prepay.
+    Absent,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutcomeSource {
+    /// A signed notification; the event id makes a replay a no-op.
+    Notification { event_id: String },
+    Query,
+    CloseAnswer,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChannelOutcome {
+    pub channel: ChannelName,
+    pub out_trade_no: String,
+    pub observed: Observed,
+    pub source: OutcomeSource,
+    pub late_payment: LatePaymentPolicy,
+}
+
+#[derive(Debug, Clone)]
+pub enum OutcomeApplied {
+    /// The same notification was applied before: nothing changed.
+    Replay,
+    /// No attempt has this out_trade_no: nothing changed.
+    UnknownTradeNo,
+    /// A correctly signed payment whose amount is not the attempt's: recorded as abnormal,
+    /// nothing else changed.
+    AmountMismatch { attempt: Attempt, reported: i64 },
+    Applied { order: Order, attempt: Attempt, effect: OutcomeEffect },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeEffect {
+    /// The outcome was already known: nothing changed.
+    Nothing,
+    /// The attempt moved (pending, closed, failed…) without paying the order.
+    AttemptMoved,
+    /// This payment paid the order.
+    OrderPaid,
+    /// A payment for an order already paid or closed: a duplicate to refund.
+    Duplicate,
+}
+
+#[derive(Debug)]
+pub enum CloseOrder {
+    Closed(Order),
+    /// Already closed before: nothing changed.
+    AlreadyClosed(Order),
+    /// Money arrived first.
+    Paid(Order),
+    /// A channel order is still active: close it at the channel first.
+    ActiveAttempt(Attempt),
+    NoSuchOrder,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    pub app_id: AppId,
+    pub key: String,
+    /// SHA-256 over method, path and body: a reused key with another request is a 422.
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+#[derive(Debug)]
+pub enum IdempotencyBegin {
+    /// First time (or a previous holder died): run the request.
+    Proceed,
+    Replay(StoredResponse),
+    /// The key was used with a different request.
+    Mismatch,
+    /// The first request with this key is still running.
+    InFlight,
+}
+
+/// The late-payment policy an outcome carries: business-closed orders always refund.
+pub fn default_policy() -> LatePaymentPolicy {
+    LatePaymentPolicy::Refund
+}

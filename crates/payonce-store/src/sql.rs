@@ -1,0 +1,911 @@
+//! The SQL both stores share. SQLite and PostgreSQL accept the same statements here (`$N`
+//! parameters, `ON CONFLICT`, `RETURNING`, partial indexes), so one body of code is expanded
+//! for each backend's concrete sqlx types by `impl_store!`; the differences (row locks, how a
+//! write transaction begins, pools) are the macro's parameters and each store's own methods.
+
+/// Columns of `orders`, in the order `order_row` reads them.
+macro_rules! order_cols {
+    () => {
+        "id, app_id, merchant_order_no, amount, currency, subject, notify_url, metadata, content_hash, \
+         status, closed_by, paid_attempt_id, paid_at, refunded_amount, expires_at, version, created_at, updated_at"
+    };
+}
+
+/// Columns of `attempts`, in the order `attempt_row` reads them.
+macro_rules! attempt_cols {
+    () => {
+        "id, order_id, channel, method, out_trade_no, amount, currency, status, is_duplicate, credential, \
+         credential_expires_at, channel_trade_no, paid_at, next_query_at, version, created_at, updated_at"
+    };
+}
+
+pub(crate) use {attempt_cols, order_cols};
+
+use crate::{Attempt, Order, Result, StoreError};
+use payonce_core::order::ClosedBy;
+use payonce_core::{Timestamp, *};
+
+pub(crate) fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {value:?}"))
+}
+
+pub(crate) fn closed_by_str(c: ClosedBy) -> &'static str {
+    match c {
+        ClosedBy::Business => "business",
+        ClosedBy::Expiry => "expiry",
+    }
+}
+
+pub(crate) fn parse_closed_by(s: Option<String>) -> Result<Option<ClosedBy>> {
+    match s.as_deref() {
+        None => Ok(None),
+        Some("business") => Ok(Some(ClosedBy::Business)),
+        Some("expiry") => Ok(Some(ClosedBy::Expiry)),
+        Some(other) => Err(corrupt("closed_by", other)),
+    }
+}
+
+/// The body of an outbox event, exactly what the business system will receive.
+pub(crate) fn event_payload(id: &EventId, kind: &str, now: Timestamp, order: &Order, attempt: Option<&Attempt>) -> String {
+    let mut data = serde_json::json!({
+        "order_id": order.id,
+        "merchant_order_no": order.merchant_order_no,
+        "status": order.status.as_str(),
+        "amount": order.amount.minor,
+        "currency": order.amount.currency.as_str(),
+        // Receivers discard anything older than what they have seen for this order.
+        "version": order.version,
+    });
+    if let Some(a) = attempt {
+        data["attempt_id"] = serde_json::json!(a.id);
+        data["channel"] = serde_json::json!(a.channel.as_str());
+        data["out_trade_no"] = serde_json::json!(a.out_trade_no);
+        data["paid_amount"] = serde_json::json!(a.amount.minor);
+    }
+    serde_json::json!({"id": id, "type": kind, "created_at": now.to_rfc3339(), "data": data}).to_string()
+}
+
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(|d| d.is_unique_violation())
+}
+
+/// Expands the `Store` implementation for one backend.
+///
+/// `$for_update` is appended to the SELECT that reads an order inside a write transaction:
+/// PostgreSQL locks the row so every transition of one order is serialized; SQLite has one
+/// writer connection, which serializes all writes already.
+macro_rules! impl_store {
+    ($Store:ty, $Db:ty, backend = $backend:expr, for_update = $for_update:literal, migrations = $migrations:expr) => {
+        impl $Store {
+            fn order_row(r: &<$Db as sqlx::Database>::Row) -> $crate::Result<$crate::Order> {
+                use sqlx::Row;
+                use $crate::sql::corrupt;
+                let status: String = r.try_get("status")?;
+                let currency: String = r.try_get("currency")?;
+                let currency = payonce_core::Currency::parse(&currency).map_err(|_| corrupt("currency", &currency))?;
+                Ok($crate::Order {
+                    id: payonce_core::OrderId::from_trusted(r.try_get("id")?),
+                    app_id: payonce_core::AppId::from_trusted(r.try_get("app_id")?),
+                    merchant_order_no: r.try_get("merchant_order_no")?,
+                    amount: payonce_core::Money { minor: r.try_get("amount")?, currency },
+                    subject: r.try_get("subject")?,
+                    notify_url: r.try_get("notify_url")?,
+                    metadata: r.try_get("metadata")?,
+                    content_hash: r.try_get("content_hash")?,
+                    status: payonce_core::OrderStatus::parse(&status).ok_or_else(|| corrupt("order status", &status))?,
+                    closed_by: $crate::sql::parse_closed_by(r.try_get("closed_by")?)?,
+                    paid_attempt_id: r.try_get::<Option<String>, _>("paid_attempt_id")?.map(payonce_core::AttemptId::from_trusted),
+                    paid_at: r.try_get::<Option<i64>, _>("paid_at")?.map(payonce_core::Timestamp),
+                    refunded_amount: r.try_get("refunded_amount")?,
+                    expires_at: payonce_core::Timestamp(r.try_get("expires_at")?),
+                    version: r.try_get("version")?,
+                    created_at: payonce_core::Timestamp(r.try_get("created_at")?),
+                    updated_at: payonce_core::Timestamp(r.try_get("updated_at")?),
+                })
+            }
+
+            fn attempt_row(r: &<$Db as sqlx::Database>::Row) -> $crate::Result<$crate::Attempt> {
+                use sqlx::Row;
+                use $crate::sql::corrupt;
+                let status: String = r.try_get("status")?;
+                let channel: String = r.try_get("channel")?;
+                let method: String = r.try_get("method")?;
+                let currency: String = r.try_get("currency")?;
+                let currency = payonce_core::Currency::parse(&currency).map_err(|_| corrupt("currency", &currency))?;
+                Ok($crate::Attempt {
+                    id: payonce_core::AttemptId::from_trusted(r.try_get("id")?),
+                    order_id: payonce_core::OrderId::from_trusted(r.try_get("order_id")?),
+                    channel: payonce_core::ChannelName::parse(&channel).map_err(|_| corrupt("channel", &channel))?,
+                    method: payonce_core::PayMethod::parse(&method).map_err(|_| corrupt("method", &method))?,
+                    out_trade_no: r.try_get("out_trade_no")?,
+                    amount: payonce_core::Money { minor: r.try_get("amount")?, currency },
+                    status: payonce_core::AttemptStatus::parse(&status).ok_or_else(|| corrupt("attempt status", &status))?,
+                    is_duplicate: r.try_get("is_duplicate")?,
+                    credential: r.try_get("credential")?,
+                    credential_expires_at: r.try_get::<Option<i64>, _>("credential_expires_at")?.map(payonce_core::Timestamp),
+                    channel_trade_no: r.try_get("channel_trade_no")?,
+                    paid_at: r.try_get::<Option<i64>, _>("paid_at")?.map(payonce_core::Timestamp),
+                    next_query_at: r.try_get::<Option<i64>, _>("next_query_at")?.map(payonce_core::Timestamp),
+                    version: r.try_get("version")?,
+                    created_at: payonce_core::Timestamp(r.try_get("created_at")?),
+                    updated_at: payonce_core::Timestamp(r.try_get("updated_at")?),
+                })
+            }
+
+            /// Applies every migration newer than what `schema_migrations` records, each in the
+            /// given transaction's connection. Callers hold whatever lock keeps two instances
+            /// from migrating at once.
+            async fn apply_pending(
+                tx: &mut sqlx::Transaction<'static, $Db>,
+                migrations: &[(i64, &str)],
+            ) -> $crate::Result<()> {
+                use sqlx::Row;
+                sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+                    .execute(&mut **tx)
+                    .await?;
+                let done: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
+                    .fetch_all(&mut **tx)
+                    .await?
+                    .iter()
+                    .map(|r| r.try_get::<i64, _>("version"))
+                    .collect::<Result<_, _>>()?;
+                for (version, sql) in migrations {
+                    if done.contains(version) {
+                        continue;
+                    }
+                    for stmt in $crate::migrate::statements(sql) {
+                        sqlx::query(sqlx::AssertSqlSafe(stmt))
+                            .execute(&mut **tx)
+                            .await
+                            .map_err(|e| $crate::StoreError::Migration(format!("version {version}: {e}")))?;
+                    }
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+                    sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+                        .bind(*version)
+                        .bind(now)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                Ok(())
+            }
+
+            /// Reads an order inside a write transaction, locking it where the backend can.
+            async fn lock_order(
+                tx: &mut sqlx::Transaction<'static, $Db>,
+                id: &str,
+            ) -> $crate::Result<Option<$crate::Order>> {
+                let row = sqlx::query(concat!("SELECT ", $crate::sql::order_cols!(), " FROM orders WHERE id = $1", $for_update))
+                    .bind(id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                row.as_ref().map(Self::order_row).transpose()
+            }
+
+            async fn tx_attempt_by_no(
+                tx: &mut sqlx::Transaction<'static, $Db>,
+                channel: &str,
+                out_trade_no: &str,
+            ) -> $crate::Result<Option<$crate::Attempt>> {
+                let row = sqlx::query(concat!("SELECT ", $crate::sql::attempt_cols!(), " FROM attempts WHERE channel = $1 AND out_trade_no = $2"))
+                    .bind(channel)
+                    .bind(out_trade_no)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                row.as_ref().map(Self::attempt_row).transpose()
+            }
+
+            async fn tx_attempt(
+                tx: &mut sqlx::Transaction<'static, $Db>,
+                id: &str,
+            ) -> $crate::Result<Option<$crate::Attempt>> {
+                let row = sqlx::query(concat!("SELECT ", $crate::sql::attempt_cols!(), " FROM attempts WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                row.as_ref().map(Self::attempt_row).transpose()
+            }
+
+            async fn tx_active_attempt(
+                tx: &mut sqlx::Transaction<'static, $Db>,
+                order_id: &str,
+            ) -> $crate::Result<Option<$crate::Attempt>> {
+                let row = sqlx::query(concat!(
+                    "SELECT ", $crate::sql::attempt_cols!(),
+                    " FROM attempts WHERE order_id = $1 AND status IN ('created','pending','unknown')"
+                ))
+                .bind(order_id)
+                .fetch_optional(&mut **tx)
+                .await?;
+                row.as_ref().map(Self::attempt_row).transpose()
+            }
+
+            /// Conditional update of an order: succeeds only if nobody moved it since we read
+            /// `version`. Returns the order as now stored.
+            async fn tx_set_order_status(
+                tx: &mut sqlx::Transaction<'static, $Db>,
+                order: &$crate::Order,
+                status: payonce_core::OrderStatus,
+                now: payonce_core::Timestamp,
+            ) -> $crate::Result<$crate::Order> {
+                let done = sqlx::query(
+                    "UPDATE orders SET status = $1, version = version + 1, updated_at = $2 WHERE id = $3 AND version = $4",
+                )
+                .bind(status.as_str())
+                .bind(now.0)
+                .bind(order.id.as_str())
+                .bind(order.version)
+                .execute(&mut **tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err($crate::StoreError::Contended("order"));
+                }
+                let mut o = order.clone();
+                o.status = status;
+                o.version += 1;
+                o.updated_at = now;
+                Ok(o)
+            }
+
+            /// When the last active attempt of a paying order ends, the order is unpaid again.
+            async fn tx_settle_order_after_attempt_end(
+                tx: &mut sqlx::Transaction<'static, $Db>,
+                order: $crate::Order,
+                now: payonce_core::Timestamp,
+            ) -> $crate::Result<$crate::Order> {
+                if order.status != payonce_core::OrderStatus::Paying {
+                    return Ok(order);
+                }
+                if Self::tx_active_attempt(tx, order.id.as_str()).await?.is_some() {
+                    return Ok(order);
+                }
+                let next = order.status.next(payonce_core::OrderEvent::AttemptsEnded).expect("paying → unpaid");
+                Self::tx_set_order_status(tx, &order, next, now).await
+            }
+
+            async fn tx_insert_event(
+                tx: &mut sqlx::Transaction<'static, $Db>,
+                kind: &str,
+                order: &$crate::Order,
+                attempt: Option<&$crate::Attempt>,
+                now: payonce_core::Timestamp,
+            ) -> $crate::Result<()> {
+                let id = payonce_core::EventId::new();
+                let payload = $crate::sql::event_payload(&id, kind, now, order, attempt);
+                sqlx::query(
+                    "INSERT INTO events (id, app_id, order_id, type, payload, created_at, next_attempt_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $6)",
+                )
+                .bind(id.as_str())
+                .bind(order.app_id.as_str())
+                .bind(order.id.as_str())
+                .bind(kind)
+                .bind(payload)
+                .bind(now.0)
+                .execute(&mut **tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn tx_insert_abnormal(
+                tx: &mut sqlx::Transaction<'static, $Db>,
+                kind: &str,
+                reference: &str,
+                detail: &str,
+                now: payonce_core::Timestamp,
+            ) -> $crate::Result<()> {
+                sqlx::query("INSERT INTO abnormal (id, kind, reference, detail, created_at) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(payonce_core::EventId::new().as_str().replacen("evt_", "abn_", 1))
+                    .bind(kind)
+                    .bind(reference)
+                    .bind(detail)
+                    .bind(now.0)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::Store for $Store {
+            fn backend(&self) -> $crate::Backend {
+                $backend
+            }
+
+            async fn migrate(&self) -> $crate::Result<()> {
+                self.run_migrations($migrations).await
+            }
+
+            async fn ping(&self) -> $crate::Result<()> {
+                sqlx::query("SELECT 1").execute(self.reader()).await?;
+                Ok(())
+            }
+
+            async fn insert_app(&self, app: &$crate::App) -> $crate::Result<()> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query(
+                    "INSERT INTO apps (id, name, secret_hash, webhook_url, webhook_secret_enc, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(app.id.as_str())
+                .bind(&app.name)
+                .bind(&app.secret_hash)
+                .bind(&app.webhook_url)
+                .bind(&app.webhook_secret_enc)
+                .bind(app.created_at.0)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn app_by_secret_hash(&self, secret_hash: &str) -> $crate::Result<Option<$crate::App>> {
+                use sqlx::Row;
+                let row = sqlx::query(
+                    "SELECT id, name, secret_hash, webhook_url, webhook_secret_enc, created_at FROM apps WHERE secret_hash = $1",
+                )
+                .bind(secret_hash)
+                .fetch_optional(self.reader())
+                .await?;
+                let Some(r) = row else { return Ok(None) };
+                Ok(Some($crate::App {
+                    id: payonce_core::AppId::from_trusted(r.try_get("id")?),
+                    name: r.try_get("name")?,
+                    secret_hash: r.try_get("secret_hash")?,
+                    webhook_url: r.try_get("webhook_url")?,
+                    webhook_secret_enc: r.try_get("webhook_secret_enc")?,
+                    created_at: payonce_core::Timestamp(r.try_get("created_at")?),
+                }))
+            }
+
+            async fn create_order(&self, o: &$crate::Order) -> $crate::Result<$crate::CreateOrder> {
+                let mut tx = self.begin_write().await?;
+                let done = sqlx::query(
+                    "INSERT INTO orders (id, app_id, merchant_order_no, amount, currency, subject, notify_url, metadata, \
+                     content_hash, status, expires_at, version, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) \
+                     ON CONFLICT (app_id, merchant_order_no) DO NOTHING",
+                )
+                .bind(o.id.as_str())
+                .bind(o.app_id.as_str())
+                .bind(&o.merchant_order_no)
+                .bind(o.amount.minor)
+                .bind(o.amount.currency.as_str())
+                .bind(&o.subject)
+                .bind(&o.notify_url)
+                .bind(&o.metadata)
+                .bind(&o.content_hash)
+                .bind(o.status.as_str())
+                .bind(o.expires_at.0)
+                .bind(o.version)
+                .bind(o.created_at.0)
+                .execute(&mut *tx)
+                .await?;
+                let inserted = done.rows_affected() == 1;
+                let existing = if inserted {
+                    None
+                } else {
+                    let row = sqlx::query(concat!(
+                        "SELECT ", $crate::sql::order_cols!(), " FROM orders WHERE app_id = $1 AND merchant_order_no = $2"
+                    ))
+                    .bind(o.app_id.as_str())
+                    .bind(&o.merchant_order_no)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    Some(Self::order_row(&row)?)
+                };
+                tx.commit().await?;
+                Ok(match existing {
+                    None => $crate::CreateOrder::Created(o.clone()),
+                    Some(e) if e.content_hash == o.content_hash => $crate::CreateOrder::Existing(e),
+                    Some(e) => $crate::CreateOrder::Conflict(e),
+                })
+            }
+
+            async fn order(&self, app: &payonce_core::AppId, id: &payonce_core::OrderId) -> $crate::Result<Option<$crate::Order>> {
+                let row = sqlx::query(concat!("SELECT ", $crate::sql::order_cols!(), " FROM orders WHERE id = $1 AND app_id = $2"))
+                    .bind(id.as_str())
+                    .bind(app.as_str())
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.as_ref().map(Self::order_row).transpose()
+            }
+
+            async fn order_by_merchant_no(&self, app: &payonce_core::AppId, no: &str) -> $crate::Result<Option<$crate::Order>> {
+                let row = sqlx::query(concat!(
+                    "SELECT ", $crate::sql::order_cols!(), " FROM orders WHERE app_id = $1 AND merchant_order_no = $2"
+                ))
+                .bind(app.as_str())
+                .bind(no)
+                .fetch_optional(self.reader())
+                .await?;
+                row.as_ref().map(Self::order_row).transpose()
+            }
+
+            async fn attempts_of(&self, order: &payonce_core::OrderId) -> $crate::Result<Vec<$crate::Attempt>> {
+                let rows = sqlx::query(concat!("SELECT ", $crate::sql::attempt_cols!(), " FROM attempts WHERE order_id = $1 ORDER BY id"))
+                    .bind(order.as_str())
+                    .fetch_all(self.reader())
+                    .await?;
+                rows.iter().map(Self::attempt_row).collect()
+            }
+
+            async fn attempt(&self, id: &payonce_core::AttemptId) -> $crate::Result<Option<$crate::Attempt>> {
+                let row = sqlx::query(concat!("SELECT ", $crate::sql::attempt_cols!(), " FROM attempts WHERE id = $1"))
+                    .bind(id.as_str())
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.as_ref().map(Self::attempt_row).transpose()
+            }
+
+            async fn attempt_by_out_trade_no(&self, channel: payonce_core::ChannelName, no: &str) -> $crate::Result<Option<$crate::Attempt>> {
+                let row = sqlx::query(concat!("SELECT ", $crate::sql::attempt_cols!(), " FROM attempts WHERE channel = $1 AND out_trade_no = $2"))
+                    .bind(channel.as_str())
+                    .bind(no)
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.as_ref().map(Self::attempt_row).transpose()
+            }
+
+            async fn events_of(&self, order: &payonce_core::OrderId) -> $crate::Result<Vec<$crate::EventRow>> {
+                use sqlx::Row;
+                let rows = sqlx::query("SELECT id, app_id, order_id, type, payload, created_at FROM events WHERE order_id = $1 ORDER BY id")
+                    .bind(order.as_str())
+                    .fetch_all(self.reader())
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok($crate::EventRow {
+                            id: r.try_get("id")?,
+                            app_id: r.try_get("app_id")?,
+                            order_id: r.try_get("order_id")?,
+                            event_type: r.try_get("type")?,
+                            payload: r.try_get("payload")?,
+                            created_at: payonce_core::Timestamp(r.try_get("created_at")?),
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn begin_attempt(&self, a: &$crate::Attempt, now: payonce_core::Timestamp) -> $crate::Result<$crate::BeginAttempt> {
+                let mut tx = self.begin_write().await?;
+                let Some(order) = Self::lock_order(&mut tx, a.order_id.as_str()).await? else {
+                    return Ok($crate::BeginAttempt::NoSuchOrder);
+                };
+                if !order.status.is_open() || order.expires_at <= now {
+                    return Ok($crate::BeginAttempt::OrderNotOpen(order));
+                }
+                if let Some(active) = Self::tx_active_attempt(&mut tx, order.id.as_str()).await? {
+                    return Ok($crate::BeginAttempt::ActiveExists(active));
+                }
+                let inserted = sqlx::query(
+                    "INSERT INTO attempts (id, order_id, channel, method, out_trade_no, amount, currency, status, \
+                     version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'created', 1, $8, $8)",
+                )
+                .bind(a.id.as_str())
+                .bind(a.order_id.as_str())
+                .bind(a.channel.as_str())
+                .bind(a.method.as_str())
+                .bind(&a.out_trade_no)
+                .bind(a.amount.minor)
+                .bind(a.amount.currency.as_str())
+                .bind(now.0)
+                .execute(&mut *tx)
+                .await;
+                match inserted {
+                    Ok(_) => {}
+                    // The partial unique index caught a racing prepay: it won, we did nothing.
+                    Err(e) if $crate::sql::is_unique_violation(&e) => {
+                        drop(tx);
+                        let mut tx = self.begin_write().await?;
+                        return match Self::tx_active_attempt(&mut tx, a.order_id.as_str()).await? {
+                            Some(active) => Ok($crate::BeginAttempt::ActiveExists(active)),
+                            None => Err($crate::StoreError::Contended("attempt")),
+                        };
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                let next = order.status.next(payonce_core::OrderEvent::AttemptStarted).expect("open order can start an attempt");
+                Self::tx_set_order_status(&mut tx, &order, next, now).await?;
+                tx.commit().await?;
+                let mut started = a.clone();
+                started.status = payonce_core::AttemptStatus::Created;
+                started.version = 1;
+                started.created_at = now;
+                started.updated_at = now;
+                Ok($crate::BeginAttempt::Started(started))
+            }
+
+            async fn record_prepay(
+                &self,
+                id: &payonce_core::AttemptId,
+                result: &$crate::PrepayResult,
+                now: payonce_core::Timestamp,
+            ) -> $crate::Result<$crate::Attempt> {
+                use payonce_core::{AttemptEvent, AttemptStatus};
+                use $crate::PrepayResult;
+                let mut tx = self.begin_write().await?;
+                let current = Self::tx_attempt(&mut tx, id.as_str()).await?.ok_or($crate::StoreError::Contended("attempt vanished"))?;
+                let order = Self::lock_order(&mut tx, current.order_id.as_str()).await?.ok_or($crate::StoreError::Contended("order vanished"))?;
+                let a = Self::tx_attempt(&mut tx, id.as_str()).await?.expect("attempt exists under the order lock");
+                let event = match (result, a.status) {
+                    // The attempt was marked unknown while we waited: the channel's answer settles it.
+                    (PrepayResult::Accepted { .. }, AttemptStatus::Unknown) => AttemptEvent::ReportedUnpaid,
+                    (PrepayResult::Accepted { .. }, _) => AttemptEvent::Accepted,
+                    (PrepayResult::Refused { .. }, _) => AttemptEvent::Refused,
+                    (PrepayResult::Ambiguous { .. }, _) => AttemptEvent::Ambiguous,
+                };
+                let next = match a.status.next(event) {
+                    Ok(next) => next,
+                    // A notification or query got there first (e.g. already succeeded): keep it.
+                    Err(_) => return Ok(a),
+                };
+                let (credential, cred_exp, next_query) = match result {
+                    PrepayResult::Accepted { credential, credential_expires_at, next_query_at } => {
+                        (Some(credential.clone()), Some(credential_expires_at.0), Some(next_query_at.0))
+                    }
+                    PrepayResult::Refused { .. } => (None, None, None),
+                    PrepayResult::Ambiguous { next_query_at } => (None, None, Some(next_query_at.0)),
+                };
+                if next == a.status && credential.is_none() {
+                    return Ok(a);
+                }
+                let done = sqlx::query(
+                    "UPDATE attempts SET status = $1, credential = COALESCE($2, credential), \
+                     credential_expires_at = COALESCE($3, credential_expires_at), next_query_at = $4, \
+                     version = version + 1, updated_at = $5 WHERE id = $6 AND version = $7",
+                )
+                .bind(next.as_str())
+                .bind(&credential)
+                .bind(cred_exp)
+                .bind(next_query)
+                .bind(now.0)
+                .bind(a.id.as_str())
+                .bind(a.version)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err($crate::StoreError::Contended("attempt"));
+                }
+                if next == AttemptStatus::Failed {
+                    Self::tx_settle_order_after_attempt_end(&mut tx, order, now).await?;
+                }
+                let stored = Self::tx_attempt(&mut tx, id.as_str()).await?.expect("just updated");
+                tx.commit().await?;
+                Ok(stored)
+            }
+
+            async fn mark_stale_created(
+                &self,
+                id: &payonce_core::AttemptId,
+                created_before: payonce_core::Timestamp,
+                now: payonce_core::Timestamp,
+            ) -> $crate::Result<Option<$crate::Attempt>> {
+                let mut tx = self.begin_write().await?;
+                let done = sqlx::query(
+                    "UPDATE attempts SET status = 'unknown', next_query_at = $1, version = version + 1, updated_at = $1 \
+                     WHERE id = $2 AND status = 'created' AND created_at < $3",
+                )
+                .bind(now.0)
+                .bind(id.as_str())
+                .bind(created_before.0)
+                .execute(&mut *tx)
+                .await?;
+                let changed = done.rows_affected() == 1;
+                let a = if changed { Self::tx_attempt(&mut tx, id.as_str()).await? } else { None };
+                tx.commit().await?;
+                Ok(a)
+            }
+
+            async fn apply_outcome(
+                &self,
+                outcome: &$crate::ChannelOutcome,
+                now: payonce_core::Timestamp,
+            ) -> $crate::Result<$crate::OutcomeApplied> {
+                use payonce_core::{AttemptEvent, AttemptStatus, OrderEvent};
+                use payonce_core::order::{success_disposition, SuccessDisposition};
+                use $crate::{Observed, OutcomeApplied, OutcomeEffect, OutcomeSource};
+                let channel = outcome.channel.as_str();
+                let mut tx = self.begin_write().await?;
+                let Some(found) = Self::tx_attempt_by_no(&mut tx, channel, &outcome.out_trade_no).await? else {
+                    return Ok(OutcomeApplied::UnknownTradeNo);
+                };
+                if let OutcomeSource::Notification { event_id } = &outcome.source {
+                    let done = sqlx::query(
+                        "INSERT INTO channel_events (channel, event_id, out_trade_no, received_at) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (channel, event_id) DO NOTHING",
+                    )
+                    .bind(channel)
+                    .bind(event_id)
+                    .bind(&outcome.out_trade_no)
+                    .bind(now.0)
+                    .execute(&mut *tx)
+                    .await?;
+                    if done.rows_affected() == 0 {
+                        return Ok(OutcomeApplied::Replay);
+                    }
+                }
+                let order = Self::lock_order(&mut tx, found.order_id.as_str()).await?.ok_or($crate::StoreError::Contended("order vanished"))?;
+                // Re-read under the order lock: this is the state we decide on.
+                let a = Self::tx_attempt(&mut tx, found.id.as_str()).await?.expect("attempt exists under the order lock");
+
+                let event = match &outcome.observed {
+                    Observed::Paid { amount, .. } if *amount != a.amount.minor => {
+                        let detail = format!("channel reports {} paid, attempt amount is {}", amount, a.amount.minor);
+                        Self::tx_insert_abnormal(&mut tx, "amount_mismatch", a.id.as_str(), &detail, now).await?;
+                        tx.commit().await?;
+                        return Ok(OutcomeApplied::AmountMismatch { attempt: a, reported: *amount });
+                    }
+                    Observed::Paid { .. } => AttemptEvent::ReportedPaid,
+                    Observed::Unpaid => AttemptEvent::ReportedUnpaid,
+                    Observed::Closed => AttemptEvent::ReportedClosed,
+                    Observed::Absent if outcome.channel.creates_order_at_prepay() => AttemptEvent::ReportedAbsent,
+                    Observed::Absent => {
+                        tx.commit().await?;
+                        return Ok(OutcomeApplied::Applied { order, attempt: a, effect: OutcomeEffect::Nothing });
+                    }
+                };
+                let next = match a.status.next(event) {
+                    Ok(next) if next != a.status => next,
+                    // Already known, or a stale report (e.g. "unpaid" about a failed attempt).
+                    _ => {
+                        tx.commit().await?;
+                        return Ok(OutcomeApplied::Applied { order, attempt: a, effect: OutcomeEffect::Nothing });
+                    }
+                };
+
+                let mut order = order;
+                let mut effect = OutcomeEffect::AttemptMoved;
+                let mut is_duplicate = false;
+                let (mut paid_at, mut trade_no) = (None, None);
+                if let Observed::Paid { paid_at: at, channel_trade_no, .. } = &outcome.observed {
+                    paid_at = Some(at.0);
+                    trade_no = channel_trade_no.clone();
+                    match success_disposition(order.status, order.closed_by, outcome.late_payment) {
+                        SuccessDisposition::MarkPaid => effect = OutcomeEffect::OrderPaid,
+                        SuccessDisposition::Duplicate => {
+                            effect = OutcomeEffect::Duplicate;
+                            is_duplicate = true;
+                        }
+                    }
+                }
+                let done = sqlx::query(
+                    "UPDATE attempts SET status = $1, is_duplicate = $2, paid_at = COALESCE($3, paid_at), \
+                     channel_trade_no = COALESCE($4, channel_trade_no), next_query_at = $5, version = version + 1, \
+                     updated_at = $6 WHERE id = $7 AND version = $8",
+                )
+                .bind(next.as_str())
+                .bind(is_duplicate)
+                .bind(paid_at)
+                .bind(&trade_no)
+                // Settled attempts leave the query schedule; others keep theirs.
+                .bind(if matches!(next, AttemptStatus::Succeeded | AttemptStatus::Failed) { None } else { a.next_query_at.map(|t| t.0) })
+                .bind(now.0)
+                .bind(a.id.as_str())
+                .bind(a.version)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err($crate::StoreError::Contended("attempt"));
+                }
+                let attempt = Self::tx_attempt(&mut tx, a.id.as_str()).await?.expect("just updated");
+
+                match effect {
+                    OutcomeEffect::OrderPaid => {
+                        let ev = OrderEvent::AttemptSucceeded { closed_by: order.closed_by, policy: outcome.late_payment };
+                        let status = order.status.next(ev).expect("an open order can be paid");
+                        let done = sqlx::query(
+                            "UPDATE orders SET status = $1, paid_attempt_id = $2, paid_at = $3, version = version + 1, \
+                             updated_at = $4 WHERE id = $5 AND version = $6",
+                        )
+                        .bind(status.as_str())
+                        .bind(attempt.id.as_str())
+                        .bind(paid_at)
+                        .bind(now.0)
+                        .bind(order.id.as_str())
+                        .bind(order.version)
+                        .execute(&mut *tx)
+                        .await?;
+                        if done.rows_affected() != 1 {
+                            return Err($crate::StoreError::Contended("order"));
+                        }
+                        order.status = status;
+                        order.paid_attempt_id = Some(attempt.id.clone());
+                        order.paid_at = paid_at.map(payonce_core::Timestamp);
+                        order.version += 1;
+                        order.updated_at = now;
+                        Self::tx_insert_event(&mut tx, "payment.succeeded", &order, Some(&attempt), now).await?;
+                    }
+                    OutcomeEffect::Duplicate => {
+                        Self::tx_insert_event(&mut tx, "payment.duplicate_detected", &order, Some(&attempt), now).await?;
+                    }
+                    _ => {
+                        if !next.is_active() {
+                            order = Self::tx_settle_order_after_attempt_end(&mut tx, order, now).await?;
+                        }
+                    }
+                }
+                tx.commit().await?;
+                Ok(OutcomeApplied::Applied { order, attempt, effect })
+            }
+
+            async fn close_order(
+                &self,
+                id: &payonce_core::OrderId,
+                by: payonce_core::order::ClosedBy,
+                now: payonce_core::Timestamp,
+            ) -> $crate::Result<$crate::CloseOrder> {
+                use $crate::CloseOrder;
+                let mut tx = self.begin_write().await?;
+                let Some(order) = Self::lock_order(&mut tx, id.as_str()).await? else {
+                    return Ok(CloseOrder::NoSuchOrder);
+                };
+                if order.status.has_been_paid() {
+                    return Ok(CloseOrder::Paid(order));
+                }
+                if order.status == payonce_core::OrderStatus::Closed {
+                    return Ok(CloseOrder::AlreadyClosed(order));
+                }
+                if let Some(active) = Self::tx_active_attempt(&mut tx, id.as_str()).await? {
+                    return Ok(CloseOrder::ActiveAttempt(active));
+                }
+                let next = order.status.next(payonce_core::OrderEvent::Closed).expect("open order can close");
+                let done = sqlx::query(
+                    "UPDATE orders SET status = $1, closed_by = $2, version = version + 1, updated_at = $3 \
+                     WHERE id = $4 AND version = $5",
+                )
+                .bind(next.as_str())
+                .bind($crate::sql::closed_by_str(by))
+                .bind(now.0)
+                .bind(id.as_str())
+                .bind(order.version)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err($crate::StoreError::Contended("order"));
+                }
+                let mut closed = order;
+                closed.status = next;
+                closed.closed_by = Some(by);
+                closed.version += 1;
+                closed.updated_at = now;
+                Self::tx_insert_event(&mut tx, "payment.closed", &closed, None, now).await?;
+                tx.commit().await?;
+                Ok(CloseOrder::Closed(closed))
+            }
+
+            async fn idempotency_begin(
+                &self,
+                k: &$crate::IdempotencyKey,
+                now: payonce_core::Timestamp,
+                lock_ms: i64,
+            ) -> $crate::Result<$crate::IdempotencyBegin> {
+                use sqlx::Row;
+                use $crate::{IdempotencyBegin, StoredResponse};
+                let mut tx = self.begin_write().await?;
+                let done = sqlx::query(
+                    "INSERT INTO idempotency_keys (app_id, idem_key, fingerprint, state, locked_until, created_at) \
+                     VALUES ($1, $2, $3, 'in_flight', $4, $5) ON CONFLICT (app_id, idem_key) DO NOTHING",
+                )
+                .bind(k.app_id.as_str())
+                .bind(&k.key)
+                .bind(&k.fingerprint)
+                .bind(now.0 + lock_ms)
+                .bind(now.0)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() == 1 {
+                    tx.commit().await?;
+                    return Ok(IdempotencyBegin::Proceed);
+                }
+                let r = sqlx::query(
+                    "SELECT fingerprint, state, locked_until, response_status, response_type, response_body \
+                     FROM idempotency_keys WHERE app_id = $1 AND idem_key = $2",
+                )
+                .bind(k.app_id.as_str())
+                .bind(&k.key)
+                .fetch_one(&mut *tx)
+                .await?;
+                let fingerprint: String = r.try_get("fingerprint")?;
+                let state: String = r.try_get("state")?;
+                let locked_until: i64 = r.try_get("locked_until")?;
+                let answer = if fingerprint != k.fingerprint {
+                    IdempotencyBegin::Mismatch
+                } else if state == "done" {
+                    IdempotencyBegin::Replay(StoredResponse {
+                        status: r.try_get::<i32, _>("response_status")? as u16,
+                        content_type: r.try_get("response_type")?,
+                        body: r.try_get("response_body")?,
+                    })
+                } else if locked_until <= now.0 {
+                    // The first holder died mid-request; its lock expired. Take over, fenced by
+                    // the old lock value so two takers cannot both win.
+                    let taken = sqlx::query(
+                        "UPDATE idempotency_keys SET locked_until = $1 WHERE app_id = $2 AND idem_key = $3 \
+                         AND state = 'in_flight' AND locked_until = $4",
+                    )
+                    .bind(now.0 + lock_ms)
+                    .bind(k.app_id.as_str())
+                    .bind(&k.key)
+                    .bind(locked_until)
+                    .execute(&mut *tx)
+                    .await?;
+                    if taken.rows_affected() == 1 { IdempotencyBegin::Proceed } else { IdempotencyBegin::InFlight }
+                } else {
+                    IdempotencyBegin::InFlight
+                };
+                tx.commit().await?;
+                Ok(answer)
+            }
+
+            async fn idempotency_complete(&self, k: &$crate::IdempotencyKey, resp: &$crate::StoredResponse) -> $crate::Result<()> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query(
+                    "UPDATE idempotency_keys SET state = 'done', response_status = $1, response_type = $2, response_body = $3 \
+                     WHERE app_id = $4 AND idem_key = $5 AND fingerprint = $6",
+                )
+                .bind(resp.status as i32)
+                .bind(&resp.content_type)
+                .bind(&resp.body)
+                .bind(k.app_id.as_str())
+                .bind(&k.key)
+                .bind(&k.fingerprint)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn idempotency_release(&self, k: &$crate::IdempotencyKey) -> $crate::Result<()> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query("DELETE FROM idempotency_keys WHERE app_id = $1 AND idem_key = $2 AND state = 'in_flight'")
+                    .bind(k.app_id.as_str())
+                    .bind(&k.key)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn idempotency_purge(&self, before: payonce_core::Timestamp) -> $crate::Result<u64> {
+                let mut tx = self.begin_write().await?;
+                let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+                    .bind(before.0)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn abnormal_open(&self) -> $crate::Result<Vec<$crate::AbnormalRow>> {
+                use sqlx::Row;
+                let rows = sqlx::query("SELECT id, kind, reference, detail, created_at FROM abnormal WHERE resolved_at IS NULL ORDER BY id")
+                    .fetch_all(self.reader())
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok($crate::AbnormalRow {
+                            id: r.try_get("id")?,
+                            kind: r.try_get("kind")?,
+                            reference: r.try_get("reference")?,
+                            detail: r.try_get("detail")?,
+                            created_at: payonce_core::Timestamp(r.try_get("created_at")?),
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn bench_commit(&self, id: &str, now: payonce_core::Timestamp) -> $crate::Result<()> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query("INSERT INTO bench_commits (id, created_at) VALUES ($1, $2)")
+                    .bind(id)
+                    .bind(now.0)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+        }
+    };
+}
+
+pub(crate) use impl_store;

@@ -1,0 +1,61 @@
+//! The SQLite store: the embedded default. One writer connection (so concurrent requests queue
+//! for it instead of failing with SQLITE_BUSY), a pool of readers, WAL and `synchronous=FULL`
+//! (a commit is on disk before anyone is told about it).
+
+use crate::sql::impl_store;
+use crate::{Backend, Result};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+use std::str::FromStr;
+use std::time::Duration;
+
+pub struct SqliteStore {
+    writer: SqlitePool,
+    readers: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `sqlite://PATH`.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let base = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            // Another process (a CLI `apps create`, a second server in a test) may hold the
+            // write lock briefly; wait for it rather than fail.
+            .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            // Requests queue here for the single writer; under a 500-request storm the queue
+            // can be long, and waiting is the correct answer, not a 5xx.
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(base.clone())
+            .await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(base.read_only(true))
+            .await?;
+        Ok(SqliteStore { writer, readers })
+    }
+
+    fn reader(&self) -> &SqlitePool {
+        &self.readers
+    }
+
+    /// `BEGIN IMMEDIATE` takes the write lock at once, so a transaction never upgrades from
+    /// read to write halfway (the classic SQLITE_BUSY deadlock between two processes).
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    async fn run_migrations(&self, migrations: &[(i64, &str)]) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        Self::apply_pending(&mut tx, migrations).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl_store!(SqliteStore, Sqlite, backend = Backend::Sqlite, for_update = "", migrations = crate::migrate::SQLITE);
