@@ -1,1 +1,143 @@
-//! placeholder
+//! Payment channels behind one trait. Each protocol (signing, field mapping, notification
+//! format and success answer) lives in its own module; the simulator imports the same protocol
+//! code to play the other side, so tests exercise the real signing and parsing paths.
+
+pub mod config;
+pub mod sandbox;
+pub mod secret;
+
+use async_trait::async_trait;
+use payonce_core::{ChannelName, Money, PayMethod, Timestamp};
+use reqwest::header::HeaderMap;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub use config::{ChannelsConfig, ConfigError};
+
+/// What payonce asks a channel to create.
+#[derive(Debug, Clone)]
+pub struct PrepayRequest {
+    pub out_trade_no: String,
+    pub amount: Money,
+    pub subject: String,
+    pub method: PayMethod,
+    /// Where the channel must send its payment notification.
+    pub notify_url: String,
+    /// The channel-side expiry: never later than the order's, so a QR code cannot outlive it.
+    pub expires_at: Timestamp,
+    /// Channel-specific payer data (e.g. a WeChat `openid` for JSAPI).
+    pub payer: Option<serde_json::Value>,
+}
+
+/// The channel accepted: the credential the payer's device needs.
+#[derive(Debug, Clone)]
+pub struct Prepaid {
+    pub credential: serde_json::Value,
+    pub credential_expires_at: Timestamp,
+}
+
+/// What a channel says about one of its orders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TradeState {
+    Paid { amount: i64, channel_trade_no: Option<String>, paid_at: Timestamp },
+    Unpaid,
+    Closed,
+    /// The channel has no such order.
+    Absent,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseAnswer {
+    Closed,
+    /// The channel refused because the payer already paid: the caller must query and record it.
+    AlreadyPaid,
+    /// The channel has no such order (an unscanned Alipay precreate; a WeChat prepay that never
+    /// happened).
+    Absent,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ChannelError {
+    /// The channel answered no, definitively: nothing was created or changed.
+    #[error("channel refused: {code}: {message}")]
+    Refused { code: String, message: String },
+    /// The request never left (connection refused, DNS): nothing happened at the channel.
+    #[error("channel unreachable: {0}")]
+    Unreachable(String),
+    /// Timed out, cut off, a 5xx or an answer we could not verify: the call may have taken
+    /// effect. Only a query can tell.
+    #[error("channel outcome unknown: {0}")]
+    Ambiguous(String),
+}
+
+/// A verified, parsed payment notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    /// The channel's id for this event: a replay carries the same one.
+    pub event_id: String,
+    pub out_trade_no: String,
+    pub state: TradeState,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum NotifyError {
+    #[error("signature verification failed")]
+    BadSignature,
+    #[error("unknown signing key or certificate serial")]
+    UnknownKey,
+    #[error("timestamp outside the accepted window")]
+    Stale,
+    #[error("malformed notification: {0}")]
+    Malformed(String),
+}
+
+/// An HTTP answer to a channel's notification, in that channel's own format.
+#[derive(Debug, Clone)]
+pub struct NotifyReply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+#[async_trait]
+pub trait Channel: Send + Sync + 'static {
+    fn name(&self) -> ChannelName;
+    async fn prepay(&self, req: &PrepayRequest) -> Result<Prepaid, ChannelError>;
+    async fn query(&self, out_trade_no: &str) -> Result<TradeState, ChannelError>;
+    async fn close(&self, out_trade_no: &str) -> Result<CloseAnswer, ChannelError>;
+    /// Verifies the signature (and decrypts, where the channel encrypts) of a notification.
+    fn verify_notification(&self, headers: &HeaderMap, body: &[u8], now: Timestamp) -> Result<Notification, NotifyError>;
+    /// The answer that tells the channel "received, stop retrying".
+    fn notify_ack(&self) -> NotifyReply;
+    /// The answer that tells the channel "not accepted, retry".
+    fn notify_nack(&self, reason: &str) -> NotifyReply;
+}
+
+/// The channels this deployment is configured for.
+#[derive(Clone, Default)]
+pub struct ChannelRegistry {
+    channels: BTreeMap<ChannelName, Arc<dyn Channel>>,
+}
+
+impl ChannelRegistry {
+    pub fn insert(&mut self, channel: Arc<dyn Channel>) {
+        self.channels.insert(channel.name(), channel);
+    }
+
+    pub fn get(&self, name: ChannelName) -> Option<&Arc<dyn Channel>> {
+        self.channels.get(&name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = ChannelName> + '_ {
+        self.channels.keys().copied()
+    }
+}
+
+/// Maps a reqwest failure to what it tells us about the remote side effect.
+pub(crate) fn classify_transport(e: reqwest::Error) -> ChannelError {
+    if e.is_connect() {
+        ChannelError::Unreachable(e.to_string())
+    } else {
+        ChannelError::Ambiguous(e.to_string())
+    }
+}

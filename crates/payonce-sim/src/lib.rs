@@ -1,1 +1,120 @@
-//! placeholder
+//! The channel simulator: plays the channels' side of their real protocols, keeps the ledger
+//! of every channel order, charge and refund (the ground truth invariant checks compare
+//! payonce against), sends notifications on a retry schedule, and injects faults on demand.
+
+mod control;
+mod ledger;
+mod rng;
+mod sandbox;
+
+use axum::Router;
+use payonce_channels::secret::SecretBytes;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+
+pub use ledger::{Faults, Ledger, SimOrder};
+
+/// Shared state of one simulator.
+pub struct Sim {
+    pub(crate) ledger: Mutex<Ledger>,
+    pub(crate) faults: Mutex<Faults>,
+    pub(crate) rng: Mutex<rng::Rng>,
+    pub(crate) sandbox_key: SecretBytes,
+    /// Sends notifications to payonce.
+    pub(crate) http: reqwest::Client,
+}
+
+/// A running simulator.
+pub struct SimHandle {
+    pub addr: SocketAddr,
+    /// The `channels.toml` a payonce server reads to talk to this simulator.
+    pub channels_file: PathBuf,
+    pub sim: Arc<Sim>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SimHandle {
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Sim {
+    /// Loads the keys in `state_dir`, generating any that are missing, and writes
+    /// `channels.toml` naming `gateway` and the key files.
+    pub fn prepare(state_dir: &Path, gateway: &str) -> std::io::Result<(Arc<Sim>, PathBuf)> {
+        std::fs::create_dir_all(state_dir)?;
+        let key_path = state_dir.join("sandbox.key");
+        let sandbox_key = match std::fs::read_to_string(&key_path) {
+            Ok(hexkey) => SecretBytes::new(hex::decode(hexkey.trim()).map_err(std::io::Error::other)?),
+            Err(_) => {
+                let k = SecretBytes::random32();
+                write_private(&key_path, &hex::encode(k.expose()))?;
+                k
+            }
+        };
+        let channels_file = state_dir.join("channels.toml");
+        let toml = format!(
+            "# Written by `payonce sim`: the simulated channels and their keys.\n\
+             [sandbox]\ngateway = \"{gateway}\"\nkey_file = \"sandbox.key\"\n"
+        );
+        std::fs::write(&channels_file, toml)?;
+        let sim = Sim {
+            ledger: Mutex::new(Ledger::default()),
+            faults: Mutex::new(Faults::default()),
+            rng: Mutex::new(rng::Rng::seeded()),
+            sandbox_key,
+            http: reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build().expect("http client"),
+        };
+        Ok((Arc::new(sim), channels_file))
+    }
+
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new().merge(sandbox::routes()).merge(control::routes()).with_state(self.clone())
+    }
+
+    /// A uniform draw in [0, 1): fault decisions.
+    pub(crate) fn chance(&self, p: f64) -> bool {
+        p > 0.0 && self.rng.lock().unwrap().next_f64() < p
+    }
+
+    pub(crate) fn between(&self, lo: u64, hi: u64) -> u64 {
+        if hi <= lo { lo } else { lo + (self.rng.lock().unwrap().next_u64() % (hi - lo + 1)) }
+    }
+
+    pub fn ledger_snapshot(&self) -> Ledger {
+        self.ledger.lock().unwrap().clone()
+    }
+}
+
+/// Binds the simulator on `listener` and serves it in the background.
+pub async fn start(listener: TcpListener, state_dir: &Path) -> std::io::Result<SimHandle> {
+    let addr = listener.local_addr()?;
+    let (sim, channels_file) = Sim::prepare(state_dir, &format!("http://{addr}"))?;
+    let app = sim.router();
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "simulator stopped");
+        }
+    });
+    Ok(SimHandle { addr, channels_file, sim, task })
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    opts.open(path)?.write_all(contents.as_bytes())
+}

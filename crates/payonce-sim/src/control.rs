@@ -1,0 +1,117 @@
+//! The simulator's control API (API.md): the payer's actions, the ledger, and fault knobs.
+
+use crate::Sim;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use payonce_channels::sandbox::protocol;
+use payonce_core::ChannelName;
+use serde::Deserialize;
+use std::sync::Arc;
+
+pub fn routes() -> Router<Arc<Sim>> {
+    Router::new()
+        .route("/sim/pay", post(pay_handler))
+        .route("/sim/orders", get(order))
+        .route("/sim/ledger", get(ledger))
+        .route("/sim/faults", post(set_faults).get(get_faults))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PayRequest {
+    channel: ChannelName,
+    out_trade_no: String,
+    #[serde(default)]
+    force: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum PayError {
+    NoSuchOrder,
+    AlreadyPaid,
+    Closed,
+}
+
+/// The payer pays a channel order: a charge lands in the ledger and a notification is on its
+/// way. `force` pays even a closed order (an in-flight payment, an Alipay QR that outlived its
+/// close) — the late and duplicate payments payonce must catch.
+pub fn pay(sim: &Arc<Sim>, channel: ChannelName, out_trade_no: &str, force: bool) -> Result<(), PayError> {
+    let now = crate::sandbox::now_ms();
+    let (order, event_id) = {
+        let mut ledger = sim.ledger.lock().unwrap();
+        let trade_no = ledger.next_trade_no();
+        let Some(o) = ledger.orders.get_mut(&(channel, out_trade_no.to_owned())) else {
+            return Err(PayError::NoSuchOrder);
+        };
+        let payable = o.state == protocol::NOTPAY && o.time_expire > now;
+        if o.state == protocol::SUCCESS && !force {
+            return Err(PayError::AlreadyPaid);
+        }
+        if !payable && !force {
+            return Err(PayError::Closed);
+        }
+        o.state = protocol::SUCCESS.into();
+        o.charges += 1;
+        o.trade_no = Some(trade_no.clone());
+        o.paid_at = Some(now);
+        let order = o.clone();
+        let event_id = format!("{}-{}", trade_no, order.charges);
+        ledger.charges.push(crate::ledger::Charge { channel, out_trade_no: out_trade_no.to_owned(), amount: order.amount });
+        (order, event_id)
+    };
+    match channel {
+        ChannelName::Sandbox => crate::sandbox::spawn_notify(sim.clone(), order, event_id),
+        _ => {}
+    }
+    Ok(())
+}
+
+async fn pay_handler(State(sim): State<Arc<Sim>>, Json(req): Json<PayRequest>) -> Response {
+    match pay(&sim, req.channel, &req.out_trade_no, req.force) {
+        Ok(()) => (StatusCode::OK, Json(serde_json::json!({"paid": true}))).into_response(),
+        Err(e) => (StatusCode::CONFLICT, Json(serde_json::json!({"paid": false, "error": format!("{e:?}")}))).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct OrderQuery {
+    channel: ChannelName,
+    out_trade_no: String,
+}
+
+async fn order(State(sim): State<Arc<Sim>>, Query(q): Query<OrderQuery>) -> Response {
+    let ledger = sim.ledger.lock().unwrap();
+    match ledger.orders.get(&(q.channel, q.out_trade_no)) {
+        Some(o) => Json(serde_json::to_value(o).unwrap()).into_response(),
+        None => (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": "no such channel order"}))).into_response(),
+    }
+}
+
+async fn ledger(State(sim): State<Arc<Sim>>) -> Json<serde_json::Value> {
+    Json(sim.ledger.lock().unwrap().to_json())
+}
+
+async fn set_faults(State(sim): State<Arc<Sim>>, Json(patch): Json<serde_json::Value>) -> Response {
+    let mut faults = sim.faults.lock().unwrap();
+    let mut current = serde_json::to_value(&*faults).unwrap();
+    let Some(obj) = patch.as_object() else {
+        return (StatusCode::BAD_REQUEST, Json(serde_json::json!({"error": "expected an object"}))).into_response();
+    };
+    for (k, v) in obj {
+        current[k] = v.clone();
+    }
+    match serde_json::from_value(current) {
+        Ok(f) => {
+            *faults = f;
+            Json(serde_json::to_value(&*faults).unwrap()).into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, Json(serde_json::json!({"error": e.to_string()}))).into_response(),
+    }
+}
+
+async fn get_faults(State(sim): State<Arc<Sim>>) -> Json<serde_json::Value> {
+    Json(serde_json::to_value(&*sim.faults.lock().unwrap()).unwrap())
+}
