@@ -1,0 +1,40 @@
+//! Registering business systems (`payonce apps create`).
+
+use crate::crypto::{MasterKey, new_app_secret, new_webhook_secret, sha256_hex};
+use payonce_core::{AppId, Clock};
+use payonce_store::{App, Store, StoreError};
+
+/// A new app's credentials, shown once: only the secret's hash is kept.
+pub struct NewAppCredentials {
+    pub app_id: AppId,
+    pub secret: String,
+    pub webhook_secret: String,
+}
+
+impl std::fmt::Debug for NewAppCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewAppCredentials").field("app_id", &self.app_id).finish_non_exhaustive()
+    }
+}
+
+pub async fn create_app(
+    store: &dyn Store,
+    key: &MasterKey,
+    clock: &dyn Clock,
+    name: &str,
+    webhook_url: Option<&str>,
+) -> Result<NewAppCredentials, StoreError> {
+    let id = AppId::new();
+    let secret = new_app_secret();
+    let webhook_secret = new_webhook_secret();
+    let app = App {
+        id: id.clone(),
+        name: name.to_owned(),
+        secret_hash: sha256_hex(secret.as_bytes()),
+        webhook_url: webhook_url.map(str::to_owned),
+        webhook_secret_enc: key.encrypt(&webhook_secret, id.as_str()),
+        created_at: clock.now(),
+    };
+    store.insert_app(&app).await?;
+    Ok(NewAppCredentials { app_id: id, secret, webhook_secret })
+}

@@ -1,0 +1,137 @@
+//! Hashing, secret generation and the at-rest encryption of webhook secrets.
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::digest;
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use std::fmt;
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(digest::digest(&digest::SHA256, data).as_ref())
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    aws_lc_rs::rand::fill(&mut b).expect("system randomness");
+    b
+}
+
+/// A new app API secret: 256 random bits. Only its SHA-256 is stored.
+pub fn new_app_secret() -> String {
+    format!("sk_{}", URL_SAFE_NO_PAD.encode(random_bytes::<32>()))
+}
+
+/// A new Standard Webhooks signing secret (`whsec_` + base64 of 32 random bytes).
+pub fn new_webhook_secret() -> String {
+    format!("whsec_{}", STANDARD.encode(random_bytes::<32>()))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("master key must be 64 hex characters (32 bytes)")]
+    Malformed,
+    #[error("cannot read or create the master key file {0}: {1}")]
+    Io(String, std::io::Error),
+    #[error("ciphertext does not decrypt with this master key")]
+    Decrypt,
+}
+
+/// The key that encrypts secrets payonce must be able to read back (webhook signing secrets).
+/// Every instance of one deployment needs the same one.
+pub struct MasterKey(LessSafeKey);
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKey(<redacted>)")
+    }
+}
+
+impl MasterKey {
+    pub fn from_hex(hexkey: &str) -> Result<Self, KeyError> {
+        let bytes = hex::decode(hexkey.trim()).map_err(|_| KeyError::Malformed)?;
+        let key = UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| KeyError::Malformed)?;
+        Ok(MasterKey(LessSafeKey::new(key)))
+    }
+
+    pub fn random() -> (Self, String) {
+        let hexkey = hex::encode(random_bytes::<32>());
+        (Self::from_hex(&hexkey).expect("fresh key is valid"), hexkey)
+    }
+
+    /// Reads the key file, creating it (mode 0600) with a fresh key if it does not exist.
+    pub fn load_or_create(path: &std::path::Path) -> Result<Self, KeyError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::from_hex(&text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let (key, hexkey) = Self::random();
+                use std::io::Write;
+                #[cfg(unix)]
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut opts = std::fs::OpenOptions::new();
+                opts.write(true).create_new(true);
+                #[cfg(unix)]
+                opts.mode(0o600);
+                match opts.open(path) {
+                    Ok(mut f) => {
+                        f.write_all(hexkey.as_bytes()).map_err(|e| KeyError::Io(path.display().to_string(), e))?;
+                        Ok(key)
+                    }
+                    // Another process created it first: use theirs.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load_or_create(path),
+                    Err(e) => Err(KeyError::Io(path.display().to_string(), e)),
+                }
+            }
+            Err(e) => Err(KeyError::Io(path.display().to_string(), e)),
+        }
+    }
+
+    /// `v1:` + base64(nonce ‖ ciphertext ‖ tag). `context` (e.g. the app id) is bound as
+    /// associated data, so a ciphertext copied to another row does not decrypt.
+    pub fn encrypt(&self, plaintext: &str, context: &str) -> String {
+        let nonce_bytes = random_bytes::<NONCE_LEN>();
+        let mut buf = plaintext.as_bytes().to_vec();
+        self.0
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce_bytes), Aad::from(context.as_bytes()), &mut buf)
+            .expect("AES-GCM seal cannot fail for small inputs");
+        let mut out = nonce_bytes.to_vec();
+        out.extend_from_slice(&buf);
+        format!("v1:{}", STANDARD.encode(out))
+    }
+
+    pub fn decrypt(&self, sealed: &str, context: &str) -> Result<String, KeyError> {
+        let raw = sealed.strip_prefix("v1:").ok_or(KeyError::Decrypt)?;
+        let raw = STANDARD.decode(raw).map_err(|_| KeyError::Decrypt)?;
+        if raw.len() < NONCE_LEN {
+            return Err(KeyError::Decrypt);
+        }
+        let (nonce, ct) = raw.split_at(NONCE_LEN);
+        let mut buf = ct.to_vec();
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| KeyError::Decrypt)?;
+        let plain = self.0.open_in_place(nonce, Aad::from(context.as_bytes()), &mut buf).map_err(|_| KeyError::Decrypt)?;
+        String::from_utf8(plain.to_vec()).map_err(|_| KeyError::Decrypt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_secrets_round_trip_and_bind_context() {
+        let (k, _) = MasterKey::random();
+        let sealed = k.encrypt("whsec_abc", "app_1");
+        assert!(!sealed.contains("whsec_abc"));
+        assert_eq!(k.decrypt(&sealed, "app_1").unwrap(), "whsec_abc");
+        assert!(k.decrypt(&sealed, "app_2").is_err());
+        let (other, _) = MasterKey::random();
+        assert!(other.decrypt(&sealed, "app_1").is_err());
+    }
+
+    #[test]
+    fn secrets_are_distinct_and_shaped() {
+        let a = new_app_secret();
+        assert!(a.starts_with("sk_") && a.len() > 40);
+        assert_ne!(a, new_app_secret());
+        assert!(new_webhook_secret().starts_with("whsec_"));
+    }
+}

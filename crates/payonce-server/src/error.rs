@@ -1,0 +1,133 @@
+//! The API's one error type: RFC 9457 problem+json with the stable codes of API.md. Internal
+//! causes are logged here and never shown to the client.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub title: &'static str,
+    pub detail: String,
+    pub errors: Vec<FieldError>,
+    /// One more member that helps the client (e.g. `order` on `order_already_paid`).
+    pub extra: Option<(&'static str, serde_json::Value)>,
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+        ApiError { status, code, title, detail: detail.into(), errors: Vec::new(), extra: None, retry_after: None }
+    }
+
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        let detail = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ");
+        let mut e = Self::new(StatusCode::BAD_REQUEST, "validation_failed", "Validation failed", detail);
+        e.errors = errors;
+        e
+    }
+
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        Self::validation(vec![FieldError { field: field.into(), message: message.into() }])
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", "missing or invalid bearer secret")
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "Not found", format!("no such {what}"))
+    }
+
+    pub fn order_already_paid(order: serde_json::Value) -> Self {
+        let mut e = Self::new(StatusCode::CONFLICT, "order_already_paid", "Order already paid", "the order has been paid");
+        e.extra = Some(("order", order));
+        e
+    }
+
+    pub fn order_closed(order: serde_json::Value) -> Self {
+        let mut e = Self::new(StatusCode::CONFLICT, "order_closed", "Order closed", "the order is closed or expired");
+        e.extra = Some(("order", order));
+        e
+    }
+
+    pub fn merchant_order_no_conflict(order: serde_json::Value) -> Self {
+        let mut e = Self::new(
+            StatusCode::CONFLICT,
+            "merchant_order_no_conflict",
+            "merchant_order_no already used",
+            "an order with this merchant_order_no exists with different content",
+        );
+        e.extra = Some(("order", order));
+        e
+    }
+
+    pub fn request_in_progress(detail: &str) -> Self {
+        let mut e = Self::new(StatusCode::CONFLICT, "request_in_progress", "Request in progress", detail);
+        e.retry_after = Some(1);
+        e
+    }
+
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large", format!("the body exceeds {limit} bytes"))
+    }
+
+    pub fn idempotency_key_reused() -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "Idempotency-Key reused",
+            "this Idempotency-Key was used with a different request",
+        )
+    }
+
+    pub fn channel_unavailable(status: StatusCode, detail: impl Into<String>) -> Self {
+        let mut e = Self::new(status, "channel_unavailable", "Channel unavailable", detail);
+        e.retry_after = Some(1);
+        e
+    }
+
+    /// Logs the cause with its details; the client sees only that something failed inside.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Internal error", "an internal error occurred; retrying is safe")
+    }
+}
+
+impl From<payonce_store::StoreError> for ApiError {
+    fn from(e: payonce_store::StoreError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = serde_json::json!({
+            "type": format!("https://payonce.dev/problems/{}", self.code.replace('_', "-")),
+            "title": self.title,
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+            "code": self.code,
+        });
+        if !self.errors.is_empty() {
+            body["errors"] = serde_json::to_value(&self.errors).unwrap();
+        }
+        if let Some((k, v)) = self.extra {
+            body[k] = v;
+        }
+        let mut resp = (self.status, body.to_string()).into_response();
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(s) = self.retry_after {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        resp
+    }
+}

@@ -1,0 +1,29 @@
+//! HTTP routes, mirroring the URL tree: `/v1/orders…`, `/notify/{channel}`, operations.
+
+pub mod body;
+pub mod notify;
+pub mod ops;
+pub mod orders;
+pub mod views;
+
+use crate::state::AppState;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/v1/orders", post(orders::create).get(orders::find_by_merchant_no))
+        .route("/v1/orders/{id}", get(orders::get))
+        .route("/v1/orders/{id}/prepay", post(orders::prepay))
+        .route("/v1/orders/{id}/close", post(orders::close))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::idempotency::layer));
+    Router::new()
+        .merge(v1)
+        .route("/notify/{channel}", post(notify::receive))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .layer(DefaultBodyLimit::max(state.config.body_limit))
+        .with_state(state)
+}

@@ -1,0 +1,84 @@
+//! `POST /notify/{channel}`: verify the channel's signature, apply the result exactly once,
+//! and only after it is committed answer in the channel's own success format. Anything that
+//! fails verification gets the channel's failure answer and changes nothing.
+
+use crate::payments;
+use crate::state::AppState;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use payonce_channels::{NotifyError, NotifyReply};
+use payonce_core::ChannelName;
+use payonce_store::{OutcomeApplied, OutcomeEffect, OutcomeSource};
+
+fn reply(r: NotifyReply) -> Response {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST);
+    (status, [("content-type", r.content_type)], r.body).into_response()
+}
+
+fn count(channel: ChannelName, outcome: &'static str) {
+    metrics::counter!("payonce_notifications_total", "channel" => channel.as_str(), "outcome" => outcome).increment(1);
+}
+
+#[tracing::instrument(skip_all, fields(channel = %channel))]
+pub async fn receive(State(state): State<AppState>, Path(channel): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(name) = ChannelName::parse(&channel).ok() else {
+        return (StatusCode::NOT_FOUND, "unknown channel").into_response();
+    };
+    let Some(ch) = state.channels.get(name).cloned() else {
+        return (StatusCode::NOT_FOUND, "channel not configured").into_response();
+    };
+    let n = match ch.verify_notification(&headers, &body, state.clock.now()) {
+        Ok(n) => n,
+        Err(e) => {
+            count(
+                name,
+                match e {
+                    NotifyError::BadSignature => "bad_signature",
+                    NotifyError::UnknownKey => "unknown_key",
+                    NotifyError::Stale => "stale",
+                    NotifyError::Malformed(_) => "malformed",
+                },
+            );
+            tracing::warn!(error = %e, "notification rejected");
+            return reply(ch.notify_nack(&e.to_string()));
+        }
+    };
+    let applied = payments::apply(&state, name, &n.out_trade_no, n.state, OutcomeSource::Notification { event_id: n.event_id }).await;
+    match applied {
+        Ok(OutcomeApplied::Replay) => {
+            count(name, "replay");
+            reply(ch.notify_ack())
+        }
+        Ok(OutcomeApplied::UnknownTradeNo) => {
+            count(name, "unknown_trade_no");
+            reply(ch.notify_nack("unknown out_trade_no"))
+        }
+        Ok(OutcomeApplied::AmountMismatch { .. }) => {
+            // Recorded in the abnormal queue for a person; acknowledged so the channel stops.
+            count(name, "amount_mismatch");
+            reply(ch.notify_ack())
+        }
+        Ok(OutcomeApplied::Applied { effect, .. }) => {
+            count(
+                name,
+                match effect {
+                    OutcomeEffect::OrderPaid => "paid",
+                    OutcomeEffect::Duplicate => "duplicate",
+                    OutcomeEffect::AttemptMoved => "applied",
+                    OutcomeEffect::Nothing => "no_change",
+                },
+            );
+            reply(ch.notify_ack())
+        }
+        Err(e) => {
+            // Not durable, so not acknowledged: the channel will send it again.
+            count(name, "error");
+            tracing::error!(error = %e, "could not apply notification");
+            let mut r = ch.notify_nack("temporary failure");
+            r.status = 500;
+            reply(r)
+        }
+    }
+}

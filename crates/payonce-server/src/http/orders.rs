@@ -1,0 +1,189 @@
+//! `/v1/orders…`: create, read, prepay and close payment orders.
+
+use crate::auth::Authed;
+use crate::crypto::sha256_hex;
+use crate::error::ApiError;
+use crate::http::body::{Fields, JsonObject};
+use crate::http::views;
+use crate::payments::{self, PrepayParams};
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use payonce_core::money::MAX_MINOR;
+use payonce_core::{AppId, ChannelName, Currency, Money, OrderId, OrderStatus, PayMethod};
+use payonce_store::{CreateOrder, Order};
+use serde::Deserialize;
+use std::collections::HashMap;
+
+/// Default order lifetime (DESIGN.md: 30 minutes).
+const DEFAULT_EXPIRE_SECS: i64 = 30 * 60;
+
+fn valid_merchant_no(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:|*".contains(&b))
+}
+
+async fn render(state: &AppState, order: &Order) -> Result<serde_json::Value, ApiError> {
+    let attempts = state.store.attempts_of(&order.id).await?;
+    Ok(views::order(order, &attempts))
+}
+
+#[tracing::instrument(skip_all, fields(app_id = %app.id))]
+pub async fn create(State(state): State<AppState>, Authed(app): Authed, JsonObject(body): JsonObject) -> Result<Response, ApiError> {
+    let mut f = Fields::new(body);
+    let merchant_order_no = f.string("merchant_order_no", 64, true);
+    let amount = f.integer("amount", 1, MAX_MINOR, true);
+    let currency = f.string("currency", 3, true);
+    let subject = f.string("subject", 127, true);
+    let expire_in = f.integer("expire_in_seconds", 60, 7 * 24 * 3600, false).unwrap_or(DEFAULT_EXPIRE_SECS);
+    let notify_url = f.string("notify_url", 512, false);
+    let metadata = f.object("metadata", 4096);
+    if merchant_order_no.as_deref().is_some_and(|n| !valid_merchant_no(n)) {
+        f.error("merchant_order_no", "may contain only letters, digits and - _ . : | *");
+    }
+    let currency = currency.and_then(|c| match Currency::parse(&c) {
+        Ok(c) if c == Currency::CNY => Some(c),
+        _ => {
+            f.error("currency", "must be CNY (the only currency the supported channels settle)");
+            None
+        }
+    });
+    if notify_url.as_deref().is_some_and(|u| !(u.starts_with("https://") || u.starts_with("http://"))) {
+        f.error("notify_url", "must be an http(s) URL");
+    }
+    f.finish()?;
+    let (Some(merchant_order_no), Some(amount), Some(currency), Some(subject)) = (merchant_order_no, amount, currency, subject) else {
+        unreachable!("finish() reported every missing required field");
+    };
+    let amount = Money::new(amount, currency).map_err(|e| ApiError::field("amount", e.message))?;
+    let metadata = metadata.map(|m| serde_json::Value::Object(m).to_string());
+    // Same merchant_order_no with the same content is the same order; anything else conflicts.
+    let content_hash = sha256_hex(
+        serde_json::json!([merchant_order_no, amount.minor, amount.currency.as_str(), subject, expire_in, notify_url, metadata])
+            .to_string()
+            .as_bytes(),
+    );
+    let now = state.clock.now();
+    let order = Order {
+        id: OrderId::new(),
+        app_id: app.id.clone(),
+        merchant_order_no,
+        amount,
+        subject,
+        notify_url,
+        metadata,
+        content_hash,
+        status: OrderStatus::Unpaid,
+        closed_by: None,
+        paid_attempt_id: None,
+        paid_at: None,
+        refunded_amount: 0,
+        expires_at: now.plus_secs(expire_in),
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    match state.store.create_order(&order).await? {
+        CreateOrder::Created(o) => Ok((StatusCode::CREATED, Json(render(&state, &o).await?)).into_response()),
+        CreateOrder::Existing(o) => Ok((StatusCode::OK, Json(render(&state, &o).await?)).into_response()),
+        CreateOrder::Conflict(o) => Err(ApiError::merchant_order_no_conflict(render(&state, &o).await?)),
+    }
+}
+
+/// Unknown, malformed or another app's id: all the same 404.
+async fn load(state: &AppState, app: &AppId, id: &str) -> Result<Order, ApiError> {
+    let id = OrderId::parse(id).map_err(|_| ApiError::not_found("order"))?;
+    state.store.order(app, &id).await?.ok_or_else(|| ApiError::not_found("order"))
+}
+
+#[derive(Deserialize)]
+pub struct GetQuery {
+    #[serde(default)]
+    sync: bool,
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Authed(app): Authed,
+    Path(id): Path<String>,
+    Query(q): Query<GetQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut order = load(&state, &app.id, &id).await?;
+    if q.sync && order.status.is_open() {
+        // Client compensation: ask the channel about every active attempt before answering.
+        for a in state.store.attempts_of(&order.id).await?.into_iter().filter(|a| a.status.is_active()) {
+            if let Err(e) = payments::sync_attempt(&state, &a).await {
+                tracing::warn!(code = e.code, "sync query failed; answering with what is stored");
+            }
+        }
+        order = load(&state, &app.id, &id).await?;
+    }
+    Ok(Json(render(&state, &order).await?))
+}
+
+pub async fn find_by_merchant_no(
+    State(state): State<AppState>,
+    Authed(app): Authed,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let no = q.get("merchant_order_no").ok_or_else(|| ApiError::field("merchant_order_no", "is required"))?;
+    let order = state.store.order_by_merchant_no(&app.id, no).await?.ok_or_else(|| ApiError::not_found("order"))?;
+    Ok(Json(render(&state, &order).await?))
+}
+
+pub async fn prepay(
+    State(state): State<AppState>,
+    Authed(app): Authed,
+    Path(id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut f = Fields::new(body);
+    let channel = f.string("channel", 32, true);
+    let method = f.string("method", 32, false);
+    let payer = f.object("payer", 1024);
+    let channel = channel.and_then(|c| match ChannelName::parse(&c) {
+        Ok(c) if state.channels.get(c).is_some() => Some(c),
+        Ok(_) => {
+            f.error("channel", "is not configured on this server");
+            None
+        }
+        Err(e) => {
+            f.error("channel", e.message);
+            None
+        }
+    });
+    let method = match (channel, method) {
+        (Some(c), None) => Some(c.methods()[0]),
+        (Some(c), Some(m)) => match PayMethod::parse(&m) {
+            Ok(m) if c.methods().contains(&m) => Some(m),
+            _ => {
+                let names: Vec<_> = c.methods().iter().map(|m| m.as_str()).collect();
+                f.error("method", format!("must be one of {} for {c}", names.join(", ")));
+                None
+            }
+        },
+        (None, _) => None,
+    };
+    f.finish()?;
+    let (Some(channel), Some(method)) = (channel, method) else { unreachable!("finish() reported missing fields") };
+    let order = load(&state, &app.id, &id).await?;
+    let params = PrepayParams { channel, method, payer: payer.map(serde_json::Value::Object) };
+    let answer = payments::prepay(&state, &app, &order.id, &params).await?;
+    let a = &answer.attempt;
+    Ok(Json(serde_json::json!({
+        "attempt_id": a.id,
+        "out_trade_no": a.out_trade_no,
+        "channel": a.channel.as_str(),
+        "method": a.method.as_str(),
+        "credential": answer.credential,
+        "expires_at": a.credential_expires_at.map(|t| t.to_rfc3339()),
+        "reused": answer.reused,
+    })))
+}
+
+pub async fn close(State(state): State<AppState>, Authed(app): Authed, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    let order = load(&state, &app.id, &id).await?;
+    let closed = payments::close(&state, &app, &order.id).await?;
+    Ok(Json(render(&state, &closed).await?))
+}

@@ -1,0 +1,322 @@
+//! The payment engine: prepay without double charge, closing, and applying what channels say.
+//!
+//! The rule everywhere: write the intent in one transaction, call the channel with no
+//! transaction open, record the outcome in another. The database arbitrates every race (the
+//! partial unique index allows one active attempt per order); in-process order locks only
+//! spare the database a thundering herd.
+
+use crate::error::ApiError;
+use crate::http::views;
+use crate::state::AppState;
+use axum::http::StatusCode;
+use payonce_channels::{Channel, ChannelError, CloseAnswer, PrepayRequest, TradeState};
+use payonce_core::order::ClosedBy;
+use payonce_core::{AttemptId, AttemptStatus, ChannelName, OrderId, OutTradeNo, PayMethod, Timestamp};
+use payonce_store::{
+    App, Attempt, BeginAttempt, ChannelOutcome, CloseOrder, Observed, Order, OutcomeApplied, OutcomeSource, PrepayResult,
+    StoreError,
+};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the business asked for in a prepay.
+#[derive(Debug, Clone)]
+pub struct PrepayParams {
+    pub channel: ChannelName,
+    pub method: PayMethod,
+    pub payer: Option<serde_json::Value>,
+}
+
+#[derive(Debug)]
+pub struct PrepayAnswer {
+    pub attempt: Attempt,
+    pub credential: serde_json::Value,
+    pub reused: bool,
+}
+
+/// First query after a prepay when no notification came (DESIGN.md: 10 s, 20 s, 30 s …).
+const FIRST_QUERY_AFTER: Duration = Duration::from_secs(10);
+/// Bound on loop iterations of one request: each iteration either answers or observes that
+/// another actor moved the order, which cannot happen forever within one request's wait.
+const MAX_ROUNDS: usize = 64;
+
+fn prepay_metric(outcome: &'static str) {
+    metrics::counter!("payonce_prepay_total", "outcome" => outcome).increment(1);
+}
+
+async fn order_view(state: &AppState, order: &Order) -> serde_json::Value {
+    let attempts = state.store.attempts_of(&order.id).await.unwrap_or_default();
+    views::order(order, &attempts)
+}
+
+fn channel_of(state: &AppState, name: ChannelName) -> Result<&Arc<dyn Channel>, ApiError> {
+    state
+        .channels
+        .get(name)
+        .ok_or_else(|| ApiError::channel_unavailable(StatusCode::SERVICE_UNAVAILABLE, format!("channel {name} is not configured")))
+}
+
+#[tracing::instrument(skip_all, fields(order_id = %order_id, channel = %params.channel))]
+pub async fn prepay(state: &AppState, app: &App, order_id: &OrderId, params: &PrepayParams) -> Result<PrepayAnswer, ApiError> {
+    let channel = channel_of(state, params.channel)?.clone();
+    let wait = state.config.prepay_wait();
+    let deadline = Instant::now() + wait;
+    // Duplicates on this instance queue here; when their turn comes the credential is stored.
+    let Some((_turn, mut waited)) = state.order_locks.lock(order_id.as_str(), wait).await else {
+        prepay_metric("conflict");
+        return Err(ApiError::request_in_progress("another prepay of this order is in flight"));
+    };
+    let mut backoff = Duration::from_millis(10);
+    for _ in 0..MAX_ROUNDS {
+        let now = state.clock.now();
+        let order = state.store.order(&app.id, order_id).await?.ok_or_else(|| ApiError::not_found("order"))?;
+        if order.status.has_been_paid() {
+            prepay_metric("already_paid");
+            return Err(ApiError::order_already_paid(order_view(state, &order).await));
+        }
+        if !order.status.is_open() || order.expires_at <= now {
+            prepay_metric("order_closed");
+            return Err(ApiError::order_closed(order_view(state, &order).await));
+        }
+        let active = state.store.attempts_of(order_id).await?.into_iter().find(|a| a.status.is_active());
+        let Some(a) = active else {
+            let id = AttemptId::new();
+            let attempt = Attempt {
+                out_trade_no: OutTradeNo::for_attempt(&id).to_string(),
+                id,
+                order_id: order.id.clone(),
+                channel: params.channel,
+                method: params.method,
+                amount: order.amount,
+                status: AttemptStatus::Created,
+                is_duplicate: false,
+                credential: None,
+                credential_expires_at: None,
+                channel_trade_no: None,
+                paid_at: None,
+                next_query_at: None,
+                version: 1,
+                created_at: now,
+                updated_at: now,
+            };
+            match state.store.begin_attempt(&attempt, now).await? {
+                BeginAttempt::Started(a) => return call_prepay(state, channel.as_ref(), &order, a, params).await,
+                BeginAttempt::ActiveExists(_) | BeginAttempt::OrderNotOpen(_) => continue,
+                BeginAttempt::NoSuchOrder => return Err(ApiError::not_found("order")),
+            }
+        };
+        let same = a.channel == params.channel && a.method == params.method;
+        match a.status {
+            AttemptStatus::Pending if same && a.credential_expires_at.is_some_and(|t| t > now) => {
+                prepay_metric(if waited { "coalesced" } else { "reused" });
+                let credential = a.credential.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
+                return Ok(PrepayAnswer { attempt: a, credential, reused: true });
+            }
+            AttemptStatus::Created => {
+                // Another request (maybe on another instance) is calling the channel right now.
+                let stale_before = Timestamp(now.0 - (state.config.channel_timeout.as_millis() as i64 + 5_000));
+                if a.created_at < stale_before {
+                    // Its caller never came back: the outcome is unknown, never assumed failed.
+                    state.store.mark_stale_created(&a.id, stale_before, now).await?;
+                    continue;
+                }
+                if Instant::now() >= deadline {
+                    prepay_metric("conflict");
+                    return Err(ApiError::request_in_progress("another prepay of this order is in flight"));
+                }
+                waited = true;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(200));
+            }
+            // Same channel order, outcome unknown: ask the channel again under the same number.
+            // It answers with the same order (and credential), or says it is paid — it can never
+            // create a second one.
+            AttemptStatus::Unknown if same => return call_prepay(state, channel.as_ref(), &order, a, params).await,
+            // Switching channel or method (or a stale credential): close the old channel order
+            // first. If that reveals a payment, the next round answers order_already_paid.
+            _ => retire(state, &a).await?,
+        }
+    }
+    prepay_metric("conflict");
+    Err(ApiError::request_in_progress("the order kept changing; retry"))
+}
+
+/// Calls the channel for an attempt whose intent is committed, then records what happened.
+async fn call_prepay(
+    state: &AppState,
+    channel: &dyn Channel,
+    order: &Order,
+    attempt: Attempt,
+    params: &PrepayParams,
+) -> Result<PrepayAnswer, ApiError> {
+    let req = PrepayRequest {
+        out_trade_no: attempt.out_trade_no.clone(),
+        amount: order.amount,
+        subject: order.subject.clone(),
+        method: params.method,
+        notify_url: format!("{}/notify/{}", state.config.public_url.trim_end_matches('/'), channel.name()),
+        // The channel-side expiry never outlives the order.
+        expires_at: order.expires_at,
+        payer: params.payer.clone(),
+    };
+    let result = channel.prepay(&req).await;
+    let now = state.clock.now();
+    let first_query = now.plus_ms(state.config.scaled(FIRST_QUERY_AFTER).as_millis() as i64);
+    match result {
+        Ok(prepaid) => {
+            let expires = prepaid.credential_expires_at.min(order.expires_at);
+            let recorded = PrepayResult::Accepted {
+                credential: prepaid.credential.to_string(),
+                credential_expires_at: expires,
+                next_query_at: first_query,
+            };
+            let stored = state.store.record_prepay(&attempt.id, &recorded, now).await?;
+            match stored.status {
+                AttemptStatus::Pending => {
+                    prepay_metric("created");
+                    Ok(PrepayAnswer { attempt: stored, credential: prepaid.credential, reused: false })
+                }
+                AttemptStatus::Succeeded => {
+                    prepay_metric("already_paid");
+                    let order = state.store.order(&order.app_id, &order.id).await?.unwrap_or_else(|| order.clone());
+                    Err(ApiError::order_already_paid(order_view(state, &order).await))
+                }
+                _ => Err(ApiError::request_in_progress("the channel order changed while it was being created")),
+            }
+        }
+        Err(ChannelError::Refused { code, message }) => {
+            if attempt.status == AttemptStatus::Unknown {
+                // A re-ask of an unknown order refused (e.g. "already paid"): settle by query.
+                sync_attempt(state, &attempt).await?;
+            } else {
+                state.store.record_prepay(&attempt.id, &PrepayResult::Refused { reason: format!("{code}: {message}") }, now).await?;
+            }
+            prepay_metric("channel_refused");
+            tracing::warn!(code = %code, "channel refused prepay");
+            Err(ApiError::channel_unavailable(StatusCode::BAD_GATEWAY, format!("the channel refused the prepay ({code})")))
+        }
+        Err(ChannelError::Unreachable(e)) => {
+            // Nothing left this machine: no channel order can exist.
+            state.store.record_prepay(&attempt.id, &PrepayResult::Refused { reason: format!("unreachable: {e}") }, now).await?;
+            prepay_metric("channel_unavailable");
+            Err(ApiError::channel_unavailable(StatusCode::SERVICE_UNAVAILABLE, "the channel is unreachable; retrying is safe"))
+        }
+        Err(ChannelError::Ambiguous(e)) => {
+            // The channel order may exist. `unknown`, never `failed`: a query settles it, and a
+            // retry re-asks under the same out_trade_no.
+            tracing::warn!(error = %e, "prepay outcome unknown");
+            state.store.record_prepay(&attempt.id, &PrepayResult::Ambiguous { next_query_at: now }, now).await?;
+            prepay_metric("unknown");
+            Err(ApiError::channel_unavailable(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the channel did not answer in time; retrying the same request is safe",
+            ))
+        }
+    }
+}
+
+/// Closes an attempt's channel order and records the channel's answer. A close refused because
+/// the payer paid is followed by a query, so the payment is recorded with its details.
+pub async fn retire(state: &AppState, a: &Attempt) -> Result<(), ApiError> {
+    let channel = channel_of(state, a.channel)?;
+    let observed = match channel.close(&a.out_trade_no).await {
+        Ok(CloseAnswer::Closed) => TradeState::Closed,
+        // Where the channel creates its order at prepay, "no such order" proves it never existed.
+        // Elsewhere (an unscanned Alipay QR) the code stays payable: record it closed and keep
+        // watching it until its credential expires.
+        Ok(CloseAnswer::Absent) if a.channel.creates_order_at_prepay() => TradeState::Absent,
+        Ok(CloseAnswer::Absent) => TradeState::Closed,
+        Ok(CloseAnswer::AlreadyPaid) => match channel.query(&a.out_trade_no).await {
+            Ok(s @ TradeState::Paid { .. }) => s,
+            Ok(_) | Err(_) => {
+                return Err(ApiError::channel_unavailable(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the channel reports the order paid but its details are not available yet; retry",
+                ));
+            }
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, out_trade_no = %a.out_trade_no, "close failed");
+            return Err(ApiError::channel_unavailable(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "could not close the previous channel order; retrying is safe",
+            ));
+        }
+    };
+    apply(state, a.channel, &a.out_trade_no, observed, OutcomeSource::CloseAnswer).await?;
+    Ok(())
+}
+
+/// Asks the channel about an attempt and applies the answer (compensation query).
+pub async fn sync_attempt(state: &AppState, a: &Attempt) -> Result<OutcomeApplied, ApiError> {
+    let channel = channel_of(state, a.channel)?;
+    let observed = channel.query(&a.out_trade_no).await.map_err(|e| {
+        tracing::warn!(error = %e, "query failed");
+        ApiError::channel_unavailable(StatusCode::SERVICE_UNAVAILABLE, "the channel could not be queried; retry")
+    })?;
+    Ok(apply(state, a.channel, &a.out_trade_no, observed, OutcomeSource::Query).await?)
+}
+
+/// The one door through which every channel fact enters: maps it and hands it to the store's
+/// `apply_outcome`, retrying a lost compare-and-set race (the loser re-reads and re-decides).
+pub async fn apply(
+    state: &AppState,
+    channel: ChannelName,
+    out_trade_no: &str,
+    observed: TradeState,
+    source: OutcomeSource,
+) -> Result<OutcomeApplied, StoreError> {
+    let observed = match observed {
+        TradeState::Paid { amount, channel_trade_no, paid_at } => Observed::Paid { amount, channel_trade_no, paid_at },
+        TradeState::Unpaid => Observed::Unpaid,
+        TradeState::Closed => Observed::Closed,
+        TradeState::Absent => Observed::Absent,
+    };
+    let outcome = ChannelOutcome {
+        channel,
+        out_trade_no: out_trade_no.to_owned(),
+        observed,
+        source,
+        late_payment: state.config.late_payment,
+    };
+    let mut tries = 0;
+    loop {
+        match state.store.apply_outcome(&outcome, state.clock.now()).await {
+            Err(StoreError::Contended(_)) if tries < 5 => tries += 1,
+            other => return other,
+        }
+    }
+}
+
+/// Closes an order at the business's request: every open channel order is closed at the
+/// channel first; the order is `closed` only once they all are.
+#[tracing::instrument(skip_all, fields(order_id = %order_id))]
+pub async fn close(state: &AppState, app: &App, order_id: &OrderId) -> Result<Order, ApiError> {
+    let order = state.store.order(&app.id, order_id).await?.ok_or_else(|| ApiError::not_found("order"))?;
+    let wait = state.config.prepay_wait();
+    let deadline = Instant::now() + wait;
+    let Some(_turn) = state.order_locks.lock(order.id.as_str(), wait).await else {
+        return Err(ApiError::request_in_progress("another request for this order is in flight"));
+    };
+    for _ in 0..MAX_ROUNDS {
+        let now = state.clock.now();
+        match state.store.close_order(order_id, ClosedBy::Business, now).await? {
+            CloseOrder::Closed(o) | CloseOrder::AlreadyClosed(o) => return Ok(o),
+            CloseOrder::Paid(o) => return Err(ApiError::order_already_paid(order_view(state, &o).await)),
+            CloseOrder::NoSuchOrder => return Err(ApiError::not_found("order")),
+            CloseOrder::ActiveAttempt(a) if a.status == AttemptStatus::Created => {
+                // A prepay is mid-call: closing now could race its creation. Wait for it.
+                let stale_before = Timestamp(now.0 - (state.config.channel_timeout.as_millis() as i64 + 5_000));
+                if a.created_at < stale_before {
+                    state.store.mark_stale_created(&a.id, stale_before, now).await?;
+                } else if Instant::now() >= deadline {
+                    return Err(ApiError::request_in_progress("a prepay of this order is in flight"));
+                } else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            CloseOrder::ActiveAttempt(a) => retire(state, &a).await?,
+        }
+    }
+    Err(ApiError::request_in_progress("the order kept changing; retry"))
+}

@@ -1,0 +1,97 @@
+//! `AppState`: everything a handler or worker needs, passed explicitly — no globals but the
+//! metrics recorder, which the `metrics` crate makes process-wide.
+
+use crate::crypto::MasterKey;
+use crate::locks::OrderLocks;
+use metrics_exporter_prometheus::PrometheusHandle;
+use payonce_channels::ChannelRegistry;
+use payonce_core::Clock;
+use payonce_core::order::LatePaymentPolicy;
+use payonce_store::Store;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The base URL channels are told to notify (`{public_url}/notify/{channel}`).
+    pub public_url: String,
+    /// Bound on every channel call; past it the outcome is `unknown`.
+    pub channel_timeout: Duration,
+    /// Largest request body accepted.
+    pub body_limit: usize,
+    /// Every schedule runs this many times faster (tests, demo).
+    pub time_scale: f64,
+    pub late_payment: LatePaymentPolicy,
+    /// How long an idempotency key and its stored response are kept.
+    pub idempotency_retention: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            public_url: "http://127.0.0.1:8080".into(),
+            channel_timeout: Duration::from_secs(5),
+            body_limit: 64 * 1024,
+            time_scale: 1.0,
+            late_payment: LatePaymentPolicy::Refund,
+            idempotency_retention: Duration::from_secs(48 * 3600),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// A schedule delay, shortened by the time scale.
+    pub fn scaled(&self, d: Duration) -> Duration {
+        if self.time_scale > 0.0 { d.div_f64(self.time_scale) } else { d }
+    }
+
+    /// How long a duplicate prepay waits for an in-flight one before answering 409.
+    pub fn prepay_wait(&self) -> Duration {
+        self.channel_timeout + Duration::from_secs(2)
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub channels: Arc<ChannelRegistry>,
+    pub config: Arc<ServerConfig>,
+    pub master_key: Arc<MasterKey>,
+    pub order_locks: Arc<OrderLocks>,
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        channels: ChannelRegistry,
+        config: ServerConfig,
+        master_key: MasterKey,
+    ) -> Self {
+        AppState {
+            store,
+            clock,
+            channels: Arc::new(channels),
+            config: Arc::new(config),
+            master_key: Arc::new(master_key),
+            order_locks: Arc::new(OrderLocks::default()),
+            metrics: metrics_handle(),
+        }
+    }
+}
+
+/// Installs the Prometheus recorder once per process and returns its handle.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder was installed first; then ours just stays empty.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
