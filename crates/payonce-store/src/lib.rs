@@ -40,6 +40,20 @@ pub enum Backend {
     Postgres,
 }
 
+/// A short tag that changes whenever any migration's text changes: test harnesses name their
+/// migrated template databases with it.
+pub fn schema_tag() -> String {
+    // FNV-1a: stable across runs and platforms, unlike std's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (v, sql) in migrate::SQLITE.iter().chain(migrate::POSTGRES) {
+        for b in v.to_le_bytes().iter().chain(sql.as_bytes()) {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
 /// Opens the store named by a URL: `sqlite://PATH` or `postgres://…`, and migrates it.
 pub async fn open(url: &str, migrate: bool) -> Result<Arc<dyn Store>> {
     let store: Arc<dyn Store> = if url.starts_with("sqlite:") {
@@ -101,6 +115,12 @@ pub trait Store: Send + Sync + 'static {
     async fn idempotency_release(&self, key: &IdempotencyKey) -> Result<()>;
     /// Deletes keys created before `before`; returns how many.
     async fn idempotency_purge(&self, before: Timestamp) -> Result<u64>;
+
+    // --- audit (invariant checks, reconciliation, tests) ---
+    async fn all_orders(&self) -> Result<Vec<Order>>;
+    async fn all_attempts(&self) -> Result<Vec<Attempt>>;
+    /// Row count of every payonce table: lets a test prove a rejected request changed nothing.
+    async fn row_counts(&self) -> Result<Vec<(&'static str, i64)>>;
 
     // --- operations ---
     async fn abnormal_open(&self) -> Result<Vec<AbnormalRow>>;

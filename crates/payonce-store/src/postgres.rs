@@ -27,6 +27,11 @@ impl PgStore {
         Ok(PgStore { pool })
     }
 
+    /// Closes every connection (a template database must have none before it is copied).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
     fn reader(&self) -> &PgPool {
         &self.pool
     }

@@ -65,6 +65,17 @@ pub(crate) fn event_payload(id: &EventId, kind: &str, now: Timestamp, order: &Or
     serde_json::json!({"id": id, "type": kind, "created_at": now.to_rfc3339(), "data": data}).to_string()
 }
 
+/// One static query per table (sqlx takes only static SQL without an explicit assertion).
+pub(crate) const COUNT_QUERIES: &[(&str, &str)] = &[
+    ("apps", "SELECT COUNT(*) FROM apps"),
+    ("orders", "SELECT COUNT(*) FROM orders"),
+    ("attempts", "SELECT COUNT(*) FROM attempts"),
+    ("channel_events", "SELECT COUNT(*) FROM channel_events"),
+    ("events", "SELECT COUNT(*) FROM events"),
+    ("idempotency_keys", "SELECT COUNT(*) FROM idempotency_keys"),
+    ("abnormal", "SELECT COUNT(*) FROM abnormal"),
+];
+
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     e.as_database_error().is_some_and(|d| d.is_unique_violation())
 }
@@ -874,6 +885,30 @@ macro_rules! impl_store {
                     .await?;
                 tx.commit().await?;
                 Ok(done.rows_affected())
+            }
+
+            async fn all_orders(&self) -> $crate::Result<Vec<$crate::Order>> {
+                let rows = sqlx::query(concat!("SELECT ", $crate::sql::order_cols!(), " FROM orders ORDER BY id"))
+                    .fetch_all(self.reader())
+                    .await?;
+                rows.iter().map(Self::order_row).collect()
+            }
+
+            async fn all_attempts(&self) -> $crate::Result<Vec<$crate::Attempt>> {
+                let rows = sqlx::query(concat!("SELECT ", $crate::sql::attempt_cols!(), " FROM attempts ORDER BY id"))
+                    .fetch_all(self.reader())
+                    .await?;
+                rows.iter().map(Self::attempt_row).collect()
+            }
+
+            async fn row_counts(&self) -> $crate::Result<Vec<(&'static str, i64)>> {
+                use sqlx::Row;
+                let mut out = Vec::new();
+                for (table, sql) in $crate::sql::COUNT_QUERIES {
+                    let n: i64 = sqlx::query(*sql).fetch_one(self.reader()).await?.try_get(0)?;
+                    out.push((*table, n));
+                }
+                Ok(out)
             }
 
             async fn abnormal_open(&self) -> $crate::Result<Vec<$crate::AbnormalRow>> {

@@ -1,1 +1,133 @@
-fn main() {}
+//! The `payonce` binary: one command line for the server, the simulator, the demo and the
+//! operator's tools. Every flag has a `PAYONCE_…` environment twin.
+
+mod bench;
+mod demo;
+mod serve;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "payonce", version, about = "A payment center that never charges twice and never loses a payment")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API and the workers.
+    Serve(serve::ServeArgs),
+    /// Run the channel simulator (WeChat Pay, Alipay, UnionPay and sandbox protocols).
+    Sim {
+        #[arg(long, env = "PAYONCE_SIM_LISTEN", default_value = "127.0.0.1:7070")]
+        listen: String,
+        /// Where generated keys and `channels.toml` are written.
+        #[arg(long, env = "PAYONCE_SIM_STATE_DIR", default_value = "sim-state")]
+        state_dir: PathBuf,
+    },
+    /// Apply database migrations.
+    Migrate {
+        #[arg(long, env = "PAYONCE_DATABASE_URL", default_value = "sqlite://payonce.db")]
+        database_url: String,
+    },
+    /// Manage the business systems allowed to use this payonce.
+    Apps {
+        #[command(subcommand)]
+        command: AppsCommand,
+    },
+    /// Everything embedded (SQLite in a temp dir, simulator in-process): a scripted story.
+    Demo,
+    /// Load run against a real server process, with its own database baseline.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum AppsCommand {
+    /// Register an app; prints its id, API secret and webhook signing secret (shown once).
+    Create {
+        #[arg(long, env = "PAYONCE_DATABASE_URL", default_value = "sqlite://payonce.db")]
+        database_url: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        webhook_url: Option<String>,
+        #[arg(long, env = "PAYONCE_MASTER_KEY_FILE", default_value = "payonce.key")]
+        master_key_file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PAYONCE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(
+                if matches!(cli.command, Command::Demo | Command::Bench(_)) { "error" } else { "info" },
+            )),
+        )
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match rt.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
+    use std::process::ExitCode;
+    match command {
+        Command::Serve(args) => serve::run(args).await.map(|_| ExitCode::SUCCESS),
+        Command::Sim { listen, state_dir } => {
+            let listener = tokio::net::TcpListener::bind(&listen).await?;
+            let handle = payonce_sim::start(listener, &state_dir).await?;
+            println!("listening on {}", handle.addr);
+            println!("channels file: {}", handle.channels_file.display());
+            serve::shutdown_signal().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate { database_url } => {
+            payonce_store::open(&database_url, true).await?;
+            println!("migrated {}", redact_url(&database_url));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Apps { command: AppsCommand::Create { database_url, name, webhook_url, master_key_file, json } } => {
+            let store = payonce_store::open(&database_url, true).await?;
+            let key = serve::master_key(&master_key_file)?;
+            let creds =
+                payonce_server::apps::create_app(store.as_ref(), &key, &payonce_core::SystemClock, &name, webhook_url.as_deref()).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"app_id": creds.app_id, "secret": creds.secret, "webhook_secret": creds.webhook_secret})
+                );
+            } else {
+                println!("app_id:         {}", creds.app_id);
+                println!("secret:         {}", creds.secret);
+                println!("webhook_secret: {}", creds.webhook_secret);
+                println!("(the secrets are shown once; payonce keeps only a hash of the API secret)");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo => demo::run().await,
+        Command::Bench(args) => bench::run(args).await,
+    }
+}
+
+/// A database URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..s + 3], user, &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}

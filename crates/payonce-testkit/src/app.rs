@@ -1,0 +1,177 @@
+//! `spawn_app`: a payonce server and a channel simulator on random ports, a fresh database and
+//! one registered app, plus the small HTTP helpers scenarios are written with.
+
+use crate::db::{Backend, TestDb};
+use payonce_core::SystemClock;
+use payonce_server::crypto::MasterKey;
+use payonce_server::{AppState, ServerConfig};
+use payonce_store::Store;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    pub channel_timeout: Duration,
+    pub time_scale: f64,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        AppOptions { channel_timeout: Duration::from_secs(5), time_scale: 100.0 }
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub state: AppState,
+    pub store: Arc<dyn Store>,
+    pub sim: payonce_sim::SimHandle,
+    pub secret: String,
+    pub app_id: String,
+    pub http: reqwest::Client,
+    pub db: TestDb,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    _sim_dir: tempfile::TempDir,
+}
+
+/// A server on `backend` with default options, or `None` if that backend is unavailable here
+/// (see `TestDb::new`).
+pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    spawn_app_with(backend, AppOptions::default()).await
+}
+
+pub async fn spawn_app_with(backend: Backend, opts: AppOptions) -> Option<TestApp> {
+    let db = TestDb::new(backend).await?;
+    Some(spawn_on(db, opts).await)
+}
+
+pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
+    let sim_dir = tempfile::tempdir().expect("temp dir");
+    let sim = payonce_sim::start(TcpListener::bind("127.0.0.1:0").await.unwrap(), sim_dir.path()).await.expect("simulator");
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    http.post(format!("{}/sim/faults", sim.base_url())).json(&json!({"time_scale": opts.time_scale})).send().await.unwrap();
+
+    let store = payonce_store::open(&db.url, true).await.expect("open store");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let channels = payonce_channels::ChannelsConfig::load(&sim.channels_file)
+        .and_then(|c| c.build(opts.channel_timeout))
+        .expect("channels");
+    let config = ServerConfig {
+        public_url: base.clone(),
+        channel_timeout: opts.channel_timeout,
+        time_scale: opts.time_scale,
+        ..ServerConfig::default()
+    };
+    let (key, _) = MasterKey::random();
+    let creds = payonce_server::apps::create_app(store.as_ref(), &key, &SystemClock, "test-shop", Some("http://127.0.0.1:9/hook"))
+        .await
+        .expect("app");
+    let state = AppState::new(store.clone(), Arc::new(SystemClock), channels, config, key);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(payonce_server::run(listener, state.clone(), async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        base,
+        state,
+        store,
+        sim,
+        secret: creds.secret,
+        app_id: creds.app_id.to_string(),
+        http,
+        db,
+        server,
+        shutdown: Some(tx),
+        _sim_dir: sim_dir,
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.server.abort();
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn sim_url(&self, path: &str) -> String {
+        format!("{}{}", self.sim.base_url(), path)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+        self.http.post(self.url(path)).bearer_auth(&self.secret).json(&body).send().await.expect("request")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).bearer_auth(&self.secret).send().await.expect("request")
+    }
+
+    /// Creates an order and returns its JSON.
+    pub async fn create_order(&self, merchant_order_no: &str, amount: i64) -> Value {
+        let r = self
+            .post("/v1/orders", json!({"merchant_order_no": merchant_order_no, "amount": amount, "currency": "CNY", "subject": "test"}))
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED, "create order");
+        r.json().await.unwrap()
+    }
+
+    pub async fn prepay(&self, order_id: &str, channel: &str) -> reqwest::Response {
+        self.post(&format!("/v1/orders/{order_id}/prepay"), json!({"channel": channel})).await
+    }
+
+    pub async fn order(&self, order_id: &str) -> Value {
+        self.get(&format!("/v1/orders/{order_id}")).await.json().await.unwrap()
+    }
+
+    /// The payer pays a channel order at the simulator.
+    pub async fn sim_pay(&self, channel: &str, out_trade_no: &str, force: bool) -> StatusCode {
+        self.http
+            .post(self.sim_url("/sim/pay"))
+            .json(&json!({"channel": channel, "out_trade_no": out_trade_no, "force": force}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
+    pub async fn faults(&self, f: Value) {
+        let r = self.http.post(self.sim_url("/sim/faults")).json(&f).send().await.unwrap();
+        assert!(r.status().is_success(), "faults rejected: {}", r.text().await.unwrap());
+    }
+
+    pub async fn ledger(&self) -> Value {
+        self.http.get(self.sim_url("/sim/ledger")).send().await.unwrap().json().await.unwrap()
+    }
+
+    pub async fn counts(&self) -> Vec<(&'static str, i64)> {
+        self.store.row_counts().await.unwrap()
+    }
+
+    /// Polls the order until `pred` holds, up to `timeout`; returns the last view.
+    pub async fn wait_order(&self, order_id: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let end = tokio::time::Instant::now() + timeout;
+        loop {
+            let o = self.order(order_id).await;
+            if pred(&o) || tokio::time::Instant::now() >= end {
+                return o;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Every invariant of DESIGN.md that the data can show, against the simulator's ledger.
+    pub async fn violations(&self) -> Vec<String> {
+        crate::invariants::check(self.store.as_ref(), &self.ledger().await).await
+    }
+}

@@ -1,0 +1,99 @@
+//! The invariant checker (DESIGN.md I1–I4), shared by tests, `demo`, `bench` and `chaos`. It
+//! compares what payonce stored with what the channels hold (the simulator's ledger).
+
+use payonce_core::AttemptStatus;
+use payonce_store::Store;
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// Returns one line per violation; empty means every invariant held.
+pub async fn check(store: &dyn Store, ledger: &Value) -> Vec<String> {
+    let mut v = Vec::new();
+    let orders = match store.all_orders().await {
+        Ok(o) => o,
+        Err(e) => return vec![format!("cannot read orders: {e}")],
+    };
+    let attempts = match store.all_attempts().await {
+        Ok(a) => a,
+        Err(e) => return vec![format!("cannot read attempts: {e}")],
+    };
+    let by_no: HashMap<(String, String), &payonce_store::Attempt> =
+        attempts.iter().map(|a| ((a.channel.as_str().to_owned(), a.out_trade_no.clone()), a)).collect();
+    let mut charges_per_order: HashMap<String, i64> = HashMap::new();
+    let mut refunds_per_no: HashMap<(String, String), i64> = HashMap::new();
+    for r in ledger["refunds"].as_array().into_iter().flatten() {
+        let key = (r["channel"].as_str().unwrap_or_default().to_owned(), r["out_trade_no"].as_str().unwrap_or_default().to_owned());
+        *refunds_per_no.entry(key).or_default() += r["amount"].as_i64().unwrap_or(0);
+    }
+
+    for co in ledger["orders"].as_array().into_iter().flatten() {
+        let channel = co["channel"].as_str().unwrap_or_default().to_owned();
+        let no = co["out_trade_no"].as_str().unwrap_or_default().to_owned();
+        let charges = co["charges"].as_i64().unwrap_or(0);
+        let Some(a) = by_no.get(&(channel.clone(), no.clone())) else {
+            v.push(format!("channel order {channel}/{no} is unknown to payonce"));
+            continue;
+        };
+        if co["amount"].as_i64() != Some(a.amount.minor) {
+            v.push(format!("channel order {channel}/{no} amount {} differs from attempt {}", co["amount"], a.amount.minor));
+        }
+        if charges > 0 {
+            // I2: a charge is reflected locally: the attempt succeeded, and it paid the order or
+            // is a recorded duplicate.
+            if a.status != AttemptStatus::Succeeded {
+                v.push(format!("I2: {channel}/{no} was charged but its attempt is {}", a.status.as_str()));
+            }
+            let order = orders.iter().find(|o| o.id == a.order_id);
+            let paid_by_it = order.is_some_and(|o| o.paid_attempt_id.as_ref() == Some(&a.id));
+            if !paid_by_it && !a.is_duplicate {
+                v.push(format!("I2: {channel}/{no} was charged but neither paid its order nor is a recorded duplicate"));
+            }
+            let refunded = refunds_per_no.get(&(channel.clone(), no.clone())).copied().unwrap_or(0);
+            let net = charges * a.amount.minor - if a.is_duplicate { refunded } else { 0 };
+            *charges_per_order.entry(a.order_id.to_string()).or_default() += net;
+        }
+    }
+
+    for o in &orders {
+        let mine: Vec<_> = attempts.iter().filter(|a| a.order_id == o.id).collect();
+        // I1: net of duplicate refunds, at most one charge of the order amount.
+        let net = charges_per_order.get(o.id.as_str()).copied().unwrap_or(0);
+        if net > o.amount.minor {
+            v.push(format!("I1: order {} charged {net} net, amount {}", o.id, o.amount.minor));
+        }
+        // One active attempt at most (the partial unique index).
+        let active = mine.iter().filter(|a| a.status.is_active()).count();
+        if active > 1 {
+            v.push(format!("order {} has {active} active attempts", o.id));
+        }
+        // I4: a paid order's payment exists at the channel; refunds never exceed the amount.
+        if o.status.has_been_paid() {
+            match mine.iter().find(|a| Some(&a.id) == o.paid_attempt_id.as_ref()) {
+                Some(a) if a.status == AttemptStatus::Succeeded => {
+                    let charged = ledger["orders"].as_array().into_iter().flatten().any(|co| {
+                        co["channel"] == a.channel.as_str() && co["out_trade_no"] == a.out_trade_no.as_str() && co["charges"].as_i64() > Some(0)
+                    });
+                    if !charged {
+                        v.push(format!("I4: order {} is paid but the channel holds no charge for it", o.id));
+                    }
+                }
+                _ => v.push(format!("I4: order {} is {} without a succeeded paying attempt", o.id, o.status.as_str())),
+            }
+        }
+        if o.refunded_amount > o.amount.minor {
+            v.push(format!("I4: order {} refunded {} of {}", o.id, o.refunded_amount, o.amount.minor));
+        }
+        // I3: every fact the business must hear of has exactly one event.
+        let events = store.events_of(&o.id).await.unwrap_or_default();
+        let count = |t: &str| events.iter().filter(|e| e.event_type == t).count();
+        let expected_paid = usize::from(o.status.has_been_paid());
+        if count("payment.succeeded") != expected_paid {
+            v.push(format!("I3: order {} has {} payment.succeeded events, expected {expected_paid}", o.id, count("payment.succeeded")));
+        }
+        let dups = mine.iter().filter(|a| a.is_duplicate).count();
+        if count("payment.duplicate_detected") != dups {
+            v.push(format!("I3: order {} has {dups} duplicates but {} duplicate events", o.id, count("payment.duplicate_detected")));
+        }
+    }
+    v
+}

@@ -1,0 +1,101 @@
+//! `payonce serve`: API and workers on one listener until SIGTERM / Ctrl-C.
+
+use anyhow::Context;
+use payonce_core::SystemClock;
+use payonce_core::order::LatePaymentPolicy;
+use payonce_server::crypto::MasterKey;
+use payonce_server::{AppState, ServerConfig};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    #[arg(long, env = "PAYONCE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    #[arg(long, env = "PAYONCE_DATABASE_URL", default_value = "sqlite://payonce.db")]
+    database_url: String,
+    /// The channels file (`payonce sim` writes one for its endpoints).
+    #[arg(long, env = "PAYONCE_CHANNELS", default_value = "channels.toml")]
+    channels: PathBuf,
+    /// Base URL channels are told to send notifications to; defaults to the listen address.
+    #[arg(long, env = "PAYONCE_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Speeds up every schedule (tests and demos).
+    #[arg(long, env = "PAYONCE_TIME_SCALE", default_value_t = 1.0)]
+    time_scale: f64,
+    /// Bound on every channel call; past it the outcome is unknown and settled by query.
+    #[arg(long, env = "PAYONCE_CHANNEL_TIMEOUT_MS", default_value_t = 5000)]
+    channel_timeout_ms: u64,
+    /// Do not apply migrations at start.
+    #[arg(long, env = "PAYONCE_NO_MIGRATE")]
+    no_migrate: bool,
+    /// File with the hex master key that encrypts webhook secrets (created if missing).
+    /// `PAYONCE_MASTER_KEY` (hex) takes precedence.
+    #[arg(long, env = "PAYONCE_MASTER_KEY_FILE", default_value = "payonce.key")]
+    master_key_file: PathBuf,
+    /// A payment arriving for an expired order: `refund` (default) or `accept`.
+    #[arg(long, env = "PAYONCE_LATE_PAYMENT", default_value = "refund", value_parser = ["refund", "accept"])]
+    late_payment: String,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "PAYONCE_BODY_LIMIT", default_value_t = 64 * 1024)]
+    body_limit: usize,
+}
+
+pub fn master_key(file: &Path) -> anyhow::Result<MasterKey> {
+    match std::env::var("PAYONCE_MASTER_KEY") {
+        Ok(hexkey) => Ok(MasterKey::from_hex(&hexkey)?),
+        Err(_) => Ok(MasterKey::load_or_create(file)?),
+    }
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("bind {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    // The first line, so a supervisor (or a test) can bind port 0 and learn the port.
+    println!("listening on {addr}");
+    std::io::stdout().flush()?;
+
+    let store = payonce_store::open(&args.database_url, !args.no_migrate)
+        .await
+        .with_context(|| format!("open database {}", crate::redact_url(&args.database_url)))?;
+    let timeout = Duration::from_millis(args.channel_timeout_ms);
+    let channels = payonce_channels::ChannelsConfig::load(&args.channels)?.build(timeout)?;
+    let config = ServerConfig {
+        public_url: args.public_url.unwrap_or_else(|| format!("http://{addr}")),
+        channel_timeout: timeout,
+        body_limit: args.body_limit,
+        time_scale: args.time_scale,
+        late_payment: if args.late_payment == "accept" { LatePaymentPolicy::Accept } else { LatePaymentPolicy::Refund },
+        ..ServerConfig::default()
+    };
+    let key = master_key(&args.master_key_file)?;
+    let state = AppState::new(store, Arc::new(SystemClock), channels, config, key);
+    tracing::info!(%addr, "payonce serving");
+    payonce_server::run(listener, state, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
