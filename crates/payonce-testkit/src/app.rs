@@ -175,3 +175,37 @@ impl TestApp {
         crate::invariants::check(self.store.as_ref(), &self.ledger().await).await
     }
 }
+
+impl TestApp {
+    /// A sandbox payment notification signed with the simulator's real key, as the channel
+    /// would send it: `(timestamp header, signature header, body)`.
+    pub fn signed_sandbox_notification(&self, event_id: &str, out_trade_no: &str, amount: i64) -> (String, String, String) {
+        use payonce_channels::sandbox::protocol;
+        let key = payonce_channels::config::read_hex_key(&self.sim.channels_file.with_file_name("sandbox.key")).unwrap();
+        let body = json!({
+            "id": event_id,
+            "event_type": protocol::EVENT_PAID,
+            "out_trade_no": out_trade_no,
+            "trade_no": "4200000000000000001",
+            "amount": amount,
+            "paid_at": 1_700_000_000_000i64,
+        })
+        .to_string();
+        let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let sig = protocol::sign(&key, ts, "POST", "/notify/sandbox", body.as_bytes());
+        (ts.to_string(), sig, body)
+    }
+
+    pub async fn post_sandbox_notification(&self, ts: &str, sig: &str, body: &str) -> reqwest::Response {
+        use payonce_channels::sandbox::protocol;
+        self.http
+            .post(self.url("/notify/sandbox"))
+            .header(protocol::TS_HEADER, ts)
+            .header(protocol::SIG_HEADER, sig)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap()
+    }
+}

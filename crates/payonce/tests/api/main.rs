@@ -1,0 +1,20 @@
+//! The API suite: every scenario runs on SQLite and on PostgreSQL (`store_tests!`), against a
+//! real server on a random port and the channel simulator as ground truth.
+
+mod bad_input;
+mod idempotency;
+mod notify;
+mod orders;
+mod prepay;
+
+use payonce_testkit::{Backend, TestApp};
+
+/// Spawns the app or, when the backend is unavailable off CI, returns `None` (already logged).
+pub async fn app(backend: Backend) -> Option<TestApp> {
+    payonce_testkit::spawn_app(backend).await
+}
+
+#[track_caller]
+pub fn assert_invariants(v: Vec<String>) {
+    assert!(v.is_empty(), "invariant violations:\n{}", v.join("\n"));
+}
