@@ -5,6 +5,7 @@
 pub mod app;
 pub mod db;
 pub mod invariants;
+pub mod process;
 
 pub use app::{AppOptions, TestApp, spawn_app};
 pub use db::{Backend, TestDb};

@@ -1,0 +1,81 @@
+//! Duplicate storms against real `payonce serve` processes: three on one PostgreSQL, one on
+//! SQLite. However the 500 requests interleave, the channel sees exactly one order.
+
+use payonce_server::crypto::MasterKey;
+use payonce_testkit::process::ServeProcess;
+use payonce_testkit::{Backend, TestDb};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::path::Path;
+
+const STORM: usize = 500;
+
+async fn storm(backend: Backend, instances: usize) {
+    let Some(db) = TestDb::new(backend).await else { return };
+    let sim_dir = tempfile::tempdir().unwrap();
+    let sim = payonce_sim::start(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), sim_dir.path()).await.unwrap();
+    let store = payonce_store::open(&db.url, true).await.unwrap();
+    let (key, key_hex) = MasterKey::random();
+    let app = payonce_server::apps::create_app(store.as_ref(), &key, &payonce_core::SystemClock, "storm", None).await.unwrap();
+
+    let exe = Path::new(env!("CARGO_BIN_EXE_payonce"));
+    let mut servers = Vec::new();
+    for _ in 0..instances {
+        servers.push(ServeProcess::spawn(exe, &db.url, &sim.channels_file, &key_hex, &[]).await.expect("serve"));
+    }
+    let http = reqwest::Client::builder().pool_max_idle_per_host(STORM).build().unwrap();
+    let order: Value = http
+        .post(format!("{}/v1/orders", servers[0].base_url()))
+        .bearer_auth(&app.secret)
+        .json(&json!({"merchant_order_no": "STORM-1", "amount": 1234, "currency": "CNY", "subject": "storm"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = order["id"].as_str().unwrap().to_owned();
+
+    let mut tasks = Vec::new();
+    for i in 0..STORM {
+        let url = format!("{}/v1/orders/{id}/prepay", servers[i % instances].base_url());
+        let (http, secret) = (http.clone(), app.secret.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = http.post(url).bearer_auth(secret).json(&json!({"channel": "sandbox"})).send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }));
+    }
+    let (mut ok, mut conflicts) = (0, 0);
+    let mut creds = BTreeSet::new();
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        match status {
+            StatusCode::OK => {
+                ok += 1;
+                creds.insert(body["credential"].to_string());
+            }
+            StatusCode::CONFLICT => {
+                assert_eq!(body["code"], "request_in_progress", "{body}");
+                conflicts += 1;
+            }
+            other => panic!("no 5xx or other answers allowed; got {other}: {body}"),
+        }
+    }
+    eprintln!("{backend:?} × {instances}: {ok} × 200 (one credential), {conflicts} × 409");
+    assert_eq!(creds.len(), 1, "every 200 carries the same credential");
+    let ledger: Value = reqwest::get(format!("{}/sim/ledger", sim.base_url())).await.unwrap().json().await.unwrap();
+    assert_eq!(ledger["orders"].as_array().unwrap().len(), 1, "exactly one channel order");
+    let violations = payonce_testkit::invariants::check(store.as_ref(), &ledger).await;
+    assert!(violations.is_empty(), "{violations:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn storm_three_instances_on_postgres() {
+    storm(Backend::Postgres, 3).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn storm_one_instance_on_sqlite() {
+    storm(Backend::Sqlite, 1).await
+}
