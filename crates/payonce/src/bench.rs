@@ -1,2 +1,292 @@
-pub async fn run(_a: BenchArgs) -> anyhow::Result<std::process::ExitCode> { Ok(std::process::ExitCode::SUCCESS) }
-#[derive(clap::Args)] pub struct BenchArgs {}
+//! `payonce bench`: load against a real `payonce serve` process, with the database's own raw
+//! commit rate measured in the same run as the yardstick. Prints figures, asserts nothing
+//! about speed; it fails only if correctness does (one channel order per order, invariants).
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use payonce_server::crypto::MasterKey;
+use payonce_testkit::process::ServeProcess;
+use serde_json::{Value, json};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Database to run on; default: a fresh SQLite file in a temp dir.
+    #[arg(long, env = "PAYONCE_BENCH_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Orders per phase.
+    #[arg(long, default_value_t = 500)]
+    orders: usize,
+    /// Concurrent prepays per order in the duplicate storm.
+    #[arg(long, default_value_t = 10)]
+    duplicates: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Seconds the raw commit baseline runs.
+    #[arg(long, default_value_t = 3)]
+    baseline_secs: u64,
+    #[arg(long)]
+    json: bool,
+}
+
+/// Commits one unique prepay makes: the intent (attempt `created`) and the outcome.
+const COMMITS_PER_PREPAY: f64 = 2.0;
+
+struct Lat(Mutex<Histogram<u64>>);
+
+impl Lat {
+    fn new() -> Self {
+        Lat(Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()))
+    }
+    fn record(&self, d: Duration) {
+        let _ = self.0.lock().unwrap().record(d.as_micros().max(1) as u64);
+    }
+    fn ms(&self, q: f64) -> f64 {
+        self.0.lock().unwrap().value_at_quantile(q) as f64 / 1000.0
+    }
+    fn len(&self) -> u64 {
+        self.0.lock().unwrap().len()
+    }
+}
+
+/// Runs `jobs` with at most `concurrency` in flight.
+async fn run_bounded<F, Fut>(concurrency: usize, jobs: Vec<F>)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let sem = Arc::new(Semaphore::new(concurrency));
+    let mut set = tokio::task::JoinSet::new();
+    for job in jobs {
+        let permit = sem.clone().acquire_owned().await.unwrap();
+        set.spawn(async move {
+            job().await;
+            drop(permit);
+        });
+    }
+    while set.join_next().await.is_some() {}
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let tmp = tempfile::tempdir()?;
+    let db_url = args.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", tmp.path().join("bench.db").display()));
+    let backend = if db_url.starts_with("sqlite") { "sqlite" } else { "postgres" };
+    let sim = payonce_sim::start(tokio::net::TcpListener::bind("127.0.0.1:0").await?, &tmp.path().join("sim")).await?;
+    let store = payonce_store::open(&db_url, true).await.context("open database")?;
+    let (key, key_hex) = MasterKey::random();
+    let app = payonce_server::apps::create_app(store.as_ref(), &key, &payonce_core::SystemClock, "bench", None).await?;
+    let exe = std::env::current_exe()?;
+    let server = ServeProcess::spawn(&exe, &db_url, &sim.channels_file, &key_hex, &[]).await?;
+    let base = server.base_url();
+    let http = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency * 2).timeout(Duration::from_secs(60)).build()?;
+    let run_id = uuid_suffix();
+    if !args.json {
+        println!("payonce bench — {backend}, {} orders × {} duplicates, concurrency {}", args.orders, args.duplicates, args.concurrency);
+    }
+
+    let create_orders = |phase: &'static str| {
+        let (http, base, secret, run_id) = (http.clone(), base.clone(), app.secret.clone(), run_id.clone());
+        let n = args.orders;
+        let c = args.concurrency;
+        async move {
+            let ids = Arc::new(Mutex::new(Vec::with_capacity(n)));
+            let jobs: Vec<_> = (0..n)
+                .map(|i| {
+                    let (http, base, secret, ids) = (http.clone(), base.clone(), secret.clone(), ids.clone());
+                    let no = format!("B{run_id}-{phase}-{i}");
+                    move || async move {
+                        let r = http.post(format!("{base}/v1/orders")).bearer_auth(secret)
+                            .json(&json!({"merchant_order_no": no, "amount": 100 + i as i64, "currency": "CNY", "subject": "bench"}))
+                            .send().await;
+                        if let Ok(r) = r {
+                            if let Ok(v) = r.json::<Value>().await {
+                                if let Some(id) = v["id"].as_str() {
+                                    ids.lock().unwrap().push(id.to_owned());
+                                }
+                            }
+                        }
+                    }
+                })
+                .collect();
+            run_bounded(c, jobs).await;
+            Arc::try_unwrap(ids).unwrap().into_inner().unwrap()
+        }
+    };
+
+    // Phase 1: unique prepays — every request makes one channel order.
+    let unique_ids = create_orders("u").await;
+    let unique_lat = Arc::new(Lat::new());
+    let trade_nos = Arc::new(Mutex::new(Vec::new()));
+    let errors = Arc::new(Mutex::new(0u64));
+    let started = Instant::now();
+    let jobs: Vec<_> = unique_ids
+        .iter()
+        .map(|id| {
+            let (http, url, secret) = (http.clone(), format!("{base}/v1/orders/{id}/prepay"), app.secret.clone());
+            let (lat, nos, errors) = (unique_lat.clone(), trade_nos.clone(), errors.clone());
+            move || async move {
+                let t = Instant::now();
+                match prepay(&http, &url, &secret).await {
+                    Some((200, body)) => {
+                        lat.record(t.elapsed());
+                        nos.lock().unwrap().push(body["out_trade_no"].as_str().unwrap_or_default().to_owned());
+                    }
+                    _ => *errors.lock().unwrap() += 1,
+                }
+            }
+        })
+        .collect();
+    run_bounded(args.concurrency, jobs).await;
+    let unique_secs = started.elapsed().as_secs_f64();
+    let unique_rate = unique_lat.len() as f64 / unique_secs;
+
+    // Phase 2: duplicate storm — K concurrent prepays per fresh order.
+    let storm_ids = create_orders("d").await;
+    let first_lat = Arc::new(Lat::new());
+    let dup_lat = Arc::new(Lat::new());
+    let conflicts = Arc::new(Mutex::new(0u64));
+    let started = Instant::now();
+    let mut jobs = Vec::new();
+    for id in &storm_ids {
+        for _ in 0..args.duplicates {
+            let (http, url, secret) = (http.clone(), format!("{base}/v1/orders/{id}/prepay"), app.secret.clone());
+            let (first_lat, dup_lat, conflicts, errors, nos) =
+                (first_lat.clone(), dup_lat.clone(), conflicts.clone(), errors.clone(), trade_nos.clone());
+            jobs.push(move || async move {
+                let t = Instant::now();
+                match prepay(&http, &url, &secret).await {
+                    Some((200, body)) if body["reused"] == false => {
+                        first_lat.record(t.elapsed());
+                        nos.lock().unwrap().push(body["out_trade_no"].as_str().unwrap_or_default().to_owned());
+                    }
+                    Some((200, _)) => dup_lat.record(t.elapsed()),
+                    Some((409, _)) => {
+                        dup_lat.record(t.elapsed());
+                        *conflicts.lock().unwrap() += 1;
+                    }
+                    _ => *errors.lock().unwrap() += 1,
+                }
+            });
+        }
+    }
+    run_bounded(args.concurrency, jobs).await;
+    let storm_secs = started.elapsed().as_secs_f64();
+    let storm_total = (storm_ids.len() * args.duplicates) as f64;
+
+    // Phase 3: every payer pays; wait for every order to be paid through notifications.
+    let nos = trade_nos.lock().unwrap().clone();
+    let started = Instant::now();
+    let jobs: Vec<_> = nos
+        .iter()
+        .map(|no| {
+            let (http, url, no) = (http.clone(), format!("{}/sim/pay", sim.base_url()), no.clone());
+            move || async move {
+                let _ = http.post(url).json(&json!({"channel": "sandbox", "out_trade_no": no})).send().await;
+            }
+        })
+        .collect();
+    run_bounded(args.concurrency, jobs).await;
+    let total_orders = unique_ids.len() + storm_ids.len();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut paid = 0;
+    while Instant::now() < deadline {
+        paid = store.all_orders().await?.iter().filter(|o| o.status.has_been_paid() && o.merchant_order_no.contains(&run_id)).count();
+        if paid >= total_orders {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pay_secs = started.elapsed().as_secs_f64();
+    let server_rss_kib = server.peak_rss_kib();
+    drop(server);
+
+    // Baseline: raw single-row commits on the same database at the same concurrency.
+    let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop_at = Instant::now() + Duration::from_secs(args.baseline_secs);
+    let mut set = tokio::task::JoinSet::new();
+    for w in 0..args.concurrency {
+        let (store, commits) = (store.clone(), commits.clone());
+        set.spawn(async move {
+            let mut i = 0u64;
+            while Instant::now() < stop_at {
+                let id = format!("{w}-{i}-{}", uuid_suffix());
+                if store.bench_commit(&id, payonce_core::Timestamp(0)).await.is_ok() {
+                    commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                i += 1;
+            }
+        });
+    }
+    let base_started = Instant::now();
+    while set.join_next().await.is_some() {}
+    let commits_per_s = commits.load(std::sync::atomic::Ordering::Relaxed) as f64 / base_started.elapsed().as_secs_f64();
+    let ratio = unique_rate / (commits_per_s / COMMITS_PER_PREPAY);
+
+    // Correctness of the run itself.
+    let ledger: Value = http.get(format!("{}/sim/ledger", sim.base_url())).send().await?.json().await?;
+    let channel_orders = ledger["orders"].as_array().map(Vec::len).unwrap_or(0);
+    let violations = payonce_testkit::invariants::check(store.as_ref(), &ledger).await;
+    let errors = *errors.lock().unwrap();
+
+    let report = json!({
+        "backend": backend,
+        "orders_per_phase": args.orders,
+        "duplicates": args.duplicates,
+        "concurrency": args.concurrency,
+        "unique_prepays_per_s": round(unique_rate),
+        "unique_p50_ms": unique_lat.ms(0.5), "unique_p99_ms": unique_lat.ms(0.99),
+        "storm_requests_per_s": round(storm_total / storm_secs),
+        "storm_duplicates_per_s": round(dup_lat.len() as f64 / storm_secs),
+        "storm_first_p50_ms": first_lat.ms(0.5), "storm_first_p99_ms": first_lat.ms(0.99),
+        "storm_duplicate_p50_ms": dup_lat.ms(0.5), "storm_duplicate_p99_ms": dup_lat.ms(0.99),
+        "storm_conflicts_409": *conflicts.lock().unwrap(),
+        "paid_orders": paid, "orders": total_orders,
+        "pay_to_paid_per_s": round(paid as f64 / pay_secs),
+        "channel_orders": channel_orders,
+        "raw_commits_per_s": round(commits_per_s),
+        "commits_per_prepay": COMMITS_PER_PREPAY,
+        "ratio_prepays_to_commit_bound": (ratio * 1000.0).round() / 1000.0,
+        "server_peak_rss_mib": server_rss_kib.map(|k| (k as f64 / 1024.0 * 10.0).round() / 10.0),
+        "errors": errors,
+        "invariant_violations": violations.len(),
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!("  unique prepays      {:>9.0} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms", unique_rate, unique_lat.ms(0.5), unique_lat.ms(0.99));
+        println!("  duplicate storm     {:>9.0} req/s   ({} orders × {} concurrent prepays)", storm_total / storm_secs, storm_ids.len(), args.duplicates);
+        println!("    first (creates)                   p50 {:>7.2} ms   p99 {:>7.2} ms", first_lat.ms(0.5), first_lat.ms(0.99));
+        println!("    duplicates        {:>9.0} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ({} × 409)", dup_lat.len() as f64 / storm_secs, dup_lat.ms(0.5), dup_lat.ms(0.99), report["storm_conflicts_409"]);
+        println!("  paid via notification {:>7.0} orders/s ({paid}/{total_orders} paid)", paid as f64 / pay_secs);
+        println!("  channel orders created {channel_orders} for {total_orders} orders (must be equal)");
+        println!("  raw single-row commits {:>8.0} /s on the same database, concurrency {}", commits_per_s, args.concurrency);
+        println!("  ratio prepays/s ÷ (commits/s ÷ {COMMITS_PER_PREPAY}) = {ratio:.3}");
+        if let Some(k) = server_rss_kib {
+            println!("  server peak RSS {:.1} MiB", k as f64 / 1024.0);
+        }
+        println!("  errors {errors}, invariant violations {}", violations.len());
+        for v in &violations {
+            println!("    ✘ {v}");
+        }
+    }
+    let ok = channel_orders == total_orders && violations.is_empty() && errors == 0 && paid == total_orders;
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn prepay(http: &reqwest::Client, url: &str, secret: &str) -> Option<(u16, Value)> {
+    let r = http.post(url).bearer_auth(secret).json(&json!({"channel": "sandbox"})).send().await.ok()?;
+    let status = r.status().as_u16();
+    Some((status, r.json().await.ok()?))
+}
+
+fn round(x: f64) -> f64 {
+    x.round()
+}
+
+fn uuid_suffix() -> String {
+    payonce_core::EventId::new().as_str()[4..16].to_owned()
+}
