@@ -1,6 +1,7 @@
 //! `channels.toml`: which channels this deployment talks to, their gateways and key files.
 //! `payonce sim` writes one for its own endpoints; production writes it by hand.
 
+use crate::crypto::{Certificate, RsaSigner, RsaVerifier};
 use crate::{ChannelRegistry, sandbox};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,36 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 pub struct ChannelsConfig {
     pub sandbox: Option<SandboxConfig>,
+    pub wechatpay: Option<WechatpayConfig>,
+    pub alipay: Option<AlipayConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WechatpayConfig {
+    /// `https://api.mch.weixin.qq.com` in production.
+    pub gateway: String,
+    pub mchid: String,
+    pub appid: String,
+    pub merchant_serial_no: String,
+    pub merchant_key_file: PathBuf,
+    pub apiv3_key_file: PathBuf,
+    /// The platform public key (`PUB_KEY_ID_…` mode) …
+    pub platform_public_key_file: Option<PathBuf>,
+    pub platform_public_key_id: Option<String>,
+    /// … and/or platform certificates (their serials are announced in `Wechatpay-Serial`).
+    #[serde(default)]
+    pub platform_cert_files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlipayConfig {
+    /// `https://openapi.alipay.com/gateway.do` in production.
+    pub gateway: String,
+    pub app_id: String,
+    pub app_private_key_file: PathBuf,
+    pub alipay_public_key_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -40,6 +71,16 @@ impl ChannelsConfig {
         if let Some(s) = cfg.sandbox.as_mut() {
             s.key_file = base.join(&s.key_file);
         }
+        if let Some(w) = cfg.wechatpay.as_mut() {
+            w.merchant_key_file = base.join(&w.merchant_key_file);
+            w.apiv3_key_file = base.join(&w.apiv3_key_file);
+            w.platform_public_key_file = w.platform_public_key_file.as_ref().map(|p| base.join(p));
+            w.platform_cert_files = w.platform_cert_files.iter().map(|p| base.join(p)).collect();
+        }
+        if let Some(a) = cfg.alipay.as_mut() {
+            a.app_private_key_file = base.join(&a.app_private_key_file);
+            a.alipay_public_key_file = base.join(&a.alipay_public_key_file);
+        }
         Ok(cfg)
     }
 
@@ -55,8 +96,56 @@ impl ChannelsConfig {
             let key = crate::config::read_hex_key(&s.key_file)?;
             reg.insert(Arc::new(sandbox::SandboxClient::new(s.gateway.clone(), key, http.clone())));
         }
+        if let Some(w) = &self.wechatpay {
+            reg.insert(Arc::new(crate::wechatpay::WechatpayClient::new(w.gateway.clone(), w.keys()?, http.clone())));
+        }
+        if let Some(a) = &self.alipay {
+            let keys = crate::alipay::AlipayKeys {
+                app_id: a.app_id.clone(),
+                app_private_key: RsaSigner::from_pem(&read(&a.app_private_key_file)?).map_err(|e| invalid(&a.app_private_key_file, e))?,
+                alipay_public_key: RsaVerifier::from_pem(&read(&a.alipay_public_key_file)?).map_err(|e| invalid(&a.alipay_public_key_file, e))?,
+            };
+            reg.insert(Arc::new(crate::alipay::AlipayClient::new(a.gateway.clone(), keys, http.clone())));
+        }
         Ok(reg)
     }
+}
+
+impl WechatpayConfig {
+    pub fn keys(&self) -> Result<crate::wechatpay::WechatpayKeys, ConfigError> {
+        let mut platform = crate::wechatpay::protocol::PlatformKeys::default();
+        if let (Some(file), Some(id)) = (&self.platform_public_key_file, &self.platform_public_key_id) {
+            platform.0.insert(id.clone(), RsaVerifier::from_pem(&read(file)?).map_err(|e| invalid(file, e))?);
+        }
+        for file in &self.platform_cert_files {
+            let cert = Certificate::from_pem(&read(file)?).map_err(|e| invalid(file, e))?;
+            platform.0.insert(cert.serial_hex.clone(), cert.verifier.clone());
+        }
+        if platform.0.is_empty() {
+            return Err(ConfigError::Invalid { path: PathBuf::from("[wechatpay]"), message: "no platform public key or certificate".into() });
+        }
+        let apiv3 = read(&self.apiv3_key_file)?.trim().as_bytes().to_vec();
+        if apiv3.len() != 32 {
+            return Err(invalid(&self.apiv3_key_file, "the APIv3 key must be 32 characters"));
+        }
+        Ok(crate::wechatpay::WechatpayKeys {
+            mchid: self.mchid.clone(),
+            appid: self.appid.clone(),
+            merchant_serial_no: self.merchant_serial_no.clone(),
+            merchant_key: RsaSigner::from_pem(&read(&self.merchant_key_file)?).map_err(|e| invalid(&self.merchant_key_file, e))?,
+            apiv3_key: crate::secret::SecretBytes::new(apiv3),
+            platform,
+        })
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })
+}
+
+/// A key file that does not parse. The message names the file, never its content.
+fn invalid(path: &Path, e: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Invalid { path: path.into(), message: e.to_string() }
 }
 
 pub fn read_hex_key(path: &Path) -> Result<crate::secret::SecretBytes, ConfigError> {

@@ -2,9 +2,13 @@
 //! format and success answer) lives in its own module; the simulator imports the same protocol
 //! code to play the other side, so tests exercise the real signing and parsing paths.
 
+pub mod alipay;
 pub mod config;
+pub mod crypto;
+pub mod money;
 pub mod sandbox;
 pub mod secret;
+pub mod wechatpay;
 
 use async_trait::async_trait;
 use payonce_core::{ChannelName, Money, PayMethod, Timestamp};

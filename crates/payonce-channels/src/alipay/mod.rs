@@ -1,0 +1,8 @@
+//! Alipay (OpenAPI gateway): RSA2 over sorted `k=v&…`, response verification over the exact raw
+//! `*_response` JSON text, precreate/query/close/refund/refund query, the form-encoded async
+//! notification answered with the literal `success`.
+
+mod client;
+pub mod protocol;
+
+pub use client::{AlipayClient, AlipayKeys};

@@ -1,0 +1,9 @@
+//! WeChat Pay API v3: `WECHATPAY2-SHA256-RSA2048` request signing, response and notification
+//! verification against the platform certificate or the newer platform public key
+//! (`PUB_KEY_ID_…`), AEAD_AES_256_GCM notification resources, native and JSAPI prepay, query,
+//! close, refund and refund query. The simulator imports `protocol` to play the other side.
+
+mod client;
+pub mod protocol;
+
+pub use client::{WechatpayClient, WechatpayKeys};
