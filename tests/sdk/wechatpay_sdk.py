@@ -242,7 +242,7 @@ def diagnose_signed(headers, body_text, conf, what):
     if isinstance(headers, dict) and "Wechatpay-Signature" not in headers and "wechatpay-signature" not in headers:
         problems.append("header names are neither exactly 'Wechatpay-Signature' nor all lower case; the SDK "
                         f"looks names up case-sensitively in a plain dict: {list(headers)}")
-    return f"{what}: " + ("; ".join(problems) if problems else "signature headers look right (other cause)")
+    return f"{what}: " + ("; ".join(problems) if problems else "headers present and the signature verifies")
 
 
 def sdk_call(label, conf, fn, *args, **kwargs):

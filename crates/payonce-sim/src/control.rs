@@ -1,12 +1,11 @@
 //! The simulator's control API (API.md): the payer's actions, the ledger, and fault knobs.
 
-use crate::Sim;
+use crate::{Sim, SimStatus};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use payonce_channels::sandbox::protocol;
 use payonce_core::ChannelName;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -36,24 +35,25 @@ pub enum PayError {
 }
 
 /// The payer pays a channel order: a charge lands in the ledger and a notification is on its
-/// way. `force` pays even a closed order (an in-flight payment, an Alipay QR that outlived its
-/// close) — the late and duplicate payments payonce must catch.
+/// way. `force` pays even a closed or paid order (an in-flight payment, an Alipay QR that
+/// outlived its close) — the late and duplicate payments payonce must catch. An Alipay QR that
+/// was closed before anyone scanned it still pays, without `force`, until its timeout.
 pub fn pay(sim: &Arc<Sim>, channel: ChannelName, out_trade_no: &str, force: bool) -> Result<(), PayError> {
-    let now = crate::sandbox::now_ms();
+    let now = crate::ops::now_ms();
     let (order, event_id) = {
         let mut ledger = sim.ledger.lock().unwrap();
         let trade_no = ledger.next_trade_no();
         let Some(o) = ledger.orders.get_mut(&(channel, out_trade_no.to_owned())) else {
             return Err(PayError::NoSuchOrder);
         };
-        let payable = o.state == protocol::NOTPAY && o.time_expire > now;
-        if o.state == protocol::SUCCESS && !force {
-            return Err(PayError::AlreadyPaid);
+        let in_time = o.time_expire > now;
+        match o.status {
+            SimStatus::Paid if !force => return Err(PayError::AlreadyPaid),
+            SimStatus::Closed if !force => return Err(PayError::Closed),
+            SimStatus::Unpaid | SimStatus::Unscanned if !in_time && !force => return Err(PayError::Closed),
+            _ => {}
         }
-        if !payable && !force {
-            return Err(PayError::Closed);
-        }
-        o.state = protocol::SUCCESS.into();
+        o.status = SimStatus::Paid;
         o.charges += 1;
         o.trade_no = Some(trade_no.clone());
         o.paid_at = Some(now);
@@ -63,8 +63,10 @@ pub fn pay(sim: &Arc<Sim>, channel: ChannelName, out_trade_no: &str, force: bool
         (order, event_id)
     };
     match channel {
-        ChannelName::Sandbox => crate::sandbox::spawn_notify(sim.clone(), order, event_id),
-        _ => {}
+        ChannelName::Sandbox => crate::sandbox::notify(sim.clone(), order, event_id),
+        ChannelName::Wechatpay => crate::wechatpay::notify(sim.clone(), order, event_id),
+        ChannelName::Alipay => crate::alipay::notify(sim.clone(), order, event_id),
+        ChannelName::Unionpay => {}
     }
     Ok(())
 }
@@ -83,9 +85,12 @@ struct OrderQuery {
 }
 
 async fn order(State(sim): State<Arc<Sim>>, Query(q): Query<OrderQuery>) -> Response {
-    let ledger = sim.ledger.lock().unwrap();
-    match ledger.orders.get(&(q.channel, q.out_trade_no)) {
-        Some(o) => Json(serde_json::to_value(o).unwrap()).into_response(),
+    let mut ledger = sim.ledger.lock().unwrap();
+    match ledger.orders.get_mut(&(q.channel, q.out_trade_no)) {
+        Some(o) => {
+            o.expire_if_due(crate::ops::now_ms());
+            Json(o.view()).into_response()
+        }
         None => (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": "no such channel order"}))).into_response(),
     }
 }

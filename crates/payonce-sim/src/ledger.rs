@@ -5,26 +5,75 @@ use payonce_core::ChannelName;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A channel order's life, common to every simulated channel; each channel names the states
+/// its own way (`state_name`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimStatus {
+    /// Alipay precreate not yet scanned: no trade exists at the channel, but the QR pays.
+    Unscanned,
+    Unpaid,
+    Paid,
+    Closed,
+}
+
+#[derive(Debug, Clone)]
 pub struct SimOrder {
     pub channel: ChannelName,
     pub out_trade_no: String,
-    /// The channel's own trade state (`NOTPAY`, `SUCCESS`, `CLOSED`).
-    pub state: String,
+    pub status: SimStatus,
+    /// An Alipay close before the first scan changes nothing at the channel: the QR stays
+    /// payable until its timeout. Recorded so `/sim/orders` can show it.
+    pub closed_before_scan: bool,
     pub amount: i64,
+    pub subject: String,
     /// How many times a payer paid this channel order (more than one only through `force`).
     pub charges: u32,
     pub refunded: i64,
-    #[serde(skip)]
     pub notify_url: String,
-    #[serde(skip)]
-    pub code_url: String,
-    #[serde(skip)]
+    pub credential: String,
+    /// Unix ms after which it no longer pays.
     pub time_expire: i64,
-    #[serde(skip)]
     pub trade_no: Option<String>,
-    #[serde(skip)]
     pub paid_at: Option<i64>,
+    pub created_at: i64,
+}
+
+impl SimOrder {
+    /// The channel's own name for the current state.
+    pub fn state_name(&self) -> &'static str {
+        match (self.channel, self.status) {
+            (ChannelName::Alipay, SimStatus::Unscanned) => "NOT_SCANNED",
+            (ChannelName::Alipay, SimStatus::Unpaid) => "WAIT_BUYER_PAY",
+            (ChannelName::Alipay, SimStatus::Paid) if self.refunded >= self.amount => "TRADE_CLOSED",
+            (ChannelName::Alipay, SimStatus::Paid) => "TRADE_SUCCESS",
+            (ChannelName::Alipay, SimStatus::Closed) => "TRADE_CLOSED",
+            (ChannelName::Wechatpay, SimStatus::Paid) if self.refunded > 0 => "REFUND",
+            (ChannelName::Unionpay, SimStatus::Unscanned | SimStatus::Unpaid) => "NOT_SUBMITTED",
+            (ChannelName::Unionpay, SimStatus::Paid) => "00",
+            (ChannelName::Unionpay, SimStatus::Closed) => "EXPIRED",
+            (_, SimStatus::Unscanned | SimStatus::Unpaid) => "NOTPAY",
+            (_, SimStatus::Paid) => "SUCCESS",
+            (_, SimStatus::Closed) => "CLOSED",
+        }
+    }
+
+    /// An unpaid order past its expiry is closed by the channel itself.
+    pub fn expire_if_due(&mut self, now: i64) {
+        if matches!(self.status, SimStatus::Unpaid | SimStatus::Unscanned) && self.time_expire <= now {
+            self.status = SimStatus::Closed;
+        }
+    }
+
+    pub fn view(&self) -> serde_json::Value {
+        serde_json::json!({
+            "channel": self.channel,
+            "out_trade_no": self.out_trade_no,
+            "state": self.state_name(),
+            "amount": self.amount,
+            "charges": self.charges,
+            "refunded": self.refunded,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,6 +89,20 @@ pub struct Refund {
     pub out_trade_no: String,
     pub out_refund_no: String,
     pub amount: i64,
+    #[serde(skip)]
+    pub refund_id: String,
+    #[serde(skip)]
+    pub at: i64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum RefundError {
+    NoSuchOrder,
+    NotPaid,
+    /// More than what is left to refund.
+    Exceeds,
+    /// The same refund number with another amount.
+    Conflict,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -58,9 +121,29 @@ impl Ledger {
         format!("42000{:015}", self.next_trade_no)
     }
 
+    /// A refund, idempotent by `(channel, out_refund_no)`: a repeat returns the first one.
+    pub fn refund(&mut self, channel: ChannelName, out_trade_no: &str, out_refund_no: &str, amount: i64, now: i64) -> Result<Refund, RefundError> {
+        if let Some(r) = self.refunds.iter().find(|r| r.channel == channel && r.out_refund_no == out_refund_no) {
+            return if r.amount == amount && r.out_trade_no == out_trade_no { Ok(r.clone()) } else { Err(RefundError::Conflict) };
+        }
+        let id = self.next_trade_no().replacen("42000", "50300", 1);
+        let o = self.orders.get_mut(&(channel, out_trade_no.to_owned())).ok_or(RefundError::NoSuchOrder)?;
+        if o.status != SimStatus::Paid {
+            return Err(RefundError::NotPaid);
+        }
+        // Several charges (forced duplicates) can all be refunded.
+        if amount <= 0 || o.refunded + amount > o.amount * o.charges as i64 {
+            return Err(RefundError::Exceeds);
+        }
+        o.refunded += amount;
+        let r = Refund { channel, out_trade_no: out_trade_no.into(), out_refund_no: out_refund_no.into(), amount, refund_id: id, at: now };
+        self.refunds.push(r.clone());
+        Ok(r)
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
-            "orders": self.orders.values().collect::<Vec<_>>(),
+            "orders": self.orders.values().map(SimOrder::view).collect::<Vec<_>>(),
             "charges": self.charges,
             "refunds": self.refunds,
             "prepay_requests": self.prepay_requests,

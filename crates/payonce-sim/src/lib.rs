@@ -2,26 +2,30 @@
 //! of every channel order, charge and refund (the ground truth invariant checks compare
 //! payonce against), sends notifications on a retry schedule, and injects faults on demand.
 
+mod alipay;
 mod control;
+mod keys;
 mod ledger;
+mod notify;
+mod ops;
 mod rng;
 mod sandbox;
+mod wechatpay;
 
 use axum::Router;
-use payonce_channels::secret::SecretBytes;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 
-pub use ledger::{Faults, Ledger, SimOrder};
+pub use ledger::{Faults, Ledger, SimOrder, SimStatus};
 
 /// Shared state of one simulator.
 pub struct Sim {
     pub(crate) ledger: Mutex<Ledger>,
     pub(crate) faults: Mutex<Faults>,
     pub(crate) rng: Mutex<rng::Rng>,
-    pub(crate) sandbox_key: SecretBytes,
+    pub(crate) keys: keys::SimKeys,
     /// Sends notifications to payonce.
     pub(crate) http: reqwest::Client,
 }
@@ -52,33 +56,25 @@ impl Sim {
     /// `channels.toml` naming `gateway` and the key files.
     pub fn prepare(state_dir: &Path, gateway: &str) -> std::io::Result<(Arc<Sim>, PathBuf)> {
         std::fs::create_dir_all(state_dir)?;
-        let key_path = state_dir.join("sandbox.key");
-        let sandbox_key = match std::fs::read_to_string(&key_path) {
-            Ok(hexkey) => SecretBytes::new(hex::decode(hexkey.trim()).map_err(std::io::Error::other)?),
-            Err(_) => {
-                let k = SecretBytes::random32();
-                write_private(&key_path, &hex::encode(k.expose()))?;
-                k
-            }
-        };
+        let keys = keys::SimKeys::load_or_generate(state_dir)?;
         let channels_file = state_dir.join("channels.toml");
-        let toml = format!(
-            "# Written by `payonce sim`: the simulated channels and their keys.\n\
-             [sandbox]\ngateway = \"{gateway}\"\nkey_file = \"sandbox.key\"\n"
-        );
-        std::fs::write(&channels_file, toml)?;
+        std::fs::write(&channels_file, keys.channels_toml(gateway))?;
         let sim = Sim {
             ledger: Mutex::new(Ledger::default()),
             faults: Mutex::new(Faults::default()),
             rng: Mutex::new(rng::Rng::seeded()),
-            sandbox_key,
+            keys,
             http: reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build().expect("http client"),
         };
         Ok((Arc::new(sim), channels_file))
     }
 
     pub fn router(self: &Arc<Self>) -> Router {
-        Router::new().merge(sandbox::routes()).merge(control::routes()).with_state(self.clone())
+        Router::new()
+            .merge(sandbox::routes())
+            .merge(wechatpay::routes())
+            .merge(alipay::routes())
+            .merge(control::routes()).with_state(self.clone())
     }
 
     /// A uniform draw in [0, 1): fault decisions.

@@ -1,0 +1,97 @@
+//! Gateway operations every simulated channel shares, in channel-neutral terms. Each protocol
+//! module only translates its wire format to these and back.
+
+use crate::{Sim, SimOrder, SimStatus};
+use payonce_core::ChannelName;
+use std::sync::Arc;
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+pub struct NewOrder {
+    pub channel: ChannelName,
+    pub out_trade_no: String,
+    pub amount: i64,
+    pub subject: String,
+    pub notify_url: String,
+    pub time_expire: i64,
+    pub credential: String,
+    pub initial: SimStatus,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum CreateError {
+    Paid,
+    /// The number is taken by an order with other content, or a closed one.
+    Used,
+}
+
+/// Creates a channel order. The same number with the same amount returns the existing one
+/// (the channels' own idempotency); anything else is refused.
+pub fn create(sim: &Sim, n: NewOrder) -> Result<SimOrder, CreateError> {
+    let mut ledger = sim.ledger.lock().unwrap();
+    ledger.prepay_requests += 1;
+    let key = (n.channel, n.out_trade_no.clone());
+    if let Some(o) = ledger.orders.get(&key) {
+        return match o.status {
+            SimStatus::Paid => Err(CreateError::Paid),
+            SimStatus::Unpaid | SimStatus::Unscanned if o.amount == n.amount => Ok(o.clone()),
+            _ => Err(CreateError::Used),
+        };
+    }
+    let o = SimOrder {
+        channel: n.channel,
+        out_trade_no: n.out_trade_no,
+        status: n.initial,
+        closed_before_scan: false,
+        amount: n.amount,
+        subject: n.subject,
+        charges: 0,
+        refunded: 0,
+        notify_url: n.notify_url,
+        credential: n.credential,
+        time_expire: n.time_expire,
+        trade_no: None,
+        paid_at: None,
+        created_at: now_ms(),
+    };
+    ledger.orders.insert(key, o.clone());
+    Ok(o)
+}
+
+pub fn find(sim: &Sim, channel: ChannelName, out_trade_no: &str) -> Option<SimOrder> {
+    let mut ledger = sim.ledger.lock().unwrap();
+    ledger.orders.get_mut(&(channel, out_trade_no.to_owned())).map(|o| {
+        o.expire_if_due(now_ms());
+        o.clone()
+    })
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum CloseError {
+    NotExist,
+    Paid,
+}
+
+/// Closes a channel order, honouring `pay_before_close` (the payment lands first). An Alipay
+/// precreate that was never scanned has no trade to close: it answers "not exist" and stays
+/// payable.
+pub fn close(sim: &Arc<Sim>, channel: ChannelName, out_trade_no: &str) -> Result<(), CloseError> {
+    if sim.faults.lock().unwrap().pay_before_close {
+        let _ = crate::control::pay(sim, channel, out_trade_no, false);
+    }
+    let mut ledger = sim.ledger.lock().unwrap();
+    let o = ledger.orders.get_mut(&(channel, out_trade_no.to_owned())).ok_or(CloseError::NotExist)?;
+    match o.status {
+        SimStatus::Paid => Err(CloseError::Paid),
+        SimStatus::Unscanned => {
+            o.closed_before_scan = true;
+            Err(CloseError::NotExist)
+        }
+        _ => {
+            o.status = SimStatus::Closed;
+            Ok(())
+        }
+    }
+}
