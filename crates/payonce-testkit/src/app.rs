@@ -209,3 +209,20 @@ impl TestApp {
             .unwrap()
     }
 }
+
+impl TestApp {
+    /// The simulator's state dir (its keys), for `forge`.
+    pub fn sim_dir(&self) -> std::path::PathBuf {
+        self.sim.channels_file.parent().unwrap().to_path_buf()
+    }
+
+    /// Posts a forged notification to `/notify/{channel}`; returns status and body text.
+    pub async fn deliver(&self, channel: &str, n: &crate::forge::Forged) -> (StatusCode, String) {
+        let mut req = self.http.post(self.url(&format!("/notify/{channel}"))).header("content-type", n.content_type).body(n.body.clone());
+        for (k, v) in &n.headers {
+            req = req.header(k, v);
+        }
+        let r = req.send().await.unwrap();
+        (r.status(), r.text().await.unwrap())
+    }
+}

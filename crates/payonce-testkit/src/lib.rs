@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod db;
+pub mod forge;
 pub mod invariants;
 pub mod process;
 

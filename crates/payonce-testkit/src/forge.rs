@@ -1,0 +1,120 @@
+//! Notifications built with the simulator's own keys, as each channel would send them — and
+//! hostile variants of them — so tests can aim exactly the message they mean at payonce.
+
+use payonce_channels::alipay::protocol as ali;
+use payonce_channels::crypto::RsaSigner;
+use payonce_channels::wechatpay::protocol as wx;
+use serde_json::json;
+use std::path::Path;
+
+/// One HTTP notification: headers and body.
+#[derive(Debug, Clone)]
+pub struct Forged {
+    pub headers: Vec<(String, String)>,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+fn read(dir: &Path, file: &str) -> String {
+    std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// How to spoil a WeChat Pay notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WxFault {
+    None,
+    /// Signed by a key that is not the platform's.
+    BadSignature,
+    /// A `Wechatpay-Serial` payonce does not know.
+    UnknownSerial,
+    /// A timestamp ten minutes old (correctly signed).
+    Stale,
+    /// A flipped byte in the ciphertext (signature recomputed, so only the GCM tag catches it).
+    TamperedCiphertext,
+}
+
+/// A `TRANSACTION.SUCCESS` notification for `out_trade_no` with `amount.total = total` and
+/// `amount.payer_total = payer_total` (a discount makes them differ; only `total` counts).
+pub fn wechat_paid(sim_dir: &Path, event_id: &str, out_trade_no: &str, total: i64, payer_total: i64, fault: WxFault) -> Forged {
+    let apiv3 = read(sim_dir, "wechatpay_apiv3.key");
+    let ids = read(sim_dir, "wechatpay_ids");
+    let key_id = ids.lines().nth(1).unwrap().to_owned();
+    let platform = RsaSigner::from_pem(&read(sim_dir, "wechatpay_platform_key.pem")).unwrap();
+    let t = json!({
+        "appid": "wxd678efh567hg6787", "mchid": "1900000001", "out_trade_no": out_trade_no,
+        "transaction_id": "4200000000000000000000000001", "trade_type": "NATIVE", "trade_state": "SUCCESS",
+        "trade_state_desc": "支付成功", "success_time": "2026-11-23T10:00:00+08:00",
+        "amount": {"total": total, "payer_total": payer_total, "currency": "CNY", "payer_currency": "CNY"},
+    });
+    let (nonce, mut ct) = wx::encrypt_resource(apiv3.trim().as_bytes(), "transaction", t.to_string().as_bytes());
+    if fault == WxFault::TamperedCiphertext {
+        let mut raw = payonce_channels::crypto::b64_decode(&ct).unwrap();
+        raw[3] ^= 0x20;
+        ct = payonce_channels::crypto::b64(&raw);
+    }
+    let body = json!({
+        "id": event_id, "create_time": "2026-11-23T10:00:01+08:00", "resource_type": "encrypt-resource",
+        "event_type": "TRANSACTION.SUCCESS", "summary": "支付成功",
+        "resource": {"original_type": "transaction", "algorithm": "AEAD_AES_256_GCM", "ciphertext": ct,
+                     "associated_data": "transaction", "nonce": nonce},
+    })
+    .to_string();
+    let ts = if fault == WxFault::Stale { now_secs() - 600 } else { now_secs() }.to_string();
+    let n = "5K8264ILTKCH16CQ2502SI8ZNMTM67VS";
+    let signer = if fault == WxFault::BadSignature { RsaSigner::generate() } else { platform };
+    let sig = signer.sign_b64(&wx::response_message(&ts, n, body.as_bytes()));
+    let serial = if fault == WxFault::UnknownSerial { "PUB_KEY_ID_UNKNOWN".to_owned() } else { key_id };
+    Forged {
+        headers: vec![
+            ("Wechatpay-Timestamp".into(), ts),
+            ("Wechatpay-Nonce".into(), n.into()),
+            ("Wechatpay-Signature".into(), sig),
+            ("Wechatpay-Serial".into(), serial),
+            ("Wechatpay-Signature-Type".into(), wx::SIGNATURE_TYPE.into()),
+        ],
+        content_type: "application/json",
+        body,
+    }
+}
+
+/// How to spoil an Alipay notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AliFault {
+    None,
+    BadSignature,
+    /// `total_amount` changed after signing.
+    TamperedAmount,
+    /// Another app's `app_id` (correctly signed).
+    WrongApp,
+}
+
+/// A `TRADE_SUCCESS` asynchronous notification for `out_trade_no` of `total_amount` yuan.
+pub fn alipay_paid(sim_dir: &Path, notify_id: &str, out_trade_no: &str, total_amount: &str, fault: AliFault) -> Forged {
+    let key = RsaSigner::from_pem(&read(sim_dir, "alipay_private_key.pem")).unwrap();
+    let app_id = if fault == AliFault::WrongApp { "2021000000009999" } else { "2021000000000001" };
+    let mut p: Vec<(String, String)> = [
+        ("notify_type", "trade_status_sync"), ("notify_id", notify_id), ("app_id", app_id), ("charset", "utf-8"),
+        ("version", "1.0"), ("trade_no", "2026112322001468450512505578"), ("out_trade_no", out_trade_no),
+        ("trade_status", "TRADE_SUCCESS"), ("total_amount", total_amount), ("buyer_pay_amount", total_amount),
+        ("gmt_payment", "2026-11-23 10:00:00"), ("notify_time", "2026-11-23 10:00:01"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let signer = if fault == AliFault::BadSignature { RsaSigner::generate() } else { key };
+    let sign = signer.sign_b64(ali::sign_content(&p, &["sign_type"]).as_bytes());
+    p.push(("sign_type".into(), "RSA2".into()));
+    p.push(("sign".into(), sign));
+    if fault == AliFault::TamperedAmount {
+        for (k, v) in p.iter_mut() {
+            if k == "total_amount" {
+                *v = "0.01".into();
+            }
+        }
+    }
+    Forged { headers: vec![], content_type: "application/x-www-form-urlencoded", body: ali::encode_form(&p) }
+}
