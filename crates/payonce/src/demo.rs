@@ -25,14 +25,14 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     let order = app.create_order("DEMO-1001", 4_990).await;
     let order_id = order["id"].as_str().unwrap().to_owned();
     say(format!("1. created order {order_id}: 49.90 CNY, merchant_order_no DEMO-1001"));
-    say(format!("2. {DUPLICATE_PREPAYS} concurrent POST /v1/orders/{{id}}/prepay {{\"channel\":\"sandbox\"}} ..."));
+    say(format!("2. {DUPLICATE_PREPAYS} concurrent POST /v1/orders/{{id}}/prepay {{\"channel\":\"wechatpay\"}} (WeChat Pay API v3) ..."));
     let mut tasks = Vec::new();
     for _ in 0..DUPLICATE_PREPAYS {
         let http = app.http.clone();
         let url = app.url(&format!("/v1/orders/{order_id}/prepay"));
         let secret = app.secret.clone();
         tasks.push(tokio::spawn(async move {
-            let r = http.post(url).bearer_auth(secret).json(&json!({"channel": "sandbox"})).send().await?;
+            let r = http.post(url).bearer_auth(secret).json(&json!({"channel": "wechatpay"})).send().await?;
             let status = r.status().as_u16();
             let body: Value = r.json().await?;
             anyhow::Ok((status, body))
@@ -69,8 +69,8 @@ pub async fn run() -> anyhow::Result<ExitCode> {
 
     // 2. The payer pays; the channel's notification arrives three times.
     app.faults(json!({"notify_duplicates": 2})).await;
-    say(format!("3. the payer scans and pays sandbox order {out_trade_no}; the channel will notify 3 times"));
-    app.sim_pay("sandbox", &out_trade_no, false).await;
+    say(format!("3. the payer scans and pays WeChat order {out_trade_no}; WeChat will notify 3 times (signed, AES-GCM encrypted)"));
+    app.sim_pay("wechatpay", &out_trade_no, false).await;
     let paid = app.wait_order(&order_id, Duration::from_secs(10), |o| o["status"] == "paid").await;
     // Let the two extra copies land before counting.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -93,12 +93,30 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     }
 
     // 3. A prepay after payment is refused with the order.
-    let again = app.prepay(&order_id, "sandbox").await;
+    let again = app.prepay(&order_id, "alipay").await;
     let code = again.status().as_u16();
     let body: Value = again.json().await?;
-    say(format!("4. one more prepay after payment → {code} {}", body["code"].as_str().unwrap_or("")));
+    say(format!("4. an Alipay prepay after payment → {code} {}", body["code"].as_str().unwrap_or("")));
     if code != 409 || body["code"] != "order_already_paid" {
         failures.push("a prepay after payment was not refused with order_already_paid".into());
+    }
+
+    // 4. A payer who switches channel: the WeChat order is closed at WeChat before Alipay's
+    //    QR code is issued, so only one of the two can ever be paid.
+    let order2 = app.create_order("DEMO-1002", 1_280).await;
+    let id2 = order2["id"].as_str().unwrap().to_owned();
+    let wx: Value = app.prepay(&id2, "wechatpay").await.json().await?;
+    let ali: Value = app.prepay(&id2, "alipay").await.json().await?;
+    let wx_no = wx["out_trade_no"].as_str().unwrap_or_default();
+    let ali_no = ali["out_trade_no"].as_str().unwrap_or_default();
+    let wx_state: Value = app.http.get(app.sim_url(&format!("/sim/orders?channel=wechatpay&out_trade_no={wx_no}"))).send().await?.json().await?;
+    say(format!("5. order DEMO-1002: WeChat QR {}, then the payer picks Alipay → WeChat order {} at WeChat; Alipay QR {}",
+        wx["credential"]["code_url"].as_str().unwrap_or("?"), wx_state["state"].as_str().unwrap_or("?"), ali["credential"]["qr_code"].as_str().unwrap_or("?")));
+    app.sim_pay("alipay", ali_no, false).await;
+    let paid2 = app.wait_order(&id2, Duration::from_secs(10), |o| o["status"] == "paid").await;
+    say(format!("   the payer pays with Alipay (RSA2-signed form notification, answered \"success\") → order {}", paid2["status"]));
+    if wx_state["state"] != "CLOSED" || paid2["status"] != "paid" {
+        failures.push("channel switch: the WeChat order was not closed or the Alipay payment not recorded".into());
     }
 
     // Verdict.
