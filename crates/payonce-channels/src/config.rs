@@ -14,6 +14,23 @@ pub struct ChannelsConfig {
     pub sandbox: Option<SandboxConfig>,
     pub wechatpay: Option<WechatpayConfig>,
     pub alipay: Option<AlipayConfig>,
+    pub unionpay: Option<UnionpayConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnionpayConfig {
+    /// `https://gateway.95516.com` in production.
+    pub gateway: String,
+    pub mer_id: String,
+    /// The merchant signing key (PEM: PKCS#8 or PKCS#1).
+    pub sign_key_file: PathBuf,
+    /// The merchant signing certificate (its serial is the `certId`).
+    pub sign_cert_file: PathBuf,
+    /// UnionPay's root and intermediate certificates: a notification's `signPubKeyCert` must
+    /// chain to them.
+    pub root_cert_file: PathBuf,
+    pub middle_cert_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -77,6 +94,12 @@ impl ChannelsConfig {
             w.platform_public_key_file = w.platform_public_key_file.as_ref().map(|p| base.join(p));
             w.platform_cert_files = w.platform_cert_files.iter().map(|p| base.join(p)).collect();
         }
+        if let Some(u) = cfg.unionpay.as_mut() {
+            u.sign_key_file = base.join(&u.sign_key_file);
+            u.sign_cert_file = base.join(&u.sign_cert_file);
+            u.root_cert_file = base.join(&u.root_cert_file);
+            u.middle_cert_file = u.middle_cert_file.as_ref().map(|p| base.join(p));
+        }
         if let Some(a) = cfg.alipay.as_mut() {
             a.app_private_key_file = base.join(&a.app_private_key_file);
             a.alipay_public_key_file = base.join(&a.alipay_public_key_file);
@@ -106,6 +129,20 @@ impl ChannelsConfig {
                 alipay_public_key: RsaVerifier::from_pem(&read(&a.alipay_public_key_file)?).map_err(|e| invalid(&a.alipay_public_key_file, e))?,
             };
             reg.insert(Arc::new(crate::alipay::AlipayClient::new(a.gateway.clone(), keys, http.clone())));
+        }
+        if let Some(u) = &self.unionpay {
+            let cert = Certificate::from_pem(&read(&u.sign_cert_file)?).map_err(|e| invalid(&u.sign_cert_file, e))?;
+            let keys = crate::unionpay::UnionpayKeys {
+                mer_id: u.mer_id.clone(),
+                sign_key: RsaSigner::from_pem(&read(&u.sign_key_file)?).map_err(|e| invalid(&u.sign_key_file, e))?,
+                cert_id: cert.serial_decimal.clone(),
+                root: Certificate::from_pem(&read(&u.root_cert_file)?).map_err(|e| invalid(&u.root_cert_file, e))?,
+                middle: match &u.middle_cert_file {
+                    Some(f) => Some(Certificate::from_pem(&read(f)?).map_err(|e| invalid(f, e))?),
+                    None => None,
+                },
+            };
+            reg.insert(Arc::new(crate::unionpay::UnionpayClient::new(u.gateway.clone(), keys, http.clone())));
         }
         Ok(reg)
     }

@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod money;
 pub mod sandbox;
 pub mod secret;
+pub mod unionpay;
 pub mod wechatpay;
 
 use async_trait::async_trait;
@@ -38,6 +39,22 @@ pub struct PrepayRequest {
 pub struct Prepaid {
     pub credential: serde_json::Value,
     pub credential_expires_at: Timestamp,
+    /// What the channel needs later to find this order again, stored with the attempt
+    /// (UnionPay's original `txnTime`). Opaque to everything but the connector.
+    pub channel_data: Option<String>,
+}
+
+/// A channel order as the connector must name it to query or close it.
+#[derive(Debug, Clone)]
+pub struct ChannelOrderRef {
+    pub out_trade_no: String,
+    pub channel_data: Option<String>,
+}
+
+impl ChannelOrderRef {
+    pub fn new(out_trade_no: &str) -> Self {
+        ChannelOrderRef { out_trade_no: out_trade_no.to_owned(), channel_data: None }
+    }
 }
 
 /// What a channel says about one of its orders.
@@ -107,8 +124,8 @@ pub struct NotifyReply {
 pub trait Channel: Send + Sync + 'static {
     fn name(&self) -> ChannelName;
     async fn prepay(&self, req: &PrepayRequest) -> Result<Prepaid, ChannelError>;
-    async fn query(&self, out_trade_no: &str) -> Result<TradeState, ChannelError>;
-    async fn close(&self, out_trade_no: &str) -> Result<CloseAnswer, ChannelError>;
+    async fn query(&self, order: &ChannelOrderRef) -> Result<TradeState, ChannelError>;
+    async fn close(&self, order: &ChannelOrderRef) -> Result<CloseAnswer, ChannelError>;
     /// Verifies the signature (and decrypts, where the channel encrypts) of a notification.
     fn verify_notification(&self, headers: &HeaderMap, body: &[u8], now: Timestamp) -> Result<Notification, NotifyError>;
     /// The answer that tells the channel "received, stop retrying".

@@ -9,7 +9,7 @@ use crate::error::ApiError;
 use crate::http::views;
 use crate::state::AppState;
 use axum::http::StatusCode;
-use payonce_channels::{Channel, ChannelError, CloseAnswer, PrepayRequest, TradeState};
+use payonce_channels::{Channel, ChannelError, ChannelOrderRef, CloseAnswer, PrepayRequest, TradeState};
 use payonce_core::order::ClosedBy;
 use payonce_core::{AttemptId, AttemptStatus, ChannelName, OrderId, OutTradeNo, PayMethod, Timestamp};
 use payonce_store::{
@@ -93,6 +93,7 @@ pub async fn prepay(state: &AppState, app: &App, order_id: &OrderId, params: &Pr
                 credential: None,
                 credential_expires_at: None,
                 channel_trade_no: None,
+                channel_data: None,
                 paid_at: None,
                 next_query_at: None,
                 version: 1,
@@ -169,6 +170,7 @@ async fn call_prepay(
                 credential: prepaid.credential.to_string(),
                 credential_expires_at: expires,
                 next_query_at: first_query,
+                channel_data: prepaid.channel_data.clone(),
             };
             let stored = state.store.record_prepay(&attempt.id, &recorded, now).await?;
             match stored.status {
@@ -219,14 +221,15 @@ async fn call_prepay(
 /// the payer paid is followed by a query, so the payment is recorded with its details.
 pub async fn retire(state: &AppState, a: &Attempt) -> Result<(), ApiError> {
     let channel = channel_of(state, a.channel)?;
-    let observed = match channel.close(&a.out_trade_no).await {
+    let r = order_ref(a);
+    let observed = match channel.close(&r).await {
         Ok(CloseAnswer::Closed) => TradeState::Closed,
         // Where the channel creates its order at prepay, "no such order" proves it never existed.
         // Elsewhere (an unscanned Alipay QR) the code stays payable: record it closed and keep
         // watching it until its credential expires.
         Ok(CloseAnswer::Absent) if a.channel.creates_order_at_prepay() => TradeState::Absent,
         Ok(CloseAnswer::Absent) => TradeState::Closed,
-        Ok(CloseAnswer::AlreadyPaid) => match channel.query(&a.out_trade_no).await {
+        Ok(CloseAnswer::AlreadyPaid) => match channel.query(&r).await {
             Ok(s @ TradeState::Paid { .. }) => s,
             Ok(_) | Err(_) => {
                 return Err(ApiError::channel_unavailable(
@@ -247,10 +250,14 @@ pub async fn retire(state: &AppState, a: &Attempt) -> Result<(), ApiError> {
     Ok(())
 }
 
+fn order_ref(a: &Attempt) -> ChannelOrderRef {
+    ChannelOrderRef { out_trade_no: a.out_trade_no.clone(), channel_data: a.channel_data.clone() }
+}
+
 /// Asks the channel about an attempt and applies the answer (compensation query).
 pub async fn sync_attempt(state: &AppState, a: &Attempt) -> Result<OutcomeApplied, ApiError> {
     let channel = channel_of(state, a.channel)?;
-    let observed = channel.query(&a.out_trade_no).await.map_err(|e| {
+    let observed = channel.query(&order_ref(a)).await.map_err(|e| {
         tracing::warn!(error = %e, "query failed");
         ApiError::channel_unavailable(StatusCode::SERVICE_UNAVAILABLE, "the channel could not be queried; retry")
     })?;

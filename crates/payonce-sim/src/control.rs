@@ -66,7 +66,7 @@ pub fn pay(sim: &Arc<Sim>, channel: ChannelName, out_trade_no: &str, force: bool
         ChannelName::Sandbox => crate::sandbox::notify(sim.clone(), order, event_id),
         ChannelName::Wechatpay => crate::wechatpay::notify(sim.clone(), order, event_id),
         ChannelName::Alipay => crate::alipay::notify(sim.clone(), order, event_id),
-        ChannelName::Unionpay => {}
+        ChannelName::Unionpay => crate::unionpay::notify(sim.clone(), order, event_id),
     }
     Ok(())
 }

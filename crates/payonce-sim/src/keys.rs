@@ -9,6 +9,7 @@ use std::path::Path;
 pub const WECHAT_MCHID: &str = "1900000001";
 pub const WECHAT_APPID: &str = "wxd678efh567hg6787";
 pub const ALIPAY_APP_ID: &str = "2021000000000001";
+pub const UNIONPAY_MER_ID: &str = "777290058110048";
 
 pub struct SimKeys {
     pub sandbox: SecretBytes,
@@ -19,6 +20,11 @@ pub struct SimKeys {
     pub wechat_apiv3: SecretBytes,
     pub alipay_app: RsaVerifier,
     pub alipay_platform: RsaSigner,
+    pub unionpay_merchant: RsaVerifier,
+    pub unionpay_merchant_cert_id: String,
+    pub unionpay_sign: RsaSigner,
+    /// PEM of UnionPay's signing certificate, sent as `signPubKeyCert`.
+    pub unionpay_sign_cert: String,
 }
 
 fn load_or(path: &Path, make: impl FnOnce() -> String) -> std::io::Result<String> {
@@ -51,6 +57,7 @@ impl SimKeys {
         let alipay_app = rsa(&dir.join("alipay_app_private_key.pem"))?;
         let alipay_platform = rsa(&dir.join("alipay_private_key.pem"))?;
         std::fs::write(dir.join("alipay_public_key.pem"), alipay_platform.public_key_pem())?;
+        let unionpay = unionpay_pki(dir)?;
         Ok(SimKeys {
             sandbox: SecretBytes::new(sandbox),
             wechat_merchant: wechat_merchant.verifier(),
@@ -60,6 +67,10 @@ impl SimKeys {
             wechat_apiv3: SecretBytes::new(apiv3.trim().as_bytes().to_vec()),
             alipay_app: alipay_app.verifier(),
             alipay_platform,
+            unionpay_merchant: unionpay.0,
+            unionpay_merchant_cert_id: unionpay.1,
+            unionpay_sign: unionpay.2,
+            unionpay_sign_cert: unionpay.3,
         })
     }
 
@@ -73,8 +84,65 @@ impl SimKeys {
              apiv3_key_file = \"wechatpay_apiv3.key\"\nplatform_public_key_file = \"wechatpay_platform_public_key.pem\"\n\
              platform_public_key_id = \"{}\"\n\n\
              [alipay]\ngateway = \"{base}/gateway.do\"\napp_id = \"{ALIPAY_APP_ID}\"\n\
-             app_private_key_file = \"alipay_app_private_key.pem\"\nalipay_public_key_file = \"alipay_public_key.pem\"\n",
+             app_private_key_file = \"alipay_app_private_key.pem\"\nalipay_public_key_file = \"alipay_public_key.pem\"\n\n\
+             [unionpay]\ngateway = \"{base}\"\nmer_id = \"{UNIONPAY_MER_ID}\"\nsign_key_file = \"unionpay_merchant_key.pem\"\n\
+             sign_cert_file = \"unionpay_merchant_cert.pem\"\nroot_cert_file = \"unionpay_root.pem\"\n\
+             middle_cert_file = \"unionpay_middle.pem\"\n",
             self.wechat_merchant_serial, self.wechat_platform_key_id
         )
     }
+}
+
+/// UnionPay's certificate hierarchy, as the simulator plays it: a root, an intermediate, the
+/// signing certificate issued to 中国银联股份有限公司 (sent as `signPubKeyCert`), and the
+/// merchant's signing certificate (its decimal serial is the `certId`). Generated once per
+/// state dir. Returns (merchant verifier, merchant certId, UnionPay signer, signing cert PEM).
+fn unionpay_pki(dir: &Path) -> std::io::Result<(RsaVerifier, String, RsaSigner, String)> {
+    use payonce_channels::crypto::Certificate;
+    let files = ["unionpay_root.pem", "unionpay_middle.pem", "unionpay_sign_cert.pem", "unionpay_sign_key.pem", "unionpay_merchant_key.pem", "unionpay_merchant_cert.pem"];
+    if !files.iter().all(|f| dir.join(f).exists()) {
+        generate_unionpay_pki(dir).map_err(std::io::Error::other)?;
+    }
+    let read = |f: &str| std::fs::read_to_string(dir.join(f));
+    let merchant_cert = Certificate::from_pem(&read("unionpay_merchant_cert.pem")?).map_err(std::io::Error::other)?;
+    let sign = RsaSigner::from_pem(&read("unionpay_sign_key.pem")?).map_err(std::io::Error::other)?;
+    Ok((merchant_cert.verifier.clone(), merchant_cert.serial_decimal.clone(), sign, read("unionpay_sign_cert.pem")?))
+}
+
+fn generate_unionpay_pki(dir: &Path) -> Result<(), rcgen::Error> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, PKCS_RSA_SHA256, SerialNumber};
+    let key = |signer: &RsaSigner| KeyPair::from_pkcs8_der_and_sign_algo(&signer.pkcs8_der().into(), &PKCS_RSA_SHA256);
+    let params = |cn: &str, serial: u64, ca: bool| -> Result<CertificateParams, rcgen::Error> {
+        let mut p = CertificateParams::new(Vec::<String>::new())?;
+        p.distinguished_name.push(DnType::CountryName, "CN");
+        p.distinguished_name.push(DnType::OrganizationName, "China UnionPay (simulated)");
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.serial_number = Some(SerialNumber::from(serial));
+        p.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+        p.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(3650);
+        if ca {
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        }
+        Ok(p)
+    };
+    let (root_rsa, middle_rsa, sign_rsa, merchant_rsa) = (RsaSigner::generate(), RsaSigner::generate(), RsaSigner::generate(), RsaSigner::generate());
+    let root_params = params("CFCA TEST OCA1 ROOT (simulated)", 1, true)?;
+    let root_key = key(&root_rsa)?;
+    let root_cert = root_params.self_signed(&root_key)?;
+    let root = Issuer::new(root_params, root_key);
+    let middle_params = params("CFCA TEST OCA1 (simulated)", 2, true)?;
+    let middle_key = key(&middle_rsa)?;
+    let middle_cert = middle_params.signed_by(&middle_key, &root)?;
+    let middle = Issuer::new(middle_params, middle_key);
+    let sign_cert = params(&format!("041@Z12@00040000:SIMULATOR@{}@1", payonce_channels::unionpay::protocol::UNIONPAY_CN), 69_042_905_377, false)?
+        .signed_by(&key(&sign_rsa)?, &middle)?;
+    let merchant_cert = params(&format!("merchant {UNIONPAY_MER_ID}"), 68_759_663_125, false)?.signed_by(&key(&merchant_rsa)?, &root)?;
+    let w = |f: &str, s: &str| std::fs::write(dir.join(f), s).map_err(|e| rcgen::Error::PemError(e.to_string()));
+    w("unionpay_root.pem", &root_cert.pem())?;
+    w("unionpay_middle.pem", &middle_cert.pem())?;
+    w("unionpay_sign_cert.pem", &sign_cert.pem())?;
+    crate::write_private(&dir.join("unionpay_sign_key.pem"), &sign_rsa.to_pkcs8_pem()).map_err(|e| rcgen::Error::PemError(e.to_string()))?;
+    crate::write_private(&dir.join("unionpay_merchant_key.pem"), &merchant_rsa.to_pkcs8_pem()).map_err(|e| rcgen::Error::PemError(e.to_string()))?;
+    w("unionpay_merchant_cert.pem", &merchant_cert.pem())?;
+    Ok(())
 }

@@ -48,7 +48,7 @@ impl SimOrder {
             (ChannelName::Alipay, SimStatus::Paid) => "TRADE_SUCCESS",
             (ChannelName::Alipay, SimStatus::Closed) => "TRADE_CLOSED",
             (ChannelName::Wechatpay, SimStatus::Paid) if self.refunded > 0 => "REFUND",
-            (ChannelName::Unionpay, SimStatus::Unscanned | SimStatus::Unpaid) => "NOT_SUBMITTED",
+            (ChannelName::Unionpay, SimStatus::Unscanned | SimStatus::Unpaid) => "SUBMITTED",
             (ChannelName::Unionpay, SimStatus::Paid) => "00",
             (ChannelName::Unionpay, SimStatus::Closed) => "EXPIRED",
             (_, SimStatus::Unscanned | SimStatus::Unpaid) => "NOTPAY",

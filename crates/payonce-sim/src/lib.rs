@@ -10,6 +10,7 @@ mod notify;
 mod ops;
 mod rng;
 mod sandbox;
+mod unionpay;
 mod wechatpay;
 
 use axum::Router;
@@ -74,6 +75,7 @@ impl Sim {
             .merge(sandbox::routes())
             .merge(wechatpay::routes())
             .merge(alipay::routes())
+            .merge(unionpay::routes())
             .merge(control::routes()).with_state(self.clone())
     }
 

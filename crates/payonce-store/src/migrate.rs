@@ -2,9 +2,15 @@
 //! applied in order, each recorded in `schema_migrations`.
 
 /// (version, SQL) for SQLite.
-pub const SQLITE: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+pub const SQLITE: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../migrations/sqlite/0002_channel_data.sql")),
+];
 /// (version, SQL) for PostgreSQL.
-pub const POSTGRES: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+pub const POSTGRES: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../migrations/postgres/0002_channel_data.sql")),
+];
 
 /// Splits a migration file into statements. Our migrations contain no semicolons inside
 /// literals or bodies, so splitting on `;` at a line end is exact.

@@ -49,6 +49,8 @@ pub struct Attempt {
     pub credential: Option<String>,
     pub credential_expires_at: Option<Timestamp>,
     pub channel_trade_no: Option<String>,
+    /// Opaque connector data needed to query the channel order later.
+    pub channel_data: Option<String>,
     pub paid_at: Option<Timestamp>,
     pub next_query_at: Option<Timestamp>,
     pub version: i64,
@@ -95,7 +97,7 @@ pub enum BeginAttempt {
 
 #[derive(Debug, Clone)]
 pub enum PrepayResult {
-    Accepted { credential: String, credential_expires_at: Timestamp, next_query_at: Timestamp },
+    Accepted { credential: String, credential_expires_at: Timestamp, next_query_at: Timestamp, channel_data: Option<String> },
     /// The channel said no, definitively: no channel order exists.
     Refused { reason: String },
     /// Timed out or the answer was lost: the channel order may exist.

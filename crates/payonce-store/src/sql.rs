@@ -15,7 +15,7 @@ macro_rules! order_cols {
 macro_rules! attempt_cols {
     () => {
         "id, order_id, channel, method, out_trade_no, amount, currency, status, is_duplicate, credential, \
-         credential_expires_at, channel_trade_no, paid_at, next_query_at, version, created_at, updated_at"
+         credential_expires_at, channel_trade_no, channel_data, paid_at, next_query_at, version, created_at, updated_at"
     };
 }
 
@@ -135,6 +135,7 @@ macro_rules! impl_store {
                     credential: r.try_get("credential")?,
                     credential_expires_at: r.try_get::<Option<i64>, _>("credential_expires_at")?.map(payonce_core::Timestamp),
                     channel_trade_no: r.try_get("channel_trade_no")?,
+                    channel_data: r.try_get("channel_data")?,
                     paid_at: r.try_get::<Option<i64>, _>("paid_at")?.map(payonce_core::Timestamp),
                     next_query_at: r.try_get::<Option<i64>, _>("next_query_at")?.map(payonce_core::Timestamp),
                     version: r.try_get("version")?,
@@ -550,12 +551,12 @@ macro_rules! impl_store {
                     // A notification or query got there first (e.g. already succeeded): keep it.
                     Err(_) => return Ok(a),
                 };
-                let (credential, cred_exp, next_query) = match result {
-                    PrepayResult::Accepted { credential, credential_expires_at, next_query_at } => {
-                        (Some(credential.clone()), Some(credential_expires_at.0), Some(next_query_at.0))
+                let (credential, cred_exp, next_query, channel_data) = match result {
+                    PrepayResult::Accepted { credential, credential_expires_at, next_query_at, channel_data } => {
+                        (Some(credential.clone()), Some(credential_expires_at.0), Some(next_query_at.0), channel_data.clone())
                     }
-                    PrepayResult::Refused { .. } => (None, None, None),
-                    PrepayResult::Ambiguous { next_query_at } => (None, None, Some(next_query_at.0)),
+                    PrepayResult::Refused { .. } => (None, None, None, None),
+                    PrepayResult::Ambiguous { next_query_at } => (None, None, Some(next_query_at.0), None),
                 };
                 if next == a.status && credential.is_none() {
                     return Ok(a);
@@ -563,7 +564,8 @@ macro_rules! impl_store {
                 let done = sqlx::query(
                     "UPDATE attempts SET status = $1, credential = COALESCE($2, credential), \
                      credential_expires_at = COALESCE($3, credential_expires_at), next_query_at = $4, \
-                     version = version + 1, updated_at = $5 WHERE id = $6 AND version = $7",
+                     version = version + 1, updated_at = $5, channel_data = COALESCE($8, channel_data) \
+                     WHERE id = $6 AND version = $7",
                 )
                 .bind(next.as_str())
                 .bind(&credential)
@@ -572,6 +574,7 @@ macro_rules! impl_store {
                 .bind(now.0)
                 .bind(a.id.as_str())
                 .bind(a.version)
+                .bind(&channel_data)
                 .execute(&mut *tx)
                 .await?;
                 if done.rows_affected() != 1 {

@@ -49,8 +49,26 @@ pub async fn spawn_app_with(backend: Backend, opts: AppOptions) -> Option<TestAp
     Some(spawn_on(db, opts).await)
 }
 
+/// A simulator state dir with keys already in it. RSA key and certificate generation is the
+/// slowest part of starting a simulator, so every test in a process copies one set of keys
+/// (tests need fresh ledgers, not fresh keys).
+fn sim_state_dir() -> tempfile::TempDir {
+    static TEMPLATE: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let template = TEMPLATE.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        payonce_sim::Sim::prepare(dir.path(), "http://127.0.0.1:0").expect("simulator keys");
+        dir
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    for entry in std::fs::read_dir(template.path()).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
 pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
-    let sim_dir = tempfile::tempdir().expect("temp dir");
+    let sim_dir = sim_state_dir();
     let sim = payonce_sim::start(TcpListener::bind("127.0.0.1:0").await.unwrap(), sim_dir.path()).await.expect("simulator");
     let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
     http.post(format!("{}/sim/faults", sim.base_url())).json(&json!({"time_scale": opts.time_scale})).send().await.unwrap();
@@ -224,5 +242,25 @@ impl TestApp {
         }
         let r = req.send().await.unwrap();
         (r.status(), r.text().await.unwrap())
+    }
+}
+
+impl TestApp {
+    /// What the payer's browser does with a UnionPay credential: posts its form to UnionPay.
+    pub async fn submit_unionpay_form(&self, credential: &Value) -> StatusCode {
+        let fields: Vec<(String, String)> = credential["fields"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+            .collect();
+        self.http
+            .post(credential["action"].as_str().unwrap())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(payonce_channels::alipay::protocol::encode_form(&fields))
+            .send()
+            .await
+            .unwrap()
+            .status()
     }
 }

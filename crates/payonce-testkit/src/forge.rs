@@ -118,3 +118,46 @@ pub fn alipay_paid(sim_dir: &Path, notify_id: &str, out_trade_no: &str, total_am
     }
     Forged { headers: vec![], content_type: "application/x-www-form-urlencoded", body: ali::encode_form(&p) }
 }
+
+/// How to spoil a UnionPay notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpFault {
+    None,
+    /// `txnAmt` changed after signing.
+    TamperedAmount,
+    /// `signPubKeyCert` is a certificate that chains to the root but is not UnionPay's.
+    NotUnionpayCert,
+    /// `signPubKeyCert` is the root itself: it does not chain through the intermediate.
+    UnchainedCert,
+}
+
+/// A successful-consume `backUrl` notification signed with the simulator's UnionPay key.
+pub fn unionpay_paid(sim_dir: &Path, order_id: &str, txn_time: &str, txn_amt: i64, query_id: &str, fault: UpFault) -> Forged {
+    use payonce_channels::unionpay::protocol as up;
+    let key = RsaSigner::from_pem(&read(sim_dir, "unionpay_sign_key.pem")).unwrap();
+    let cert = match fault {
+        UpFault::NotUnionpayCert => read(sim_dir, "unionpay_merchant_cert.pem"),
+        UpFault::UnchainedCert => read(sim_dir, "unionpay_root.pem"),
+        _ => read(sim_dir, "unionpay_sign_cert.pem"),
+    };
+    let mut p: Vec<(String, String)> = [
+        ("version", "5.1.0"), ("encoding", "UTF-8"), ("signMethod", "01"), ("txnType", "01"), ("txnSubType", "01"),
+        ("bizType", "000201"), ("accessType", "0"), ("merId", "777290058110048"), ("orderId", order_id), ("txnTime", txn_time),
+        ("currencyCode", "156"), ("queryId", query_id), ("respCode", "00"), ("respMsg", "成功[0000000]"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    p.push(("txnAmt".into(), txn_amt.to_string()));
+    p.push(("signPubKeyCert".into(), cert));
+    let sig = up::sign(&key, &p);
+    p.push(("signature".into(), sig));
+    if fault == UpFault::TamperedAmount {
+        for (k, v) in p.iter_mut() {
+            if k == "txnAmt" {
+                *v = "1".into();
+            }
+        }
+    }
+    Forged { headers: vec![], content_type: "application/x-www-form-urlencoded", body: ali::encode_form(&p) }
+}

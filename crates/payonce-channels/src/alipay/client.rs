@@ -4,7 +4,7 @@ use super::protocol::{self, beijing_time, raw_response, response_name};
 use crate::crypto::{RsaSigner, RsaVerifier};
 use crate::money::{fen_to_yuan, yuan_to_fen};
 use crate::{
-    Channel, ChannelError, CloseAnswer, Notification, NotifyError, NotifyReply, PrepayRequest, Prepaid, TradeState,
+    Channel, ChannelError, ChannelOrderRef, CloseAnswer, Notification, NotifyError, NotifyReply, PrepayRequest, Prepaid, TradeState,
     classify_transport,
 };
 use async_trait::async_trait;
@@ -129,10 +129,12 @@ impl Channel for AlipayClient {
         Ok(Prepaid {
             credential: serde_json::json!({ "qr_code": qr }),
             credential_expires_at: Timestamp((now_ms() + minutes * 60_000).min(req.expires_at.0)),
+            channel_data: None,
         })
     }
 
-    async fn query(&self, out_trade_no: &str) -> Result<TradeState, ChannelError> {
+    async fn query(&self, order: &ChannelOrderRef) -> Result<TradeState, ChannelError> {
+        let out_trade_no = order.out_trade_no.as_str();
         match self.call("alipay.trade.query", serde_json::json!({ "out_trade_no": out_trade_no }), None).await {
             Ok(b) => trade_state(
                 b["trade_status"].as_str().unwrap_or_default(),
@@ -146,7 +148,8 @@ impl Channel for AlipayClient {
         }
     }
 
-    async fn close(&self, out_trade_no: &str) -> Result<CloseAnswer, ChannelError> {
+    async fn close(&self, order: &ChannelOrderRef) -> Result<CloseAnswer, ChannelError> {
+        let out_trade_no = order.out_trade_no.as_str();
         match self.call("alipay.trade.close", serde_json::json!({ "out_trade_no": out_trade_no }), None).await {
             Ok(_) => Ok(CloseAnswer::Closed),
             Err(ChannelError::Refused { code, .. }) if code == TRADE_NOT_EXIST => Ok(CloseAnswer::Absent),

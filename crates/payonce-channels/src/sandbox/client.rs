@@ -3,7 +3,7 @@
 use super::protocol::{self, CreateOrder, Created, ErrorBody, OrderView, PaymentNotification};
 use crate::secret::SecretBytes;
 use crate::{
-    Channel, ChannelError, CloseAnswer, Notification, NotifyError, NotifyReply, PrepayRequest, Prepaid, TradeState,
+    Channel, ChannelError, ChannelOrderRef, CloseAnswer, Notification, NotifyError, NotifyReply, PrepayRequest, Prepaid, TradeState,
     classify_transport,
 };
 use async_trait::async_trait;
@@ -88,10 +88,12 @@ impl Channel for SandboxClient {
         Ok(Prepaid {
             credential: serde_json::json!({ "code_url": created.code_url }),
             credential_expires_at: Timestamp(created.time_expire),
+            channel_data: None,
         })
     }
 
-    async fn query(&self, out_trade_no: &str) -> Result<TradeState, ChannelError> {
+    async fn query(&self, order: &ChannelOrderRef) -> Result<TradeState, ChannelError> {
+        let out_trade_no = order.out_trade_no.as_str();
         let path = format!("/sandbox/v1/orders/{out_trade_no}");
         let (status, bytes) = self.call(reqwest::Method::GET, &path, None).await?;
         if status == 404 {
@@ -114,7 +116,8 @@ impl Channel for SandboxClient {
         })
     }
 
-    async fn close(&self, out_trade_no: &str) -> Result<CloseAnswer, ChannelError> {
+    async fn close(&self, order: &ChannelOrderRef) -> Result<CloseAnswer, ChannelError> {
+        let out_trade_no = order.out_trade_no.as_str();
         let path = format!("/sandbox/v1/orders/{out_trade_no}/close");
         let (status, bytes) = self.call(reqwest::Method::POST, &path, None).await?;
         match status {

@@ -4,7 +4,7 @@ use super::protocol::{self, Amount, ErrorBody, NotifyEnvelope, PlatformKeys, Pre
 use crate::crypto::{RsaSigner, nonce};
 use crate::secret::SecretBytes;
 use crate::{
-    Channel, ChannelError, CloseAnswer, Notification, NotifyError, NotifyReply, PrepayRequest, Prepaid, TradeState,
+    Channel, ChannelError, ChannelOrderRef, CloseAnswer, Notification, NotifyError, NotifyReply, PrepayRequest, Prepaid, TradeState,
     classify_transport,
 };
 use async_trait::async_trait;
@@ -154,10 +154,11 @@ impl Channel for WechatpayClient {
         } else {
             return Err(ChannelError::Ambiguous("prepay answer without code_url or prepay_id".into()));
         };
-        Ok(Prepaid { credential, credential_expires_at: req.expires_at })
+        Ok(Prepaid { credential, credential_expires_at: req.expires_at, channel_data: None })
     }
 
-    async fn query(&self, out_trade_no: &str) -> Result<TradeState, ChannelError> {
+    async fn query(&self, order: &ChannelOrderRef) -> Result<TradeState, ChannelError> {
+        let out_trade_no = order.out_trade_no.as_str();
         let path = format!("/v3/pay/transactions/out-trade-no/{out_trade_no}?mchid={}", self.keys.mchid);
         let (status, bytes) = self.call(reqwest::Method::GET, &path, None).await?;
         if status == 404 {
@@ -177,7 +178,8 @@ impl Channel for WechatpayClient {
         Ok(trade_state_of(&t))
     }
 
-    async fn close(&self, out_trade_no: &str) -> Result<CloseAnswer, ChannelError> {
+    async fn close(&self, order: &ChannelOrderRef) -> Result<CloseAnswer, ChannelError> {
+        let out_trade_no = order.out_trade_no.as_str();
         let path = format!("/v3/pay/transactions/out-trade-no/{out_trade_no}/close");
         let body = serde_json::json!({ "mchid": self.keys.mchid }).to_string();
         let (status, bytes) = self.call(reqwest::Method::POST, &path, Some(body)).await?;

@@ -69,7 +69,7 @@ async fn bad_prepays_are_rejected_without_change(b: Backend) {
     let before = app.counts().await;
     for (name, body, field) in [
         ("unknown channel", r#"{"channel":"paypal"}"#, "channel"),
-        ("unconfigured channel", r#"{"channel":"unionpay"}"#, "channel"),
+        ("another channel's method", r#"{"channel":"unionpay","method":"native"}"#, "method"),
         ("missing channel", r#"{}"#, "channel"),
         ("wrong method", r#"{"channel":"sandbox","method":"jsapi"}"#, "method"),
         ("payer not an object", r#"{"channel":"sandbox","payer":"x"}"#, "payer"),

@@ -1,0 +1,9 @@
+//! UnionPay online payment (UPACP 5.1.0): form messages signed with `signMethod=01` (SHA-256
+//! hex digest of the sorted `k=v&…` string, then SHA256withRSA), the front-end consume form as
+//! the payer's credential, `queryTrans` for queries, and the `backUrl` notification whose
+//! `signPubKeyCert` must chain to the configured UnionPay root before it is trusted.
+
+mod client;
+pub mod protocol;
+
+pub use client::{UnionpayClient, UnionpayKeys};
