@@ -67,6 +67,45 @@ pub enum TradeState {
     Absent,
 }
 
+/// A refund as payonce asks for it. `out_refund_no` is derived deterministically by the caller,
+/// so a retry can never refund twice.
+#[derive(Debug, Clone)]
+pub struct RefundRequest {
+    pub order: ChannelOrderRef,
+    /// The channel's number for the payment (UnionPay's `origQryId`).
+    pub channel_trade_no: Option<String>,
+    pub out_refund_no: String,
+    pub amount: Money,
+    /// What the payment was (WeChat wants both).
+    pub total: Money,
+    pub reason: Option<String>,
+    pub notify_url: String,
+}
+
+/// What the channel says about a refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundState {
+    Succeeded,
+    /// Accepted, money not yet back (query or a notification settles it).
+    Processing,
+    /// WeChat `ABNORMAL`: the refund is stuck (closed bank card…): not failed — the amount stays
+    /// reserved — but a person must act.
+    Abnormal,
+    /// The channel refused or closed it: nothing was refunded.
+    Failed(String),
+    /// No such refund at the channel.
+    Absent,
+}
+
+/// A refund as the connector must name it to query it.
+#[derive(Debug, Clone)]
+pub struct RefundRef {
+    pub order: ChannelOrderRef,
+    pub out_refund_no: String,
+    /// Opaque connector data returned by `refund` (UnionPay's refund `txnTime`).
+    pub channel_data: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseAnswer {
     Closed,
@@ -126,6 +165,9 @@ pub trait Channel: Send + Sync + 'static {
     async fn prepay(&self, req: &PrepayRequest) -> Result<Prepaid, ChannelError>;
     async fn query(&self, order: &ChannelOrderRef) -> Result<TradeState, ChannelError>;
     async fn close(&self, order: &ChannelOrderRef) -> Result<CloseAnswer, ChannelError>;
+    /// Requests a refund; returns its state and any data needed to query it later.
+    async fn refund(&self, req: &RefundRequest) -> Result<(RefundState, Option<String>), ChannelError>;
+    async fn refund_query(&self, r: &RefundRef) -> Result<RefundState, ChannelError>;
     /// Verifies the signature (and decrypts, where the channel encrypts) of a notification.
     fn verify_notification(&self, headers: &HeaderMap, body: &[u8], now: Timestamp) -> Result<Notification, NotifyError>;
     /// The answer that tells the channel "received, stop retrying".

@@ -93,6 +93,9 @@ pub struct Refund {
     pub refund_id: String,
     #[serde(skip)]
     pub at: i64,
+    /// UnionPay: the refund transaction's own txnTime (its queries name it).
+    #[serde(skip)]
+    pub txn_time: String,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -136,7 +139,15 @@ impl Ledger {
             return Err(RefundError::Exceeds);
         }
         o.refunded += amount;
-        let r = Refund { channel, out_trade_no: out_trade_no.into(), out_refund_no: out_refund_no.into(), amount, refund_id: id, at: now };
+        let r = Refund {
+            channel,
+            out_trade_no: out_trade_no.into(),
+            out_refund_no: out_refund_no.into(),
+            amount,
+            refund_id: id,
+            at: now,
+            txn_time: String::new(),
+        };
         self.refunds.push(r.clone());
         Ok(r)
     }

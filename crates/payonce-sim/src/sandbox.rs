@@ -19,6 +19,8 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/sandbox/v1/orders", post(create))
         .route("/sandbox/v1/orders/{no}", get(query))
         .route("/sandbox/v1/orders/{no}/close", post(close))
+        .route("/sandbox/v1/refunds", post(refund))
+        .route("/sandbox/v1/refunds/{no}", get(refund_query))
 }
 
 /// Every answer is signed over the request's method and path, as the connector expects.
@@ -122,6 +124,40 @@ async fn close(State(sim): State<Arc<Sim>>, Path(no): Path<String>, method: Meth
         Ok(()) => signed(&sim, &method, path, StatusCode::NO_CONTENT, Vec::new()),
         Err(CloseError::NotExist) => error(&sim, &method, path, StatusCode::NOT_FOUND, "ORDER_NOT_EXIST", "no such order"),
         Err(CloseError::Paid) => error(&sim, &method, path, StatusCode::BAD_REQUEST, "ORDER_PAID", "order paid, cannot close"),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct RefundBody {
+    out_trade_no: String,
+    out_refund_no: String,
+    amount: i64,
+}
+
+async fn refund(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let path = uri.path();
+    if !authentic(&sim, &method, path, &headers, &body) {
+        return error(&sim, &method, path, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "signature verification failed");
+    }
+    let Ok(req) = serde_json::from_slice::<RefundBody>(&body) else {
+        return error(&sim, &method, path, StatusCode::BAD_REQUEST, "PARAM_ERROR", "bad refund body");
+    };
+    let done = sim.ledger.lock().unwrap().refund(ChannelName::Sandbox, &req.out_trade_no, &req.out_refund_no, req.amount, now_ms());
+    match done {
+        Ok(r) => signed(&sim, &method, path, StatusCode::OK, serde_json::json!({"out_refund_no": r.out_refund_no, "status": "SUCCESS", "amount": r.amount}).to_string().into_bytes()),
+        Err(e) => error(&sim, &method, path, StatusCode::BAD_REQUEST, "REFUND_REFUSED", &format!("{e:?}")),
+    }
+}
+
+async fn refund_query(State(sim): State<Arc<Sim>>, Path(no): Path<String>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    let path = uri.path();
+    if !authentic(&sim, &method, path, &headers, b"") {
+        return error(&sim, &method, path, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "signature verification failed");
+    }
+    let found = sim.ledger.lock().unwrap().refunds.iter().find(|r| r.channel == ChannelName::Sandbox && r.out_refund_no == no).cloned();
+    match found {
+        Some(r) => signed(&sim, &method, path, StatusCode::OK, serde_json::json!({"out_refund_no": r.out_refund_no, "status": "SUCCESS", "amount": r.amount}).to_string().into_bytes()),
+        None => error(&sim, &method, path, StatusCode::NOT_FOUND, "REFUND_NOT_EXIST", "no such refund"),
     }
 }
 

@@ -20,6 +20,7 @@ pub fn routes() -> Router<Arc<Sim>> {
     Router::new()
         .route("/gateway/api/frontTransReq.do", post(front_consume))
         .route("/gateway/api/queryTrans.do", post(query))
+        .route("/gateway/api/backTransReq.do", post(back_trans))
 }
 
 fn p(k: &str, v: impl Into<String>) -> (String, String) {
@@ -100,6 +101,15 @@ async fn query(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     if sim.chance(sim.faults.lock().unwrap().query_error_rate) {
         return form(StatusCode::OK, &sign_as_unionpay(&sim, base("03", "交易通讯超时，请发起查询交易")));
     }
+    // A refund is a transaction of its own, found by its orderId and txnTime.
+    let refund = sim.ledger.lock().unwrap().refunds.iter()
+        .find(|r| r.channel == ChannelName::Unionpay && Some(r.out_refund_no.as_str()) == get(&params, "orderId") && Some(r.txn_time.as_str()) == get(&params, "txnTime"))
+        .cloned();
+    if let Some(r) = refund {
+        let mut answer = base("00", "成功[0000000]");
+        answer.extend([p("origRespCode", "00"), p("origRespMsg", "成功[0000000]"), p("txnAmt", r.amount.to_string()), p("queryId", r.refund_id.clone())]);
+        return form(StatusCode::OK, &sign_as_unionpay(&sim, answer));
+    }
     let order = ops::find(&sim, ChannelName::Unionpay, get(&params, "orderId").unwrap_or_default())
         .filter(|o| Some(o.credential.as_str()) == get(&params, "txnTime"));
     let Some(o) = order else {
@@ -119,6 +129,45 @@ async fn query(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
         answer.push(p("queryId", q.clone()));
     }
     form(StatusCode::OK, &sign_as_unionpay(&sim, answer))
+}
+
+/// A refund (`txnType=04`): `origQryId` names the payment by its queryId.
+async fn back_trans(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+    let params = parse_form(&body);
+    let field = |k: &str| get(&params, k).unwrap_or_default().to_owned();
+    let answer = |code: &str, msg: &str| {
+        sign_as_unionpay(&sim, vec![
+            p("version", protocol::VERSION), p("encoding", "UTF-8"), p("signMethod", "01"), p("txnType", field("txnType")),
+            p("txnSubType", "00"), p("bizType", "000201"), p("accessType", "0"), p("merId", UNIONPAY_MER_ID),
+            p("orderId", field("orderId")), p("txnTime", field("txnTime")), p("respCode", code), p("respMsg", msg),
+        ])
+    };
+    if !merchant_authentic(&sim, &params) {
+        return form(StatusCode::OK, &answer("11", "验证签名失败"));
+    }
+    if field("txnType") != "04" {
+        return form(StatusCode::OK, &answer("12", "不支持的交易类型"));
+    }
+    let orig = field("origQryId");
+    let Ok(amount) = field("txnAmt").parse::<i64>() else { return form(StatusCode::OK, &answer("30", "txnAmt 不合法")) };
+    let mut ledger = sim.ledger.lock().unwrap();
+    let Some(no) = ledger.orders.values().find(|o| o.channel == ChannelName::Unionpay && o.trade_no.as_deref() == Some(orig.as_str())).map(|o| o.out_trade_no.clone()) else {
+        drop(ledger);
+        return form(StatusCode::OK, &answer("35", "原交易不存在"));
+    };
+    let done = ledger.refund(ChannelName::Unionpay, &no, &field("orderId"), amount, now_ms());
+    if done.is_ok() {
+        if let Some(r) = ledger.refunds.iter_mut().rev().find(|r| r.channel == ChannelName::Unionpay && r.out_refund_no == field("orderId")) {
+            if r.txn_time.is_empty() {
+                r.txn_time = field("txnTime");
+            }
+        }
+    }
+    drop(ledger);
+    match done {
+        Ok(_) => form(StatusCode::OK, &answer("00", "成功[0000000]")),
+        Err(e) => form(StatusCode::OK, &answer("32", &format!("{e:?}"))),
+    }
 }
 
 /// The `backUrl` notification of a successful consume.

@@ -6,6 +6,7 @@ use crate::{
     Channel, ChannelError, ChannelOrderRef, CloseAnswer, Notification, NotifyError, NotifyReply, PrepayRequest, Prepaid, TradeState,
     classify_transport,
 };
+use crate::{RefundRef, RefundRequest, RefundState};
 use async_trait::async_trait;
 use payonce_core::{ChannelName, Timestamp};
 use reqwest::header::HeaderMap;
@@ -134,6 +135,30 @@ impl Channel for SandboxClient {
         }
     }
 
+    async fn refund(&self, req: &RefundRequest) -> Result<(RefundState, Option<String>), ChannelError> {
+        let body = serde_json::json!({
+            "out_trade_no": req.order.out_trade_no, "out_refund_no": req.out_refund_no, "amount": req.amount.minor,
+        });
+        let (status, bytes) = self.call(reqwest::Method::POST, "/sandbox/v1/refunds", Some(serde_json::to_vec(&body).unwrap())).await?;
+        if status != 200 {
+            let e = Self::error_of(status, &bytes);
+            return Ok((RefundState::Failed(format!("{}: {}", e.code, e.message)), None));
+        }
+        Ok((refund_state(&bytes)?, None))
+    }
+
+    async fn refund_query(&self, r: &RefundRef) -> Result<RefundState, ChannelError> {
+        let (status, bytes) = self.call(reqwest::Method::GET, &format!("/sandbox/v1/refunds/{}", r.out_refund_no), None).await?;
+        match status {
+            200 => refund_state(&bytes),
+            404 => Ok(RefundState::Absent),
+            _ => {
+                let e = Self::error_of(status, &bytes);
+                Err(ChannelError::Refused { code: e.code, message: e.message })
+            }
+        }
+    }
+
     fn verify_notification(&self, headers: &HeaderMap, body: &[u8], now: Timestamp) -> Result<Notification, NotifyError> {
         let hv = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
         protocol::verify(&self.key, hv(protocol::TS_HEADER), hv(protocol::SIG_HEADER), "POST", NOTIFY_PATH, body, now.0 / 1000)
@@ -163,4 +188,13 @@ impl Channel for SandboxClient {
             body: serde_json::json!({"code": "FAIL", "message": reason}).to_string(),
         }
     }
+}
+
+fn refund_state(bytes: &[u8]) -> Result<RefundState, ChannelError> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
+    Ok(match v["status"].as_str() {
+        Some("SUCCESS") => RefundState::Succeeded,
+        Some("PROCESSING") => RefundState::Processing,
+        other => RefundState::Failed(format!("{other:?}")),
+    })
 }

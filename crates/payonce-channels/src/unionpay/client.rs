@@ -6,6 +6,7 @@ use crate::{
     Channel, ChannelError, ChannelOrderRef, CloseAnswer, Notification, NotifyError, NotifyReply, PrepayRequest, Prepaid,
     TradeState, classify_transport,
 };
+use crate::{RefundRef, RefundRequest, RefundState};
 use async_trait::async_trait;
 use payonce_core::{ChannelName, Timestamp};
 use reqwest::header::HeaderMap;
@@ -43,6 +44,25 @@ impl UnionpayClient {
         let sig = protocol::sign(&self.keys.sign_key, &params);
         params.push(p("signature", sig));
         params
+    }
+
+    /// Posts a signed form; returns UnionPay's answer once its certificate and signature check out.
+    async fn post(&self, path: &str, params: &[(String, String)]) -> Result<Vec<(String, String)>, ChannelError> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.gateway))
+            .header("content-type", "application/x-www-form-urlencoded;charset=UTF-8")
+            .body(crate::alipay::protocol::encode_form(params))
+            .send()
+            .await
+            .map_err(classify_transport)?;
+        if !resp.status().is_success() {
+            return Err(ChannelError::Ambiguous(format!("gateway answered {}", resp.status())));
+        }
+        let body = resp.bytes().await.map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
+        let answer = crate::alipay::protocol::parse_form(&body);
+        self.verify_message(&answer).map_err(|e| ChannelError::Ambiguous(format!("answer not trusted: {e}")))?;
+        Ok(answer)
     }
 
     /// Verifies a message from UnionPay (answer or notification): certificate chain, then
@@ -117,20 +137,7 @@ impl Channel for UnionpayClient {
             p("orderId", order.out_trade_no.clone()),
             p("txnTime", txn),
         ]);
-        let resp = self
-            .http
-            .post(format!("{}/gateway/api/queryTrans.do", self.gateway))
-            .header("content-type", "application/x-www-form-urlencoded;charset=UTF-8")
-            .body(crate::alipay::protocol::encode_form(&params))
-            .send()
-            .await
-            .map_err(classify_transport)?;
-        if !resp.status().is_success() {
-            return Err(ChannelError::Ambiguous(format!("gateway answered {}", resp.status())));
-        }
-        let body = resp.bytes().await.map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
-        let answer = crate::alipay::protocol::parse_form(&body);
-        self.verify_message(&answer).map_err(|e| ChannelError::Ambiguous(format!("answer not trusted: {e}")))?;
+        let answer = self.post("/gateway/api/queryTrans.do", &params).await?;
         match get(&answer, "respCode").unwrap_or_default() {
             "00" => match get(&answer, "origRespCode").unwrap_or_default() {
                 "00" => Ok(TradeState::Paid {
@@ -159,6 +166,50 @@ impl Channel for UnionpayClient {
             TradeState::Closed => Ok(CloseAnswer::Closed),
             TradeState::Unpaid | TradeState::Absent => Ok(CloseAnswer::Absent),
         }
+    }
+
+    /// A refund (`txnType=04`) is a back-end transaction of its own: its `orderId` is our refund
+    /// number, `origQryId` names the payment, and its `txnTime` is kept for queries.
+    async fn refund(&self, req: &RefundRequest) -> Result<(RefundState, Option<String>), ChannelError> {
+        let Some(orig) = req.channel_trade_no.clone() else {
+            return Ok((RefundState::Failed("no queryId of the payment".into()), None));
+        };
+        let txn = txn_time(now_ms());
+        let params = self.signed(vec![
+            p("version", protocol::VERSION),
+            p("encoding", "UTF-8"),
+            p("signMethod", "01"),
+            p("txnType", "04"),
+            p("txnSubType", "00"),
+            p("bizType", "000201"),
+            p("accessType", "0"),
+            p("channelType", "07"),
+            p("merId", self.keys.mer_id.clone()),
+            p("orderId", req.out_refund_no.clone()),
+            p("origQryId", orig),
+            p("txnTime", txn.clone()),
+            p("txnAmt", req.amount.minor.to_string()),
+            p("backUrl", req.notify_url.clone()),
+        ]);
+        let answer = self.post("/gateway/api/backTransReq.do", &params).await?;
+        Ok((
+            match get(&answer, "respCode").unwrap_or_default() {
+                // Accepted; the result comes by notification or query.
+                "00" | "03" | "04" | "05" => RefundState::Processing,
+                other => RefundState::Failed(format!("{other}: {}", get(&answer, "respMsg").unwrap_or_default())),
+            },
+            Some(txn),
+        ))
+    }
+
+    async fn refund_query(&self, r: &RefundRef) -> Result<RefundState, ChannelError> {
+        let order = ChannelOrderRef { out_trade_no: r.out_refund_no.clone(), channel_data: r.channel_data.clone() };
+        Ok(match self.query(&order).await? {
+            TradeState::Paid { .. } => RefundState::Succeeded,
+            TradeState::Unpaid => RefundState::Processing,
+            TradeState::Closed => RefundState::Failed("refund failed at UnionPay".into()),
+            TradeState::Absent => RefundState::Absent,
+        })
     }
 
     fn verify_notification(&self, _headers: &HeaderMap, body: &[u8], _now: Timestamp) -> Result<Notification, NotifyError> {

@@ -7,6 +7,7 @@ use crate::{
     Channel, ChannelError, ChannelOrderRef, CloseAnswer, Notification, NotifyError, NotifyReply, PrepayRequest, Prepaid, TradeState,
     classify_transport,
 };
+use crate::{RefundRef, RefundRequest, RefundState};
 use async_trait::async_trait;
 use payonce_core::{ChannelName, PayMethod, Timestamp};
 use reqwest::header::HeaderMap;
@@ -196,6 +197,38 @@ impl Channel for WechatpayClient {
         }
     }
 
+    async fn refund(&self, req: &RefundRequest) -> Result<(RefundState, Option<String>), ChannelError> {
+        let body = protocol::RefundBody {
+            out_trade_no: req.order.out_trade_no.clone(),
+            out_refund_no: req.out_refund_no.clone(),
+            reason: req.reason.clone(),
+            notify_url: Some(req.notify_url.clone()),
+            amount: protocol::RefundAmount { refund: req.amount.minor, total: req.total.minor, currency: req.amount.currency.to_string() },
+        };
+        let (status, bytes) = self.call(reqwest::Method::POST, "/v3/refund/domestic/refunds", Some(serde_json::to_string(&body).unwrap())).await?;
+        if status != 200 {
+            let e = Self::error_of(status, &bytes);
+            return Ok((RefundState::Failed(format!("{}: {}", e.code, e.message)), None));
+        }
+        let r: protocol::Refund = serde_json::from_slice(&bytes).map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
+        Ok((refund_state_of(&r.status), None))
+    }
+
+    async fn refund_query(&self, r: &RefundRef) -> Result<RefundState, ChannelError> {
+        let (status, bytes) = self.call(reqwest::Method::GET, &format!("/v3/refund/domestic/refunds/{}", r.out_refund_no), None).await?;
+        match status {
+            200 => {
+                let r: protocol::Refund = serde_json::from_slice(&bytes).map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
+                Ok(refund_state_of(&r.status))
+            }
+            404 => Ok(RefundState::Absent),
+            _ => {
+                let e = Self::error_of(status, &bytes);
+                Err(ChannelError::Refused { code: e.code, message: e.message })
+            }
+        }
+    }
+
     fn verify_notification(&self, headers: &HeaderMap, body: &[u8], now: Timestamp) -> Result<Notification, NotifyError> {
         let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
         if h(protocol::H_SIGNATURE_TYPE).is_some_and(|t| t != protocol::SIGNATURE_TYPE) {
@@ -239,5 +272,15 @@ impl Channel for WechatpayClient {
 
     fn notify_nack(&self, reason: &str) -> NotifyReply {
         NotifyReply { status: 400, content_type: "application/json", body: serde_json::json!({"code": "FAIL", "message": reason}).to_string() }
+    }
+}
+
+/// SUCCESS / PROCESSING / ABNORMAL / CLOSED.
+pub fn refund_state_of(status: &str) -> RefundState {
+    match status {
+        "SUCCESS" => RefundState::Succeeded,
+        "PROCESSING" => RefundState::Processing,
+        "ABNORMAL" => RefundState::Abnormal,
+        other => RefundState::Failed(other.to_owned()),
     }
 }
