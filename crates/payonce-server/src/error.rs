@@ -70,6 +70,14 @@ impl ApiError {
         e
     }
 
+    pub fn conflict(code: &'static str, detail: &str) -> Self {
+        Self::new(StatusCode::CONFLICT, code, "Conflict", detail)
+    }
+
+    pub fn unprocessable(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, "Unprocessable", detail)
+    }
+
     pub fn request_in_progress(detail: &str) -> Self {
         let mut e = Self::new(StatusCode::CONFLICT, "request_in_progress", "Request in progress", detail);
         e.retry_after = Some(1);

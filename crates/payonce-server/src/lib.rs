@@ -10,7 +10,7 @@ pub mod idempotency;
 pub mod locks;
 pub mod payments;
 pub mod state;
-mod workers;
+pub mod workers;
 
 pub use state::{AppState, ServerConfig};
 

@@ -36,6 +36,8 @@ pub struct PrepayAnswer {
 
 /// First query after a prepay when no notification came (DESIGN.md: 10 s, 20 s, 30 s …).
 const FIRST_QUERY_AFTER: Duration = Duration::from_secs(10);
+/// After a close, the attempt is queried once more this much later.
+pub const SECOND_CHECK_AFTER: Duration = Duration::from_secs(5);
 /// Bound on loop iterations of one request: each iteration either answers or observes that
 /// another actor moved the order, which cannot happen forever within one request's wait.
 const MAX_ROUNDS: usize = 64;
@@ -46,7 +48,8 @@ fn prepay_metric(outcome: &'static str) {
 
 async fn order_view(state: &AppState, order: &Order) -> serde_json::Value {
     let attempts = state.store.attempts_of(&order.id).await.unwrap_or_default();
-    views::order(order, &attempts)
+    let refunds = state.store.refunds_of(&order.id).await.unwrap_or_default();
+    views::order(order, &attempts, &refunds)
 }
 
 fn channel_of(state: &AppState, name: ChannelName) -> Result<&Arc<dyn Channel>, ApiError> {
@@ -96,6 +99,7 @@ pub async fn prepay(state: &AppState, app: &App, order_id: &OrderId, params: &Pr
                 channel_data: None,
                 paid_at: None,
                 next_query_at: None,
+                query_count: 0,
                 version: 1,
                 created_at: now,
                 updated_at: now,
@@ -132,7 +136,13 @@ pub async fn prepay(state: &AppState, app: &App, order_id: &OrderId, params: &Pr
             // Same channel order, outcome unknown: ask the channel again under the same number.
             // It answers with the same order (and credential), or says it is paid — it can never
             // create a second one.
-            AttemptStatus::Unknown if same => return call_prepay(state, channel.as_ref(), &order, a, params).await,
+            // (Also a pending attempt whose credential was lost: a query found the channel order
+            // but the prepay answer never arrived.)
+            AttemptStatus::Unknown | AttemptStatus::Pending if same && a.credential.is_none() => {
+                let busy_until = now.plus_ms(state.config.channel_timeout.as_millis() as i64 + 5_000);
+                state.store.defer_unknown(&a.id, busy_until, now).await?;
+                return call_prepay(state, channel.as_ref(), &order, a, params).await;
+            }
             // Switching channel or method (or a stale credential): close the old channel order
             // first. If that reveals a payment, the next round answers order_already_paid.
             _ => retire(state, &a).await?,
@@ -165,7 +175,9 @@ async fn call_prepay(
     let first_query = now.plus_ms(state.config.scaled(FIRST_QUERY_AFTER).as_millis() as i64);
     match result {
         Ok(prepaid) => {
-            let expires = prepaid.credential_expires_at.min(order.expires_at);
+            // The channel's own expiry of the credential, which can outlive the order (an Alipay QR
+            // lives in whole minutes): closed attempts are watched until then.
+            let expires = prepaid.credential_expires_at;
             let recorded = PrepayResult::Accepted {
                 credential: prepaid.credential.to_string(),
                 credential_expires_at: expires,
@@ -246,11 +258,14 @@ pub async fn retire(state: &AppState, a: &Attempt) -> Result<(), ApiError> {
             ));
         }
     };
-    apply(state, a.channel, &a.out_trade_no, observed, OutcomeSource::CloseAnswer).await?;
+    // The "delay-queue second check": look once more shortly after the close, and keep watching
+    // a credential that can still pay (an unscanned Alipay QR, a UnionPay form) until it expires.
+    let second_check = state.clock.now().plus_ms(state.config.scaled(SECOND_CHECK_AFTER).as_millis() as i64);
+    apply(state, a.channel, &a.out_trade_no, observed, OutcomeSource::CloseAnswer, Some(second_check)).await?;
     Ok(())
 }
 
-fn order_ref(a: &Attempt) -> ChannelOrderRef {
+pub fn order_ref(a: &Attempt) -> ChannelOrderRef {
     ChannelOrderRef { out_trade_no: a.out_trade_no.clone(), channel_data: a.channel_data.clone() }
 }
 
@@ -261,7 +276,7 @@ pub async fn sync_attempt(state: &AppState, a: &Attempt) -> Result<OutcomeApplie
         tracing::warn!(error = %e, "query failed");
         ApiError::channel_unavailable(StatusCode::SERVICE_UNAVAILABLE, "the channel could not be queried; retry")
     })?;
-    Ok(apply(state, a.channel, &a.out_trade_no, observed, OutcomeSource::Query).await?)
+    Ok(apply(state, a.channel, &a.out_trade_no, observed, OutcomeSource::Query, None).await?)
 }
 
 /// The one door through which every channel fact enters: maps it and hands it to the store's
@@ -272,6 +287,7 @@ pub async fn apply(
     out_trade_no: &str,
     observed: TradeState,
     source: OutcomeSource,
+    reschedule: Option<Timestamp>,
 ) -> Result<OutcomeApplied, StoreError> {
     let observed = match observed {
         TradeState::Paid { amount, channel_trade_no, paid_at } => Observed::Paid { amount, channel_trade_no, paid_at },
@@ -285,6 +301,7 @@ pub async fn apply(
         observed,
         source,
         late_payment: state.config.late_payment,
+        reschedule,
     };
     let mut tries = 0;
     loop {

@@ -24,6 +24,10 @@ pub struct ServerConfig {
     pub late_payment: LatePaymentPolicy,
     /// How long an idempotency key and its stored response are kept.
     pub idempotency_retention: Duration,
+    /// Bearer token of the admin API; without one the admin API is closed.
+    pub admin_token: Option<String>,
+    /// Run the background workers (tests of the API alone may turn them off).
+    pub workers: bool,
 }
 
 impl Default for ServerConfig {
@@ -35,6 +39,8 @@ impl Default for ServerConfig {
             time_scale: 1.0,
             late_payment: LatePaymentPolicy::Refund,
             idempotency_retention: Duration::from_secs(48 * 3600),
+            admin_token: None,
+            workers: true,
         }
     }
 }
@@ -43,6 +49,27 @@ impl ServerConfig {
     /// A schedule delay, shortened by the time scale.
     pub fn scaled(&self, d: Duration) -> Duration {
         if self.time_scale > 0.0 { d.div_f64(self.time_scale) } else { d }
+    }
+
+    /// When to query an active attempt the `n`-th time, counted from its creation (DESIGN.md:
+    /// 10 s, 20 s, 30 s, then growing). UnionPay front-end consumes follow UnionPay's advice
+    /// (5, 10, 30, 60, 120 min); its 1-2-4-8-16-32 s schedule is for back-end transactions.
+    pub fn query_offset(&self, channel: payonce_core::ChannelName, n: usize) -> Duration {
+        const DEFAULT: [u64; 10] = [10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600];
+        const UNIONPAY: [u64; 5] = [300, 600, 1800, 3600, 7200];
+        let table: &[u64] = if channel == payonce_core::ChannelName::Unionpay { &UNIONPAY } else { &DEFAULT };
+        let secs = match table.get(n) {
+            Some(s) => *s,
+            // Past the table: every 30 minutes more, until the order's expiry settles it.
+            None => table[table.len() - 1] + 1800 * (n - table.len() + 1) as u64,
+        };
+        self.scaled(Duration::from_secs(secs))
+    }
+
+    /// Back-end retries (refunds): 1, 2, 4, 8, 16, 32 s, then every 60 s.
+    pub fn backoff(&self, n: usize) -> Duration {
+        let secs = if n < 6 { 1u64 << n } else { 60 };
+        self.scaled(Duration::from_secs(secs))
     }
 
     /// How long a duplicate prepay waits for an in-flight one before answering 409.

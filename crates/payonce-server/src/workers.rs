@@ -1,17 +1,281 @@
-//! Background work that keeps the database tidy. (Active queries, expiry and webhook dispatch
-//! join here as they are built.)
+//! Background work, run by every instance and shared through leases in the database:
+//! - the poller asks channels about attempts no notification settled (active query), and keeps
+//!   watching closed attempts whose credential can still pay;
+//! - the expirer closes expired orders at the channel first, then locally;
+//! - the refunder makes and settles refund calls (business refunds and automatic refunds of
+//!   duplicate payments);
+//! - the purge removes idempotency keys past their retention.
+//!
+//! Every claim is a lease owned by this process's token; writes about a claimed row are fenced
+//! by that token or by the state machine, so a worker that sleeps past its lease (GC pause,
+//! SIGSTOP) cannot overwrite what another did meanwhile.
 
+use crate::payments::{self, order_ref};
 use crate::state::AppState;
+use payonce_channels::{ChannelError, RefundRef, RefundRequest, RefundState, TradeState};
+use payonce_core::{AttemptStatus, RefundStatus, Timestamp};
+use payonce_store::{Attempt, CloseOrder, OutcomeApplied, OutcomeSource, Refund, RefundKind, RefundResult};
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// Rows one worker round claims at most.
+const BATCH: i64 = 64;
+/// Queries of an unknown attempt after which a person is told.
+const UNKNOWN_ALERT_AFTER: usize = 12;
+
 pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
+    if !state.config.workers {
+        let _ = stop.changed().await;
+        return;
+    }
+    let owner = payonce_core::EventId::new().as_str()[4..].to_owned();
+    let tick = state.config.scaled(Duration::from_secs(1)).max(Duration::from_millis(10));
+    let mut round = tokio::time::interval(tick);
+    round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut purge = tokio::time::interval(state.config.scaled(Duration::from_secs(3600)));
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             _ = purge.tick() => purge_idempotency_keys(&state).await,
+            _ = round.tick() => {
+                // Each step logs its own failures; one failing never stops the others.
+                poll_attempts(&state, &owner).await;
+                expire_orders(&state, &owner).await;
+                settle_refunds(&state, &owner).await;
+                abnormal_gauge(&state).await;
+            }
         }
+    }
+}
+
+fn lease_ms(state: &AppState) -> i64 {
+    // Long enough for a channel call and its recording, with room to spare.
+    (state.config.channel_timeout.as_millis() as i64) * 3 + 5_000
+}
+
+fn at(now: Timestamp, d: Duration) -> Timestamp {
+    now.plus_ms(d.as_millis() as i64)
+}
+
+/// Active query: the answer to lost notifications.
+async fn poll_attempts(state: &AppState, owner: &str) {
+    let now = state.clock.now();
+    let claimed = match state.store.claim_due_attempts(now, lease_ms(state), owner, BATCH).await {
+        Ok(c) => c,
+        Err(e) => return tracing::warn!(error = %e, "claiming attempts failed"),
+    };
+    let mut set = tokio::task::JoinSet::new();
+    for a in claimed {
+        let (state, owner) = (state.clone(), owner.to_owned());
+        set.spawn(async move { check_attempt(&state, &owner, a).await });
+    }
+    while set.join_next().await.is_some() {}
+}
+
+#[tracing::instrument(skip_all, fields(attempt_id = %a.id, channel = %a.channel))]
+async fn check_attempt(state: &AppState, owner: &str, mut a: Attempt) {
+    let now = state.clock.now();
+    let timeout_ms = state.config.channel_timeout.as_millis() as i64 + 5_000;
+    if a.status == AttemptStatus::Created {
+        // Its prepay call may still be running: look again once it must have ended; if it has
+        // not recorded anything by then, its caller died and the outcome is unknown.
+        if a.created_at.0 > now.0 - timeout_ms {
+            let _ = state.store.finish_attempt_check(&a.id, owner, Some(a.created_at.plus_ms(timeout_ms + 1)), now).await;
+            return;
+        }
+        match state.store.mark_stale_created(&a.id, Timestamp(now.0 - timeout_ms), now).await {
+            Ok(Some(updated)) => a = updated,
+            _ => return,
+        }
+    }
+    let Some(channel) = state.channels.get(a.channel).cloned() else {
+        let _ = state.store.finish_attempt_check(&a.id, owner, Some(at(now, state.config.backoff(6))), now).await;
+        return;
+    };
+    let query_count = a.query_count as usize;
+    let answer = channel.query(&order_ref(&a)).await;
+    metrics::counter!("payonce_active_queries_total", "channel" => a.channel.as_str(), "outcome" => match &answer {
+        Ok(TradeState::Paid { .. }) => "paid",
+        Ok(TradeState::Unpaid) => "unpaid",
+        Ok(TradeState::Closed) => "closed",
+        Ok(TradeState::Absent) => "absent",
+        Err(_) => "error",
+    })
+    .increment(1);
+    let now = state.clock.now();
+    let observed = match answer {
+        Ok(TradeState::Absent) if !a.channel.creates_order_at_prepay() => {
+            // An unscanned QR / unsubmitted form: nothing to record until its credential
+            // expires, after which it can never be paid: then it is closed.
+            if a.credential_expires_at.is_some_and(|t| t <= now) { Some(TradeState::Closed) } else { None }
+        }
+        // "Absent" proves the prepay never happened only once no call can still be creating it.
+        Ok(TradeState::Absent) if a.updated_at.0 > now.0 - timeout_ms => None,
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::debug!(error = %e, "active query failed");
+            if matches!(e, ChannelError::Ambiguous(_) | ChannelError::Unreachable(_)) && query_count == UNKNOWN_ALERT_AFTER && a.status == AttemptStatus::Unknown {
+                let _ = state.store.insert_abnormal("unresolved_unknown", a.id.as_str(), "the channel could not be queried", now).await;
+            }
+            None
+        }
+    };
+    let mut status = a.status;
+    if let Some(observed) = observed {
+        match payments::apply(state, a.channel, &a.out_trade_no, observed, OutcomeSource::Query, None).await {
+            Ok(OutcomeApplied::Applied { attempt, .. }) => status = attempt.status,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "applying a query answer failed"),
+        }
+    }
+    let next = next_check(state, &a, status, query_count, now);
+    if status == AttemptStatus::Unknown && query_count + 1 == UNKNOWN_ALERT_AFTER {
+        let _ = state.store.insert_abnormal("unresolved_unknown", a.id.as_str(), "still unknown after the query schedule", now).await;
+    }
+    let _ = state.store.finish_attempt_check(&a.id, owner, next, now).await;
+}
+
+fn next_check(state: &AppState, a: &Attempt, status: AttemptStatus, n: usize, now: Timestamp) -> Option<Timestamp> {
+    let grace = state.config.scaled(Duration::from_secs(60)).as_millis() as i64;
+    match status {
+        AttemptStatus::Succeeded | AttemptStatus::Failed => None,
+        AttemptStatus::Closed => {
+            // A creating channel confirmed the close: the second check was this query. Elsewhere
+            // the credential may still pay until it expires: keep watching until then.
+            let until = a.credential_expires_at.map(|t| t.0 + grace)?;
+            if a.channel.creates_order_at_prepay() || now.0 >= until {
+                None
+            } else {
+                Some(Timestamp((now.0 + state.config.query_offset(a.channel, 0).as_millis() as i64).min(until)))
+            }
+        }
+        _ => {
+            let mut k = n + 1;
+            let mut next = a.created_at.plus_ms(state.config.query_offset(a.channel, k).as_millis() as i64);
+            while next <= now && k < 64 {
+                k += 1;
+                next = a.created_at.plus_ms(state.config.query_offset(a.channel, k).as_millis() as i64);
+            }
+            Some(next)
+        }
+    }
+}
+
+/// Expiry with a final check: close every open channel order at the channel, then the order.
+async fn expire_orders(state: &AppState, owner: &str) {
+    let now = state.clock.now();
+    let claimed = match state.store.claim_expired_orders(now, lease_ms(state), owner, BATCH).await {
+        Ok(c) => c,
+        Err(e) => return tracing::warn!(error = %e, "claiming expired orders failed"),
+    };
+    for order in claimed {
+        expire_one(state, &order).await;
+        let _ = state.store.release_order(&order.id, owner).await;
+    }
+}
+
+#[tracing::instrument(skip_all, fields(order_id = %order.id))]
+async fn expire_one(state: &AppState, order: &payonce_store::Order) {
+    for _ in 0..4 {
+        let now = state.clock.now();
+        match state.store.close_order(&order.id, payonce_core::order::ClosedBy::Expiry, now).await {
+            Ok(CloseOrder::Closed(_)) => {
+                metrics::counter!("payonce_orders_expired_total").increment(1);
+                return;
+            }
+            Ok(CloseOrder::ActiveAttempt(a)) if a.status == AttemptStatus::Created => return, // a prepay is mid-call: next round
+            Ok(CloseOrder::ActiveAttempt(a)) => {
+                if let Err(e) = payments::retire(state, &a).await {
+                    // The close did not go through: the lease lapses and a later round retries.
+                    tracing::warn!(code = e.code, "closing an expired order's channel order failed");
+                    return;
+                }
+            }
+            Ok(_) => return,
+            Err(e) => return tracing::warn!(error = %e, "expiring an order failed"),
+        }
+    }
+}
+
+/// Makes the channel call of pending refunds, and settles processing and unknown ones by query.
+async fn settle_refunds(state: &AppState, owner: &str) {
+    let now = state.clock.now();
+    let claimed = match state.store.claim_due_refunds(now, lease_ms(state), owner, BATCH).await {
+        Ok(c) => c,
+        Err(e) => return tracing::warn!(error = %e, "claiming refunds failed"),
+    };
+    let mut set = tokio::task::JoinSet::new();
+    for r in claimed {
+        let state = state.clone();
+        set.spawn(async move { settle_refund(&state, r).await });
+    }
+    while set.join_next().await.is_some() {}
+}
+
+/// One step for one refund: ask for it (if the channel has not been asked), or query it.
+pub async fn settle_refund(state: &AppState, r: Refund) -> Option<Refund> {
+    let channel = state.channels.get(r.channel)?.clone();
+    let attempt = state.store.attempt(&r.attempt_id).await.ok()??;
+    let now = state.clock.now();
+    let again = at(now, state.config.backoff(2));
+    let (result, data) = if !r.requested {
+        let total = attempt.amount;
+        let req = RefundRequest {
+            order: order_ref(&attempt),
+            channel_trade_no: attempt.channel_trade_no.clone(),
+            out_refund_no: r.out_refund_no.clone(),
+            amount: r.amount,
+            total,
+            reason: r.reason.clone(),
+            notify_url: format!("{}/notify/{}", state.config.public_url.trim_end_matches('/'), r.channel),
+        };
+        match channel.refund(&req).await {
+            Ok((s, data)) => (from_state(s, again), data),
+            // Nothing left this machine: ask again later, under the same number.
+            Err(ChannelError::Unreachable(_)) => (RefundResult::Absent { next_query_at: again }, None),
+            Err(ChannelError::Ambiguous(_)) => (RefundResult::Unknown { next_query_at: again }, None),
+            Err(ChannelError::Refused { code, message }) => (RefundResult::Failed { reason: format!("{code}: {message}") }, None),
+        }
+    } else {
+        let q = RefundRef { order: order_ref(&attempt), out_refund_no: r.out_refund_no.clone(), channel_data: r.channel_data.clone() };
+        match channel.refund_query(&q).await {
+            Ok(RefundState::Absent) => (RefundResult::Absent { next_query_at: now }, None),
+            Ok(s) => (from_state(s, again), None),
+            Err(_) => (RefundResult::Unknown { next_query_at: again }, None),
+        }
+    };
+    let recorded = state.store.record_refund(&r.id, &result, data.as_deref(), state.clock.now()).await;
+    match recorded {
+        Ok(Some(updated)) => {
+            if updated.status == RefundStatus::Succeeded && r.status != RefundStatus::Succeeded {
+                metrics::counter!("payonce_refunds_total", "kind" => r.kind.as_str(), "outcome" => "succeeded").increment(1);
+                if r.kind == RefundKind::Duplicate {
+                    metrics::counter!("payonce_duplicate_refunds_total").increment(1);
+                }
+            }
+            Some(updated)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "recording a refund failed");
+            None
+        }
+    }
+}
+
+fn from_state(s: RefundState, again: Timestamp) -> RefundResult {
+    match s {
+        RefundState::Succeeded => RefundResult::Succeeded,
+        RefundState::Processing => RefundResult::Processing { next_query_at: again },
+        RefundState::Abnormal => RefundResult::Abnormal { next_query_at: again },
+        RefundState::Failed(reason) => RefundResult::Failed { reason },
+        RefundState::Absent => RefundResult::Absent { next_query_at: again },
+    }
+}
+
+async fn abnormal_gauge(state: &AppState) {
+    if let Ok(open) = state.store.abnormal_open().await {
+        metrics::gauge!("payonce_abnormal_open").set(open.len() as f64);
     }
 }
 

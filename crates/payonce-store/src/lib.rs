@@ -9,6 +9,7 @@ mod sql;
 mod sqlite;
 
 pub use model::*;
+pub use sql::duplicate_refund_no;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -101,6 +102,10 @@ pub trait Store: Send + Sync + 'static {
     /// timeout) as `unknown`, so a query settles it.
     async fn mark_stale_created(&self, attempt: &AttemptId, created_before: Timestamp, now: Timestamp) -> Result<Option<Attempt>>;
 
+    /// Before re-asking the channel about an `unknown` attempt: pushes its next check past the
+    /// call, and marks it touched, so no query reads "absent" while the re-ask is in flight.
+    async fn defer_unknown(&self, attempt: &AttemptId, until: Timestamp, now: Timestamp) -> Result<()>;
+
     /// The one function that applies a channel outcome — from a notification, a query, a close
     /// answer or reconciliation — to an attempt and its order.
     async fn apply_outcome(&self, outcome: &ChannelOutcome, now: Timestamp) -> Result<OutcomeApplied>;
@@ -108,6 +113,32 @@ pub trait Store: Send + Sync + 'static {
     /// Closes the order if it is still open and has no active attempt (every channel order
     /// already confirmed closed). Writes `payment.closed` in the same transaction.
     async fn close_order(&self, order: &OrderId, by: payonce_core::order::ClosedBy, now: Timestamp) -> Result<CloseOrder>;
+
+    // --- workers: leases fenced by an owner token ---
+    /// Claims attempts whose `next_query_at` is due (active ones, and closed ones still being
+    /// watched), leasing them to `owner` for `lease_ms`.
+    async fn claim_due_attempts(&self, now: Timestamp, lease_ms: i64, owner: &str, limit: i64) -> Result<Vec<Attempt>>;
+    /// Sets the next check of a claimed attempt and releases it — only if `owner` still holds
+    /// the lease (a worker that slept past its lease writes nothing).
+    async fn finish_attempt_check(&self, id: &AttemptId, owner: &str, next_query_at: Option<Timestamp>, now: Timestamp) -> Result<bool>;
+    /// Claims open orders past their expiry.
+    async fn claim_expired_orders(&self, now: Timestamp, lease_ms: i64, owner: &str, limit: i64) -> Result<Vec<Order>>;
+    async fn release_order(&self, id: &OrderId, owner: &str) -> Result<()>;
+    /// Claims refunds due for a channel call or query.
+    async fn claim_due_refunds(&self, now: Timestamp, lease_ms: i64, owner: &str, limit: i64) -> Result<Vec<Refund>>;
+
+    // --- refunds ---
+    /// Reserves a business refund: the order must be paid, and the amounts of pending, unknown
+    /// and succeeded refunds plus this one may not exceed what was paid (checked under the
+    /// order's lock).
+    async fn create_refund(&self, refund: &Refund, now: Timestamp) -> Result<CreateRefund>;
+    async fn refund(&self, app: &AppId, id: &payonce_core::RefundId) -> Result<Option<Refund>>;
+    async fn refunds_of(&self, order: &OrderId) -> Result<Vec<Refund>>;
+    /// Records a refund call's or query's result; a success updates the order's refunded amount
+    /// and status and writes `refund.succeeded`, a failure writes `refund.failed`.
+    async fn record_refund(&self, id: &payonce_core::RefundId, result: &RefundResult, channel_data: Option<&str>, now: Timestamp) -> Result<Option<Refund>>;
+    async fn all_refunds(&self) -> Result<Vec<Refund>>;
+    async fn insert_abnormal(&self, kind: &str, reference: &str, detail: &str, now: Timestamp) -> Result<()>;
 
     // --- idempotency keys ---
     async fn idempotency_begin(&self, key: &IdempotencyKey, now: Timestamp, lock_ms: i64) -> Result<IdempotencyBegin>;

@@ -53,9 +53,78 @@ pub struct Attempt {
     pub channel_data: Option<String>,
     pub paid_at: Option<Timestamp>,
     pub next_query_at: Option<Timestamp>,
+    /// How many times the workers have checked it.
+    pub query_count: i64,
     pub version: i64,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefundKind {
+    /// The business refunds (part of) its order.
+    Order,
+    /// payonce returns a second payment of an already paid or closed order.
+    Duplicate,
+}
+
+impl RefundKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RefundKind::Order => "order",
+            RefundKind::Duplicate => "duplicate",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refund {
+    pub id: payonce_core::RefundId,
+    pub order_id: OrderId,
+    pub app_id: AppId,
+    pub attempt_id: AttemptId,
+    pub channel: ChannelName,
+    pub out_trade_no: String,
+    pub merchant_refund_no: Option<String>,
+    pub out_refund_no: String,
+    pub amount: Money,
+    pub reason: Option<String>,
+    pub kind: RefundKind,
+    pub status: payonce_core::RefundStatus,
+    pub failure_reason: Option<String>,
+    pub content_hash: String,
+    pub requested: bool,
+    pub channel_data: Option<String>,
+    pub next_query_at: Option<Timestamp>,
+    pub version: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug)]
+pub enum CreateRefund {
+    Created(Refund),
+    /// Same merchant_refund_no, same content.
+    Existing(Refund),
+    Conflict(Refund),
+    NotPaid(Order),
+    /// What is still refundable (amounts of pending, unknown and succeeded refunds reserved).
+    Exceeds { refundable: i64 },
+    NoSuchOrder,
+}
+
+/// What a refund call or query established.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RefundResult {
+    Succeeded,
+    Processing { next_query_at: Timestamp },
+    /// Stuck at the channel (WeChat ABNORMAL): reserved, flagged for a person, queried on.
+    Abnormal { next_query_at: Timestamp },
+    Failed { reason: String },
+    /// The call's outcome is unknown: query it (and re-ask under the same number if absent).
+    Unknown { next_query_at: Timestamp },
+    /// A query found no such refund: ask the channel again, under the same number.
+    Absent { next_query_at: Timestamp },
 }
 
 #[derive(Debug, Clone)]
@@ -129,6 +198,9 @@ pub struct ChannelOutcome {
     pub observed: Observed,
     pub source: OutcomeSource,
     pub late_payment: LatePaymentPolicy,
+    /// When to look at this attempt again if it is not settled by this outcome (a closed
+    /// attempt is watched until its credential can no longer pay). `None` keeps the schedule.
+    pub reschedule: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone)]

@@ -50,4 +50,4 @@ impl PgStore {
     }
 }
 
-impl_store!(PgStore, Postgres, backend = Backend::Postgres, for_update = " FOR UPDATE", migrations = crate::migrate::POSTGRES);
+impl_store!(PgStore, Postgres, backend = Backend::Postgres, for_update = " FOR UPDATE", skip_locked = " FOR UPDATE SKIP LOCKED", migrations = crate::migrate::POSTGRES);

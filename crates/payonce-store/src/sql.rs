@@ -15,11 +15,35 @@ macro_rules! order_cols {
 macro_rules! attempt_cols {
     () => {
         "id, order_id, channel, method, out_trade_no, amount, currency, status, is_duplicate, credential, \
-         credential_expires_at, channel_trade_no, channel_data, paid_at, next_query_at, version, created_at, updated_at"
+         credential_expires_at, channel_trade_no, channel_data, paid_at, next_query_at, query_count, version, created_at, updated_at"
     };
 }
 
-pub(crate) use {attempt_cols, order_cols};
+/// Columns of `refunds`, in the order `refund_row` reads them.
+macro_rules! refund_cols {
+    () => {
+        "id, order_id, app_id, attempt_id, channel, out_trade_no, merchant_refund_no, out_refund_no, amount, currency, reason, \
+         kind, status, failure_reason, content_hash, requested, channel_data, next_query_at, version, created_at, updated_at"
+    };
+}
+
+pub(crate) use {attempt_cols, order_cols, refund_cols};
+
+/// The body of a refund event.
+pub(crate) fn refund_event_payload(id: &EventId, kind: &str, now: Timestamp, r: &crate::Refund, order_version: i64) -> String {
+    serde_json::json!({"id": id, "type": kind, "created_at": now.to_rfc3339(), "data": {
+        "refund_id": r.id, "order_id": r.order_id, "merchant_refund_no": r.merchant_refund_no, "amount": r.amount.minor,
+        "currency": r.amount.currency.as_str(), "kind": r.kind.as_str(), "status": r.status.as_str(),
+        "failure_reason": r.failure_reason, "version": order_version,
+    }})
+    .to_string()
+}
+
+/// The refund number of the automatic refund of a duplicate attempt: derived from the attempt,
+/// so however often the refund is retried, by whichever instance, the channel sees one refund.
+pub fn duplicate_refund_no(out_trade_no: &str) -> String {
+    format!("D{}", &out_trade_no[1.min(out_trade_no.len())..])
+}
 
 use crate::{Attempt, Order, Result, StoreError};
 use payonce_core::order::ClosedBy;
@@ -74,6 +98,7 @@ pub(crate) const COUNT_QUERIES: &[(&str, &str)] = &[
     ("events", "SELECT COUNT(*) FROM events"),
     ("idempotency_keys", "SELECT COUNT(*) FROM idempotency_keys"),
     ("abnormal", "SELECT COUNT(*) FROM abnormal"),
+    ("refunds", "SELECT COUNT(*) FROM refunds"),
 ];
 
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -86,7 +111,7 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
 /// PostgreSQL locks the row so every transition of one order is serialized; SQLite has one
 /// writer connection, which serializes all writes already.
 macro_rules! impl_store {
-    ($Store:ty, $Db:ty, backend = $backend:expr, for_update = $for_update:literal, migrations = $migrations:expr) => {
+    ($Store:ty, $Db:ty, backend = $backend:expr, for_update = $for_update:literal, skip_locked = $skip_locked:literal, migrations = $migrations:expr) => {
         impl $Store {
             fn order_row(r: &<$Db as sqlx::Database>::Row) -> $crate::Result<$crate::Order> {
                 use sqlx::Row;
@@ -138,6 +163,7 @@ macro_rules! impl_store {
                     channel_data: r.try_get("channel_data")?,
                     paid_at: r.try_get::<Option<i64>, _>("paid_at")?.map(payonce_core::Timestamp),
                     next_query_at: r.try_get::<Option<i64>, _>("next_query_at")?.map(payonce_core::Timestamp),
+                    query_count: r.try_get::<i32, _>("query_count")? as i64,
                     version: r.try_get("version")?,
                     created_at: payonce_core::Timestamp(r.try_get("created_at")?),
                     updated_at: payonce_core::Timestamp(r.try_get("updated_at")?),
@@ -179,6 +205,70 @@ macro_rules! impl_store {
                         .await?;
                 }
                 Ok(())
+            }
+
+            fn refund_row(r: &<$Db as sqlx::Database>::Row) -> $crate::Result<$crate::Refund> {
+                use sqlx::Row;
+                use $crate::sql::corrupt;
+                let status: String = r.try_get("status")?;
+                let channel: String = r.try_get("channel")?;
+                let kind: String = r.try_get("kind")?;
+                let currency: String = r.try_get("currency")?;
+                let currency = payonce_core::Currency::parse(&currency).map_err(|_| corrupt("currency", &currency))?;
+                Ok($crate::Refund {
+                    id: payonce_core::RefundId::from_trusted(r.try_get("id")?),
+                    order_id: payonce_core::OrderId::from_trusted(r.try_get("order_id")?),
+                    app_id: payonce_core::AppId::from_trusted(r.try_get("app_id")?),
+                    attempt_id: payonce_core::AttemptId::from_trusted(r.try_get("attempt_id")?),
+                    channel: payonce_core::ChannelName::parse(&channel).map_err(|_| corrupt("channel", &channel))?,
+                    out_trade_no: r.try_get("out_trade_no")?,
+                    merchant_refund_no: r.try_get("merchant_refund_no")?,
+                    out_refund_no: r.try_get("out_refund_no")?,
+                    amount: payonce_core::Money { minor: r.try_get("amount")?, currency },
+                    reason: r.try_get("reason")?,
+                    kind: match kind.as_str() {
+                        "order" => $crate::RefundKind::Order,
+                        "duplicate" => $crate::RefundKind::Duplicate,
+                        other => return Err(corrupt("refund kind", other)),
+                    },
+                    status: payonce_core::RefundStatus::parse(&status).ok_or_else(|| corrupt("refund status", &status))?,
+                    failure_reason: r.try_get("failure_reason")?,
+                    content_hash: r.try_get("content_hash")?,
+                    requested: r.try_get::<i32, _>("requested")? != 0,
+                    channel_data: r.try_get("channel_data")?,
+                    next_query_at: r.try_get::<Option<i64>, _>("next_query_at")?.map(payonce_core::Timestamp),
+                    version: r.try_get("version")?,
+                    created_at: payonce_core::Timestamp(r.try_get("created_at")?),
+                    updated_at: payonce_core::Timestamp(r.try_get("updated_at")?),
+                })
+            }
+
+            async fn tx_insert_refund(tx: &mut sqlx::Transaction<'static, $Db>, r: &$crate::Refund) -> Result<bool, sqlx::Error> {
+                let done = sqlx::query(
+                    "INSERT INTO refunds (id, order_id, app_id, attempt_id, channel, out_trade_no, merchant_refund_no, out_refund_no, \
+                     amount, currency, reason, kind, status, content_hash, next_query_at, version, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, $16, $16) \
+                     ON CONFLICT (channel, out_refund_no) DO NOTHING",
+                )
+                .bind(r.id.as_str())
+                .bind(r.order_id.as_str())
+                .bind(r.app_id.as_str())
+                .bind(r.attempt_id.as_str())
+                .bind(r.channel.as_str())
+                .bind(&r.out_trade_no)
+                .bind(&r.merchant_refund_no)
+                .bind(&r.out_refund_no)
+                .bind(r.amount.minor)
+                .bind(r.amount.currency.as_str())
+                .bind(&r.reason)
+                .bind(r.kind.as_str())
+                .bind(r.status.as_str())
+                .bind(&r.content_hash)
+                .bind(r.next_query_at.map(|t| t.0))
+                .bind(r.created_at.0)
+                .execute(&mut **tx)
+                .await?;
+                Ok(done.rows_affected() == 1)
             }
 
             /// Reads an order inside a write transaction, locking it where the backend can.
@@ -541,7 +631,8 @@ macro_rules! impl_store {
                 let a = Self::tx_attempt(&mut tx, id.as_str()).await?.expect("attempt exists under the order lock");
                 let event = match (result, a.status) {
                     // The attempt was marked unknown while we waited: the channel's answer settles it.
-                    (PrepayResult::Accepted { .. }, AttemptStatus::Unknown) => AttemptEvent::ReportedUnpaid,
+                    // (Or a query found it unpaid but the credential was lost with the answer.)
+                    (PrepayResult::Accepted { .. }, AttemptStatus::Unknown | AttemptStatus::Pending) => AttemptEvent::ReportedUnpaid,
                     (PrepayResult::Accepted { .. }, _) => AttemptEvent::Accepted,
                     (PrepayResult::Refused { .. }, _) => AttemptEvent::Refused,
                     (PrepayResult::Ambiguous { .. }, _) => AttemptEvent::Ambiguous,
@@ -691,8 +782,12 @@ macro_rules! impl_store {
                 .bind(is_duplicate)
                 .bind(paid_at)
                 .bind(&trade_no)
-                // Settled attempts leave the query schedule; others keep theirs.
-                .bind(if matches!(next, AttemptStatus::Succeeded | AttemptStatus::Failed) { None } else { a.next_query_at.map(|t| t.0) })
+                // Settled attempts leave the query schedule; others keep theirs unless told.
+                .bind(if matches!(next, AttemptStatus::Succeeded | AttemptStatus::Failed) {
+                    None
+                } else {
+                    outcome.reschedule.or(a.next_query_at).map(|t| t.0)
+                })
                 .bind(now.0)
                 .bind(a.id.as_str())
                 .bind(a.version)
@@ -731,6 +826,30 @@ macro_rules! impl_store {
                     }
                     OutcomeEffect::Duplicate => {
                         Self::tx_insert_event(&mut tx, "payment.duplicate_detected", &order, Some(&attempt), now).await?;
+                        // The money goes back, automatically; the refund worker makes the call.
+                        let refund = $crate::Refund {
+                            id: payonce_core::RefundId::new(),
+                            order_id: order.id.clone(),
+                            app_id: order.app_id.clone(),
+                            attempt_id: attempt.id.clone(),
+                            channel: attempt.channel,
+                            out_trade_no: attempt.out_trade_no.clone(),
+                            merchant_refund_no: None,
+                            out_refund_no: $crate::sql::duplicate_refund_no(&attempt.out_trade_no),
+                            amount: attempt.amount,
+                            reason: Some("duplicate payment".into()),
+                            kind: $crate::RefundKind::Duplicate,
+                            status: payonce_core::RefundStatus::Pending,
+                            failure_reason: None,
+                            content_hash: String::new(),
+                            requested: false,
+                            channel_data: None,
+                            next_query_at: Some(now),
+                            version: 1,
+                            created_at: now,
+                            updated_at: now,
+                        };
+                        Self::tx_insert_refund(&mut tx, &refund).await?;
                     }
                     _ => {
                         if !next.is_active() {
@@ -930,6 +1049,270 @@ macro_rules! impl_store {
                         })
                     })
                     .collect()
+            }
+
+            async fn defer_unknown(&self, id: &payonce_core::AttemptId, until: payonce_core::Timestamp, now: payonce_core::Timestamp) -> $crate::Result<()> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query("UPDATE attempts SET next_query_at = $1, updated_at = $2 WHERE id = $3 AND status IN ('unknown', 'pending')")
+                    .bind(until.0)
+                    .bind(now.0)
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn claim_due_attempts(&self, now: payonce_core::Timestamp, lease_ms: i64, owner: &str, limit: i64) -> $crate::Result<Vec<$crate::Attempt>> {
+                let mut tx = self.begin_write().await?;
+                let rows = sqlx::query(concat!(
+                    "UPDATE attempts SET lease_until = $1, lease_owner = $2 WHERE id IN (SELECT id FROM attempts \
+                     WHERE next_query_at IS NOT NULL AND next_query_at <= $3 AND status NOT IN ('succeeded', 'failed') \
+                     AND (lease_until IS NULL OR lease_until < $3) ORDER BY next_query_at LIMIT $4", $skip_locked, ") RETURNING ",
+                    $crate::sql::attempt_cols!()
+                ))
+                .bind(now.0 + lease_ms)
+                .bind(owner)
+                .bind(now.0)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                rows.iter().map(Self::attempt_row).collect()
+            }
+
+            async fn finish_attempt_check(&self, id: &payonce_core::AttemptId, owner: &str, next: Option<payonce_core::Timestamp>, now: payonce_core::Timestamp) -> $crate::Result<bool> {
+                let mut tx = self.begin_write().await?;
+                let done = sqlx::query(
+                    "UPDATE attempts SET next_query_at = CASE WHEN status IN ('succeeded', 'failed') THEN NULL ELSE $1 END, \
+                     query_count = query_count + 1, lease_until = NULL, lease_owner = NULL, updated_at = $2 \
+                     WHERE id = $3 AND lease_owner = $4",
+                )
+                .bind(next.map(|t| t.0))
+                .bind(now.0)
+                .bind(id.as_str())
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn claim_expired_orders(&self, now: payonce_core::Timestamp, lease_ms: i64, owner: &str, limit: i64) -> $crate::Result<Vec<$crate::Order>> {
+                let mut tx = self.begin_write().await?;
+                let rows = sqlx::query(concat!(
+                    "UPDATE orders SET lease_until = $1, lease_owner = $2 WHERE id IN (SELECT id FROM orders \
+                     WHERE status IN ('unpaid', 'paying') AND expires_at <= $3 AND (lease_until IS NULL OR lease_until < $3) \
+                     ORDER BY expires_at LIMIT $4", $skip_locked, ") RETURNING ", $crate::sql::order_cols!()
+                ))
+                .bind(now.0 + lease_ms)
+                .bind(owner)
+                .bind(now.0)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                rows.iter().map(Self::order_row).collect()
+            }
+
+            async fn release_order(&self, id: &payonce_core::OrderId, owner: &str) -> $crate::Result<()> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query("UPDATE orders SET lease_until = NULL, lease_owner = NULL WHERE id = $1 AND lease_owner = $2")
+                    .bind(id.as_str())
+                    .bind(owner)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn claim_due_refunds(&self, now: payonce_core::Timestamp, lease_ms: i64, owner: &str, limit: i64) -> $crate::Result<Vec<$crate::Refund>> {
+                let mut tx = self.begin_write().await?;
+                let rows = sqlx::query(concat!(
+                    "UPDATE refunds SET lease_until = $1, lease_owner = $2 WHERE id IN (SELECT id FROM refunds \
+                     WHERE status IN ('pending', 'unknown') AND next_query_at IS NOT NULL AND next_query_at <= $3 \
+                     AND (lease_until IS NULL OR lease_until < $3) ORDER BY next_query_at LIMIT $4", $skip_locked, ") RETURNING ",
+                    $crate::sql::refund_cols!()
+                ))
+                .bind(now.0 + lease_ms)
+                .bind(owner)
+                .bind(now.0)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                rows.iter().map(Self::refund_row).collect()
+            }
+
+            async fn create_refund(&self, r: &$crate::Refund, now: payonce_core::Timestamp) -> $crate::Result<$crate::CreateRefund> {
+                use sqlx::Row;
+                use $crate::CreateRefund;
+                let mut tx = self.begin_write().await?;
+                let Some(order) = Self::lock_order(&mut tx, r.order_id.as_str()).await? else {
+                    return Ok(CreateRefund::NoSuchOrder);
+                };
+                if let Some(no) = &r.merchant_refund_no {
+                    let row = sqlx::query(concat!("SELECT ", $crate::sql::refund_cols!(), " FROM refunds WHERE order_id = $1 AND merchant_refund_no = $2"))
+                        .bind(order.id.as_str())
+                        .bind(no)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if let Some(row) = row {
+                        let existing = Self::refund_row(&row)?;
+                        return Ok(if existing.content_hash == r.content_hash { CreateRefund::Existing(existing) } else { CreateRefund::Conflict(existing) });
+                    }
+                }
+                if !order.status.has_been_paid() {
+                    return Ok(CreateRefund::NotPaid(order));
+                }
+                // Pending, unknown and succeeded refunds all hold their amount: concurrent refunds
+                // can never together exceed what was paid.
+                let reserved: i64 = sqlx::query("SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE order_id = $1 AND kind = 'order' AND status <> 'failed'")
+                    .bind(order.id.as_str())
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get(0)?;
+                if reserved + r.amount.minor > order.amount.minor {
+                    return Ok(CreateRefund::Exceeds { refundable: order.amount.minor - reserved });
+                }
+                let mut row = r.clone();
+                row.attempt_id = order.paid_attempt_id.clone().ok_or($crate::StoreError::Corrupt("paid order without paying attempt".into()))?;
+                let paying = Self::tx_attempt(&mut tx, row.attempt_id.as_str()).await?.ok_or($crate::StoreError::Corrupt("paying attempt missing".into()))?;
+                row.channel = paying.channel;
+                row.out_trade_no = paying.out_trade_no.clone();
+                row.created_at = now;
+                row.updated_at = now;
+                Self::tx_insert_refund(&mut tx, &row).await?;
+                tx.commit().await?;
+                Ok(CreateRefund::Created(row))
+            }
+
+            async fn refund(&self, app: &payonce_core::AppId, id: &payonce_core::RefundId) -> $crate::Result<Option<$crate::Refund>> {
+                let row = sqlx::query(concat!("SELECT ", $crate::sql::refund_cols!(), " FROM refunds WHERE id = $1 AND app_id = $2"))
+                    .bind(id.as_str())
+                    .bind(app.as_str())
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.as_ref().map(Self::refund_row).transpose()
+            }
+
+            async fn refunds_of(&self, order: &payonce_core::OrderId) -> $crate::Result<Vec<$crate::Refund>> {
+                let rows = sqlx::query(concat!("SELECT ", $crate::sql::refund_cols!(), " FROM refunds WHERE order_id = $1 ORDER BY id"))
+                    .bind(order.as_str())
+                    .fetch_all(self.reader())
+                    .await?;
+                rows.iter().map(Self::refund_row).collect()
+            }
+
+            async fn all_refunds(&self) -> $crate::Result<Vec<$crate::Refund>> {
+                let rows = sqlx::query(concat!("SELECT ", $crate::sql::refund_cols!(), " FROM refunds ORDER BY id"))
+                    .fetch_all(self.reader())
+                    .await?;
+                rows.iter().map(Self::refund_row).collect()
+            }
+
+            async fn insert_abnormal(&self, kind: &str, reference: &str, detail: &str, now: payonce_core::Timestamp) -> $crate::Result<()> {
+                let mut tx = self.begin_write().await?;
+                Self::tx_insert_abnormal(&mut tx, kind, reference, detail, now).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn record_refund(
+                &self,
+                id: &payonce_core::RefundId,
+                result: &$crate::RefundResult,
+                channel_data: Option<&str>,
+                now: payonce_core::Timestamp,
+            ) -> $crate::Result<Option<$crate::Refund>> {
+                use payonce_core::RefundStatus;
+                use $crate::{RefundKind, RefundResult};
+                let mut tx = self.begin_write().await?;
+                let row = sqlx::query("SELECT order_id FROM refunds WHERE id = $1").bind(id.as_str()).fetch_optional(&mut *tx).await?;
+                let Some(row) = row else { return Ok(None) };
+                let order_id: String = sqlx::Row::try_get(&row, 0)?;
+                let mut order = Self::lock_order(&mut tx, &order_id).await?.ok_or($crate::StoreError::Contended("order vanished"))?;
+                let r = sqlx::query(concat!("SELECT ", $crate::sql::refund_cols!(), " FROM refunds WHERE id = $1"))
+                    .bind(id.as_str())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let r = Self::refund_row(&r)?;
+                if matches!(r.status, RefundStatus::Succeeded | RefundStatus::Failed) {
+                    return Ok(Some(r));
+                }
+                let (status, failure, next, requested) = match result {
+                    RefundResult::Succeeded => (RefundStatus::Succeeded, None, None, true),
+                    RefundResult::Failed { reason } => (RefundStatus::Failed, Some(reason.clone()), None, true),
+                    RefundResult::Processing { next_query_at } | RefundResult::Abnormal { next_query_at } => {
+                        (RefundStatus::Pending, None, Some(next_query_at.0), true)
+                    }
+                    RefundResult::Unknown { next_query_at } => (RefundStatus::Unknown, None, Some(next_query_at.0), true),
+                    // Not at the channel: the next round asks again, under the same number.
+                    RefundResult::Absent { next_query_at } => (RefundStatus::Pending, None, Some(next_query_at.0), false),
+                };
+                let done = sqlx::query(
+                    "UPDATE refunds SET status = $1, failure_reason = $2, next_query_at = $3, requested = $4, \
+                     channel_data = COALESCE($5, channel_data), query_count = query_count + 1, lease_until = NULL, lease_owner = NULL, \
+                     version = version + 1, updated_at = $6 WHERE id = $7 AND version = $8",
+                )
+                .bind(status.as_str())
+                .bind(&failure)
+                .bind(next)
+                .bind(i32::from(requested))
+                .bind(channel_data)
+                .bind(now.0)
+                .bind(id.as_str())
+                .bind(r.version)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err($crate::StoreError::Contended("refund"));
+                }
+                let mut updated = r.clone();
+                updated.status = status;
+                updated.failure_reason = failure;
+                if matches!(result, RefundResult::Abnormal { .. }) {
+                    Self::tx_insert_abnormal(&mut tx, "refund_abnormal", r.id.as_str(), "the channel reports the refund ABNORMAL", now).await?;
+                }
+                if status == RefundStatus::Succeeded && r.kind == RefundKind::Order {
+                    let total = order.refunded_amount + r.amount.minor;
+                    let next_status = order
+                        .status
+                        .next(payonce_core::OrderEvent::Refunded { refunded_total: total, amount: order.amount.minor })
+                        .map_err(|e| $crate::StoreError::Corrupt(e.to_string()))?;
+                    let done = sqlx::query("UPDATE orders SET refunded_amount = $1, status = $2, version = version + 1, updated_at = $3 WHERE id = $4 AND version = $5")
+                        .bind(total)
+                        .bind(next_status.as_str())
+                        .bind(now.0)
+                        .bind(order.id.as_str())
+                        .bind(order.version)
+                        .execute(&mut *tx)
+                        .await?;
+                    if done.rows_affected() != 1 {
+                        return Err($crate::StoreError::Contended("order"));
+                    }
+                    order.refunded_amount = total;
+                    order.status = next_status;
+                    order.version += 1;
+                }
+                if status == RefundStatus::Failed && r.kind == RefundKind::Duplicate {
+                    Self::tx_insert_abnormal(&mut tx, "duplicate_refund_failed", r.id.as_str(), updated.failure_reason.as_deref().unwrap_or(""), now).await?;
+                }
+                if matches!(status, RefundStatus::Succeeded | RefundStatus::Failed) {
+                    let kind = if status == RefundStatus::Succeeded { "refund.succeeded" } else { "refund.failed" };
+                    let eid = payonce_core::EventId::new();
+                    sqlx::query("INSERT INTO events (id, app_id, order_id, type, payload, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $6)")
+                        .bind(eid.as_str())
+                        .bind(order.app_id.as_str())
+                        .bind(order.id.as_str())
+                        .bind(kind)
+                        .bind($crate::sql::refund_event_payload(&eid, kind, now, &updated, order.version))
+                        .bind(now.0)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(Some(updated))
             }
 
             async fn bench_commit(&self, id: &str, now: payonce_core::Timestamp) -> $crate::Result<()> {

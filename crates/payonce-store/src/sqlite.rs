@@ -58,4 +58,4 @@ impl SqliteStore {
     }
 }
 
-impl_store!(SqliteStore, Sqlite, backend = Backend::Sqlite, for_update = "", migrations = crate::migrate::SQLITE);
+impl_store!(SqliteStore, Sqlite, backend = Backend::Sqlite, for_update = "", skip_locked = "", migrations = crate::migrate::SQLITE);

@@ -83,6 +83,7 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
         public_url: base.clone(),
         channel_timeout: opts.channel_timeout,
         time_scale: opts.time_scale,
+        admin_token: Some("test-admin-token".into()),
         ..ServerConfig::default()
     };
     let (key, _) = MasterKey::random();

@@ -38,6 +38,9 @@ pub struct ServeArgs {
     /// A payment arriving for an expired order: `refund` (default) or `accept`.
     #[arg(long, env = "PAYONCE_LATE_PAYMENT", default_value = "refund", value_parser = ["refund", "accept"])]
     late_payment: String,
+    /// Bearer token of the admin API (`/admin/v1/…`); without it the admin API answers 401.
+    #[arg(long, env = "PAYONCE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "PAYONCE_BODY_LIMIT", default_value_t = 64 * 1024)]
     body_limit: usize,
@@ -68,6 +71,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         body_limit: args.body_limit,
         time_scale: args.time_scale,
         late_payment: if args.late_payment == "accept" { LatePaymentPolicy::Accept } else { LatePaymentPolicy::Refund },
+        admin_token: args.admin_token,
         ..ServerConfig::default()
     };
     let key = master_key(&args.master_key_file)?;

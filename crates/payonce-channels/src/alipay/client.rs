@@ -129,7 +129,8 @@ impl Channel for AlipayClient {
         let qr = body["qr_code"].as_str().ok_or_else(|| ChannelError::Ambiguous("precreate without qr_code".into()))?;
         Ok(Prepaid {
             credential: serde_json::json!({ "qr_code": qr }),
-            credential_expires_at: Timestamp((now_ms() + minutes * 60_000).min(req.expires_at.0)),
+            // The QR's true lifetime: payonce watches it until then, even after the order expired.
+            credential_expires_at: Timestamp(now_ms() + minutes * 60_000),
             channel_data: None,
         })
     }

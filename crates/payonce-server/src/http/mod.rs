@@ -1,9 +1,11 @@
 //! HTTP routes, mirroring the URL tree: `/v1/orders…`, `/notify/{channel}`, operations.
 
+pub mod admin;
 pub mod body;
 pub mod notify;
 pub mod ops;
 pub mod orders;
+pub mod refunds;
 pub mod views;
 
 use crate::state::AppState;
@@ -17,10 +19,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/orders/{id}", get(orders::get))
         .route("/v1/orders/{id}/prepay", post(orders::prepay))
         .route("/v1/orders/{id}/close", post(orders::close))
+        .route("/v1/orders/{id}/refunds", post(refunds::create))
+        .route("/v1/refunds/{id}", get(refunds::get))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::idempotency::layer));
     Router::new()
         .merge(v1)
         .route("/notify/{channel}", post(notify::receive))
+        .route("/admin/v1/abnormal", get(admin::abnormal))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

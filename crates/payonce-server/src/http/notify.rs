@@ -45,7 +45,7 @@ pub async fn receive(State(state): State<AppState>, Path(channel): Path<String>,
             return reply(ch.notify_nack(&e.to_string()));
         }
     };
-    let applied = payments::apply(&state, name, &n.out_trade_no, n.state, OutcomeSource::Notification { event_id: n.event_id }).await;
+    let applied = payments::apply(&state, name, &n.out_trade_no, n.state, OutcomeSource::Notification { event_id: n.event_id }, None).await;
     match applied {
         Ok(OutcomeApplied::Replay) => {
             count(name, "replay");

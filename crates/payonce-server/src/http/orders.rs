@@ -26,7 +26,8 @@ fn valid_merchant_no(s: &str) -> bool {
 
 async fn render(state: &AppState, order: &Order) -> Result<serde_json::Value, ApiError> {
     let attempts = state.store.attempts_of(&order.id).await?;
-    Ok(views::order(order, &attempts))
+    let refunds = state.store.refunds_of(&order.id).await?;
+    Ok(views::order(order, &attempts, &refunds))
 }
 
 #[tracing::instrument(skip_all, fields(app_id = %app.id))]
@@ -36,7 +37,7 @@ pub async fn create(State(state): State<AppState>, Authed(app): Authed, JsonObje
     let amount = f.integer("amount", 1, MAX_MINOR, true);
     let currency = f.string("currency", 3, true);
     let subject = f.string("subject", 127, true);
-    let expire_in = f.integer("expire_in_seconds", 60, 7 * 24 * 3600, false).unwrap_or(DEFAULT_EXPIRE_SECS);
+    let expire_in = f.integer("expire_in_seconds", 5, 7 * 24 * 3600, false).unwrap_or(DEFAULT_EXPIRE_SECS);
     let notify_url = f.string("notify_url", 512, false);
     let metadata = f.object("metadata", 4096);
     if merchant_order_no.as_deref().is_some_and(|n| !valid_merchant_no(n)) {

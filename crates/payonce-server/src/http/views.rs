@@ -1,6 +1,6 @@
 //! The JSON shapes of API.md: what an order, an attempt and a prepay answer look like.
 
-use payonce_store::{Attempt, Order};
+use payonce_store::{Attempt, Order, Refund};
 use serde_json::{Value, json};
 
 pub fn attempt(a: &Attempt) -> Value {
@@ -22,7 +22,25 @@ pub fn attempt(a: &Attempt) -> Value {
     })
 }
 
-pub fn order(o: &Order, attempts: &[Attempt]) -> Value {
+pub fn refund(r: &Refund) -> Value {
+    json!({
+        "id": r.id,
+        "order_id": r.order_id,
+        "merchant_refund_no": r.merchant_refund_no,
+        "kind": r.kind.as_str(),
+        "amount": r.amount.minor,
+        "currency": r.amount.currency.as_str(),
+        "reason": r.reason,
+        "status": r.status.as_str(),
+        "failure_reason": r.failure_reason,
+        "channel": r.channel.as_str(),
+        "out_refund_no": r.out_refund_no,
+        "created_at": r.created_at.to_rfc3339(),
+        "updated_at": r.updated_at.to_rfc3339(),
+    })
+}
+
+pub fn order(o: &Order, attempts: &[Attempt], refunds: &[Refund]) -> Value {
     json!({
         "id": o.id,
         "merchant_order_no": o.merchant_order_no,
@@ -39,6 +57,6 @@ pub fn order(o: &Order, attempts: &[Attempt]) -> Value {
         "created_at": o.created_at.to_rfc3339(),
         "updated_at": o.updated_at.to_rfc3339(),
         "attempts": attempts.iter().map(attempt).collect::<Vec<_>>(),
-        "refunds": [],
+        "refunds": refunds.iter().map(refund).collect::<Vec<_>>(),
     })
 }

@@ -41,7 +41,7 @@ async fn bad_orders_are_rejected_without_change(b: Backend) {
         ("oversized merchant_order_no", format!(r#"{{"merchant_order_no":"{long}","amount":1,"currency":"CNY","subject":"s"}}"#), StatusCode::BAD_REQUEST, "validation_failed", Some("merchant_order_no")),
         ("bad characters", r#"{"merchant_order_no":"A B/C","amount":1,"currency":"CNY","subject":"s"}"#.into(), StatusCode::BAD_REQUEST, "validation_failed", Some("merchant_order_no")),
         ("unknown field", r#"{"merchant_order_no":"A","amount":1,"currency":"CNY","subject":"s","ammount":2}"#.into(), StatusCode::BAD_REQUEST, "validation_failed", Some("ammount")),
-        ("expiry too short", r#"{"merchant_order_no":"A","amount":1,"currency":"CNY","subject":"s","expire_in_seconds":1}"#.into(), StatusCode::BAD_REQUEST, "validation_failed", Some("expire_in_seconds")),
+        ("expiry too short", r#"{"merchant_order_no":"A","amount":1,"currency":"CNY","subject":"s","expire_in_seconds":4}"#.into(), StatusCode::BAD_REQUEST, "validation_failed", Some("expire_in_seconds")),
         ("bad notify_url", r#"{"merchant_order_no":"A","amount":1,"currency":"CNY","subject":"s","notify_url":"ftp://x"}"#.into(), StatusCode::BAD_REQUEST, "validation_failed", Some("notify_url")),
         ("oversized body", huge, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None),
     ];

@@ -80,7 +80,9 @@ async fn timeout_leaves_unknown_and_retry_reuses_channel_order(b: Backend) {
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.json::<Value>().await.unwrap()["code"], "channel_unavailable");
     let view = app.order(id).await;
-    assert_eq!(view["attempts"][0]["status"], "unknown", "a timeout is never a failure");
+    // Never failed: unknown, or already settled by the active query to the channel's true state.
+    let s = view["attempts"][0]["status"].as_str().unwrap();
+    assert!(s == "unknown" || s == "pending", "a timeout is never a failure: {s}");
     // The channel did create the order.
     assert_eq!(app.ledger().await["orders"].as_array().unwrap().len(), 1);
 

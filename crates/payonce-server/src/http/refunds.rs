@@ -1,0 +1,82 @@
+//! `/v1/orders/{id}/refunds` and `/v1/refunds/{id}`: partial and full refunds, idempotent by
+//! `merchant_refund_no`, never above what was paid.
+
+use crate::auth::Authed;
+use crate::crypto::sha256_hex;
+use crate::error::ApiError;
+use crate::http::body::{Fields, JsonObject};
+use crate::http::views;
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use payonce_core::money::MAX_MINOR;
+use payonce_core::{Money, OrderId, RefundId, RefundStatus};
+use payonce_store::{CreateRefund, Refund, RefundKind};
+
+pub async fn create(State(state): State<AppState>, Authed(app): Authed, Path(id): Path<String>, JsonObject(body): JsonObject) -> Result<Response, ApiError> {
+    let mut f = Fields::new(body);
+    let merchant_refund_no = f.string("merchant_refund_no", 64, true);
+    let amount = f.integer("amount", 1, MAX_MINOR, true);
+    let reason = f.string("reason", 80, false);
+    if merchant_refund_no.as_deref().is_some_and(|n| !n.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:|*".contains(&b))) {
+        f.error("merchant_refund_no", "may contain only letters, digits and - _ . : | *");
+    }
+    f.finish()?;
+    let (Some(merchant_refund_no), Some(amount)) = (merchant_refund_no, amount) else { unreachable!("finish() reported missing fields") };
+    let order_id = OrderId::parse(&id).map_err(|_| ApiError::not_found("order"))?;
+    let order = state.store.order(&app.id, &order_id).await?.ok_or_else(|| ApiError::not_found("order"))?;
+    let now = state.clock.now();
+    let id = RefundId::new();
+    let refund = Refund {
+        // Our refund number at the channel: the refund id itself, so a retry reuses it.
+        out_refund_no: id.as_str()["rfd_".len()..].to_owned(),
+        id,
+        order_id: order.id.clone(),
+        app_id: app.id.clone(),
+        attempt_id: order.paid_attempt_id.clone().unwrap_or_else(|| payonce_core::AttemptId::from_trusted(String::new())),
+        channel: payonce_core::ChannelName::Sandbox,
+        out_trade_no: String::new(),
+        merchant_refund_no: Some(merchant_refund_no.clone()),
+        amount: Money { minor: amount, currency: order.amount.currency },
+        reason: reason.clone(),
+        kind: RefundKind::Order,
+        status: RefundStatus::Pending,
+        failure_reason: None,
+        content_hash: sha256_hex(serde_json::json!([merchant_refund_no, amount, reason]).to_string().as_bytes()),
+        requested: false,
+        channel_data: None,
+        // If this process dies during the channel call, the refund worker takes over then.
+        next_query_at: Some(now.plus_ms(state.config.channel_timeout.as_millis() as i64 + 5_000)),
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    match state.store.create_refund(&refund, now).await? {
+        CreateRefund::Created(r) => {
+            // Ask the channel now rather than at the next worker round.
+            let settled = crate::workers::settle_refund(&state, r.clone()).await.unwrap_or(r);
+            Ok((StatusCode::CREATED, Json(views::refund(&settled))).into_response())
+        }
+        CreateRefund::Existing(r) => Ok((StatusCode::OK, Json(views::refund(&r))).into_response()),
+        CreateRefund::Conflict(r) => {
+            let mut e = ApiError::conflict("merchant_refund_no_conflict", "a refund with this merchant_refund_no exists with different content");
+            e.extra = Some(("refund", views::refund(&r)));
+            Err(e)
+        }
+        CreateRefund::NotPaid(_) => Err(ApiError::conflict("order_not_paid", "the order has not been paid")),
+        CreateRefund::Exceeds { refundable } => {
+            let mut e = ApiError::unprocessable("refund_exceeds_paid", format!("at most {refundable} can still be refunded"));
+            e.extra = Some(("refundable", refundable.into()));
+            Err(e)
+        }
+        CreateRefund::NoSuchOrder => Err(ApiError::not_found("order")),
+    }
+}
+
+pub async fn get(State(state): State<AppState>, Authed(app): Authed, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = RefundId::parse(&id).map_err(|_| ApiError::not_found("refund"))?;
+    let r = state.store.refund(&app.id, &id).await?.ok_or_else(|| ApiError::not_found("refund"))?;
+    Ok(Json(views::refund(&r)))
+}
