@@ -79,7 +79,12 @@ pub enum CloseError {
 /// payable.
 pub fn close(sim: &Arc<Sim>, channel: ChannelName, out_trade_no: &str) -> Result<(), CloseError> {
     if sim.faults.lock().unwrap().pay_before_close {
-        let _ = crate::control::pay(sim, channel, out_trade_no, false);
+        // The payer's payment was in flight and lands a moment before the close — even at the
+        // instant of expiry — so it is forced through if the order was still unpaid.
+        let payable = find(sim, channel, out_trade_no).is_some_and(|o| matches!(o.status, SimStatus::Unpaid | SimStatus::Unscanned) || o.time_expire <= now_ms() && o.charges == 0 && o.status != SimStatus::Paid);
+        if payable {
+            let _ = crate::control::pay(sim, channel, out_trade_no, true);
+        }
     }
     let mut ledger = sim.ledger.lock().unwrap();
     let o = ledger.orders.get_mut(&(channel, out_trade_no.to_owned())).ok_or(CloseError::NotExist)?;

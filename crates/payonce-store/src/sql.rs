@@ -1167,7 +1167,7 @@ macro_rules! impl_store {
                 }
                 // Pending, unknown and succeeded refunds all hold their amount: concurrent refunds
                 // can never together exceed what was paid.
-                let reserved: i64 = sqlx::query("SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE order_id = $1 AND kind = 'order' AND status <> 'failed'")
+                let reserved: i64 = sqlx::query("SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM refunds WHERE order_id = $1 AND kind = 'order' AND status <> 'failed'")
                     .bind(order.id.as_str())
                     .fetch_one(&mut *tx)
                     .await?

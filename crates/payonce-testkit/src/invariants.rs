@@ -83,6 +83,18 @@ pub async fn check(store: &dyn Store, ledger: &Value) -> Vec<String> {
         if o.refunded_amount > o.amount.minor {
             v.push(format!("I4: order {} refunded {} of {}", o.id, o.refunded_amount, o.amount.minor));
         }
+        // I4 at the channel: refunds of the order's own payment never exceed what was paid.
+        let channel_refunded: i64 = mine
+            .iter()
+            .filter(|a| !a.is_duplicate)
+            .map(|a| refunds_per_no.get(&(a.channel.as_str().to_owned(), a.out_trade_no.clone())).copied().unwrap_or(0))
+            .sum();
+        if channel_refunded > o.amount.minor {
+            v.push(format!("I4: order {} refunded {channel_refunded} at the channel, paid {}", o.id, o.amount.minor));
+        }
+        if o.status == payonce_core::OrderStatus::Refunded && o.refunded_amount != o.amount.minor {
+            v.push(format!("I4: order {} is refunded but {} of {} came back", o.id, o.refunded_amount, o.amount.minor));
+        }
         // I3: every fact the business must hear of has exactly one event.
         let events = store.events_of(&o.id).await.unwrap_or_default();
         let count = |t: &str| events.iter().filter(|e| e.event_type == t).count();

@@ -7,6 +7,7 @@ mod idempotency;
 mod notify;
 mod orders;
 mod prepay;
+mod recovery;
 mod unionpay;
 
 use payonce_testkit::{Backend, TestApp};
