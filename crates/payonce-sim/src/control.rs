@@ -35,7 +35,7 @@ pub enum PayError {
 }
 
 /// The payer pays a channel order: a charge lands in the ledger and a notification is on its
-/// way. `force` pays even a closed or paid order (an in-flight payment, an Alipay QR that
+/// way. `force` pays even a closed order (an in-flight payment, an Alipay QR that
 /// outlived its close) — the late and duplicate payments payonce must catch. An Alipay QR that
 /// was closed before anyone scanned it still pays, without `force`, until its timeout.
 pub fn pay(sim: &Arc<Sim>, channel: ChannelName, out_trade_no: &str, force: bool) -> Result<(), PayError> {
@@ -48,7 +48,8 @@ pub fn pay(sim: &Arc<Sim>, channel: ChannelName, out_trade_no: &str, force: bool
         };
         let in_time = o.time_expire > now;
         match o.status {
-            SimStatus::Paid if !force => return Err(PayError::AlreadyPaid),
+            // No channel takes two payments for one of its orders, forced or not.
+            SimStatus::Paid => return Err(PayError::AlreadyPaid),
             SimStatus::Closed if !force => return Err(PayError::Closed),
             SimStatus::Unpaid | SimStatus::Unscanned if !in_time && !force => return Err(PayError::Closed),
             _ => {}

@@ -3,6 +3,7 @@
 //! invariant checker every scenario ends with.
 
 pub mod app;
+pub mod chaos;
 pub mod db;
 pub mod forge;
 pub mod invariants;

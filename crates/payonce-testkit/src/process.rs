@@ -16,9 +16,14 @@ pub struct ServeProcess {
 impl ServeProcess {
     /// Starts `exe serve` on `database_url` with the simulator's channels file.
     pub async fn spawn(exe: &Path, database_url: &str, channels_file: &Path, master_key_hex: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::spawn_at(exe, database_url, channels_file, master_key_hex, "127.0.0.1:0", extra).await
+    }
+
+    /// Like `spawn`, on a given address (a restarted instance keeps its predecessor's).
+    pub async fn spawn_at(exe: &Path, database_url: &str, channels_file: &Path, master_key_hex: &str, listen: &str, extra: &[&str]) -> anyhow::Result<Self> {
         let mut cmd = Command::new(exe);
         cmd.arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--database-url", database_url])
+            .args(["--listen", listen, "--database-url", database_url])
             .arg("--channels")
             .arg(channels_file)
             .args(extra)
