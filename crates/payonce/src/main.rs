@@ -41,6 +41,19 @@ enum Command {
     Demo,
     /// Load run against a real server process, with its own database baseline.
     Bench(bench::BenchArgs),
+    /// Crash run: real servers SIGKILLed (and frozen) under load, then every invariant checked.
+    Chaos {
+        /// Database to run on; default: a fresh SQLite file in a temp dir.
+        #[arg(long, env = "PAYONCE_CHAOS_DATABASE_URL")]
+        database_url: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        instances: usize,
+        #[arg(long, default_value_t = 100)]
+        kills: usize,
+        /// Freeze one instance with SIGSTOP past its leases (needs --instances ≥ 2).
+        #[arg(long)]
+        freeze: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -66,7 +79,7 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PAYONCE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(
-                if matches!(cli.command, Command::Demo | Command::Bench(_)) { "error" } else { "info" },
+                if matches!(cli.command, Command::Demo | Command::Bench(_) | Command::Chaos { .. }) { "error" } else { "info" },
             )),
         )
         .init();
@@ -117,6 +130,34 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Demo => demo::run().await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Chaos { database_url, instances, kills, freeze } => {
+            let tmp = tempfile::tempdir()?;
+            let database_url = database_url.unwrap_or_else(|| format!("sqlite://{}", tmp.path().join("chaos.db").display()));
+            println!("payonce chaos — {} instance(s), {kills} SIGKILLs{} on {}", instances, if freeze { ", one SIGSTOP" } else { "" }, redact_url(&database_url));
+            let report = payonce_testkit::chaos::run(payonce_testkit::chaos::ChaosConfig {
+                exe: std::env::current_exe()?,
+                database_url,
+                instances,
+                kills,
+                freeze,
+                time_scale: 100.0,
+                settle: std::time::Duration::from_secs(180),
+            })
+            .await?;
+            println!(
+                "  kills {}, orders {}, successful prepays {}, payments {}, charges {}, automatic refunds {}",
+                report.kills, report.orders, report.prepays_ok, report.payments, report.charges, report.refunds
+            );
+            if report.violations.is_empty() {
+                println!("  every invariant holds against the channels' ledger ✔");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for v in &report.violations {
+                    println!("  ✘ {v}");
+                }
+                Ok(ExitCode::FAILURE)
+            }
+        }
     }
 }
 
