@@ -130,13 +130,21 @@ pub enum ChannelError {
     Ambiguous(String),
 }
 
-/// A verified, parsed payment notification.
+/// A verified, parsed notification: about a payment, or (with `refund`) about a refund.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notification {
     /// The channel's id for this event: a replay carries the same one.
     pub event_id: String,
     pub out_trade_no: String,
     pub state: TradeState,
+    pub refund: Option<RefundNotice>,
+}
+
+/// What a refund notification says (WeChat `REFUND.SUCCESS` / `.ABNORMAL` / `.CLOSED`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundNotice {
+    pub out_refund_no: String,
+    pub state: RefundState,
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]

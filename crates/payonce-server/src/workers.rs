@@ -263,6 +263,11 @@ pub async fn settle_refund(state: &AppState, r: Refund) -> Option<Refund> {
     }
 }
 
+/// What a channel's refund state means for the refund row.
+pub fn refund_result(s: RefundState, again: Timestamp) -> RefundResult {
+    from_state(s, again)
+}
+
 fn from_state(s: RefundState, again: Timestamp) -> RefundResult {
     match s {
         RefundState::Succeeded => RefundResult::Succeeded,

@@ -205,7 +205,12 @@ async fn refund(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: 
     };
     let done = sim.ledger.lock().unwrap().refund(ChannelName::Wechatpay, &req.out_trade_no, &req.out_refund_no, req.amount.refund, now_ms());
     match done {
-        Ok(r) => signed(&sim, StatusCode::OK, refund_view(&r, req.amount.total).to_string().into_bytes()),
+        Ok(r) => {
+            if let Some(url) = req.notify_url.clone().filter(|u| !u.is_empty()) {
+                notify_refund(sim.clone(), url, &r, req.amount.total);
+            }
+            signed(&sim, StatusCode::OK, refund_view(&r, req.amount.total).to_string().into_bytes())
+        }
         Err(crate::ledger::RefundError::NoSuchOrder | crate::ledger::RefundError::NotPaid) => {
             error(&sim, StatusCode::NOT_FOUND, "RESOURCE_NOT_EXISTS", "订单不存在或未支付")
         }
@@ -226,6 +231,33 @@ async fn refund_query(State(sim): State<Arc<Sim>>, Path(no): Path<String>, metho
         Some(r) => signed(&sim, StatusCode::OK, refund_view(&r, total.unwrap_or(r.amount)).to_string().into_bytes()),
         None => error(&sim, StatusCode::NOT_FOUND, "RESOURCE_NOT_EXISTS", "退款单不存在"),
     }
+}
+
+/// `REFUND.SUCCESS` for a refund that was requested with a `notify_url`.
+fn notify_refund(sim: Arc<Sim>, url: String, r: &crate::ledger::Refund, total: i64) {
+    let resource = serde_json::json!({
+        "mchid": WECHAT_MCHID, "out_trade_no": r.out_trade_no, "transaction_id": "", "out_refund_no": r.out_refund_no,
+        "refund_id": r.refund_id, "refund_status": "SUCCESS", "success_time": protocol::beijing_rfc3339(r.at),
+        "user_received_account": "支付用户零钱",
+        "amount": {"total": total, "refund": r.amount, "payer_total": total, "payer_refund": r.amount},
+    });
+    let (n, ct) = protocol::encrypt_resource(sim.keys.wechat_apiv3.expose(), "refund", resource.to_string().as_bytes());
+    let env = NotifyEnvelope {
+        id: format!("EV-R-{}", r.refund_id),
+        create_time: protocol::beijing_rfc3339(now_ms()),
+        resource_type: "encrypt-resource".into(),
+        event_type: "REFUND.SUCCESS".into(),
+        summary: "退款成功".into(),
+        resource: EncryptedResource { original_type: "refund".into(), algorithm: "AEAD_AES_256_GCM".into(), ciphertext: ct, associated_data: "refund".into(), nonce: n },
+    };
+    let body = serde_json::to_vec(&env).unwrap();
+    let signer = sim.clone();
+    crate::notify::spawn(
+        sim,
+        url,
+        move || crate::notify::Delivery { headers: platform_headers(&signer, &body), content_type: "application/json", body: body.clone() },
+        |status, _| status == 200 || status == 204,
+    );
 }
 
 /// `TRANSACTION.SUCCESS`: the transaction encrypted with the APIv3 key, the envelope signed

@@ -137,6 +137,8 @@ pub trait Store: Send + Sync + 'static {
     /// Records a refund call's or query's result; a success updates the order's refunded amount
     /// and status and writes `refund.succeeded`, a failure writes `refund.failed`.
     async fn record_refund(&self, id: &payonce_core::RefundId, result: &RefundResult, channel_data: Option<&str>, now: Timestamp) -> Result<Option<Refund>>;
+    /// A refund notification, applied once by its channel event id.
+    async fn apply_refund_notice(&self, channel: ChannelName, event_id: &str, out_refund_no: &str, result: &RefundResult, now: Timestamp) -> Result<RefundNoticeApplied>;
     async fn all_refunds(&self) -> Result<Vec<Refund>>;
     async fn insert_abnormal(&self, kind: &str, reference: &str, detail: &str, now: Timestamp) -> Result<()>;
 

@@ -127,6 +127,13 @@ pub enum RefundResult {
     Absent { next_query_at: Timestamp },
 }
 
+#[derive(Debug)]
+pub enum RefundNoticeApplied {
+    Replay,
+    UnknownRefund,
+    Applied(Refund),
+}
+
 #[derive(Debug, Clone)]
 pub struct EventRow {
     pub id: String,

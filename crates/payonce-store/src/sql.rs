@@ -271,6 +271,102 @@ macro_rules! impl_store {
                 Ok(done.rows_affected() == 1)
             }
 
+            /// The body of `record_refund`, inside the caller's transaction.
+            async fn tx_record_refund(
+                tx: &mut sqlx::Transaction<'static, $Db>,
+                id: &payonce_core::RefundId,
+                result: &$crate::RefundResult,
+                channel_data: Option<&str>,
+                now: payonce_core::Timestamp,
+            ) -> $crate::Result<Option<$crate::Refund>> {
+                use payonce_core::RefundStatus;
+                use $crate::{RefundKind, RefundResult};
+                let row = sqlx::query("SELECT order_id FROM refunds WHERE id = $1").bind(id.as_str()).fetch_optional(&mut **tx).await?;
+                let Some(row) = row else { return Ok(None) };
+                let order_id: String = sqlx::Row::try_get(&row, 0)?;
+                let mut order = Self::lock_order(tx, &order_id).await?.ok_or($crate::StoreError::Contended("order vanished"))?;
+                let r = sqlx::query(concat!("SELECT ", $crate::sql::refund_cols!(), " FROM refunds WHERE id = $1"))
+                    .bind(id.as_str())
+                    .fetch_one(&mut **tx)
+                    .await?;
+                let r = Self::refund_row(&r)?;
+                if matches!(r.status, RefundStatus::Succeeded | RefundStatus::Failed) {
+                    return Ok(Some(r));
+                }
+                let (status, failure, next, requested) = match result {
+                    RefundResult::Succeeded => (RefundStatus::Succeeded, None, None, true),
+                    RefundResult::Failed { reason } => (RefundStatus::Failed, Some(reason.clone()), None, true),
+                    RefundResult::Processing { next_query_at } | RefundResult::Abnormal { next_query_at } => {
+                        (RefundStatus::Pending, None, Some(next_query_at.0), true)
+                    }
+                    RefundResult::Unknown { next_query_at } => (RefundStatus::Unknown, None, Some(next_query_at.0), true),
+                    // Not at the channel: the next round asks again, under the same number.
+                    RefundResult::Absent { next_query_at } => (RefundStatus::Pending, None, Some(next_query_at.0), false),
+                };
+                let done = sqlx::query(
+                    "UPDATE refunds SET status = $1, failure_reason = $2, next_query_at = $3, requested = $4, \
+                     channel_data = COALESCE($5, channel_data), query_count = query_count + 1, lease_until = NULL, lease_owner = NULL, \
+                     version = version + 1, updated_at = $6 WHERE id = $7 AND version = $8",
+                )
+                .bind(status.as_str())
+                .bind(&failure)
+                .bind(next)
+                .bind(i32::from(requested))
+                .bind(channel_data)
+                .bind(now.0)
+                .bind(id.as_str())
+                .bind(r.version)
+                .execute(&mut **tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err($crate::StoreError::Contended("refund"));
+                }
+                let mut updated = r.clone();
+                updated.status = status;
+                updated.failure_reason = failure;
+                if matches!(result, RefundResult::Abnormal { .. }) {
+                    Self::tx_insert_abnormal(tx, "refund_abnormal", r.id.as_str(), "the channel reports the refund ABNORMAL", now).await?;
+                }
+                if status == RefundStatus::Succeeded && r.kind == RefundKind::Order {
+                    let total = order.refunded_amount + r.amount.minor;
+                    let next_status = order
+                        .status
+                        .next(payonce_core::OrderEvent::Refunded { refunded_total: total, amount: order.amount.minor })
+                        .map_err(|e| $crate::StoreError::Corrupt(e.to_string()))?;
+                    let done = sqlx::query("UPDATE orders SET refunded_amount = $1, status = $2, version = version + 1, updated_at = $3 WHERE id = $4 AND version = $5")
+                        .bind(total)
+                        .bind(next_status.as_str())
+                        .bind(now.0)
+                        .bind(order.id.as_str())
+                        .bind(order.version)
+                        .execute(&mut **tx)
+                        .await?;
+                    if done.rows_affected() != 1 {
+                        return Err($crate::StoreError::Contended("order"));
+                    }
+                    order.refunded_amount = total;
+                    order.status = next_status;
+                    order.version += 1;
+                }
+                if status == RefundStatus::Failed && r.kind == RefundKind::Duplicate {
+                    Self::tx_insert_abnormal(tx, "duplicate_refund_failed", r.id.as_str(), updated.failure_reason.as_deref().unwrap_or(""), now).await?;
+                }
+                if matches!(status, RefundStatus::Succeeded | RefundStatus::Failed) {
+                    let kind = if status == RefundStatus::Succeeded { "refund.succeeded" } else { "refund.failed" };
+                    let eid = payonce_core::EventId::new();
+                    sqlx::query("INSERT INTO events (id, app_id, order_id, type, payload, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $6)")
+                        .bind(eid.as_str())
+                        .bind(order.app_id.as_str())
+                        .bind(order.id.as_str())
+                        .bind(kind)
+                        .bind($crate::sql::refund_event_payload(&eid, kind, now, &updated, order.version))
+                        .bind(now.0)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                Ok(Some(updated))
+            }
+
             /// Reads an order inside a write transaction, locking it where the backend can.
             async fn lock_order(
                 tx: &mut sqlx::Transaction<'static, $Db>,
@@ -1225,94 +1321,49 @@ macro_rules! impl_store {
                 channel_data: Option<&str>,
                 now: payonce_core::Timestamp,
             ) -> $crate::Result<Option<$crate::Refund>> {
-                use payonce_core::RefundStatus;
-                use $crate::{RefundKind, RefundResult};
                 let mut tx = self.begin_write().await?;
-                let row = sqlx::query("SELECT order_id FROM refunds WHERE id = $1").bind(id.as_str()).fetch_optional(&mut *tx).await?;
-                let Some(row) = row else { return Ok(None) };
-                let order_id: String = sqlx::Row::try_get(&row, 0)?;
-                let mut order = Self::lock_order(&mut tx, &order_id).await?.ok_or($crate::StoreError::Contended("order vanished"))?;
-                let r = sqlx::query(concat!("SELECT ", $crate::sql::refund_cols!(), " FROM refunds WHERE id = $1"))
-                    .bind(id.as_str())
-                    .fetch_one(&mut *tx)
+                let r = Self::tx_record_refund(&mut tx, id, result, channel_data, now).await?;
+                tx.commit().await?;
+                Ok(r)
+            }
+
+            async fn apply_refund_notice(
+                &self,
+                channel: payonce_core::ChannelName,
+                event_id: &str,
+                out_refund_no: &str,
+                result: &$crate::RefundResult,
+                now: payonce_core::Timestamp,
+            ) -> $crate::Result<$crate::RefundNoticeApplied> {
+                use sqlx::Row;
+                let mut tx = self.begin_write().await?;
+                let row = sqlx::query("SELECT id, out_trade_no FROM refunds WHERE channel = $1 AND out_refund_no = $2")
+                    .bind(channel.as_str())
+                    .bind(out_refund_no)
+                    .fetch_optional(&mut *tx)
                     .await?;
-                let r = Self::refund_row(&r)?;
-                if matches!(r.status, RefundStatus::Succeeded | RefundStatus::Failed) {
-                    return Ok(Some(r));
-                }
-                let (status, failure, next, requested) = match result {
-                    RefundResult::Succeeded => (RefundStatus::Succeeded, None, None, true),
-                    RefundResult::Failed { reason } => (RefundStatus::Failed, Some(reason.clone()), None, true),
-                    RefundResult::Processing { next_query_at } | RefundResult::Abnormal { next_query_at } => {
-                        (RefundStatus::Pending, None, Some(next_query_at.0), true)
-                    }
-                    RefundResult::Unknown { next_query_at } => (RefundStatus::Unknown, None, Some(next_query_at.0), true),
-                    // Not at the channel: the next round asks again, under the same number.
-                    RefundResult::Absent { next_query_at } => (RefundStatus::Pending, None, Some(next_query_at.0), false),
-                };
+                let Some(row) = row else { return Ok($crate::RefundNoticeApplied::UnknownRefund) };
+                let id = payonce_core::RefundId::from_trusted(row.try_get("id")?);
+                let out_trade_no: String = row.try_get("out_trade_no")?;
                 let done = sqlx::query(
-                    "UPDATE refunds SET status = $1, failure_reason = $2, next_query_at = $3, requested = $4, \
-                     channel_data = COALESCE($5, channel_data), query_count = query_count + 1, lease_until = NULL, lease_owner = NULL, \
-                     version = version + 1, updated_at = $6 WHERE id = $7 AND version = $8",
+                    "INSERT INTO channel_events (channel, event_id, out_trade_no, received_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (channel, event_id) DO NOTHING",
                 )
-                .bind(status.as_str())
-                .bind(&failure)
-                .bind(next)
-                .bind(i32::from(requested))
-                .bind(channel_data)
+                .bind(channel.as_str())
+                .bind(event_id)
+                .bind(&out_trade_no)
                 .bind(now.0)
-                .bind(id.as_str())
-                .bind(r.version)
                 .execute(&mut *tx)
                 .await?;
-                if done.rows_affected() != 1 {
-                    return Err($crate::StoreError::Contended("refund"));
+                if done.rows_affected() == 0 {
+                    return Ok($crate::RefundNoticeApplied::Replay);
                 }
-                let mut updated = r.clone();
-                updated.status = status;
-                updated.failure_reason = failure;
-                if matches!(result, RefundResult::Abnormal { .. }) {
-                    Self::tx_insert_abnormal(&mut tx, "refund_abnormal", r.id.as_str(), "the channel reports the refund ABNORMAL", now).await?;
-                }
-                if status == RefundStatus::Succeeded && r.kind == RefundKind::Order {
-                    let total = order.refunded_amount + r.amount.minor;
-                    let next_status = order
-                        .status
-                        .next(payonce_core::OrderEvent::Refunded { refunded_total: total, amount: order.amount.minor })
-                        .map_err(|e| $crate::StoreError::Corrupt(e.to_string()))?;
-                    let done = sqlx::query("UPDATE orders SET refunded_amount = $1, status = $2, version = version + 1, updated_at = $3 WHERE id = $4 AND version = $5")
-                        .bind(total)
-                        .bind(next_status.as_str())
-                        .bind(now.0)
-                        .bind(order.id.as_str())
-                        .bind(order.version)
-                        .execute(&mut *tx)
-                        .await?;
-                    if done.rows_affected() != 1 {
-                        return Err($crate::StoreError::Contended("order"));
-                    }
-                    order.refunded_amount = total;
-                    order.status = next_status;
-                    order.version += 1;
-                }
-                if status == RefundStatus::Failed && r.kind == RefundKind::Duplicate {
-                    Self::tx_insert_abnormal(&mut tx, "duplicate_refund_failed", r.id.as_str(), updated.failure_reason.as_deref().unwrap_or(""), now).await?;
-                }
-                if matches!(status, RefundStatus::Succeeded | RefundStatus::Failed) {
-                    let kind = if status == RefundStatus::Succeeded { "refund.succeeded" } else { "refund.failed" };
-                    let eid = payonce_core::EventId::new();
-                    sqlx::query("INSERT INTO events (id, app_id, order_id, type, payload, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $6)")
-                        .bind(eid.as_str())
-                        .bind(order.app_id.as_str())
-                        .bind(order.id.as_str())
-                        .bind(kind)
-                        .bind($crate::sql::refund_event_payload(&eid, kind, now, &updated, order.version))
-                        .bind(now.0)
-                        .execute(&mut *tx)
-                        .await?;
-                }
+                let r = Self::tx_record_refund(&mut tx, &id, result, None, now).await?;
                 tx.commit().await?;
-                Ok(Some(updated))
+                Ok(match r {
+                    Some(r) => $crate::RefundNoticeApplied::Applied(r),
+                    None => $crate::RefundNoticeApplied::UnknownRefund,
+                })
             }
 
             async fn bench_commit(&self, id: &str, now: payonce_core::Timestamp) -> $crate::Result<()> {

@@ -81,6 +81,35 @@ pub fn wechat_paid(sim_dir: &Path, event_id: &str, out_trade_no: &str, total: i6
     }
 }
 
+/// A `REFUND.<status>` notification for `out_refund_no`, signed and encrypted as WeChat does.
+pub fn wechat_refund(sim_dir: &Path, event_id: &str, out_trade_no: &str, out_refund_no: &str, status: &str, fault: WxFault) -> Forged {
+    let apiv3 = read(sim_dir, "wechatpay_apiv3.key");
+    let key_id = read(sim_dir, "wechatpay_ids").lines().nth(1).unwrap().to_owned();
+    let platform = RsaSigner::from_pem(&read(sim_dir, "wechatpay_platform_key.pem")).unwrap();
+    let r = json!({"mchid": "1900000001", "out_trade_no": out_trade_no, "out_refund_no": out_refund_no, "refund_id": "503000",
+        "refund_status": status, "amount": {"total": 100, "refund": 100, "payer_total": 100, "payer_refund": 100}});
+    let (nonce, ct) = wx::encrypt_resource(apiv3.trim().as_bytes(), "refund", r.to_string().as_bytes());
+    let body = json!({"id": event_id, "create_time": "2026-11-23T10:00:01+08:00", "resource_type": "encrypt-resource",
+        "event_type": format!("REFUND.{status}"), "summary": "退款",
+        "resource": {"original_type": "refund", "algorithm": "AEAD_AES_256_GCM", "ciphertext": ct, "associated_data": "refund", "nonce": nonce}})
+    .to_string();
+    let ts = now_secs().to_string();
+    let n = "R5K8264ILTKCH16CQ2502SI8ZNMTM67V";
+    let signer = if fault == WxFault::BadSignature { RsaSigner::generate() } else { platform };
+    let sig = signer.sign_b64(&wx::response_message(&ts, n, body.as_bytes()));
+    Forged {
+        headers: vec![
+            ("Wechatpay-Timestamp".into(), ts),
+            ("Wechatpay-Nonce".into(), n.into()),
+            ("Wechatpay-Signature".into(), sig),
+            ("Wechatpay-Serial".into(), key_id),
+            ("Wechatpay-Signature-Type".into(), wx::SIGNATURE_TYPE.into()),
+        ],
+        content_type: "application/json",
+        body,
+    }
+}
+
 /// How to spoil an Alipay notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AliFault {

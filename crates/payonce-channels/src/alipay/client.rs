@@ -211,7 +211,7 @@ impl Channel for AlipayClient {
             get("gmt_payment"),
         )
         .map_err(|e| NotifyError::Malformed(e.to_string()))?;
-        Ok(Notification { event_id, out_trade_no, state })
+        Ok(Notification { event_id, out_trade_no, state, refund: None })
     }
 
     fn notify_ack(&self) -> NotifyReply {

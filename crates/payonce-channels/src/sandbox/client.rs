@@ -174,6 +174,7 @@ impl Channel for SandboxClient {
             event_id: n.id,
             out_trade_no: n.out_trade_no,
             state: TradeState::Paid { amount: n.amount, channel_trade_no: Some(n.trade_no), paid_at: Timestamp(n.paid_at) },
+            refund: None,
         })
     }
 

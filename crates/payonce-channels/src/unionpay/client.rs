@@ -228,7 +228,7 @@ impl Channel for UnionpayClient {
             },
             _ => TradeState::Unpaid,
         };
-        Ok(Notification { event_id, out_trade_no: order_id, state })
+        Ok(Notification { event_id, out_trade_no: order_id, state, refund: None })
     }
 
     fn notify_ack(&self) -> NotifyReply {

@@ -260,7 +260,21 @@ impl Channel for WechatpayClient {
                 if t.mchid != self.keys.mchid || t.appid != self.keys.appid {
                     return Err(NotifyError::Malformed("notification for another merchant or app".into()));
                 }
-                Ok(Notification { event_id: env.id, out_trade_no: t.out_trade_no.clone(), state: trade_state_of(&t) })
+                Ok(Notification { event_id: env.id, out_trade_no: t.out_trade_no.clone(), state: trade_state_of(&t), refund: None })
+            }
+            "REFUND.SUCCESS" | "REFUND.ABNORMAL" | "REFUND.CLOSED" => {
+                let r: serde_json::Value = serde_json::from_slice(&plain).map_err(|e| NotifyError::Malformed(e.to_string()))?;
+                if r["mchid"].as_str() != Some(self.keys.mchid.as_str()) {
+                    return Err(NotifyError::Malformed("notification for another merchant".into()));
+                }
+                let field = |k: &str| r[k].as_str().map(str::to_owned).ok_or_else(|| NotifyError::Malformed(format!("no {k}")));
+                Ok(Notification {
+                    event_id: env.id,
+                    out_trade_no: field("out_trade_no")?,
+                    // A refund says nothing new about the payment.
+                    state: TradeState::Unpaid,
+                    refund: Some(crate::RefundNotice { out_refund_no: field("out_refund_no")?, state: refund_state_of(&field("refund_status")?) }),
+                })
             }
             other => Err(NotifyError::Malformed(format!("unsupported event_type {other}"))),
         }

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use payonce_channels::{NotifyError, NotifyReply};
 use payonce_core::ChannelName;
-use payonce_store::{OutcomeApplied, OutcomeEffect, OutcomeSource};
+use payonce_store::{OutcomeApplied, OutcomeEffect, OutcomeSource, RefundNoticeApplied};
 
 fn reply(r: NotifyReply) -> Response {
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST);
@@ -45,6 +45,31 @@ pub async fn receive(State(state): State<AppState>, Path(channel): Path<String>,
             return reply(ch.notify_nack(&e.to_string()));
         }
     };
+    if let Some(notice) = n.refund {
+        let again = state.clock.now().plus_ms(state.config.backoff(2).as_millis() as i64);
+        let result = crate::workers::refund_result(notice.state, again);
+        return match state.store.apply_refund_notice(name, &n.event_id, &notice.out_refund_no, &result, state.clock.now()).await {
+            Ok(RefundNoticeApplied::Replay) => {
+                count(name, "replay");
+                reply(ch.notify_ack())
+            }
+            Ok(RefundNoticeApplied::UnknownRefund) => {
+                count(name, "unknown_refund");
+                reply(ch.notify_nack("unknown out_refund_no"))
+            }
+            Ok(RefundNoticeApplied::Applied(_)) => {
+                count(name, "refund");
+                reply(ch.notify_ack())
+            }
+            Err(e) => {
+                count(name, "error");
+                tracing::error!(error = %e, "could not apply refund notification");
+                let mut r = ch.notify_nack("temporary failure");
+                r.status = 500;
+                reply(r)
+            }
+        };
+    }
     let applied = payments::apply(&state, name, &n.out_trade_no, n.state, OutcomeSource::Notification { event_id: n.event_id }, None).await;
     match applied {
         Ok(OutcomeApplied::Replay) => {

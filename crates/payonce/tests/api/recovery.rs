@@ -19,6 +19,7 @@ store_tests!(
     refunds_partial_full_idempotent,
     concurrent_refunds_never_exceed_paid,
     admin_abnormal_queue,
+    wechat_refund_notifications,
 );
 
 async fn create(app: &TestApp, no: &str, amount: i64, expire: Option<i64>) -> String {
@@ -314,4 +315,29 @@ async fn admin_abnormal_queue(b: Backend) {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let m = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(m.contains("payonce_abnormal_open"), "gauge exported");
+}
+
+async fn wechat_refund_notifications(b: Backend) {
+    let Some(app) = app(b).await else { return };
+    let id = paid_order(&app, "RN-1", 1_000).await;
+    let r: Value = app.post(&format!("/v1/orders/{id}/refunds"), json!({"merchant_refund_no": "N1", "amount": 400})).await.json().await.unwrap();
+    let out_refund_no = r["out_refund_no"].as_str().unwrap();
+    let no = app.order(&id).await["attempts"][0]["out_trade_no"].as_str().unwrap().to_owned();
+    let dir = app.sim_dir();
+    use payonce_testkit::forge::{wechat_refund, WxFault};
+    let before = app.counts().await;
+    let (status, _) = app.deliver("wechatpay", &wechat_refund(&dir, "EV-RF-0", &no, out_refund_no, "SUCCESS", WxFault::BadSignature)).await;
+    assert!(status.is_client_error(), "forged refund notification refused");
+    let (status, _) = app.deliver("wechatpay", &wechat_refund(&dir, "EV-RF-1", &no, "nosuchrefund", "SUCCESS", WxFault::None)).await;
+    assert!(status.is_client_error(), "unknown refund refused");
+    assert_eq!(app.counts().await, before, "changed nothing");
+    let good = wechat_refund(&dir, "EV-RF-2", &no, out_refund_no, "SUCCESS", WxFault::None);
+    assert_eq!(app.deliver("wechatpay", &good).await.0, StatusCode::NO_CONTENT);
+    let after = app.counts().await;
+    assert_eq!(app.deliver("wechatpay", &good).await.0, StatusCode::NO_CONTENT, "replay acknowledged");
+    assert_eq!(app.counts().await, after, "replay changed nothing");
+    let v = app.order(&id).await;
+    assert_eq!(v["refunded_amount"], 400, "applied once");
+    assert_eq!(v["refunds"][0]["status"], "succeeded");
+    assert_invariants(app.violations().await);
 }
