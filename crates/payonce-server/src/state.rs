@@ -28,6 +28,8 @@ pub struct ServerConfig {
     pub admin_token: Option<String>,
     /// Run the background workers (tests of the API alone may turn them off).
     pub workers: bool,
+    /// Active-query schedules (seconds after prepay) that replace a channel's default.
+    pub query_schedules: std::collections::BTreeMap<payonce_core::ChannelName, Vec<u64>>,
 }
 
 impl Default for ServerConfig {
@@ -41,8 +43,24 @@ impl Default for ServerConfig {
             idempotency_retention: Duration::from_secs(48 * 3600),
             admin_token: None,
             workers: true,
+            query_schedules: Default::default(),
         }
     }
+}
+
+/// Parses `wechatpay=10,20,30;unionpay=300,600` into per-channel schedules.
+pub fn parse_query_schedules(s: &str) -> Result<std::collections::BTreeMap<payonce_core::ChannelName, Vec<u64>>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let (ch, list) = part.split_once('=').ok_or_else(|| format!("expected CHANNEL=SECS,…: {part}"))?;
+        let ch = payonce_core::ChannelName::parse(ch.trim()).map_err(|e| e.message)?;
+        let secs: Vec<u64> = list.split(',').map(|x| x.trim().parse::<u64>().map_err(|_| format!("not a number of seconds: {x}"))).collect::<Result<_, _>>()?;
+        if secs.is_empty() || secs.windows(2).any(|w| w[0] > w[1]) {
+            return Err(format!("{ch}: the schedule must be non-empty and increasing"));
+        }
+        out.insert(ch, secs);
+    }
+    Ok(out)
 }
 
 impl ServerConfig {
@@ -57,7 +75,11 @@ impl ServerConfig {
     pub fn query_offset(&self, channel: payonce_core::ChannelName, n: usize) -> Duration {
         const DEFAULT: [u64; 10] = [10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600];
         const UNIONPAY: [u64; 5] = [300, 600, 1800, 3600, 7200];
-        let table: &[u64] = if channel == payonce_core::ChannelName::Unionpay { &UNIONPAY } else { &DEFAULT };
+        let table: &[u64] = match self.query_schedules.get(&channel) {
+            Some(custom) if !custom.is_empty() => custom,
+            _ if channel == payonce_core::ChannelName::Unionpay => &UNIONPAY,
+            _ => &DEFAULT,
+        };
         let secs = match table.get(n) {
             Some(s) => *s,
             // Past the table: every 30 minutes more, until the order's expiry settles it.
@@ -121,4 +143,24 @@ pub fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use payonce_core::ChannelName;
+
+    #[test]
+    fn schedules_default_scale_and_override() {
+        let mut c = ServerConfig::default();
+        assert_eq!(c.query_offset(ChannelName::Wechatpay, 0), Duration::from_secs(10));
+        assert_eq!(c.query_offset(ChannelName::Wechatpay, 2), Duration::from_secs(30));
+        assert_eq!(c.query_offset(ChannelName::Unionpay, 0), Duration::from_secs(300));
+        c.query_schedules = parse_query_schedules("unionpay=1,2,4").unwrap();
+        assert_eq!(c.query_offset(ChannelName::Unionpay, 2), Duration::from_secs(4));
+        c.time_scale = 100.0;
+        assert_eq!(c.query_offset(ChannelName::Wechatpay, 0), Duration::from_millis(100));
+        assert!(parse_query_schedules("wechatpay=30,10").is_err());
+        assert!(parse_query_schedules("paypal=1").is_err());
+    }
 }

@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// Bearer token of the admin API (`/admin/v1/…`); without it the admin API answers 401.
     #[arg(long, env = "PAYONCE_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Active-query schedules replacing the defaults, seconds after prepay:
+    /// `wechatpay=10,20,30,60;unionpay=300,600,1800`.
+    #[arg(long, env = "PAYONCE_QUERY_SCHEDULE", value_parser = payonce_server::state::parse_query_schedules)]
+    query_schedule: Option<std::collections::BTreeMap<payonce_core::ChannelName, Vec<u64>>>,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "PAYONCE_BODY_LIMIT", default_value_t = 64 * 1024)]
     body_limit: usize,
@@ -72,6 +76,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         time_scale: args.time_scale,
         late_payment: if args.late_payment == "accept" { LatePaymentPolicy::Accept } else { LatePaymentPolicy::Refund },
         admin_token: args.admin_token,
+        query_schedules: args.query_schedule.unwrap_or_default(),
         ..ServerConfig::default()
     };
     let key = master_key(&args.master_key_file)?;
