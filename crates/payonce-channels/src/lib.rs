@@ -106,6 +106,24 @@ pub struct RefundRef {
     pub channel_data: Option<String>,
 }
 
+/// One line of a channel's daily statement (its bill).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementLine {
+    pub kind: StatementKind,
+    pub out_trade_no: String,
+    pub channel_trade_no: Option<String>,
+    /// Refund lines: our refund number.
+    pub out_refund_no: Option<String>,
+    /// Fen.
+    pub amount: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementKind {
+    Payment,
+    Refund,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseAnswer {
     Closed,
@@ -176,6 +194,9 @@ pub trait Channel: Send + Sync + 'static {
     /// Requests a refund; returns its state and any data needed to query it later.
     async fn refund(&self, req: &RefundRequest) -> Result<(RefundState, Option<String>), ChannelError>;
     async fn refund_query(&self, r: &RefundRef) -> Result<RefundState, ChannelError>;
+    /// The channel's statement of one day (`YYYY-MM-DD`, the channel's own time zone): every
+    /// payment and refund it booked. Reconciliation compares it with payonce's records.
+    async fn statement(&self, date: &str) -> Result<Vec<StatementLine>, ChannelError>;
     /// Verifies the signature (and decrypts, where the channel encrypts) of a notification.
     fn verify_notification(&self, headers: &HeaderMap, body: &[u8], now: Timestamp) -> Result<Notification, NotifyError>;
     /// The answer that tells the channel "received, stop retrying".

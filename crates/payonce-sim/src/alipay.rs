@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub fn routes() -> Router<Arc<Sim>> {
-    Router::new().route("/gateway.do", get(gateway).post(gateway))
+    Router::new().route("/gateway.do", get(gateway).post(gateway)).route("/alipay-bill", get(bill))
 }
 
 fn signed(sim: &Sim, method: &str, inner: Value) -> Response {
@@ -51,7 +51,14 @@ fn timeout_ms(s: &str) -> Option<i64> {
     })
 }
 
-async fn gateway(State(sim): State<Arc<Sim>>, uri: Uri, body: Bytes) -> Response {
+/// The bill download (Alipay's URL carries its own short-lived token; the simulator's carries
+/// the date).
+async fn bill(State(sim): State<Arc<Sim>>, uri: Uri) -> Response {
+    let date = uri.query().and_then(|q| q.strip_prefix("date=")).unwrap_or_default();
+    ([("content-type", "text/csv; charset=GBK")], crate::statement::alipay_bill(&sim, date)).into_response()
+}
+
+async fn gateway(State(sim): State<Arc<Sim>>, headers: axum::http::HeaderMap, uri: Uri, body: Bytes) -> Response {
     // The official SDK puts common parameters in the query and biz_content in the body;
     // others send everything in one or the other.
     let mut params = protocol::parse_form(uri.query().unwrap_or_default().as_bytes());
@@ -157,6 +164,11 @@ async fn gateway(State(sim): State<Arc<Sim>>, uri: Uri, body: Bytes) -> Response
             };
             drop(ledger);
             signed(&sim, &method, inner)
+        }
+        "alipay.data.dataservice.bill.downloadurl.query" => {
+            let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
+            signed(&sim, &method, json!({"code": "10000", "msg": "Success",
+                "bill_download_url": format!("http://{host}/alipay-bill?date={}", field("bill_date"))}))
         }
         _ => business_error(&sim, &method, "40004", "isv.invalid-method", "不存在的方法名"),
     }

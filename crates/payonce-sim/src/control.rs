@@ -16,6 +16,7 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/sim/orders", get(order))
         .route("/sim/ledger", get(ledger))
         .route("/sim/faults", post(set_faults).get(get_faults))
+        .route("/sim/statement", get(statement))
 }
 
 #[derive(Deserialize)]
@@ -60,7 +61,13 @@ pub fn pay(sim: &Arc<Sim>, channel: ChannelName, out_trade_no: &str, force: bool
         o.paid_at = Some(now);
         let order = o.clone();
         let event_id = format!("{}-{}", trade_no, order.charges);
-        ledger.charges.push(crate::ledger::Charge { channel, out_trade_no: out_trade_no.to_owned(), amount: order.amount });
+        ledger.charges.push(crate::ledger::Charge {
+            channel,
+            out_trade_no: out_trade_no.to_owned(),
+            amount: order.amount,
+            trade_no: trade_no.clone(),
+            at: now,
+        });
         (order, event_id)
     };
     match channel {
@@ -93,6 +100,22 @@ async fn order(State(sim): State<Arc<Sim>>, Query(q): Query<OrderQuery>) -> Resp
             Json(o.view()).into_response()
         }
         None => (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": "no such channel order"}))).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct StatementQuery {
+    channel: ChannelName,
+    date: String,
+}
+
+/// The day's statement in the channel's own bill format.
+async fn statement(State(sim): State<Arc<Sim>>, Query(q): Query<StatementQuery>) -> Response {
+    match q.channel {
+        ChannelName::Wechatpay => ([("content-type", "text/csv; charset=utf-8")], crate::statement::wechat_bill(&sim, &q.date)).into_response(),
+        ChannelName::Alipay => ([("content-type", "text/csv; charset=GBK")], crate::statement::alipay_bill(&sim, &q.date)).into_response(),
+        ChannelName::Sandbox => Json(crate::statement::sandbox_bill(&sim, &q.date)).into_response(),
+        ChannelName::Unionpay => (StatusCode::NOT_IMPLEMENTED, "UnionPay statements are not simulated").into_response(),
     }
 }
 

@@ -81,6 +81,10 @@ pub struct Charge {
     pub channel: ChannelName,
     pub out_trade_no: String,
     pub amount: i64,
+    #[serde(skip)]
+    pub trade_no: String,
+    #[serde(skip)]
+    pub at: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -10,6 +10,7 @@ mod notify;
 mod ops;
 mod rng;
 mod sandbox;
+mod statement;
 mod unionpay;
 mod wechatpay;
 

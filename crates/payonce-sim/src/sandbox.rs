@@ -21,6 +21,7 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/sandbox/v1/orders/{no}/close", post(close))
         .route("/sandbox/v1/refunds", post(refund))
         .route("/sandbox/v1/refunds/{no}", get(refund_query))
+        .route("/sandbox/v1/statement", get(statement))
 }
 
 /// Every answer is signed over the request's method and path, as the connector expects.
@@ -147,6 +148,15 @@ async fn refund(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: 
         Ok(r) => signed(&sim, &method, path, StatusCode::OK, serde_json::json!({"out_refund_no": r.out_refund_no, "status": "SUCCESS", "amount": r.amount}).to_string().into_bytes()),
         Err(e) => error(&sim, &method, path, StatusCode::BAD_REQUEST, "REFUND_REFUSED", &format!("{e:?}")),
     }
+}
+
+async fn statement(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    if !authentic(&sim, &method, path, &headers, b"") {
+        return error(&sim, &method, path, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "signature verification failed");
+    }
+    let date = uri.query().and_then(|q| q.strip_prefix("date=")).unwrap_or_default();
+    signed(&sim, &method, path, StatusCode::OK, crate::statement::sandbox_bill(&sim, date).to_string().into_bytes())
 }
 
 async fn refund_query(State(sim): State<Arc<Sim>>, Path(no): Path<String>, method: Method, uri: Uri, headers: HeaderMap) -> Response {

@@ -24,6 +24,8 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/v3/pay/transactions/out-trade-no/{no}/close", post(close))
         .route("/v3/refund/domestic/refunds", post(refund))
         .route("/v3/refund/domestic/refunds/{no}", get(refund_query))
+        .route("/v3/bill/tradebill", get(tradebill))
+        .route("/v3/billdownload/file", get(bill_download))
 }
 
 /// Headers of a platform-signed message: `TS\nNONCE\nBODY\n` under the platform key.
@@ -176,6 +178,28 @@ async fn close(State(sim): State<Arc<Sim>>, Path(no): Path<String>, method: Meth
         Err(CloseError::NotExist) => error(&sim, StatusCode::NOT_FOUND, "ORDER_NOT_EXIST", "订单不存在"),
         Err(CloseError::Paid) => error(&sim, StatusCode::BAD_REQUEST, "ORDERPAID", "订单已支付，不能关单"),
     }
+}
+
+/// `GET /v3/bill/tradebill`: where to download the day's bill, and its SHA-1.
+async fn tradebill(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    if !authentic(&sim, &method, &uri, &headers, b"") {
+        return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
+    }
+    let date = uri.query().unwrap_or_default().split('&').find_map(|kv| kv.strip_prefix("bill_date=")).unwrap_or_default().to_owned();
+    let bill = crate::statement::wechat_bill(&sim, &date);
+    let sha1 = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, bill.as_bytes()).as_ref());
+    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
+    let body = serde_json::json!({"hash_type": "SHA1", "hash_value": sha1, "download_url": format!("http://{host}/v3/billdownload/file?token={date}")});
+    signed(&sim, StatusCode::OK, body.to_string().into_bytes())
+}
+
+/// The bill itself: a signed request, an unsigned CSV answer (its hash was in the signed one).
+async fn bill_download(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    if !authentic(&sim, &method, &uri, &headers, b"") {
+        return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
+    }
+    let date = uri.query().and_then(|q| q.strip_prefix("token=")).unwrap_or_default();
+    ([("content-type", "text/plain; charset=utf-8")], crate::statement::wechat_bill(&sim, date)).into_response()
 }
 
 fn refund_view(r: &crate::ledger::Refund, total: i64) -> serde_json::Value {

@@ -190,6 +190,13 @@ impl Channel for AlipayClient {
         })
     }
 
+    async fn statement(&self, date: &str) -> Result<Vec<crate::StatementLine>, ChannelError> {
+        let b = self.call("alipay.data.dataservice.bill.downloadurl.query", serde_json::json!({"bill_type": "trade", "bill_date": date}), None).await?;
+        let url = b["bill_download_url"].as_str().ok_or_else(|| ChannelError::Ambiguous("no bill_download_url".into()))?;
+        let bytes = self.http.get(url).send().await.map_err(classify_transport)?.bytes().await.map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
+        super::bill::parse_bytes(&bytes).map_err(ChannelError::Ambiguous)
+    }
+
     fn verify_notification(&self, _headers: &HeaderMap, body: &[u8], _now: Timestamp) -> Result<Notification, NotifyError> {
         let params = protocol::parse_form(body);
         if params.is_empty() {

@@ -2,6 +2,7 @@
 //! `*_response` JSON text, precreate/query/close/refund/refund query, the form-encoded async
 //! notification answered with the literal `success`.
 
+pub mod bill;
 mod client;
 pub mod protocol;
 

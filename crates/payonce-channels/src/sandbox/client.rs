@@ -159,6 +159,25 @@ impl Channel for SandboxClient {
         }
     }
 
+    async fn statement(&self, date: &str) -> Result<Vec<crate::StatementLine>, ChannelError> {
+        let (status, bytes) = self.call(reqwest::Method::GET, &format!("/sandbox/v1/statement?date={date}"), None).await?;
+        if status != 200 {
+            let e = Self::error_of(status, &bytes);
+            return Err(ChannelError::Refused { code: e.code, message: e.message });
+        }
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&bytes).map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
+        Ok(rows
+            .iter()
+            .map(|r| crate::StatementLine {
+                kind: if r["kind"] == "refund" { crate::StatementKind::Refund } else { crate::StatementKind::Payment },
+                out_trade_no: r["out_trade_no"].as_str().unwrap_or_default().to_owned(),
+                channel_trade_no: r["trade_no"].as_str().map(str::to_owned),
+                out_refund_no: r["out_refund_no"].as_str().map(str::to_owned),
+                amount: r["amount"].as_i64().unwrap_or(0),
+            })
+            .collect())
+    }
+
     fn verify_notification(&self, headers: &HeaderMap, body: &[u8], now: Timestamp) -> Result<Notification, NotifyError> {
         let hv = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
         protocol::verify(&self.key, hv(protocol::TS_HEADER), hv(protocol::SIG_HEADER), "POST", NOTIFY_PATH, body, now.0 / 1000)

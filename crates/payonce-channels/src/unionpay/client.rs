@@ -212,6 +212,12 @@ impl Channel for UnionpayClient {
         })
     }
 
+    /// UnionPay's reconciliation files (fileTransfer, zipped per settlement day) are not
+    /// supported yet: say so rather than return an empty day.
+    async fn statement(&self, _date: &str) -> Result<Vec<crate::StatementLine>, ChannelError> {
+        Err(ChannelError::Refused { code: "UNSUPPORTED".into(), message: "UnionPay statements are not implemented".into() })
+    }
+
     fn verify_notification(&self, _headers: &HeaderMap, body: &[u8], _now: Timestamp) -> Result<Notification, NotifyError> {
         let params = crate::alipay::protocol::parse_form(body);
         if params.is_empty() {

@@ -229,6 +229,27 @@ impl Channel for WechatpayClient {
         }
     }
 
+    /// `GET /v3/bill/tradebill`, then the signed download; the bill's SHA-1 must match.
+    async fn statement(&self, date: &str) -> Result<Vec<crate::StatementLine>, ChannelError> {
+        let (status, bytes) = self.call(reqwest::Method::GET, &format!("/v3/bill/tradebill?bill_date={date}&bill_type=ALL"), None).await?;
+        if status != 200 {
+            let e = Self::error_of(status, &bytes);
+            return Err(ChannelError::Refused { code: e.code, message: e.message });
+        }
+        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
+        let url = v["download_url"].as_str().ok_or_else(|| ChannelError::Ambiguous("no download_url".into()))?;
+        let path = url.strip_prefix(&self.gateway).unwrap_or(url);
+        let auth = protocol::authorization(&self.keys.merchant_key, &self.keys.mchid, &self.keys.merchant_serial_no, "GET", path, "", now_secs());
+        let resp = self.http.get(url).header("authorization", auth).send().await.map_err(classify_transport)?;
+        let content = resp.bytes().await.map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
+        // The download itself is not signed: the hash from the signed answer vouches for it.
+        let sha1 = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &content).as_ref());
+        if !v["hash_value"].as_str().is_some_and(|h| h.eq_ignore_ascii_case(&sha1)) {
+            return Err(ChannelError::Ambiguous("bill hash mismatch".into()));
+        }
+        super::bill::parse(&String::from_utf8_lossy(&content)).map_err(ChannelError::Ambiguous)
+    }
+
     fn verify_notification(&self, headers: &HeaderMap, body: &[u8], now: Timestamp) -> Result<Notification, NotifyError> {
         let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
         if h(protocol::H_SIGNATURE_TYPE).is_some_and(|t| t != protocol::SIGNATURE_TYPE) {

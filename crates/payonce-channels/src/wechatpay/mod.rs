@@ -3,6 +3,7 @@
 //! (`PUB_KEY_ID_…`), AEAD_AES_256_GCM notification resources, native and JSAPI prepay, query,
 //! close, refund and refund query. The simulator imports `protocol` to play the other side.
 
+pub mod bill;
 mod client;
 pub mod protocol;
 

@@ -8,6 +8,7 @@ mod notify;
 mod orders;
 mod prepay;
 mod recovery;
+mod statements;
 mod unionpay;
 
 use payonce_testkit::{Backend, TestApp};
