@@ -1,6 +1,7 @@
 //! payonce's server: the business API, the channel notification endpoints, and the workers,
 //! run side by side until shutdown.
 
+pub mod accelerator;
 pub mod apps;
 pub mod auth;
 pub mod crypto;

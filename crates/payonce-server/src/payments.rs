@@ -69,6 +69,38 @@ pub async fn prepay(state: &AppState, app: &App, order_id: &OrderId, params: &Pr
         prepay_metric("conflict");
         return Err(ApiError::request_in_progress("another prepay of this order is in flight"));
     };
+    // Across instances, Redis (when configured) lets one request lead and the others wait for
+    // it before touching the database; the database still decides everything.
+    let mut leading = false;
+    if let Some(redis) = &state.redis {
+        match redis.try_lead(order_id.as_str(), wait).await {
+            Some(true) => leading = true,
+            Some(false) => {
+                redis.wait_for_leader(order_id.as_str(), deadline).await;
+                waited = true;
+            }
+            None => {}
+        }
+    }
+    let result = prepay_rounds(state, app, order_id, params, channel, deadline, &mut waited).await;
+    if leading {
+        if let Some(redis) = &state.redis {
+            redis.release(order_id.as_str()).await;
+        }
+    }
+    result
+}
+
+/// The rounds of one prepay: each either answers or observes that another actor moved first.
+async fn prepay_rounds(
+    state: &AppState,
+    app: &App,
+    order_id: &OrderId,
+    params: &PrepayParams,
+    channel: Arc<dyn Channel>,
+    deadline: Instant,
+    waited: &mut bool,
+) -> Result<PrepayAnswer, ApiError> {
     let mut backoff = Duration::from_millis(10);
     for _ in 0..MAX_ROUNDS {
         let now = state.clock.now();
@@ -113,7 +145,7 @@ pub async fn prepay(state: &AppState, app: &App, order_id: &OrderId, params: &Pr
         let same = a.channel == params.channel && a.method == params.method;
         match a.status {
             AttemptStatus::Pending if same && a.credential_expires_at.is_some_and(|t| t > now) => {
-                prepay_metric(if waited { "coalesced" } else { "reused" });
+                prepay_metric(if *waited { "coalesced" } else { "reused" });
                 let credential = a.credential.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
                 return Ok(PrepayAnswer { attempt: a, credential, reused: true });
             }
@@ -129,7 +161,7 @@ pub async fn prepay(state: &AppState, app: &App, order_id: &OrderId, params: &Pr
                     prepay_metric("conflict");
                     return Err(ApiError::request_in_progress("another prepay of this order is in flight"));
                 }
-                waited = true;
+                *waited = true;
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(200));
             }

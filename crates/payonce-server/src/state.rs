@@ -109,6 +109,8 @@ pub struct AppState {
     pub master_key: Arc<MasterKey>,
     pub order_locks: Arc<OrderLocks>,
     pub metrics: PrometheusHandle,
+    /// Optional Redis accelerator (cross-instance coalescing of duplicate prepays).
+    pub redis: Option<Arc<crate::accelerator::Accelerator>>,
 }
 
 impl AppState {
@@ -127,7 +129,13 @@ impl AppState {
             master_key: Arc::new(master_key),
             order_locks: Arc::new(OrderLocks::default()),
             metrics: metrics_handle(),
+            redis: None,
         }
+    }
+
+    pub fn with_redis(mut self, redis: crate::accelerator::Accelerator) -> Self {
+        self.redis = Some(Arc::new(redis));
+        self
     }
 }
 

@@ -45,6 +45,10 @@ pub struct ServeArgs {
     /// `wechatpay=10,20,30,60;unionpay=300,600,1800`.
     #[arg(long, env = "PAYONCE_QUERY_SCHEDULE", value_parser = payonce_server::state::parse_query_schedules)]
     query_schedule: Option<std::collections::BTreeMap<payonce_core::ChannelName, Vec<u64>>>,
+    /// Redis, as an optional accelerator (cross-instance coalescing of duplicate prepays). The
+    /// database stays the arbiter; if Redis is down, payonce carries on without it.
+    #[arg(long, env = "PAYONCE_REDIS_URL")]
+    redis_url: Option<String>,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "PAYONCE_BODY_LIMIT", default_value_t = 64 * 1024)]
     body_limit: usize,
@@ -80,7 +84,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ..ServerConfig::default()
     };
     let key = master_key(&args.master_key_file)?;
-    let state = AppState::new(store, Arc::new(SystemClock), channels, config, key);
+    let mut state = AppState::new(store, Arc::new(SystemClock), channels, config, key);
+    if let Some(url) = &args.redis_url {
+        match payonce_server::accelerator::Accelerator::connect(url).await {
+            Ok(acc) => {
+                tracing::info!("redis accelerator on");
+                state = state.with_redis(acc);
+            }
+            Err(e) => tracing::warn!(error = %e, "redis unreachable: running without the accelerator"),
+        }
+    }
     tracing::info!(%addr, "payonce serving");
     payonce_server::run(listener, state, shutdown_signal()).await?;
     tracing::info!("stopped");

@@ -12,6 +12,10 @@ use std::path::Path;
 const STORM: usize = 500;
 
 async fn storm(backend: Backend, instances: usize) {
+    storm_with(backend, instances, None).await
+}
+
+async fn storm_with(backend: Backend, instances: usize, redis: Option<&str>) {
     let Some(db) = TestDb::new(backend).await else { return };
     let sim_dir = tempfile::tempdir().unwrap();
     let sim = payonce_sim::start(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), sim_dir.path()).await.unwrap();
@@ -22,7 +26,8 @@ async fn storm(backend: Backend, instances: usize) {
     let exe = Path::new(env!("CARGO_BIN_EXE_payonce"));
     let mut servers = Vec::new();
     for _ in 0..instances {
-        servers.push(ServeProcess::spawn(exe, &db.url, &sim.channels_file, &key_hex, &[]).await.expect("serve"));
+        let extra: Vec<&str> = redis.map(|u| vec!["--redis-url", u]).unwrap_or_default();
+        servers.push(ServeProcess::spawn(exe, &db.url, &sim.channels_file, &key_hex, &extra).await.expect("serve"));
     }
     let http = reqwest::Client::builder().pool_max_idle_per_host(STORM).build().unwrap();
     let order: Value = http
@@ -68,6 +73,45 @@ async fn storm(backend: Backend, instances: usize) {
     assert_eq!(ledger["orders"].as_array().unwrap().len(), 1, "exactly one channel order");
     let violations = payonce_testkit::invariants::check(store.as_ref(), &ledger).await;
     assert!(violations.is_empty(), "{violations:?}");
+    if redis.is_some() {
+        // The duplicates were coalesced in Redis before they reached the database.
+        let mut followers = 0.0;
+        for s in &servers {
+            let m = reqwest::get(format!("{}/metrics", s.base_url())).await.unwrap().text().await.unwrap();
+            followers += m.lines().filter(|l| l.starts_with("payonce_redis_total") && l.contains("outcome=\"follower\"")).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum::<f64>();
+        }
+        assert!(followers > 0.0, "no request waited on the Redis leader");
+    }
+}
+
+const REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn storm_three_instances_on_postgres_with_redis() {
+    // Redis is optional for payonce, not for this test: with CI=true it must be there.
+    let reachable = match redis_ping().await {
+        Ok(()) => true,
+        Err(e) if payonce_testkit::db::on_ci() => panic!("Redis unreachable with CI=true: {e}"),
+        Err(e) => {
+            eprintln!("\n!!! SKIPPING the Redis variant: {e}\n");
+            false
+        }
+    };
+    if reachable {
+        storm_with(Backend::Postgres, 3, Some(REDIS_URL)).await
+    }
+}
+
+async fn redis_ping() -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::time::timeout(std::time::Duration::from_secs(2), tokio::net::TcpStream::connect("127.0.0.1:6379"))
+        .await
+        .map_err(|_| "timeout".to_owned())?
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"PING\r\n").await.map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 7];
+    s.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+    if &buf == b"+PONG\r\n" { Ok(()) } else { Err("no PONG".into()) }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
