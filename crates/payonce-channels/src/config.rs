@@ -23,10 +23,13 @@ pub struct UnionpayConfig {
     /// `https://gateway.95516.com` in production.
     pub gateway: String,
     pub mer_id: String,
-    /// The merchant signing key (PEM: PKCS#8 or PKCS#1).
+    /// The merchant signing key: PEM (PKCS#8 or PKCS#1) with `sign_cert_file`, or a PKCS#12
+    /// file (`.pfx`/`.p12`, as UnionPay issues it) holding key and certificate.
     pub sign_key_file: PathBuf,
-    /// The merchant signing certificate (its serial is the `certId`).
-    pub sign_cert_file: PathBuf,
+    /// The merchant signing certificate (its serial is the `certId`); not needed with PKCS#12.
+    pub sign_cert_file: Option<PathBuf>,
+    /// Password of a PKCS#12 `sign_key_file`: a file holding it, so it stays out of the config.
+    pub sign_key_password_file: Option<PathBuf>,
     /// UnionPay's root and intermediate certificates: a notification's `signPubKeyCert` must
     /// chain to them.
     pub root_cert_file: PathBuf,
@@ -96,7 +99,8 @@ impl ChannelsConfig {
         }
         if let Some(u) = cfg.unionpay.as_mut() {
             u.sign_key_file = base.join(&u.sign_key_file);
-            u.sign_cert_file = base.join(&u.sign_cert_file);
+            u.sign_cert_file = u.sign_cert_file.as_ref().map(|p| base.join(p));
+            u.sign_key_password_file = u.sign_key_password_file.as_ref().map(|p| base.join(p));
             u.root_cert_file = base.join(&u.root_cert_file);
             u.middle_cert_file = u.middle_cert_file.as_ref().map(|p| base.join(p));
         }
@@ -131,10 +135,24 @@ impl ChannelsConfig {
             reg.insert(Arc::new(crate::alipay::AlipayClient::new(a.gateway.clone(), keys, http.clone())));
         }
         if let Some(u) = &self.unionpay {
-            let cert = Certificate::from_pem(&read(&u.sign_cert_file)?).map_err(|e| invalid(&u.sign_cert_file, e))?;
+            let is_p12 = u.sign_key_file.extension().is_some_and(|e| e.eq_ignore_ascii_case("pfx") || e.eq_ignore_ascii_case("p12"));
+            let (sign_key, cert) = if is_p12 {
+                let der = std::fs::read(&u.sign_key_file).map_err(|source| ConfigError::Read { path: u.sign_key_file.clone(), source })?;
+                let password = match &u.sign_key_password_file {
+                    Some(f) => read(f)?.trim_end_matches(['\r', '\n']).to_owned(),
+                    None => String::new(),
+                };
+                crate::crypto::load_pkcs12(&der, &password).map_err(|e| invalid(&u.sign_key_file, e))?
+            } else {
+                let cert_file = u.sign_cert_file.as_ref().ok_or_else(|| invalid(&u.sign_key_file, "a PEM key needs sign_cert_file"))?;
+                (
+                    RsaSigner::from_pem(&read(&u.sign_key_file)?).map_err(|e| invalid(&u.sign_key_file, e))?,
+                    Certificate::from_pem(&read(cert_file)?).map_err(|e| invalid(cert_file, e))?,
+                )
+            };
             let keys = crate::unionpay::UnionpayKeys {
                 mer_id: u.mer_id.clone(),
-                sign_key: RsaSigner::from_pem(&read(&u.sign_key_file)?).map_err(|e| invalid(&u.sign_key_file, e))?,
+                sign_key,
                 cert_id: cert.serial_decimal.clone(),
                 root: Certificate::from_pem(&read(&u.root_cert_file)?).map_err(|e| invalid(&u.root_cert_file, e))?,
                 middle: match &u.middle_cert_file {

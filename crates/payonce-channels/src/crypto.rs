@@ -201,6 +201,16 @@ impl Certificate {
     }
 }
 
+/// Loads the signing key and its certificate from a PKCS#12 file (UnionPay's `.pfx`).
+pub fn load_pkcs12(der: &[u8], password: &str) -> Result<(RsaSigner, Certificate), KeyError> {
+    let store = p12_keystore::KeyStore::from_pkcs12(der, password, p12_keystore::Pkcs12ImportPolicy::Relaxed)
+        .map_err(|e| KeyError::Rejected(format!("PKCS#12: {e}")))?;
+    let (_, chain) = store.private_key_chain().ok_or_else(|| KeyError::Rejected("PKCS#12 holds no private key".into()))?;
+    let key = aws_lc_rs::rsa::KeyPair::from_pkcs8(chain.key().as_der()).map_err(|e| KeyError::Rejected(e.to_string()))?;
+    let cert = chain.certs().first().ok_or_else(|| KeyError::Rejected("PKCS#12 holds no certificate".into()))?;
+    Ok((RsaSigner(key), Certificate::from_der(cert.as_der())?))
+}
+
 pub fn b64(data: &[u8]) -> String {
     STANDARD.encode(data)
 }

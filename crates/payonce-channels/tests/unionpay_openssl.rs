@@ -60,3 +60,37 @@ fn signatures_agree_with_openssl() {
     signed[6].1 = "12346".into();
     assert!(!protocol::verify(&key.verifier(), &signed), "a changed amount fails");
 }
+
+/// UnionPay hands merchants a PKCS#12 `.pfx`: built here by `openssl pkcs12 -export`, it loads,
+/// its certificate's serial is the certId, and its key signs what the certificate verifies.
+#[test]
+fn pkcs12_signing_key_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = RsaSigner::generate();
+    std::fs::write(dir.path().join("key.pem"), key.to_pkcs8_pem()).unwrap();
+    let ok = Command::new("openssl")
+        .args(["req", "-x509", "-new", "-key"])
+        .arg(dir.path().join("key.pem"))
+        .args(["-subj", "/CN=merchant 777290058110048", "-days", "2", "-set_serial", "68759663125", "-out"])
+        .arg(dir.path().join("cert.pem"))
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let ok = Command::new("openssl")
+        .args(["pkcs12", "-export", "-inkey"])
+        .arg(dir.path().join("key.pem"))
+        .arg("-in")
+        .arg(dir.path().join("cert.pem"))
+        .args(["-passout", "pass:000000", "-out"])
+        .arg(dir.path().join("acp.pfx"))
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let der = std::fs::read(dir.path().join("acp.pfx")).unwrap();
+    let (signer, cert) = payonce_channels::crypto::load_pkcs12(&der, "000000").unwrap();
+    assert_eq!(cert.serial_decimal, "68759663125");
+    let mut p = params();
+    p.push(("signature".into(), protocol::sign(&signer, &p)));
+    assert!(protocol::verify(&cert.verifier, &p));
+    assert!(payonce_channels::crypto::load_pkcs12(&der, "wrong").is_err(), "wrong password refused");
+}
