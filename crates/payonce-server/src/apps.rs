@@ -23,6 +23,7 @@ pub async fn create_app(
     clock: &dyn Clock,
     name: &str,
     webhook_url: Option<&str>,
+    allowed_hosts: Option<&str>,
 ) -> Result<NewAppCredentials, StoreError> {
     let id = AppId::new();
     let secret = new_app_secret();
@@ -33,6 +34,9 @@ pub async fn create_app(
         secret_hash: sha256_hex(secret.as_bytes()),
         webhook_url: webhook_url.map(str::to_owned),
         webhook_secret_enc: key.encrypt(&webhook_secret, id.as_str()),
+        webhook_secret_prev_enc: None,
+        webhook_disabled: false,
+        allowed_hosts: allowed_hosts.map(str::to_owned),
         created_at: clock.now(),
     };
     store.insert_app(&app).await?;

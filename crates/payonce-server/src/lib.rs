@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod locks;
 pub mod payments;
 pub mod state;
+pub mod webhooks;
 pub mod workers;
 
 pub use state::{AppState, ServerConfig};

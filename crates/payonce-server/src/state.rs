@@ -28,6 +28,10 @@ pub struct ServerConfig {
     pub admin_token: Option<String>,
     /// Run the background workers (tests of the API alone may turn them off).
     pub workers: bool,
+    /// Waits between webhook attempts (before jitter and time scale); past the last, `failed`.
+    pub webhook_schedule: Vec<Duration>,
+    /// Bound on one webhook POST.
+    pub webhook_timeout: Duration,
     /// Active-query schedules (seconds after prepay) that replace a channel's default.
     pub query_schedules: std::collections::BTreeMap<payonce_core::ChannelName, Vec<u64>>,
 }
@@ -44,6 +48,12 @@ impl Default for ServerConfig {
             admin_token: None,
             workers: true,
             query_schedules: Default::default(),
+            // WeChat Pay's own notification schedule: 15 retries over 24 h 40 min.
+            webhook_schedule: [15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600, 21600]
+                .into_iter()
+                .map(Duration::from_secs)
+                .collect(),
+            webhook_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -88,6 +98,12 @@ impl ServerConfig {
         self.scaled(Duration::from_secs(secs))
     }
 
+    /// How long after the `n`-th failed webhook attempt to try again; `None` when the schedule
+    /// is exhausted.
+    pub fn webhook_retry_after(&self, n: usize) -> Option<Duration> {
+        self.webhook_schedule.get(n).map(|d| self.scaled(*d))
+    }
+
     /// Back-end retries (refunds): 1, 2, 4, 8, 16, 32 s, then every 60 s.
     pub fn backoff(&self, n: usize) -> Duration {
         let secs = if n < 6 { 1u64 << n } else { 60 };
@@ -109,6 +125,7 @@ pub struct AppState {
     pub master_key: Arc<MasterKey>,
     pub order_locks: Arc<OrderLocks>,
     pub metrics: PrometheusHandle,
+    pub sync_limiter: Arc<SyncLimiter>,
     /// Optional Redis accelerator (cross-instance coalescing of duplicate prepays).
     pub redis: Option<Arc<crate::accelerator::Accelerator>>,
 }
@@ -130,12 +147,33 @@ impl AppState {
             order_locks: Arc::new(OrderLocks::default()),
             metrics: metrics_handle(),
             redis: None,
+            sync_limiter: Arc::new(SyncLimiter::default()),
         }
     }
 
     pub fn with_redis(mut self, redis: crate::accelerator::Accelerator) -> Self {
         self.redis = Some(Arc::new(redis));
         self
+    }
+}
+
+/// Rate limit of `?sync=true`: one channel query per order per second.
+#[derive(Default)]
+pub struct SyncLimiter(std::sync::Mutex<std::collections::HashMap<String, i64>>);
+
+impl SyncLimiter {
+    pub fn allow(&self, order_id: &str, now: payonce_core::Timestamp) -> bool {
+        let mut m = self.0.lock().unwrap();
+        if m.len() > 10_000 {
+            m.retain(|_, t| *t > now.0 - 1_000);
+        }
+        match m.get(order_id) {
+            Some(t) if *t > now.0 - 1_000 => false,
+            _ => {
+                m.insert(order_id.to_owned(), now.0);
+                true
+            }
+        }
     }
 }
 

@@ -33,6 +33,7 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     let mut round = tokio::time::interval(tick);
     round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut purge = tokio::time::interval(state.config.scaled(Duration::from_secs(3600)));
+    let webhook_http = reqwest::Client::builder().timeout(state.config.webhook_timeout).build().expect("http client");
     loop {
         tokio::select! {
             _ = stop.changed() => return,
@@ -42,6 +43,7 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
                 poll_attempts(&state, &owner).await;
                 expire_orders(&state, &owner).await;
                 settle_refunds(&state, &owner).await;
+                dispatch_events(&state, &webhook_http, &owner).await;
                 abnormal_gauge(&state).await;
             }
         }
@@ -276,6 +278,21 @@ fn from_state(s: RefundState, again: Timestamp) -> RefundResult {
         RefundState::Failed(reason) => RefundResult::Failed { reason },
         RefundState::Absent => RefundResult::Absent { next_query_at: again },
     }
+}
+
+/// The outbox: delivers due events, each under a lease.
+async fn dispatch_events(state: &AppState, http: &reqwest::Client, owner: &str) {
+    let lease = state.config.webhook_timeout.as_millis() as i64 * 3 + 5_000;
+    let claimed = match state.store.claim_due_events(state.clock.now(), lease, owner, BATCH).await {
+        Ok(c) => c,
+        Err(e) => return tracing::warn!(error = %e, "claiming events failed"),
+    };
+    let mut set = tokio::task::JoinSet::new();
+    for ev in claimed {
+        let (state, http, owner) = (state.clone(), http.clone(), owner.to_owned());
+        set.spawn(async move { crate::webhooks::deliver(&state, &http, &owner, ev).await });
+    }
+    while set.join_next().await.is_some() {}
 }
 
 async fn abnormal_gauge(state: &AppState) {

@@ -142,6 +142,21 @@ pub trait Store: Send + Sync + 'static {
     async fn all_refunds(&self) -> Result<Vec<Refund>>;
     async fn insert_abnormal(&self, kind: &str, reference: &str, detail: &str, now: Timestamp) -> Result<()>;
 
+    // --- the outbox: webhook delivery ---
+    async fn app(&self, id: &AppId) -> Result<Option<App>>;
+    async fn claim_due_events(&self, now: Timestamp, lease_ms: i64, owner: &str, limit: i64) -> Result<Vec<EventRow>>;
+    /// Records one delivery attempt and its outcome — only if `owner` still holds the lease.
+    async fn record_delivery(&self, owner: &str, attempt: &DeliveryAttempt, outcome: &DeliveryOutcome) -> Result<bool>;
+    async fn disable_webhook(&self, app: &AppId, now: Timestamp) -> Result<()>;
+    /// Installs a new webhook secret and keeps the current one as the previous.
+    async fn rotate_webhook_secret(&self, app: &AppId, new_enc: &str) -> Result<bool>;
+    /// Events, newest first, optionally only those in one delivery status.
+    async fn list_events(&self, status: Option<&str>, limit: i64) -> Result<Vec<EventRow>>;
+    async fn event(&self, id: &str) -> Result<Option<EventRow>>;
+    async fn delivery_attempts(&self, event_id: &str) -> Result<Vec<DeliveryAttempt>>;
+    /// Puts an event (or, with `None`, every failed one) back in the delivery queue; how many.
+    async fn resend(&self, event_id: Option<&str>, now: Timestamp) -> Result<u64>;
+
     // --- idempotency keys ---
     async fn idempotency_begin(&self, key: &IdempotencyKey, now: Timestamp, lock_ms: i64) -> Result<IdempotencyBegin>;
     async fn idempotency_complete(&self, key: &IdempotencyKey, response: &StoredResponse) -> Result<()>;

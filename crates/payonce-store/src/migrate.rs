@@ -6,12 +6,14 @@ pub const SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_channel_data.sql")),
     (3, include_str!("../migrations/sqlite/0003_workers_refunds.sql")),
+    (4, include_str!("../migrations/sqlite/0004_webhooks.sql")),
 ];
 /// (version, SQL) for PostgreSQL.
 pub const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (2, include_str!("../migrations/postgres/0002_channel_data.sql")),
     (3, include_str!("../migrations/postgres/0003_workers_refunds.sql")),
+    (4, include_str!("../migrations/postgres/0004_webhooks.sql")),
 ];
 
 /// Splits a migration file into statements. Our migrations contain no semicolons inside

@@ -10,6 +10,11 @@ pub struct App {
     pub secret_hash: String,
     pub webhook_url: Option<String>,
     pub webhook_secret_enc: String,
+    /// The previous secret during a rotation: webhooks carry both signatures.
+    pub webhook_secret_prev_enc: Option<String>,
+    pub webhook_disabled: bool,
+    /// Extra hosts an order's `notify_url` may name (comma-separated).
+    pub allowed_hosts: Option<String>,
     pub created_at: Timestamp,
 }
 
@@ -142,6 +147,34 @@ pub struct EventRow {
     pub event_type: String,
     pub payload: String,
     pub created_at: Timestamp,
+    /// pending, delivered, failed, skipped.
+    pub delivery_status: String,
+    pub delivery_count: i64,
+    pub next_attempt_at: Option<Timestamp>,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryAttempt {
+    pub event_id: String,
+    pub destination: String,
+    pub status_code: Option<i64>,
+    pub error: Option<String>,
+    pub duration_ms: i64,
+    pub attempted_at: Timestamp,
+}
+
+/// What a delivery attempt settles.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeliveryOutcome {
+    Delivered,
+    Retry { next_attempt_at: Timestamp },
+    /// The schedule is exhausted (or the endpoint is gone): resendable from the console.
+    Failed,
+    /// Nowhere to deliver (no webhook URL): kept for the console, never sent.
+    Skipped,
 }
 
 #[derive(Debug, Clone)]

@@ -27,7 +27,21 @@ macro_rules! refund_cols {
     };
 }
 
-pub(crate) use {attempt_cols, order_cols, refund_cols};
+/// Columns of `events`, in the order `event_row` reads them.
+macro_rules! event_cols {
+    () => {
+        "id, app_id, order_id, type, payload, created_at, delivery_status, delivery_count, next_attempt_at, last_status, last_error, delivered_at"
+    };
+}
+
+/// Columns of `apps`, in the order `app_row` reads them.
+macro_rules! app_cols {
+    () => {
+        "id, name, secret_hash, webhook_url, webhook_secret_enc, webhook_secret_prev_enc, webhook_disabled, allowed_hosts, created_at"
+    };
+}
+
+pub(crate) use {app_cols, attempt_cols, event_cols, order_cols, refund_cols};
 
 /// The body of a refund event.
 pub(crate) fn refund_event_payload(id: &EventId, kind: &str, now: Timestamp, r: &crate::Refund, order_version: i64) -> String {
@@ -99,6 +113,7 @@ pub(crate) const COUNT_QUERIES: &[(&str, &str)] = &[
     ("idempotency_keys", "SELECT COUNT(*) FROM idempotency_keys"),
     ("abnormal", "SELECT COUNT(*) FROM abnormal"),
     ("refunds", "SELECT COUNT(*) FROM refunds"),
+    ("delivery_attempts", "SELECT COUNT(*) FROM delivery_attempts"),
 ];
 
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -205,6 +220,39 @@ macro_rules! impl_store {
                         .await?;
                 }
                 Ok(())
+            }
+
+            fn event_row(r: &<$Db as sqlx::Database>::Row) -> $crate::Result<$crate::EventRow> {
+                use sqlx::Row;
+                Ok($crate::EventRow {
+                    id: r.try_get("id")?,
+                    app_id: r.try_get("app_id")?,
+                    order_id: r.try_get("order_id")?,
+                    event_type: r.try_get("type")?,
+                    payload: r.try_get("payload")?,
+                    created_at: payonce_core::Timestamp(r.try_get("created_at")?),
+                    delivery_status: r.try_get("delivery_status")?,
+                    delivery_count: r.try_get::<i32, _>("delivery_count")? as i64,
+                    next_attempt_at: r.try_get::<Option<i64>, _>("next_attempt_at")?.map(payonce_core::Timestamp),
+                    last_status: r.try_get::<Option<i32>, _>("last_status")?.map(i64::from),
+                    last_error: r.try_get("last_error")?,
+                    delivered_at: r.try_get::<Option<i64>, _>("delivered_at")?.map(payonce_core::Timestamp),
+                })
+            }
+
+            fn app_row(r: &<$Db as sqlx::Database>::Row) -> $crate::Result<$crate::App> {
+                use sqlx::Row;
+                Ok($crate::App {
+                    id: payonce_core::AppId::from_trusted(r.try_get("id")?),
+                    name: r.try_get("name")?,
+                    secret_hash: r.try_get("secret_hash")?,
+                    webhook_url: r.try_get("webhook_url")?,
+                    webhook_secret_enc: r.try_get("webhook_secret_enc")?,
+                    webhook_secret_prev_enc: r.try_get("webhook_secret_prev_enc")?,
+                    webhook_disabled: r.try_get::<i32, _>("webhook_disabled")? != 0,
+                    allowed_hosts: r.try_get("allowed_hosts")?,
+                    created_at: payonce_core::Timestamp(r.try_get("created_at")?),
+                })
             }
 
             fn refund_row(r: &<$Db as sqlx::Database>::Row) -> $crate::Result<$crate::Refund> {
@@ -521,8 +569,8 @@ macro_rules! impl_store {
             async fn insert_app(&self, app: &$crate::App) -> $crate::Result<()> {
                 let mut tx = self.begin_write().await?;
                 sqlx::query(
-                    "INSERT INTO apps (id, name, secret_hash, webhook_url, webhook_secret_enc, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    "INSERT INTO apps (id, name, secret_hash, webhook_url, webhook_secret_enc, created_at, allowed_hosts) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 )
                 .bind(app.id.as_str())
                 .bind(&app.name)
@@ -530,6 +578,7 @@ macro_rules! impl_store {
                 .bind(&app.webhook_url)
                 .bind(&app.webhook_secret_enc)
                 .bind(app.created_at.0)
+                .bind(&app.allowed_hosts)
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
@@ -537,22 +586,157 @@ macro_rules! impl_store {
             }
 
             async fn app_by_secret_hash(&self, secret_hash: &str) -> $crate::Result<Option<$crate::App>> {
-                use sqlx::Row;
-                let row = sqlx::query(
-                    "SELECT id, name, secret_hash, webhook_url, webhook_secret_enc, created_at FROM apps WHERE secret_hash = $1",
-                )
-                .bind(secret_hash)
-                .fetch_optional(self.reader())
+                let row = sqlx::query(concat!("SELECT ", $crate::sql::app_cols!(), " FROM apps WHERE secret_hash = $1"))
+                    .bind(secret_hash)
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.as_ref().map(Self::app_row).transpose()
+            }
+
+            async fn app(&self, id: &payonce_core::AppId) -> $crate::Result<Option<$crate::App>> {
+                let row = sqlx::query(concat!("SELECT ", $crate::sql::app_cols!(), " FROM apps WHERE id = $1"))
+                    .bind(id.as_str())
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.as_ref().map(Self::app_row).transpose()
+            }
+
+            async fn claim_due_events(&self, now: payonce_core::Timestamp, lease_ms: i64, owner: &str, limit: i64) -> $crate::Result<Vec<$crate::EventRow>> {
+                let mut tx = self.begin_write().await?;
+                let rows = sqlx::query(concat!(
+                    "UPDATE events SET lease_until = $1, lease_owner = $2 WHERE id IN (SELECT id FROM events \
+                     WHERE delivery_status = 'pending' AND next_attempt_at <= $3 AND (lease_until IS NULL OR lease_until < $3) \
+                     ORDER BY next_attempt_at LIMIT $4", $skip_locked, ") RETURNING ", $crate::sql::event_cols!()
+                ))
+                .bind(now.0 + lease_ms)
+                .bind(owner)
+                .bind(now.0)
+                .bind(limit)
+                .fetch_all(&mut *tx)
                 .await?;
-                let Some(r) = row else { return Ok(None) };
-                Ok(Some($crate::App {
-                    id: payonce_core::AppId::from_trusted(r.try_get("id")?),
-                    name: r.try_get("name")?,
-                    secret_hash: r.try_get("secret_hash")?,
-                    webhook_url: r.try_get("webhook_url")?,
-                    webhook_secret_enc: r.try_get("webhook_secret_enc")?,
-                    created_at: payonce_core::Timestamp(r.try_get("created_at")?),
-                }))
+                tx.commit().await?;
+                rows.iter().map(Self::event_row).collect()
+            }
+
+            async fn record_delivery(&self, owner: &str, a: &$crate::DeliveryAttempt, outcome: &$crate::DeliveryOutcome) -> $crate::Result<bool> {
+                use $crate::DeliveryOutcome;
+                let mut tx = self.begin_write().await?;
+                let (status, next, delivered) = match outcome {
+                    DeliveryOutcome::Delivered => ("delivered", None, Some(a.attempted_at.0)),
+                    DeliveryOutcome::Retry { next_attempt_at } => ("pending", Some(next_attempt_at.0), None),
+                    DeliveryOutcome::Failed => ("failed", None, None),
+                    DeliveryOutcome::Skipped => ("skipped", None, None),
+                };
+                // Fenced by the lease: a dispatcher that slept past its lease records nothing.
+                let done = sqlx::query(
+                    "UPDATE events SET delivery_status = $1, next_attempt_at = $2, delivered_at = COALESCE($3, delivered_at), \
+                     delivery_count = delivery_count + 1, last_status = $4, last_error = $5, lease_until = NULL, lease_owner = NULL \
+                     WHERE id = $6 AND lease_owner = $7",
+                )
+                .bind(status)
+                .bind(next)
+                .bind(delivered)
+                .bind(a.status_code.map(|c| c as i32))
+                .bind(&a.error)
+                .bind(&a.event_id)
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                if !matches!(outcome, DeliveryOutcome::Skipped) {
+                    sqlx::query("INSERT INTO delivery_attempts (id, event_id, destination, status_code, error, duration_ms, attempted_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                        .bind(payonce_core::EventId::new().as_str().replacen("evt_", "dlv_", 1))
+                        .bind(&a.event_id)
+                        .bind(&a.destination)
+                        .bind(a.status_code.map(|c| c as i32))
+                        .bind(&a.error)
+                        .bind(a.duration_ms)
+                        .bind(a.attempted_at.0)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn disable_webhook(&self, app: &payonce_core::AppId, _now: payonce_core::Timestamp) -> $crate::Result<()> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query("UPDATE apps SET webhook_disabled = 1 WHERE id = $1").bind(app.as_str()).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn rotate_webhook_secret(&self, app: &payonce_core::AppId, new_enc: &str) -> $crate::Result<bool> {
+                let mut tx = self.begin_write().await?;
+                let done = sqlx::query("UPDATE apps SET webhook_secret_prev_enc = webhook_secret_enc, webhook_secret_enc = $1, webhook_disabled = 0 WHERE id = $2")
+                    .bind(new_enc)
+                    .bind(app.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn list_events(&self, status: Option<&str>, limit: i64) -> $crate::Result<Vec<$crate::EventRow>> {
+                let rows = match status {
+                    Some(s) => sqlx::query(concat!("SELECT ", $crate::sql::event_cols!(), " FROM events WHERE delivery_status = $1 ORDER BY id DESC LIMIT $2"))
+                        .bind(s)
+                        .bind(limit)
+                        .fetch_all(self.reader())
+                        .await?,
+                    None => sqlx::query(concat!("SELECT ", $crate::sql::event_cols!(), " FROM events ORDER BY id DESC LIMIT $1"))
+                        .bind(limit)
+                        .fetch_all(self.reader())
+                        .await?,
+                };
+                rows.iter().map(Self::event_row).collect()
+            }
+
+            async fn event(&self, id: &str) -> $crate::Result<Option<$crate::EventRow>> {
+                let row = sqlx::query(concat!("SELECT ", $crate::sql::event_cols!(), " FROM events WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.as_ref().map(Self::event_row).transpose()
+            }
+
+            async fn delivery_attempts(&self, event_id: &str) -> $crate::Result<Vec<$crate::DeliveryAttempt>> {
+                use sqlx::Row;
+                let rows = sqlx::query("SELECT event_id, destination, status_code, error, duration_ms, attempted_at FROM delivery_attempts WHERE event_id = $1 ORDER BY attempted_at, id")
+                    .bind(event_id)
+                    .fetch_all(self.reader())
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok($crate::DeliveryAttempt {
+                            event_id: r.try_get("event_id")?,
+                            destination: r.try_get("destination")?,
+                            status_code: r.try_get::<Option<i32>, _>("status_code")?.map(i64::from),
+                            error: r.try_get("error")?,
+                            duration_ms: r.try_get("duration_ms")?,
+                            attempted_at: payonce_core::Timestamp(r.try_get("attempted_at")?),
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn resend(&self, event_id: Option<&str>, now: payonce_core::Timestamp) -> $crate::Result<u64> {
+                let mut tx = self.begin_write().await?;
+                let done = match event_id {
+                    Some(id) => sqlx::query("UPDATE events SET delivery_status = 'pending', next_attempt_at = $1, delivery_count = 0, lease_until = NULL, lease_owner = NULL WHERE id = $2 AND delivery_status <> 'pending'")
+                        .bind(now.0)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?,
+                    None => sqlx::query("UPDATE events SET delivery_status = 'pending', next_attempt_at = $1, delivery_count = 0, lease_until = NULL, lease_owner = NULL WHERE delivery_status = 'failed'")
+                        .bind(now.0)
+                        .execute(&mut *tx)
+                        .await?,
+                };
+                tx.commit().await?;
+                Ok(done.rows_affected())
             }
 
             async fn create_order(&self, o: &$crate::Order) -> $crate::Result<$crate::CreateOrder> {
@@ -645,23 +829,11 @@ macro_rules! impl_store {
             }
 
             async fn events_of(&self, order: &payonce_core::OrderId) -> $crate::Result<Vec<$crate::EventRow>> {
-                use sqlx::Row;
-                let rows = sqlx::query("SELECT id, app_id, order_id, type, payload, created_at FROM events WHERE order_id = $1 ORDER BY id")
+                let rows = sqlx::query(concat!("SELECT ", $crate::sql::event_cols!(), " FROM events WHERE order_id = $1 ORDER BY id"))
                     .bind(order.as_str())
                     .fetch_all(self.reader())
                     .await?;
-                rows.iter()
-                    .map(|r| {
-                        Ok($crate::EventRow {
-                            id: r.try_get("id")?,
-                            app_id: r.try_get("app_id")?,
-                            order_id: r.try_get("order_id")?,
-                            event_type: r.try_get("type")?,
-                            payload: r.try_get("payload")?,
-                            created_at: payonce_core::Timestamp(r.try_get("created_at")?),
-                        })
-                    })
-                    .collect()
+                rows.iter().map(Self::event_row).collect()
             }
 
             async fn begin_attempt(&self, a: &$crate::Attempt, now: payonce_core::Timestamp) -> $crate::Result<$crate::BeginAttempt> {

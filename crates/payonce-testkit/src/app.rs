@@ -16,11 +16,15 @@ use tokio::net::TcpListener;
 pub struct AppOptions {
     pub channel_timeout: Duration,
     pub time_scale: f64,
+    /// The test app's webhook URL (none: events are kept, not sent).
+    pub webhook_url: Option<String>,
+    /// Replaces the webhook retry schedule (before time scaling).
+    pub webhook_schedule: Option<Vec<Duration>>,
 }
 
 impl Default for AppOptions {
     fn default() -> Self {
-        AppOptions { channel_timeout: Duration::from_secs(5), time_scale: 100.0 }
+        AppOptions { channel_timeout: Duration::from_secs(5), time_scale: 100.0, webhook_url: None, webhook_schedule: None }
     }
 }
 
@@ -31,6 +35,8 @@ pub struct TestApp {
     pub sim: payonce_sim::SimHandle,
     pub secret: String,
     pub app_id: String,
+    /// The app's `whsec_` webhook signing secret.
+    pub webhook_secret: String,
     pub http: reqwest::Client,
     pub db: TestDb,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -84,10 +90,11 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
         channel_timeout: opts.channel_timeout,
         time_scale: opts.time_scale,
         admin_token: Some("test-admin-token".into()),
+        webhook_schedule: opts.webhook_schedule.clone().unwrap_or_else(|| ServerConfig::default().webhook_schedule),
         ..ServerConfig::default()
     };
     let (key, _) = MasterKey::random();
-    let creds = payonce_server::apps::create_app(store.as_ref(), &key, &SystemClock, "test-shop", Some("http://127.0.0.1:9/hook"))
+    let creds = payonce_server::apps::create_app(store.as_ref(), &key, &SystemClock, "test-shop", opts.webhook_url.as_deref(), None)
         .await
         .expect("app");
     let state = AppState::new(store.clone(), Arc::new(SystemClock), channels, config, key);
@@ -101,6 +108,7 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
         store,
         sim,
         secret: creds.secret,
+        webhook_secret: creds.webhook_secret,
         app_id: creds.app_id.to_string(),
         http,
         db,

@@ -136,7 +136,7 @@ pub async fn run(cfg: ChaosConfig) -> anyhow::Result<ChaosReport> {
         .await?;
     let store = payonce_store::open(&cfg.database_url, true).await?;
     let (key, key_hex) = MasterKey::random();
-    let app = payonce_server::apps::create_app(store.as_ref(), &key, &payonce_core::SystemClock, "chaos", None).await?;
+    let app = payonce_server::apps::create_app(store.as_ref(), &key, &payonce_core::SystemClock, "chaos", None, None).await?;
 
     // Fixed ports, so a restarted instance receives the notifications sent to its predecessor.
     let mut ports = Vec::new();

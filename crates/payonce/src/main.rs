@@ -66,6 +66,10 @@ enum AppsCommand {
         name: String,
         #[arg(long)]
         webhook_url: Option<String>,
+        /// Another host an order's notify_url may name (repeatable); the webhook URL's host is
+        /// always allowed.
+        #[arg(long = "allow-host")]
+        allow_hosts: Vec<String>,
         #[arg(long, env = "PAYONCE_MASTER_KEY_FILE", default_value = "payonce.key")]
         master_key_file: PathBuf,
         #[arg(long)]
@@ -110,11 +114,19 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             println!("migrated {}", redact_url(&database_url));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Apps { command: AppsCommand::Create { database_url, name, webhook_url, master_key_file, json } } => {
+        Command::Apps { command: AppsCommand::Create { database_url, name, webhook_url, allow_hosts, master_key_file, json } } => {
             let store = payonce_store::open(&database_url, true).await?;
             let key = serve::master_key(&master_key_file)?;
             let creds =
-                payonce_server::apps::create_app(store.as_ref(), &key, &payonce_core::SystemClock, &name, webhook_url.as_deref()).await?;
+                payonce_server::apps::create_app(
+                    store.as_ref(),
+                    &key,
+                    &payonce_core::SystemClock,
+                    &name,
+                    webhook_url.as_deref(),
+                    (!allow_hosts.is_empty()).then(|| allow_hosts.join(",")).as_deref(),
+                )
+                .await?;
             if json {
                 println!(
                     "{}",

@@ -21,7 +21,7 @@ async fn storm_with(backend: Backend, instances: usize, redis: Option<&str>) {
     let sim = payonce_sim::start(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), sim_dir.path()).await.unwrap();
     let store = payonce_store::open(&db.url, true).await.unwrap();
     let (key, key_hex) = MasterKey::random();
-    let app = payonce_server::apps::create_app(store.as_ref(), &key, &payonce_core::SystemClock, "storm", None).await.unwrap();
+    let app = payonce_server::apps::create_app(store.as_ref(), &key, &payonce_core::SystemClock, "storm", None, None).await.unwrap();
 
     let exe = Path::new(env!("CARGO_BIN_EXE_payonce"));
     let mut servers = Vec::new();

@@ -53,6 +53,9 @@ pub async fn create(State(state): State<AppState>, Authed(app): Authed, JsonObje
     if notify_url.as_deref().is_some_and(|u| !(u.starts_with("https://") || u.starts_with("http://"))) {
         f.error("notify_url", "must be an http(s) URL");
     }
+    if notify_url.as_deref().is_some_and(|u| !crate::webhooks::notify_url_allowed(&app, u)) {
+        f.error("notify_url", "its host is neither the app's webhook host nor one the app allows");
+    }
     f.finish()?;
     let (Some(merchant_order_no), Some(amount), Some(currency), Some(subject)) = (merchant_order_no, amount, currency, subject) else {
         unreachable!("finish() reported every missing required field");
@@ -111,7 +114,9 @@ pub async fn get(
     Query(q): Query<GetQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let mut order = load(&state, &app.id, &id).await?;
-    if q.sync && order.status.is_open() {
+    // At most one compensation query per order per second per instance: a client polling
+    // `?sync=true` in a loop must not turn into a query storm at the channel.
+    if q.sync && order.status.is_open() && state.sync_limiter.allow(order.id.as_str(), state.clock.now()) {
         // Client compensation: ask the channel about every active attempt before answering.
         for a in state.store.attempts_of(&order.id).await?.into_iter().filter(|a| a.status.is_active()) {
             if let Err(e) = payments::sync_attempt(&state, &a).await {

@@ -10,6 +10,7 @@ mod prepay;
 mod recovery;
 mod statements;
 mod unionpay;
+mod webhooks;
 
 use payonce_testkit::{Backend, TestApp};
 

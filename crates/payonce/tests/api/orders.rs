@@ -49,6 +49,7 @@ async fn another_apps_order_is_404(b: Backend) {
         &payonce_core::SystemClock,
         "other-shop",
         None,
+        None,
     )
     .await
     .unwrap();

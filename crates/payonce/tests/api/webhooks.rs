@@ -1,0 +1,223 @@
+//! Telling the business exactly once, reliably: Standard Webhooks verified by the official
+//! library, retries with the same `webhook-id`, failure then resend, 410, secret rotation,
+//! `notify_url` restricted to allowed hosts, and `?sync=true` compensation.
+
+use crate::app;
+use axum::http::{HeaderMap, StatusCode as AxStatus};
+use payonce_testkit::app::spawn_app_with;
+use payonce_testkit::{AppOptions, Backend, TestApp, store_tests};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+store_tests!(
+    webhooks_verified_by_standardwebhooks_and_rotation,
+    receiver_down_first_attempts_gets_same_id_later,
+    receiver_failing_forever_fails_then_resend_delivers,
+    gone_410_disables_the_endpoint,
+    notify_url_must_be_an_allowed_host,
+    sync_true_pays_in_one_call_and_announces_once,
+);
+
+#[derive(Default)]
+struct Receiver {
+    /// (headers, body) of every request.
+    got: Vec<(Vec<(String, String)>, String)>,
+    /// Answer this status to the first `fail_first` requests (or forever with `u32::MAX`).
+    fail_first: u32,
+    fail_status: u16,
+}
+
+async fn receiver(fail_first: u32, fail_status: u16) -> (String, Arc<Mutex<Receiver>>) {
+    let state = Arc::new(Mutex::new(Receiver { got: vec![], fail_first, fail_status }));
+    let s = state.clone();
+    let router = axum::Router::new().route(
+        "/hooks",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let s = s.clone();
+            async move {
+                let mut r = s.lock().unwrap();
+                let hs = headers.iter().map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())).collect();
+                r.got.push((hs, body));
+                if (r.got.len() as u32) <= r.fail_first {
+                    AxStatus::from_u16(r.fail_status).unwrap()
+                } else {
+                    AxStatus::NO_CONTENT
+                }
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, router).await.unwrap() });
+    (url, state)
+}
+
+async fn with_receiver(b: Backend, fail_first: u32, fail_status: u16) -> Option<(TestApp, Arc<Mutex<Receiver>>)> {
+    let (url, r) = receiver(fail_first, fail_status).await;
+    let opts = AppOptions { webhook_url: Some(url), webhook_schedule: Some(vec![Duration::from_secs(1); 4]), ..Default::default() };
+    spawn_app_with(b, opts).await.map(|a| (a, r))
+}
+
+fn header<'a>(h: &'a [(String, String)], k: &str) -> &'a str {
+    h.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).unwrap_or("")
+}
+
+async fn paid(app: &TestApp, no: &str) -> String {
+    let order = app.create_order(no, 1_000).await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    let p: Value = app.prepay(&id, "sandbox").await.json().await.unwrap();
+    app.sim_pay("sandbox", p["out_trade_no"].as_str().unwrap(), false).await;
+    app.wait_order(&id, Duration::from_secs(10), |o| o["status"] == "paid").await;
+    id
+}
+
+async fn wait_for(r: &Arc<Mutex<Receiver>>, n: usize, secs: u64) {
+    let end = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while r.lock().unwrap().got.len() < n {
+        assert!(tokio::time::Instant::now() < end, "only {} webhooks arrived, expected {n}", r.lock().unwrap().got.len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs the official library over the deliveries; on CI its absence is a failure.
+fn verify_with_python(deliveries: Vec<Value>) {
+    let ok = std::process::Command::new("python3").args(["-c", "import standardwebhooks"]).status().is_ok_and(|s| s.success());
+    if !ok {
+        if payonce_testkit::db::on_ci() {
+            panic!("python3 standardwebhooks is required with CI=true (pip install -r tests/sdk/requirements.txt)");
+        }
+        eprintln!("\n!!! SKIPPING the standardwebhooks check: pip install -r tests/sdk/requirements.txt\n");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("webhooks.json");
+    std::fs::write(&file, json!({ "deliveries": deliveries }).to_string()).unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/sdk/verify_webhooks.py");
+    let out = std::process::Command::new("python3").arg(script).arg(&file).output().unwrap();
+    assert!(out.status.success(), "standardwebhooks refused: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+async fn webhooks_verified_by_standardwebhooks_and_rotation(b: Backend) {
+    let Some((app, r)) = with_receiver(b, 0, 500).await else { return };
+    let id = paid(&app, "WH-1").await;
+    assert_eq!(app.post(&format!("/v1/orders/{id}/refunds"), json!({"merchant_refund_no": "R", "amount": 100})).await.status(), StatusCode::CREATED);
+    let other = app.create_order("WH-2", 500).await;
+    app.post(&format!("/v1/orders/{}/close", other["id"].as_str().unwrap()), json!({})).await;
+    wait_for(&r, 3, 20).await;
+    let got = r.lock().unwrap().got.clone();
+    let types: Vec<String> = got.iter().map(|(_, b)| serde_json::from_str::<Value>(b).unwrap()["type"].as_str().unwrap().to_owned()).collect();
+    for t in ["payment.succeeded", "refund.succeeded", "payment.closed"] {
+        assert_eq!(types.iter().filter(|x| *x == t).count(), 1, "{t} once: {types:?}");
+    }
+    for (h, body) in &got {
+        let v: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(header(h, "webhook-id"), v["id"].as_str().unwrap(), "webhook-id is the event id");
+        assert!(v["data"]["version"].as_i64().is_some(), "every event carries the order version");
+        assert!(header(h, "webhook-signature").starts_with("v1,"));
+    }
+    let mut deliveries: Vec<Value> = got
+        .iter()
+        .map(|(h, body)| json!({"headers": h.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(), "body": body, "secrets": [app.webhook_secret]}))
+        .collect();
+
+    // Rotation: the next webhooks carry both signatures, so either secret verifies.
+    let rot = app.http.post(app.url(&format!("/admin/v1/apps/{}/rotate-webhook-secret", app.app_id))).bearer_auth("test-admin-token").send().await.unwrap();
+    assert_eq!(rot.status(), StatusCode::OK);
+    let new_secret = rot.json::<Value>().await.unwrap()["webhook_secret"].as_str().unwrap().to_owned();
+    paid(&app, "WH-3").await;
+    wait_for(&r, 4, 20).await;
+    let (h, body) = r.lock().unwrap().got[3].clone();
+    assert_eq!(header(&h, "webhook-signature").split(' ').count(), 2, "two signatures during rotation");
+    deliveries.push(json!({"headers": h.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(), "body": body, "secrets": [new_secret, app.webhook_secret]}));
+    verify_with_python(deliveries);
+}
+
+async fn receiver_down_first_attempts_gets_same_id_later(b: Backend) {
+    let Some((app, r)) = with_receiver(b, 3, 503).await else { return };
+    paid(&app, "WH-D").await;
+    wait_for(&r, 4, 30).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = r.lock().unwrap().got.clone();
+    assert_eq!(got.len(), 4, "three failures, one success, then silence");
+    let ids: std::collections::BTreeSet<_> = got.iter().map(|(h, _)| header(h, "webhook-id").to_owned()).collect();
+    assert_eq!(ids.len(), 1, "every retry carries the same webhook-id");
+    let ev = app.store.event(ids.iter().next().unwrap()).await.unwrap().unwrap();
+    assert_eq!(ev.delivery_status, "delivered");
+    assert_eq!(app.store.delivery_attempts(&ev.id).await.unwrap().len(), 4);
+}
+
+async fn receiver_failing_forever_fails_then_resend_delivers(b: Backend) {
+    let Some((app, r)) = with_receiver(b, u32::MAX, 500).await else { return };
+    paid(&app, "WH-F").await;
+    // 1 + 4 retries on the (shortened, time-scaled) schedule, then failed.
+    let end = tokio::time::Instant::now() + Duration::from_secs(30);
+    let failed = loop {
+        let f = app.store.list_events(Some("failed"), 10).await.unwrap();
+        if !f.is_empty() {
+            break f;
+        }
+        assert!(tokio::time::Instant::now() < end, "never failed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(r.lock().unwrap().got.len(), 5);
+    let id = failed[0].id.clone();
+    let listed: Value = app.http.get(app.url("/admin/v1/events?status=failed")).bearer_auth("test-admin-token").send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed["items"][0]["id"], id.as_str());
+    let detail: Value = app.http.get(app.url(&format!("/admin/v1/events/{id}"))).bearer_auth("test-admin-token").send().await.unwrap().json().await.unwrap();
+    assert_eq!(detail["deliveries"].as_array().unwrap().len(), 5);
+    assert_eq!(detail["deliveries"][0]["status_code"], 500);
+    // The receiver is fixed; the operator resends.
+    r.lock().unwrap().fail_first = 0;
+    let rs = app.http.post(app.url(&format!("/admin/v1/events/{id}/resend"))).bearer_auth("test-admin-token").send().await.unwrap();
+    assert_eq!(rs.status(), StatusCode::OK);
+    wait_for(&r, 6, 20).await;
+    let (h, _) = r.lock().unwrap().got[5].clone();
+    assert_eq!(header(&h, "webhook-id"), id, "resent under the same id");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(app.store.event(&id).await.unwrap().unwrap().delivery_status, "delivered");
+}
+
+async fn gone_410_disables_the_endpoint(b: Backend) {
+    let Some((app, r)) = with_receiver(b, u32::MAX, 410).await else { return };
+    paid(&app, "WH-G").await;
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    while app.store.list_events(Some("failed"), 10).await.unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < end);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(r.lock().unwrap().got.len(), 1, "no retry after 410 Gone");
+    let app_row = app.store.app(&payonce_core::AppId::from_trusted(app.app_id.clone())).await.unwrap().unwrap();
+    assert!(app_row.webhook_disabled);
+}
+
+async fn notify_url_must_be_an_allowed_host(b: Backend) {
+    let Some(app) = app(b).await else { return };
+    let before = app.counts().await;
+    for url in ["http://169.254.169.254/latest/meta-data", "http://127.0.0.1:5432/", "https://evil.example/hook"] {
+        let r = app.post("/v1/orders", json!({"merchant_order_no": "SSRF", "amount": 1, "currency": "CNY", "subject": "s", "notify_url": url})).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{url}");
+        assert_eq!(r.json::<Value>().await.unwrap()["errors"][0]["field"], "notify_url");
+    }
+    assert_eq!(app.counts().await, before);
+}
+
+async fn sync_true_pays_in_one_call_and_announces_once(b: Backend) {
+    let opts = AppOptions { time_scale: 1.0, ..Default::default() };
+    let Some(app) = spawn_app_with(b, opts).await else { return };
+    app.faults(json!({"notify_drop_rate": 1.0})).await;
+    let order = app.create_order("SYNC-1", 100).await;
+    let id = order["id"].as_str().unwrap();
+    let p: Value = app.prepay(id, "wechatpay").await.json().await.unwrap();
+    app.sim_pay("wechatpay", p["out_trade_no"].as_str().unwrap(), false).await;
+    // Without sync: still paying (no notification; the first active query is 10 s away).
+    assert_eq!(app.order(id).await["status"], "paying");
+    let v: Value = app.get(&format!("/v1/orders/{id}?sync=true")).await.json().await.unwrap();
+    assert_eq!(v["status"], "paid", "one call");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let v: Value = app.get(&format!("/v1/orders/{id}?sync=true")).await.json().await.unwrap();
+    assert_eq!(v["status"], "paid");
+    let events = app.store.events_of(&payonce_core::OrderId::from_trusted(id.to_owned())).await.unwrap();
+    assert_eq!(events.iter().filter(|e| e.event_type == "payment.succeeded").count(), 1, "announced once");
+}
