@@ -26,6 +26,46 @@ pub struct ChaosConfig {
     pub settle: Duration,
 }
 
+/// A webhook receiver that counts deliveries per `webhook-id`.
+pub struct WebhookCounter {
+    pub url: String,
+    pub seen: Arc<Mutex<std::collections::HashMap<String, u32>>>,
+}
+
+impl WebhookCounter {
+    pub async fn start() -> anyhow::Result<Self> {
+        let seen: Arc<Mutex<std::collections::HashMap<String, u32>>> = Arc::default();
+        let s = seen.clone();
+        let router = axum::Router::new().route(
+            "/hooks",
+            axum::routing::post(move |headers: axum::http::HeaderMap| {
+                let s = s.clone();
+                async move {
+                    if let Some(id) = headers.get("webhook-id").and_then(|v| v.to_str().ok()) {
+                        *s.lock().unwrap().entry(id.to_owned()).or_default() += 1;
+                    }
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/hooks", l.local_addr()?);
+        tokio::spawn(async move {
+            let _ = axum::serve(l, router).await;
+        });
+        Ok(WebhookCounter { url, seen })
+    }
+
+    /// (events not yet received, events received more than once).
+    pub async fn check(&self, store: &dyn payonce_store::Store) -> anyhow::Result<(usize, usize)> {
+        let events = store.list_events(None, 100_000).await?;
+        let seen = self.seen.lock().unwrap();
+        let missing = events.iter().filter(|e| e.delivery_status != "delivered" || !seen.contains_key(&e.id)).count();
+        let dup = seen.values().filter(|n| **n > 1).count();
+        Ok((missing, dup))
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct ChaosReport {
     pub kills: usize,
@@ -34,6 +74,11 @@ pub struct ChaosReport {
     pub payments: u64,
     pub charges: usize,
     pub refunds: usize,
+    pub events: usize,
+    /// Events not delivered (at least once) to the business by the end.
+    pub undelivered: usize,
+    /// Events the business received more than once (allowed under kills; same id each time).
+    pub redelivered: usize,
     pub violations: Vec<String>,
 }
 
@@ -136,7 +181,8 @@ pub async fn run(cfg: ChaosConfig) -> anyhow::Result<ChaosReport> {
         .await?;
     let store = payonce_store::open(&cfg.database_url, true).await?;
     let (key, key_hex) = MasterKey::random();
-    let app = payonce_server::apps::create_app(store.as_ref(), &key, &payonce_core::SystemClock, "chaos", None, None).await?;
+    let hooks = WebhookCounter::start().await?;
+    let app = payonce_server::apps::create_app(store.as_ref(), &key, &payonce_core::SystemClock, "chaos", Some(&hooks.url), None).await?;
 
     // Fixed ports, so a restarted instance receives the notifications sent to its predecessor.
     let mut ports = Vec::new();
@@ -202,6 +248,12 @@ pub async fn run(cfg: ChaosConfig) -> anyhow::Result<ChaosReport> {
     loop {
         let ledger: Value = http.get(format!("{}/sim/ledger", sim.base_url())).send().await?.json().await?;
         report.violations = crate::invariants::check(store.as_ref(), &ledger).await;
+        let (undelivered, redelivered) = hooks.check(store.as_ref()).await?;
+        (report.undelivered, report.redelivered) = (undelivered, redelivered);
+        report.events = store.list_events(None, 100_000).await?.len();
+        if undelivered > 0 {
+            report.violations.push(format!("I3: {undelivered} event(s) not delivered to the business"));
+        }
         report.charges = ledger["charges"].as_array().map(Vec::len).unwrap_or(0);
         report.refunds = ledger["refunds"].as_array().map(Vec::len).unwrap_or(0);
         if report.violations.is_empty() || tokio::time::Instant::now() >= end {

@@ -123,3 +123,46 @@ async fn storm_three_instances_on_postgres() {
 async fn storm_one_instance_on_sqlite() {
     storm(Backend::Sqlite, 1).await
 }
+
+/// Two instances dispatching the outbox: in a normal run every event reaches the business
+/// exactly once (counted at the receiver), whichever instance sends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_deliver_each_event_once() {
+    let Some(db) = TestDb::new(Backend::Postgres).await else { return };
+    let sim_dir = tempfile::tempdir().unwrap();
+    let sim = payonce_sim::start(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), sim_dir.path()).await.unwrap();
+    reqwest::Client::new().post(format!("{}/sim/faults", sim.base_url())).json(&json!({"time_scale": 100.0})).send().await.unwrap();
+    let store = payonce_store::open(&db.url, true).await.unwrap();
+    let hooks = payonce_testkit::chaos::WebhookCounter::start().await.unwrap();
+    let (key, key_hex) = MasterKey::random();
+    let app = payonce_server::apps::create_app(store.as_ref(), &key, &payonce_core::SystemClock, "two", Some(&hooks.url), None).await.unwrap();
+    let exe = Path::new(env!("CARGO_BIN_EXE_payonce"));
+    let servers = [
+        ServeProcess::spawn(exe, &db.url, &sim.channels_file, &key_hex, &["--time-scale", "100"]).await.unwrap(),
+        ServeProcess::spawn(exe, &db.url, &sim.channels_file, &key_hex, &["--time-scale", "100"]).await.unwrap(),
+    ];
+    let http = reqwest::Client::new();
+    for i in 0..40 {
+        let base = servers[i % 2].base_url();
+        let o: Value = http.post(format!("{base}/v1/orders")).bearer_auth(&app.secret)
+            .json(&json!({"merchant_order_no": format!("TWO-{i}"), "amount": 100, "currency": "CNY", "subject": "s"}))
+            .send().await.unwrap().json().await.unwrap();
+        let p: Value = http.post(format!("{base}/v1/orders/{}/prepay", o["id"].as_str().unwrap())).bearer_auth(&app.secret)
+            .json(&json!({"channel": "sandbox"})).send().await.unwrap().json().await.unwrap();
+        http.post(format!("{}/sim/pay", sim.base_url())).json(&json!({"channel": "sandbox", "out_trade_no": p["out_trade_no"]})).send().await.unwrap();
+    }
+    let end = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (missing, _) = hooks.check(store.as_ref()).await.unwrap();
+        let events = store.list_events(None, 1000).await.unwrap().len();
+        if missing == 0 && events == 40 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < end, "{missing} of {events} events undelivered");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let seen = hooks.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 40);
+    assert!(seen.values().all(|n| *n == 1), "each event delivered exactly once: {seen:?}");
+}
