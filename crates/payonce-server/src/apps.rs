@@ -25,6 +25,20 @@ pub async fn create_app(
     webhook_url: Option<&str>,
     allowed_hosts: Option<&str>,
 ) -> Result<NewAppCredentials, StoreError> {
+    create_app_with_sink(store, key, clock, name, webhook_url, allowed_hosts, None).await
+}
+
+/// Like `create_app`, with the app's events going to `sink` (`rabbitmq`, `nats`) instead of
+/// its webhook.
+pub async fn create_app_with_sink(
+    store: &dyn Store,
+    key: &MasterKey,
+    clock: &dyn Clock,
+    name: &str,
+    webhook_url: Option<&str>,
+    allowed_hosts: Option<&str>,
+    sink: Option<&str>,
+) -> Result<NewAppCredentials, StoreError> {
     let id = AppId::new();
     let secret = new_app_secret();
     let webhook_secret = new_webhook_secret();
@@ -37,6 +51,7 @@ pub async fn create_app(
         webhook_secret_prev_enc: None,
         webhook_disabled: false,
         allowed_hosts: allowed_hosts.map(str::to_owned),
+        sink: sink.filter(|s| *s != "webhook").map(str::to_owned),
         created_at: clock.now(),
     };
     store.insert_app(&app).await?;

@@ -10,6 +10,7 @@ pub mod http;
 pub mod idempotency;
 pub mod locks;
 pub mod payments;
+pub mod sinks;
 pub mod state;
 pub mod webhooks;
 pub mod workers;

@@ -126,6 +126,8 @@ pub struct AppState {
     pub order_locks: Arc<OrderLocks>,
     pub metrics: PrometheusHandle,
     pub sync_limiter: Arc<SyncLimiter>,
+    /// Broker sinks for apps whose events do not go to a webhook.
+    pub sinks: Arc<crate::sinks::Sinks>,
     /// Optional Redis accelerator (cross-instance coalescing of duplicate prepays).
     pub redis: Option<Arc<crate::accelerator::Accelerator>>,
 }
@@ -148,7 +150,13 @@ impl AppState {
             metrics: metrics_handle(),
             redis: None,
             sync_limiter: Arc::new(SyncLimiter::default()),
+            sinks: Arc::new(crate::sinks::Sinks::default()),
         }
+    }
+
+    pub fn with_sinks(mut self, sinks: crate::sinks::Sinks) -> Self {
+        self.sinks = Arc::new(sinks);
+        self
     }
 
     pub fn with_redis(mut self, redis: crate::accelerator::Accelerator) -> Self {

@@ -52,6 +52,9 @@ pub async fn deliver(state: &AppState, http: &reqwest::Client, owner: &str, ev: 
     let now = state.clock.now();
     let app_id = payonce_core::AppId::from_trusted(ev.app_id.clone());
     let Ok(Some(app)) = state.store.app(&app_id).await else { return };
+    if let Some(sink) = app.sink.as_deref() {
+        return deliver_to_sink(state, owner, &ev, sink).await;
+    }
     let notify_url = match &ev.order_id {
         Some(o) => state
             .store
@@ -125,6 +128,29 @@ pub async fn deliver(state: &AppState, http: &reqwest::Client, owner: &str, ev: 
     }
 }
 
+/// A broker sink: delivered once the broker confirmed, else retried on the same schedule.
+async fn deliver_to_sink(state: &AppState, owner: &str, ev: &EventRow, sink: &str) {
+    let now = state.clock.now();
+    let started = Instant::now();
+    let published = state.sinks.publish(sink, ev).await;
+    let (destination, error, outcome) = match published {
+        Ok(dest) => {
+            count("delivered");
+            (dest, None, DeliveryOutcome::Delivered)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, sink, "publishing an event failed");
+            let outcome = match state.config.webhook_retry_after(ev.delivery_count as usize) {
+                Some(wait) => DeliveryOutcome::Retry { next_attempt_at: now.plus_ms(jitter(wait).as_millis() as i64) },
+                None => DeliveryOutcome::Failed,
+            };
+            (sink.to_owned(), Some(e), outcome)
+        }
+    };
+    let attempt = DeliveryAttempt { event_id: ev.id.clone(), destination, status_code: None, error, duration_ms: started.elapsed().as_millis() as i64, attempted_at: now };
+    let _ = state.store.record_delivery(owner, &attempt, &outcome).await;
+}
+
 /// ±10 %, so retries of many events after an outage do not arrive in one wave.
 fn jitter(d: Duration) -> Duration {
     let mut b = [0u8; 2];
@@ -155,6 +181,7 @@ mod tests {
             webhook_secret_prev_enc: None,
             webhook_disabled: false,
             allowed_hosts: Some("orders.example, other.example".into()),
+            sink: None,
             created_at: payonce_core::Timestamp(0),
         };
         assert!(notify_url_allowed(&app, "https://shop.example:8443/x"));

@@ -7,6 +7,7 @@ pub const SQLITE: &[(i64, &str)] = &[
     (2, include_str!("../migrations/sqlite/0002_channel_data.sql")),
     (3, include_str!("../migrations/sqlite/0003_workers_refunds.sql")),
     (4, include_str!("../migrations/sqlite/0004_webhooks.sql")),
+    (5, include_str!("../migrations/sqlite/0005_sinks.sql")),
 ];
 /// (version, SQL) for PostgreSQL.
 pub const POSTGRES: &[(i64, &str)] = &[
@@ -14,6 +15,7 @@ pub const POSTGRES: &[(i64, &str)] = &[
     (2, include_str!("../migrations/postgres/0002_channel_data.sql")),
     (3, include_str!("../migrations/postgres/0003_workers_refunds.sql")),
     (4, include_str!("../migrations/postgres/0004_webhooks.sql")),
+    (5, include_str!("../migrations/postgres/0005_sinks.sql")),
 ];
 
 /// Splits a migration file into statements. Our migrations contain no semicolons inside

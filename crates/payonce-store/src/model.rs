@@ -15,6 +15,8 @@ pub struct App {
     pub webhook_disabled: bool,
     /// Extra hosts an order's `notify_url` may name (comma-separated).
     pub allowed_hosts: Option<String>,
+    /// `webhook` (or none), `rabbitmq`, `nats`.
+    pub sink: Option<String>,
     pub created_at: Timestamp,
 }
 

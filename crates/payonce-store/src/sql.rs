@@ -37,7 +37,7 @@ macro_rules! event_cols {
 /// Columns of `apps`, in the order `app_row` reads them.
 macro_rules! app_cols {
     () => {
-        "id, name, secret_hash, webhook_url, webhook_secret_enc, webhook_secret_prev_enc, webhook_disabled, allowed_hosts, created_at"
+        "id, name, secret_hash, webhook_url, webhook_secret_enc, webhook_secret_prev_enc, webhook_disabled, allowed_hosts, sink, created_at"
     };
 }
 
@@ -251,6 +251,7 @@ macro_rules! impl_store {
                     webhook_secret_prev_enc: r.try_get("webhook_secret_prev_enc")?,
                     webhook_disabled: r.try_get::<i32, _>("webhook_disabled")? != 0,
                     allowed_hosts: r.try_get("allowed_hosts")?,
+                    sink: r.try_get("sink")?,
                     created_at: payonce_core::Timestamp(r.try_get("created_at")?),
                 })
             }
@@ -569,8 +570,8 @@ macro_rules! impl_store {
             async fn insert_app(&self, app: &$crate::App) -> $crate::Result<()> {
                 let mut tx = self.begin_write().await?;
                 sqlx::query(
-                    "INSERT INTO apps (id, name, secret_hash, webhook_url, webhook_secret_enc, created_at, allowed_hosts) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    "INSERT INTO apps (id, name, secret_hash, webhook_url, webhook_secret_enc, created_at, allowed_hosts, sink) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 )
                 .bind(app.id.as_str())
                 .bind(&app.name)
@@ -579,6 +580,7 @@ macro_rules! impl_store {
                 .bind(&app.webhook_secret_enc)
                 .bind(app.created_at.0)
                 .bind(&app.allowed_hosts)
+                .bind(&app.sink)
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;

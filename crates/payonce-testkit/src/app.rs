@@ -20,11 +20,21 @@ pub struct AppOptions {
     pub webhook_url: Option<String>,
     /// Replaces the webhook retry schedule (before time scaling).
     pub webhook_schedule: Option<Vec<Duration>>,
+    /// Broker sinks, and which one the test app's events go to.
+    pub sinks: payonce_server::sinks::SinkConfig,
+    pub sink: Option<String>,
 }
 
 impl Default for AppOptions {
     fn default() -> Self {
-        AppOptions { channel_timeout: Duration::from_secs(5), time_scale: 100.0, webhook_url: None, webhook_schedule: None }
+        AppOptions {
+            channel_timeout: Duration::from_secs(5),
+            time_scale: 100.0,
+            webhook_url: None,
+            webhook_schedule: None,
+            sinks: Default::default(),
+            sink: None,
+        }
     }
 }
 
@@ -94,10 +104,11 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
         ..ServerConfig::default()
     };
     let (key, _) = MasterKey::random();
-    let creds = payonce_server::apps::create_app(store.as_ref(), &key, &SystemClock, "test-shop", opts.webhook_url.as_deref(), None)
+    let creds = payonce_server::apps::create_app_with_sink(store.as_ref(), &key, &SystemClock, "test-shop", opts.webhook_url.as_deref(), None, opts.sink.as_deref())
         .await
         .expect("app");
-    let state = AppState::new(store.clone(), Arc::new(SystemClock), channels, config, key);
+    let sinks = payonce_server::sinks::Sinks::from_config(&opts.sinks).await.expect("sinks");
+    let state = AppState::new(store.clone(), Arc::new(SystemClock), channels, config, key).with_sinks(sinks);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(payonce_server::run(listener, state.clone(), async move {
         let _ = rx.await;

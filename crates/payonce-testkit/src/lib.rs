@@ -8,6 +8,7 @@ pub mod db;
 pub mod forge;
 pub mod invariants;
 pub mod process;
+pub mod proxy;
 
 pub use app::{AppOptions, TestApp, spawn_app};
 pub use db::{Backend, TestDb};

@@ -70,6 +70,9 @@ enum AppsCommand {
         /// always allowed.
         #[arg(long = "allow-host")]
         allow_hosts: Vec<String>,
+        /// Where the app's events go.
+        #[arg(long, default_value = "webhook", value_parser = ["webhook", "rabbitmq", "nats"])]
+        sink: String,
         #[arg(long, env = "PAYONCE_MASTER_KEY_FILE", default_value = "payonce.key")]
         master_key_file: PathBuf,
         #[arg(long)]
@@ -114,17 +117,18 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             println!("migrated {}", redact_url(&database_url));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Apps { command: AppsCommand::Create { database_url, name, webhook_url, allow_hosts, master_key_file, json } } => {
+        Command::Apps { command: AppsCommand::Create { database_url, name, webhook_url, allow_hosts, sink, master_key_file, json } } => {
             let store = payonce_store::open(&database_url, true).await?;
             let key = serve::master_key(&master_key_file)?;
             let creds =
-                payonce_server::apps::create_app(
+                payonce_server::apps::create_app_with_sink(
                     store.as_ref(),
                     &key,
                     &payonce_core::SystemClock,
                     &name,
                     webhook_url.as_deref(),
                     (!allow_hosts.is_empty()).then(|| allow_hosts.join(",")).as_deref(),
+                    Some(&sink),
                 )
                 .await?;
             if json {

@@ -49,6 +49,18 @@ pub struct ServeArgs {
     /// database stays the arbiter; if Redis is down, payonce carries on without it.
     #[arg(long, env = "PAYONCE_REDIS_URL")]
     redis_url: Option<String>,
+    /// RabbitMQ for apps whose sink is `rabbitmq` (e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`).
+    #[arg(long, env = "PAYONCE_RABBITMQ_URL", hide_env_values = true)]
+    rabbitmq_url: Option<String>,
+    #[arg(long, env = "PAYONCE_RABBITMQ_EXCHANGE", default_value = "payonce.events")]
+    rabbitmq_exchange: String,
+    /// NATS (JetStream) for apps whose sink is `nats` (e.g. `127.0.0.1:4222`).
+    #[arg(long, env = "PAYONCE_NATS_URL")]
+    nats_url: Option<String>,
+    #[arg(long, env = "PAYONCE_NATS_STREAM", default_value = "PAYONCE_EVENTS")]
+    nats_stream: String,
+    #[arg(long, env = "PAYONCE_NATS_SUBJECT_PREFIX", default_value = "payonce.events")]
+    nats_subject_prefix: String,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "PAYONCE_BODY_LIMIT", default_value_t = 64 * 1024)]
     body_limit: usize,
@@ -84,7 +96,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ..ServerConfig::default()
     };
     let key = master_key(&args.master_key_file)?;
-    let mut state = AppState::new(store, Arc::new(SystemClock), channels, config, key);
+    let sink_config = payonce_server::sinks::SinkConfig {
+        rabbitmq: args.rabbitmq_url.clone().map(|u| (u, args.rabbitmq_exchange.clone())),
+        nats: args.nats_url.clone().map(|u| (u, args.nats_stream.clone(), args.nats_subject_prefix.clone())),
+    };
+    let sinks = payonce_server::sinks::Sinks::from_config(&sink_config).await.map_err(anyhow::Error::msg)?;
+    let mut state = AppState::new(store, Arc::new(SystemClock), channels, config, key).with_sinks(sinks);
     if let Some(url) = &args.redis_url {
         match payonce_server::accelerator::Accelerator::connect(url).await {
             Ok(acc) => {

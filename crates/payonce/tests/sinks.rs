@@ -1,0 +1,162 @@
+//! RabbitMQ and NATS JetStream sinks against the real brokers on this machine: events arrive
+//! with the event id (AMQP `message_id`, `Nats-Msg-Id`); with the broker down they are retried,
+//! not lost; JetStream drops a re-publish of the same id. With CI=true a broker that is not
+//! reachable fails the test.
+
+use lapin::options::{BasicAckOptions, BasicGetOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties, ExchangeKind};
+use payonce_server::sinks::SinkConfig;
+use payonce_server::sinks::nats::NatsConn;
+use payonce_testkit::app::spawn_app_with;
+use payonce_testkit::proxy::Proxy;
+use payonce_testkit::{AppOptions, Backend, TestApp};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const AMQP: &str = "127.0.0.1:5672";
+const NATS: &str = "127.0.0.1:4222";
+
+async fn reachable(addr: &str, what: &str) -> bool {
+    match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => true,
+        _ if payonce_testkit::db::on_ci() => panic!("{what} unreachable at {addr} with CI=true"),
+        _ => {
+            eprintln!("\n!!! SKIPPING the {what} sink test: {addr} unreachable\n");
+            false
+        }
+    }
+}
+
+fn rand_tag() -> String {
+    payonce_core::EventId::new().as_str()[20..].to_owned()
+}
+
+async fn pay(app: &TestApp, no: &str) -> String {
+    let order = app.create_order(no, 500).await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    let p: Value = app.prepay(&id, "sandbox").await.json().await.unwrap();
+    app.sim_pay("sandbox", p["out_trade_no"].as_str().unwrap(), false).await;
+    app.wait_order(&id, Duration::from_secs(10), |o| o["status"] == "paid").await;
+    id
+}
+
+/// Waits until the order's payment.succeeded event was attempted at least once and is still
+/// pending (the broker is down), then returns it.
+async fn retried_event(app: &TestApp, order: &str) -> payonce_store::EventRow {
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let evs = app.store.events_of(&payonce_core::OrderId::from_trusted(order.to_owned())).await.unwrap();
+        if let Some(e) = evs.into_iter().find(|e| e.event_type == "payment.succeeded" && e.delivery_count >= 2) {
+            assert_eq!(e.delivery_status, "pending", "retried, not failed or lost");
+            return e;
+        }
+        assert!(tokio::time::Instant::now() < end, "no retry recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_delivered(app: &TestApp, id: &str) {
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    while app.store.event(id).await.unwrap().unwrap().delivery_status != "delivered" {
+        assert!(tokio::time::Instant::now() < end, "not delivered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn rabbitmq(b: Backend) {
+    if !reachable(AMQP, "RabbitMQ").await {
+        return;
+    }
+    let exchange = format!("payonce.test.{}", rand_tag());
+    // The business's side: a queue bound to every event type.
+    let conn = Connection::connect(&format!("amqp://guest:guest@{AMQP}/%2f"), ConnectionProperties::default()).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.exchange_declare(exchange.clone().into(), ExchangeKind::Topic, ExchangeDeclareOptions { durable: true, ..Default::default() }, FieldTable::default()).await.unwrap();
+    let q = ch.queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()).await.unwrap();
+    ch.queue_bind(q.name().clone(), exchange.clone().into(), "#".into(), QueueBindOptions::default(), FieldTable::default()).await.unwrap();
+
+    let proxy = Proxy::start(AMQP, false).await.unwrap();
+    let opts = AppOptions {
+        sinks: SinkConfig { rabbitmq: Some((format!("amqp://guest:guest@{}/%2f", proxy.addr), exchange.clone())), nats: None },
+        sink: Some("rabbitmq".into()),
+        webhook_schedule: Some(vec![Duration::from_secs(1); 50]),
+        ..Default::default()
+    };
+    let Some(app) = spawn_app_with(b, opts).await else { return };
+    let order = pay(&app, "MQ-1").await;
+    let ev = retried_event(&app, &order).await; // broker down: retried
+    proxy.set_up(true);
+    wait_delivered(&app, &ev.id).await;
+    let end = tokio::time::Instant::now() + Duration::from_secs(10);
+    let msg = loop {
+        if let Some(m) = ch.basic_get(q.name().clone(), BasicGetOptions::default()).await.unwrap() {
+            break m;
+        }
+        assert!(tokio::time::Instant::now() < end, "nothing on the queue");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(msg.properties.message_id().as_ref().map(|s| s.to_string()), Some(ev.id.clone()), "message_id is the event id");
+    assert_eq!(msg.routing_key.as_str(), "payment.succeeded");
+    let body: Value = serde_json::from_slice(&msg.data).unwrap();
+    assert_eq!(body["id"], ev.id.as_str());
+    msg.ack(BasicAckOptions::default()).await.unwrap();
+    let _ = ch.exchange_delete(exchange.into(), Default::default()).await;
+}
+
+async fn nats(b: Backend) {
+    if !reachable(NATS, "NATS").await {
+        return;
+    }
+    let tag = rand_tag();
+    let (stream, prefix) = (format!("PAYONCE_T{}", tag.to_uppercase()), format!("payonce.t{tag}"));
+    let proxy = Proxy::start(NATS, false).await.unwrap();
+    let opts = AppOptions {
+        sinks: SinkConfig { rabbitmq: None, nats: Some((proxy.addr.clone(), stream.clone(), prefix.clone())) },
+        sink: Some("nats".into()),
+        webhook_schedule: Some(vec![Duration::from_secs(1); 50]),
+        ..Default::default()
+    };
+    let Some(app) = spawn_app_with(b, opts).await else { return };
+    let order = pay(&app, "NATS-1").await;
+    let ev = retried_event(&app, &order).await;
+    proxy.set_up(true);
+    wait_delivered(&app, &ev.id).await;
+    // The business's side: the message in the stream, by sequence, with its id header.
+    let mut c = NatsConn::connect(NATS).await.unwrap();
+    let (_, body) = c.request(&format!("$JS.API.STREAM.MSG.GET.{stream}"), None, json!({"seq": 1}).to_string().as_bytes()).await.unwrap();
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    let data = payonce_channels::crypto::b64_decode(v["message"]["data"].as_str().unwrap()).unwrap();
+    let hdrs = String::from_utf8(payonce_channels::crypto::b64_decode(v["message"]["hdrs"].as_str().unwrap()).unwrap()).unwrap();
+    assert!(hdrs.contains(&format!("Nats-Msg-Id: {}", ev.id)), "{hdrs}");
+    assert_eq!(serde_json::from_slice::<Value>(&data).unwrap()["id"], ev.id.as_str());
+    assert_eq!(v["message"]["subject"], format!("{prefix}.payment.succeeded"));
+    // A resend publishes the same id again: JetStream's de-duplication keeps one message.
+    app.http.post(app.url(&format!("/admin/v1/events/{}/resend", ev.id))).bearer_auth("test-admin-token").send().await.unwrap();
+    wait_delivered(&app, &ev.id).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, info) = c.request(&format!("$JS.API.STREAM.INFO.{stream}"), None, b"").await.unwrap();
+    let info: Value = serde_json::from_slice(&info).unwrap();
+    assert_eq!(info["state"]["messages"], 1, "de-duplicated by Nats-Msg-Id: {info}");
+    let _ = c.request(&format!("$JS.API.STREAM.DELETE.{stream}"), None, b"").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rabbitmq_sink_sqlite() {
+    rabbitmq(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rabbitmq_sink_postgres() {
+    rabbitmq(Backend::Postgres).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nats_sink_sqlite() {
+    nats(Backend::Sqlite).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nats_sink_postgres() {
+    nats(Backend::Postgres).await
+}
