@@ -42,7 +42,8 @@ async fn unionpay_query_with_stored_txn_time(b: Backend) {
     app.submit_unionpay_form(&p["credential"]).await;
     app.sim_pay("unionpay", p["out_trade_no"].as_str().unwrap(), false).await;
     // Every notification lost: the compensation query (which must name the original txnTime)
-    // finds the payment.
+    // finds the payment. (`?sync=true` asks the channel at most once a second per order.)
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let v: Value = app.get(&format!("/v1/orders/{id}?sync=true")).await.json().await.unwrap();
     assert_eq!(v["status"], "paid");
     assert_invariants(app.violations().await);
