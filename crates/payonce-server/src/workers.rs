@@ -142,14 +142,18 @@ fn next_check(state: &AppState, a: &Attempt, status: AttemptStatus, n: usize, no
     match status {
         AttemptStatus::Succeeded | AttemptStatus::Failed => None,
         AttemptStatus::Closed => {
-            // A creating channel confirmed the close: the second check was this query. Elsewhere
-            // the credential may still pay until it expires: keep watching until then.
+            // A payment can still land on a closed channel order — one in flight when the close
+            // arrived, an unscanned Alipay QR that stays payable — and its notification can be
+            // lost. So a closed attempt is watched, at growing intervals, until its credential
+            // can no longer pay; whatever is found then is a late or duplicate payment.
             let until = a.credential_expires_at.map(|t| t.0 + grace)?;
-            if a.channel.creates_order_at_prepay() || now.0 >= until {
-                None
-            } else {
-                Some(Timestamp((now.0 + state.config.query_offset(a.channel, 0).as_millis() as i64).min(until)))
+            if now.0 >= until {
+                return None;
             }
+            let k = n + 1;
+            let gap = state.config.query_offset(a.channel, k).saturating_sub(state.config.query_offset(a.channel, k - 1));
+            let gap = gap.max(state.config.query_offset(a.channel, 0)).as_millis() as i64;
+            Some(Timestamp((now.0 + gap).min(until)))
         }
         _ => {
             let mut k = n + 1;

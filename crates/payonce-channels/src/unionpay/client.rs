@@ -225,6 +225,20 @@ impl Channel for UnionpayClient {
         }
         self.verify_message(&params)?;
         let order_id = get(&params, "orderId").ok_or_else(|| NotifyError::Malformed("no orderId".into()))?.to_owned();
+        if get(&params, "txnType") == Some("04") {
+            // A refund's result: its orderId is our refund number.
+            let state = match get(&params, "respCode") {
+                Some("00") => RefundState::Succeeded,
+                Some("03" | "04" | "05") => RefundState::Processing,
+                other => RefundState::Failed(format!("respCode {}", other.unwrap_or("?"))),
+            };
+            return Ok(Notification {
+                event_id: get(&params, "queryId").map(str::to_owned).unwrap_or_else(|| format!("{order_id}-refund")),
+                out_trade_no: get(&params, "origQryId").unwrap_or_default().to_owned(),
+                state: TradeState::Unpaid,
+                refund: Some(crate::RefundNotice { out_refund_no: order_id, state }),
+            });
+        }
         let event_id = get(&params, "queryId").map(str::to_owned).unwrap_or_else(|| format!("{order_id}-{}", get(&params, "txnTime").unwrap_or("")));
         let state = match get(&params, "respCode") {
             Some("00") => TradeState::Paid {

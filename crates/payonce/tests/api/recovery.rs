@@ -20,6 +20,7 @@ store_tests!(
     concurrent_refunds_never_exceed_paid,
     admin_abnormal_queue,
     wechat_refund_notifications,
+    payment_on_closed_order_with_notifications_lost_is_found_and_refunded,
 );
 
 async fn create(app: &TestApp, no: &str, amount: i64, expire: Option<i64>) -> String {
@@ -339,5 +340,23 @@ async fn wechat_refund_notifications(b: Backend) {
     let v = app.order(&id).await;
     assert_eq!(v["refunded_amount"], 400, "applied once");
     assert_eq!(v["refunds"][0]["status"], "succeeded");
+    assert_invariants(app.violations().await);
+}
+
+async fn payment_on_closed_order_with_notifications_lost_is_found_and_refunded(b: Backend) {
+    let Some(app) = app(b).await else { return };
+    app.faults(json!({"notify_drop_rate": 1.0})).await;
+    let id = create(&app, "CLW-1", 700, None).await;
+    let p = prepay(&app, &id, "wechatpay").await;
+    assert_eq!(app.post(&format!("/v1/orders/{id}/close"), json!({})).await.status(), StatusCode::OK);
+    // A payment that was in flight lands after the close, and no notification ever arrives:
+    // watching the closed attempt finds it, and the money goes back.
+    assert_eq!(app.sim_pay("wechatpay", p["out_trade_no"].as_str().unwrap(), true).await, StatusCode::OK);
+    let end = tokio::time::Instant::now() + Duration::from_secs(30);
+    while app.ledger().await["refunds"].as_array().unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < end, "the payment on the closed order was not found");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.order(&id).await["status"], "closed");
     assert_invariants(app.violations().await);
 }
