@@ -11,7 +11,7 @@ use payonce_store::Store;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerConfig {
     /// The base URL channels are told to notify (`{public_url}/notify/{channel}`).
     pub public_url: String,
@@ -34,6 +34,19 @@ pub struct ServerConfig {
     pub webhook_timeout: Duration,
     /// Active-query schedules (seconds after prepay) that replace a channel's default.
     pub query_schedules: std::collections::BTreeMap<payonce_core::ChannelName, Vec<u64>>,
+}
+
+/// Printable without the admin token.
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("public_url", &self.public_url)
+            .field("channel_timeout", &self.channel_timeout)
+            .field("time_scale", &self.time_scale)
+            .field("late_payment", &self.late_payment)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for ServerConfig {

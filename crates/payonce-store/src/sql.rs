@@ -416,6 +416,23 @@ macro_rules! impl_store {
                 Ok(Some(updated))
             }
 
+            /// Leases up to `limit` due rows to `owner`: `sql` is an `UPDATE … SET lease_until = $1,
+            /// lease_owner = $2 WHERE id IN (SELECT … due at $3 … LIMIT $4 [SKIP LOCKED]) RETURNING …`.
+            async fn claim<T>(
+                &self,
+                sql: &'static str,
+                now: payonce_core::Timestamp,
+                lease_ms: i64,
+                owner: &str,
+                limit: i64,
+                row: fn(&<$Db as sqlx::Database>::Row) -> $crate::Result<T>,
+            ) -> $crate::Result<Vec<T>> {
+                let mut tx = self.begin_write().await?;
+                let rows = sqlx::query(sql).bind(now.0 + lease_ms).bind(owner).bind(now.0).bind(limit).fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                rows.iter().map(row).collect()
+            }
+
             /// Reads an order inside a write transaction, locking it where the backend can.
             async fn lock_order(
                 tx: &mut sqlx::Transaction<'static, $Db>,
@@ -604,20 +621,11 @@ macro_rules! impl_store {
             }
 
             async fn claim_due_events(&self, now: payonce_core::Timestamp, lease_ms: i64, owner: &str, limit: i64) -> $crate::Result<Vec<$crate::EventRow>> {
-                let mut tx = self.begin_write().await?;
-                let rows = sqlx::query(concat!(
+                self.claim(concat!(
                     "UPDATE events SET lease_until = $1, lease_owner = $2 WHERE id IN (SELECT id FROM events \
                      WHERE delivery_status = 'pending' AND next_attempt_at <= $3 AND (lease_until IS NULL OR lease_until < $3) \
                      ORDER BY next_attempt_at LIMIT $4", $skip_locked, ") RETURNING ", $crate::sql::event_cols!()
-                ))
-                .bind(now.0 + lease_ms)
-                .bind(owner)
-                .bind(now.0)
-                .bind(limit)
-                .fetch_all(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                rows.iter().map(Self::event_row).collect()
+                ), now, lease_ms, owner, limit, Self::event_row).await
             }
 
             async fn record_delivery(&self, owner: &str, a: &$crate::DeliveryAttempt, outcome: &$crate::DeliveryOutcome) -> $crate::Result<bool> {
@@ -1334,21 +1342,12 @@ macro_rules! impl_store {
             }
 
             async fn claim_due_attempts(&self, now: payonce_core::Timestamp, lease_ms: i64, owner: &str, limit: i64) -> $crate::Result<Vec<$crate::Attempt>> {
-                let mut tx = self.begin_write().await?;
-                let rows = sqlx::query(concat!(
+                self.claim(concat!(
                     "UPDATE attempts SET lease_until = $1, lease_owner = $2 WHERE id IN (SELECT id FROM attempts \
                      WHERE next_query_at IS NOT NULL AND next_query_at <= $3 AND status NOT IN ('succeeded', 'failed') \
                      AND (lease_until IS NULL OR lease_until < $3) ORDER BY next_query_at LIMIT $4", $skip_locked, ") RETURNING ",
                     $crate::sql::attempt_cols!()
-                ))
-                .bind(now.0 + lease_ms)
-                .bind(owner)
-                .bind(now.0)
-                .bind(limit)
-                .fetch_all(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                rows.iter().map(Self::attempt_row).collect()
+                ), now, lease_ms, owner, limit, Self::attempt_row).await
             }
 
             async fn finish_attempt_check(&self, id: &payonce_core::AttemptId, owner: &str, next: Option<payonce_core::Timestamp>, now: payonce_core::Timestamp) -> $crate::Result<bool> {
@@ -1369,20 +1368,11 @@ macro_rules! impl_store {
             }
 
             async fn claim_expired_orders(&self, now: payonce_core::Timestamp, lease_ms: i64, owner: &str, limit: i64) -> $crate::Result<Vec<$crate::Order>> {
-                let mut tx = self.begin_write().await?;
-                let rows = sqlx::query(concat!(
+                self.claim(concat!(
                     "UPDATE orders SET lease_until = $1, lease_owner = $2 WHERE id IN (SELECT id FROM orders \
                      WHERE status IN ('unpaid', 'paying') AND expires_at <= $3 AND (lease_until IS NULL OR lease_until < $3) \
                      ORDER BY expires_at LIMIT $4", $skip_locked, ") RETURNING ", $crate::sql::order_cols!()
-                ))
-                .bind(now.0 + lease_ms)
-                .bind(owner)
-                .bind(now.0)
-                .bind(limit)
-                .fetch_all(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                rows.iter().map(Self::order_row).collect()
+                ), now, lease_ms, owner, limit, Self::order_row).await
             }
 
             async fn release_order(&self, id: &payonce_core::OrderId, owner: &str) -> $crate::Result<()> {
@@ -1397,21 +1387,12 @@ macro_rules! impl_store {
             }
 
             async fn claim_due_refunds(&self, now: payonce_core::Timestamp, lease_ms: i64, owner: &str, limit: i64) -> $crate::Result<Vec<$crate::Refund>> {
-                let mut tx = self.begin_write().await?;
-                let rows = sqlx::query(concat!(
+                self.claim(concat!(
                     "UPDATE refunds SET lease_until = $1, lease_owner = $2 WHERE id IN (SELECT id FROM refunds \
                      WHERE status IN ('pending', 'unknown') AND next_query_at IS NOT NULL AND next_query_at <= $3 \
                      AND (lease_until IS NULL OR lease_until < $3) ORDER BY next_query_at LIMIT $4", $skip_locked, ") RETURNING ",
                     $crate::sql::refund_cols!()
-                ))
-                .bind(now.0 + lease_ms)
-                .bind(owner)
-                .bind(now.0)
-                .bind(limit)
-                .fetch_all(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                rows.iter().map(Self::refund_row).collect()
+                ), now, lease_ms, owner, limit, Self::refund_row).await
             }
 
             async fn create_refund(&self, r: &$crate::Refund, now: payonce_core::Timestamp) -> $crate::Result<$crate::CreateRefund> {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AppOptions {
     pub channel_timeout: Duration,
     pub time_scale: f64,
@@ -23,6 +23,8 @@ pub struct AppOptions {
     /// Broker sinks, and which one the test app's events go to.
     pub sinks: payonce_server::sinks::SinkConfig,
     pub sink: Option<String>,
+    /// What a payment for an expired order does.
+    pub late_payment: payonce_core::order::LatePaymentPolicy,
 }
 
 impl Default for AppOptions {
@@ -34,6 +36,7 @@ impl Default for AppOptions {
             webhook_schedule: None,
             sinks: Default::default(),
             sink: None,
+            late_payment: Default::default(),
         }
     }
 }
@@ -100,6 +103,7 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
         channel_timeout: opts.channel_timeout,
         time_scale: opts.time_scale,
         admin_token: Some("test-admin-token".into()),
+        late_payment: opts.late_payment,
         webhook_schedule: opts.webhook_schedule.clone().unwrap_or_else(|| ServerConfig::default().webhook_schedule),
         ..ServerConfig::default()
     };

@@ -10,8 +10,8 @@ pub mod rabbitmq;
 
 use payonce_store::EventRow;
 
-/// Broker settings from the command line.
-#[derive(Debug, Clone, Default)]
+/// Broker settings from the command line. Not `Debug`: the AMQP URL carries a password.
+#[derive(Clone, Default)]
 pub struct SinkConfig {
     /// `amqp://user:pass@host:5672/%2f` and the exchange events are published to.
     pub rabbitmq: Option<(String, String)>,

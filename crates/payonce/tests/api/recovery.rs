@@ -21,6 +21,7 @@ store_tests!(
     admin_abnormal_queue,
     wechat_refund_notifications,
     payment_on_closed_order_with_notifications_lost_is_found_and_refunded,
+    late_payment_policy_accept_reopens_an_expired_order,
 );
 
 async fn create(app: &TestApp, no: &str, amount: i64, expire: Option<i64>) -> String {
@@ -358,5 +359,30 @@ async fn payment_on_closed_order_with_notifications_lost_is_found_and_refunded(b
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(app.order(&id).await["status"], "closed");
+    assert_invariants(app.violations().await);
+}
+
+async fn late_payment_policy_accept_reopens_an_expired_order(b: Backend) {
+    let opts = payonce_testkit::AppOptions { late_payment: payonce_core::order::LatePaymentPolicy::Accept, ..Default::default() };
+    let Some(app) = payonce_testkit::app::spawn_app_with(b, opts).await else { return };
+    let expired = create(&app, "LATE-1", 800, Some(5)).await;
+    let p = prepay(&app, &expired, "wechatpay").await;
+    eventually(&app, 30, "expired", |os| os.iter().any(|o| o.merchant_order_no == "LATE-1" && o.status == payonce_core::OrderStatus::Closed)).await;
+    // With `accept`, a payment for an order that merely expired pays it …
+    app.sim_pay("wechatpay", p["out_trade_no"].as_str().unwrap(), true).await;
+    let v = app.wait_order(&expired, Duration::from_secs(20), |o| o["status"] == "paid").await;
+    assert_eq!(v["status"], "paid");
+    // … but one the business closed is still refunded.
+    let closed = create(&app, "LATE-2", 800, None).await;
+    let p2 = prepay(&app, &closed, "wechatpay").await;
+    app.post(&format!("/v1/orders/{closed}/close"), json!({})).await;
+    app.sim_pay("wechatpay", p2["out_trade_no"].as_str().unwrap(), true).await;
+    let end = tokio::time::Instant::now() + Duration::from_secs(30);
+    while app.ledger().await["refunds"].as_array().unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < end, "business-closed order's payment not refunded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.ledger().await["refunds"].as_array().unwrap().len(), 1, "only the business-closed one");
+    assert_eq!(app.order(&closed).await["status"], "closed");
     assert_invariants(app.violations().await);
 }
