@@ -2,7 +2,9 @@
 
 pub mod admin;
 pub mod body;
+pub mod console;
 pub mod notify;
+pub mod openapi;
 pub mod ops;
 pub mod orders;
 pub mod refunds;
@@ -34,6 +36,9 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(openapi::openapi))
+        .route("/docs", get(openapi::docs))
+        .route("/console", get(console::console))
         .layer(DefaultBodyLimit::max(state.config.body_limit))
         .with_state(state)
 }

@@ -5,6 +5,7 @@ mod bad_input;
 mod channels;
 mod idempotency;
 mod notify;
+mod openapi;
 mod orders;
 mod prepay;
 mod recovery;
