@@ -13,6 +13,7 @@ pub mod views;
 use crate::state::AppState;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
 pub fn router(state: AppState) -> Router {
@@ -40,5 +41,16 @@ pub fn router(state: AppState) -> Router {
         .route("/docs", get(openapi::docs))
         .route("/console", get(console::console))
         .layer(DefaultBodyLimit::max(state.config.body_limit))
+        .layer(axum::middleware::from_fn(run_to_completion))
         .with_state(state)
+}
+
+/// A client that hangs up must not cut a request off in the middle of a database transaction
+/// or between a channel call and the recording of its outcome: each request runs in its own
+/// task, which finishes (and commits, or rolls back) even if nobody waits for the answer.
+async fn run_to_completion(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    match tokio::spawn(next.run(req)).await {
+        Ok(resp) => resp,
+        Err(e) => crate::error::ApiError::internal(e).into_response(),
+    }
 }

@@ -15,6 +15,7 @@ store_tests!(
     timeout_leaves_unknown_and_retry_reuses_channel_order,
     channel_5xx_is_unknown_and_retry_creates_one_order,
     prepay_after_payment_is_order_already_paid,
+    a_client_hanging_up_does_not_cut_the_prepay_short,
 );
 
 async fn concurrent_prepays_make_one_channel_order(b: Backend) {
@@ -134,4 +135,23 @@ async fn prepay_after_payment_is_order_already_paid(b: Backend) {
 
 async fn r_close(app: &payonce_testkit::TestApp, id: &str) -> StatusCode {
     app.post(&format!("/v1/orders/{id}/close"), json!({})).await.status()
+}
+
+async fn a_client_hanging_up_does_not_cut_the_prepay_short(b: Backend) {
+    let opts = AppOptions { channel_timeout: Duration::from_millis(800), time_scale: 1.0, ..AppOptions::default() };
+    let Some(app) = spawn_app_with(b, opts).await else { return };
+    let order = app.create_order("HANGUP-1", 100).await;
+    let id = order["id"].as_str().unwrap();
+    app.faults(json!({"prepay_timeout_rate": 1.0})).await;
+    // The client gives up after 100 ms, while payonce is still waiting for the channel.
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(100)).build().unwrap();
+    let r = impatient.post(app.url(&format!("/v1/orders/{id}/prepay"))).bearer_auth(&app.secret).json(&json!({"channel": "sandbox"})).send().await;
+    assert!(r.is_err(), "the client timed out");
+    // payonce still finished the request: the channel call's outcome is recorded (unknown, and
+    // then pending once the active query found the channel order), not left as a `created`
+    // intent waiting for the stale-intent sweep.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let v = app.order(id).await;
+    let s = v["attempts"][0]["status"].as_str().unwrap();
+    assert!(s == "unknown" || s == "pending", "{v}");
 }
