@@ -95,11 +95,11 @@ struct Shared {
 
 fn rnd(n: u64) -> u64 {
     let mut b = [0u8; 8];
-    aws_lc_rs_fill(&mut b);
+    urandom_fill(&mut b);
     u64::from_le_bytes(b) % n.max(1)
 }
 
-fn aws_lc_rs_fill(b: &mut [u8]) {
+fn urandom_fill(b: &mut [u8]) {
     use std::io::Read;
     let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(b));
 }
