@@ -83,11 +83,10 @@ pub async fn prepay(state: &AppState, app: &App, order_id: &OrderId, params: &Pr
         }
     }
     let result = prepay_rounds(state, app, order_id, params, channel, deadline, &mut waited).await;
-    if leading {
-        if let Some(redis) = &state.redis {
+    if leading
+        && let Some(redis) = &state.redis {
             redis.release(order_id.as_str()).await;
         }
-    }
     result
 }
 

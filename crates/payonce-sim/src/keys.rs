@@ -63,7 +63,7 @@ impl SimKeys {
             wechat_merchant: wechat_merchant.verifier(),
             wechat_merchant_serial: ids.next().unwrap_or_default().to_owned(),
             wechat_platform_key_id: ids.next().unwrap_or_default().to_owned(),
-            wechat_platform: wechat_platform,
+            wechat_platform,
             wechat_apiv3: SecretBytes::new(apiv3.trim().as_bytes().to_vec()),
             alipay_app: alipay_app.verifier(),
             alipay_platform,

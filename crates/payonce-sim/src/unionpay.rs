@@ -156,13 +156,11 @@ async fn back_trans(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
         return form(StatusCode::OK, &answer("35", "原交易不存在"));
     };
     let done = ledger.refund(ChannelName::Unionpay, &no, &field("orderId"), amount, now_ms());
-    if done.is_ok() {
-        if let Some(r) = ledger.refunds.iter_mut().rev().find(|r| r.channel == ChannelName::Unionpay && r.out_refund_no == field("orderId")) {
-            if r.txn_time.is_empty() {
+    if done.is_ok()
+        && let Some(r) = ledger.refunds.iter_mut().rev().find(|r| r.channel == ChannelName::Unionpay && r.out_refund_no == field("orderId"))
+            && r.txn_time.is_empty() {
                 r.txn_time = field("txnTime");
             }
-        }
-    }
     drop(ledger);
     match done {
         Ok(_) => form(StatusCode::OK, &answer("00", "成功[0000000]")),

@@ -14,7 +14,7 @@ pub struct PgStore {
 }
 
 /// Key of the advisory lock that keeps two instances from migrating at the same time.
-const MIGRATION_LOCK: i64 = 0x7061_796f_6e63_65;
+const MIGRATION_LOCK: i64 = 0x0070_6179_6f6e_6365;
 
 impl PgStore {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {

@@ -121,20 +121,18 @@ async fn load(shared: Arc<Shared>, secret: String, sim: String) {
             0..=2 => {
                 let n = shared.seq.fetch_add(1, Ordering::Relaxed);
                 let body = json!({"merchant_order_no": format!("CH-{n}"), "amount": 100 + (n % 50) as i64, "currency": "CNY", "subject": "chaos"});
-                if let Ok(r) = http.post(format!("{base}/v1/orders")).bearer_auth(&secret).header("idempotency-key", format!("co-{n}")).json(&body).send().await {
-                    if let Ok(v) = r.json::<Value>().await {
-                        if let Some(id) = v["id"].as_str() {
+                if let Ok(r) = http.post(format!("{base}/v1/orders")).bearer_auth(&secret).header("idempotency-key", format!("co-{n}")).json(&body).send().await
+                    && let Ok(v) = r.json::<Value>().await
+                        && let Some(id) = v["id"].as_str() {
                             shared.orders.lock().unwrap().push(id.to_owned());
                         }
-                    }
-                }
             }
             3..=7 if !orders.is_empty() => {
                 let id = &orders[rnd(orders.len() as u64) as usize];
                 let ch = channels[rnd(3) as usize];
                 let r = http.post(format!("{base}/v1/orders/{id}/prepay")).bearer_auth(&secret).json(&json!({"channel": ch})).send().await;
-                if let Ok(r) = r {
-                    if r.status().is_success() {
+                if let Ok(r) = r
+                    && r.status().is_success() {
                         shared.prepays_ok.fetch_add(1, Ordering::Relaxed);
                         if let Ok(v) = r.json::<Value>().await {
                             shared.prepaid.lock().unwrap().push((ch.to_owned(), v["out_trade_no"].as_str().unwrap_or_default().to_owned()));
@@ -148,7 +146,6 @@ async fn load(shared: Arc<Shared>, secret: String, sim: String) {
                             }
                         }
                     }
-                }
             }
             8 => {
                 // A payer who pays a channel order that was closed meanwhile (an in-flight payment,

@@ -54,11 +54,10 @@ impl ServeProcess {
     async fn wait_ready(&self) -> anyhow::Result<()> {
         let http = reqwest::Client::new();
         for _ in 0..300 {
-            if let Ok(r) = http.get(format!("{}/readyz", self.base_url())).send().await {
-                if r.status().is_success() {
+            if let Ok(r) = http.get(format!("{}/readyz", self.base_url())).send().await
+                && r.status().is_success() {
                     return Ok(());
                 }
-            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         anyhow::bail!("server {} never became ready", self.addr)

@@ -102,13 +102,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                         let r = http.post(format!("{base}/v1/orders")).bearer_auth(secret)
                             .json(&json!({"merchant_order_no": no, "amount": 100 + i as i64, "currency": "CNY", "subject": "bench"}))
                             .send().await;
-                        if let Ok(r) = r {
-                            if let Ok(v) = r.json::<Value>().await {
-                                if let Some(id) = v["id"].as_str() {
+                        if let Ok(r) = r
+                            && let Ok(v) = r.json::<Value>().await
+                                && let Some(id) = v["id"].as_str() {
                                     ids.lock().unwrap().push(id.to_owned());
                                 }
-                            }
-                        }
                     }
                 })
                 .collect();

@@ -81,4 +81,5 @@ fn sim_writes_channels_file_and_keys() {
     assert!(toml.contains("[sandbox]"));
     assert!(payonce_channels::ChannelsConfig::load(&dir.path().join("channels.toml")).is_ok());
     child.kill().unwrap();
+    let _ = child.wait();
 }

@@ -113,11 +113,10 @@ impl NatsSink {
             let cfg = serde_json::json!({"name": self.stream, "subjects": [format!("{}.>", self.prefix)], "storage": "file", "duplicate_window": 7_200_000_000_000i64});
             let (_, body) = c.request(&format!("$JS.API.STREAM.CREATE.{}", self.stream), None, cfg.to_string().as_bytes()).await.map_err(|e| e.to_string())?;
             let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            if let Some(err) = v.get("error") {
-                if err["err_code"] != 10058 {
+            if let Some(err) = v.get("error")
+                && err["err_code"] != 10058 {
                     return Err(format!("creating stream {}: {err}", self.stream));
                 }
-            }
             *guard = Some(c);
         }
         let c = guard.as_mut().expect("connected");

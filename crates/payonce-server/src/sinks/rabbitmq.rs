@@ -21,11 +21,10 @@ impl RabbitSink {
 
     async fn channel(&self) -> Result<Channel, lapin::Error> {
         let mut guard = self.conn.lock().await;
-        if let Some((c, ch)) = guard.as_ref() {
-            if c.status().connected() && ch.status().connected() {
+        if let Some((c, ch)) = guard.as_ref()
+            && c.status().connected() && ch.status().connected() {
                 return Ok(ch.clone());
             }
-        }
         let conn = Connection::connect(&self.url, ConnectionProperties::default()).await?;
         let ch = conn.create_channel().await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
