@@ -236,7 +236,7 @@ pub async fn settle_refund(state: &AppState, r: Refund) -> Option<Refund> {
             notify_url: format!("{}/notify/{}", state.config.public_url.trim_end_matches('/'), r.channel),
         };
         match channel.refund(&req).await {
-            Ok((s, data)) => (from_state(s, again), data),
+            Ok((s, data)) => (refund_result(s, again), data),
             // Nothing left this machine: ask again later, under the same number.
             Err(ChannelError::Unreachable(_)) => (RefundResult::Absent { next_query_at: again }, None),
             Err(ChannelError::Ambiguous(_)) => (RefundResult::Unknown { next_query_at: again }, None),
@@ -246,7 +246,7 @@ pub async fn settle_refund(state: &AppState, r: Refund) -> Option<Refund> {
         let q = RefundRef { order: order_ref(&attempt), out_refund_no: r.out_refund_no.clone(), channel_data: r.channel_data.clone() };
         match channel.refund_query(&q).await {
             Ok(RefundState::Absent) => (RefundResult::Absent { next_query_at: now }, None),
-            Ok(s) => (from_state(s, again), None),
+            Ok(s) => (refund_result(s, again), None),
             Err(_) => (RefundResult::Unknown { next_query_at: again }, None),
         }
     };
@@ -269,12 +269,8 @@ pub async fn settle_refund(state: &AppState, r: Refund) -> Option<Refund> {
     }
 }
 
-/// What a channel's refund state means for the refund row.
+/// What a channel's refund state means for the refund row (`again`: when to look next).
 pub fn refund_result(s: RefundState, again: Timestamp) -> RefundResult {
-    from_state(s, again)
-}
-
-fn from_state(s: RefundState, again: Timestamp) -> RefundResult {
     match s {
         RefundState::Succeeded => RefundResult::Succeeded,
         RefundState::Processing => RefundResult::Processing { next_query_at: again },

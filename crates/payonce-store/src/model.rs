@@ -306,8 +306,3 @@ pub enum IdempotencyBegin {
     /// The first request with this key is still running.
     InFlight,
 }
-
-/// The late-payment policy an outcome carries: business-closed orders always refund.
-pub fn default_policy() -> LatePaymentPolicy {
-    LatePaymentPolicy::Refund
-}
