@@ -5,6 +5,7 @@
 pub mod alipay;
 pub mod config;
 pub mod crypto;
+pub mod form;
 pub mod money;
 pub mod sandbox;
 pub mod secret;

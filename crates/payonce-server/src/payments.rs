@@ -46,12 +46,6 @@ fn prepay_metric(outcome: &'static str) {
     metrics::counter!("payonce_prepay_total", "outcome" => outcome).increment(1);
 }
 
-async fn order_view(state: &AppState, order: &Order) -> serde_json::Value {
-    let attempts = state.store.attempts_of(&order.id).await.unwrap_or_default();
-    let refunds = state.store.refunds_of(&order.id).await.unwrap_or_default();
-    views::order(order, &attempts, &refunds)
-}
-
 fn channel_of(state: &AppState, name: ChannelName) -> Result<&Arc<dyn Channel>, ApiError> {
     state
         .channels
@@ -106,11 +100,11 @@ async fn prepay_rounds(
         let order = state.store.order(&app.id, order_id).await?.ok_or_else(|| ApiError::not_found("order"))?;
         if order.status.has_been_paid() {
             prepay_metric("already_paid");
-            return Err(ApiError::order_already_paid(order_view(state, &order).await));
+            return Err(ApiError::order_already_paid(views::load_order(state, &order).await?));
         }
         if !order.status.is_open() || order.expires_at <= now {
             prepay_metric("order_closed");
-            return Err(ApiError::order_closed(order_view(state, &order).await));
+            return Err(ApiError::order_closed(views::load_order(state, &order).await?));
         }
         let active = state.store.attempts_of(order_id).await?.into_iter().find(|a| a.status.is_active());
         let Some(a) = active else {
@@ -224,7 +218,7 @@ async fn call_prepay(
                 AttemptStatus::Succeeded => {
                     prepay_metric("already_paid");
                     let order = state.store.order(&order.app_id, &order.id).await?.unwrap_or_else(|| order.clone());
-                    Err(ApiError::order_already_paid(order_view(state, &order).await))
+                    Err(ApiError::order_already_paid(views::load_order(state, &order).await?))
                 }
                 _ => Err(ApiError::request_in_progress("the channel order changed while it was being created")),
             }
@@ -357,7 +351,7 @@ pub async fn close(state: &AppState, app: &App, order_id: &OrderId) -> Result<Or
         let now = state.clock.now();
         match state.store.close_order(order_id, ClosedBy::Business, now).await? {
             CloseOrder::Closed(o) | CloseOrder::AlreadyClosed(o) => return Ok(o),
-            CloseOrder::Paid(o) => return Err(ApiError::order_already_paid(order_view(state, &o).await)),
+            CloseOrder::Paid(o) => return Err(ApiError::order_already_paid(views::load_order(state, &o).await?)),
             CloseOrder::NoSuchOrder => return Err(ApiError::not_found("order")),
             CloseOrder::ActiveAttempt(a) if a.status == AttemptStatus::Created => {
                 // A prepay is mid-call: closing now could race its creation. Wait for it.

@@ -33,18 +33,20 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     let mut round = tokio::time::interval(tick);
     round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut purge = tokio::time::interval(state.config.scaled(Duration::from_secs(3600)));
+    // The abnormal gauge reads the whole queue: every 15 s is plenty, not every round.
+    let mut gauge = tokio::time::interval(state.config.scaled(Duration::from_secs(15)).max(Duration::from_millis(10)));
     let webhook_http = reqwest::Client::builder().timeout(state.config.webhook_timeout).build().expect("http client");
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             _ = purge.tick() => purge_idempotency_keys(&state).await,
+            _ = gauge.tick() => abnormal_gauge(&state).await,
             _ = round.tick() => {
                 // Each step logs its own failures; one failing never stops the others.
                 poll_attempts(&state, &owner).await;
                 expire_orders(&state, &owner).await;
                 settle_refunds(&state, &owner).await;
                 dispatch_events(&state, &webhook_http, &owner).await;
-                abnormal_gauge(&state).await;
             }
         }
     }

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use payonce_channels::alipay::protocol::{encode_form, parse_form};
+use payonce_channels::form::{encode as encode_form, parse as parse_form};
 use payonce_channels::unionpay::protocol::{self, get, parse_txn_time};
 use payonce_core::ChannelName;
 use std::sync::Arc;

@@ -281,7 +281,7 @@ impl TestApp {
         self.http
             .post(credential["action"].as_str().unwrap())
             .header("content-type", "application/x-www-form-urlencoded")
-            .body(payonce_channels::alipay::protocol::encode_form(&fields))
+            .body(payonce_channels::form::encode(&fields))
             .send()
             .await
             .unwrap()

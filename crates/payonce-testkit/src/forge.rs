@@ -188,5 +188,5 @@ pub fn unionpay_paid(sim_dir: &Path, order_id: &str, txn_time: &str, txn_amt: i6
             }
         }
     }
-    Forged { headers: vec![], content_type: "application/x-www-form-urlencoded", body: ali::encode_form(&p) }
+    Forged { headers: vec![], content_type: "application/x-www-form-urlencoded", body: payonce_channels::form::encode(&p) }
 }

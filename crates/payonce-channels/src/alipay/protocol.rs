@@ -81,14 +81,7 @@ pub fn parse_beijing_time(s: &str) -> Option<i64> {
     Some(t.unix_timestamp() * 1000)
 }
 
-/// Parses `application/x-www-form-urlencoded` (UTF-8) into ordered pairs.
-pub fn parse_form(body: &[u8]) -> Vec<(String, String)> {
-    form_urlencoded::parse(body).into_owned().collect()
-}
-
-pub fn encode_form(params: &[(String, String)]) -> String {
-    form_urlencoded::Serializer::new(String::new()).extend_pairs(params.iter()).finish()
-}
+pub use crate::form::{encode as encode_form, parse as parse_form};
 
 #[cfg(test)]
 mod tests {

@@ -52,7 +52,7 @@ impl UnionpayClient {
             .http
             .post(format!("{}{path}", self.gateway))
             .header("content-type", "application/x-www-form-urlencoded;charset=UTF-8")
-            .body(crate::alipay::protocol::encode_form(params))
+            .body(crate::form::encode(params))
             .send()
             .await
             .map_err(classify_transport)?;
@@ -60,7 +60,7 @@ impl UnionpayClient {
             return Err(ChannelError::Ambiguous(format!("gateway answered {}", resp.status())));
         }
         let body = resp.bytes().await.map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
-        let answer = crate::alipay::protocol::parse_form(&body);
+        let answer = crate::form::parse(&body);
         self.verify_message(&answer).map_err(|e| ChannelError::Ambiguous(format!("answer not trusted: {e}")))?;
         Ok(answer)
     }
@@ -219,7 +219,7 @@ impl Channel for UnionpayClient {
     }
 
     fn verify_notification(&self, _headers: &HeaderMap, body: &[u8], _now: Timestamp) -> Result<Notification, NotifyError> {
-        let params = crate::alipay::protocol::parse_form(body);
+        let params = crate::form::parse(body);
         if params.is_empty() {
             return Err(NotifyError::Malformed("empty form".into()));
         }

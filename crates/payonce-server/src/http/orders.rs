@@ -25,9 +25,7 @@ fn valid_merchant_no(s: &str) -> bool {
 }
 
 async fn render(state: &AppState, order: &Order) -> Result<serde_json::Value, ApiError> {
-    let attempts = state.store.attempts_of(&order.id).await?;
-    let refunds = state.store.refunds_of(&order.id).await?;
-    Ok(views::order(order, &attempts, &refunds))
+    Ok(views::load_order(state, order).await?)
 }
 
 #[tracing::instrument(skip_all, fields(app_id = %app.id))]

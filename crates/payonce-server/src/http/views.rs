@@ -1,6 +1,7 @@
 //! The JSON shapes of API.md: what an order, an attempt and a prepay answer look like.
 
-use payonce_store::{Attempt, Order, Refund};
+use crate::state::AppState;
+use payonce_store::{Attempt, Order, Refund, StoreError};
 use serde_json::{Value, json};
 
 pub fn attempt(a: &Attempt) -> Value {
@@ -38,6 +39,13 @@ pub fn refund(r: &Refund) -> Value {
         "created_at": r.created_at.to_rfc3339(),
         "updated_at": r.updated_at.to_rfc3339(),
     })
+}
+
+/// An order as the API shows it, with its attempts and refunds read from the store.
+pub async fn load_order(state: &AppState, o: &Order) -> Result<Value, StoreError> {
+    let attempts = state.store.attempts_of(&o.id).await?;
+    let refunds = state.store.refunds_of(&o.id).await?;
+    Ok(order(o, &attempts, &refunds))
 }
 
 pub fn order(o: &Order, attempts: &[Attempt], refunds: &[Refund]) -> Value {
