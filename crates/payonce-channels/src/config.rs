@@ -34,6 +34,10 @@ pub struct UnionpayConfig {
     /// chain to them.
     pub root_cert_file: PathBuf,
     pub middle_cert_file: Option<PathBuf>,
+    /// Accept UnionPay's older TEST owner `00040000:SIGN` in `signPubKeyCert` as well as
+    /// `中国银联股份有限公司` (the acp SDK's test-environment switch). Off by default.
+    #[serde(default)]
+    pub accept_test_owner: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -52,6 +56,9 @@ pub struct WechatpayConfig {
     /// … and/or platform certificates (their serials are announced in `Wechatpay-Serial`).
     #[serde(default)]
     pub platform_cert_files: Vec<PathBuf>,
+    /// Learn rotated platform certificates from `GET /v3/certificates` (rate-bounded) when an
+    /// unknown `Wechatpay-Serial` arrives. Default: on in certificate mode, off with a public key.
+    pub download_certificates: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -112,7 +119,7 @@ impl ChannelsConfig {
     }
 
     /// Builds the connectors. `timeout` bounds every channel call; past it the outcome is unknown.
-    pub fn build(&self, timeout: Duration) -> Result<ChannelRegistry, ConfigError> {
+    pub fn build(&self, timeout: Duration, clock: crate::SharedClock) -> Result<ChannelRegistry, ConfigError> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(3)))
@@ -121,10 +128,10 @@ impl ChannelsConfig {
         let mut reg = ChannelRegistry::default();
         if let Some(s) = &self.sandbox {
             let key = crate::config::read_hex_key(&s.key_file)?;
-            reg.insert(Arc::new(sandbox::SandboxClient::new(s.gateway.clone(), key, http.clone())));
+            reg.insert(Arc::new(sandbox::SandboxClient::new(s.gateway.clone(), key, http.clone(), clock.clone())));
         }
         if let Some(w) = &self.wechatpay {
-            reg.insert(Arc::new(crate::wechatpay::WechatpayClient::new(w.gateway.clone(), w.keys()?, http.clone())));
+            reg.insert(Arc::new(crate::wechatpay::WechatpayClient::new(w.gateway.clone(), w.keys()?, http.clone(), clock.clone())));
         }
         if let Some(a) = &self.alipay {
             let keys = crate::alipay::AlipayKeys {
@@ -132,7 +139,7 @@ impl ChannelsConfig {
                 app_private_key: RsaSigner::from_pem(&read(&a.app_private_key_file)?).map_err(|e| invalid(&a.app_private_key_file, e))?,
                 alipay_public_key: RsaVerifier::from_pem(&read(&a.alipay_public_key_file)?).map_err(|e| invalid(&a.alipay_public_key_file, e))?,
             };
-            reg.insert(Arc::new(crate::alipay::AlipayClient::new(a.gateway.clone(), keys, http.clone())));
+            reg.insert(Arc::new(crate::alipay::AlipayClient::new(a.gateway.clone(), keys, http.clone(), clock.clone())));
         }
         if let Some(u) = &self.unionpay {
             let is_p12 = u.sign_key_file.extension().is_some_and(|e| e.eq_ignore_ascii_case("pfx") || e.eq_ignore_ascii_case("p12"));
@@ -159,8 +166,9 @@ impl ChannelsConfig {
                     Some(f) => Some(Certificate::from_pem(&read(f)?).map_err(|e| invalid(f, e))?),
                     None => None,
                 },
+                accept_test_owner: u.accept_test_owner,
             };
-            reg.insert(Arc::new(crate::unionpay::UnionpayClient::new(u.gateway.clone(), keys, http.clone())));
+            reg.insert(Arc::new(crate::unionpay::UnionpayClient::new(u.gateway.clone(), keys, http.clone(), clock.clone())));
         }
         Ok(reg)
     }
@@ -187,9 +195,10 @@ impl WechatpayConfig {
             mchid: self.mchid.clone(),
             appid: self.appid.clone(),
             merchant_serial_no: self.merchant_serial_no.clone(),
-            merchant_key: RsaSigner::from_pem(&read(&self.merchant_key_file)?).map_err(|e| invalid(&self.merchant_key_file, e))?,
+            merchant_key: std::sync::Arc::new(RsaSigner::from_pem(&read(&self.merchant_key_file)?).map_err(|e| invalid(&self.merchant_key_file, e))?),
             apiv3_key: crate::secret::SecretBytes::new(apiv3),
             platform,
+            download_certificates: self.download_certificates.unwrap_or(!self.platform_cert_files.is_empty()),
         })
     }
 }

@@ -153,13 +153,24 @@ pub struct Certificate {
     /// Serial number in decimal (UnionPay's `certId`).
     pub serial_decimal: String,
     pub subject: String,
+    /// The subject's first CN, decoded (UnionPay's owner is its third `@` field).
+    pub common_name: Option<String>,
     pub issuer: String,
     pub not_before: i64,
     pub not_after: i64,
     pub verifier: RsaVerifier,
     tbs: Vec<u8>,
     signature: Vec<u8>,
+    /// How the issuer signed it: UnionPay's CFCA chain still uses SHA1withRSA.
+    signature_algorithm: CertSignature,
     der: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CertSignature {
+    RsaSha256,
+    RsaSha1,
+    Other,
 }
 
 impl Certificate {
@@ -178,11 +189,24 @@ impl Certificate {
             serial_hex: format!("{:X}", cert.serial),
             serial_decimal: cert.serial.to_string(),
             subject: cert.subject().to_string(),
+            // Some CAs encode the CN as a T61String, which `as_str` declines: read its bytes.
+            common_name: cert
+                .subject()
+                .iter_common_name()
+                .next()
+                .map(|cn| cn.as_str().map(str::to_owned).unwrap_or_else(|_| String::from_utf8_lossy(cn.attr_value().data).into_owned())),
             issuer: cert.issuer().to_string(),
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
             verifier: RsaVerifier::from_der(spki)?,
             tbs: cert.tbs_certificate.as_ref().to_vec(),
+            signature_algorithm: match cert.signature_algorithm.algorithm.to_id_string().as_str() {
+                "1.2.840.113549.1.1.11" => CertSignature::RsaSha256,
+                // sha1WithRSAEncryption: only for checking certificate chains (CFCA's test and
+                // production UnionPay chains are SHA-1 signed); never for messages.
+                "1.2.840.113549.1.1.5" => CertSignature::RsaSha1,
+                _ => CertSignature::Other,
+            },
             signature: cert.signature_value.data.to_vec(),
             der: der.to_vec(),
         })
@@ -190,8 +214,13 @@ impl Certificate {
 
     /// Whether `issuer` signed this certificate (SHA256withRSA) and it is valid at `now_secs`.
     pub fn issued_by(&self, issuer: &Certificate, now_secs: i64) -> bool {
+        let algorithm: &dyn signature::VerificationAlgorithm = match self.signature_algorithm {
+            CertSignature::RsaSha256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+            CertSignature::RsaSha1 => &signature::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
+            CertSignature::Other => return false,
+        };
         self.issuer == issuer.subject
-            && issuer.verifier.verify(&self.tbs, &self.signature)
+            && UnparsedPublicKey::new(algorithm, &issuer.verifier.0).verify(&self.tbs, &self.signature).is_ok()
             && self.not_before <= now_secs
             && now_secs <= self.not_after
     }

@@ -13,12 +13,16 @@ pub mod unionpay;
 pub mod wechatpay;
 
 use async_trait::async_trait;
-use payonce_core::{ChannelName, Money, PayMethod, Timestamp};
+use payonce_core::{ChannelName, Clock, Money, PayMethod, Timestamp};
 use reqwest::header::HeaderMap;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use config::{ChannelsConfig, ConfigError};
+
+/// The clock every connector reads: the same injected clock as the rest of payonce, so
+/// virtual-time and clock-fault tests move the connectors' timestamps too.
+pub type SharedClock = Arc<dyn Clock>;
 
 /// What payonce asks a channel to create.
 #[derive(Debug, Clone)]
@@ -33,13 +37,22 @@ pub struct PrepayRequest {
     pub expires_at: Timestamp,
     /// Channel-specific payer data (e.g. a WeChat `openid` for JSAPI).
     pub payer: Option<serde_json::Value>,
+    /// When the attempt was first sent. Parameters derived from time (Alipay's
+    /// `qr_code_timeout_express`) come from it, so a credential refresh re-sends the stored
+    /// request with identical parameters, as WeChat and Alipay require of a repeat.
+    pub requested_at: Timestamp,
 }
 
 /// The channel accepted: the credential the payer's device needs.
 #[derive(Debug, Clone)]
 pub struct Prepaid {
     pub credential: serde_json::Value,
+    /// Until when this credential may be handed out (WeChat `code_url`/`prepay_id`: 2 hours;
+    /// an Alipay QR: at most 2 hours). Past it, a prepay refreshes it while the order is open.
     pub credential_expires_at: Timestamp,
+    /// The latest moment the channel could still take a payment on this channel order, however
+    /// its documents are read: a closed attempt is watched until then (plus a margin).
+    pub payable_until: Timestamp,
     /// What the channel needs later to find this order again, stored with the attempt
     /// (UnionPay's original `txnTime`). Opaque to everything but the connector.
     pub channel_data: Option<String>,
@@ -81,6 +94,10 @@ pub struct RefundRequest {
     pub total: Money,
     pub reason: Option<String>,
     pub notify_url: String,
+    /// What `Channel::refund_call_data` made for this refund and payonce stored in the refund row
+    /// BEFORE the first call (UnionPay's refund `txnTime`): every send and every query of the
+    /// refund names the same transaction.
+    pub channel_data: Option<String>,
 }
 
 /// What the channel says about a refund.
@@ -94,8 +111,13 @@ pub enum RefundState {
     Abnormal,
     /// The channel refused or closed it: nothing was refunded.
     Failed(String),
-    /// No such refund at the channel.
+    /// No such refund at the channel: asking again under the same number is safe (WeChat,
+    /// Alipay: the refund number is the channel's idempotency key).
     Absent,
+    /// The channel has no record of it YET (UnionPay refund query `respCode=34`): the refund was
+    /// sent and may still appear. Never re-send; keep querying, and after a bounded run a
+    /// person (or reconciliation) settles it.
+    NotFoundYet,
 }
 
 /// A refund as the connector must name it to query it.
@@ -192,6 +214,12 @@ pub trait Channel: Send + Sync + 'static {
     async fn prepay(&self, req: &PrepayRequest) -> Result<Prepaid, ChannelError>;
     async fn query(&self, order: &ChannelOrderRef) -> Result<TradeState, ChannelError>;
     async fn close(&self, order: &ChannelOrderRef) -> Result<CloseAnswer, ChannelError>;
+    /// Data the refund's calls and queries must carry, made once and stored in the refund row
+    /// before the first call (UnionPay: the refund transaction's `txnTime`). `None`: the refund
+    /// number alone names it.
+    fn refund_call_data(&self, _now: Timestamp) -> Option<String> {
+        None
+    }
     /// Requests a refund; returns its state and any data needed to query it later.
     async fn refund(&self, req: &RefundRequest) -> Result<(RefundState, Option<String>), ChannelError>;
     async fn refund_query(&self, r: &RefundRef) -> Result<RefundState, ChannelError>;

@@ -68,6 +68,12 @@ pub enum AttemptEvent {
     /// A query finds no such channel order after the call timeout. Callers only send it
     /// for channels that create their order at prepay.
     ReportedAbsent,
+    /// The channel re-issued the credential of a pending channel order (same out_trade_no,
+    /// identical request): a WeChat code_url / prepay_id or an Alipay QR past its life.
+    CredentialRefreshed,
+    /// A credential refresh was refused or timed out. The channel order itself is unchanged
+    /// (it was pending and stays so): never `unknown`, never `failed`.
+    RefreshFailed,
 }
 
 impl AttemptEvent {
@@ -80,6 +86,8 @@ impl AttemptEvent {
             AttemptEvent::ReportedPaid => "reported_paid",
             AttemptEvent::ReportedClosed => "reported_closed",
             AttemptEvent::ReportedAbsent => "reported_absent",
+            AttemptEvent::CredentialRefreshed => "credential_refreshed",
+            AttemptEvent::RefreshFailed => "refresh_failed",
         }
     }
 }
@@ -103,6 +111,9 @@ impl AttemptStatus {
             (Closed, E::ReportedClosed | E::ReportedUnpaid) => Ok(Closed),
             (Created | Unknown, E::ReportedAbsent) => Ok(Failed),
             (Failed, E::ReportedAbsent | E::Refused) => Ok(Failed),
+            // Only a pending channel order's credential is refreshed; whatever the refresh's
+            // fate, the order at the channel is what it was.
+            (Pending, E::CredentialRefreshed | E::RefreshFailed) => Ok(Pending),
             _ => Err(IllegalTransition { from: self.as_str(), event: event.name() }),
         }
     }
@@ -121,8 +132,19 @@ mod tests {
             AttemptEvent::ReportedUnpaid,
             AttemptEvent::ReportedClosed,
             AttemptEvent::ReportedAbsent,
+            AttemptEvent::CredentialRefreshed,
+            AttemptEvent::RefreshFailed,
         ] {
             assert_eq!(AttemptStatus::Succeeded.next(e), Ok(AttemptStatus::Succeeded));
+        }
+    }
+
+    #[test]
+    fn a_refresh_never_leaves_pending() {
+        assert_eq!(AttemptStatus::Pending.next(AttemptEvent::CredentialRefreshed), Ok(AttemptStatus::Pending));
+        assert_eq!(AttemptStatus::Pending.next(AttemptEvent::RefreshFailed), Ok(AttemptStatus::Pending));
+        for s in [AttemptStatus::Created, AttemptStatus::Unknown, AttemptStatus::Closed, AttemptStatus::Failed] {
+            assert!(s.next(AttemptEvent::CredentialRefreshed).is_err(), "{s:?}");
         }
     }
 

@@ -25,6 +25,8 @@ fn attempt_event() -> impl Strategy<Value = AttemptEvent> {
         Just(AttemptEvent::ReportedPaid),
         Just(AttemptEvent::ReportedClosed),
         Just(AttemptEvent::ReportedAbsent),
+        Just(AttemptEvent::CredentialRefreshed),
+        Just(AttemptEvent::RefreshFailed),
     ]
 }
 

@@ -109,6 +109,13 @@ async fn prepay_rounds(
         let active = state.store.attempts_of(order_id).await?.into_iter().find(|a| a.status.is_active());
         let Some(a) = active else {
             let id = AttemptId::new();
+            let request = StoredPrepay {
+                subject: order.subject.clone(),
+                notify_url: format!("{}/notify/{}", state.config.public_url.trim_end_matches('/'), params.channel),
+                expires_at: order.expires_at.0,
+                requested_at: now.0,
+                payer: params.payer.clone(),
+            };
             let attempt = Attempt {
                 out_trade_no: OutTradeNo::for_attempt(&id).to_string(),
                 id,
@@ -120,10 +127,14 @@ async fn prepay_rounds(
                 is_duplicate: false,
                 credential: None,
                 credential_expires_at: None,
+                payable_until: None,
+                prepay_request: Some(serde_json::to_string(&request).expect("serialisable")),
                 channel_trade_no: None,
                 channel_data: None,
                 paid_at: None,
-                next_query_at: None,
+                // Claimable by the active-query worker from the start: should this request die
+                // between the channel call and the recording, the worker settles it.
+                next_query_at: Some(now.plus_ms(state.config.call_deadline_ms())),
                 query_count: 0,
                 version: 1,
                 created_at: now,
@@ -142,9 +153,15 @@ async fn prepay_rounds(
                 let credential = a.credential.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
                 return Ok(PrepayAnswer { attempt: a, credential, reused: true });
             }
+            // The credential outlived its channel-side life (WeChat's 2 hours, an Alipay QR's)
+            // while the order is still open: ask the channel to re-issue it for the SAME channel
+            // order, with the identical stored request. Never hand out the dead one.
+            AttemptStatus::Pending if same && a.credential.is_some() && a.prepay_request.is_some() => {
+                return refresh_credential(state, channel.as_ref(), &order, a).await;
+            }
             AttemptStatus::Created => {
                 // Another request (maybe on another instance) is calling the channel right now.
-                let stale_before = Timestamp(now.0 - (state.config.channel_timeout.as_millis() as i64 + 5_000));
+                let stale_before = Timestamp(now.0 - state.config.call_deadline_ms());
                 if a.created_at < stale_before {
                     // Its caller never came back: the outcome is unknown, never assumed failed.
                     state.store.mark_stale_created(&a.id, stale_before, now).await?;
@@ -164,7 +181,7 @@ async fn prepay_rounds(
             // (Also a pending attempt whose credential was lost: a query found the channel order
             // but the prepay answer never arrived.)
             AttemptStatus::Unknown | AttemptStatus::Pending if same && a.credential.is_none() => {
-                let busy_until = now.plus_ms(state.config.channel_timeout.as_millis() as i64 + 5_000);
+                let busy_until = now.plus_ms(state.config.call_deadline_ms());
                 state.store.defer_unknown(&a.id, busy_until, now).await?;
                 return call_prepay(state, channel.as_ref(), &order, a, params).await;
             }
@@ -185,16 +202,7 @@ async fn call_prepay(
     attempt: Attempt,
     params: &PrepayParams,
 ) -> Result<PrepayAnswer, ApiError> {
-    let req = PrepayRequest {
-        out_trade_no: attempt.out_trade_no.clone(),
-        amount: order.amount,
-        subject: order.subject.clone(),
-        method: params.method,
-        notify_url: format!("{}/notify/{}", state.config.public_url.trim_end_matches('/'), channel.name()),
-        // The channel-side expiry never outlives the order.
-        expires_at: order.expires_at,
-        payer: params.payer.clone(),
-    };
+    let req = stored_request(order, &attempt, params.payer.clone(), state);
     let result = channel.prepay(&req).await;
     let now = state.clock.now();
     let first_query = now.plus_ms(state.config.scaled(FIRST_QUERY_AFTER).as_millis() as i64);
@@ -206,6 +214,7 @@ async fn call_prepay(
             let recorded = PrepayResult::Accepted {
                 credential: prepaid.credential.to_string(),
                 credential_expires_at: expires,
+                payable_until: prepaid.payable_until,
                 next_query_at: first_query,
                 channel_data: prepaid.channel_data.clone(),
             };
@@ -250,6 +259,72 @@ async fn call_prepay(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the channel did not answer in time; retrying the same request is safe",
             ))
+        }
+    }
+}
+
+/// The prepay request of an attempt as first written (`prepay_request`), so every send — the
+/// first, a re-ask after `unknown`, a credential refresh — carries identical parameters.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StoredPrepay {
+    pub subject: String,
+    pub notify_url: String,
+    /// The channel-side expiry: never later than the order's, so a QR code cannot outlive it.
+    pub expires_at: i64,
+    pub requested_at: i64,
+    pub payer: Option<serde_json::Value>,
+}
+
+/// The channel request of an attempt: the stored one, or (attempts written before requests
+/// were stored) one rebuilt from the order.
+fn stored_request(order: &Order, attempt: &Attempt, payer: Option<serde_json::Value>, state: &AppState) -> PrepayRequest {
+    let stored: Option<StoredPrepay> = attempt.prepay_request.as_deref().and_then(|s| serde_json::from_str(s).ok());
+    let stored = stored.unwrap_or_else(|| StoredPrepay {
+        subject: order.subject.clone(),
+        notify_url: format!("{}/notify/{}", state.config.public_url.trim_end_matches('/'), attempt.channel),
+        expires_at: order.expires_at.0,
+        requested_at: attempt.created_at.0,
+        payer,
+    });
+    PrepayRequest {
+        out_trade_no: attempt.out_trade_no.clone(),
+        amount: attempt.amount,
+        subject: stored.subject,
+        method: attempt.method,
+        notify_url: stored.notify_url,
+        expires_at: Timestamp(stored.expires_at),
+        payer: stored.payer,
+        requested_at: Timestamp(stored.requested_at),
+    }
+}
+
+/// Re-issues the credential of a pending attempt whose credential died before the order did.
+/// The attempt's own transition (`CredentialRefreshed` / `RefreshFailed`): whatever happens,
+/// the channel order stays pending — a refresh that fails or times out changes nothing there.
+async fn refresh_credential(state: &AppState, channel: &dyn Channel, order: &Order, a: Attempt) -> Result<PrepayAnswer, ApiError> {
+    let req = stored_request(order, &a, None, state);
+    match channel.prepay(&req).await {
+        Ok(prepaid) => {
+            let now = state.clock.now();
+            let stored = state
+                .store
+                .refresh_credential(&a.id, &prepaid.credential.to_string(), prepaid.credential_expires_at, prepaid.payable_until, now)
+                .await?;
+            match stored {
+                Some(attempt) => {
+                    prepay_metric("refreshed");
+                    Ok(PrepayAnswer { attempt, credential: prepaid.credential, reused: false })
+                }
+                // Paid or closed meanwhile: the next prepay round tells the caller.
+                None => Err(ApiError::request_in_progress("the channel order changed while its credential was refreshed")),
+            }
+        }
+        Err(e) => {
+            // RefreshFailed: pending it stays (the active-query worker keeps watching it), and
+            // the dead credential is not handed out. A repeat of the request tries again.
+            tracing::warn!(error = %e, out_trade_no = %a.out_trade_no, "credential refresh failed");
+            prepay_metric("refresh_failed");
+            Err(ApiError::channel_unavailable(StatusCode::SERVICE_UNAVAILABLE, "the channel did not re-issue the payment code; retrying is safe"))
         }
     }
 }
@@ -355,7 +430,7 @@ pub async fn close(state: &AppState, app: &App, order_id: &OrderId) -> Result<Or
             CloseOrder::NoSuchOrder => return Err(ApiError::not_found("order")),
             CloseOrder::ActiveAttempt(a) if a.status == AttemptStatus::Created => {
                 // A prepay is mid-call: closing now could race its creation. Wait for it.
-                let stale_before = Timestamp(now.0 - (state.config.channel_timeout.as_millis() as i64 + 5_000));
+                let stale_before = Timestamp(now.0 - state.config.call_deadline_ms());
                 if a.created_at < stale_before {
                     state.store.mark_stale_created(&a.id, stale_before, now).await?;
                 } else if Instant::now() >= deadline {

@@ -86,6 +86,9 @@ pub fn parse_query_schedules(s: &str) -> Result<std::collections::BTreeMap<payon
     Ok(out)
 }
 
+/// Grace added to the channel timeout before a call is presumed dead.
+const CALL_GRACE_MS: i64 = 5_000;
+
 impl ServerConfig {
     /// A schedule delay, shortened by the time scale.
     pub fn scaled(&self, d: Duration) -> Duration {
@@ -121,6 +124,12 @@ impl ServerConfig {
     pub fn backoff(&self, n: usize) -> Duration {
         let secs = if n < 6 { 1u64 << n } else { 60 };
         self.scaled(Duration::from_secs(secs))
+    }
+
+    /// By when any channel call begun now has certainly ended (the client's timeout plus a
+    /// grace for scheduling): an attempt still `created` past it lost its caller.
+    pub fn call_deadline_ms(&self) -> i64 {
+        i64::try_from(self.channel_timeout.as_millis()).unwrap_or(i64::MAX / 4) + CALL_GRACE_MS
     }
 
     /// How long a duplicate prepay waits for an in-flight one before answering 409.

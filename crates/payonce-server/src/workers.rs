@@ -79,7 +79,7 @@ async fn poll_attempts(state: &AppState, owner: &str) {
 #[tracing::instrument(skip_all, fields(attempt_id = %a.id, channel = %a.channel))]
 async fn check_attempt(state: &AppState, owner: &str, mut a: Attempt) {
     let now = state.clock.now();
-    let timeout_ms = state.config.channel_timeout.as_millis() as i64 + 5_000;
+    let timeout_ms = state.config.call_deadline_ms();
     if a.status == AttemptStatus::Created {
         // Its prepay call may still be running: look again once it must have ended; if it has
         // not recorded anything by then, its caller died and the outcome is unknown.
@@ -111,7 +111,7 @@ async fn check_attempt(state: &AppState, owner: &str, mut a: Attempt) {
         Ok(TradeState::Absent) if !a.channel.creates_order_at_prepay() => {
             // An unscanned QR / unsubmitted form: nothing to record until its credential
             // expires, after which it can never be paid: then it is closed.
-            if a.credential_expires_at.is_some_and(|t| t <= now) { Some(TradeState::Closed) } else { None }
+            if payable_until(&a) <= now { Some(TradeState::Closed) } else { None }
         }
         // "Absent" proves the prepay never happened only once no call can still be creating it.
         Ok(TradeState::Absent) if a.updated_at.0 > now.0 - timeout_ms => None,
@@ -139,6 +139,20 @@ async fn check_attempt(state: &AppState, owner: &str, mut a: Attempt) {
     let _ = state.store.finish_attempt_check(&a.id, owner, next, now).await;
 }
 
+/// The latest moment the channel could still take a payment on this attempt's channel order
+/// (stored at prepay; older rows: the credential's expiry; no credential ever issued: the longest
+/// any channel's credential lives, counted from the attempt).
+fn payable_until(a: &Attempt) -> Timestamp {
+    a.payable_until.or(a.credential_expires_at).unwrap_or(a.created_at.plus_ms(LONGEST_CREDENTIAL_MS))
+}
+
+/// WeChat's code_url / prepay_id and an Alipay QR live at most 2 hours.
+const LONGEST_CREDENTIAL_MS: i64 = 2 * 3_600_000;
+
+/// How many "not on record yet" answers (UnionPay `34`) a sent refund gets before a person is
+/// asked to look (reconciliation settles it otherwise). Querying goes on at the slow pace.
+const REFUND_NOT_FOUND_ALERT_AFTER: i64 = 8;
+
 fn next_check(state: &AppState, a: &Attempt, status: AttemptStatus, n: usize, now: Timestamp) -> Option<Timestamp> {
     let grace = state.config.scaled(Duration::from_secs(60)).as_millis() as i64;
     match status {
@@ -148,7 +162,7 @@ fn next_check(state: &AppState, a: &Attempt, status: AttemptStatus, n: usize, no
             // arrived, an unscanned Alipay QR that stays payable — and its notification can be
             // lost. So a closed attempt is watched, at growing intervals, until its credential
             // can no longer pay; whatever is found then is a late or duplicate payment.
-            let until = a.credential_expires_at.map(|t| t.0 + grace)?;
+            let until = payable_until(a).0 + grace;
             if now.0 >= until {
                 return None;
             }
@@ -226,6 +240,22 @@ pub async fn settle_refund(state: &AppState, r: Refund) -> Option<Refund> {
     let attempt = state.store.attempt(&r.attempt_id).await.ok()??;
     let now = state.clock.now();
     let again = at(now, state.config.backoff(2));
+    let mut r = r;
+    if !r.requested
+        && r.channel_data.is_none()
+        && let Some(data) = channel.refund_call_data(now)
+    {
+        // Stored BEFORE the first call: a call whose answer is lost, and every later query,
+        // name this same refund transaction (UnionPay's txnTime).
+        match state.store.prepare_refund_call(&r.id, &data, now).await {
+            Ok(Some(stored)) => r = stored,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, "storing a refund's call data failed");
+                return None;
+            }
+        }
+    }
     let (result, data) = if !r.requested {
         let total = attempt.amount;
         let req = RefundRequest {
@@ -236,6 +266,7 @@ pub async fn settle_refund(state: &AppState, r: Refund) -> Option<Refund> {
             total,
             reason: r.reason.clone(),
             notify_url: format!("{}/notify/{}", state.config.public_url.trim_end_matches('/'), r.channel),
+            channel_data: r.channel_data.clone(),
         };
         match channel.refund(&req).await {
             Ok((s, data)) => (refund_result(s, again), data),
@@ -248,6 +279,13 @@ pub async fn settle_refund(state: &AppState, r: Refund) -> Option<Refund> {
         let q = RefundRef { order: order_ref(&attempt), out_refund_no: r.out_refund_no.clone(), channel_data: r.channel_data.clone() };
         match channel.refund_query(&q).await {
             Ok(RefundState::Absent) => (RefundResult::Absent { next_query_at: now }, None),
+            Ok(RefundState::NotFoundYet) => {
+                if r.query_count + 1 == REFUND_NOT_FOUND_ALERT_AFTER {
+                    let detail = "the channel still has no record of a refund that was sent; reconciliation or a person must settle it";
+                    let _ = state.store.insert_abnormal("refund_not_found", r.id.as_str(), detail, now).await;
+                }
+                (RefundResult::NotFoundYet { next_query_at: at(now, state.config.backoff(r.query_count.max(0) as usize)) }, None)
+            }
             Ok(s) => (refund_result(s, again), None),
             Err(_) => (RefundResult::Unknown { next_query_at: again }, None),
         }
@@ -279,6 +317,7 @@ pub fn refund_result(s: RefundState, again: Timestamp) -> RefundResult {
         RefundState::Abnormal => RefundResult::Abnormal { next_query_at: again },
         RefundState::Failed(reason) => RefundResult::Failed { reason },
         RefundState::Absent => RefundResult::Absent { next_query_at: again },
+        RefundState::NotFoundYet => RefundResult::NotFoundYet { next_query_at: again },
     }
 }
 

@@ -134,7 +134,7 @@ fn generate_unionpay_pki(dir: &Path) -> Result<(), rcgen::Error> {
     let middle_key = key(&middle_rsa)?;
     let middle_cert = middle_params.signed_by(&middle_key, &root)?;
     let middle = Issuer::new(middle_params, middle_key);
-    let sign_cert = params(&format!("041@Z12@00040000:SIMULATOR@{}@1", payonce_channels::unionpay::protocol::UNIONPAY_CN), 69_042_905_377, false)?
+    let sign_cert = params("041@8310000000083040@中国银联股份有限公司@00000001", 69_042_905_377, false)?
         .signed_by(&key(&sign_rsa)?, &middle)?;
     let merchant_cert = params(&format!("merchant {UNIONPAY_MER_ID}"), 68_759_663_125, false)?.signed_by(&key(&merchant_rsa)?, &root)?;
     let w = |f: &str, s: &str| std::fs::write(dir.join(f), s).map_err(|e| rcgen::Error::PemError(e.to_string()));

@@ -100,6 +100,19 @@ pub trait Store: Send + Sync + 'static {
     async fn record_prepay(&self, attempt: &AttemptId, result: &PrepayResult, now: Timestamp) -> Result<Attempt>;
     /// Marks a `created` attempt whose caller never came back (crashed, or stuck past the call
     /// timeout) as `unknown`, so a query settles it.
+    /// Stores a re-issued credential of a PENDING attempt (same channel order). `None`: the
+    /// attempt is no longer pending (paid, closed…), nothing written.
+    async fn refresh_credential(
+        &self,
+        attempt: &AttemptId,
+        credential: &str,
+        credential_expires_at: Timestamp,
+        payable_until: Timestamp,
+        now: Timestamp,
+    ) -> Result<Option<Attempt>>;
+    /// Stores the data a refund's calls must carry (UnionPay txnTime) before the first call,
+    /// unless some is stored already; returns the refund as stored.
+    async fn prepare_refund_call(&self, refund: &payonce_core::RefundId, channel_data: &str, now: Timestamp) -> Result<Option<Refund>>;
     async fn mark_stale_created(&self, attempt: &AttemptId, created_before: Timestamp, now: Timestamp) -> Result<Option<Attempt>>;
 
     /// Before re-asking the channel about an `unknown` attempt: pushes its next check past the

@@ -8,6 +8,7 @@ pub const SQLITE: &[(i64, &str)] = &[
     (3, include_str!("../migrations/sqlite/0003_workers_refunds.sql")),
     (4, include_str!("../migrations/sqlite/0004_webhooks.sql")),
     (5, include_str!("../migrations/sqlite/0005_sinks.sql")),
+    (6, include_str!("../migrations/sqlite/0006_credential_life.sql")),
 ];
 /// (version, SQL) for PostgreSQL.
 pub const POSTGRES: &[(i64, &str)] = &[
@@ -16,6 +17,7 @@ pub const POSTGRES: &[(i64, &str)] = &[
     (3, include_str!("../migrations/postgres/0003_workers_refunds.sql")),
     (4, include_str!("../migrations/postgres/0004_webhooks.sql")),
     (5, include_str!("../migrations/postgres/0005_sinks.sql")),
+    (6, include_str!("../migrations/postgres/0006_credential_life.sql")),
 ];
 
 /// Splits a migration file into statements. Our migrations contain no semicolons inside

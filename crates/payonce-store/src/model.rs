@@ -55,6 +55,11 @@ pub struct Attempt {
     /// The channel's payment credential as JSON text (QR url, prepay id, form…).
     pub credential: Option<String>,
     pub credential_expires_at: Option<Timestamp>,
+    /// The latest moment the channel could still take a payment on this channel order.
+    pub payable_until: Option<Timestamp>,
+    /// The prepay request as first sent (JSON, written with the intent): a credential refresh
+    /// re-sends exactly it.
+    pub prepay_request: Option<String>,
     pub channel_trade_no: Option<String>,
     /// Opaque connector data needed to query the channel order later.
     pub channel_data: Option<String>,
@@ -103,6 +108,8 @@ pub struct Refund {
     pub requested: bool,
     pub channel_data: Option<String>,
     pub next_query_at: Option<Timestamp>,
+    /// How many times the channel was asked about it (sends and queries).
+    pub query_count: i64,
     pub version: i64,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
@@ -132,6 +139,9 @@ pub enum RefundResult {
     Unknown { next_query_at: Timestamp },
     /// A query found no such refund: ask the channel again, under the same number.
     Absent { next_query_at: Timestamp },
+    /// The channel has no record of it yet (UnionPay `34`): it was sent, so never re-send;
+    /// query again, and past a bounded run the abnormal queue gets it.
+    NotFoundYet { next_query_at: Timestamp },
 }
 
 #[derive(Debug)]
@@ -208,7 +218,13 @@ pub enum BeginAttempt {
 
 #[derive(Debug, Clone)]
 pub enum PrepayResult {
-    Accepted { credential: String, credential_expires_at: Timestamp, next_query_at: Timestamp, channel_data: Option<String> },
+    Accepted {
+        credential: String,
+        credential_expires_at: Timestamp,
+        payable_until: Timestamp,
+        next_query_at: Timestamp,
+        channel_data: Option<String>,
+    },
     /// The channel said no, definitively: no channel order exists.
     Refused { reason: String },
     /// Timed out or the answer was lost: the channel order may exist.

@@ -15,7 +15,8 @@ macro_rules! order_cols {
 macro_rules! attempt_cols {
     () => {
         "id, order_id, channel, method, out_trade_no, amount, currency, status, is_duplicate, credential, \
-         credential_expires_at, channel_trade_no, channel_data, paid_at, next_query_at, query_count, version, created_at, updated_at"
+         credential_expires_at, payable_until, prepay_request, channel_trade_no, channel_data, paid_at, next_query_at, query_count, \
+         version, created_at, updated_at"
     };
 }
 
@@ -23,7 +24,7 @@ macro_rules! attempt_cols {
 macro_rules! refund_cols {
     () => {
         "id, order_id, app_id, attempt_id, channel, out_trade_no, merchant_refund_no, out_refund_no, amount, currency, reason, \
-         kind, status, failure_reason, content_hash, requested, channel_data, next_query_at, version, created_at, updated_at"
+         kind, status, failure_reason, content_hash, requested, channel_data, next_query_at, query_count, version, created_at, updated_at"
     };
 }
 
@@ -174,6 +175,8 @@ macro_rules! impl_store {
                     is_duplicate: r.try_get("is_duplicate")?,
                     credential: r.try_get("credential")?,
                     credential_expires_at: r.try_get::<Option<i64>, _>("credential_expires_at")?.map(payonce_core::Timestamp),
+                    payable_until: r.try_get::<Option<i64>, _>("payable_until")?.map(payonce_core::Timestamp),
+                    prepay_request: r.try_get("prepay_request")?,
                     channel_trade_no: r.try_get("channel_trade_no")?,
                     channel_data: r.try_get("channel_data")?,
                     paid_at: r.try_get::<Option<i64>, _>("paid_at")?.map(payonce_core::Timestamp),
@@ -286,6 +289,7 @@ macro_rules! impl_store {
                     requested: r.try_get::<i32, _>("requested")? != 0,
                     channel_data: r.try_get("channel_data")?,
                     next_query_at: r.try_get::<Option<i64>, _>("next_query_at")?.map(payonce_core::Timestamp),
+                    query_count: r.try_get::<i32, _>("query_count")? as i64,
                     version: r.try_get("version")?,
                     created_at: payonce_core::Timestamp(r.try_get("created_at")?),
                     updated_at: payonce_core::Timestamp(r.try_get("updated_at")?),
@@ -351,6 +355,8 @@ macro_rules! impl_store {
                     RefundResult::Unknown { next_query_at } => (RefundStatus::Unknown, None, Some(next_query_at.0), true),
                     // Not at the channel: the next round asks again, under the same number.
                     RefundResult::Absent { next_query_at } => (RefundStatus::Pending, None, Some(next_query_at.0), false),
+                    // Sent, not on record yet: keep its status, never re-send.
+                    RefundResult::NotFoundYet { next_query_at } => (r.status, None, Some(next_query_at.0), true),
                 };
                 let done = sqlx::query(
                     "UPDATE refunds SET status = $1, failure_reason = $2, next_query_at = $3, requested = $4, \
@@ -859,7 +865,8 @@ macro_rules! impl_store {
                 }
                 let inserted = sqlx::query(
                     "INSERT INTO attempts (id, order_id, channel, method, out_trade_no, amount, currency, status, \
-                     version, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'created', 1, $8, $8)",
+                     version, created_at, updated_at, prepay_request, next_query_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'created', 1, $8, $8, $9, $10)",
                 )
                 .bind(a.id.as_str())
                 .bind(a.order_id.as_str())
@@ -869,6 +876,10 @@ macro_rules! impl_store {
                 .bind(a.amount.minor)
                 .bind(a.amount.currency.as_str())
                 .bind(now.0)
+                .bind(&a.prepay_request)
+                // Claimable from the moment it is written: if its caller dies before recording
+                // the channel's answer, the active-query worker still finds it.
+                .bind(a.next_query_at.map(|t| t.0))
                 .execute(&mut *tx)
                 .await;
                 match inserted {
@@ -920,12 +931,16 @@ macro_rules! impl_store {
                     // A notification or query got there first (e.g. already succeeded): keep it.
                     Err(_) => return Ok(a),
                 };
-                let (credential, cred_exp, next_query, channel_data) = match result {
-                    PrepayResult::Accepted { credential, credential_expires_at, next_query_at, channel_data } => {
-                        (Some(credential.clone()), Some(credential_expires_at.0), Some(next_query_at.0), channel_data.clone())
-                    }
-                    PrepayResult::Refused { .. } => (None, None, None, None),
-                    PrepayResult::Ambiguous { next_query_at } => (None, None, Some(next_query_at.0), None),
+                let (credential, cred_exp, payable_until, next_query, channel_data) = match result {
+                    PrepayResult::Accepted { credential, credential_expires_at, payable_until, next_query_at, channel_data } => (
+                        Some(credential.clone()),
+                        Some(credential_expires_at.0),
+                        Some(payable_until.0),
+                        Some(next_query_at.0),
+                        channel_data.clone(),
+                    ),
+                    PrepayResult::Refused { .. } => (None, None, None, None, None),
+                    PrepayResult::Ambiguous { next_query_at } => (None, None, None, Some(next_query_at.0), None),
                 };
                 if next == a.status && credential.is_none() {
                     return Ok(a);
@@ -933,8 +948,8 @@ macro_rules! impl_store {
                 let done = sqlx::query(
                     "UPDATE attempts SET status = $1, credential = COALESCE($2, credential), \
                      credential_expires_at = COALESCE($3, credential_expires_at), next_query_at = $4, \
-                     version = version + 1, updated_at = $5, channel_data = COALESCE($8, channel_data) \
-                     WHERE id = $6 AND version = $7",
+                     version = version + 1, updated_at = $5, channel_data = COALESCE($8, channel_data), \
+                     payable_until = COALESCE($9, payable_until) WHERE id = $6 AND version = $7",
                 )
                 .bind(next.as_str())
                 .bind(&credential)
@@ -944,6 +959,7 @@ macro_rules! impl_store {
                 .bind(a.id.as_str())
                 .bind(a.version)
                 .bind(&channel_data)
+                .bind(payable_until)
                 .execute(&mut *tx)
                 .await?;
                 if done.rows_affected() != 1 {
@@ -955,6 +971,66 @@ macro_rules! impl_store {
                 let stored = Self::tx_attempt(&mut tx, id.as_str()).await?.expect("just updated");
                 tx.commit().await?;
                 Ok(stored)
+            }
+
+            async fn refresh_credential(
+                &self,
+                id: &payonce_core::AttemptId,
+                credential: &str,
+                credential_expires_at: payonce_core::Timestamp,
+                payable_until: payonce_core::Timestamp,
+                now: payonce_core::Timestamp,
+            ) -> $crate::Result<Option<$crate::Attempt>> {
+                use payonce_core::{AttemptEvent, AttemptStatus};
+                let mut tx = self.begin_write().await?;
+                let Some(a) = Self::tx_attempt(&mut tx, id.as_str()).await? else { return Ok(None) };
+                if a.status != AttemptStatus::Pending || a.status.next(AttemptEvent::CredentialRefreshed).is_err() {
+                    return Ok(None);
+                }
+                let done = sqlx::query(
+                    "UPDATE attempts SET credential = $1, credential_expires_at = $2, \
+                     payable_until = CASE WHEN payable_until IS NULL OR payable_until < $3 THEN $3 ELSE payable_until END, \
+                     version = version + 1, updated_at = $4 WHERE id = $5 AND version = $6 AND status = 'pending'",
+                )
+                .bind(credential)
+                .bind(credential_expires_at.0)
+                .bind(payable_until.0)
+                .bind(now.0)
+                .bind(id.as_str())
+                .bind(a.version)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err($crate::StoreError::Contended("attempt"));
+                }
+                let stored = Self::tx_attempt(&mut tx, id.as_str()).await?;
+                tx.commit().await?;
+                Ok(stored)
+            }
+
+            async fn prepare_refund_call(
+                &self,
+                id: &payonce_core::RefundId,
+                channel_data: &str,
+                now: payonce_core::Timestamp,
+            ) -> $crate::Result<Option<$crate::Refund>> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query("UPDATE refunds SET channel_data = $1, updated_at = $2 WHERE id = $3 AND channel_data IS NULL")
+                    .bind(channel_data)
+                    .bind(now.0)
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                let r = sqlx::query(concat!("SELECT ", $crate::sql::refund_cols!(), " FROM refunds WHERE id = $1"))
+                    .bind(id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let r = match r {
+                    Some(r) => Some(Self::refund_row(&r)?),
+                    None => None,
+                };
+                tx.commit().await?;
+                Ok(r)
             }
 
             async fn mark_stale_created(
@@ -1123,6 +1199,7 @@ macro_rules! impl_store {
                             requested: false,
                             channel_data: None,
                             next_query_at: Some(now),
+                            query_count: 0,
                             version: 1,
                             created_at: now,
                             updated_at: now,

@@ -95,8 +95,10 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
     let store = payonce_store::open(&db.url, true).await.expect("open store");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
+    // One clock for the engine and the connectors.
+    let clock: Arc<dyn payonce_core::Clock> = Arc::new(SystemClock);
     let channels = payonce_channels::ChannelsConfig::load(&sim.channels_file)
-        .and_then(|c| c.build(opts.channel_timeout))
+        .and_then(|c| c.build(opts.channel_timeout, clock.clone()))
         .expect("channels");
     let config = ServerConfig {
         public_url: base.clone(),
@@ -112,7 +114,7 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
         .await
         .expect("app");
     let sinks = payonce_server::sinks::Sinks::from_config(&opts.sinks).await.expect("sinks");
-    let state = AppState::new(store.clone(), Arc::new(SystemClock), channels, config, key).with_sinks(sinks);
+    let state = AppState::new(store.clone(), clock, channels, config, key).with_sinks(sinks);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(payonce_server::run(listener, state.clone(), async move {
         let _ = rx.await;

@@ -1,13 +1,11 @@
 //! `payonce serve`: API and workers on one listener until SIGTERM / Ctrl-C.
 
 use anyhow::Context;
-use payonce_core::SystemClock;
 use payonce_core::order::LatePaymentPolicy;
 use payonce_server::crypto::MasterKey;
 use payonce_server::{AppState, ServerConfig};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(clap::Args)]
@@ -84,7 +82,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("open database {}", crate::redact_url(&args.database_url)))?;
     let timeout = Duration::from_millis(args.channel_timeout_ms);
-    let channels = payonce_channels::ChannelsConfig::load(&args.channels)?.build(timeout)?;
+    let clock: std::sync::Arc<dyn payonce_core::Clock> = std::sync::Arc::new(payonce_core::SystemClock);
+    let channels = payonce_channels::ChannelsConfig::load(&args.channels)?.build(timeout, clock.clone())?;
     let config = ServerConfig {
         public_url: args.public_url.unwrap_or_else(|| format!("http://{addr}")),
         channel_timeout: timeout,
@@ -101,7 +100,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         nats: args.nats_url.clone().map(|u| (u, args.nats_stream.clone(), args.nats_subject_prefix.clone())),
     };
     let sinks = payonce_server::sinks::Sinks::from_config(&sink_config).await.map_err(anyhow::Error::msg)?;
-    let mut state = AppState::new(store, Arc::new(SystemClock), channels, config, key).with_sinks(sinks);
+    let mut state = AppState::new(store, clock, channels, config, key).with_sinks(sinks);
     if let Some(url) = &args.redis_url {
         match payonce_server::accelerator::Accelerator::connect(url).await {
             Ok(acc) => {

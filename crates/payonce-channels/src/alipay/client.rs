@@ -23,18 +23,19 @@ pub struct AlipayClient {
     gateway: String,
     keys: AlipayKeys,
     http: reqwest::Client,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    clock: crate::SharedClock,
 }
 
 /// The error an unscanned precreate answers to query and close: "not paid yet", not failure.
 pub const TRADE_NOT_EXIST: &str = "ACQ.TRADE_NOT_EXIST";
 
 impl AlipayClient {
-    pub fn new(gateway: String, keys: AlipayKeys, http: reqwest::Client) -> Self {
-        AlipayClient { gateway, keys, http }
+    pub fn new(gateway: String, keys: AlipayKeys, http: reqwest::Client, clock: crate::SharedClock) -> Self {
+        AlipayClient { gateway, keys, http, clock }
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now().0
     }
 
     /// Calls `method` with `biz_content`; returns the verified `*_response` object. A business
@@ -46,7 +47,7 @@ impl AlipayClient {
             ("format".into(), "JSON".into()),
             ("charset".into(), "utf-8".into()),
             ("sign_type".into(), "RSA2".into()),
-            ("timestamp".into(), beijing_time(now_ms())),
+            ("timestamp".into(), beijing_time(self.now_ms())),
             ("version".into(), "1.0".into()),
             ("biz_content".into(), biz_content.to_string()),
         ];
@@ -68,32 +69,111 @@ impl AlipayClient {
         if status != 200 {
             return Err(ChannelError::Ambiguous(format!("gateway answered {status}")));
         }
-        let name = response_name(method);
-        let parsed: Value = serde_json::from_str(&text).map_err(|e| ChannelError::Ambiguous(format!("unparseable answer: {e}")))?;
-        // Gateway-level failures (bad signature, unknown app) come as error_response, unsigned.
-        if let Some(err) = parsed.get("error_response") {
-            return Err(ChannelError::Refused {
-                code: err["sub_code"].as_str().or(err["code"].as_str()).unwrap_or("error_response").into(),
-                message: err["sub_msg"].as_str().or(err["msg"].as_str()).unwrap_or_default().into(),
-            });
-        }
-        let raw = raw_response(&text, &name).ok_or_else(|| ChannelError::Ambiguous(format!("answer without {name}")))?;
-        let sign = parsed["sign"].as_str().unwrap_or_default();
-        if !self.keys.alipay_public_key.verify_b64(raw.as_bytes(), sign) {
-            return Err(ChannelError::Ambiguous("response signature rejected".into()));
-        }
-        let body: Value = serde_json::from_str(raw).map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
-        match body["code"].as_str() {
-            Some("10000") => Ok(body),
-            // 20000: service temporarily unavailable — outcome unknown.
-            Some("20000") => Err(ChannelError::Ambiguous(format!("{}: {}", body["sub_code"], body["sub_msg"]))),
-            _ => Err(ChannelError::Refused {
-                code: body["sub_code"].as_str().or(body["code"].as_str()).unwrap_or("unknown").into(),
-                message: body["sub_msg"].as_str().or(body["msg"].as_str()).unwrap_or_default().into(),
-            }),
-        }
+        verify_answer(&text, method, &self.keys.alipay_public_key)
     }
 }
+
+/// Verifies a gateway answer to `method` and reads its code: the `*_response` object when
+/// `code` is 10000; `Refused` for a definitive business failure; `Ambiguous` for anything that
+/// does not prove an outcome (unsigned, mis-signed, 20000, a system error). Used by the
+/// connector and by `payonce verify-message`.
+pub fn verify_answer(text: &str, method: &str, alipay_public_key: &RsaVerifier) -> Result<Value, ChannelError> {
+    let name = response_name(method);
+    let parsed: Value = serde_json::from_str(text).map_err(|e| ChannelError::Ambiguous(format!("unparseable answer: {e}")))?;
+    // Gateway-level failures come as `error_response`, unsigned: nothing vouches that Alipay
+    // sent it, so it proves nothing about the call's effect (ALI-*-error_response).
+    if let Some(err) = parsed.get("error_response") {
+        return Err(ChannelError::Ambiguous(format!(
+            "unsigned error_response {}",
+            err["sub_code"].as_str().or(err["code"].as_str()).unwrap_or("?")
+        )));
+    }
+    // The signature covers the exact raw text (with Alipay's `\/` escapes), never re-encoded JSON.
+    let raw = raw_response(text, &name).ok_or_else(|| ChannelError::Ambiguous(format!("answer without {name}")))?;
+    let sign = parsed["sign"].as_str().unwrap_or_default();
+    if !alipay_public_key.verify_b64(raw.as_bytes(), sign) {
+        return Err(ChannelError::Ambiguous("response signature rejected".into()));
+    }
+    let body: Value = serde_json::from_str(raw).map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
+    read_code(body)
+}
+
+/// The code of a verified `*_response` object (table rows ALI-*-10000/20000/40004…).
+pub fn read_code(body: Value) -> Result<Value, ChannelError> {
+    let sub_code = body["sub_code"].as_str().unwrap_or_default().to_owned();
+    match body["code"].as_str() {
+        Some("10000") => Ok(body),
+        // 20000 "service currently unavailable", and a business failure whose sub_code is a
+        // system error (`ACQ.SYSTEM_ERROR`, `aop.ACQ.SYSTEM_ERROR`, `isp.*`): Alipay's answer
+        // is "retry with the same parameters" — the outcome is unknown.
+        Some("20000") => Err(ChannelError::Ambiguous(format!("20000: {sub_code}"))),
+        _ if is_system_error(&sub_code) => Err(ChannelError::Ambiguous(format!("{sub_code}: retry with the same parameters"))),
+        Some(code) => Err(ChannelError::Refused {
+            code: if sub_code.is_empty() { code } else { &sub_code }.into(),
+            message: body["sub_msg"].as_str().or(body["msg"].as_str()).unwrap_or_default().into(),
+        }),
+        None => Err(ChannelError::Ambiguous("answer without code".into())),
+    }
+}
+
+/// What a `alipay.trade.query` answer says (ALI-Q-*).
+pub fn query_outcome(answer: Result<Value, ChannelError>) -> Result<TradeState, ChannelError> {
+    match answer {
+        Ok(b) => trade_state(
+            b["trade_status"].as_str().unwrap_or_default(),
+            b["total_amount"].as_str().unwrap_or_default(),
+            b["trade_no"].as_str(),
+            b["send_pay_date"].as_str(),
+        ),
+        // An unscanned precreate: no trade yet. Not a failure — the QR is still payable.
+        Err(ChannelError::Refused { code, .. }) if code == TRADE_NOT_EXIST => Ok(TradeState::Absent),
+        Err(e) => Err(e),
+    }
+}
+
+/// What a `alipay.trade.close` answer says (ALI-C-*).
+pub fn close_outcome(answer: Result<Value, ChannelError>) -> Result<CloseAnswer, ChannelError> {
+    match answer {
+        Ok(_) => Ok(CloseAnswer::Closed),
+        Err(ChannelError::Refused { code, .. }) if code == TRADE_NOT_EXIST => Ok(CloseAnswer::Absent),
+        // Closing a paid (or already closed) trade: the caller queries to learn which.
+        Err(ChannelError::Refused { code, .. }) if code == "ACQ.TRADE_STATUS_ERROR" => Ok(CloseAnswer::AlreadyPaid),
+        Err(e) => Err(e),
+    }
+}
+
+/// What a `alipay.trade.refund` answer says (ALI-R-*). A system error or an unsigned answer
+/// arrives as `Ambiguous`: the refund's outcome is unknown, and the worker retries under the
+/// SAME out_request_no or queries — never `failed`.
+pub fn refund_outcome(answer: Result<Value, ChannelError>) -> Result<RefundState, ChannelError> {
+    match answer {
+        Ok(b) if b["fund_change"] == "Y" => Ok(RefundState::Succeeded),
+        // "N" on a retry of a refund that already went through: ask the query to be sure.
+        Ok(_) => Ok(RefundState::Processing),
+        Err(ChannelError::Refused { code, message }) => Ok(RefundState::Failed(format!("{code}: {message}"))),
+        Err(e) => Err(e),
+    }
+}
+
+/// What a `alipay.trade.fastpay.refund.query` answer says (ALI-RQ-*).
+pub fn refund_query_outcome(answer: Result<Value, ChannelError>) -> Result<RefundState, ChannelError> {
+    let b = answer?;
+    Ok(match b["refund_status"].as_str() {
+        Some("REFUND_SUCCESS") => RefundState::Succeeded,
+        // Alipay answers 10000 with no refund fields when there is no such refund: asking again
+        // under the same out_request_no is safe.
+        None if b.get("refund_amount").is_none() => RefundState::Absent,
+        _ => RefundState::Processing,
+    })
+}
+
+/// Sub-codes Alipay documents as "system busy, call again with the same parameters".
+pub fn is_system_error(sub_code: &str) -> bool {
+    sub_code.ends_with("SYSTEM_ERROR") || sub_code.starts_with("isp.") || sub_code == "ACQ.CONTEXT_INCONSISTENT_RETRY"
+}
+
+/// The longest an Alipay QR code is ever valid, whatever was asked (Alipay: 2 hours).
+pub const QR_MAX_LIFE_MS: i64 = 2 * 3_600_000;
 
 fn trade_state(status: &str, total_amount: &str, trade_no: Option<&str>, paid_at: Option<&str>) -> Result<TradeState, ChannelError> {
     Ok(match status {
@@ -109,6 +189,33 @@ fn trade_state(status: &str, total_amount: &str, trade_no: Option<&str>, paid_at
     })
 }
 
+/// How long an Alipay precreate QR lives, every documented reading taken into account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QrLifetimes {
+    /// `qr_code_timeout_express`: whole minutes, rounded UP (a shorter QR would die before the
+    /// order; `time_expire` still ends the trade on time), at least 1.
+    pub qr_minutes: i64,
+    /// Hand the QR out until the earliest of `time_expire`, creation + qr minutes, creation + 2 h.
+    pub valid_until: i64,
+    /// The latest moment any reading lets the payer still pay: the QR timer counted from the
+    /// request or from the scan (Alipay's documents say both), or the code's own 2 hours.
+    pub payable_until: i64,
+}
+
+/// Lifetimes of a QR first requested at `requested_at` (which fixes `qr_code_timeout_express`,
+/// so every refresh sends identical parameters) for an order that expires at `expires_at`, and
+/// (re)issued at `sent_at`.
+pub fn precreate_lifetimes(requested_at: i64, expires_at: i64, sent_at: i64) -> QrLifetimes {
+    let left = (expires_at - requested_at).max(0);
+    let qr_minutes = ((left + 59_999) / 60_000).clamp(1, QR_MAX_LIFE_MS / 60_000);
+    let qr_ms = qr_minutes * 60_000;
+    let valid_until = expires_at.min(sent_at + qr_ms).min(sent_at + QR_MAX_LIFE_MS);
+    // Scanned at the last valid moment, with the QR timer counted from the scan; or time_expire
+    // ignored and the code's 2-hour life honoured.
+    let payable_until = expires_at.max(sent_at + QR_MAX_LIFE_MS).max(valid_until + qr_ms);
+    QrLifetimes { qr_minutes, valid_until, payable_until }
+}
+
 #[async_trait]
 impl Channel for AlipayClient {
     fn name(&self) -> ChannelName {
@@ -117,48 +224,35 @@ impl Channel for AlipayClient {
 
     #[tracing::instrument(skip_all, fields(channel = "alipay", out_trade_no = %req.out_trade_no))]
     async fn prepay(&self, req: &PrepayRequest) -> Result<Prepaid, ChannelError> {
-        // The QR code must not outlive the order: whole minutes, rounded down, at least one.
-        let minutes = ((req.expires_at.0 - now_ms()) / 60_000).max(1);
+        let now = self.now_ms();
+        // The parameters come from the first request's time, so a refresh re-sends them
+        // identically; the new QR's validity counts from now.
+        let plan = precreate_lifetimes(req.requested_at.0, req.expires_at.0, now);
         let biz = serde_json::json!({
             "out_trade_no": req.out_trade_no,
             "total_amount": fen_to_yuan(req.amount.minor),
             "subject": req.subject,
-            "timeout_express": format!("{minutes}m"),
+            // Absolute: no doubt about where a relative timeout starts counting.
+            "time_expire": beijing_time(req.expires_at.0),
+            "qr_code_timeout_express": format!("{}m", plan.qr_minutes),
         });
         let body = self.call("alipay.trade.precreate", biz, Some(&req.notify_url)).await?;
         let qr = body["qr_code"].as_str().ok_or_else(|| ChannelError::Ambiguous("precreate without qr_code".into()))?;
         Ok(Prepaid {
             credential: serde_json::json!({ "qr_code": qr }),
-            // The QR's true lifetime: payonce watches it until then, even after the order expired.
-            credential_expires_at: Timestamp(now_ms() + minutes * 60_000),
+            // Handed out until the earliest end; refreshed past it while the order is open.
+            credential_expires_at: Timestamp(plan.valid_until),
+            payable_until: Timestamp(plan.payable_until),
             channel_data: None,
         })
     }
 
     async fn query(&self, order: &ChannelOrderRef) -> Result<TradeState, ChannelError> {
-        let out_trade_no = order.out_trade_no.as_str();
-        match self.call("alipay.trade.query", serde_json::json!({ "out_trade_no": out_trade_no }), None).await {
-            Ok(b) => trade_state(
-                b["trade_status"].as_str().unwrap_or_default(),
-                b["total_amount"].as_str().unwrap_or_default(),
-                b["trade_no"].as_str(),
-                b["send_pay_date"].as_str(),
-            ),
-            // An unscanned precreate: no trade yet. Not a failure — the QR is still payable.
-            Err(ChannelError::Refused { code, .. }) if code == TRADE_NOT_EXIST => Ok(TradeState::Absent),
-            Err(e) => Err(e),
-        }
+        query_outcome(self.call("alipay.trade.query", serde_json::json!({ "out_trade_no": order.out_trade_no }), None).await)
     }
 
     async fn close(&self, order: &ChannelOrderRef) -> Result<CloseAnswer, ChannelError> {
-        let out_trade_no = order.out_trade_no.as_str();
-        match self.call("alipay.trade.close", serde_json::json!({ "out_trade_no": out_trade_no }), None).await {
-            Ok(_) => Ok(CloseAnswer::Closed),
-            Err(ChannelError::Refused { code, .. }) if code == TRADE_NOT_EXIST => Ok(CloseAnswer::Absent),
-            // Closing a paid (or already closed) trade: the caller queries to learn which.
-            Err(ChannelError::Refused { code, .. }) if code == "ACQ.TRADE_STATUS_ERROR" => Ok(CloseAnswer::AlreadyPaid),
-            Err(e) => Err(e),
-        }
+        close_outcome(self.call("alipay.trade.close", serde_json::json!({ "out_trade_no": order.out_trade_no }), None).await)
     }
 
     async fn refund(&self, req: &RefundRequest) -> Result<(RefundState, Option<String>), ChannelError> {
@@ -170,24 +264,12 @@ impl Channel for AlipayClient {
             "out_request_no": req.out_refund_no,
             "refund_reason": req.reason.clone().unwrap_or_default(),
         });
-        match self.call("alipay.trade.refund", biz, None).await {
-            Ok(b) if b["fund_change"] == "Y" => Ok((RefundState::Succeeded, None)),
-            // "N" on a retry of a refund that already went through: ask the query to be sure.
-            Ok(_) => Ok((RefundState::Processing, None)),
-            Err(ChannelError::Refused { code, message }) => Ok((RefundState::Failed(format!("{code}: {message}")), None)),
-            Err(e) => Err(e),
-        }
+        Ok((refund_outcome(self.call("alipay.trade.refund", biz, None).await)?, None))
     }
 
     async fn refund_query(&self, r: &RefundRef) -> Result<RefundState, ChannelError> {
         let biz = serde_json::json!({ "out_trade_no": r.order.out_trade_no, "out_request_no": r.out_refund_no });
-        let b = self.call("alipay.trade.fastpay.refund.query", biz, None).await?;
-        Ok(match b["refund_status"].as_str() {
-            Some("REFUND_SUCCESS") => RefundState::Succeeded,
-            // Alipay answers 10000 with no refund fields when there is no such refund.
-            None if b.get("refund_amount").is_none() => RefundState::Absent,
-            _ => RefundState::Processing,
-        })
+        refund_query_outcome(self.call("alipay.trade.fastpay.refund.query", biz, None).await)
     }
 
     async fn statement(&self, date: &str) -> Result<Vec<crate::StatementLine>, ChannelError> {

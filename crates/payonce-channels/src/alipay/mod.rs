@@ -6,4 +6,7 @@ pub mod bill;
 mod client;
 pub mod protocol;
 
-pub use client::{AlipayClient, AlipayKeys};
+pub use client::{
+    AlipayClient, AlipayKeys, QrLifetimes, close_outcome, precreate_lifetimes, query_outcome, read_code, refund_outcome, refund_query_outcome,
+    verify_answer,
+};

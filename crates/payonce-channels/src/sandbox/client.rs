@@ -15,25 +15,26 @@ pub struct SandboxClient {
     gateway: String,
     key: SecretBytes,
     http: reqwest::Client,
+    clock: crate::SharedClock,
 }
 
 /// The path the sandbox signs notifications for (our endpoint's path).
 pub const NOTIFY_PATH: &str = "/notify/sandbox";
 
 impl SandboxClient {
-    pub fn new(gateway: String, key: SecretBytes, http: reqwest::Client) -> Self {
-        SandboxClient { gateway: gateway.trim_end_matches('/').to_owned(), key, http }
+    pub fn new(gateway: String, key: SecretBytes, http: reqwest::Client, clock: crate::SharedClock) -> Self {
+        SandboxClient { gateway: gateway.trim_end_matches('/').to_owned(), key, http, clock }
     }
 
-    fn now_secs() -> i64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    fn now_secs(&self) -> i64 {
+        self.clock.now().0.div_euclid(1000)
     }
 
     /// Sends a signed request; returns the status and the body once the response signature
     /// checks out. An unsigned or mis-signed answer is ambiguous: it may not be the gateway's.
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Vec<u8>>) -> Result<(u16, Vec<u8>), ChannelError> {
         let body = body.unwrap_or_default();
-        let ts = Self::now_secs();
+        let ts = self.now_secs();
         let sig = protocol::sign(&self.key, ts, method.as_str(), path, &body);
         let resp = self
             .http
@@ -52,7 +53,7 @@ impl SandboxClient {
             return Err(ChannelError::Ambiguous(format!("gateway answered {status}")));
         }
         let hv = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-        protocol::verify(&self.key, hv(protocol::TS_HEADER), hv(protocol::SIG_HEADER), method.as_str(), path, &bytes, Self::now_secs())
+        protocol::verify(&self.key, hv(protocol::TS_HEADER), hv(protocol::SIG_HEADER), method.as_str(), path, &bytes, self.now_secs())
             .map_err(|e| ChannelError::Ambiguous(format!("response signature rejected: {e:?}")))?;
         Ok((status, bytes))
     }
@@ -89,6 +90,7 @@ impl Channel for SandboxClient {
         Ok(Prepaid {
             credential: serde_json::json!({ "code_url": created.code_url }),
             credential_expires_at: Timestamp(created.time_expire),
+            payable_until: Timestamp(created.time_expire),
             channel_data: None,
         })
     }

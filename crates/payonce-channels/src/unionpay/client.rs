@@ -6,7 +6,7 @@ use crate::{
     Channel, ChannelError, ChannelOrderRef, CloseAnswer, Notification, NotifyError, NotifyReply, PrepayRequest, Prepaid,
     TradeState, classify_transport,
 };
-use crate::{RefundRef, RefundRequest, RefundState};
+use crate::{RefundRef, RefundRequest, RefundState, SharedClock};
 use async_trait::async_trait;
 use payonce_core::{ChannelName, Timestamp};
 use reqwest::header::HeaderMap;
@@ -18,16 +18,16 @@ pub struct UnionpayKeys {
     pub cert_id: String,
     pub root: Certificate,
     pub middle: Option<Certificate>,
+    /// Also accept the owner `00040000:SIGN` that older UnionPay TEST certificates carry (the
+    /// acp SDK does so in its test environment). Off by default; never in production.
+    pub accept_test_owner: bool,
 }
 
 pub struct UnionpayClient {
     gateway: String,
     keys: UnionpayKeys,
     http: reqwest::Client,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    clock: SharedClock,
 }
 
 fn p(k: &str, v: impl Into<String>) -> (String, String) {
@@ -35,8 +35,12 @@ fn p(k: &str, v: impl Into<String>) -> (String, String) {
 }
 
 impl UnionpayClient {
-    pub fn new(gateway: String, keys: UnionpayKeys, http: reqwest::Client) -> Self {
-        UnionpayClient { gateway: gateway.trim_end_matches('/').to_owned(), keys, http }
+    pub fn new(gateway: String, keys: UnionpayKeys, http: reqwest::Client, clock: SharedClock) -> Self {
+        UnionpayClient { gateway: gateway.trim_end_matches('/').to_owned(), keys, http, clock }
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now().0
     }
 
     fn signed(&self, mut params: Vec<(String, String)>) -> Vec<(String, String)> {
@@ -60,23 +64,128 @@ impl UnionpayClient {
             return Err(ChannelError::Ambiguous(format!("gateway answered {}", resp.status())));
         }
         let body = resp.bytes().await.map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
-        let answer = crate::form::parse(&body);
+        // Synchronous answers are raw `k=v&…`, never url-decoded (see `protocol::parse_answer`).
+        let answer = protocol::parse_answer(&body).map_err(|e| ChannelError::Ambiguous(format!("unparseable answer: {e}")))?;
         self.verify_message(&answer).map_err(|e| ChannelError::Ambiguous(format!("answer not trusted: {e}")))?;
+        Ok(answer)
+    }
+
+    /// `queryTrans.do` for one transaction (a consume or a refund), named by orderId + txnTime.
+    async fn query_trans(&self, order: &ChannelOrderRef) -> Result<Vec<(String, String)>, ChannelError> {
+        let Some(txn) = order.channel_data.clone() else {
+            return Err(ChannelError::Refused { code: "NO_TXN_TIME".into(), message: "the original txnTime was not stored".into() });
+        };
+        let params = self.signed(vec![
+            p("version", protocol::VERSION),
+            p("encoding", "UTF-8"),
+            p("signMethod", "01"),
+            p("txnType", "00"),
+            p("txnSubType", "00"),
+            p("bizType", "000000"),
+            p("accessType", "0"),
+            p("channelType", "07"),
+            p("merId", self.keys.mer_id.clone()),
+            p("orderId", order.out_trade_no.clone()),
+            p("txnTime", txn),
+        ]);
+        let answer = self.post("/gateway/api/queryTrans.do", &params).await?;
+        if get(&answer, "orderId").is_some_and(|o| o != order.out_trade_no) {
+            return Err(ChannelError::Ambiguous("query answer about another transaction".into()));
+        }
         Ok(answer)
     }
 
     /// Verifies a message from UnionPay (answer or notification): certificate chain, then
     /// signature, then that it is about our merchant.
     fn verify_message(&self, params: &[(String, String)]) -> Result<(), NotifyError> {
-        let cert = protocol::trusted_signer(params, &self.keys.root, self.keys.middle.as_ref(), now_ms() / 1000)
-            .map_err(|_| NotifyError::UnknownKey)?;
-        if !protocol::verify(&cert.verifier, params) {
-            return Err(NotifyError::BadSignature);
-        }
+        verify_unionpay_message(params, &self.keys.root, self.keys.middle.as_ref(), self.now_ms() / 1000, self.keys.accept_test_owner)?;
         if get(params, "merId") != Some(self.keys.mer_id.as_str()) {
             return Err(NotifyError::Malformed("message for another merchant".into()));
         }
         Ok(())
+    }
+}
+
+/// Chain, owner and signature of one UnionPay message, as of `now_secs`; shared with
+/// `payonce verify-message`.
+pub fn verify_unionpay_message(
+    params: &[(String, String)],
+    root: &Certificate,
+    middle: Option<&Certificate>,
+    now_secs: i64,
+    accept_test_owner: bool,
+) -> Result<Certificate, NotifyError> {
+    let cert = protocol::trusted_signer(params, root, middle, now_secs, accept_test_owner).map_err(|e| match e {
+        protocol::CertError::Missing | protocol::CertError::Unparseable => NotifyError::Malformed(format!("signPubKeyCert: {e:?}")),
+        protocol::CertError::Untrusted => NotifyError::UnknownKey,
+        protocol::CertError::NotUnionpay => NotifyError::UnknownKey,
+    })?;
+    if !protocol::verify(&cert.verifier, params) {
+        return Err(NotifyError::BadSignature);
+    }
+    Ok(cert)
+}
+
+/// What a `queryTrans` answer says about a CONSUME (payment) transaction.
+/// Table rows UP-Q-* in docs/channels.md.
+pub fn consume_state(answer: &[(String, String)]) -> Result<TradeState, ChannelError> {
+    match get(answer, "respCode").unwrap_or_default() {
+        "00" => match get(answer, "origRespCode").unwrap_or_default() {
+            "00" | "A6" => Ok(TradeState::Paid {
+                amount: get(answer, "txnAmt").and_then(|a| a.parse().ok()).ok_or_else(|| ChannelError::Ambiguous("no txnAmt".into()))?,
+                channel_trade_no: get(answer, "queryId").map(str::to_owned),
+                paid_at: Timestamp(get(answer, "txnTime").and_then(protocol::parse_txn_time).unwrap_or(0)),
+            }),
+            // Being processed (03 timeout, 04 status unknown, 05 processing): ask again later.
+            "03" | "04" | "05" => Ok(TradeState::Unpaid),
+            // Missing: the query answer does not say; never guess.
+            "" => Err(ChannelError::Ambiguous("query answer without origRespCode".into())),
+            // The consume failed under this orderId/txnTime; the form stops paying at payTimeout
+            // and the attempt is watched until then anyway.
+            _ => Ok(TradeState::Closed),
+        },
+        // 查无此交易: the payer never submitted the form (or UnionPay has not recorded it yet):
+        // not paid yet, watched until payTimeout — never "failed".
+        "34" => Ok(TradeState::Absent),
+        // 03 timeout / 04 unknown / 05 processing, or any code not documented for queryTrans.
+        "03" | "04" | "05" => Err(ChannelError::Ambiguous("UnionPay asks to query again".into())),
+        other @ ("01" | "02" | "06" | "10" | "11" | "12" | "13" | "14" | "30" | "31" | "32" | "33" | "35" | "36" | "37" | "38" | "39") => {
+            Err(ChannelError::Refused { code: other.into(), message: get(answer, "respMsg").unwrap_or_default().into() })
+        }
+        other => Err(ChannelError::Ambiguous(format!("undocumented respCode {other}"))),
+    }
+}
+
+/// What a `queryTrans` answer says about a REFUND transaction (its own orderId and txnTime).
+/// Table rows UP-RQ-*.
+pub fn refund_query_state(answer: &[(String, String)]) -> Result<RefundState, ChannelError> {
+    match get(answer, "respCode").unwrap_or_default() {
+        "00" => Ok(match get(answer, "origRespCode").unwrap_or_default() {
+            "00" | "A6" => RefundState::Succeeded,
+            "03" | "04" | "05" => RefundState::Processing,
+            "" => return Err(ChannelError::Ambiguous("query answer without origRespCode".into())),
+            other => RefundState::Failed(format!("origRespCode {other}: {}", get(answer, "origRespMsg").unwrap_or_default())),
+        }),
+        // Not found YET: the refund was sent; it may still appear. Never re-send.
+        "34" => Ok(RefundState::NotFoundYet),
+        "03" | "04" | "05" => Err(ChannelError::Ambiguous("UnionPay asks to query again".into())),
+        other => Err(ChannelError::Ambiguous(format!("refund query answered {other}"))),
+    }
+}
+
+/// What a `backTransReq` answer to a refund (txnType 04) says. Table rows UP-R-*.
+pub fn refund_answer_state(answer: &[(String, String)]) -> Result<RefundState, ChannelError> {
+    match get(answer, "respCode").unwrap_or_default() {
+        // Accepted: the result comes by notification or query.
+        "00" | "A6" => Ok(RefundState::Processing),
+        // Timeout / unknown / processing, and 12 "duplicate transaction" (this refund was already
+        // received): the query tells.
+        "03" | "04" | "05" | "12" => Ok(RefundState::Processing),
+        // Definitive refusals: format, merchant, original transaction, amount — nothing refunded.
+        other @ ("01" | "02" | "06" | "10" | "11" | "13" | "14" | "30" | "31" | "32" | "33" | "35" | "36" | "37" | "38" | "39") => {
+            Ok(RefundState::Failed(format!("{other}: {}", get(answer, "respMsg").unwrap_or_default())))
+        }
+        other => Err(ChannelError::Ambiguous(format!("undocumented respCode {other}"))),
     }
 }
 
@@ -89,7 +198,7 @@ impl Channel for UnionpayClient {
     /// The consume is a form the payer's browser posts to UnionPay; nothing is sent now, and the
     /// channel order exists once the payer submits it. `txnTime` is kept for later queries.
     async fn prepay(&self, req: &PrepayRequest) -> Result<Prepaid, ChannelError> {
-        let txn = txn_time(now_ms());
+        let txn = txn_time(self.now_ms());
         let fields = self.signed(vec![
             p("version", protocol::VERSION),
             p("encoding", "UTF-8"),
@@ -116,45 +225,14 @@ impl Channel for UnionpayClient {
                 "fields": fields,
             }),
             credential_expires_at: req.expires_at,
+            // UnionPay refuses the form after payTimeout.
+            payable_until: req.expires_at,
             channel_data: Some(txn),
         })
     }
 
     async fn query(&self, order: &ChannelOrderRef) -> Result<TradeState, ChannelError> {
-        let Some(txn) = order.channel_data.clone() else {
-            return Err(ChannelError::Refused { code: "NO_TXN_TIME".into(), message: "the original txnTime was not stored".into() });
-        };
-        let params = self.signed(vec![
-            p("version", protocol::VERSION),
-            p("encoding", "UTF-8"),
-            p("signMethod", "01"),
-            p("txnType", "00"),
-            p("txnSubType", "00"),
-            p("bizType", "000000"),
-            p("accessType", "0"),
-            p("channelType", "07"),
-            p("merId", self.keys.mer_id.clone()),
-            p("orderId", order.out_trade_no.clone()),
-            p("txnTime", txn),
-        ]);
-        let answer = self.post("/gateway/api/queryTrans.do", &params).await?;
-        match get(&answer, "respCode").unwrap_or_default() {
-            "00" => match get(&answer, "origRespCode").unwrap_or_default() {
-                "00" => Ok(TradeState::Paid {
-                    amount: get(&answer, "txnAmt").and_then(|a| a.parse().ok()).ok_or_else(|| ChannelError::Ambiguous("no txnAmt".into()))?,
-                    channel_trade_no: get(&answer, "queryId").map(str::to_owned),
-                    paid_at: Timestamp(get(&answer, "txnTime").and_then(protocol::parse_txn_time).unwrap_or(0)),
-                }),
-                // Still being processed: ask again later.
-                "03" | "04" | "05" => Ok(TradeState::Unpaid),
-                // The payment failed or expired: it will not be paid under this number.
-                _ => Ok(TradeState::Closed),
-            },
-            // No such transaction (the payer never submitted the form).
-            "34" => Ok(TradeState::Absent),
-            "03" | "04" | "05" => Err(ChannelError::Ambiguous("UnionPay asks to query again".into())),
-            other => Err(ChannelError::Refused { code: other.into(), message: get(&answer, "respMsg").unwrap_or_default().into() }),
-        }
+        consume_state(&self.query_trans(order).await?)
     }
 
     /// UPACP cannot close an unpaid consume. A paid one is reported; otherwise the form simply
@@ -174,7 +252,9 @@ impl Channel for UnionpayClient {
         let Some(orig) = req.channel_trade_no.clone() else {
             return Ok((RefundState::Failed("no queryId of the payment".into()), None));
         };
-        let txn = txn_time(now_ms());
+        // The txnTime stored in the refund row before this call: a resend or a query names the
+        // same refund transaction, never a new one.
+        let txn = req.channel_data.clone().unwrap_or_else(|| txn_time(self.now_ms()));
         let params = self.signed(vec![
             p("version", protocol::VERSION),
             p("encoding", "UTF-8"),
@@ -192,24 +272,16 @@ impl Channel for UnionpayClient {
             p("backUrl", req.notify_url.clone()),
         ]);
         let answer = self.post("/gateway/api/backTransReq.do", &params).await?;
-        Ok((
-            match get(&answer, "respCode").unwrap_or_default() {
-                // Accepted; the result comes by notification or query.
-                "00" | "03" | "04" | "05" => RefundState::Processing,
-                other => RefundState::Failed(format!("{other}: {}", get(&answer, "respMsg").unwrap_or_default())),
-            },
-            Some(txn),
-        ))
+        Ok((refund_answer_state(&answer)?, Some(txn)))
+    }
+
+    fn refund_call_data(&self, now: Timestamp) -> Option<String> {
+        Some(txn_time(now.0))
     }
 
     async fn refund_query(&self, r: &RefundRef) -> Result<RefundState, ChannelError> {
         let order = ChannelOrderRef { out_trade_no: r.out_refund_no.clone(), channel_data: r.channel_data.clone() };
-        Ok(match self.query(&order).await? {
-            TradeState::Paid { .. } => RefundState::Succeeded,
-            TradeState::Unpaid => RefundState::Processing,
-            TradeState::Closed => RefundState::Failed("refund failed at UnionPay".into()),
-            TradeState::Absent => RefundState::Absent,
-        })
+        refund_query_state(&self.query_trans(&order).await?)
     }
 
     /// UnionPay's reconciliation files (fileTransfer, zipped per settlement day) are not

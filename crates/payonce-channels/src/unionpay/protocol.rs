@@ -3,9 +3,52 @@
 use crate::crypto::{Certificate, RsaSigner, RsaVerifier, sha256_hex};
 
 pub const VERSION: &str = "5.1.0";
-/// The organisation UnionPay's signing certificates are issued to; a certificate for anyone
-/// else is not UnionPay's, however well it chains.
-pub const UNIONPAY_CN: &str = "中国银联股份有限公司";
+/// The organisation UnionPay's signing certificates are issued to: the third `@` field of the
+/// certificate's CN (`041@8310000000083040@中国银联股份有限公司@00016495`). A certificate for
+/// anyone else is not UnionPay's, however well it chains.
+pub const UNIONPAY_OWNER: &str = "中国银联股份有限公司";
+/// The owner older UnionPay TEST certificates carry; accepted only when an account opts in
+/// (`accept_test_owner`), as the acp SDK does for the test environment.
+pub const UNIONPAY_TEST_OWNER: &str = "00040000:SIGN";
+
+/// Splits a raw synchronous answer (`queryTrans.do`, `backTransReq.do`) into its fields.
+///
+/// These answers are NOT url-encoded: base64 values keep literal `+ / =`, `respMsg` is raw
+/// UTF-8, `signPubKeyCert` is an inline PEM whose CRLFs are part of the signed string. Fields
+/// are split on `&` outside `{…}` (a value may hold a `{k=v&k=v}` group) and on the first `=`.
+/// Decoding them would change the bytes UnionPay signed.
+pub fn parse_answer(body: &[u8]) -> Result<Vec<(String, String)>, String> {
+    let text = std::str::from_utf8(body).map_err(|_| "answer is not UTF-8".to_owned())?;
+    let mut fields = Vec::new();
+    let (mut depth, mut start) = (0usize, 0usize);
+    let mut push = |part: &str| -> Result<(), String> {
+        if part.is_empty() {
+            return Ok(());
+        }
+        let (k, v) = part.split_once('=').ok_or_else(|| format!("field without '=': {:.40}", part))?;
+        if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(format!("bad field name {k:.40}"));
+        }
+        fields.push((k.to_owned(), v.to_owned()));
+        Ok(())
+    };
+    for (i, c) in text.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth = depth.saturating_sub(1),
+            '&' if depth == 0 => {
+                push(&text[start..i])?;
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    push(&text[start..])?;
+    if fields.is_empty() {
+        return Err("empty answer".into());
+    }
+    Ok(fields)
+}
 
 /// `k=v&…` over the fields sorted by name, without `signature`.
 pub fn sign_content(params: &[(String, String)]) -> String {
@@ -42,9 +85,23 @@ pub enum CertError {
     NotUnionpay,
 }
 
+/// Whether a certificate's CN names UnionPay as its owner: the third `@` field, exactly.
+/// (`contains` would accept `假中国银联股份有限公司` or an owner field of someone else's
+/// certificate that merely mentions UnionPay.)
+pub fn owner_is_unionpay(cert: &Certificate, accept_test_owner: bool) -> bool {
+    let Some(owner) = cert.common_name.as_deref().and_then(|cn| cn.split('@').nth(2)) else { return false };
+    owner == UNIONPAY_OWNER || (accept_test_owner && owner == UNIONPAY_TEST_OWNER)
+}
+
 /// Checks that a message's `signPubKeyCert` is a UnionPay signing certificate: it chains to
 /// `root` (through `middle` when given), is in its validity period, and names UnionPay.
-pub fn trusted_signer(params: &[(String, String)], root: &Certificate, middle: Option<&Certificate>, now_secs: i64) -> Result<Certificate, CertError> {
+pub fn trusted_signer(
+    params: &[(String, String)],
+    root: &Certificate,
+    middle: Option<&Certificate>,
+    now_secs: i64,
+    accept_test_owner: bool,
+) -> Result<Certificate, CertError> {
     let pem = get(params, "signPubKeyCert").ok_or(CertError::Missing)?;
     let cert = Certificate::from_pem(pem).map_err(|_| CertError::Unparseable)?;
     let chained = match middle {
@@ -54,7 +111,7 @@ pub fn trusted_signer(params: &[(String, String)], root: &Certificate, middle: O
     if !chained {
         return Err(CertError::Untrusted);
     }
-    if !cert.subject.contains(UNIONPAY_CN) {
+    if !owner_is_unionpay(&cert, accept_test_owner) {
         return Err(CertError::NotUnionpay);
     }
     Ok(cert)
@@ -82,6 +139,18 @@ mod tests {
     fn txn_time_round_trips() {
         assert_eq!(txn_time(0), "19700101080000");
         assert_eq!(parse_txn_time("19700101080000"), Some(0));
+    }
+
+    #[test]
+    fn raw_answers_keep_their_bytes() {
+        let f = parse_answer("a=x+y/z==&respMsg=成功[0000000]&reserved={k=v&k2=v2}&pem=-----BEGIN\r\nAB+/=\r\n".as_bytes()).unwrap();
+        assert_eq!(get(&f, "a"), Some("x+y/z=="));
+        assert_eq!(get(&f, "respMsg"), Some("成功[0000000]"));
+        assert_eq!(get(&f, "reserved"), Some("{k=v&k2=v2}"));
+        assert_eq!(get(&f, "pem"), Some("-----BEGIN\r\nAB+/=\r\n"));
+        assert!(parse_answer(b"").is_err());
+        assert!(parse_answer(b"novalue").is_err());
+        assert!(parse_answer(&[0xff, b'=', b'1']).is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::{RefundRef, RefundRequest, RefundState};
 use async_trait::async_trait;
 use payonce_core::{ChannelName, PayMethod, Timestamp};
 use reqwest::header::HeaderMap;
+use std::sync::{Arc, RwLock};
 
 /// Everything a merchant holds for WeChat Pay.
 pub struct WechatpayKeys {
@@ -18,25 +19,150 @@ pub struct WechatpayKeys {
     pub appid: String,
     /// Serial of the merchant API certificate, sent as `serial_no`.
     pub merchant_serial_no: String,
-    pub merchant_key: RsaSigner,
+    pub merchant_key: Arc<RsaSigner>,
     /// The 32-byte APIv3 key that decrypts notification resources.
     pub apiv3_key: SecretBytes,
     pub platform: PlatformKeys,
+    /// Certificate mode: download `GET /v3/certificates` when an answer or notification names
+    /// a serial we do not know (WeChat rotates platform certificates; old and new overlap).
+    /// Public-key mode (`PUB_KEY_ID_…`, the recommended default) needs none of this.
+    pub download_certificates: bool,
 }
 
 pub struct WechatpayClient {
     gateway: String,
     keys: WechatpayKeys,
     http: reqwest::Client,
+    clock: crate::SharedClock,
+    trust: Arc<PlatformTrust>,
 }
 
-fn now_secs() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+/// The platform keys this merchant trusts, refreshed from `/v3/certificates` at a bounded rate.
+struct PlatformTrust {
+    keys: RwLock<PlatformKeys>,
+    /// When the last download was tried (ms); `None`: never, or downloads are off.
+    last_download: tokio::sync::Mutex<Option<i64>>,
+    downloader: Option<CertificateDownloader>,
+}
+
+/// What a certificate download needs, shareable with a background task.
+struct CertificateDownloader {
+    gateway: String,
+    http: reqwest::Client,
+    mchid: String,
+    merchant_serial_no: String,
+    merchant_key: Arc<RsaSigner>,
+    apiv3_key: SecretBytes,
+    clock: crate::SharedClock,
+}
+
+/// At most one certificate download per this interval: an attacker sending notifications
+/// with made-up serials cannot make payonce hammer WeChat.
+const CERTIFICATE_DOWNLOAD_INTERVAL_MS: i64 = 60_000;
+
+impl PlatformTrust {
+    fn verify(&self, serial: Option<&str>, ts: Option<&str>, nonce: Option<&str>, sig: Option<&str>, body: &[u8], now_secs: i64) -> Result<(), protocol::VerifyError> {
+        self.keys.read().expect("platform keys lock").verify(serial, ts, nonce, sig, body, now_secs)
+    }
+
+    /// Downloads the platform certificates (unless tried within the interval) and trusts every
+    /// unexpired one beside those already known. Returns whether anything new was learnt.
+    async fn refresh(&self) -> bool {
+        let Some(d) = &self.downloader else { return false };
+        let now = d.clock.now().0;
+        {
+            let mut last = self.last_download.lock().await;
+            if last.is_some_and(|t| now - t < CERTIFICATE_DOWNLOAD_INTERVAL_MS) {
+                return false;
+            }
+            *last = Some(now);
+        }
+        match d.download(now).await {
+            Ok(certs) => {
+                let mut keys = self.keys.write().expect("platform keys lock");
+                let mut learnt = false;
+                for c in certs.into_iter().filter(|c| c.expire_at.is_none_or(|t| t > now)) {
+                    learnt |= keys.0.insert(c.certificate.serial_hex.clone(), c.certificate.verifier.clone()).is_none();
+                }
+                tracing::info!(learnt, known = keys.0.len(), "wechatpay platform certificates refreshed");
+                learnt
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "downloading wechatpay platform certificates failed");
+                false
+            }
+        }
+    }
+}
+
+impl CertificateDownloader {
+    /// `GET /v3/certificates`: decrypt each certificate with the APIv3 key, then check that the
+    /// answer is signed by one of the certificates it carries (the first download has nothing
+    /// else to check it with; the APIv3 key, which only WeChat and the merchant hold, vouches
+    /// for the content).
+    async fn download(&self, now_ms: i64) -> Result<Vec<protocol::DownloadedCertificate>, String> {
+        let path = "/v3/certificates";
+        let auth = protocol::authorization(&self.merchant_key, &self.mchid, &self.merchant_serial_no, "GET", path, "", now_ms.div_euclid(1000));
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.gateway))
+            .header("authorization", auth)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+        if status != 200 {
+            return Err(format!("certificates answered {status}"));
+        }
+        let certs = protocol::decrypt_certificates(self.apiv3_key.expose(), &bytes)?;
+        let mut downloaded = PlatformKeys::default();
+        for c in &certs {
+            downloaded.0.insert(c.certificate.serial_hex.clone(), c.certificate.verifier.clone());
+        }
+        let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+        downloaded
+            .verify(h(protocol::H_SERIAL), h(protocol::H_TIMESTAMP), h(protocol::H_NONCE), h(protocol::H_SIGNATURE), &bytes, now_ms.div_euclid(1000))
+            .map_err(|e| format!("certificates answer not signed by its certificates: {e:?}"))?;
+        Ok(certs)
+    }
 }
 
 impl WechatpayClient {
-    pub fn new(gateway: String, keys: WechatpayKeys, http: reqwest::Client) -> Self {
-        WechatpayClient { gateway: gateway.trim_end_matches('/').to_owned(), keys, http }
+    pub fn new(gateway: String, keys: WechatpayKeys, http: reqwest::Client, clock: crate::SharedClock) -> Self {
+        let gateway = gateway.trim_end_matches('/').to_owned();
+        let downloader = keys.download_certificates.then(|| CertificateDownloader {
+            gateway: gateway.clone(),
+            http: http.clone(),
+            mchid: keys.mchid.clone(),
+            merchant_serial_no: keys.merchant_serial_no.clone(),
+            merchant_key: keys.merchant_key.clone(),
+            apiv3_key: keys.apiv3_key.clone(),
+            clock: clock.clone(),
+        });
+        let trust = Arc::new(PlatformTrust {
+            keys: RwLock::new(keys.platform.clone()),
+            last_download: tokio::sync::Mutex::new(None),
+            downloader,
+        });
+        WechatpayClient { gateway, keys, http, clock, trust }
+    }
+
+    /// Verifies a platform signature; an unknown serial triggers one (rate-bounded) certificate
+    /// download and a second try.
+    async fn verify_platform(&self, headers: &reqwest::header::HeaderMap, body: &[u8]) -> Result<(), protocol::VerifyError> {
+        let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+        let check = || self.trust.verify(h(protocol::H_SERIAL), h(protocol::H_TIMESTAMP), h(protocol::H_NONCE), h(protocol::H_SIGNATURE), body, self.now_secs());
+        match check() {
+            Err(protocol::VerifyError::UnknownSerial) if self.trust.refresh().await => check(),
+            other => other,
+        }
+    }
+
+    fn now_secs(&self) -> i64 {
+        self.clock.now().0.div_euclid(1000)
     }
 
     /// A signed request; the answer is returned only once its platform signature verifies
@@ -50,7 +176,7 @@ impl WechatpayClient {
             method.as_str(),
             path_and_query,
             &body,
-            now_secs(),
+            self.now_secs(),
         );
         let mut req = self
             .http
@@ -68,13 +194,10 @@ impl WechatpayClient {
         if status >= 500 {
             return Err(ChannelError::Ambiguous(format!("gateway answered {status}")));
         }
-        if (200..300).contains(&status) {
-            let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-            self.keys
-                .platform
-                .verify(h(protocol::H_SERIAL), h(protocol::H_TIMESTAMP), h(protocol::H_NONCE), h(protocol::H_SIGNATURE), &bytes, now_secs())
-                .map_err(|e| ChannelError::Ambiguous(format!("response signature rejected: {e:?}")))?;
-        }
+        // WeChat signs every answer, errors included: an unsigned "refused" proves nothing.
+        self.verify_platform(&headers, &bytes)
+            .await
+            .map_err(|e| ChannelError::Ambiguous(format!("response signature rejected: {e:?}")))?;
         Ok((status, bytes))
     }
 
@@ -82,9 +205,19 @@ impl WechatpayClient {
         serde_json::from_slice(body).unwrap_or_else(|_| ErrorBody { code: format!("HTTP_{status}"), message: String::new() })
     }
 
+    /// A non-success answer: refused, unless WeChat says "try again" (then unknown).
+    fn refusal(status: u16, body: &[u8]) -> ChannelError {
+        let e = Self::error_of(status, body);
+        if is_retryable(status, &e.code) {
+            ChannelError::Ambiguous(format!("{status} {}", e.code))
+        } else {
+            ChannelError::Refused { code: e.code, message: e.message }
+        }
+    }
+
     /// The JSAPI front-end package: `paySign` over `appId\ntimeStamp\nnonceStr\npackage\n`.
     fn jsapi_credential(&self, prepay_id: &str) -> serde_json::Value {
-        let ts = now_secs().to_string();
+        let ts = self.now_secs().to_string();
         let nonce_str = nonce(32);
         let package = format!("prepay_id={prepay_id}");
         let msg = format!("{}\n{ts}\n{nonce_str}\n{package}\n", self.keys.appid);
@@ -97,6 +230,15 @@ impl WechatpayClient {
             "paySign": self.keys.merchant_key.sign_b64(msg.as_bytes()),
         })
     }
+}
+
+/// How long WeChat honours a `code_url` or `prepay_id` (WeChat Pay: "prepay_id 有效期为2小时").
+pub const CREDENTIAL_LIFE_MS: i64 = 2 * 3_600_000;
+
+/// Errors WeChat documents as "try again with the same request": the outcome is unknown, never
+/// a failure (WX-R-429, WX-*-SYSTEM_ERROR).
+pub fn is_retryable(status: u16, code: &str) -> bool {
+    status == 429 || status >= 500 || matches!(code, "FREQUENCY_LIMITED" | "SYSTEM_ERROR" | "BANKERROR")
 }
 
 /// Maps `trade_state` (and the amount, for payments) to what payonce understands.
@@ -143,40 +285,26 @@ impl Channel for WechatpayClient {
             payer,
         };
         let (status, bytes) = self.call(reqwest::Method::POST, path, Some(serde_json::to_string(&body).unwrap())).await?;
-        if status != 200 {
-            let e = Self::error_of(status, &bytes);
-            return Err(ChannelError::Refused { code: e.code, message: e.message });
-        }
-        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
-        let credential = if let Some(code_url) = v["code_url"].as_str() {
-            serde_json::json!({ "code_url": code_url })
-        } else if let Some(prepay_id) = v["prepay_id"].as_str() {
-            self.jsapi_credential(prepay_id)
-        } else {
-            return Err(ChannelError::Ambiguous("prepay answer without code_url or prepay_id".into()));
+        let credential = match prepay_outcome(status, &bytes)? {
+            PrepayCode::CodeUrl(code_url) => serde_json::json!({ "code_url": code_url }),
+            PrepayCode::PrepayId(prepay_id) => self.jsapi_credential(&prepay_id),
         };
-        Ok(Prepaid { credential, credential_expires_at: req.expires_at, channel_data: None })
+        Ok(Prepaid {
+            credential,
+            // A code_url / prepay_id lives 2 hours whatever time_expire says: past that a prepay
+            // refreshes it (same attempt, same request) while the order is still open.
+            credential_expires_at: Timestamp(req.expires_at.0.min(self.clock.now().0 + CREDENTIAL_LIFE_MS)),
+            // WeChat closes the order itself at time_expire.
+            payable_until: req.expires_at,
+            channel_data: None,
+        })
     }
 
     async fn query(&self, order: &ChannelOrderRef) -> Result<TradeState, ChannelError> {
         let out_trade_no = order.out_trade_no.as_str();
         let path = format!("/v3/pay/transactions/out-trade-no/{out_trade_no}?mchid={}", self.keys.mchid);
         let (status, bytes) = self.call(reqwest::Method::GET, &path, None).await?;
-        if status == 404 {
-            return Ok(TradeState::Absent);
-        }
-        if status != 200 {
-            let e = Self::error_of(status, &bytes);
-            if e.code == "ORDER_NOT_EXIST" || e.code == "ORDERNOTEXIST" {
-                return Ok(TradeState::Absent);
-            }
-            return Err(ChannelError::Refused { code: e.code, message: e.message });
-        }
-        let t: Transaction = serde_json::from_slice(&bytes).map_err(|e| ChannelError::Ambiguous(format!("bad query answer: {e}")))?;
-        if t.mchid != self.keys.mchid || t.out_trade_no != out_trade_no {
-            return Err(ChannelError::Ambiguous("query answer about another merchant or order".into()));
-        }
-        Ok(trade_state_of(&t))
+        query_outcome(status, &bytes, &self.keys.mchid, out_trade_no)
     }
 
     async fn close(&self, order: &ChannelOrderRef) -> Result<CloseAnswer, ChannelError> {
@@ -184,17 +312,7 @@ impl Channel for WechatpayClient {
         let path = format!("/v3/pay/transactions/out-trade-no/{out_trade_no}/close");
         let body = serde_json::json!({ "mchid": self.keys.mchid }).to_string();
         let (status, bytes) = self.call(reqwest::Method::POST, &path, Some(body)).await?;
-        if status == 204 || status == 200 {
-            return Ok(CloseAnswer::Closed);
-        }
-        let e = Self::error_of(status, &bytes);
-        match e.code.as_str() {
-            "ORDER_PAID" | "ORDERPAID" | "TRADE_PAID" => Ok(CloseAnswer::AlreadyPaid),
-            "ORDER_NOT_EXIST" | "ORDERNOTEXIST" => Ok(CloseAnswer::Absent),
-            "ORDER_CLOSED" | "ORDERCLOSED" => Ok(CloseAnswer::Closed),
-            _ if status == 404 => Ok(CloseAnswer::Absent),
-            _ => Err(ChannelError::Refused { code: e.code, message: e.message }),
-        }
+        close_outcome(status, &bytes)
     }
 
     async fn refund(&self, req: &RefundRequest) -> Result<(RefundState, Option<String>), ChannelError> {
@@ -206,27 +324,12 @@ impl Channel for WechatpayClient {
             amount: protocol::RefundAmount { refund: req.amount.minor, total: req.total.minor, currency: req.amount.currency.to_string() },
         };
         let (status, bytes) = self.call(reqwest::Method::POST, "/v3/refund/domestic/refunds", Some(serde_json::to_string(&body).unwrap())).await?;
-        if status != 200 {
-            let e = Self::error_of(status, &bytes);
-            return Ok((RefundState::Failed(format!("{}: {}", e.code, e.message)), None));
-        }
-        let r: protocol::Refund = serde_json::from_slice(&bytes).map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
-        Ok((refund_state_of(&r.status), None))
+        Ok((refund_outcome(status, &bytes)?, None))
     }
 
     async fn refund_query(&self, r: &RefundRef) -> Result<RefundState, ChannelError> {
         let (status, bytes) = self.call(reqwest::Method::GET, &format!("/v3/refund/domestic/refunds/{}", r.out_refund_no), None).await?;
-        match status {
-            200 => {
-                let r: protocol::Refund = serde_json::from_slice(&bytes).map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
-                Ok(refund_state_of(&r.status))
-            }
-            404 => Ok(RefundState::Absent),
-            _ => {
-                let e = Self::error_of(status, &bytes);
-                Err(ChannelError::Refused { code: e.code, message: e.message })
-            }
-        }
+        refund_query_outcome(status, &bytes)
     }
 
     /// `GET /v3/bill/tradebill`, then the signed download; the bill's SHA-1 must match.
@@ -239,7 +342,7 @@ impl Channel for WechatpayClient {
         let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
         let url = v["download_url"].as_str().ok_or_else(|| ChannelError::Ambiguous("no download_url".into()))?;
         let path = url.strip_prefix(&self.gateway).unwrap_or(url);
-        let auth = protocol::authorization(&self.keys.merchant_key, &self.keys.mchid, &self.keys.merchant_serial_no, "GET", path, "", now_secs());
+        let auth = protocol::authorization(&self.keys.merchant_key, &self.keys.mchid, &self.keys.merchant_serial_no, "GET", path, "", self.now_secs());
         let resp = self.http.get(url).header("authorization", auth).send().await.map_err(classify_transport)?;
         let content = resp.bytes().await.map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
         // The download itself is not signed: the hash from the signed answer vouches for it.
@@ -255,11 +358,20 @@ impl Channel for WechatpayClient {
         if h(protocol::H_SIGNATURE_TYPE).is_some_and(|t| t != protocol::SIGNATURE_TYPE) {
             return Err(NotifyError::BadSignature);
         }
-        self.keys
-            .platform
-            .verify(h(protocol::H_SERIAL), h(protocol::H_TIMESTAMP), h(protocol::H_NONCE), h(protocol::H_SIGNATURE), body, now.0 / 1000)
+        self.trust
+            .verify(h(protocol::H_SERIAL), h(protocol::H_TIMESTAMP), h(protocol::H_NONCE), h(protocol::H_SIGNATURE), body, now.0.div_euclid(1000))
             .map_err(|e| match e {
-                protocol::VerifyError::UnknownSerial => NotifyError::UnknownKey,
+                protocol::VerifyError::UnknownSerial => {
+                    // Maybe a rotated certificate: learn it in the background, so WeChat's next
+                    // delivery of this notification (it retries) verifies.
+                    if self.trust.downloader.is_some()
+                        && let Ok(rt) = tokio::runtime::Handle::try_current()
+                    {
+                        let trust = self.trust.clone();
+                        rt.spawn(async move { trust.refresh().await });
+                    }
+                    NotifyError::UnknownKey
+                }
                 protocol::VerifyError::Stale => NotifyError::Stale,
                 _ => NotifyError::BadSignature,
             })?;
@@ -310,12 +422,114 @@ impl Channel for WechatpayClient {
     }
 }
 
-/// SUCCESS / PROCESSING / ABNORMAL / CLOSED.
+/// SUCCESS / PROCESSING / ABNORMAL / CLOSED (WX-RQ-*). A status WeChat does not document is
+/// read as "still processing" (query again), never as failed.
 pub fn refund_state_of(status: &str) -> RefundState {
     match status {
         "SUCCESS" => RefundState::Succeeded,
         "PROCESSING" => RefundState::Processing,
         "ABNORMAL" => RefundState::Abnormal,
-        other => RefundState::Failed(other.to_owned()),
+        // Closed by WeChat: nothing was refunded.
+        "CLOSED" => RefundState::Failed("CLOSED".to_owned()),
+        other => {
+            tracing::warn!(status = other, "undocumented wechatpay refund status: querying again");
+            RefundState::Processing
+        }
+    }
+}
+
+/// What a prepay answer carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrepayCode {
+    CodeUrl(String),
+    PrepayId(String),
+}
+
+/// A verified prepay answer (WX-P-*). "Already paid", "number used" and "closed" cannot happen
+/// to a fresh out_trade_no; on a re-sent or refreshed one they mean the channel order moved:
+/// a query tells how, so they are unknown, not refusals.
+pub fn prepay_outcome(status: u16, body: &[u8]) -> Result<PrepayCode, ChannelError> {
+    if status != 200 {
+        let e = WechatpayClient::error_of(status, body);
+        if matches!(e.code.as_str(), "ORDERPAID" | "ORDER_PAID" | "OUT_TRADE_NO_USED" | "ORDER_CLOSED" | "ORDERCLOSED") {
+            return Err(ChannelError::Ambiguous(format!("{status} {}: query the order", e.code)));
+        }
+        return Err(WechatpayClient::refusal(status, body));
+    }
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
+    if let Some(code_url) = v["code_url"].as_str() {
+        Ok(PrepayCode::CodeUrl(code_url.to_owned()))
+    } else if let Some(prepay_id) = v["prepay_id"].as_str() {
+        Ok(PrepayCode::PrepayId(prepay_id.to_owned()))
+    } else {
+        Err(ChannelError::Ambiguous("prepay answer without code_url or prepay_id".into()))
+    }
+}
+
+/// A verified query answer about `out_trade_no` of `mchid` (WX-Q-*).
+pub fn query_outcome(status: u16, body: &[u8], mchid: &str, out_trade_no: &str) -> Result<TradeState, ChannelError> {
+    if status == 404 {
+        return Ok(TradeState::Absent);
+    }
+    if status != 200 {
+        let e = WechatpayClient::error_of(status, body);
+        if e.code == "ORDER_NOT_EXIST" || e.code == "ORDERNOTEXIST" {
+            return Ok(TradeState::Absent);
+        }
+        return Err(WechatpayClient::refusal(status, body));
+    }
+    let t: Transaction = serde_json::from_slice(body).map_err(|e| ChannelError::Ambiguous(format!("bad query answer: {e}")))?;
+    if t.mchid != mchid || t.out_trade_no != out_trade_no {
+        return Err(ChannelError::Ambiguous("query answer about another merchant or order".into()));
+    }
+    trade_state_checked(&t)
+}
+
+/// `trade_state_of`, refusing states WeChat does not document (never guessed as unpaid).
+pub fn trade_state_checked(t: &Transaction) -> Result<TradeState, ChannelError> {
+    match t.trade_state.as_str() {
+        "SUCCESS" | "REFUND" | "CLOSED" | "REVOKED" | "NOTPAY" | "USERPAYING" | "PAYERROR" => Ok(trade_state_of(t)),
+        other => Err(ChannelError::Ambiguous(format!("undocumented trade_state {other}"))),
+    }
+}
+
+/// A verified close answer (WX-C-*).
+pub fn close_outcome(status: u16, body: &[u8]) -> Result<CloseAnswer, ChannelError> {
+    if status == 204 || status == 200 {
+        return Ok(CloseAnswer::Closed);
+    }
+    let e = WechatpayClient::error_of(status, body);
+    match e.code.as_str() {
+        "ORDER_PAID" | "ORDERPAID" | "TRADE_PAID" => Ok(CloseAnswer::AlreadyPaid),
+        "ORDER_NOT_EXIST" | "ORDERNOTEXIST" => Ok(CloseAnswer::Absent),
+        "ORDER_CLOSED" | "ORDERCLOSED" => Ok(CloseAnswer::Closed),
+        _ if status == 404 => Ok(CloseAnswer::Absent),
+        _ => Err(WechatpayClient::refusal(status, body)),
+    }
+}
+
+/// A verified refund answer (WX-R-*): 429 / SYSTEM_ERROR / 5xx are unknown (retried under the
+/// same out_refund_no, which WeChat refunds at most once), other 4xx are definitive refusals.
+pub fn refund_outcome(status: u16, body: &[u8]) -> Result<RefundState, ChannelError> {
+    if status != 200 {
+        let e = WechatpayClient::error_of(status, body);
+        if is_retryable(status, &e.code) {
+            return Err(ChannelError::Ambiguous(format!("{status} {}", e.code)));
+        }
+        return Ok(RefundState::Failed(format!("{}: {}", e.code, e.message)));
+    }
+    let r: protocol::Refund = serde_json::from_slice(body).map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
+    Ok(refund_state_of(&r.status))
+}
+
+/// A verified refund-query answer (WX-RQ-*).
+pub fn refund_query_outcome(status: u16, body: &[u8]) -> Result<RefundState, ChannelError> {
+    match status {
+        200 => {
+            let r: protocol::Refund = serde_json::from_slice(body).map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
+            Ok(refund_state_of(&r.status))
+        }
+        404 => Ok(RefundState::Absent),
+        _ => Err(WechatpayClient::refusal(status, body)),
     }
 }

@@ -100,6 +100,42 @@ pub fn decrypt_resource(apiv3_key: &[u8], nonce_str: &str, associated_data: &str
     Some(plain.to_vec())
 }
 
+/// One platform certificate from `GET /v3/certificates`, decrypted with the APIv3 key.
+#[derive(Debug, Clone)]
+pub struct DownloadedCertificate {
+    pub serial_no: String,
+    pub certificate: crate::crypto::Certificate,
+    /// `expire_time` (ms): the certificate is dropped from the trusted set after it.
+    pub expire_at: Option<i64>,
+}
+
+/// Decrypts every `data[].encrypt_certificate` of a `/v3/certificates` answer. A certificate
+/// whose plaintext does not parse, or whose serial is not the one announced, is refused.
+pub fn decrypt_certificates(apiv3_key: &[u8], answer: &[u8]) -> Result<Vec<DownloadedCertificate>, String> {
+    let v: serde_json::Value = serde_json::from_slice(answer).map_err(|e| format!("certificates answer: {e}"))?;
+    let data = v["data"].as_array().ok_or("certificates answer without data[]")?;
+    data.iter().map(|item| decrypt_certificate_item(apiv3_key, item)).collect()
+}
+
+/// One `data[]` item of `/v3/certificates`.
+pub fn decrypt_certificate_item(apiv3_key: &[u8], item: &serde_json::Value) -> Result<DownloadedCertificate, String> {
+    let enc = &item["encrypt_certificate"];
+    let field = |k: &str| enc[k].as_str().ok_or_else(|| format!("encrypt_certificate without {k}"));
+    if field("algorithm")? != "AEAD_AES_256_GCM" {
+        return Err("unsupported certificate algorithm".into());
+    }
+    let plain = decrypt_resource(apiv3_key, field("nonce")?, field("associated_data")?, field("ciphertext")?)
+        .ok_or("certificate does not decrypt with the APIv3 key")?;
+    let pem = String::from_utf8(plain).map_err(|_| "certificate is not text")?;
+    let certificate = crate::crypto::Certificate::from_pem(&pem).map_err(|e| e.to_string())?;
+    let serial_no = item["serial_no"].as_str().unwrap_or_default().to_owned();
+    if !serial_no.eq_ignore_ascii_case(&certificate.serial_hex) {
+        return Err(format!("serial_no {serial_no} is not the certificate's {}", certificate.serial_hex));
+    }
+    let expire_at = item["expire_time"].as_str().and_then(parse_rfc3339_ms);
+    Ok(DownloadedCertificate { serial_no, certificate, expire_at })
+}
+
 /// The simulator's side of `decrypt_resource`. Returns (nonce, ciphertext base64).
 pub fn encrypt_resource(apiv3_key: &[u8], associated_data: &str, plaintext: &[u8]) -> (String, String) {
     let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, apiv3_key).expect("32-byte key"));

@@ -169,6 +169,14 @@ pub async fn prepay(
         },
         (None, _) => None,
     };
+    // WeChat JSAPI pays inside WeChat for one payer: without their openid the channel would
+    // refuse it. Said here, before any attempt row exists, not as a 502 with a failed attempt.
+    if method == Some(PayMethod::Jsapi) {
+        let openid = payer.as_ref().and_then(|p| p.get("openid")).and_then(|o| o.as_str());
+        if !openid.is_some_and(|o| !o.is_empty() && o.len() <= 128 && o.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')) {
+            f.error("payer.openid", "is required for wechatpay jsapi (1-128 letters, digits, '_' or '-')");
+        }
+    }
     f.finish()?;
     let (Some(channel), Some(method)) = (channel, method) else { unreachable!("finish() reported missing fields") };
     let order = load(&state, &app.id, &id).await?;

@@ -48,7 +48,8 @@ pub async fn create(State(state): State<AppState>, Authed(app): Authed, Path(id)
         requested: false,
         channel_data: None,
         // If this process dies during the channel call, the refund worker takes over then.
-        next_query_at: Some(now.plus_ms(state.config.channel_timeout.as_millis() as i64 + 5_000)),
+        next_query_at: Some(now.plus_ms(state.config.call_deadline_ms())),
+        query_count: 0,
         version: 1,
         created_at: now,
         updated_at: now,
