@@ -147,6 +147,14 @@ pub enum StatementKind {
     Refund,
 }
 
+/// A channel's statement of one day: the lines payonce understood, and the rows it could not
+/// classify (an undocumented trade state…), kept for a person rather than failing the day.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Statement {
+    pub lines: Vec<StatementLine>,
+    pub unrecognised: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseAnswer {
     Closed,
@@ -225,7 +233,7 @@ pub trait Channel: Send + Sync + 'static {
     async fn refund_query(&self, r: &RefundRef) -> Result<RefundState, ChannelError>;
     /// The channel's statement of one day (`YYYY-MM-DD`, the channel's own time zone): every
     /// payment and refund it booked. Reconciliation compares it with payonce's records.
-    async fn statement(&self, date: &str) -> Result<Vec<StatementLine>, ChannelError>;
+    async fn statement(&self, date: &str) -> Result<Statement, ChannelError>;
     /// Verifies the signature (and decrypts, where the channel encrypts) of a notification.
     fn verify_notification(&self, headers: &HeaderMap, body: &[u8], now: Timestamp) -> Result<Notification, NotifyError>;
     /// The answer that tells the channel "received, stop retrying".

@@ -17,6 +17,7 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/sim/ledger", get(ledger))
         .route("/sim/faults", post(set_faults).get(get_faults))
         .route("/sim/statement", get(statement))
+        .route("/sim/wechatpay/platform", post(wechat_platform))
 }
 
 #[derive(Deserialize)]
@@ -26,6 +27,9 @@ struct PayRequest {
     out_trade_no: String,
     #[serde(default)]
     force: bool,
+    /// The credential the payer holds (a code_url, a QR): a stale or superseded one does not pay.
+    #[serde(default)]
+    credential: Option<String>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -33,6 +37,8 @@ pub enum PayError {
     NoSuchOrder,
     AlreadyPaid,
     Closed,
+    /// The payer's code is not (or no longer) this order's live credential.
+    CredentialExpired,
 }
 
 /// The payer pays a channel order: a charge lands in the ledger and a notification is on its
@@ -40,14 +46,24 @@ pub enum PayError {
 /// outlived its close) — the late and duplicate payments payonce must catch. An Alipay QR that
 /// was closed before anyone scanned it still pays, without `force`, until its timeout.
 pub fn pay(sim: &Arc<Sim>, channel: ChannelName, out_trade_no: &str, force: bool) -> Result<(), PayError> {
-    let now = crate::ops::now_ms();
+    pay_with(sim, channel, out_trade_no, force, None)
+}
+
+/// `pay`, by a payer holding `credential` (when given): only the current, unexpired credential
+/// of the channel order pays.
+pub fn pay_with(sim: &Arc<Sim>, channel: ChannelName, out_trade_no: &str, force: bool, credential: Option<&str>) -> Result<(), PayError> {
+    let now = sim.now_ms();
     let (order, event_id) = {
         let mut ledger = sim.ledger.lock().unwrap();
         let trade_no = ledger.next_trade_no();
         let Some(o) = ledger.orders.get_mut(&(channel, out_trade_no.to_owned())) else {
             return Err(PayError::NoSuchOrder);
         };
-        let in_time = o.time_expire > now;
+        // An unscanned Alipay QR pays until its own validity (which can outlive a close).
+        let in_time = o.time_expire > now && (o.status != SimStatus::Unscanned || o.credential_valid_until > now);
+        if !force && credential.is_some_and(|c| c != o.credential || o.credential_valid_until <= now) {
+            return Err(PayError::CredentialExpired);
+        }
         match o.status {
             // No channel takes two payments for one of its orders, forced or not.
             SimStatus::Paid => return Err(PayError::AlreadyPaid),
@@ -80,7 +96,7 @@ pub fn pay(sim: &Arc<Sim>, channel: ChannelName, out_trade_no: &str, force: bool
 }
 
 async fn pay_handler(State(sim): State<Arc<Sim>>, Json(req): Json<PayRequest>) -> Response {
-    match pay(&sim, req.channel, &req.out_trade_no, req.force) {
+    match pay_with(&sim, req.channel, &req.out_trade_no, req.force, req.credential.as_deref()) {
         Ok(()) => (StatusCode::OK, Json(serde_json::json!({"paid": true}))).into_response(),
         Err(e) => (StatusCode::CONFLICT, Json(serde_json::json!({"paid": false, "error": format!("{e:?}")}))).into_response(),
     }
@@ -96,7 +112,7 @@ async fn order(State(sim): State<Arc<Sim>>, Query(q): Query<OrderQuery>) -> Resp
     let mut ledger = sim.ledger.lock().unwrap();
     match ledger.orders.get_mut(&(q.channel, q.out_trade_no)) {
         Some(o) => {
-            o.expire_if_due(crate::ops::now_ms());
+            o.expire_if_due(sim.now_ms());
             Json(o.view()).into_response()
         }
         None => (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": "no such channel order"}))).into_response(),
@@ -113,7 +129,7 @@ struct StatementQuery {
 async fn statement(State(sim): State<Arc<Sim>>, Query(q): Query<StatementQuery>) -> Response {
     match q.channel {
         ChannelName::Wechatpay => ([("content-type", "text/csv; charset=utf-8")], crate::statement::wechat_bill(&sim, &q.date)).into_response(),
-        ChannelName::Alipay => ([("content-type", "text/csv; charset=GBK")], crate::statement::alipay_bill(&sim, &q.date)).into_response(),
+        ChannelName::Alipay => ([("content-type", "application/zip")], crate::statement::alipay_bill_zip(&sim, &q.date)).into_response(),
         ChannelName::Sandbox => Json(crate::statement::sandbox_bill(&sim, &q.date)).into_response(),
         ChannelName::Unionpay => (StatusCode::NOT_IMPLEMENTED, "UnionPay statements are not simulated").into_response(),
     }
@@ -143,4 +159,40 @@ async fn set_faults(State(sim): State<Arc<Sim>>, Json(patch): Json<serde_json::V
 
 async fn get_faults(State(sim): State<Arc<Sim>>) -> Json<serde_json::Value> {
     Json(serde_json::to_value(&*sim.faults.lock().unwrap()).unwrap())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlatformRequest {
+    /// `public_key` (answers announce `PUB_KEY_ID_…`) or `certificate` (a certificate serial).
+    mode: String,
+    /// Issue a new platform key and certificate and sign with it from now on; the old
+    /// certificate stays listed by `/v3/certificates` (the overlap WeChat gives merchants).
+    #[serde(default)]
+    rotate: bool,
+}
+
+/// How the simulated WeChat Pay signs: by platform public key or by (rotating) certificate.
+async fn wechat_platform(State(sim): State<Arc<Sim>>, Json(req): Json<PlatformRequest>) -> Response {
+    let now = sim.now_ms();
+    let mut certs = sim.keys.wechat_certificates.lock().unwrap();
+    if req.rotate {
+        let serial = 0x5157_F09D_0E74_B8A2u64 + certs.len() as u64;
+        let key = Arc::new(payonce_channels::crypto::RsaSigner::generate());
+        certs.push(crate::keys::platform_certificate(&key, serial, now));
+    }
+    let current = certs.last().expect("one certificate at least").clone();
+    drop(certs);
+    let mut signing = sim.keys.wechat_signing.lock().unwrap();
+    match req.mode.as_str() {
+        "certificate" => {
+            *signing = crate::keys::WechatSigning { key: current.key.clone(), serial: current.serial.clone() };
+        }
+        "public_key" if !req.rotate => {
+            let first = sim.keys.wechat_certificates.lock().unwrap()[0].key.clone();
+            *signing = crate::keys::WechatSigning { key: first, serial: sim.keys.wechat_platform_key_id.clone() };
+        }
+        _ => return (StatusCode::BAD_REQUEST, Json(serde_json::json!({"error": "mode: public_key | certificate (rotate only with certificate)"}))).into_response(),
+    }
+    Json(serde_json::json!({"serial": signing.serial, "certificate": current.pem})).into_response()
 }

@@ -5,6 +5,7 @@
 use payonce_channels::crypto::{RsaSigner, RsaVerifier, nonce};
 use payonce_channels::secret::SecretBytes;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 pub const WECHAT_MCHID: &str = "1900000001";
 pub const WECHAT_APPID: &str = "wxd678efh567hg6787";
@@ -15,8 +16,12 @@ pub struct SimKeys {
     pub sandbox: SecretBytes,
     pub wechat_merchant: RsaVerifier,
     pub wechat_merchant_serial: String,
-    pub wechat_platform: RsaSigner,
     pub wechat_platform_key_id: String,
+    /// The key WeChat signs answers and notifications with now, and the serial it announces
+    /// (`PUB_KEY_ID_…` in public-key mode, a certificate serial in certificate mode).
+    pub wechat_signing: Mutex<WechatSigning>,
+    /// The platform certificates `GET /v3/certificates` lists (old and new overlap on rotation).
+    pub wechat_certificates: Mutex<Vec<PlatformCertificate>>,
     pub wechat_apiv3: SecretBytes,
     pub alipay_app: RsaVerifier,
     pub alipay_platform: RsaSigner,
@@ -25,6 +30,41 @@ pub struct SimKeys {
     pub unionpay_sign: RsaSigner,
     /// PEM of UnionPay's signing certificate, sent as `signPubKeyCert`.
     pub unionpay_sign_cert: String,
+}
+
+pub struct WechatSigning {
+    pub key: Arc<RsaSigner>,
+    pub serial: String,
+}
+
+#[derive(Clone)]
+pub struct PlatformCertificate {
+    pub serial: String,
+    pub pem: String,
+    pub key: Arc<RsaSigner>,
+    pub effective_at: i64,
+    pub expire_at: i64,
+}
+
+/// A self-signed platform certificate for `key` (WeChat's are issued by Tenpay's CA; payonce
+/// trusts the certificate itself, found by serial).
+pub fn platform_certificate(key: &Arc<RsaSigner>, serial: u64, now_ms: i64) -> PlatformCertificate {
+    use rcgen::{CertificateParams, DnType, KeyPair, PKCS_RSA_SHA256, SerialNumber};
+    let kp = KeyPair::from_pkcs8_der_and_sign_algo(&key.pkcs8_der().into(), &PKCS_RSA_SHA256).expect("RSA key");
+    let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+    p.distinguished_name.push(DnType::CommonName, "Tenpay.com Root CA (simulated)");
+    p.serial_number = Some(SerialNumber::from(serial));
+    let start = time::OffsetDateTime::from_unix_timestamp(now_ms / 1000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    p.not_before = start - time::Duration::days(1);
+    p.not_after = start + time::Duration::days(5 * 365);
+    let cert = p.self_signed(&kp).expect("self-signed certificate");
+    PlatformCertificate {
+        serial: format!("{serial:X}"),
+        pem: cert.pem(),
+        key: key.clone(),
+        effective_at: now_ms - 86_400_000,
+        expire_at: now_ms + 5 * 365 * 86_400_000,
+    }
 }
 
 fn load_or(path: &Path, make: impl FnOnce() -> String) -> std::io::Result<String> {
@@ -49,11 +89,17 @@ impl SimKeys {
         let sandbox = hex::decode(load_or(&dir.join("sandbox.key"), || hex::encode(SecretBytes::random32().expose()))?.trim())
             .map_err(std::io::Error::other)?;
         let wechat_merchant = rsa(&dir.join("wechatpay_merchant_key.pem"))?;
-        let wechat_platform = rsa(&dir.join("wechatpay_platform_key.pem"))?;
+        let wechat_platform = Arc::new(rsa(&dir.join("wechatpay_platform_key.pem"))?);
         std::fs::write(dir.join("wechatpay_platform_public_key.pem"), wechat_platform.public_key_pem())?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        let first_cert = platform_certificate(&wechat_platform, 0x5157_F09D_0E74_B8A2, now);
+        // For certificate-mode configurations (`platform_cert_files`).
+        std::fs::write(dir.join("wechatpay_platform_cert.pem"), &first_cert.pem)?;
         let apiv3 = load_or(&dir.join("wechatpay_apiv3.key"), || nonce(32))?;
         let ids = load_or(&dir.join("wechatpay_ids"), || format!("{}\nPUB_KEY_ID_0119{}\n", nonce(40), nonce(20)))?;
         let mut ids = ids.lines();
+        let merchant_serial = ids.next().unwrap_or_default().to_owned();
+        let platform_key_id = ids.next().unwrap_or_default().to_owned();
         let alipay_app = rsa(&dir.join("alipay_app_private_key.pem"))?;
         let alipay_platform = rsa(&dir.join("alipay_private_key.pem"))?;
         std::fs::write(dir.join("alipay_public_key.pem"), alipay_platform.public_key_pem())?;
@@ -61,9 +107,10 @@ impl SimKeys {
         Ok(SimKeys {
             sandbox: SecretBytes::new(sandbox),
             wechat_merchant: wechat_merchant.verifier(),
-            wechat_merchant_serial: ids.next().unwrap_or_default().to_owned(),
-            wechat_platform_key_id: ids.next().unwrap_or_default().to_owned(),
-            wechat_platform,
+            wechat_merchant_serial: merchant_serial,
+            wechat_platform_key_id: platform_key_id.clone(),
+            wechat_signing: Mutex::new(WechatSigning { key: wechat_platform, serial: platform_key_id }),
+            wechat_certificates: Mutex::new(vec![first_cert]),
             wechat_apiv3: SecretBytes::new(apiv3.trim().as_bytes().to_vec()),
             alipay_app: alipay_app.verifier(),
             alipay_platform,

@@ -33,6 +33,10 @@ pub struct SimOrder {
     pub credential: String,
     /// Unix ms after which it no longer pays.
     pub time_expire: i64,
+    /// Until when the payer's credential (an Alipay QR) can still be scanned for the first time.
+    pub credential_valid_until: i64,
+    /// The parameters of the request that created it: a repeat must match them.
+    pub fingerprint: String,
     pub trade_no: Option<String>,
     pub paid_at: Option<i64>,
     pub created_at: i64,
@@ -100,6 +104,15 @@ pub struct Refund {
     /// UnionPay: the refund transaction's own txnTime (its queries name it).
     #[serde(skip)]
     pub txn_time: String,
+    /// When the money is back with the payer: until then the channel says "processing".
+    #[serde(skip)]
+    pub settle_at: i64,
+}
+
+impl Refund {
+    pub fn settled(&self, now: i64) -> bool {
+        now >= self.settle_at
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -129,7 +142,7 @@ impl Ledger {
     }
 
     /// A refund, idempotent by `(channel, out_refund_no)`: a repeat returns the first one.
-    pub fn refund(&mut self, channel: ChannelName, out_trade_no: &str, out_refund_no: &str, amount: i64, now: i64) -> Result<Refund, RefundError> {
+    pub fn refund(&mut self, channel: ChannelName, out_trade_no: &str, out_refund_no: &str, amount: i64, now: i64, settle_at: i64) -> Result<Refund, RefundError> {
         if let Some(r) = self.refunds.iter().find(|r| r.channel == channel && r.out_refund_no == out_refund_no) {
             return if r.amount == amount && r.out_trade_no == out_trade_no { Ok(r.clone()) } else { Err(RefundError::Conflict) };
         }
@@ -151,6 +164,7 @@ impl Ledger {
             refund_id: id,
             at: now,
             txn_time: String::new(),
+            settle_at,
         };
         self.refunds.push(r.clone());
         Ok(r)
@@ -175,8 +189,13 @@ pub struct Faults {
     pub notify_delay_ms: [u64; 2],
     pub notify_reorder: bool,
     pub prepay_error_rate: f64,
+    /// How long a refund stays "processing" before it succeeds, `[min, max]` ms.
+    pub refund_delay_ms: [u64; 2],
     pub prepay_timeout_rate: f64,
     pub query_error_rate: f64,
+    /// Refund calls answered with a system error (Alipay `ACQ.SYSTEM_ERROR`, WeChat 500
+    /// `SYSTEM_ERROR`, UnionPay `03`) — whether or not the refund was made is then unknown.
+    pub refund_error_rate: f64,
     pub close_error_rate: f64,
     pub pay_before_close: bool,
     pub time_scale: f64,
@@ -190,8 +209,10 @@ impl Default for Faults {
             notify_delay_ms: [0, 0],
             notify_reorder: false,
             prepay_error_rate: 0.0,
+            refund_delay_ms: [50, 300],
             prepay_timeout_rate: 0.0,
             query_error_rate: 0.0,
+            refund_error_rate: 0.0,
             close_error_rate: 0.0,
             pay_before_close: false,
             time_scale: 1.0,

@@ -13,6 +13,7 @@ mod sandbox;
 mod statement;
 mod unionpay;
 mod wechatpay;
+pub mod wire;
 
 use axum::Router;
 use std::net::SocketAddr;
@@ -30,6 +31,25 @@ pub struct Sim {
     pub(crate) keys: keys::SimKeys,
     /// Sends notifications to payonce.
     pub(crate) http: reqwest::Client,
+    /// The channels' clock: timestamps in requests are checked against it, expiries measured by
+    /// it. Tests hand in the same clock payonce uses.
+    pub(crate) clock: Arc<dyn payonce_core::Clock>,
+    /// The seed every random choice derives from (printed, so a run can be replayed).
+    pub seed: u64,
+}
+
+/// How a simulator runs: its clock and the seed of its random choices.
+#[derive(Clone)]
+pub struct SimOptions {
+    pub clock: Arc<dyn payonce_core::Clock>,
+    /// `None`: a fresh seed from the system's randomness (still printed and kept in `Sim::seed`).
+    pub seed: Option<u64>,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions { clock: Arc::new(payonce_core::SystemClock), seed: None }
+    }
 }
 
 /// A running simulator.
@@ -56,19 +76,34 @@ impl Drop for SimHandle {
 impl Sim {
     /// Loads the keys in `state_dir`, generating any that are missing, and writes
     /// `channels.toml` naming `gateway` and the key files.
-    pub fn prepare(state_dir: &Path, gateway: &str) -> std::io::Result<(Arc<Sim>, PathBuf)> {
+    pub fn prepare(state_dir: &Path, gateway: &str, options: SimOptions) -> std::io::Result<(Arc<Sim>, PathBuf)> {
         std::fs::create_dir_all(state_dir)?;
         let keys = keys::SimKeys::load_or_generate(state_dir)?;
         let channels_file = state_dir.join("channels.toml");
         std::fs::write(&channels_file, keys.channels_toml(gateway))?;
+        let seed = options.seed.unwrap_or_else(rng::fresh_seed);
         let sim = Sim {
             ledger: Mutex::new(Ledger::default()),
             faults: Mutex::new(Faults::default()),
-            rng: Mutex::new(rng::Rng::seeded()),
+            rng: Mutex::new(rng::Rng::from_seed(seed)),
             keys,
             http: reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build().expect("http client"),
+            clock: options.clock,
+            seed,
         };
         Ok((Arc::new(sim), channels_file))
+    }
+
+    /// The channels' "now", in Unix milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now().0
+    }
+
+    /// A random alphanumeric string from the seeded generator (nonces, ids, codes).
+    pub(crate) fn nonce(&self, len: usize) -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        let mut rng = self.rng.lock().unwrap();
+        (0..len).map(|_| ALPHABET[(rng.next_u64() % ALPHABET.len() as u64) as usize] as char).collect()
     }
 
     pub fn router(self: &Arc<Self>) -> Router {
@@ -96,8 +131,13 @@ impl Sim {
 
 /// Binds the simulator on `listener` and serves it in the background.
 pub async fn start(listener: TcpListener, state_dir: &Path) -> std::io::Result<SimHandle> {
+    start_with(listener, state_dir, SimOptions::default()).await
+}
+
+/// `start` with a given clock and seed.
+pub async fn start_with(listener: TcpListener, state_dir: &Path, options: SimOptions) -> std::io::Result<SimHandle> {
     let addr = listener.local_addr()?;
-    let (sim, channels_file) = Sim::prepare(state_dir, &format!("http://{addr}"))?;
+    let (sim, channels_file) = Sim::prepare(state_dir, &format!("http://{addr}"), options)?;
     let app = sim.router();
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {

@@ -5,10 +5,6 @@ use crate::{Sim, SimOrder, SimStatus};
 use payonce_core::ChannelName;
 use std::sync::Arc;
 
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
 pub struct NewOrder {
     pub channel: ChannelName,
     pub out_trade_no: String,
@@ -16,7 +12,11 @@ pub struct NewOrder {
     pub subject: String,
     pub notify_url: String,
     pub time_expire: i64,
+    /// Until when the credential can be used for a first scan (defaults to `time_expire`).
+    pub credential_valid_until: Option<i64>,
     pub credential: String,
+    /// What identifies the request's parameters: a repeat with other parameters is refused.
+    pub fingerprint: String,
     pub initial: SimStatus,
 }
 
@@ -33,10 +33,17 @@ pub fn create(sim: &Sim, n: NewOrder) -> Result<SimOrder, CreateError> {
     let mut ledger = sim.ledger.lock().unwrap();
     ledger.prepay_requests += 1;
     let key = (n.channel, n.out_trade_no.clone());
-    if let Some(o) = ledger.orders.get(&key) {
+    let now = sim.now_ms();
+    if let Some(o) = ledger.orders.get_mut(&key) {
         return match o.status {
             SimStatus::Paid => Err(CreateError::Paid),
-            SimStatus::Unpaid | SimStatus::Unscanned if o.amount == n.amount => Ok(o.clone()),
+            // A repeat with identical parameters re-issues the credential (WeChat: a new
+            // code_url / prepay_id; Alipay: a new QR), valid from now.
+            SimStatus::Unpaid | SimStatus::Unscanned if o.fingerprint == n.fingerprint && o.time_expire > now => {
+                o.credential = n.credential;
+                o.credential_valid_until = n.credential_valid_until.unwrap_or(n.time_expire);
+                Ok(o.clone())
+            }
             _ => Err(CreateError::Used),
         };
     }
@@ -52,9 +59,11 @@ pub fn create(sim: &Sim, n: NewOrder) -> Result<SimOrder, CreateError> {
         notify_url: n.notify_url,
         credential: n.credential,
         time_expire: n.time_expire,
+        credential_valid_until: n.credential_valid_until.unwrap_or(n.time_expire),
+        fingerprint: n.fingerprint,
         trade_no: None,
         paid_at: None,
-        created_at: now_ms(),
+        created_at: now,
     };
     ledger.orders.insert(key, o.clone());
     Ok(o)
@@ -63,7 +72,7 @@ pub fn create(sim: &Sim, n: NewOrder) -> Result<SimOrder, CreateError> {
 pub fn find(sim: &Sim, channel: ChannelName, out_trade_no: &str) -> Option<SimOrder> {
     let mut ledger = sim.ledger.lock().unwrap();
     ledger.orders.get_mut(&(channel, out_trade_no.to_owned())).map(|o| {
-        o.expire_if_due(now_ms());
+        o.expire_if_due(sim.now_ms());
         o.clone()
     })
 }
@@ -81,7 +90,7 @@ pub fn close(sim: &Arc<Sim>, channel: ChannelName, out_trade_no: &str) -> Result
     if sim.faults.lock().unwrap().pay_before_close {
         // The payer's payment was in flight and lands a moment before the close — even at the
         // instant of expiry — so it is forced through if the order was still unpaid.
-        let payable = find(sim, channel, out_trade_no).is_some_and(|o| matches!(o.status, SimStatus::Unpaid | SimStatus::Unscanned) || o.time_expire <= now_ms() && o.charges == 0 && o.status != SimStatus::Paid);
+        let payable = find(sim, channel, out_trade_no).is_some_and(|o| matches!(o.status, SimStatus::Unpaid | SimStatus::Unscanned) || o.time_expire <= sim.now_ms() && o.charges == 0 && o.status != SimStatus::Paid);
         if payable {
             let _ = crate::control::pay(sim, channel, out_trade_no, true);
         }

@@ -1,13 +1,23 @@
-//! A small PRNG for fault decisions (xorshift64*): fast, seeded from the system CSPRNG. Not for
-//! anything secret.
+//! A small PRNG (xorshift64*) for every random choice the simulator makes — fault draws, ids,
+//! nonces, delays — from one seed, so `payonce sim --seed N` replays a run. Not for anything
+//! secret (keys come from the system's CSPRNG).
 
 pub struct Rng(u64);
 
+/// A seed from the system's randomness, for runs that did not ask for one.
+pub fn fresh_seed() -> u64 {
+    let mut b = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut b).expect("system randomness");
+    u64::from_le_bytes(b) >> 1
+}
+
 impl Rng {
-    pub fn seeded() -> Self {
-        let mut b = [0u8; 8];
-        aws_lc_rs::rand::fill(&mut b).expect("system randomness");
-        Rng(u64::from_le_bytes(b) | 1)
+    pub fn from_seed(seed: u64) -> Self {
+        // splitmix64 of the seed: small seeds (1, 2, 3…) still start far apart.
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        Rng((z ^ (z >> 31)) | 1)
     }
 
     pub fn next_u64(&mut self) -> u64 {

@@ -1,7 +1,8 @@
-//! The sandbox gateway: the other side of `payonce_channels::sandbox`, using the same
-//! protocol module, so a change to the protocol breaks both sides at once.
+//! The sandbox gateway: the other side of `payonce_channels::sandbox`. Sandbox is payonce's own
+//! protocol (no outside party defines it), so here — unlike the real channels — the simulator
+//! shares the protocol module with the connector: a change to it breaks both sides at once.
 
-use crate::ops::{self, CloseError, CreateError, NewOrder, now_ms};
+use crate::ops::{self, CloseError, CreateError, NewOrder};
 use crate::{Sim, SimOrder, SimStatus};
 use axum::Router;
 use axum::body::Bytes;
@@ -26,7 +27,7 @@ pub fn routes() -> Router<Arc<Sim>> {
 
 /// Every answer is signed over the request's method and path, as the connector expects.
 fn signed(sim: &Sim, method: &Method, path: &str, status: StatusCode, body: Vec<u8>) -> Response {
-    let ts = now_ms() / 1000;
+    let ts = sim.now_ms() / 1000;
     let sig = protocol::sign(&sim.keys.sandbox, ts, method.as_str(), path, &body);
     (
         status,
@@ -43,7 +44,7 @@ fn error(sim: &Sim, method: &Method, path: &str, status: StatusCode, code: &str,
 
 fn authentic(sim: &Sim, method: &Method, path: &str, headers: &HeaderMap, body: &[u8]) -> bool {
     let hv = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    protocol::verify(&sim.keys.sandbox, hv(protocol::TS_HEADER), hv(protocol::SIG_HEADER), method.as_str(), path, body, now_ms() / 1000).is_ok()
+    protocol::verify(&sim.keys.sandbox, hv(protocol::TS_HEADER), hv(protocol::SIG_HEADER), method.as_str(), path, body, sim.now_ms() / 1000).is_ok()
 }
 
 async fn create(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
@@ -71,7 +72,9 @@ async fn create(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: 
             subject: req.description.clone(),
             notify_url: req.notify_url.clone(),
             time_expire: req.time_expire,
+            credential_valid_until: None,
             credential: format!("sandbox://pay/{}", req.out_trade_no),
+            fingerprint: format!("{}|{}", req.amount, req.time_expire),
             initial: SimStatus::Unpaid,
         },
     );
@@ -143,7 +146,7 @@ async fn refund(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: 
     let Ok(req) = serde_json::from_slice::<RefundBody>(&body) else {
         return error(&sim, &method, path, StatusCode::BAD_REQUEST, "PARAM_ERROR", "bad refund body");
     };
-    let done = sim.ledger.lock().unwrap().refund(ChannelName::Sandbox, &req.out_trade_no, &req.out_refund_no, req.amount, now_ms());
+    let done = sim.ledger.lock().unwrap().refund(ChannelName::Sandbox, &req.out_trade_no, &req.out_refund_no, req.amount, sim.now_ms(), sim.now_ms());
     match done {
         Ok(r) => signed(&sim, &method, path, StatusCode::OK, serde_json::json!({"out_refund_no": r.out_refund_no, "status": "SUCCESS", "amount": r.amount}).to_string().into_bytes()),
         Err(e) => error(&sim, &method, path, StatusCode::BAD_REQUEST, "REFUND_REFUSED", &format!("{e:?}")),
@@ -188,7 +191,7 @@ pub(crate) fn notify(sim: Arc<Sim>, order: SimOrder, event_id: String) {
         sim,
         order.notify_url.clone(),
         move || {
-            let ts = now_ms() / 1000;
+            let ts = signer.now_ms() / 1000;
             let sig = protocol::sign(&signer.keys.sandbox, ts, "POST", &path, &body);
             crate::notify::Delivery {
                 headers: vec![(protocol::TS_HEADER.into(), ts.to_string()), (protocol::SIG_HEADER.into(), sig)],

@@ -1,81 +1,214 @@
-//! Daily statements in each channel's bill format, built from the ledger. A day is a calendar
-//! day in Beijing time, as the channels book it.
+//! Daily statements in each channel's own bill format, built from the ledger and written by the
+//! simulator itself from the layouts the channels publish (not by the connectors' parsers'
+//! understanding): WeChat's backtick CSV with its totals block, CRLF and a BOM as real
+//! downloads have them; Alipay's zip of two GBK CSVs with GBK entry names and no UTF-8 flag.
+//! A day is a calendar day in Beijing time, as the channels book it.
 
 use crate::Sim;
-use payonce_channels::alipay::bill as ali;
-use payonce_channels::wechatpay::bill as wx;
+use crate::wire::{alipay_time, beijing_date, yuan};
 use payonce_core::ChannelName;
+use std::io::Write;
 
-fn beijing_date(ms: i64) -> String {
-    payonce_channels::alipay::protocol::beijing_time(ms)[..10].to_owned()
+/// One booked movement: (time, out_trade_no, trade_no, order amount, refund, subject), where
+/// refund is (refund_id, out_refund_no, amount).
+struct Entry {
+    at: i64,
+    out_trade_no: String,
+    trade_no: String,
+    amount: i64,
+    refund: Option<(String, String, i64)>,
+    subject: String,
 }
-
-/// (time, out_trade_no, trade_no, amount, refund: Option<(refund_id, out_refund_no, amount)>, subject)
-type Entry = (i64, String, String, i64, Option<(String, String, i64)>, String);
 
 fn entries(sim: &Sim, channel: ChannelName, date: &str) -> Vec<Entry> {
     let ledger = sim.ledger.lock().unwrap();
-    let subject = |no: &str| ledger.orders.get(&(channel, no.to_owned())).map(|o| o.subject.clone()).unwrap_or_default();
-    let trade_no = |no: &str| ledger.orders.get(&(channel, no.to_owned())).and_then(|o| o.trade_no.clone()).unwrap_or_default();
+    let order = |no: &str| ledger.orders.get(&(channel, no.to_owned()));
     let mut out: Vec<Entry> = ledger
         .charges
         .iter()
         .filter(|c| c.channel == channel && beijing_date(c.at) == date)
-        .map(|c| (c.at, c.out_trade_no.clone(), c.trade_no.clone(), c.amount, None, subject(&c.out_trade_no)))
+        .map(|c| Entry {
+            at: c.at,
+            out_trade_no: c.out_trade_no.clone(),
+            trade_no: c.trade_no.clone(),
+            amount: c.amount,
+            refund: None,
+            subject: order(&c.out_trade_no).map(|o| o.subject.clone()).unwrap_or_default(),
+        })
         .collect();
-    out.extend(ledger.refunds.iter().filter(|r| r.channel == channel && beijing_date(r.at) == date).map(|r| {
-        let order_amount = ledger.orders.get(&(channel, r.out_trade_no.clone())).map(|o| o.amount).unwrap_or(r.amount);
-        (r.at, r.out_trade_no.clone(), trade_no(&r.out_trade_no), order_amount, Some((r.refund_id.clone(), r.out_refund_no.clone(), r.amount)), subject(&r.out_trade_no))
+    out.extend(ledger.refunds.iter().filter(|r| r.channel == channel && beijing_date(r.settle_at) == date).map(|r| Entry {
+        at: r.settle_at,
+        out_trade_no: r.out_trade_no.clone(),
+        trade_no: order(&r.out_trade_no).and_then(|o| o.trade_no.clone()).unwrap_or_default(),
+        amount: order(&r.out_trade_no).map(|o| o.amount).unwrap_or(r.amount),
+        refund: Some((r.refund_id.clone(), r.out_refund_no.clone(), r.amount)),
+        subject: order(&r.out_trade_no).map(|o| o.subject.clone()).unwrap_or_default(),
     }));
-    out.sort_by_key(|e| e.0);
+    out.sort_by_key(|e| e.at);
     out
 }
 
+const WECHAT_HEADER: &str = "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注";
+const WECHAT_TOTALS: &str = "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额";
+
+/// The WeChat trade bill (`bill_type=ALL`), with a BOM and CRLF line ends.
 pub fn wechat_bill(sim: &Sim, date: &str) -> String {
-    let e = entries(sim, ChannelName::Wechatpay, date);
-    let times: Vec<String> = e.iter().map(|x| payonce_channels::alipay::protocol::beijing_time(x.0)).collect();
-    let rows: Vec<wx::Row> = e
-        .iter()
-        .zip(&times)
-        .map(|(x, t)| wx::Row {
-            time: t,
-            appid: crate::keys::WECHAT_APPID,
-            mchid: crate::keys::WECHAT_MCHID,
-            transaction_id: &x.2,
-            out_trade_no: &x.1,
-            refund: x.4.as_ref().map(|(id, no, amt)| (id.as_str(), no.as_str(), *amt)),
-            amount: x.3,
-            subject: &x.5,
-        })
-        .collect();
-    wx::render(&rows)
+    let mut out = format!("\u{feff}{WECHAT_HEADER}\r\n");
+    let (mut paid, mut refunded) = (0i64, 0i64);
+    let rows = entries(sim, ChannelName::Wechatpay, date);
+    for e in &rows {
+        // WeChat does not quote cells: a comma in a subject would split it.
+        let subject = e.subject.replace(',', "，");
+        let (state, refund_id, out_refund_no, refund_amt, refund_status, settle) = match &e.refund {
+            Some((id, no, amt)) => {
+                refunded += amt;
+                ("REFUND", id.as_str(), no.as_str(), yuan(*amt), "SUCCESS", yuan(0))
+            }
+            None => {
+                paid += e.amount;
+                ("SUCCESS", "0", "0", "0.00".to_owned(), "", yuan(e.amount))
+            }
+        };
+        let refund_kind = if e.refund.is_some() { "ORIGINAL" } else { "" };
+        let cells: [&str; 27] = [
+            &alipay_time(e.at), crate::keys::WECHAT_APPID, crate::keys::WECHAT_MCHID, "0", "", &e.trade_no, &e.out_trade_no,
+            "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o", "NATIVE", state, "OTHERS", "CNY", &settle, "0.00", refund_id, out_refund_no, &refund_amt,
+            "0.00", refund_kind, refund_status, &subject, "", "0.00000", "0.60%", &yuan(e.amount),
+            &refund_amt, "",
+        ];
+        out.push_str(&cells.iter().map(|c| format!("`{c}")).collect::<Vec<_>>().join(","));
+        out.push_str("\r\n");
+    }
+    out.push_str(WECHAT_TOTALS);
+    out.push_str("\r\n");
+    let totals = [rows.len().to_string(), yuan(paid), yuan(refunded), "0.00".into(), "0.00000".into(), yuan(paid), yuan(refunded)];
+    out.push_str(&totals.iter().map(|c| format!("`{c}")).collect::<Vec<_>>().join(","));
+    out.push_str("\r\n");
+    out
 }
 
-pub fn alipay_bill(sim: &Sim, date: &str) -> Vec<u8> {
-    let e = entries(sim, ChannelName::Alipay, date);
-    let times: Vec<String> = e.iter().map(|x| payonce_channels::alipay::protocol::beijing_time(x.0)).collect();
-    let rows: Vec<ali::Row> = e
-        .iter()
-        .zip(&times)
-        .map(|(x, t)| ali::Row {
-            trade_no: &x.2,
-            out_trade_no: &x.1,
-            subject: &x.5,
-            created: t,
-            finished: t,
-            amount: x.4.as_ref().map(|r| r.2).unwrap_or(x.3),
-            refund_no: x.4.as_ref().map(|r| r.1.as_str()),
-        })
-        .collect();
-    ali::render(date, &rows)
+const ALIPAY_PID: &str = "20880000000000000156";
+
+/// The Alipay trade bill as served: a zip of the detail and summary CSVs, GBK throughout.
+pub fn alipay_bill_zip(sim: &Sim, date: &str) -> Vec<u8> {
+    let rows = entries(sim, ChannelName::Alipay, date);
+    let day = date.replace('-', "");
+    let start = format!("{}年{}月{}日 00:00:00", date.get(..4).unwrap_or(""), date.get(5..7).unwrap_or(""), date.get(8..10).unwrap_or(""));
+    let mut detail = format!(
+        "#支付宝业务明细查询\r\n#账号：[{ALIPAY_PID}]\r\n#起始日期：[{start}]   终止日期：[{start}]\r\n#{}业务明细列表{}\r\n\
+         支付宝交易号,商户订单号,业务类型,商品名称,创建时间,完成时间,门店编号,门店名称,操作员,终端号,对方账户,订单金额（元）,商家实收（元）,支付宝红包（元）,集分宝（元）,支付宝优惠（元）,商家优惠（元）,券核销金额（元）,券名称,商家红包消费金额（元）,卡消费金额（元）,退款批次号/请求号,服务费（元）,分润（元）,备注\r\n",
+        "-".repeat(41),
+        "-".repeat(40)
+    );
+    let (mut n_pay, mut sum_pay, mut n_ref, mut sum_ref) = (0usize, 0i64, 0usize, 0i64);
+    for e in &rows {
+        let subject = e.subject.replace(',', "，");
+        let (kind, amount, refund_no) = match &e.refund {
+            Some((_, no, amt)) => {
+                n_ref += 1;
+                sum_ref += amt;
+                ("退款", yuan(-amt), no.as_str())
+            }
+            None => {
+                n_pay += 1;
+                sum_pay += e.amount;
+                ("交易", yuan(e.amount), "")
+            }
+        };
+        let t = alipay_time(e.at);
+        // Text cells end with a TAB, so spreadsheet programs keep them as text.
+        detail.push_str(&format!(
+            "{}\t,{}\t,{kind}\t,{subject},{t},{t},\t,\t,\t,\t,abc***@example.com\t,{amount},{amount},0.00,0.00,0.00,0.00,0.00,,0.00\t,0.00,{refund_no}\t,0.00,0.00,{subject}\r\n",
+            e.trade_no, e.out_trade_no
+        ));
+    }
+    detail.push_str(&format!(
+        "#{}业务明细列表结束{}\r\n#交易合计：{n_pay}笔，商家实收共{}元，商家优惠共0.00元\r\n#退款合计：{n_ref}笔，商家实收退款共{}元，商家优惠退款共0.00元\r\n#导出时间：[{start}]\r\n",
+        "-".repeat(41),
+        "-".repeat(36),
+        yuan(sum_pay),
+        yuan(-sum_ref)
+    ));
+    let summary = format!(
+        "#支付宝业务汇总查询\r\n#账号：[{ALIPAY_PID}]\r\n#起始日期：[{start}]   终止日期：[{start}]\r\n#{}业务汇总列表{}\r\n\
+         门店编号,门店名称,交易订单总笔数,退款订单总笔数,订单金额（元）,商家实收（元）,支付宝优惠（元）,商家优惠（元）,卡消费金额（元）,服务费（元）,分润（元）,实收净额（元）\r\n\
+         合计,,{n_pay},{n_ref},{},{},0.00,0.00,0.00,0.00,0.00,{}\r\n#{}业务汇总列表结束{}\r\n#导出时间：[{start}]\r\n",
+        "-".repeat(41),
+        "-".repeat(40),
+        yuan(sum_pay - sum_ref),
+        yuan(sum_pay - sum_ref),
+        yuan(sum_pay - sum_ref),
+        "-".repeat(40),
+        "-".repeat(37)
+    );
+    let gbk = |s: &str| encoding_rs::GBK.encode(s).0.into_owned();
+    zip_gbk(&[
+        (gbk(&format!("{ALIPAY_PID}_{day}_业务明细.csv")), gbk(&detail)),
+        (gbk(&format!("{ALIPAY_PID}_{day}_业务明细(汇总).csv")), gbk(&summary)),
+    ])
+}
+
+/// A zip archive with deflated entries whose names are raw (GBK) bytes and whose general-purpose
+/// flag does NOT mark them UTF-8 — what Alipay's bill zips look like (PKWARE APPNOTE 4.3.7/4.3.12).
+fn zip_gbk(files: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut central = Vec::new();
+    for (name, data) in files {
+        let mut crc = flate2::Crc::new();
+        crc.update(data);
+        let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(data).expect("in-memory deflate");
+        let packed = enc.finish().expect("in-memory deflate");
+        let offset = out.len() as u32;
+        // Local file header.
+        out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+        out.extend_from_slice(&20u16.to_le_bytes()); // version needed
+        out.extend_from_slice(&0u16.to_le_bytes()); // flags: no UTF-8 bit (11)
+        out.extend_from_slice(&8u16.to_le_bytes()); // deflate
+        out.extend_from_slice(&0u16.to_le_bytes()); // time
+        out.extend_from_slice(&0x5821u16.to_le_bytes()); // date (2024-01-01)
+        out.extend_from_slice(&crc.sum().to_le_bytes());
+        out.extend_from_slice(&(packed.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(name);
+        out.extend_from_slice(&packed);
+        // Central directory entry.
+        central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+        central.extend_from_slice(&20u16.to_le_bytes()); // made by
+        central.extend_from_slice(&20u16.to_le_bytes());
+        central.extend_from_slice(&0u16.to_le_bytes());
+        central.extend_from_slice(&8u16.to_le_bytes());
+        central.extend_from_slice(&0u16.to_le_bytes());
+        central.extend_from_slice(&0x5821u16.to_le_bytes());
+        central.extend_from_slice(&crc.sum().to_le_bytes());
+        central.extend_from_slice(&(packed.len() as u32).to_le_bytes());
+        central.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        central.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        central.extend_from_slice(&[0; 8]); // extra, comment, disk, internal attrs
+        central.extend_from_slice(&0u32.to_le_bytes()); // external attrs
+        central.extend_from_slice(&offset.to_le_bytes());
+        central.extend_from_slice(name);
+    }
+    let central_offset = out.len() as u32;
+    out.extend_from_slice(&central);
+    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&(files.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(files.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+    out.extend_from_slice(&central_offset.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out
 }
 
 pub fn sandbox_bill(sim: &Sim, date: &str) -> serde_json::Value {
     entries(sim, ChannelName::Sandbox, date)
         .iter()
-        .map(|x| match &x.4 {
-            Some((_, no, amt)) => serde_json::json!({"kind": "refund", "out_trade_no": x.1, "trade_no": x.2, "out_refund_no": no, "amount": amt}),
-            None => serde_json::json!({"kind": "payment", "out_trade_no": x.1, "trade_no": x.2, "amount": x.3}),
+        .map(|e| match &e.refund {
+            Some((_, no, amt)) => serde_json::json!({"kind": "refund", "out_trade_no": e.out_trade_no, "trade_no": e.trade_no, "out_refund_no": no, "amount": amt}),
+            None => serde_json::json!({"kind": "payment", "out_trade_no": e.out_trade_no, "trade_no": e.trade_no, "amount": e.amount}),
         })
         .collect()
 }

@@ -1,9 +1,12 @@
-//! The UnionPay gateway (UPACP 5.1.0): the payer's browser submits the front consume form,
-//! queries answer signed forms carrying UnionPay's `signPubKeyCert`, and payments are
-//! notified to `backUrl`.
+//! The UnionPay gateway (UPACP 5.1.0), written from UnionPay's documents with the simulator's
+//! own codec (`wire`): the payer's browser submits the front consume form; `queryTrans.do` and
+//! `backTransReq.do` answer RAW `k=v&…` text (not url-encoded, as the real gateway does) signed
+//! with `signPubKeyCert` included; refunds are accepted first and finish later with a
+//! `backUrl` notification. Requests are checked as strictly as the gateway checks them.
 
 use crate::keys::UNIONPAY_MER_ID;
-use crate::ops::{self, CreateError, NewOrder, now_ms};
+use crate::ops::{self, CreateError, NewOrder};
+use crate::wire::{field, form_encode, form_parse, parse_unionpay_time, unionpay_raw_answer, unionpay_sign, unionpay_time, unionpay_verify};
 use crate::{Sim, SimOrder, SimStatus};
 use axum::Router;
 use axum::body::Bytes;
@@ -11,10 +14,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use payonce_channels::form::{encode as encode_form, parse as parse_form};
-use payonce_channels::unionpay::protocol::{self, get, parse_txn_time};
 use payonce_core::ChannelName;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub fn routes() -> Router<Arc<Sim>> {
     Router::new()
@@ -23,157 +25,287 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/gateway/api/backTransReq.do", post(back_trans))
 }
 
+const VERSION: &str = "5.1.0";
+/// How far a back-end request's `txnTime` may be from the gateway's clock.
+const TXN_TIME_WINDOW_MS: i64 = 3_600_000;
+
 fn p(k: &str, v: impl Into<String>) -> (String, String) {
     (k.to_owned(), v.into())
 }
 
-/// Signs a message as UnionPay: `signPubKeyCert` included in what is signed.
+/// Signs a message as UnionPay: `signPubKeyCert` is part of what is signed.
 fn sign_as_unionpay(sim: &Sim, mut params: Vec<(String, String)>) -> Vec<(String, String)> {
     params.push(p("signPubKeyCert", sim.keys.unionpay_sign_cert.clone()));
-    let sig = protocol::sign(&sim.keys.unionpay_sign, &params);
+    let sig = unionpay_sign(&sim.keys.unionpay_sign, &params);
     params.push(p("signature", sig));
     params
 }
 
-fn merchant_authentic(sim: &Sim, params: &[(String, String)]) -> bool {
-    get(params, "merId") == Some(UNIONPAY_MER_ID)
-        && get(params, "certId") == Some(sim.keys.unionpay_merchant_cert_id.as_str())
-        && protocol::verify(&sim.keys.unionpay_merchant, params)
+/// A synchronous answer: raw `k=v&…`, as the gateway writes it.
+fn raw(params: &[(String, String)]) -> Response {
+    (StatusCode::OK, [("content-type", "text/plain;charset=UTF-8")], unionpay_raw_answer(params)).into_response()
 }
 
-fn form(status: StatusCode, params: &[(String, String)]) -> Response {
-    (status, [("content-type", "application/x-www-form-urlencoded;charset=UTF-8")], encode_form(params)).into_response()
+/// What every merchant request must carry, and its signature (respCode on failure).
+fn check_request(sim: &Sim, params: &[(String, String)], txn: (&str, &str, &str)) -> Result<(), (&'static str, String)> {
+    let f = |k: &str| field(params, k).unwrap_or_default();
+    let required = ["version", "encoding", "signMethod", "txnType", "txnSubType", "bizType", "accessType", "channelType", "merId", "orderId", "txnTime", "certId", "signature"];
+    if let Some(missing) = required.iter().find(|k| f(k).is_empty()) {
+        return Err(("10", format!("{missing} 不能为空")));
+    }
+    if f("version") != VERSION {
+        return Err(("10", format!("version 不合法: {}", f("version"))));
+    }
+    if !f("encoding").eq_ignore_ascii_case("UTF-8") {
+        return Err(("10", "encoding 不合法".into()));
+    }
+    if f("signMethod") != "01" {
+        return Err(("10", "signMethod 不合法".into()));
+    }
+    if (f("txnType"), f("txnSubType"), f("bizType")) != txn {
+        return Err(("10", format!("txnType/txnSubType/bizType 不合法: {}/{}/{}", f("txnType"), f("txnSubType"), f("bizType"))));
+    }
+    if f("accessType") != "0" || !matches!(f("channelType"), "07" | "08") {
+        return Err(("10", "accessType/channelType 不合法".into()));
+    }
+    let order_id = f("orderId");
+    if !(8..=40).contains(&order_id.len()) || !order_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(("10", "orderId 不合法".into()));
+    }
+    if parse_unionpay_time(f("txnTime")).is_none() {
+        return Err(("10", "txnTime 不合法".into()));
+    }
+    if f("merId") != UNIONPAY_MER_ID {
+        return Err(("31", "商户号不存在".into()));
+    }
+    if f("certId") != sim.keys.unionpay_merchant_cert_id || !unionpay_verify(&sim.keys.unionpay_merchant, params) {
+        return Err(("11", "验证签名失败".into()));
+    }
+    Ok(())
+}
+
+fn amount_of(params: &[(String, String)]) -> Option<i64> {
+    let a = field(params, "txnAmt")?;
+    (!a.is_empty() && a.len() <= 12 && a.bytes().all(|b| b.is_ascii_digit()) && !a.starts_with('0')).then(|| a.parse().ok()).flatten()
 }
 
 /// The payer's browser posts the consume form: the channel order now exists.
 async fn front_consume(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
-    let params = parse_form(&body);
-    if !merchant_authentic(&sim, &params) {
-        return (StatusCode::OK, "<html><body>验签失败 (signature verification failed)</body></html>").into_response();
+    let params = form_parse(&body);
+    let page = |msg: &str| (StatusCode::OK, format!("<html><body>{msg}</body></html>")).into_response();
+    if let Err((code, msg)) = check_request(&sim, &params, ("01", "01", "000201")) {
+        return page(&format!("{code}: {msg}"));
     }
-    let field = |k: &str| get(&params, k).unwrap_or_default().to_owned();
-    let Some(amount) = field("txnAmt").parse::<i64>().ok().filter(|a| *a > 0) else {
-        return (StatusCode::OK, "<html><body>txnAmt 不合法</body></html>").into_response();
+    let f = |k: &str| field(&params, k).unwrap_or_default().to_owned();
+    let Some(amount) = amount_of(&params) else { return page("txnAmt 不合法") };
+    if f("currencyCode") != "156" {
+        return page("currencyCode 不合法");
+    }
+    if f("backUrl").is_empty() {
+        return page("backUrl 不能为空");
+    }
+    let now = sim.now_ms();
+    // The form expires at payTimeout (UnionPay's default without one: txnTime + 1 day).
+    let txn = parse_unionpay_time(&f("txnTime")).unwrap_or(now);
+    if txn > now + 300_000 {
+        return page("txnTime 不合法 (in the future)");
+    }
+    let expire = match f("payTimeout").as_str() {
+        "" => txn + 86_400_000,
+        t => match parse_unionpay_time(t) {
+            Some(t) => t,
+            None => return page("payTimeout 不合法"),
+        },
     };
-    let expire = parse_txn_time(&field("payTimeout")).unwrap_or(now_ms() + 3_600_000);
+    if expire <= now {
+        return page("订单已超时 (payTimeout passed)");
+    }
     let created = ops::create(
         &sim,
         NewOrder {
             channel: ChannelName::Unionpay,
-            out_trade_no: field("orderId"),
+            out_trade_no: f("orderId"),
             amount,
-            subject: String::new(),
-            notify_url: field("backUrl"),
+            subject: f("orderDesc"),
+            notify_url: f("backUrl"),
             time_expire: expire,
+            credential_valid_until: None,
             // The original txnTime: queries must name it.
-            credential: field("txnTime"),
+            credential: f("txnTime"),
+            fingerprint: format!("{}|{}|{}", f("txnTime"), amount, f("payTimeout")),
             initial: SimStatus::Unpaid,
         },
     );
     match created {
-        Ok(o) => (StatusCode::OK, format!("<html><body>UnionPay cashier: order {} — {} fen</body></html>", o.out_trade_no, o.amount)).into_response(),
-        Err(CreateError::Paid) => (StatusCode::OK, "<html><body>订单已支付</body></html>").into_response(),
-        Err(CreateError::Used) => (StatusCode::OK, "<html><body>订单号重复</body></html>").into_response(),
+        Ok(o) => page(&format!("UnionPay cashier: order {} — {} fen", o.out_trade_no, o.amount)),
+        Err(CreateError::Paid) => page("订单已支付"),
+        Err(CreateError::Used) => page("订单号重复"),
     }
 }
 
+/// The fields every synchronous answer echoes.
+fn answer_base(params: &[(String, String)], resp: &str, msg: &str) -> Vec<(String, String)> {
+    let f = |k: &str| field(params, k).unwrap_or_default().to_owned();
+    vec![
+        p("version", VERSION),
+        p("encoding", "UTF-8"),
+        p("signMethod", "01"),
+        p("txnType", f("txnType")),
+        p("txnSubType", f("txnSubType")),
+        p("bizType", f("bizType")),
+        p("accessType", "0"),
+        p("merId", UNIONPAY_MER_ID),
+        p("orderId", f("orderId")),
+        p("txnTime", f("txnTime")),
+        p("respCode", resp),
+        p("respMsg", msg),
+    ]
+}
+
 async fn query(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
-    let params = parse_form(&body);
-    let base = |resp: &str, msg: &str| {
-        vec![
-            p("version", protocol::VERSION),
-            p("encoding", "UTF-8"),
-            p("signMethod", "01"),
-            p("txnType", "00"),
-            p("txnSubType", "00"),
-            p("bizType", "000000"),
-            p("accessType", "0"),
-            p("merId", UNIONPAY_MER_ID),
-            p("orderId", get(&params, "orderId").unwrap_or_default()),
-            p("txnTime", get(&params, "txnTime").unwrap_or_default()),
-            p("respCode", resp),
-            p("respMsg", msg),
-        ]
-    };
-    if !merchant_authentic(&sim, &params) {
-        return form(StatusCode::OK, &sign_as_unionpay(&sim, base("11", "验证签名失败")));
+    let params = form_parse(&body);
+    if let Err((code, msg)) = check_request(&sim, &params, ("00", "00", "000000")) {
+        return raw(&sign_as_unionpay(&sim, answer_base(&params, code, &msg)));
     }
     if sim.chance(sim.faults.lock().unwrap().query_error_rate) {
-        return form(StatusCode::OK, &sign_as_unionpay(&sim, base("03", "交易通讯超时，请发起查询交易")));
+        return raw(&sign_as_unionpay(&sim, answer_base(&params, "03", "交易通讯超时，请发起查询交易")));
     }
+    let (order_id, txn_time) = (field(&params, "orderId").unwrap_or_default(), field(&params, "txnTime").unwrap_or_default());
+    let now = sim.now_ms();
     // A refund is a transaction of its own, found by its orderId and txnTime.
-    let refund = sim.ledger.lock().unwrap().refunds.iter()
-        .find(|r| r.channel == ChannelName::Unionpay && Some(r.out_refund_no.as_str()) == get(&params, "orderId") && Some(r.txn_time.as_str()) == get(&params, "txnTime"))
+    let refund = sim
+        .ledger
+        .lock()
+        .unwrap()
+        .refunds
+        .iter()
+        .find(|r| r.channel == ChannelName::Unionpay && r.out_refund_no == order_id && r.txn_time == txn_time)
         .cloned();
     if let Some(r) = refund {
-        let mut answer = base("00", "成功[0000000]");
-        answer.extend([p("origRespCode", "00"), p("origRespMsg", "成功[0000000]"), p("txnAmt", r.amount.to_string()), p("queryId", r.refund_id.clone())]);
-        return form(StatusCode::OK, &sign_as_unionpay(&sim, answer));
+        let (orig, msg) = if r.settled(now) { ("00", "成功[0000000]") } else { ("05", "交易处理中") };
+        let mut answer = answer_base(&params, "00", "成功[0000000]");
+        answer.extend([p("origRespCode", orig), p("origRespMsg", msg), p("txnAmt", r.amount.to_string()), p("queryId", r.refund_id.clone())]);
+        return raw(&sign_as_unionpay(&sim, answer));
     }
-    let order = ops::find(&sim, ChannelName::Unionpay, get(&params, "orderId").unwrap_or_default())
-        .filter(|o| Some(o.credential.as_str()) == get(&params, "txnTime"));
+    let order = ops::find(&sim, ChannelName::Unionpay, order_id).filter(|o| o.credential == txn_time);
     let Some(o) = order else {
-        return form(StatusCode::OK, &sign_as_unionpay(&sim, base("34", "查无此交易")));
+        return raw(&sign_as_unionpay(&sim, answer_base(&params, "34", "查无此交易")));
     };
-    let mut answer = base("00", "成功[0000000]");
+    let mut answer = answer_base(&params, "00", "成功[0000000]");
     let (orig, msg) = match o.status {
         SimStatus::Paid => ("00", "成功[0000000]"),
         SimStatus::Closed => ("12", "交易超时"),
         _ => ("05", "交易处理中"),
     };
-    answer.push(p("origRespCode", orig));
-    answer.push(p("origRespMsg", msg));
-    answer.push(p("txnAmt", o.amount.to_string()));
-    answer.push(p("currencyCode", "156"));
-    if let Some(q) = &o.trade_no {
-        answer.push(p("queryId", q.clone()));
+    answer.extend([p("origRespCode", orig), p("origRespMsg", msg), p("txnAmt", o.amount.to_string()), p("currencyCode", "156")]);
+    if let Some(q) = o.trade_no.clone().filter(|_| o.status == SimStatus::Paid) {
+        answer.extend([p("queryId", q), p("settleDate", crate::wire::unionpay_time(o.paid_at.unwrap_or(now))[4..8].to_owned())]);
     }
-    form(StatusCode::OK, &sign_as_unionpay(&sim, answer))
+    raw(&sign_as_unionpay(&sim, answer))
 }
 
-/// A refund (`txnType=04`): `origQryId` names the payment by its queryId.
+/// A refund (`txnType=04`): `origQryId` names the payment by its queryId. Accepted now
+/// (respCode 00); the money moves later, then UnionPay notifies `backUrl`.
 async fn back_trans(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
-    let params = parse_form(&body);
-    let field = |k: &str| get(&params, k).unwrap_or_default().to_owned();
-    let answer = |code: &str, msg: &str| {
-        sign_as_unionpay(&sim, vec![
-            p("version", protocol::VERSION), p("encoding", "UTF-8"), p("signMethod", "01"), p("txnType", field("txnType")),
-            p("txnSubType", "00"), p("bizType", "000201"), p("accessType", "0"), p("merId", UNIONPAY_MER_ID),
-            p("orderId", field("orderId")), p("txnTime", field("txnTime")), p("respCode", code), p("respMsg", msg),
-        ])
+    let params = form_parse(&body);
+    let f = |k: &str| field(&params, k).unwrap_or_default().to_owned();
+    if f("txnType") != "04" {
+        return raw(&sign_as_unionpay(&sim, answer_base(&params, "12", "不支持的交易类型")));
+    }
+    if let Err((code, msg)) = check_request(&sim, &params, ("04", "00", "000201")) {
+        return raw(&sign_as_unionpay(&sim, answer_base(&params, code, &msg)));
+    }
+    let answer = |code: &str, msg: &str| raw(&sign_as_unionpay(&sim, answer_base(&params, code, msg)));
+    let now = sim.now_ms();
+    let txn = parse_unionpay_time(&f("txnTime")).unwrap_or(0);
+    if (txn - now).abs() > TXN_TIME_WINDOW_MS {
+        return answer("30", "txnTime 不合法 (not current)");
+    }
+    if f("currencyCode") != "156" {
+        return answer("30", "currencyCode 不合法");
+    }
+    if f("backUrl").is_empty() || f("origQryId").is_empty() {
+        return answer("30", "backUrl/origQryId 不能为空");
+    }
+    let Some(amount) = amount_of(&params) else { return answer("30", "txnAmt 不合法") };
+    let delay = {
+        let d = sim.faults.lock().unwrap().refund_delay_ms;
+        sim.between(d[0], d[1]) as i64
     };
-    if !merchant_authentic(&sim, &params) {
-        return form(StatusCode::OK, &answer("11", "验证签名失败"));
-    }
-    if field("txnType") != "04" {
-        return form(StatusCode::OK, &answer("12", "不支持的交易类型"));
-    }
-    let orig = field("origQryId");
-    let Ok(amount) = field("txnAmt").parse::<i64>() else { return form(StatusCode::OK, &answer("30", "txnAmt 不合法")) };
     let mut ledger = sim.ledger.lock().unwrap();
-    let Some(no) = ledger.orders.values().find(|o| o.channel == ChannelName::Unionpay && o.trade_no.as_deref() == Some(orig.as_str())).map(|o| o.out_trade_no.clone()) else {
+    // The same refund transaction again (same orderId and txnTime): 12, duplicate.
+    if ledger.refunds.iter().any(|r| r.channel == ChannelName::Unionpay && r.out_refund_no == f("orderId")) {
         drop(ledger);
-        return form(StatusCode::OK, &answer("35", "原交易不存在"));
-    };
-    let done = ledger.refund(ChannelName::Unionpay, &no, &field("orderId"), amount, now_ms());
-    if done.is_ok()
-        && let Some(r) = ledger.refunds.iter_mut().rev().find(|r| r.channel == ChannelName::Unionpay && r.out_refund_no == field("orderId"))
-            && r.txn_time.is_empty() {
-                r.txn_time = field("txnTime");
-            }
-    drop(ledger);
-    match done {
-        Ok(_) => form(StatusCode::OK, &answer("00", "成功[0000000]")),
-        Err(e) => form(StatusCode::OK, &answer("32", &format!("{e:?}"))),
+        return answer("12", "重复交易");
     }
+    let Some(no) = ledger
+        .orders
+        .values()
+        .find(|o| o.channel == ChannelName::Unionpay && o.trade_no.as_deref() == Some(f("origQryId").as_str()))
+        .map(|o| o.out_trade_no.clone())
+    else {
+        drop(ledger);
+        return answer("35", "原交易不存在");
+    };
+    let done = ledger.refund(ChannelName::Unionpay, &no, &f("orderId"), amount, now, now + delay);
+    let refund = match done {
+        Ok(_) => {
+            let r = ledger.refunds.iter_mut().rev().find(|r| r.channel == ChannelName::Unionpay && r.out_refund_no == f("orderId")).expect("just made");
+            r.txn_time = f("txnTime");
+            r.clone()
+        }
+        Err(e) => {
+            drop(ledger);
+            return answer("32", &format!("{e:?}"));
+        }
+    };
+    drop(ledger);
+    notify_refund(sim.clone(), f("backUrl"), refund, f("origQryId"), delay);
+    answer("00", "成功[0000000]")
 }
 
-/// The `backUrl` notification of a successful consume.
+/// The `backUrl` notification of a refund, once its money moved.
+fn notify_refund(sim: Arc<Sim>, url: String, r: crate::ledger::Refund, orig_qry_id: String, delay_ms: i64) {
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(delay_ms.max(0) as u64)).await;
+        let params = sign_as_unionpay(
+            &sim,
+            vec![
+                p("version", VERSION),
+                p("encoding", "UTF-8"),
+                p("signMethod", "01"),
+                p("txnType", "04"),
+                p("txnSubType", "00"),
+                p("bizType", "000201"),
+                p("accessType", "0"),
+                p("merId", UNIONPAY_MER_ID),
+                p("orderId", r.out_refund_no.clone()),
+                p("txnTime", r.txn_time.clone()),
+                p("txnAmt", r.amount.to_string()),
+                p("currencyCode", "156"),
+                p("origQryId", orig_qry_id),
+                p("queryId", r.refund_id.clone()),
+                p("respCode", "00"),
+                p("respMsg", "成功[0000000]"),
+            ],
+        );
+        let body = form_encode(&params).into_bytes();
+        crate::notify::spawn(
+            sim,
+            url,
+            move || crate::notify::Delivery { headers: vec![], content_type: "application/x-www-form-urlencoded;charset=UTF-8", body: body.clone() },
+            |status, _| status == 200,
+        );
+    });
+}
+
+/// The `backUrl` notification of a successful consume (an ordinary form POST).
 pub(crate) fn notify(sim: Arc<Sim>, order: SimOrder, _event_id: String) {
+    let paid_at = order.paid_at.unwrap_or_else(|| sim.now_ms());
     let params = sign_as_unionpay(
         &sim,
         vec![
-            p("version", protocol::VERSION),
+            p("version", VERSION),
             p("encoding", "UTF-8"),
             p("signMethod", "01"),
             p("txnType", "01"),
@@ -187,12 +319,13 @@ pub(crate) fn notify(sim: Arc<Sim>, order: SimOrder, _event_id: String) {
             p("currencyCode", "156"),
             p("queryId", order.trade_no.clone().unwrap_or_default()),
             p("traceNo", "123456"),
-            p("settleDate", "1123"),
+            p("traceTime", unionpay_time(paid_at)[4..].to_owned()),
+            p("settleDate", unionpay_time(paid_at)[4..8].to_owned()),
             p("respCode", "00"),
             p("respMsg", "成功[0000000]"),
         ],
     );
-    let body = encode_form(&params).into_bytes();
+    let body = form_encode(&params).into_bytes();
     crate::notify::spawn(
         sim,
         order.notify_url.clone(),

@@ -1,8 +1,14 @@
-//! The WeChat Pay v3 gateway: verifies merchant signatures, answers signed with the platform
-//! public key (`PUB_KEY_ID_…`), and notifies with AEAD_AES_256_GCM-encrypted resources.
+//! The WeChat Pay v3 gateway, written from WeChat's documents with the simulator's own codec
+//! (`wire`): merchant `Authorization` signatures checked (timestamp against the channels' clock),
+//! answers signed with the platform key — by `PUB_KEY_ID_…` or, in certificate mode, by a
+//! platform certificate that can be rotated (`GET /v3/certificates` lists old and new) — and
+//! notifications with AEAD_AES_256_GCM resources. A `code_url` / `prepay_id` lives 2 hours; a
+//! repeat of a prepay with identical parameters re-issues it. Refunds answer `PROCESSING` and
+//! succeed later, with a `REFUND.SUCCESS` notification.
 
 use crate::keys::{WECHAT_APPID, WECHAT_MCHID};
-use crate::ops::{self, CloseError, CreateError, NewOrder, now_ms};
+use crate::ops::{self, CloseError, CreateError, NewOrder};
+use crate::wire::{parse_wechat_authorization, parse_wechat_time, wechat_answer_message, wechat_encrypt, wechat_request_message, wechat_time};
 use crate::{Sim, SimOrder, SimStatus};
 use axum::Router;
 use axum::body::Bytes;
@@ -10,9 +16,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use payonce_channels::crypto::nonce;
-use payonce_channels::wechatpay::protocol::{self, Amount, EncryptedResource, NotifyEnvelope, PrepayBody, RefundBody, Transaction};
 use payonce_core::ChannelName;
+use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,19 +31,26 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/v3/refund/domestic/refunds/{no}", get(refund_query))
         .route("/v3/bill/tradebill", get(tradebill))
         .route("/v3/billdownload/file", get(bill_download))
+        .route("/v3/certificates", get(certificates))
 }
 
-/// Headers of a platform-signed message: `TS\nNONCE\nBODY\n` under the platform key.
+/// WeChat: "prepay_id 有效期为2小时" (the code_url likewise).
+const CREDENTIAL_LIFE_MS: i64 = 2 * 3_600_000;
+/// A request's `timestamp` may be this far from WeChat's clock.
+const MAX_SKEW_MS: i64 = 300_000;
+
+/// Headers of a platform-signed message: `TS\nNONCE\nBODY\n` under the current platform key.
 fn platform_headers(sim: &Sim, body: &[u8]) -> Vec<(String, String)> {
-    let ts = (now_ms() / 1000).to_string();
-    let n = nonce(32);
-    let sig = sim.keys.wechat_platform.sign_b64(&protocol::response_message(&ts, &n, body));
+    let ts = (sim.now_ms() / 1000).to_string();
+    let n = sim.nonce(32);
+    let signing = sim.keys.wechat_signing.lock().unwrap();
+    let sig = signing.key.sign_b64(&wechat_answer_message(&ts, &n, body));
     vec![
         ("Wechatpay-Timestamp".into(), ts),
         ("Wechatpay-Nonce".into(), n),
         ("Wechatpay-Signature".into(), sig),
-        ("Wechatpay-Serial".into(), sim.keys.wechat_platform_key_id.clone()),
-        ("Wechatpay-Signature-Type".into(), protocol::SIGNATURE_TYPE.into()),
+        ("Wechatpay-Serial".into(), signing.serial.clone()),
+        ("Wechatpay-Signature-Type".into(), "WECHATPAY2-SHA256-RSA2048".into()),
     ]
 }
 
@@ -46,7 +58,7 @@ fn signed(sim: &Sim, status: StatusCode, body: Vec<u8>) -> Response {
     let mut resp = (status, body.clone()).into_response();
     let h = resp.headers_mut();
     h.insert("content-type", "application/json".parse().unwrap());
-    h.insert("request-id", nonce(24).parse().unwrap());
+    h.insert("request-id", sim.nonce(24).parse().unwrap());
     for (k, v) in platform_headers(sim, &body) {
         h.insert(axum::http::HeaderName::try_from(k).unwrap(), v.parse().unwrap());
     }
@@ -54,56 +66,91 @@ fn signed(sim: &Sim, status: StatusCode, body: Vec<u8>) -> Response {
 }
 
 fn error(sim: &Sim, status: StatusCode, code: &str, message: &str) -> Response {
-    signed(sim, status, serde_json::json!({"code": code, "message": message}).to_string().into_bytes())
+    signed(sim, status, json!({"code": code, "message": message}).to_string().into_bytes())
+}
+
+fn param_error(sim: &Sim, message: &str) -> Response {
+    error(sim, StatusCode::BAD_REQUEST, "PARAM_ERROR", message)
 }
 
 /// Checks the merchant's `Authorization` header as the real gateway does.
 fn authentic(sim: &Sim, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> bool {
-    let Some(fields) = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(protocol::parse_authorization) else {
+    let Some(fields) = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(parse_wechat_authorization) else {
         return false;
     };
-    let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
+    let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).unwrap_or_default();
     let Ok(ts) = get("timestamp").parse::<i64>() else { return false };
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let msg = protocol::request_message(method.as_str(), path, ts, get("nonce_str"), &String::from_utf8_lossy(body));
+    let msg = wechat_request_message(method.as_str(), path, get("timestamp"), get("nonce_str"), body);
     get("mchid") == WECHAT_MCHID
         && get("serial_no").eq_ignore_ascii_case(&sim.keys.wechat_merchant_serial)
-        && (now_ms() / 1000 - ts).abs() <= protocol::MAX_SKEW_SECS
-        && sim.keys.wechat_merchant.verify_b64(msg.as_bytes(), get("signature"))
+        && (sim.now_ms() - ts * 1000).abs() <= MAX_SKEW_MS
+        && sim.keys.wechat_merchant.verify_b64(&msg, get("signature"))
+}
+
+/// The prepay body's checks (PARAM_ERROR on failure), per the native/jsapi documents.
+fn check_prepay(body: &Value, jsapi: bool, now: i64) -> Result<(), String> {
+    let s = |k: &str| body[k].as_str().unwrap_or_default();
+    if s("appid") != WECHAT_APPID || s("mchid") != WECHAT_MCHID {
+        return Err("appid/mchid 不正确".into());
+    }
+    let d = s("description");
+    if d.is_empty() || d.chars().count() > 127 {
+        return Err("description 长度不合法".into());
+    }
+    let no = s("out_trade_no");
+    if !(6..=32).contains(&no.len()) || !no.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-|*".contains(&b)) {
+        return Err("out_trade_no 不合法".into());
+    }
+    if s("notify_url").is_empty() || !(s("notify_url").starts_with("https://") || s("notify_url").starts_with("http://")) {
+        return Err("notify_url 不合法".into());
+    }
+    if body["amount"]["total"].as_i64().is_none_or(|t| t <= 0) || !matches!(body["amount"]["currency"].as_str(), None | Some("CNY")) {
+        return Err("amount 不合法".into());
+    }
+    if let Some(t) = body["time_expire"].as_str() {
+        match parse_wechat_time(t) {
+            Some(at) if at > now => {}
+            _ => return Err("time_expire 不合法".into()),
+        }
+    }
+    if jsapi && body["payer"]["openid"].as_str().is_none_or(str::is_empty) {
+        return Err("payer.openid 不能为空".into());
+    }
+    Ok(())
 }
 
 async fn prepay(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     if !authentic(&sim, &method, &uri, &headers, &body) {
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
     }
-    let req: PrepayBody = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return error(&sim, StatusCode::BAD_REQUEST, "PARAM_ERROR", &e.to_string()),
-    };
+    let Ok(req @ Value::Object(_)) = serde_json::from_slice::<Value>(&body) else { return param_error(&sim, "请求体不是JSON对象") };
     let jsapi = uri.path().ends_with("/jsapi");
-    let openid = req.payer.as_ref().and_then(|p| p.get("openid")).and_then(|v| v.as_str());
-    if req.mchid != WECHAT_MCHID || req.appid != WECHAT_APPID {
-        return error(&sim, StatusCode::BAD_REQUEST, "PARAM_ERROR", "mchid或appid不正确");
-    }
-    if req.amount.total <= 0 || req.out_trade_no.len() < 6 || req.out_trade_no.len() > 32 || (jsapi && openid.is_none()) {
-        return error(&sim, StatusCode::BAD_REQUEST, "PARAM_ERROR", "参数错误");
+    let now = sim.now_ms();
+    if let Err(msg) = check_prepay(&req, jsapi, now) {
+        return param_error(&sim, &msg);
     }
     let faults = sim.faults.lock().unwrap().clone();
     if sim.chance(faults.prepay_error_rate) {
         return error(&sim, StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", "系统错误");
     }
-    let time_expire = req.time_expire.as_deref().and_then(protocol::parse_rfc3339_ms).unwrap_or(now_ms() + 2 * 3600 * 1000);
-    let credential = if jsapi { format!("wx{}", nonce(30).to_lowercase()) } else { format!("weixin://wxpay/bizpayurl?pr={}", nonce(10)) };
+    let time_expire = req["time_expire"].as_str().and_then(parse_wechat_time).unwrap_or(now + 7 * 86_400_000);
+    let credential = if jsapi { format!("wx{}", sim.nonce(30).to_lowercase()) } else { format!("weixin://wxpay/bizpayurl?pr={}", sim.nonce(10)) };
+    // Every parameter of a repeat must match the first request (WeChat's rule).
+    let mut fingerprint = req.clone();
+    fingerprint["out_trade_no"] = Value::Null;
     let created = ops::create(
         &sim,
         NewOrder {
             channel: ChannelName::Wechatpay,
-            out_trade_no: req.out_trade_no.clone(),
-            amount: req.amount.total,
-            subject: req.description.clone(),
-            notify_url: req.notify_url.clone(),
+            out_trade_no: req["out_trade_no"].as_str().unwrap_or_default().to_owned(),
+            amount: req["amount"]["total"].as_i64().unwrap_or_default(),
+            subject: req["description"].as_str().unwrap_or_default().to_owned(),
+            notify_url: req["notify_url"].as_str().unwrap_or_default().to_owned(),
             time_expire,
+            credential_valid_until: Some(time_expire.min(now + CREDENTIAL_LIFE_MS)),
             credential,
+            fingerprint: format!("{}{}", if jsapi { "jsapi" } else { "native" }, fingerprint),
             initial: SimStatus::Unpaid,
         },
     );
@@ -112,11 +159,7 @@ async fn prepay(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: 
             if sim.chance(faults.prepay_timeout_rate) {
                 tokio::time::sleep(Duration::from_secs(120)).await;
             }
-            let body = if o.credential.starts_with("weixin://") {
-                serde_json::json!({ "code_url": o.credential })
-            } else {
-                serde_json::json!({ "prepay_id": o.credential })
-            };
+            let body = if jsapi { json!({ "prepay_id": o.credential }) } else { json!({ "code_url": o.credential }) };
             signed(&sim, StatusCode::OK, body.to_string().into_bytes())
         }
         Err(CreateError::Paid) => error(&sim, StatusCode::FORBIDDEN, "ORDERPAID", "该订单已支付"),
@@ -124,44 +167,45 @@ async fn prepay(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: 
     }
 }
 
-fn transaction(o: &SimOrder) -> Transaction {
+fn transaction(o: &SimOrder) -> Value {
     let paid = o.status == SimStatus::Paid;
-    Transaction {
-        appid: WECHAT_APPID.into(),
-        mchid: WECHAT_MCHID.into(),
-        out_trade_no: o.out_trade_no.clone(),
-        transaction_id: o.trade_no.clone().filter(|_| paid),
-        trade_type: Some(if o.credential.starts_with("weixin://") { "NATIVE" } else { "JSAPI" }.into()),
-        trade_state: o.state_name().into(),
-        trade_state_desc: match o.state_name() {
+    let mut t = json!({
+        "appid": WECHAT_APPID,
+        "mchid": WECHAT_MCHID,
+        "out_trade_no": o.out_trade_no,
+        "trade_type": if o.credential.starts_with("weixin://") { "NATIVE" } else { "JSAPI" },
+        "trade_state": o.state_name(),
+        "trade_state_desc": match o.state_name() {
             "SUCCESS" => "支付成功",
             "REFUND" => "转入退款",
             "CLOSED" => "已关闭",
             _ => "未支付",
-        }
-        .into(),
-        success_time: o.paid_at.filter(|_| paid).map(protocol::beijing_rfc3339),
-        amount: Amount {
-            total: o.amount,
-            currency: Some("CNY".into()),
-            payer_total: paid.then_some(o.amount),
-            payer_currency: paid.then(|| "CNY".into()),
         },
+        "amount": {"total": o.amount, "currency": "CNY"},
+    });
+    if paid {
+        t["transaction_id"] = json!(o.trade_no);
+        t["success_time"] = json!(wechat_time(o.paid_at.unwrap_or_default()));
+        t["bank_type"] = json!("OTHERS");
+        t["payer"] = json!({"openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"});
+        t["amount"]["payer_total"] = json!(o.amount);
+        t["amount"]["payer_currency"] = json!("CNY");
     }
+    t
 }
 
 async fn query(State(sim): State<Arc<Sim>>, Path(no): Path<String>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
     if !authentic(&sim, &method, &uri, &headers, b"") {
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
     }
-    if !uri.query().unwrap_or_default().contains(&format!("mchid={WECHAT_MCHID}")) {
-        return error(&sim, StatusCode::BAD_REQUEST, "PARAM_ERROR", "缺少mchid");
+    if uri.query().unwrap_or_default() != format!("mchid={WECHAT_MCHID}") {
+        return param_error(&sim, "mchid 不正确");
     }
     if sim.chance(sim.faults.lock().unwrap().query_error_rate) {
         return error(&sim, StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", "系统错误");
     }
     match ops::find(&sim, ChannelName::Wechatpay, &no) {
-        Some(o) => signed(&sim, StatusCode::OK, serde_json::to_vec(&transaction(&o)).unwrap()),
+        Some(o) => signed(&sim, StatusCode::OK, transaction(&o).to_string().into_bytes()),
         None => error(&sim, StatusCode::NOT_FOUND, "ORDER_NOT_EXIST", "订单不存在"),
     }
 }
@@ -169,6 +213,11 @@ async fn query(State(sim): State<Arc<Sim>>, Path(no): Path<String>, method: Meth
 async fn close(State(sim): State<Arc<Sim>>, Path(no): Path<String>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     if !authentic(&sim, &method, &uri, &headers, &body) {
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
+    }
+    // The close body is exactly `{"mchid": "…"}`.
+    let ok = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.as_object().cloned()).is_some_and(|o| o.len() == 1 && o["mchid"] == WECHAT_MCHID);
+    if !ok {
+        return param_error(&sim, "请求体须为 {\"mchid\": 商户号}");
     }
     if sim.chance(sim.faults.lock().unwrap().close_error_rate) {
         return error(&sim, StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", "系统错误");
@@ -189,11 +238,11 @@ async fn tradebill(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, header
     let bill = crate::statement::wechat_bill(&sim, &date);
     let sha1 = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, bill.as_bytes()).as_ref());
     let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
-    let body = serde_json::json!({"hash_type": "SHA1", "hash_value": sha1, "download_url": format!("http://{host}/v3/billdownload/file?token={date}")});
+    let body = json!({"hash_type": "SHA1", "hash_value": sha1, "download_url": format!("http://{host}/v3/billdownload/file?token={date}")});
     signed(&sim, StatusCode::OK, body.to_string().into_bytes())
 }
 
-/// The bill itself: a signed request, an unsigned CSV answer (its hash was in the signed one).
+/// The bill itself: a signed request, an unsigned answer (its hash was in the signed one).
 async fn bill_download(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
     if !authentic(&sim, &method, &uri, &headers, b"") {
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
@@ -202,38 +251,90 @@ async fn bill_download(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, he
     ([("content-type", "text/plain; charset=utf-8")], crate::statement::wechat_bill(&sim, date)).into_response()
 }
 
-fn refund_view(r: &crate::ledger::Refund, total: i64) -> serde_json::Value {
-    serde_json::json!({
+/// `GET /v3/certificates`: every platform certificate still valid, encrypted with the APIv3 key.
+async fn certificates(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    if !authentic(&sim, &method, &uri, &headers, b"") {
+        return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
+    }
+    let certs = sim.keys.wechat_certificates.lock().unwrap().clone();
+    let data: Vec<Value> = certs
+        .iter()
+        .map(|c| {
+            let nonce = sim.nonce(12);
+            json!({
+                "serial_no": c.serial,
+                "effective_time": wechat_time(c.effective_at),
+                "expire_time": wechat_time(c.expire_at),
+                "encrypt_certificate": {
+                    "algorithm": "AEAD_AES_256_GCM",
+                    "nonce": nonce,
+                    "associated_data": "certificate",
+                    "ciphertext": wechat_encrypt(sim.keys.wechat_apiv3.expose(), &nonce, "certificate", c.pem.as_bytes()),
+                },
+            })
+        })
+        .collect();
+    signed(&sim, StatusCode::OK, json!({ "data": data }).to_string().into_bytes())
+}
+
+fn refund_view(sim: &Sim, r: &crate::ledger::Refund, total: i64, transaction_id: &str) -> Value {
+    let done = r.settled(sim.now_ms());
+    let mut v = json!({
         "refund_id": r.refund_id,
         "out_refund_no": r.out_refund_no,
-        "transaction_id": "",
+        "transaction_id": transaction_id,
         "out_trade_no": r.out_trade_no,
         "channel": "ORIGINAL",
         "user_received_account": "支付用户零钱",
-        "success_time": protocol::beijing_rfc3339(r.at),
-        "create_time": protocol::beijing_rfc3339(r.at),
-        "status": "SUCCESS",
+        "create_time": wechat_time(r.at),
+        "status": if done { "SUCCESS" } else { "PROCESSING" },
         "funds_account": "AVAILABLE",
         "amount": {"total": total, "refund": r.amount, "payer_total": total, "payer_refund": r.amount,
                    "settlement_refund": r.amount, "settlement_total": total, "discount_refund": 0, "currency": "CNY"},
-    })
+    });
+    if done {
+        v["success_time"] = json!(wechat_time(r.settle_at));
+    }
+    v
 }
 
 async fn refund(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     if !authentic(&sim, &method, &uri, &headers, &body) {
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
     }
-    let req: RefundBody = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return error(&sim, StatusCode::BAD_REQUEST, "PARAM_ERROR", &e.to_string()),
+    let Ok(req @ Value::Object(_)) = serde_json::from_slice::<Value>(&body) else { return param_error(&sim, "请求体不是JSON对象") };
+    let s = |k: &str| req[k].as_str().unwrap_or_default().to_owned();
+    let (no, refund_no) = (s("out_trade_no"), s("out_refund_no"));
+    if no.is_empty() || !(1..=64).contains(&refund_no.len()) {
+        return param_error(&sim, "out_trade_no/out_refund_no 不合法");
+    }
+    let (Some(amount), Some(total)) = (req["amount"]["refund"].as_i64().filter(|a| *a > 0), req["amount"]["total"].as_i64()) else {
+        return param_error(&sim, "amount.refund/amount.total 不合法");
     };
-    let done = sim.ledger.lock().unwrap().refund(ChannelName::Wechatpay, &req.out_trade_no, &req.out_refund_no, req.amount.refund, now_ms());
+    if req["amount"]["currency"] != "CNY" {
+        return param_error(&sim, "amount.currency 须为 CNY");
+    }
+    let Some(order) = ops::find(&sim, ChannelName::Wechatpay, &no) else {
+        return error(&sim, StatusCode::NOT_FOUND, "RESOURCE_NOT_EXISTS", "订单不存在");
+    };
+    // amount.total must be what the order was.
+    if total != order.amount {
+        return param_error(&sim, "amount.total 与原订单金额不一致");
+    }
+    let faults = sim.faults.lock().unwrap().clone();
+    if sim.chance(faults.refund_error_rate) {
+        return error(&sim, StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", "系统错误");
+    }
+    let now = sim.now_ms();
+    let settle_at = now + sim.between(faults.refund_delay_ms[0], faults.refund_delay_ms[1]) as i64;
+    let done = sim.ledger.lock().unwrap().refund(ChannelName::Wechatpay, &no, &refund_no, amount, now, settle_at);
     match done {
         Ok(r) => {
-            if let Some(url) = req.notify_url.clone().filter(|u| !u.is_empty()) {
-                notify_refund(sim.clone(), url, &r, req.amount.total);
+            let tid = order.trade_no.clone().unwrap_or_default();
+            if let Some(url) = req["notify_url"].as_str().filter(|u| !u.is_empty()) {
+                notify_refund(sim.clone(), url.to_owned(), r.clone(), total, tid.clone());
             }
-            signed(&sim, StatusCode::OK, refund_view(&r, req.amount.total).to_string().into_bytes())
+            signed(&sim, StatusCode::OK, refund_view(&sim, &r, total, &tid).to_string().into_bytes())
         }
         Err(crate::ledger::RefundError::NoSuchOrder | crate::ledger::RefundError::NotPaid) => {
             error(&sim, StatusCode::NOT_FOUND, "RESOURCE_NOT_EXISTS", "订单不存在或未支付")
@@ -249,61 +350,61 @@ async fn refund_query(State(sim): State<Arc<Sim>>, Path(no): Path<String>, metho
     }
     let ledger = sim.ledger.lock().unwrap();
     let found = ledger.refunds.iter().find(|r| r.channel == ChannelName::Wechatpay && r.out_refund_no == no).cloned();
-    let total = found.as_ref().and_then(|r| ledger.orders.get(&(ChannelName::Wechatpay, r.out_trade_no.clone()))).map(|o| o.amount);
+    let order = found.as_ref().and_then(|r| ledger.orders.get(&(ChannelName::Wechatpay, r.out_trade_no.clone()))).cloned();
     drop(ledger);
-    match found {
-        Some(r) => signed(&sim, StatusCode::OK, refund_view(&r, total.unwrap_or(r.amount)).to_string().into_bytes()),
-        None => error(&sim, StatusCode::NOT_FOUND, "RESOURCE_NOT_EXISTS", "退款单不存在"),
+    match (found, order) {
+        (Some(r), Some(o)) => signed(&sim, StatusCode::OK, refund_view(&sim, &r, o.amount, o.trade_no.as_deref().unwrap_or_default()).to_string().into_bytes()),
+        _ => error(&sim, StatusCode::NOT_FOUND, "RESOURCE_NOT_EXISTS", "退款单不存在"),
     }
 }
 
-/// `REFUND.SUCCESS` for a refund that was requested with a `notify_url`.
-fn notify_refund(sim: Arc<Sim>, url: String, r: &crate::ledger::Refund, total: i64) {
-    let resource = serde_json::json!({
-        "mchid": WECHAT_MCHID, "out_trade_no": r.out_trade_no, "transaction_id": "", "out_refund_no": r.out_refund_no,
-        "refund_id": r.refund_id, "refund_status": "SUCCESS", "success_time": protocol::beijing_rfc3339(r.at),
-        "user_received_account": "支付用户零钱",
-        "amount": {"total": total, "refund": r.amount, "payer_total": total, "payer_refund": r.amount},
-    });
-    let (n, ct) = protocol::encrypt_resource(sim.keys.wechat_apiv3.expose(), "refund", resource.to_string().as_bytes());
-    let env = NotifyEnvelope {
-        id: format!("EV-R-{}", r.refund_id),
-        create_time: protocol::beijing_rfc3339(now_ms()),
-        resource_type: "encrypt-resource".into(),
-        event_type: "REFUND.SUCCESS".into(),
-        summary: "退款成功".into(),
-        resource: EncryptedResource { original_type: "refund".into(), algorithm: "AEAD_AES_256_GCM".into(), ciphertext: ct, associated_data: "refund".into(), nonce: n },
-    };
-    let body = serde_json::to_vec(&env).unwrap();
-    let signer = sim.clone();
-    crate::notify::spawn(
-        sim,
-        url,
-        move || crate::notify::Delivery { headers: platform_headers(&signer, &body), content_type: "application/json", body: body.clone() },
-        |status, _| status == 200 || status == 204,
-    );
+/// An encrypted, platform-signed notification envelope.
+fn envelope(sim: &Sim, id: String, event_type: &str, summary: &str, original_type: &str, resource: &Value) -> Vec<u8> {
+    let nonce = sim.nonce(12);
+    json!({
+        "id": id,
+        "create_time": wechat_time(sim.now_ms()),
+        "resource_type": "encrypt-resource",
+        "event_type": event_type,
+        "summary": summary,
+        "resource": {
+            "original_type": original_type,
+            "algorithm": "AEAD_AES_256_GCM",
+            "ciphertext": wechat_encrypt(sim.keys.wechat_apiv3.expose(), &nonce, original_type, resource.to_string().as_bytes()),
+            "associated_data": original_type,
+            "nonce": nonce,
+        },
+    })
+    .to_string()
+    .into_bytes()
 }
 
-/// `TRANSACTION.SUCCESS`: the transaction encrypted with the APIv3 key, the envelope signed
-/// by the platform key (re-signed per delivery, as its timestamp must be fresh).
+/// `REFUND.SUCCESS`, once the refund's money has moved.
+fn notify_refund(sim: Arc<Sim>, url: String, r: crate::ledger::Refund, total: i64, transaction_id: String) {
+    tokio::spawn(async move {
+        let wait = (r.settle_at - sim.now_ms()).max(0) as u64;
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let resource = json!({
+            "mchid": WECHAT_MCHID, "out_trade_no": r.out_trade_no, "transaction_id": transaction_id, "out_refund_no": r.out_refund_no,
+            "refund_id": r.refund_id, "refund_status": "SUCCESS", "success_time": wechat_time(r.settle_at),
+            "user_received_account": "支付用户零钱",
+            "amount": {"total": total, "refund": r.amount, "payer_total": total, "payer_refund": r.amount},
+        });
+        let body = envelope(&sim, format!("EV-R-{}", r.refund_id), "REFUND.SUCCESS", "退款成功", "refund", &resource);
+        let signer = sim.clone();
+        crate::notify::spawn(
+            sim,
+            url,
+            move || crate::notify::Delivery { headers: platform_headers(&signer, &body), content_type: "application/json", body: body.clone() },
+            |status, _| status == 200 || status == 204,
+        );
+    });
+}
+
+/// `TRANSACTION.SUCCESS`: the transaction encrypted with the APIv3 key, the envelope signed by
+/// the platform key (re-signed per delivery, as its timestamp must be fresh).
 pub(crate) fn notify(sim: Arc<Sim>, order: SimOrder, event_id: String) {
-    let t = transaction(&order);
-    let (n, ct) = protocol::encrypt_resource(sim.keys.wechat_apiv3.expose(), "transaction", serde_json::to_string(&t).unwrap().as_bytes());
-    let env = NotifyEnvelope {
-        id: format!("EV-{event_id}"),
-        create_time: protocol::beijing_rfc3339(now_ms()),
-        resource_type: "encrypt-resource".into(),
-        event_type: "TRANSACTION.SUCCESS".into(),
-        summary: "支付成功".into(),
-        resource: EncryptedResource {
-            original_type: "transaction".into(),
-            algorithm: "AEAD_AES_256_GCM".into(),
-            ciphertext: ct,
-            associated_data: "transaction".into(),
-            nonce: n,
-        },
-    };
-    let body = serde_json::to_vec(&env).unwrap();
+    let body = envelope(&sim, format!("EV-{event_id}"), "TRANSACTION.SUCCESS", "支付成功", "transaction", &transaction(&order));
     let signer = sim.clone();
     crate::notify::spawn(
         sim,

@@ -75,7 +75,7 @@ fn sim_state_dir() -> tempfile::TempDir {
     static TEMPLATE: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
     let template = TEMPLATE.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temp dir");
-        payonce_sim::Sim::prepare(dir.path(), "http://127.0.0.1:0").expect("simulator keys");
+        payonce_sim::Sim::prepare(dir.path(), "http://127.0.0.1:0", payonce_sim::SimOptions::default()).expect("simulator keys");
         dir
     });
     let dir = tempfile::tempdir().expect("temp dir");

@@ -26,6 +26,10 @@ enum Command {
         /// Where generated keys and `channels.toml` are written.
         #[arg(long, env = "PAYONCE_SIM_STATE_DIR", default_value = "sim-state")]
         state_dir: PathBuf,
+        /// Seed of every random choice (fault draws, ids, nonces, delays): the same seed and
+        /// the same requests replay the same run. Printed at start when not given.
+        #[arg(long, env = "PAYONCE_SIM_SEED")]
+        seed: Option<u64>,
     },
     /// Apply database migrations.
     Migrate {
@@ -104,11 +108,12 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
     use std::process::ExitCode;
     match command {
         Command::Serve(args) => serve::run(args).await.map(|_| ExitCode::SUCCESS),
-        Command::Sim { listen, state_dir } => {
+        Command::Sim { listen, state_dir, seed } => {
             let listener = tokio::net::TcpListener::bind(&listen).await?;
-            let handle = payonce_sim::start(listener, &state_dir).await?;
+            let handle = payonce_sim::start_with(listener, &state_dir, payonce_sim::SimOptions { seed, ..Default::default() }).await?;
             println!("listening on {}", handle.addr);
             println!("channels file: {}", handle.channels_file.display());
+            println!("seed: {} (replay with --seed {})", handle.sim.seed, handle.sim.seed);
             serve::shutdown_signal().await;
             Ok(ExitCode::SUCCESS)
         }

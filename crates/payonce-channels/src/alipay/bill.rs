@@ -1,82 +1,86 @@
-//! The Alipay trade bill (`alipay.data.dataservice.bill.downloadurl.query`, `bill_type=trade`):
-//! a GBK-encoded CSV of business details between `#` comment lines. (Alipay serves it inside
-//! a zip; the simulator serves the CSV itself, and `parse_bytes` accepts either form's CSV.)
+//! The Alipay trade bill (`alipay.data.dataservice.bill.downloadurl.query`, `bill_type=trade`),
+//! as Alipay serves it (layout: tests/vectors/alipay-answers/BILL_LAYOUT.md): a zip holding two
+//! GBK CSVs, `{PID}0156_{yyyyMMdd}_业务明细.csv` (the rows) and `…_业务明细(汇总).csv` (the
+//! totals), whose entry names are GBK without the zip's UTF-8 flag. Rows sit between `#` header
+//! and footer lines; text cells carry a trailing TAB (for Excel); refunds are negative.
 
-use crate::money::{fen_to_yuan, yuan_to_fen};
-use crate::{StatementKind, StatementLine};
+use crate::money::yuan_to_fen;
+use crate::{Statement, StatementKind, StatementLine};
+use std::io::Read;
 
-pub const HEADER: &str = "支付宝交易号,商户订单号,业务类型,商品名称,创建时间,完成时间,门店编号,门店名称,操作员,终端号,对方账户,订单金额（元）,商家实收（元）,支付宝红包（元）,集分宝（元）,支付宝优惠（元）,商家优惠（元）,券核销金额（元）,券名称,商家红包消费金额（元）,卡消费金额（元）,退款批次号/请求号,服务费（元）,分润（元）,备注";
+pub const HEADER_START: &str = "支付宝交易号,商户订单号,业务类型";
 
-pub struct Row<'a> {
-    pub trade_no: &'a str,
-    pub out_trade_no: &'a str,
-    pub subject: &'a str,
-    pub created: &'a str,
-    pub finished: &'a str,
-    /// Fen; a refund's row carries its out_request_no.
-    pub amount: i64,
-    pub refund_no: Option<&'a str>,
-}
-
-/// The bill as GBK bytes.
-pub fn render(date: &str, rows: &[Row]) -> Vec<u8> {
-    let mut s = format!("#支付宝交易明细查询\n#账号：[20880000000000000156]\n#起始日期：[{date} 00:00:00]   终止日期：[{date} 23:59:59]\n#-----------------------------------------业务明细列表----------------------------------------\n{HEADER}\n");
-    let (mut n_pay, mut sum_pay, mut n_ref, mut sum_ref) = (0, 0i64, 0, 0i64);
-    for r in rows {
-        let subject = r.subject.replace(',', "，");
-        let (kind, amount, refund_no) = match r.refund_no {
-            Some(no) => {
-                n_ref += 1;
-                sum_ref += r.amount;
-                ("退款", format!("-{}", fen_to_yuan(r.amount)), no)
-            }
-            None => {
-                n_pay += 1;
-                sum_pay += r.amount;
-                ("交易", fen_to_yuan(r.amount), "")
-            }
+/// Reads the downloaded zip: the detail file's rows, cross-checked with the summary file's
+/// `合计` (total) row.
+pub fn parse_zip(bytes: &[u8]) -> Result<Statement, String> {
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| format!("not a zip: {e}"))?;
+    let (mut detail, mut summary) = (None, None);
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).map_err(|e| e.to_string())?;
+        // Alipay writes GBK names without the UTF-8 flag (the zip crate would read them as
+        // CP437): decode the raw bytes ourselves. GBK Chinese is never valid UTF-8 by chance.
+        let raw = entry.name_raw().to_vec();
+        let name = match std::str::from_utf8(&raw) {
+            Ok(n) => n.to_owned(),
+            Err(_) => encoding_rs::GBK.decode(&raw).0.into_owned(),
         };
-        s.push_str(&format!(
-            "{},{},{kind},{subject},{},{},,,,,abc***@example.com,{amount},{amount},0.00,0.00,0.00,0.00,0.00,,0.00,0.00,{refund_no},0.00,0.00,\n",
-            r.trade_no, r.out_trade_no, r.created, r.finished
-        ));
+        let mut content = Vec::new();
+        entry.read_to_end(&mut content).map_err(|e| format!("{name}: {e}"))?;
+        if name.ends_with("_业务明细.csv") {
+            detail = Some(content);
+        } else if name.ends_with("_业务明细(汇总).csv") {
+            summary = Some(content);
+        }
     }
-    s.push_str(&format!(
-        "#-----------------------------------------业务明细列表结束------------------------------------\n#交易合计：{n_pay}笔，商家实收共计：{}元\n#退款合计：{n_ref}笔，商家实收共计：-{}元\n#导出时间：[{date} 23:59:59]\n",
-        fen_to_yuan(sum_pay),
-        fen_to_yuan(sum_ref)
-    ));
-    let (bytes, _, _) = encoding_rs::GBK.encode(&s);
-    bytes.into_owned()
+    let detail = detail.ok_or("the zip has no _业务明细.csv")?;
+    let statement = parse_detail(&detail)?;
+    if let Some(summary) = summary {
+        let payments = statement.lines.iter().filter(|l| l.kind == StatementKind::Payment).count();
+        let (count, _) = parse_summary_total(&summary)?;
+        if count != payments {
+            return Err(format!("summary counts {count} trades, the detail file {payments}"));
+        }
+    }
+    Ok(statement)
 }
 
-pub fn parse_bytes(bytes: &[u8]) -> Result<Vec<StatementLine>, String> {
+/// The detail CSV (GBK): every row between the header line and the `#` footer.
+pub fn parse_detail(bytes: &[u8]) -> Result<Statement, String> {
     let (text, _, malformed) = encoding_rs::GBK.decode(bytes);
     if malformed {
-        return Err("not GBK".into());
+        return Err("the detail file is not GBK".into());
     }
-    let mut out = Vec::new();
-    let mut seen_header = false;
+    let mut out = Statement::default();
+    let mut in_rows = false;
     for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
+        let line = line.trim_end_matches('\r');
+        if line.starts_with(HEADER_START) {
+            in_rows = true;
             continue;
         }
-        if line.starts_with("支付宝交易号") {
-            seen_header = true;
+        if line.starts_with('#') {
+            if in_rows {
+                break;
+            }
             continue;
         }
-        let f: Vec<&str> = line.split(',').map(str::trim).collect();
-        if f.len() < 22 {
-            return Err(format!("short row: {line}"));
+        if !in_rows || line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split(',').map(|c| c.trim_end_matches('\t').trim()).collect();
+        if f.len() < 25 {
+            return Err(format!("short row ({} cells): {line}", f.len()));
         }
         let amount = yuan_to_fen(f[11].trim_start_matches('-')).ok_or_else(|| format!("bad amount {}", f[11]))?;
         let kind = match f[2] {
             "交易" => StatementKind::Payment,
             "退款" => StatementKind::Refund,
-            other => return Err(format!("unknown business type {other}")),
+            other => {
+                out.unrecognised.push(format!("business type {other}: out_trade_no {}", f[1]));
+                continue;
+            }
         };
-        out.push(StatementLine {
+        out.lines.push(StatementLine {
             kind,
             out_trade_no: f[1].to_owned(),
             channel_trade_no: Some(f[0].to_owned()),
@@ -84,26 +88,18 @@ pub fn parse_bytes(bytes: &[u8]) -> Result<Vec<StatementLine>, String> {
             amount,
         });
     }
-    if !seen_header {
-        return Err("not an Alipay trade bill".into());
+    if !in_rows {
+        return Err("not an Alipay trade bill (no detail header)".into());
     }
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gbk_round_trip() {
-        let rows = [
-            Row { trade_no: "2026001", out_trade_no: "A", subject: "绿茶", created: "2026-11-23 10:00:00", finished: "2026-11-23 10:00:05", amount: 123, refund_no: None },
-            Row { trade_no: "2026001", out_trade_no: "A", subject: "绿茶", created: "2026-11-23 10:00:00", finished: "2026-11-23 11:00:00", amount: 23, refund_no: Some("R1") },
-        ];
-        let bytes = render("2026-11-23", &rows);
-        assert!(std::str::from_utf8(&bytes).is_err(), "GBK, not UTF-8");
-        let lines = parse_bytes(&bytes).unwrap();
-        assert_eq!(lines.len(), 2);
-        assert_eq!((lines[1].kind, lines[1].amount, lines[1].out_refund_no.as_deref()), (StatementKind::Refund, 23, Some("R1")));
-    }
+/// The summary CSV's `合计` row: (trade count, order amount in fen).
+pub fn parse_summary_total(bytes: &[u8]) -> Result<(usize, i64), String> {
+    let (text, _, _) = encoding_rs::GBK.decode(bytes);
+    let row = text.lines().find(|l| l.starts_with("合计")).ok_or("the summary file has no 合计 row")?;
+    let f: Vec<&str> = row.split(',').map(|c| c.trim_end_matches('\t').trim()).collect();
+    let count = f.get(2).and_then(|c| c.parse().ok()).ok_or("bad trade count in 合计")?;
+    let amount = f.get(4).and_then(|a| yuan_to_fen(a.trim_start_matches('-'))).ok_or("bad amount in 合计")?;
+    Ok((count, amount))
 }

@@ -167,6 +167,14 @@ pub fn refund_query_outcome(answer: Result<Value, ChannelError>) -> Result<Refun
     })
 }
 
+/// Text payonce sends to Alipay that comes back inside a signed notification (`subject`): the
+/// signing string's separators `&` and `=`, and `/` (which Alipay forbids in `subject`), become
+/// their full-width forms (＆ ＝ ／). A product called "Tom & Jerry" stays readable, and no
+/// value can be re-cut into other fields of a genuine signed notification.
+pub fn alipay_text(s: &str) -> String {
+    s.replace('&', "＆").replace('=', "＝").replace('/', "／")
+}
+
 /// Sub-codes Alipay documents as "system busy, call again with the same parameters".
 pub fn is_system_error(sub_code: &str) -> bool {
     sub_code.ends_with("SYSTEM_ERROR") || sub_code.starts_with("isp.") || sub_code == "ACQ.CONTEXT_INCONSISTENT_RETRY"
@@ -231,7 +239,7 @@ impl Channel for AlipayClient {
         let biz = serde_json::json!({
             "out_trade_no": req.out_trade_no,
             "total_amount": fen_to_yuan(req.amount.minor),
-            "subject": req.subject,
+            "subject": alipay_text(&req.subject),
             // Absolute: no doubt about where a relative timeout starts counting.
             "time_expire": beijing_time(req.expires_at.0),
             "qr_code_timeout_express": format!("{}m", plan.qr_minutes),
@@ -272,11 +280,11 @@ impl Channel for AlipayClient {
         refund_query_outcome(self.call("alipay.trade.fastpay.refund.query", biz, None).await)
     }
 
-    async fn statement(&self, date: &str) -> Result<Vec<crate::StatementLine>, ChannelError> {
+    async fn statement(&self, date: &str) -> Result<crate::Statement, ChannelError> {
         let b = self.call("alipay.data.dataservice.bill.downloadurl.query", serde_json::json!({"bill_type": "trade", "bill_date": date}), None).await?;
         let url = b["bill_download_url"].as_str().ok_or_else(|| ChannelError::Ambiguous("no bill_download_url".into()))?;
         let bytes = self.http.get(url).send().await.map_err(classify_transport)?.bytes().await.map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
-        super::bill::parse_bytes(&bytes).map_err(ChannelError::Ambiguous)
+        super::bill::parse_zip(&bytes).map_err(ChannelError::Ambiguous)
     }
 
     fn verify_notification(&self, _headers: &HeaderMap, body: &[u8], _now: Timestamp) -> Result<Notification, NotifyError> {

@@ -161,14 +161,16 @@ impl Channel for SandboxClient {
         }
     }
 
-    async fn statement(&self, date: &str) -> Result<Vec<crate::StatementLine>, ChannelError> {
+    async fn statement(&self, date: &str) -> Result<crate::Statement, ChannelError> {
         let (status, bytes) = self.call(reqwest::Method::GET, &format!("/sandbox/v1/statement?date={date}"), None).await?;
         if status != 200 {
             let e = Self::error_of(status, &bytes);
             return Err(ChannelError::Refused { code: e.code, message: e.message });
         }
         let rows: Vec<serde_json::Value> = serde_json::from_slice(&bytes).map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
-        Ok(rows
+        Ok(crate::Statement {
+            unrecognised: Vec::new(),
+            lines: rows
             .iter()
             .map(|r| crate::StatementLine {
                 kind: if r["kind"] == "refund" { crate::StatementKind::Refund } else { crate::StatementKind::Payment },
@@ -177,7 +179,8 @@ impl Channel for SandboxClient {
                 out_refund_no: r["out_refund_no"].as_str().map(str::to_owned),
                 amount: r["amount"].as_i64().unwrap_or(0),
             })
-            .collect())
+            .collect(),
+        })
     }
 
     fn verify_notification(&self, headers: &HeaderMap, body: &[u8], now: Timestamp) -> Result<Notification, NotifyError> {

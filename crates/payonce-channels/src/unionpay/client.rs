@@ -269,6 +269,7 @@ impl Channel for UnionpayClient {
             p("origQryId", orig),
             p("txnTime", txn.clone()),
             p("txnAmt", req.amount.minor.to_string()),
+            p("currencyCode", "156"),
             p("backUrl", req.notify_url.clone()),
         ]);
         let answer = self.post("/gateway/api/backTransReq.do", &params).await?;
@@ -286,7 +287,7 @@ impl Channel for UnionpayClient {
 
     /// UnionPay's reconciliation files (fileTransfer, zipped per settlement day) are not
     /// supported yet: say so rather than return an empty day.
-    async fn statement(&self, _date: &str) -> Result<Vec<crate::StatementLine>, ChannelError> {
+    async fn statement(&self, _date: &str) -> Result<crate::Statement, ChannelError> {
         Err(ChannelError::Refused { code: "UNSUPPORTED".into(), message: "UnionPay statements are not implemented".into() })
     }
 

@@ -333,7 +333,7 @@ impl Channel for WechatpayClient {
     }
 
     /// `GET /v3/bill/tradebill`, then the signed download; the bill's SHA-1 must match.
-    async fn statement(&self, date: &str) -> Result<Vec<crate::StatementLine>, ChannelError> {
+    async fn statement(&self, date: &str) -> Result<crate::Statement, ChannelError> {
         let (status, bytes) = self.call(reqwest::Method::GET, &format!("/v3/bill/tradebill?bill_date={date}&bill_type=ALL"), None).await?;
         if status != 200 {
             let e = Self::error_of(status, &bytes);

@@ -1,6 +1,6 @@
 //! Daily statements in each channel's bill format — WeChat's backtick CSV with its totals
-//! trailer (SHA-1 checked), Alipay's GBK CSV — fetched through the real download protocols and
-//! matched against the simulator's ledger.
+//! block (SHA-1 checked, BOM and CRLF as served), Alipay's zip of two GBK CSVs with GBK entry
+//! names — fetched through the real download protocols and matched against the simulator's ledger.
 
 use crate::app;
 use payonce_channels::StatementKind;
@@ -30,7 +30,9 @@ async fn statements_match_the_ledger(b: Backend) {
     let ledger = app.ledger().await;
     for ch in ["wechatpay", "alipay", "sandbox"] {
         let channel = app.state.channels.get(payonce_core::ChannelName::parse(ch).unwrap()).unwrap().clone();
-        let lines = channel.statement(&date).await.unwrap_or_else(|e| panic!("{ch}: {e}"));
+        let statement = channel.statement(&date).await.unwrap_or_else(|e| panic!("{ch}: {e}"));
+        assert!(statement.unrecognised.is_empty(), "{ch}: {:?}", statement.unrecognised);
+        let lines = statement.lines;
         let payments: Vec<_> = lines.iter().filter(|l| l.kind == StatementKind::Payment).collect();
         let refunds: Vec<_> = lines.iter().filter(|l| l.kind == StatementKind::Refund).collect();
         let charged: Vec<&Value> = ledger["charges"].as_array().unwrap().iter().filter(|c| c["channel"] == ch).collect();
@@ -46,7 +48,8 @@ async fn statements_match_the_ledger(b: Backend) {
     }
     // The control API serves the same bills.
     let wx = app.http.get(app.sim_url(&format!("/sim/statement?channel=wechatpay&date={date}"))).send().await.unwrap().text().await.unwrap();
-    assert!(wx.starts_with(payonce_channels::wechatpay::bill::HEADER));
+    assert!(wx.starts_with(&format!("\u{feff}{}\r\n", payonce_channels::wechatpay::bill::HEADER)), "BOM and CRLF, as WeChat serves it");
     let ali = app.http.get(app.sim_url(&format!("/sim/statement?channel=alipay&date={date}"))).send().await.unwrap().bytes().await.unwrap();
-    assert_eq!(payonce_channels::alipay::bill::parse_bytes(&ali).unwrap().len(), 3);
+    assert!(ali.starts_with(b"PK\x03\x04"), "Alipay's bill is a zip");
+    assert_eq!(payonce_channels::alipay::bill::parse_zip(&ali).unwrap().lines.len(), 3);
 }
