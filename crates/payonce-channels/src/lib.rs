@@ -262,6 +262,19 @@ impl ChannelRegistry {
     }
 }
 
+/// What a query's answer means for an attempt once the channel's own semantics are applied
+/// (docs/channels.md, "How the tables are kept true"). Where the channel creates its order at
+/// prepay (WeChat, sandbox), "no such order" proves the prepay never happened: `Absent`. Where the
+/// channel order appears only when the payer acts (an Alipay QR, a UnionPay form), "no such trade"
+/// means not paid YET until the order's latest payable moment has passed, and closed after it —
+/// never absent, which would fail an attempt that can still be paid. `None`: nothing to record.
+pub fn settle_query_answer(channel: ChannelName, state: TradeState, payable_until_passed: bool) -> Option<TradeState> {
+    match state {
+        TradeState::Absent if !channel.creates_order_at_prepay() => payable_until_passed.then_some(TradeState::Closed),
+        other => Some(other),
+    }
+}
+
 /// Maps a reqwest failure to what it tells us about the remote side effect.
 pub(crate) fn classify_transport(e: reqwest::Error) -> ChannelError {
     if e.is_connect() {

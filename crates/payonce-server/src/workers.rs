@@ -108,11 +108,9 @@ async fn check_attempt(state: &AppState, owner: &str, mut a: Attempt) {
     .increment(1);
     let now = state.clock.now();
     let observed = match answer {
-        Ok(TradeState::Absent) if !a.channel.creates_order_at_prepay() => {
-            // An unscanned QR / unsubmitted form: nothing to record until its credential
-            // expires, after which it can never be paid: then it is closed.
-            if payable_until(&a) <= now { Some(TradeState::Closed) } else { None }
-        }
+        // An unscanned QR / unsubmitted form: nothing to record until it can no longer be
+        // paid, then it is closed (never failed).
+        Ok(s) if !a.channel.creates_order_at_prepay() => payonce_channels::settle_query_answer(a.channel, s, payable_until(&a) <= now),
         // "Absent" proves the prepay never happened only once no call can still be creating it.
         Ok(TradeState::Absent) if a.updated_at.0 > now.0 - timeout_ms => None,
         Ok(s) => Some(s),
@@ -152,6 +150,8 @@ const LONGEST_CREDENTIAL_MS: i64 = 2 * 3_600_000;
 /// How many "not on record yet" answers (UnionPay `34`) a sent refund gets before a person is
 /// asked to look (reconciliation settles it otherwise). Querying goes on at the slow pace.
 const REFUND_NOT_FOUND_ALERT_AFTER: i64 = 8;
+/// How many unknown / absent rounds a refund gets before a person is asked to look.
+const REFUND_UNRESOLVED_ALERT_AFTER: i64 = 12;
 
 fn next_check(state: &AppState, a: &Attempt, status: AttemptStatus, n: usize, now: Timestamp) -> Option<Timestamp> {
     let grace = state.config.scaled(Duration::from_secs(60)).as_millis() as i64;
@@ -290,6 +290,11 @@ pub async fn settle_refund(state: &AppState, r: Refund) -> Option<Refund> {
             Err(_) => (RefundResult::Unknown { next_query_at: again }, None),
         }
     };
+    if matches!(result, RefundResult::Unknown { .. } | RefundResult::Absent { .. }) && r.query_count + 1 == REFUND_UNRESOLVED_ALERT_AFTER {
+        // Liveness: a refund the channel keeps not settling is put in front of a person (and
+        // reconciliation) instead of being retried silently forever.
+        let _ = state.store.insert_abnormal("refund_unresolved", r.id.as_str(), "the channel has not settled this refund after many tries", now).await;
+    }
     let recorded = state.store.record_refund(&r.id, &result, data.as_deref(), state.clock.now()).await;
     match recorded {
         Ok(Some(updated)) => {

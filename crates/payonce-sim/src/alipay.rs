@@ -204,10 +204,12 @@ async fn gateway(State(sim): State<Arc<Sim>>, headers: axum::http::HeaderMap, ur
             let Some(amount) = parse_yuan(&field("refund_amount")) else {
                 return business_error(&sim, &method, "40004", "ACQ.INVALID_PARAMETER", "refund_amount 不合法");
             };
+            let mut ledger = sim.ledger.lock().unwrap();
+            ledger.refund_requests += 1;
             if sim.chance(faults.refund_error_rate) {
+                drop(ledger);
                 return business_error(&sim, &method, "40004", "ACQ.SYSTEM_ERROR", "系统错误");
             }
-            let mut ledger = sim.ledger.lock().unwrap();
             let repeat = ledger.refunds.iter().any(|r| r.channel == ChannelName::Alipay && r.out_trade_no == no && r.out_refund_no == req_no);
             // Alipay's refund is synchronous: the money is back when it answers.
             let done = ledger.refund(ChannelName::Alipay, &no, &req_no, amount, now, now);

@@ -132,6 +132,8 @@ pub struct Ledger {
     pub refunds: Vec<Refund>,
     /// Prepay requests received, including repeats for the same `out_trade_no`.
     pub prepay_requests: u64,
+    /// Refund requests that reached a gateway, repeats included.
+    pub refund_requests: u64,
     next_trade_no: u64,
 }
 
@@ -176,6 +178,7 @@ impl Ledger {
             "charges": self.charges,
             "refunds": self.refunds,
             "prepay_requests": self.prepay_requests,
+            "refund_requests": self.refund_requests,
         })
     }
 }
@@ -196,6 +199,10 @@ pub struct Faults {
     /// Refund calls answered with a system error (Alipay `ACQ.SYSTEM_ERROR`, WeChat 500
     /// `SYSTEM_ERROR`, UnionPay `03`) — whether or not the refund was made is then unknown.
     pub refund_error_rate: f64,
+    /// Refund calls whose answer is lost (the refund IS made; the caller times out).
+    pub refund_timeout_rate: f64,
+    /// Refund calls lost on the way in (nothing is made; the caller times out).
+    pub refund_drop_rate: f64,
     pub close_error_rate: f64,
     pub pay_before_close: bool,
     pub time_scale: f64,
@@ -213,6 +220,8 @@ impl Default for Faults {
             prepay_timeout_rate: 0.0,
             query_error_rate: 0.0,
             refund_error_rate: 0.0,
+            refund_timeout_rate: 0.0,
+            refund_drop_rate: 0.0,
             close_error_rate: 0.0,
             pay_before_close: false,
             time_scale: 1.0,

@@ -216,6 +216,13 @@ async fn back_trans(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
         return raw(&sign_as_unionpay(&sim, answer_base(&params, code, &msg)));
     }
     let answer = |code: &str, msg: &str| raw(&sign_as_unionpay(&sim, answer_base(&params, code, msg)));
+    let faults = sim.faults.lock().unwrap().clone();
+    if sim.chance(faults.refund_drop_rate) {
+        // Lost on the way in: UnionPay never saw it; the caller times out.
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        return answer("03", "交易通讯超时");
+    }
+    sim.ledger.lock().unwrap().refund_requests += 1;
     let now = sim.now_ms();
     let txn = parse_unionpay_time(&f("txnTime")).unwrap_or(0);
     if (txn - now).abs() > TXN_TIME_WINDOW_MS {
@@ -232,35 +239,35 @@ async fn back_trans(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
         let d = sim.faults.lock().unwrap().refund_delay_ms;
         sim.between(d[0], d[1]) as i64
     };
-    let mut ledger = sim.ledger.lock().unwrap();
-    // The same refund transaction again (same orderId and txnTime): 12, duplicate.
-    if ledger.refunds.iter().any(|r| r.channel == ChannelName::Unionpay && r.out_refund_no == f("orderId")) {
-        drop(ledger);
-        return answer("12", "重复交易");
-    }
-    let Some(no) = ledger
-        .orders
-        .values()
-        .find(|o| o.channel == ChannelName::Unionpay && o.trade_no.as_deref() == Some(f("origQryId").as_str()))
-        .map(|o| o.out_trade_no.clone())
-    else {
-        drop(ledger);
-        return answer("35", "原交易不存在");
-    };
-    let done = ledger.refund(ChannelName::Unionpay, &no, &f("orderId"), amount, now, now + delay);
-    let refund = match done {
-        Ok(_) => {
-            let r = ledger.refunds.iter_mut().rev().find(|r| r.channel == ChannelName::Unionpay && r.out_refund_no == f("orderId")).expect("just made");
-            r.txn_time = f("txnTime");
-            r.clone()
+    // The ledger's lock is held in this block only (never across an await).
+    let made: Result<crate::ledger::Refund, (&str, String)> = (|| {
+        let mut ledger = sim.ledger.lock().unwrap();
+        // The same refund transaction again (same orderId): 12, duplicate.
+        if ledger.refunds.iter().any(|r| r.channel == ChannelName::Unionpay && r.out_refund_no == f("orderId")) {
+            return Err(("12", "重复交易".to_owned()));
         }
-        Err(e) => {
-            drop(ledger);
-            return answer("32", &format!("{e:?}"));
-        }
+        let Some(no) = ledger
+            .orders
+            .values()
+            .find(|o| o.channel == ChannelName::Unionpay && o.trade_no.as_deref() == Some(f("origQryId").as_str()))
+            .map(|o| o.out_trade_no.clone())
+        else {
+            return Err(("35", "原交易不存在".to_owned()));
+        };
+        ledger.refund(ChannelName::Unionpay, &no, &f("orderId"), amount, now, now + delay).map_err(|e| ("32", format!("{e:?}")))?;
+        let r = ledger.refunds.iter_mut().rev().find(|r| r.channel == ChannelName::Unionpay && r.out_refund_no == f("orderId")).expect("just made");
+        r.txn_time = f("txnTime");
+        Ok(r.clone())
+    })();
+    let refund = match made {
+        Ok(r) => r,
+        Err((code, msg)) => return answer(code, &msg),
     };
-    drop(ledger);
     notify_refund(sim.clone(), f("backUrl"), refund, f("origQryId"), delay);
+    if sim.chance(faults.refund_timeout_rate) {
+        // Made, but the answer is lost: the caller times out.
+        tokio::time::sleep(Duration::from_secs(120)).await;
+    }
     answer("00", "成功[0000000]")
 }
 

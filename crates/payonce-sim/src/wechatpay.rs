@@ -322,8 +322,10 @@ async fn refund(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: 
         return param_error(&sim, "amount.total 与原订单金额不一致");
     }
     let faults = sim.faults.lock().unwrap().clone();
+    sim.ledger.lock().unwrap().refund_requests += 1;
     if sim.chance(faults.refund_error_rate) {
-        return error(&sim, StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", "系统错误");
+        // WeChat's rate limit: nothing was done; try again later with the same out_refund_no.
+        return error(&sim, StatusCode::TOO_MANY_REQUESTS, "FREQUENCY_LIMITED", "频率超限");
     }
     let now = sim.now_ms();
     let settle_at = now + sim.between(faults.refund_delay_ms[0], faults.refund_delay_ms[1]) as i64;

@@ -25,6 +25,12 @@ pub struct AppOptions {
     pub sink: Option<String>,
     /// What a payment for an expired order does.
     pub late_payment: payonce_core::order::LatePaymentPolicy,
+    /// One clock for payonce, its connectors and the simulated channels (virtual-time tests
+    /// hand in a `ManualClock`); the system clock by default.
+    pub clock: Option<Arc<dyn payonce_core::Clock>>,
+    /// WeChat Pay in certificate mode (platform certificates, downloaded on rotation) instead of
+    /// the platform public key.
+    pub wechat_certificate_mode: bool,
 }
 
 impl Default for AppOptions {
@@ -37,6 +43,8 @@ impl Default for AppOptions {
             sinks: Default::default(),
             sink: None,
             late_payment: Default::default(),
+            clock: None,
+            wechat_certificate_mode: false,
         }
     }
 }
@@ -88,15 +96,24 @@ fn sim_state_dir() -> tempfile::TempDir {
 
 pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
     let sim_dir = sim_state_dir();
-    let sim = payonce_sim::start(TcpListener::bind("127.0.0.1:0").await.unwrap(), sim_dir.path()).await.expect("simulator");
+    // One clock for the engine, the connectors and the simulated channels.
+    let clock: Arc<dyn payonce_core::Clock> = opts.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
+    let sim_options = payonce_sim::SimOptions { clock: clock.clone(), seed: None };
+    let sim = payonce_sim::start_with(TcpListener::bind("127.0.0.1:0").await.unwrap(), sim_dir.path(), sim_options).await.expect("simulator");
     let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
     http.post(format!("{}/sim/faults", sim.base_url())).json(&json!({"time_scale": opts.time_scale})).send().await.unwrap();
+    if opts.wechat_certificate_mode {
+        let toml = std::fs::read_to_string(&sim.channels_file).unwrap();
+        let start = toml.find("platform_public_key_file").unwrap();
+        let end = start + toml[start..].find("\n\n").unwrap();
+        let toml = format!("{}platform_cert_files = [\"wechatpay_platform_cert.pem\"]{}", &toml[..start], &toml[end..]);
+        std::fs::write(&sim.channels_file, toml).unwrap();
+        http.post(format!("{}/sim/wechatpay/platform", sim.base_url())).json(&json!({"mode": "certificate"})).send().await.unwrap();
+    }
 
     let store = payonce_store::open(&db.url, true).await.expect("open store");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    // One clock for the engine and the connectors.
-    let clock: Arc<dyn payonce_core::Clock> = Arc::new(SystemClock);
     let channels = payonce_channels::ChannelsConfig::load(&sim.channels_file)
         .and_then(|c| c.build(opts.channel_timeout, clock.clone()))
         .expect("channels");

@@ -108,13 +108,54 @@ pub fn read_code(body: Value) -> Result<Value, ChannelError> {
         // is "retry with the same parameters" — the outcome is unknown.
         Some("20000") => Err(ChannelError::Ambiguous(format!("20000: {sub_code}"))),
         _ if is_system_error(&sub_code) => Err(ChannelError::Ambiguous(format!("{sub_code}: retry with the same parameters"))),
-        Some(code) => Err(ChannelError::Refused {
+        // A business failure we have no row for: unknown (ALI-ALL-UNKNOWN), never a refusal.
+        Some("40004") if !KNOWN_SUB_CODES.contains(&sub_code.as_str()) => Err(ChannelError::Ambiguous(format!("undocumented sub_code {sub_code}"))),
+        // 20001 / 40001 / 40002 / 40006 (auth, missing, invalid, permission) and the known
+        // business failures: definitive.
+        Some(code @ ("20001" | "40001" | "40002" | "40004" | "40006")) => Err(ChannelError::Refused {
             code: if sub_code.is_empty() { code } else { &sub_code }.into(),
             message: body["sub_msg"].as_str().or(body["msg"].as_str()).unwrap_or_default().into(),
         }),
+        Some(other) => Err(ChannelError::Ambiguous(format!("undocumented code {other}"))),
         None => Err(ChannelError::Ambiguous("answer without code".into())),
     }
 }
+
+/// What a `alipay.trade.precreate` answer says (ALI-P-*): the QR code, or why not. "Already
+/// paid", "closed" and "inconsistent" cannot happen to a fresh out_trade_no; on a re-sent one
+/// they mean the trade moved, and a query tells how.
+pub fn precreate_outcome(answer: Result<Value, ChannelError>) -> Result<String, ChannelError> {
+    match answer {
+        Ok(b) => b["qr_code"].as_str().map(str::to_owned).ok_or_else(|| ChannelError::Ambiguous("precreate without qr_code".into())),
+        Err(ChannelError::Refused { code, .. }) if matches!(code.as_str(), "ACQ.TRADE_HAS_SUCCESS" | "ACQ.TRADE_HAS_CLOSE" | "ACQ.CONTEXT_INCONSISTENT") => {
+            Err(ChannelError::Ambiguous(format!("{code}: query the trade")))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// What a verified `trade_status_sync` notification says (ALI-N-*): for our app only.
+pub fn read_notification(params: &[(String, String)], app_id: &str) -> Result<Notification, NotifyError> {
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    if get("app_id") != Some(app_id) {
+        return Err(NotifyError::Malformed("notification for another app".into()));
+    }
+    let event_id = get("notify_id").ok_or_else(|| NotifyError::Malformed("no notify_id".into()))?.to_owned();
+    let out_trade_no = get("out_trade_no").ok_or_else(|| NotifyError::Malformed("no out_trade_no".into()))?.to_owned();
+    let state = trade_state(get("trade_status").unwrap_or_default(), get("total_amount").unwrap_or_default(), get("trade_no"), get("gmt_payment"))
+        .map_err(|e| NotifyError::Malformed(e.to_string()))?;
+    Ok(Notification { event_id, out_trade_no, state, refund: None })
+}
+
+/// Business-failure sub-codes the answer tables document as definitive (docs/channels.md);
+/// any other sub-code of a 40004 is unknown, never a refusal.
+const KNOWN_SUB_CODES: &[&str] = &[
+    "ACQ.TRADE_NOT_EXIST", "ACQ.TRADE_STATUS_ERROR", "ACQ.TRADE_HAS_SUCCESS", "ACQ.TRADE_HAS_CLOSE", "ACQ.CONTEXT_INCONSISTENT",
+    "ACQ.INVALID_PARAMETER", "ACQ.ACCESS_FORBIDDEN", "ACQ.PARTNER_ERROR", "ACQ.SELLER_BEEN_BLOCKED", "ACQ.TOTAL_FEE_EXCEED",
+    "ACQ.EXIST_FORBIDDEN_WORD", "ACQ.REASON_ILLEGAL_STATUS", "ACQ.REASON_TRADE_STATUS_INVALID", "ACQ.SELLER_BALANCE_NOT_ENOUGH",
+    "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "ACQ.REASON_TRADE_BEEN_FREEZEN", "ACQ.TRADE_HAS_FINISHED", "ACQ.TRADE_NOT_ALLOW_REFUND",
+    "ACQ.REASON_TRADE_REFUND_FEE_ERR", "ACQ.DISCORDANT_REPEAT_REQUEST", "ACQ.REFUND_CHARGE_ERROR",
+];
 
 /// What a `alipay.trade.query` answer says (ALI-Q-*).
 pub fn query_outcome(answer: Result<Value, ChannelError>) -> Result<TradeState, ChannelError> {
@@ -136,8 +177,13 @@ pub fn close_outcome(answer: Result<Value, ChannelError>) -> Result<CloseAnswer,
     match answer {
         Ok(_) => Ok(CloseAnswer::Closed),
         Err(ChannelError::Refused { code, .. }) if code == TRADE_NOT_EXIST => Ok(CloseAnswer::Absent),
-        // Closing a paid (or already closed) trade: the caller queries to learn which.
-        Err(ChannelError::Refused { code, .. }) if code == "ACQ.TRADE_STATUS_ERROR" => Ok(CloseAnswer::AlreadyPaid),
+        // Closing a trade that is not waiting for payment (paid, or closed already): the caller
+        // queries to learn which.
+        Err(ChannelError::Refused { code, .. })
+            if matches!(code.as_str(), "ACQ.TRADE_STATUS_ERROR" | "ACQ.REASON_ILLEGAL_STATUS" | "ACQ.REASON_TRADE_STATUS_INVALID") =>
+        {
+            Ok(CloseAnswer::AlreadyPaid)
+        }
         Err(e) => Err(e),
     }
 }
@@ -150,6 +196,16 @@ pub fn refund_outcome(answer: Result<Value, ChannelError>) -> Result<RefundState
         Ok(b) if b["fund_change"] == "Y" => Ok(RefundState::Succeeded),
         // "N" on a retry of a refund that already went through: ask the query to be sure.
         Ok(_) => Ok(RefundState::Processing),
+        // Answers that contradict what we know (the number used with other parameters, the
+        // trade missing or in another state, a charge error Alipay says to retry): unknown.
+        Err(ChannelError::Refused { code, .. })
+            if matches!(
+                code.as_str(),
+                "ACQ.DISCORDANT_REPEAT_REQUEST" | "ACQ.TRADE_NOT_EXIST" | "ACQ.TRADE_STATUS_ERROR" | "ACQ.REFUND_CHARGE_ERROR"
+            ) =>
+        {
+            Err(ChannelError::Ambiguous(format!("{code}: query the refund")))
+        }
         Err(ChannelError::Refused { code, message }) => Ok(RefundState::Failed(format!("{code}: {message}"))),
         Err(e) => Err(e),
     }
@@ -160,10 +216,11 @@ pub fn refund_query_outcome(answer: Result<Value, ChannelError>) -> Result<Refun
     let b = answer?;
     Ok(match b["refund_status"].as_str() {
         Some("REFUND_SUCCESS") => RefundState::Succeeded,
-        // Alipay answers 10000 with no refund fields when there is no such refund: asking again
-        // under the same out_request_no is safe.
-        None if b.get("refund_amount").is_none() => RefundState::Absent,
-        _ => RefundState::Processing,
+        // "Not returned: the refund was not received, or failed" — and a query too early can
+        // come before the success. Asking again under the SAME out_request_no settles it
+        // safely either way (a refund already made answers fund_change N).
+        None => RefundState::Absent,
+        Some(other) => return Err(ChannelError::Ambiguous(format!("undocumented refund_status {other}"))),
     })
 }
 
@@ -244,8 +301,7 @@ impl Channel for AlipayClient {
             "time_expire": beijing_time(req.expires_at.0),
             "qr_code_timeout_express": format!("{}m", plan.qr_minutes),
         });
-        let body = self.call("alipay.trade.precreate", biz, Some(&req.notify_url)).await?;
-        let qr = body["qr_code"].as_str().ok_or_else(|| ChannelError::Ambiguous("precreate without qr_code".into()))?;
+        let qr = precreate_outcome(self.call("alipay.trade.precreate", biz, Some(&req.notify_url)).await)?;
         Ok(Prepaid {
             credential: serde_json::json!({ "qr_code": qr }),
             // Handed out until the earliest end; refreshed past it while the order is open.
@@ -295,20 +351,7 @@ impl Channel for AlipayClient {
         if !protocol::verify_notification(&self.keys.alipay_public_key, &params) {
             return Err(NotifyError::BadSignature);
         }
-        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        if get("app_id") != Some(self.keys.app_id.as_str()) {
-            return Err(NotifyError::Malformed("notification for another app".into()));
-        }
-        let event_id = get("notify_id").ok_or_else(|| NotifyError::Malformed("no notify_id".into()))?.to_owned();
-        let out_trade_no = get("out_trade_no").ok_or_else(|| NotifyError::Malformed("no out_trade_no".into()))?.to_owned();
-        let state = trade_state(
-            get("trade_status").unwrap_or_default(),
-            get("total_amount").unwrap_or_default(),
-            get("trade_no"),
-            get("gmt_payment"),
-        )
-        .map_err(|e| NotifyError::Malformed(e.to_string()))?;
-        Ok(Notification { event_id, out_trade_no, state, refund: None })
+        read_notification(&params, &self.keys.app_id)
     }
 
     fn notify_ack(&self) -> NotifyReply {

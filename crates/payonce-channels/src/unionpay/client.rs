@@ -137,12 +137,12 @@ pub fn consume_state(answer: &[(String, String)]) -> Result<TradeState, ChannelE
                 paid_at: Timestamp(get(answer, "txnTime").and_then(protocol::parse_txn_time).unwrap_or(0)),
             }),
             // Being processed (03 timeout, 04 status unknown, 05 processing): ask again later.
-            "03" | "04" | "05" => Ok(TradeState::Unpaid),
+            "03" | "04" | "05" => Err(ChannelError::Ambiguous("the consume is still being processed".into())),
             // Missing: the query answer does not say; never guess.
             "" => Err(ChannelError::Ambiguous("query answer without origRespCode".into())),
-            // The consume failed under this orderId/txnTime; the form stops paying at payTimeout
-            // and the attempt is watched until then anyway.
-            _ => Ok(TradeState::Closed),
+            // A failed try: the payer may try again on the same form until payTimeout, so the
+            // channel order is not paid YET. Past payTimeout the close (a last query) ends it.
+            _ => Ok(TradeState::Unpaid),
         },
         // 查无此交易: the payer never submitted the form (or UnionPay has not recorded it yet):
         // not paid yet, watched until payTimeout — never "failed".
@@ -153,6 +153,47 @@ pub fn consume_state(answer: &[(String, String)]) -> Result<TradeState, ChannelE
             Err(ChannelError::Refused { code: other.into(), message: get(answer, "respMsg").unwrap_or_default().into() })
         }
         other => Err(ChannelError::Ambiguous(format!("undocumented respCode {other}"))),
+    }
+}
+
+/// What a verified `backUrl` notification says (UP-N-*): a consume's result, or (txnType 04) a
+/// refund's, whose orderId is our refund number.
+pub fn read_notification(params: &[(String, String)]) -> Result<Notification, NotifyError> {
+    let order_id = get(&params, "orderId").ok_or_else(|| NotifyError::Malformed("no orderId".into()))?.to_owned();
+    if get(&params, "txnType") == Some("04") {
+        // A refund's result: its orderId is our refund number.
+        let state = match get(&params, "respCode") {
+            Some("00" | "A6") => RefundState::Succeeded,
+            Some("03" | "04" | "05") => RefundState::Processing,
+            other => RefundState::Failed(format!("respCode {}", other.unwrap_or("?"))),
+        };
+        return Ok(Notification {
+            event_id: get(&params, "queryId").map(str::to_owned).unwrap_or_else(|| format!("{order_id}-refund")),
+            out_trade_no: get(&params, "origQryId").unwrap_or_default().to_owned(),
+            state: TradeState::Unpaid,
+            refund: Some(crate::RefundNotice { out_refund_no: order_id, state }),
+        });
+    }
+    let event_id = get(&params, "queryId").map(str::to_owned).unwrap_or_else(|| format!("{order_id}-{}", get(&params, "txnTime").unwrap_or("")));
+    let state = match get(&params, "respCode") {
+        Some("00" | "A6") => TradeState::Paid {
+            amount: get(&params, "txnAmt").and_then(|a| a.parse().ok()).ok_or_else(|| NotifyError::Malformed("bad txnAmt".into()))?,
+            channel_trade_no: get(&params, "queryId").map(str::to_owned),
+            paid_at: Timestamp(get(&params, "txnTime").and_then(protocol::parse_txn_time).unwrap_or(0)),
+        },
+        _ => TradeState::Unpaid,
+    };
+    Ok(Notification { event_id, out_trade_no: order_id, state, refund: None })
+}
+
+/// UPACP has no close for an unpaid consume: a "close" is a query (UP-C-*). Paid is reported;
+/// anything else means the form can only stop paying at payTimeout, so payonce closes the
+/// attempt locally and keeps watching it until then.
+pub fn close_from_query(state: TradeState) -> CloseAnswer {
+    match state {
+        TradeState::Paid { .. } => CloseAnswer::AlreadyPaid,
+        TradeState::Closed => CloseAnswer::Closed,
+        TradeState::Unpaid | TradeState::Absent => CloseAnswer::Absent,
     }
 }
 
@@ -178,11 +219,17 @@ pub fn refund_answer_state(answer: &[(String, String)]) -> Result<RefundState, C
     match get(answer, "respCode").unwrap_or_default() {
         // Accepted: the result comes by notification or query.
         "00" | "A6" => Ok(RefundState::Processing),
-        // Timeout / unknown / processing, and 12 "duplicate transaction" (this refund was already
-        // received): the query tells.
-        "03" | "04" | "05" | "12" => Ok(RefundState::Processing),
-        // Definitive refusals: format, merchant, original transaction, amount — nothing refunded.
-        other @ ("01" | "02" | "06" | "10" | "11" | "13" | "14" | "30" | "31" | "32" | "33" | "35" | "36" | "37" | "38" | "39") => {
+        // Timeout / unknown / processing: accepted or not, the query tells.
+        "03" | "04" | "05" => Ok(RefundState::Processing),
+        // 12 "duplicate transaction" (this orderId + txnTime was received before), system
+        // closed / busy / too frequent / general error: maybe received — query, never re-send.
+        "12" | "02" | "06" | "37" | "99" => Err(ChannelError::Ambiguous("UnionPay did not say whether it took the refund: query it".into())),
+        // Definitive refusals: format, signature, merchant, original transaction, amount, risk,
+        // and the card-side 60–80 codes — nothing refunded.
+        other @ ("01" | "10" | "11" | "13" | "14" | "30" | "31" | "32" | "33" | "35" | "36" | "38" | "39") => {
+            Ok(RefundState::Failed(format!("{other}: {}", get(answer, "respMsg").unwrap_or_default())))
+        }
+        other if other.len() == 2 && other.parse::<u8>().is_ok_and(|n| (60..=80).contains(&n)) => {
             Ok(RefundState::Failed(format!("{other}: {}", get(answer, "respMsg").unwrap_or_default())))
         }
         other => Err(ChannelError::Ambiguous(format!("undocumented respCode {other}"))),
@@ -239,11 +286,7 @@ impl Channel for UnionpayClient {
     /// stops paying at payTimeout, and payonce keeps watching until then (anything that still
     /// arrives is handled as a late or duplicate payment).
     async fn close(&self, order: &ChannelOrderRef) -> Result<CloseAnswer, ChannelError> {
-        match self.query(order).await? {
-            TradeState::Paid { .. } => Ok(CloseAnswer::AlreadyPaid),
-            TradeState::Closed => Ok(CloseAnswer::Closed),
-            TradeState::Unpaid | TradeState::Absent => Ok(CloseAnswer::Absent),
-        }
+        Ok(close_from_query(self.query(order).await?))
     }
 
     /// A refund (`txnType=04`) is a back-end transaction of its own: its `orderId` is our refund
@@ -297,31 +340,7 @@ impl Channel for UnionpayClient {
             return Err(NotifyError::Malformed("empty form".into()));
         }
         self.verify_message(&params)?;
-        let order_id = get(&params, "orderId").ok_or_else(|| NotifyError::Malformed("no orderId".into()))?.to_owned();
-        if get(&params, "txnType") == Some("04") {
-            // A refund's result: its orderId is our refund number.
-            let state = match get(&params, "respCode") {
-                Some("00") => RefundState::Succeeded,
-                Some("03" | "04" | "05") => RefundState::Processing,
-                other => RefundState::Failed(format!("respCode {}", other.unwrap_or("?"))),
-            };
-            return Ok(Notification {
-                event_id: get(&params, "queryId").map(str::to_owned).unwrap_or_else(|| format!("{order_id}-refund")),
-                out_trade_no: get(&params, "origQryId").unwrap_or_default().to_owned(),
-                state: TradeState::Unpaid,
-                refund: Some(crate::RefundNotice { out_refund_no: order_id, state }),
-            });
-        }
-        let event_id = get(&params, "queryId").map(str::to_owned).unwrap_or_else(|| format!("{order_id}-{}", get(&params, "txnTime").unwrap_or("")));
-        let state = match get(&params, "respCode") {
-            Some("00") => TradeState::Paid {
-                amount: get(&params, "txnAmt").and_then(|a| a.parse().ok()).ok_or_else(|| NotifyError::Malformed("bad txnAmt".into()))?,
-                channel_trade_no: get(&params, "queryId").map(str::to_owned),
-                paid_at: Timestamp(get(&params, "txnTime").and_then(protocol::parse_txn_time).unwrap_or(0)),
-            },
-            _ => TradeState::Unpaid,
-        };
-        Ok(Notification { event_id, out_trade_no: order_id, state, refund: None })
+        read_notification(&params)
     }
 
     fn notify_ack(&self) -> NotifyReply {

@@ -205,13 +205,14 @@ impl WechatpayClient {
         serde_json::from_slice(body).unwrap_or_else(|_| ErrorBody { code: format!("HTTP_{status}"), message: String::new() })
     }
 
-    /// A non-success answer: refused, unless WeChat says "try again" (then unknown).
+    /// A non-success answer: refused only when WeChat documents the code as a definitive
+    /// rejection; "try again" codes and anything undocumented are unknown (WX-ALL-*).
     fn refusal(status: u16, body: &[u8]) -> ChannelError {
         let e = Self::error_of(status, body);
-        if is_retryable(status, &e.code) {
-            ChannelError::Ambiguous(format!("{status} {}", e.code))
-        } else {
+        if is_definitive(status, &e.code) {
             ChannelError::Refused { code: e.code, message: e.message }
+        } else {
+            ChannelError::Ambiguous(format!("{status} {}", e.code))
         }
     }
 
@@ -238,7 +239,18 @@ pub const CREDENTIAL_LIFE_MS: i64 = 2 * 3_600_000;
 /// Errors WeChat documents as "try again with the same request": the outcome is unknown, never
 /// a failure (WX-R-429, WX-*-SYSTEM_ERROR).
 pub fn is_retryable(status: u16, code: &str) -> bool {
-    status == 429 || status >= 500 || matches!(code, "FREQUENCY_LIMITED" | "SYSTEM_ERROR" | "BANKERROR")
+    // 202: "accepted, not yet processed — repeat with the same parameters" (WX-ALL-202).
+    status == 202 || status == 429 || status >= 500 || matches!(code, "FREQUENCY_LIMITED" | "RATELIMIT_EXCEEDED" | "SYSTEM_ERROR" | "BANKERROR")
+}
+
+/// Codes WeChat documents as "rejected, nothing done" (docs/channels.md WX-*-400/401/403).
+pub fn is_definitive(status: u16, code: &str) -> bool {
+    matches!(status, 400 | 401 | 403)
+        && matches!(
+            code,
+            "PARAM_ERROR" | "INVALID_REQUEST" | "APPID_MCHID_NOT_MATCH" | "MCH_NOT_EXISTS" | "SIGN_ERROR" | "NO_AUTH" | "RULE_LIMIT"
+                | "TRADE_ERROR" | "NOT_ENOUGH" | "ACCOUNT_ERROR" | "USER_ACCOUNT_ABNORMAL"
+        )
 }
 
 /// Maps `trade_state` (and the amount, for payments) to what payonce understands.
@@ -451,7 +463,9 @@ pub enum PrepayCode {
 pub fn prepay_outcome(status: u16, body: &[u8]) -> Result<PrepayCode, ChannelError> {
     if status != 200 {
         let e = WechatpayClient::error_of(status, body);
-        if matches!(e.code.as_str(), "ORDERPAID" | "ORDER_PAID" | "OUT_TRADE_NO_USED" | "ORDER_CLOSED" | "ORDERCLOSED") {
+        // INVALID_REQUEST includes "a repeat whose parameters differ from the first" (WX-P-400-
+        // INVALID_REQUEST); a 404 is not a documented prepay answer (WX-P-404).
+        if status == 404 || matches!(e.code.as_str(), "ORDERPAID" | "ORDER_PAID" | "OUT_TRADE_NO_USED" | "ORDER_CLOSED" | "ORDERCLOSED" | "INVALID_REQUEST") {
             return Err(ChannelError::Ambiguous(format!("{status} {}: query the order", e.code)));
         }
         return Err(WechatpayClient::refusal(status, body));
@@ -513,13 +527,23 @@ pub fn close_outcome(status: u16, body: &[u8]) -> Result<CloseAnswer, ChannelErr
 pub fn refund_outcome(status: u16, body: &[u8]) -> Result<RefundState, ChannelError> {
     if status != 200 {
         let e = WechatpayClient::error_of(status, body);
-        if is_retryable(status, &e.code) {
-            return Err(ChannelError::Ambiguous(format!("{status} {}", e.code)));
+        // 404 RESOURCE_NOT_EXISTS contradicts our paid record (seen transiently): query, retry
+        // the same out_refund_no, and past a bounded run a person looks (WX-R-404).
+        if is_definitive(status, &e.code) {
+            return Ok(RefundState::Failed(format!("{}: {}", e.code, e.message)));
         }
-        return Ok(RefundState::Failed(format!("{}: {}", e.code, e.message)));
+        return Err(ChannelError::Ambiguous(format!("{status} {}", e.code)));
     }
     let r: protocol::Refund = serde_json::from_slice(body).map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
-    Ok(refund_state_of(&r.status))
+    refund_status_checked(&r.status)
+}
+
+/// `refund_state_of` for answers: a status WeChat does not document is unknown (WX-R-200-OTHER).
+pub fn refund_status_checked(status: &str) -> Result<RefundState, ChannelError> {
+    match status {
+        "SUCCESS" | "PROCESSING" | "ABNORMAL" | "CLOSED" => Ok(refund_state_of(status)),
+        other => Err(ChannelError::Ambiguous(format!("undocumented refund status {other}"))),
+    }
 }
 
 /// A verified refund-query answer (WX-RQ-*).
@@ -527,7 +551,7 @@ pub fn refund_query_outcome(status: u16, body: &[u8]) -> Result<RefundState, Cha
     match status {
         200 => {
             let r: protocol::Refund = serde_json::from_slice(body).map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
-            Ok(refund_state_of(&r.status))
+            refund_status_checked(&r.status)
         }
         404 => Ok(RefundState::Absent),
         _ => Err(WechatpayClient::refusal(status, body)),
