@@ -10,7 +10,7 @@ pub mod invariants;
 pub mod process;
 pub mod proxy;
 
-pub use app::{AppOptions, TestApp, spawn_app};
+pub use app::{AppOptions, TestApp, spawn_app, spawn_app_with};
 pub use db::{Backend, TestDb};
 
 /// Runs a scenario once per store: `store_tests!(name, …)` expands to

@@ -2,6 +2,7 @@
 //! real server on a random port and the channel simulator as ground truth.
 
 mod bad_input;
+mod channel_truth;
 mod channels;
 mod idempotency;
 mod notify;

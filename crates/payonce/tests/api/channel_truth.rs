@@ -1,0 +1,316 @@
+//! Channel truth end to end, on both stores: the simulator speaks what the real gateways send
+//! (raw UnionPay answers, PROCESSING refunds, 2-hour credentials, rotated WeChat certificates,
+//! system errors and rate limits), and payonce neither loses a payment nor refunds twice.
+
+use crate::assert_invariants;
+use payonce_core::ManualClock;
+use payonce_testkit::{AppOptions, Backend, TestApp, spawn_app_with, store_tests};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+store_tests!(
+    unionpay_payment_with_every_notification_lost_is_found_by_active_query,
+    alipay_refund_system_error_is_retried_under_the_same_number,
+    wechat_refund_rate_limited_is_retried_not_failed,
+    unionpay_refund_answer_lost_is_settled_by_querying_its_stored_txn_time,
+    unionpay_refund_never_received_is_not_resent_and_goes_to_a_person,
+    alipay_qr_paid_after_expiry_is_watched_until_its_real_life_ends_and_refunded,
+    wechat_code_url_is_refreshed_on_the_same_attempt_after_two_hours,
+    alipay_qr_is_refreshed_after_two_hours_and_the_old_one_dies,
+    wechat_jsapi_without_openid_is_refused_before_any_attempt,
+    wechat_rotated_certificate_is_learnt_from_an_answer,
+    wechat_rotated_certificate_is_learnt_from_a_notification,
+);
+
+async fn app_with(b: Backend, opts: AppOptions) -> Option<TestApp> {
+    spawn_app_with(b, opts).await
+}
+
+async fn order(app: &TestApp, no: &str, amount: i64, expire: i64) -> String {
+    let r = app.post("/v1/orders", json!({"merchant_order_no": no, "amount": amount, "currency": "CNY", "subject": "Tom & Jerry", "expire_in_seconds": expire})).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
+}
+
+async fn prepay_ok(app: &TestApp, id: &str, channel: &str) -> Value {
+    let r = app.prepay(id, channel).await;
+    assert_eq!(r.status(), StatusCode::OK, "prepay {channel}");
+    r.json().await.unwrap()
+}
+
+/// A paid order on `channel` (UnionPay: the payer submits the form first).
+async fn paid(app: &TestApp, no: &str, channel: &str) -> String {
+    let id = order(app, no, 1_000, 1800).await;
+    let p = prepay_ok(app, &id, channel).await;
+    if channel == "unionpay" {
+        assert_eq!(app.submit_unionpay_form(&p["credential"]).await, StatusCode::OK);
+    }
+    assert_eq!(app.sim_pay(channel, p["out_trade_no"].as_str().unwrap(), false).await, StatusCode::OK);
+    let v = app.wait_order(&id, Duration::from_secs(20), |o| o["status"] == "paid").await;
+    assert_eq!(v["status"], "paid", "{channel} payment recorded");
+    id
+}
+
+async fn refund(app: &TestApp, id: &str, no: &str, amount: i64) -> Value {
+    let r = app.post(&format!("/v1/orders/{id}/refunds"), json!({"merchant_refund_no": no, "amount": amount})).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    r.json().await.unwrap()
+}
+
+async fn wait_refund(app: &TestApp, refund_id: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    let end = tokio::time::Instant::now() + timeout;
+    loop {
+        let r: Value = app.get(&format!("/v1/refunds/{refund_id}")).await.json().await.unwrap();
+        if pred(&r) || tokio::time::Instant::now() >= end {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+fn refunds_at_channel(ledger: &Value, channel: &str) -> usize {
+    ledger["refunds"].as_array().unwrap().iter().filter(|r| r["channel"] == channel).count()
+}
+
+async fn unionpay_payment_with_every_notification_lost_is_found_by_active_query(b: Backend) {
+    let Some(app) = app_with(b, AppOptions::default()).await else { return };
+    app.faults(json!({"notify_drop_rate": 1.0})).await;
+    // The answers this finds the payment through are raw `k=v&…` (never url-encoded).
+    let id = paid(&app, "UPQ-1", "unionpay").await;
+    assert_eq!(app.order(&id).await["attempts"][0]["status"], "succeeded");
+    assert_invariants(app.violations().await);
+}
+
+async fn alipay_refund_system_error_is_retried_under_the_same_number(b: Backend) {
+    let Some(app) = app_with(b, AppOptions::default()).await else { return };
+    let id = paid(&app, "ALR-1", "alipay").await;
+    app.faults(json!({"refund_error_rate": 1.0})).await;
+    let r = refund(&app, &id, "R1", 300).await;
+    // ACQ.SYSTEM_ERROR: Alipay's "retry with the same parameters" — unknown, never failed.
+    assert_ne!(r["status"], "failed", "{r}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again: Value = app.get(&format!("/v1/refunds/{}", r["id"].as_str().unwrap())).await.json().await.unwrap();
+    assert_ne!(again["status"], "failed");
+    let tries = app.ledger().await["refund_requests"].as_u64().unwrap();
+    assert!(tries >= 2, "retried while Alipay was failing ({tries})");
+    app.faults(json!({"refund_error_rate": 0.0})).await;
+    let done = wait_refund(&app, r["id"].as_str().unwrap(), Duration::from_secs(20), |r| r["status"] == "succeeded").await;
+    assert_eq!(done["status"], "succeeded");
+    let ledger = app.ledger().await;
+    assert_eq!(refunds_at_channel(&ledger, "alipay"), 1, "refunded once, under one out_request_no");
+    let events = app.store.events_of(&payonce_core::OrderId::from_trusted(id.clone())).await.unwrap();
+    assert!(!events.iter().any(|e| e.event_type == "refund.failed"), "never announced as failed");
+    assert_invariants(app.violations().await);
+}
+
+async fn wechat_refund_rate_limited_is_retried_not_failed(b: Backend) {
+    let Some(app) = app_with(b, AppOptions::default()).await else { return };
+    let id = paid(&app, "WXR-1", "wechatpay").await;
+    app.faults(json!({"refund_error_rate": 1.0})).await;
+    let r = refund(&app, &id, "R1", 300).await;
+    // 429 FREQUENCY_LIMITED: not a definite "not accepted".
+    assert_ne!(r["status"], "failed", "{r}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.faults(json!({"refund_error_rate": 0.0})).await;
+    let done = wait_refund(&app, r["id"].as_str().unwrap(), Duration::from_secs(20), |r| r["status"] == "succeeded").await;
+    assert_eq!(done["status"], "succeeded");
+    assert_eq!(refunds_at_channel(&app.ledger().await, "wechatpay"), 1);
+    assert_invariants(app.violations().await);
+}
+
+fn quick_timeout() -> AppOptions {
+    AppOptions { channel_timeout: Duration::from_millis(800), ..AppOptions::default() }
+}
+
+async fn unionpay_refund_answer_lost_is_settled_by_querying_its_stored_txn_time(b: Backend) {
+    let Some(app) = app_with(b, quick_timeout()).await else { return };
+    let id = paid(&app, "UPR-1", "unionpay").await;
+    app.faults(json!({"refund_timeout_rate": 1.0})).await;
+    let r = refund(&app, &id, "R1", 400).await;
+    app.faults(json!({"refund_timeout_rate": 0.0})).await;
+    // The answer was lost; the refund's txnTime was stored before the call, so the query names
+    // the same refund transaction and finds it.
+    assert_ne!(r["status"], "failed", "{r}");
+    let done = wait_refund(&app, r["id"].as_str().unwrap(), Duration::from_secs(20), |r| r["status"] == "succeeded").await;
+    assert_eq!(done["status"], "succeeded");
+    let ledger = app.ledger().await;
+    assert_eq!(refunds_at_channel(&ledger, "unionpay"), 1);
+    assert_eq!(ledger["refund_requests"], 1, "sent once, settled by query");
+    assert_invariants(app.violations().await);
+}
+
+async fn unionpay_refund_never_received_is_not_resent_and_goes_to_a_person(b: Backend) {
+    let Some(app) = app_with(b, quick_timeout()).await else { return };
+    let id = paid(&app, "UPR-2", "unionpay").await;
+    app.faults(json!({"refund_drop_rate": 1.0})).await;
+    let r = refund(&app, &id, "R1", 400).await;
+    let rid = r["id"].as_str().unwrap().to_owned();
+    // UnionPay answers 34 ("not found") to every query: not found YET — never re-sent with a new
+    // txnTime; after a bounded run, a person is asked.
+    let end = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let open = app.store.abnormal_open().await.unwrap();
+        if open.iter().any(|a| a.kind == "refund_not_found" && a.reference == rid) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < end, "no abnormal item for a refund UnionPay never saw");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ledger = app.ledger().await;
+    assert_eq!(ledger["refund_requests"], 0, "the one send was lost; it was never sent again");
+    assert_eq!(refunds_at_channel(&ledger, "unionpay"), 0);
+    let now: Value = app.get(&format!("/v1/refunds/{rid}")).await.json().await.unwrap();
+    assert_ne!(now["status"], "failed", "unknown is never read as failed");
+    assert_ne!(now["status"], "succeeded");
+}
+
+async fn alipay_qr_paid_after_expiry_is_watched_until_its_real_life_ends_and_refunded(b: Backend) {
+    let Some(app) = app_with(b, AppOptions::default()).await else { return };
+    app.faults(json!({"notify_drop_rate": 1.0})).await;
+    let id = order(&app, "ALQ-1", 700, 5).await;
+    let p = prepay_ok(&app, &id, "alipay").await;
+    let no = p["out_trade_no"].as_str().unwrap().to_owned();
+    let created = app.store.attempt_by_out_trade_no(payonce_core::ChannelName::Alipay, &no).await.unwrap().unwrap();
+    // Handed out no longer than the order lives; watched as long as any reading of Alipay's
+    // parameters lets it be paid (the QR's own 2 hours at least).
+    let order_view = app.order(&id).await;
+    assert!(p["expires_at"].as_str().unwrap() <= order_view["expires_at"].as_str().unwrap());
+    assert!(created.payable_until.unwrap().0 >= created.created_at.0 + 2 * 3_600_000, "watched for the QR's whole life");
+    app.wait_order(&id, Duration::from_secs(30), |o| o["status"] == "closed").await;
+    // The payer's payment was already on its way (or Alipay read the timer from the scan).
+    assert_eq!(app.sim_pay("alipay", &no, true).await, StatusCode::OK);
+    let end = tokio::time::Instant::now() + Duration::from_secs(30);
+    while refunds_at_channel(&app.ledger().await, "alipay") == 0 {
+        assert!(tokio::time::Instant::now() < end, "the late payment on the expired order's QR was never found");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let v = app.order(&id).await;
+    assert_eq!(v["status"], "closed");
+    assert_eq!(v["refunds"][0]["kind"], "duplicate");
+    assert_invariants(app.violations().await);
+}
+
+/// An app whose engine, connectors and simulated channels share one hand-moved clock.
+async fn virtual_time_app(b: Backend) -> Option<(TestApp, ManualClock)> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let clock = ManualClock::at(now);
+    // time_scale 1: the workers keep the real schedule (nothing fires while time is moved).
+    let opts = AppOptions { clock: Some(Arc::new(clock.clone())), time_scale: 1.0, ..AppOptions::default() };
+    Some((app_with(b, opts).await?, clock))
+}
+
+async fn pay_with(app: &TestApp, channel: &str, no: &str, credential: &str) -> StatusCode {
+    app.http
+        .post(app.sim_url("/sim/pay"))
+        .json(&json!({"channel": channel, "out_trade_no": no, "credential": credential}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+async fn wechat_code_url_is_refreshed_on_the_same_attempt_after_two_hours(b: Backend) {
+    let Some((app, clock)) = virtual_time_app(b).await else { return };
+    let id = order(&app, "WXC-1", 800, 3 * 3600).await;
+    let first = prepay_ok(&app, &id, "wechatpay").await;
+    let c1 = first["credential"]["code_url"].as_str().unwrap().to_owned();
+    // Within the code_url's life: the same credential.
+    let again = prepay_ok(&app, &id, "wechatpay").await;
+    assert_eq!((again["reused"].as_bool(), again["credential"]["code_url"].as_str()), (Some(true), Some(c1.as_str())));
+    // Past 2 hours the code_url is dead. The refresh fails first: pending it stays, the dead
+    // credential is not handed out.
+    clock.advance_ms(2 * 3_600_000 + 60_000);
+    app.faults(json!({"prepay_error_rate": 1.0})).await;
+    let failed = app.prepay(&id, "wechatpay").await;
+    assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(app.order(&id).await["attempts"][0]["status"], "pending");
+    app.faults(json!({"prepay_error_rate": 0.0})).await;
+    let refreshed = prepay_ok(&app, &id, "wechatpay").await;
+    let c2 = refreshed["credential"]["code_url"].as_str().unwrap().to_owned();
+    assert_ne!(c2, c1, "a new code_url");
+    assert_eq!(refreshed["attempt_id"], first["attempt_id"], "the same attempt");
+    assert_eq!(refreshed["out_trade_no"], first["out_trade_no"], "the same channel order");
+    assert_eq!(refreshed["reused"], false);
+    assert!(refreshed["expires_at"].as_str().unwrap() > first["expires_at"].as_str().unwrap());
+    assert_eq!(app.order(&id).await["attempts"].as_array().unwrap().len(), 1);
+    // At WeChat: the old code no longer pays, the new one does.
+    let no = first["out_trade_no"].as_str().unwrap();
+    assert_eq!(pay_with(&app, "wechatpay", no, &c1).await, StatusCode::CONFLICT);
+    assert_eq!(pay_with(&app, "wechatpay", no, &c2).await, StatusCode::OK);
+    assert_eq!(app.wait_order(&id, Duration::from_secs(20), |o| o["status"] == "paid").await["status"], "paid");
+    assert_invariants(app.violations().await);
+}
+
+async fn alipay_qr_is_refreshed_after_two_hours_and_the_old_one_dies(b: Backend) {
+    let Some((app, clock)) = virtual_time_app(b).await else { return };
+    let id = order(&app, "ALC-1", 900, 3 * 3600).await;
+    let first = prepay_ok(&app, &id, "alipay").await;
+    let q1 = first["credential"]["qr_code"].as_str().unwrap().to_owned();
+    clock.advance_ms(2 * 3_600_000 + 60_000);
+    let refreshed = prepay_ok(&app, &id, "alipay").await;
+    let q2 = refreshed["credential"]["qr_code"].as_str().unwrap().to_owned();
+    assert_ne!(q1, q2);
+    assert_eq!(refreshed["attempt_id"], first["attempt_id"]);
+    let no = first["out_trade_no"].as_str().unwrap();
+    assert_eq!(pay_with(&app, "alipay", no, &q1).await, StatusCode::CONFLICT, "a QR past its 2 hours does not pay");
+    assert_eq!(pay_with(&app, "alipay", no, &q2).await, StatusCode::OK);
+    assert_eq!(app.wait_order(&id, Duration::from_secs(20), |o| o["status"] == "paid").await["status"], "paid");
+    assert_invariants(app.violations().await);
+}
+
+async fn wechat_jsapi_without_openid_is_refused_before_any_attempt(b: Backend) {
+    let Some(app) = app_with(b, AppOptions::default()).await else { return };
+    let id = order(&app, "WXJ-1", 100, 600).await;
+    let before = app.counts().await;
+    for payer in [json!(null), json!({}), json!({"openid": ""}), json!({"openid": "bad id with spaces"})] {
+        let mut body = json!({"channel": "wechatpay", "method": "jsapi"});
+        if !payer.is_null() {
+            body["payer"] = payer.clone();
+        }
+        let r = app.post(&format!("/v1/orders/{id}/prepay"), body).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{payer}");
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["code"], "validation_failed");
+        assert_eq!(e["errors"][0]["field"], "payer.openid");
+    }
+    assert_eq!(app.counts().await, before, "no attempt row, nothing sent");
+    assert_eq!(app.ledger().await["prepay_requests"], 0);
+}
+
+fn certificate_mode() -> AppOptions {
+    AppOptions { wechat_certificate_mode: true, ..AppOptions::default() }
+}
+
+async fn rotate(app: &TestApp) -> String {
+    let r: Value = app.http.post(app.sim_url("/sim/wechatpay/platform")).json(&json!({"mode": "certificate", "rotate": true})).send().await.unwrap().json().await.unwrap();
+    r["serial"].as_str().unwrap().to_owned()
+}
+
+async fn wechat_rotated_certificate_is_learnt_from_an_answer(b: Backend) {
+    let Some(app) = app_with(b, certificate_mode()).await else { return };
+    let id = order(&app, "WXT-1", 100, 600).await;
+    prepay_ok(&app, &id, "wechatpay").await;
+    // WeChat rotates its platform certificate: answers now carry a serial payonce never saw.
+    rotate(&app).await;
+    let id2 = order(&app, "WXT-2", 100, 600).await;
+    let p = prepay_ok(&app, &id2, "wechatpay").await;
+    assert!(p["credential"]["code_url"].as_str().unwrap().starts_with("weixin://"), "verified with the downloaded certificate");
+    // Old and new are both trusted during the overlap; the payment's notification verifies.
+    assert_eq!(app.sim_pay("wechatpay", p["out_trade_no"].as_str().unwrap(), false).await, StatusCode::OK);
+    assert_eq!(app.wait_order(&id2, Duration::from_secs(20), |o| o["status"] == "paid").await["status"], "paid");
+    assert_invariants(app.violations().await);
+}
+
+async fn wechat_rotated_certificate_is_learnt_from_a_notification(b: Backend) {
+    let Some(app) = app_with(b, certificate_mode()).await else { return };
+    let id = order(&app, "WXT-3", 100, 600).await;
+    let p = prepay_ok(&app, &id, "wechatpay").await;
+    rotate(&app).await;
+    // The first delivery names an unknown serial: refused (WeChat retries), and payonce learns
+    // the certificate in the background; a later delivery verifies.
+    assert_eq!(app.sim_pay("wechatpay", p["out_trade_no"].as_str().unwrap(), false).await, StatusCode::OK);
+    assert_eq!(app.wait_order(&id, Duration::from_secs(20), |o| o["status"] == "paid").await["status"], "paid");
+    assert_invariants(app.violations().await);
+}
