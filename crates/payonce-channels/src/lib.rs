@@ -6,6 +6,7 @@ pub mod alipay;
 pub mod config;
 pub mod crypto;
 pub mod form;
+pub mod inspect;
 pub mod money;
 pub mod sandbox;
 pub mod secret;

@@ -181,9 +181,19 @@ async fn query(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
         .iter()
         .find(|r| r.channel == ChannelName::Unionpay && r.out_refund_no == order_id && r.txn_time == txn_time)
         .cloned();
+    // The answer echoes the ORIGINAL transaction's txnType / txnSubType / bizType, as the real
+    // gateway does (01/01/000201 for a consume, 04/00/000201 for a refund).
+    let echo_original = |answer: &mut Vec<(String, String)>, t: (&str, &str, &str)| {
+        for (k, v) in [("txnType", t.0), ("txnSubType", t.1), ("bizType", t.2)] {
+            if let Some(f) = answer.iter_mut().find(|(n, _)| n == k) {
+                f.1 = v.to_owned();
+            }
+        }
+    };
     if let Some(r) = refund {
         let (orig, msg) = if r.settled(now) { ("00", "成功[0000000]") } else { ("05", "交易处理中") };
         let mut answer = answer_base(&params, "00", "成功[0000000]");
+        echo_original(&mut answer, ("04", "00", "000201"));
         answer.extend([p("origRespCode", orig), p("origRespMsg", msg), p("txnAmt", r.amount.to_string()), p("queryId", r.refund_id.clone())]);
         return raw(&sign_as_unionpay(&sim, answer));
     }
@@ -192,6 +202,7 @@ async fn query(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
         return raw(&sign_as_unionpay(&sim, answer_base(&params, "34", "查无此交易")));
     };
     let mut answer = answer_base(&params, "00", "成功[0000000]");
+    echo_original(&mut answer, ("01", "01", "000201"));
     let (orig, msg) = match o.status {
         SimStatus::Paid => ("00", "成功[0000000]"),
         SimStatus::Closed => ("12", "交易超时"),

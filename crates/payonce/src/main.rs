@@ -4,6 +4,7 @@
 mod bench;
 mod demo;
 mod serve;
+mod verify;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -45,6 +46,9 @@ enum Command {
     Demo,
     /// Load run against a real server process, with its own database baseline.
     Bench(bench::BenchArgs),
+    /// Did this message really come from the channel, and what does it say? Prints one JSON
+    /// object `{valid, reason, fields, outcome}`; exit 0 valid, 1 not valid, 2 not a message.
+    VerifyMessage(verify::VerifyArgs),
     /// Crash run: real servers SIGKILLed (and frozen) under load, then every invariant checked.
     Chaos {
         /// Database to run on; default: a fresh SQLite file in a temp dir.
@@ -117,6 +121,7 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             serve::shutdown_signal().await;
             Ok(ExitCode::SUCCESS)
         }
+        Command::VerifyMessage(args) => Ok(verify::run(&args)),
         Command::Migrate { database_url } => {
             payonce_store::open(&database_url, true).await?;
             println!("migrated {}", redact_url(&database_url));

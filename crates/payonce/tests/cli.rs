@@ -83,3 +83,149 @@ fn sim_writes_channels_file_and_keys() {
     child.kill().unwrap();
     let _ = child.wait();
 }
+
+/// `payonce verify-message` on the channels' own messages (the vectors beside the connectors).
+mod verify_message {
+    use serde_json::Value;
+    use std::path::{Path, PathBuf};
+
+    fn vectors() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../payonce-channels/tests/vectors")
+    }
+
+    /// Runs it; returns (exit code, stdout JSON or Null, stderr).
+    fn run(args: &[&str]) -> (i32, Value, String) {
+        let out = super::payonce().arg("verify-message").args(args).output().unwrap();
+        let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.code().unwrap(), json, String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    fn up(file: &str, extra: &[&str]) -> (i32, Value, String) {
+        let v = vectors().join("unionpay");
+        let (f, root, middle) = (v.join("yansongda_pay").join(file), v.join("certs/acp_test_root.cer"), v.join("certs/acp_test_middle.cer"));
+        let mut args = vec!["--channel", "unionpay", "--kind", "answer", "--file", f.to_str().unwrap()];
+        args.extend(["--trust", root.to_str().unwrap(), "--trust", middle.to_str().unwrap()]);
+        args.extend(extra);
+        run(&args)
+    }
+
+    #[test]
+    fn unionpay_answers_as_of_their_time() {
+        let (code, v, _) = up("sync_query_20240105145046.txt", &["--at", "2024-01-05T12:00:00Z"]);
+        assert_eq!(code, 0, "{v}");
+        assert_eq!((v["valid"].as_bool(), v["outcome"].as_str()), (Some(true), Some("paid")));
+        assert_eq!(v["fields"]["respMsg"], "成功[0000000]");
+        assert_eq!(v["fields"]["orderId"], "pay20240105145046");
+        let (code, v, _) = up("sync_refund_20240105165842.txt", &["--at", "2024-01-05T12:00:00Z"]);
+        assert_eq!((code, v["outcome"].as_str()), (0, Some("refund_pending")));
+        // Today the leaf certificate has expired: parsed, but not valid.
+        let (code, v, _) = up("sync_query_20240105145046.txt", &[]);
+        assert_eq!((code, v["valid"].as_bool(), v["outcome"].as_str()), (1, Some(false), None));
+        assert!(v["reason"].as_str().is_some());
+        // Said to answer a refund query instead: read as one.
+        let (_, v, _) = up("sync_query_20240105145046.txt", &["--at", "2024-01-05T12:00:00Z", "--operation", "refund_query"]);
+        assert_eq!(v["outcome"], "refunded");
+    }
+
+    #[test]
+    fn tampered_truncated_and_unusable() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = std::fs::read(vectors().join("unionpay/yansongda_pay/sync_query_20240105145046.txt")).unwrap();
+        let tampered = String::from_utf8(body.clone()).unwrap().replacen("txnAmt=1", "txnAmt=9", 1);
+        std::fs::write(dir.path().join("t.txt"), tampered).unwrap();
+        std::fs::write(dir.path().join("cut.txt"), &body[..200]).unwrap();
+        let v = vectors().join("unionpay/certs");
+        let trust = ["--trust", v.join("acp_test_root.cer").to_str().unwrap().to_owned().leak(), "--trust", v.join("acp_test_middle.cer").to_str().unwrap().to_owned().leak()];
+        let args = |f: &str| {
+            let mut a = vec!["--channel", "unionpay", "--kind", "answer", "--at", "2024-01-05T12:00:00Z", "--file"];
+            a.push(dir.path().join(f).to_str().unwrap().to_owned().leak());
+            a.extend(trust);
+            a
+        };
+        let (code, v, _) = run(&args("t.txt"));
+        assert_eq!((code, v["valid"].as_bool()), (1, Some(false)), "tampered");
+        let (code, v, err) = run(&args("cut.txt"));
+        assert_eq!((code, v), (2, Value::Null), "truncated: not a message");
+        assert_eq!(err.lines().count(), 1, "one-line reason: {err}");
+        let (code, _, _) = run(&args("missing.txt"));
+        assert_eq!(code, 2, "unreadable file");
+        let (code, _, _) = run(&["--channel", "unionpay", "--kind", "answer"]);
+        assert_eq!(code, 2, "usage");
+    }
+
+    #[test]
+    fn alipay_answers_and_notifications() {
+        let a = vectors().join("alipay-answers");
+        let cert = a.join("alipay_public_cert_sandbox_2088721003899159.crt");
+        let f = a.join("sync_alipay_trade_refund_response.reconstructed.json");
+        let (code, v, _) = run(&["--channel", "alipay", "--kind", "answer", "--file", f.to_str().unwrap(), "--trust", cert.to_str().unwrap()]);
+        assert_eq!((code, v["outcome"].as_str(), v["fields"]["fund_change"].as_str()), (0, Some("refunded"), Some("Y")));
+        let f = a.join("sync_alipay_trade_query_response.reconstructed.json");
+        let (code, v, _) = run(&["--channel", "alipay", "--kind", "answer", "--file", f.to_str().unwrap(), "--trust", cert.to_str().unwrap()]);
+        assert_eq!(code, 0);
+        assert!(["paid", "not_paid", "closed"].contains(&v["outcome"].as_str().unwrap()), "{v}");
+        // Alipay's real notification vectors, as the form bodies Alipay posts.
+        let n = vectors().join("alipay");
+        let vectors: Value = serde_json::from_slice(&std::fs::read(n.join("notify_vectors.json")).unwrap()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for (i, vec) in vectors.as_array().unwrap().iter().enumerate() {
+            let params: Vec<(String, String)> = vec["params"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned())).collect();
+            let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(params.iter()).finish();
+            let file = dir.path().join(format!("n{i}.form"));
+            std::fs::write(&file, body).unwrap();
+            let key = n.join(vec["public_key_file"].as_str().unwrap());
+            let (code, v, _) = run(&["--channel", "alipay", "--kind", "notification", "--file", file.to_str().unwrap(), "--trust", key.to_str().unwrap()]);
+            let expected = vec["expect_valid"].as_bool().unwrap();
+            assert_eq!((code == 0, v["valid"].as_bool()), (expected, Some(expected)), "{}", vec["name"]);
+        }
+    }
+
+    #[test]
+    fn wechat_answer_with_its_headers_and_window() {
+        let w = vectors().join("wechatpay/response_native_20201228_gopay");
+        let (body, headers, cert) = (w.join("body.json"), w.join("headers.json"), w.join("platform_cert_60A862B1.pem"));
+        let base = ["--channel", "wechatpay", "--kind", "answer", "--file", body.to_str().unwrap(), "--headers", headers.to_str().unwrap(), "--trust", cert.to_str().unwrap()];
+        let (code, v, _) = run(&[&base[..], &["--at", "2020-12-28T10:03:40Z"]].concat());
+        assert_eq!((code, v["outcome"].as_str(), v["fields"]["code_url"].as_str()), (0, Some("not_paid"), Some("weixin://wxpay/bizpayurl?pr=5zPMHa4zz")));
+        // Outside WeChat's ±5 minute window: not valid.
+        let (code, v, _) = run(&[&base[..], &["--at", "2020-12-28T11:00:00Z"]].concat());
+        assert_eq!((code, v["valid"].as_bool()), (1, Some(false)));
+        // Without its headers it cannot be judged.
+        let (code, _, _) = run(&base[..6]);
+        assert_eq!(code, 2);
+    }
+
+    #[test]
+    fn wechat_notification_decrypted_with_the_apiv3_key() {
+        use payonce_channels::crypto::RsaSigner;
+        use payonce_channels::wechatpay::protocol::{encrypt_resource, response_message};
+        let dir = tempfile::tempdir().unwrap();
+        let platform = RsaSigner::generate();
+        std::fs::write(dir.path().join("pub.pem"), platform.public_key_pem()).unwrap();
+        let key = "0123456789abcdef0123456789abcdef";
+        std::fs::write(dir.path().join("apiv3.key"), key).unwrap();
+        let t = serde_json::json!({"appid": "wx1", "mchid": "1900000001", "out_trade_no": "A1", "transaction_id": "42", "trade_state": "SUCCESS",
+            "trade_state_desc": "", "success_time": "2026-11-25T10:00:00+08:00", "amount": {"total": 100}});
+        let (nonce, ct) = encrypt_resource(key.as_bytes(), "transaction", t.to_string().as_bytes());
+        let body = serde_json::json!({"id": "EV-1", "create_time": "2026-11-25T10:00:00+08:00", "resource_type": "encrypt-resource",
+            "event_type": "TRANSACTION.SUCCESS", "summary": "支付成功", "resource": {"original_type": "transaction", "algorithm": "AEAD_AES_256_GCM",
+            "ciphertext": ct, "associated_data": "transaction", "nonce": nonce}})
+        .to_string();
+        let ts = "1764036000"; // 2025-11-25T02:00:00Z
+        let sig = platform.sign_b64(&response_message(ts, "N1", body.as_bytes()));
+        std::fs::write(dir.path().join("n.json"), &body).unwrap();
+        std::fs::write(dir.path().join("h.json"), serde_json::json!({"Wechatpay-Timestamp": ts, "Wechatpay-Nonce": "N1", "Wechatpay-Signature": sig, "Wechatpay-Serial": "PUB_KEY_ID_X"}).to_string()).unwrap();
+        let p = |f: &str| dir.path().join(f).to_str().unwrap().to_owned();
+        let base = vec!["--channel".to_owned(), "wechatpay".into(), "--kind".into(), "notification".into(), "--file".into(), p("n.json"), "--headers".into(), p("h.json"), "--trust".into(), p("pub.pem"), "--at".into(), "2025-11-25T02:01:00Z".into()];
+        let args = |extra: &[String]| -> Vec<String> { [base.clone(), extra.to_vec()].concat() };
+        fn to_str(v: &[String]) -> Vec<&str> {
+            v.iter().map(String::as_str).collect()
+        }
+        let a = args(&[]);
+        let (code, v, _) = run(&to_str(&a));
+        assert_eq!((code, v["valid"].as_bool(), v["outcome"].clone()), (0, Some(true), Value::Null), "signature only, without the APIv3 key");
+        let a = args(&["--apiv3-key".into(), p("apiv3.key")]);
+        let (code, v, _) = run(&to_str(&a));
+        assert_eq!((code, v["outcome"].as_str(), v["fields"]["resource"]["out_trade_no"].as_str()), (0, Some("paid"), Some("A1")));
+    }
+}
