@@ -157,3 +157,23 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     opts.mode(0o600);
     opts.open(path)?.write_all(contents.as_bytes())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `payonce sim --seed N`: the same seed makes the same random choices, in the same order.
+    #[test]
+    fn a_seed_replays_every_random_choice() {
+        let draws = |seed: u64| {
+            let dir = tempfile::tempdir().unwrap();
+            let (sim, _) = Sim::prepare(dir.path(), "http://127.0.0.1:1", SimOptions { seed: Some(seed), ..Default::default() }).unwrap();
+            let faults: Vec<bool> = (0..64).map(|_| sim.chance(0.5)).collect();
+            let delays: Vec<u64> = (0..16).map(|_| sim.between(0, 1000)).collect();
+            (faults, delays, sim.nonce(32), sim.seed)
+        };
+        assert_eq!(draws(7), draws(7));
+        assert_ne!(draws(7).0, draws(8).0);
+        assert_eq!(draws(7).3, 7);
+    }
+}
