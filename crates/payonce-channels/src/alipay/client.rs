@@ -363,3 +363,31 @@ impl Channel for AlipayClient {
         NotifyReply { status: 400, content_type: "text/plain", body: "fail".into() }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000;
+
+    #[test]
+    fn qr_lifetimes_round_up_and_cover_every_reading() {
+        // An order 90 s from expiry: 2 whole minutes (rounded up; time_expire still ends it on
+        // time), handed out until the order expires, watched for the QR's 2 hours at least.
+        let t = 1_000_000_000_000;
+        let l = precreate_lifetimes(t, t + 90_000, t);
+        assert_eq!(l.qr_minutes, 2);
+        assert_eq!(l.valid_until, t + 90_000);
+        assert!(l.payable_until >= t + QR_MAX_LIFE_MS);
+        // A 3-hour order: the QR is capped at 2 hours and must be refreshed after that.
+        let l = precreate_lifetimes(t, t + 180 * MIN, t);
+        assert_eq!((l.qr_minutes, l.valid_until), (120, t + QR_MAX_LIFE_MS));
+        // Re-issued 2 h later with the SAME parameters (qr minutes fixed by the first request).
+        let again = precreate_lifetimes(t, t + 180 * MIN, t + 121 * MIN);
+        assert_eq!(again.qr_minutes, 120);
+        assert_eq!(again.valid_until, t + 180 * MIN);
+        assert!(again.payable_until >= t + 121 * MIN + QR_MAX_LIFE_MS);
+        // Never less than a minute.
+        assert_eq!(precreate_lifetimes(t, t, t).qr_minutes, 1);
+    }
+}

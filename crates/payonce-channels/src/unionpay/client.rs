@@ -159,27 +159,27 @@ pub fn consume_state(answer: &[(String, String)]) -> Result<TradeState, ChannelE
 /// What a verified `backUrl` notification says (UP-N-*): a consume's result, or (txnType 04) a
 /// refund's, whose orderId is our refund number.
 pub fn read_notification(params: &[(String, String)]) -> Result<Notification, NotifyError> {
-    let order_id = get(&params, "orderId").ok_or_else(|| NotifyError::Malformed("no orderId".into()))?.to_owned();
-    if get(&params, "txnType") == Some("04") {
+    let order_id = get(params, "orderId").ok_or_else(|| NotifyError::Malformed("no orderId".into()))?.to_owned();
+    if get(params, "txnType") == Some("04") {
         // A refund's result: its orderId is our refund number.
-        let state = match get(&params, "respCode") {
+        let state = match get(params, "respCode") {
             Some("00" | "A6") => RefundState::Succeeded,
             Some("03" | "04" | "05") => RefundState::Processing,
             other => RefundState::Failed(format!("respCode {}", other.unwrap_or("?"))),
         };
         return Ok(Notification {
-            event_id: get(&params, "queryId").map(str::to_owned).unwrap_or_else(|| format!("{order_id}-refund")),
-            out_trade_no: get(&params, "origQryId").unwrap_or_default().to_owned(),
+            event_id: get(params, "queryId").map(str::to_owned).unwrap_or_else(|| format!("{order_id}-refund")),
+            out_trade_no: get(params, "origQryId").unwrap_or_default().to_owned(),
             state: TradeState::Unpaid,
             refund: Some(crate::RefundNotice { out_refund_no: order_id, state }),
         });
     }
-    let event_id = get(&params, "queryId").map(str::to_owned).unwrap_or_else(|| format!("{order_id}-{}", get(&params, "txnTime").unwrap_or("")));
-    let state = match get(&params, "respCode") {
+    let event_id = get(params, "queryId").map(str::to_owned).unwrap_or_else(|| format!("{order_id}-{}", get(params, "txnTime").unwrap_or("")));
+    let state = match get(params, "respCode") {
         Some("00" | "A6") => TradeState::Paid {
-            amount: get(&params, "txnAmt").and_then(|a| a.parse().ok()).ok_or_else(|| NotifyError::Malformed("bad txnAmt".into()))?,
-            channel_trade_no: get(&params, "queryId").map(str::to_owned),
-            paid_at: Timestamp(get(&params, "txnTime").and_then(protocol::parse_txn_time).unwrap_or(0)),
+            amount: get(params, "txnAmt").and_then(|a| a.parse().ok()).ok_or_else(|| NotifyError::Malformed("bad txnAmt".into()))?,
+            channel_trade_no: get(params, "queryId").map(str::to_owned),
+            paid_at: Timestamp(get(params, "txnTime").and_then(protocol::parse_txn_time).unwrap_or(0)),
         },
         _ => TradeState::Unpaid,
     };

@@ -314,3 +314,25 @@ async fn wechat_rotated_certificate_is_learnt_from_a_notification(b: Backend) {
     assert_eq!(app.wait_order(&id, Duration::from_secs(20), |o| o["status"] == "paid").await["status"], "paid");
     assert_invariants(app.violations().await);
 }
+
+/// The simulator checks request timestamps against the channels' clock, as the gateways do: a
+/// merchant whose clock is 20 minutes off is refused by WeChat (signature window) and Alipay
+/// (`isv.invalid-timestamp`) — and so connectors must read the injected clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_judges_timestamps_by_its_own_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = payonce_sim::start(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), dir.path()).await.unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let skewed: Arc<dyn payonce_core::Clock> = Arc::new(ManualClock::at(now - 20 * 60_000));
+    let fine: Arc<dyn payonce_core::Clock> = Arc::new(payonce_core::SystemClock);
+    let cfg = payonce_channels::ChannelsConfig::load(&sim.channels_file).unwrap();
+    let order = payonce_channels::ChannelOrderRef::new("0190f1e2d3c4b5a69788796a5b4c3d2e");
+    for name in [payonce_core::ChannelName::Wechatpay, payonce_core::ChannelName::Alipay] {
+        let late = cfg.build(Duration::from_secs(5), skewed.clone()).unwrap();
+        let r = late.get(name).unwrap().query(&order).await;
+        assert!(r.is_err(), "{name}: a request 20 minutes old must not be served: {r:?}");
+        let ok = cfg.build(Duration::from_secs(5), fine.clone()).unwrap();
+        let r = ok.get(name).unwrap().query(&order).await;
+        assert!(matches!(r, Ok(payonce_channels::TradeState::Absent)), "{name} with the right clock: {r:?}");
+    }
+}
