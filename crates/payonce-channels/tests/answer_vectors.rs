@@ -108,3 +108,17 @@ fn wechat_certificate_download_decrypts_with_the_apiv3_key() {
     // Another APIv3 key does not open it.
     assert!(decrypt_certificate_item(b"00000000000000000000000000000000", &item).is_err());
 }
+
+#[test]
+fn alipay_return_url_signature_verifies_and_tampering_does_not() {
+    // The browser's return after a page payment, as Alipay signed it (navigation, never proof of
+    // payment — but its signature is Alipay's, over everything but `sign` and `sign_type`).
+    let url = std::fs::read_to_string(vectors().join("alipay-answers/return_url_page_pay_20231221.txt")).unwrap();
+    let query = url.trim().split_once('?').unwrap().1;
+    let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    let key = alipay_key();
+    assert!(alipay::protocol::verify_notification(&key, &params));
+    let mut tampered = params.clone();
+    tampered.iter_mut().find(|(k, _)| k == "total_amount").unwrap().1 = "100.00".into();
+    assert!(!alipay::protocol::verify_notification(&key, &tampered));
+}
