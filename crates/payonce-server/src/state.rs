@@ -32,6 +32,9 @@ pub struct ServerConfig {
     pub webhook_schedule: Vec<Duration>,
     /// Bound on one webhook POST.
     pub webhook_timeout: Duration,
+    /// Let webhooks reach loopback / private / link-local addresses (local setups, tests).
+    /// Off in production: payonce must not be a proxy into its own network.
+    pub allow_private_webhooks: bool,
     /// Active-query schedules (seconds after prepay) that replace a channel's default.
     pub query_schedules: std::collections::BTreeMap<payonce_core::ChannelName, Vec<u64>>,
 }
@@ -67,6 +70,7 @@ impl Default for ServerConfig {
                 .map(Duration::from_secs)
                 .collect(),
             webhook_timeout: Duration::from_secs(10),
+            allow_private_webhooks: false,
         }
     }
 }

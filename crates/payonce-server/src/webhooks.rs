@@ -24,23 +24,121 @@ pub fn sign(secret: &str, msg_id: &str, timestamp: i64, body: &str) -> Option<St
     Some(format!("v1,{}", STANDARD.encode(tag.as_ref())))
 }
 
-/// The host of an http(s) URL, lower-cased.
-pub fn host_of(url: &str) -> Option<String> {
-    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let host = authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority);
-    let host = if host.starts_with('[') { host.split(']').next()?.trim_start_matches('[') } else { host.split(':').next()? };
-    Some(host.to_ascii_lowercase())
+/// Where an http(s) URL sends a request — scheme, host, port (the scheme's default when none
+/// is written) — as the HTTP client itself will parse it (WHATWG, via the `url` crate), so the
+/// allow-list and the request can never disagree. URLs with credentials (`user@host`) are
+/// refused outright: they are how a hand-written parser gets fooled.
+pub fn origin_of(url: &str) -> Option<(String, String, u16)> {
+    let u = reqwest::Url::parse(url).ok()?;
+    if !matches!(u.scheme(), "http" | "https") || !u.username().is_empty() || u.password().is_some() {
+        return None;
+    }
+    let host = match u.host()? {
+        url::Host::Domain(d) => d.to_ascii_lowercase(),
+        url::Host::Ipv4(ip) => ip.to_string(),
+        url::Host::Ipv6(ip) => ip.to_string(),
+    };
+    Some((u.scheme().to_owned(), host, u.port_or_known_default()?))
 }
 
-/// Whether an order's `notify_url` may be used: its host must be the webhook URL's host or one
-/// the app allowed explicitly. Anything else (an internal address, a metadata endpoint) is
-/// refused — payonce must not become a proxy into its own network.
+/// The host of an http(s) URL, lower-cased (as `origin_of` parses it).
+pub fn host_of(url: &str) -> Option<String> {
+    origin_of(url).map(|(_, h, _)| h)
+}
+
+/// Whether an order's `notify_url` may be used: its scheme, host AND port must be the webhook
+/// URL's, or an entry of the app's allowed hosts (`host[:port]`; without a port only the
+/// scheme's default port). Anything else (an internal address, a metadata endpoint, another
+/// port on an allowed host) is refused — payonce must not become a proxy into its own network.
 pub fn notify_url_allowed(app: &App, url: &str) -> bool {
-    let Some(host) = host_of(url) else { return false };
-    let webhook_host = app.webhook_url.as_deref().and_then(host_of);
-    webhook_host.as_deref() == Some(host.as_str())
-        || app.allowed_hosts.as_deref().is_some_and(|list| list.split(',').any(|h| h.trim().eq_ignore_ascii_case(&host)))
+    let Some((scheme, host, port)) = origin_of(url) else { return false };
+    if app.webhook_url.as_deref().and_then(origin_of).is_some_and(|w| w == (scheme.clone(), host.clone(), port)) {
+        return true;
+    }
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    app.allowed_hosts.as_deref().is_some_and(|list| {
+        list.split(',').map(str::trim).filter(|e| !e.is_empty()).any(|entry| {
+            // An entry is `host` or `host:port` (IPv6 in brackets), parsed by the same parser.
+            let Some((_, h, p)) = origin_of(&format!("{scheme}://{entry}/")) else { return false };
+            let explicit_port = reqwest::Url::parse(&format!("{scheme}://{entry}/")).ok().and_then(|u| u.port());
+            h == host && match explicit_port {
+                Some(_) => p == port,
+                None => port == default_port,
+            }
+        })
+    })
+}
+
+/// Whether an address is one a webhook must never reach: loopback, private (RFC 1918, ULA),
+/// link-local (cloud metadata lives at 169.254.169.254), CGNAT, multicast, unspecified,
+/// broadcast, documentation and benchmarking ranges, and IPv4 addresses mapped into IPv6.
+pub fn is_internal(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_multicast()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (64..128).contains(&o[1])) // CGNAT 100.64/10
+                || (o[0] == 198 && (o[1] == 18 || o[1] == 19)) // benchmarking 198.18/15
+                || o[0] >= 240
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_internal(IpAddr::V4(v4));
+            }
+            let seg = v6.segments();
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (seg[0] & 0xfe00) == 0xfc00 // unique local
+                || (seg[0] & 0xffc0) == 0xfe80 // link-local
+                || seg[0] == 0x2001 && seg[1] == 0x0db8 // documentation
+                || seg[0] == 0x0064 && seg[1] == 0xff9b // NAT64 (embeds IPv4)
+        }
+    }
+}
+
+/// A DNS resolver for webhook delivery that refuses internal addresses AT CONNECT TIME: the
+/// address checked is the address connected to, so a name that resolves to a public address
+/// for the allow-list and to 127.0.0.1 a moment later (DNS rebinding) gets nowhere.
+pub struct PublicOnlyResolver;
+
+impl reqwest::dns::Resolve for PublicOnlyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<std::net::SocketAddr> = addrs.into_iter().filter(|a| !is_internal(a.ip())).collect();
+            if public.is_empty() {
+                return Err(format!("{host} resolves only to internal addresses; webhooks never go there").into());
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The webhook client: never follows redirects (a 3xx is a failed attempt, its status shown),
+/// and, unless the operator allowed private webhooks, never connects to an internal address.
+pub fn webhook_client(timeout: Duration, allow_private: bool) -> reqwest::Client {
+    let b = reqwest::Client::builder().timeout(timeout).redirect(reqwest::redirect::Policy::none());
+    let b = if allow_private { b } else { b.dns_resolver(std::sync::Arc::new(PublicOnlyResolver)) };
+    b.build().expect("webhook http client")
+}
+
+/// A literal IP in the URL bypasses DNS: it is checked here before any connection.
+fn literal_internal(url: &str) -> bool {
+    reqwest::Url::parse(url).ok().and_then(|u| match u.host()? {
+        url::Host::Ipv4(ip) => Some(is_internal(ip.into())),
+        url::Host::Ipv6(ip) => Some(is_internal(ip.into())),
+        url::Host::Domain(_) => None,
+    }) == Some(true)
 }
 
 fn count(outcome: &'static str) {
@@ -83,6 +181,11 @@ pub async fn deliver(state: &AppState, http: &reqwest::Client, owner: &str, ev: 
             Err(e) => tracing::error!(error = %e, app_id = %app.id, "webhook secret does not decrypt with this master key"),
         }
     }
+    if !state.config.allow_private_webhooks && literal_internal(&dest) {
+        let a = DeliveryAttempt { event_id: ev.id.clone(), destination: dest, status_code: None, error: Some("internal address refused (see --allow-private-webhooks)".into()), duration_ms: 0, attempted_at: now };
+        let _ = state.store.record_delivery(owner, &a, &DeliveryOutcome::Failed).await;
+        return count("refused");
+    }
     let ts = now.0 / 1000;
     let signature = secrets.iter().filter_map(|s| sign(s, &ev.id, ts, &ev.payload)).collect::<Vec<_>>().join(" ");
     let started = Instant::now();
@@ -98,8 +201,9 @@ pub async fn deliver(state: &AppState, http: &reqwest::Client, owner: &str, ev: 
         .await;
     let duration_ms = started.elapsed().as_millis() as i64;
     let (status_code, error) = match &sent {
+        Ok(r) if r.status().is_redirection() => (Some(r.status().as_u16() as i64), Some(format!("HTTP {}: redirects are not followed", r.status().as_u16()))),
         Ok(r) => (Some(r.status().as_u16() as i64), (!r.status().is_success()).then(|| format!("HTTP {}", r.status().as_u16()))),
-        Err(e) => (None, Some(if e.is_timeout() { "timeout".to_owned() } else { "connection failed".to_owned() })),
+        Err(e) => (None, Some(if e.is_timeout() { "timeout".to_owned() } else { "connection failed (or an internal address refused)".to_owned() })),
     };
     let outcome = match status_code {
         Some(c) if (200..300).contains(&c) => {
@@ -180,15 +284,43 @@ mod tests {
             webhook_secret_enc: String::new(),
             webhook_secret_prev_enc: None,
             webhook_disabled: false,
-            allowed_hosts: Some("orders.example, other.example".into()),
+            allowed_hosts: Some("orders.example, other.example:8443".into()),
             sink: None,
             created_at: payonce_core::Timestamp(0),
         };
-        assert!(notify_url_allowed(&app, "https://shop.example:8443/x"));
+        // The webhook URL's own origin: scheme, host and port.
+        assert!(notify_url_allowed(&app, "https://shop.example/x"));
+        assert!(notify_url_allowed(&app, "https://SHOP.example:443/x"));
+        assert!(!notify_url_allowed(&app, "https://shop.example:8443/x"), "another port");
+        assert!(!notify_url_allowed(&app, "http://shop.example/x"), "another scheme");
+        // Allowed hosts: without a port only the default one; with a port, that port.
         assert!(notify_url_allowed(&app, "http://ORDERS.example/cb"));
+        assert!(!notify_url_allowed(&app, "http://orders.example:6379/cb"));
+        assert!(notify_url_allowed(&app, "https://other.example:8443/cb"));
+        assert!(!notify_url_allowed(&app, "https://other.example/cb"));
         assert!(!notify_url_allowed(&app, "http://169.254.169.254/latest/meta-data"));
         assert!(!notify_url_allowed(&app, "http://shop.example@10.0.0.1/"));
         assert!(!notify_url_allowed(&app, "ftp://shop.example/"));
+        // The parser confusion that let requests go to 127.0.0.1: the WHATWG parser (the one the
+        // HTTP client uses) reads `\` as `/`, so the host is 127.0.0.1, not orders.example.
+        assert!(!notify_url_allowed(&app, "http://127.0.0.1:19002\\@orders.example/x"));
+        assert_eq!(host_of("http://127.0.0.1:19002\\@orders.example/x").as_deref(), Some("127.0.0.1"), "where the client really goes");
+        assert_eq!(host_of("http://user@orders.example/x"), None, "credentials refused outright");
         assert_eq!(host_of("http://[::1]:80/x").as_deref(), Some("::1"));
+    }
+}
+
+#[cfg(test)]
+mod address_tests {
+    use super::is_internal;
+
+    #[test]
+    fn internal_addresses_are_recognised() {
+        for a in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0", "224.0.0.1", "::1", "fd00::1", "fe80::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254", "64:ff9b::a00:1"] {
+            assert!(is_internal(a.parse().unwrap()), "{a}");
+        }
+        for a in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {
+            assert!(!is_internal(a.parse().unwrap()), "{a}");
+        }
     }
 }

@@ -35,7 +35,7 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     let mut purge = tokio::time::interval(state.config.scaled(Duration::from_secs(3600)));
     // The abnormal gauge reads the whole queue: every 15 s is plenty, not every round.
     let mut gauge = tokio::time::interval(state.config.scaled(Duration::from_secs(15)).max(Duration::from_millis(10)));
-    let webhook_http = reqwest::Client::builder().timeout(state.config.webhook_timeout).build().expect("http client");
+    let webhook_http = crate::webhooks::webhook_client(state.config.webhook_timeout, state.config.allow_private_webhooks);
     loop {
         tokio::select! {
             _ = stop.changed() => return,

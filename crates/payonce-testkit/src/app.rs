@@ -31,6 +31,7 @@ pub struct AppOptions {
     /// WeChat Pay in certificate mode (platform certificates, downloaded on rotation) instead of
     /// the platform public key.
     pub wechat_certificate_mode: bool,
+    pub allow_private_webhooks: bool,
 }
 
 impl Default for AppOptions {
@@ -45,6 +46,7 @@ impl Default for AppOptions {
             late_payment: Default::default(),
             clock: None,
             wechat_certificate_mode: false,
+            allow_private_webhooks: true,
         }
     }
 }
@@ -123,6 +125,8 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
         time_scale: opts.time_scale,
         admin_token: Some("test-admin-token".into()),
         late_payment: opts.late_payment,
+        // Test receivers listen on 127.0.0.1; one test turns this off to see the refusal.
+        allow_private_webhooks: opts.allow_private_webhooks,
         webhook_schedule: opts.webhook_schedule.clone().unwrap_or_else(|| ServerConfig::default().webhook_schedule),
         ..ServerConfig::default()
     };

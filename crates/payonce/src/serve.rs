@@ -59,6 +59,11 @@ pub struct ServeArgs {
     nats_stream: String,
     #[arg(long, env = "PAYONCE_NATS_SUBJECT_PREFIX", default_value = "payonce.events")]
     nats_subject_prefix: String,
+    /// Let webhooks reach loopback, private, link-local and other internal addresses (a local
+    /// setup whose receiver runs on this machine). Off by default: in production payonce refuses
+    /// them at connect time, DNS rebinding included.
+    #[arg(long, env = "PAYONCE_ALLOW_PRIVATE_WEBHOOKS")]
+    allow_private_webhooks: bool,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "PAYONCE_BODY_LIMIT", default_value_t = 64 * 1024)]
     body_limit: usize,
@@ -92,6 +97,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         late_payment: if args.late_payment == "accept" { LatePaymentPolicy::Accept } else { LatePaymentPolicy::Refund },
         admin_token: args.admin_token,
         query_schedules: args.query_schedule.unwrap_or_default(),
+        allow_private_webhooks: args.allow_private_webhooks,
         ..ServerConfig::default()
     };
     let key = master_key(&args.master_key_file)?;

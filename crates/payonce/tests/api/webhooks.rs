@@ -17,6 +17,9 @@ store_tests!(
     receiver_failing_forever_fails_then_resend_delivers,
     gone_410_disables_the_endpoint,
     notify_url_must_be_an_allowed_host,
+    notify_url_is_judged_by_the_clients_own_parser_with_its_port,
+    webhooks_never_follow_redirects,
+    internal_addresses_are_refused_unless_allowed,
     sync_true_pays_in_one_call_and_announces_once,
 );
 
@@ -201,6 +204,92 @@ async fn notify_url_must_be_an_allowed_host(b: Backend) {
         assert_eq!(r.json::<Value>().await.unwrap()["errors"][0]["field"], "notify_url");
     }
     assert_eq!(app.counts().await, before);
+}
+
+async fn notify_url_is_judged_by_the_clients_own_parser_with_its_port(b: Backend) {
+    let Some((app, _r)) = with_receiver(b, 0, 204).await else { return };
+    let allowed = app.store.app(&payonce_core::AppId::from_trusted(app.app_id.clone())).await.unwrap().unwrap().webhook_url.unwrap();
+    let authority = allowed.trim_start_matches("http://").split('/').next().unwrap().to_owned();
+    let before = app.counts().await;
+    for url in [
+        // The WHATWG parser (the HTTP client's) reads `\` as `/`: this goes to 127.0.0.1:19002.
+        format!("http://127.0.0.1:19002\\@{authority}/x"),
+        // Another port on the allowed host.
+        format!("http://127.0.0.1:19002/x"),
+        // Credentials in the URL.
+        format!("http://user:pw@{authority}/x"),
+        // Another scheme.
+        format!("https://{authority}/x"),
+    ] {
+        let r = app.post("/v1/orders", json!({"merchant_order_no": "SSRF2", "amount": 1, "currency": "CNY", "subject": "s", "notify_url": url})).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{url}");
+    }
+    assert_eq!(app.counts().await, before, "nothing stored");
+    // The webhook URL's own scheme, host and port stay allowed.
+    let r = app.post("/v1/orders", json!({"merchant_order_no": "OK", "amount": 1, "currency": "CNY", "subject": "s", "notify_url": format!("http://{authority}/orders-cb")})).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+}
+
+/// A receiver that redirects to an "internal" endpoint, which counts what reaches it.
+async fn redirecting_receiver() -> (String, Arc<Mutex<u32>>) {
+    let hits = Arc::new(Mutex::new(0u32));
+    let h = hits.clone();
+    let router = axum::Router::new()
+        .route("/hooks", axum::routing::post(|| async { (AxStatus::TEMPORARY_REDIRECT, [("location", "/internal")]) }))
+        .route(
+            "/internal",
+            axum::routing::post(move || {
+                let h = h.clone();
+                async move {
+                    *h.lock().unwrap() += 1;
+                    AxStatus::NO_CONTENT
+                }
+            }),
+        );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, router).await.unwrap() });
+    (url, hits)
+}
+
+async fn attempts_of_first_event(app: &TestApp, id: &str, n: usize) -> Vec<payonce_store::DeliveryAttempt> {
+    let events = app.store.events_of(&payonce_core::OrderId::from_trusted(id.to_owned())).await.unwrap();
+    let ev = events.iter().find(|e| e.event_type == "payment.succeeded").unwrap().id.clone();
+    let end = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let a = app.store.delivery_attempts(&ev).await.unwrap();
+        if a.len() >= n || tokio::time::Instant::now() >= end {
+            return a;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+async fn webhooks_never_follow_redirects(b: Backend) {
+    let (url, hits) = redirecting_receiver().await;
+    let opts = AppOptions { webhook_url: Some(url), webhook_schedule: Some(vec![Duration::from_secs(1); 4]), ..Default::default() };
+    let Some(app) = spawn_app_with(b, opts).await else { return };
+    let id = paid(&app, "REDIR-1").await;
+    let attempts = attempts_of_first_event(&app, &id, 2).await;
+    assert!(attempts.len() >= 2, "retried");
+    for a in &attempts {
+        assert_eq!(a.status_code, Some(307), "a 3xx is a failed attempt with its status shown");
+        assert!(a.error.as_deref().unwrap_or_default().contains("redirect"), "{:?}", a.error);
+    }
+    assert_eq!(*hits.lock().unwrap(), 0, "the redirect target never received the signed event");
+    let ev = &app.store.events_of(&payonce_core::OrderId::from_trusted(id.clone())).await.unwrap()[0];
+    assert_ne!(ev.delivery_status, "delivered");
+}
+
+async fn internal_addresses_are_refused_unless_allowed(b: Backend) {
+    let (url, r) = receiver(0, 204).await;
+    let opts = AppOptions { webhook_url: Some(url), allow_private_webhooks: false, webhook_schedule: Some(vec![Duration::from_secs(1); 4]), ..Default::default() };
+    let Some(app) = spawn_app_with(b, opts).await else { return };
+    let id = paid(&app, "PRIV-1").await;
+    let attempts = attempts_of_first_event(&app, &id, 1).await;
+    assert!(!attempts.is_empty());
+    assert!(attempts[0].error.as_deref().unwrap_or_default().contains("internal address"), "{:?}", attempts[0].error);
+    assert!(r.lock().unwrap().got.is_empty(), "nothing reached 127.0.0.1");
 }
 
 async fn sync_true_pays_in_one_call_and_announces_once(b: Backend) {
