@@ -137,7 +137,7 @@ fn ali_query(r: Result<Value, ChannelError>, payable_passed: bool) -> String {
 }
 
 fn ali_notify(status: &str, extra: &[(&str, &str)]) -> String {
-    let mut p: Vec<(String, String)> = [("app_id", "2021"), ("notify_id", "n1"), ("out_trade_no", NO), ("trade_no", "2026"), ("trade_status", status), ("total_amount", "1.00"), ("gmt_payment", "2026-11-25 10:00:00")]
+    let mut p: Vec<(String, String)> = [("app_id", "2021"), ("notify_type", "trade_status_sync"), ("notify_id", "n1"), ("out_trade_no", NO), ("trade_no", "2026"), ("trade_status", status), ("total_amount", "1.00"), ("gmt_payment", "2026-11-25 10:00:00")]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();

@@ -74,6 +74,7 @@ impl SimOrder {
             "out_trade_no": self.out_trade_no,
             "state": self.state_name(),
             "amount": self.amount,
+            "subject": self.subject,
             "charges": self.charges,
             "refunded": self.refunded,
         })

@@ -90,6 +90,8 @@ pub trait Store: Send + Sync + 'static {
     async fn attempts_of(&self, order: &OrderId) -> Result<Vec<Attempt>>;
     async fn attempt(&self, id: &AttemptId) -> Result<Option<Attempt>>;
     async fn attempt_by_out_trade_no(&self, channel: ChannelName, out_trade_no: &str) -> Result<Option<Attempt>>;
+    /// Attempts whose payment the channel numbered `trade_no` (one, unless something is wrong).
+    async fn attempts_with_channel_trade_no(&self, channel: ChannelName, trade_no: &str) -> Result<Vec<Attempt>>;
     async fn events_of(&self, order: &OrderId) -> Result<Vec<EventRow>>;
 
     // --- the prepay path ---

@@ -9,6 +9,7 @@ pub const SQLITE: &[(i64, &str)] = &[
     (4, include_str!("../migrations/sqlite/0004_webhooks.sql")),
     (5, include_str!("../migrations/sqlite/0005_sinks.sql")),
     (6, include_str!("../migrations/sqlite/0006_credential_life.sql")),
+    (7, include_str!("../migrations/sqlite/0007_trade_no_index.sql")),
 ];
 /// (version, SQL) for PostgreSQL.
 pub const POSTGRES: &[(i64, &str)] = &[
@@ -18,6 +19,7 @@ pub const POSTGRES: &[(i64, &str)] = &[
     (4, include_str!("../migrations/postgres/0004_webhooks.sql")),
     (5, include_str!("../migrations/postgres/0005_sinks.sql")),
     (6, include_str!("../migrations/postgres/0006_credential_life.sql")),
+    (7, include_str!("../migrations/postgres/0007_trade_no_index.sql")),
 ];
 
 /// Splits a migration file into statements. Our migrations contain no semicolons inside

@@ -844,6 +844,15 @@ macro_rules! impl_store {
                 row.as_ref().map(Self::attempt_row).transpose()
             }
 
+            async fn attempts_with_channel_trade_no(&self, channel: payonce_core::ChannelName, trade_no: &str) -> $crate::Result<Vec<$crate::Attempt>> {
+                let rows = sqlx::query(concat!("SELECT ", $crate::sql::attempt_cols!(), " FROM attempts WHERE channel = $1 AND channel_trade_no = $2"))
+                    .bind(channel.as_str())
+                    .bind(trade_no)
+                    .fetch_all(self.reader())
+                    .await?;
+                rows.iter().map(Self::attempt_row).collect()
+            }
+
             async fn events_of(&self, order: &payonce_core::OrderId) -> $crate::Result<Vec<$crate::EventRow>> {
                 let rows = sqlx::query(concat!("SELECT ", $crate::sql::event_cols!(), " FROM events WHERE order_id = $1 ORDER BY id"))
                     .bind(order.as_str())

@@ -135,10 +135,39 @@ pub fn precreate_outcome(answer: Result<Value, ChannelError>) -> Result<String, 
 }
 
 /// What a verified `trade_status_sync` notification says (ALI-N-*): for our app only.
+///
+/// "The signature verifies" is kept apart from "accepted for this merchant": Alipay's signed
+/// string joins values with `&` and no escaping, so a genuine signature can be re-cut into
+/// another field set (a `subject` holding `&out_trade_no=…`). Every known field must therefore
+/// have its documented form: no field twice, `notify_type` exactly `trade_status_sync`,
+/// `out_trade_no` of payonce's form (32 lower-case hex), `app_id` ours, amounts decimal, a
+/// documented `trade_status`. Unknown extra fields are allowed.
 pub fn read_notification(params: &[(String, String)], app_id: &str) -> Result<Notification, NotifyError> {
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let bad = |m: String| Err(NotifyError::Malformed(m));
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some((k, _)) = params.iter().find(|(k, _)| !seen.insert(k.as_str())) {
+        return bad(format!("field {k} given twice"));
+    }
     if get("app_id") != Some(app_id) {
-        return Err(NotifyError::Malformed("notification for another app".into()));
+        return bad("notification for another app".into());
+    }
+    if get("notify_type") != Some("trade_status_sync") {
+        return bad("notify_type is not trade_status_sync".into());
+    }
+    let no = get("out_trade_no").unwrap_or_default();
+    if no.len() != 32 || !no.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return bad("out_trade_no is not of payonce's form".into());
+    }
+    for k in ["total_amount", "receipt_amount", "buyer_pay_amount", "invoice_amount", "point_amount", "refund_fee", "send_back_fee"] {
+        if let Some(v) = get(k)
+            && yuan_to_fen(v).is_none()
+        {
+            return bad(format!("{k} is not a decimal amount"));
+        }
+    }
+    if !matches!(get("trade_status"), Some("TRADE_SUCCESS" | "TRADE_FINISHED" | "TRADE_CLOSED" | "WAIT_BUYER_PAY")) {
+        return bad("undocumented trade_status".into());
     }
     let event_id = get("notify_id").ok_or_else(|| NotifyError::Malformed("no notify_id".into()))?.to_owned();
     let out_trade_no = get("out_trade_no").ok_or_else(|| NotifyError::Malformed("no out_trade_no".into()))?.to_owned();

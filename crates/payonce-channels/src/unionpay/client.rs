@@ -158,8 +158,27 @@ pub fn consume_state(answer: &[(String, String)]) -> Result<TradeState, ChannelE
 
 /// What a verified `backUrl` notification says (UP-N-*): a consume's result, or (txnType 04) a
 /// refund's, whose orderId is our refund number.
+///
+/// UnionPay's signed string also joins raw values with `&`, so a verified signature is kept
+/// apart from "accepted": no field twice, `txnType` a consume or a refund, `orderId` of the form
+/// payonce sends (8–40 letters and digits), `txnAmt` a whole number of fen. payonce sends no
+/// free text that comes back (no `orderDesc`, no `reqReserved`), so nothing of ours can carry a
+/// separator into a notification.
 pub fn read_notification(params: &[(String, String)]) -> Result<Notification, NotifyError> {
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some((k, _)) = params.iter().find(|(k, _)| !seen.insert(k.as_str())) {
+        return Err(NotifyError::Malformed(format!("field {k} given twice")));
+    }
+    if !matches!(get(params, "txnType"), Some("01" | "04")) {
+        return Err(NotifyError::Malformed("txnType is neither a consume nor a refund".into()));
+    }
+    if get(params, "txnAmt").is_some_and(|a| a.is_empty() || a.len() > 12 || !a.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(NotifyError::Malformed("txnAmt is not a whole number of fen".into()));
+    }
     let order_id = get(params, "orderId").ok_or_else(|| NotifyError::Malformed("no orderId".into()))?.to_owned();
+    if !(8..=40).contains(&order_id.len()) || !order_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(NotifyError::Malformed("orderId is not of payonce's form".into()));
+    }
     if get(params, "txnType") == Some("04") {
         // A refund's result: its orderId is our refund number.
         let state = match get(params, "respCode") {

@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use payonce_channels::{NotifyError, NotifyReply};
+use payonce_channels::{NotifyError, NotifyReply, TradeState};
 use payonce_core::ChannelName;
 use payonce_store::{OutcomeApplied, OutcomeEffect, OutcomeSource, RefundNoticeApplied};
 
@@ -70,6 +70,25 @@ pub async fn receive(State(state): State<AppState>, Path(channel): Path<String>,
             }
         };
     }
+    // A genuine signature is not yet agreement: a payment number already recorded for another
+    // channel order means the message was re-cut or replayed against the wrong order. Confirm
+    // by asking the channel about THIS order instead of believing it.
+    if let TradeState::Paid { channel_trade_no: Some(trade_no), .. } = &n.state {
+        match state.store.attempts_with_channel_trade_no(name, trade_no).await {
+            Ok(owners) if owners.iter().any(|a| a.out_trade_no != n.out_trade_no) => {
+                count(name, "trade_no_mismatch");
+                tracing::warn!(out_trade_no = %n.out_trade_no, "notification names a payment number of another channel order: confirming by query");
+                return confirm_by_query(&state, name, &n.out_trade_no, &*ch).await;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "could not check the payment number");
+                let mut r = ch.notify_nack("temporary failure");
+                r.status = 500;
+                return reply(r);
+            }
+        }
+    }
     let applied = payments::apply(&state, name, &n.out_trade_no, n.state, OutcomeSource::Notification { event_id: n.event_id }, None).await;
     match applied {
         Ok(OutcomeApplied::Replay) => {
@@ -81,9 +100,10 @@ pub async fn receive(State(state): State<AppState>, Path(channel): Path<String>,
             reply(ch.notify_nack("unknown out_trade_no"))
         }
         Ok(OutcomeApplied::AmountMismatch { .. }) => {
-            // Recorded in the abnormal queue for a person; acknowledged so the channel stops.
+            // Recorded in the abnormal queue for a person; the order is not made paid on this
+            // message's word — the channel is asked about the order itself.
             count(name, "amount_mismatch");
-            reply(ch.notify_ack())
+            confirm_by_query(&state, name, &n.out_trade_no, &*ch).await
         }
         Ok(OutcomeApplied::Applied { effect, .. }) => {
             count(
@@ -102,6 +122,25 @@ pub async fn receive(State(state): State<AppState>, Path(channel): Path<String>,
             count(name, "error");
             tracing::error!(error = %e, "could not apply notification");
             let mut r = ch.notify_nack("temporary failure");
+            r.status = 500;
+            reply(r)
+        }
+    }
+}
+
+/// A notification that verified but disagrees with what payonce knows: ask the channel about
+/// the order named and apply ITS answer (through the same door as every fact). The sender gets
+/// the success answer once the channel's own answer is durably recorded (whatever it says: an
+/// unpaid order stays unpaid, a real mismatch sits in the abnormal queue); if the channel cannot
+/// be asked now, the failure answer, so a genuine channel sends it again.
+async fn confirm_by_query(state: &AppState, name: ChannelName, out_trade_no: &str, ch: &dyn payonce_channels::Channel) -> Response {
+    let Ok(Some(attempt)) = state.store.attempt_by_out_trade_no(name, out_trade_no).await else {
+        return reply(ch.notify_nack("unknown out_trade_no"));
+    };
+    match payments::sync_attempt(state, &attempt).await {
+        Ok(_) => reply(ch.notify_ack()),
+        Err(_) => {
+            let mut r = ch.notify_nack("could not confirm with the channel");
             r.status = 500;
             reply(r)
         }
