@@ -84,6 +84,12 @@ impl ApiError {
         e
     }
 
+    pub fn rate_limited(wait: std::time::Duration) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Rate limited", "over this app's request rate; retry after the indicated time");
+        e.retry_after = Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).map(|s| s.max(1));
+        e
+    }
+
     pub fn payload_too_large(limit: usize) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large", format!("the body exceeds {limit} bytes"))
     }

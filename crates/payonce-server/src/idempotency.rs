@@ -32,10 +32,14 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
         _ => return ApiError::field("Idempotency-Key", "must be 1 to 255 visible ASCII characters").into_response(),
     };
     let (mut parts, body) = req.into_parts();
-    // Keys are scoped per app, so authentication comes first.
-    let app = match authenticate(&state, &parts.headers).await {
-        Ok(a) => a,
-        Err(e) => return e.into_response(),
+    // Keys are scoped per app, so authentication comes first (done already by the rate
+    // limiter, when one runs).
+    let app = match parts.extensions.get::<Authed>() {
+        Some(a) => a.0.clone(),
+        None => match authenticate(&state, &parts.headers).await {
+            Ok(a) => a,
+            Err(e) => return e.into_response(),
+        },
     };
     parts.extensions.insert(Authed(app.clone()));
     let limit = state.config.body_limit;

@@ -10,6 +10,7 @@ pub mod http;
 pub mod idempotency;
 pub mod locks;
 pub mod payments;
+pub mod ratelimit;
 pub mod sinks;
 pub mod state;
 pub mod webhooks;
@@ -26,7 +27,8 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<O
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let workers = tokio::spawn(workers::run(state.clone(), stop_rx));
     let app = http::router(state);
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    // The peer's address reaches handlers (rate limits on failing notifications).
+    let served = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).with_graceful_shutdown(shutdown).await;
     let _ = stop_tx.send(true);
     let _ = workers.await;
     served

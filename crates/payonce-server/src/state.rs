@@ -35,6 +35,10 @@ pub struct ServerConfig {
     /// Let webhooks reach loopback / private / link-local addresses (local setups, tests).
     /// Off in production: payonce must not be a proxy into its own network.
     pub allow_private_webhooks: bool,
+    /// Per-app limit on the business API (`None`: unlimited). Per instance.
+    pub rate_limit: Option<crate::ratelimit::RateSpec>,
+    /// Peers whose `X-Forwarded-For` is believed (load balancers, reverse proxies).
+    pub trusted_proxies: Vec<crate::ratelimit::Cidr>,
     /// Active-query schedules (seconds after prepay) that replace a channel's default.
     pub query_schedules: std::collections::BTreeMap<payonce_core::ChannelName, Vec<u64>>,
 }
@@ -71,6 +75,8 @@ impl Default for ServerConfig {
                 .collect(),
             webhook_timeout: Duration::from_secs(10),
             allow_private_webhooks: false,
+            rate_limit: Some(crate::ratelimit::RateSpec { per_second: 1000, burst: 2000 }),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -156,6 +162,8 @@ pub struct AppState {
     pub sinks: Arc<crate::sinks::Sinks>,
     /// Optional Redis accelerator (cross-instance coalescing of duplicate prepays).
     pub redis: Option<Arc<crate::accelerator::Accelerator>>,
+    /// Rate-limit buckets (per app; failing notifications per address).
+    pub limits: Arc<crate::ratelimit::Limits>,
 }
 
 impl AppState {
@@ -166,7 +174,9 @@ impl AppState {
         config: ServerConfig,
         master_key: MasterKey,
     ) -> Self {
+        let limits = Arc::new(crate::ratelimit::Limits::new(config.rate_limit, config.trusted_proxies.clone()));
         AppState {
+            limits,
             store,
             clock,
             channels: Arc::new(channels),

@@ -32,6 +32,8 @@ pub struct AppOptions {
     /// the platform public key.
     pub wechat_certificate_mode: bool,
     pub allow_private_webhooks: bool,
+    /// The per-app API limit (`None`: unlimited).
+    pub rate_limit: Option<payonce_server::ratelimit::RateSpec>,
 }
 
 impl Default for AppOptions {
@@ -47,6 +49,7 @@ impl Default for AppOptions {
             clock: None,
             wechat_certificate_mode: false,
             allow_private_webhooks: true,
+            rate_limit: ServerConfig::default().rate_limit,
         }
     }
 }
@@ -127,6 +130,7 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
         late_payment: opts.late_payment,
         // Test receivers listen on 127.0.0.1; one test turns this off to see the refusal.
         allow_private_webhooks: opts.allow_private_webhooks,
+        rate_limit: opts.rate_limit,
         webhook_schedule: opts.webhook_schedule.clone().unwrap_or_else(|| ServerConfig::default().webhook_schedule),
         ..ServerConfig::default()
     };

@@ -46,7 +46,8 @@ pub fn wechat_paid(sim_dir: &Path, event_id: &str, out_trade_no: &str, total: i6
     let platform = RsaSigner::from_pem(&read(sim_dir, "wechatpay_platform_key.pem")).unwrap();
     let t = json!({
         "appid": "wxd678efh567hg6787", "mchid": "1900000001", "out_trade_no": out_trade_no,
-        "transaction_id": "4200000000000000000000000001", "trade_type": "NATIVE", "trade_state": "SUCCESS",
+        // One payment number per channel order, as WeChat numbers them.
+        "transaction_id": payment_number("42000000", out_trade_no), "trade_type": "NATIVE", "trade_state": "SUCCESS",
         "trade_state_desc": "支付成功", "success_time": "2026-11-23T10:00:00+08:00",
         "amount": {"total": total, "payer_total": payer_total, "currency": "CNY", "payer_currency": "CNY"},
     });
@@ -123,11 +124,12 @@ pub enum AliFault {
 
 /// A `TRADE_SUCCESS` asynchronous notification for `out_trade_no` of `total_amount` yuan.
 pub fn alipay_paid(sim_dir: &Path, notify_id: &str, out_trade_no: &str, total_amount: &str, fault: AliFault) -> Forged {
+    let trade_no = payment_number("2026112322001", out_trade_no);
     let key = RsaSigner::from_pem(&read(sim_dir, "alipay_private_key.pem")).unwrap();
     let app_id = if fault == AliFault::WrongApp { "2021000000009999" } else { "2021000000000001" };
     let mut p: Vec<(String, String)> = [
         ("notify_type", "trade_status_sync"), ("notify_id", notify_id), ("app_id", app_id), ("charset", "utf-8"),
-        ("version", "1.0"), ("trade_no", "2026112322001468450512505578"), ("out_trade_no", out_trade_no),
+        ("version", "1.0"), ("trade_no", &trade_no), ("out_trade_no", out_trade_no),
         ("trade_status", "TRADE_SUCCESS"), ("total_amount", total_amount), ("buyer_pay_amount", total_amount),
         ("gmt_payment", "2026-11-23 10:00:00"), ("notify_time", "2026-11-23 10:00:01"),
     ]
@@ -189,4 +191,12 @@ pub fn unionpay_paid(sim_dir: &Path, order_id: &str, txn_time: &str, txn_amt: i6
         }
     }
     Forged { headers: vec![], content_type: "application/x-www-form-urlencoded", body: payonce_channels::form::encode(&p) }
+}
+
+/// A channel's payment number for one channel order: the same order always gets the same
+/// number, different orders different ones (as the channels number them).
+fn payment_number(prefix: &str, out_trade_no: &str) -> String {
+    let hex = payonce_channels::crypto::sha256_hex(out_trade_no.as_bytes());
+    let n = u64::from_str_radix(&hex[..15], 16).expect("hex digits");
+    format!("{prefix}{:015}", n % 1_000_000_000_000_000)
 }

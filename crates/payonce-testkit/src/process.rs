@@ -26,8 +26,10 @@ impl ServeProcess {
             .args(["--listen", listen, "--database-url", database_url])
             .arg("--channels")
             .arg(channels_file)
-            // Test receivers listen on 127.0.0.1.
+            // Test receivers listen on 127.0.0.1; storms and benchmarks measure the engine, not
+            // the per-app limiter.
             .arg("--allow-private-webhooks")
+            .args(["--rate-limit", "off"])
             .args(extra)
             .env("PAYONCE_MASTER_KEY", master_key_hex)
             .env("PAYONCE_LOG", std::env::var("PAYONCE_LOG").unwrap_or_else(|_| "warn".into()))

@@ -64,6 +64,13 @@ pub struct ServeArgs {
     /// them at connect time, DNS rebinding included.
     #[arg(long, env = "PAYONCE_ALLOW_PRIVATE_WEBHOOKS")]
     allow_private_webhooks: bool,
+    /// Per-app limit on the business API, per instance: `RATE/s[,burst=N]` or `off`. Over it:
+    /// `429 rate_limited` with `Retry-After`.
+    #[arg(long, env = "PAYONCE_RATE_LIMIT", default_value = "1000/s,burst=2000", value_parser = payonce_server::ratelimit::parse_rate_setting)]
+    rate_limit: payonce_server::ratelimit::RateSetting,
+    /// Proxies (addresses or CIDR blocks, comma-separated) whose `X-Forwarded-For` is believed.
+    #[arg(long, env = "PAYONCE_TRUSTED_PROXIES", default_value = "", value_parser = payonce_server::ratelimit::parse_proxy_list)]
+    trusted_proxies: payonce_server::ratelimit::ProxyList,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "PAYONCE_BODY_LIMIT", default_value_t = 64 * 1024)]
     body_limit: usize,
@@ -98,6 +105,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         admin_token: args.admin_token,
         query_schedules: args.query_schedule.unwrap_or_default(),
         allow_private_webhooks: args.allow_private_webhooks,
+        rate_limit: args.rate_limit.0,
+        trusted_proxies: args.trusted_proxies.0,
         ..ServerConfig::default()
     };
     let key = master_key(&args.master_key_file)?;

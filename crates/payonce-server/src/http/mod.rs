@@ -24,7 +24,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/orders/{id}/close", post(orders::close))
         .route("/v1/orders/{id}/refunds", post(refunds::create))
         .route("/v1/refunds/{id}", get(refunds::get))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::idempotency::layer));
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::idempotency::layer))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), rate_limit));
     Router::new()
         .merge(v1)
         .route("/notify/{channel}", post(notify::receive))
@@ -43,6 +44,28 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.config.body_limit))
         .layer(axum::middleware::from_fn(run_to_completion))
         .with_state(state)
+}
+
+/// The per-app token bucket of the business API: authenticate first (the app is the key; a
+/// request without a valid secret is a 401, and costs no app anything), then take a token.
+async fn rate_limit(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if state.config.rate_limit.is_none() {
+        return next.run(req).await;
+    }
+    let app = match crate::auth::authenticate(&state, req.headers()).await {
+        Ok(app) => app,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(wait) = state.limits.check_app(app.id.as_str()) {
+        metrics::counter!("payonce_rate_limited_total", "kind" => "api", "app" => app.id.to_string()).increment(1);
+        return crate::error::ApiError::rate_limited(wait).into_response();
+    }
+    req.extensions_mut().insert(crate::auth::Authed(app));
+    next.run(req).await
 }
 
 /// A client that hangs up must not cut a request off in the middle of a database transaction

@@ -22,7 +22,13 @@ fn count(channel: ChannelName, outcome: &'static str) {
 }
 
 #[tracing::instrument(skip_all, fields(channel = %channel))]
-pub async fn receive(State(state): State<AppState>, Path(channel): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn receive(
+    State(state): State<AppState>,
+    Path(channel): Path<String>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Some(name) = ChannelName::parse(&channel).ok() else {
         return (StatusCode::NOT_FOUND, "unknown channel").into_response();
     };
@@ -42,6 +48,19 @@ pub async fn receive(State(state): State<AppState>, Path(channel): Path<String>,
                 },
             );
             tracing::warn!(error = %e, "notification rejected");
+            // Only failing notifications draw from the sender's budget: a flood of forgeries is
+            // slowed down, genuine notifications never are.
+            let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+            if let Some(ip) = crate::ratelimit::client_ip(peer.map(|p| p.0.0.ip()), forwarded, &state.limits.trusted_proxies)
+                && let Err(wait) = state.limits.notify_failed(ip)
+            {
+                metrics::counter!("payonce_rate_limited_total", "kind" => "notify_failures", "app" => "").increment(1);
+                let mut r = ch.notify_nack("too many failed notifications");
+                r.status = 429;
+                let mut resp = reply(r);
+                resp.headers_mut().insert("retry-after", (wait.as_secs() + 1).into());
+                return resp;
+            }
             return reply(ch.notify_nack(&e.to_string()));
         }
     };

@@ -5,6 +5,7 @@ mod attacks;
 mod bad_input;
 mod channel_truth;
 mod channels;
+mod gateway;
 mod idempotency;
 mod notify;
 mod openapi;
