@@ -90,6 +90,16 @@ impl ApiError {
         e
     }
 
+    pub fn unsupported_media_type() -> Self {
+        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Unsupported media type", "send the body as application/json")
+    }
+
+    pub fn overloaded() -> Self {
+        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "Overloaded", "this instance is shedding load; retry shortly");
+        e.retry_after = Some(1);
+        e
+    }
+
     pub fn payload_too_large(limit: usize) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large", format!("the body exceeds {limit} bytes"))
     }

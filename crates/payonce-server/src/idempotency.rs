@@ -43,7 +43,7 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
     };
     parts.extensions.insert(Authed(app.clone()));
     let limit = state.config.body_limit;
-    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+    let Ok(bytes) = crate::http::body::read_limited(body, limit).await else {
         return ApiError::payload_too_large(limit).into_response();
     };
     let mut fp = format!("{} {}\n", parts.method, parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("")).into_bytes();

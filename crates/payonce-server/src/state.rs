@@ -37,6 +37,14 @@ pub struct ServerConfig {
     pub allow_private_webhooks: bool,
     /// Per-app limit on the business API (`None`: unlimited). Per instance.
     pub rate_limit: Option<crate::ratelimit::RateSpec>,
+    /// A connection that has not sent a request's headers within this is closed (slow clients,
+    /// idle keep-alive connections).
+    pub header_read_timeout: Duration,
+    /// Connections held at once; past it new ones are closed at once.
+    pub max_connections: usize,
+    /// Business-API requests in flight at once; past it `503 overloaded` with `Retry-After`.
+    /// Notifications and health checks have their own budget, so they stay answerable.
+    pub max_in_flight: usize,
     /// Peers whose `X-Forwarded-For` is believed (load balancers, reverse proxies).
     pub trusted_proxies: Vec<crate::ratelimit::Cidr>,
     /// Active-query schedules (seconds after prepay) that replace a channel's default.
@@ -77,6 +85,9 @@ impl Default for ServerConfig {
             allow_private_webhooks: false,
             rate_limit: Some(crate::ratelimit::RateSpec { per_second: 1000, burst: 2000 }),
             trusted_proxies: Vec::new(),
+            header_read_timeout: Duration::from_secs(30),
+            max_connections: 4096,
+            max_in_flight: 512,
         }
     }
 }
@@ -164,6 +175,10 @@ pub struct AppState {
     pub redis: Option<Arc<crate::accelerator::Accelerator>>,
     /// Rate-limit buckets (per app; failing notifications per address).
     pub limits: Arc<crate::ratelimit::Limits>,
+    /// Load shedding: permits for business requests, and a separate budget for notifications
+    /// and health checks.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+    pub priority_in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -177,6 +192,8 @@ impl AppState {
         let limits = Arc::new(crate::ratelimit::Limits::new(config.rate_limit, config.trusted_proxies.clone()));
         AppState {
             limits,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1))),
+            priority_in_flight: Arc::new(tokio::sync::Semaphore::new((config.max_in_flight / 2).max(64))),
             store,
             clock,
             channels: Arc::new(channels),

@@ -34,6 +34,9 @@ pub struct AppOptions {
     pub allow_private_webhooks: bool,
     /// The per-app API limit (`None`: unlimited).
     pub rate_limit: Option<payonce_server::ratelimit::RateSpec>,
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+    pub max_in_flight: usize,
 }
 
 impl Default for AppOptions {
@@ -50,6 +53,9 @@ impl Default for AppOptions {
             wechat_certificate_mode: false,
             allow_private_webhooks: true,
             rate_limit: ServerConfig::default().rate_limit,
+            header_read_timeout: ServerConfig::default().header_read_timeout,
+            max_connections: ServerConfig::default().max_connections,
+            max_in_flight: ServerConfig::default().max_in_flight,
         }
     }
 }
@@ -131,6 +137,9 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
         // Test receivers listen on 127.0.0.1; one test turns this off to see the refusal.
         allow_private_webhooks: opts.allow_private_webhooks,
         rate_limit: opts.rate_limit,
+        header_read_timeout: opts.header_read_timeout,
+        max_connections: opts.max_connections,
+        max_in_flight: opts.max_in_flight,
         webhook_schedule: opts.webhook_schedule.clone().unwrap_or_else(|| ServerConfig::default().webhook_schedule),
         ..ServerConfig::default()
     };

@@ -71,6 +71,17 @@ pub struct ServeArgs {
     /// Proxies (addresses or CIDR blocks, comma-separated) whose `X-Forwarded-For` is believed.
     #[arg(long, env = "PAYONCE_TRUSTED_PROXIES", default_value = "", value_parser = payonce_server::ratelimit::parse_proxy_list)]
     trusted_proxies: payonce_server::ratelimit::ProxyList,
+    /// A connection that has not sent a request's headers within this many seconds is closed
+    /// (slow clients, idle keep-alive connections).
+    #[arg(long, env = "PAYONCE_HEADER_READ_TIMEOUT_SECS", default_value_t = 30)]
+    header_read_timeout_secs: u64,
+    /// Connections held at once; past it new connections are closed at once.
+    #[arg(long, env = "PAYONCE_MAX_CONNECTIONS", default_value_t = 4096)]
+    max_connections: usize,
+    /// Business-API requests in flight at once; past it `503 overloaded` with `Retry-After`
+    /// (notifications and health checks have their own budget).
+    #[arg(long, env = "PAYONCE_MAX_IN_FLIGHT", default_value_t = 512)]
+    max_in_flight: usize,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "PAYONCE_BODY_LIMIT", default_value_t = 64 * 1024)]
     body_limit: usize,
@@ -106,6 +117,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         query_schedules: args.query_schedule.unwrap_or_default(),
         allow_private_webhooks: args.allow_private_webhooks,
         rate_limit: args.rate_limit.0,
+        header_read_timeout: Duration::from_secs(args.header_read_timeout_secs.max(1)),
+        max_connections: args.max_connections,
+        max_in_flight: args.max_in_flight,
         trusted_proxies: args.trusted_proxies.0,
         ..ServerConfig::default()
     };

@@ -7,25 +7,138 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use serde_json::{Map, Value};
 
-/// A JSON object body. Over the size limit → 413; not JSON or not an object → 400.
+/// A JSON object body. Not sent as JSON → 415; over the size limit → 413; not JSON, not an
+/// object, or a key given twice → 400.
 pub struct JsonObject(pub Map<String, Value>);
 
 impl FromRequest<AppState> for JsonObject {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        if !is_json(req.headers()) {
+            return Err(ApiError::unsupported_media_type());
+        }
         let limit = state.config.body_limit;
-        let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| ApiError::payload_too_large(limit))?;
+        let bytes = read_limited(req.into_body(), limit).await.map_err(|_| ApiError::payload_too_large(limit))?;
         parse_object(&bytes)
     }
 }
 
+/// `Content-Type: application/json` (parameters allowed), or a `+json` type.
+pub fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .is_some_and(|t| t == "application/json" || (t.starts_with("application/") && t.ends_with("+json")))
+}
+
+/// The body was over the limit (the rest of it, up to a bound, was read and thrown away).
+#[derive(Debug)]
+pub struct TooLarge;
+
+/// How much of an oversized body is still read (and discarded) before answering 413, so the
+/// client receives the answer instead of a connection reset — nginx's "lingering close".
+const DRAIN_BYTES: usize = 8 * 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads a body of at most `limit` bytes. Past the limit, keeps reading and discarding up to
+/// `DRAIN_BYTES` (or `DRAIN_TIME`) before giving up, so the 413 reaches the client.
+pub async fn read_limited(body: axum::body::Body, limit: usize) -> Result<Bytes, TooLarge> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut buf = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return Err(TooLarge) };
+        let Ok(data) = frame.into_data() else { continue };
+        if buf.len() + data.len() > limit {
+            let mut drained = buf.len() + data.len();
+            let _ = tokio::time::timeout(DRAIN_TIME, async {
+                while drained < DRAIN_BYTES {
+                    match body.frame().await {
+                        Some(Ok(f)) => drained += f.into_data().map(|d| d.len()).unwrap_or(0),
+                        _ => break,
+                    }
+                }
+            })
+            .await;
+            return Err(TooLarge);
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(Bytes::from(buf))
+}
+
 pub fn parse_object(bytes: &Bytes) -> Result<JsonObject, ApiError> {
-    match serde_json::from_slice::<Value>(bytes) {
+    match strict_json(bytes) {
         Ok(Value::Object(m)) => Ok(JsonObject(m)),
         Ok(_) => Err(ApiError::field("body", "must be a JSON object")),
         Err(e) => Err(ApiError::field("body", format!("malformed JSON: {e}"))),
     }
+}
+
+/// JSON as serde_json reads it, except that an object giving the same key twice is an error
+/// (serde_json would silently keep the last: two readers of one body could disagree).
+pub fn strict_json(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    use serde::de::{DeserializeSeed, Deserializer, Error, MapAccess, SeqAccess, Visitor};
+    struct Strict;
+    impl<'de> DeserializeSeed<'de> for Strict {
+        type Value = Value;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Strict {
+        type Value = Value;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+            Ok(v.into())
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+            Ok(v.into())
+        }
+        fn visit_f64<E: Error>(self, v: f64) -> Result<Value, E> {
+            serde_json::Number::from_f64(v).map(Value::Number).ok_or_else(|| E::custom("not a finite number"))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_owned()))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Value, E> {
+            Ok(Value::String(v))
+        }
+        fn visit_unit<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_none<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let mut v = Vec::new();
+            while let Some(x) = seq.next_element_seed(Strict)? {
+                v.push(x);
+            }
+            Ok(Value::Array(v))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let mut m = Map::new();
+            while let Some(k) = map.next_key::<String>()? {
+                let v = map.next_value_seed(Strict)?;
+                if m.insert(k.clone(), v).is_some() {
+                    return Err(A::Error::custom(format!("key {k:?} given twice")));
+                }
+            }
+            Ok(Value::Object(m))
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let v = Strict.deserialize(&mut de)?;
+    de.end()?;
+    Ok(v)
 }
 
 /// Collects field errors while reading a JSON object.
@@ -132,5 +245,20 @@ impl Fields {
             self.error(&k, "unknown field");
         }
         if self.errors.is_empty() { Ok(()) } else { Err(ApiError::validation(self.errors)) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strict_json;
+
+    #[test]
+    fn duplicate_keys_are_refused_at_any_depth() {
+        assert!(strict_json(br#"{"a":1,"b":{"c":[1,{"d":2}]}}"#).is_ok());
+        assert!(strict_json(br#"{"amount":1,"amount":100000}"#).is_err());
+        assert!(strict_json(br#"{"a":{"x":1,"x":2}}"#).is_err());
+        assert!(strict_json(br#"[{"x":1,"x":2}]"#).is_err());
+        assert!(strict_json(br#"{"a":1} trailing"#).is_err());
+        assert_eq!(strict_json(br#"{"n":1.5,"s":"\u00e9"}"#).unwrap()["s"], "é");
     }
 }

@@ -18,8 +18,15 @@ td,th{border-bottom:1px solid #ddd;padding:.3em .5em;text-align:left;vertical-al
 <h2>Events <select id="status"><option value="failed">failed</option><option value="pending">pending</option>
 <option value="delivered">delivered</option><option value="">all</option></select>
 <button id="resendAll">resend every failed</button></h2><table id="events"></table>
-<script>
-const $=id=>document.getElementById(id);
+<script src="/console.js"></script>"#,
+    )
+}
+
+/// The page's script, served on its own so the page's CSP can forbid inline script.
+pub async fn console_js() -> ([(axum::http::HeaderName, &'static str); 1], &'static str) {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/javascript; charset=utf-8")],
+        r#"const $=id=>document.getElementById(id);
 const esc=s=>String(s??'').replace(/[&<>"]/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]));
 $('token').value=sessionStorage.getItem('payonce-admin')||'';
 async function api(path,method='GET'){
@@ -42,6 +49,6 @@ $('save').onclick=()=>{sessionStorage.setItem('payonce-admin',$('token').value);
 $('status').onchange=load;
 $('resendAll').onclick=async()=>{await api('/admin/v1/events/resend-failed','POST');load()};
 if($('token').value)load();
-</script>"#,
+"#,
     )
 }

@@ -40,9 +40,13 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(openapi::openapi))
         .route("/docs", get(openapi::docs))
+        .route("/docs.js", get(openapi::docs_js))
         .route("/console", get(console::console))
+        .route("/console.js", get(console::console_js))
         .layer(DefaultBodyLimit::max(state.config.body_limit))
         .layer(axum::middleware::from_fn(run_to_completion))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), shed_load))
+        .layer(axum::middleware::from_fn(security_headers))
         .with_state(state)
 }
 
@@ -66,6 +70,43 @@ async fn rate_limit(
     }
     req.extensions_mut().insert(crate::auth::Authed(app));
     next.run(req).await
+}
+
+/// Load shedding before the process suffers: every request takes a permit or is answered
+/// `503 overloaded` at once. Channel notifications and health checks draw from their own budget,
+/// so a flood of API calls never makes payonce miss a payment notification.
+async fn shed_load(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = req.uri().path();
+    let priority = path.starts_with("/notify/") || path == "/healthz" || path == "/readyz";
+    let pool = if priority { &state.priority_in_flight } else { &state.in_flight };
+    let Ok(_permit) = pool.clone().try_acquire_owned() else {
+        metrics::counter!("payonce_shed_total", "pool" => if priority { "priority" } else { "api" }).increment(1);
+        return crate::error::ApiError::overloaded().into_response();
+    };
+    next.run(req).await
+}
+
+/// Headers every answer carries: no MIME sniffing anywhere; and on the HTML pages a CSP without
+/// inline script, no framing, no referrer.
+async fn security_headers(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::http::HeaderValue;
+    let html = matches!(req.uri().path(), "/console" | "/docs");
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    if html {
+        h.insert(
+            "content-security-policy",
+            HeaderValue::from_static("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
+        );
+        h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+        h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    }
+    resp
 }
 
 /// A client that hangs up must not cut a request off in the middle of a database transaction

@@ -4,7 +4,6 @@
 
 use crate::payments;
 use crate::state::AppState;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -27,13 +26,20 @@ pub async fn receive(
     Path(channel): Path<String>,
     peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
     let Some(name) = ChannelName::parse(&channel).ok() else {
         return (StatusCode::NOT_FOUND, "unknown channel").into_response();
     };
     let Some(ch) = state.channels.get(name).cloned() else {
         return (StatusCode::NOT_FOUND, "channel not configured").into_response();
+    };
+    // Oversized: the channel's own failure format (and the body drained, so it is received).
+    let Ok(body) = crate::http::body::read_limited(body, state.config.body_limit).await else {
+        count(name, "too_large");
+        let mut r = ch.notify_nack("body too large");
+        r.status = 413;
+        return reply(r);
     };
     let n = match ch.verify_notification(&headers, &body, state.clock.now()) {
         Ok(n) => n,

@@ -124,8 +124,15 @@ pub async fn docs() -> Html<&'static str> {
 <style>body{font:15px/1.5 system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em}code{background:#f3f3f3;padding:0 .3em}
 h2{margin-top:1.5em}.m{display:inline-block;min-width:4em;font-weight:bold}</style>
 <h1>payonce API</h1><p>Machine-readable: <a href="/openapi.json"><code>/openapi.json</code></a></p><div id="ops">loading…</div>
-<script>
-fetch('/openapi.json').then(r=>r.json()).then(d=>{
+<script src="/docs.js"></script>"#,
+    )
+}
+
+/// The page's script, served on its own so the page's CSP can forbid inline script.
+pub async fn docs_js() -> ([(axum::http::HeaderName, &'static str); 1], &'static str) {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/javascript; charset=utf-8")],
+        r#"fetch('/openapi.json').then(r=>r.json()).then(d=>{
   const out=[`<p>${d.info.description}</p>`];
   for(const [p,ops] of Object.entries(d.paths)) for(const [m,op] of Object.entries(ops)){
     const codes=Object.entries(op.responses||{}).map(([c,r])=>`<code>${c}</code> ${r.description}`).join(' · ');
@@ -133,6 +140,6 @@ fetch('/openapi.json').then(r=>r.json()).then(d=>{
   }
   document.getElementById('ops').innerHTML=out.join('');
 });
-</script>"#,
+"#,
     )
 }

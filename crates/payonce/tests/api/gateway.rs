@@ -5,9 +5,17 @@
 use payonce_server::ratelimit::RateSpec;
 use payonce_testkit::{AppOptions, Backend, spawn_app_with, store_tests};
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-store_tests!(an_app_over_its_rate_gets_429_and_others_do_not, failing_notifications_are_limited_genuine_ones_never);
+store_tests!(
+    an_app_over_its_rate_gets_429_and_others_do_not,
+    failing_notifications_are_limited_genuine_ones_never,
+    slow_clients_are_cut_off_and_health_stays_answered,
+    connections_past_the_limit_are_closed_and_the_rest_served,
+    bodies_and_media_types_are_checked_at_the_edge,
+);
 
 async fn an_app_over_its_rate_gets_429_and_others_do_not(b: Backend) {
     let opts = AppOptions { rate_limit: Some(RateSpec { per_second: 1, burst: 5 }), ..AppOptions::default() };
@@ -61,4 +69,100 @@ async fn failing_notifications_are_limited_genuine_ones_never(b: Backend) {
     let r = app.post_sandbox_notification(&ts, &sig, &body).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(app.order(id).await["status"], "paid");
+}
+
+/// Whether the server closed `stream` (read returns 0 or an error) within `within`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 256];
+    matches!(tokio::time::timeout(within, stream.read(&mut buf)).await, Ok(Ok(0) | Err(_)))
+}
+
+async fn slow_clients_are_cut_off_and_health_stays_answered(b: Backend) {
+    let opts = AppOptions { header_read_timeout: Duration::from_millis(500), ..AppOptions::default() };
+    let Some(app) = spawn_app_with(b, opts).await else { return };
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    // Slowloris: a request line and half a header, then nothing.
+    let mut slow = Vec::new();
+    for _ in 0..50 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
+        slow.push(s);
+    }
+    // Meanwhile health checks are answered.
+    let t = std::time::Instant::now();
+    assert_eq!(app.http.get(app.url("/healthz")).send().await.unwrap().status(), StatusCode::OK);
+    assert!(t.elapsed() < Duration::from_secs(1));
+    // And the slow ones are closed once their headers are late.
+    for s in slow.iter_mut() {
+        assert!(closed_within(s, Duration::from_secs(3)).await, "a slow client kept its connection");
+    }
+    // An idle keep-alive connection is closed too.
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 512];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert!(closed_within(&mut idle, Duration::from_secs(3)).await, "an idle keep-alive connection stayed open");
+}
+
+async fn connections_past_the_limit_are_closed_and_the_rest_served(b: Backend) {
+    let opts = AppOptions { max_connections: 20, header_read_timeout: Duration::from_secs(5), ..AppOptions::default() };
+    let Some(app) = spawn_app_with(b, opts).await else { return };
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The 21st is closed at once, without a request being read.
+    let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(closed_within(&mut extra, Duration::from_secs(2)).await);
+    // Released connections make room again.
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(app.http.get(app.url("/healthz")).send().await.unwrap().status(), StatusCode::OK);
+}
+
+async fn bodies_and_media_types_are_checked_at_the_edge(b: Backend) {
+    let Some(app) = spawn_app_with(b, AppOptions::default()).await else { return };
+    let before = app.counts().await;
+    let post = |ct: Option<&'static str>, body: String| {
+        let mut r = app.http.post(app.url("/v1/orders")).bearer_auth(&app.secret).body(body);
+        if let Some(ct) = ct {
+            r = r.header("content-type", ct);
+        }
+        r.send()
+    };
+    let order = json!({"merchant_order_no": "EDGE", "amount": 1, "currency": "CNY", "subject": "s"}).to_string();
+    // Not declared as JSON: 415.
+    for ct in [None, Some("text/plain"), Some("application/x-www-form-urlencoded")] {
+        let r = post(ct, order.clone()).await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct:?}");
+        assert_eq!(r.json::<Value>().await.unwrap()["code"], "unsupported_media_type");
+    }
+    // A key given twice: 400 (two readers of one body could disagree on the amount).
+    let dup = r#"{"merchant_order_no":"EDGE","amount":1,"amount":100000,"currency":"CNY","subject":"s"}"#.to_owned();
+    let r = post(Some("application/json"), dup).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.json::<Value>().await.unwrap()["detail"].as_str().unwrap().contains("twice"));
+    // 2 MB body: the 413 arrives (read and discarded), not a connection reset.
+    let big = format!("{{\"subject\":\"{}\"}}", "x".repeat(2 * 1024 * 1024));
+    let r = post(Some("application/json"), big.clone()).await.expect("an answer, not a reset");
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // On a notification endpoint, in the channel's own failure format.
+    let r = app.http.post(app.url("/notify/alipay")).header("content-type", "application/x-www-form-urlencoded").body(big).send().await.expect("an answer");
+    assert_eq!((r.status(), r.text().await.unwrap()), (StatusCode::PAYLOAD_TOO_LARGE, "fail".to_owned()));
+    assert_eq!(app.counts().await, before, "nothing stored");
+    // Security headers.
+    let r = app.get("/v1/orders?merchant_order_no=x").await;
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    for page in ["/console", "/docs"] {
+        let r = app.http.get(app.url(page)).send().await.unwrap();
+        let csp = r.headers()["content-security-policy"].to_str().unwrap().to_owned();
+        assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self';"), "no inline script allowed: {csp}");
+        assert!(!r.text().await.unwrap().contains("<script>"), "{page}: no inline script");
+    }
+    let js = app.http.get(app.url("/console.js")).send().await.unwrap();
+    assert_eq!(js.headers()["content-type"], "application/javascript; charset=utf-8");
 }
