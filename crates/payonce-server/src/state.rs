@@ -45,6 +45,8 @@ pub struct ServerConfig {
     /// Business-API requests in flight at once; past it `503 overloaded` with `Retry-After`.
     /// Notifications and health checks have their own budget, so they stay answerable.
     pub max_in_flight: usize,
+    /// When set, `/metrics` requires `Authorization: Bearer <token>`.
+    pub metrics_token: Option<String>,
     /// Peers whose `X-Forwarded-For` is believed (load balancers, reverse proxies).
     pub trusted_proxies: Vec<crate::ratelimit::Cidr>,
     /// Active-query schedules (seconds after prepay) that replace a channel's default.
@@ -85,6 +87,7 @@ impl Default for ServerConfig {
             allow_private_webhooks: false,
             rate_limit: Some(crate::ratelimit::RateSpec { per_second: 1000, burst: 2000 }),
             trusted_proxies: Vec::new(),
+            metrics_token: None,
             header_read_timeout: Duration::from_secs(30),
             max_connections: 4096,
             max_in_flight: 512,

@@ -25,6 +25,14 @@ impl SqliteStore {
             // Another process (a CLI `apps create`, a second server in a test) may hold the
             // write lock briefly; wait for it rather than fail.
             .busy_timeout(Duration::from_secs(10));
+        // The database holds payment records and encrypted webhook secrets: created readable
+        // by its owner only (0600), the WAL and shared-memory files beside it too.
+        let path = base.get_filename().to_path_buf();
+        #[cfg(unix)]
+        if !path.as_os_str().is_empty() && path.as_os_str() != ":memory:" && !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path);
+        }
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             // Requests queue here for the single writer; under a 500-request storm the queue
@@ -37,6 +45,13 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(base.read_only(true))
             .await?;
+        #[cfg(unix)]
+        for suffix in ["", "-wal", "-shm"] {
+            use std::os::unix::fs::PermissionsExt;
+            let mut p = path.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+        }
         Ok(SqliteStore { writer, readers })
     }
 

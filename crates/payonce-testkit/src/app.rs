@@ -37,6 +37,7 @@ pub struct AppOptions {
     pub header_read_timeout: Duration,
     pub max_connections: usize,
     pub max_in_flight: usize,
+    pub metrics_token: Option<String>,
 }
 
 impl Default for AppOptions {
@@ -56,6 +57,7 @@ impl Default for AppOptions {
             header_read_timeout: ServerConfig::default().header_read_timeout,
             max_connections: ServerConfig::default().max_connections,
             max_in_flight: ServerConfig::default().max_in_flight,
+            metrics_token: None,
         }
     }
 }
@@ -140,6 +142,7 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
         header_read_timeout: opts.header_read_timeout,
         max_connections: opts.max_connections,
         max_in_flight: opts.max_in_flight,
+        metrics_token: opts.metrics_token.clone(),
         webhook_schedule: opts.webhook_schedule.clone().unwrap_or_else(|| ServerConfig::default().webhook_schedule),
         ..ServerConfig::default()
     };

@@ -82,6 +82,9 @@ pub struct ServeArgs {
     /// (notifications and health checks have their own budget).
     #[arg(long, env = "PAYONCE_MAX_IN_FLIGHT", default_value_t = 512)]
     max_in_flight: usize,
+    /// Require `Authorization: Bearer <token>` on `/metrics`.
+    #[arg(long, env = "PAYONCE_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "PAYONCE_BODY_LIMIT", default_value_t = 64 * 1024)]
     body_limit: usize,
@@ -120,6 +123,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         header_read_timeout: Duration::from_secs(args.header_read_timeout_secs.max(1)),
         max_connections: args.max_connections,
         max_in_flight: args.max_in_flight,
+        metrics_token: args.metrics_token,
         trusted_proxies: args.trusted_proxies.0,
         ..ServerConfig::default()
     };

@@ -18,6 +18,12 @@ async fn apps_create_then_serve_then_sigterm() {
 
     let out = payonce().args(["migrate", "--database-url", &url]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The database file is its owner's only.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(dir.path().join("cli.db")).unwrap().permissions().mode() & 0o777, 0o600);
+    }
 
     let out = payonce()
         .args(["apps", "create", "--database-url", &url, "--name", "shop", "--webhook-url", "https://shop.example/h", "--json"])

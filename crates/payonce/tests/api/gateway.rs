@@ -15,6 +15,7 @@ store_tests!(
     slow_clients_are_cut_off_and_health_stays_answered,
     connections_past_the_limit_are_closed_and_the_rest_served,
     bodies_and_media_types_are_checked_at_the_edge,
+    metrics_can_require_a_token,
 );
 
 async fn an_app_over_its_rate_gets_429_and_others_do_not(b: Backend) {
@@ -165,4 +166,13 @@ async fn bodies_and_media_types_are_checked_at_the_edge(b: Backend) {
     }
     let js = app.http.get(app.url("/console.js")).send().await.unwrap();
     assert_eq!(js.headers()["content-type"], "application/javascript; charset=utf-8");
+}
+
+async fn metrics_can_require_a_token(b: Backend) {
+    let opts = AppOptions { metrics_token: Some("m-secret".into()), ..AppOptions::default() };
+    let Some(app) = spawn_app_with(b, opts).await else { return };
+    assert_eq!(app.http.get(app.url("/metrics")).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(app.http.get(app.url("/metrics")).bearer_auth("wrong").send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let r = app.http.get(app.url("/metrics")).bearer_auth("m-secret").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
 }
