@@ -29,7 +29,7 @@ impl ServeProcess {
             // Test receivers listen on 127.0.0.1; storms and benchmarks measure the engine, not
             // the per-app limiter.
             .arg("--allow-private-webhooks")
-            .args(["--rate-limit", "off"])
+            .args(if extra.contains(&"--rate-limit") { &[][..] } else { &["--rate-limit", "off"][..] })
             .args(extra)
             .env("PAYONCE_MASTER_KEY", master_key_hex)
             .env("PAYONCE_LOG", std::env::var("PAYONCE_LOG").unwrap_or_else(|_| "warn".into()))

@@ -4,6 +4,7 @@
 mod bench;
 mod demo;
 mod serve;
+mod storm;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -49,6 +50,9 @@ enum Command {
     /// Did this message really come from the channel, and what does it say? Prints one JSON
     /// object `{valid, reason, fields, outcome}`; exit 0 valid, 1 not valid, 2 not a message.
     VerifyMessage(verify::VerifyArgs),
+    /// The gateway under slow connections and one greedy app: health, notifications and other
+    /// apps timed, server memory after (`scripts/storm`).
+    Storm(storm::StormArgs),
     /// Crash run: real servers SIGKILLed (and frozen) under load, then every invariant checked.
     Chaos {
         /// Database to run on; default: a fresh SQLite file in a temp dir.
@@ -94,7 +98,7 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PAYONCE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(
-                if matches!(cli.command, Command::Demo | Command::Bench(_) | Command::Chaos { .. }) { "error" } else { "info" },
+                if matches!(cli.command, Command::Demo | Command::Bench(_) | Command::Chaos { .. } | Command::Storm(_)) { "error" } else { "info" },
             )),
         )
         .init();
@@ -122,6 +126,7 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::VerifyMessage(args) => Ok(verify::run(&args)),
+        Command::Storm(args) => storm::run(args).await,
         Command::Migrate { database_url } => {
             payonce_store::open(&database_url, true).await?;
             println!("migrated {}", redact_url(&database_url));
