@@ -108,38 +108,7 @@ async fn prepay_rounds(
         }
         let active = state.store.attempts_of(order_id).await?.into_iter().find(|a| a.status.is_active());
         let Some(a) = active else {
-            let id = AttemptId::new();
-            let request = StoredPrepay {
-                subject: order.subject.clone(),
-                notify_url: format!("{}/notify/{}", state.config.public_url.trim_end_matches('/'), params.channel),
-                expires_at: order.expires_at.0,
-                requested_at: now.0,
-                payer: params.payer.clone(),
-            };
-            let attempt = Attempt {
-                out_trade_no: OutTradeNo::for_attempt(&id).to_string(),
-                id,
-                order_id: order.id.clone(),
-                channel: params.channel,
-                method: params.method,
-                amount: order.amount,
-                status: AttemptStatus::Created,
-                is_duplicate: false,
-                credential: None,
-                credential_expires_at: None,
-                payable_until: None,
-                prepay_request: Some(serde_json::to_string(&request).expect("serialisable")),
-                channel_trade_no: None,
-                channel_data: None,
-                paid_at: None,
-                // Claimable by the active-query worker from the start: should this request die
-                // between the channel call and the recording, the worker settles it.
-                next_query_at: Some(now.plus_ms(state.config.call_deadline_ms())),
-                query_count: 0,
-                version: 1,
-                created_at: now,
-                updated_at: now,
-            };
+            let attempt = new_attempt(state, &order, params, now);
             match state.store.begin_attempt(&attempt, now).await? {
                 BeginAttempt::Started(a) => return call_prepay(state, channel.as_ref(), &order, a, params).await,
                 BeginAttempt::ActiveExists(_) | BeginAttempt::OrderNotOpen(_) => continue,
@@ -192,6 +161,44 @@ async fn prepay_rounds(
     }
     prepay_metric("conflict");
     Err(ApiError::request_in_progress("the order kept changing; retry"))
+}
+
+/// The intent of a new attempt: its channel order's number, and the request it will send
+/// (stored with it, so every later send is identical), claimable by the active-query worker from
+/// the moment it is written.
+pub fn new_attempt(state: &AppState, order: &Order, params: &PrepayParams, now: Timestamp) -> Attempt {
+    let id = AttemptId::new();
+    let request = StoredPrepay {
+        subject: order.subject.clone(),
+        notify_url: format!("{}/notify/{}", state.config.public_url.trim_end_matches('/'), params.channel),
+        expires_at: order.expires_at.0,
+        requested_at: now.0,
+        payer: params.payer.clone(),
+    };
+    Attempt {
+        out_trade_no: OutTradeNo::for_attempt(&id).to_string(),
+        id,
+        order_id: order.id.clone(),
+        channel: params.channel,
+        method: params.method,
+        amount: order.amount,
+        status: AttemptStatus::Created,
+        is_duplicate: false,
+        credential: None,
+        credential_expires_at: None,
+        payable_until: None,
+        prepay_request: Some(serde_json::to_string(&request).expect("serialisable")),
+        channel_trade_no: None,
+        channel_data: None,
+        paid_at: None,
+        // Claimable by the active-query worker from the start: should this request die
+        // between the channel call and the recording, the worker settles it.
+        next_query_at: Some(now.plus_ms(state.config.call_deadline_ms())),
+        query_count: 0,
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    }
 }
 
 /// Calls the channel for an attempt whose intent is committed, then records what happened.
@@ -277,7 +284,7 @@ pub struct StoredPrepay {
 
 /// The channel request of an attempt: the stored one, or (attempts written before requests
 /// were stored) one rebuilt from the order.
-fn stored_request(order: &Order, attempt: &Attempt, payer: Option<serde_json::Value>, state: &AppState) -> PrepayRequest {
+pub fn stored_request(order: &Order, attempt: &Attempt, payer: Option<serde_json::Value>, state: &AppState) -> PrepayRequest {
     let stored: Option<StoredPrepay> = attempt.prepay_request.as_deref().and_then(|s| serde_json::from_str(s).ok());
     let stored = stored.unwrap_or_else(|| StoredPrepay {
         subject: order.subject.clone(),

@@ -205,7 +205,18 @@ async fn expire_one(state: &AppState, order: &payonce_store::Order) {
                 metrics::counter!("payonce_orders_expired_total").increment(1);
                 return;
             }
-            Ok(CloseOrder::ActiveAttempt(a)) if a.status == AttemptStatus::Created => return, // a prepay is mid-call: next round
+            Ok(CloseOrder::ActiveAttempt(a)) if a.status == AttemptStatus::Created => {
+                // A prepay mid-call: wait for it (next round). One whose caller died (past the
+                // call deadline) is `unknown` from now on and closed at the channel like any
+                // other — exactly what a business close does; never waited on forever.
+                let stale_before = Timestamp(now.0 - state.config.call_deadline_ms());
+                if a.created_at >= stale_before {
+                    return;
+                }
+                if let Err(e) = state.store.mark_stale_created(&a.id, stale_before, now).await {
+                    return tracing::warn!(error = %e, "marking an orphaned intent unknown failed");
+                }
+            }
             Ok(CloseOrder::ActiveAttempt(a)) => {
                 if let Err(e) = payments::retire(state, &a).await {
                     // The close did not go through: the lease lapses and a later round retries.

@@ -251,9 +251,26 @@ impl TestApp {
         }
     }
 
-    /// Every invariant of DESIGN.md that the data can show, against the simulator's ledger.
+    /// Every invariant of DESIGN.md that the data can show, against the simulator's ledger:
+    /// safety (I1–I4) now, and liveness (I7) once the workers have had up to 15 s to catch up
+    /// (the grace: a minute of schedule time, plus 5 s).
     pub async fn violations(&self) -> Vec<String> {
-        crate::invariants::check(self.store.as_ref(), &self.ledger().await).await
+        let mut v = crate::invariants::check(self.store.as_ref(), &self.ledger().await).await;
+        v.extend(self.liveness_violations().await);
+        v
+    }
+
+    /// I7 alone, after letting the workers catch up.
+    pub async fn liveness_violations(&self) -> Vec<String> {
+        let grace = self.state.config.scaled(Duration::from_secs(60)).as_millis() as i64 + 5_000;
+        let end = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let stuck = crate::invariants::liveness(self.store.as_ref(), self.state.clock.now(), grace).await;
+            if stuck.is_empty() || tokio::time::Instant::now() >= end {
+                return stuck;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }
 

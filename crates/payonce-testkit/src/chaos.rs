@@ -245,6 +245,9 @@ pub async fn run(cfg: ChaosConfig) -> anyhow::Result<ChaosReport> {
     loop {
         let ledger: Value = http.get(format!("{}/sim/ledger", sim.base_url())).send().await?.json().await?;
         report.violations = crate::invariants::check(store.as_ref(), &ledger).await;
+        // I7: after the storm, nothing stuck (a minute of schedule time as the grace).
+        let now = payonce_core::Clock::now(&payonce_core::SystemClock);
+        report.violations.extend(crate::invariants::liveness(store.as_ref(), now, 60_000 / cfg.time_scale.max(1.0) as i64 + 5_000).await);
         let (undelivered, redelivered) = hooks.check(store.as_ref()).await?;
         (report.undelivered, report.redelivered) = (undelivered, redelivered);
         report.events = store.list_events(None, 100_000).await?.len();

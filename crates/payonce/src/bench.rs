@@ -227,7 +227,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     // Correctness of the run itself.
     let ledger: Value = http.get(format!("{}/sim/ledger", sim.base_url())).send().await?.json().await?;
     let channel_orders = ledger["orders"].as_array().map(Vec::len).unwrap_or(0);
-    let violations = payonce_testkit::invariants::check(store.as_ref(), &ledger).await;
+    let mut violations = payonce_testkit::invariants::check(store.as_ref(), &ledger).await;
+    // I7 too: nothing the run left behind is stuck (a minute of grace: the server runs unscaled).
+    violations.extend(payonce_testkit::invariants::liveness(store.as_ref(), payonce_core::Clock::now(&payonce_core::SystemClock), 60_000).await);
     let errors = *errors.lock().unwrap();
 
     let report = json!({

@@ -7,6 +7,7 @@ mod channel_truth;
 mod channels;
 mod gateway;
 mod idempotency;
+mod liveness;
 mod notify;
 mod openapi;
 mod orders;
