@@ -282,31 +282,36 @@ async fn back_trans(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     answer("00", "成功[0000000]")
 }
 
+/// The fields every `backUrl` notification starts with.
+fn notification_head(txn_type: &str, txn_sub_type: &str) -> Vec<(String, String)> {
+    vec![
+        p("version", VERSION),
+        p("encoding", "UTF-8"),
+        p("signMethod", "01"),
+        p("txnType", txn_type),
+        p("txnSubType", txn_sub_type),
+        p("bizType", "000201"),
+        p("accessType", "0"),
+        p("merId", UNIONPAY_MER_ID),
+    ]
+}
+
 /// The `backUrl` notification of a refund, once its money moved.
 fn notify_refund(sim: Arc<Sim>, url: String, r: crate::ledger::Refund, orig_qry_id: String, delay_ms: i64) {
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(delay_ms.max(0) as u64)).await;
-        let params = sign_as_unionpay(
-            &sim,
-            vec![
-                p("version", VERSION),
-                p("encoding", "UTF-8"),
-                p("signMethod", "01"),
-                p("txnType", "04"),
-                p("txnSubType", "00"),
-                p("bizType", "000201"),
-                p("accessType", "0"),
-                p("merId", UNIONPAY_MER_ID),
-                p("orderId", r.out_refund_no.clone()),
-                p("txnTime", r.txn_time.clone()),
-                p("txnAmt", r.amount.to_string()),
-                p("currencyCode", "156"),
-                p("origQryId", orig_qry_id),
-                p("queryId", r.refund_id.clone()),
-                p("respCode", "00"),
-                p("respMsg", "成功[0000000]"),
-            ],
-        );
+        let mut fields = notification_head("04", "00");
+        fields.extend([
+            p("orderId", r.out_refund_no.clone()),
+            p("txnTime", r.txn_time.clone()),
+            p("txnAmt", r.amount.to_string()),
+            p("currencyCode", "156"),
+            p("origQryId", orig_qry_id),
+            p("queryId", r.refund_id.clone()),
+            p("respCode", "00"),
+            p("respMsg", "成功[0000000]"),
+        ]);
+        let params = sign_as_unionpay(&sim, fields);
         let body = form_encode(&params).into_bytes();
         crate::notify::spawn(
             sim,
@@ -320,29 +325,20 @@ fn notify_refund(sim: Arc<Sim>, url: String, r: crate::ledger::Refund, orig_qry_
 /// The `backUrl` notification of a successful consume (an ordinary form POST).
 pub(crate) fn notify(sim: Arc<Sim>, order: SimOrder, _event_id: String) {
     let paid_at = order.paid_at.unwrap_or_else(|| sim.now_ms());
-    let params = sign_as_unionpay(
-        &sim,
-        vec![
-            p("version", VERSION),
-            p("encoding", "UTF-8"),
-            p("signMethod", "01"),
-            p("txnType", "01"),
-            p("txnSubType", "01"),
-            p("bizType", "000201"),
-            p("accessType", "0"),
-            p("merId", UNIONPAY_MER_ID),
-            p("orderId", order.out_trade_no.clone()),
-            p("txnTime", order.credential.clone()),
-            p("txnAmt", order.amount.to_string()),
-            p("currencyCode", "156"),
-            p("queryId", order.trade_no.clone().unwrap_or_default()),
-            p("traceNo", "123456"),
-            p("traceTime", unionpay_time(paid_at)[4..].to_owned()),
-            p("settleDate", unionpay_time(paid_at)[4..8].to_owned()),
-            p("respCode", "00"),
-            p("respMsg", "成功[0000000]"),
-        ],
-    );
+    let mut fields = notification_head("01", "01");
+    fields.extend([
+        p("orderId", order.out_trade_no.clone()),
+        p("txnTime", order.credential.clone()),
+        p("txnAmt", order.amount.to_string()),
+        p("currencyCode", "156"),
+        p("queryId", order.trade_no.clone().unwrap_or_default()),
+        p("traceNo", "123456"),
+        p("traceTime", unionpay_time(paid_at)[4..].to_owned()),
+        p("settleDate", unionpay_time(paid_at)[4..8].to_owned()),
+        p("respCode", "00"),
+        p("respMsg", "成功[0000000]"),
+    ]);
+    let params = sign_as_unionpay(&sim, fields);
     let body = form_encode(&params).into_bytes();
     crate::notify::spawn(
         sim,
