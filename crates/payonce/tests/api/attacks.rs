@@ -8,7 +8,11 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-store_tests!(alipay_signature_recut_cannot_pay_another_order, a_payment_number_of_another_order_is_confirmed_by_query);
+store_tests!(
+    alipay_signature_recut_cannot_pay_another_order,
+    a_payment_number_of_another_order_is_confirmed_by_query,
+    stored_text_comes_back_as_data_never_as_markup,
+);
 
 async fn order(app: &TestApp, no: &str, subject: &str) -> String {
     let r = app.post("/v1/orders", json!({"merchant_order_no": no, "amount": 500, "currency": "CNY", "subject": subject})).await;
@@ -116,4 +120,25 @@ async fn a_payment_number_of_another_order_is_confirmed_by_query(b: Backend) {
     assert_eq!(status, StatusCode::OK, "answered once Alipay's own word about the order is recorded");
     assert_eq!(app.order(&other).await["status"], "paying", "Alipay says the other order is not paid: it is not");
     assert_invariants(app.violations().await);
+}
+
+/// XSS payloads in every stored text field come back as JSON data, byte for byte, with
+/// `nosniff`; the console renders them through its escaper (never as markup).
+async fn stored_text_comes_back_as_data_never_as_markup(b: Backend) {
+    let Some(app) = app(b).await else { return };
+    let x = "<script>alert(1)</script>\"'><img src=x onerror=alert(2)>";
+    let r = app
+        .post("/v1/orders", json!({"merchant_order_no": "XSS-1", "amount": 100, "currency": "CNY", "subject": x, "metadata": {"note": x}}))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let r = app.get(&format!("/v1/orders/{id}")).await;
+    assert_eq!(r.headers()["content-type"], "application/json");
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!((v["subject"].as_str(), v["metadata"]["note"].as_str()), (Some(x), Some(x)));
+    let js = app.http.get(app.url("/console.js")).send().await.unwrap().text().await.unwrap();
+    for field in ["i.kind", "i.reference", "i.detail", "i.id", "i.type", "i.delivery_status", "i.last_error"] {
+        assert!(js.contains(&format!("esc({field}")), "{field} is escaped in the console");
+    }
 }
