@@ -176,7 +176,7 @@ pub async fn run() -> anyhow::Result<ExitCode> {
         ledger["orders"].as_array().map(Vec::len).unwrap_or(0), ledger["refunds"].as_array().map(Vec::len).unwrap_or(0)));
     failures.extend(app.violations().await);
     if failures.is_empty() {
-        say("invariants I1–I4 hold: every charge recorded once and announced once; the extra payment refunded. ✔");
+        say("invariants I1–I4 and I7 hold: every charge recorded once and announced once; the extra payment refunded; nothing left stuck. ✔");
         Ok(ExitCode::SUCCESS)
     } else {
         say("INVARIANT FAILURES:");
