@@ -69,7 +69,7 @@ pub async fn read_limited(body: axum::body::Body, limit: usize) -> Result<Bytes,
     Ok(Bytes::from(buf))
 }
 
-pub fn parse_object(bytes: &Bytes) -> Result<JsonObject, ApiError> {
+pub fn parse_object(bytes: &[u8]) -> Result<JsonObject, ApiError> {
     match strict_json(bytes) {
         Ok(Value::Object(m)) => Ok(JsonObject(m)),
         Ok(_) => Err(ApiError::field("body", "must be a JSON object")),

@@ -53,6 +53,7 @@ impl Sinks {
     }
 
     /// Publishes to the app's sink; `Ok(destination)` once the broker confirmed.
+    #[cfg_attr(not(any(feature = "rabbitmq", feature = "nats")), allow(unused_variables))]
     pub async fn publish(&self, sink: &str, ev: &EventRow) -> Result<String, String> {
         match sink {
             #[cfg(feature = "rabbitmq")]
