@@ -30,26 +30,46 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     }
     let owner = payonce_core::EventId::new().as_str()[4..].to_owned();
     let tick = state.config.scaled(Duration::from_secs(1)).max(Duration::from_millis(10));
-    let mut round = tokio::time::interval(tick);
-    round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let webhook_http = crate::webhooks::webhook_client(state.config.webhook_timeout, state.config.allow_private_webhooks);
+    // Each kind of work runs in its own loop, so a backlog of one (ten thousand orders expiring
+    // in the same minute of a flash sale) never makes the others wait behind it.
+    let mut loops = tokio::task::JoinSet::new();
+    macro_rules! every_tick {
+        ($name:literal, |$st:ident, $own:ident| $body:expr) => {{
+            let ($st, $own, mut stop) = (state.clone(), owner.clone(), stop.clone());
+            loops.spawn(async move {
+                let mut round = tokio::time::interval(tick);
+                round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = stop.changed() => return,
+                        _ = round.tick() => {
+                            // Each step logs its own failures; one failing never stops the others.
+                            $body;
+                            metrics::gauge!("payonce_worker_last_round_seconds", "worker" => $name)
+                                .set(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0));
+                        }
+                    }
+                }
+            });
+        }};
+    }
+    every_tick!("active_query", |st, own| poll_attempts(&st, &own).await);
+    every_tick!("expiry", |st, own| expire_orders(&st, &own).await);
+    every_tick!("refunds", |st, own| settle_refunds(&st, &own).await);
+    let http = webhook_http.clone();
+    every_tick!("outbox", |st, own| dispatch_events(&st, &http, &own).await);
     let mut purge = tokio::time::interval(state.config.scaled(Duration::from_secs(3600)));
     // The abnormal gauge reads the whole queue: every 15 s is plenty, not every round.
     let mut gauge = tokio::time::interval(state.config.scaled(Duration::from_secs(15)).max(Duration::from_millis(10)));
-    let webhook_http = crate::webhooks::webhook_client(state.config.webhook_timeout, state.config.allow_private_webhooks);
     loop {
         tokio::select! {
-            _ = stop.changed() => return,
+            _ = stop.changed() => break,
             _ = purge.tick() => purge_idempotency_keys(&state).await,
             _ = gauge.tick() => abnormal_gauge(&state).await,
-            _ = round.tick() => {
-                // Each step logs its own failures; one failing never stops the others.
-                poll_attempts(&state, &owner).await;
-                expire_orders(&state, &owner).await;
-                settle_refunds(&state, &owner).await;
-                dispatch_events(&state, &webhook_http, &owner).await;
-            }
         }
     }
+    while loops.join_next().await.is_some() {}
 }
 
 fn lease_ms(state: &AppState) -> i64 {
@@ -184,17 +204,37 @@ fn next_check(state: &AppState, a: &Attempt, status: AttemptStatus, n: usize, no
 }
 
 /// Expiry with a final check: close every open channel order at the channel, then the order.
+/// Orders are closed concurrently (each close is a channel round trip), and a full batch is
+/// followed at once by the next, so a flash sale's expiries drain in seconds, not minutes.
 async fn expire_orders(state: &AppState, owner: &str) {
-    let now = state.clock.now();
-    let claimed = match state.store.claim_expired_orders(now, lease_ms(state), owner, BATCH).await {
-        Ok(c) => c,
-        Err(e) => return tracing::warn!(error = %e, "claiming expired orders failed"),
-    };
-    for order in claimed {
-        expire_one(state, &order).await;
-        let _ = state.store.release_order(&order.id, owner).await;
+    const CONCURRENT_CLOSES: usize = 32;
+    for _ in 0..EXPIRY_BATCHES_PER_ROUND {
+        let now = state.clock.now();
+        let claimed = match state.store.claim_expired_orders(now, lease_ms(state), owner, EXPIRY_BATCH).await {
+            Ok(c) => c,
+            Err(e) => return tracing::warn!(error = %e, "claiming expired orders failed"),
+        };
+        let full = claimed.len() as i64 == EXPIRY_BATCH;
+        let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CLOSES));
+        let mut set = tokio::task::JoinSet::new();
+        for order in claimed {
+            let (state, owner, permits) = (state.clone(), owner.to_owned(), permits.clone());
+            set.spawn(async move {
+                let _permit = permits.acquire_owned().await;
+                expire_one(&state, &order).await;
+                let _ = state.store.release_order(&order.id, &owner).await;
+            });
+        }
+        while set.join_next().await.is_some() {}
+        if !full {
+            return;
+        }
     }
 }
+
+/// Expired orders claimed at once, and how many such batches one round may take.
+const EXPIRY_BATCH: i64 = 256;
+const EXPIRY_BATCHES_PER_ROUND: usize = 8;
 
 #[tracing::instrument(skip_all, fields(order_id = %order.id))]
 async fn expire_one(state: &AppState, order: &payonce_store::Order) {

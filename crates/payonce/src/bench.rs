@@ -26,6 +26,10 @@ pub struct BenchArgs {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Orders that all expire within the same minute (each with a sandbox channel order to close):
+    /// how fast expiry closes them at the channel. 0 skips the phase.
+    #[arg(long, default_value_t = 0)]
+    expiring: usize,
     /// Seconds the raw commit baseline runs.
     #[arg(long, default_value_t = 3)]
     baseline_secs: u64,
@@ -199,6 +203,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let pay_secs = started.elapsed().as_secs_f64();
+
+    // Phase 4: a flash sale's expiries — N orders with a channel order each, expiring within
+    // the same minute; how long after its expiry each is closed at the channel.
+    let expiry = if args.expiring > 0 { Some(expiry_phase(&args, &http, &base, &app.secret, &store, &run_id).await?) } else { None };
     let server_rss_kib = server.peak_rss_kib();
     drop(server);
 
@@ -262,7 +270,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         println!("    first (creates)                   p50 {:>7.2} ms   p99 {:>7.2} ms", first_lat.ms(0.5), first_lat.ms(0.99));
         println!("    duplicates        {:>9.0} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ({} × 409)", dup_lat.len() as f64 / storm_secs, dup_lat.ms(0.5), dup_lat.ms(0.99), report["storm_conflicts_409"]);
         println!("  paid via notification {:>7.0} orders/s ({paid}/{total_orders} paid)", paid as f64 / pay_secs);
-        println!("  channel orders created {channel_orders} for {total_orders} orders (must be equal)");
+        println!("  channel orders created {channel_orders} for {} orders (must be equal)", total_orders + expiry.as_ref().map(|e| e.orders).unwrap_or(0));
         println!("  raw single-row commits {:>8.0} /s on the same database, concurrency {}", commits_per_s, args.concurrency);
         println!("  ratio prepays/s ÷ (commits/s ÷ {COMMITS_PER_PREPAY}) = {ratio:.3}");
         if let Some(k) = server_rss_kib {
@@ -273,8 +281,83 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             println!("    ✘ {v}");
         }
     }
-    let ok = channel_orders == total_orders && violations.is_empty() && errors == 0 && paid == total_orders;
+    if let Some(e) = &expiry {
+        println!(
+            "  expiry              {} orders expiring within {:.0} s: all closed at the channel {} — lag after expiry p50 {:.1} s, p99 {:.1} s, max {:.1} s",
+            e.orders, e.spread_secs, if e.all_closed { "yes" } else { "NO" }, e.lag_p50_s, e.lag_p99_s, e.lag_max_s
+        );
+    }
+    let expected_channel_orders = total_orders + expiry.as_ref().map(|e| e.orders).unwrap_or(0);
+    let ok = channel_orders == expected_channel_orders
+        && violations.is_empty()
+        && errors == 0
+        && paid == total_orders
+        && expiry.as_ref().is_none_or(|e| e.all_closed);
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+struct ExpiryFigures {
+    orders: usize,
+    spread_secs: f64,
+    all_closed: bool,
+    lag_p50_s: f64,
+    lag_p99_s: f64,
+    lag_max_s: f64,
+}
+
+async fn expiry_phase(
+    args: &BenchArgs,
+    http: &reqwest::Client,
+    base: &str,
+    secret: &str,
+    store: &std::sync::Arc<dyn payonce_store::Store>,
+    run_id: &str,
+) -> anyhow::Result<ExpiryFigures> {
+    let n = args.expiring;
+    let ids = Arc::new(Mutex::new(Vec::with_capacity(n)));
+    let jobs: Vec<_> = (0..n)
+        .map(|i| {
+            let (http, base, secret, ids) = (http.clone(), base.to_owned(), secret.to_owned(), ids.clone());
+            let no = format!("B{run_id}-x-{i}");
+            move || async move {
+                // 20 s from creation: the whole batch expires within the minute it is created in.
+                let r = http.post(format!("{base}/v1/orders")).bearer_auth(&secret)
+                    .json(&json!({"merchant_order_no": no, "amount": 100, "currency": "CNY", "subject": "flash", "expire_in_seconds": 20}))
+                    .send().await;
+                let Some(id) = (match r { Ok(r) => r.json::<Value>().await.ok().and_then(|v| v["id"].as_str().map(str::to_owned)), Err(_) => None }) else { return };
+                if prepay(&http, &format!("{base}/v1/orders/{id}/prepay"), &secret).await.is_some_and(|(s, _)| s == 200) {
+                    ids.lock().unwrap().push(id);
+                }
+            }
+        })
+        .collect();
+    run_bounded(args.concurrency, jobs).await;
+    let ids: std::collections::HashSet<String> = Arc::try_unwrap(ids).unwrap().into_inner().unwrap().into_iter().collect();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let orders: Vec<_> = store.all_orders().await?.into_iter().filter(|o| ids.contains(o.id.as_str())).collect();
+        let open = orders.iter().filter(|o| o.status.is_open()).count();
+        if open == 0 || Instant::now() >= deadline {
+            let first = orders.iter().map(|o| o.expires_at.0).min().unwrap_or(0);
+            let last = orders.iter().map(|o| o.expires_at.0).max().unwrap_or(0);
+            let mut lags = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000, 3)?;
+            for o in orders.iter().filter(|o| !o.status.is_open()) {
+                let _ = lags.record((o.updated_at.0 - o.expires_at.0).max(1) as u64);
+            }
+            let attempts = store.all_attempts().await?;
+            let all_closed = open == 0
+                && attempts.iter().filter(|a| ids.contains(a.order_id.as_str())).all(|a| a.status == payonce_core::AttemptStatus::Closed);
+            return Ok(ExpiryFigures {
+                orders: ids.len(),
+                spread_secs: (last - first) as f64 / 1000.0,
+                all_closed,
+                lag_p50_s: lags.value_at_quantile(0.5) as f64 / 1000.0,
+                lag_p99_s: lags.value_at_quantile(0.99) as f64 / 1000.0,
+                lag_max_s: lags.max() as f64 / 1000.0,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 async fn prepay(http: &reqwest::Client, url: &str, secret: &str) -> Option<(u16, Value)> {
