@@ -128,6 +128,13 @@ impl ApiError {
 
 impl From<payonce_store::StoreError> for ApiError {
     fn from(e: payonce_store::StoreError) -> Self {
+        if e.is_unavailable() {
+            // Logged with its cause; the client hears only that retrying later is safe.
+            tracing::warn!(error = %e, "database unavailable");
+            let mut a = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", "Database unavailable", "the database cannot be reached right now; retrying is safe");
+            a.retry_after = Some(1);
+            return a;
+        }
         ApiError::internal(e)
     }
 }

@@ -196,7 +196,7 @@ impl AppState {
         AppState {
             limits,
             in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1))),
-            priority_in_flight: Arc::new(tokio::sync::Semaphore::new((config.max_in_flight / 2).max(64))),
+            priority_in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(64))),
             store,
             clock,
             channels: Arc::new(channels),

@@ -35,6 +35,32 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+impl StoreError {
+    /// The database cannot be reached or is not serving right now (connection refused or cut,
+    /// pool exhausted, server shutting down or starting, too many connections, disk full): the
+    /// request changed nothing durable it did not roll back, and retrying later is safe.
+    pub fn is_unavailable(&self) -> bool {
+        let StoreError::Db(e) = self else { return false };
+        match e {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Protocol(_) => true,
+            sqlx::Error::Database(db) => {
+                let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+                if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                    // SQLite primary codes (the low byte of extended ones): BUSY 5, LOCKED 6
+                    // (past the busy timeout), IOERR 10, FULL 13.
+                    return code.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 10 | 13));
+                }
+                // PostgreSQL: connection exceptions (08…), shutting down / cannot connect now
+                // (57P01–57P03), too many connections (53300), disk full (53100), read-only
+                // transaction after a fail-over (25006).
+                code.starts_with("08") || matches!(code.as_str(), "57P01" | "57P02" | "57P03" | "53300" | "53100" | "25006")
+            }
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,

@@ -8,6 +8,8 @@ use tokio::net::{TcpListener, TcpStream};
 pub struct Proxy {
     pub addr: String,
     up: Arc<AtomicBool>,
+    /// Bumped to cut every live connection (a database or broker dropping its clients).
+    cut: tokio::sync::watch::Sender<u64>,
 }
 
 impl Proxy {
@@ -15,6 +17,7 @@ impl Proxy {
         let l = TcpListener::bind("127.0.0.1:0").await?;
         let addr = l.local_addr()?.to_string();
         let flag = Arc::new(AtomicBool::new(up));
+        let (cut, cut_rx) = tokio::sync::watch::channel(0u64);
         let (f, target) = (flag.clone(), target.to_owned());
         tokio::spawn(async move {
             while let Ok((mut client, _)) = l.accept().await {
@@ -22,18 +25,29 @@ impl Proxy {
                     drop(client);
                     continue;
                 }
-                let target = target.clone();
+                let (target, mut cut_rx) = (target.clone(), cut_rx.clone());
+                // Only cuts from now on concern this connection.
+                cut_rx.borrow_and_update();
                 tokio::spawn(async move {
                     if let Ok(mut server) = TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                            // Both ends dropped mid-conversation, transactions and all.
+                            _ = cut_rx.changed() => {}
+                        }
                     }
                 });
             }
         });
-        Ok(Proxy { addr, up: flag })
+        Ok(Proxy { addr, up: flag, cut })
     }
 
     pub fn set_up(&self, up: bool) {
         self.up.store(up, Ordering::SeqCst);
+    }
+
+    /// Cuts every connection open through the proxy right now.
+    pub fn cut_all(&self) {
+        self.cut.send_modify(|n| *n += 1);
     }
 }

@@ -208,6 +208,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     // the same minute; how long after its expiry each is closed at the channel.
     let expiry = if args.expiring > 0 { Some(expiry_phase(&args, &http, &base, &app.secret, &store, &run_id).await?) } else { None };
     let server_rss_kib = server.peak_rss_kib();
+    // How many requests the server shed (a burst of notifications must queue, not be shed).
+    let metrics = http.get(format!("{base}/metrics")).send().await?.text().await.unwrap_or_default();
+    let shed: f64 = metrics.lines().filter(|l| l.starts_with("payonce_shed_total")).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum();
     drop(server);
 
     // Baseline: raw single-row commits on the same database at the same concurrency.
@@ -269,7 +272,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         println!("  duplicate storm     {:>9.0} req/s   ({} orders × {} concurrent prepays)", storm_total / storm_secs, storm_ids.len(), args.duplicates);
         println!("    first (creates)                   p50 {:>7.2} ms   p99 {:>7.2} ms", first_lat.ms(0.5), first_lat.ms(0.99));
         println!("    duplicates        {:>9.0} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ({} × 409)", dup_lat.len() as f64 / storm_secs, dup_lat.ms(0.5), dup_lat.ms(0.99), report["storm_conflicts_409"]);
-        println!("  paid via notification {:>7.0} orders/s ({paid}/{total_orders} paid)", paid as f64 / pay_secs);
+        println!("  paid via notification {:>7.0} orders/s ({paid}/{total_orders} paid; {shed} requests shed)", paid as f64 / pay_secs);
         println!("  channel orders created {channel_orders} for {} orders (must be equal)", total_orders + expiry.as_ref().map(|e| e.orders).unwrap_or(0));
         println!("  raw single-row commits {:>8.0} /s on the same database, concurrency {}", commits_per_s, args.concurrency);
         println!("  ratio prepays/s ÷ (commits/s ÷ {COMMITS_PER_PREPAY}) = {ratio:.3}");

@@ -72,6 +72,9 @@ async fn rate_limit(
     next.run(req).await
 }
 
+/// How long a notification (or health check) may wait for a permit before it is shed.
+const NOTIFICATION_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Load shedding before the process suffers: every request takes a permit or is answered
 /// `503 overloaded` at once. Channel notifications and health checks draw from their own budget,
 /// so a flood of API calls never makes payonce miss a payment notification.
@@ -82,8 +85,15 @@ async fn shed_load(
 ) -> axum::response::Response {
     let path = req.uri().path();
     let priority = path.starts_with("/notify/") || path == "/healthz" || path == "/readyz";
-    let pool = if priority { &state.priority_in_flight } else { &state.in_flight };
-    let Ok(_permit) = pool.clone().try_acquire_owned() else {
+    // A business call over the budget is shed at once (the client retries). A channel
+    // notification waits its turn a while instead: a flash sale's payments arrive as one burst,
+    // and a 503 would push each back by the channel's retry interval (15 s and more).
+    let permit = if priority {
+        tokio::time::timeout(NOTIFICATION_QUEUE_WAIT, state.priority_in_flight.clone().acquire_owned()).await.ok().and_then(Result::ok)
+    } else {
+        state.in_flight.clone().try_acquire_owned().ok()
+    };
+    let Some(_permit) = permit else {
         metrics::counter!("payonce_shed_total", "pool" => if priority { "priority" } else { "api" }).increment(1);
         return crate::error::ApiError::overloaded().into_response();
     };

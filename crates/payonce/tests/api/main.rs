@@ -5,6 +5,7 @@ mod attacks;
 mod bad_input;
 mod channel_truth;
 mod channels;
+mod faults;
 mod gateway;
 mod idempotency;
 mod liveness;
