@@ -210,7 +210,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let server_rss_kib = server.peak_rss_kib();
     // How many requests the server shed (a burst of notifications must queue, not be shed).
     let metrics = http.get(format!("{base}/metrics")).send().await?.text().await.unwrap_or_default();
-    let shed: f64 = metrics.lines().filter(|l| l.starts_with("payonce_shed_total")).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum();
+    let shed = metrics.lines().filter(|l| l.starts_with("payonce_shed_total")).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum::<f64>().max(0.0) as u64;
     drop(server);
 
     // Baseline: raw single-row commits on the same database at the same concurrency.
