@@ -325,9 +325,10 @@ async fn admin_abnormal_queue(b: Backend) {
 async fn wechat_refund_notifications(b: Backend) {
     let Some(app) = app(b).await else { return };
     let id = paid_order(&app, "RN-1", 1_000).await;
-    // Only the notifications this test sends: the simulator's own REFUND.SUCCESS is dropped, so
-    // it cannot land between the row counts below.
-    app.faults(json!({"notify_drop_rate": 1.0})).await;
+    // Only the notifications this test sends: the simulator's own REFUND.SUCCESS is dropped, and
+    // the refund stays PROCESSING at WeChat for the whole test, so neither a notification nor the
+    // refund worker's query can settle it between the row counts below.
+    app.faults(json!({"notify_drop_rate": 1.0, "refund_delay_ms": [600_000, 600_000]})).await;
     let r: Value = app.post(&format!("/v1/orders/{id}/refunds"), json!({"merchant_refund_no": "N1", "amount": 400})).await.json().await.unwrap();
     let out_refund_no = r["out_refund_no"].as_str().unwrap();
     let no = app.order(&id).await["attempts"][0]["out_trade_no"].as_str().unwrap().to_owned();
