@@ -249,17 +249,13 @@ fn alipay_message(req: &Request<'_>) -> Result<Verdict, NotAMessage> {
         return Ok(invalid(shown, "unsigned error_response: nothing vouches that Alipay sent it"));
     }
     let method = name.trim_end_matches("_response").replace('_', ".");
-    let mut verified = None;
-    for (_, k) in &keys {
-        match alipay::verify_answer(text, &method, k) {
-            Err(ChannelError::Ambiguous(e)) if e.contains("signature") => continue,
-            other => {
-                verified = Some(other);
-                break;
-            }
-        }
-    }
-    let Some(answer) = verified else { return Ok(invalid(shown, "response signature verification failed")) };
+    // The trusted key whose signature covers the raw `*_response` text, if any.
+    let sign = parsed["sign"].as_str().unwrap_or_default();
+    let raw = alipay::protocol::raw_response(text, &name).unwrap_or_default();
+    let Some((_, key)) = keys.iter().find(|(_, k)| k.verify_b64(raw.as_bytes(), sign)) else {
+        return Ok(invalid(shown, "response signature verification failed"));
+    };
+    let answer = alipay::verify_answer(text, &method, key);
     let op = req.operation.or(match method.as_str() {
         "alipay.trade.precreate" => Some(Operation::Prepay),
         "alipay.trade.query" => Some(Operation::Query),

@@ -8,6 +8,16 @@ use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use payonce_store::App;
 
+/// Whether the request carries `Authorization: Bearer <expected>`; `None` expected → never.
+/// Compared as SHA-256 digests (equal length), so the time taken says nothing about the token.
+pub fn bearer_matches(headers: &HeaderMap, expected: Option<&str>) -> bool {
+    let given = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    match (expected, given) {
+        (Some(expected), Some(given)) => sha256_hex(expected.as_bytes()) == sha256_hex(given.as_bytes()),
+        _ => false,
+    }
+}
+
 /// The authenticated app of a request.
 #[derive(Clone, Debug)]
 pub struct Authed(pub App);

@@ -56,7 +56,12 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<O
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let svc = app.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        // The peer's address rides in the request's extensions (as `axum::serve` would put it),
+        // without re-layering the router for every connection.
+        let svc = tower::util::MapRequest::new(app.clone(), move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            req
+        });
         let svc = hyper_util::service::TowerToHyperService::new(svc);
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())

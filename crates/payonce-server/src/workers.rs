@@ -66,7 +66,11 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = stop.changed() => break,
             _ = purge.tick() => purge_idempotency_keys(&state).await,
-            _ = gauge.tick() => abnormal_gauge(&state).await,
+            _ = gauge.tick() => {
+                abnormal_gauge(&state).await;
+                // Rate-limit buckets of addresses and apps gone quiet are forgotten.
+                state.limits.shrink();
+            }
         }
     }
     while loops.join_next().await.is_some() {}
@@ -164,8 +168,11 @@ fn payable_until(a: &Attempt) -> Timestamp {
     a.payable_until.or(a.credential_expires_at).unwrap_or(a.created_at.plus_ms(LONGEST_CREDENTIAL_MS))
 }
 
-/// WeChat's code_url / prepay_id and an Alipay QR live at most 2 hours.
-const LONGEST_CREDENTIAL_MS: i64 = 2 * 3_600_000;
+/// The longest any channel's credential lives (WeChat's code_url / prepay_id, an Alipay QR).
+const LONGEST_CREDENTIAL_MS: i64 = {
+    let (a, b) = (payonce_channels::alipay::QR_MAX_LIFE_MS, payonce_channels::wechatpay::CREDENTIAL_LIFE_MS);
+    if a > b { a } else { b }
+};
 
 /// How many "not on record yet" answers (UnionPay `34`) a sent refund gets before a person is
 /// asked to look (reconciliation settles it otherwise). Querying goes on at the slow pace.

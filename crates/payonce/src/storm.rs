@@ -33,10 +33,8 @@ fn hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
 }
 
-fn rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
+fn rss_mib(server: &ServeProcess) -> Option<f64> {
+    server.rss_kib().map(|k| k as f64 / 1024.0)
 }
 
 pub async fn run(args: StormArgs) -> anyhow::Result<ExitCode> {
@@ -53,7 +51,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<ExitCode> {
     let addr = server.addr.clone();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
     println!("payonce storm — {} slow connections, one app at full speed ({} in flight, limit {}), {} s", args.slow, args.concurrency, args.rate_limit, args.secs);
-    let rss_before = rss_mib(server.pid);
+    let rss_before = rss_mib(&server);
 
     // A prepaid sandbox order whose genuine notification is replayed (answered 200 each time).
     let order: Value = http.post(format!("{base}/v1/orders")).bearer_auth(&polite.secret)
@@ -148,12 +146,12 @@ pub async fn run(args: StormArgs) -> anyhow::Result<ExitCode> {
         tick += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let rss_peak = rss_mib(server.pid);
+    let rss_peak = rss_mib(&server);
     stop.store(true, Ordering::Relaxed);
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let rss_after = rss_mib(server.pid);
+    let rss_after = rss_mib(&server);
     let q = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p) as f64 / 1000.0;
     let secs = args.secs as f64;
     println!("  greedy app      {:>8.0} answered/s, {:>8.0} limited (429)/s, {} other", ok.load(Ordering::Relaxed) as f64 / secs, limited.load(Ordering::Relaxed) as f64 / secs, other.load(Ordering::Relaxed));

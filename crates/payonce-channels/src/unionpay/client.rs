@@ -43,6 +43,23 @@ impl UnionpayClient {
         self.clock.now().0
     }
 
+    /// The fields every request to UnionPay starts with, for one transaction type
+    /// (`txnType`, `txnSubType`, `bizType`) and its `orderId`.
+    fn head(&self, (txn_type, txn_sub_type, biz_type): (&str, &str, &str), order_id: &str) -> Vec<(String, String)> {
+        vec![
+            p("version", protocol::VERSION),
+            p("encoding", "UTF-8"),
+            p("signMethod", "01"),
+            p("txnType", txn_type),
+            p("txnSubType", txn_sub_type),
+            p("bizType", biz_type),
+            p("accessType", "0"),
+            p("channelType", "07"),
+            p("merId", self.keys.mer_id.clone()),
+            p("orderId", order_id),
+        ]
+    }
+
     fn signed(&self, mut params: Vec<(String, String)>) -> Vec<(String, String)> {
         params.push(p("certId", self.keys.cert_id.clone()));
         let sig = protocol::sign(&self.keys.sign_key, &params);
@@ -75,19 +92,9 @@ impl UnionpayClient {
         let Some(txn) = order.channel_data.clone() else {
             return Err(ChannelError::Refused { code: "NO_TXN_TIME".into(), message: "the original txnTime was not stored".into() });
         };
-        let params = self.signed(vec![
-            p("version", protocol::VERSION),
-            p("encoding", "UTF-8"),
-            p("signMethod", "01"),
-            p("txnType", "00"),
-            p("txnSubType", "00"),
-            p("bizType", "000000"),
-            p("accessType", "0"),
-            p("channelType", "07"),
-            p("merId", self.keys.mer_id.clone()),
-            p("orderId", order.out_trade_no.clone()),
-            p("txnTime", txn),
-        ]);
+        let mut fields = self.head(("00", "00", "000000"), &order.out_trade_no);
+        fields.push(p("txnTime", txn));
+        let params = self.signed(fields);
         let answer = self.post("/gateway/api/queryTrans.do", &params).await?;
         if get(&answer, "orderId").is_some_and(|o| o != order.out_trade_no) {
             return Err(ChannelError::Ambiguous("query answer about another transaction".into()));
@@ -265,17 +272,8 @@ impl Channel for UnionpayClient {
     /// channel order exists once the payer submits it. `txnTime` is kept for later queries.
     async fn prepay(&self, req: &PrepayRequest) -> Result<Prepaid, ChannelError> {
         let txn = txn_time(self.now_ms());
-        let fields = self.signed(vec![
-            p("version", protocol::VERSION),
-            p("encoding", "UTF-8"),
-            p("signMethod", "01"),
-            p("txnType", "01"),
-            p("txnSubType", "01"),
-            p("bizType", "000201"),
-            p("channelType", "07"),
-            p("accessType", "0"),
-            p("merId", self.keys.mer_id.clone()),
-            p("orderId", req.out_trade_no.clone()),
+        let mut fields = self.head(("01", "01", "000201"), &req.out_trade_no);
+        fields.extend([
             p("txnTime", txn.clone()),
             p("txnAmt", req.amount.minor.to_string()),
             p("currencyCode", "156"),
@@ -283,6 +281,7 @@ impl Channel for UnionpayClient {
             // UnionPay stops accepting the payment at payTimeout: never after the order expires.
             p("payTimeout", txn_time(req.expires_at.0)),
         ]);
+        let fields = self.signed(fields);
         let fields: serde_json::Map<String, serde_json::Value> = fields.into_iter().map(|(k, v)| (k, v.into())).collect();
         Ok(Prepaid {
             credential: serde_json::json!({
@@ -317,23 +316,15 @@ impl Channel for UnionpayClient {
         // The txnTime stored in the refund row before this call: a resend or a query names the
         // same refund transaction, never a new one.
         let txn = req.channel_data.clone().unwrap_or_else(|| txn_time(self.now_ms()));
-        let params = self.signed(vec![
-            p("version", protocol::VERSION),
-            p("encoding", "UTF-8"),
-            p("signMethod", "01"),
-            p("txnType", "04"),
-            p("txnSubType", "00"),
-            p("bizType", "000201"),
-            p("accessType", "0"),
-            p("channelType", "07"),
-            p("merId", self.keys.mer_id.clone()),
-            p("orderId", req.out_refund_no.clone()),
+        let mut fields = self.head(("04", "00", "000201"), &req.out_refund_no);
+        fields.extend([
             p("origQryId", orig),
             p("txnTime", txn.clone()),
             p("txnAmt", req.amount.minor.to_string()),
             p("currencyCode", "156"),
             p("backUrl", req.notify_url.clone()),
         ]);
+        let params = self.signed(fields);
         let answer = self.post("/gateway/api/backTransReq.do", &params).await?;
         Ok((refund_answer_state(&answer)?, Some(txn)))
     }

@@ -21,12 +21,8 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 
 /// Prometheus metrics; behind `Authorization: Bearer <metrics token>` when one is configured.
 pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> axum::response::Response {
-    if let Some(token) = &state.config.metrics_token {
-        let given = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-        let ok = given.is_some_and(|g| aws_lc_rs::constant_time::verify_slices_are_equal(g.as_bytes(), token.as_bytes()).is_ok());
-        if !ok {
-            return crate::error::ApiError::unauthorized().into_response();
-        }
+    if state.config.metrics_token.is_some() && !crate::auth::bearer_matches(&headers, state.config.metrics_token.as_deref()) {
+        return crate::error::ApiError::unauthorized().into_response();
     }
     ([("content-type", "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
