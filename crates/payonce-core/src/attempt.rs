@@ -18,6 +18,16 @@ pub enum AttemptStatus {
 }
 
 impl AttemptStatus {
+    /// Every status (the API document lists them from here).
+    pub const ALL: [AttemptStatus; 6] = [
+        AttemptStatus::Created,
+        AttemptStatus::Pending,
+        AttemptStatus::Succeeded,
+        AttemptStatus::Failed,
+        AttemptStatus::Closed,
+        AttemptStatus::Unknown,
+    ];
+
     pub fn as_str(&self) -> &'static str {
         match self {
             AttemptStatus::Created => "created",

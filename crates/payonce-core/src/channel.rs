@@ -69,6 +69,8 @@ pub enum PayMethod {
 }
 
 impl PayMethod {
+    pub const ALL: [PayMethod; 3] = [PayMethod::Native, PayMethod::Jsapi, PayMethod::Gateway];
+
     pub fn as_str(&self) -> &'static str {
         match self {
             PayMethod::Native => "native",

@@ -15,6 +15,10 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
+    /// Every status, in lifecycle order (the API document lists them from here).
+    pub const ALL: [OrderStatus; 6] =
+        [OrderStatus::Unpaid, OrderStatus::Paying, OrderStatus::Paid, OrderStatus::Closed, OrderStatus::PartiallyRefunded, OrderStatus::Refunded];
+
     pub fn as_str(&self) -> &'static str {
         match self {
             OrderStatus::Unpaid => "unpaid",

@@ -5,10 +5,47 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// One field that failed validation.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
+}
+
+/// An error answer (RFC 9457 problem details). `code` is the stable part to branch on.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// `https://payonce.dev/problems/<code with dashes>`.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: &'static str,
+    /// The HTTP status, repeated.
+    pub status: u16,
+    pub detail: String,
+    /// API.md's stable error code, e.g. `validation_failed`, `order_already_paid`.
+    pub code: &'static str,
+    /// On `validation_failed`: every field that failed, by name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+    /// On `order_already_paid`, `order_closed`, `merchant_order_no_conflict`: the order as it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::http::views::OrderView>)]
+    pub order: Option<serde_json::Value>,
+    /// On `merchant_refund_no_conflict`: the existing refund.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::http::views::RefundView>)]
+    pub refund: Option<serde_json::Value>,
+    /// On `refund_exceeds_paid`: what can still be refunded, in minor units.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refundable: Option<i64>,
+}
+
+/// The member a problem may carry besides the standard ones.
+#[derive(Debug)]
+pub enum Extra {
+    Order(serde_json::Value),
+    Refund(serde_json::Value),
+    Refundable(i64),
 }
 
 #[derive(Debug)]
@@ -18,8 +55,8 @@ pub struct ApiError {
     pub title: &'static str,
     pub detail: String,
     pub errors: Vec<FieldError>,
-    /// One more member that helps the client (e.g. `order` on `order_already_paid`).
-    pub extra: Option<(&'static str, serde_json::Value)>,
+    /// One more member that helps the client (e.g. the order on `order_already_paid`).
+    pub extra: Option<Extra>,
     pub retry_after: Option<u64>,
 }
 
@@ -47,26 +84,26 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", "Not found", format!("no such {what}"))
     }
 
-    pub fn order_already_paid(order: serde_json::Value) -> Self {
+    pub fn order_already_paid(order: crate::http::views::OrderView) -> Self {
         let mut e = Self::new(StatusCode::CONFLICT, "order_already_paid", "Order already paid", "the order has been paid");
-        e.extra = Some(("order", order));
+        e.extra = Some(Extra::Order(crate::http::views::to_value(&order)));
         e
     }
 
-    pub fn order_closed(order: serde_json::Value) -> Self {
+    pub fn order_closed(order: crate::http::views::OrderView) -> Self {
         let mut e = Self::new(StatusCode::CONFLICT, "order_closed", "Order closed", "the order is closed or expired");
-        e.extra = Some(("order", order));
+        e.extra = Some(Extra::Order(crate::http::views::to_value(&order)));
         e
     }
 
-    pub fn merchant_order_no_conflict(order: serde_json::Value) -> Self {
+    pub fn merchant_order_no_conflict(order: crate::http::views::OrderView) -> Self {
         let mut e = Self::new(
             StatusCode::CONFLICT,
             "merchant_order_no_conflict",
             "merchant_order_no already used",
             "an order with this merchant_order_no exists with different content",
         );
-        e.extra = Some(("order", order));
+        e.extra = Some(Extra::Order(crate::http::views::to_value(&order)));
         e
     }
 
@@ -141,20 +178,25 @@ impl From<payonce_store::StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = serde_json::json!({
-            "type": format!("https://payonce.dev/problems/{}", self.code.replace('_', "-")),
-            "title": self.title,
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-            "code": self.code,
-        });
-        if !self.errors.is_empty() {
-            body["errors"] = serde_json::to_value(&self.errors).unwrap();
+        let mut body = Problem {
+            problem_type: format!("https://payonce.dev/problems/{}", self.code.replace('_', "-")),
+            title: self.title,
+            status: self.status.as_u16(),
+            detail: self.detail,
+            code: self.code,
+            errors: self.errors,
+            order: None,
+            refund: None,
+            refundable: None,
+        };
+        match self.extra {
+            Some(Extra::Order(o)) => body.order = Some(o),
+            Some(Extra::Refund(r)) => body.refund = Some(r),
+            Some(Extra::Refundable(n)) => body.refundable = Some(n),
+            None => {}
         }
-        if let Some((k, v)) = self.extra {
-            body[k] = v;
-        }
-        let mut resp = (self.status, body.to_string()).into_response();
+        let body = serde_json::to_string(&body).expect("a problem serializes");
+        let mut resp = (self.status, body).into_response();
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         if let Some(s) = self.retry_after {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));

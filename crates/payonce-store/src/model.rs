@@ -81,6 +81,8 @@ pub enum RefundKind {
 }
 
 impl RefundKind {
+    pub const ALL: [RefundKind; 2] = [RefundKind::Order, RefundKind::Duplicate];
+
     pub fn as_str(&self) -> &'static str {
         match self {
             RefundKind::Order => "order",

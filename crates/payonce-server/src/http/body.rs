@@ -24,6 +24,20 @@ impl FromRequest<AppState> for JsonObject {
     }
 }
 
+/// Query parameters as axum reads them, but refused as problem+json (400 `validation_failed`)
+/// rather than axum's plain-text rejection.
+pub struct Query<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| Query(q.0))
+            .map_err(|e| ApiError::field("query", e.body_text().trim_start_matches("Failed to deserialize query string: ").to_owned()))
+    }
+}
+
 /// `Content-Type: application/json` (parameters allowed), or a `+json` type.
 pub fn is_json(headers: &axum::http::HeaderMap) -> bool {
     headers
@@ -200,7 +214,9 @@ impl Fields {
                 }
                 None
             }
-            Some(Value::Number(n)) => match n.as_i64() {
+            // JSON has numbers, not integers: 4990.0 is the integer 4990 (as JSON Schema
+            // says), while 4990.5 is not one.
+            Some(Value::Number(n)) => match n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64)) {
                 Some(v) if v >= min && v <= max => Some(v),
                 Some(_) => {
                     self.error(name, format!("must be between {min} and {max}"));

@@ -15,30 +15,45 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub fn router(state: AppState) -> Router {
-    let v1 = Router::new()
-        .route("/v1/orders", post(orders::create).get(orders::find_by_merchant_no))
-        .route("/v1/orders/{id}", get(orders::get))
-        .route("/v1/orders/{id}/prepay", post(orders::prepay))
-        .route("/v1/orders/{id}/close", post(orders::close))
-        .route("/v1/orders/{id}/refunds", post(refunds::create))
-        .route("/v1/refunds/{id}", get(refunds::get))
+    let (router, _) = documented_router(&state);
+    router
+}
+
+/// The router and the OpenAPI document of exactly its routes.
+pub fn documented_router(state: &AppState) -> (Router, serde_json::Value) {
+    // Each route is registered together with its documentation (`routes!` reads the
+    // handler's `#[utoipa::path]`): a route cannot exist undocumented, nor the reverse.
+    let v1 = OpenApiRouter::new()
+        .routes(routes!(orders::create, orders::find_by_merchant_no))
+        .routes(routes!(orders::get))
+        .routes(routes!(orders::prepay))
+        .routes(routes!(orders::close))
+        .routes(routes!(refunds::create))
+        .routes(routes!(refunds::get))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::idempotency::layer))
         .layer(axum::middleware::from_fn_with_state(state.clone(), rate_limit));
-    Router::new()
+    let (documented, doc) = OpenApiRouter::new()
         .merge(v1)
+        .routes(routes!(admin::abnormal))
+        .routes(routes!(admin::events))
+        .routes(routes!(admin::resend_failed))
+        .routes(routes!(admin::event))
+        .routes(routes!(admin::resend))
+        .routes(routes!(admin::rotate_webhook_secret))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .split_for_parts();
+    let doc = openapi::finish(doc, state);
+    // Outside the document: the channels' notification endpoints (each channel's own format,
+    // see docs/channels.md), the HTML pages and the document itself.
+    let router = documented
         .route("/notify/{channel}", post(notify::receive))
-        .route("/admin/v1/abnormal", get(admin::abnormal))
-        .route("/admin/v1/events", get(admin::events))
-        .route("/admin/v1/events/resend-failed", post(admin::resend_failed))
-        .route("/admin/v1/events/{id}", get(admin::event))
-        .route("/admin/v1/events/{id}/resend", post(admin::resend))
-        .route("/admin/v1/apps/{id}/rotate-webhook-secret", post(admin::rotate_webhook_secret))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(openapi::openapi))
+        .route("/openapi.json", openapi::serve(&doc))
         .route("/docs", get(openapi::docs))
         .route("/docs.js", get(openapi::docs_js))
         .route("/console", get(console::console))
@@ -47,7 +62,8 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(run_to_completion))
         .layer(axum::middleware::from_fn_with_state(state.clone(), shed_load))
         .layer(axum::middleware::from_fn(security_headers))
-        .with_state(state)
+        .with_state(state.clone());
+    (router, doc)
 }
 
 /// The per-app token bucket of the business API: authenticate first (the app is the key; a

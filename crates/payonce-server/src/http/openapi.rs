@@ -1,120 +1,165 @@
 //! `GET /openapi.json` (OpenAPI 3.1) and `GET /docs`, a self-contained page that renders it.
-//! The document is written here by hand, next to the router; `tests/api/openapi.rs` walks
-//! every documented operation against the live router, so the two cannot drift apart.
+//! The document is generated: each handler's `#[utoipa::path]` and the typed request and
+//! answer structs make the paths and schemas (registered with the route itself, through
+//! `utoipa_axum`), and `finish` adds what the layers around the routes answer. schemathesis
+//! (`scripts/schemathesis`) then holds the live server to it.
 
-use axum::Json;
 use axum::response::Html;
-use serde_json::{Value, json};
 
-fn problem(desc: &str) -> Value {
-    json!({"description": desc, "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}})
+use crate::state::AppState;
+use payonce_core::PayMethod;
+use serde_json::{Map, Value, json};
+
+/// Completes the document the routes generated (`#[utoipa::path]` on each handler) with what
+/// the layers around them add, so that every status a route can answer is listed: the layers
+/// are written once, and so is their documentation.
+pub fn finish(doc: utoipa::openapi::OpenApi, state: &AppState) -> Value {
+    let mut doc = serde_json::to_value(doc).expect("the document serializes");
+    doc["openapi"] = json!("3.1.0");
+    doc["info"] = json!({
+        "title": "payonce",
+        "version": env!("CARGO_PKG_VERSION"),
+        "description": "Payment center: never charge twice, never lose a payment. Money is integer minor units (fen). \
+            Errors are RFC 9457 problem+json with a stable `code`.",
+    });
+    doc["security"] = json!([{"appSecret": []}]);
+    let components = doc["components"].as_object_mut().expect("components");
+    components.insert(
+        "securitySchemes".into(),
+        json!({
+            "appSecret": {"type": "http", "scheme": "bearer", "description": "the app secret from `payonce apps create`"},
+            "adminToken": {"type": "http", "scheme": "bearer", "description": "PAYONCE_ADMIN_TOKEN"},
+            "metricsToken": {"type": "http", "scheme": "bearer", "description": "--metrics-token, when set"},
+        }),
+    );
+    components["schemas"]["Prepay"] = prepay_schema(state);
+    for (path, item) in doc["paths"].as_object_mut().expect("paths") {
+        for (method, op) in item.as_object_mut().expect("path item") {
+            add_layer_answers(path, method, op);
+            add_links(op);
+        }
+    }
+    doc
 }
 
-fn ok(desc: &str, schema: &str) -> Value {
-    json!({"description": desc, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
+/// OpenAPI links: where the id an answer carries can be used next (clients and stateful
+/// testers follow them from a created order to its prepay, close and refunds).
+fn add_links(op: &mut Value) {
+    let (statuses, pointer, targets): (&[&str], &str, &[&str]) = match op["operationId"].as_str() {
+        Some("create_order" | "find_order") => (&["200", "201"], "$response.body#/id", &["get_order", "prepay_order", "close_order", "create_refund"]),
+        Some("create_refund") => (&["200", "201"], "$response.body#/id", &["get_refund"]),
+        Some("list_events") => (&["200"], "$response.body#/items/0/id", &["get_event", "resend_event"]),
+        _ => return,
+    };
+    for status in statuses {
+        let Some(resp) = op["responses"].get_mut(*status) else { continue };
+        let links: Map<String, Value> =
+            targets.iter().map(|t| (t.to_string(), json!({"operationId": t, "parameters": {"id": pointer}}))).collect();
+        if !links.is_empty() {
+            resp["links"] = Value::Object(links);
+        }
+    }
 }
 
-fn body(schema: &str) -> Value {
-    json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
+fn problem(description: &str) -> Value {
+    json!({"description": description, "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}})
 }
 
-fn id_param(name: &str) -> Value {
-    json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}})
-}
-
-const IDEMPOTENCY: &str = "Idempotency-Key";
-
-/// The whole document.
-pub fn document() -> Value {
-    let idem = json!({"name": IDEMPOTENCY, "in": "header", "required": false, "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-        "description": "Replays the first complete answer verbatim (with Idempotent-Replayed: true) for ≥ 24 h; another body → 422."});
-    let admin = json!([{"adminToken": []}]);
-    json!({
-        "openapi": "3.1.0",
-        "info": {"title": "payonce", "version": env!("CARGO_PKG_VERSION"),
-                 "description": "Payment center: never charge twice, never lose a payment. Money is integer minor units (fen)."},
-        "security": [{"appSecret": []}],
-        "paths": {
-            "/v1/orders": {
-                "post": {"summary": "Create a payment order (same merchant_order_no and content → 200 with the existing order)",
-                         "parameters": [idem], "requestBody": body("CreateOrder"),
-                         "responses": {"201": ok("created", "Order"), "200": ok("existing order", "Order"), "400": problem("validation_failed"),
-                                       "401": problem("unauthorized"), "409": problem("merchant_order_no_conflict"), "413": problem("payload_too_large"),
-                                       "422": problem("idempotency_key_reused")}},
-                "get": {"summary": "Find an order by the business's number",
-                        "parameters": [{"name": "merchant_order_no", "in": "query", "required": true, "schema": {"type": "string"}}],
-                        "responses": {"200": ok("the order", "Order"), "404": problem("not_found")}}
-            },
-            "/v1/orders/{id}": {"get": {"summary": "An order with its attempts and refunds; ?sync=true asks the channel first",
-                "parameters": [id_param("id"), {"name": "sync", "in": "query", "schema": {"type": "boolean"}}],
-                "responses": {"200": ok("the order", "Order"), "404": problem("not_found")}}},
-            "/v1/orders/{id}/prepay": {"post": {"summary": "Get a payment credential (the same one while it is valid)",
-                "parameters": [id_param("id"), idem], "requestBody": body("Prepay"),
-                "responses": {"200": ok("credential", "Prepaid"), "400": problem("validation_failed"), "404": problem("not_found"),
-                              "409": problem("order_already_paid | order_closed | request_in_progress"), "502": problem("channel_unavailable"),
-                              "503": problem("channel_unavailable")}}},
-            "/v1/orders/{id}/close": {"post": {"summary": "Close the order and every open channel order (at the channel first)",
-                "parameters": [id_param("id"), idem], "responses": {"200": ok("closed", "Order"), "404": problem("not_found"), "409": problem("order_already_paid")}}},
-            "/v1/orders/{id}/refunds": {"post": {"summary": "Refund part or all of a paid order, idempotent by merchant_refund_no",
-                "parameters": [id_param("id"), idem], "requestBody": body("CreateRefund"),
-                "responses": {"201": ok("created", "Refund"), "200": ok("existing refund", "Refund"), "404": problem("not_found"),
-                              "409": problem("order_not_paid | merchant_refund_no_conflict"), "422": problem("refund_exceeds_paid")}}},
-            "/v1/refunds/{id}": {"get": {"summary": "A refund", "parameters": [id_param("id")],
-                "responses": {"200": ok("the refund", "Refund"), "404": problem("not_found")}}},
-            "/notify/{channel}": {"post": {"summary": "Channel notifications (wechatpay, alipay, unionpay, sandbox), answered in the channel's own format",
-                "security": [], "parameters": [id_param("channel")], "responses": {"200": {"description": "accepted (channel format)"}, "204": {"description": "accepted (WeChat Pay)"},
-                "400": {"description": "refused (channel format); nothing changed"}}}},
-            "/admin/v1/abnormal": {"get": {"summary": "What a person must resolve", "security": admin, "responses": {"200": {"description": "items"}}}},
-            "/admin/v1/events": {"get": {"summary": "Outbox events and their delivery state", "security": admin,
-                "parameters": [{"name": "status", "in": "query", "schema": {"type": "string", "enum": ["pending", "delivered", "failed", "skipped"]}}],
-                "responses": {"200": {"description": "items"}}}},
-            "/admin/v1/events/{id}": {"get": {"summary": "One event with every delivery attempt", "security": admin, "parameters": [id_param("id")],
-                "responses": {"200": {"description": "event"}, "404": problem("not_found")}}},
-            "/admin/v1/events/{id}/resend": {"post": {"summary": "Deliver again, same id", "security": admin, "parameters": [id_param("id")],
-                "responses": {"200": {"description": "requeued"}, "404": problem("not_found")}}},
-            "/admin/v1/events/resend-failed": {"post": {"summary": "Deliver every failed event again", "security": admin, "responses": {"200": {"description": "requeued"}}}},
-            "/admin/v1/apps/{id}/rotate-webhook-secret": {"post": {"summary": "New webhook secret; both sign until receivers switch", "security": admin,
-                "parameters": [id_param("id")], "responses": {"200": {"description": "the new secret, shown once"}, "404": problem("not_found")}}},
-            "/healthz": {"get": {"summary": "Liveness", "security": [], "responses": {"200": {"description": "ok"}}}},
-            "/readyz": {"get": {"summary": "The database answers", "security": [], "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {"200": {"description": "text exposition"}}}},
-            "/openapi.json": {"get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OpenAPI 3.1"}}}},
-            "/docs": {"get": {"summary": "This document, readable", "security": [], "responses": {"200": {"description": "HTML"}}}},
-            "/console": {"get": {"summary": "Operator console over the admin API (the token is typed in the page)", "security": [], "responses": {"200": {"description": "HTML"}}}}
-        },
-        "components": {
-            "securitySchemes": {
-                "appSecret": {"type": "http", "scheme": "bearer", "description": "the app secret from `payonce apps create`"},
-                "adminToken": {"type": "http", "scheme": "bearer", "description": "PAYONCE_ADMIN_TOKEN"}
-            },
-            "schemas": {
-                "Problem": {"type": "object", "required": ["type", "title", "status", "detail", "code"], "properties": {
-                    "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"}, "detail": {"type": "string"},
-                    "code": {"type": "string"}, "errors": {"type": "array", "items": {"type": "object", "properties": {"field": {"type": "string"}, "message": {"type": "string"}}}}}},
-                "CreateOrder": {"type": "object", "additionalProperties": false, "required": ["merchant_order_no", "amount", "currency", "subject"], "properties": {
-                    "merchant_order_no": {"type": "string", "maxLength": 64}, "amount": {"type": "integer", "minimum": 1}, "currency": {"const": "CNY"},
-                    "subject": {"type": "string", "maxLength": 127}, "expire_in_seconds": {"type": "integer", "minimum": 5, "default": 1800},
-                    "notify_url": {"type": "string", "format": "uri"}, "metadata": {"type": "object"}}},
-                "Prepay": {"type": "object", "additionalProperties": false, "required": ["channel"], "properties": {
-                    "channel": {"enum": ["wechatpay", "alipay", "unionpay", "sandbox"]}, "method": {"enum": ["native", "jsapi", "gateway"]},
-                    "payer": {"type": "object", "description": "e.g. {\"openid\": …} for WeChat JSAPI"}}},
-                "Prepaid": {"type": "object", "properties": {"attempt_id": {"type": "string"}, "out_trade_no": {"type": "string"}, "channel": {"type": "string"},
-                    "method": {"type": "string"}, "credential": {"type": "object"}, "expires_at": {"type": "string", "format": "date-time"}, "reused": {"type": "boolean"}}},
-                "CreateRefund": {"type": "object", "additionalProperties": false, "required": ["merchant_refund_no", "amount"], "properties": {
-                    "merchant_refund_no": {"type": "string", "maxLength": 64}, "amount": {"type": "integer", "minimum": 1}, "reason": {"type": "string", "maxLength": 80}}},
-                "Order": {"type": "object", "properties": {"id": {"type": "string"}, "merchant_order_no": {"type": "string"}, "amount": {"type": "integer"},
-                    "currency": {"type": "string"}, "status": {"enum": ["unpaid", "paying", "paid", "closed", "refunded", "partially_refunded"]},
-                    "version": {"type": "integer"}, "refunded_amount": {"type": "integer"}, "expires_at": {"type": "string", "format": "date-time"},
-                    "attempts": {"type": "array", "items": {"type": "object"}}, "refunds": {"type": "array", "items": {"$ref": "#/components/schemas/Refund"}}}},
-                "Refund": {"type": "object", "properties": {"id": {"type": "string"}, "order_id": {"type": "string"}, "merchant_refund_no": {"type": ["string", "null"]},
-                    "kind": {"enum": ["order", "duplicate"]}, "amount": {"type": "integer"}, "status": {"enum": ["pending", "succeeded", "failed", "unknown"]}}}
+/// Adds `status` to the operation's answers, or its description to an existing entry.
+fn answer(op: &mut Value, status: &str, description: &str) {
+    let responses = op["responses"].as_object_mut().expect("responses");
+    match responses.get_mut(status) {
+        Some(existing) => {
+            let d = existing["description"].as_str().unwrap_or_default();
+            if !d.contains(description) {
+                existing["description"] = json!(format!("{d} | {description}"));
             }
         }
+        None => {
+            responses.insert(status.into(), problem(description));
+        }
+    }
+}
+
+/// The answers of the layers in `http::router`, by the routes they wrap.
+fn add_layer_answers(path: &str, method: &str, op: &mut Value) {
+    let business = path.starts_with("/v1/");
+    if business {
+        // rate_limit: authenticates first, then takes a token from the app's bucket.
+        answer(op, "401", "unauthorized");
+        answer(op, "429", "rate_limited (Retry-After)");
+        if method == "post" {
+            // idempotency::layer
+            answer(op, "400", "validation_failed (Idempotency-Key)");
+            answer(op, "409", "request_in_progress (the same Idempotency-Key is still being processed)");
+            answer(op, "413", "payload_too_large");
+            answer(op, "422", "idempotency_key_reused");
+        }
+    }
+    if path.starts_with("/admin/") {
+        answer(op, "401", "unauthorized");
+    }
+    let has_query = op["parameters"].as_array().is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"));
+    if has_query {
+        // http::body::Query
+        answer(op, "400", "validation_failed (query parameters)");
+    }
+    if op.get("requestBody").is_some() {
+        // JsonObject: application/json only, bounded, strict.
+        answer(op, "400", "validation_failed (errors[] names each field)");
+        answer(op, "413", "payload_too_large");
+        answer(op, "415", "unsupported_media_type");
+    }
+    // shed_load, and any database call.
+    answer(op, "503", "overloaded | database_unavailable (Retry-After); retrying is safe");
+}
+
+/// The prepay body, as this server is configured: for each channel, the methods it takes; a
+/// WeChat JSAPI payment names its payer.
+fn prepay_schema(state: &AppState) -> Value {
+    let mut variants = Vec::new();
+    for channel in payonce_core::ChannelName::ALL.into_iter().filter(|c| state.channels.get(*c).is_some()) {
+        for (i, method) in channel.methods().iter().enumerate() {
+            let mut properties = Map::new();
+            properties.insert("channel".into(), json!({"const": channel.as_str()}));
+            properties.insert("method".into(), json!({"const": method.as_str()}));
+            let mut required = vec!["channel"];
+            if i > 0 {
+                required.push("method");
+            }
+            if *method == PayMethod::Jsapi {
+                properties.insert(
+                    "payer".into(),
+                    json!({"type": "object", "required": ["openid"],
+                           "properties": {"openid": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"}},
+                           "description": "the payer's openid under this merchant's WeChat app"}),
+                );
+                required.push("payer");
+            } else {
+                properties.insert("payer".into(), json!({"type": ["object", "null"]}));
+            }
+            variants.push(json!({
+                "type": "object",
+                "title": format!("{channel} {method}"),
+                "additionalProperties": false,
+                "required": required,
+                "properties": properties,
+            }));
+        }
+    }
+    json!({
+        "description": "The channel and method to pay with (the method defaults to the channel's first); only the channels configured on this server.",
+        "anyOf": variants,
     })
 }
 
-pub async fn openapi() -> Json<Value> {
-    Json(document())
+/// `GET /openapi.json`: the document, as `finish` made it when the router was built.
+pub fn serve(doc: &Value) -> axum::routing::MethodRouter<AppState> {
+    let bytes = axum::body::Bytes::from(serde_json::to_vec(doc).expect("the document serializes"));
+    axum::routing::get(move || {
+        let bytes = bytes.clone();
+        async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], bytes) }
+    })
 }
 
 /// A page that renders the document with no external assets.

@@ -8,26 +8,75 @@ use crate::http::views;
 use crate::payments::{self, PrepayParams};
 use crate::state::AppState;
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use payonce_core::money::MAX_MINOR;
 use payonce_core::{AppId, ChannelName, Currency, Money, OrderId, OrderStatus, PayMethod};
 use payonce_store::{CreateOrder, Order};
 use serde::Deserialize;
-use std::collections::HashMap;
 
 /// Default order lifetime (DESIGN.md: 30 minutes).
 const DEFAULT_EXPIRE_SECS: i64 = 30 * 60;
+
+
+/// The body of `POST /v1/orders`. Read field by field by [`Fields`] (every problem reported by
+/// name at once); this type is what the document shows, and the schema tests hold the two to
+/// the same rules.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = CreateOrder)]
+#[allow(dead_code)]
+pub struct CreateOrderRequest {
+    /// The business's own order number, unique per app: the same number with the same content
+    /// answers 200 with the existing order, with other content 409.
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.:|*-]+$")]
+    merchant_order_no: String,
+    /// Minor units (fen).
+    #[schema(minimum = 1, maximum = 1000000000)]
+    amount: i64,
+    #[schema(value_type = String, pattern = "^CNY$")]
+    currency: String,
+    #[schema(min_length = 1, max_length = 127, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")]
+    subject: String,
+    /// Default 1800 (30 minutes).
+    #[schema(minimum = 5, maximum = 604800)]
+    expire_in_seconds: Option<i64>,
+    /// Where this order's webhooks go instead of the app's URL. Its host (and port) must be the
+    /// app's webhook host or one the app allows, else 422 `notify_url_not_allowed`.
+    #[schema(min_length = 1, max_length = 512, pattern = r"^https?://[^\u0000-\u0020\u007F-\u009F]+$")]
+    notify_url: Option<String>,
+    /// Anything the business wants back, at most 4096 bytes of JSON.
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<serde_json::Value>,
+}
+
+/// `Idempotency-Key` of every POST under `/v1`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct IdempotencyKeyHeader {
+    /// Replays the first complete answer verbatim (with `Idempotent-Replayed: true`) for at
+    /// least 24 h; another body under the same key → 422 `idempotency_key_reused`.
+    #[serde(rename = "Idempotency-Key")]
+    #[param(rename = "Idempotency-Key", min_length = 1, max_length = 255, pattern = r"^[\x21-\x7E]+$")]
+    idempotency_key: Option<String>,
+}
 
 fn valid_merchant_no(s: &str) -> bool {
     s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:|*".contains(&b))
 }
 
-async fn render(state: &AppState, order: &Order) -> Result<serde_json::Value, ApiError> {
+async fn render(state: &AppState, order: &Order) -> Result<crate::http::views::OrderView, ApiError> {
     Ok(views::load_order(state, order).await?)
 }
 
+/// Create a payment order.
+#[utoipa::path(post, path = "/v1/orders", operation_id = "create_order", tag = "orders", request_body = CreateOrderRequest, params(IdempotencyKeyHeader),
+    responses((status = 201, description = "created", body = crate::http::views::OrderView),
+              (status = 200, description = "an order with this merchant_order_no and the same content exists", body = crate::http::views::OrderView),
+              (status = 409, description = "merchant_order_no_conflict (the body carries the existing order)", body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 422, description = "notify_url_not_allowed", body = crate::error::Problem, content_type = "application/problem+json")))]
 #[tracing::instrument(skip_all, fields(app_id = %app.id))]
 pub async fn create(State(state): State<AppState>, Authed(app): Authed, JsonObject(body): JsonObject) -> Result<Response, ApiError> {
     let mut f = Fields::new(body);
@@ -51,10 +100,13 @@ pub async fn create(State(state): State<AppState>, Authed(app): Authed, JsonObje
     if notify_url.as_deref().is_some_and(|u| !(u.starts_with("https://") || u.starts_with("http://"))) {
         f.error("notify_url", "must be an http(s) URL");
     }
-    if notify_url.as_deref().is_some_and(|u| !crate::webhooks::notify_url_allowed(&app, u)) {
-        f.error("notify_url", "its host is neither the app's webhook host nor one the app allows");
-    }
     f.finish()?;
+    // A well-formed URL this app may not use: not a malformed request, a refusal (422).
+    if notify_url.as_deref().is_some_and(|u| !crate::webhooks::notify_url_allowed(&app, u)) {
+        let mut e = ApiError::unprocessable("notify_url_not_allowed", "notify_url: its host is neither the app's webhook host nor one the app allows");
+        e.errors.push(crate::error::FieldError { field: "notify_url".into(), message: "its host is neither the app's webhook host nor one the app allows".into() });
+        return Err(e);
+    }
     let (Some(merchant_order_no), Some(amount), Some(currency), Some(subject)) = (merchant_order_no, amount, currency, subject) else {
         unreachable!("finish() reported every missing required field");
     };
@@ -99,18 +151,24 @@ async fn load(state: &AppState, app: &AppId, id: &str) -> Result<Order, ApiError
     state.store.order(app, &id).await?.ok_or_else(|| ApiError::not_found("order"))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct GetQuery {
+    /// Ask the channel about every open attempt before answering (client compensation).
     #[serde(default)]
     sync: bool,
 }
 
+/// An order with its attempts and refunds.
+#[utoipa::path(get, path = "/v1/orders/{id}", operation_id = "get_order", tag = "orders", params(("id" = String, Path, description = "ord_…"), GetQuery),
+    responses((status = 200, description = "the order", body = crate::http::views::OrderView),
+              (status = 404, description = "not_found (unknown id, or another app's)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn get(
     State(state): State<AppState>,
     Authed(app): Authed,
     Path(id): Path<String>,
-    Query(q): Query<GetQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    crate::http::body::Query(q): crate::http::body::Query<GetQuery>,
+) -> Result<Json<crate::http::views::OrderView>, ApiError> {
     let mut order = load(&state, &app.id, &id).await?;
     // At most one compensation query per order per second per instance: a client polling
     // `?sync=true` in a loop must not turn into a query storm at the channel.
@@ -126,22 +184,56 @@ pub async fn get(
     Ok(Json(render(&state, &order).await?))
 }
 
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FindQuery {
+    #[param(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.:|*-]+$")]
+    merchant_order_no: String,
+}
+
+/// Find an order by the business's number.
+#[utoipa::path(get, path = "/v1/orders", operation_id = "find_order", tag = "orders", params(FindQuery),
+    responses((status = 200, description = "the order", body = crate::http::views::OrderView),
+              (status = 400, description = "validation_failed", body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 404, description = "not_found", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn find_by_merchant_no(
     State(state): State<AppState>,
     Authed(app): Authed,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let no = q.get("merchant_order_no").ok_or_else(|| ApiError::field("merchant_order_no", "is required"))?;
+    crate::http::body::Query(q): crate::http::body::Query<FindQuery>,
+) -> Result<Json<crate::http::views::OrderView>, ApiError> {
+    let no = &q.merchant_order_no;
+    if no.is_empty() || no.chars().count() > 64 || !valid_merchant_no(no) {
+        return Err(ApiError::field("merchant_order_no", "must be 1 to 64 letters, digits or - _ . : | *"));
+    }
     let order = state.store.order_by_merchant_no(&app.id, no).await?.ok_or_else(|| ApiError::not_found("order"))?;
     Ok(Json(render(&state, &order).await?))
 }
 
+/// The body of a prepay. The document shows, per configured channel, the methods it takes
+/// (`http::openapi` writes that part from the server's configuration).
+#[derive(utoipa::ToSchema)]
+#[schema(as = Prepay)]
+#[allow(dead_code)]
+pub struct PrepayRequest {
+    channel: String,
+    method: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    payer: Option<serde_json::Value>,
+}
+
+/// Get a payment credential (the same one while it is valid).
+#[utoipa::path(post, path = "/v1/orders/{id}/prepay", operation_id = "prepay_order", tag = "orders", request_body = PrepayRequest,
+    params(("id" = String, Path, description = "ord_…"), IdempotencyKeyHeader),
+    responses((status = 200, description = "the credential", body = crate::http::views::PrepaidView),
+              (status = 404, description = "not_found", body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 409, description = "order_already_paid | order_closed | request_in_progress", body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 502, description = "channel_unavailable: the channel refused or failed; retrying is safe", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn prepay(
     State(state): State<AppState>,
     Authed(app): Authed,
     Path(id): Path<String>,
     JsonObject(body): JsonObject,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<crate::http::views::PrepaidView>, ApiError> {
     let mut f = Fields::new(body);
     let channel = f.string("channel", 32, true);
     let method = f.string("method", 32, false);
@@ -183,18 +275,24 @@ pub async fn prepay(
     let params = PrepayParams { channel, method, payer: payer.map(serde_json::Value::Object) };
     let answer = payments::prepay(&state, &app, &order.id, &params).await?;
     let a = &answer.attempt;
-    Ok(Json(serde_json::json!({
-        "attempt_id": a.id,
-        "out_trade_no": a.out_trade_no,
-        "channel": a.channel.as_str(),
-        "method": a.method.as_str(),
-        "credential": answer.credential,
-        "expires_at": a.credential_expires_at.map(|t| t.to_rfc3339()),
-        "reused": answer.reused,
-    })))
+    Ok(Json(crate::http::views::PrepaidView {
+        attempt_id: a.id.to_string(),
+        out_trade_no: a.out_trade_no.clone(),
+        channel: a.channel.as_str(),
+        method: a.method.as_str(),
+        credential: answer.credential,
+        expires_at: a.credential_expires_at.map(|t| t.to_rfc3339()),
+        reused: answer.reused,
+    }))
 }
 
-pub async fn close(State(state): State<AppState>, Authed(app): Authed, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+/// Close the order and every open channel order (at the channel first).
+#[utoipa::path(post, path = "/v1/orders/{id}/close", operation_id = "close_order", tag = "orders", params(("id" = String, Path, description = "ord_…"), IdempotencyKeyHeader),
+    responses((status = 200, description = "closed", body = crate::http::views::OrderView),
+              (status = 404, description = "not_found", body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 409, description = "order_already_paid | request_in_progress", body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 502, description = "channel_unavailable: the channel could not confirm the close; retrying is safe", body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn close(State(state): State<AppState>, Authed(app): Authed, Path(id): Path<String>) -> Result<Json<crate::http::views::OrderView>, ApiError> {
     let order = load(&state, &app.id, &id).await?;
     let closed = payments::close(&state, &app, &order.id).await?;
     Ok(Json(render(&state, &closed).await?))

@@ -15,6 +15,31 @@ use payonce_core::money::MAX_MINOR;
 use payonce_core::{Money, OrderId, RefundId, RefundStatus};
 use payonce_store::{CreateRefund, Refund, RefundKind};
 
+/// The body of `POST /v1/orders/{id}/refunds` (read by [`Fields`], documented from here).
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = CreateRefund)]
+#[allow(dead_code)]
+pub struct CreateRefundRequest {
+    /// The business's refund number, unique per order: the same number with the same content
+    /// answers 200 with the existing refund, with other content 409.
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.:|*-]+$")]
+    merchant_refund_no: String,
+    /// Minor units (fen).
+    #[schema(minimum = 1, maximum = 1000000000)]
+    amount: i64,
+    #[schema(min_length = 1, max_length = 80, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")]
+    reason: Option<String>,
+}
+
+/// Refund part or all of a paid order, idempotent by `merchant_refund_no`.
+#[utoipa::path(post, path = "/v1/orders/{id}/refunds", operation_id = "create_refund", tag = "refunds", request_body = CreateRefundRequest,
+    params(("id" = String, Path, description = "ord_…"), crate::http::orders::IdempotencyKeyHeader),
+    responses((status = 201, description = "created", body = views::RefundView),
+              (status = 200, description = "a refund with this merchant_refund_no and the same content exists", body = views::RefundView),
+              (status = 404, description = "not_found", body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 409, description = "order_not_paid | merchant_refund_no_conflict | request_in_progress", body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 422, description = "refund_exceeds_paid", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn create(State(state): State<AppState>, Authed(app): Authed, Path(id): Path<String>, JsonObject(body): JsonObject) -> Result<Response, ApiError> {
     let mut f = Fields::new(body);
     let merchant_refund_no = f.string("merchant_refund_no", 64, true);
@@ -63,20 +88,24 @@ pub async fn create(State(state): State<AppState>, Authed(app): Authed, Path(id)
         CreateRefund::Existing(r) => Ok((StatusCode::OK, Json(views::refund(&r))).into_response()),
         CreateRefund::Conflict(r) => {
             let mut e = ApiError::conflict("merchant_refund_no_conflict", "a refund with this merchant_refund_no exists with different content");
-            e.extra = Some(("refund", views::refund(&r)));
+            e.extra = Some(crate::error::Extra::Refund(views::to_value(&views::refund(&r))));
             Err(e)
         }
         CreateRefund::NotPaid(_) => Err(ApiError::conflict("order_not_paid", "the order has not been paid")),
         CreateRefund::Exceeds { refundable } => {
             let mut e = ApiError::unprocessable("refund_exceeds_paid", format!("at most {refundable} can still be refunded"));
-            e.extra = Some(("refundable", refundable.into()));
+            e.extra = Some(crate::error::Extra::Refundable(refundable));
             Err(e)
         }
         CreateRefund::NoSuchOrder => Err(ApiError::not_found("order")),
     }
 }
 
-pub async fn get(State(state): State<AppState>, Authed(app): Authed, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+/// A refund.
+#[utoipa::path(get, path = "/v1/refunds/{id}", operation_id = "get_refund", tag = "refunds", params(("id" = String, Path, description = "rfd_…")),
+    responses((status = 200, description = "the refund", body = views::RefundView),
+              (status = 404, description = "not_found", body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn get(State(state): State<AppState>, Authed(app): Authed, Path(id): Path<String>) -> Result<Json<views::RefundView>, ApiError> {
     let id = RefundId::parse(&id).map_err(|_| ApiError::not_found("refund"))?;
     let r = state.store.refund(&app.id, &id).await?.ok_or_else(|| ApiError::not_found("refund"))?;
     Ok(Json(views::refund(&r)))

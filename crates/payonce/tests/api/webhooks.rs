@@ -200,8 +200,11 @@ async fn notify_url_must_be_an_allowed_host(b: Backend) {
     let before = app.counts().await;
     for url in ["http://169.254.169.254/latest/meta-data", "http://127.0.0.1:5432/", "https://evil.example/hook"] {
         let r = app.post("/v1/orders", json!({"merchant_order_no": "SSRF", "amount": 1, "currency": "CNY", "subject": "s", "notify_url": url})).await;
-        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{url}");
-        assert_eq!(r.json::<Value>().await.unwrap()["errors"][0]["field"], "notify_url");
+        // Well-formed, but not this app's to use: refused (422), named.
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{url}");
+        let problem = r.json::<Value>().await.unwrap();
+        assert_eq!(problem["code"], "notify_url_not_allowed");
+        assert_eq!(problem["errors"][0]["field"], "notify_url");
     }
     assert_eq!(app.counts().await, before);
 }
@@ -222,7 +225,7 @@ async fn notify_url_is_judged_by_the_clients_own_parser_with_its_port(b: Backend
         format!("https://{authority}/x"),
     ] {
         let r = app.post("/v1/orders", json!({"merchant_order_no": "SSRF2", "amount": 1, "currency": "CNY", "subject": "s", "notify_url": url})).await;
-        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{url}");
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{url}");
     }
     assert_eq!(app.counts().await, before, "nothing stored");
     // The webhook URL's own scheme, host and port stay allowed.
