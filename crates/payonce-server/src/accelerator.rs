@@ -4,6 +4,10 @@
 //! expires on its own if its instance dies, every follower re-reads the database afterwards, and
 //! the partial unique index still decides who creates the channel order. Any Redis failure
 //! simply falls back to the database path.
+//!
+//! The same connection holds the per-app rate-limit buckets, so that N instances give an app
+//! its rate once, not N times (a GCRA bucket in one key, timed by Redis's own clock so that
+//! instances' clocks need not agree). Redis unreachable → each instance's own bucket.
 
 use redis::aio::ConnectionManager;
 use std::time::{Duration, Instant};
@@ -12,10 +16,38 @@ pub struct Accelerator {
     conn: ConnectionManager,
     /// Identifies this instance's keys, so it only ever deletes its own.
     token: String,
+    /// After a failed rate-limit call, Redis is left alone until then (ms since `epoch`): an
+    /// API call must not wait on a dead Redis, one timeout per request.
+    rate_paused_until: std::sync::atomic::AtomicU64,
+    epoch: Instant,
+    /// `TAKE_TOKEN`, hashed once (sent by EVALSHA, loaded on first use).
+    rate_script: redis::Script,
 }
+
+/// How long a shared-bucket call may take before this instance uses its own bucket.
+const RATE_CALL_TIMEOUT: Duration = Duration::from_millis(100);
+/// How long the instance keeps to its own buckets after Redis failed.
+const RATE_PAUSE: Duration = Duration::from_secs(2);
 
 /// Deletes the key only if it still holds our token (another leader may own it by now).
 const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
+/// GCRA: the key holds the bucket's "theoretical arrival time" in µs of Redis's clock. A
+/// request may pass while that time is at most `burst` intervals ahead of now; it pushes the
+/// time one interval on. Answers 0 (pass) or the µs to wait.
+const TAKE_TOKEN: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - interval * burst
+if now < allow_at then return allow_at - now end
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+return 0
+"#;
 
 fn count(op: &'static str, outcome: &'static str) {
     metrics::counter!("payonce_redis_total", "op" => op, "outcome" => outcome).increment(1);
@@ -27,7 +59,13 @@ impl Accelerator {
         let conn = tokio::time::timeout(Duration::from_secs(3), client.get_connection_manager())
             .await
             .map_err(|_| redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "redis connect timed out")))??;
-        Ok(Accelerator { conn, token: payonce_core::EventId::new().as_str()[4..].to_owned() })
+        Ok(Accelerator {
+            conn,
+            token: payonce_core::EventId::new().as_str()[4..].to_owned(),
+            rate_paused_until: std::sync::atomic::AtomicU64::new(0),
+            epoch: Instant::now(),
+            rate_script: redis::Script::new(TAKE_TOKEN),
+        })
     }
 
     fn key(order_id: &str) -> String {
@@ -61,6 +99,34 @@ impl Accelerator {
                 None
             }
         }
+    }
+
+    /// Takes one token of `app`'s shared bucket: `Some(Ok)` pass, `Some(Err(wait))` over the
+    /// rate, `None` Redis did not answer (the caller uses its own bucket).
+    pub async fn take_token(&self, app: &str, spec: crate::ratelimit::RateSpec) -> Option<Result<(), Duration>> {
+        use std::sync::atomic::Ordering;
+        let now_ms = self.epoch.elapsed().as_millis() as u64;
+        if now_ms < self.rate_paused_until.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut c = self.conn.clone();
+        let interval_us = 1_000_000 / u64::from(spec.per_second.max(1));
+        let mut invocation = self.rate_script.prepare_invoke();
+        invocation.key(format!("payonce:rate:{app}")).arg(interval_us.max(1)).arg(spec.burst);
+        let call = invocation.invoke_async::<u64>(&mut c);
+        let error = match tokio::time::timeout(RATE_CALL_TIMEOUT, call).await {
+            Ok(Ok(0)) => return Some(Ok(())),
+            Ok(Ok(wait_us)) => return Some(Err(Duration::from_micros(wait_us))),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".to_owned(),
+        };
+        count("rate", "error");
+        // Only the first failure of a pause is logged.
+        let until = now_ms + RATE_PAUSE.as_millis() as u64;
+        if self.rate_paused_until.swap(until, Ordering::Relaxed) <= now_ms {
+            tracing::warn!(error = %error, "redis unavailable; rate-limiting with this instance's buckets for a while");
+        }
+        None
     }
 
     pub async fn release(&self, order_id: &str) {

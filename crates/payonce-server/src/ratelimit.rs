@@ -3,9 +3,12 @@
 //! FAILING verification draw from — channels call back from few addresses, often through one
 //! load balancer, and a flash sale's genuine notifications must never be throttled.
 //!
-//! Limits are per instance (each instance holds its own buckets); behind N instances an app
-//! gets up to N times its rate. The client address comes from `X-Forwarded-For` only when the
-//! connection's peer is one of `--trusted-proxies`.
+//! Without Redis the limits are per instance (each holds its own buckets; behind N instances an
+//! app gets up to N times its rate). With `--redis-url` the API buckets live in Redis and are
+//! shared by every instance (`accelerator::Accelerator::take_token`); the notification-failure
+//! buckets stay per instance (they guard each instance's own verification work). The client
+//! address comes from `X-Forwarded-For` only when the connection's peer is one of
+//! `--trusted-proxies`.
 
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{Quota, RateLimiter};

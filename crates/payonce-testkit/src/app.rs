@@ -38,6 +38,8 @@ pub struct AppOptions {
     pub max_connections: usize,
     pub max_in_flight: usize,
     pub metrics_token: Option<String>,
+    /// Redis (the prepay accelerator and the shared rate-limit buckets).
+    pub redis_url: Option<String>,
 }
 
 impl Default for AppOptions {
@@ -58,6 +60,7 @@ impl Default for AppOptions {
             max_connections: ServerConfig::default().max_connections,
             max_in_flight: ServerConfig::default().max_in_flight,
             metrics_token: None,
+            redis_url: None,
         }
     }
 }
@@ -151,7 +154,10 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
         .await
         .expect("app");
     let sinks = payonce_server::sinks::Sinks::from_config(&opts.sinks).await.expect("sinks");
-    let state = AppState::new(store.clone(), clock, channels, config, key).with_sinks(sinks);
+    let mut state = AppState::new(store.clone(), clock, channels, config, key).with_sinks(sinks);
+    if let Some(url) = &opts.redis_url {
+        state = state.with_redis(payonce_server::accelerator::Accelerator::connect(url).await.expect("redis"));
+    }
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(payonce_server::run(listener, state.clone(), async move {
         let _ = rx.await;

@@ -80,7 +80,13 @@ async fn rate_limit(
         Ok(app) => app,
         Err(e) => return e.into_response(),
     };
-    if let Err(wait) = state.limits.check_app(app.id.as_str()) {
+    // Shared across instances through Redis when it is configured; else (or when Redis does
+    // not answer) this instance's own bucket.
+    let shared = match (&state.redis, state.config.rate_limit) {
+        (Some(redis), Some(spec)) => redis.take_token(app.id.as_str(), spec).await,
+        _ => None,
+    };
+    if let Err(wait) = shared.unwrap_or_else(|| state.limits.check_app(app.id.as_str())) {
         metrics::counter!("payonce_rate_limited_total", "kind" => "api", "app" => app.id.to_string()).increment(1);
         return crate::error::ApiError::rate_limited(wait).into_response();
     }

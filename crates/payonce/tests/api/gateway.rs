@@ -16,6 +16,7 @@ store_tests!(
     connections_past_the_limit_are_closed_and_the_rest_served,
     bodies_and_media_types_are_checked_at_the_edge,
     metrics_can_require_a_token,
+    with_redis_the_rate_is_shared_by_every_instance,
 );
 
 async fn an_app_over_its_rate_gets_429_and_others_do_not(b: Backend) {
@@ -175,4 +176,51 @@ async fn metrics_can_require_a_token(b: Backend) {
     assert_eq!(app.http.get(app.url("/metrics")).bearer_auth("wrong").send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
     let r = app.http.get(app.url("/metrics")).bearer_auth("m-secret").send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// Redis for the tests that need it: with CI=true it must answer; off CI, a loud skip.
+async fn redis_or_skip() -> Option<&'static str> {
+    const URL: &str = "redis://127.0.0.1:6379";
+    match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect("127.0.0.1:6379")).await {
+        Ok(Ok(_)) => Some(URL),
+        _ if payonce_testkit::db::on_ci() => panic!("Redis unreachable with CI=true"),
+        _ => {
+            eprintln!("\n!!! SKIPPING: Redis unreachable on 127.0.0.1:6379\n");
+            None
+        }
+    }
+}
+
+/// With `--redis-url` an app's bucket is one for all instances: what another instance took is
+/// gone for this one. And when Redis stops answering, each instance limits with its own
+/// bucket: requests are still served (never a 5xx), still limited.
+async fn with_redis_the_rate_is_shared_by_every_instance(b: Backend) {
+    let Some(redis) = redis_or_skip().await else { return };
+    // Through a proxy, so the test can take Redis away from this instance alone.
+    let proxy = payonce_testkit::proxy::Proxy::start("127.0.0.1:6379", true).await.unwrap();
+    let spec = RateSpec { per_second: 1, burst: 5 };
+    let opts = AppOptions { rate_limit: Some(spec), redis_url: Some(format!("redis://{}", proxy.addr)), ..AppOptions::default() };
+    let Some(app) = spawn_app_with(b, opts).await else { return };
+    // Another instance (its own connection to the same Redis) serves this app 4 requests.
+    let other_instance = payonce_server::accelerator::Accelerator::connect(redis).await.unwrap();
+    for _ in 0..4 {
+        assert_eq!(other_instance.take_token(&app.app_id, spec).await, Some(Ok(())));
+    }
+    // One token is left for this instance, though its own bucket is untouched.
+    assert_eq!(app.get("/v1/orders?merchant_order_no=nope").await.status(), StatusCode::NOT_FOUND);
+    let r = app.get("/v1/orders?merchant_order_no=nope").await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key("retry-after"));
+    assert!(matches!(other_instance.take_token(&app.app_id, spec).await, Some(Err(_))), "the other instance sees the bucket empty too");
+
+    // Redis gone: this instance's own bucket (burst 5) takes over.
+    proxy.set_up(false);
+    proxy.cut_all();
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        statuses.push(app.get("/v1/orders?merchant_order_no=nope").await.status());
+    }
+    assert!(statuses.iter().all(|s| *s == StatusCode::NOT_FOUND || *s == StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+    assert!(statuses.contains(&StatusCode::NOT_FOUND), "served without Redis: {statuses:?}");
+    assert_eq!(statuses.last(), Some(&StatusCode::TOO_MANY_REQUESTS), "still limited without Redis: {statuses:?}");
 }
