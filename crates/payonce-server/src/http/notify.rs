@@ -28,12 +28,11 @@ pub async fn receive(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    let Some(name) = ChannelName::parse(&channel).ok() else {
-        return (StatusCode::NOT_FOUND, "unknown channel").into_response();
+    // No channel, so no channel format to answer in: our own problem+json.
+    let Some(ch) = ChannelName::parse(&channel).ok().and_then(|name| Some((name, state.channels.get(name).cloned()?))) else {
+        return crate::error::ApiError::not_found("channel").into_response();
     };
-    let Some(ch) = state.channels.get(name).cloned() else {
-        return (StatusCode::NOT_FOUND, "channel not configured").into_response();
-    };
+    let (name, ch) = ch;
     // Oversized: the channel's own failure format (and the body drained, so it is received).
     let Ok(body) = crate::http::body::read_limited(body, state.config.body_limit).await else {
         count(name, "too_large");
