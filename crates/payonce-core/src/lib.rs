@@ -6,6 +6,7 @@
 pub mod attempt;
 pub mod channel;
 pub mod clock;
+pub mod decide;
 pub mod ids;
 pub mod money;
 pub mod order;
@@ -14,6 +15,7 @@ pub mod refund;
 pub use attempt::{AttemptEvent, AttemptStatus};
 pub use channel::{ChannelName, PayMethod};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use decide::{Observed, Plan, decide};
 pub use ids::{AppId, AttemptId, EventId, OrderId, OutTradeNo, RefundId};
 pub use money::{Currency, Money};
 pub use order::{OrderEvent, OrderStatus, SuccessDisposition};

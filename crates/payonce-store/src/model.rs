@@ -233,15 +233,8 @@ pub enum PrepayResult {
     Ambiguous { next_query_at: Timestamp },
 }
 
-/// What a channel says about one of its orders.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Observed {
-    Paid { amount: i64, channel_trade_no: Option<String>, paid_at: Timestamp },
-    Unpaid,
-    Closed,
-    /// No such channel order. Only meaningful for channels that create at prepay.
-    Absent,
-}
+/// What a channel says about one of its orders (decided on by `payonce_core::decide`).
+pub use payonce_core::decide::Observed;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum OutcomeSource {
@@ -275,17 +268,8 @@ pub enum OutcomeApplied {
     Applied { order: Order, attempt: Attempt, effect: OutcomeEffect },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutcomeEffect {
-    /// The outcome was already known: nothing changed.
-    Nothing,
-    /// The attempt moved (pending, closed, failed…) without paying the order.
-    AttemptMoved,
-    /// This payment paid the order.
-    OrderPaid,
-    /// A payment for an order already paid or closed: a duplicate to refund.
-    Duplicate,
-}
+/// What an applied outcome did (`payonce_core::decide::Effect`).
+pub use payonce_core::decide::Effect as OutcomeEffect;
 
 #[derive(Debug)]
 pub enum CloseOrder {

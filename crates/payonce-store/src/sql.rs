@@ -1069,9 +1069,7 @@ macro_rules! impl_store {
                 outcome: &$crate::ChannelOutcome,
                 now: payonce_core::Timestamp,
             ) -> $crate::Result<$crate::OutcomeApplied> {
-                use payonce_core::{AttemptEvent, AttemptStatus, OrderEvent};
-                use payonce_core::order::{success_disposition, SuccessDisposition};
-                use $crate::{Observed, OutcomeApplied, OutcomeEffect, OutcomeSource};
+                use $crate::{OutcomeApplied, OutcomeEffect, OutcomeSource};
                 let channel = outcome.channel.as_str();
                 let mut tx = self.begin_write().await?;
                 let Some(found) = Self::tx_attempt_by_no(&mut tx, channel, &outcome.out_trade_no).await? else {
@@ -1095,62 +1093,42 @@ macro_rules! impl_store {
                 let order = Self::lock_order(&mut tx, found.order_id.as_str()).await?.ok_or($crate::StoreError::Contended("order vanished"))?;
                 // Re-read under the order lock: this is the state we decide on.
                 let a = Self::tx_attempt(&mut tx, found.id.as_str()).await?.expect("attempt exists under the order lock");
-
-                let event = match &outcome.observed {
-                    Observed::Paid { amount, .. } if *amount != a.amount.minor => {
-                        let detail = format!("channel reports {} paid, attempt amount is {}", amount, a.amount.minor);
+                let other_active_attempt = Self::tx_active_attempt(&mut tx, order.id.as_str()).await?.is_some_and(|o| o.id != a.id);
+                let plan = payonce_core::decide(
+                    payonce_core::decide::OrderState { status: order.status, closed_by: order.closed_by },
+                    payonce_core::decide::AttemptState { status: a.status, amount: a.amount.minor, next_query_at: a.next_query_at },
+                    &outcome.observed,
+                    payonce_core::decide::Circumstances {
+                        late_payment: outcome.late_payment,
+                        creates_order_at_prepay: outcome.channel.creates_order_at_prepay(),
+                        reschedule: outcome.reschedule,
+                        other_active_attempt,
+                    },
+                );
+                // From here on the store only writes what was decided.
+                let (change, order_change, event, refund_duplicate, effect) = match plan {
+                    payonce_core::Plan::Nothing => {
+                        tx.commit().await?;
+                        return Ok(OutcomeApplied::Applied { order, attempt: a, effect: OutcomeEffect::Nothing });
+                    }
+                    payonce_core::Plan::AmountMismatch { reported } => {
+                        let detail = format!("channel reports {} paid, attempt amount is {}", reported, a.amount.minor);
                         Self::tx_insert_abnormal(&mut tx, "amount_mismatch", a.id.as_str(), &detail, now).await?;
                         tx.commit().await?;
-                        return Ok(OutcomeApplied::AmountMismatch { attempt: a, reported: *amount });
+                        return Ok(OutcomeApplied::AmountMismatch { attempt: a, reported });
                     }
-                    Observed::Paid { .. } => AttemptEvent::ReportedPaid,
-                    Observed::Unpaid => AttemptEvent::ReportedUnpaid,
-                    Observed::Closed => AttemptEvent::ReportedClosed,
-                    Observed::Absent if outcome.channel.creates_order_at_prepay() => AttemptEvent::ReportedAbsent,
-                    Observed::Absent => {
-                        tx.commit().await?;
-                        return Ok(OutcomeApplied::Applied { order, attempt: a, effect: OutcomeEffect::Nothing });
-                    }
+                    payonce_core::Plan::Apply { attempt, order, event, refund_duplicate, effect } => (attempt, order, event, refund_duplicate, effect),
                 };
-                let next = match a.status.next(event) {
-                    Ok(next) if next != a.status => next,
-                    // Already known, or a stale report (e.g. "unpaid" about a failed attempt).
-                    _ => {
-                        tx.commit().await?;
-                        return Ok(OutcomeApplied::Applied { order, attempt: a, effect: OutcomeEffect::Nothing });
-                    }
-                };
-
-                let mut order = order;
-                let mut effect = OutcomeEffect::AttemptMoved;
-                let mut is_duplicate = false;
-                let (mut paid_at, mut trade_no) = (None, None);
-                if let Observed::Paid { paid_at: at, channel_trade_no, .. } = &outcome.observed {
-                    paid_at = Some(at.0);
-                    trade_no = channel_trade_no.clone();
-                    match success_disposition(order.status, order.closed_by, outcome.late_payment) {
-                        SuccessDisposition::MarkPaid => effect = OutcomeEffect::OrderPaid,
-                        SuccessDisposition::Duplicate => {
-                            effect = OutcomeEffect::Duplicate;
-                            is_duplicate = true;
-                        }
-                    }
-                }
                 let done = sqlx::query(
                     "UPDATE attempts SET status = $1, is_duplicate = $2, paid_at = COALESCE($3, paid_at), \
                      channel_trade_no = COALESCE($4, channel_trade_no), next_query_at = $5, version = version + 1, \
                      updated_at = $6 WHERE id = $7 AND version = $8",
                 )
-                .bind(next.as_str())
-                .bind(is_duplicate)
-                .bind(paid_at)
-                .bind(&trade_no)
-                // Settled attempts leave the query schedule; others keep theirs unless told.
-                .bind(if matches!(next, AttemptStatus::Succeeded | AttemptStatus::Failed) {
-                    None
-                } else {
-                    outcome.reschedule.or(a.next_query_at).map(|t| t.0)
-                })
+                .bind(change.status.as_str())
+                .bind(change.is_duplicate)
+                .bind(change.paid_at.map(|t| t.0))
+                .bind(&change.channel_trade_no)
+                .bind(change.next_query_at.map(|t| t.0))
                 .bind(now.0)
                 .bind(a.id.as_str())
                 .bind(a.version)
@@ -1160,18 +1138,16 @@ macro_rules! impl_store {
                     return Err($crate::StoreError::Contended("attempt"));
                 }
                 let attempt = Self::tx_attempt(&mut tx, a.id.as_str()).await?.expect("just updated");
-
-                match effect {
-                    OutcomeEffect::OrderPaid => {
-                        let ev = OrderEvent::AttemptSucceeded { closed_by: order.closed_by, policy: outcome.late_payment };
-                        let status = order.status.next(ev).expect("an open order can be paid");
+                let mut order = order;
+                match order_change {
+                    Some(payonce_core::decide::OrderChange::Paid { status, paid_at }) => {
                         let done = sqlx::query(
                             "UPDATE orders SET status = $1, paid_attempt_id = $2, paid_at = $3, version = version + 1, \
                              updated_at = $4 WHERE id = $5 AND version = $6",
                         )
                         .bind(status.as_str())
                         .bind(attempt.id.as_str())
-                        .bind(paid_at)
+                        .bind(paid_at.0)
                         .bind(now.0)
                         .bind(order.id.as_str())
                         .bind(order.version)
@@ -1182,44 +1158,42 @@ macro_rules! impl_store {
                         }
                         order.status = status;
                         order.paid_attempt_id = Some(attempt.id.clone());
-                        order.paid_at = paid_at.map(payonce_core::Timestamp);
+                        order.paid_at = Some(paid_at);
                         order.version += 1;
                         order.updated_at = now;
-                        Self::tx_insert_event(&mut tx, "payment.succeeded", &order, Some(&attempt), now).await?;
                     }
-                    OutcomeEffect::Duplicate => {
-                        Self::tx_insert_event(&mut tx, "payment.duplicate_detected", &order, Some(&attempt), now).await?;
-                        // The money goes back, automatically; the refund worker makes the call.
-                        let refund = $crate::Refund {
-                            id: payonce_core::RefundId::new(),
-                            order_id: order.id.clone(),
-                            app_id: order.app_id.clone(),
-                            attempt_id: attempt.id.clone(),
-                            channel: attempt.channel,
-                            out_trade_no: attempt.out_trade_no.clone(),
-                            merchant_refund_no: None,
-                            out_refund_no: $crate::sql::duplicate_refund_no(&attempt.out_trade_no),
-                            amount: attempt.amount,
-                            reason: Some("duplicate payment".into()),
-                            kind: $crate::RefundKind::Duplicate,
-                            status: payonce_core::RefundStatus::Pending,
-                            failure_reason: None,
-                            content_hash: String::new(),
-                            requested: false,
-                            channel_data: None,
-                            next_query_at: Some(now),
-                            query_count: 0,
-                            version: 1,
-                            created_at: now,
-                            updated_at: now,
-                        };
-                        Self::tx_insert_refund(&mut tx, &refund).await?;
-                    }
-                    _ => {
-                        if !next.is_active() {
-                            order = Self::tx_settle_order_after_attempt_end(&mut tx, order, now).await?;
-                        }
-                    }
+                    Some(payonce_core::decide::OrderChange::Status(status)) => order = Self::tx_set_order_status(&mut tx, &order, status, now).await?,
+                    None => {}
+                }
+                if let Some(event) = event {
+                    Self::tx_insert_event(&mut tx, event.as_str(), &order, Some(&attempt), now).await?;
+                }
+                if refund_duplicate {
+                    // The money goes back, automatically; the refund worker makes the call.
+                    let refund = $crate::Refund {
+                        id: payonce_core::RefundId::new(),
+                        order_id: order.id.clone(),
+                        app_id: order.app_id.clone(),
+                        attempt_id: attempt.id.clone(),
+                        channel: attempt.channel,
+                        out_trade_no: attempt.out_trade_no.clone(),
+                        merchant_refund_no: None,
+                        out_refund_no: $crate::sql::duplicate_refund_no(&attempt.out_trade_no),
+                        amount: attempt.amount,
+                        reason: Some("duplicate payment".into()),
+                        kind: $crate::RefundKind::Duplicate,
+                        status: payonce_core::RefundStatus::Pending,
+                        failure_reason: None,
+                        content_hash: String::new(),
+                        requested: false,
+                        channel_data: None,
+                        next_query_at: Some(now),
+                        query_count: 0,
+                        version: 1,
+                        created_at: now,
+                        updated_at: now,
+                    };
+                    Self::tx_insert_refund(&mut tx, &refund).await?;
                 }
                 tx.commit().await?;
                 Ok(OutcomeApplied::Applied { order, attempt, effect })
