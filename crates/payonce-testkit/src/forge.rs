@@ -7,13 +7,7 @@ use payonce_channels::wechatpay::protocol as wx;
 use serde_json::json;
 use std::path::Path;
 
-/// One HTTP notification: headers and body.
-#[derive(Debug, Clone)]
-pub struct Forged {
-    pub headers: Vec<(String, String)>,
-    pub content_type: &'static str,
-    pub body: String,
-}
+pub use payonce_harness::app::Forged;
 
 fn read(dir: &Path, file: &str) -> String {
     std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"))

@@ -1,17 +1,13 @@
-//! Test support shared by the test suites, `payonce demo`, `bench` and `chaos`: throwaway
-//! databases on either store, an app and a simulator spawned on random ports, and the one
-//! invariant checker every scenario ends with.
+//! Test support, a dev-dependency only: notifications forged with the simulator's keys (and
+//! hostile variants), a TCP proxy that cuts connections, and `store_tests!`. The rest —
+//! spawned apps, scratch databases, serve processes, the invariant checker — is
+//! `payonce-harness` (shipped in the binary for demo, bench and chaos), re-exported here.
 
-pub mod app;
-pub mod chaos;
-pub mod db;
 pub mod forge;
-pub mod invariants;
-pub mod process;
 pub mod proxy;
 
-pub use app::{AppOptions, TestApp, spawn_app, spawn_app_with};
-pub use db::{Backend, TestDb};
+pub use payonce_harness::{app, chaos, db, invariants, process};
+pub use payonce_harness::{AppOptions, Backend, TestApp, TestDb, spawn_app, spawn_app_with};
 
 /// Runs a scenario once per store: `store_tests!(name, …)` expands to
 /// `sqlite::name` and `postgres::name` test functions calling `name(Backend)`.

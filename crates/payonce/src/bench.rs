@@ -5,7 +5,7 @@
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use payonce_server::crypto::MasterKey;
-use payonce_testkit::process::ServeProcess;
+use payonce_harness::process::ServeProcess;
 use serde_json::{Value, json};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -76,7 +76,7 @@ where
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let tmp = tempfile::tempdir()?;
+    let tmp = payonce_harness::scratch::ScratchDir::new()?;
     let db_url = args.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", tmp.path().join("bench.db").display()));
     let backend = if db_url.starts_with("sqlite") { "sqlite" } else { "postgres" };
     let sim = payonce_sim::start(tokio::net::TcpListener::bind("127.0.0.1:0").await?, &tmp.path().join("sim")).await?;
@@ -238,9 +238,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     // Correctness of the run itself.
     let ledger: Value = http.get(format!("{}/sim/ledger", sim.base_url())).send().await?.json().await?;
     let channel_orders = ledger["orders"].as_array().map(Vec::len).unwrap_or(0);
-    let mut violations = payonce_testkit::invariants::check(store.as_ref(), &ledger).await;
+    let mut violations = payonce_harness::invariants::check(store.as_ref(), &ledger).await;
     // I7 too: nothing the run left behind is stuck (a minute of grace: the server runs unscaled).
-    violations.extend(payonce_testkit::invariants::liveness(store.as_ref(), payonce_core::Clock::now(&payonce_core::SystemClock), 60_000).await);
+    violations.extend(payonce_harness::invariants::liveness(store.as_ref(), payonce_core::Clock::now(&payonce_core::SystemClock), 60_000).await);
     let errors = *errors.lock().unwrap();
 
     let report = json!({

@@ -2,7 +2,7 @@
 //! telling a story a payments engineer can check line by line. Exits non-zero if any
 //! invariant of DESIGN.md failed.
 
-use payonce_testkit::{AppOptions, TestDb};
+use payonce_harness::{AppOptions, TestDb};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -16,7 +16,9 @@ fn say(s: impl AsRef<str>) {
 
 pub async fn run() -> anyhow::Result<ExitCode> {
     say("payonce demo — SQLite in a temp dir, channel simulator in-process\n");
-    let app = payonce_testkit::app::spawn_on(TestDb::sqlite(), AppOptions { time_scale: 100.0, ..AppOptions::default() }).await;
+    // The embedded server's admin token is random: a demo listens on a real port too.
+    let admin_token = payonce_server::crypto::new_webhook_secret();
+    let app = payonce_harness::app::spawn_on(TestDb::sqlite(), AppOptions { time_scale: 100.0, admin_token, ..AppOptions::default() }).await;
     say(format!("  server    {}", app.base));
     say(format!("  simulator {}\n", app.sim.base_url()));
     let mut failures: Vec<String> = Vec::new();

@@ -162,10 +162,10 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Demo => demo::run().await,
         Command::Bench(args) => bench::run(args).await,
         Command::Chaos { database_url, instances, kills, freeze } => {
-            let tmp = tempfile::tempdir()?;
+            let tmp = payonce_harness::scratch::ScratchDir::new()?;
             let database_url = database_url.unwrap_or_else(|| format!("sqlite://{}", tmp.path().join("chaos.db").display()));
             println!("payonce chaos — {} instance(s), {kills} SIGKILLs{} on {}", instances, if freeze { ", one SIGSTOP" } else { "" }, redact_url(&database_url));
-            let report = payonce_testkit::chaos::run(payonce_testkit::chaos::ChaosConfig {
+            let report = payonce_harness::chaos::run(payonce_harness::chaos::ChaosConfig {
                 exe: std::env::current_exe()?,
                 database_url,
                 instances,

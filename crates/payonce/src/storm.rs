@@ -5,7 +5,7 @@
 
 use hdrhistogram::Histogram;
 use payonce_server::crypto::MasterKey;
-use payonce_testkit::process::ServeProcess;
+use payonce_harness::process::ServeProcess;
 use serde_json::{Value, json};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -38,7 +38,7 @@ fn rss_mib(server: &ServeProcess) -> Option<f64> {
 }
 
 pub async fn run(args: StormArgs) -> anyhow::Result<ExitCode> {
-    let tmp = tempfile::tempdir()?;
+    let tmp = payonce_harness::scratch::ScratchDir::new()?;
     let db_url = format!("sqlite://{}", tmp.path().join("storm.db").display());
     let sim = payonce_sim::start(tokio::net::TcpListener::bind("127.0.0.1:0").await?, &tmp.path().join("sim")).await?;
     let store = payonce_store::open(&db_url, true).await?;

@@ -13,7 +13,7 @@ pub enum Backend {
 pub struct TestDb {
     pub backend: Backend,
     pub url: String,
-    _dir: Option<tempfile::TempDir>,
+    _dir: Option<crate::scratch::ScratchDir>,
     pg_name: Option<String>,
 }
 
@@ -50,7 +50,7 @@ impl TestDb {
     }
 
     pub fn sqlite() -> TestDb {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = crate::scratch::ScratchDir::new().expect("temp dir");
         let url = format!("sqlite://{}", dir.path().join("payonce.db").display());
         TestDb { backend: Backend::Sqlite, url, _dir: Some(dir), pg_name: None }
     }

@@ -40,6 +40,8 @@ pub struct AppOptions {
     pub metrics_token: Option<String>,
     /// Redis (the prepay accelerator and the shared rate-limit buckets).
     pub redis_url: Option<String>,
+    /// `PAYONCE_ADMIN_TOKEN` of the app (tests know it; the demo makes a random one).
+    pub admin_token: String,
 }
 
 impl Default for AppOptions {
@@ -61,8 +63,17 @@ impl Default for AppOptions {
             max_in_flight: ServerConfig::default().max_in_flight,
             metrics_token: None,
             redis_url: None,
+            admin_token: "test-admin-token".into(),
         }
     }
+}
+
+/// One HTTP notification: headers and body (`payonce_testkit::forge` makes them).
+#[derive(Debug, Clone)]
+pub struct Forged {
+    pub headers: Vec<(String, String)>,
+    pub content_type: &'static str,
+    pub body: String,
 }
 
 pub struct TestApp {
@@ -78,7 +89,7 @@ pub struct TestApp {
     pub db: TestDb,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    _sim_dir: tempfile::TempDir,
+    _sim_dir: crate::scratch::ScratchDir,
 }
 
 /// A server on `backend` with default options, or `None` if that backend is unavailable here
@@ -95,14 +106,14 @@ pub async fn spawn_app_with(backend: Backend, opts: AppOptions) -> Option<TestAp
 /// A simulator state dir with keys already in it. RSA key and certificate generation is the
 /// slowest part of starting a simulator, so every test in a process copies one set of keys
 /// (tests need fresh ledgers, not fresh keys).
-fn sim_state_dir() -> tempfile::TempDir {
-    static TEMPLATE: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+fn sim_state_dir() -> crate::scratch::ScratchDir {
+    static TEMPLATE: std::sync::OnceLock<crate::scratch::ScratchDir> = std::sync::OnceLock::new();
     let template = TEMPLATE.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = crate::scratch::ScratchDir::new().expect("temp dir");
         payonce_sim::Sim::prepare(dir.path(), "http://127.0.0.1:0", payonce_sim::SimOptions::default()).expect("simulator keys");
         dir
     });
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = crate::scratch::ScratchDir::new().expect("temp dir");
     for entry in std::fs::read_dir(template.path()).unwrap() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
@@ -137,7 +148,7 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
         public_url: base.clone(),
         channel_timeout: opts.channel_timeout,
         time_scale: opts.time_scale,
-        admin_token: Some("test-admin-token".into()),
+        admin_token: Some(opts.admin_token.clone()),
         late_payment: opts.late_payment,
         // Test receivers listen on 127.0.0.1; one test turns this off to see the refusal.
         allow_private_webhooks: opts.allow_private_webhooks,
@@ -315,13 +326,13 @@ impl TestApp {
 }
 
 impl TestApp {
-    /// The simulator's state dir (its keys), for `forge`.
+    /// The simulator's state dir (its keys), for `payonce_testkit::forge`.
     pub fn sim_dir(&self) -> std::path::PathBuf {
         self.sim.channels_file.parent().unwrap().to_path_buf()
     }
 
     /// Posts a forged notification to `/notify/{channel}`; returns status and body text.
-    pub async fn deliver(&self, channel: &str, n: &crate::forge::Forged) -> (StatusCode, String) {
+    pub async fn deliver(&self, channel: &str, n: &Forged) -> (StatusCode, String) {
         let mut req = self.http.post(self.url(&format!("/notify/{channel}"))).header("content-type", n.content_type).body(n.body.clone());
         for (k, v) in &n.headers {
             req = req.header(k, v);

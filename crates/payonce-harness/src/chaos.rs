@@ -169,7 +169,7 @@ async fn load(shared: Arc<Shared>, secret: String, sim: String) {
 }
 
 pub async fn run(cfg: ChaosConfig) -> anyhow::Result<ChaosReport> {
-    let sim_dir = tempfile::tempdir()?;
+    let sim_dir = crate::scratch::ScratchDir::new()?;
     let sim = payonce_sim::start(tokio::net::TcpListener::bind("127.0.0.1:0").await?, sim_dir.path()).await?;
     let http = reqwest::Client::new();
     http.post(format!("{}/sim/faults", sim.base_url()))
