@@ -72,15 +72,8 @@ impl ChannelOrderRef {
     }
 }
 
-/// What a channel says about one of its orders.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TradeState {
-    Paid { amount: i64, channel_trade_no: Option<String>, paid_at: Timestamp },
-    Unpaid,
-    Closed,
-    /// The channel has no such order.
-    Absent,
-}
+/// What a channel says about one of its orders: the very type the engine decides on.
+pub use payonce_core::decide::Observed as TradeState;
 
 /// A refund as payonce asks for it. `out_refund_no` is derived deterministically by the caller,
 /// so a retry can never refund twice.

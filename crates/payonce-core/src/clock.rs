@@ -28,6 +28,22 @@ impl Timestamp {
     }
 }
 
+/// `now + duration`: schedules are written as durations, stored as timestamps.
+impl std::ops::Add<std::time::Duration> for Timestamp {
+    type Output = Timestamp;
+    fn add(self, d: std::time::Duration) -> Timestamp {
+        Timestamp(self.0.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+    }
+}
+
+/// `now - duration`: cut-offs ("older than the retention").
+impl std::ops::Sub<std::time::Duration> for Timestamp {
+    type Output = Timestamp;
+    fn sub(self, d: std::time::Duration) -> Timestamp {
+        Timestamp(self.0.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+    }
+}
+
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Timestamp;
 }

@@ -7,8 +7,8 @@
 use crate::order::{ClosedBy, LatePaymentPolicy, SuccessDisposition, success_disposition};
 use crate::{AttemptEvent, AttemptStatus, OrderEvent, OrderStatus, Timestamp};
 
-/// What a channel says about one of its orders.
-#[derive(Debug, Clone, PartialEq)]
+/// What a channel says about one of its orders (the channels' `TradeState`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Observed {
     Paid { amount: i64, channel_trade_no: Option<String>, paid_at: Timestamp },
     Unpaid,

@@ -176,6 +176,24 @@ impl From<payonce_store::StoreError> for ApiError {
     }
 }
 
+/// The engine's refusals, as API.md names them.
+impl From<crate::payments::PaymentError> for ApiError {
+    fn from(e: crate::payments::PaymentError) -> Self {
+        use crate::http::views;
+        use crate::payments::PaymentError as E;
+        let view = |s: &crate::payments::OrderSnapshot| views::order(&s.order, &s.attempts, &s.refunds);
+        match e {
+            E::NotFound(what) => ApiError::not_found(what),
+            E::AlreadyPaid(s) => ApiError::order_already_paid(view(&s)),
+            E::Closed(s) => ApiError::order_closed(view(&s)),
+            E::InProgress(detail) => ApiError::request_in_progress(detail),
+            E::ChannelRefused(code) => ApiError::channel_unavailable(StatusCode::BAD_GATEWAY, format!("the channel refused the request ({code})")),
+            E::ChannelUnavailable(detail) => ApiError::channel_unavailable(StatusCode::SERVICE_UNAVAILABLE, detail),
+            E::Store(e) => e.into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = Problem {

@@ -5,19 +5,67 @@
 //! partial unique index allows one active attempt per order); in-process order locks only
 //! spare the database a thundering herd.
 
-use crate::error::ApiError;
-use crate::http::views;
 use crate::state::AppState;
-use axum::http::StatusCode;
 use payonce_channels::{Channel, ChannelError, ChannelOrderRef, CloseAnswer, PrepayRequest, TradeState};
 use payonce_core::order::ClosedBy;
 use payonce_core::{AttemptId, AttemptStatus, ChannelName, OrderId, OutTradeNo, PayMethod, Timestamp};
 use payonce_store::{
-    App, Attempt, BeginAttempt, ChannelOutcome, CloseOrder, Observed, Order, OutcomeApplied, OutcomeSource, PrepayResult,
+    App, Attempt, BeginAttempt, ChannelOutcome, CloseOrder, Order, OutcomeApplied, OutcomeSource, PrepayResult,
     StoreError,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Why the engine did not do what was asked. The HTTP layer maps each to API.md's status and
+/// code (`error::ApiError`); the engine itself speaks no HTTP.
+#[derive(Debug)]
+pub enum PaymentError {
+    NotFound(&'static str),
+    /// The order is paid; here it is as it now stands.
+    AlreadyPaid(Box<OrderSnapshot>),
+    /// The order is closed or expired.
+    Closed(Box<OrderSnapshot>),
+    /// Another request for this order is in flight, or the order kept changing: retry.
+    InProgress(&'static str),
+    /// The channel definitively refused (its code): a different request might succeed.
+    ChannelRefused(String),
+    /// The channel could not be reached, did not answer in time, or could not confirm: the same
+    /// request is safe to retry.
+    ChannelUnavailable(&'static str),
+    Store(StoreError),
+}
+
+impl From<StoreError> for PaymentError {
+    fn from(e: StoreError) -> Self {
+        PaymentError::Store(e)
+    }
+}
+
+impl PaymentError {
+    /// A short name for logs and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PaymentError::NotFound(_) => "not_found",
+            PaymentError::AlreadyPaid(_) => "order_already_paid",
+            PaymentError::Closed(_) => "order_closed",
+            PaymentError::InProgress(_) => "request_in_progress",
+            PaymentError::ChannelRefused(_) | PaymentError::ChannelUnavailable(_) => "channel_unavailable",
+            PaymentError::Store(_) => "store",
+        }
+    }
+}
+
+/// An order with its attempts and refunds, as read when an error needed to show it.
+#[derive(Debug)]
+pub struct OrderSnapshot {
+    pub order: Order,
+    pub attempts: Vec<Attempt>,
+    pub refunds: Vec<payonce_store::Refund>,
+}
+
+async fn snapshot(state: &AppState, order: &Order) -> Result<Box<OrderSnapshot>, StoreError> {
+    Ok(Box::new(OrderSnapshot { order: order.clone(), attempts: state.store.attempts_of(&order.id).await?, refunds: state.store.refunds_of(&order.id).await? }))
+}
 
 /// What the business asked for in a prepay.
 #[derive(Debug, Clone)]
@@ -46,22 +94,22 @@ fn prepay_metric(outcome: &'static str) {
     metrics::counter!("payonce_prepay_total", "outcome" => outcome).increment(1);
 }
 
-fn channel_of(state: &AppState, name: ChannelName) -> Result<&Arc<dyn Channel>, ApiError> {
+fn channel_of(state: &AppState, name: ChannelName) -> Result<&Arc<dyn Channel>, PaymentError> {
     state
         .channels
         .get(name)
-        .ok_or_else(|| ApiError::channel_unavailable(StatusCode::SERVICE_UNAVAILABLE, format!("channel {name} is not configured")))
+        .ok_or(PaymentError::ChannelUnavailable("the channel is not configured on this server"))
 }
 
 #[tracing::instrument(skip_all, fields(order_id = %order_id, channel = %params.channel))]
-pub async fn prepay(state: &AppState, app: &App, order_id: &OrderId, params: &PrepayParams) -> Result<PrepayAnswer, ApiError> {
+pub async fn prepay(state: &AppState, app: &App, order_id: &OrderId, params: &PrepayParams) -> Result<PrepayAnswer, PaymentError> {
     let channel = channel_of(state, params.channel)?.clone();
     let wait = state.config.prepay_wait();
     let deadline = Instant::now() + wait;
     // Duplicates on this instance queue here; when their turn comes the credential is stored.
     let Some((_turn, mut waited)) = state.order_locks.lock(order_id.as_str(), wait).await else {
         prepay_metric("conflict");
-        return Err(ApiError::request_in_progress("another prepay of this order is in flight"));
+        return Err(PaymentError::InProgress("another prepay of this order is in flight"));
     };
     // Across instances, Redis (when configured) lets one request lead and the others wait for
     // it before touching the database; the database still decides everything.
@@ -93,18 +141,18 @@ async fn prepay_rounds(
     channel: Arc<dyn Channel>,
     deadline: Instant,
     waited: &mut bool,
-) -> Result<PrepayAnswer, ApiError> {
+) -> Result<PrepayAnswer, PaymentError> {
     let mut backoff = Duration::from_millis(10);
     for _ in 0..MAX_ROUNDS {
         let now = state.clock.now();
-        let order = state.store.order(&app.id, order_id).await?.ok_or_else(|| ApiError::not_found("order"))?;
+        let order = state.store.order(&app.id, order_id).await?.ok_or_else(|| PaymentError::NotFound("order"))?;
         if order.status.has_been_paid() {
             prepay_metric("already_paid");
-            return Err(ApiError::order_already_paid(views::load_order(state, &order).await?));
+            return Err(PaymentError::AlreadyPaid(snapshot(state, &order).await?));
         }
         if !order.status.is_open() || order.expires_at <= now {
             prepay_metric("order_closed");
-            return Err(ApiError::order_closed(views::load_order(state, &order).await?));
+            return Err(PaymentError::Closed(snapshot(state, &order).await?));
         }
         let active = state.store.attempts_of(order_id).await?.into_iter().find(|a| a.status.is_active());
         let Some(a) = active else {
@@ -112,7 +160,7 @@ async fn prepay_rounds(
             match state.store.begin_attempt(&attempt, now).await? {
                 BeginAttempt::Started(a) => return call_prepay(state, channel.as_ref(), &order, a, params).await,
                 BeginAttempt::ActiveExists(_) | BeginAttempt::OrderNotOpen(_) => continue,
-                BeginAttempt::NoSuchOrder => return Err(ApiError::not_found("order")),
+                BeginAttempt::NoSuchOrder => return Err(PaymentError::NotFound("order")),
             }
         };
         let same = a.channel == params.channel && a.method == params.method;
@@ -130,7 +178,7 @@ async fn prepay_rounds(
             }
             AttemptStatus::Created => {
                 // Another request (maybe on another instance) is calling the channel right now.
-                let stale_before = Timestamp(now.0 - state.config.call_deadline_ms());
+                let stale_before = now - state.config.call_deadline();
                 if a.created_at < stale_before {
                     // Its caller never came back: the outcome is unknown, never assumed failed.
                     state.store.mark_stale_created(&a.id, stale_before, now).await?;
@@ -138,7 +186,7 @@ async fn prepay_rounds(
                 }
                 if Instant::now() >= deadline {
                     prepay_metric("conflict");
-                    return Err(ApiError::request_in_progress("another prepay of this order is in flight"));
+                    return Err(PaymentError::InProgress("another prepay of this order is in flight"));
                 }
                 *waited = true;
                 tokio::time::sleep(backoff).await;
@@ -150,7 +198,7 @@ async fn prepay_rounds(
             // (Also a pending attempt whose credential was lost: a query found the channel order
             // but the prepay answer never arrived.)
             AttemptStatus::Unknown | AttemptStatus::Pending if same && a.credential.is_none() => {
-                let busy_until = now.plus_ms(state.config.call_deadline_ms());
+                let busy_until = now + state.config.call_deadline();
                 state.store.defer_unknown(&a.id, busy_until, now).await?;
                 return call_prepay(state, channel.as_ref(), &order, a, params).await;
             }
@@ -160,7 +208,7 @@ async fn prepay_rounds(
         }
     }
     prepay_metric("conflict");
-    Err(ApiError::request_in_progress("the order kept changing; retry"))
+    Err(PaymentError::InProgress("the order kept changing; retry"))
 }
 
 /// The intent of a new attempt: its channel order's number, and the request it will send
@@ -193,7 +241,7 @@ pub fn new_attempt(state: &AppState, order: &Order, params: &PrepayParams, now: 
         paid_at: None,
         // Claimable by the active-query worker from the start: should this request die
         // between the channel call and the recording, the worker settles it.
-        next_query_at: Some(now.plus_ms(state.config.call_deadline_ms())),
+        next_query_at: Some(now + state.config.call_deadline()),
         query_count: 0,
         version: 1,
         created_at: now,
@@ -208,11 +256,11 @@ async fn call_prepay(
     order: &Order,
     attempt: Attempt,
     params: &PrepayParams,
-) -> Result<PrepayAnswer, ApiError> {
+) -> Result<PrepayAnswer, PaymentError> {
     let req = stored_request(order, &attempt, params.payer.clone(), state);
     let result = channel.prepay(&req).await;
     let now = state.clock.now();
-    let first_query = now.plus_ms(state.config.scaled(FIRST_QUERY_AFTER).as_millis() as i64);
+    let first_query = now + state.config.scaled(FIRST_QUERY_AFTER);
     match result {
         Ok(prepaid) => {
             // The channel's own expiry of the credential, which can outlive the order (an Alipay QR
@@ -234,9 +282,9 @@ async fn call_prepay(
                 AttemptStatus::Succeeded => {
                     prepay_metric("already_paid");
                     let order = state.store.order(&order.app_id, &order.id).await?.unwrap_or_else(|| order.clone());
-                    Err(ApiError::order_already_paid(views::load_order(state, &order).await?))
+                    Err(PaymentError::AlreadyPaid(snapshot(state, &order).await?))
                 }
-                _ => Err(ApiError::request_in_progress("the channel order changed while it was being created")),
+                _ => Err(PaymentError::InProgress("the channel order changed while it was being created")),
             }
         }
         Err(ChannelError::Refused { code, message }) => {
@@ -248,13 +296,13 @@ async fn call_prepay(
             }
             prepay_metric("channel_refused");
             tracing::warn!(code = %code, "channel refused prepay");
-            Err(ApiError::channel_unavailable(StatusCode::BAD_GATEWAY, format!("the channel refused the prepay ({code})")))
+            Err(PaymentError::ChannelRefused(code.to_string()))
         }
         Err(ChannelError::Unreachable(e)) => {
             // Nothing left this machine: no channel order can exist.
             state.store.record_prepay(&attempt.id, &PrepayResult::Refused { reason: format!("unreachable: {e}") }, now).await?;
             prepay_metric("channel_unavailable");
-            Err(ApiError::channel_unavailable(StatusCode::SERVICE_UNAVAILABLE, "the channel is unreachable; retrying is safe"))
+            Err(PaymentError::ChannelUnavailable("the channel is unreachable; retrying is safe"))
         }
         Err(ChannelError::Ambiguous(e)) => {
             // The channel order may exist. `unknown`, never `failed`: a query settles it, and a
@@ -262,10 +310,7 @@ async fn call_prepay(
             tracing::warn!(error = %e, "prepay outcome unknown");
             state.store.record_prepay(&attempt.id, &PrepayResult::Ambiguous { next_query_at: now }, now).await?;
             prepay_metric("unknown");
-            Err(ApiError::channel_unavailable(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the channel did not answer in time; retrying the same request is safe",
-            ))
+            Err(PaymentError::ChannelUnavailable("the channel did not answer in time; retrying the same request is safe"))
         }
     }
 }
@@ -308,7 +353,7 @@ pub fn stored_request(order: &Order, attempt: &Attempt, payer: Option<serde_json
 /// Re-issues the credential of a pending attempt whose credential died before the order did.
 /// The attempt's own transition (`CredentialRefreshed` / `RefreshFailed`): whatever happens,
 /// the channel order stays pending — a refresh that fails or times out changes nothing there.
-async fn refresh_credential(state: &AppState, channel: &dyn Channel, order: &Order, a: Attempt) -> Result<PrepayAnswer, ApiError> {
+async fn refresh_credential(state: &AppState, channel: &dyn Channel, order: &Order, a: Attempt) -> Result<PrepayAnswer, PaymentError> {
     let req = stored_request(order, &a, None, state);
     match channel.prepay(&req).await {
         Ok(prepaid) => {
@@ -323,7 +368,7 @@ async fn refresh_credential(state: &AppState, channel: &dyn Channel, order: &Ord
                     Ok(PrepayAnswer { attempt, credential: prepaid.credential, reused: false })
                 }
                 // Paid or closed meanwhile: the next prepay round tells the caller.
-                None => Err(ApiError::request_in_progress("the channel order changed while its credential was refreshed")),
+                None => Err(PaymentError::InProgress("the channel order changed while its credential was refreshed")),
             }
         }
         Err(e) => {
@@ -331,14 +376,14 @@ async fn refresh_credential(state: &AppState, channel: &dyn Channel, order: &Ord
             // the dead credential is not handed out. A repeat of the request tries again.
             tracing::warn!(error = %e, out_trade_no = %a.out_trade_no, "credential refresh failed");
             prepay_metric("refresh_failed");
-            Err(ApiError::channel_unavailable(StatusCode::SERVICE_UNAVAILABLE, "the channel did not re-issue the payment code; retrying is safe"))
+            Err(PaymentError::ChannelUnavailable("the channel did not re-issue the payment code; retrying is safe"))
         }
     }
 }
 
 /// Closes an attempt's channel order and records the channel's answer. A close refused because
 /// the payer paid is followed by a query, so the payment is recorded with its details.
-pub async fn retire(state: &AppState, a: &Attempt) -> Result<(), ApiError> {
+pub async fn retire(state: &AppState, a: &Attempt) -> Result<(), PaymentError> {
     let channel = channel_of(state, a.channel)?;
     let r = order_ref(a);
     let observed = match channel.close(&r).await {
@@ -351,23 +396,17 @@ pub async fn retire(state: &AppState, a: &Attempt) -> Result<(), ApiError> {
         Ok(CloseAnswer::AlreadyPaid) => match channel.query(&r).await {
             Ok(s @ TradeState::Paid { .. }) => s,
             Ok(_) | Err(_) => {
-                return Err(ApiError::channel_unavailable(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the channel reports the order paid but its details are not available yet; retry",
-                ));
+                return Err(PaymentError::ChannelUnavailable("the channel reports the order paid but its details are not available yet; retry"));
             }
         },
         Err(e) => {
             tracing::warn!(error = %e, out_trade_no = %a.out_trade_no, "close failed");
-            return Err(ApiError::channel_unavailable(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "could not close the previous channel order; retrying is safe",
-            ));
+            return Err(PaymentError::ChannelUnavailable("could not close the previous channel order; retrying is safe"));
         }
     };
     // The "delay-queue second check": look once more shortly after the close, and keep watching
     // a credential that can still pay (an unscanned Alipay QR, a UnionPay form) until it expires.
-    let second_check = state.clock.now().plus_ms(state.config.scaled(SECOND_CHECK_AFTER).as_millis() as i64);
+    let second_check = state.clock.now() + state.config.scaled(SECOND_CHECK_AFTER);
     apply(state, a.channel, &a.out_trade_no, observed, OutcomeSource::CloseAnswer, Some(second_check)).await?;
     Ok(())
 }
@@ -377,11 +416,11 @@ pub fn order_ref(a: &Attempt) -> ChannelOrderRef {
 }
 
 /// Asks the channel about an attempt and applies the answer (compensation query).
-pub async fn sync_attempt(state: &AppState, a: &Attempt) -> Result<OutcomeApplied, ApiError> {
+pub async fn sync_attempt(state: &AppState, a: &Attempt) -> Result<OutcomeApplied, PaymentError> {
     let channel = channel_of(state, a.channel)?;
     let observed = channel.query(&order_ref(a)).await.map_err(|e| {
         tracing::warn!(error = %e, "query failed");
-        ApiError::channel_unavailable(StatusCode::SERVICE_UNAVAILABLE, "the channel could not be queried; retry")
+        PaymentError::ChannelUnavailable("the channel could not be queried; retry")
     })?;
     Ok(apply(state, a.channel, &a.out_trade_no, observed, OutcomeSource::Query, None).await?)
 }
@@ -396,12 +435,6 @@ pub async fn apply(
     source: OutcomeSource,
     reschedule: Option<Timestamp>,
 ) -> Result<OutcomeApplied, StoreError> {
-    let observed = match observed {
-        TradeState::Paid { amount, channel_trade_no, paid_at } => Observed::Paid { amount, channel_trade_no, paid_at },
-        TradeState::Unpaid => Observed::Unpaid,
-        TradeState::Closed => Observed::Closed,
-        TradeState::Absent => Observed::Absent,
-    };
     let outcome = ChannelOutcome {
         channel,
         out_trade_no: out_trade_no.to_owned(),
@@ -422,26 +455,26 @@ pub async fn apply(
 /// Closes an order at the business's request: every open channel order is closed at the
 /// channel first; the order is `closed` only once they all are.
 #[tracing::instrument(skip_all, fields(order_id = %order_id))]
-pub async fn close(state: &AppState, app: &App, order_id: &OrderId) -> Result<Order, ApiError> {
-    let order = state.store.order(&app.id, order_id).await?.ok_or_else(|| ApiError::not_found("order"))?;
+pub async fn close(state: &AppState, app: &App, order_id: &OrderId) -> Result<Order, PaymentError> {
+    let order = state.store.order(&app.id, order_id).await?.ok_or_else(|| PaymentError::NotFound("order"))?;
     let wait = state.config.prepay_wait();
     let deadline = Instant::now() + wait;
     let Some(_turn) = state.order_locks.lock(order.id.as_str(), wait).await else {
-        return Err(ApiError::request_in_progress("another request for this order is in flight"));
+        return Err(PaymentError::InProgress("another request for this order is in flight"));
     };
     for _ in 0..MAX_ROUNDS {
         let now = state.clock.now();
         match state.store.close_order(order_id, ClosedBy::Business, now).await? {
             CloseOrder::Closed(o) | CloseOrder::AlreadyClosed(o) => return Ok(o),
-            CloseOrder::Paid(o) => return Err(ApiError::order_already_paid(views::load_order(state, &o).await?)),
-            CloseOrder::NoSuchOrder => return Err(ApiError::not_found("order")),
+            CloseOrder::Paid(o) => return Err(PaymentError::AlreadyPaid(snapshot(state, &o).await?)),
+            CloseOrder::NoSuchOrder => return Err(PaymentError::NotFound("order")),
             CloseOrder::ActiveAttempt(a) if a.status == AttemptStatus::Created => {
                 // A prepay is mid-call: closing now could race its creation. Wait for it.
-                let stale_before = Timestamp(now.0 - state.config.call_deadline_ms());
+                let stale_before = now - state.config.call_deadline();
                 if a.created_at < stale_before {
                     state.store.mark_stale_created(&a.id, stale_before, now).await?;
                 } else if Instant::now() >= deadline {
-                    return Err(ApiError::request_in_progress("a prepay of this order is in flight"));
+                    return Err(PaymentError::InProgress("a prepay of this order is in flight"));
                 } else {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
@@ -449,5 +482,5 @@ pub async fn close(state: &AppState, app: &App, order_id: &OrderId) -> Result<Or
             CloseOrder::ActiveAttempt(a) => retire(state, &a).await?,
         }
     }
-    Err(ApiError::request_in_progress("the order kept changing; retry"))
+    Err(PaymentError::InProgress("the order kept changing; retry"))
 }

@@ -150,10 +150,11 @@ impl ServerConfig {
         self.scaled(Duration::from_secs(secs))
     }
 
-    /// By when any channel call begun now has certainly ended (the client's timeout plus a
-    /// grace for scheduling): an attempt still `created` past it lost its caller.
-    pub fn call_deadline_ms(&self) -> i64 {
-        i64::try_from(self.channel_timeout.as_millis()).unwrap_or(i64::MAX / 4) + CALL_GRACE_MS
+    /// How long any channel call begun now can last (the client's timeout plus a grace for
+    /// scheduling and recording): an attempt still `created` past it lost its caller. The one
+    /// "channel timeout + grace" rule.
+    pub fn call_deadline(&self) -> Duration {
+        self.channel_timeout + Duration::from_millis(CALL_GRACE_MS as u64)
     }
 
     /// How long a duplicate prepay waits for an in-flight one before answering 409.

@@ -218,7 +218,7 @@ pub async fn deliver(state: &AppState, http: &reqwest::Client, owner: &str, ev: 
         _ => match state.config.webhook_retry_after(ev.delivery_count as usize) {
             Some(wait) => {
                 count("retry");
-                DeliveryOutcome::Retry { next_attempt_at: now.plus_ms(jitter(wait).as_millis() as i64) }
+                DeliveryOutcome::Retry { next_attempt_at: now + jitter(wait) }
             }
             None => {
                 count("failed");
@@ -245,7 +245,7 @@ async fn deliver_to_sink(state: &AppState, owner: &str, ev: &EventRow, sink: &st
         Err(e) => {
             tracing::warn!(error = %e, sink, "publishing an event failed");
             let outcome = match state.config.webhook_retry_after(ev.delivery_count as usize) {
-                Some(wait) => DeliveryOutcome::Retry { next_attempt_at: now.plus_ms(jitter(wait).as_millis() as i64) },
+                Some(wait) => DeliveryOutcome::Retry { next_attempt_at: now + jitter(wait) },
                 None => DeliveryOutcome::Failed,
             };
             (sink.to_owned(), Some(e), outcome)

@@ -12,9 +12,9 @@
 
 use crate::payments::{self, order_ref};
 use crate::state::AppState;
-use payonce_channels::{ChannelError, RefundRef, RefundRequest, RefundState, TradeState};
-use payonce_core::{AttemptStatus, RefundStatus, Timestamp};
-use payonce_store::{Attempt, CloseOrder, OutcomeApplied, OutcomeSource, Refund, RefundKind, RefundResult};
+use payonce_channels::{ChannelError, TradeState};
+use payonce_core::{AttemptStatus, Timestamp};
+use payonce_store::{Attempt, CloseOrder, OutcomeApplied, OutcomeSource};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -78,11 +78,11 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
 
 fn lease_ms(state: &AppState) -> i64 {
     // Long enough for a channel call and its recording, with room to spare.
-    (state.config.channel_timeout.as_millis() as i64) * 3 + 5_000
+    i64::try_from((state.config.channel_timeout * 3 + Duration::from_secs(5)).as_millis()).unwrap_or(i64::MAX)
 }
 
 fn at(now: Timestamp, d: Duration) -> Timestamp {
-    now.plus_ms(d.as_millis() as i64)
+    now + d
 }
 
 /// Active query: the answer to lost notifications.
@@ -103,15 +103,15 @@ async fn poll_attempts(state: &AppState, owner: &str) {
 #[tracing::instrument(skip_all, fields(attempt_id = %a.id, channel = %a.channel))]
 async fn check_attempt(state: &AppState, owner: &str, mut a: Attempt) {
     let now = state.clock.now();
-    let timeout_ms = state.config.call_deadline_ms();
+    let deadline = state.config.call_deadline();
     if a.status == AttemptStatus::Created {
         // Its prepay call may still be running: look again once it must have ended; if it has
         // not recorded anything by then, its caller died and the outcome is unknown.
-        if a.created_at.0 > now.0 - timeout_ms {
-            let _ = state.store.finish_attempt_check(&a.id, owner, Some(a.created_at.plus_ms(timeout_ms + 1)), now).await;
+        if a.created_at > now - deadline {
+            let _ = state.store.finish_attempt_check(&a.id, owner, Some(a.created_at + deadline + Duration::from_millis(1)), now).await;
             return;
         }
-        match state.store.mark_stale_created(&a.id, Timestamp(now.0 - timeout_ms), now).await {
+        match state.store.mark_stale_created(&a.id, now - deadline, now).await {
             Ok(Some(updated)) => a = updated,
             _ => return,
         }
@@ -136,7 +136,7 @@ async fn check_attempt(state: &AppState, owner: &str, mut a: Attempt) {
         // paid, then it is closed (never failed).
         Ok(s) if !a.channel.creates_order_at_prepay() => payonce_channels::settle_query_answer(a.channel, s, payable_until(&a) <= now),
         // "Absent" proves the prepay never happened only once no call can still be creating it.
-        Ok(TradeState::Absent) if a.updated_at.0 > now.0 - timeout_ms => None,
+        Ok(TradeState::Absent) if a.updated_at > now - deadline => None,
         Ok(s) => Some(s),
         Err(e) => {
             tracing::debug!(error = %e, "active query failed");
@@ -174,12 +174,6 @@ const LONGEST_CREDENTIAL_MS: i64 = {
     if a > b { a } else { b }
 };
 
-/// How many "not on record yet" answers (UnionPay `34`) a sent refund gets before a person is
-/// asked to look (reconciliation settles it otherwise). Querying goes on at the slow pace.
-const REFUND_NOT_FOUND_ALERT_AFTER: i64 = 8;
-/// How many unknown / absent rounds a refund gets before a person is asked to look.
-const REFUND_UNRESOLVED_ALERT_AFTER: i64 = 12;
-
 fn next_check(state: &AppState, a: &Attempt, status: AttemptStatus, n: usize, now: Timestamp) -> Option<Timestamp> {
     let grace = state.config.scaled(Duration::from_secs(60)).as_millis() as i64;
     match status {
@@ -200,10 +194,10 @@ fn next_check(state: &AppState, a: &Attempt, status: AttemptStatus, n: usize, no
         }
         _ => {
             let mut k = n + 1;
-            let mut next = a.created_at.plus_ms(state.config.query_offset(a.channel, k).as_millis() as i64);
+            let mut next = a.created_at + state.config.query_offset(a.channel, k);
             while next <= now && k < 64 {
                 k += 1;
-                next = a.created_at.plus_ms(state.config.query_offset(a.channel, k).as_millis() as i64);
+                next = a.created_at + state.config.query_offset(a.channel, k);
             }
             Some(next)
         }
@@ -256,7 +250,7 @@ async fn expire_one(state: &AppState, order: &payonce_store::Order) {
                 // A prepay mid-call: wait for it (next round). One whose caller died (past the
                 // call deadline) is `unknown` from now on and closed at the channel like any
                 // other — exactly what a business close does; never waited on forever.
-                let stale_before = Timestamp(now.0 - state.config.call_deadline_ms());
+                let stale_before = now - state.config.call_deadline();
                 if a.created_at >= stale_before {
                     return;
                 }
@@ -267,7 +261,7 @@ async fn expire_one(state: &AppState, order: &payonce_store::Order) {
             Ok(CloseOrder::ActiveAttempt(a)) => {
                 if let Err(e) = payments::retire(state, &a).await {
                     // The close did not go through: the lease lapses and a later round retries.
-                    tracing::warn!(code = e.code, "closing an expired order's channel order failed");
+                    tracing::warn!(code = e.code(), "closing an expired order's channel order failed");
                     return;
                 }
             }
@@ -287,101 +281,9 @@ async fn settle_refunds(state: &AppState, owner: &str) {
     let mut set = tokio::task::JoinSet::new();
     for r in claimed {
         let state = state.clone();
-        set.spawn(async move { settle_refund(&state, r).await });
+        set.spawn(async move { crate::refunding::settle_refund(&state, r).await });
     }
     while set.join_next().await.is_some() {}
-}
-
-/// One step for one refund: ask for it (if the channel has not been asked), or query it.
-pub async fn settle_refund(state: &AppState, r: Refund) -> Option<Refund> {
-    let channel = state.channels.get(r.channel)?.clone();
-    let attempt = state.store.attempt(&r.attempt_id).await.ok()??;
-    let now = state.clock.now();
-    let again = at(now, state.config.backoff(2));
-    let mut r = r;
-    if !r.requested
-        && r.channel_data.is_none()
-        && let Some(data) = channel.refund_call_data(now)
-    {
-        // Stored BEFORE the first call: a call whose answer is lost, and every later query,
-        // name this same refund transaction (UnionPay's txnTime).
-        match state.store.prepare_refund_call(&r.id, &data, now).await {
-            Ok(Some(stored)) => r = stored,
-            Ok(None) => return None,
-            Err(e) => {
-                tracing::warn!(error = %e, "storing a refund's call data failed");
-                return None;
-            }
-        }
-    }
-    let (result, data) = if !r.requested {
-        let total = attempt.amount;
-        let req = RefundRequest {
-            order: order_ref(&attempt),
-            channel_trade_no: attempt.channel_trade_no.clone(),
-            out_refund_no: r.out_refund_no.clone(),
-            amount: r.amount,
-            total,
-            reason: r.reason.clone(),
-            notify_url: format!("{}/notify/{}", state.config.public_url.trim_end_matches('/'), r.channel),
-            channel_data: r.channel_data.clone(),
-        };
-        match channel.refund(&req).await {
-            Ok((s, data)) => (refund_result(s, again), data),
-            // Nothing left this machine: ask again later, under the same number.
-            Err(ChannelError::Unreachable(_)) => (RefundResult::Absent { next_query_at: again }, None),
-            Err(ChannelError::Ambiguous(_)) => (RefundResult::Unknown { next_query_at: again }, None),
-            Err(ChannelError::Refused { code, message }) => (RefundResult::Failed { reason: format!("{code}: {message}") }, None),
-        }
-    } else {
-        let q = RefundRef { order: order_ref(&attempt), out_refund_no: r.out_refund_no.clone(), channel_data: r.channel_data.clone() };
-        match channel.refund_query(&q).await {
-            Ok(RefundState::Absent) => (RefundResult::Absent { next_query_at: now }, None),
-            Ok(RefundState::NotFoundYet) => {
-                if r.query_count + 1 == REFUND_NOT_FOUND_ALERT_AFTER {
-                    let detail = "the channel still has no record of a refund that was sent; reconciliation or a person must settle it";
-                    let _ = state.store.insert_abnormal("refund_not_found", r.id.as_str(), detail, now).await;
-                }
-                (RefundResult::NotFoundYet { next_query_at: at(now, state.config.backoff(r.query_count.max(0) as usize)) }, None)
-            }
-            Ok(s) => (refund_result(s, again), None),
-            Err(_) => (RefundResult::Unknown { next_query_at: again }, None),
-        }
-    };
-    if matches!(result, RefundResult::Unknown { .. } | RefundResult::Absent { .. }) && r.query_count + 1 == REFUND_UNRESOLVED_ALERT_AFTER {
-        // Liveness: a refund the channel keeps not settling is put in front of a person (and
-        // reconciliation) instead of being retried silently forever.
-        let _ = state.store.insert_abnormal("refund_unresolved", r.id.as_str(), "the channel has not settled this refund after many tries", now).await;
-    }
-    let recorded = state.store.record_refund(&r.id, &result, data.as_deref(), state.clock.now()).await;
-    match recorded {
-        Ok(Some(updated)) => {
-            if updated.status == RefundStatus::Succeeded && r.status != RefundStatus::Succeeded {
-                metrics::counter!("payonce_refunds_total", "kind" => r.kind.as_str(), "outcome" => "succeeded").increment(1);
-                if r.kind == RefundKind::Duplicate {
-                    metrics::counter!("payonce_duplicate_refunds_total").increment(1);
-                }
-            }
-            Some(updated)
-        }
-        Ok(None) => None,
-        Err(e) => {
-            tracing::warn!(error = %e, "recording a refund failed");
-            None
-        }
-    }
-}
-
-/// What a channel's refund state means for the refund row (`again`: when to look next).
-pub fn refund_result(s: RefundState, again: Timestamp) -> RefundResult {
-    match s {
-        RefundState::Succeeded => RefundResult::Succeeded,
-        RefundState::Processing => RefundResult::Processing { next_query_at: again },
-        RefundState::Abnormal => RefundResult::Abnormal { next_query_at: again },
-        RefundState::Failed(reason) => RefundResult::Failed { reason },
-        RefundState::Absent => RefundResult::Absent { next_query_at: again },
-        RefundState::NotFoundYet => RefundResult::NotFoundYet { next_query_at: again },
-    }
 }
 
 /// The outbox: delivers due events, each under a lease.
@@ -407,7 +309,7 @@ async fn abnormal_gauge(state: &AppState) {
 
 /// Keys older than the retention (≥ 24 h, API.md) are deleted; their replays end there.
 async fn purge_idempotency_keys(state: &AppState) {
-    let cutoff = state.clock.now().plus_ms(-(state.config.idempotency_retention.as_millis() as i64));
+    let cutoff = state.clock.now() - state.config.idempotency_retention;
     match state.store.idempotency_purge(cutoff).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(purged = n, "idempotency keys purged"),

@@ -70,8 +70,8 @@ pub async fn receive(
         }
     };
     if let Some(notice) = n.refund {
-        let again = state.clock.now().plus_ms(state.config.backoff(2).as_millis() as i64);
-        let result = crate::workers::refund_result(notice.state, again);
+        let again = state.clock.now() + state.config.backoff(2);
+        let result = crate::refunding::refund_result(notice.state, again);
         return match state.store.apply_refund_notice(name, &n.event_id, &notice.out_refund_no, &result, state.clock.now()).await {
             Ok(RefundNoticeApplied::Replay) => {
                 count(name, "replay");

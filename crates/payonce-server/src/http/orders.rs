@@ -176,7 +176,7 @@ pub async fn get(
         // Client compensation: ask the channel about every active attempt before answering.
         for a in state.store.attempts_of(&order.id).await?.into_iter().filter(|a| a.status.is_active()) {
             if let Err(e) = payments::sync_attempt(&state, &a).await {
-                tracing::warn!(code = e.code, "sync query failed; answering with what is stored");
+                tracing::warn!(code = e.code(), "sync query failed; answering with what is stored");
             }
         }
         order = load(&state, &app.id, &id).await?;

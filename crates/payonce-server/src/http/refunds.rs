@@ -73,7 +73,7 @@ pub async fn create(State(state): State<AppState>, Authed(app): Authed, Path(id)
         requested: false,
         channel_data: None,
         // If this process dies during the channel call, the refund worker takes over then.
-        next_query_at: Some(now.plus_ms(state.config.call_deadline_ms())),
+        next_query_at: Some(now + state.config.call_deadline()),
         query_count: 0,
         version: 1,
         created_at: now,
@@ -82,7 +82,7 @@ pub async fn create(State(state): State<AppState>, Authed(app): Authed, Path(id)
     match state.store.create_refund(&refund, now).await? {
         CreateRefund::Created(r) => {
             // Ask the channel now rather than at the next worker round.
-            let settled = crate::workers::settle_refund(&state, r.clone()).await.unwrap_or(r);
+            let settled = crate::refunding::settle_refund(&state, r.clone()).await.unwrap_or(r);
             Ok((StatusCode::CREATED, Json(views::refund(&settled))).into_response())
         }
         CreateRefund::Existing(r) => Ok((StatusCode::OK, Json(views::refund(&r))).into_response()),
