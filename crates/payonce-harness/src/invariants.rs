@@ -1,13 +1,68 @@
-//! The invariant checker (DESIGN.md I1–I4), shared by tests, `demo`, `bench` and `chaos`. It
-//! compares what payonce stored with what the channels hold (the simulator's ledger).
+//! The invariant checker (DESIGN.md I1–I4, I7), shared by tests, `demo`, `bench` and `chaos`.
+//! It compares what payonce stored with what the channels hold (the simulator's ledger, read
+//! into typed structs so that a renamed field fails the check rather than passing it).
 
 use payonce_core::AttemptStatus;
 use payonce_store::Store;
+use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashMap;
 
+/// The simulator's ledger (`GET /sim/ledger`) as the checker reads it: typed, and strict — a
+/// field renamed or added on either side makes the check fail loudly instead of reading zeros.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ledger {
+    pub orders: Vec<LedgerOrder>,
+    pub charges: Vec<LedgerMoney>,
+    pub refunds: Vec<LedgerRefund>,
+    pub prepay_requests: u64,
+    pub refund_requests: u64,
+}
+
+/// One channel order and what happened to it at the channel.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerOrder {
+    pub channel: String,
+    pub out_trade_no: String,
+    pub state: String,
+    pub amount: i64,
+    pub subject: String,
+    /// How many times the payer was charged for it.
+    pub charges: i64,
+    pub refunded: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerMoney {
+    pub channel: String,
+    pub out_trade_no: String,
+    pub amount: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerRefund {
+    pub channel: String,
+    pub out_trade_no: String,
+    pub out_refund_no: String,
+    pub amount: i64,
+}
+
+impl Ledger {
+    pub fn parse(v: &Value) -> Result<Ledger, String> {
+        Ledger::deserialize(v).map_err(|e| format!("the simulator's ledger does not read as expected: {e}"))
+    }
+}
+
 /// Returns one line per violation; empty means every invariant held.
 pub async fn check(store: &dyn Store, ledger: &Value) -> Vec<String> {
+    let ledger = match Ledger::parse(ledger) {
+        Ok(l) => l,
+        Err(e) => return vec![e],
+    };
     let mut v = Vec::new();
     let orders = match store.all_orders().await {
         Ok(o) => o,
@@ -21,21 +76,18 @@ pub async fn check(store: &dyn Store, ledger: &Value) -> Vec<String> {
         attempts.iter().map(|a| ((a.channel.as_str().to_owned(), a.out_trade_no.clone()), a)).collect();
     let mut charges_per_order: HashMap<String, i64> = HashMap::new();
     let mut refunds_per_no: HashMap<(String, String), i64> = HashMap::new();
-    for r in ledger["refunds"].as_array().into_iter().flatten() {
-        let key = (r["channel"].as_str().unwrap_or_default().to_owned(), r["out_trade_no"].as_str().unwrap_or_default().to_owned());
-        *refunds_per_no.entry(key).or_default() += r["amount"].as_i64().unwrap_or(0);
+    for r in &ledger.refunds {
+        *refunds_per_no.entry((r.channel.clone(), r.out_trade_no.clone())).or_default() += r.amount;
     }
 
-    for co in ledger["orders"].as_array().into_iter().flatten() {
-        let channel = co["channel"].as_str().unwrap_or_default().to_owned();
-        let no = co["out_trade_no"].as_str().unwrap_or_default().to_owned();
-        let charges = co["charges"].as_i64().unwrap_or(0);
+    for co in &ledger.orders {
+        let (channel, no, charges) = (co.channel.clone(), co.out_trade_no.clone(), co.charges);
         let Some(a) = by_no.get(&(channel.clone(), no.clone())) else {
             v.push(format!("channel order {channel}/{no} is unknown to payonce"));
             continue;
         };
-        if co["amount"].as_i64() != Some(a.amount.minor) {
-            v.push(format!("channel order {channel}/{no} amount {} differs from attempt {}", co["amount"], a.amount.minor));
+        if co.amount != a.amount.minor {
+            v.push(format!("channel order {channel}/{no} amount {} differs from attempt {}", co.amount, a.amount.minor));
         }
         if charges > 0 {
             // I2: a charge is reflected locally: the attempt succeeded, and it paid the order or
@@ -70,9 +122,7 @@ pub async fn check(store: &dyn Store, ledger: &Value) -> Vec<String> {
         if o.status.has_been_paid() {
             match mine.iter().find(|a| Some(&a.id) == o.paid_attempt_id.as_ref()) {
                 Some(a) if a.status == AttemptStatus::Succeeded => {
-                    let charged = ledger["orders"].as_array().into_iter().flatten().any(|co| {
-                        co["channel"] == a.channel.as_str() && co["out_trade_no"] == a.out_trade_no.as_str() && co["charges"].as_i64() > Some(0)
-                    });
+                    let charged = ledger.orders.iter().any(|co| co.channel == a.channel.as_str() && co.out_trade_no == a.out_trade_no && co.charges > 0);
                     if !charged {
                         v.push(format!("I4: order {} is paid but the channel holds no charge for it", o.id));
                     }
@@ -156,4 +206,33 @@ pub async fn liveness(store: &dyn Store, now: payonce_core::Timestamp, grace_ms:
         }
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Ledger;
+    use serde_json::json;
+
+    fn ledger() -> serde_json::Value {
+        json!({
+            "orders": [{"channel": "wechatpay", "out_trade_no": "A1", "state": "SUCCESS", "amount": 500, "subject": "tea", "charges": 1, "refunded": 0}],
+            "charges": [{"channel": "wechatpay", "out_trade_no": "A1", "amount": 500}],
+            "refunds": [],
+            "prepay_requests": 1,
+            "refund_requests": 0,
+        })
+    }
+
+    #[test]
+    fn a_renamed_or_missing_ledger_field_fails_the_check() {
+        assert!(Ledger::parse(&ledger()).is_ok());
+        let mut renamed = ledger();
+        let o = renamed["orders"][0].as_object_mut().unwrap();
+        let charges = o.remove("charges").unwrap();
+        o.insert("charge_count".into(), charges);
+        assert!(Ledger::parse(&renamed).is_err(), "a renamed field must not read as zero charges");
+        let mut missing = ledger();
+        missing.as_object_mut().unwrap().remove("refunds");
+        assert!(Ledger::parse(&missing).is_err());
+    }
 }
