@@ -7,11 +7,10 @@ use lapin::options::{BasicAckOptions, BasicGetOptions, ExchangeDeclareOptions, Q
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use payonce_server::sinks::SinkConfig;
-use payonce_server::sinks::nats::NatsConn;
 use payonce_testkit::app::spawn_app_with;
 use payonce_testkit::proxy::Proxy;
 use payonce_testkit::{AppOptions, Backend, TestApp};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::time::Duration;
 
 const AMQP: &str = "127.0.0.1:5672";
@@ -122,23 +121,22 @@ async fn nats(b: Backend) {
     let ev = retried_event(&app, &order).await;
     proxy.set_up(true);
     wait_delivered(&app, &ev.id).await;
-    // The business's side: the message in the stream, by sequence, with its id header.
-    let mut c = NatsConn::connect(NATS).await.unwrap();
-    let (_, body) = c.request(&format!("$JS.API.STREAM.MSG.GET.{stream}"), None, json!({"seq": 1}).to_string().as_bytes()).await.unwrap();
-    let v: Value = serde_json::from_slice(&body).unwrap();
-    let data = payonce_channels::crypto::b64_decode(v["message"]["data"].as_str().unwrap()).unwrap();
-    let hdrs = String::from_utf8(payonce_channels::crypto::b64_decode(v["message"]["hdrs"].as_str().unwrap()).unwrap()).unwrap();
-    assert!(hdrs.contains(&format!("Nats-Msg-Id: {}", ev.id)), "{hdrs}");
-    assert_eq!(serde_json::from_slice::<Value>(&data).unwrap()["id"], ev.id.as_str());
-    assert_eq!(v["message"]["subject"], format!("{prefix}.payment.succeeded"));
+    // The business's side, read with the official client: the message in the stream, by
+    // sequence, with its id header.
+    let client = async_nats::connect(NATS).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut s = js.get_stream(&stream).await.unwrap();
+    let msg = s.get_raw_message(1).await.unwrap();
+    assert_eq!(msg.headers.get("Nats-Msg-Id").map(|v| v.as_str()), Some(ev.id.as_str()));
+    assert_eq!(serde_json::from_slice::<Value>(&msg.payload).unwrap()["id"], ev.id.as_str());
+    assert_eq!(msg.subject.as_str(), format!("{prefix}.payment.succeeded"));
     // A resend publishes the same id again: JetStream's de-duplication keeps one message.
     app.http.post(app.url(&format!("/admin/v1/events/{}/resend", ev.id))).bearer_auth("test-admin-token").send().await.unwrap();
     wait_delivered(&app, &ev.id).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (_, info) = c.request(&format!("$JS.API.STREAM.INFO.{stream}"), None, b"").await.unwrap();
-    let info: Value = serde_json::from_slice(&info).unwrap();
-    assert_eq!(info["state"]["messages"], 1, "de-duplicated by Nats-Msg-Id: {info}");
-    let _ = c.request(&format!("$JS.API.STREAM.DELETE.{stream}"), None, b"").await;
+    let info = s.info().await.unwrap();
+    assert_eq!(info.state.messages, 1, "de-duplicated by Nats-Msg-Id");
+    let _ = js.delete_stream(&stream).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
