@@ -183,6 +183,9 @@ pub struct AppState {
     /// and health checks.
     pub in_flight: Arc<tokio::sync::Semaphore>,
     pub priority_in_flight: Arc<tokio::sync::Semaphore>,
+    /// The worker loop that stopped unexpectedly (a panic), if any: `/readyz` then fails, so
+    /// the orchestrator replaces an instance that no longer does its background work.
+    pub failed_worker: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl AppState {
@@ -198,6 +201,7 @@ impl AppState {
             limits,
             in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1))),
             priority_in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(64))),
+            failed_worker: Arc::new(std::sync::Mutex::new(None)),
             store,
             clock,
             channels: Arc::new(channels),

@@ -34,10 +34,11 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     // Each kind of work runs in its own loop, so a backlog of one (ten thousand orders expiring
     // in the same minute of a flash sale) never makes the others wait behind it.
     let mut loops = tokio::task::JoinSet::new();
+    let mut names = std::collections::HashMap::new();
     macro_rules! every_tick {
         ($name:literal, |$st:ident, $own:ident| $body:expr) => {{
             let ($st, $own, mut stop) = (state.clone(), owner.clone(), stop.clone());
-            loops.spawn(async move {
+            let task = loops.spawn(async move {
                 let mut round = tokio::time::interval(tick);
                 round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
@@ -52,6 +53,7 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
                     }
                 }
             });
+            names.insert(task.id(), $name);
         }};
     }
     every_tick!("active_query", |st, own| poll_attempts(&st, &own).await);
@@ -65,6 +67,13 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = stop.changed() => break,
+            // A loop only ends on stop; ending before is a panic: surfaced, never silent.
+            Some(Err(e)) = loops.join_next_with_id() => {
+                let name = names.get(&e.id()).copied().unwrap_or("worker");
+                tracing::error!(worker = name, error = %e, "a worker loop stopped; /readyz now fails");
+                metrics::counter!("payonce_worker_failures_total", "worker" => name).increment(1);
+                *state.failed_worker.lock().unwrap() = Some(name.to_owned());
+            }
             _ = purge.tick() => purge_idempotency_keys(&state).await,
             _ = gauge.tick() => {
                 abnormal_gauge(&state).await;

@@ -14,8 +14,11 @@ pub async fn healthz() -> &'static str {
 /// Readiness: the database answers.
 #[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations", security(()),
     responses((status = 200, description = "`ready`", body = String, content_type = "text/plain"),
-              (status = 503, description = "the database does not answer", body = String, content_type = "text/plain")))]
+              (status = 503, description = "the database does not answer, or a background worker stopped", body = String, content_type = "text/plain")))]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    if state.failed_worker.lock().unwrap().is_some() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "a background worker stopped");
+    }
     match state.store.ping().await {
         Ok(()) => (StatusCode::OK, "ready"),
         Err(e) => {
