@@ -248,6 +248,22 @@ impl TestApp {
         assert!(r.status().is_success(), "faults rejected: {}", r.text().await.unwrap());
     }
 
+    /// Waits until the simulated channels have no notification left to deliver (retries,
+    /// delays and duplicates included), up to `timeout`; false if they still had.
+    pub async fn notifications_settled(&self, timeout: Duration) -> bool {
+        let end = tokio::time::Instant::now() + timeout;
+        loop {
+            let v: Value = self.http.get(self.sim_url("/sim/notifications")).send().await.unwrap().json().await.unwrap();
+            if v["outstanding"] == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= end {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     pub async fn ledger(&self) -> Value {
         self.http.get(self.sim_url("/sim/ledger")).send().await.unwrap().json().await.unwrap()
     }

@@ -15,6 +15,7 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/sim/pay", post(pay_handler))
         .route("/sim/orders", get(order))
         .route("/sim/ledger", get(ledger))
+        .route("/sim/notifications", get(notifications))
         .route("/sim/faults", post(set_faults).get(get_faults))
         .route("/sim/statement", get(statement))
         .route("/sim/wechatpay/platform", post(wechat_platform))
@@ -155,6 +156,11 @@ async fn set_faults(State(sim): State<Arc<Sim>>, Json(patch): Json<serde_json::V
         }
         Err(e) => (StatusCode::BAD_REQUEST, Json(serde_json::json!({"error": e.to_string()}))).into_response(),
     }
+}
+
+/// `{"outstanding": n}`: notifications still being delivered (waiting, retrying, duplicating).
+async fn notifications(State(sim): State<Arc<Sim>>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({"outstanding": sim.notifications_outstanding.load(std::sync::atomic::Ordering::SeqCst)}))
 }
 
 async fn get_faults(State(sim): State<Arc<Sim>>) -> Json<serde_json::Value> {

@@ -36,6 +36,9 @@ pub struct Sim {
     pub(crate) clock: Arc<dyn payonce_core::Clock>,
     /// The seed every random choice derives from (printed, so a run can be replayed).
     pub seed: u64,
+    /// Notifications whose delivery (retries, delays, duplicates) has not finished: a test can
+    /// wait for the channels to fall silent instead of sleeping.
+    pub(crate) notifications_outstanding: std::sync::atomic::AtomicUsize,
 }
 
 /// How a simulator runs: its clock and the seed of its random choices.
@@ -88,6 +91,7 @@ impl Sim {
             rng: Mutex::new(rng::Rng::from_seed(seed)),
             keys,
             http: reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build().expect("http client"),
+            notifications_outstanding: std::sync::atomic::AtomicUsize::new(0),
             clock: options.clock,
             seed,
         };

@@ -26,7 +26,17 @@ pub fn spawn(
     build: impl Fn() -> Delivery + Send + 'static,
     is_ack: fn(u16, &str) -> bool,
 ) {
+    use std::sync::atomic::Ordering;
+    sim.notifications_outstanding.fetch_add(1, Ordering::SeqCst);
     tokio::spawn(async move {
+        /// Counts the delivery done however its task ends.
+        struct Done(Arc<Sim>);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                self.0.notifications_outstanding.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let _done = Done(sim.clone());
         let mut acked = false;
         for (i, wait) in SCHEDULE_MS.iter().enumerate() {
             let f = sim.faults.lock().unwrap().clone();

@@ -90,7 +90,8 @@ async fn duplicated_reordered_delayed_notifications_past_expiry(b: Backend) {
     // Active queries find the payments before the order expires; the late notifications that
     // follow change nothing.
     eventually(&app, 30, "all paid", |os| os.iter().filter(|o| o.merchant_order_no.starts_with("DUP-")).all(|o| o.status.has_been_paid())).await;
-    tokio::time::sleep(Duration::from_millis(9000)).await;
+    // Wait for the late, duplicated notifications to have been delivered (not a fixed sleep).
+    assert!(app.notifications_settled(Duration::from_secs(30)).await, "the channels kept notifying");
     for id in &ids {
         assert_eq!(app.order(id).await["status"], "paid");
     }
