@@ -69,7 +69,7 @@ impl TestDb {
             if !exists {
                 sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {tpl}"))).execute(&mut admin).await?;
                 let store = payonce_store::PgStore::connect(&pg_url_for(&tpl), 1).await?;
-                payonce_store::Store::migrate(&store).await?;
+                payonce_store::Operations::migrate(&store).await?;
                 store.close().await;
             }
             let name = format!("payonce_t_{}", uuid_like());

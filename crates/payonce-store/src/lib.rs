@@ -1,20 +1,34 @@
-//! Storage for payonce: one `Store` trait, implemented for SQLite (embedded default) and
-//! PostgreSQL (several instances). The database is the arbiter of every race: unique keys,
+//! Storage for payonce: the `Store` traits (one per aggregate), implemented for SQLite
+//! (embedded default) and PostgreSQL (several instances). The database is the arbiter of every race: unique keys,
 //! a partial unique index for "one active attempt per order", and conditional updates.
 
+mod apps;
+mod attempts;
+mod idempotency;
+mod leases;
 mod migrate;
 mod model;
+mod operations;
+mod orders;
+mod outbox;
 mod postgres;
+mod refunds;
 mod sql;
 mod sqlite;
 
+pub use apps::Apps;
+pub use attempts::Attempts;
+pub use idempotency::IdempotencyKeys;
+pub use leases::Leases;
 pub use model::*;
+pub use operations::Operations;
+pub use orders::Orders;
+pub use outbox::Outbox;
+pub use refunds::Refunds;
 pub use sql::duplicate_refund_no;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
-use async_trait::async_trait;
-use payonce_core::{AppId, AttemptId, ChannelName, OrderId, Timestamp};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -98,122 +112,14 @@ pub async fn open(url: &str, migrate: bool) -> Result<Arc<dyn Store>> {
 
 /// Every persistent operation payonce performs. Each method is one transaction (or one read);
 /// none is ever held open across a network call.
-#[async_trait]
-pub trait Store: Send + Sync + 'static {
-    fn backend(&self) -> Backend;
-    async fn migrate(&self) -> Result<()>;
-    async fn ping(&self) -> Result<()>;
+/// Every persistent operation payonce performs, by aggregate (each its own trait and file).
+/// Each method is one transaction (or one read); none is ever held open across a network call.
+/// On a `dyn Store` every method is callable directly; generic code imports `prelude::*`.
+pub trait Store: Orders + Attempts + Refunds + Outbox + Leases + Apps + IdempotencyKeys + Operations + Send + Sync + 'static {}
 
-    // --- apps ---
-    async fn insert_app(&self, app: &App) -> Result<()>;
-    async fn app_by_secret_hash(&self, secret_hash: &str) -> Result<Option<App>>;
+impl<T> Store for T where T: Orders + Attempts + Refunds + Outbox + Leases + Apps + IdempotencyKeys + Operations + Send + Sync + 'static {}
 
-    // --- orders ---
-    /// Inserts the order unless `(app, merchant_order_no)` exists; then compares content.
-    async fn create_order(&self, order: &Order) -> Result<CreateOrder>;
-    async fn order(&self, app: &AppId, id: &OrderId) -> Result<Option<Order>>;
-    async fn order_by_merchant_no(&self, app: &AppId, merchant_order_no: &str) -> Result<Option<Order>>;
-    async fn attempts_of(&self, order: &OrderId) -> Result<Vec<Attempt>>;
-    async fn attempt(&self, id: &AttemptId) -> Result<Option<Attempt>>;
-    async fn attempt_by_out_trade_no(&self, channel: ChannelName, out_trade_no: &str) -> Result<Option<Attempt>>;
-    /// Attempts whose payment the channel numbered `trade_no` (one, unless something is wrong).
-    async fn attempts_with_channel_trade_no(&self, channel: ChannelName, trade_no: &str) -> Result<Vec<Attempt>>;
-    async fn events_of(&self, order: &OrderId) -> Result<Vec<EventRow>>;
-
-    // --- the prepay path ---
-    /// Writes the intent (attempt `created`) before any channel call, if the order is open and
-    /// has no active attempt. The partial unique index makes the race impossible to lose twice.
-    async fn begin_attempt(&self, attempt: &Attempt, now: Timestamp) -> Result<BeginAttempt>;
-    /// Records what the prepay call returned.
-    async fn record_prepay(&self, attempt: &AttemptId, result: &PrepayResult, now: Timestamp) -> Result<Attempt>;
-    /// Marks a `created` attempt whose caller never came back (crashed, or stuck past the call
-    /// timeout) as `unknown`, so a query settles it.
-    /// Stores a re-issued credential of a PENDING attempt (same channel order). `None`: the
-    /// attempt is no longer pending (paid, closed…), nothing written.
-    async fn refresh_credential(
-        &self,
-        attempt: &AttemptId,
-        credential: &str,
-        credential_expires_at: Timestamp,
-        payable_until: Timestamp,
-        now: Timestamp,
-    ) -> Result<Option<Attempt>>;
-    /// Stores the data a refund's calls must carry (UnionPay txnTime) before the first call,
-    /// unless some is stored already; returns the refund as stored.
-    async fn prepare_refund_call(&self, refund: &payonce_core::RefundId, channel_data: &str, now: Timestamp) -> Result<Option<Refund>>;
-    async fn mark_stale_created(&self, attempt: &AttemptId, created_before: Timestamp, now: Timestamp) -> Result<Option<Attempt>>;
-
-    /// Before re-asking the channel about an `unknown` attempt: pushes its next check past the
-    /// call, and marks it touched, so no query reads "absent" while the re-ask is in flight.
-    async fn defer_unknown(&self, attempt: &AttemptId, until: Timestamp, now: Timestamp) -> Result<()>;
-
-    /// The one function that applies a channel outcome — from a notification, a query, a close
-    /// answer or reconciliation — to an attempt and its order.
-    async fn apply_outcome(&self, outcome: &ChannelOutcome, now: Timestamp) -> Result<OutcomeApplied>;
-
-    /// Closes the order if it is still open and has no active attempt (every channel order
-    /// already confirmed closed). Writes `payment.closed` in the same transaction.
-    async fn close_order(&self, order: &OrderId, by: payonce_core::order::ClosedBy, now: Timestamp) -> Result<CloseOrder>;
-
-    // --- workers: leases fenced by an owner token ---
-    /// Claims attempts whose `next_query_at` is due (active ones, and closed ones still being
-    /// watched), leasing them to `owner` for `lease_ms`.
-    async fn claim_due_attempts(&self, now: Timestamp, lease_ms: i64, owner: &str, limit: i64) -> Result<Vec<Attempt>>;
-    /// Sets the next check of a claimed attempt and releases it — only if `owner` still holds
-    /// the lease (a worker that slept past its lease writes nothing).
-    async fn finish_attempt_check(&self, id: &AttemptId, owner: &str, next_query_at: Option<Timestamp>, now: Timestamp) -> Result<bool>;
-    /// Claims open orders past their expiry.
-    async fn claim_expired_orders(&self, now: Timestamp, lease_ms: i64, owner: &str, limit: i64) -> Result<Vec<Order>>;
-    async fn release_order(&self, id: &OrderId, owner: &str) -> Result<()>;
-    /// Claims refunds due for a channel call or query.
-    async fn claim_due_refunds(&self, now: Timestamp, lease_ms: i64, owner: &str, limit: i64) -> Result<Vec<Refund>>;
-
-    // --- refunds ---
-    /// Reserves a business refund: the order must be paid, and the amounts of pending, unknown
-    /// and succeeded refunds plus this one may not exceed what was paid (checked under the
-    /// order's lock).
-    async fn create_refund(&self, refund: &Refund, now: Timestamp) -> Result<CreateRefund>;
-    async fn refund(&self, app: &AppId, id: &payonce_core::RefundId) -> Result<Option<Refund>>;
-    async fn refunds_of(&self, order: &OrderId) -> Result<Vec<Refund>>;
-    /// Records a refund call's or query's result; a success updates the order's refunded amount
-    /// and status and writes `refund.succeeded`, a failure writes `refund.failed`.
-    async fn record_refund(&self, id: &payonce_core::RefundId, result: &RefundResult, channel_data: Option<&str>, now: Timestamp) -> Result<Option<Refund>>;
-    /// A refund notification, applied once by its channel event id.
-    async fn apply_refund_notice(&self, channel: ChannelName, event_id: &str, out_refund_no: &str, result: &RefundResult, now: Timestamp) -> Result<RefundNoticeApplied>;
-    async fn all_refunds(&self) -> Result<Vec<Refund>>;
-    async fn insert_abnormal(&self, kind: &str, reference: &str, detail: &str, now: Timestamp) -> Result<()>;
-
-    // --- the outbox: webhook delivery ---
-    async fn app(&self, id: &AppId) -> Result<Option<App>>;
-    async fn claim_due_events(&self, now: Timestamp, lease_ms: i64, owner: &str, limit: i64) -> Result<Vec<EventRow>>;
-    /// Records one delivery attempt and its outcome — only if `owner` still holds the lease.
-    async fn record_delivery(&self, owner: &str, attempt: &DeliveryAttempt, outcome: &DeliveryOutcome) -> Result<bool>;
-    async fn disable_webhook(&self, app: &AppId, now: Timestamp) -> Result<()>;
-    /// Installs a new webhook secret and keeps the current one as the previous.
-    async fn rotate_webhook_secret(&self, app: &AppId, new_enc: &str) -> Result<bool>;
-    /// Events, newest first, optionally only those in one delivery status.
-    async fn list_events(&self, status: Option<&str>, limit: i64) -> Result<Vec<EventRow>>;
-    async fn event(&self, id: &str) -> Result<Option<EventRow>>;
-    async fn delivery_attempts(&self, event_id: &str) -> Result<Vec<DeliveryAttempt>>;
-    /// Puts an event (or, with `None`, every failed one) back in the delivery queue; how many.
-    async fn resend(&self, event_id: Option<&str>, now: Timestamp) -> Result<u64>;
-
-    // --- idempotency keys ---
-    async fn idempotency_begin(&self, key: &IdempotencyKey, now: Timestamp, lock_ms: i64) -> Result<IdempotencyBegin>;
-    async fn idempotency_complete(&self, key: &IdempotencyKey, response: &StoredResponse) -> Result<()>;
-    async fn idempotency_release(&self, key: &IdempotencyKey) -> Result<()>;
-    /// Deletes keys created before `before`; returns how many.
-    async fn idempotency_purge(&self, before: Timestamp) -> Result<u64>;
-
-    // --- audit (invariant checks, reconciliation, tests) ---
-    async fn all_orders(&self) -> Result<Vec<Order>>;
-    async fn all_attempts(&self) -> Result<Vec<Attempt>>;
-    /// Row count of every payonce table: lets a test prove a rejected request changed nothing.
-    async fn row_counts(&self) -> Result<Vec<(&'static str, i64)>>;
-
-    // --- operations ---
-    async fn abnormal_open(&self) -> Result<Vec<AbnormalRow>>;
-    /// One single-row insert in its own transaction, through the same write path as payonce's
-    /// own writes: the baseline `payonce bench` compares against.
-    async fn bench_commit(&self, id: &str, now: Timestamp) -> Result<()>;
+/// The store's traits, to call their methods on a `dyn Store`.
+pub mod prelude {
+    pub use crate::{Apps, Attempts, IdempotencyKeys, Leases, Operations, Orders, Outbox, Refunds, Store};
 }

@@ -1,0 +1,110 @@
+//! Operations: migrations, health, the abnormal queue, audit counts, the bench baseline: the `Operations` part of the store, and its SQL, expanded for each backend by
+//! `sql::impl_store!` (SQLite and PostgreSQL accept the same statements).
+
+#[allow(unused_imports)]
+use crate::*;
+#[allow(unused_imports)]
+use payonce_core::{AppId, AttemptId, ChannelName, OrderId, Timestamp};
+
+#[async_trait::async_trait]
+pub trait Operations: Send + Sync {
+    fn backend(&self) -> Backend;
+    async fn migrate(&self) -> Result<()>;
+    async fn ping(&self) -> Result<()>;
+    async fn insert_abnormal(&self, kind: &str, reference: &str, detail: &str, now: Timestamp) -> Result<()>;
+    /// Row count of every payonce table: lets a test prove a rejected request changed nothing.
+    async fn row_counts(&self) -> Result<Vec<(&'static str, i64)>>;
+    async fn abnormal_open(&self) -> Result<Vec<AbnormalRow>>;
+    /// One single-row insert in its own transaction, through the same write path as payonce's
+    /// own writes: the baseline `payonce bench` compares against.
+    async fn bench_commit(&self, id: &str, now: Timestamp) -> Result<()>;
+}
+
+/// The SQL of `Operations` for one backend (see `sql::impl_store!` for the parameters).
+macro_rules! operations_sql {
+    ($Store:ty, $Db:ty, backend = $backend:expr, for_update = $for_update:literal, skip_locked = $skip_locked:literal, migrations = $migrations:expr) => {
+        impl $Store {
+            async fn tx_insert_abnormal(
+                tx: &mut sqlx::Transaction<'static, $Db>,
+                kind: &str,
+                reference: &str,
+                detail: &str,
+                now: payonce_core::Timestamp,
+            ) -> $crate::Result<()> {
+                sqlx::query("INSERT INTO abnormal (id, kind, reference, detail, created_at) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(payonce_core::EventId::new().as_str().replacen("evt_", "abn_", 1))
+                    .bind(kind)
+                    .bind(reference)
+                    .bind(detail)
+                    .bind(now.0)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::Operations for $Store {
+            fn backend(&self) -> $crate::Backend {
+                $backend
+            }
+
+            async fn migrate(&self) -> $crate::Result<()> {
+                self.run_migrations($migrations).await
+            }
+
+            async fn ping(&self) -> $crate::Result<()> {
+                sqlx::query("SELECT 1").execute(self.reader()).await?;
+                Ok(())
+            }
+
+            async fn row_counts(&self) -> $crate::Result<Vec<(&'static str, i64)>> {
+                use sqlx::Row;
+                let mut out = Vec::new();
+                for (table, sql) in $crate::sql::COUNT_QUERIES {
+                    let n: i64 = sqlx::query(*sql).fetch_one(self.reader()).await?.try_get(0)?;
+                    out.push((*table, n));
+                }
+                Ok(out)
+            }
+
+            async fn abnormal_open(&self) -> $crate::Result<Vec<$crate::AbnormalRow>> {
+                use sqlx::Row;
+                let rows = sqlx::query("SELECT id, kind, reference, detail, created_at FROM abnormal WHERE resolved_at IS NULL ORDER BY id")
+                    .fetch_all(self.reader())
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok($crate::AbnormalRow {
+                            id: r.try_get("id")?,
+                            kind: r.try_get("kind")?,
+                            reference: r.try_get("reference")?,
+                            detail: r.try_get("detail")?,
+                            created_at: payonce_core::Timestamp(r.try_get("created_at")?),
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn insert_abnormal(&self, kind: &str, reference: &str, detail: &str, now: payonce_core::Timestamp) -> $crate::Result<()> {
+                let mut tx = self.begin_write().await?;
+                Self::tx_insert_abnormal(&mut tx, kind, reference, detail, now).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn bench_commit(&self, id: &str, now: payonce_core::Timestamp) -> $crate::Result<()> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query("INSERT INTO bench_commits (id, created_at) VALUES ($1, $2)")
+                    .bind(id)
+                    .bind(now.0)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+        }
+    };
+}
+
+pub(crate) use operations_sql;

@@ -1,0 +1,229 @@
+//! Payment orders: creation (idempotent by merchant number), reads, closing: the `Orders` part of the store, and its SQL, expanded for each backend by
+//! `sql::impl_store!` (SQLite and PostgreSQL accept the same statements).
+
+#[allow(unused_imports)]
+use crate::*;
+#[allow(unused_imports)]
+use payonce_core::{AppId, AttemptId, ChannelName, OrderId, Timestamp};
+
+#[async_trait::async_trait]
+pub trait Orders: Send + Sync {
+    /// Inserts the order unless `(app, merchant_order_no)` exists; then compares content.
+    async fn create_order(&self, order: &Order) -> Result<CreateOrder>;
+    async fn order(&self, app: &AppId, id: &OrderId) -> Result<Option<Order>>;
+    async fn order_by_merchant_no(&self, app: &AppId, merchant_order_no: &str) -> Result<Option<Order>>;
+    /// Closes the order if it is still open and has no active attempt (every channel order
+    /// already confirmed closed). Writes `payment.closed` in the same transaction.
+    async fn close_order(&self, order: &OrderId, by: payonce_core::order::ClosedBy, now: Timestamp) -> Result<CloseOrder>;
+    async fn all_orders(&self) -> Result<Vec<Order>>;
+}
+
+/// The SQL of `Orders` for one backend (see `sql::impl_store!` for the parameters).
+macro_rules! orders_sql {
+    ($Store:ty, $Db:ty, backend = $backend:expr, for_update = $for_update:literal, skip_locked = $skip_locked:literal, migrations = $migrations:expr) => {
+        impl $Store {
+            fn order_row(r: &<$Db as sqlx::Database>::Row) -> $crate::Result<$crate::Order> {
+                use sqlx::Row;
+                use $crate::sql::corrupt;
+                let status: String = r.try_get("status")?;
+                let currency: String = r.try_get("currency")?;
+                let currency = payonce_core::Currency::parse(&currency).map_err(|_| corrupt("currency", &currency))?;
+                Ok($crate::Order {
+                    id: payonce_core::OrderId::from_trusted(r.try_get("id")?),
+                    app_id: payonce_core::AppId::from_trusted(r.try_get("app_id")?),
+                    merchant_order_no: r.try_get("merchant_order_no")?,
+                    amount: payonce_core::Money { minor: r.try_get("amount")?, currency },
+                    subject: r.try_get("subject")?,
+                    notify_url: r.try_get("notify_url")?,
+                    metadata: r.try_get("metadata")?,
+                    content_hash: r.try_get("content_hash")?,
+                    status: payonce_core::OrderStatus::parse(&status).ok_or_else(|| corrupt("order status", &status))?,
+                    closed_by: $crate::sql::parse_closed_by(r.try_get("closed_by")?)?,
+                    paid_attempt_id: r.try_get::<Option<String>, _>("paid_attempt_id")?.map(payonce_core::AttemptId::from_trusted),
+                    paid_at: r.try_get::<Option<i64>, _>("paid_at")?.map(payonce_core::Timestamp),
+                    refunded_amount: r.try_get("refunded_amount")?,
+                    expires_at: payonce_core::Timestamp(r.try_get("expires_at")?),
+                    version: r.try_get("version")?,
+                    created_at: payonce_core::Timestamp(r.try_get("created_at")?),
+                    updated_at: payonce_core::Timestamp(r.try_get("updated_at")?),
+                })
+            }
+
+            /// Reads an order inside a write transaction, locking it where the backend can.
+            async fn lock_order(
+                tx: &mut sqlx::Transaction<'static, $Db>,
+                id: &str,
+            ) -> $crate::Result<Option<$crate::Order>> {
+                let row = sqlx::query(concat!("SELECT ", $crate::sql::order_cols!(), " FROM orders WHERE id = $1", $for_update))
+                    .bind(id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                row.as_ref().map(Self::order_row).transpose()
+            }
+
+            /// Conditional update of an order: succeeds only if nobody moved it since we read
+            /// `version`. Returns the order as now stored.
+            async fn tx_set_order_status(
+                tx: &mut sqlx::Transaction<'static, $Db>,
+                order: &$crate::Order,
+                status: payonce_core::OrderStatus,
+                now: payonce_core::Timestamp,
+            ) -> $crate::Result<$crate::Order> {
+                let done = sqlx::query(
+                    "UPDATE orders SET status = $1, version = version + 1, updated_at = $2 WHERE id = $3 AND version = $4",
+                )
+                .bind(status.as_str())
+                .bind(now.0)
+                .bind(order.id.as_str())
+                .bind(order.version)
+                .execute(&mut **tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err($crate::StoreError::Contended("order"));
+                }
+                let mut o = order.clone();
+                o.status = status;
+                o.version += 1;
+                o.updated_at = now;
+                Ok(o)
+            }
+
+            /// When the last active attempt of a paying order ends, the order is unpaid again.
+            async fn tx_settle_order_after_attempt_end(
+                tx: &mut sqlx::Transaction<'static, $Db>,
+                order: $crate::Order,
+                now: payonce_core::Timestamp,
+            ) -> $crate::Result<$crate::Order> {
+                if order.status != payonce_core::OrderStatus::Paying {
+                    return Ok(order);
+                }
+                if Self::tx_active_attempt(tx, order.id.as_str()).await?.is_some() {
+                    return Ok(order);
+                }
+                let next = order.status.next(payonce_core::OrderEvent::AttemptsEnded).expect("paying → unpaid");
+                Self::tx_set_order_status(tx, &order, next, now).await
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::Orders for $Store {
+            async fn create_order(&self, o: &$crate::Order) -> $crate::Result<$crate::CreateOrder> {
+                let mut tx = self.begin_write().await?;
+                let done = sqlx::query(
+                    "INSERT INTO orders (id, app_id, merchant_order_no, amount, currency, subject, notify_url, metadata, \
+                     content_hash, status, expires_at, version, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) \
+                     ON CONFLICT (app_id, merchant_order_no) DO NOTHING",
+                )
+                .bind(o.id.as_str())
+                .bind(o.app_id.as_str())
+                .bind(&o.merchant_order_no)
+                .bind(o.amount.minor)
+                .bind(o.amount.currency.as_str())
+                .bind(&o.subject)
+                .bind(&o.notify_url)
+                .bind(&o.metadata)
+                .bind(&o.content_hash)
+                .bind(o.status.as_str())
+                .bind(o.expires_at.0)
+                .bind(o.version)
+                .bind(o.created_at.0)
+                .execute(&mut *tx)
+                .await?;
+                let inserted = done.rows_affected() == 1;
+                let existing = if inserted {
+                    None
+                } else {
+                    let row = sqlx::query(concat!(
+                        "SELECT ", $crate::sql::order_cols!(), " FROM orders WHERE app_id = $1 AND merchant_order_no = $2"
+                    ))
+                    .bind(o.app_id.as_str())
+                    .bind(&o.merchant_order_no)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    Some(Self::order_row(&row)?)
+                };
+                tx.commit().await?;
+                Ok(match existing {
+                    None => $crate::CreateOrder::Created(o.clone()),
+                    Some(e) if e.content_hash == o.content_hash => $crate::CreateOrder::Existing(e),
+                    Some(e) => $crate::CreateOrder::Conflict(e),
+                })
+            }
+
+            async fn order(&self, app: &payonce_core::AppId, id: &payonce_core::OrderId) -> $crate::Result<Option<$crate::Order>> {
+                let row = sqlx::query(concat!("SELECT ", $crate::sql::order_cols!(), " FROM orders WHERE id = $1 AND app_id = $2"))
+                    .bind(id.as_str())
+                    .bind(app.as_str())
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.as_ref().map(Self::order_row).transpose()
+            }
+
+            async fn order_by_merchant_no(&self, app: &payonce_core::AppId, no: &str) -> $crate::Result<Option<$crate::Order>> {
+                let row = sqlx::query(concat!(
+                    "SELECT ", $crate::sql::order_cols!(), " FROM orders WHERE app_id = $1 AND merchant_order_no = $2"
+                ))
+                .bind(app.as_str())
+                .bind(no)
+                .fetch_optional(self.reader())
+                .await?;
+                row.as_ref().map(Self::order_row).transpose()
+            }
+
+            async fn close_order(
+                &self,
+                id: &payonce_core::OrderId,
+                by: payonce_core::order::ClosedBy,
+                now: payonce_core::Timestamp,
+            ) -> $crate::Result<$crate::CloseOrder> {
+                use $crate::CloseOrder;
+                let mut tx = self.begin_write().await?;
+                let Some(order) = Self::lock_order(&mut tx, id.as_str()).await? else {
+                    return Ok(CloseOrder::NoSuchOrder);
+                };
+                if order.status.has_been_paid() {
+                    return Ok(CloseOrder::Paid(order));
+                }
+                if order.status == payonce_core::OrderStatus::Closed {
+                    return Ok(CloseOrder::AlreadyClosed(order));
+                }
+                if let Some(active) = Self::tx_active_attempt(&mut tx, id.as_str()).await? {
+                    return Ok(CloseOrder::ActiveAttempt(active));
+                }
+                let next = order.status.next(payonce_core::OrderEvent::Closed).expect("open order can close");
+                let done = sqlx::query(
+                    "UPDATE orders SET status = $1, closed_by = $2, version = version + 1, updated_at = $3 \
+                     WHERE id = $4 AND version = $5",
+                )
+                .bind(next.as_str())
+                .bind($crate::sql::closed_by_str(by))
+                .bind(now.0)
+                .bind(id.as_str())
+                .bind(order.version)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    return Err($crate::StoreError::Contended("order"));
+                }
+                let mut closed = order;
+                closed.status = next;
+                closed.closed_by = Some(by);
+                closed.version += 1;
+                closed.updated_at = now;
+                Self::tx_insert_event(&mut tx, "payment.closed", &closed, None, now).await?;
+                tx.commit().await?;
+                Ok(CloseOrder::Closed(closed))
+            }
+
+            async fn all_orders(&self) -> $crate::Result<Vec<$crate::Order>> {
+                let rows = sqlx::query(concat!("SELECT ", $crate::sql::order_cols!(), " FROM orders ORDER BY id"))
+                    .fetch_all(self.reader())
+                    .await?;
+                rows.iter().map(Self::order_row).collect()
+            }
+        }
+    };
+}
+
+pub(crate) use orders_sql;
