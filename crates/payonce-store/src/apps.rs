@@ -21,19 +21,7 @@ macro_rules! apps_sql {
     ($Store:ty, $Db:ty, backend = $backend:expr, for_update = $for_update:literal, skip_locked = $skip_locked:literal, migrations = $migrations:expr) => {
         impl $Store {
             fn app_row(r: &<$Db as sqlx::Database>::Row) -> $crate::Result<$crate::App> {
-                use sqlx::Row;
-                Ok($crate::App {
-                    id: payonce_core::AppId::from_trusted(r.try_get("id")?),
-                    name: r.try_get("name")?,
-                    secret_hash: r.try_get("secret_hash")?,
-                    webhook_url: r.try_get("webhook_url")?,
-                    webhook_secret_enc: r.try_get("webhook_secret_enc")?,
-                    webhook_secret_prev_enc: r.try_get("webhook_secret_prev_enc")?,
-                    webhook_disabled: r.try_get::<i32, _>("webhook_disabled")? != 0,
-                    allowed_hosts: r.try_get("allowed_hosts")?,
-                    sink: r.try_get("sink")?,
-                    created_at: payonce_core::Timestamp(r.try_get("created_at")?),
-                })
+                Ok(<$crate::rows::AppRow as sqlx::FromRow<_>>::from_row(r)?.into())
             }
         }
 

@@ -42,72 +42,7 @@ macro_rules! attempts_sql {
     ($Store:ty, $Db:ty, backend = $backend:expr, for_update = $for_update:literal, skip_locked = $skip_locked:literal, migrations = $migrations:expr) => {
         impl $Store {
             fn attempt_row(r: &<$Db as sqlx::Database>::Row) -> $crate::Result<$crate::Attempt> {
-                use sqlx::Row;
-                use $crate::sql::corrupt;
-                let status: String = r.try_get("status")?;
-                let channel: String = r.try_get("channel")?;
-                let method: String = r.try_get("method")?;
-                let currency: String = r.try_get("currency")?;
-                let currency = payonce_core::Currency::parse(&currency).map_err(|_| corrupt("currency", &currency))?;
-                Ok($crate::Attempt {
-                    id: payonce_core::AttemptId::from_trusted(r.try_get("id")?),
-                    order_id: payonce_core::OrderId::from_trusted(r.try_get("order_id")?),
-                    channel: payonce_core::ChannelName::parse(&channel).map_err(|_| corrupt("channel", &channel))?,
-                    method: payonce_core::PayMethod::parse(&method).map_err(|_| corrupt("method", &method))?,
-                    out_trade_no: r.try_get("out_trade_no")?,
-                    amount: payonce_core::Money { minor: r.try_get("amount")?, currency },
-                    status: payonce_core::AttemptStatus::parse(&status).ok_or_else(|| corrupt("attempt status", &status))?,
-                    is_duplicate: r.try_get("is_duplicate")?,
-                    credential: r.try_get("credential")?,
-                    credential_expires_at: r.try_get::<Option<i64>, _>("credential_expires_at")?.map(payonce_core::Timestamp),
-                    payable_until: r.try_get::<Option<i64>, _>("payable_until")?.map(payonce_core::Timestamp),
-                    prepay_request: r.try_get("prepay_request")?,
-                    channel_trade_no: r.try_get("channel_trade_no")?,
-                    channel_data: r.try_get("channel_data")?,
-                    paid_at: r.try_get::<Option<i64>, _>("paid_at")?.map(payonce_core::Timestamp),
-                    next_query_at: r.try_get::<Option<i64>, _>("next_query_at")?.map(payonce_core::Timestamp),
-                    query_count: r.try_get::<i32, _>("query_count")? as i64,
-                    version: r.try_get("version")?,
-                    created_at: payonce_core::Timestamp(r.try_get("created_at")?),
-                    updated_at: payonce_core::Timestamp(r.try_get("updated_at")?),
-                })
-            }
-
-            /// Applies every migration newer than what `schema_migrations` records, each in the
-            /// given transaction's connection. Callers hold whatever lock keeps two instances
-            /// from migrating at once.
-            async fn apply_pending(
-                tx: &mut sqlx::Transaction<'static, $Db>,
-                migrations: &[(i64, &str)],
-            ) -> $crate::Result<()> {
-                use sqlx::Row;
-                sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
-                    .execute(&mut **tx)
-                    .await?;
-                let done: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
-                    .fetch_all(&mut **tx)
-                    .await?
-                    .iter()
-                    .map(|r| r.try_get::<i64, _>("version"))
-                    .collect::<Result<_, _>>()?;
-                for (version, sql) in migrations {
-                    if done.contains(version) {
-                        continue;
-                    }
-                    for stmt in $crate::migrate::statements(sql) {
-                        sqlx::query(sqlx::AssertSqlSafe(stmt))
-                            .execute(&mut **tx)
-                            .await
-                            .map_err(|e| $crate::StoreError::Migration(format!("version {version}: {e}")))?;
-                    }
-                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-                    sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
-                        .bind(*version)
-                        .bind(now)
-                        .execute(&mut **tx)
-                        .await?;
-                }
-                Ok(())
+                Ok(<$crate::rows::AttemptRow as sqlx::FromRow<_>>::from_row(r)?.try_into()?)
             }
 
             async fn tx_attempt_by_no(

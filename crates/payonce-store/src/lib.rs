@@ -13,6 +13,7 @@ mod orders;
 mod outbox;
 mod postgres;
 mod refunds;
+mod rows;
 mod sql;
 mod sqlite;
 
@@ -86,8 +87,13 @@ pub enum Backend {
 pub fn schema_tag() -> String {
     // FNV-1a: stable across runs and platforms, unlike std's hasher.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (v, sql) in migrate::SQLITE.iter().chain(migrate::POSTGRES) {
-        for b in v.to_le_bytes().iter().chain(sql.as_bytes()) {
+    // The runner's name is part of it: databases migrated by an earlier runner are not reused.
+    for b in b"sqlx-migrate".iter() {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    for m in migrate::SQLITE.iter().chain(migrate::POSTGRES.iter()) {
+        for b in m.version.to_le_bytes().iter().chain(m.sql.as_str().as_bytes()) {
             h ^= *b as u64;
             h = h.wrapping_mul(0x0100_0000_01b3);
         }

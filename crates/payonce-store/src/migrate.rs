@@ -1,36 +1,28 @@
-//! A tiny migration runner shared by both stores: numbered SQL files embedded in the binary,
-//! applied in order, each recorded in `schema_migrations`.
+//! Migrations: numbered SQL files per backend (`migrations/sqlite`, `migrations/postgres`),
+//! embedded in the binary by `sqlx::migrate!` and applied in order, each recorded with its
+//! checksum in `_sqlx_migrations`. A database that records a migration this binary does not
+//! have was migrated by a newer payonce: it is refused, never written to.
 
-/// (version, SQL) for SQLite.
-pub const SQLITE: &[(i64, &str)] = &[
-    (1, include_str!("../migrations/sqlite/0001_init.sql")),
-    (2, include_str!("../migrations/sqlite/0002_channel_data.sql")),
-    (3, include_str!("../migrations/sqlite/0003_workers_refunds.sql")),
-    (4, include_str!("../migrations/sqlite/0004_webhooks.sql")),
-    (5, include_str!("../migrations/sqlite/0005_sinks.sql")),
-    (6, include_str!("../migrations/sqlite/0006_credential_life.sql")),
-    (7, include_str!("../migrations/sqlite/0007_trade_no_index.sql")),
-];
-/// (version, SQL) for PostgreSQL.
-pub const POSTGRES: &[(i64, &str)] = &[
-    (1, include_str!("../migrations/postgres/0001_init.sql")),
-    (2, include_str!("../migrations/postgres/0002_channel_data.sql")),
-    (3, include_str!("../migrations/postgres/0003_workers_refunds.sql")),
-    (4, include_str!("../migrations/postgres/0004_webhooks.sql")),
-    (5, include_str!("../migrations/postgres/0005_sinks.sql")),
-    (6, include_str!("../migrations/postgres/0006_credential_life.sql")),
-    (7, include_str!("../migrations/postgres/0007_trade_no_index.sql")),
-];
+use crate::StoreError;
+use sqlx::migrate::{MigrateError, Migrator};
 
-/// Splits a migration file into statements. Our migrations contain no semicolons inside
-/// literals or bodies, so splitting on `;` at a line end is exact.
-pub fn statements(sql: &str) -> impl Iterator<Item = String> + '_ {
-    sql.split(";\n")
-        .map(|s| {
-            s.lines()
-                .filter(|l| !l.trim_start().starts_with("--"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
-        .filter(|s| !s.trim().is_empty())
+pub static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
+pub static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The newest migration this binary carries.
+fn newest(m: &Migrator) -> i64 {
+    m.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// A migration failure, said so that an operator knows what to do.
+pub fn explain(m: &Migrator, e: MigrateError) -> StoreError {
+    StoreError::Migration(match e {
+        MigrateError::VersionMissing(v) => format!(
+            "the database was migrated by a newer payonce (it has migration {v}; this binary knows up to {}): \
+             run the newer payonce, or restore a backup taken before the upgrade",
+            newest(m)
+        ),
+        MigrateError::VersionMismatch(v) => format!("migration {v} in the database differs from this binary's (edited after it was applied)"),
+        other => other.to_string(),
+    })
 }

@@ -50,7 +50,7 @@ macro_rules! operations_sql {
             }
 
             async fn migrate(&self) -> $crate::Result<()> {
-                self.run_migrations($migrations).await
+                self.run_migrations(&$migrations).await
             }
 
             async fn ping(&self) -> $crate::Result<()> {

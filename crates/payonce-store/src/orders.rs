@@ -23,30 +23,7 @@ macro_rules! orders_sql {
     ($Store:ty, $Db:ty, backend = $backend:expr, for_update = $for_update:literal, skip_locked = $skip_locked:literal, migrations = $migrations:expr) => {
         impl $Store {
             fn order_row(r: &<$Db as sqlx::Database>::Row) -> $crate::Result<$crate::Order> {
-                use sqlx::Row;
-                use $crate::sql::corrupt;
-                let status: String = r.try_get("status")?;
-                let currency: String = r.try_get("currency")?;
-                let currency = payonce_core::Currency::parse(&currency).map_err(|_| corrupt("currency", &currency))?;
-                Ok($crate::Order {
-                    id: payonce_core::OrderId::from_trusted(r.try_get("id")?),
-                    app_id: payonce_core::AppId::from_trusted(r.try_get("app_id")?),
-                    merchant_order_no: r.try_get("merchant_order_no")?,
-                    amount: payonce_core::Money { minor: r.try_get("amount")?, currency },
-                    subject: r.try_get("subject")?,
-                    notify_url: r.try_get("notify_url")?,
-                    metadata: r.try_get("metadata")?,
-                    content_hash: r.try_get("content_hash")?,
-                    status: payonce_core::OrderStatus::parse(&status).ok_or_else(|| corrupt("order status", &status))?,
-                    closed_by: $crate::sql::parse_closed_by(r.try_get("closed_by")?)?,
-                    paid_attempt_id: r.try_get::<Option<String>, _>("paid_attempt_id")?.map(payonce_core::AttemptId::from_trusted),
-                    paid_at: r.try_get::<Option<i64>, _>("paid_at")?.map(payonce_core::Timestamp),
-                    refunded_amount: r.try_get("refunded_amount")?,
-                    expires_at: payonce_core::Timestamp(r.try_get("expires_at")?),
-                    version: r.try_get("version")?,
-                    created_at: payonce_core::Timestamp(r.try_get("created_at")?),
-                    updated_at: payonce_core::Timestamp(r.try_get("updated_at")?),
-                })
+                Ok(<$crate::rows::OrderRow as sqlx::FromRow<_>>::from_row(r)?.try_into()?)
             }
 
             /// Reads an order inside a write transaction, locking it where the backend can.

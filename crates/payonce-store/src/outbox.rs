@@ -24,21 +24,7 @@ macro_rules! outbox_sql {
     ($Store:ty, $Db:ty, backend = $backend:expr, for_update = $for_update:literal, skip_locked = $skip_locked:literal, migrations = $migrations:expr) => {
         impl $Store {
             fn event_row(r: &<$Db as sqlx::Database>::Row) -> $crate::Result<$crate::EventRow> {
-                use sqlx::Row;
-                Ok($crate::EventRow {
-                    id: r.try_get("id")?,
-                    app_id: r.try_get("app_id")?,
-                    order_id: r.try_get("order_id")?,
-                    event_type: r.try_get("type")?,
-                    payload: r.try_get("payload")?,
-                    created_at: payonce_core::Timestamp(r.try_get("created_at")?),
-                    delivery_status: r.try_get("delivery_status")?,
-                    delivery_count: r.try_get::<i32, _>("delivery_count")? as i64,
-                    next_attempt_at: r.try_get::<Option<i64>, _>("next_attempt_at")?.map(payonce_core::Timestamp),
-                    last_status: r.try_get::<Option<i32>, _>("last_status")?.map(i64::from),
-                    last_error: r.try_get("last_error")?,
-                    delivered_at: r.try_get::<Option<i64>, _>("delivered_at")?.map(payonce_core::Timestamp),
-                })
+                Ok(<$crate::rows::EventDbRow as sqlx::FromRow<_>>::from_row(r)?.into())
             }
 
             async fn tx_insert_event(

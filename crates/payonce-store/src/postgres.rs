@@ -13,9 +13,6 @@ pub struct PgStore {
     pool: PgPool,
 }
 
-/// Key of the advisory lock that keeps two instances from migrating at the same time.
-const MIGRATION_LOCK: i64 = 0x0070_6179_6f6e_6365;
-
 impl PgStore {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
         let opts = PgConnectOptions::from_str(url)?;
@@ -40,13 +37,10 @@ impl PgStore {
         Ok(self.pool.begin().await?)
     }
 
-    async fn run_migrations(&self, migrations: &[(i64, &str)]) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        // Transaction-scoped: released at commit, or when a crashed instance's session ends.
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATION_LOCK).execute(&mut *tx).await?;
-        Self::apply_pending(&mut tx, migrations).await?;
-        tx.commit().await?;
-        Ok(())
+    async fn run_migrations(&self, migrator: &sqlx::migrate::Migrator) -> Result<()> {
+        // The migrator holds a PostgreSQL advisory lock while it runs: instances starting
+        // together migrate one after the other.
+        migrator.run(&self.pool).await.map_err(|e| crate::migrate::explain(migrator, e))
     }
 }
 

@@ -30,40 +30,7 @@ macro_rules! refunds_sql {
     ($Store:ty, $Db:ty, backend = $backend:expr, for_update = $for_update:literal, skip_locked = $skip_locked:literal, migrations = $migrations:expr) => {
         impl $Store {
             fn refund_row(r: &<$Db as sqlx::Database>::Row) -> $crate::Result<$crate::Refund> {
-                use sqlx::Row;
-                use $crate::sql::corrupt;
-                let status: String = r.try_get("status")?;
-                let channel: String = r.try_get("channel")?;
-                let kind: String = r.try_get("kind")?;
-                let currency: String = r.try_get("currency")?;
-                let currency = payonce_core::Currency::parse(&currency).map_err(|_| corrupt("currency", &currency))?;
-                Ok($crate::Refund {
-                    id: payonce_core::RefundId::from_trusted(r.try_get("id")?),
-                    order_id: payonce_core::OrderId::from_trusted(r.try_get("order_id")?),
-                    app_id: payonce_core::AppId::from_trusted(r.try_get("app_id")?),
-                    attempt_id: payonce_core::AttemptId::from_trusted(r.try_get("attempt_id")?),
-                    channel: payonce_core::ChannelName::parse(&channel).map_err(|_| corrupt("channel", &channel))?,
-                    out_trade_no: r.try_get("out_trade_no")?,
-                    merchant_refund_no: r.try_get("merchant_refund_no")?,
-                    out_refund_no: r.try_get("out_refund_no")?,
-                    amount: payonce_core::Money { minor: r.try_get("amount")?, currency },
-                    reason: r.try_get("reason")?,
-                    kind: match kind.as_str() {
-                        "order" => $crate::RefundKind::Order,
-                        "duplicate" => $crate::RefundKind::Duplicate,
-                        other => return Err(corrupt("refund kind", other)),
-                    },
-                    status: payonce_core::RefundStatus::parse(&status).ok_or_else(|| corrupt("refund status", &status))?,
-                    failure_reason: r.try_get("failure_reason")?,
-                    content_hash: r.try_get("content_hash")?,
-                    requested: r.try_get::<i32, _>("requested")? != 0,
-                    channel_data: r.try_get("channel_data")?,
-                    next_query_at: r.try_get::<Option<i64>, _>("next_query_at")?.map(payonce_core::Timestamp),
-                    query_count: r.try_get::<i32, _>("query_count")? as i64,
-                    version: r.try_get("version")?,
-                    created_at: payonce_core::Timestamp(r.try_get("created_at")?),
-                    updated_at: payonce_core::Timestamp(r.try_get("updated_at")?),
-                })
+                Ok(<$crate::rows::RefundRow as sqlx::FromRow<_>>::from_row(r)?.try_into()?)
             }
 
             async fn tx_insert_refund(tx: &mut sqlx::Transaction<'static, $Db>, r: &$crate::Refund) -> Result<bool, sqlx::Error> {

@@ -65,11 +65,9 @@ impl SqliteStore {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
-    async fn run_migrations(&self, migrations: &[(i64, &str)]) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        Self::apply_pending(&mut tx, migrations).await?;
-        tx.commit().await?;
-        Ok(())
+    async fn run_migrations(&self, migrator: &sqlx::migrate::Migrator) -> Result<()> {
+        // Through the one writer connection, like every other write.
+        migrator.run(&self.writer).await.map_err(|e| crate::migrate::explain(migrator, e))
     }
 }
 

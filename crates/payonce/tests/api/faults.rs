@@ -11,6 +11,38 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
 
+payonce_testkit::store_tests!(a_database_from_a_newer_payonce_is_refused);
+
+/// A database migrated by a newer payonce (it records a migration this binary lacks) is
+/// refused with a message that says so — by the store and by `payonce serve` — and nothing is
+/// written to it.
+async fn a_database_from_a_newer_payonce_is_refused(b: Backend) {
+    let Some(db) = TestDb::new(b).await else { return };
+    payonce_store::open(&db.url, true).await.expect("migrated by this payonce");
+    // Record a migration from the future, as a newer payonce would have.
+    let future = "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES (9999, 'from the future', $1, $2, 0)";
+    match b {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
+            sqlx::query(future).bind(true).bind(vec![0u8; 48]).execute(&pool).await.unwrap();
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+            sqlx::query(future).bind(true).bind(vec![0u8; 48]).execute(&pool).await.unwrap();
+        }
+    }
+    let err = payonce_store::open(&db.url, true).await.err().expect("refused");
+    let msg = err.to_string();
+    assert!(msg.contains("newer payonce") && msg.contains("9999"), "{msg}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_payonce"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db.url, "--channels", "/nonexistent/channels.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("newer payonce"), "serve says why it refuses: {stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_connections_cut_give_503_then_converge() {
     let Some(mut db) = TestDb::new(Backend::Postgres).await else { return };

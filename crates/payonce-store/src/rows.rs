@@ -1,0 +1,238 @@
+//! Rows as the database holds them (`sqlx::FromRow`, the same for both backends), and their
+//! conversion into the model: enumerations and currencies parsed, anything our own code could
+//! not have written refused as `StoreError::Corrupt`.
+
+use crate::sql::{corrupt, parse_closed_by};
+use crate::{App, Attempt, EventRow, Order, Refund, RefundKind, StoreError};
+use payonce_core::{AppId, AttemptId, AttemptStatus, ChannelName, Currency, Money, OrderId, OrderStatus, PayMethod, RefundId, RefundStatus, Timestamp};
+
+fn money(minor: i64, currency: &str) -> Result<Money, StoreError> {
+    let currency = Currency::parse(currency).map_err(|_| corrupt("currency", currency))?;
+    Ok(Money { minor, currency })
+}
+
+fn channel(s: &str) -> Result<ChannelName, StoreError> {
+    ChannelName::parse(s).map_err(|_| corrupt("channel", s))
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct OrderRow {
+    id: String,
+    app_id: String,
+    merchant_order_no: String,
+    amount: i64,
+    currency: String,
+    subject: String,
+    notify_url: Option<String>,
+    metadata: Option<String>,
+    content_hash: String,
+    status: String,
+    closed_by: Option<String>,
+    paid_attempt_id: Option<String>,
+    paid_at: Option<i64>,
+    refunded_amount: i64,
+    expires_at: i64,
+    version: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<OrderRow> for Order {
+    type Error = StoreError;
+    fn try_from(r: OrderRow) -> Result<Order, StoreError> {
+        Ok(Order {
+            id: OrderId::from_trusted(r.id),
+            app_id: AppId::from_trusted(r.app_id),
+            merchant_order_no: r.merchant_order_no,
+            amount: money(r.amount, &r.currency)?,
+            subject: r.subject,
+            notify_url: r.notify_url,
+            metadata: r.metadata,
+            content_hash: r.content_hash,
+            status: OrderStatus::parse(&r.status).ok_or_else(|| corrupt("order status", &r.status))?,
+            closed_by: parse_closed_by(r.closed_by)?,
+            paid_attempt_id: r.paid_attempt_id.map(AttemptId::from_trusted),
+            paid_at: r.paid_at.map(Timestamp),
+            refunded_amount: r.refunded_amount,
+            expires_at: Timestamp(r.expires_at),
+            version: r.version,
+            created_at: Timestamp(r.created_at),
+            updated_at: Timestamp(r.updated_at),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AttemptRow {
+    id: String,
+    order_id: String,
+    channel: String,
+    method: String,
+    out_trade_no: String,
+    amount: i64,
+    currency: String,
+    status: String,
+    is_duplicate: bool,
+    credential: Option<String>,
+    credential_expires_at: Option<i64>,
+    payable_until: Option<i64>,
+    prepay_request: Option<String>,
+    channel_trade_no: Option<String>,
+    channel_data: Option<String>,
+    paid_at: Option<i64>,
+    next_query_at: Option<i64>,
+    query_count: i32,
+    version: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<AttemptRow> for Attempt {
+    type Error = StoreError;
+    fn try_from(r: AttemptRow) -> Result<Attempt, StoreError> {
+        Ok(Attempt {
+            id: AttemptId::from_trusted(r.id),
+            order_id: OrderId::from_trusted(r.order_id),
+            channel: channel(&r.channel)?,
+            method: PayMethod::parse(&r.method).map_err(|_| corrupt("method", &r.method))?,
+            out_trade_no: r.out_trade_no,
+            amount: money(r.amount, &r.currency)?,
+            status: AttemptStatus::parse(&r.status).ok_or_else(|| corrupt("attempt status", &r.status))?,
+            is_duplicate: r.is_duplicate,
+            credential: r.credential,
+            credential_expires_at: r.credential_expires_at.map(Timestamp),
+            payable_until: r.payable_until.map(Timestamp),
+            prepay_request: r.prepay_request,
+            channel_trade_no: r.channel_trade_no,
+            channel_data: r.channel_data,
+            paid_at: r.paid_at.map(Timestamp),
+            next_query_at: r.next_query_at.map(Timestamp),
+            query_count: i64::from(r.query_count),
+            version: r.version,
+            created_at: Timestamp(r.created_at),
+            updated_at: Timestamp(r.updated_at),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct RefundRow {
+    id: String,
+    order_id: String,
+    app_id: String,
+    attempt_id: String,
+    channel: String,
+    out_trade_no: String,
+    merchant_refund_no: Option<String>,
+    out_refund_no: String,
+    amount: i64,
+    currency: String,
+    reason: Option<String>,
+    kind: String,
+    status: String,
+    failure_reason: Option<String>,
+    content_hash: String,
+    requested: i32,
+    channel_data: Option<String>,
+    next_query_at: Option<i64>,
+    query_count: i32,
+    version: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<RefundRow> for Refund {
+    type Error = StoreError;
+    fn try_from(r: RefundRow) -> Result<Refund, StoreError> {
+        Ok(Refund {
+            id: RefundId::from_trusted(r.id),
+            order_id: OrderId::from_trusted(r.order_id),
+            app_id: AppId::from_trusted(r.app_id),
+            attempt_id: AttemptId::from_trusted(r.attempt_id),
+            channel: channel(&r.channel)?,
+            out_trade_no: r.out_trade_no,
+            merchant_refund_no: r.merchant_refund_no,
+            out_refund_no: r.out_refund_no,
+            amount: money(r.amount, &r.currency)?,
+            reason: r.reason,
+            kind: RefundKind::ALL.into_iter().find(|k| k.as_str() == r.kind).ok_or_else(|| corrupt("refund kind", &r.kind))?,
+            status: RefundStatus::parse(&r.status).ok_or_else(|| corrupt("refund status", &r.status))?,
+            failure_reason: r.failure_reason,
+            content_hash: r.content_hash,
+            requested: r.requested != 0,
+            channel_data: r.channel_data,
+            next_query_at: r.next_query_at.map(Timestamp),
+            query_count: i64::from(r.query_count),
+            version: r.version,
+            created_at: Timestamp(r.created_at),
+            updated_at: Timestamp(r.updated_at),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct EventDbRow {
+    id: String,
+    app_id: String,
+    order_id: Option<String>,
+    #[sqlx(rename = "type")]
+    event_type: String,
+    payload: String,
+    created_at: i64,
+    delivery_status: String,
+    delivery_count: i32,
+    next_attempt_at: Option<i64>,
+    last_status: Option<i32>,
+    last_error: Option<String>,
+    delivered_at: Option<i64>,
+}
+
+impl From<EventDbRow> for EventRow {
+    fn from(r: EventDbRow) -> EventRow {
+        EventRow {
+            id: r.id,
+            app_id: r.app_id,
+            order_id: r.order_id,
+            event_type: r.event_type,
+            payload: r.payload,
+            created_at: Timestamp(r.created_at),
+            delivery_status: r.delivery_status,
+            delivery_count: i64::from(r.delivery_count),
+            next_attempt_at: r.next_attempt_at.map(Timestamp),
+            last_status: r.last_status.map(i64::from),
+            last_error: r.last_error,
+            delivered_at: r.delivered_at.map(Timestamp),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AppRow {
+    id: String,
+    name: String,
+    secret_hash: String,
+    webhook_url: Option<String>,
+    webhook_secret_enc: String,
+    webhook_secret_prev_enc: Option<String>,
+    webhook_disabled: i32,
+    allowed_hosts: Option<String>,
+    sink: Option<String>,
+    created_at: i64,
+}
+
+impl From<AppRow> for App {
+    fn from(r: AppRow) -> App {
+        App {
+            id: AppId::from_trusted(r.id),
+            name: r.name,
+            secret_hash: r.secret_hash,
+            webhook_url: r.webhook_url,
+            webhook_secret_enc: r.webhook_secret_enc,
+            webhook_secret_prev_enc: r.webhook_secret_prev_enc,
+            webhook_disabled: r.webhook_disabled != 0,
+            allowed_hosts: r.allowed_hosts,
+            sink: r.sink,
+            created_at: Timestamp(r.created_at),
+        }
+    }
+}
