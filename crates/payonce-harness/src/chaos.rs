@@ -60,7 +60,7 @@ impl WebhookCounter {
     pub async fn check(&self, store: &dyn payonce_store::Store) -> anyhow::Result<(usize, usize)> {
         let events = store.list_events(None, 100_000).await?;
         let seen = self.seen.lock().unwrap();
-        let missing = events.iter().filter(|e| e.delivery_status != "delivered" || !seen.contains_key(&e.id)).count();
+        let missing = events.iter().filter(|e| e.delivery_status != payonce_store::DeliveryStatus::Delivered || !seen.contains_key(&e.id)).count();
         let dup = seen.values().filter(|n| **n > 1).count();
         Ok((missing, dup))
     }

@@ -176,7 +176,7 @@ pub async fn liveness(store: &dyn Store, now: payonce_core::Timestamp, grace_ms:
         store.all_attempts().await,
         store.all_refunds().await,
         store.abnormal_open().await,
-        store.list_events(Some("pending"), 1_000_000).await,
+        store.list_events(Some(payonce_store::DeliveryStatus::Pending), 1_000_000).await,
     ) {
         (Ok(o), Ok(a), Ok(r), Ok(ab), Ok(e)) => (o, a, r, ab, e),
         _ => return vec!["I7: cannot read the store".into()],

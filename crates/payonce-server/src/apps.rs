@@ -51,7 +51,10 @@ pub async fn create_app_with_sink(
         webhook_secret_prev_enc: None,
         webhook_disabled: false,
         allowed_hosts: allowed_hosts.map(str::to_owned),
-        sink: sink.filter(|s| *s != "webhook").map(str::to_owned),
+        sink: match sink {
+            None => payonce_store::Sink::Webhook,
+            Some(s) => payonce_store::Sink::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown sink {s:?} (webhook, rabbitmq, nats)")))?,
+        },
         created_at: clock.now(),
     };
     store.insert_app(&app).await?;

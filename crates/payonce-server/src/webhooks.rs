@@ -150,8 +150,8 @@ pub async fn deliver(state: &AppState, http: &reqwest::Client, owner: &str, ev: 
     let now = state.clock.now();
     let app_id = payonce_core::AppId::from_trusted(ev.app_id.clone());
     let Ok(Some(app)) = state.store.app(&app_id).await else { return };
-    if let Some(sink) = app.sink.as_deref() {
-        return deliver_to_sink(state, owner, &ev, sink).await;
+    if app.sink != payonce_store::Sink::Webhook {
+        return deliver_to_sink(state, owner, &ev, app.sink).await;
     }
     let notify_url = match &ev.order_id {
         Some(o) => state
@@ -233,7 +233,7 @@ pub async fn deliver(state: &AppState, http: &reqwest::Client, owner: &str, ev: 
 }
 
 /// A broker sink: delivered once the broker confirmed, else retried on the same schedule.
-async fn deliver_to_sink(state: &AppState, owner: &str, ev: &EventRow, sink: &str) {
+async fn deliver_to_sink(state: &AppState, owner: &str, ev: &EventRow, sink: payonce_store::Sink) {
     let now = state.clock.now();
     let started = Instant::now();
     let published = state.sinks.publish(sink, ev).await;
@@ -243,12 +243,12 @@ async fn deliver_to_sink(state: &AppState, owner: &str, ev: &EventRow, sink: &st
             (dest, None, DeliveryOutcome::Delivered)
         }
         Err(e) => {
-            tracing::warn!(error = %e, sink, "publishing an event failed");
+            tracing::warn!(error = %e, sink = sink.as_str(), "publishing an event failed");
             let outcome = match state.config.webhook_retry_after(ev.delivery_count as usize) {
                 Some(wait) => DeliveryOutcome::Retry { next_attempt_at: now + jitter(wait) },
                 None => DeliveryOutcome::Failed,
             };
-            (sink.to_owned(), Some(e), outcome)
+            (sink.as_str().to_owned(), Some(e), outcome)
         }
     };
     let attempt = DeliveryAttempt { event_id: ev.id.clone(), destination, status_code: None, error, duration_ms: started.elapsed().as_millis() as i64, attempted_at: now };
@@ -285,7 +285,7 @@ mod tests {
             webhook_secret_prev_enc: None,
             webhook_disabled: false,
             allowed_hosts: Some("orders.example, other.example:8443".into()),
-            sink: None,
+            sink: payonce_store::Sink::Webhook,
             created_at: payonce_core::Timestamp(0),
         };
         // The webhook URL's own origin: scheme, host and port.

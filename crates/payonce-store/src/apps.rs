@@ -21,7 +21,7 @@ macro_rules! apps_sql {
     ($Store:ty, $Db:ty, backend = $backend:expr, for_update = $for_update:literal, skip_locked = $skip_locked:literal, migrations = $migrations:expr) => {
         impl $Store {
             fn app_row(r: &<$Db as sqlx::Database>::Row) -> $crate::Result<$crate::App> {
-                Ok(<$crate::rows::AppRow as sqlx::FromRow<_>>::from_row(r)?.into())
+                Ok(<$crate::rows::AppRow as sqlx::FromRow<_>>::from_row(r)?.try_into()?)
             }
         }
 
@@ -40,7 +40,7 @@ macro_rules! apps_sql {
                 .bind(&app.webhook_secret_enc)
                 .bind(app.created_at.0)
                 .bind(&app.allowed_hosts)
-                .bind(&app.sink)
+                .bind(match app.sink { $crate::Sink::Webhook => None, other => Some(other.as_str()) })
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;

@@ -15,8 +15,7 @@ pub struct App {
     pub webhook_disabled: bool,
     /// Extra hosts an order's `notify_url` may name (comma-separated).
     pub allowed_hosts: Option<String>,
-    /// `webhook` (or none), `rabbitmq`, `nats`.
-    pub sink: Option<String>,
+    pub sink: Sink,
     pub created_at: Timestamp,
 }
 
@@ -161,13 +160,70 @@ pub struct EventRow {
     pub event_type: String,
     pub payload: String,
     pub created_at: Timestamp,
-    /// pending, delivered, failed, skipped.
-    pub delivery_status: String,
+    pub delivery_status: DeliveryStatus,
     pub delivery_count: i64,
     pub next_attempt_at: Option<Timestamp>,
     pub last_status: Option<i64>,
     pub last_error: Option<String>,
     pub delivered_at: Option<Timestamp>,
+}
+
+/// Where an outbox event stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    /// Waiting for its (next) delivery attempt.
+    Pending,
+    /// The receiver (or broker) confirmed it.
+    Delivered,
+    /// The retry schedule ran out, or the endpoint is gone: resendable from the console.
+    Failed,
+    /// Nowhere to deliver (no webhook URL): kept for the console, never sent.
+    Skipped,
+}
+
+impl DeliveryStatus {
+    pub const ALL: [DeliveryStatus; 4] = [DeliveryStatus::Pending, DeliveryStatus::Delivered, DeliveryStatus::Failed, DeliveryStatus::Skipped];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Skipped => "skipped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+}
+
+/// Where an app's events go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sink {
+    /// Signed HTTP POSTs to the app's webhook URL (or the order's `notify_url`).
+    #[default]
+    Webhook,
+    /// A RabbitMQ exchange (feature `rabbitmq`).
+    Rabbitmq,
+    /// A NATS JetStream stream (feature `nats`).
+    Nats,
+}
+
+impl Sink {
+    pub const ALL: [Sink; 3] = [Sink::Webhook, Sink::Rabbitmq, Sink::Nats];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Sink::Webhook => "webhook",
+            Sink::Rabbitmq => "rabbitmq",
+            Sink::Nats => "nats",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
 }
 
 #[derive(Debug, Clone)]

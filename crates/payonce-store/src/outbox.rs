@@ -12,7 +12,7 @@ pub trait Outbox: Send + Sync {
     /// Records one delivery attempt and its outcome — only if `owner` still holds the lease.
     async fn record_delivery(&self, owner: &str, attempt: &DeliveryAttempt, outcome: &DeliveryOutcome) -> Result<bool>;
     /// Events, newest first, optionally only those in one delivery status.
-    async fn list_events(&self, status: Option<&str>, limit: i64) -> Result<Vec<EventRow>>;
+    async fn list_events(&self, status: Option<DeliveryStatus>, limit: i64) -> Result<Vec<EventRow>>;
     async fn event(&self, id: &str) -> Result<Option<EventRow>>;
     async fn delivery_attempts(&self, event_id: &str) -> Result<Vec<DeliveryAttempt>>;
     /// Puts an event (or, with `None`, every failed one) back in the delivery queue; how many.
@@ -24,7 +24,7 @@ macro_rules! outbox_sql {
     ($Store:ty, $Db:ty, backend = $backend:expr, for_update = $for_update:literal, skip_locked = $skip_locked:literal, migrations = $migrations:expr) => {
         impl $Store {
             fn event_row(r: &<$Db as sqlx::Database>::Row) -> $crate::Result<$crate::EventRow> {
-                Ok(<$crate::rows::EventDbRow as sqlx::FromRow<_>>::from_row(r)?.into())
+                Ok(<$crate::rows::EventDbRow as sqlx::FromRow<_>>::from_row(r)?.try_into()?)
             }
 
             async fn tx_insert_event(
@@ -58,10 +58,10 @@ macro_rules! outbox_sql {
                 use $crate::DeliveryOutcome;
                 let mut tx = self.begin_write().await?;
                 let (status, next, delivered) = match outcome {
-                    DeliveryOutcome::Delivered => ("delivered", None, Some(a.attempted_at.0)),
-                    DeliveryOutcome::Retry { next_attempt_at } => ("pending", Some(next_attempt_at.0), None),
-                    DeliveryOutcome::Failed => ("failed", None, None),
-                    DeliveryOutcome::Skipped => ("skipped", None, None),
+                    DeliveryOutcome::Delivered => ($crate::DeliveryStatus::Delivered.as_str(), None, Some(a.attempted_at.0)),
+                    DeliveryOutcome::Retry { next_attempt_at } => ($crate::DeliveryStatus::Pending.as_str(), Some(next_attempt_at.0), None),
+                    DeliveryOutcome::Failed => ($crate::DeliveryStatus::Failed.as_str(), None, None),
+                    DeliveryOutcome::Skipped => ($crate::DeliveryStatus::Skipped.as_str(), None, None),
                 };
                 // Fenced by the lease: a dispatcher that slept past its lease records nothing.
                 let done = sqlx::query(
@@ -97,10 +97,10 @@ macro_rules! outbox_sql {
                 Ok(true)
             }
 
-            async fn list_events(&self, status: Option<&str>, limit: i64) -> $crate::Result<Vec<$crate::EventRow>> {
+            async fn list_events(&self, status: Option<$crate::DeliveryStatus>, limit: i64) -> $crate::Result<Vec<$crate::EventRow>> {
                 let rows = match status {
                     Some(s) => sqlx::query(concat!("SELECT ", $crate::sql::event_cols!(), " FROM events WHERE delivery_status = $1 ORDER BY id DESC LIMIT $2"))
-                        .bind(s)
+                        .bind(s.as_str())
                         .bind(limit)
                         .fetch_all(self.reader())
                         .await?,

@@ -3,7 +3,7 @@
 //! not have written refused as `StoreError::Corrupt`.
 
 use crate::sql::{corrupt, parse_closed_by};
-use crate::{App, Attempt, EventRow, Order, Refund, RefundKind, StoreError};
+use crate::{App, Attempt, DeliveryStatus, EventRow, Order, Refund, RefundKind, Sink, StoreError};
 use payonce_core::{AppId, AttemptId, AttemptStatus, ChannelName, Currency, Money, OrderId, OrderStatus, PayMethod, RefundId, RefundStatus, Timestamp};
 
 fn money(minor: i64, currency: &str) -> Result<Money, StoreError> {
@@ -187,22 +187,23 @@ pub(crate) struct EventDbRow {
     delivered_at: Option<i64>,
 }
 
-impl From<EventDbRow> for EventRow {
-    fn from(r: EventDbRow) -> EventRow {
-        EventRow {
+impl TryFrom<EventDbRow> for EventRow {
+    type Error = StoreError;
+    fn try_from(r: EventDbRow) -> Result<EventRow, StoreError> {
+        Ok(EventRow {
             id: r.id,
             app_id: r.app_id,
             order_id: r.order_id,
             event_type: r.event_type,
             payload: r.payload,
             created_at: Timestamp(r.created_at),
-            delivery_status: r.delivery_status,
+            delivery_status: DeliveryStatus::parse(&r.delivery_status).ok_or_else(|| corrupt("delivery status", &r.delivery_status))?,
             delivery_count: i64::from(r.delivery_count),
             next_attempt_at: r.next_attempt_at.map(Timestamp),
             last_status: r.last_status.map(i64::from),
             last_error: r.last_error,
             delivered_at: r.delivered_at.map(Timestamp),
-        }
+        })
     }
 }
 
@@ -220,9 +221,10 @@ pub(crate) struct AppRow {
     created_at: i64,
 }
 
-impl From<AppRow> for App {
-    fn from(r: AppRow) -> App {
-        App {
+impl TryFrom<AppRow> for App {
+    type Error = StoreError;
+    fn try_from(r: AppRow) -> Result<App, StoreError> {
+        Ok(App {
             id: AppId::from_trusted(r.id),
             name: r.name,
             secret_hash: r.secret_hash,
@@ -231,8 +233,12 @@ impl From<AppRow> for App {
             webhook_secret_prev_enc: r.webhook_secret_prev_enc,
             webhook_disabled: r.webhook_disabled != 0,
             allowed_hosts: r.allowed_hosts,
-            sink: r.sink,
+            // No sink recorded: the webhook (apps made before sinks existed).
+            sink: match r.sink.as_deref() {
+                None => Sink::Webhook,
+                Some(s) => Sink::parse(s).ok_or_else(|| corrupt("sink", s))?,
+            },
             created_at: Timestamp(r.created_at),
-        }
+        })
     }
 }

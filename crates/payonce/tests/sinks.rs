@@ -47,7 +47,7 @@ async fn retried_event(app: &TestApp, order: &str) -> payonce_store::EventRow {
     loop {
         let evs = app.store.events_of(&payonce_core::OrderId::from_trusted(order.to_owned())).await.unwrap();
         if let Some(e) = evs.into_iter().find(|e| e.event_type == "payment.succeeded" && e.delivery_count >= 2) {
-            assert_eq!(e.delivery_status, "pending", "retried, not failed or lost");
+            assert_eq!(e.delivery_status, payonce_store::DeliveryStatus::Pending, "retried, not failed or lost");
             return e;
         }
         assert!(tokio::time::Instant::now() < end, "no retry recorded");
@@ -57,7 +57,7 @@ async fn retried_event(app: &TestApp, order: &str) -> payonce_store::EventRow {
 
 async fn wait_delivered(app: &TestApp, id: &str) {
     let end = tokio::time::Instant::now() + Duration::from_secs(20);
-    while app.store.event(id).await.unwrap().unwrap().delivery_status != "delivered" {
+    while app.store.event(id).await.unwrap().unwrap().delivery_status != payonce_store::DeliveryStatus::Delivered {
         assert!(tokio::time::Instant::now() < end, "not delivered");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -6,6 +6,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
+use payonce_store::DeliveryStatus;
 use utoipa::ToSchema;
 
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -30,11 +31,8 @@ pub struct AbnormalList {
     pub items: Vec<AbnormalItem>,
 }
 
-/// The delivery states of an outbox event.
-const DELIVERY_STATES: [&str; 4] = ["pending", "delivered", "failed", "skipped"];
-
 fn delivery_state() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-    crate::http::views::one_of_names(DELIVERY_STATES)
+    crate::http::views::one_of_names(DeliveryStatus::ALL.iter().map(|d| d.as_str()))
 }
 
 /// An outbox event (what the business hears) and its delivery state.
@@ -49,7 +47,7 @@ pub struct Event {
     #[schema(format = DateTime)]
     pub created_at: String,
     #[schema(schema_with = delivery_state)]
-    pub delivery_status: String,
+    pub delivery_status: &'static str,
     /// Delivery attempts so far.
     pub attempts: i64,
     #[schema(format = DateTime)]
@@ -117,7 +115,7 @@ fn event_view(e: &payonce_store::EventRow) -> Event {
         app_id: e.app_id.clone(),
         order_id: e.order_id.clone(),
         created_at: e.created_at.to_rfc3339(),
-        delivery_status: e.delivery_status.clone(),
+        delivery_status: e.delivery_status.as_str(),
         attempts: e.delivery_count,
         next_attempt_at: e.next_attempt_at.map(|t| t.to_rfc3339()),
         last_status: e.last_status,
@@ -149,13 +147,17 @@ pub async fn events(
     crate::http::body::Query(q): crate::http::body::Query<EventsQuery>,
 ) -> Result<Json<EventList>, ApiError> {
     authorize(&state, &headers)?;
-    if q.status.as_deref().is_some_and(|s| !DELIVERY_STATES.contains(&s)) {
-        return Err(ApiError::field("status", format!("must be one of {}", DELIVERY_STATES.join(", "))));
-    }
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => Some(DeliveryStatus::parse(s).ok_or_else(|| {
+            let names: Vec<&str> = DeliveryStatus::ALL.iter().map(|d| d.as_str()).collect();
+            ApiError::field("status", format!("must be one of {}", names.join(", ")))
+        })?),
+    };
     if q.limit.is_some_and(|l| !(1..=1000).contains(&l)) {
         return Err(ApiError::field("limit", "must be between 1 and 1000"));
     }
-    let rows = state.store.list_events(q.status.as_deref(), q.limit.unwrap_or(100)).await?;
+    let rows = state.store.list_events(status, q.limit.unwrap_or(100)).await?;
     Ok(Json(EventList { items: rows.iter().map(event_view).collect() }))
 }
 

@@ -54,19 +54,20 @@ impl Sinks {
 
     /// Publishes to the app's sink; `Ok(destination)` once the broker confirmed.
     #[cfg_attr(not(any(feature = "rabbitmq", feature = "nats")), allow(unused_variables))]
-    pub async fn publish(&self, sink: &str, ev: &EventRow) -> Result<String, String> {
+    pub async fn publish(&self, sink: payonce_store::Sink, ev: &EventRow) -> Result<String, String> {
         match sink {
             #[cfg(feature = "rabbitmq")]
-            "rabbitmq" => match &self.rabbitmq {
+            payonce_store::Sink::Rabbitmq => match &self.rabbitmq {
                 Some(r) => r.publish(ev).await,
                 None => Err("no RabbitMQ configured".into()),
             },
             #[cfg(feature = "nats")]
-            "nats" => match &self.nats {
+            payonce_store::Sink::Nats => match &self.nats {
                 Some(n) => n.publish(ev).await,
                 None => Err("no NATS configured".into()),
             },
-            other => Err(format!("sink {other} is not available in this build")),
+            #[allow(unreachable_patterns)]
+            other => Err(format!("sink {} is not available in this build", other.as_str())),
         }
     }
 }

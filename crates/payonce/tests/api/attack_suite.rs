@@ -138,7 +138,7 @@ async fn every_attack_is_refused_and_changes_nothing(b: Backend) {
     let w = build_world(&app).await;
     // Let the outbox settle (no webhook URL: every event is kept, skipped) before the snapshot.
     let end = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !app.store.list_events(Some("pending"), 10).await.unwrap().is_empty() && tokio::time::Instant::now() < end {
+    while !app.store.list_events(Some(payonce_store::DeliveryStatus::Pending), 10).await.unwrap().is_empty() && tokio::time::Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let before = snapshot(&app, &w).await;

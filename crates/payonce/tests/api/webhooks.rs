@@ -147,7 +147,7 @@ async fn receiver_down_first_attempts_gets_same_id_later(b: Backend) {
     let ids: std::collections::BTreeSet<_> = got.iter().map(|(h, _)| header(h, "webhook-id").to_owned()).collect();
     assert_eq!(ids.len(), 1, "every retry carries the same webhook-id");
     let ev = app.store.event(ids.iter().next().unwrap()).await.unwrap().unwrap();
-    assert_eq!(ev.delivery_status, "delivered");
+    assert_eq!(ev.delivery_status, payonce_store::DeliveryStatus::Delivered);
     assert_eq!(app.store.delivery_attempts(&ev.id).await.unwrap().len(), 4);
 }
 
@@ -157,7 +157,7 @@ async fn receiver_failing_forever_fails_then_resend_delivers(b: Backend) {
     // 1 + 4 retries on the (shortened, time-scaled) schedule, then failed.
     let end = tokio::time::Instant::now() + Duration::from_secs(30);
     let failed = loop {
-        let f = app.store.list_events(Some("failed"), 10).await.unwrap();
+        let f = app.store.list_events(Some(payonce_store::DeliveryStatus::Failed), 10).await.unwrap();
         if !f.is_empty() {
             break f;
         }
@@ -179,14 +179,14 @@ async fn receiver_failing_forever_fails_then_resend_delivers(b: Backend) {
     let (h, _) = r.lock().unwrap().got[5].clone();
     assert_eq!(header(&h, "webhook-id"), id, "resent under the same id");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(app.store.event(&id).await.unwrap().unwrap().delivery_status, "delivered");
+    assert_eq!(app.store.event(&id).await.unwrap().unwrap().delivery_status, payonce_store::DeliveryStatus::Delivered);
 }
 
 async fn gone_410_disables_the_endpoint(b: Backend) {
     let Some((app, r)) = with_receiver(b, u32::MAX, 410).await else { return };
     paid(&app, "WH-G").await;
     let end = tokio::time::Instant::now() + Duration::from_secs(20);
-    while app.store.list_events(Some("failed"), 10).await.unwrap().is_empty() {
+    while app.store.list_events(Some(payonce_store::DeliveryStatus::Failed), 10).await.unwrap().is_empty() {
         assert!(tokio::time::Instant::now() < end);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -281,7 +281,7 @@ async fn webhooks_never_follow_redirects(b: Backend) {
     }
     assert_eq!(*hits.lock().unwrap(), 0, "the redirect target never received the signed event");
     let ev = &app.store.events_of(&payonce_core::OrderId::from_trusted(id.clone())).await.unwrap()[0];
-    assert_ne!(ev.delivery_status, "delivered");
+    assert_ne!(ev.delivery_status, payonce_store::DeliveryStatus::Delivered);
 }
 
 async fn internal_addresses_are_refused_unless_allowed(b: Backend) {
