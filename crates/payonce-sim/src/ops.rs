@@ -92,7 +92,7 @@ pub fn close(sim: &Arc<Sim>, channel: ChannelName, out_trade_no: &str) -> Result
         // instant of expiry — so it is forced through if the order was still unpaid.
         let payable = find(sim, channel, out_trade_no).is_some_and(|o| matches!(o.status, SimStatus::Unpaid | SimStatus::Unscanned) || o.time_expire <= sim.now_ms() && o.charges == 0 && o.status != SimStatus::Paid);
         if payable {
-            let _ = crate::control::pay(sim, channel, out_trade_no, true);
+            let _ = pay(sim, channel, out_trade_no, true);
         }
     }
     let mut ledger = sim.ledger.lock().unwrap();
@@ -108,4 +108,67 @@ pub fn close(sim: &Arc<Sim>, channel: ChannelName, out_trade_no: &str) -> Result
             Ok(())
         }
     }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum PayError {
+    NoSuchOrder,
+    AlreadyPaid,
+    Closed,
+    /// The payer's code is not (or no longer) this order's live credential.
+    CredentialExpired,
+}
+
+/// The payer pays a channel order: a charge lands in the ledger and a notification is on its
+/// way. `force` pays even a closed order (an in-flight payment, an Alipay QR that
+/// outlived its close) — the late and duplicate payments payonce must catch. An Alipay QR that
+/// was closed before anyone scanned it still pays, without `force`, until its timeout.
+pub fn pay(sim: &Arc<Sim>, channel: ChannelName, out_trade_no: &str, force: bool) -> Result<(), PayError> {
+    pay_with(sim, channel, out_trade_no, force, None)
+}
+
+/// `pay`, by a payer holding `credential` (when given): only the current, unexpired credential
+/// of the channel order pays.
+pub fn pay_with(sim: &Arc<Sim>, channel: ChannelName, out_trade_no: &str, force: bool, credential: Option<&str>) -> Result<(), PayError> {
+    let now = sim.now_ms();
+    let (order, event_id) = {
+        let mut ledger = sim.ledger.lock().unwrap();
+        let trade_no = ledger.next_trade_no();
+        let Some(o) = ledger.orders.get_mut(&(channel, out_trade_no.to_owned())) else {
+            return Err(PayError::NoSuchOrder);
+        };
+        // An unscanned Alipay QR pays until its own validity (which can outlive a close).
+        let in_time = o.time_expire > now && (o.status != SimStatus::Unscanned || o.credential_valid_until > now);
+        if !force && credential.is_some_and(|c| c != o.credential || o.credential_valid_until <= now) {
+            return Err(PayError::CredentialExpired);
+        }
+        match o.status {
+            // No channel takes two payments for one of its orders, forced or not.
+            SimStatus::Paid => return Err(PayError::AlreadyPaid),
+            SimStatus::Closed if !force => return Err(PayError::Closed),
+            SimStatus::Unpaid | SimStatus::Unscanned if !in_time && !force => return Err(PayError::Closed),
+            _ => {}
+        }
+        o.status = SimStatus::Paid;
+        o.charges += 1;
+        o.trade_no = Some(trade_no.clone());
+        o.paid_at = Some(now);
+        let order = o.clone();
+        let event_id = format!("{}-{}", trade_no, order.charges);
+        ledger.charges.push(crate::ledger::Charge {
+            channel,
+            out_trade_no: out_trade_no.to_owned(),
+            amount: order.amount,
+            trade_no: trade_no.clone(),
+            at: now,
+        });
+        (order, event_id)
+    };
+    match channel {
+        ChannelName::Sandbox => crate::sandbox::notify(sim.clone(), order, event_id),
+        ChannelName::Wechatpay => crate::wechatpay::notify(sim.clone(), order, event_id),
+        ChannelName::Alipay => crate::alipay::notify(sim.clone(), order, event_id),
+        ChannelName::Unionpay => crate::unionpay::notify(sim.clone(), order, event_id),
+    }
+    Ok(())
 }
