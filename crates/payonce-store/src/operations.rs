@@ -15,9 +15,6 @@ pub trait Operations: Send + Sync {
     /// Row count of every payonce table: lets a test prove a rejected request changed nothing.
     async fn row_counts(&self) -> Result<Vec<(&'static str, i64)>>;
     async fn abnormal_open(&self) -> Result<Vec<AbnormalRow>>;
-    /// One single-row insert in its own transaction, through the same write path as payonce's
-    /// own writes: the baseline `payonce bench` compares against.
-    async fn bench_commit(&self, id: &str, now: Timestamp) -> Result<()>;
 }
 
 /// The SQL of `Operations` for one backend (see `sql::impl_store!` for the parameters).
@@ -89,17 +86,6 @@ macro_rules! operations_sql {
             async fn insert_abnormal(&self, kind: &str, reference: &str, detail: &str, now: payonce_core::Timestamp) -> $crate::Result<()> {
                 let mut tx = self.begin_write().await?;
                 Self::tx_insert_abnormal(&mut tx, kind, reference, detail, now).await?;
-                tx.commit().await?;
-                Ok(())
-            }
-
-            async fn bench_commit(&self, id: &str, now: payonce_core::Timestamp) -> $crate::Result<()> {
-                let mut tx = self.begin_write().await?;
-                sqlx::query("INSERT INTO bench_commits (id, created_at) VALUES ($1, $2)")
-                    .bind(id)
-                    .bind(now.0)
-                    .execute(&mut *tx)
-                    .await?;
                 tx.commit().await?;
                 Ok(())
             }

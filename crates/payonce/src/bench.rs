@@ -121,6 +121,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
     // Phase 1: unique prepays — every request makes one channel order.
     let unique_ids = create_orders("u").await;
+    let cpu_before_unique = server.cpu_seconds();
     let unique_lat = Arc::new(Lat::new());
     let trade_nos = Arc::new(Mutex::new(Vec::new()));
     let errors = Arc::new(Mutex::new(0u64));
@@ -144,10 +145,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .collect();
     run_bounded(args.concurrency, jobs).await;
     let unique_secs = started.elapsed().as_secs_f64();
+    let cpu_unique = cpu_per_1000(cpu_before_unique, server.cpu_seconds(), unique_ids.len());
     let unique_rate = unique_lat.len() as f64 / unique_secs;
 
     // Phase 2: duplicate storm — K concurrent prepays per fresh order.
     let storm_ids = create_orders("d").await;
+    let cpu_before_storm = server.cpu_seconds();
     let first_lat = Arc::new(Lat::new());
     let dup_lat = Arc::new(Lat::new());
     let conflicts = Arc::new(Mutex::new(0u64));
@@ -177,10 +180,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     run_bounded(args.concurrency, jobs).await;
     let storm_secs = started.elapsed().as_secs_f64();
+    let cpu_storm = cpu_per_1000(cpu_before_storm, server.cpu_seconds(), storm_ids.len() * args.duplicates);
     let storm_total = (storm_ids.len() * args.duplicates) as f64;
 
     // Phase 3: every payer pays; wait for every order to be paid through notifications.
     let nos = trade_nos.lock().unwrap().clone();
+    let cpu_before_pay = server.cpu_seconds();
     let started = Instant::now();
     let jobs: Vec<_> = nos
         .iter()
@@ -203,6 +208,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let pay_secs = started.elapsed().as_secs_f64();
+    // Per notification received (each payment is announced at least once).
+    let cpu_pay = cpu_per_1000(cpu_before_pay, server.cpu_seconds(), nos.len());
 
     // Phase 4: a flash sale's expiries — N orders with a channel order each, expiring within
     // the same minute; how long after its expiry each is closed at the channel.
@@ -213,26 +220,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let shed = metrics.lines().filter(|l| l.starts_with("payonce_shed_total")).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum::<f64>().max(0.0) as u64;
     drop(server);
 
-    // Baseline: raw single-row commits on the same database at the same concurrency.
-    let commits = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let stop_at = Instant::now() + Duration::from_secs(args.baseline_secs);
-    let mut set = tokio::task::JoinSet::new();
-    for w in 0..args.concurrency {
-        let (store, commits) = (store.clone(), commits.clone());
-        set.spawn(async move {
-            let mut i = 0u64;
-            while Instant::now() < stop_at {
-                let id = format!("{w}-{i}-{}", uuid_suffix());
-                if store.bench_commit(&id, payonce_core::Timestamp(0)).await.is_ok() {
-                    commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                i += 1;
-            }
-        });
-    }
-    let base_started = Instant::now();
-    while set.join_next().await.is_some() {}
-    let commits_per_s = commits.load(std::sync::atomic::Ordering::Relaxed) as f64 / base_started.elapsed().as_secs_f64();
+    // Baseline: raw single-row commits, measured with nothing else running (the server is
+    // stopped) on a fresh database, as the database's own tools measure it.
+    let baseline = crate::baseline::measure(&db_url, args.concurrency, args.baseline_secs).await.context("measure the commit baseline")?;
+    let commits_per_s = baseline.commits_per_s;
     let ratio = unique_rate / (commits_per_s / COMMITS_PER_PREPAY);
 
     // Correctness of the run itself.
@@ -259,6 +250,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "pay_to_paid_per_s": round(paid as f64 / pay_secs),
         "channel_orders": channel_orders,
         "raw_commits_per_s": round(commits_per_s),
+        "raw_commits_method": baseline.method,
+        "server_cpu_s_per_1000": {"unique_prepays": cpu_unique, "storm_requests": cpu_storm, "notifications": cpu_pay},
         "commits_per_prepay": COMMITS_PER_PREPAY,
         "ratio_prepays_to_commit_bound": (ratio * 1000.0).round() / 1000.0,
         "server_peak_rss_mib": server_rss_kib.map(|k| (k as f64 / 1024.0 * 10.0).round() / 10.0),
@@ -274,8 +267,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         println!("    duplicates        {:>9.0} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ({} × 409)", dup_lat.len() as f64 / storm_secs, dup_lat.ms(0.5), dup_lat.ms(0.99), report["storm_conflicts_409"]);
         println!("  paid via notification {:>7.0} orders/s ({paid}/{total_orders} paid; {shed} requests shed)", paid as f64 / pay_secs);
         println!("  channel orders created {channel_orders} for {} orders (must be equal)", total_orders + expiry.as_ref().map(|e| e.orders).unwrap_or(0));
-        println!("  raw single-row commits {:>8.0} /s on the same database, concurrency {}", commits_per_s, args.concurrency);
+        println!("  raw single-row commits {:>8.0} /s ({})", commits_per_s, baseline.method);
         println!("  ratio prepays/s ÷ (commits/s ÷ {COMMITS_PER_PREPAY}) = {ratio:.3}");
+        let cpu = |c: Option<f64>| c.map(|c| format!("{c:.2}")).unwrap_or_else(|| "n/a".into());
+        println!("  server CPU s per 1,000: unique prepays {}, storm requests {}, notifications {}", cpu(cpu_unique), cpu(cpu_storm), cpu(cpu_pay));
         if let Some(k) = server_rss_kib {
             println!("  server peak RSS {:.1} MiB", k as f64 / 1024.0);
         }
@@ -367,6 +362,12 @@ async fn prepay(http: &reqwest::Client, url: &str, secret: &str) -> Option<(u16,
     let r = http.post(url).bearer_auth(secret).json(&json!({"channel": "sandbox"})).send().await.ok()?;
     let status = r.status().as_u16();
     Some((status, r.json().await.ok()?))
+}
+
+/// The server's CPU seconds per 1,000 requests over a phase (machine-independent-ish).
+fn cpu_per_1000(before: Option<f64>, after: Option<f64>, requests: usize) -> Option<f64> {
+    let (b, a) = (before?, after?);
+    (requests > 0).then(|| ((a - b) / requests as f64 * 1000.0 * 100.0).round() / 100.0)
 }
 
 fn round(x: f64) -> f64 {

@@ -1,6 +1,7 @@
 //! The `payonce` binary: one command line for the server, the simulator, the demo and the
 //! operator's tools. Every flag has a `PAYONCE_…` environment twin.
 
+mod baseline;
 mod bench;
 mod demo;
 mod serve;
