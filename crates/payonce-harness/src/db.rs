@@ -49,6 +49,11 @@ impl TestDb {
         }
     }
 
+    /// A database somebody else made (and cleans up): a private server's, say.
+    pub fn external(backend: Backend, url: String) -> TestDb {
+        TestDb { backend, url, _dir: None, pg_name: None }
+    }
+
     pub fn sqlite() -> TestDb {
         let dir = crate::scratch::ScratchDir::new().expect("temp dir");
         let url = format!("sqlite://{}", dir.path().join("payonce.db").display());

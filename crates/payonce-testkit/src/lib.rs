@@ -4,6 +4,7 @@
 //! `payonce-harness` (shipped in the binary for demo, bench and chaos), re-exported here.
 
 pub mod forge;
+pub mod pg;
 pub mod proxy;
 
 pub use payonce_harness::{app, chaos, db, invariants, process};

@@ -13,6 +13,61 @@ use std::time::Duration;
 
 payonce_testkit::store_tests!(a_database_from_a_newer_payonce_is_refused);
 
+/// PostgreSQL restarted under load (a private server, never the shared one): requests in
+/// flight get 503 `database_unavailable` (never 500), and afterwards everything converges —
+/// every order paid or ended, every charge recorded once (safety and liveness checked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_restarted_under_load_converges() {
+    let pg = match payonce_testkit::pg::PrivatePostgres::start() {
+        Ok(pg) => std::sync::Arc::new(pg),
+        Err(e) if payonce_testkit::db::on_ci() => panic!("a private PostgreSQL is needed with CI=true: {e}"),
+        Err(e) => return eprintln!("\n!!! SKIPPING the PostgreSQL restart test: {e}\n"),
+    };
+    let app = spawn_on(TestDb::external(Backend::Postgres, pg.url("postgres")), AppOptions::default()).await;
+    let statuses = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<u16, usize>::new()));
+    let stop_at = tokio::time::Instant::now() + Duration::from_secs(6);
+    let mut load = tokio::task::JoinSet::new();
+    for w in 0..6 {
+        let (http, base, sim_pay, secret, statuses) = (app.http.clone(), app.base.clone(), app.sim_url("/sim/pay"), app.secret.clone(), statuses.clone());
+        load.spawn(async move {
+            let mut i = 0;
+            while tokio::time::Instant::now() < stop_at {
+                i += 1;
+                let body = json!({"merchant_order_no": format!("R-{w}-{i}"), "amount": 100, "currency": "CNY", "subject": "s", "expire_in_seconds": 5});
+                let r = http.post(format!("{base}/v1/orders")).bearer_auth(&secret).json(&body).send().await.unwrap();
+                *statuses.lock().unwrap().entry(r.status().as_u16()).or_default() += 1;
+                let Ok(order) = r.json::<Value>().await else { continue };
+                let Some(id) = order["id"].as_str() else { continue };
+                let r = http.post(format!("{base}/v1/orders/{id}/prepay")).bearer_auth(&secret).json(&json!({"channel": "sandbox"})).send().await.unwrap();
+                *statuses.lock().unwrap().entry(r.status().as_u16()).or_default() += 1;
+                // Every third payer pays.
+                if i % 3 == 0
+                    && let Ok(p) = r.json::<Value>().await
+                    && let Some(no) = p["out_trade_no"].as_str()
+                {
+                    let _ = http.post(&sim_pay).json(&json!({"channel": "sandbox", "out_trade_no": no})).send().await;
+                }
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let restarting = pg.clone();
+    tokio::task::spawn_blocking(move || restarting.restart()).await.unwrap().expect("pg_ctl restart");
+    while let Some(r) = load.join_next().await {
+        r.unwrap();
+    }
+    let statuses = statuses.lock().unwrap().clone();
+    eprintln!("answers during the restart: {statuses:?}");
+    for status in statuses.keys() {
+        assert!(matches!(status, 200 | 201 | 409 | 503), "an answer other than success, 409 or 503: {statuses:?}");
+    }
+    assert!(statuses.get(&201).is_some_and(|n| *n > 10), "the load ran: {statuses:?}");
+    // Converged: every payment recorded once, every order paid or closed (liveness waits).
+    assert_invariants(app.violations().await);
+    drop(app);
+    drop(pg);
+}
+
 /// A database migrated by a newer payonce (it records a migration this binary lacks) is
 /// refused with a message that says so — by the store and by `payonce serve` — and nothing is
 /// written to it.

@@ -1,0 +1,97 @@
+//! A private PostgreSQL server on a free port (`initdb` + `pg_ctl`, run as the `postgres`
+//! user when the tests run as root), for faults that would disturb every other test on the
+//! shared server: restarts, stops. Removed when dropped.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+pub struct PrivatePostgres {
+    dir: PathBuf,
+    pub port: u16,
+    bin: PathBuf,
+}
+
+/// The server binaries of the newest installed PostgreSQL (`/usr/lib/postgresql/N/bin`).
+fn bin_dir() -> Option<PathBuf> {
+    let mut versions: Vec<u32> =
+        std::fs::read_dir("/usr/lib/postgresql").ok()?.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
+    versions.sort();
+    let dir = PathBuf::from(format!("/usr/lib/postgresql/{}/bin", versions.last()?));
+    dir.join("initdb").exists().then_some(dir)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl PrivatePostgres {
+    /// `Err` when PostgreSQL's server binaries are not installed (callers skip off CI).
+    pub fn start() -> Result<PrivatePostgres, String> {
+        let bin = bin_dir().ok_or("no PostgreSQL server binaries under /usr/lib/postgresql")?;
+        let dir = std::env::temp_dir().join(format!("payonce-pg-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let pg = PrivatePostgres { dir, port: free_port(), bin };
+        pg.chown();
+        pg.run("initdb", &["-D", pg.data().to_str().unwrap(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])?;
+        pg.ctl("start")?;
+        Ok(pg)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn chown(&self) {
+        // initdb and postgres refuse to run as root.
+        let _ = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&self.dir).status();
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> Result<(), String> {
+        let exe = self.bin.join(tool);
+        let out = if running_as_root() {
+            Command::new("runuser").args(["-u", "postgres", "--"]).arg(&exe).args(args).output()
+        } else {
+            Command::new(&exe).args(args).output()
+        }
+        .map_err(|e| format!("{tool}: {e}"))?;
+        if out.status.success() { Ok(()) } else { Err(format!("{tool} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))) }
+    }
+
+    fn ctl(&self, action: &str) -> Result<(), String> {
+        let opts = format!("-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off", self.port, self.dir.display());
+        let log = self.dir.join("server.log");
+        self.run("pg_ctl", &["-D", self.data().to_str().unwrap(), "-l", log.to_str().unwrap(), "-o", &opts, "-m", "fast", "-w", action])
+    }
+
+    /// A database URL on this server.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// `pg_ctl restart -m fast`: every connection is dropped, the server comes back.
+    pub fn restart(&self) -> Result<(), String> {
+        self.ctl("restart")
+    }
+
+    pub fn stop(&self) -> Result<(), String> {
+        self.ctl("stop")
+    }
+
+    pub fn start_again(&self) -> Result<(), String> {
+        self.ctl("start")
+    }
+}
+
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
