@@ -166,3 +166,82 @@ async fn two_instances_deliver_each_event_once() {
     assert_eq!(seen.len(), 40);
     assert!(seen.values().all(|n| *n == 1), "each event delivered exactly once: {seen:?}");
 }
+
+/// A private Redis (never the shared one) killed in the middle of a duplicate storm over two
+/// instances, then started again: payonce falls back to the database while it is gone — every
+/// order still gets exactly one channel order, no request gets a 5xx — and uses it again after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_killed_and_restarted_during_a_duplicate_storm() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let start_redis = || {
+        tokio::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+    };
+    let mut redis = match start_redis() {
+        Ok(c) => c,
+        Err(e) if payonce_testkit::db::on_ci() => panic!("redis-server is needed with CI=true: {e}"),
+        Err(e) => return eprintln!("\n!!! SKIPPING the Redis restart test: {e}\n"),
+    };
+    let redis_url = format!("redis://127.0.0.1:{port}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let Some(db) = TestDb::new(Backend::Postgres).await else { return };
+    let sim_dir = tempfile::tempdir().unwrap();
+    let sim = payonce_sim::start(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), sim_dir.path()).await.unwrap();
+    let store = payonce_store::open(&db.url, true).await.unwrap();
+    let (key, key_hex) = MasterKey::random();
+    let app = payonce_server::apps::create_app(store.as_ref(), &key, &payonce_core::SystemClock, "storm", None, None).await.unwrap();
+    let exe = Path::new(env!("CARGO_BIN_EXE_payonce"));
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        servers.push(ServeProcess::spawn(exe, &db.url, &sim.channels_file, &key_hex, &["--redis-url", &redis_url]).await.expect("serve"));
+    }
+    let http = reqwest::Client::new();
+    const ORDERS: usize = 30;
+    const DUPLICATES: usize = 12;
+    let mut ids = Vec::new();
+    for i in 0..ORDERS {
+        let order: Value = http
+            .post(format!("{}/v1/orders", servers[0].base_url()))
+            .bearer_auth(&app.secret)
+            .json(&json!({"merchant_order_no": format!("RS-{i}"), "amount": 100, "currency": "CNY", "subject": "storm"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(order["id"].as_str().unwrap().to_owned());
+    }
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    for (round, chunk) in ids.chunks(ORDERS / 3).enumerate() {
+        // Round 0 with Redis, round 1 with Redis killed, round 2 with a fresh Redis.
+        if round == 1 {
+            redis.kill().await.unwrap();
+        }
+        if round == 2 {
+            redis = start_redis().unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+        let mut tasks = Vec::new();
+        for id in chunk {
+            for d in 0..DUPLICATES {
+                let url = format!("{}/v1/orders/{id}/prepay", servers[d % 2].base_url());
+                let (http, secret) = (http.clone(), app.secret.clone());
+                tasks.push(tokio::spawn(async move { http.post(url).bearer_auth(secret).json(&json!({"channel": "sandbox"})).send().await.unwrap().status() }));
+            }
+        }
+        for t in tasks {
+            *statuses.entry(t.await.unwrap().as_u16()).or_default() += 1;
+        }
+    }
+    eprintln!("answers: {statuses:?}");
+    assert!(statuses.keys().all(|s| *s == 200 || *s == 409), "only 200 or 409 request_in_progress: {statuses:?}");
+    let ledger: Value = reqwest::get(format!("{}/sim/ledger", sim.base_url())).await.unwrap().json().await.unwrap();
+    assert_eq!(ledger["orders"].as_array().unwrap().len(), ORDERS, "exactly one channel order per order");
+    let violations = payonce_testkit::invariants::check(store.as_ref(), &ledger).await;
+    assert!(violations.is_empty(), "{violations:?}");
+    drop(redis);
+}
