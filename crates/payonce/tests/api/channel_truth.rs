@@ -22,6 +22,7 @@ store_tests!(
     wechat_jsapi_without_openid_is_refused_before_any_attempt,
     wechat_rotated_certificate_is_learnt_from_an_answer,
     wechat_rotated_certificate_is_learnt_from_a_notification,
+    wall_clock_jumps_neither_expire_a_paid_order_nor_skip_a_schedule,
 );
 
 async fn app_with(b: Backend, opts: AppOptions) -> Option<TestApp> {
@@ -335,4 +336,41 @@ async fn the_simulator_judges_timestamps_by_its_own_clock() {
         let r = ok.get(name).unwrap().query(&order).await;
         assert!(matches!(r, Ok(payonce_channels::TradeState::Absent)), "{name} with the right clock: {r:?}");
     }
+}
+
+/// The wall clock jumps (NTP step, VM resume): forward an hour, then back five minutes. A paid
+/// order is never expired by the jump, an open one is closed at the channel once it really is
+/// past its expiry, and a payment whose notification was lost is still found by active query
+/// after the clock went back — the schedule is late by the jump, never skipped.
+async fn wall_clock_jumps_neither_expire_a_paid_order_nor_skip_a_schedule(b: Backend) {
+    let Some((app, clock)) = virtual_time_app(b).await else { return };
+    let paid_id = order(&app, "JUMP-PAID", 500, 1800).await;
+    let p = prepay_ok(&app, &paid_id, "sandbox").await;
+    assert_eq!(app.sim_pay("sandbox", p["out_trade_no"].as_str().unwrap(), false).await, StatusCode::OK);
+    assert_eq!(app.wait_order(&paid_id, Duration::from_secs(10), |o| o["status"] == "paid").await["status"], "paid");
+    let open_id = order(&app, "JUMP-OPEN", 500, 1800).await;
+    prepay_ok(&app, &open_id, "sandbox").await;
+
+    // Forward one hour: the open order is past its expiry and closed (at the channel first);
+    // the paid one stays paid.
+    clock.advance_ms(3_600_000);
+    let closed = app.wait_order(&open_id, Duration::from_secs(20), |o| o["status"] == "closed").await;
+    assert_eq!(closed["status"], "closed");
+    assert_eq!(closed["attempts"][0]["status"], "closed");
+    assert_eq!(app.order(&paid_id).await["status"], "paid", "a jump never expires a paid order");
+
+    // Back five minutes, with a payment whose every notification is lost.
+    let lost_id = order(&app, "JUMP-LOST", 500, 3600).await;
+    let p = prepay_ok(&app, &lost_id, "sandbox").await;
+    app.faults(json!({"notify_drop_rate": 1.0})).await;
+    assert_eq!(app.sim_pay("sandbox", p["out_trade_no"].as_str().unwrap(), false).await, StatusCode::OK);
+    clock.advance_ms(-5 * 60_000);
+    // Nothing is due yet (the first query was scheduled 10 s after the prepay, now 5 min ahead)…
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(app.order(&lost_id).await["status"], "paying");
+    // … and once the clock passes it again, active query finds the payment.
+    clock.advance_ms(5 * 60_000 + 15_000);
+    let found = app.wait_order(&lost_id, Duration::from_secs(20), |o| o["status"] == "paid").await;
+    assert_eq!(found["status"], "paid", "the schedule was late by the jump, not skipped");
+    assert_invariants(app.violations().await);
 }
