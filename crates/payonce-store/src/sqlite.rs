@@ -62,7 +62,19 @@ impl SqliteStore {
     /// `BEGIN IMMEDIATE` takes the write lock at once, so a transaction never upgrades from
     /// read to write halfway (the classic SQLITE_BUSY deadlock between two processes).
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+        match self.writer.begin_with("BEGIN IMMEDIATE").await {
+            // A COMMIT that failed (a full disk) leaves the writer connection inside a
+            // transaction sqlx can no longer end: replace the connection, or every later write
+            // would fail the same way long after space has returned.
+            Err(sqlx::Error::InvalidSavePointStatement) => {
+                tracing::warn!("the SQLite writer connection was left inside a failed transaction; reconnecting");
+                if let Ok(conn) = self.writer.acquire().await {
+                    let _ = conn.close().await;
+                }
+                Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+            }
+            r => Ok(r?),
+        }
     }
 
     async fn run_migrations(&self, migrator: &sqlx::migrate::Migrator) -> Result<()> {

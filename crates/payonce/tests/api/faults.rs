@@ -68,6 +68,68 @@ async fn postgres_restarted_under_load_converges() {
     drop(pg);
 }
 
+/// SQLite on a full disk (a small tmpfs): writes answer 503 `database_unavailable` (never 500),
+/// reads keep working, the file stays intact, and once space returns writes succeed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_on_a_full_disk_answers_503_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"]).arg(&mnt).status().is_ok_and(|s| s.success());
+    if !mounted {
+        assert!(!payonce_testkit::db::on_ci(), "mounting a small tmpfs is needed with CI=true");
+        return eprintln!("\n!!! SKIPPING the full-disk test: cannot mount a tmpfs here\n");
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    let url = format!("sqlite://{}", mnt.join("payonce.db").display());
+    let app = spawn_on(TestDb::external(Backend::Sqlite, url.clone()), AppOptions::default()).await;
+    let filler = "x".repeat(3000);
+    let mut created = Vec::new();
+    let mut refused = None;
+    for i in 0..5_000 {
+        let r = app.post("/v1/orders", json!({"merchant_order_no": format!("FULL-{i}"), "amount": 100, "currency": "CNY", "subject": "s", "metadata": {"pad": filler}})).await;
+        match r.status() {
+            StatusCode::CREATED => created.push(r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()),
+            status => {
+                let body: Value = r.json().await.unwrap_or_default();
+                refused = Some((status, body));
+                break;
+            }
+        }
+    }
+    let (status, body) = refused.expect("the disk filled up");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "a full disk is a 503, not a 500: {body}");
+    assert_eq!(body["code"], "database_unavailable");
+    // Reads still work, and what was acknowledged is there.
+    assert_eq!(app.order(&created[0]).await["merchant_order_no"], "FULL-0");
+    assert_eq!(app.order(created.last().unwrap()).await["status"], "unpaid");
+    // Space returns: writes succeed again, the file is intact.
+    assert!(std::process::Command::new("mount").args(["-o", "remount,size=64m"]).arg(&mnt).status().unwrap().success());
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = app.post("/v1/orders", json!({"merchant_order_no": "FULL-AFTER", "amount": 100, "currency": "CNY", "subject": "s"})).await;
+        if r.status() == StatusCode::CREATED {
+            break;
+        }
+        let status = r.status();
+        assert!(tokio::time::Instant::now() < end, "never recovered: {status} {}", r.text().await.unwrap_or_default());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let check: String = {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&pool).await.unwrap()
+    };
+    assert_eq!(check, "ok");
+    eprintln!("{} orders acknowledged before the disk was full; all readable after", created.len());
+    assert_invariants(app.violations().await);
+}
+
 /// A database migrated by a newer payonce (it records a migration this binary lacks) is
 /// refused with a message that says so — by the store and by `payonce serve` — and nothing is
 /// written to it.
