@@ -113,6 +113,24 @@ pub enum Plan {
     },
 }
 
+/// Deliberately broken engines, to prove the checkers catch them (`payonce chaos` against a
+/// fault-injected engine). Only with the `fault-injection` feature, and off unless switched on.
+#[cfg(feature = "fault-injection")]
+pub mod fault_injection {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static SKIP_DUPLICATE_REFUND: AtomicBool = AtomicBool::new(false);
+
+    /// From now on a duplicate payment is recorded but never refunded (a classic bug).
+    pub fn skip_duplicate_refund(on: bool) {
+        SKIP_DUPLICATE_REFUND.store(on, Ordering::SeqCst);
+    }
+
+    pub(crate) fn skipping_duplicate_refund() -> bool {
+        SKIP_DUPLICATE_REFUND.load(Ordering::SeqCst)
+    }
+}
+
 /// The one place a channel's word about an attempt turns into money decisions.
 pub fn decide(order: OrderState, attempt: AttemptState, observed: &Observed, c: Circumstances) -> Plan {
     let event = match observed {
@@ -149,7 +167,11 @@ pub fn decide(order: OrderState, attempt: AttemptState, observed: &Observed, c: 
             }
             SuccessDisposition::Duplicate => {
                 change.is_duplicate = true;
-                Plan::Apply { attempt: change, order: None, event: Some(BusinessEvent::DuplicateDetected), refund_duplicate: true, effect: Effect::Duplicate }
+                #[cfg(feature = "fault-injection")]
+                let refund_duplicate = !fault_injection::skipping_duplicate_refund();
+                #[cfg(not(feature = "fault-injection"))]
+                let refund_duplicate = true;
+                Plan::Apply { attempt: change, order: None, event: Some(BusinessEvent::DuplicateDetected), refund_duplicate, effect: Effect::Duplicate }
             }
         };
     }

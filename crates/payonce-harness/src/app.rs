@@ -42,6 +42,8 @@ pub struct AppOptions {
     pub redis_url: Option<String>,
     /// `PAYONCE_ADMIN_TOKEN` of the app (tests know it; the demo makes a random one).
     pub admin_token: String,
+    /// The simulator's seed (its random choices: faults, numbers); `None`: a fresh one.
+    pub sim_seed: Option<u64>,
 }
 
 impl Default for AppOptions {
@@ -64,6 +66,7 @@ impl Default for AppOptions {
             metrics_token: None,
             redis_url: None,
             admin_token: "test-admin-token".into(),
+            sim_seed: None,
         }
     }
 }
@@ -125,7 +128,7 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
     let sim_dir = sim_state_dir();
     // One clock for the engine, the connectors and the simulated channels.
     let clock: Arc<dyn payonce_core::Clock> = opts.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
-    let sim_options = payonce_sim::SimOptions { clock: clock.clone(), seed: None };
+    let sim_options = payonce_sim::SimOptions { clock: clock.clone(), seed: opts.sim_seed };
     let sim = payonce_sim::start_with(TcpListener::bind("127.0.0.1:0").await.unwrap(), sim_dir.path(), sim_options).await.expect("simulator");
     let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
     http.post(format!("{}/sim/faults", sim.base_url())).json(&json!({"time_scale": opts.time_scale})).send().await.unwrap();

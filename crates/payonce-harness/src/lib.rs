@@ -9,6 +9,7 @@ pub mod chaos;
 pub mod db;
 pub mod invariants;
 pub mod process;
+pub mod scenario;
 pub mod scratch;
 
 pub use app::{AppOptions, TestApp, spawn_app, spawn_app_with};

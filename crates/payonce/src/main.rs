@@ -66,6 +66,16 @@ enum Command {
         /// Freeze one instance with SIGSTOP past its leases (needs --instances ≥ 2).
         #[arg(long)]
         freeze: bool,
+        /// Instead of the crash run: N seeded scenarios in process, each checked (safety and
+        /// liveness); a failure prints its seed, a replay command and a shrunk scenario.
+        #[arg(long)]
+        seeds: Option<u64>,
+        /// The first seed (`--seeds 1 --seed S` replays seed S).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Scenarios run at once.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
     },
 }
 
@@ -162,7 +172,15 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Demo => demo::run().await,
         Command::Bench(args) => bench::run(args).await,
-        Command::Chaos { database_url, instances, kills, freeze } => {
+        Command::Chaos { seeds: Some(n), seed, parallel, .. } => {
+            let started = std::time::Instant::now();
+            println!("payonce chaos — {n} seeded scenarios from seed {seed}, {parallel} at a time");
+            let failed = payonce_harness::scenario::run_seeds(seed, n, parallel).await;
+            println!("{n} scenarios, {} violated{}", failed.len(), if failed.is_empty() { String::new() } else { format!(" (seeds {failed:?})") });
+            println!("(took {:.0} s)", started.elapsed().as_secs_f64());
+            Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Chaos { database_url, instances, kills, freeze, .. } => {
             let tmp = payonce_harness::scratch::ScratchDir::new()?;
             let database_url = database_url.unwrap_or_else(|| format!("sqlite://{}", tmp.path().join("chaos.db").display()));
             println!("payonce chaos — {} instance(s), {kills} SIGKILLs{} on {}", instances, if freeze { ", one SIGSTOP" } else { "" }, redact_url(&database_url));

@@ -1,0 +1,26 @@
+//! The seeded scenario runner is a judge worth having: against a deliberately broken engine
+//! (duplicate payments recorded but never refunded) it finds a failing seed within the first
+//! 500, and shrinks it to a smaller scenario that still fails. (Its own binary: the switch is
+//! process-wide.) The correct engine's run over 200 seeds is in `scripts/test`.
+
+use payonce_harness::scenario::{Scenario, run, shrink};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broken_engine_is_caught_within_500_seeds_and_shrunk() {
+    payonce_core::decide::fault_injection::skip_duplicate_refund(true);
+    for seed in 1..=500 {
+        let s = Scenario::generate(seed);
+        let v = run(&s).await;
+        if v.violations.is_empty() {
+            continue;
+        }
+        eprintln!("seed {seed} caught the broken engine: {:?}", v.violations);
+        assert!(v.violations.iter().any(|l| l.starts_with("I1") || l.starts_with("I4")), "{:?}", v.violations);
+        let small = shrink(&s).await;
+        eprintln!("shrunk to: {}", small.summary());
+        assert!(small.steps() <= s.steps() && small.orders.len() <= s.orders.len());
+        assert!(!run(&small).await.violations.is_empty(), "the shrunk scenario still fails");
+        return;
+    }
+    panic!("500 seeds did not catch an engine that never refunds a duplicate payment");
+}
