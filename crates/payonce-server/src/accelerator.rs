@@ -19,14 +19,17 @@ pub struct Accelerator {
     /// After a failed rate-limit call, Redis is left alone until then (ms since `epoch`): an
     /// API call must not wait on a dead Redis, one timeout per request.
     rate_paused_until: std::sync::atomic::AtomicU64,
+    /// The same for prepay leadership.
+    lead_paused_until: std::sync::atomic::AtomicU64,
     epoch: Instant,
     /// `TAKE_TOKEN`, hashed once (sent by EVALSHA, loaded on first use).
     rate_script: redis::Script,
 }
 
-/// How long a shared-bucket call may take before this instance uses its own bucket.
+/// How long a Redis call may take before the instance goes on without it (its own rate
+/// buckets; the database path for prepays).
 const RATE_CALL_TIMEOUT: Duration = Duration::from_millis(100);
-/// How long the instance keeps to its own buckets after Redis failed.
+/// How long the instance leaves Redis alone after it failed.
 const RATE_PAUSE: Duration = Duration::from_secs(2);
 
 /// Deletes the key only if it still holds our token (another leader may own it by now).
@@ -63,6 +66,7 @@ impl Accelerator {
             conn,
             token: payonce_core::EventId::new().as_str()[4..].to_owned(),
             rate_paused_until: std::sync::atomic::AtomicU64::new(0),
+            lead_paused_until: std::sync::atomic::AtomicU64::new(0),
             epoch: Instant::now(),
             rate_script: redis::Script::new(TAKE_TOKEN),
         })
@@ -75,15 +79,23 @@ impl Accelerator {
     /// `Some(true)`: we lead this order's prepay; `Some(false)`: another request (on any
     /// instance) does; `None`: Redis did not answer — go straight to the database.
     pub async fn try_lead(&self, order_id: &str, ttl: Duration) -> Option<bool> {
+        use std::sync::atomic::Ordering;
+        // A Redis that failed a moment ago is left alone: the database path needs no leader.
+        let now_ms = self.epoch.elapsed().as_millis() as u64;
+        if now_ms < self.lead_paused_until.load(Ordering::Relaxed) {
+            return None;
+        }
         let mut c = self.conn.clone();
-        let r: redis::RedisResult<Option<String>> = redis::cmd("SET")
-            .arg(Self::key(order_id))
-            .arg(&self.token)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl.as_millis() as u64)
-            .query_async(&mut c)
-            .await;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(Self::key(order_id)).arg(&self.token).arg("NX").arg("PX").arg(ttl.as_millis() as u64);
+        let set = cmd.query_async::<Option<String>>(&mut c);
+        let r = match tokio::time::timeout(RATE_CALL_TIMEOUT, set).await {
+            Ok(r) => r,
+            Err(_) => Err(redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "redis did not answer"))),
+        };
+        if r.is_err() {
+            self.lead_paused_until.store(now_ms + RATE_PAUSE.as_millis() as u64, Ordering::Relaxed);
+        }
         match r {
             Ok(Some(_)) => {
                 count("lead", "leader");
