@@ -158,3 +158,76 @@ async fn nats_sink_sqlite() {
 async fn nats_sink_postgres() {
     nats(Backend::Postgres).await
 }
+
+/// NATS connections cut again and again while events are being delivered: every event ends
+/// delivered, and the stream holds each exactly once (JetStream de-duplicates the re-publishes
+/// of an event whose acknowledgement was lost with its connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nats_connections_cut_during_delivery_lose_and_double_nothing() {
+    if !reachable(NATS, "NATS").await {
+        return;
+    }
+    let tag = rand_tag();
+    let (stream, prefix) = (format!("PAYONCE_C{}", tag.to_uppercase()), format!("payonce.c{tag}"));
+    let proxy = Proxy::start(NATS, true).await.unwrap();
+    let opts = AppOptions {
+        sinks: SinkConfig { rabbitmq: None, nats: Some((proxy.addr.clone(), stream.clone(), prefix.clone())) },
+        sink: Some("nats".into()),
+        webhook_schedule: Some(vec![Duration::from_millis(500); 100]),
+        ..Default::default()
+    };
+    let Some(app) = spawn_app_with(Backend::Sqlite, opts).await else { return };
+    // Twenty payments, each an event, while the proxy cuts every connection every 150 ms.
+    let proxy = std::sync::Arc::new(proxy);
+    let cuts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Every connection to NATS cut every 60 ms while the payments and their deliveries run.
+    let cutter = tokio::spawn({
+        let (proxy, cuts) = (proxy.clone(), cuts.clone());
+        async move {
+            let mut every = tokio::time::interval(Duration::from_millis(60));
+            loop {
+                every.tick().await;
+                proxy.cut_all();
+                cuts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    let app = std::sync::Arc::new(app);
+    let mut payments = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let app = app.clone();
+        payments.spawn(async move { pay(&app, &format!("CUT-{i}")).await });
+    }
+    while let Some(r) = payments.join_next().await {
+        r.unwrap();
+    }
+    // Keep cutting a while into the deliveries, then let them finish.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    cutter.abort();
+    let cuts = cuts.load(std::sync::atomic::Ordering::Relaxed);
+    let end = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let events = app.store.list_events(None, 1000).await.unwrap();
+        let pending = events.iter().filter(|e| e.delivery_status != payonce_store::DeliveryStatus::Delivered).count();
+        if pending == 0 && events.len() >= 20 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < end, "{pending} events not delivered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let events = app.store.list_events(None, 1000).await.unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(NATS).await.unwrap());
+    let mut s = js.get_stream(&stream).await.unwrap();
+    let info = s.info().await.unwrap();
+    eprintln!("{cuts} cuts; {} events; {} messages in the stream", events.len(), info.state.messages);
+    assert_eq!(info.state.messages, events.len() as u64, "each event exactly once in the stream");
+    let mut ids = std::collections::BTreeSet::new();
+    for seq in 1..=info.state.last_sequence {
+        if let Ok(m) = s.get_raw_message(seq).await {
+            ids.insert(m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_owned()).unwrap_or_default());
+        }
+    }
+    let expected: std::collections::BTreeSet<String> = events.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(ids, expected, "the stream holds exactly the events, by id");
+    let _ = js.delete_stream(&stream).await;
+}
