@@ -231,3 +231,71 @@ async fn nats_connections_cut_during_delivery_lose_and_double_nothing() {
     assert_eq!(ids, expected, "the stream holds exactly the events, by id");
     let _ = js.delete_stream(&stream).await;
 }
+
+/// RabbitMQ connections cut every 60 ms while 20 payments are made and announced: every event
+/// ends delivered (publisher-confirmed), and the business's queue receives every event id —
+/// at least once (AMQP has no de-duplication; receivers de-duplicate by `message_id`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rabbitmq_connections_cut_during_delivery_lose_nothing() {
+    if !reachable(AMQP, "RabbitMQ").await {
+        return;
+    }
+    let exchange = format!("payonce.cut.{}", rand_tag());
+    let conn = Connection::connect(&format!("amqp://guest:guest@{AMQP}/%2f"), ConnectionProperties::default()).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.exchange_declare(exchange.clone().into(), ExchangeKind::Topic, ExchangeDeclareOptions { durable: true, ..Default::default() }, FieldTable::default()).await.unwrap();
+    let q = ch.queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()).await.unwrap();
+    ch.queue_bind(q.name().clone(), exchange.clone().into(), "#".into(), QueueBindOptions::default(), FieldTable::default()).await.unwrap();
+    let proxy = std::sync::Arc::new(Proxy::start(AMQP, true).await.unwrap());
+    let opts = AppOptions {
+        sinks: SinkConfig { rabbitmq: Some((format!("amqp://guest:guest@{}/%2f", proxy.addr), exchange.clone())), nats: None },
+        sink: Some("rabbitmq".into()),
+        webhook_schedule: Some(vec![Duration::from_millis(500); 100]),
+        ..Default::default()
+    };
+    let Some(app) = spawn_app_with(Backend::Sqlite, opts).await else { return };
+    let cutter = tokio::spawn({
+        let proxy = proxy.clone();
+        async move {
+            let mut every = tokio::time::interval(Duration::from_millis(60));
+            loop {
+                every.tick().await;
+                proxy.cut_all();
+            }
+        }
+    });
+    let app = std::sync::Arc::new(app);
+    let mut payments = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let app = app.clone();
+        payments.spawn(async move { pay(&app, &format!("MQCUT-{i}")).await });
+    }
+    while let Some(r) = payments.join_next().await {
+        r.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    cutter.abort();
+    let end = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let events = app.store.list_events(None, 1000).await.unwrap();
+        let pending = events.iter().filter(|e| e.delivery_status != payonce_store::DeliveryStatus::Delivered).count();
+        if pending == 0 && events.len() >= 20 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < end, "{pending} events not delivered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let expected: std::collections::BTreeSet<String> = app.store.list_events(None, 1000).await.unwrap().into_iter().map(|e| e.id).collect();
+    let mut received = std::collections::BTreeSet::new();
+    let end = tokio::time::Instant::now() + Duration::from_secs(10);
+    while received != expected {
+        assert!(tokio::time::Instant::now() < end, "missing on the queue: {:?}", expected.difference(&received).collect::<Vec<_>>());
+        match ch.basic_get(q.name().clone(), BasicGetOptions { no_ack: true }).await.unwrap() {
+            Some(m) => {
+                received.insert(m.properties.message_id().as_ref().map(|s| s.to_string()).unwrap_or_default());
+            }
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let _ = ch.exchange_delete(exchange.into(), Default::default()).await;
+}
