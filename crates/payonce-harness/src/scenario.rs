@@ -7,7 +7,7 @@
 //! printed with its replay command and shrunk to a smaller scenario that still fails.
 
 use crate::app::{AppOptions, TestApp, spawn_on};
-use crate::db::TestDb;
+use crate::db::{Backend, TestDb};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -51,6 +51,8 @@ pub struct OrderPlan {
 #[derive(Debug, Clone)]
 pub struct Scenario {
     pub seed: u64,
+    /// The store it runs on (not drawn: the same scenario runs on either).
+    pub backend: Backend,
     pub orders: Vec<OrderPlan>,
     /// The channels' notification faults (`/sim/faults`).
     pub faults: Value,
@@ -84,7 +86,7 @@ impl Scenario {
             "notify_reorder": draw(seed, "reorder", 0, 2) == 1,
             "notify_delay_ms": [0, delay],
         });
-        Scenario { seed, orders, faults }
+        Scenario { seed, backend: Backend::Sqlite, orders, faults }
     }
 
     pub fn steps(&self) -> usize {
@@ -115,7 +117,11 @@ pub async fn run(s: &Scenario) -> Verdict {
 async fn run_settling(s: &Scenario, settle: Duration) -> Verdict {
     let started = Instant::now();
     let opts = || AppOptions { time_scale: 100.0, channel_timeout: Duration::from_secs(2), sim_seed: Some(s.seed), ..AppOptions::default() };
-    let app = spawn_on(TestDb::sqlite(), opts()).await;
+    // Off CI an unreachable PostgreSQL is a loud skip (`TestDb::new`), here a failed verdict.
+    let Some(db) = TestDb::new(s.backend).await else {
+        return Verdict { violations: vec!["the database is unreachable".into()], ledger_digest: String::new(), took: started.elapsed() };
+    };
+    let app = spawn_on(db, opts()).await;
     app.faults(s.faults.clone()).await;
     let mut tasks = tokio::task::JoinSet::new();
     for plan in s.orders.clone() {
@@ -171,7 +177,11 @@ async fn play(http: &reqwest::Client, base: &str, sim: &str, secret: &str, plan:
         match step {
             Step::Prepay(ch) => seen.extend(prepay(ch).await),
             Step::DuplicatePrepays(ch, n) => {
-                let answers = futures_join_all((0..*n).map(|_| prepay(ch))).await;
+                let mut concurrent = tokio::task::JoinSet::new();
+                for _ in 0..*n {
+                    concurrent.spawn(prepay(ch));
+                }
+                let answers = concurrent.join_all().await;
                 seen.extend(answers.into_iter().flatten().take(1));
             }
             Step::Pay => {
@@ -194,18 +204,6 @@ async fn play(http: &reqwest::Client, base: &str, sim: &str, secret: &str, plan:
         }
         seen.dedup();
     }
-}
-
-/// Awaits every future (a small join_all, without another dependency).
-async fn futures_join_all<F: std::future::Future<Output = T> + Send + 'static, T: Send + 'static>(fs: impl Iterator<Item = F>) -> Vec<T> {
-    let handles: Vec<_> = fs.map(tokio::spawn).collect();
-    let mut out = Vec::new();
-    for h in handles {
-        if let Ok(v) = h.await {
-            out.push(v);
-        }
-    }
-    out
 }
 
 /// Per merchant order: every channel order's state, charges and refunds, in a stable order.
@@ -278,7 +276,7 @@ pub async fn shrink(s: &Scenario) -> Scenario {
 
 /// Runs seeds `first..first + n`, `parallel` at a time; prints one line per seed, and for a
 /// failure its violations, the replay command and the shrunk scenario. Returns the failing seeds.
-pub async fn run_seeds(first: u64, n: u64, parallel: usize) -> Vec<u64> {
+pub async fn run_seeds(first: u64, n: u64, parallel: usize, backend: Backend) -> Vec<u64> {
     let mut failed = Vec::new();
     let mut seeds = first..first + n;
     loop {
@@ -289,7 +287,7 @@ pub async fn run_seeds(first: u64, n: u64, parallel: usize) -> Vec<u64> {
         let mut set = tokio::task::JoinSet::new();
         for seed in batch {
             set.spawn(async move {
-                let s = Scenario::generate(seed);
+                let s = Scenario { backend, ..Scenario::generate(seed) };
                 let v = run(&s).await;
                 (s, v)
             });
@@ -309,7 +307,8 @@ pub async fn run_seeds(first: u64, n: u64, parallel: usize) -> Vec<u64> {
                 for line in &v.violations {
                     println!("  ✘ {line}");
                 }
-                println!("  replay: payonce chaos --seeds 1 --seed {}", s.seed);
+                let store = if s.backend == Backend::Postgres { " --store postgres" } else { "" };
+                println!("  replay: payonce chaos --seeds 1 --seed {}{store}", s.seed);
                 let small = shrink(&s).await;
                 println!("  shrunk: {}", small.summary());
                 failed.push(s.seed);

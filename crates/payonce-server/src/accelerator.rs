@@ -16,12 +16,10 @@ pub struct Accelerator {
     conn: ConnectionManager,
     /// Identifies this instance's keys, so it only ever deletes its own.
     token: String,
-    /// After a failed rate-limit call, Redis is left alone until then (ms since `epoch`): an
-    /// API call must not wait on a dead Redis, one timeout per request.
-    rate_paused_until: std::sync::atomic::AtomicU64,
-    /// The same for prepay leadership.
-    lead_paused_until: std::sync::atomic::AtomicU64,
-    epoch: Instant,
+    /// After a failed call, Redis is left alone for a while (per use: rate limits, prepay
+    /// leadership): a request must not wait on a dead Redis, one timeout per request.
+    rate_pause: Pause,
+    lead_pause: Pause,
     /// `TAKE_TOKEN`, hashed once (sent by EVALSHA, loaded on first use).
     rate_script: redis::Script,
 }
@@ -52,6 +50,32 @@ redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_ta
 return 0
 "#;
 
+/// "Redis failed just now: leave it alone until then."
+#[derive(Default)]
+struct Pause(std::sync::Mutex<Option<Instant>>);
+
+impl Pause {
+    fn active(&self) -> bool {
+        self.0.lock().unwrap().is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Starts (or extends) the pause; `true` if it was not already running (log once).
+    fn start(&self) -> bool {
+        let mut until = self.0.lock().unwrap();
+        let first = !until.is_some_and(|u| Instant::now() < u);
+        *until = Some(Instant::now() + RATE_PAUSE);
+        first
+    }
+}
+
+/// A Redis call bounded by `RATE_CALL_TIMEOUT`; a timeout is an error like any other.
+async fn bounded<T>(call: impl std::future::Future<Output = redis::RedisResult<T>>) -> Result<T, String> {
+    match tokio::time::timeout(RATE_CALL_TIMEOUT, call).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("redis did not answer in time".to_owned()),
+    }
+}
+
 fn count(op: &'static str, outcome: &'static str) {
     metrics::counter!("payonce_redis_total", "op" => op, "outcome" => outcome).increment(1);
 }
@@ -65,9 +89,8 @@ impl Accelerator {
         Ok(Accelerator {
             conn,
             token: payonce_core::EventId::new().as_str()[4..].to_owned(),
-            rate_paused_until: std::sync::atomic::AtomicU64::new(0),
-            lead_paused_until: std::sync::atomic::AtomicU64::new(0),
-            epoch: Instant::now(),
+            rate_pause: Pause::default(),
+            lead_pause: Pause::default(),
             rate_script: redis::Script::new(TAKE_TOKEN),
         })
     }
@@ -79,24 +102,14 @@ impl Accelerator {
     /// `Some(true)`: we lead this order's prepay; `Some(false)`: another request (on any
     /// instance) does; `None`: Redis did not answer — go straight to the database.
     pub async fn try_lead(&self, order_id: &str, ttl: Duration) -> Option<bool> {
-        use std::sync::atomic::Ordering;
         // A Redis that failed a moment ago is left alone: the database path needs no leader.
-        let now_ms = self.epoch.elapsed().as_millis() as u64;
-        if now_ms < self.lead_paused_until.load(Ordering::Relaxed) {
+        if self.lead_pause.active() {
             return None;
         }
         let mut c = self.conn.clone();
         let mut cmd = redis::cmd("SET");
         cmd.arg(Self::key(order_id)).arg(&self.token).arg("NX").arg("PX").arg(ttl.as_millis() as u64);
-        let set = cmd.query_async::<Option<String>>(&mut c);
-        let r = match tokio::time::timeout(RATE_CALL_TIMEOUT, set).await {
-            Ok(r) => r,
-            Err(_) => Err(redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "redis did not answer"))),
-        };
-        if r.is_err() {
-            self.lead_paused_until.store(now_ms + RATE_PAUSE.as_millis() as u64, Ordering::Relaxed);
-        }
-        match r {
+        match bounded(cmd.query_async::<Option<String>>(&mut c)).await {
             Ok(Some(_)) => {
                 count("lead", "leader");
                 Some(true)
@@ -107,7 +120,9 @@ impl Accelerator {
             }
             Err(e) => {
                 count("lead", "error");
-                tracing::warn!(error = %e, "redis unavailable; falling back to the database");
+                if self.lead_pause.start() {
+                    tracing::warn!(error = %e, "redis unavailable; prepays go straight to the database for a while");
+                }
                 None
             }
         }
@@ -116,29 +131,24 @@ impl Accelerator {
     /// Takes one token of `app`'s shared bucket: `Some(Ok)` pass, `Some(Err(wait))` over the
     /// rate, `None` Redis did not answer (the caller uses its own bucket).
     pub async fn take_token(&self, app: &str, spec: crate::ratelimit::RateSpec) -> Option<Result<(), Duration>> {
-        use std::sync::atomic::Ordering;
-        let now_ms = self.epoch.elapsed().as_millis() as u64;
-        if now_ms < self.rate_paused_until.load(Ordering::Relaxed) {
+        if self.rate_pause.active() {
             return None;
         }
         let mut c = self.conn.clone();
         let interval_us = 1_000_000 / u64::from(spec.per_second.max(1));
         let mut invocation = self.rate_script.prepare_invoke();
         invocation.key(format!("payonce:rate:{app}")).arg(interval_us.max(1)).arg(spec.burst);
-        let call = invocation.invoke_async::<u64>(&mut c);
-        let error = match tokio::time::timeout(RATE_CALL_TIMEOUT, call).await {
-            Ok(Ok(0)) => return Some(Ok(())),
-            Ok(Ok(wait_us)) => return Some(Err(Duration::from_micros(wait_us))),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "timed out".to_owned(),
-        };
-        count("rate", "error");
-        // Only the first failure of a pause is logged.
-        let until = now_ms + RATE_PAUSE.as_millis() as u64;
-        if self.rate_paused_until.swap(until, Ordering::Relaxed) <= now_ms {
-            tracing::warn!(error = %error, "redis unavailable; rate-limiting with this instance's buckets for a while");
+        match bounded(invocation.invoke_async::<u64>(&mut c)).await {
+            Ok(0) => Some(Ok(())),
+            Ok(wait_us) => Some(Err(Duration::from_micros(wait_us))),
+            Err(e) => {
+                count("rate", "error");
+                if self.rate_pause.start() {
+                    tracing::warn!(error = %e, "redis unavailable; rate-limiting with this instance's buckets for a while");
+                }
+                None
+            }
         }
-        None
     }
 
     pub async fn release(&self, order_id: &str) {

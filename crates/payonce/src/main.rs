@@ -76,6 +76,10 @@ enum Command {
         /// Scenarios run at once.
         #[arg(long, default_value_t = 4)]
         parallel: usize,
+        /// The store the seeded scenarios run on (each its own fresh database; PostgreSQL at
+        /// PAYONCE_TEST_PG_URL's server, default 127.0.0.1:5432).
+        #[arg(long, default_value = "sqlite", value_parser = ["sqlite", "postgres"])]
+        store: String,
     },
 }
 
@@ -172,10 +176,11 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Demo => demo::run().await,
         Command::Bench(args) => bench::run(args).await,
-        Command::Chaos { seeds: Some(n), seed, parallel, .. } => {
+        Command::Chaos { seeds: Some(n), seed, parallel, store, .. } => {
             let started = std::time::Instant::now();
-            println!("payonce chaos — {n} seeded scenarios from seed {seed}, {parallel} at a time");
-            let failed = payonce_harness::scenario::run_seeds(seed, n, parallel).await;
+            let backend = if store == "postgres" { payonce_harness::Backend::Postgres } else { payonce_harness::Backend::Sqlite };
+            println!("payonce chaos — {n} seeded scenarios from seed {seed} on {store}, {parallel} at a time");
+            let failed = payonce_harness::scenario::run_seeds(seed, n, parallel, backend).await;
             println!("{n} scenarios, {} violated{}", failed.len(), if failed.is_empty() { String::new() } else { format!(" (seeds {failed:?})") });
             println!("(took {:.0} s)", started.elapsed().as_secs_f64());
             Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })

@@ -15,20 +15,36 @@ async fn storm(backend: Backend, instances: usize) {
     storm_with(backend, instances, None).await
 }
 
-async fn storm_with(backend: Backend, instances: usize, redis: Option<&str>) {
-    let Some(db) = TestDb::new(backend).await else { return };
+/// `serve` processes on one fresh database, a simulator beside them, and one app.
+struct Cluster {
+    sim: payonce_sim::SimHandle,
+    store: std::sync::Arc<dyn payonce_store::Store>,
+    app: payonce_server::apps::NewAppCredentials,
+    servers: Vec<ServeProcess>,
+    _db: TestDb,
+    _sim_dir: tempfile::TempDir,
+}
+
+async fn cluster(backend: Backend, instances: usize, webhook_url: Option<&str>, extra: &[&str]) -> Option<Cluster> {
+    let db = TestDb::new(backend).await?;
     let sim_dir = tempfile::tempdir().unwrap();
     let sim = payonce_sim::start(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), sim_dir.path()).await.unwrap();
     let store = payonce_store::open(&db.url, true).await.unwrap();
     let (key, key_hex) = MasterKey::random();
-    let app = payonce_server::apps::create_app(store.as_ref(), &key, &payonce_core::SystemClock, "storm", None, None).await.unwrap();
-
+    let app = payonce_server::apps::create_app(store.as_ref(), &key, &payonce_core::SystemClock, "cluster", webhook_url, None).await.unwrap();
     let exe = Path::new(env!("CARGO_BIN_EXE_payonce"));
     let mut servers = Vec::new();
     for _ in 0..instances {
-        let extra: Vec<&str> = redis.map(|u| vec!["--redis-url", u]).unwrap_or_default();
-        servers.push(ServeProcess::spawn(exe, &db.url, &sim.channels_file, &key_hex, &extra).await.expect("serve"));
+        servers.push(ServeProcess::spawn(exe, &db.url, &sim.channels_file, &key_hex, extra).await.expect("serve"));
     }
+    Some(Cluster { sim, store, app, servers, _db: db, _sim_dir: sim_dir })
+}
+
+async fn storm_with(backend: Backend, instances: usize, redis: Option<&str>) {
+    let extra: Vec<&str> = redis.map(|u| vec!["--redis-url", u]).unwrap_or_default();
+    // The cluster is kept whole: its database and simulator directory live as long as it.
+    let Some(c) = cluster(backend, instances, None, &extra).await else { return };
+    let (sim, store, app, servers) = (&c.sim, &c.store, &c.app, &c.servers);
     let http = reqwest::Client::builder().pool_max_idle_per_host(STORM).build().unwrap();
     let order: Value = http
         .post(format!("{}/v1/orders", servers[0].base_url()))
@@ -76,7 +92,7 @@ async fn storm_with(backend: Backend, instances: usize, redis: Option<&str>) {
     if redis.is_some() {
         // The duplicates were coalesced in Redis before they reached the database.
         let mut followers = 0.0;
-        for s in &servers {
+        for s in servers {
             let m = reqwest::get(format!("{}/metrics", s.base_url())).await.unwrap().text().await.unwrap();
             followers += m.lines().filter(|l| l.starts_with("payonce_redis_total") && l.contains("outcome=\"follower\"")).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum::<f64>();
         }
@@ -128,19 +144,11 @@ async fn storm_one_instance_on_sqlite() {
 /// exactly once (counted at the receiver), whichever instance sends it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_deliver_each_event_once() {
-    let Some(db) = TestDb::new(Backend::Postgres).await else { return };
-    let sim_dir = tempfile::tempdir().unwrap();
-    let sim = payonce_sim::start(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), sim_dir.path()).await.unwrap();
-    reqwest::Client::new().post(format!("{}/sim/faults", sim.base_url())).json(&json!({"time_scale": 100.0})).send().await.unwrap();
-    let store = payonce_store::open(&db.url, true).await.unwrap();
     let hooks = payonce_testkit::chaos::WebhookCounter::start().await.unwrap();
-    let (key, key_hex) = MasterKey::random();
-    let app = payonce_server::apps::create_app(store.as_ref(), &key, &payonce_core::SystemClock, "two", Some(&hooks.url), None).await.unwrap();
-    let exe = Path::new(env!("CARGO_BIN_EXE_payonce"));
-    let servers = [
-        ServeProcess::spawn(exe, &db.url, &sim.channels_file, &key_hex, &["--time-scale", "100"]).await.unwrap(),
-        ServeProcess::spawn(exe, &db.url, &sim.channels_file, &key_hex, &["--time-scale", "100"]).await.unwrap(),
-    ];
+    // The cluster is kept whole: its database and simulator directory live as long as it.
+    let Some(c) = cluster(Backend::Postgres, 2, Some(&hooks.url), &["--time-scale", "100"]).await else { return };
+    let (sim, store, app, servers) = (&c.sim, &c.store, &c.app, &c.servers);
+    reqwest::Client::new().post(format!("{}/sim/faults", sim.base_url())).json(&json!({"time_scale": 100.0})).send().await.unwrap();
     let http = reqwest::Client::new();
     for i in 0..40 {
         let base = servers[i % 2].base_url();
@@ -187,17 +195,9 @@ async fn redis_killed_and_restarted_during_a_duplicate_storm() {
     };
     let redis_url = format!("redis://127.0.0.1:{port}");
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let Some(db) = TestDb::new(Backend::Postgres).await else { return };
-    let sim_dir = tempfile::tempdir().unwrap();
-    let sim = payonce_sim::start(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), sim_dir.path()).await.unwrap();
-    let store = payonce_store::open(&db.url, true).await.unwrap();
-    let (key, key_hex) = MasterKey::random();
-    let app = payonce_server::apps::create_app(store.as_ref(), &key, &payonce_core::SystemClock, "storm", None, None).await.unwrap();
-    let exe = Path::new(env!("CARGO_BIN_EXE_payonce"));
-    let mut servers = Vec::new();
-    for _ in 0..2 {
-        servers.push(ServeProcess::spawn(exe, &db.url, &sim.channels_file, &key_hex, &["--redis-url", &redis_url]).await.expect("serve"));
-    }
+    // The cluster is kept whole: its database and simulator directory live as long as it.
+    let Some(c) = cluster(Backend::Postgres, 2, None, &["--redis-url", &redis_url]).await else { return };
+    let (sim, store, app, servers) = (&c.sim, &c.store, &c.app, &c.servers);
     let http = reqwest::Client::new();
     const ORDERS: usize = 30;
     const DUPLICATES: usize = 12;

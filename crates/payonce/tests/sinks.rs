@@ -159,6 +159,47 @@ async fn nats_sink_postgres() {
     nats(Backend::Postgres).await
 }
 
+/// Cuts every connection through `proxy` every 60 ms until aborted.
+fn cut_every_60ms(proxy: std::sync::Arc<Proxy>, cuts: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(60));
+        loop {
+            every.tick().await;
+            proxy.cut_all();
+            cuts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    })
+}
+
+/// Twenty payments (each announced by an event) while connections are being cut, a little
+/// more cutting into the deliveries, then waits until every event is delivered; their ids.
+async fn pay_twenty_while_cutting(app: TestApp, proxy: std::sync::Arc<Proxy>, prefix: &str) -> (std::sync::Arc<TestApp>, std::collections::BTreeSet<String>, usize) {
+    let cuts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let cutter = cut_every_60ms(proxy, cuts.clone());
+    let app = std::sync::Arc::new(app);
+    let mut payments = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let (app, no) = (app.clone(), format!("{prefix}-{i}"));
+        payments.spawn(async move { pay(&app, &no).await });
+    }
+    while let Some(r) = payments.join_next().await {
+        r.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    cutter.abort();
+    let end = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let events = app.store.list_events(None, 1000).await.unwrap();
+        let pending = events.iter().filter(|e| e.delivery_status != payonce_store::DeliveryStatus::Delivered).count();
+        if pending == 0 && events.len() >= 20 {
+            let ids = events.into_iter().map(|e| e.id).collect();
+            return (app, ids, cuts.load(std::sync::atomic::Ordering::Relaxed));
+        }
+        assert!(tokio::time::Instant::now() < end, "{pending} events not delivered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// NATS connections cut again and again while events are being delivered: every event ends
 /// delivered, and the stream holds each exactly once (JetStream de-duplicates the re-publishes
 /// of an event whose acknowledgement was lost with its connection).
@@ -178,56 +219,18 @@ async fn nats_connections_cut_during_delivery_lose_and_double_nothing() {
     };
     let Some(app) = spawn_app_with(Backend::Sqlite, opts).await else { return };
     // Twenty payments, each an event, while the proxy cuts every connection every 150 ms.
-    let proxy = std::sync::Arc::new(proxy);
-    let cuts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    // Every connection to NATS cut every 60 ms while the payments and their deliveries run.
-    let cutter = tokio::spawn({
-        let (proxy, cuts) = (proxy.clone(), cuts.clone());
-        async move {
-            let mut every = tokio::time::interval(Duration::from_millis(60));
-            loop {
-                every.tick().await;
-                proxy.cut_all();
-                cuts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
-    });
-    let app = std::sync::Arc::new(app);
-    let mut payments = tokio::task::JoinSet::new();
-    for i in 0..20 {
-        let app = app.clone();
-        payments.spawn(async move { pay(&app, &format!("CUT-{i}")).await });
-    }
-    while let Some(r) = payments.join_next().await {
-        r.unwrap();
-    }
-    // Keep cutting a while into the deliveries, then let them finish.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    cutter.abort();
-    let cuts = cuts.load(std::sync::atomic::Ordering::Relaxed);
-    let end = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let events = app.store.list_events(None, 1000).await.unwrap();
-        let pending = events.iter().filter(|e| e.delivery_status != payonce_store::DeliveryStatus::Delivered).count();
-        if pending == 0 && events.len() >= 20 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < end, "{pending} events not delivered");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let events = app.store.list_events(None, 1000).await.unwrap();
+    let (_app, expected, cuts) = pay_twenty_while_cutting(app, std::sync::Arc::new(proxy), "CUT").await;
     let js = async_nats::jetstream::new(async_nats::connect(NATS).await.unwrap());
     let mut s = js.get_stream(&stream).await.unwrap();
     let info = s.info().await.unwrap();
-    eprintln!("{cuts} cuts; {} events; {} messages in the stream", events.len(), info.state.messages);
-    assert_eq!(info.state.messages, events.len() as u64, "each event exactly once in the stream");
+    eprintln!("{cuts} cuts; {} events; {} messages in the stream", expected.len(), info.state.messages);
+    assert_eq!(info.state.messages, expected.len() as u64, "each event exactly once in the stream");
     let mut ids = std::collections::BTreeSet::new();
     for seq in 1..=info.state.last_sequence {
         if let Ok(m) = s.get_raw_message(seq).await {
             ids.insert(m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_owned()).unwrap_or_default());
         }
     }
-    let expected: std::collections::BTreeSet<String> = events.iter().map(|e| e.id.clone()).collect();
     assert_eq!(ids, expected, "the stream holds exactly the events, by id");
     let _ = js.delete_stream(&stream).await;
 }
@@ -254,38 +257,7 @@ async fn rabbitmq_connections_cut_during_delivery_lose_nothing() {
         ..Default::default()
     };
     let Some(app) = spawn_app_with(Backend::Sqlite, opts).await else { return };
-    let cutter = tokio::spawn({
-        let proxy = proxy.clone();
-        async move {
-            let mut every = tokio::time::interval(Duration::from_millis(60));
-            loop {
-                every.tick().await;
-                proxy.cut_all();
-            }
-        }
-    });
-    let app = std::sync::Arc::new(app);
-    let mut payments = tokio::task::JoinSet::new();
-    for i in 0..20 {
-        let app = app.clone();
-        payments.spawn(async move { pay(&app, &format!("MQCUT-{i}")).await });
-    }
-    while let Some(r) = payments.join_next().await {
-        r.unwrap();
-    }
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    cutter.abort();
-    let end = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let events = app.store.list_events(None, 1000).await.unwrap();
-        let pending = events.iter().filter(|e| e.delivery_status != payonce_store::DeliveryStatus::Delivered).count();
-        if pending == 0 && events.len() >= 20 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < end, "{pending} events not delivered");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let expected: std::collections::BTreeSet<String> = app.store.list_events(None, 1000).await.unwrap().into_iter().map(|e| e.id).collect();
+    let (_app, expected, _) = pay_twenty_while_cutting(app, proxy, "MQCUT").await;
     let mut received = std::collections::BTreeSet::new();
     let end = tokio::time::Instant::now() + Duration::from_secs(10);
     while received != expected {
