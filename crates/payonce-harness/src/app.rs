@@ -44,6 +44,9 @@ pub struct AppOptions {
     pub admin_token: String,
     /// The simulator's seed (its random choices: faults, numbers); `None`: a fresh one.
     pub sim_seed: Option<u64>,
+    /// Run the background workers. Virtual-time tests turn them off and call
+    /// `TestApp::run_workers` after each clock step instead.
+    pub workers: bool,
 }
 
 impl Default for AppOptions {
@@ -67,6 +70,7 @@ impl Default for AppOptions {
             redis_url: None,
             admin_token: "test-admin-token".into(),
             sim_seed: None,
+            workers: true,
         }
     }
 }
@@ -161,6 +165,7 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
         max_in_flight: opts.max_in_flight,
         metrics_token: opts.metrics_token.clone(),
         webhook_schedule: opts.webhook_schedule.clone().unwrap_or_else(|| ServerConfig::default().webhook_schedule),
+        workers: opts.workers,
         ..ServerConfig::default()
     };
     let (key, _) = MasterKey::random();
@@ -265,6 +270,12 @@ impl TestApp {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    /// One round of every worker, now, by the app's clock (virtual-time tests: `workers: false`,
+    /// move the `ManualClock`, then call this — a schedule step without a sleep).
+    pub async fn run_workers(&self) {
+        payonce_server::workers::run_round(&self.state, "test-driver").await;
     }
 
     pub async fn ledger(&self) -> Value {

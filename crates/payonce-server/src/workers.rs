@@ -85,6 +85,17 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     while loops.join_next().await.is_some() {}
 }
 
+/// One round of every worker, as `owner`, in the order the loops would run them: what one tick
+/// does. Tests that move a `ManualClock` by hand call this instead of waiting for ticks, so a
+/// schedule step is a clock step, never a sleep.
+pub async fn run_round(state: &AppState, owner: &str) {
+    poll_attempts(state, owner).await;
+    expire_orders(state, owner).await;
+    settle_refunds(state, owner).await;
+    let http = crate::webhooks::webhook_client(state.config.webhook_timeout, state.config.allow_private_webhooks);
+    dispatch_events(state, &http, owner).await;
+}
+
 fn lease_ms(state: &AppState) -> i64 {
     // Long enough for a channel call and its recording, with room to spare.
     i64::try_from((state.config.channel_timeout * 3 + Duration::from_secs(5)).as_millis()).unwrap_or(i64::MAX)

@@ -7,6 +7,7 @@
 //! identical parameters re-issues it; a close before the first scan answers
 //! `ACQ.TRADE_NOT_EXIST` and leaves the QR payable.
 
+use crate::rng::Draw;
 use crate::keys::ALIPAY_APP_ID;
 use crate::ops::{self, CloseError, CreateError, NewOrder};
 use crate::wire::{alipay_answer, alipay_error_response, alipay_response_name, alipay_time, form_encode, form_parse, parse_alipay_time, parse_alipay_timeout, parse_yuan, sorted_pairs, yuan};
@@ -118,7 +119,7 @@ async fn gateway(State(sim): State<Arc<Sim>>, headers: axum::http::HeaderMap, ur
     let now = sim.now_ms();
     match method.as_str() {
         "alipay.trade.precreate" => {
-            if sim.chance(faults.prepay_error_rate) {
+            if sim.chance(Draw::PrepayError, faults.prepay_error_rate) {
                 return business_error(&sim, &method, "20000", "isp.unknow-error", "系统繁忙");
             }
             let no = field("out_trade_no");
@@ -170,7 +171,7 @@ async fn gateway(State(sim): State<Arc<Sim>>, headers: axum::http::HeaderMap, ur
             );
             match created {
                 Ok(o) => {
-                    if sim.chance(faults.prepay_timeout_rate) {
+                    if sim.chance(Draw::PrepayTimeout, faults.prepay_timeout_rate) {
                         tokio::time::sleep(Duration::from_secs(120)).await;
                     }
                     signed(&sim, &method, json!({"code": "10000", "msg": "Success", "out_trade_no": no, "qr_code": o.credential}))
@@ -180,7 +181,7 @@ async fn gateway(State(sim): State<Arc<Sim>>, headers: axum::http::HeaderMap, ur
             }
         }
         "alipay.trade.query" => {
-            if sim.chance(faults.query_error_rate) {
+            if sim.chance(Draw::QueryError, faults.query_error_rate) {
                 return business_error(&sim, &method, "40004", "ACQ.SYSTEM_ERROR", "系统错误");
             }
             match ops::find(&sim, ChannelName::Alipay, &field("out_trade_no")) {
@@ -189,7 +190,7 @@ async fn gateway(State(sim): State<Arc<Sim>>, headers: axum::http::HeaderMap, ur
             }
         }
         "alipay.trade.close" => {
-            if sim.chance(faults.close_error_rate) {
+            if sim.chance(Draw::CloseError, faults.close_error_rate) {
                 return business_error(&sim, &method, "20000", "isp.unknow-error", "系统繁忙");
             }
             let no = field("out_trade_no");
@@ -206,7 +207,7 @@ async fn gateway(State(sim): State<Arc<Sim>>, headers: axum::http::HeaderMap, ur
             };
             let mut ledger = sim.ledger.lock().unwrap();
             ledger.refund_requests += 1;
-            if sim.chance(faults.refund_error_rate) {
+            if sim.chance(Draw::RefundError, faults.refund_error_rate) {
                 drop(ledger);
                 return business_error(&sim, &method, "40004", "ACQ.SYSTEM_ERROR", "系统错误");
             }

@@ -27,7 +27,7 @@ pub use ledger::{Faults, Ledger, SimOrder, SimStatus};
 pub struct Sim {
     pub(crate) ledger: Mutex<Ledger>,
     pub(crate) faults: Mutex<Faults>,
-    pub(crate) rng: Mutex<rng::Rng>,
+    pub(crate) rng: Mutex<rng::Streams>,
     pub(crate) keys: keys::SimKeys,
     /// Sends notifications to payonce.
     pub(crate) http: reqwest::Client,
@@ -88,7 +88,7 @@ impl Sim {
         let sim = Sim {
             ledger: Mutex::new(Ledger::default()),
             faults: Mutex::new(Faults::default()),
-            rng: Mutex::new(rng::Rng::from_seed(seed)),
+            rng: Mutex::new(rng::Streams::new(seed)),
             keys,
             http: reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build().expect("http client"),
             notifications_outstanding: std::sync::atomic::AtomicUsize::new(0),
@@ -106,7 +106,8 @@ impl Sim {
     /// A random alphanumeric string from the seeded generator (nonces, ids, codes).
     pub(crate) fn nonce(&self, len: usize) -> String {
         const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-        let mut rng = self.rng.lock().unwrap();
+        let mut streams = self.rng.lock().unwrap();
+        let rng = streams.stream(rng::Draw::Nonce);
         (0..len).map(|_| ALPHABET[(rng.next_u64() % ALPHABET.len() as u64) as usize] as char).collect()
     }
 
@@ -120,12 +121,13 @@ impl Sim {
     }
 
     /// A uniform draw in [0, 1): fault decisions.
-    pub(crate) fn chance(&self, p: f64) -> bool {
-        p > 0.0 && self.rng.lock().unwrap().next_f64() < p
+    /// (A probability of 0 draws nothing: a fault turned off leaves every stream where it was.)
+    pub(crate) fn chance(&self, purpose: rng::Draw, p: f64) -> bool {
+        p > 0.0 && self.rng.lock().unwrap().stream(purpose).next_f64() < p
     }
 
-    pub(crate) fn between(&self, lo: u64, hi: u64) -> u64 {
-        if hi <= lo { lo } else { lo + (self.rng.lock().unwrap().next_u64() % (hi - lo + 1)) }
+    pub(crate) fn between(&self, purpose: rng::Draw, lo: u64, hi: u64) -> u64 {
+        if hi <= lo { lo } else { lo + (self.rng.lock().unwrap().stream(purpose).next_u64() % (hi - lo + 1)) }
     }
 
     pub fn ledger_snapshot(&self) -> Ledger {
@@ -172,12 +174,34 @@ mod tests {
         let draws = |seed: u64| {
             let dir = tempfile::tempdir().unwrap();
             let (sim, _) = Sim::prepare(dir.path(), "http://127.0.0.1:1", SimOptions { seed: Some(seed), ..Default::default() }).unwrap();
-            let faults: Vec<bool> = (0..64).map(|_| sim.chance(0.5)).collect();
-            let delays: Vec<u64> = (0..16).map(|_| sim.between(0, 1000)).collect();
+            let faults: Vec<bool> = (0..64).map(|_| sim.chance(rng::Draw::NotifyDrop, 0.5)).collect();
+            let delays: Vec<u64> = (0..16).map(|_| sim.between(rng::Draw::NotifyDelay, 0, 1000)).collect();
             (faults, delays, sim.nonce(32), sim.seed)
         };
         assert_eq!(draws(7), draws(7));
         assert_ne!(draws(7).0, draws(8).0);
         assert_eq!(draws(7).3, 7);
+    }
+
+    /// Draws for one purpose do not move when another purpose draws in between: a scenario
+    /// that adds a query (or a nonce) still drops the same notifications.
+    #[test]
+    fn each_purpose_has_its_own_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let sims: Vec<_> = (0..2).map(|_| Sim::prepare(dir.path(), "http://127.0.0.1:1", SimOptions { seed: Some(11), ..Default::default() }).unwrap().0).collect();
+        let drops = |sim: &Sim, interleave: bool| -> Vec<bool> {
+            (0..64)
+                .map(|_| {
+                    if interleave {
+                        sim.chance(rng::Draw::QueryError, 0.5);
+                        sim.nonce(8);
+                    }
+                    sim.chance(rng::Draw::NotifyDrop, 0.5)
+                })
+                .collect()
+        };
+        assert_eq!(drops(&sims[0], false), drops(&sims[1], true));
+        let other: Vec<bool> = (0..64).map(|_| sims[0].chance(rng::Draw::PrepayError, 0.5)).collect();
+        assert_ne!(drops(&sims[1], false), other, "purposes draw different sequences");
     }
 }

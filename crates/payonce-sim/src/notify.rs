@@ -2,6 +2,7 @@
 //! (time-scaled), and the drop / delay / reorder / duplicate faults. Each channel supplies how
 //! to build one signed delivery and how to recognise its success answer.
 
+use crate::rng::Draw;
 use crate::Sim;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,12 +42,12 @@ pub fn spawn(
         for (i, wait) in SCHEDULE_MS.iter().enumerate() {
             let f = sim.faults.lock().unwrap().clone();
             let scale = if f.time_scale > 0.0 { f.time_scale } else { 1.0 };
-            let mut delay = (*wait as f64 / scale) as u64 + sim.between(f.notify_delay_ms[0], f.notify_delay_ms[1]);
+            let mut delay = (*wait as f64 / scale) as u64 + sim.between(Draw::NotifyDelay, f.notify_delay_ms[0], f.notify_delay_ms[1]);
             if f.notify_reorder {
-                delay += sim.between(0, 200);
+                delay += sim.between(Draw::NotifyDelay, 0, 200);
             }
             tokio::time::sleep(Duration::from_millis(delay)).await;
-            if sim.chance(f.notify_drop_rate) {
+            if sim.chance(Draw::NotifyDrop, f.notify_drop_rate) {
                 tracing::debug!(attempt = i, "notification dropped (fault)");
                 continue;
             }

@@ -1,7 +1,27 @@
-//! A small PRNG (xorshift64*) for every random choice the simulator makes — fault draws, ids,
-//! nonces, delays — from one seed, so `payonce sim --seed N` replays a run. Not for anything
-//! secret (keys come from the system's CSPRNG).
+//! The simulator's randomness — fault draws, delays, ids, nonces — from one seed, so
+//! `payonce sim --seed N` replays a run. Each purpose (prepay errors, notification drops, …) draws
+//! from its own stream, derived from the seed and the purpose: turning one fault on, or a
+//! scenario asking one more query, never shifts the draws of another. Not for anything secret
+//! (keys come from the system's CSPRNG).
 
+/// What a random draw decides. Each has its own stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Draw {
+    PrepayError,
+    PrepayTimeout,
+    QueryError,
+    CloseError,
+    RefundError,
+    RefundDrop,
+    RefundTimeout,
+    RefundDelay,
+    NotifyDrop,
+    NotifyDelay,
+    /// Ids and nonces in answers.
+    Nonce,
+}
+
+/// One xorshift64* stream.
 pub struct Rng(u64);
 
 /// A seed from the system's randomness, for runs that did not ask for one.
@@ -31,5 +51,23 @@ impl Rng {
 
     pub fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Every purpose's stream, made on first use from `hash(seed, purpose)`.
+pub struct Streams {
+    seed: u64,
+    streams: std::collections::HashMap<Draw, Rng>,
+}
+
+impl Streams {
+    pub fn new(seed: u64) -> Self {
+        Streams { seed, streams: Default::default() }
+    }
+
+    pub fn stream(&mut self, purpose: Draw) -> &mut Rng {
+        let seed = self.seed;
+        // The purpose's index, spread by a large odd constant, keeps the derived seeds apart.
+        self.streams.entry(purpose).or_insert_with(|| Rng::from_seed(seed ^ (purpose as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407)))
     }
 }

@@ -2,6 +2,7 @@
 //! protocol (no outside party defines it), so here — unlike the real channels — the simulator
 //! shares the protocol module with the connector: a change to it breaks both sides at once.
 
+use crate::rng::Draw;
 use crate::ops::{self, CloseError, CreateError, NewOrder};
 use crate::{Sim, SimOrder, SimStatus};
 use axum::Router;
@@ -60,7 +61,7 @@ async fn create(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: 
         return error(&sim, &method, path, StatusCode::BAD_REQUEST, "PARAM_ERROR", "bad amount or out_trade_no");
     }
     let faults = sim.faults.lock().unwrap().clone();
-    if sim.chance(faults.prepay_error_rate) {
+    if sim.chance(Draw::PrepayError, faults.prepay_error_rate) {
         return error(&sim, &method, path, StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", "injected prepay error");
     }
     let created = ops::create(
@@ -80,7 +81,7 @@ async fn create(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: 
     );
     match created {
         Ok(o) => {
-            if sim.chance(faults.prepay_timeout_rate) {
+            if sim.chance(Draw::PrepayTimeout, faults.prepay_timeout_rate) {
                 // The order exists; the answer never arrives in time.
                 tokio::time::sleep(Duration::from_secs(120)).await;
             }
@@ -107,7 +108,7 @@ async fn query(State(sim): State<Arc<Sim>>, Path(no): Path<String>, method: Meth
     if !authentic(&sim, &method, path, &headers, b"") {
         return error(&sim, &method, path, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "signature verification failed");
     }
-    if sim.chance(sim.faults.lock().unwrap().query_error_rate) {
+    if sim.chance(Draw::QueryError, sim.faults.lock().unwrap().query_error_rate) {
         return error(&sim, &method, path, StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", "injected query error");
     }
     match ops::find(&sim, ChannelName::Sandbox, &no) {
@@ -121,7 +122,7 @@ async fn close(State(sim): State<Arc<Sim>>, Path(no): Path<String>, method: Meth
     if !authentic(&sim, &method, path, &headers, b"") {
         return error(&sim, &method, path, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "signature verification failed");
     }
-    if sim.chance(sim.faults.lock().unwrap().close_error_rate) {
+    if sim.chance(Draw::CloseError, sim.faults.lock().unwrap().close_error_rate) {
         return error(&sim, &method, path, StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", "injected close error");
     }
     match ops::close(&sim, ChannelName::Sandbox, &no) {

@@ -4,6 +4,7 @@
 //! with `signPubKeyCert` included; refunds are accepted first and finish later with a
 //! `backUrl` notification. Requests are checked as strictly as the gateway checks them.
 
+use crate::rng::Draw;
 use crate::keys::UNIONPAY_MER_ID;
 use crate::ops::{self, CreateError, NewOrder};
 use crate::wire::{field, form_encode, form_parse, parse_unionpay_time, unionpay_raw_answer, unionpay_sign, unionpay_time, unionpay_verify};
@@ -167,7 +168,7 @@ async fn query(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     if let Err((code, msg)) = check_request(&sim, &params, ("00", "00", "000000")) {
         return raw(&sign_as_unionpay(&sim, answer_base(&params, code, &msg)));
     }
-    if sim.chance(sim.faults.lock().unwrap().query_error_rate) {
+    if sim.chance(Draw::QueryError, sim.faults.lock().unwrap().query_error_rate) {
         return raw(&sign_as_unionpay(&sim, answer_base(&params, "03", "交易通讯超时，请发起查询交易")));
     }
     let (order_id, txn_time) = (field(&params, "orderId").unwrap_or_default(), field(&params, "txnTime").unwrap_or_default());
@@ -228,7 +229,7 @@ async fn back_trans(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     }
     let answer = |code: &str, msg: &str| raw(&sign_as_unionpay(&sim, answer_base(&params, code, msg)));
     let faults = sim.faults.lock().unwrap().clone();
-    if sim.chance(faults.refund_drop_rate) {
+    if sim.chance(Draw::RefundDrop, faults.refund_drop_rate) {
         // Lost on the way in: UnionPay never saw it; the caller times out.
         tokio::time::sleep(Duration::from_secs(120)).await;
         return answer("03", "交易通讯超时");
@@ -248,7 +249,7 @@ async fn back_trans(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     let Some(amount) = amount_of(&params) else { return answer("30", "txnAmt 不合法") };
     let delay = {
         let d = sim.faults.lock().unwrap().refund_delay_ms;
-        sim.between(d[0], d[1]) as i64
+        sim.between(Draw::RefundDelay, d[0], d[1]) as i64
     };
     // The ledger's lock is held in this block only (never across an await).
     let made: Result<crate::ledger::Refund, (&str, String)> = (|| {
@@ -275,7 +276,7 @@ async fn back_trans(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
         Err((code, msg)) => return answer(code, &msg),
     };
     notify_refund(sim.clone(), f("backUrl"), refund, f("origQryId"), delay);
-    if sim.chance(faults.refund_timeout_rate) {
+    if sim.chance(Draw::RefundTimeout, faults.refund_timeout_rate) {
         // Made, but the answer is lost: the caller times out.
         tokio::time::sleep(Duration::from_secs(120)).await;
     }

@@ -6,6 +6,7 @@
 //! repeat of a prepay with identical parameters re-issues it. Refunds answer `PROCESSING` and
 //! succeed later, with a `REFUND.SUCCESS` notification.
 
+use crate::rng::Draw;
 use crate::keys::{WECHAT_APPID, WECHAT_MCHID};
 use crate::ops::{self, CloseError, CreateError, NewOrder};
 use crate::wire::{parse_wechat_authorization, parse_wechat_time, wechat_answer_message, wechat_encrypt, wechat_request_message, wechat_time};
@@ -131,7 +132,7 @@ async fn prepay(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: 
         return param_error(&sim, &msg);
     }
     let faults = sim.faults.lock().unwrap().clone();
-    if sim.chance(faults.prepay_error_rate) {
+    if sim.chance(Draw::PrepayError, faults.prepay_error_rate) {
         return error(&sim, StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", "系统错误");
     }
     let time_expire = req["time_expire"].as_str().and_then(parse_wechat_time).unwrap_or(now + 7 * 86_400_000);
@@ -156,7 +157,7 @@ async fn prepay(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: 
     );
     match created {
         Ok(o) => {
-            if sim.chance(faults.prepay_timeout_rate) {
+            if sim.chance(Draw::PrepayTimeout, faults.prepay_timeout_rate) {
                 tokio::time::sleep(Duration::from_secs(120)).await;
             }
             let body = if jsapi { json!({ "prepay_id": o.credential }) } else { json!({ "code_url": o.credential }) };
@@ -201,7 +202,7 @@ async fn query(State(sim): State<Arc<Sim>>, Path(no): Path<String>, method: Meth
     if uri.query().unwrap_or_default() != format!("mchid={WECHAT_MCHID}") {
         return param_error(&sim, "mchid 不正确");
     }
-    if sim.chance(sim.faults.lock().unwrap().query_error_rate) {
+    if sim.chance(Draw::QueryError, sim.faults.lock().unwrap().query_error_rate) {
         return error(&sim, StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", "系统错误");
     }
     match ops::find(&sim, ChannelName::Wechatpay, &no) {
@@ -219,7 +220,7 @@ async fn close(State(sim): State<Arc<Sim>>, Path(no): Path<String>, method: Meth
     if !ok {
         return param_error(&sim, "请求体须为 {\"mchid\": 商户号}");
     }
-    if sim.chance(sim.faults.lock().unwrap().close_error_rate) {
+    if sim.chance(Draw::CloseError, sim.faults.lock().unwrap().close_error_rate) {
         return error(&sim, StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", "系统错误");
     }
     match ops::close(&sim, ChannelName::Wechatpay, &no) {
@@ -323,12 +324,12 @@ async fn refund(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: 
     }
     let faults = sim.faults.lock().unwrap().clone();
     sim.ledger.lock().unwrap().refund_requests += 1;
-    if sim.chance(faults.refund_error_rate) {
+    if sim.chance(Draw::RefundError, faults.refund_error_rate) {
         // WeChat's rate limit: nothing was done; try again later with the same out_refund_no.
         return error(&sim, StatusCode::TOO_MANY_REQUESTS, "FREQUENCY_LIMITED", "频率超限");
     }
     let now = sim.now_ms();
-    let settle_at = now + sim.between(faults.refund_delay_ms[0], faults.refund_delay_ms[1]) as i64;
+    let settle_at = now + sim.between(Draw::RefundDelay, faults.refund_delay_ms[0], faults.refund_delay_ms[1]) as i64;
     let done = sim.ledger.lock().unwrap().refund(ChannelName::Wechatpay, &no, &refund_no, amount, now, settle_at);
     match done {
         Ok(r) => {

@@ -71,6 +71,15 @@ async fn wait_refund(app: &TestApp, refund_id: &str, timeout: Duration, pred: im
     }
 }
 
+/// Waits until the channel has seen at least `n` refund requests (the first and its retries).
+async fn retried_at_channel(app: &TestApp, n: u64) {
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    while app.ledger().await["refund_requests"].as_u64().unwrap() < n {
+        assert!(tokio::time::Instant::now() < end, "the refund was not retried");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
 fn refunds_at_channel(ledger: &Value, channel: &str) -> usize {
     ledger["refunds"].as_array().unwrap().iter().filter(|r| r["channel"] == channel).count()
 }
@@ -91,7 +100,7 @@ async fn alipay_refund_system_error_is_retried_under_the_same_number(b: Backend)
     let r = refund(&app, &id, "R1", 300).await;
     // ACQ.SYSTEM_ERROR: Alipay's "retry with the same parameters" — unknown, never failed.
     assert_ne!(r["status"], "failed", "{r}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    retried_at_channel(&app, 2).await;
     let again: Value = app.get(&format!("/v1/refunds/{}", r["id"].as_str().unwrap())).await.json().await.unwrap();
     assert_ne!(again["status"], "failed");
     let tries = app.ledger().await["refund_requests"].as_u64().unwrap();
@@ -113,7 +122,7 @@ async fn wechat_refund_rate_limited_is_retried_not_failed(b: Backend) {
     let r = refund(&app, &id, "R1", 300).await;
     // 429 FREQUENCY_LIMITED: not a definite "not accepted".
     assert_ne!(r["status"], "failed", "{r}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    retried_at_channel(&app, 2).await;
     app.faults(json!({"refund_error_rate": 0.0})).await;
     let done = wait_refund(&app, r["id"].as_str().unwrap(), Duration::from_secs(20), |r| r["status"] == "succeeded").await;
     assert_eq!(done["status"], "succeeded");
@@ -343,7 +352,11 @@ async fn the_simulator_judges_timestamps_by_its_own_clock() {
 /// past its expiry, and a payment whose notification was lost is still found by active query
 /// after the clock went back — the schedule is late by the jump, never skipped.
 async fn wall_clock_jumps_neither_expire_a_paid_order_nor_skip_a_schedule(b: Backend) {
-    let Some((app, clock)) = virtual_time_app(b).await else { return };
+    // Workers off: each step below is one worker round after one clock move.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let clock = ManualClock::at(now);
+    let opts = AppOptions { clock: Some(Arc::new(clock.clone())), time_scale: 1.0, workers: false, ..AppOptions::default() };
+    let Some(app) = app_with(b, opts).await else { return };
     let paid_id = order(&app, "JUMP-PAID", 500, 1800).await;
     let p = prepay_ok(&app, &paid_id, "sandbox").await;
     assert_eq!(app.sim_pay("sandbox", p["out_trade_no"].as_str().unwrap(), false).await, StatusCode::OK);
@@ -354,7 +367,8 @@ async fn wall_clock_jumps_neither_expire_a_paid_order_nor_skip_a_schedule(b: Bac
     // Forward one hour: the open order is past its expiry and closed (at the channel first);
     // the paid one stays paid.
     clock.advance_ms(3_600_000);
-    let closed = app.wait_order(&open_id, Duration::from_secs(20), |o| o["status"] == "closed").await;
+    app.run_workers().await;
+    let closed = app.order(&open_id).await;
     assert_eq!(closed["status"], "closed");
     assert_eq!(closed["attempts"][0]["status"], "closed");
     assert_eq!(app.order(&paid_id).await["status"], "paid", "a jump never expires a paid order");
@@ -366,11 +380,14 @@ async fn wall_clock_jumps_neither_expire_a_paid_order_nor_skip_a_schedule(b: Bac
     assert_eq!(app.sim_pay("sandbox", p["out_trade_no"].as_str().unwrap(), false).await, StatusCode::OK);
     clock.advance_ms(-5 * 60_000);
     // Nothing is due yet (the first query was scheduled 10 s after the prepay, now 5 min ahead)…
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    app.run_workers().await;
     assert_eq!(app.order(&lost_id).await["status"], "paying");
+    clock.advance_ms(5 * 60_000);
+    app.run_workers().await;
+    assert_eq!(app.order(&lost_id).await["status"], "paying", "still 10 s early");
     // … and once the clock passes it again, active query finds the payment.
-    clock.advance_ms(5 * 60_000 + 15_000);
-    let found = app.wait_order(&lost_id, Duration::from_secs(20), |o| o["status"] == "paid").await;
-    assert_eq!(found["status"], "paid", "the schedule was late by the jump, not skipped");
+    clock.advance_ms(15_000);
+    app.run_workers().await;
+    assert_eq!(app.order(&lost_id).await["status"], "paid", "the schedule was late by the jump, not skipped");
     assert_invariants(app.violations().await);
 }

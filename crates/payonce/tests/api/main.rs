@@ -17,6 +17,7 @@ mod prepay;
 mod recovery;
 mod statements;
 mod unionpay;
+mod virtual_time;
 mod webhooks;
 
 use payonce_testkit::{Backend, TestApp};

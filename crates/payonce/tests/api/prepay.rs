@@ -150,8 +150,7 @@ async fn a_client_hanging_up_does_not_cut_the_prepay_short(b: Backend) {
     // payonce still finished the request: the channel call's outcome is recorded (unknown, and
     // then pending once the active query found the channel order), not left as a `created`
     // intent waiting for the stale-intent sweep.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let v = app.order(id).await;
+    let v = app.wait_order(id, Duration::from_secs(10), |o| o["attempts"][0]["status"] != "created").await;
     let s = v["attempts"][0]["status"].as_str().unwrap();
     assert!(s == "unknown" || s == "pending", "{v}");
 }

@@ -31,7 +31,9 @@ async fn unionpay_form_pay_and_notify(b: Backend) {
 }
 
 async fn unionpay_query_with_stored_txn_time(b: Backend) {
-    let Some(app) = app(b).await else { return };
+    let clock = payonce_core::ManualClock::at(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64);
+    let opts = payonce_testkit::AppOptions { clock: Some(std::sync::Arc::new(clock.clone())), ..Default::default() };
+    let Some(app) = payonce_testkit::spawn_app_with(b, opts).await else { return };
     app.faults(json!({"notify_drop_rate": 1.0})).await;
     let order = app.create_order("UP-2", 500).await;
     let id = order["id"].as_str().unwrap();
@@ -43,7 +45,7 @@ async fn unionpay_query_with_stored_txn_time(b: Backend) {
     app.sim_pay("unionpay", p["out_trade_no"].as_str().unwrap(), false).await;
     // Every notification lost: the compensation query (which must name the original txnTime)
     // finds the payment. (`?sync=true` asks the channel at most once a second per order.)
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    clock.advance_ms(1_100);
     let v: Value = app.get(&format!("/v1/orders/{id}?sync=true")).await.json().await.unwrap();
     assert_eq!(v["status"], "paid");
     assert_invariants(app.violations().await);

@@ -84,6 +84,19 @@ async fn wait_for(r: &Arc<Mutex<Receiver>>, n: usize, secs: u64) {
     }
 }
 
+/// Waits until the event is recorded delivered (after which nothing retries it).
+async fn wait_delivered(app: &TestApp, event_id: &str) {
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = app.store.event(event_id).await.unwrap().unwrap().delivery_status;
+        if status == payonce_store::DeliveryStatus::Delivered {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < end, "event {event_id} still {status:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Runs the official library over the deliveries; on CI its absence is a failure.
 fn verify_with_python(deliveries: Vec<Value>) {
     let ok = std::process::Command::new("python3").args(["-c", "import standardwebhooks"]).status().is_ok_and(|s| s.success());
@@ -141,7 +154,8 @@ async fn receiver_down_first_attempts_gets_same_id_later(b: Backend) {
     let Some((app, r)) = with_receiver(b, 3, 503).await else { return };
     paid(&app, "WH-D").await;
     wait_for(&r, 4, 30).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let first = r.lock().unwrap().got[0].0.clone();
+    wait_delivered(&app, header(&first, "webhook-id")).await;
     let got = r.lock().unwrap().got.clone();
     assert_eq!(got.len(), 4, "three failures, one success, then silence");
     let ids: std::collections::BTreeSet<_> = got.iter().map(|(h, _)| header(h, "webhook-id").to_owned()).collect();
@@ -178,8 +192,7 @@ async fn receiver_failing_forever_fails_then_resend_delivers(b: Backend) {
     wait_for(&r, 6, 20).await;
     let (h, _) = r.lock().unwrap().got[5].clone();
     assert_eq!(header(&h, "webhook-id"), id, "resent under the same id");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(app.store.event(&id).await.unwrap().unwrap().delivery_status, payonce_store::DeliveryStatus::Delivered);
+    wait_delivered(&app, &id).await;
 }
 
 async fn gone_410_disables_the_endpoint(b: Backend) {
@@ -296,7 +309,8 @@ async fn internal_addresses_are_refused_unless_allowed(b: Backend) {
 }
 
 async fn sync_true_pays_in_one_call_and_announces_once(b: Backend) {
-    let opts = AppOptions { time_scale: 1.0, ..Default::default() };
+    let clock = payonce_core::ManualClock::at(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64);
+    let opts = AppOptions { time_scale: 1.0, clock: Some(Arc::new(clock.clone())), ..Default::default() };
     let Some(app) = spawn_app_with(b, opts).await else { return };
     app.faults(json!({"notify_drop_rate": 1.0})).await;
     let order = app.create_order("SYNC-1", 100).await;
@@ -307,7 +321,7 @@ async fn sync_true_pays_in_one_call_and_announces_once(b: Backend) {
     assert_eq!(app.order(id).await["status"], "paying");
     let v: Value = app.get(&format!("/v1/orders/{id}?sync=true")).await.json().await.unwrap();
     assert_eq!(v["status"], "paid", "one call");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    clock.advance_ms(1_100);
     let v: Value = app.get(&format!("/v1/orders/{id}?sync=true")).await.json().await.unwrap();
     assert_eq!(v["status"], "paid");
     let events = app.store.events_of(&payonce_core::OrderId::from_trusted(id.to_owned())).await.unwrap();
