@@ -30,18 +30,12 @@ import base64
 import http.client
 import json
 import re
-import sys
-import threading
 import time
-import tomllib
-import traceback
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import BytesIO
-from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -72,22 +66,7 @@ from alipay.aop.api.response.AlipayTradeQueryResponse import AlipayTradeQueryRes
 from alipay.aop.api.response.AlipayTradeRefundResponse import AlipayTradeRefundResponse
 from alipay.aop.api.util.SignatureUtils import get_sign_content, verify_with_rsa
 
-
-class Fail(Exception):
-    """A conformance failure: printed as one `FAIL:` line, exit status 1."""
-
-
-def check(cond, msg):
-    if not cond:
-        raise Fail(msg)
-
-
-def step(msg):
-    print(f"ok   {msg}", flush=True)
-
-
-def note(msg):
-    print(f"     {msg}", flush=True)
+from conformance import Fail, Receiver, run_script, channel_table, check, note, sim_order, sim_pay, step
 
 
 # --------------------------------------------------------------------------------------------
@@ -95,21 +74,7 @@ def note(msg):
 
 
 def load_config(state_dir):
-    path = Path(state_dir) / "channels.toml"
-    check(path.is_file(), f"{path} does not exist (is the simulator's state dir right?)")
-    with open(path, "rb") as f:
-        conf = tomllib.load(f)
-    check("alipay" in conf, f"{path} has no [alipay] table")
-    ali = conf["alipay"]
-    for key in ("gateway", "app_id", "app_private_key_file", "alipay_public_key_file"):
-        check(key in ali, f"{path} [alipay] lacks `{key}`")
-
-    def read(rel):
-        p = Path(rel)
-        if not p.is_absolute():
-            p = Path(state_dir) / p
-        check(p.is_file(), f"key file {p} does not exist")
-        return p.read_text()
+    ali, read = channel_table(state_dir, "alipay", ("gateway", "app_id", "app_private_key_file", "alipay_public_key_file"))
 
     gateway = ali["gateway"]
     u = urllib.parse.urlparse(gateway)
@@ -151,104 +116,6 @@ def rsa2_ok(public_key, message, sign_b64):
         return True
     except (InvalidSignature, ValueError, TypeError):
         return False
-
-
-# --------------------------------------------------------------------------------------------
-# The simulator's control API (plain HTTP, not part of any channel protocol)
-
-
-def sim_call(base, method, path, body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(base + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"} if data else {})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, r.read().decode("utf-8", "replace")
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode("utf-8", "replace")
-    except urllib.error.URLError as e:
-        raise Fail(f"control API {method} {path} unreachable: {e}")
-
-
-def sim_pay(conf, out_trade_no):
-    status, text = sim_call(conf["control"], "POST", "/sim/pay", {"channel": "alipay", "out_trade_no": out_trade_no})
-    check(status == 200, f"POST /sim/pay {out_trade_no}: expected 200, got {status}: {text}")
-
-
-def sim_order(conf, out_trade_no):
-    q = urllib.parse.urlencode({"channel": "alipay", "out_trade_no": out_trade_no})
-    status, text = sim_call(conf["control"], "GET", f"/sim/orders?{q}")
-    check(status == 200, f"GET /sim/orders {out_trade_no}: expected 200, got {status}: {text}")
-    try:
-        return json.loads(text)
-    except ValueError:
-        raise Fail(f"GET /sim/orders {out_trade_no}: not JSON: {text!r}")
-
-
-# --------------------------------------------------------------------------------------------
-# Notification receiver: stores each POST (headers as sent, raw body) and answers the literal
-# body `success`, which is what Alipay requires to stop retrying.
-
-
-class Receiver:
-    def __init__(self):
-        self.notes = []
-        self.cond = threading.Condition()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):
-                if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-                    raw = b""
-                    while True:
-                        size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                        if size == 0:
-                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                                pass
-                            break
-                        raw += self.rfile.read(size)
-                        self.rfile.readline()
-                else:
-                    raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with receiver.cond:
-                    receiver.notes.append({"path": self.path, "headers": dict(self.headers.items()), "body": raw})
-                    receiver.cond.notify_all()
-                answer = b"success"
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain;charset=utf-8")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/notify/alipay"
-
-    def wait_for(self, pred, timeout):
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                for n in self.notes:
-                    if pred(n):
-                        return n
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self.cond.wait(left)
-
-    def for_order(self, out_trade_no):
-        with self.cond:
-            return [n for n in self.notes if form(n).get("out_trade_no") == out_trade_no]
-
-    def summary(self):
-        with self.cond:
-            return [f"{n['path']} headers={n['headers']} body={n['body'][:300]!r}" for n in self.notes]
 
 
 def form(note_):
@@ -407,8 +274,8 @@ def run_community(conf, receiver, run):
           f"[{tag}] close of an unscanned precreate should be 40004 ACQ.TRADE_NOT_EXIST: {r}")
     step(f"[{tag}] close {otn_b} (unscanned): 40004 ACQ.TRADE_NOT_EXIST")
 
-    sim_pay(conf, otn_a)
-    o = sim_order(conf, otn_a)
+    sim_pay(conf["control"], "alipay", otn_a)
+    o = sim_order(conf["control"], "alipay", otn_a)
     check(o.get("state") == "TRADE_SUCCESS", f"/sim/orders {otn_a}: state should be TRADE_SUCCESS: {o}")
     step(f"[{tag}] /sim/pay {otn_a}: paid (/sim/orders: {o})")
 
@@ -447,10 +314,10 @@ def run_community(conf, receiver, run):
         check(r["refund_amount"] == "0.23", f"[{tag}] refund query: refund_amount should be '0.23': {r}")
     step(f"[{tag}] refund query {out_request_no}: 10000, refund_amount {r.get('refund_amount')}, "
          f"refund_status {r.get('refund_status')}")
-    note(f"/sim/orders after refund: {sim_order(conf, otn_a)}")
+    note(f"/sim/orders after refund: {sim_order(conf['control'], 'alipay', otn_a)}")
 
     time.sleep(0.5)
-    notes = receiver.for_order(otn_a)
+    notes = receiver.matching(lambda n: form(n).get("out_trade_no") == otn_a)
     for n in notes:
         d = form(n)
         s = d.pop("sign", "")
@@ -567,8 +434,8 @@ def run_official(conf, receiver, run):
     check(not resp.is_success(), f"[{tag}] close B: is_success() should be False")
     step(f"[{tag}] close {otn_b} (unscanned): 40004 ACQ.TRADE_NOT_EXIST")
 
-    sim_pay(conf, otn_a)
-    o = sim_order(conf, otn_a)
+    sim_pay(conf["control"], "alipay", otn_a)
+    o = sim_order(conf["control"], "alipay", otn_a)
     check(o.get("state") == "TRADE_SUCCESS", f"/sim/orders {otn_a}: state should be TRADE_SUCCESS: {o}")
     step(f"[{tag}] /sim/pay {otn_a}: paid (/sim/orders: {o})")
 
@@ -621,10 +488,10 @@ def run_official(conf, receiver, run):
     if "refund_amount" in body:
         check(body["refund_amount"] == "0.23", f"[{tag}] refund query: refund_amount should be '0.23': {body}")
     step(f"[{tag}] refund query {out_request_no}: 10000, refund_amount {body.get('refund_amount')}")
-    note(f"/sim/orders after refund: {sim_order(conf, otn_a)}")
+    note(f"/sim/orders after refund: {sim_order(conf['control'], 'alipay', otn_a)}")
 
     time.sleep(0.5)
-    notes = receiver.for_order(otn_a)
+    notes = receiver.matching(lambda n: form(n).get("out_trade_no") == otn_a)
     for n in notes:
         d = form(n)
         sign = d.get("sign", "")
@@ -635,7 +502,8 @@ def run_official(conf, receiver, run):
 
 def main(state_dir):
     conf = load_config(state_dir)
-    receiver = Receiver()
+    # The literal body `success` is what Alipay requires to stop retrying.
+    receiver = Receiver("alipay", 200, b"success")
     note(f"gateway {conf['gateway']}, control {conf['control']}, notify receiver {receiver.url}")
     run = uuid.uuid4().hex[:12]
     run_community(conf, receiver, run)
@@ -645,16 +513,4 @@ def main(state_dir):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        print(f"usage: {sys.argv[0]} STATE_DIR", file=sys.stderr)
-        sys.exit(2)
-    try:
-        main(sys.argv[1])
-    except Fail as e:
-        print(f"FAIL: {e}", flush=True)
-        sys.exit(1)
-    except Exception:
-        traceback.print_exc()
-        print("FAIL: unexpected error (traceback above)", flush=True)
-        sys.exit(2)
-    sys.exit(0)
+    run_script(main)

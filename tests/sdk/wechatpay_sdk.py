@@ -25,38 +25,17 @@
 import base64
 import copy
 import json
-import sys
-import threading
 import time
-import tomllib
-import traceback
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import wechatpayv3.core as wx_core
 from wechatpayv3 import WeChatPay, WeChatPayType
 from wechatpayv3.utils import aes_decrypt, load_public_key, rsa_verify
 
-
-class Fail(Exception):
-    """A conformance failure: printed as one `FAIL:` line, exit status 1."""
-
-
-def check(cond, msg):
-    if not cond:
-        raise Fail(msg)
-
-
-def step(msg):
-    print(f"ok   {msg}", flush=True)
-
-
-def note(msg):
-    print(f"     {msg}", flush=True)
+from conformance import Fail, Receiver, run_script, channel_table, check, note, sim_order, sim_pay, step
 
 
 # --------------------------------------------------------------------------------------------
@@ -64,22 +43,8 @@ def note(msg):
 
 
 def load_config(state_dir):
-    path = Path(state_dir) / "channels.toml"
-    check(path.is_file(), f"{path} does not exist (is the simulator's state dir right?)")
-    with open(path, "rb") as f:
-        conf = tomllib.load(f)
-    check("wechatpay" in conf, f"{path} has no [wechatpay] table")
-    wx = conf["wechatpay"]
-    for key in ("gateway", "mchid", "appid", "merchant_serial_no", "merchant_key_file", "apiv3_key_file",
-                "platform_public_key_file", "platform_public_key_id"):
-        check(key in wx, f"{path} [wechatpay] lacks `{key}`")
-
-    def read(rel):
-        p = Path(rel)
-        if not p.is_absolute():
-            p = Path(state_dir) / p
-        check(p.is_file(), f"key file {p} does not exist")
-        return p.read_text()
+    wx, read = channel_table(state_dir, "wechatpay", ("gateway", "mchid", "appid", "merchant_serial_no", "merchant_key_file",
+                                                       "apiv3_key_file", "platform_public_key_file", "platform_public_key_id"))
 
     apiv3_key = read(wx["apiv3_key_file"]).strip()
     check(len(apiv3_key.encode()) == 32, f"APIv3 key must be 32 bytes, got {len(apiv3_key.encode())}")
@@ -93,101 +58,6 @@ def load_config(state_dir):
         "public_key": read(wx["platform_public_key_file"]),
         "public_key_id": str(wx["platform_public_key_id"]),
     }
-
-
-# --------------------------------------------------------------------------------------------
-# The simulator's control API (plain HTTP, not part of any channel protocol)
-
-
-def sim_call(base, method, path, body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(base + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"} if data else {})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, r.read().decode("utf-8", "replace")
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode("utf-8", "replace")
-    except urllib.error.URLError as e:
-        raise Fail(f"control API {method} {path} unreachable: {e}")
-
-
-def sim_pay(base, out_trade_no):
-    status, text = sim_call(base, "POST", "/sim/pay", {"channel": "wechatpay", "out_trade_no": out_trade_no})
-    check(status == 200, f"POST /sim/pay {out_trade_no}: expected 200, got {status}: {text}")
-
-
-def sim_order(base, out_trade_no):
-    q = urllib.parse.urlencode({"channel": "wechatpay", "out_trade_no": out_trade_no})
-    status, text = sim_call(base, "GET", f"/sim/orders?{q}")
-    check(status == 200, f"GET /sim/orders {out_trade_no}: expected 200, got {status}: {text}")
-    try:
-        return json.loads(text)
-    except ValueError:
-        raise Fail(f"GET /sim/orders {out_trade_no}: not JSON: {text!r}")
-
-
-# --------------------------------------------------------------------------------------------
-# Notification receiver: stores each POST's headers (a plain dict with the header names as
-# sent on the wire, as web frameworks hand them to the SDK) and raw body; answers 204.
-
-
-class Receiver:
-    def __init__(self, status=204, body=b""):
-        self.notes = []
-        self.cond = threading.Condition()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):
-                if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-                    raw = b""
-                    while True:
-                        size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                        if size == 0:
-                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                                pass
-                            break
-                        raw += self.rfile.read(size)
-                        self.rfile.readline()
-                else:
-                    raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with receiver.cond:
-                    receiver.notes.append({"path": self.path, "headers": dict(self.headers.items()), "body": raw})
-                    receiver.cond.notify_all()
-                self.send_response(status)
-                if body:
-                    self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if body:
-                    self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/notify/wechatpay"
-
-    def wait_for(self, pred, timeout):
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                for n in self.notes:
-                    if pred(n):
-                        return n
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self.cond.wait(left)
-
-    def summary(self):
-        with self.cond:
-            return [f"{n['path']} headers={n['headers']} body={n['body'][:300]!r}" for n in self.notes]
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,7 +150,7 @@ def expect_code(label, got, want, message):
 def main(state_dir):
     conf = load_config(state_dir)
     gateway = conf["gateway"]
-    receiver = Receiver(status=204)
+    receiver = Receiver("wechatpay", status=204)
     note(f"gateway {gateway}, notify receiver {receiver.url}")
 
     wxpay = WeChatPay(
@@ -337,8 +207,8 @@ def main(state_dir):
     step(f"query {otn_b}: CLOSED")
 
     # 4. Pay A, receive and verify the notification
-    sim_pay(gateway, otn_a)
-    o = sim_order(gateway, otn_a)
+    sim_pay(gateway, "wechatpay", otn_a)
+    o = sim_order(gateway, "wechatpay", otn_a)
     check(o.get("state") == "SUCCESS", f"/sim/orders {otn_a}: state should be SUCCESS after /sim/pay: {o}")
     step(f"/sim/pay {otn_a}: paid (/sim/orders: {o})")
 
@@ -428,7 +298,7 @@ def main(state_dir):
     check(qr.get("status") in ("SUCCESS", "PROCESSING"), f"query_refund: status: {qr}")
     check((qr.get("amount") or {}).get("refund") == 23, f"query_refund: amount.refund should be 23: {qr}")
     step(f"query_refund {out_refund_no}: status {qr['status']}, amount.refund 23")
-    note(f"/sim/orders after refund: {sim_order(gateway, otn_a)}")
+    note(f"/sim/orders after refund: {sim_order(gateway, 'wechatpay', otn_a)}")
 
     # 7. Every notification received (the refund carries notify_url too) must verify.
     time.sleep(0.5)
@@ -473,16 +343,4 @@ def diagnose_notification(headers, raw, conf):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        print(f"usage: {sys.argv[0]} STATE_DIR", file=sys.stderr)
-        sys.exit(2)
-    try:
-        main(sys.argv[1])
-    except Fail as e:
-        print(f"FAIL: {e}", flush=True)
-        sys.exit(1)
-    except Exception:
-        traceback.print_exc()
-        print("FAIL: unexpected error (traceback above)", flush=True)
-        sys.exit(2)
-    sys.exit(0)
+    run_script(main)

@@ -169,7 +169,7 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
         ..ServerConfig::default()
     };
     let (key, _) = MasterKey::random();
-    let creds = payonce_server::apps::create_app_with_sink(store.as_ref(), &key, &SystemClock, "test-shop", opts.webhook_url.as_deref(), None, opts.sink.as_deref())
+    let creds = payonce_server::apps::create_app(store.as_ref(), &key, &SystemClock, payonce_server::apps::NewApp { name: "test-shop", webhook_url: opts.webhook_url.as_deref(), sink: opts.sink.as_deref(), ..Default::default() })
         .await
         .expect("app");
     let sinks = payonce_server::sinks::Sinks::from_config(&opts.sinks).await.expect("sinks");

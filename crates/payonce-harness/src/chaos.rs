@@ -179,7 +179,7 @@ pub async fn run(cfg: ChaosConfig) -> anyhow::Result<ChaosReport> {
     let store = payonce_store::open(&cfg.database_url, true).await?;
     let (key, key_hex) = MasterKey::random();
     let hooks = WebhookCounter::start().await?;
-    let app = payonce_server::apps::create_app(store.as_ref(), &key, &payonce_core::SystemClock, "chaos", Some(&hooks.url), None).await?;
+    let app = payonce_server::apps::create_app(store.as_ref(), &key, &payonce_core::SystemClock, payonce_server::apps::NewApp { name: "chaos", webhook_url: Some(&hooks.url), ..Default::default() }).await?;
 
     // Fixed ports, so a restarted instance receives the notifications sent to its predecessor.
     let mut ports = Vec::new();

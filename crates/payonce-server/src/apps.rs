@@ -17,28 +17,27 @@ impl std::fmt::Debug for NewAppCredentials {
     }
 }
 
-pub async fn create_app(
-    store: &dyn Store,
-    key: &MasterKey,
-    clock: &dyn Clock,
-    name: &str,
-    webhook_url: Option<&str>,
-    allowed_hosts: Option<&str>,
-) -> Result<NewAppCredentials, StoreError> {
-    create_app_with_sink(store, key, clock, name, webhook_url, allowed_hosts, None).await
+/// What `payonce apps create` is given: everything but the name may be left out.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NewApp<'a> {
+    pub name: &'a str,
+    /// Where events are POSTed (Standard Webhooks), unless the app has a broker `sink`.
+    pub webhook_url: Option<&'a str>,
+    /// Comma-separated hosts a per-order `notify_url` may name.
+    pub allowed_hosts: Option<&'a str>,
+    /// `webhook` (the default), `rabbitmq` or `nats`.
+    pub sink: Option<&'a str>,
 }
 
-/// Like `create_app`, with the app's events going to `sink` (`rabbitmq`, `nats`) instead of
-/// its webhook.
-pub async fn create_app_with_sink(
-    store: &dyn Store,
-    key: &MasterKey,
-    clock: &dyn Clock,
-    name: &str,
-    webhook_url: Option<&str>,
-    allowed_hosts: Option<&str>,
-    sink: Option<&str>,
-) -> Result<NewAppCredentials, StoreError> {
+impl<'a> NewApp<'a> {
+    pub fn named(name: &'a str) -> Self {
+        NewApp { name, ..Default::default() }
+    }
+}
+
+/// Registers an app; its secret and webhook secret are returned once and never again.
+pub async fn create_app(store: &dyn Store, key: &MasterKey, clock: &dyn Clock, new: NewApp<'_>) -> Result<NewAppCredentials, StoreError> {
+    let NewApp { name, webhook_url, allowed_hosts, sink } = new;
     let id = AppId::new();
     let secret = new_app_secret();
     let webhook_secret = new_webhook_secret();

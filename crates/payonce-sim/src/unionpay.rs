@@ -312,14 +312,7 @@ fn notify_refund(sim: Arc<Sim>, url: String, r: crate::ledger::Refund, orig_qry_
             p("respCode", "00"),
             p("respMsg", "成功[0000000]"),
         ]);
-        let params = sign_as_unionpay(&sim, fields);
-        let body = form_encode(&params).into_bytes();
-        crate::notify::spawn(
-            sim,
-            url,
-            move || crate::notify::Delivery { headers: vec![], content_type: "application/x-www-form-urlencoded;charset=UTF-8", body: body.clone() },
-            |status, _| status == 200,
-        );
+        send_notification(sim, url, fields);
     });
 }
 
@@ -339,11 +332,16 @@ pub(crate) fn notify(sim: Arc<Sim>, order: SimOrder, _event_id: String) {
         p("respCode", "00"),
         p("respMsg", "成功[0000000]"),
     ]);
+    send_notification(sim, order.notify_url.clone(), fields);
+}
+
+/// Signs a `backUrl` notification and posts it as a form, retried until the merchant answers 200.
+fn send_notification(sim: Arc<Sim>, url: String, fields: Vec<(String, String)>) {
     let params = sign_as_unionpay(&sim, fields);
     let body = form_encode(&params).into_bytes();
     crate::notify::spawn(
         sim,
-        order.notify_url.clone(),
+        url,
         move || crate::notify::Delivery { headers: vec![], content_type: "application/x-www-form-urlencoded;charset=UTF-8", body: body.clone() },
         |status, _| status == 200,
     );

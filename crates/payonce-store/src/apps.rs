@@ -19,12 +19,6 @@ pub trait Apps: Send + Sync {
 /// The SQL of `Apps` for one backend (see `sql::impl_store!` for the parameters).
 macro_rules! apps_sql {
     ($Store:ty, $Db:ty, backend = $backend:expr, for_update = $for_update:literal, skip_locked = $skip_locked:literal, migrations = $migrations:expr) => {
-        impl $Store {
-            fn app_row(r: &<$Db as sqlx::Database>::Row) -> $crate::Result<$crate::App> {
-                Ok(<$crate::rows::AppRow as sqlx::FromRow<_>>::from_row(r)?.try_into()?)
-            }
-        }
-
         #[async_trait::async_trait]
         impl $crate::Apps for $Store {
             async fn insert_app(&self, app: &$crate::App) -> $crate::Result<()> {
@@ -52,7 +46,7 @@ macro_rules! apps_sql {
                     .bind(secret_hash)
                     .fetch_optional(self.reader())
                     .await?;
-                row.as_ref().map(Self::app_row).transpose()
+                row.as_ref().map($crate::rows::app_row).transpose()
             }
 
             async fn app(&self, id: &payonce_core::AppId) -> $crate::Result<Option<$crate::App>> {
@@ -60,7 +54,7 @@ macro_rules! apps_sql {
                     .bind(id.as_str())
                     .fetch_optional(self.reader())
                     .await?;
-                row.as_ref().map(Self::app_row).transpose()
+                row.as_ref().map($crate::rows::app_row).transpose()
             }
 
             async fn disable_webhook(&self, app: &payonce_core::AppId, _now: payonce_core::Timestamp) -> $crate::Result<()> {

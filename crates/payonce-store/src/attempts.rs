@@ -41,10 +41,6 @@ pub trait Attempts: Send + Sync {
 macro_rules! attempts_sql {
     ($Store:ty, $Db:ty, backend = $backend:expr, for_update = $for_update:literal, skip_locked = $skip_locked:literal, migrations = $migrations:expr) => {
         impl $Store {
-            fn attempt_row(r: &<$Db as sqlx::Database>::Row) -> $crate::Result<$crate::Attempt> {
-                Ok(<$crate::rows::AttemptRow as sqlx::FromRow<_>>::from_row(r)?.try_into()?)
-            }
-
             async fn tx_attempt_by_no(
                 tx: &mut sqlx::Transaction<'static, $Db>,
                 channel: &str,
@@ -55,7 +51,7 @@ macro_rules! attempts_sql {
                     .bind(out_trade_no)
                     .fetch_optional(&mut **tx)
                     .await?;
-                row.as_ref().map(Self::attempt_row).transpose()
+                row.as_ref().map($crate::rows::attempt_row).transpose()
             }
 
             async fn tx_attempt(
@@ -66,7 +62,7 @@ macro_rules! attempts_sql {
                     .bind(id)
                     .fetch_optional(&mut **tx)
                     .await?;
-                row.as_ref().map(Self::attempt_row).transpose()
+                row.as_ref().map($crate::rows::attempt_row).transpose()
             }
 
             async fn tx_active_attempt(
@@ -80,7 +76,7 @@ macro_rules! attempts_sql {
                 .bind(order_id)
                 .fetch_optional(&mut **tx)
                 .await?;
-                row.as_ref().map(Self::attempt_row).transpose()
+                row.as_ref().map($crate::rows::attempt_row).transpose()
             }
         }
 
@@ -91,7 +87,7 @@ macro_rules! attempts_sql {
                     .bind(order.as_str())
                     .fetch_all(self.reader())
                     .await?;
-                rows.iter().map(Self::attempt_row).collect()
+                rows.iter().map($crate::rows::attempt_row).collect()
             }
 
             async fn attempt(&self, id: &payonce_core::AttemptId) -> $crate::Result<Option<$crate::Attempt>> {
@@ -99,7 +95,7 @@ macro_rules! attempts_sql {
                     .bind(id.as_str())
                     .fetch_optional(self.reader())
                     .await?;
-                row.as_ref().map(Self::attempt_row).transpose()
+                row.as_ref().map($crate::rows::attempt_row).transpose()
             }
 
             async fn attempt_by_out_trade_no(&self, channel: payonce_core::ChannelName, no: &str) -> $crate::Result<Option<$crate::Attempt>> {
@@ -108,7 +104,7 @@ macro_rules! attempts_sql {
                     .bind(no)
                     .fetch_optional(self.reader())
                     .await?;
-                row.as_ref().map(Self::attempt_row).transpose()
+                row.as_ref().map($crate::rows::attempt_row).transpose()
             }
 
             async fn attempts_with_channel_trade_no(&self, channel: payonce_core::ChannelName, trade_no: &str) -> $crate::Result<Vec<$crate::Attempt>> {
@@ -117,7 +113,7 @@ macro_rules! attempts_sql {
                     .bind(trade_no)
                     .fetch_all(self.reader())
                     .await?;
-                rows.iter().map(Self::attempt_row).collect()
+                rows.iter().map($crate::rows::attempt_row).collect()
             }
 
             async fn begin_attempt(&self, a: &$crate::Attempt, now: payonce_core::Timestamp) -> $crate::Result<$crate::BeginAttempt> {
@@ -437,7 +433,7 @@ macro_rules! attempts_sql {
                 let rows = sqlx::query(concat!("SELECT ", $crate::sql::attempt_cols!(), " FROM attempts ORDER BY id"))
                     .fetch_all(self.reader())
                     .await?;
-                rows.iter().map(Self::attempt_row).collect()
+                rows.iter().map($crate::rows::attempt_row).collect()
             }
         }
     };

@@ -54,7 +54,7 @@ macro_rules! leases_sql {
                     "UPDATE events SET lease_until = $1, lease_owner = $2 WHERE id IN (SELECT id FROM events \
                      WHERE delivery_status = 'pending' AND next_attempt_at <= $3 AND (lease_until IS NULL OR lease_until < $3) \
                      ORDER BY next_attempt_at LIMIT $4", $skip_locked, ") RETURNING ", $crate::sql::event_cols!()
-                ), now, lease_ms, owner, limit, Self::event_row).await
+                ), now, lease_ms, owner, limit, $crate::rows::event_row).await
             }
 
             async fn defer_unknown(&self, id: &payonce_core::AttemptId, until: payonce_core::Timestamp, now: payonce_core::Timestamp) -> $crate::Result<()> {
@@ -75,7 +75,7 @@ macro_rules! leases_sql {
                      WHERE next_query_at IS NOT NULL AND next_query_at <= $3 AND status NOT IN ('succeeded', 'failed') \
                      AND (lease_until IS NULL OR lease_until < $3) ORDER BY next_query_at LIMIT $4", $skip_locked, ") RETURNING ",
                     $crate::sql::attempt_cols!()
-                ), now, lease_ms, owner, limit, Self::attempt_row).await
+                ), now, lease_ms, owner, limit, $crate::rows::attempt_row).await
             }
 
             async fn finish_attempt_check(&self, id: &payonce_core::AttemptId, owner: &str, next: Option<payonce_core::Timestamp>, now: payonce_core::Timestamp) -> $crate::Result<bool> {
@@ -100,7 +100,7 @@ macro_rules! leases_sql {
                     "UPDATE orders SET lease_until = $1, lease_owner = $2 WHERE id IN (SELECT id FROM orders \
                      WHERE status IN ('unpaid', 'paying') AND expires_at <= $3 AND (lease_until IS NULL OR lease_until < $3) \
                      ORDER BY expires_at LIMIT $4", $skip_locked, ") RETURNING ", $crate::sql::order_cols!()
-                ), now, lease_ms, owner, limit, Self::order_row).await
+                ), now, lease_ms, owner, limit, $crate::rows::order_row).await
             }
 
             async fn release_order(&self, id: &payonce_core::OrderId, owner: &str) -> $crate::Result<()> {
@@ -120,7 +120,7 @@ macro_rules! leases_sql {
                      WHERE status IN ('pending', 'unknown') AND next_query_at IS NOT NULL AND next_query_at <= $3 \
                      AND (lease_until IS NULL OR lease_until < $3) ORDER BY next_query_at LIMIT $4", $skip_locked, ") RETURNING ",
                     $crate::sql::refund_cols!()
-                ), now, lease_ms, owner, limit, Self::refund_row).await
+                ), now, lease_ms, owner, limit, $crate::rows::refund_row).await
             }
         }
     };

@@ -22,10 +22,6 @@ pub trait Orders: Send + Sync {
 macro_rules! orders_sql {
     ($Store:ty, $Db:ty, backend = $backend:expr, for_update = $for_update:literal, skip_locked = $skip_locked:literal, migrations = $migrations:expr) => {
         impl $Store {
-            fn order_row(r: &<$Db as sqlx::Database>::Row) -> $crate::Result<$crate::Order> {
-                Ok(<$crate::rows::OrderRow as sqlx::FromRow<_>>::from_row(r)?.try_into()?)
-            }
-
             /// Reads an order inside a write transaction, locking it where the backend can.
             async fn lock_order(
                 tx: &mut sqlx::Transaction<'static, $Db>,
@@ -35,7 +31,7 @@ macro_rules! orders_sql {
                     .bind(id)
                     .fetch_optional(&mut **tx)
                     .await?;
-                row.as_ref().map(Self::order_row).transpose()
+                row.as_ref().map($crate::rows::order_row).transpose()
             }
 
             /// Conditional update of an order: succeeds only if nobody moved it since we read
@@ -46,10 +42,22 @@ macro_rules! orders_sql {
                 status: payonce_core::OrderStatus,
                 now: payonce_core::Timestamp,
             ) -> $crate::Result<$crate::Order> {
+                Self::tx_update_order(tx, order, status, order.refunded_amount, now).await
+            }
+
+            /// `tx_set_order_status` that also records the total refunded.
+            async fn tx_update_order(
+                tx: &mut sqlx::Transaction<'static, $Db>,
+                order: &$crate::Order,
+                status: payonce_core::OrderStatus,
+                refunded_amount: i64,
+                now: payonce_core::Timestamp,
+            ) -> $crate::Result<$crate::Order> {
                 let done = sqlx::query(
-                    "UPDATE orders SET status = $1, version = version + 1, updated_at = $2 WHERE id = $3 AND version = $4",
+                    "UPDATE orders SET status = $1, refunded_amount = $2, version = version + 1, updated_at = $3 WHERE id = $4 AND version = $5",
                 )
                 .bind(status.as_str())
+                .bind(refunded_amount)
                 .bind(now.0)
                 .bind(order.id.as_str())
                 .bind(order.version)
@@ -60,6 +68,7 @@ macro_rules! orders_sql {
                 }
                 let mut o = order.clone();
                 o.status = status;
+                o.refunded_amount = refunded_amount;
                 o.version += 1;
                 o.updated_at = now;
                 Ok(o)
@@ -118,7 +127,7 @@ macro_rules! orders_sql {
                     .bind(&o.merchant_order_no)
                     .fetch_one(&mut *tx)
                     .await?;
-                    Some(Self::order_row(&row)?)
+                    Some($crate::rows::order_row(&row)?)
                 };
                 tx.commit().await?;
                 Ok(match existing {
@@ -134,7 +143,7 @@ macro_rules! orders_sql {
                     .bind(app.as_str())
                     .fetch_optional(self.reader())
                     .await?;
-                row.as_ref().map(Self::order_row).transpose()
+                row.as_ref().map($crate::rows::order_row).transpose()
             }
 
             async fn order_by_merchant_no(&self, app: &payonce_core::AppId, no: &str) -> $crate::Result<Option<$crate::Order>> {
@@ -145,7 +154,7 @@ macro_rules! orders_sql {
                 .bind(no)
                 .fetch_optional(self.reader())
                 .await?;
-                row.as_ref().map(Self::order_row).transpose()
+                row.as_ref().map($crate::rows::order_row).transpose()
             }
 
             async fn close_order(
@@ -197,7 +206,7 @@ macro_rules! orders_sql {
                 let rows = sqlx::query(concat!("SELECT ", $crate::sql::order_cols!(), " FROM orders ORDER BY id"))
                     .fetch_all(self.reader())
                     .await?;
-                rows.iter().map(Self::order_row).collect()
+                rows.iter().map($crate::rows::order_row).collect()
             }
         }
     };

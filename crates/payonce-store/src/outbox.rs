@@ -23,10 +23,6 @@ pub trait Outbox: Send + Sync {
 macro_rules! outbox_sql {
     ($Store:ty, $Db:ty, backend = $backend:expr, for_update = $for_update:literal, skip_locked = $skip_locked:literal, migrations = $migrations:expr) => {
         impl $Store {
-            fn event_row(r: &<$Db as sqlx::Database>::Row) -> $crate::Result<$crate::EventRow> {
-                Ok(<$crate::rows::EventDbRow as sqlx::FromRow<_>>::from_row(r)?.try_into()?)
-            }
-
             async fn tx_insert_event(
                 tx: &mut sqlx::Transaction<'static, $Db>,
                 kind: &str,
@@ -109,7 +105,7 @@ macro_rules! outbox_sql {
                         .fetch_all(self.reader())
                         .await?,
                 };
-                rows.iter().map(Self::event_row).collect()
+                rows.iter().map($crate::rows::event_row).collect()
             }
 
             async fn event(&self, id: &str) -> $crate::Result<Option<$crate::EventRow>> {
@@ -117,7 +113,7 @@ macro_rules! outbox_sql {
                     .bind(id)
                     .fetch_optional(self.reader())
                     .await?;
-                row.as_ref().map(Self::event_row).transpose()
+                row.as_ref().map($crate::rows::event_row).transpose()
             }
 
             async fn delivery_attempts(&self, event_id: &str) -> $crate::Result<Vec<$crate::DeliveryAttempt>> {
@@ -162,7 +158,7 @@ macro_rules! outbox_sql {
                     .bind(order.as_str())
                     .fetch_all(self.reader())
                     .await?;
-                rows.iter().map(Self::event_row).collect()
+                rows.iter().map($crate::rows::event_row).collect()
             }
         }
     };

@@ -29,10 +29,6 @@ pub trait Refunds: Send + Sync {
 macro_rules! refunds_sql {
     ($Store:ty, $Db:ty, backend = $backend:expr, for_update = $for_update:literal, skip_locked = $skip_locked:literal, migrations = $migrations:expr) => {
         impl $Store {
-            fn refund_row(r: &<$Db as sqlx::Database>::Row) -> $crate::Result<$crate::Refund> {
-                Ok(<$crate::rows::RefundRow as sqlx::FromRow<_>>::from_row(r)?.try_into()?)
-            }
-
             async fn tx_insert_refund(tx: &mut sqlx::Transaction<'static, $Db>, r: &$crate::Refund) -> Result<bool, sqlx::Error> {
                 let done = sqlx::query(
                     "INSERT INTO refunds (id, order_id, app_id, attempt_id, channel, out_trade_no, merchant_refund_no, out_refund_no, \
@@ -79,7 +75,7 @@ macro_rules! refunds_sql {
                     .bind(id.as_str())
                     .fetch_one(&mut **tx)
                     .await?;
-                let r = Self::refund_row(&r)?;
+                let r = $crate::rows::refund_row(&r)?;
                 if matches!(r.status, RefundStatus::Succeeded | RefundStatus::Failed) {
                     return Ok(Some(r));
                 }
@@ -125,20 +121,7 @@ macro_rules! refunds_sql {
                         .status
                         .next(payonce_core::OrderEvent::Refunded { refunded_total: total, amount: order.amount.minor })
                         .map_err(|e| $crate::StoreError::Corrupt(e.to_string()))?;
-                    let done = sqlx::query("UPDATE orders SET refunded_amount = $1, status = $2, version = version + 1, updated_at = $3 WHERE id = $4 AND version = $5")
-                        .bind(total)
-                        .bind(next_status.as_str())
-                        .bind(now.0)
-                        .bind(order.id.as_str())
-                        .bind(order.version)
-                        .execute(&mut **tx)
-                        .await?;
-                    if done.rows_affected() != 1 {
-                        return Err($crate::StoreError::Contended("order"));
-                    }
-                    order.refunded_amount = total;
-                    order.status = next_status;
-                    order.version += 1;
+                    order = Self::tx_update_order(tx, &order, next_status, total, now).await?;
                 }
                 if status == RefundStatus::Failed && r.kind == RefundKind::Duplicate {
                     Self::tx_insert_abnormal(tx, "duplicate_refund_failed", r.id.as_str(), updated.failure_reason.as_deref().unwrap_or(""), now).await?;
@@ -180,7 +163,7 @@ macro_rules! refunds_sql {
                     .fetch_optional(&mut *tx)
                     .await?;
                 let r = match r {
-                    Some(r) => Some(Self::refund_row(&r)?),
+                    Some(r) => Some($crate::rows::refund_row(&r)?),
                     None => None,
                 };
                 tx.commit().await?;
@@ -201,7 +184,7 @@ macro_rules! refunds_sql {
                         .fetch_optional(&mut *tx)
                         .await?;
                     if let Some(row) = row {
-                        let existing = Self::refund_row(&row)?;
+                        let existing = $crate::rows::refund_row(&row)?;
                         return Ok(if existing.content_hash == r.content_hash { CreateRefund::Existing(existing) } else { CreateRefund::Conflict(existing) });
                     }
                 }
@@ -236,7 +219,7 @@ macro_rules! refunds_sql {
                     .bind(app.as_str())
                     .fetch_optional(self.reader())
                     .await?;
-                row.as_ref().map(Self::refund_row).transpose()
+                row.as_ref().map($crate::rows::refund_row).transpose()
             }
 
             async fn refunds_of(&self, order: &payonce_core::OrderId) -> $crate::Result<Vec<$crate::Refund>> {
@@ -244,14 +227,14 @@ macro_rules! refunds_sql {
                     .bind(order.as_str())
                     .fetch_all(self.reader())
                     .await?;
-                rows.iter().map(Self::refund_row).collect()
+                rows.iter().map($crate::rows::refund_row).collect()
             }
 
             async fn all_refunds(&self) -> $crate::Result<Vec<$crate::Refund>> {
                 let rows = sqlx::query(concat!("SELECT ", $crate::sql::refund_cols!(), " FROM refunds ORDER BY id"))
                     .fetch_all(self.reader())
                     .await?;
-                rows.iter().map(Self::refund_row).collect()
+                rows.iter().map($crate::rows::refund_row).collect()
             }
 
             async fn record_refund(

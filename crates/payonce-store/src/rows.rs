@@ -242,3 +242,24 @@ impl TryFrom<AppRow> for App {
         })
     }
 }
+
+/// Decoding a backend's row: sqlx reads the row struct, `TryFrom` checks its values. Generic
+/// over the backend, so the SQL of both stores shares them.
+macro_rules! decoders {
+    ($($name:ident: $Row:ty => $T:ty),* $(,)?) => {$(
+        pub(crate) fn $name<R: sqlx::Row>(r: &R) -> Result<$T, StoreError>
+        where
+            for<'r> $Row: sqlx::FromRow<'r, R>,
+        {
+            <$Row as sqlx::FromRow<'_, R>>::from_row(r)?.try_into()
+        }
+    )*};
+}
+
+decoders!(
+    order_row: OrderRow => crate::Order,
+    attempt_row: AttemptRow => crate::Attempt,
+    refund_row: RefundRow => crate::Refund,
+    event_row: EventDbRow => crate::EventRow,
+    app_row: AppRow => crate::App,
+);

@@ -82,7 +82,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let sim = payonce_sim::start(tokio::net::TcpListener::bind("127.0.0.1:0").await?, &tmp.path().join("sim")).await?;
     let store = payonce_store::open(&db_url, true).await.context("open database")?;
     let (key, key_hex) = MasterKey::random();
-    let app = payonce_server::apps::create_app(store.as_ref(), &key, &payonce_core::SystemClock, "bench", None, None).await?;
+    let app = payonce_server::apps::create_app(store.as_ref(), &key, &payonce_core::SystemClock, payonce_server::apps::NewApp::named("bench")).await?;
     let exe = std::env::current_exe()?;
     let server = ServeProcess::spawn(&exe, &db_url, &sim.channels_file, &key_hex, &[]).await?;
     let base = server.base_url();

@@ -151,15 +151,7 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             let store = payonce_store::open(&database_url, true).await?;
             let key = serve::master_key(&master_key_file)?;
             let creds =
-                payonce_server::apps::create_app_with_sink(
-                    store.as_ref(),
-                    &key,
-                    &payonce_core::SystemClock,
-                    &name,
-                    webhook_url.as_deref(),
-                    (!allow_hosts.is_empty()).then(|| allow_hosts.join(",")).as_deref(),
-                    Some(&sink),
-                )
+                payonce_server::apps::create_app(store.as_ref(), &key, &payonce_core::SystemClock, payonce_server::apps::NewApp { name: &name, webhook_url: webhook_url.as_deref(), allowed_hosts: (!allow_hosts.is_empty()).then(|| allow_hosts.join(",")).as_deref(), sink: Some(&sink), ..Default::default() })
                 .await?;
             if json {
                 println!(

@@ -43,8 +43,8 @@ pub async fn run(args: StormArgs) -> anyhow::Result<ExitCode> {
     let sim = payonce_sim::start(tokio::net::TcpListener::bind("127.0.0.1:0").await?, &tmp.path().join("sim")).await?;
     let store = payonce_store::open(&db_url, true).await?;
     let (key, key_hex) = MasterKey::random();
-    let greedy = payonce_server::apps::create_app(store.as_ref(), &key, &payonce_core::SystemClock, "greedy", None, None).await?;
-    let polite = payonce_server::apps::create_app(store.as_ref(), &key, &payonce_core::SystemClock, "polite", None, None).await?;
+    let greedy = payonce_server::apps::create_app(store.as_ref(), &key, &payonce_core::SystemClock, payonce_server::apps::NewApp::named("greedy")).await?;
+    let polite = payonce_server::apps::create_app(store.as_ref(), &key, &payonce_core::SystemClock, payonce_server::apps::NewApp::named("polite")).await?;
     let exe = std::env::current_exe()?;
     let server = ServeProcess::spawn(&exe, &db_url, &sim.channels_file, &key_hex, &["--rate-limit", &args.rate_limit]).await?;
     let base = server.base_url();

@@ -31,7 +31,7 @@ async fn cluster(backend: Backend, instances: usize, webhook_url: Option<&str>, 
     let sim = payonce_sim::start(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), sim_dir.path()).await.unwrap();
     let store = payonce_store::open(&db.url, true).await.unwrap();
     let (key, key_hex) = MasterKey::random();
-    let app = payonce_server::apps::create_app(store.as_ref(), &key, &payonce_core::SystemClock, "cluster", webhook_url, None).await.unwrap();
+    let app = payonce_server::apps::create_app(store.as_ref(), &key, &payonce_core::SystemClock, payonce_server::apps::NewApp { name: "cluster", webhook_url, ..Default::default() }).await.unwrap();
     let exe = Path::new(env!("CARGO_BIN_EXE_payonce"));
     let mut servers = Vec::new();
     for _ in 0..instances {
@@ -40,23 +40,23 @@ async fn cluster(backend: Backend, instances: usize, webhook_url: Option<&str>, 
     Some(Cluster { sim, store, app, servers, _db: db, _sim_dir: sim_dir })
 }
 
+impl Cluster {
+    /// Creates an order through instance `on`; its id.
+    async fn create_order(&self, http: &reqwest::Client, on: usize, merchant_order_no: &str, amount: i64) -> String {
+        let body = json!({"merchant_order_no": merchant_order_no, "amount": amount, "currency": "CNY", "subject": "storm"});
+        let r = http.post(format!("{}/v1/orders", self.servers[on].base_url())).bearer_auth(&self.app.secret).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
+    }
+}
+
 async fn storm_with(backend: Backend, instances: usize, redis: Option<&str>) {
     let extra: Vec<&str> = redis.map(|u| vec!["--redis-url", u]).unwrap_or_default();
     // The cluster is kept whole: its database and simulator directory live as long as it.
     let Some(c) = cluster(backend, instances, None, &extra).await else { return };
     let (sim, store, app, servers) = (&c.sim, &c.store, &c.app, &c.servers);
     let http = reqwest::Client::builder().pool_max_idle_per_host(STORM).build().unwrap();
-    let order: Value = http
-        .post(format!("{}/v1/orders", servers[0].base_url()))
-        .bearer_auth(&app.secret)
-        .json(&json!({"merchant_order_no": "STORM-1", "amount": 1234, "currency": "CNY", "subject": "storm"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = order["id"].as_str().unwrap().to_owned();
+    let id = c.create_order(&http, 0, "STORM-1", 1234).await;
 
     let mut tasks = Vec::new();
     for i in 0..STORM {
@@ -203,17 +203,7 @@ async fn redis_killed_and_restarted_during_a_duplicate_storm() {
     const DUPLICATES: usize = 12;
     let mut ids = Vec::new();
     for i in 0..ORDERS {
-        let order: Value = http
-            .post(format!("{}/v1/orders", servers[0].base_url()))
-            .bearer_auth(&app.secret)
-            .json(&json!({"merchant_order_no": format!("RS-{i}"), "amount": 100, "currency": "CNY", "subject": "storm"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        ids.push(order["id"].as_str().unwrap().to_owned());
+        ids.push(c.create_order(&http, 0, &format!("RS-{i}"), 100).await);
     }
     let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
     for (round, chunk) in ids.chunks(ORDERS / 3).enumerate() {

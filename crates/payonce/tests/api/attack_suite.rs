@@ -63,7 +63,7 @@ async fn build_world(app: &TestApp) -> World {
         .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let xss_order = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
-    let attacker = payonce_server::apps::create_app(app.store.as_ref(), &app.state.master_key, &payonce_core::SystemClock, "attacker", None, None)
+    let attacker = payonce_server::apps::create_app(app.store.as_ref(), &app.state.master_key, &payonce_core::SystemClock, payonce_server::apps::NewApp::named("attacker"))
         .await
         .unwrap()
         .secret;

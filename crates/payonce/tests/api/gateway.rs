@@ -22,7 +22,7 @@ store_tests!(
 async fn an_app_over_its_rate_gets_429_and_others_do_not(b: Backend) {
     let opts = AppOptions { rate_limit: Some(RateSpec { per_second: 1, burst: 5 }), ..AppOptions::default() };
     let Some(app) = spawn_app_with(b, opts).await else { return };
-    let other = payonce_server::apps::create_app(app.store.as_ref(), &app.state.master_key, &payonce_core::SystemClock, "other-shop", None, None)
+    let other = payonce_server::apps::create_app(app.store.as_ref(), &app.state.master_key, &payonce_core::SystemClock, payonce_server::apps::NewApp::named("other-shop"))
         .await
         .unwrap();
     let mut statuses = Vec::new();
