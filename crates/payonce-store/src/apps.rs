@@ -44,7 +44,7 @@ macro_rules! apps_sql {
             async fn app_by_secret_hash(&self, secret_hash: &str) -> $crate::Result<Option<$crate::App>> {
                 let row = sqlx::query(concat!("SELECT ", $crate::sql::app_cols!(), " FROM apps WHERE secret_hash = $1"))
                     .bind(secret_hash)
-                    .fetch_optional(self.reader())
+                    .fetch_optional(&self.reader())
                     .await?;
                 row.as_ref().map($crate::rows::app_row).transpose()
             }
@@ -52,7 +52,7 @@ macro_rules! apps_sql {
             async fn app(&self, id: &payonce_core::AppId) -> $crate::Result<Option<$crate::App>> {
                 let row = sqlx::query(concat!("SELECT ", $crate::sql::app_cols!(), " FROM apps WHERE id = $1"))
                     .bind(id.as_str())
-                    .fetch_optional(self.reader())
+                    .fetch_optional(&self.reader())
                     .await?;
                 row.as_ref().map($crate::rows::app_row).transpose()
             }

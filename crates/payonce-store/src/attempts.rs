@@ -85,7 +85,7 @@ macro_rules! attempts_sql {
             async fn attempts_of(&self, order: &payonce_core::OrderId) -> $crate::Result<Vec<$crate::Attempt>> {
                 let rows = sqlx::query(concat!("SELECT ", $crate::sql::attempt_cols!(), " FROM attempts WHERE order_id = $1 ORDER BY id"))
                     .bind(order.as_str())
-                    .fetch_all(self.reader())
+                    .fetch_all(&self.reader())
                     .await?;
                 rows.iter().map($crate::rows::attempt_row).collect()
             }
@@ -93,7 +93,7 @@ macro_rules! attempts_sql {
             async fn attempt(&self, id: &payonce_core::AttemptId) -> $crate::Result<Option<$crate::Attempt>> {
                 let row = sqlx::query(concat!("SELECT ", $crate::sql::attempt_cols!(), " FROM attempts WHERE id = $1"))
                     .bind(id.as_str())
-                    .fetch_optional(self.reader())
+                    .fetch_optional(&self.reader())
                     .await?;
                 row.as_ref().map($crate::rows::attempt_row).transpose()
             }
@@ -102,7 +102,7 @@ macro_rules! attempts_sql {
                 let row = sqlx::query(concat!("SELECT ", $crate::sql::attempt_cols!(), " FROM attempts WHERE channel = $1 AND out_trade_no = $2"))
                     .bind(channel.as_str())
                     .bind(no)
-                    .fetch_optional(self.reader())
+                    .fetch_optional(&self.reader())
                     .await?;
                 row.as_ref().map($crate::rows::attempt_row).transpose()
             }
@@ -111,7 +111,7 @@ macro_rules! attempts_sql {
                 let rows = sqlx::query(concat!("SELECT ", $crate::sql::attempt_cols!(), " FROM attempts WHERE channel = $1 AND channel_trade_no = $2"))
                     .bind(channel.as_str())
                     .bind(trade_no)
-                    .fetch_all(self.reader())
+                    .fetch_all(&self.reader())
                     .await?;
                 rows.iter().map($crate::rows::attempt_row).collect()
             }
@@ -431,7 +431,7 @@ macro_rules! attempts_sql {
 
             async fn all_attempts(&self) -> $crate::Result<Vec<$crate::Attempt>> {
                 let rows = sqlx::query(concat!("SELECT ", $crate::sql::attempt_cols!(), " FROM attempts ORDER BY id"))
-                    .fetch_all(self.reader())
+                    .fetch_all(&self.reader())
                     .await?;
                 rows.iter().map($crate::rows::attempt_row).collect()
             }

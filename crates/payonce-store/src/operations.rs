@@ -51,7 +51,7 @@ macro_rules! operations_sql {
             }
 
             async fn ping(&self) -> $crate::Result<()> {
-                sqlx::query("SELECT 1").execute(self.reader()).await?;
+                sqlx::query("SELECT 1").execute(&self.reader()).await?;
                 Ok(())
             }
 
@@ -59,7 +59,7 @@ macro_rules! operations_sql {
                 use sqlx::Row;
                 let mut out = Vec::new();
                 for (table, sql) in $crate::sql::COUNT_QUERIES {
-                    let n: i64 = sqlx::query(*sql).fetch_one(self.reader()).await?.try_get(0)?;
+                    let n: i64 = sqlx::query(*sql).fetch_one(&self.reader()).await?.try_get(0)?;
                     out.push((*table, n));
                 }
                 Ok(out)
@@ -68,7 +68,7 @@ macro_rules! operations_sql {
             async fn abnormal_open(&self) -> $crate::Result<Vec<$crate::AbnormalRow>> {
                 use sqlx::Row;
                 let rows = sqlx::query("SELECT id, kind, reference, detail, created_at FROM abnormal WHERE resolved_at IS NULL ORDER BY id")
-                    .fetch_all(self.reader())
+                    .fetch_all(&self.reader())
                     .await?;
                 rows.iter()
                     .map(|r| {

@@ -141,7 +141,7 @@ macro_rules! orders_sql {
                 let row = sqlx::query(concat!("SELECT ", $crate::sql::order_cols!(), " FROM orders WHERE id = $1 AND app_id = $2"))
                     .bind(id.as_str())
                     .bind(app.as_str())
-                    .fetch_optional(self.reader())
+                    .fetch_optional(&self.reader())
                     .await?;
                 row.as_ref().map($crate::rows::order_row).transpose()
             }
@@ -152,7 +152,7 @@ macro_rules! orders_sql {
                 ))
                 .bind(app.as_str())
                 .bind(no)
-                .fetch_optional(self.reader())
+                .fetch_optional(&self.reader())
                 .await?;
                 row.as_ref().map($crate::rows::order_row).transpose()
             }
@@ -204,7 +204,7 @@ macro_rules! orders_sql {
 
             async fn all_orders(&self) -> $crate::Result<Vec<$crate::Order>> {
                 let rows = sqlx::query(concat!("SELECT ", $crate::sql::order_cols!(), " FROM orders ORDER BY id"))
-                    .fetch_all(self.reader())
+                    .fetch_all(&self.reader())
                     .await?;
                 rows.iter().map($crate::rows::order_row).collect()
             }

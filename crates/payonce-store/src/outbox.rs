@@ -98,11 +98,11 @@ macro_rules! outbox_sql {
                     Some(s) => sqlx::query(concat!("SELECT ", $crate::sql::event_cols!(), " FROM events WHERE delivery_status = $1 ORDER BY id DESC LIMIT $2"))
                         .bind(s.as_str())
                         .bind(limit)
-                        .fetch_all(self.reader())
+                        .fetch_all(&self.reader())
                         .await?,
                     None => sqlx::query(concat!("SELECT ", $crate::sql::event_cols!(), " FROM events ORDER BY id DESC LIMIT $1"))
                         .bind(limit)
-                        .fetch_all(self.reader())
+                        .fetch_all(&self.reader())
                         .await?,
                 };
                 rows.iter().map($crate::rows::event_row).collect()
@@ -111,7 +111,7 @@ macro_rules! outbox_sql {
             async fn event(&self, id: &str) -> $crate::Result<Option<$crate::EventRow>> {
                 let row = sqlx::query(concat!("SELECT ", $crate::sql::event_cols!(), " FROM events WHERE id = $1"))
                     .bind(id)
-                    .fetch_optional(self.reader())
+                    .fetch_optional(&self.reader())
                     .await?;
                 row.as_ref().map($crate::rows::event_row).transpose()
             }
@@ -120,7 +120,7 @@ macro_rules! outbox_sql {
                 use sqlx::Row;
                 let rows = sqlx::query("SELECT event_id, destination, status_code, error, duration_ms, attempted_at FROM delivery_attempts WHERE event_id = $1 ORDER BY attempted_at, id")
                     .bind(event_id)
-                    .fetch_all(self.reader())
+                    .fetch_all(&self.reader())
                     .await?;
                 rows.iter()
                     .map(|r| {
@@ -156,7 +156,7 @@ macro_rules! outbox_sql {
             async fn events_of(&self, order: &payonce_core::OrderId) -> $crate::Result<Vec<$crate::EventRow>> {
                 let rows = sqlx::query(concat!("SELECT ", $crate::sql::event_cols!(), " FROM events WHERE order_id = $1 ORDER BY id"))
                     .bind(order.as_str())
-                    .fetch_all(self.reader())
+                    .fetch_all(&self.reader())
                     .await?;
                 rows.iter().map($crate::rows::event_row).collect()
             }

@@ -217,7 +217,7 @@ macro_rules! refunds_sql {
                 let row = sqlx::query(concat!("SELECT ", $crate::sql::refund_cols!(), " FROM refunds WHERE id = $1 AND app_id = $2"))
                     .bind(id.as_str())
                     .bind(app.as_str())
-                    .fetch_optional(self.reader())
+                    .fetch_optional(&self.reader())
                     .await?;
                 row.as_ref().map($crate::rows::refund_row).transpose()
             }
@@ -225,14 +225,14 @@ macro_rules! refunds_sql {
             async fn refunds_of(&self, order: &payonce_core::OrderId) -> $crate::Result<Vec<$crate::Refund>> {
                 let rows = sqlx::query(concat!("SELECT ", $crate::sql::refund_cols!(), " FROM refunds WHERE order_id = $1 ORDER BY id"))
                     .bind(order.as_str())
-                    .fetch_all(self.reader())
+                    .fetch_all(&self.reader())
                     .await?;
                 rows.iter().map($crate::rows::refund_row).collect()
             }
 
             async fn all_refunds(&self) -> $crate::Result<Vec<$crate::Refund>> {
                 let rows = sqlx::query(concat!("SELECT ", $crate::sql::refund_cols!(), " FROM refunds ORDER BY id"))
-                    .fetch_all(self.reader())
+                    .fetch_all(&self.reader())
                     .await?;
                 rows.iter().map($crate::rows::refund_row).collect()
             }

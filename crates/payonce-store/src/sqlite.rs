@@ -55,8 +55,9 @@ impl SqliteStore {
         Ok(SqliteStore { writer, readers })
     }
 
-    fn reader(&self) -> &SqlitePool {
-        &self.readers
+    /// The readers' pool (a cheap clone: pools are shared handles).
+    fn reader(&self) -> SqlitePool {
+        self.readers.clone()
     }
 
     /// `BEGIN IMMEDIATE` takes the write lock at once, so a transaction never upgrades from

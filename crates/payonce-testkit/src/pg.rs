@@ -1,6 +1,7 @@
 //! A private PostgreSQL server on a free port (`initdb` + `pg_ctl`, run as the `postgres`
 //! user when the tests run as root), for faults that would disturb every other test on the
-//! shared server: restarts, stops. Removed when dropped.
+//! shared server: restarts, stops, a streaming replica promoted in a fail-over. Removed when
+//! dropped.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -37,6 +38,35 @@ impl PrivatePostgres {
         Ok(pg)
     }
 
+    /// A streaming replica of this server (`pg_basebackup -R`: it follows this one as its
+    /// primary), started on its own free port.
+    pub fn replica(&self) -> Result<PrivatePostgres, String> {
+        let dir = std::env::temp_dir().join(format!("payonce-pg-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let replica = PrivatePostgres { dir, port: free_port(), bin: self.bin.clone() };
+        replica.chown();
+        let port = self.port.to_string();
+        replica.run("pg_basebackup", &["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-D", replica.data().to_str().unwrap(), "-R", "-X", "stream", "--no-sync"])?;
+        replica.ctl("start")?;
+        Ok(replica)
+    }
+
+    /// Runs one SQL statement with `psql` (settings a test changes on the running server).
+    pub fn psql(&self, sql: &str) -> Result<String, String> {
+        let port = self.port.to_string();
+        self.output("psql", &["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-d", "postgres", "-At", "-c", sql])
+    }
+
+    /// `pg_ctl promote`: a replica becomes a writable primary.
+    pub fn promote(&self) -> Result<(), String> {
+        self.run("pg_ctl", &["-D", self.data().to_str().unwrap(), "-w", "promote"])
+    }
+
+    /// `pg_ctl stop -m immediate`: the server dies as on a crash or a lost machine.
+    pub fn kill(&self) -> Result<(), String> {
+        self.run("pg_ctl", &["-D", self.data().to_str().unwrap(), "-m", "immediate", "-w", "stop"])
+    }
+
     fn data(&self) -> PathBuf {
         self.dir.join("data")
     }
@@ -47,6 +77,10 @@ impl PrivatePostgres {
     }
 
     fn run(&self, tool: &str, args: &[&str]) -> Result<(), String> {
+        self.output(tool, args).map(|_| ())
+    }
+
+    fn output(&self, tool: &str, args: &[&str]) -> Result<String, String> {
         let exe = self.bin.join(tool);
         let out = if running_as_root() {
             Command::new("runuser").args(["-u", "postgres", "--"]).arg(&exe).args(args).output()
@@ -54,7 +88,7 @@ impl PrivatePostgres {
             Command::new(&exe).args(args).output()
         }
         .map_err(|e| format!("{tool}: {e}"))?;
-        if out.status.success() { Ok(()) } else { Err(format!("{tool} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))) }
+        if out.status.success() { Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned()) } else { Err(format!("{tool} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))) }
     }
 
     fn ctl(&self, action: &str) -> Result<(), String> {

@@ -210,6 +210,11 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
 
 /// A database URL without its password, for messages.
 pub fn redact_url(url: &str) -> String {
+    // Several URLs (fail-over candidates) are redacted one by one.
+    url.split(',').map(redact_one_url).collect::<Vec<_>>().join(",")
+}
+
+fn redact_one_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let creds = &url[s + 3..at];
@@ -217,5 +222,15 @@ pub fn redact_url(url: &str) -> String {
             format!("{}{}:***{}", &url[..s + 3], user, &url[at..])
         }
         _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_password_of_a_fail_over_list_is_redacted() {
+        let shown = super::redact_url("postgres://pay:s3cret@db1:5432/payonce,postgres://pay:0ther@db2:5432/payonce");
+        assert_eq!(shown, "postgres://pay:***@db1:5432/payonce,postgres://pay:***@db2:5432/payonce");
+        assert_eq!(super::redact_url("sqlite://payonce.db"), "sqlite://payonce.db");
     }
 }

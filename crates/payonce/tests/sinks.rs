@@ -195,7 +195,14 @@ async fn pay_twenty_while_cutting(app: TestApp, proxy: std::sync::Arc<Proxy>, pr
             let ids = events.into_iter().map(|e| e.id).collect();
             return (app, ids, cuts.load(std::sync::atomic::Ordering::Relaxed));
         }
-        assert!(tokio::time::Instant::now() < end, "{pending} events not delivered");
+        if tokio::time::Instant::now() >= end {
+            let stuck: Vec<_> = events
+                .iter()
+                .filter(|e| e.delivery_status != payonce_store::DeliveryStatus::Delivered)
+                .map(|e| format!("{} {:?} tries={} next={:?} now={:?} error={:?}", e.id, e.delivery_status, e.delivery_count, e.next_attempt_at, payonce_core::Clock::now(&payonce_core::SystemClock), e.last_error))
+                .collect();
+            panic!("{pending} events not delivered: {stuck:#?}");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -214,7 +221,9 @@ async fn nats_connections_cut_during_delivery_lose_and_double_nothing() {
     let opts = AppOptions {
         sinks: SinkConfig { rabbitmq: None, nats: Some((proxy.addr.clone(), stream.clone(), prefix.clone())) },
         sink: Some("nats".into()),
-        webhook_schedule: Some(vec![Duration::from_millis(500); 100]),
+        // 50 ms apart at ×100: a hundred retries outlast the cutting (shorter, and a burst of cuts
+        // exhausts the schedule: the event fails, as it should, but the test is about recovery).
+        webhook_schedule: Some(vec![Duration::from_secs(5); 100]),
         ..Default::default()
     };
     let Some(app) = spawn_app_with(Backend::Sqlite, opts).await else { return };
@@ -253,7 +262,9 @@ async fn rabbitmq_connections_cut_during_delivery_lose_nothing() {
     let opts = AppOptions {
         sinks: SinkConfig { rabbitmq: Some((format!("amqp://guest:guest@{}/%2f", proxy.addr), exchange.clone())), nats: None },
         sink: Some("rabbitmq".into()),
-        webhook_schedule: Some(vec![Duration::from_millis(500); 100]),
+        // 50 ms apart at ×100: a hundred retries outlast the cutting (shorter, and a burst of cuts
+        // exhausts the schedule: the event fails, as it should, but the test is about recovery).
+        webhook_schedule: Some(vec![Duration::from_secs(5); 100]),
         ..Default::default()
     };
     let Some(app) = spawn_app_with(Backend::Sqlite, opts).await else { return };
