@@ -32,8 +32,10 @@ impl Proxy {
                     if let Ok(mut server) = TcpStream::connect(&target).await {
                         tokio::select! {
                             _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                            // Both ends dropped mid-conversation, transactions and all.
-                            _ = cut_rx.changed() => {}
+                            // Both ends dropped mid-conversation, transactions and all. (Once the
+                            // `Proxy` is dropped there are no more cuts: `Err` disables this arm —
+                            // matching it instead cut every later connection at birth.)
+                            Ok(()) = cut_rx.changed() => {}
                         }
                     }
                 });

@@ -187,6 +187,7 @@ async fn pay_twenty_while_cutting(app: TestApp, proxy: std::sync::Arc<Proxy>, pr
     }
     tokio::time::sleep(Duration::from_millis(600)).await;
     cutter.abort();
+    let stopped = payonce_core::Clock::now(&payonce_core::SystemClock);
     let end = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let events = app.store.list_events(None, 1000).await.unwrap();
@@ -201,7 +202,9 @@ async fn pay_twenty_while_cutting(app: TestApp, proxy: std::sync::Arc<Proxy>, pr
                 .filter(|e| e.delivery_status != payonce_store::DeliveryStatus::Delivered)
                 .map(|e| format!("{} {:?} tries={} next={:?} now={:?} error={:?}", e.id, e.delivery_status, e.delivery_count, e.next_attempt_at, payonce_core::Clock::now(&payonce_core::SystemClock), e.last_error))
                 .collect();
-            panic!("{pending} events not delivered: {stuck:#?}");
+            let first = events.iter().find(|e| e.delivery_status != payonce_store::DeliveryStatus::Delivered).unwrap();
+            let tries: Vec<_> = app.store.delivery_attempts(&first.id).await.unwrap().iter().map(|a| format!("{} {:?} {}ms", a.attempted_at.0 - stopped.0, a.error, a.duration_ms)).collect();
+            panic!("{pending} events not delivered: {stuck:#?}\ntries of the first, ms after the cutting stopped: {tries:#?}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -11,19 +11,22 @@ use payonce_store::EventRow;
 pub struct RabbitSink {
     url: String,
     exchange: String,
-    conn: tokio::sync::Mutex<Option<(Connection, Channel)>>,
+    /// The connection in use, with its generation (how many were made before it).
+    conn: tokio::sync::Mutex<Option<(u64, Connection, Channel)>>,
+    generations: std::sync::atomic::AtomicU64,
 }
 
 impl RabbitSink {
     pub fn new(url: String, exchange: String) -> Self {
-        RabbitSink { url, exchange, conn: tokio::sync::Mutex::new(None) }
+        RabbitSink { url, exchange, conn: tokio::sync::Mutex::new(None), generations: Default::default() }
     }
 
-    async fn channel(&self) -> Result<Channel, lapin::Error> {
+    /// The channel of the live connection (made if there is none), and its generation.
+    async fn channel(&self) -> Result<(u64, Channel), lapin::Error> {
         let mut guard = self.conn.lock().await;
-        if let Some((c, ch)) = guard.as_ref()
+        if let Some((generation, c, ch)) = guard.as_ref()
             && c.status().connected() && ch.status().connected() {
-                return Ok(ch.clone());
+                return Ok((*generation, ch.clone()));
             }
         let conn = Connection::connect(&self.url, ConnectionProperties::default()).await?;
         let ch = conn.create_channel().await?;
@@ -35,13 +38,16 @@ impl RabbitSink {
             FieldTable::default(),
         )
         .await?;
-        *guard = Some((conn, ch.clone()));
-        Ok(ch)
+        let generation = self.generations.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        *guard = Some((generation, conn, ch.clone()));
+        Ok((generation, ch))
     }
 
     pub async fn publish(&self, ev: &EventRow) -> Result<String, String> {
+        let mut used = None;
         let result = async {
-            let ch = self.channel().await.map_err(|e| e.to_string())?;
+            let (generation, ch) = self.channel().await.map_err(|e| e.to_string())?;
+            used = Some(generation);
             let props = BasicProperties::default()
                 .with_message_id(ev.id.clone().into())
                 .with_content_type("application/json".into())
@@ -67,8 +73,14 @@ impl RabbitSink {
         }
         .await;
         if result.is_err() {
-            // Reconnect next time.
-            *self.conn.lock().await = None;
+            // Reconnect next time — but only if the connection that failed is still the one in
+            // use: deliveries run concurrently, and one failing on an old connection must not
+            // close the new one another delivery just made (after a burst of cuts that cascade
+            // kept every connection dying at birth).
+            let mut guard = self.conn.lock().await;
+            if guard.as_ref().is_some_and(|(generation, ..)| Some(*generation) == used) {
+                *guard = None;
+            }
         }
         result
     }
