@@ -272,6 +272,28 @@ impl TestApp {
         }
     }
 
+    /// An in-process crash and restart: the server task is aborted — its workers stop, and
+    /// what it held in memory (order locks, rate buckets, connector caches, its pool) is gone —
+    /// then a new instance starts on the same address, database and channels, as a supervisor
+    /// would start it. (Requests already inside a handler may still finish against the database,
+    /// like another instance's would; a real SIGKILL is `tests/crash.rs`.)
+    pub async fn crash_and_restart(&mut self) {
+        self.server.abort();
+        let _ = (&mut self.server).await;
+        let store = payonce_store::open(&self.db.url, false).await.expect("reopen the store");
+        let channels = payonce_channels::ChannelsConfig::load(&self.sim.channels_file)
+            .and_then(|c| c.build(self.state.config.channel_timeout, self.state.clock.clone()))
+            .expect("channels");
+        let state = self.state.restarted(store.clone(), channels);
+        let addr = self.base.trim_start_matches("http://").to_owned();
+        let listener = TcpListener::bind(&addr).await.expect("the crashed instance's address");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        self.server = tokio::spawn(payonce_server::run(listener, state.clone(), async move {
+            let _ = rx.await;
+        }));
+        (self.state, self.store, self.shutdown) = (state, store, Some(tx));
+    }
+
     /// One round of every worker, now, by the app's clock (virtual-time tests: `workers: false`,
     /// move the `ManualClock`, then call this — a schedule step without a sleep).
     pub async fn run_workers(&self) {

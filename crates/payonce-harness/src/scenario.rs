@@ -1,8 +1,10 @@
 //! Seeded scenarios (`payonce chaos --seeds N [--seed S]`): each seed generates a scenario —
-//! orders, duplicate and concurrent prepays, channel switches, payers paying once, twice or
-//! after a close, closes, refunds, and the channels' notification faults (lost, duplicated,
-//! reordered, delayed) — runs it in process against a fresh database and simulator until
-//! nothing moves, then the full checker (safety and liveness). Every draw comes from
+//! orders on every channel (UnionPay's payer submits the form first), duplicate and concurrent
+//! prepays, channel switches, payers paying once, twice or after a close, closes, refunds; the
+//! channels' notification faults (lost, duplicated, reordered, delayed), their errors and
+//! timeouts (prepay, query, close, refund), and an instance crash (its memory dropped, workers
+//! restarted on the same database) — runs it in process against a fresh database and simulator
+//! until nothing moves, then the full checker (safety and liveness). Every draw comes from
 //! hash(seed, what it is for, n), so a seed always means the same scenario; a failing seed is
 //! printed with its replay command and shrunk to a smaller scenario that still fails.
 
@@ -25,7 +27,7 @@ fn draw(seed: u64, purpose: &str, i: u64, n: u64) -> u64 {
     (z ^ (z >> 31)) % n.max(1)
 }
 
-const CHANNELS: [&str; 3] = ["sandbox", "wechatpay", "alipay"];
+const CHANNELS: [&str; 4] = ["sandbox", "wechatpay", "alipay", "unionpay"];
 
 /// One thing that happens to an order, in order.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,8 +56,10 @@ pub struct Scenario {
     /// The store it runs on (not drawn: the same scenario runs on either).
     pub backend: Backend,
     pub orders: Vec<OrderPlan>,
-    /// The channels' notification faults (`/sim/faults`).
+    /// The channels' faults (`/sim/faults`): notifications, errors, timeouts.
     pub faults: Value,
+    /// When the instance crashes and restarts, counted from the first step (`None`: it does not).
+    pub crash_after: Option<Duration>,
 }
 
 impl Scenario {
@@ -66,8 +70,8 @@ impl Scenario {
                 let amount = 100 + d("amount", 0, 900) as i64;
                 let steps = (0..1 + d("steps", 0, 6))
                     .map(|i| match d("step", i, 12) {
-                        0..=3 => Step::Prepay(CHANNELS[d("channel", i, 3) as usize]),
-                        4 => Step::DuplicatePrepays(CHANNELS[d("channel", i, 3) as usize], 2 + d("copies", i, 6) as usize),
+                        0..=3 => Step::Prepay(CHANNELS[d("channel", i, 4) as usize]),
+                        4 => Step::DuplicatePrepays(CHANNELS[d("channel", i, 4) as usize], 2 + d("copies", i, 6) as usize),
                         5..=7 => Step::Pay,
                         8 => Step::PayEverything,
                         9 | 10 => Step::Close,
@@ -80,13 +84,24 @@ impl Scenario {
         let drop = [0.0, 1.0][draw(seed, "drop", 0, 2) as usize];
         let duplicates = [0, 2][draw(seed, "duplicates", 0, 2) as usize];
         let delay = [0, 300, 1500][draw(seed, "delay", 0, 3) as usize];
+        // A channel that fails one call in five (system errors, rate limits), and one that
+        // swallows one prepay answer in five (the call times out; the order exists there).
+        let errors = [0.0, 0.2][draw(seed, "channel_errors", 0, 2) as usize];
+        let timeouts = [0.0, 0.2][usize::from(draw(seed, "timeouts", 0, 3) == 0)];
         let faults = json!({
             "notify_drop_rate": drop,
             "notify_duplicates": duplicates,
             "notify_reorder": draw(seed, "reorder", 0, 2) == 1,
             "notify_delay_ms": [0, delay],
+            "prepay_error_rate": errors,
+            "query_error_rate": errors,
+            "close_error_rate": errors,
+            "refund_error_rate": errors,
+            "prepay_timeout_rate": timeouts,
         });
-        Scenario { seed, backend: Backend::Sqlite, orders, faults }
+        // One scenario in four crashes its instance while the payers are at it.
+        let crash_after = (draw(seed, "crash", 0, 4) == 0).then(|| Duration::from_millis(20 + draw(seed, "crash_at", 0, 600)));
+        Scenario { seed, backend: Backend::Sqlite, orders, faults, crash_after }
     }
 
     pub fn steps(&self) -> usize {
@@ -96,7 +111,8 @@ impl Scenario {
     /// One line: what this scenario is (the same for the same seed, always).
     pub fn summary(&self) -> String {
         let orders: Vec<String> = self.orders.iter().map(|o| format!("{:?}", o.steps)).collect();
-        format!("{} orders, {} steps, faults {} — {}", self.orders.len(), self.steps(), self.faults, orders.join(" | "))
+        let crash = self.crash_after.map(|d| format!(", crash at {} ms", d.as_millis())).unwrap_or_default();
+        format!("{} orders, {} steps, faults {}{crash} — {}", self.orders.len(), self.steps(), self.faults, orders.join(" | "))
     }
 }
 
@@ -121,14 +137,20 @@ async fn run_settling(s: &Scenario, settle: Duration) -> Verdict {
     let Some(db) = TestDb::new(s.backend).await else {
         return Verdict { violations: vec!["the database is unreachable".into()], ledger_digest: String::new(), took: started.elapsed() };
     };
-    let app = spawn_on(db, opts()).await;
+    let mut app = spawn_on(db, opts()).await;
     app.faults(s.faults.clone()).await;
     let mut tasks = tokio::task::JoinSet::new();
     for plan in s.orders.clone() {
         let (http, base, sim, secret) = (app.http.clone(), app.base.clone(), app.sim_url(""), app.secret.clone());
         tasks.spawn(async move { play(&http, &base, &sim, &secret, &plan).await });
     }
-    while tasks.join_next().await.is_some() {}
+    let crash = async {
+        if let Some(after) = s.crash_after {
+            tokio::time::sleep(after).await;
+            app.crash_and_restart().await;
+        }
+    };
+    tokio::join!(crash, async { while tasks.join_next().await.is_some() {} });
     let violations = quiesce(&app, settle).await;
     let ledger_digest = digest(&app).await;
     Verdict { violations, ledger_digest, took: started.elapsed() }
@@ -164,6 +186,12 @@ async fn play(http: &reqwest::Client, base: &str, sim: &str, secret: &str, plan:
         async move {
             let r = http.post(url).bearer_auth(secret).json(&json!({"channel": channel})).send().await.ok()?;
             let v: Value = r.json().await.ok()?;
+            if channel == "unionpay" {
+                // UnionPay's order exists once the payer's browser posts the form to it.
+                let form = &v["credential"];
+                let fields: Vec<(String, String)> = form["fields"].as_object()?.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect();
+                let _ = http.post(form["action"].as_str()?).header("content-type", "application/x-www-form-urlencoded").body(payonce_channels::form::encode(&fields)).send().await;
+            }
             Some((channel.to_owned(), v["out_trade_no"].as_str()?.to_owned()))
         }
     };
@@ -239,6 +267,13 @@ const SHRINK_SETTLE: Duration = Duration::from_secs(5);
 pub async fn shrink(s: &Scenario) -> Scenario {
     let mut best = s.clone();
     let mut tries = 0;
+    if best.crash_after.is_some() {
+        let candidate = Scenario { crash_after: None, ..best.clone() };
+        tries += 1;
+        if !run_settling(&candidate, SHRINK_SETTLE).await.violations.is_empty() {
+            best = candidate;
+        }
+    }
     'orders: loop {
         for i in 0..best.orders.len() {
             if best.orders.len() == 1 || tries >= 8 {

@@ -189,6 +189,24 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The state of this instance restarted after a crash: the same configuration, key, clock
+    /// and sinks, a fresh `store` and `channels`, and nothing else carried over from memory
+    /// (order locks, rate buckets, the `?sync` limiter, load-shedding permits, worker health).
+    pub fn restarted(&self, store: Arc<dyn Store>, channels: ChannelRegistry) -> Self {
+        let config = &self.config;
+        AppState {
+            store,
+            channels: Arc::new(channels),
+            order_locks: Arc::new(OrderLocks::default()),
+            sync_limiter: Arc::new(SyncLimiter::default()),
+            limits: Arc::new(crate::ratelimit::Limits::new(config.rate_limit, config.trusted_proxies.clone())),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1))),
+            priority_in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(64))),
+            failed_worker: Arc::new(std::sync::Mutex::new(None)),
+            ..self.clone()
+        }
+    }
+
     pub fn new(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,

@@ -30,6 +30,10 @@ pub struct BenchArgs {
     /// how fast expiry closes them at the channel. 0 skips the phase.
     #[arg(long, default_value_t = 0)]
     expiring: usize,
+    /// The channel of the expiring orders: `sandbox` (the engine alone) or `wechatpay` (every
+    /// close a real WeChat Pay APIv3 call to the simulator: two RSA signatures and a verify).
+    #[arg(long, default_value = "sandbox")]
+    expiry_channel: String,
     /// Seconds the raw commit baseline runs.
     #[arg(long, default_value_t = 3)]
     baseline_secs: u64,
@@ -281,8 +285,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(e) = &expiry {
         println!(
-            "  expiry              {} orders expiring within {:.0} s: all closed at the channel {} — lag after expiry p50 {:.1} s, p99 {:.1} s, max {:.1} s",
-            e.orders, e.spread_secs, if e.all_closed { "yes" } else { "NO" }, e.lag_p50_s, e.lag_p99_s, e.lag_max_s
+            "  expiry ({})  {} orders expiring within {:.0} s: all closed at the channel {} — lag after expiry p50 {:.1} s, p99 {:.1} s, max {:.1} s",
+            args.expiry_channel, e.orders, e.spread_secs, if e.all_closed { "yes" } else { "NO" }, e.lag_p50_s, e.lag_p99_s, e.lag_max_s
         );
     }
     let expected_channel_orders = total_orders + expiry.as_ref().map(|e| e.orders).unwrap_or(0);
@@ -315,7 +319,7 @@ async fn expiry_phase(
     let ids = Arc::new(Mutex::new(Vec::with_capacity(n)));
     let jobs: Vec<_> = (0..n)
         .map(|i| {
-            let (http, base, secret, ids) = (http.clone(), base.to_owned(), secret.to_owned(), ids.clone());
+            let (http, base, secret, ids, channel) = (http.clone(), base.to_owned(), secret.to_owned(), ids.clone(), args.expiry_channel.clone());
             let no = format!("B{run_id}-x-{i}");
             move || async move {
                 // 20 s from creation: the whole batch expires within the minute it is created in.
@@ -323,7 +327,7 @@ async fn expiry_phase(
                     .json(&json!({"merchant_order_no": no, "amount": 100, "currency": "CNY", "subject": "flash", "expire_in_seconds": 20}))
                     .send().await;
                 let Some(id) = (match r { Ok(r) => r.json::<Value>().await.ok().and_then(|v| v["id"].as_str().map(str::to_owned)), Err(_) => None }) else { return };
-                if prepay(&http, &format!("{base}/v1/orders/{id}/prepay"), &secret).await.is_some_and(|(s, _)| s == 200) {
+                if prepay_on(&http, &format!("{base}/v1/orders/{id}/prepay"), &secret, &channel).await.is_some_and(|(s, _)| s == 200) {
                     ids.lock().unwrap().push(id);
                 }
             }
@@ -359,7 +363,11 @@ async fn expiry_phase(
 }
 
 async fn prepay(http: &reqwest::Client, url: &str, secret: &str) -> Option<(u16, Value)> {
-    let r = http.post(url).bearer_auth(secret).json(&json!({"channel": "sandbox"})).send().await.ok()?;
+    prepay_on(http, url, secret, "sandbox").await
+}
+
+async fn prepay_on(http: &reqwest::Client, url: &str, secret: &str, channel: &str) -> Option<(u16, Value)> {
+    let r = http.post(url).bearer_auth(secret).json(&json!({"channel": channel})).send().await.ok()?;
     let status = r.status().as_u16();
     Some((status, r.json().await.ok()?))
 }
