@@ -133,6 +133,9 @@ pub struct StatementLine {
     pub out_refund_no: Option<String>,
     /// Fen.
     pub amount: i64,
+    /// When the channel booked it, where the bill says (payments repaired from the bill are
+    /// paid at this time, else at the start of the bill's day).
+    pub at: Option<payonce_core::Timestamp>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod locks;
 pub mod payments;
 pub mod ratelimit;
+pub mod reconcile;
 pub mod refunding;
 pub mod sinks;
 pub mod state;

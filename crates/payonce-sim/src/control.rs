@@ -18,6 +18,7 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/sim/notifications", get(notifications))
         .route("/sim/faults", post(set_faults).get(get_faults))
         .route("/sim/statement", get(statement))
+        .route("/sim/bill", post(adjust_bill).delete(clear_bill))
         .route("/sim/wechatpay/platform", post(wechat_platform))
 }
 
@@ -138,4 +139,16 @@ async fn wechat_platform(State(sim): State<Arc<Sim>>, Json(req): Json<PlatformRe
         _ => return (StatusCode::BAD_REQUEST, Json(serde_json::json!({"error": "mode: public_key | certificate (rotate only with certificate)"}))).into_response(),
     }
     Json(serde_json::json!({"serial": signing.serial, "certificate": current.pem})).into_response()
+}
+
+/// `POST /sim/bill`: a bad day on the bills (see `statement::BillAdjustment`).
+async fn adjust_bill(State(sim): State<Arc<Sim>>, Json(adj): Json<crate::statement::BillAdjustment>) -> StatusCode {
+    sim.bill_adjustments.lock().unwrap().push(adj);
+    StatusCode::NO_CONTENT
+}
+
+/// `DELETE /sim/bill`: the bills tell the truth again.
+async fn clear_bill(State(sim): State<Arc<Sim>>) -> StatusCode {
+    sim.bill_adjustments.lock().unwrap().clear();
+    StatusCode::NO_CONTENT
 }

@@ -28,6 +28,8 @@ pub struct Sim {
     pub(crate) ledger: Mutex<Ledger>,
     pub(crate) faults: Mutex<Faults>,
     pub(crate) rng: Mutex<rng::Streams>,
+    /// Bad days on the bills (`POST /sim/bill`).
+    pub(crate) bill_adjustments: Mutex<Vec<statement::BillAdjustment>>,
     pub(crate) keys: keys::SimKeys,
     /// Sends notifications to payonce.
     pub(crate) http: reqwest::Client,
@@ -89,6 +91,7 @@ impl Sim {
             ledger: Mutex::new(Ledger::default()),
             faults: Mutex::new(Faults::default()),
             rng: Mutex::new(rng::Streams::new(seed)),
+            bill_adjustments: Mutex::new(Vec::new()),
             keys,
             http: reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build().expect("http client"),
             notifications_outstanding: std::sync::atomic::AtomicUsize::new(0),

@@ -20,7 +20,64 @@ struct Entry {
     subject: String,
 }
 
+/// What a bad day puts on (or leaves off) a bill, beyond what really moved (`POST /sim/bill`):
+/// reconciliation's test cases. The ledger — the simulator's truth — is untouched.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BillAdjustment {
+    /// A charge on an order the merchant never created (another system on the same account).
+    ForeignCharge { channel: ChannelName, out_trade_no: String, amount: i64 },
+    /// A refund the merchant never asked for.
+    ForeignRefund { channel: ChannelName, out_trade_no: String, out_refund_no: String, amount: i64 },
+    /// The bill states another amount for this charge.
+    Amount { channel: ChannelName, out_trade_no: String, amount: i64 },
+    /// The bill lacks this charge.
+    Omit { channel: ChannelName, out_trade_no: String },
+    /// The bill's bytes are damaged in transit (its hash no longer matches).
+    Corrupt { channel: ChannelName },
+}
+
+/// Whether `channel`'s bills are damaged in transit now.
+pub fn corrupted(sim: &Sim, channel: ChannelName) -> bool {
+    sim.bill_adjustments.lock().unwrap().iter().any(|a| matches!(a, BillAdjustment::Corrupt { channel: c } if *c == channel))
+}
+
 fn entries(sim: &Sim, channel: ChannelName, date: &str) -> Vec<Entry> {
+    let mut out = booked(sim, channel, date);
+    let today = |at: i64| beijing_date(at) == date;
+    for adj in sim.bill_adjustments.lock().unwrap().iter() {
+        match adj {
+            BillAdjustment::ForeignCharge { channel: c, out_trade_no, amount } if *c == channel && today(sim.now_ms()) => out.push(Entry {
+                at: sim.now_ms(),
+                out_trade_no: out_trade_no.clone(),
+                trade_no: format!("9{}", sim.nonce(20)),
+                amount: *amount,
+                refund: None,
+                subject: "not ours".into(),
+            }),
+            BillAdjustment::ForeignRefund { channel: c, out_trade_no, out_refund_no, amount } if *c == channel && today(sim.now_ms()) => out.push(Entry {
+                at: sim.now_ms(),
+                out_trade_no: out_trade_no.clone(),
+                trade_no: format!("9{}", sim.nonce(20)),
+                amount: *amount,
+                refund: Some((format!("5{}", sim.nonce(20)), out_refund_no.clone(), *amount)),
+                subject: "not ours".into(),
+            }),
+            BillAdjustment::Amount { channel: c, out_trade_no, amount } if *c == channel => {
+                for e in out.iter_mut().filter(|e| e.refund.is_none() && &e.out_trade_no == out_trade_no) {
+                    e.amount = *amount;
+                }
+            }
+            BillAdjustment::Omit { channel: c, out_trade_no } if *c == channel => out.retain(|e| e.refund.is_some() || &e.out_trade_no != out_trade_no),
+            _ => {}
+        }
+    }
+    out.sort_by_key(|e| e.at);
+    out
+}
+
+/// What really moved on `channel` that day, from the ledger.
+fn booked(sim: &Sim, channel: ChannelName, date: &str) -> Vec<Entry> {
     let ledger = sim.ledger.lock().unwrap();
     let order = |no: &str| ledger.orders.get(&(channel, no.to_owned()));
     let mut out: Vec<Entry> = ledger
@@ -208,7 +265,7 @@ pub fn sandbox_bill(sim: &Sim, date: &str) -> serde_json::Value {
         .iter()
         .map(|e| match &e.refund {
             Some((_, no, amt)) => serde_json::json!({"kind": "refund", "out_trade_no": e.out_trade_no, "trade_no": e.trade_no, "out_refund_no": no, "amount": amt}),
-            None => serde_json::json!({"kind": "payment", "out_trade_no": e.out_trade_no, "trade_no": e.trade_no, "amount": e.amount}),
+            None => serde_json::json!({"kind": "payment", "out_trade_no": e.out_trade_no, "trade_no": e.trade_no, "amount": e.amount, "at": e.at}),
         })
         .collect()
 }

@@ -249,7 +249,12 @@ async fn bill_download(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, he
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
     }
     let date = uri.query().and_then(|q| q.strip_prefix("token=")).unwrap_or_default();
-    ([("content-type", "text/plain; charset=utf-8")], crate::statement::wechat_bill(&sim, date)).into_response()
+    let mut bill = crate::statement::wechat_bill(&sim, date);
+    if crate::statement::corrupted(&sim, ChannelName::Wechatpay) {
+        // One payment's amount changed on the way: the file no longer has the hash announced.
+        bill = bill.replacen(".00", ".01", 1);
+    }
+    ([("content-type", "text/plain; charset=utf-8")], bill).into_response()
 }
 
 /// `GET /v3/certificates`: every platform certificate still valid, encrypted with the APIv3 key.

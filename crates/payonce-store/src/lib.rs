@@ -12,6 +12,7 @@ mod operations;
 mod orders;
 mod outbox;
 mod postgres;
+mod reconciliations;
 mod refunds;
 mod rows;
 mod sql;
@@ -25,6 +26,7 @@ pub use model::*;
 pub use operations::Operations;
 pub use orders::Orders;
 pub use outbox::Outbox;
+pub use reconciliations::{Reconciliation, ReconciliationItem, Reconciliations};
 pub use refunds::Refunds;
 pub use sql::duplicate_refund_no;
 pub use postgres::PgStore;
@@ -121,11 +123,11 @@ pub async fn open(url: &str, migrate: bool) -> Result<Arc<dyn Store>> {
 /// Every persistent operation payonce performs, by aggregate (each its own trait and file).
 /// Each method is one transaction (or one read); none is ever held open across a network call.
 /// On a `dyn Store` every method is callable directly; generic code imports `prelude::*`.
-pub trait Store: Orders + Attempts + Refunds + Outbox + Leases + Apps + IdempotencyKeys + Operations + Send + Sync + 'static {}
+pub trait Store: Orders + Attempts + Refunds + Outbox + Leases + Apps + IdempotencyKeys + Operations + Reconciliations + Send + Sync + 'static {}
 
-impl<T> Store for T where T: Orders + Attempts + Refunds + Outbox + Leases + Apps + IdempotencyKeys + Operations + Send + Sync + 'static {}
+impl<T> Store for T where T: Orders + Attempts + Refunds + Outbox + Leases + Apps + IdempotencyKeys + Operations + Reconciliations + Send + Sync + 'static {}
 
 /// The store's traits, to call their methods on a `dyn Store`.
 pub mod prelude {
-    pub use crate::{Apps, Attempts, IdempotencyKeys, Leases, Operations, Orders, Outbox, Refunds, Store};
+    pub use crate::{Apps, Attempts, IdempotencyKeys, Leases, Operations, Orders, Outbox, Reconciliations, Refunds, Store};
 }

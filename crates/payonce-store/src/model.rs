@@ -298,6 +298,8 @@ pub enum OutcomeSource {
     Notification { event_id: String },
     Query,
     CloseAnswer,
+    /// A row of the channel's daily bill (reconciliation), applied exactly like a query answer.
+    Statement { bill_date: String },
 }
 
 #[derive(Debug, Clone)]

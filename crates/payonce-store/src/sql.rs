@@ -115,6 +115,8 @@ pub(crate) const COUNT_QUERIES: &[(&str, &str)] = &[
     ("abnormal", "SELECT COUNT(*) FROM abnormal"),
     ("refunds", "SELECT COUNT(*) FROM refunds"),
     ("delivery_attempts", "SELECT COUNT(*) FROM delivery_attempts"),
+    ("reconciliations", "SELECT COUNT(*) FROM reconciliations"),
+    ("reconciliation_items", "SELECT COUNT(*) FROM reconciliation_items"),
 ];
 
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -137,6 +139,7 @@ macro_rules! impl_store {
         $crate::apps::apps_sql!($Store, $Db, $($opts)*);
         $crate::idempotency::idempotency_sql!($Store, $Db, $($opts)*);
         $crate::operations::operations_sql!($Store, $Db, $($opts)*);
+        $crate::reconciliations::reconciliations_sql!($Store, $Db, $($opts)*);
     };
 }
 

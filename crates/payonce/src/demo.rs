@@ -171,6 +171,22 @@ pub async fn run() -> anyhow::Result<ExitCode> {
         failures.push("an expired order was not closed at the channel".into());
     }
 
+    // 9. The day's reconciliation: every channel's bill of today against the records.
+    let today = payonce_server::reconcile::beijing_date(payonce_core::Clock::now(&payonce_core::SystemClock));
+    for channel in ["wechatpay", "alipay", "sandbox"] {
+        match payonce_server::reconcile::reconcile(&app.state, "demo", channel, &today, false).await {
+            Ok(r) => {
+                let differences: Vec<String> = r.classes.iter().filter(|(_, n)| **n > 0).map(|(c, n)| format!("{c} {n}")).collect();
+                say(format!("9. reconciliation {channel} {today}: {} — {} bill row(s), {} matched{}", r.status, r.rows, r.matched,
+                    if differences.is_empty() { ", no difference".to_owned() } else { format!(", {}", differences.join(", ")) }));
+                if r.status != "completed" || r.needs_a_person() > 0 {
+                    failures.push(format!("reconciliation of {channel}: {} {:?}", r.status, r.reason));
+                }
+            }
+            Err(e) => failures.push(format!("reconciliation of {channel}: {e}")),
+        }
+    }
+
     // Verdict.
     let ledger = app.ledger().await;
     let charges = ledger["charges"].as_array().map(Vec::len).unwrap_or(0);

@@ -4,6 +4,7 @@
 mod baseline;
 mod bench;
 mod demo;
+mod reconcile;
 mod serve;
 mod storm;
 mod verify;
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run the API and the workers.
     Serve(serve::ServeArgs),
+    /// Reconcile one channel's bill of one day now (exit 0 clean, 3 differences for a person, 1 failed).
+    Reconcile(reconcile::ReconcileArgs),
     /// Run the channel simulator (WeChat Pay, Alipay, UnionPay and sandbox protocols).
     Sim {
         #[arg(long, env = "PAYONCE_SIM_LISTEN", default_value = "127.0.0.1:7070")]
@@ -131,6 +134,7 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
     use std::process::ExitCode;
     match command {
         Command::Serve(args) => serve::run(args).await.map(|_| ExitCode::SUCCESS),
+        Command::Reconcile(args) => reconcile::run(args).await,
         Command::Sim { listen, state_dir, seed } => {
             let listener = tokio::net::TcpListener::bind(&listen).await?;
             let handle = payonce_sim::start_with(listener, &state_dir, payonce_sim::SimOptions { seed, ..Default::default() }).await?;

@@ -86,6 +86,7 @@ pub fn parse_detail(bytes: &[u8]) -> Result<Statement, String> {
             channel_trade_no: Some(f[0].to_owned()),
             out_refund_no: (kind == StatementKind::Refund).then(|| f[21].to_owned()),
             amount,
+            at: None,
         });
     }
     if !in_rows {

@@ -178,6 +178,7 @@ impl Channel for SandboxClient {
                 channel_trade_no: r["trade_no"].as_str().map(str::to_owned),
                 out_refund_no: r["out_refund_no"].as_str().map(str::to_owned),
                 amount: r["amount"].as_i64().unwrap_or(0),
+                at: r["at"].as_i64().map(payonce_core::Timestamp),
             })
             .collect(),
         })

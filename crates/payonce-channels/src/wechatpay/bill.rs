@@ -44,12 +44,12 @@ pub fn parse(text: &str) -> Result<Statement, String> {
             "SUCCESS" => {
                 let a = amount_of(12)?;
                 paid += a;
-                out.lines.push(StatementLine { kind: StatementKind::Payment, out_trade_no: f[6].clone(), channel_trade_no: Some(f[5].clone()), out_refund_no: None, amount: a });
+                out.lines.push(StatementLine { kind: StatementKind::Payment, out_trade_no: f[6].clone(), channel_trade_no: Some(f[5].clone()), out_refund_no: None, amount: a, at: None });
             }
             "REFUND" => {
                 let a = amount_of(16)?;
                 refunded += a;
-                out.lines.push(StatementLine { kind: StatementKind::Refund, out_trade_no: f[6].clone(), channel_trade_no: Some(f[5].clone()), out_refund_no: Some(f[15].clone()), amount: a });
+                out.lines.push(StatementLine { kind: StatementKind::Refund, out_trade_no: f[6].clone(), channel_trade_no: Some(f[5].clone()), out_refund_no: Some(f[15].clone()), amount: a, at: None });
             }
             other => {
                 // Still counted in the totals as WeChat counts it; its money is not guessed.

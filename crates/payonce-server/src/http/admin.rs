@@ -214,3 +214,178 @@ pub async fn rotate_webhook_secret(State(state): State<AppState>, headers: Heade
     }
     Ok(Json(RotatedSecret { app_id: app_id.to_string(), webhook_secret: secret }))
 }
+
+/// One reconciliation run of a channel's bill of one day.
+#[derive(Serialize, ToSchema)]
+pub struct ReconciliationView {
+    /// `rec_…`
+    pub id: String,
+    pub channel: String,
+    /// `YYYY-MM-DD`, Asia/Shanghai.
+    pub bill_date: String,
+    /// `running`, `completed` or `failed`.
+    pub status: String,
+    /// Counts: `rows`, `matched`, and `classes` (items by class).
+    #[schema(value_type = Object)]
+    pub summary: serde_json::Value,
+    pub reason: Option<String>,
+    #[schema(format = DateTime)]
+    pub started_at: String,
+    #[schema(format = DateTime)]
+    pub finished_at: Option<String>,
+}
+
+/// A difference between a bill and payonce's records.
+#[derive(Serialize, ToSchema)]
+pub struct ReconciliationItemView {
+    pub id: String,
+    /// `repaired_paid`, `repaired_refund`, `missing_at_channel`, `amount_mismatch`, `unknown_trade`, `unknown_refund`.
+    pub class: String,
+    /// The out_trade_no or out_refund_no.
+    pub reference: String,
+    pub app_id: Option<String>,
+    pub order_id: Option<String>,
+    /// Fen, as payonce has it.
+    pub local_amount: Option<i64>,
+    /// Fen, as the bill has it.
+    pub channel_amount: Option<i64>,
+    pub detail: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReconciliationList {
+    pub items: Vec<ReconciliationView>,
+}
+
+/// A run and one page of its items.
+#[derive(Serialize, ToSchema)]
+pub struct ReconciliationDetail {
+    #[serde(flatten)]
+    pub run: ReconciliationView,
+    pub items: Vec<ReconciliationItemView>,
+    /// Pass as `after` for the next page; absent on the last.
+    pub next_after: Option<String>,
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ItemsQuery {
+    /// Only items of this class.
+    #[param(schema_with = item_class)]
+    class: Option<String>,
+    /// The `next_after` of the previous page.
+    after: Option<String>,
+    /// Items per page (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
+}
+
+/// Re-run (or run) the reconciliation of one channel and day now. (Documents the body; the
+/// handler reads it field by field to answer each mistake precisely.)
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ReconcileRequest {
+    /// A configured channel: `wechatpay`, `alipay`, `unionpay`, `sandbox`.
+    pub channel: String,
+    /// `YYYY-MM-DD` (Asia/Shanghai).
+    #[schema(pattern = r"^\d{4}-\d{2}-\d{2}$")]
+    pub date: String,
+}
+
+fn item_class() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    crate::http::views::one_of_names(crate::reconcile::CLASSES.iter().copied())
+}
+
+fn run_view(r: &payonce_store::Reconciliation) -> ReconciliationView {
+    ReconciliationView {
+        id: r.id.clone(),
+        channel: r.channel.clone(),
+        bill_date: r.bill_date.clone(),
+        status: r.status.clone(),
+        summary: serde_json::from_str(&r.summary).unwrap_or_default(),
+        reason: r.reason.clone(),
+        started_at: payonce_core::Timestamp(r.started_at).to_rfc3339(),
+        finished_at: r.finished_at.map(|t| payonce_core::Timestamp(t).to_rfc3339()),
+    }
+}
+
+/// Reconciliation runs, newest bill date first.
+#[utoipa::path(get, path = "/admin/v1/reconciliations", operation_id = "list_reconciliations", tag = "admin", security(("adminToken" = [])),
+    responses((status = 200, description = "runs", body = ReconciliationList)))]
+pub async fn reconciliations(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<ReconciliationList>, ApiError> {
+    authorize(&state, &headers)?;
+    let runs = state.store.reconciliations(100).await?;
+    Ok(Json(ReconciliationList { items: runs.iter().map(run_view).collect() }))
+}
+
+/// One run with its items, by class if asked, a page at a time.
+#[utoipa::path(get, path = "/admin/v1/reconciliations/{id}", operation_id = "get_reconciliation", tag = "admin", security(("adminToken" = [])),
+    params(("id" = String, Path, description = "rec_…"), ItemsQuery),
+    responses((status = 200, description = "the run and a page of its items", body = ReconciliationDetail),
+              (status = 400, description = "validation_failed", body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 404, description = "not_found", body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn reconciliation(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    crate::http::body::Query(q): crate::http::body::Query<ItemsQuery>,
+) -> Result<Json<ReconciliationDetail>, ApiError> {
+    authorize(&state, &headers)?;
+    if q.limit.is_some_and(|l| !(1..=1000).contains(&l)) {
+        return Err(ApiError::field("limit", "must be between 1 and 1000"));
+    }
+    if let Some(c) = q.class.as_deref().filter(|c| !crate::reconcile::CLASSES.contains(c)) {
+        return Err(ApiError::field("class", format!("{c:?} is not one of {}", crate::reconcile::CLASSES.join(", "))));
+    }
+    let run = state.store.reconciliation(&id).await?.ok_or_else(|| ApiError::not_found("reconciliation"))?;
+    let limit = q.limit.unwrap_or(100);
+    let items = state.store.reconciliation_items(&id, q.class.as_deref(), q.after.as_deref(), limit).await?;
+    let next_after = (items.len() as i64 == limit).then(|| items.last().map(|i| i.id.clone())).flatten();
+    Ok(Json(ReconciliationDetail {
+        run: run_view(&run),
+        items: items
+            .into_iter()
+            .map(|i| ReconciliationItemView {
+                id: i.id,
+                class: i.class,
+                reference: i.reference,
+                app_id: i.app_id,
+                order_id: i.order_id,
+                local_amount: i.local_amount,
+                channel_amount: i.channel_amount,
+                detail: i.detail,
+            })
+            .collect(),
+        next_after,
+    }))
+}
+
+/// Runs (or re-runs) one channel's reconciliation of one day now; answers the finished run.
+/// Re-running repairs nothing twice and ends with the same counts.
+#[utoipa::path(post, path = "/admin/v1/reconciliations", operation_id = "run_reconciliation", tag = "admin", security(("adminToken" = [])),
+    request_body = ReconcileRequest,
+    responses((status = 200, description = "the finished run (status `failed` with its reason when the bill could not be used)", body = ReconciliationView),
+              (status = 409, description = "reconciliation_running: another instance is running it", body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 400, description = "validation_failed", body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 422, description = "unknown_channel: not configured here; invalid_date: not a calendar day", body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn run_reconciliation(State(state): State<AppState>, headers: HeaderMap, crate::http::body::JsonObject(body): crate::http::body::JsonObject) -> Result<Json<ReconciliationView>, ApiError> {
+    authorize(&state, &headers)?;
+    let field = |name: &str| body.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+    let channel = field("channel").ok_or_else(|| ApiError::field("channel", "required, a string"))?;
+    let date = field("date").filter(|d| d.len() == 10 && d.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() }));
+    let date = date.ok_or_else(|| ApiError::field("date", "required, YYYY-MM-DD"))?;
+    if crate::reconcile::beijing_day(&date).is_none() {
+        // Well-formed but not a day of the calendar (2026-02-30): the schema cannot say so.
+        return Err(ApiError::unprocessable("invalid_date", format!("{date} is not a calendar day")));
+    }
+    let owner = format!("admin-{}", payonce_core::EventId::new().as_str());
+    let report = match crate::reconcile::reconcile(&state, &owner, &channel, &date, false).await {
+        Ok(r) => r,
+        Err(crate::reconcile::ReconcileError::NoChannel(c)) => return Err(ApiError::unprocessable("unknown_channel", format!("{c} is not configured here"))),
+        Err(crate::reconcile::ReconcileError::BadDate(d)) => return Err(ApiError::unprocessable("invalid_date", format!("{d} is not a calendar day"))),
+        Err(crate::reconcile::ReconcileError::Busy(..)) => return Err(ApiError::conflict("reconciliation_running", "another instance is reconciling this channel and day")),
+        Err(crate::reconcile::ReconcileError::Store(e)) => return Err(e.into()),
+    };
+    let run = state.store.reconciliation(report.id.as_deref().unwrap_or_default()).await?.ok_or_else(|| ApiError::not_found("reconciliation"))?;
+    Ok(Json(run_view(&run)))
+}

@@ -44,6 +44,8 @@ pub fn documented_router(state: &AppState) -> (Router, serde_json::Value) {
         .routes(routes!(admin::event))
         .routes(routes!(admin::resend))
         .routes(routes!(admin::rotate_webhook_secret))
+        .routes(routes!(admin::reconciliations, admin::run_reconciliation))
+        .routes(routes!(admin::reconciliation))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))

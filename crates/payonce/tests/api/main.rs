@@ -14,6 +14,7 @@ mod notify;
 mod openapi;
 mod orders;
 mod prepay;
+mod reconciliation;
 mod recovery;
 mod statements;
 mod unionpay;

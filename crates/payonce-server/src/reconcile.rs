@@ -1,0 +1,287 @@
+//! Reconciliation (对账): the last net under every other defence. The channel's bill of one day
+//! is compared with payonce's records, every difference classified, what can be repaired is
+//! repaired through the same decision path as a notification or query (source `statement`), and
+//! the rest goes to the abnormal queue for a person:
+//!
+//! | class | meaning | action |
+//! |---|---|---|
+//! | `repaired_paid` | the channel charged; payonce had the attempt not succeeded | applied: paid, or a duplicate refunded |
+//! | `repaired_refund` | the channel refunded a refund payonce still had open | settled |
+//! | `missing_at_channel` | payonce has a success the bill lacks, and a query does not confirm it | abnormal |
+//! | `amount_mismatch` | the bill's amount differs from the attempt's (or the refund's) | abnormal, never applied |
+//! | `unknown_trade` | a payment payonce never issued | abnormal |
+//! | `unknown_refund` | a refund payonce never requested (or recorded failed) | abnormal |
+//!
+//! A run is idempotent: items are recorded once per (run, class, reference), and a repair that
+//! was made is, on a re-run, simply a match.
+
+use crate::payments::{self, order_ref};
+use crate::state::AppState;
+use payonce_channels::{StatementKind, TradeState};
+use payonce_core::{ChannelName, Timestamp};
+use payonce_store::{OutcomeApplied, OutcomeSource, ReconciliationItem, RefundNoticeApplied, RefundResult};
+use std::collections::{BTreeMap, HashSet};
+
+/// Every class, in the order reports list them.
+pub const CLASSES: [&str; 6] = ["repaired_paid", "repaired_refund", "missing_at_channel", "amount_mismatch", "unknown_trade", "unknown_refund"];
+
+/// What one run found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub id: Option<String>,
+    pub channel: String,
+    pub bill_date: String,
+    /// `completed`, `failed`, or `dry_run`.
+    pub status: String,
+    pub reason: Option<String>,
+    /// Bill rows read.
+    pub rows: usize,
+    /// Rows that agreed with payonce as they were.
+    pub matched: usize,
+    /// Items by class (every class listed, zero or not).
+    pub classes: BTreeMap<String, usize>,
+}
+
+impl Report {
+    /// Differences a person has to look at.
+    pub fn needs_a_person(&self) -> usize {
+        self.classes.iter().filter(|(c, _)| ReconciliationItem::needs_a_person(c)).map(|(_, n)| n).sum()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("no such channel configured: {0}")]
+    NoChannel(String),
+    #[error("not a date (YYYY-MM-DD): {0}")]
+    BadDate(String),
+    #[error("another instance is reconciling {0} {1} right now")]
+    Busy(String, String),
+    #[error(transparent)]
+    Store(#[from] payonce_store::StoreError),
+}
+
+/// `[start, end)` of a Beijing calendar day, in Unix milliseconds.
+pub fn beijing_day(date: &str) -> Option<(Timestamp, Timestamp)> {
+    let d = time::Date::parse(date, &time::macros::format_description!("[year]-[month]-[day]")).ok()?;
+    let start = d.midnight().assume_offset(time::macros::offset!(+8)).unix_timestamp() * 1000;
+    Some((Timestamp(start), Timestamp(start + 86_400_000)))
+}
+
+/// The Beijing calendar day of `t`, `YYYY-MM-DD`.
+pub fn beijing_date(t: Timestamp) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(t.0.div_euclid(1000)).unwrap_or(time::OffsetDateTime::UNIX_EPOCH).to_offset(time::macros::offset!(+8));
+    t.date().format(&time::macros::format_description!("[year]-[month]-[day]")).unwrap_or_default()
+}
+
+/// Yesterday in Beijing, the day whose bills are ready in the morning.
+pub fn beijing_yesterday(now: Timestamp) -> String {
+    beijing_date(Timestamp(now.0 - 86_400_000))
+}
+
+/// One run of (channel, bill date): downloads the bill, classifies every difference, repairs
+/// what can be repaired (not with `dry_run`, which writes nothing at all), records the rest.
+pub async fn reconcile(state: &AppState, owner: &str, channel_name: &str, bill_date: &str, dry_run: bool) -> Result<Report, ReconcileError> {
+    let name = ChannelName::parse(channel_name).map_err(|_| ReconcileError::NoChannel(channel_name.to_owned()))?;
+    let channel = state.channels.get(name).cloned().ok_or_else(|| ReconcileError::NoChannel(channel_name.to_owned()))?;
+    let (day_start, day_end) = beijing_day(bill_date).ok_or_else(|| ReconcileError::BadDate(bill_date.to_owned()))?;
+    let now = state.clock.now();
+    let run = if dry_run {
+        None
+    } else {
+        // Long enough to read a large bill; a runner that dies lets another take over after it.
+        let lease_ms = 10 * 60 * 1000;
+        Some(state.store.begin_reconciliation(name, bill_date, owner, lease_ms, now).await?.ok_or_else(|| ReconcileError::Busy(channel_name.to_owned(), bill_date.to_owned()))?)
+    };
+    let mut report = Report {
+        id: run.as_ref().map(|r| r.id.clone()),
+        channel: name.as_str().to_owned(),
+        bill_date: bill_date.to_owned(),
+        status: if dry_run { "dry_run".into() } else { "completed".into() },
+        reason: None,
+        rows: 0,
+        matched: 0,
+        classes: CLASSES.iter().map(|c| (c.to_string(), 0)).collect(),
+    };
+    let statement = match channel.statement(bill_date).await {
+        Ok(s) => s,
+        Err(e) => {
+            // A bill that cannot be had, does not verify or does not add up applies nothing;
+            // the next run downloads it again.
+            report.status = "failed".into();
+            report.reason = Some(e.to_string());
+            finish(state, owner, &mut report).await?;
+            return Ok(report);
+        }
+    };
+    report.rows = statement.lines.len();
+    let mut on_bill = HashSet::new();
+    let mut recorder = Recorder { state, run: run.as_ref().map(|r| r.id.clone()), report: &mut report, dry_run };
+    for line in &statement.lines {
+        match line.kind {
+            StatementKind::Payment => {
+                on_bill.insert(line.out_trade_no.clone());
+                payment_row(&mut recorder, name, bill_date, day_start, line).await?;
+            }
+            StatementKind::Refund => refund_row(&mut recorder, name, bill_date, line).await?,
+        }
+    }
+    // Successes payonce has that the bill lacks: a payment just before midnight can land in
+    // the next day's bill, so the channel is asked before anyone is bothered.
+    for a in state.store.attempts_paid_between(name, day_start, day_end).await? {
+        if on_bill.contains(&a.out_trade_no) {
+            continue;
+        }
+        if let Ok(TradeState::Paid { .. }) = channel.query(&order_ref(&a)).await {
+            continue;
+        }
+        let order = state.store.order_by_id(&a.order_id).await?;
+        recorder
+            .item("missing_at_channel", &a.out_trade_no, order.as_ref().map(|o| (o.app_id.to_string(), o.id.to_string())), Some(a.amount.minor), None, "payonce recorded this payment; the bill and a query do not show it")
+            .await?;
+    }
+    finish(state, owner, &mut report).await?;
+    Ok(report)
+}
+
+/// Writes items (and counts them), or only counts them in a dry run.
+struct Recorder<'a> {
+    state: &'a AppState,
+    run: Option<String>,
+    report: &'a mut Report,
+    dry_run: bool,
+}
+
+impl Recorder<'_> {
+    async fn item(&mut self, class: &str, reference: &str, owner: Option<(String, String)>, local: Option<i64>, on_bill: Option<i64>, detail: &str) -> Result<(), ReconcileError> {
+        *self.report.classes.entry(class.to_owned()).or_default() += 1;
+        metrics::counter!("payonce_reconciliation_items_total", "channel" => self.report.channel.clone(), "class" => class.to_owned()).increment(1);
+        let Some(run) = self.run.clone().filter(|_| !self.dry_run) else { return Ok(()) };
+        let (app_id, order_id) = owner.unzip();
+        let item = ReconciliationItem {
+            id: payonce_core::EventId::new().as_str().replacen("evt_", "rci_", 1),
+            reconciliation_id: run,
+            class: class.to_owned(),
+            reference: reference.to_owned(),
+            app_id,
+            order_id,
+            local_amount: local,
+            channel_amount: on_bill,
+            detail: detail.to_owned(),
+            created_at: self.state.clock.now().0,
+        };
+        self.state.store.add_reconciliation_item(&item).await?;
+        Ok(())
+    }
+}
+
+async fn payment_row(r: &mut Recorder<'_>, name: ChannelName, bill_date: &str, day_start: Timestamp, line: &payonce_channels::StatementLine) -> Result<(), ReconcileError> {
+    let state = r.state;
+    let Some(a) = state.store.attempt_by_out_trade_no(name, &line.out_trade_no).await? else {
+        return r.item("unknown_trade", &line.out_trade_no, None, None, Some(line.amount), "a payment on the bill that payonce never issued").await;
+    };
+    let order = state.store.order_by_id(&a.order_id).await?;
+    let owner = order.as_ref().map(|o| (o.app_id.to_string(), o.id.to_string()));
+    if line.amount != a.amount.minor {
+        // Never applied: which side is right is for a person to find out.
+        return r.item("amount_mismatch", &line.out_trade_no, owner, Some(a.amount.minor), Some(line.amount), "the bill's order amount differs from the attempt's").await;
+    }
+    if a.status == payonce_core::AttemptStatus::Succeeded {
+        r.report.matched += 1;
+        return Ok(());
+    }
+    if r.dry_run {
+        return r.item("repaired_paid", &line.out_trade_no, owner, Some(a.amount.minor), Some(line.amount), "would be applied").await;
+    }
+    let paid = TradeState::Paid { amount: line.amount, channel_trade_no: line.channel_trade_no.clone(), paid_at: line.at.unwrap_or(day_start) };
+    match payments::apply(state, name, &line.out_trade_no, paid, OutcomeSource::Statement { bill_date: bill_date.to_owned() }, None).await? {
+        OutcomeApplied::Applied { .. } | OutcomeApplied::Replay => {
+            r.item("repaired_paid", &line.out_trade_no, owner, Some(a.amount.minor), Some(line.amount), "the charge on the bill was applied (paid, or refunded as a duplicate)").await
+        }
+        OutcomeApplied::AmountMismatch { reported, .. } => r.item("amount_mismatch", &line.out_trade_no, owner, Some(a.amount.minor), Some(reported), "the bill's amount differs").await,
+        OutcomeApplied::UnknownTradeNo => r.item("unknown_trade", &line.out_trade_no, None, None, Some(line.amount), "a payment on the bill that payonce never issued").await,
+    }
+}
+
+async fn refund_row(r: &mut Recorder<'_>, name: ChannelName, bill_date: &str, line: &payonce_channels::StatementLine) -> Result<(), ReconcileError> {
+    let state = r.state;
+    let no = line.out_refund_no.clone().unwrap_or_default();
+    let Some(refund) = state.store.refund_by_out_refund_no(name, &no).await? else {
+        return r.item("unknown_refund", &no, None, None, Some(line.amount), "a refund on the bill that payonce never requested").await;
+    };
+    let owner = Some((refund.app_id.to_string(), refund.order_id.to_string()));
+    if line.amount != refund.amount.minor {
+        return r.item("amount_mismatch", &no, owner, Some(refund.amount.minor), Some(line.amount), "the bill's refund amount differs from the refund's").await;
+    }
+    match refund.status {
+        payonce_core::RefundStatus::Succeeded => {
+            r.report.matched += 1;
+            Ok(())
+        }
+        payonce_core::RefundStatus::Failed => r.item("unknown_refund", &no, owner, Some(refund.amount.minor), Some(line.amount), "the channel refunded what payonce recorded as failed").await,
+        _ if r.dry_run => r.item("repaired_refund", &no, owner, Some(refund.amount.minor), Some(line.amount), "would be settled").await,
+        _ => {
+            let event = format!("statement:{bill_date}:{no}");
+            match state.store.apply_refund_notice(name, &event, &no, &RefundResult::Succeeded, state.clock.now()).await? {
+                RefundNoticeApplied::Applied(_) | RefundNoticeApplied::Replay => {
+                    r.item("repaired_refund", &no, owner, Some(refund.amount.minor), Some(line.amount), "the refund on the bill was settled").await
+                }
+                RefundNoticeApplied::UnknownRefund => r.item("unknown_refund", &no, None, None, Some(line.amount), "a refund on the bill that payonce never requested").await,
+            }
+        }
+    }
+}
+
+/// Ends the run: its counts — of every item the run of this channel and day holds, so a re-run
+/// that finds what an earlier one found (and repairs nothing twice) reports the same — the
+/// metrics, and one `reconciliation.completed` event to each app with differences, that app's
+/// own counts only (a channel account serves many apps).
+async fn finish(state: &AppState, owner: &str, report: &mut Report) -> Result<(), ReconcileError> {
+    let Some(id) = report.id.clone() else { return Ok(()) };
+    let now = state.clock.now();
+    let mut per_app: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    if report.status == "completed" {
+        let mut classes: BTreeMap<String, usize> = CLASSES.iter().map(|c| (c.to_string(), 0)).collect();
+        let mut after = None;
+        loop {
+            let items = state.store.reconciliation_items(&id, None, after.as_deref(), 500).await?;
+            let Some(last) = items.last() else { break };
+            after = Some(last.id.clone());
+            for item in &items {
+                *classes.entry(item.class.clone()).or_default() += 1;
+                if let Some(app) = &item.app_id {
+                    *per_app.entry(app.clone()).or_default().entry(item.class.clone()).or_default() += 1;
+                }
+            }
+        }
+        report.classes = classes;
+    }
+    let summary = serde_json::json!({"rows": report.rows, "matched": report.matched, "classes": report.classes}).to_string();
+    state.store.finish_reconciliation(&id, owner, &report.status, &summary, report.reason.as_deref(), now).await?;
+    if report.status == "completed" {
+        metrics::gauge!("payonce_reconciliation_last_success_seconds", "channel" => report.channel.clone()).set(now.0 as f64 / 1000.0);
+        for (app, classes) in per_app {
+            let data = serde_json::json!({"reconciliation_id": id, "channel": report.channel, "bill_date": report.bill_date, "classes": classes});
+            // One announcement per (run, app): a re-run does not announce again.
+            let event_id = format!("evt_{}_{}", id.trim_start_matches("rec_"), app.trim_start_matches("app_"));
+            state.store.insert_app_event(&payonce_core::AppId::from_trusted(app), &event_id, "reconciliation.completed", data, now).await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_beijing_day_starts_at_16_00_utc_the_day_before() {
+        let (start, end) = beijing_day("2026-11-26").unwrap();
+        assert_eq!(start.to_rfc3339(), "2026-11-25T16:00:00.000Z");
+        assert_eq!(end.0 - start.0, 86_400_000);
+        assert_eq!(beijing_date(start), "2026-11-26");
+        assert_eq!(beijing_date(Timestamp(start.0 - 1)), "2026-11-25");
+        assert_eq!(beijing_yesterday(start), "2026-11-25");
+        assert!(beijing_day("2026-13-01").is_none() && beijing_day("yesterday").is_none());
+    }
+}

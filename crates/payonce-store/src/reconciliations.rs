@@ -1,0 +1,285 @@
+//! Reconciliation runs and their items: the `Reconciliations` part of the store, and its SQL,
+//! expanded for each backend by `sql::impl_store!` (SQLite and PostgreSQL accept the same
+//! statements). A run is leased like the workers' rows (many instances, one runner); an item is
+//! recorded once per (run, class, reference), with an abnormal entry when it needs a person.
+
+#[allow(unused_imports)]
+use crate::*;
+#[allow(unused_imports)]
+use payonce_core::{AppId, AttemptId, ChannelName, OrderId, Timestamp};
+
+/// One reconciliation of (channel, bill date).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Reconciliation {
+    pub id: String,
+    pub channel: String,
+    /// `YYYY-MM-DD`, Asia/Shanghai (the channels' booking day).
+    pub bill_date: String,
+    /// `running`, `completed` or `failed`.
+    pub status: String,
+    /// Counts by class, rows and fees, as JSON.
+    pub summary: String,
+    /// Why a run failed (a bill that does not add up, a download that broke).
+    pub reason: Option<String>,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// A difference between the channel's bill and payonce's records.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ReconciliationItem {
+    pub id: String,
+    pub reconciliation_id: String,
+    /// `repaired_paid`, `repaired_refund`, `missing_at_channel`, `amount_mismatch`,
+    /// `unknown_trade`, `unknown_refund`.
+    pub class: String,
+    /// The out_trade_no (payments) or out_refund_no (refunds) the item is about.
+    pub reference: String,
+    pub app_id: Option<String>,
+    pub order_id: Option<String>,
+    pub local_amount: Option<i64>,
+    pub channel_amount: Option<i64>,
+    pub detail: String,
+    pub created_at: i64,
+}
+
+impl ReconciliationItem {
+    /// Classes a person must look at (they also go to the abnormal queue); the others were
+    /// repaired automatically.
+    pub fn needs_a_person(class: &str) -> bool {
+        !class.starts_with("repaired_")
+    }
+}
+
+#[async_trait::async_trait]
+pub trait Reconciliations: Send + Sync {
+    /// Starts — or restarts — the run of (channel, bill date) for `owner`, unless another owner
+    /// holds a live lease on it (`None`).
+    async fn begin_reconciliation(&self, channel: ChannelName, bill_date: &str, owner: &str, lease_ms: i64, now: Timestamp) -> Result<Option<Reconciliation>>;
+    /// Records an item once: `false` if the run already had it (a re-run adds nothing).
+    async fn add_reconciliation_item(&self, item: &ReconciliationItem) -> Result<bool>;
+    /// Ends a run (`completed` or `failed`), if `owner` still holds it.
+    async fn finish_reconciliation(&self, id: &str, owner: &str, status: &str, summary: &str, reason: Option<&str>, now: Timestamp) -> Result<bool>;
+    async fn reconciliation(&self, id: &str) -> Result<Option<Reconciliation>>;
+    /// The newest runs first.
+    async fn reconciliations(&self, limit: i64) -> Result<Vec<Reconciliation>>;
+    /// A run's items in id order, after `after` (keyset pagination), of one class or all.
+    async fn reconciliation_items(&self, id: &str, class: Option<&str>, after: Option<&str>, limit: i64) -> Result<Vec<ReconciliationItem>>;
+    /// Attempts of `channel` that succeeded with `paid_at` in `[from, to)`: what the bill of
+    /// that day must show.
+    async fn attempts_paid_between(&self, channel: ChannelName, from: Timestamp, to: Timestamp) -> Result<Vec<Attempt>>;
+    async fn refund_by_out_refund_no(&self, channel: ChannelName, out_refund_no: &str) -> Result<Option<Refund>>;
+    /// An order by its id alone (the reconciler meets orders of every app).
+    async fn order_by_id(&self, id: &OrderId) -> Result<Option<Order>>;
+    /// An event about an app rather than one order (`reconciliation.completed`), under `id`:
+    /// written once however often it is asked (`false` the second time).
+    async fn insert_app_event(&self, app: &AppId, id: &str, kind: &str, data: serde_json::Value, now: Timestamp) -> Result<bool>;
+}
+
+/// The SQL of `Reconciliations` for one backend (see `sql::impl_store!` for the parameters).
+macro_rules! reconciliations_sql {
+    ($Store:ty, $Db:ty, backend = $backend:expr, for_update = $for_update:literal, skip_locked = $skip_locked:literal, migrations = $migrations:expr) => {
+        #[async_trait::async_trait]
+        impl $crate::Reconciliations for $Store {
+            async fn begin_reconciliation(
+                &self,
+                channel: payonce_core::ChannelName,
+                bill_date: &str,
+                owner: &str,
+                lease_ms: i64,
+                now: payonce_core::Timestamp,
+            ) -> $crate::Result<Option<$crate::Reconciliation>> {
+                let mut tx = self.begin_write().await?;
+                let id = payonce_core::EventId::new().as_str().replacen("evt_", "rec_", 1);
+                sqlx::query(
+                    "INSERT INTO reconciliations (id, channel, bill_date, status, summary, started_at) VALUES ($1, $2, $3, 'running', '{}', $4) \
+                     ON CONFLICT (channel, bill_date) DO NOTHING",
+                )
+                .bind(&id)
+                .bind(channel.as_str())
+                .bind(bill_date)
+                .bind(now.0)
+                .execute(&mut *tx)
+                .await?;
+                let taken = sqlx::query(
+                    "UPDATE reconciliations SET status = 'running', reason = NULL, lease_owner = $1, lease_until = $2, started_at = $3, finished_at = NULL \
+                     WHERE channel = $4 AND bill_date = $5 AND (lease_until IS NULL OR lease_until < $3 OR lease_owner = $1)",
+                )
+                .bind(owner)
+                .bind(now.0 + lease_ms)
+                .bind(now.0)
+                .bind(channel.as_str())
+                .bind(bill_date)
+                .execute(&mut *tx)
+                .await?;
+                if taken.rows_affected() != 1 {
+                    return Ok(None);
+                }
+                let run = sqlx::query_as::<_, $crate::Reconciliation>(concat!("SELECT ", $crate::reconciliations::RUN_COLS!(), " FROM reconciliations WHERE channel = $1 AND bill_date = $2"))
+                    .bind(channel.as_str())
+                    .bind(bill_date)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(Some(run))
+            }
+
+            async fn add_reconciliation_item(&self, item: &$crate::ReconciliationItem) -> $crate::Result<bool> {
+                let mut tx = self.begin_write().await?;
+                let added = sqlx::query(
+                    "INSERT INTO reconciliation_items (id, reconciliation_id, class, reference, app_id, order_id, local_amount, channel_amount, detail, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (reconciliation_id, class, reference) DO NOTHING",
+                )
+                .bind(&item.id)
+                .bind(&item.reconciliation_id)
+                .bind(&item.class)
+                .bind(&item.reference)
+                .bind(&item.app_id)
+                .bind(&item.order_id)
+                .bind(item.local_amount)
+                .bind(item.channel_amount)
+                .bind(&item.detail)
+                .bind(item.created_at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if added && $crate::ReconciliationItem::needs_a_person(&item.class) {
+                    let kind = format!("reconciliation_{}", item.class);
+                    Self::tx_insert_abnormal(&mut tx, &kind, &item.reference, &item.detail, payonce_core::Timestamp(item.created_at)).await?;
+                }
+                tx.commit().await?;
+                Ok(added)
+            }
+
+            async fn finish_reconciliation(
+                &self,
+                id: &str,
+                owner: &str,
+                status: &str,
+                summary: &str,
+                reason: Option<&str>,
+                now: payonce_core::Timestamp,
+            ) -> $crate::Result<bool> {
+                let mut tx = self.begin_write().await?;
+                let done = sqlx::query(
+                    "UPDATE reconciliations SET status = $1, summary = $2, reason = $3, finished_at = $4, lease_owner = NULL, lease_until = NULL \
+                     WHERE id = $5 AND lease_owner = $6",
+                )
+                .bind(status)
+                .bind(summary)
+                .bind(reason)
+                .bind(now.0)
+                .bind(id)
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn reconciliation(&self, id: &str) -> $crate::Result<Option<$crate::Reconciliation>> {
+                Ok(sqlx::query_as::<_, $crate::Reconciliation>(concat!("SELECT ", $crate::reconciliations::RUN_COLS!(), " FROM reconciliations WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&self.reader())
+                    .await?)
+            }
+
+            async fn reconciliations(&self, limit: i64) -> $crate::Result<Vec<$crate::Reconciliation>> {
+                Ok(sqlx::query_as::<_, $crate::Reconciliation>(concat!(
+                    "SELECT ",
+                    $crate::reconciliations::RUN_COLS!(),
+                    " FROM reconciliations ORDER BY bill_date DESC, channel LIMIT $1"
+                ))
+                .bind(limit)
+                .fetch_all(&self.reader())
+                .await?)
+            }
+
+            async fn reconciliation_items(&self, id: &str, class: Option<&str>, after: Option<&str>, limit: i64) -> $crate::Result<Vec<$crate::ReconciliationItem>> {
+                Ok(sqlx::query_as::<_, $crate::ReconciliationItem>(
+                    "SELECT id, reconciliation_id, class, reference, app_id, order_id, local_amount, channel_amount, detail, created_at \
+                     FROM reconciliation_items WHERE reconciliation_id = $1 AND ($2 IS NULL OR class = $2) AND ($3 IS NULL OR id > $3) ORDER BY id LIMIT $4",
+                )
+                .bind(id)
+                .bind(class)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.reader())
+                .await?)
+            }
+
+            async fn attempts_paid_between(
+                &self,
+                channel: payonce_core::ChannelName,
+                from: payonce_core::Timestamp,
+                to: payonce_core::Timestamp,
+            ) -> $crate::Result<Vec<$crate::Attempt>> {
+                let rows = sqlx::query(concat!(
+                    "SELECT ",
+                    $crate::sql::attempt_cols!(),
+                    " FROM attempts WHERE channel = $1 AND status = 'succeeded' AND paid_at >= $2 AND paid_at < $3 ORDER BY paid_at"
+                ))
+                .bind(channel.as_str())
+                .bind(from.0)
+                .bind(to.0)
+                .fetch_all(&self.reader())
+                .await?;
+                rows.iter().map($crate::rows::attempt_row).collect()
+            }
+
+            async fn refund_by_out_refund_no(&self, channel: payonce_core::ChannelName, out_refund_no: &str) -> $crate::Result<Option<$crate::Refund>> {
+                let row = sqlx::query(concat!("SELECT ", $crate::sql::refund_cols!(), " FROM refunds WHERE channel = $1 AND out_refund_no = $2"))
+                    .bind(channel.as_str())
+                    .bind(out_refund_no)
+                    .fetch_optional(&self.reader())
+                    .await?;
+                row.as_ref().map($crate::rows::refund_row).transpose()
+            }
+
+            async fn order_by_id(&self, id: &payonce_core::OrderId) -> $crate::Result<Option<$crate::Order>> {
+                let row = sqlx::query(concat!("SELECT ", $crate::sql::order_cols!(), " FROM orders WHERE id = $1"))
+                    .bind(id.as_str())
+                    .fetch_optional(&self.reader())
+                    .await?;
+                row.as_ref().map($crate::rows::order_row).transpose()
+            }
+
+            async fn insert_app_event(
+                &self,
+                app: &payonce_core::AppId,
+                id: &str,
+                kind: &str,
+                data: serde_json::Value,
+                now: payonce_core::Timestamp,
+            ) -> $crate::Result<bool> {
+                let payload = serde_json::json!({"id": id, "type": kind, "created_at": now.to_rfc3339(), "data": data}).to_string();
+                let mut tx = self.begin_write().await?;
+                let added = sqlx::query(
+                    "INSERT INTO events (id, app_id, order_id, type, payload, created_at, next_attempt_at) VALUES ($1, $2, NULL, $3, $4, $5, $5) \
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(id)
+                .bind(app.as_str())
+                .bind(kind)
+                .bind(payload)
+                .bind(now.0)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                tx.commit().await?;
+                Ok(added)
+            }
+        }
+    };
+}
+
+/// The columns of a `Reconciliation`, in its field order.
+macro_rules! RUN_COLS {
+    () => {
+        "id, channel, bill_date, status, summary, reason, started_at, finished_at"
+    };
+}
+
+pub(crate) use {RUN_COLS, reconciliations_sql};

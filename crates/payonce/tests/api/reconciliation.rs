@@ -1,0 +1,123 @@
+//! Reconciliation on both stores: the simulator's bad days (a payment only the bill shows, an
+//! amount that differs, a success the bill lacks, a charge and a refund payonce never made, a
+//! refund still open here, a damaged bill), each classified and handled as issue 12's table
+//! says; a re-run repairs nothing twice and ends with the same counts.
+
+use crate::assert_invariants;
+use payonce_testkit::{Backend, TestApp, store_tests};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+store_tests!(every_class_is_found_and_handled_and_a_rerun_changes_nothing);
+
+async fn paid(app: &TestApp, no: &str, channel: &str, amount: i64) -> (String, String) {
+    let id = app.create_order(no, amount).await["id"].as_str().unwrap().to_owned();
+    let p: Value = app.prepay(&id, channel).await.json().await.unwrap();
+    let out_trade_no = p["out_trade_no"].as_str().unwrap().to_owned();
+    assert_eq!(app.sim_pay(channel, &out_trade_no, false).await, StatusCode::OK);
+    (id, out_trade_no)
+}
+
+async fn bill(app: &TestApp, adjustment: Value) {
+    let r = app.http.post(app.sim_url("/sim/bill")).json(&adjustment).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT, "{adjustment}");
+}
+
+/// Runs the reconciliation through the admin API; the run and all its items.
+async fn reconcile(app: &TestApp, channel: &str, date: &str) -> (Value, Vec<Value>) {
+    let r = app.http.post(app.url("/admin/v1/reconciliations")).bearer_auth("test-admin-token").json(&json!({"channel": channel, "date": date})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let run: Value = r.json().await.unwrap();
+    let detail: Value = app.http.get(app.url(&format!("/admin/v1/reconciliations/{}", run["id"].as_str().unwrap()))).bearer_auth("test-admin-token").send().await.unwrap().json().await.unwrap();
+    (run, detail["items"].as_array().unwrap().clone())
+}
+
+fn count(run: &Value, class: &str) -> u64 {
+    run["summary"]["classes"][class].as_u64().unwrap_or(0)
+}
+
+async fn every_class_is_found_and_handled_and_a_rerun_changes_nothing(b: Backend) {
+    let Some(app) = crate::app(b).await else { return };
+    let today = payonce_server::reconcile::beijing_date(payonce_core::Clock::now(&payonce_core::SystemClock));
+    // Healthy days first: paid and announced as usual.
+    let (a_id, a_no) = paid(&app, "REC-A", "sandbox", 1_000).await;
+    let (c_id, c_no) = paid(&app, "REC-C", "sandbox", 1_200).await;
+    let (d_id, d_no) = paid(&app, "REC-D", "sandbox", 1_300).await;
+    let (e_id, _) = paid(&app, "REC-E", "wechatpay", 1_400).await;
+    for id in [&a_id, &c_id, &d_id, &e_id] {
+        assert_eq!(app.wait_order(id, Duration::from_secs(10), |o| o["status"] == "paid").await["status"], "paid");
+    }
+    // Then every notification and every query fails: only the bills will tell.
+    app.faults(json!({"notify_drop_rate": 1.0, "query_error_rate": 1.0, "refund_delay_ms": [200, 200]})).await;
+    let (b_id, b_no) = paid(&app, "REC-B", "sandbox", 1_100).await;
+    let r = app.post(&format!("/v1/orders/{e_id}/refunds"), json!({"merchant_refund_no": "E-R1", "amount": 400})).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let e_refund: Value = r.json().await.unwrap();
+    assert_ne!(e_refund["status"], "succeeded", "WeChat is still processing it");
+    assert_eq!(app.order(&b_id).await["status"], "paying", "nothing but the bill shows B's payment");
+    bill(&app, json!({"kind": "amount", "channel": "sandbox", "out_trade_no": c_no, "amount": 1_201})).await;
+    bill(&app, json!({"kind": "omit", "channel": "sandbox", "out_trade_no": d_no})).await;
+    bill(&app, json!({"kind": "foreign_charge", "channel": "sandbox", "out_trade_no": "NOT-OURS-1", "amount": 777})).await;
+    bill(&app, json!({"kind": "foreign_refund", "channel": "sandbox", "out_trade_no": a_no, "out_refund_no": "NOT-OURS-R", "amount": 50})).await;
+
+    let (run, items) = reconcile(&app, "sandbox", &today).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    let expected = [("repaired_paid", 1), ("amount_mismatch", 1), ("missing_at_channel", 1), ("unknown_trade", 1), ("unknown_refund", 1), ("repaired_refund", 0)];
+    for (class, n) in expected {
+        assert_eq!(count(&run, class), n, "{class}: {run}");
+    }
+    let find = |class: &str| items.iter().find(|i| i["class"] == class).unwrap_or_else(|| panic!("no {class} item: {items:?}")).clone();
+    assert_eq!(find("repaired_paid")["reference"], b_no.as_str());
+    assert_eq!((find("amount_mismatch")["local_amount"].as_i64(), find("amount_mismatch")["channel_amount"].as_i64()), (Some(1_200), Some(1_201)));
+    assert_eq!(find("missing_at_channel")["reference"], d_no.as_str());
+    assert_eq!(find("unknown_trade")["reference"], "NOT-OURS-1");
+    assert_eq!(find("unknown_refund")["reference"], "NOT-OURS-R");
+    // The repair went through the engine: B is paid and announced once; C is never touched.
+    let b = app.order(&b_id).await;
+    assert_eq!(b["status"], "paid", "{b}");
+    let b_events = app.store.events_of(&payonce_core::OrderId::from_trusted(b_id.clone())).await.unwrap();
+    assert_eq!(b_events.iter().filter(|e| e.event_type == "payment.succeeded").count(), 1);
+    // Four differences need a person: each in the abnormal queue.
+    let abnormal = app.store.abnormal_open().await.unwrap();
+    for kind in ["reconciliation_amount_mismatch", "reconciliation_missing_at_channel", "reconciliation_unknown_trade", "reconciliation_unknown_refund"] {
+        assert_eq!(abnormal.iter().filter(|a| a.kind == kind).count(), 1, "{kind}: {abnormal:?}");
+    }
+    // The app hears of its own counts once.
+    let announced = |events: Vec<payonce_store::EventRow>| events.into_iter().filter(|e| e.event_type == "reconciliation.completed").collect::<Vec<_>>();
+    let first = announced(app.store.list_events(None, 1000).await.unwrap());
+    assert_eq!(first.len(), 1);
+    let data: Value = serde_json::from_str(&first[0].payload).unwrap();
+    assert_eq!(data["data"]["classes"]["repaired_paid"], 1, "{data}");
+
+    // A re-run: the same counts, and nothing written (no repair, item, abnormal entry or event twice).
+    let before = app.counts().await;
+    let (again, _) = reconcile(&app, "sandbox", &today).await;
+    assert_eq!(again["id"], run["id"], "one run per channel and day");
+    assert_eq!(again["summary"]["classes"], run["summary"]["classes"], "the same counts");
+    assert_eq!(app.counts().await, before, "a re-run writes nothing new");
+
+    // WeChat: the refund WeChat finished, still open here, is settled by the bill.
+    let (wx, _) = reconcile(&app, "wechatpay", &today).await;
+    assert_eq!((wx["status"].as_str(), count(&wx, "repaired_refund")), (Some("completed"), 1), "{wx}");
+    let refund: Value = app.get(&format!("/v1/refunds/{}", e_refund["id"].as_str().unwrap())).await.json().await.unwrap();
+    assert_eq!(refund["status"], "succeeded");
+
+    // A damaged bill applies nothing: the run fails with its reason, F stays as it was.
+    let (f_id, _) = paid(&app, "REC-F", "wechatpay", 1_500).await;
+    bill(&app, json!({"kind": "corrupt", "channel": "wechatpay"})).await;
+    let before = app.counts().await;
+    let (broken, _) = reconcile(&app, "wechatpay", &today).await;
+    assert_eq!(broken["status"], "failed", "{broken}");
+    assert!(broken["reason"].as_str().unwrap().contains("hash") || broken["reason"].as_str().unwrap().contains("SHA"), "{broken}");
+    assert_eq!(app.order(&f_id).await["status"], "paying", "nothing applied from a damaged bill");
+    assert_eq!(app.counts().await, before);
+    // Repaired, the bill is downloaded again and F is found.
+    app.http.delete(app.sim_url("/sim/bill")).send().await.unwrap();
+    let (fixed, _) = reconcile(&app, "wechatpay", &today).await;
+    assert_eq!((fixed["status"].as_str(), count(&fixed, "repaired_paid")), (Some("completed"), 1), "{fixed}");
+    assert_eq!(app.order(&f_id).await["status"], "paid");
+
+    app.faults(json!({"notify_drop_rate": 0.0, "query_error_rate": 0.0})).await;
+    assert_invariants(app.violations().await);
+}
