@@ -235,3 +235,41 @@ mod verify_message {
         assert_eq!((code, v["outcome"].as_str(), v["fields"]["resource"]["out_trade_no"].as_str()), (0, Some("paid"), Some("A1")));
     }
 }
+
+/// `payonce reconcile` beside a running server: `--dry-run` classifies and writes nothing;
+/// a run that only repaired exits 0; one that found a difference for a person exits 3;
+/// `--json` prints the counts by class.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_exits_by_what_it_found() {
+    let Some(app) = payonce_testkit::spawn_app(payonce_testkit::Backend::Sqlite).await else { return };
+    app.faults(json!({"notify_drop_rate": 1.0, "query_error_rate": 1.0})).await;
+    let order = app.create_order("CLI-REC-1", 900).await;
+    let id = order["id"].as_str().unwrap();
+    let p: Value = app.prepay(id, "sandbox").await.json().await.unwrap();
+    app.sim_pay("sandbox", p["out_trade_no"].as_str().unwrap(), false).await;
+    let today = payonce_server::reconcile::beijing_date(payonce_core::Clock::now(&payonce_core::SystemClock));
+    let run = |extra: &[&str]| {
+        let out = payonce()
+            .args(["reconcile", "--database-url", &app.db.url, "--channel", "sandbox", "--date", &today, "--json"])
+            .arg("--channels")
+            .arg(&app.sim.channels_file)
+            .args(extra)
+            // Any key: a reconciliation decrypts nothing.
+            .env("PAYONCE_MASTER_KEY", "00".repeat(32))
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), report)
+    };
+    let before = app.counts().await;
+    let (code, dry) = run(&["--dry-run"]);
+    assert_eq!((code, dry["status"].as_str(), dry["classes"]["repaired_paid"].as_u64()), (Some(0), Some("dry_run"), Some(1)), "{dry}");
+    assert_eq!(app.counts().await, before, "a dry run writes nothing");
+    assert_eq!(app.order(id).await["status"], "paying");
+    let (code, done) = run(&[]);
+    assert_eq!((code, done["classes"]["repaired_paid"].as_u64()), (Some(0), Some(1)), "{done}");
+    assert_eq!(app.order(id).await["status"], "paid");
+    app.http.post(app.sim_url("/sim/bill")).json(&json!({"kind": "foreign_charge", "channel": "sandbox", "out_trade_no": "NOT-OURS", "amount": 5})).send().await.unwrap();
+    let (code, found) = run(&[]);
+    assert_eq!((code, found["classes"]["unknown_trade"].as_u64()), (Some(3), Some(1)), "{found}");
+}
