@@ -356,6 +356,9 @@ async fn refund_query(State(sim): State<Arc<Sim>>, Path(no): Path<String>, metho
     if !authentic(&sim, &method, &uri, &headers, b"") {
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
     }
+    if sim.chance(Draw::QueryError, sim.faults.lock().unwrap().query_error_rate) {
+        return error(&sim, StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", "系统错误");
+    }
     let ledger = sim.ledger.lock().unwrap();
     let found = ledger.refunds.iter().find(|r| r.channel == ChannelName::Wechatpay && r.out_refund_no == no).cloned();
     let order = found.as_ref().and_then(|r| ledger.orders.get(&(ChannelName::Wechatpay, r.out_trade_no.clone()))).cloned();

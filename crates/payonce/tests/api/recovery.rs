@@ -119,8 +119,10 @@ async fn payer_pays_two_channels_second_is_refunded_once(b: Backend) {
         assert!(tokio::time::Instant::now() < end, "duplicate not refunded: {ledger}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Every late and duplicated notification has arrived before "once" is judged.
+    // Every late and duplicated notification has arrived, and the refund's answer is recorded,
+    // before "once" is judged.
     assert!(app.notifications_settled(Duration::from_secs(20)).await);
+    app.wait_order(&id, Duration::from_secs(20), |o| o["refunds"][0]["status"] == "succeeded").await;
     let ledger = app.ledger().await;
     assert_eq!(ledger["charges"].as_array().unwrap().len(), 2);
     assert_eq!(ledger["refunds"].as_array().unwrap().len(), 1, "refunded exactly once: {ledger}");
