@@ -47,6 +47,8 @@ pub struct AppOptions {
     /// Run the background workers. Virtual-time tests turn them off and call
     /// `TestApp::run_workers` after each clock step instead.
     pub workers: bool,
+    /// `--reconcile-at` (e.g. `sandbox=10:00`); none by default.
+    pub reconcile_at: Option<String>,
 }
 
 impl Default for AppOptions {
@@ -71,6 +73,7 @@ impl Default for AppOptions {
             admin_token: "test-admin-token".into(),
             sim_seed: None,
             workers: true,
+            reconcile_at: None,
         }
     }
 }
@@ -166,6 +169,7 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
         metrics_token: opts.metrics_token.clone(),
         webhook_schedule: opts.webhook_schedule.clone().unwrap_or_else(|| ServerConfig::default().webhook_schedule),
         workers: opts.workers,
+        reconcile_at: opts.reconcile_at.as_deref().map(|s| payonce_server::state::parse_reconcile_at(s).expect("reconcile_at")).unwrap_or_default(),
         ..ServerConfig::default()
     };
     let (key, _) = MasterKey::random();

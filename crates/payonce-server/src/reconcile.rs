@@ -240,7 +240,8 @@ async fn finish(state: &AppState, owner: &str, report: &mut Report) -> Result<()
     let Some(id) = report.id.clone() else { return Ok(()) };
     let now = state.clock.now();
     let mut per_app: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
-    if report.status == "completed" {
+    // A failed run still reports what earlier runs of the day found (their items stay).
+    {
         let mut classes: BTreeMap<String, usize> = CLASSES.iter().map(|c| (c.to_string(), 0)).collect();
         let mut after = None;
         loop {

@@ -51,6 +51,9 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<crate::ratelimit::Cidr>,
     /// Active-query schedules (seconds after prepay) that replace a channel's default.
     pub query_schedules: std::collections::BTreeMap<payonce_core::ChannelName, Vec<u64>>,
+    /// When each channel's bill of yesterday is ready, in minutes after midnight in Beijing:
+    /// the reconciliation worker runs it then, and again until it completes. Empty: off.
+    pub reconcile_at: std::collections::BTreeMap<payonce_core::ChannelName, u32>,
 }
 
 /// Printable without the admin token.
@@ -78,6 +81,7 @@ impl Default for ServerConfig {
             admin_token: None,
             workers: true,
             query_schedules: Default::default(),
+            reconcile_at: Default::default(),
             // WeChat Pay's own notification schedule: 15 retries over 24 h 40 min.
             webhook_schedule: [15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600, 21600]
                 .into_iter()
@@ -106,6 +110,22 @@ pub fn parse_query_schedules(s: &str) -> Result<std::collections::BTreeMap<payon
             return Err(format!("{ch}: the schedule must be non-empty and increasing"));
         }
         out.insert(ch, secs);
+    }
+    Ok(out)
+}
+
+/// `wechatpay=10:00,alipay=09:30`: when each channel's bill of yesterday is ready (Beijing time).
+pub fn parse_reconcile_at(s: &str) -> Result<std::collections::BTreeMap<payonce_core::ChannelName, u32>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (ch, at) = part.split_once('=').ok_or_else(|| format!("expected CHANNEL=HH:MM: {part}"))?;
+        let ch = payonce_core::ChannelName::parse(ch.trim()).map_err(|e| e.message)?;
+        let (h, m) = at.trim().split_once(':').ok_or_else(|| format!("expected HH:MM: {at}"))?;
+        let (h, m) = (h.parse::<u32>().map_err(|_| format!("not an hour: {h}"))?, m.parse::<u32>().map_err(|_| format!("not a minute: {m}"))?);
+        if h > 23 || m > 59 {
+            return Err(format!("not a time of day: {at}"));
+        }
+        out.insert(ch, h * 60 + m);
     }
     Ok(out)
 }

@@ -61,6 +61,8 @@ pub trait Reconciliations: Send + Sync {
     /// Ends a run (`completed` or `failed`), if `owner` still holds it.
     async fn finish_reconciliation(&self, id: &str, owner: &str, status: &str, summary: &str, reason: Option<&str>, now: Timestamp) -> Result<bool>;
     async fn reconciliation(&self, id: &str) -> Result<Option<Reconciliation>>;
+    /// The run of (channel, bill date), if there is one.
+    async fn reconciliation_for(&self, channel: ChannelName, bill_date: &str) -> Result<Option<Reconciliation>>;
     /// The newest runs first.
     async fn reconciliations(&self, limit: i64) -> Result<Vec<Reconciliation>>;
     /// A run's items in id order, after `after` (keyset pagination), of one class or all.
@@ -183,6 +185,18 @@ macro_rules! reconciliations_sql {
                     .bind(id)
                     .fetch_optional(&self.reader())
                     .await?)
+            }
+
+            async fn reconciliation_for(&self, channel: payonce_core::ChannelName, bill_date: &str) -> $crate::Result<Option<$crate::Reconciliation>> {
+                Ok(sqlx::query_as::<_, $crate::Reconciliation>(concat!(
+                    "SELECT ",
+                    $crate::reconciliations::RUN_COLS!(),
+                    " FROM reconciliations WHERE channel = $1 AND bill_date = $2"
+                ))
+                .bind(channel.as_str())
+                .bind(bill_date)
+                .fetch_optional(&self.reader())
+                .await?)
             }
 
             async fn reconciliations(&self, limit: i64) -> $crate::Result<Vec<$crate::Reconciliation>> {

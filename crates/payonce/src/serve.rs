@@ -41,6 +41,10 @@ pub struct ServeArgs {
     admin_token: Option<String>,
     /// Active-query schedules replacing the defaults, seconds after prepay:
     /// `wechatpay=10,20,30,60;unionpay=300,600,1800`.
+    /// When each channel's bill of yesterday is ready, Beijing time (`wechatpay=10:00,alipay=09:30,unionpay=09:00`):
+    /// the reconciliation worker runs it then. Off when not given.
+    #[arg(long, env = "PAYONCE_RECONCILE_AT", value_parser = payonce_server::state::parse_reconcile_at)]
+    reconcile_at: Option<std::collections::BTreeMap<payonce_core::ChannelName, u32>>,
     #[arg(long, env = "PAYONCE_QUERY_SCHEDULE", value_parser = payonce_server::state::parse_query_schedules)]
     query_schedule: Option<std::collections::BTreeMap<payonce_core::ChannelName, Vec<u64>>>,
     /// Redis, as an optional accelerator (cross-instance coalescing of duplicate prepays). The
@@ -138,6 +142,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         late_payment: if args.late_payment == "accept" { LatePaymentPolicy::Accept } else { LatePaymentPolicy::Refund },
         admin_token: args.admin_token,
         query_schedules: args.query_schedule.unwrap_or_default(),
+        reconcile_at: args.reconcile_at.unwrap_or_default(),
         allow_private_webhooks: args.allow_private_webhooks,
         rate_limit: args.rate_limit.0,
         header_read_timeout: Duration::from_secs(args.header_read_timeout_secs.max(1)),

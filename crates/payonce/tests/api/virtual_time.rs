@@ -20,6 +20,7 @@ store_tests!(
     webhook_gives_up_after_the_last_step_of_the_schedule,
     a_lease_held_by_a_dead_worker_is_taken_over_once_it_lapses,
     an_orphaned_intent_is_closed_once_its_call_deadline_passes,
+    yesterdays_bill_is_reconciled_once_it_is_ready_and_only_once,
 );
 
 /// A server with its workers off, and the clock every part of it reads.
@@ -216,4 +217,25 @@ async fn an_orphaned_intent_is_closed_once_its_call_deadline_passes(b: Backend) 
     let order = app.order(&id).await;
     assert_eq!(order["status"], "closed", "expired and closed, never stuck paying: {order}");
     assert_invariants(app.violations().await);
+}
+
+/// `--reconcile-at sandbox=10:00`: yesterday's bill is reconciled in the first round after 10:00
+/// Beijing time — not at 09:59 — and, once completed, never again that day.
+async fn yesterdays_bill_is_reconciled_once_it_is_ready_and_only_once(b: Backend) {
+    let today = payonce_server::reconcile::beijing_date(payonce_core::Clock::now(&payonce_core::SystemClock));
+    let (midnight, _) = payonce_server::reconcile::beijing_day(&today).unwrap();
+    let clock = ManualClock::at(midnight.0 + (9 * 60 + 59) * 60_000);
+    let opts = AppOptions { clock: Some(Arc::new(clock.clone())), time_scale: 1.0, workers: false, reconcile_at: Some("sandbox=10:00".into()), ..AppOptions::default() };
+    let Some(app) = spawn_app_with(b, opts).await else { return };
+    let yesterday = payonce_server::reconcile::beijing_yesterday(payonce_core::Clock::now(&clock));
+    app.run_workers().await;
+    assert!(app.store.reconciliation_for(payonce_core::ChannelName::Sandbox, &yesterday).await.unwrap().is_none(), "not before 10:00");
+    clock.advance_ms(2 * 60_000);
+    app.run_workers().await;
+    let run = app.store.reconciliation_for(payonce_core::ChannelName::Sandbox, &yesterday).await.unwrap().expect("run at 10:01");
+    assert_eq!(run.status, "completed");
+    assert!(app.store.reconciliation_for(payonce_core::ChannelName::Wechatpay, &yesterday).await.unwrap().is_none(), "only the channels configured");
+    clock.advance_ms(3_600_000);
+    app.run_workers().await;
+    assert_eq!(app.store.reconciliation_for(payonce_core::ChannelName::Sandbox, &yesterday).await.unwrap().unwrap().started_at, run.started_at, "completed: not run again");
 }
