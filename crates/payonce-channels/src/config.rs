@@ -22,6 +22,10 @@ pub struct ChannelsConfig {
 pub struct UnionpayConfig {
     /// `https://gateway.95516.com` in production.
     pub gateway: String,
+    /// The reconciliation files' host (`fileTransfer`): `https://filedownload.95516.com` in
+    /// production, `https://filedownload.test.95516.com` in UnionPay's test environment. When
+    /// absent: those for UnionPay's own gateways, else the gateway itself (the simulator).
+    pub file_transfer_url: Option<String>,
     pub mer_id: String,
     /// The merchant signing key: PEM (PKCS#8 or PKCS#1) with `sign_cert_file`, or a PKCS#12
     /// file (`.pfx`/`.p12`, as UnionPay issues it) holding key and certificate.
@@ -38,6 +42,19 @@ pub struct UnionpayConfig {
     /// `中国银联股份有限公司` (the acp SDK's test-environment switch). Off by default.
     #[serde(default)]
     pub accept_test_owner: bool,
+}
+
+impl UnionpayConfig {
+    pub fn file_transfer_url(&self) -> String {
+        if let Some(u) = &self.file_transfer_url {
+            return u.clone();
+        }
+        match self.gateway.trim_end_matches('/') {
+            "https://gateway.95516.com" => "https://filedownload.95516.com".into(),
+            "https://gateway.test.95516.com" => "https://filedownload.test.95516.com".into(),
+            other => other.to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -168,7 +185,7 @@ impl ChannelsConfig {
                 },
                 accept_test_owner: u.accept_test_owner,
             };
-            reg.insert(Arc::new(crate::unionpay::UnionpayClient::new(u.gateway.clone(), keys, http.clone(), clock.clone())));
+            reg.insert(Arc::new(crate::unionpay::UnionpayClient::new(u.gateway.clone(), u.file_transfer_url(), keys, http.clone(), clock.clone())));
         }
         Ok(reg)
     }

@@ -3,6 +3,7 @@
 //! code to play the other side, so tests exercise the real signing and parsing paths.
 
 pub mod alipay;
+pub mod bill;
 pub mod config;
 pub mod crypto;
 pub mod form;
@@ -131,8 +132,16 @@ pub struct StatementLine {
     pub channel_trade_no: Option<String>,
     /// Refund lines: our refund number.
     pub out_refund_no: Option<String>,
-    /// Fen.
+    /// Fen. Payments: the order amount before any channel-side discount (WeChat 订单金额,
+    /// Alipay 订单金额, UnionPay txnAmt), what the attempt asked for. Refunds: the refund.
     pub amount: i64,
+    /// Fen: what the merchant is settled after channel-side discounts (WeChat 应结订单金额,
+    /// Alipay 商家实收, UnionPay 清算金额), recorded beside the order amount. Refunds: what
+    /// leaves the merchant's account.
+    pub settled_amount: i64,
+    /// The channel's fee in thousandths of a fen (WeChat writes fees to 0.00001 yuan),
+    /// negative on a refund (the fee given back).
+    pub fee_millifen: i64,
     /// When the channel booked it, where the bill says (payments repaired from the bill are
     /// paid at this time, else at the start of the bill's day).
     pub at: Option<payonce_core::Timestamp>,
@@ -228,9 +237,24 @@ pub trait Channel: Send + Sync + 'static {
     /// Requests a refund; returns its state and any data needed to query it later.
     async fn refund(&self, req: &RefundRequest) -> Result<(RefundState, Option<String>), ChannelError>;
     async fn refund_query(&self, r: &RefundRef) -> Result<RefundState, ChannelError>;
-    /// The channel's statement of one day (`YYYY-MM-DD`, the channel's own time zone): every
-    /// payment and refund it booked. Reconciliation compares it with payonce's records.
-    async fn statement(&self, date: &str) -> Result<Statement, ChannelError>;
+    /// Downloads the channel's bill of one day (`YYYY-MM-DD`, Beijing time; UnionPay: the
+    /// clearing day) through the channel's own protocol, checked as the channel vouches for it
+    /// (WeChat's hash), still packed as it came: what reconciliation stores and reads
+    /// (`bill::entries`).
+    async fn download_bill(&self, date: &str) -> Result<bill::DownloadedBill, ChannelError>;
+    /// The bill of one day, read whole: every payment and refund the channel booked. A bill
+    /// whose rows disagree with its own totals is an error.
+    async fn statement(&self, date: &str) -> Result<Statement, ChannelError> {
+        let bill = self.download_bill(date).await?;
+        let mut out = Statement::default();
+        for entry in bill::entries(bill.format, &bill.content).map_err(ChannelError::Ambiguous)? {
+            match entry.map_err(ChannelError::Ambiguous)? {
+                bill::BillEntry::Line(l) => out.lines.push(l),
+                bill::BillEntry::Unrecognised(u) => out.unrecognised.push(u),
+            }
+        }
+        Ok(out)
+    }
     /// Verifies the signature (and decrypts, where the channel encrypts) of a notification.
     fn verify_notification(&self, headers: &HeaderMap, body: &[u8], now: Timestamp) -> Result<Notification, NotifyError>;
     /// The answer that tells the channel "received, stop retrying".

@@ -26,10 +26,37 @@ pub fn yuan_to_fen(s: &str) -> Option<i64> {
     int.checked_mul(100)?.checked_add(frac)
 }
 
+/// A fee as bills write it, to five decimals of a yuan (WeChat: `0.00060`, `-0.01000` on a
+/// refund; Alipay: `0.06`) → thousandths of a fen, exactly: `"0.00060"` → `60`, `"-0.06"` →
+/// `-6000`. WeChat's fee column is finer than a fen, so fees are kept at the bill's precision.
+pub fn yuan_to_millifen(s: &str) -> Option<i64> {
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    if int.is_empty() || int.len() > 12 || frac.len() > 5 || s.ends_with('.') || !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let v = int.parse::<i64>().ok()?.checked_mul(100_000)?.checked_add(if frac.is_empty() { 0 } else { format!("{frac:0<5}").parse().ok()? })?;
+    Some(if neg { -v } else { v })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn fees_keep_the_bills_precision() {
+        assert_eq!(yuan_to_millifen("0.00060"), Some(60));
+        assert_eq!(yuan_to_millifen("-0.01000"), Some(-1000));
+        assert_eq!(yuan_to_millifen("0.06"), Some(6000));
+        assert_eq!(yuan_to_millifen("12"), Some(1_200_000));
+        for bad in ["", "-", ".5", "1.", "0.000001", "1e3", "+1", "--1", "0x1"] {
+            assert_eq!(yuan_to_millifen(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn known_values() {

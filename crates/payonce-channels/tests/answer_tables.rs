@@ -289,7 +289,7 @@ fn unionpay_client(gateway: String) -> unionpay::UnionpayClient {
         middle: Some(load_cert(&format!("{dir}/acp_test_middle.cer"))),
         accept_test_owner: false,
     };
-    unionpay::UnionpayClient::new(gateway, k, http(), clock())
+    unionpay::UnionpayClient::new(gateway.clone(), gateway, k, http(), clock())
 }
 
 fn order_ref() -> ChannelOrderRef {

@@ -8,6 +8,7 @@ pub mod channel;
 pub mod clock;
 pub mod decide;
 pub mod ids;
+pub mod json;
 pub mod money;
 pub mod order;
 pub mod refund;

@@ -130,7 +130,9 @@ pub async fn run(s: &Scenario) -> Verdict {
     run_settling(s, SETTLE).await
 }
 
-async fn run_settling(s: &Scenario, settle: Duration) -> Verdict {
+/// `run`, waiting at most `settle` for the system to settle (a judge test that expects a
+/// failure need not wait the full `SETTLE` to see it).
+pub async fn run_settling(s: &Scenario, settle: Duration) -> Verdict {
     let started = Instant::now();
     let opts = || AppOptions { time_scale: 100.0, channel_timeout: Duration::from_secs(2), sim_seed: Some(s.seed), ..AppOptions::default() };
     // Off CI an unreachable PostgreSQL is a loud skip (`TestDb::new`), here a failed verdict.

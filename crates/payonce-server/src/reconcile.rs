@@ -17,16 +17,17 @@
 
 use crate::payments::{self, order_ref};
 use crate::state::AppState;
-use payonce_channels::{StatementKind, TradeState};
+use payonce_channels::bill::{self, BillEntry, BillFormat};
+use payonce_channels::{StatementKind, StatementLine, TradeState};
 use payonce_core::{ChannelName, Timestamp};
-use payonce_store::{OutcomeApplied, OutcomeSource, ReconciliationItem, RefundNoticeApplied, RefundResult};
-use std::collections::{BTreeMap, HashSet};
+use payonce_store::{Attempt, Billed, OutcomeApplied, OutcomeSource, ReconciliationItem, Refund, RefundNoticeApplied, RefundResult, StoredBill};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Every class, in the order reports list them.
 pub const CLASSES: [&str; 6] = ["repaired_paid", "repaired_refund", "missing_at_channel", "amount_mismatch", "unknown_trade", "unknown_refund"];
 
 /// What one run found.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Report {
     pub id: Option<String>,
     pub channel: String,
@@ -40,6 +41,26 @@ pub struct Report {
     pub matched: usize,
     /// Items by class (every class listed, zero or not).
     pub classes: BTreeMap<String, usize>,
+    /// The bill's own sums: what it says moved that day.
+    pub totals: BillTotals,
+    /// Where the bill came from: `downloaded`, or `stored` (a re-run reads the kept copy).
+    pub bill_source: String,
+}
+
+/// Sums of a bill's rows (fees are per run, not one item per row).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BillTotals {
+    pub payments: usize,
+    /// Fen: the payments' order amounts.
+    pub paid: i64,
+    /// Fen: settled after channel-side discounts.
+    pub settled: i64,
+    pub refunds: usize,
+    pub refunded: i64,
+    /// Thousandths of a fen: fees charged minus fees given back.
+    pub fees_millifen: i64,
+    /// Rows payonce could not classify (shown, not applied).
+    pub unrecognised: usize,
 }
 
 impl Report {
@@ -68,6 +89,14 @@ pub fn beijing_day(date: &str) -> Option<(Timestamp, Timestamp)> {
     Some((Timestamp(start), Timestamp(start + 86_400_000)))
 }
 
+/// `[start, end)` of the period a channel's bill of `date` covers: the Beijing calendar day,
+/// except UnionPay's clearing day, which runs from 23:00 the day before to 23:00.
+pub fn bill_window(channel: ChannelName, date: &str) -> Option<(Timestamp, Timestamp)> {
+    let (start, end) = beijing_day(date)?;
+    let shift = if channel == ChannelName::Unionpay { 3_600_000 } else { 0 };
+    Some((Timestamp(start.0 - shift), Timestamp(end.0 - shift)))
+}
+
 /// The Beijing calendar day of `t`, `YYYY-MM-DD`.
 pub fn beijing_date(t: Timestamp) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp(t.0.div_euclid(1000)).unwrap_or(time::OffsetDateTime::UNIX_EPOCH).to_offset(time::macros::offset!(+8));
@@ -79,12 +108,32 @@ pub fn beijing_yesterday(now: Timestamp) -> String {
     beijing_date(Timestamp(now.0 - 86_400_000))
 }
 
-/// One run of (channel, bill date): downloads the bill, classifies every difference, repairs
-/// what can be repaired (not with `dry_run`, which writes nothing at all), records the rest.
+/// How far a run has got, for a progress display: (phase, rows done). Phases: `download`,
+/// `verify`, `apply`, `missing`.
+pub type Progress<'a> = &'a (dyn Fn(&str, usize) + Send + Sync);
+
+/// One run of (channel, bill date): the bill (the kept copy, or a download), proven whole,
+/// then every difference classified, what can be repaired repaired (not with `dry_run`, which
+/// writes nothing at all), the rest recorded.
 pub async fn reconcile(state: &AppState, owner: &str, channel_name: &str, bill_date: &str, dry_run: bool) -> Result<Report, ReconcileError> {
+    reconcile_with(state, owner, channel_name, bill_date, RunOptions { dry_run, refetch: false }, &|_, _| {}).await
+}
+
+/// How a run goes beyond the defaults.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Classify only: repair nothing, record nothing, keep no bill.
+    pub dry_run: bool,
+    /// Download the bill again even though one is kept (the channel corrected its bill); the
+    /// new copy replaces the old once it verifies.
+    pub refetch: bool,
+}
+
+pub async fn reconcile_with(state: &AppState, owner: &str, channel_name: &str, bill_date: &str, options: RunOptions, progress: Progress<'_>) -> Result<Report, ReconcileError> {
+    let dry_run = options.dry_run;
     let name = ChannelName::parse(channel_name).map_err(|_| ReconcileError::NoChannel(channel_name.to_owned()))?;
     let channel = state.channels.get(name).cloned().ok_or_else(|| ReconcileError::NoChannel(channel_name.to_owned()))?;
-    let (day_start, day_end) = beijing_day(bill_date).ok_or_else(|| ReconcileError::BadDate(bill_date.to_owned()))?;
+    let (from, to) = bill_window(name, bill_date).ok_or_else(|| ReconcileError::BadDate(bill_date.to_owned()))?;
     let now = state.clock.now();
     let run = if dry_run {
         None
@@ -98,41 +147,55 @@ pub async fn reconcile(state: &AppState, owner: &str, channel_name: &str, bill_d
         channel: name.as_str().to_owned(),
         bill_date: bill_date.to_owned(),
         status: if dry_run { "dry_run".into() } else { "completed".into() },
-        reason: None,
-        rows: 0,
-        matched: 0,
         classes: CLASSES.iter().map(|c| (c.to_string(), 0)).collect(),
+        ..Report::default()
     };
-    let statement = match channel.statement(bill_date).await {
-        Ok(s) => s,
-        Err(e) => {
-            // A bill that cannot be had, does not verify or does not add up applies nothing;
-            // the next run downloads it again.
+    // A bill that cannot be had, does not verify or does not add up applies nothing; it is not
+    // kept, so the next run downloads it again.
+    progress("download", 0);
+    let (format, content) = match obtain_bill(state, name, &*channel, bill_date, options, &mut report, progress).await {
+        Ok(b) => b,
+        Err(reason) => {
             report.status = "failed".into();
-            report.reason = Some(e.to_string());
+            report.reason = Some(reason);
             finish(state, owner, &mut report).await?;
             return Ok(report);
         }
     };
-    report.rows = statement.lines.len();
-    let mut on_bill = HashSet::new();
+    // Apply, a batch of rows at a time: one look-up of their attempts and refunds, one write of
+    // what the bill says of them.
+    let mut on_bill = dry_run.then(HashSet::new);
     let mut recorder = Recorder { state, run: run.as_ref().map(|r| r.id.clone()), report: &mut report, dry_run };
-    for line in &statement.lines {
-        match line.kind {
-            StatementKind::Payment => {
-                on_bill.insert(line.out_trade_no.clone());
-                payment_row(&mut recorder, name, bill_date, day_start, line).await?;
-            }
-            StatementKind::Refund => refund_row(&mut recorder, name, bill_date, line).await?,
+    let mut batch: Vec<StatementLine> = Vec::with_capacity(payonce_store::BATCH);
+    let mut done = 0usize;
+    let rows = bill::entries(format, &content).map_err(|e| ReconcileError::Store(payonce_store::StoreError::Corrupt(e)))?;
+    for entry in rows {
+        // The bill was proven whole before: an error now would be the store's bytes changing.
+        let Ok(BillEntry::Line(line)) = entry else { continue };
+        if let Some(set) = on_bill.as_mut().filter(|_| line.kind == StatementKind::Payment) {
+            set.insert(line.out_trade_no.clone());
+        }
+        batch.push(line);
+        if batch.len() == payonce_store::BATCH {
+            apply_batch(&mut recorder, name, bill_date, from, &batch).await?;
+            done += batch.len();
+            progress("apply", done);
+            batch.clear();
         }
     }
-    // Successes payonce has that the bill lacks: a payment just before midnight can land in
-    // the next day's bill, so the channel is asked before anyone is bothered.
-    for a in state.store.attempts_paid_between(name, day_start, day_end).await? {
-        if on_bill.contains(&a.out_trade_no) {
-            continue;
-        }
-        if let Ok(TradeState::Paid { .. }) = channel.query(&order_ref(&a)).await {
+    apply_batch(&mut recorder, name, bill_date, from, &batch).await?;
+    progress("apply", done + batch.len());
+    drop(content);
+    // Successes payonce has that the bill lacks. A payment just before midnight (UnionPay: just
+    // before the 23:00 cut-off) can land in the next day's bill, which marks it when it is
+    // reconciled; until then the channel is asked before anyone is bothered.
+    let unbilled = match &on_bill {
+        None => state.store.unbilled_successes(name, from, to).await?,
+        Some(set) => state.store.attempts_paid_between(name, from, to).await?.into_iter().filter(|a| !set.contains(&a.out_trade_no)).collect(),
+    };
+    for (i, a) in unbilled.iter().enumerate() {
+        progress("missing", i + 1);
+        if let Ok(TradeState::Paid { .. }) = channel.query(&order_ref(a)).await {
             continue;
         }
         let order = state.store.order_by_id(&a.order_id).await?;
@@ -142,6 +205,80 @@ pub async fn reconcile(state: &AppState, owner: &str, channel_name: &str, bill_d
     }
     finish(state, owner, &mut report).await?;
     Ok(report)
+}
+
+/// The day's bill, proven whole: the kept copy when this day's bill was kept (a re-run reads
+/// what the first run read), else a download, which is kept once it verified (not in a dry
+/// run). `Err` is the reason the run fails.
+async fn obtain_bill(
+    state: &AppState,
+    name: ChannelName,
+    channel: &dyn payonce_channels::Channel,
+    bill_date: &str,
+    options: RunOptions,
+    report: &mut Report,
+    progress: Progress<'_>,
+) -> Result<(BillFormat, Vec<u8>), String> {
+    let kept = if options.refetch { None } else { state.store.stored_bill(name, bill_date).await.map_err(|e| e.to_string())? };
+    if let Some((kept, content)) = kept {
+        match BillFormat::parse(&kept.format) {
+            Some(format) if sha256_hex(&content) == kept.sha256 => {
+                report.totals = verify(format, &content, progress)?;
+                report.bill_source = "stored".into();
+                return Ok((format, content));
+            }
+            // Damaged at rest (or a format this binary does not know): fetch it again.
+            _ => tracing::warn!(channel = name.as_str(), bill_date, "the kept bill does not match its hash; downloading it again"),
+        }
+    }
+    let downloaded = channel.download_bill(bill_date).await.map_err(|e| format!("download: {e}"))?;
+    report.totals = verify(downloaded.format, &downloaded.content, progress)?;
+    report.bill_source = "downloaded".into();
+    if !options.dry_run {
+        let kept = StoredBill {
+            id: payonce_core::EventId::new().as_str().replacen("evt_", "bil_", 1),
+            channel: name.as_str().to_owned(),
+            merchant_account: downloaded.merchant_account.clone(),
+            bill_date: bill_date.to_owned(),
+            bill_type: downloaded.bill_type.clone(),
+            format: downloaded.format.as_str().to_owned(),
+            sha256: sha256_hex(&downloaded.content),
+            size: downloaded.content.len() as i64,
+            fetched_at: state.clock.now().0,
+        };
+        state.store.save_bill(&kept, &downloaded.content).await.map_err(|e| e.to_string())?;
+    }
+    Ok((downloaded.format, downloaded.content))
+}
+
+/// Reads every row once, adding up what the bill says; any unreadable row, truncation or
+/// totals that disagree with the rows → the reason the bill is refused.
+fn verify(format: BillFormat, content: &[u8], progress: Progress<'_>) -> Result<BillTotals, String> {
+    let mut t = BillTotals::default();
+    for (i, entry) in bill::entries(format, content)?.enumerate() {
+        match entry? {
+            BillEntry::Line(l) if l.kind == StatementKind::Payment => {
+                t.payments += 1;
+                t.paid += l.amount;
+                t.settled += l.settled_amount;
+                t.fees_millifen += l.fee_millifen;
+            }
+            BillEntry::Line(l) => {
+                t.refunds += 1;
+                t.refunded += l.amount;
+                t.fees_millifen += l.fee_millifen;
+            }
+            BillEntry::Unrecognised(_) => t.unrecognised += 1,
+        }
+        if i % 10_000 == 0 {
+            progress("verify", i);
+        }
+    }
+    Ok(t)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())
 }
 
 /// Writes items (and counts them), or only counts them in a dry run.
@@ -175,38 +312,74 @@ impl Recorder<'_> {
     }
 }
 
-async fn payment_row(r: &mut Recorder<'_>, name: ChannelName, bill_date: &str, day_start: Timestamp, line: &payonce_channels::StatementLine) -> Result<(), ReconcileError> {
+/// One batch of bill rows: their attempts and refunds looked up at once, each row classified,
+/// and the settled amounts and fees the bill states kept on what it names.
+async fn apply_batch(r: &mut Recorder<'_>, name: ChannelName, bill_date: &str, day_start: Timestamp, lines: &[StatementLine]) -> Result<(), ReconcileError> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    r.report.rows += lines.len();
+    let store = &r.state.store;
+    let pay_nos: Vec<String> = lines.iter().filter(|l| l.kind == StatementKind::Payment).map(|l| l.out_trade_no.clone()).collect();
+    let refund_nos: Vec<String> = lines.iter().filter(|l| l.kind == StatementKind::Refund).filter_map(|l| l.out_refund_no.clone()).collect();
+    let attempts: HashMap<String, Attempt> = store.attempts_by_out_trade_nos(name, &pay_nos).await?.into_iter().map(|a| (a.out_trade_no.clone(), a)).collect();
+    let refunds: HashMap<String, Refund> = store.refunds_by_out_refund_nos(name, &refund_nos).await?.into_iter().map(|f| (f.out_refund_no.clone(), f)).collect();
+    let (mut billed_attempts, mut billed_refunds): (Vec<Billed>, Vec<Billed>) = (Vec::new(), Vec::new());
+    for line in lines {
+        match line.kind {
+            StatementKind::Payment => {
+                let attempt = attempts.get(&line.out_trade_no);
+                if let Some(a) = attempt {
+                    billed_attempts.push((a.id.to_string(), line.settled_amount, line.fee_millifen));
+                }
+                payment_row(r, name, bill_date, day_start, line, attempt).await?;
+            }
+            StatementKind::Refund => {
+                let refund = line.out_refund_no.as_ref().and_then(|no| refunds.get(no));
+                if let Some(f) = refund {
+                    billed_refunds.push((f.id.to_string(), line.settled_amount, line.fee_millifen));
+                }
+                refund_row(r, name, bill_date, line, refund).await?;
+            }
+        }
+    }
+    if !r.dry_run {
+        store.record_billed(&billed_attempts, &billed_refunds).await?;
+    }
+    Ok(())
+}
+
+async fn payment_row(r: &mut Recorder<'_>, name: ChannelName, bill_date: &str, day_start: Timestamp, line: &StatementLine, attempt: Option<&Attempt>) -> Result<(), ReconcileError> {
     let state = r.state;
-    let Some(a) = state.store.attempt_by_out_trade_no(name, &line.out_trade_no).await? else {
+    let Some(a) = attempt else {
         return r.item("unknown_trade", &line.out_trade_no, None, None, Some(line.amount), "a payment on the bill that payonce never issued").await;
     };
-    let order = state.store.order_by_id(&a.order_id).await?;
-    let owner = order.as_ref().map(|o| (o.app_id.to_string(), o.id.to_string()));
+    let owner = || async { state.store.order_by_id(&a.order_id).await.map(|o| o.map(|o| (o.app_id.to_string(), o.id.to_string()))) };
     if line.amount != a.amount.minor {
         // Never applied: which side is right is for a person to find out.
-        return r.item("amount_mismatch", &line.out_trade_no, owner, Some(a.amount.minor), Some(line.amount), "the bill's order amount differs from the attempt's").await;
+        return r.item("amount_mismatch", &line.out_trade_no, owner().await?, Some(a.amount.minor), Some(line.amount), "the bill's order amount differs from the attempt's").await;
     }
     if a.status == payonce_core::AttemptStatus::Succeeded {
         r.report.matched += 1;
         return Ok(());
     }
     if r.dry_run {
-        return r.item("repaired_paid", &line.out_trade_no, owner, Some(a.amount.minor), Some(line.amount), "would be applied").await;
+        return r.item("repaired_paid", &line.out_trade_no, owner().await?, Some(a.amount.minor), Some(line.amount), "would be applied").await;
     }
     let paid = TradeState::Paid { amount: line.amount, channel_trade_no: line.channel_trade_no.clone(), paid_at: line.at.unwrap_or(day_start) };
     match payments::apply(state, name, &line.out_trade_no, paid, OutcomeSource::Statement { bill_date: bill_date.to_owned() }, None).await? {
         OutcomeApplied::Applied { .. } | OutcomeApplied::Replay => {
-            r.item("repaired_paid", &line.out_trade_no, owner, Some(a.amount.minor), Some(line.amount), "the charge on the bill was applied (paid, or refunded as a duplicate)").await
+            r.item("repaired_paid", &line.out_trade_no, owner().await?, Some(a.amount.minor), Some(line.amount), "the charge on the bill was applied (paid, or refunded as a duplicate)").await
         }
-        OutcomeApplied::AmountMismatch { reported, .. } => r.item("amount_mismatch", &line.out_trade_no, owner, Some(a.amount.minor), Some(reported), "the bill's amount differs").await,
+        OutcomeApplied::AmountMismatch { reported, .. } => r.item("amount_mismatch", &line.out_trade_no, owner().await?, Some(a.amount.minor), Some(reported), "the bill's amount differs").await,
         OutcomeApplied::UnknownTradeNo => r.item("unknown_trade", &line.out_trade_no, None, None, Some(line.amount), "a payment on the bill that payonce never issued").await,
     }
 }
 
-async fn refund_row(r: &mut Recorder<'_>, name: ChannelName, bill_date: &str, line: &payonce_channels::StatementLine) -> Result<(), ReconcileError> {
+async fn refund_row(r: &mut Recorder<'_>, name: ChannelName, bill_date: &str, line: &StatementLine, refund: Option<&Refund>) -> Result<(), ReconcileError> {
     let state = r.state;
     let no = line.out_refund_no.clone().unwrap_or_default();
-    let Some(refund) = state.store.refund_by_out_refund_no(name, &no).await? else {
+    let Some(refund) = refund else {
         return r.item("unknown_refund", &no, None, None, Some(line.amount), "a refund on the bill that payonce never requested").await;
     };
     let owner = Some((refund.app_id.to_string(), refund.order_id.to_string()));
@@ -257,7 +430,7 @@ async fn finish(state: &AppState, owner: &str, report: &mut Report) -> Result<()
         }
         report.classes = classes;
     }
-    let summary = serde_json::json!({"rows": report.rows, "matched": report.matched, "classes": report.classes}).to_string();
+    let summary = serde_json::json!({"rows": report.rows, "matched": report.matched, "classes": report.classes, "totals": report.totals, "bill_source": report.bill_source}).to_string();
     state.store.finish_reconciliation(&id, owner, &report.status, &summary, report.reason.as_deref(), now).await?;
     if report.status == "completed" {
         metrics::gauge!("payonce_reconciliation_last_success_seconds", "channel" => report.channel.clone()).set(now.0 as f64 / 1000.0);
@@ -284,5 +457,14 @@ mod tests {
         assert_eq!(beijing_date(Timestamp(start.0 - 1)), "2026-11-25");
         assert_eq!(beijing_yesterday(start), "2026-11-25");
         assert!(beijing_day("2026-13-01").is_none() && beijing_day("yesterday").is_none());
+    }
+
+    #[test]
+    fn a_unionpay_clearing_day_runs_from_23_00_the_day_before() {
+        let (start, end) = bill_window(ChannelName::Unionpay, "2026-11-26").unwrap();
+        // 23:00 Beijing on the 25th is 15:00 UTC.
+        assert_eq!(start.to_rfc3339(), "2026-11-25T15:00:00.000Z");
+        assert_eq!(end.to_rfc3339(), "2026-11-26T15:00:00.000Z");
+        assert_eq!(bill_window(ChannelName::Wechatpay, "2026-11-26"), beijing_day("2026-11-26"));
     }
 }

@@ -36,10 +36,14 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     let mut loops = tokio::task::JoinSet::new();
     let mut names = std::collections::HashMap::new();
     macro_rules! every_tick {
-        ($name:literal, |$st:ident, $own:ident| $body:expr) => {{
+        ($name:literal, |$st:ident, $own:ident| $body:expr) => {
+            every_tick!($name, tick, |$st, $own| $body)
+        };
+        ($name:literal, $period:expr, |$st:ident, $own:ident| $body:expr) => {{
             let ($st, $own, mut stop) = (state.clone(), owner.clone(), stop.clone());
+            let period = $period;
             let task = loops.spawn(async move {
-                let mut round = tokio::time::interval(tick);
+                let mut round = tokio::time::interval(period);
                 round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tokio::select! {
@@ -61,7 +65,8 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     every_tick!("refunds", |st, own| settle_refunds(&st, &own).await);
     let http = webhook_http.clone();
     every_tick!("outbox", |st, own| dispatch_events(&st, &http, &own).await);
-    every_tick!("reconciliation", |st, own| scheduled_reconciliations(&st, &own).await);
+    // A bill is a day's affair: looking once a minute (scaled) whether one is due is plenty.
+    every_tick!("reconciliation", state.config.scaled(Duration::from_secs(60)).max(tick), |st, own| scheduled_reconciliations(&st, &own).await);
     let mut purge = tokio::time::interval(state.config.scaled(Duration::from_secs(3600)));
     // The abnormal gauge reads the whole queue: every 15 s is plenty, not every round.
     let mut gauge = tokio::time::interval(state.config.scaled(Duration::from_secs(15)).max(Duration::from_millis(10)));

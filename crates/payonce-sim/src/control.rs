@@ -70,7 +70,8 @@ async fn statement(State(sim): State<Arc<Sim>>, Query(q): Query<StatementQuery>)
         ChannelName::Wechatpay => ([("content-type", "text/csv; charset=utf-8")], crate::statement::wechat_bill(&sim, &q.date)).into_response(),
         ChannelName::Alipay => ([("content-type", "application/zip")], crate::statement::alipay_bill_zip(&sim, &q.date)).into_response(),
         ChannelName::Sandbox => Json(crate::statement::sandbox_bill(&sim, &q.date)).into_response(),
-        ChannelName::Unionpay => (StatusCode::NOT_IMPLEMENTED, "UnionPay statements are not simulated").into_response(),
+        // The fileTransfer answer's fileContent, base64-decoded: zlib of the zip.
+        ChannelName::Unionpay => ([("content-type", "application/octet-stream")], crate::statement::unionpay_file(&sim, &q.date).1).into_response(),
     }
 }
 

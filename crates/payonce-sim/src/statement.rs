@@ -33,8 +33,28 @@ pub enum BillAdjustment {
     Amount { channel: ChannelName, out_trade_no: String, amount: i64 },
     /// The bill lacks this charge.
     Omit { channel: ChannelName, out_trade_no: String },
-    /// The bill's bytes are damaged in transit (its hash no longer matches).
+    /// The bill's bytes are damaged in transit (WeChat: its hash no longer matches; UnionPay:
+    /// its RD report's count no longer adds up).
     Corrupt { channel: ChannelName },
+    /// `rows` more payments on the bill of `date`, for benchmarks: out_trade_no
+    /// `{prefix}{i:09}`, channel trade number `42{i:026}`, `amount` fen each, spread over the day.
+    Synthetic { channel: ChannelName, date: String, rows: u64, prefix: String, amount: i64 },
+}
+
+/// The bill day a movement at `at` belongs to: the Beijing calendar day, except UnionPay's
+/// clearing day, which runs from 23:00 the day before to 23:00 (UnionPay's FAQ: "一般前一日23点
+/// 至当天23点为一个清算日").
+pub fn bill_day(channel: ChannelName, at: i64) -> String {
+    match channel {
+        ChannelName::Unionpay => beijing_date(at + 3_600_000),
+        _ => beijing_date(at),
+    }
+}
+
+/// The channel's fee on a movement, in fen: 0.6 % rounded to the fen (WeChat and Alipay round
+/// each transaction's fee), given back pro rata on a refund.
+pub fn fee_of(amount: i64) -> i64 {
+    (amount * 6 + 500) / 1000
 }
 
 /// Whether `channel`'s bills are damaged in transit now.
@@ -44,7 +64,7 @@ pub fn corrupted(sim: &Sim, channel: ChannelName) -> bool {
 
 fn entries(sim: &Sim, channel: ChannelName, date: &str) -> Vec<Entry> {
     let mut out = booked(sim, channel, date);
-    let today = |at: i64| beijing_date(at) == date;
+    let today = |at: i64| bill_day(channel, at) == date;
     for adj in sim.bill_adjustments.lock().unwrap().iter() {
         match adj {
             BillAdjustment::ForeignCharge { channel: c, out_trade_no, amount } if *c == channel && today(sim.now_ms()) => out.push(Entry {
@@ -69,6 +89,18 @@ fn entries(sim: &Sim, channel: ChannelName, date: &str) -> Vec<Entry> {
                 }
             }
             BillAdjustment::Omit { channel: c, out_trade_no } if *c == channel => out.retain(|e| e.refund.is_some() || &e.out_trade_no != out_trade_no),
+            BillAdjustment::Synthetic { channel: c, date: d, rows, prefix, amount } if *c == channel && d == date => {
+                let start = crate::wire::parse_alipay_time(&format!("{date} 00:00:00")).unwrap_or(0);
+                let step = 86_000_000 / (*rows).max(1) as i64;
+                out.extend((0..*rows).map(|i| Entry {
+                    at: start + i as i64 * step,
+                    out_trade_no: format!("{prefix}{i:09}"),
+                    trade_no: format!("42{i:026}"),
+                    amount: *amount,
+                    refund: None,
+                    subject: "bench".into(),
+                }));
+            }
             _ => {}
         }
     }
@@ -83,7 +115,7 @@ fn booked(sim: &Sim, channel: ChannelName, date: &str) -> Vec<Entry> {
     let mut out: Vec<Entry> = ledger
         .charges
         .iter()
-        .filter(|c| c.channel == channel && beijing_date(c.at) == date)
+        .filter(|c| c.channel == channel && bill_day(channel, c.at) == date)
         .map(|c| Entry {
             at: c.at,
             out_trade_no: c.out_trade_no.clone(),
@@ -93,7 +125,7 @@ fn booked(sim: &Sim, channel: ChannelName, date: &str) -> Vec<Entry> {
             subject: order(&c.out_trade_no).map(|o| o.subject.clone()).unwrap_or_default(),
         })
         .collect();
-    out.extend(ledger.refunds.iter().filter(|r| r.channel == channel && beijing_date(r.settle_at) == date).map(|r| Entry {
+    out.extend(ledger.refunds.iter().filter(|r| r.channel == channel && bill_day(channel, r.settle_at) == date).map(|r| Entry {
         at: r.settle_at,
         out_trade_no: r.out_trade_no.clone(),
         trade_no: order(&r.out_trade_no).and_then(|o| o.trade_no.clone()).unwrap_or_default(),
@@ -111,9 +143,14 @@ const WECHAT_TOTALS: &str = "总交易单数,应结订单总金额,退款总金�
 /// The WeChat trade bill (`bill_type=ALL`), with a BOM and CRLF line ends.
 pub fn wechat_bill(sim: &Sim, date: &str) -> String {
     let mut out = format!("\u{feff}{WECHAT_HEADER}\r\n");
-    let (mut paid, mut refunded) = (0i64, 0i64);
+    let (mut paid, mut refunded, mut fees) = (0i64, 0i64, 0i64);
     let rows = entries(sim, ChannelName::Wechatpay, date);
     for e in &rows {
+        let fee = match &e.refund {
+            Some((_, _, amt)) => -fee_of(*amt),
+            None => fee_of(e.amount),
+        };
+        fees += fee;
         // WeChat does not quote cells: a comma in a subject would split it.
         let subject = e.subject.replace(',', "，");
         let (state, refund_id, out_refund_no, refund_amt, refund_status, settle) = match &e.refund {
@@ -130,7 +167,7 @@ pub fn wechat_bill(sim: &Sim, date: &str) -> String {
         let cells: [&str; 27] = [
             &alipay_time(e.at), crate::keys::WECHAT_APPID, crate::keys::WECHAT_MCHID, "0", "", &e.trade_no, &e.out_trade_no,
             "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o", "NATIVE", state, "OTHERS", "CNY", &settle, "0.00", refund_id, out_refund_no, &refund_amt,
-            "0.00", refund_kind, refund_status, &subject, "", "0.00000", "0.60%", &yuan(e.amount),
+            "0.00", refund_kind, refund_status, &subject, "", &yuan5(fee), "0.60%", &yuan(e.amount),
             &refund_amt, "",
         ];
         out.push_str(&cells.iter().map(|c| format!("`{c}")).collect::<Vec<_>>().join(","));
@@ -138,10 +175,15 @@ pub fn wechat_bill(sim: &Sim, date: &str) -> String {
     }
     out.push_str(WECHAT_TOTALS);
     out.push_str("\r\n");
-    let totals = [rows.len().to_string(), yuan(paid), yuan(refunded), "0.00".into(), "0.00000".into(), yuan(paid), yuan(refunded)];
+    let totals = [rows.len().to_string(), yuan(paid), yuan(refunded), "0.00".into(), yuan5(fees), yuan(paid), yuan(refunded)];
     out.push_str(&totals.iter().map(|c| format!("`{c}")).collect::<Vec<_>>().join(","));
     out.push_str("\r\n");
     out
+}
+
+/// Fen as WeChat writes fees: yuan to five decimals (`0.06000`, `-0.01000`).
+fn yuan5(fen: i64) -> String {
+    format!("{}000", yuan(fen))
 }
 
 const ALIPAY_PID: &str = "20880000000000000156";
@@ -157,9 +199,14 @@ pub fn alipay_bill_zip(sim: &Sim, date: &str) -> Vec<u8> {
         "-".repeat(41),
         "-".repeat(40)
     );
-    let (mut n_pay, mut sum_pay, mut n_ref, mut sum_ref) = (0usize, 0i64, 0usize, 0i64);
+    let (mut n_pay, mut sum_pay, mut n_ref, mut sum_ref, mut fees) = (0usize, 0i64, 0usize, 0i64, 0i64);
     for e in &rows {
         let subject = e.subject.replace(',', "，");
+        let fee = match &e.refund {
+            Some((_, _, amt)) => -fee_of(*amt),
+            None => fee_of(e.amount),
+        };
+        fees += fee;
         let (kind, amount, refund_no) = match &e.refund {
             Some((_, no, amt)) => {
                 n_ref += 1;
@@ -175,8 +222,8 @@ pub fn alipay_bill_zip(sim: &Sim, date: &str) -> Vec<u8> {
         let t = alipay_time(e.at);
         // Text cells end with a TAB, so spreadsheet programs keep them as text.
         detail.push_str(&format!(
-            "{}\t,{}\t,{kind}\t,{subject},{t},{t},\t,\t,\t,\t,abc***@example.com\t,{amount},{amount},0.00,0.00,0.00,0.00,0.00,,0.00\t,0.00,{refund_no}\t,0.00,0.00,{subject}\r\n",
-            e.trade_no, e.out_trade_no
+            "{}\t,{}\t,{kind}\t,{subject},{t},{t},\t,\t,\t,\t,abc***@example.com\t,{amount},{amount},0.00,0.00,0.00,0.00,0.00,,0.00\t,0.00,{refund_no}\t,{},0.00,{subject}\r\n",
+            e.trade_no, e.out_trade_no, yuan(fee)
         ));
     }
     detail.push_str(&format!(
@@ -189,12 +236,13 @@ pub fn alipay_bill_zip(sim: &Sim, date: &str) -> Vec<u8> {
     let summary = format!(
         "#支付宝业务汇总查询\r\n#账号：[{ALIPAY_PID}]\r\n#起始日期：[{start}]   终止日期：[{start}]\r\n#{}业务汇总列表{}\r\n\
          门店编号,门店名称,交易订单总笔数,退款订单总笔数,订单金额（元）,商家实收（元）,支付宝优惠（元）,商家优惠（元）,卡消费金额（元）,服务费（元）,分润（元）,实收净额（元）\r\n\
-         合计,,{n_pay},{n_ref},{},{},0.00,0.00,0.00,0.00,0.00,{}\r\n#{}业务汇总列表结束{}\r\n#导出时间：[{start}]\r\n",
+         合计,,{n_pay},{n_ref},{},{},0.00,0.00,0.00,{},0.00,{}\r\n#{}业务汇总列表结束{}\r\n#导出时间：[{start}]\r\n",
         "-".repeat(41),
         "-".repeat(40),
         yuan(sum_pay - sum_ref),
         yuan(sum_pay - sum_ref),
-        yuan(sum_pay - sum_ref),
+        yuan(fees),
+        yuan(sum_pay - sum_ref - fees),
         "-".repeat(40),
         "-".repeat(37)
     );
@@ -264,8 +312,83 @@ pub fn sandbox_bill(sim: &Sim, date: &str) -> serde_json::Value {
     entries(sim, ChannelName::Sandbox, date)
         .iter()
         .map(|e| match &e.refund {
-            Some((_, no, amt)) => serde_json::json!({"kind": "refund", "out_trade_no": e.out_trade_no, "trade_no": e.trade_no, "out_refund_no": no, "amount": amt}),
-            None => serde_json::json!({"kind": "payment", "out_trade_no": e.out_trade_no, "trade_no": e.trade_no, "amount": e.amount, "at": e.at}),
+            Some((_, no, amt)) => serde_json::json!({"kind": "refund", "out_trade_no": e.out_trade_no, "trade_no": e.trade_no, "out_refund_no": no, "amount": amt, "fee": -fee_of(*amt), "at": e.at}),
+            None => serde_json::json!({"kind": "payment", "out_trade_no": e.out_trade_no, "trade_no": e.trade_no, "amount": e.amount, "fee": fee_of(e.amount), "at": e.at}),
         })
         .collect()
+}
+
+/// Byte widths of a UnionPay ZM record's 42 fields, as UnionPay's own demo lays them out
+/// (ACPSample_B2C `DemoBase.parseZMFile`), each left-aligned, space-padded, one space apart.
+const ZM_WIDTHS: [usize; 42] = [3, 11, 11, 6, 10, 19, 12, 4, 2, 21, 2, 32, 2, 6, 10, 13, 13, 4, 15, 2, 2, 6, 2, 4, 32, 1, 21, 15, 1, 15, 32, 13, 13, 8, 32, 13, 13, 12, 2, 1, 32, 98];
+
+/// `C`/`D` and 12 digits of fen; a space instead of the letter for zero.
+fn credit_debit(fen: i64) -> String {
+    let sign = match fen.signum() {
+        1 => 'C',
+        -1 => 'D',
+        _ => ' ',
+    };
+    format!("{sign}{:012}", fen.abs())
+}
+
+/// Fen as the RD report prints them: yuan, two decimals, right-aligned.
+fn rd_amount(fen: i64) -> String {
+    format!("{:>16}", yuan(fen))
+}
+
+/// UnionPay's `fileContent` for one clearing day (`date`, YYYY-MM-DD): the zip of the
+/// `INN{yyMMdd}88ZM_{merId}` records and the `RD…` summary report, zlib-deflated (with its
+/// header, as the acp SDKs inflate it). Returns (fileName, zlib bytes).
+pub fn unionpay_file(sim: &Sim, date: &str) -> (String, Vec<u8>) {
+    use crate::keys::UNIONPAY_MER_ID;
+    let rows = entries(sim, ChannelName::Unionpay, date);
+    let day = date.replace('-', "");
+    let yymmdd = day.get(2..).unwrap_or_default().to_owned();
+    let (mut amount, mut fees, mut net) = ((0i64, 0i64), (0i64, 0i64), (0i64, 0i64));
+    let mut zm = String::new();
+    for e in &rows {
+        let transmitted = crate::wire::beijing(e.at, "[month][day][hour][minute][second]");
+        let (txn_type, order_id, orig_order, query_id, txn_amt, fee, settled) = match &e.refund {
+            // A refund: money back to the payer (debit), the fee given back (credit).
+            Some((refund_id, out_refund_no, amt)) => ("04", out_refund_no.as_str(), e.out_trade_no.as_str(), refund_id.as_str(), *amt, fee_of(*amt), -(amt - fee_of(*amt))),
+            None => ("01", e.out_trade_no.as_str(), "", e.trade_no.as_str(), e.amount, -fee_of(e.amount), e.amount - fee_of(e.amount)),
+        };
+        if e.refund.is_some() {
+            amount.0 += txn_amt;
+            fees.1 += fee;
+            net.0 += -settled;
+        } else {
+            amount.1 += txn_amt;
+            fees.0 += -fee;
+            net.1 += settled;
+        }
+        let values: [String; 42] = [
+            "S56".into(), "88022900".into(), "00049993".into(), "190624".into(), transmitted, "622609******0048".into(),
+            format!("{txn_amt:012}"), "4899".into(), "07".into(), query_id.chars().take(21).collect(), "01".into(), order_id.into(), "01".into(),
+            String::new(), String::new(), credit_debit(fee), credit_debit(settled), "0001".into(), String::new(), txn_type.into(), "00".into(), "000201".into(),
+            String::new(), String::new(), String::new(), String::new(), String::new(), UNIONPAY_MER_ID.into(), String::new(), String::new(), String::new(),
+            credit_debit(0), credit_debit(settled), "01080209".into(), String::new(), credit_debit(0), credit_debit(0), format!(" {:011}", 0),
+            String::new(), "7".into(), orig_order.into(), String::new(),
+        ];
+        let record: Vec<String> = values.iter().zip(ZM_WIDTHS).map(|(v, w)| format!("{v:<w$}")).collect();
+        zm.push_str(&record.join(" "));
+        zm.push_str("\r\n");
+    }
+    let count = if corrupted(sim, ChannelName::Unionpay) { rows.len() + 1 } else { rows.len() };
+    let total = |label: &str| format!("{label}{:>19}{}{}{}{}{}{}\r\n", count, rd_amount(amount.0), rd_amount(amount.1), rd_amount(fees.0), rd_amount(fees.1), rd_amount(net.0), rd_amount(net.1));
+    let rd = format!(
+        "{:>73}中国银联全渠道商户交易汇总表\r\n\r\n商户代码:{UNIONPAY_MER_ID}\r\n清算日期:{day}\r\n\r\n交易类型            交易笔数               交易金额                         费用                              资金清算差额\r\n{}\r\n{}",
+        "",
+        "_".repeat(136),
+        total("总计      ")
+    );
+    let gbk = |s: &str| encoding_rs::GBK.encode(s).0.into_owned();
+    let zip = zip_gbk(&[
+        (format!("INN{yymmdd}88ZM_{UNIONPAY_MER_ID}").into_bytes(), gbk(&zm)),
+        (format!("RD2010{yymmdd}01_{UNIONPAY_MER_ID}").into_bytes(), gbk(&rd)),
+    ]);
+    let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(&zip).expect("in-memory zlib");
+    (format!("{UNIONPAY_MER_ID}_{day}.zip"), enc.finish().expect("in-memory zlib"))
 }

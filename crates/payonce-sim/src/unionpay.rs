@@ -24,6 +24,8 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/gateway/api/frontTransReq.do", post(front_consume))
         .route("/gateway/api/queryTrans.do", post(query))
         .route("/gateway/api/backTransReq.do", post(back_trans))
+        // The file-transfer host (filedownload.95516.com) takes fileTransfer at its root.
+        .route("/", post(file_transfer))
 }
 
 const VERSION: &str = "5.1.0";
@@ -161,6 +163,45 @@ fn answer_base(params: &[(String, String)], resp: &str, msg: &str) -> Vec<(Strin
         p("respCode", resp),
         p("respMsg", msg),
     ]
+}
+
+/// `fileTransfer` (txnType=76): the clearing day `settleDate` (MMDD, the latest such day not in
+/// the future) as `fileContent`: base64 of the zlib-deflated zip (`statement::unionpay_file`).
+/// `respCode=98` when the day has no file (nothing moved, or the day has not been cleared).
+async fn file_transfer(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+    let params = form_parse(&body);
+    let f = |k: &str| field(&params, k).unwrap_or_default().to_owned();
+    let answer = |code: &str, msg: &str, extra: Vec<(String, String)>| {
+        let mut a = vec![
+            p("version", VERSION), p("encoding", "UTF-8"), p("signMethod", "01"), p("txnType", "76"), p("txnSubType", "01"), p("bizType", "000000"),
+            p("accessType", "0"), p("merId", UNIONPAY_MER_ID), p("txnTime", f("txnTime")), p("settleDate", f("settleDate")), p("fileType", f("fileType")),
+            p("respCode", code), p("respMsg", msg),
+        ];
+        a.extend(extra);
+        raw(&sign_as_unionpay(&sim, a))
+    };
+    let required = ["version", "encoding", "signMethod", "txnType", "txnSubType", "bizType", "accessType", "merId", "settleDate", "txnTime", "fileType", "certId", "signature"];
+    if let Some(missing) = required.iter().find(|k| f(k).is_empty()) {
+        return answer("10", &format!("{missing} 不能为空"), vec![]);
+    }
+    if (f("version"), f("txnType"), f("txnSubType"), f("bizType"), f("accessType"), f("fileType")) != (VERSION.into(), "76".into(), "01".into(), "000000".into(), "0".into(), "00".into()) {
+        return answer("10", "报文要素不合法", vec![]);
+    }
+    if f("merId") != UNIONPAY_MER_ID {
+        return answer("31", "商户号不存在", vec![]);
+    }
+    if f("certId") != sim.keys.unionpay_merchant_cert_id || !unionpay_verify(&sim.keys.unionpay_merchant, &params) {
+        return answer("11", "验证签名失败", vec![]);
+    }
+    // The most recent calendar day with that MMDD, up to today (Beijing).
+    let settle = f("settleDate");
+    let now = sim.now_ms();
+    let Some(date) = (0..400).map(|d| crate::wire::beijing_date(now - d * 86_400_000)).find(|d| d.get(5..7).zip(d.get(8..10)).is_some_and(|(m, dd)| format!("{m}{dd}") == settle)) else {
+        return answer("10", "settleDate 不合法", vec![]);
+    };
+    let (name, zlib) = crate::statement::unionpay_file(&sim, &date);
+    use base64::Engine as _;
+    answer("00", "成功[0000000]", vec![p("fileName", name), p("fileContent", base64::engine::general_purpose::STANDARD.encode(zlib))])
 }
 
 async fn query(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {

@@ -188,7 +188,7 @@ pub fn parse_wechat_time(s: &str) -> Option<i64> {
 
 // ---- time in Beijing ----
 
-fn beijing(ms: i64, fmt: &str) -> String {
+pub(crate) fn beijing(ms: i64, fmt: &str) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
         .to_offset(time::UtcOffset::from_hms(8, 0, 0).expect("valid offset"));

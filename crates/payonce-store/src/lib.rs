@@ -26,7 +26,7 @@ pub use model::*;
 pub use operations::Operations;
 pub use orders::Orders;
 pub use outbox::Outbox;
-pub use reconciliations::{Reconciliation, ReconciliationItem, Reconciliations};
+pub use reconciliations::{BATCH, Billed, Reconciliation, ReconciliationItem, Reconciliations, StoredBill};
 pub use refunds::Refunds;
 pub use sql::duplicate_refund_no;
 pub use postgres::PgStore;

@@ -51,8 +51,46 @@ impl ReconciliationItem {
     }
 }
 
+/// A channel bill as kept: where it came from and how its bytes are packed (the bytes
+/// themselves are read and written beside it, in parts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBill {
+    pub id: String,
+    pub channel: String,
+    pub merchant_account: String,
+    pub bill_date: String,
+    pub bill_type: String,
+    /// `wechat-gzip`, `alipay-zip`, `unionpay-zlib-zip`, `sandbox-gzip`.
+    pub format: String,
+    /// Lowercase hex SHA-256 of the stored bytes, checked whenever they are read back.
+    pub sha256: String,
+    pub size: i64,
+    pub fetched_at: i64,
+}
+
+/// What a bill row says of one payment or refund beside its amount, to be kept on it:
+/// (attempt or refund id, settled amount in fen, fee in thousandths of a fen).
+pub type Billed = (String, i64, i64);
+
+/// The most rows one batched statement names (well under both backends' parameter limits).
+pub const BATCH: usize = 500;
+
 #[async_trait::async_trait]
 pub trait Reconciliations: Send + Sync {
+    /// Keeps a verified bill, replacing an earlier copy of the same (channel, merchant account,
+    /// bill date, bill type).
+    async fn save_bill(&self, bill: &StoredBill, content: &[u8]) -> Result<()>;
+    /// The newest kept bill of (channel, bill date) and its bytes, if one was kept.
+    async fn stored_bill(&self, channel: ChannelName, bill_date: &str) -> Result<Option<(StoredBill, Vec<u8>)>>;
+    /// Attempts of `channel` by out_trade_no, at most `BATCH` numbers at a time.
+    async fn attempts_by_out_trade_nos(&self, channel: ChannelName, nos: &[String]) -> Result<Vec<Attempt>>;
+    /// Refunds of `channel` by out_refund_no, at most `BATCH` numbers at a time.
+    async fn refunds_by_out_refund_nos(&self, channel: ChannelName, nos: &[String]) -> Result<Vec<Refund>>;
+    /// Records settled amounts and fees from a bill on attempts and refunds (rows whose values
+    /// are already those are not rewritten).
+    async fn record_billed(&self, attempts: &[Billed], refunds: &[Billed]) -> Result<()>;
+    /// Successes of `channel` with `paid_at` in `[from, to)` that no bill has shown yet.
+    async fn unbilled_successes(&self, channel: ChannelName, from: Timestamp, to: Timestamp) -> Result<Vec<Attempt>>;
     /// Starts — or restarts — the run of (channel, bill date) for `owner`, unless another owner
     /// holds a live lease on it (`None`).
     async fn begin_reconciliation(&self, channel: ChannelName, bill_date: &str, owner: &str, lease_ms: i64, now: Timestamp) -> Result<Option<Reconciliation>>;
@@ -257,6 +295,151 @@ macro_rules! reconciliations_sql {
                     .fetch_optional(&self.reader())
                     .await?;
                 row.as_ref().map($crate::rows::order_row).transpose()
+            }
+
+            async fn save_bill(&self, bill: &$crate::StoredBill, content: &[u8]) -> $crate::Result<()> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query("DELETE FROM bills WHERE channel = $1 AND merchant_account = $2 AND bill_date = $3 AND bill_type = $4")
+                    .bind(&bill.channel)
+                    .bind(&bill.merchant_account)
+                    .bind(&bill.bill_date)
+                    .bind(&bill.bill_type)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO bills (id, channel, merchant_account, bill_date, bill_type, format, sha256, size, fetched_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&bill.id)
+                .bind(&bill.channel)
+                .bind(&bill.merchant_account)
+                .bind(&bill.bill_date)
+                .bind(&bill.bill_type)
+                .bind(&bill.format)
+                .bind(&bill.sha256)
+                .bind(bill.size)
+                .bind(bill.fetched_at)
+                .execute(&mut *tx)
+                .await?;
+                for (seq, part) in content.chunks(1 << 20).enumerate() {
+                    sqlx::query("INSERT INTO bill_parts (bill_id, seq, bytes) VALUES ($1, $2, $3)")
+                        .bind(&bill.id)
+                        .bind(seq as i64)
+                        .bind(part)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn stored_bill(&self, channel: payonce_core::ChannelName, bill_date: &str) -> $crate::Result<Option<($crate::StoredBill, Vec<u8>)>> {
+                use sqlx::Row as _;
+                let pool = self.reader();
+                let Some(row) = sqlx::query(
+                    "SELECT id, channel, merchant_account, bill_date, bill_type, format, sha256, size, fetched_at FROM bills \
+                     WHERE channel = $1 AND bill_date = $2 ORDER BY fetched_at DESC LIMIT 1",
+                )
+                .bind(channel.as_str())
+                .bind(bill_date)
+                .fetch_optional(&pool)
+                .await?
+                else {
+                    return Ok(None);
+                };
+                let bill = $crate::StoredBill {
+                    id: row.try_get(0)?,
+                    channel: row.try_get(1)?,
+                    merchant_account: row.try_get(2)?,
+                    bill_date: row.try_get(3)?,
+                    bill_type: row.try_get(4)?,
+                    format: row.try_get(5)?,
+                    sha256: row.try_get(6)?,
+                    size: row.try_get(7)?,
+                    fetched_at: row.try_get(8)?,
+                };
+                let mut content = Vec::with_capacity(bill.size.max(0) as usize);
+                let mut seq = 0i64;
+                // One part at a time: never the whole bill twice in memory.
+                while let Some(part) = sqlx::query("SELECT bytes FROM bill_parts WHERE bill_id = $1 AND seq = $2").bind(&bill.id).bind(seq).fetch_optional(&pool).await? {
+                    let bytes: Vec<u8> = part.try_get(0)?;
+                    content.extend_from_slice(&bytes);
+                    seq += 1;
+                }
+                Ok(Some((bill, content)))
+            }
+
+            async fn attempts_by_out_trade_nos(&self, channel: payonce_core::ChannelName, nos: &[String]) -> $crate::Result<Vec<$crate::Attempt>> {
+                if nos.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let sql = format!(concat!("SELECT ", $crate::sql::attempt_cols!(), " FROM attempts WHERE channel = $1 AND out_trade_no IN ({})"), $crate::sql::placeholders(2, nos.len()));
+                // Only numbered placeholders are formatted in; every value is bound.
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(channel.as_str());
+                for no in nos {
+                    q = q.bind(no);
+                }
+                let rows = q.fetch_all(&self.reader()).await?;
+                rows.iter().map($crate::rows::attempt_row).collect()
+            }
+
+            async fn refunds_by_out_refund_nos(&self, channel: payonce_core::ChannelName, nos: &[String]) -> $crate::Result<Vec<$crate::Refund>> {
+                if nos.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let sql = format!(concat!("SELECT ", $crate::sql::refund_cols!(), " FROM refunds WHERE channel = $1 AND out_refund_no IN ({})"), $crate::sql::placeholders(2, nos.len()));
+                // Only numbered placeholders are formatted in; every value is bound.
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(channel.as_str());
+                for no in nos {
+                    q = q.bind(no);
+                }
+                let rows = q.fetch_all(&self.reader()).await?;
+                rows.iter().map($crate::rows::refund_row).collect()
+            }
+
+            async fn record_billed(&self, attempts: &[$crate::Billed], refunds: &[$crate::Billed]) -> $crate::Result<()> {
+                if attempts.is_empty() && refunds.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.begin_write().await?;
+                for (table, rows) in [("attempts", attempts), ("refunds", refunds)] {
+                    for chunk in rows.chunks($crate::reconciliations::BATCH) {
+                        // One statement per chunk: a VALUES list joined by id, rewriting only rows
+                        // whose values differ (a re-run writes nothing).
+                        let values: Vec<String> = (0..chunk.len()).map(|i| format!("(${}, CAST(${} AS BIGINT), CAST(${} AS BIGINT))", 3 * i + 1, 3 * i + 2, 3 * i + 3)).collect();
+                        let sql = format!(
+                            "WITH v (id, s, f) AS (VALUES {}) UPDATE {table} SET settled_amount = v.s, fee_millifen = v.f FROM v \
+                             WHERE {table}.id = v.id AND ({table}.settled_amount IS DISTINCT FROM v.s OR {table}.fee_millifen IS DISTINCT FROM v.f)",
+                            values.join(", ")
+                        );
+                        // Only numbered placeholders and the table name (one of two literals) are formatted in.
+                        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                        for (id, settled, fee) in chunk {
+                            q = q.bind(id).bind(*settled).bind(*fee);
+                        }
+                        q.execute(&mut *tx).await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn unbilled_successes(
+                &self,
+                channel: payonce_core::ChannelName,
+                from: payonce_core::Timestamp,
+                to: payonce_core::Timestamp,
+            ) -> $crate::Result<Vec<$crate::Attempt>> {
+                let rows = sqlx::query(concat!(
+                    "SELECT ",
+                    $crate::sql::attempt_cols!(),
+                    " FROM attempts WHERE channel = $1 AND status = 'succeeded' AND paid_at >= $2 AND paid_at < $3 AND settled_amount IS NULL ORDER BY paid_at"
+                ))
+                .bind(channel.as_str())
+                .bind(from.0)
+                .bind(to.0)
+                .fetch_all(&self.reader())
+                .await?;
+                rows.iter().map($crate::rows::attempt_row).collect()
             }
 
             async fn insert_app_event(

@@ -44,6 +44,11 @@ macro_rules! app_cols {
 
 pub(crate) use {app_cols, attempt_cols, event_cols, order_cols, refund_cols};
 
+/// `$first, $first+1, …` — `n` numbered parameters for an `IN (…)` list.
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
 /// The body of a refund event.
 pub(crate) fn refund_event_payload(id: &EventId, kind: &str, now: Timestamp, r: &crate::Refund, order_version: i64) -> String {
     serde_json::json!({"id": id, "type": kind, "created_at": now.to_rfc3339(), "data": {
@@ -117,6 +122,8 @@ pub(crate) const COUNT_QUERIES: &[(&str, &str)] = &[
     ("delivery_attempts", "SELECT COUNT(*) FROM delivery_attempts"),
     ("reconciliations", "SELECT COUNT(*) FROM reconciliations"),
     ("reconciliation_items", "SELECT COUNT(*) FROM reconciliation_items"),
+    ("bills", "SELECT COUNT(*) FROM bills"),
+    ("bill_parts", "SELECT COUNT(*) FROM bill_parts"),
 ];
 
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {

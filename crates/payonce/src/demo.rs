@@ -172,12 +172,15 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     }
 
     // 9. The day's reconciliation: every channel's bill of today against the records.
-    let today = payonce_server::reconcile::beijing_date(payonce_core::Clock::now(&payonce_core::SystemClock));
-    for channel in ["wechatpay", "alipay", "sandbox"] {
+    let now = payonce_core::Clock::now(&payonce_core::SystemClock);
+    for channel in ["wechatpay", "alipay", "unionpay", "sandbox"] {
+        // UnionPay's clearing day ends at 23:00 Beijing: after that, today's payments are tomorrow's.
+        let shift = if channel == "unionpay" { 3_600_000 } else { 0 };
+        let today = payonce_server::reconcile::beijing_date(payonce_core::Timestamp(now.0 + shift));
         match payonce_server::reconcile::reconcile(&app.state, "demo", channel, &today, false).await {
             Ok(r) => {
                 let differences: Vec<String> = r.classes.iter().filter(|(_, n)| **n > 0).map(|(c, n)| format!("{c} {n}")).collect();
-                say(format!("9. reconciliation {channel} {today}: {} — {} bill row(s), {} matched{}", r.status, r.rows, r.matched,
+                say(format!("9. reconciliation {channel} {today}: {} — {} bill row(s), {} matched, fees {:.2} fen{}", r.status, r.rows, r.matched, r.totals.fees_millifen as f64 / 1000.0,
                     if differences.is_empty() { ", no difference".to_owned() } else { format!(", {}", differences.join(", ")) }));
                 if r.status != "completed" || r.needs_a_person() > 0 {
                     failures.push(format!("reconciliation of {channel}: {} {:?}", r.status, r.reason));

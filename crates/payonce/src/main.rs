@@ -3,6 +3,7 @@
 
 mod baseline;
 mod bench;
+mod bench_reconcile;
 mod demo;
 mod reconcile;
 mod serve;
@@ -51,6 +52,8 @@ enum Command {
     Demo,
     /// Load run against a real server process, with its own database baseline.
     Bench(bench::BenchArgs),
+    /// One day's WeChat bill of N rows reconciled against N local payments: rows/s, peak RSS.
+    BenchReconcile(bench_reconcile::BenchReconcileArgs),
     /// Did this message really come from the channel, and what does it say? Prints one JSON
     /// object `{valid, reason, fields, outcome}`; exit 0 valid, 1 not valid, 2 not a message.
     VerifyMessage(verify::VerifyArgs),
@@ -172,6 +175,7 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Demo => demo::run().await,
         Command::Bench(args) => bench::run(args).await,
+        Command::BenchReconcile(args) => bench_reconcile::run(args).await,
         Command::Chaos { seeds: Some(n), seed, parallel, store, .. } => {
             let started = std::time::Instant::now();
             let backend = if store == "postgres" { payonce_harness::Backend::Postgres } else { payonce_harness::Backend::Sqlite };

@@ -3,14 +3,19 @@
 //! 500, and shrinks it to a smaller scenario that still fails. (Its own binary: the switch is
 //! process-wide.) The correct engine's run over 200 seeds is in `scripts/test`.
 
-use payonce_harness::scenario::{Scenario, run, shrink};
+use payonce_harness::scenario::{Scenario, run_settling, shrink};
+use std::time::Duration;
+
+/// Long enough for an unrefunded duplicate to be the verdict (refunds come within a second at
+/// ×100), short of the full settle window a correct run may need: a failing run waits all of it.
+const SETTLE: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broken_engine_is_caught_within_500_seeds_and_shrunk() {
     payonce_core::decide::fault_injection::skip_duplicate_refund(true);
     for seed in 1..=500 {
         let s = Scenario::generate(seed);
-        let v = run(&s).await;
+        let v = run_settling(&s, SETTLE).await;
         if v.violations.is_empty() {
             continue;
         }
@@ -19,7 +24,7 @@ async fn a_broken_engine_is_caught_within_500_seeds_and_shrunk() {
         let small = shrink(&s).await;
         eprintln!("shrunk to: {}", small.summary());
         assert!(small.steps() <= s.steps() && small.orders.len() <= s.orders.len());
-        assert!(!run(&small).await.violations.is_empty(), "the shrunk scenario still fails");
+        assert!(!run_settling(&small, SETTLE).await.violations.is_empty(), "the shrunk scenario still fails");
         return;
     }
     panic!("500 seeds did not catch an engine that never refunds a duplicate payment");

@@ -237,7 +237,8 @@ mod verify_message {
 }
 
 /// `payonce reconcile` beside a running server: `--dry-run` classifies and writes nothing;
-/// a run that only repaired exits 0; one that found a difference for a person exits 3;
+/// a run that only repaired exits 0; a re-run reads the kept bill; `--refetch` downloads it
+/// again, and a difference for a person exits 3;
 /// `--json` prints the counts by class.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_exits_by_what_it_found() {
@@ -270,6 +271,9 @@ async fn reconcile_exits_by_what_it_found() {
     assert_eq!((code, done["classes"]["repaired_paid"].as_u64()), (Some(0), Some(1)), "{done}");
     assert_eq!(app.order(id).await["status"], "paid");
     app.http.post(app.sim_url("/sim/bill")).json(&json!({"kind": "foreign_charge", "channel": "sandbox", "out_trade_no": "NOT-OURS", "amount": 5})).send().await.unwrap();
-    let (code, found) = run(&[]);
-    assert_eq!((code, found["classes"]["unknown_trade"].as_u64()), (Some(3), Some(1)), "{found}");
+    // A re-run reads the kept bill (no new row); --refetch downloads the corrected one.
+    let (code, same) = run(&[]);
+    assert_eq!((code, same["classes"]["unknown_trade"].as_u64(), same["bill_source"].as_str()), (Some(0), Some(0), Some("stored")), "{same}");
+    let (code, found) = run(&["--refetch"]);
+    assert_eq!((code, found["classes"]["unknown_trade"].as_u64(), found["bill_source"].as_str()), (Some(3), Some(1), Some("downloaded")), "{found}");
 }

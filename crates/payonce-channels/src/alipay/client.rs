@@ -365,11 +365,13 @@ impl Channel for AlipayClient {
         refund_query_outcome(self.call("alipay.trade.fastpay.refund.query", biz, None).await)
     }
 
-    async fn statement(&self, date: &str) -> Result<crate::Statement, ChannelError> {
+    /// `alipay.data.dataservice.bill.downloadurl.query` (`bill_type=trade`), then the download:
+    /// a zip whose integrity is its own (CRCs, and the summary file's totals checked on reading).
+    async fn download_bill(&self, date: &str) -> Result<crate::bill::DownloadedBill, ChannelError> {
         let b = self.call("alipay.data.dataservice.bill.downloadurl.query", serde_json::json!({"bill_type": "trade", "bill_date": date}), None).await?;
         let url = b["bill_download_url"].as_str().ok_or_else(|| ChannelError::Ambiguous("no bill_download_url".into()))?;
         let bytes = self.http.get(url).send().await.map_err(classify_transport)?.bytes().await.map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
-        super::bill::parse_zip(&bytes).map_err(ChannelError::Ambiguous)
+        Ok(crate::bill::DownloadedBill { merchant_account: self.keys.app_id.clone(), bill_type: "trade".into(), format: crate::bill::BillFormat::AlipayZip, content: bytes.to_vec() })
     }
 
     fn verify_notification(&self, _headers: &HeaderMap, body: &[u8], _now: Timestamp) -> Result<Notification, NotifyError> {

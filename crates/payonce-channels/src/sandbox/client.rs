@@ -161,27 +161,14 @@ impl Channel for SandboxClient {
         }
     }
 
-    async fn statement(&self, date: &str) -> Result<crate::Statement, ChannelError> {
+    async fn download_bill(&self, date: &str) -> Result<crate::bill::DownloadedBill, ChannelError> {
         let (status, bytes) = self.call(reqwest::Method::GET, &format!("/sandbox/v1/statement?date={date}"), None).await?;
         if status != 200 {
             let e = Self::error_of(status, &bytes);
             return Err(ChannelError::Refused { code: e.code, message: e.message });
         }
-        let rows: Vec<serde_json::Value> = serde_json::from_slice(&bytes).map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
-        Ok(crate::Statement {
-            unrecognised: Vec::new(),
-            lines: rows
-            .iter()
-            .map(|r| crate::StatementLine {
-                kind: if r["kind"] == "refund" { crate::StatementKind::Refund } else { crate::StatementKind::Payment },
-                out_trade_no: r["out_trade_no"].as_str().unwrap_or_default().to_owned(),
-                channel_trade_no: r["trade_no"].as_str().map(str::to_owned),
-                out_refund_no: r["out_refund_no"].as_str().map(str::to_owned),
-                amount: r["amount"].as_i64().unwrap_or(0),
-                at: r["at"].as_i64().map(payonce_core::Timestamp),
-            })
-            .collect(),
-        })
+        // The answer is signed like every sandbox answer (checked in `call`); stored compressed.
+        Ok(crate::bill::DownloadedBill { merchant_account: "sandbox".into(), bill_type: "statement".into(), format: crate::bill::BillFormat::SandboxGzip, content: crate::bill::gzip(&bytes) })
     }
 
     fn verify_notification(&self, headers: &HeaderMap, body: &[u8], now: Timestamp) -> Result<Notification, NotifyError> {

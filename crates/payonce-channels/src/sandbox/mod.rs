@@ -3,6 +3,7 @@
 //! method, the path and the body — the shape of the real channels' protocols without their
 //! paperwork, so the whole engine can be exercised before any merchant account exists.
 
+pub mod bill;
 mod client;
 pub mod protocol;
 

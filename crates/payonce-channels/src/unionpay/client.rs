@@ -25,6 +25,8 @@ pub struct UnionpayKeys {
 
 pub struct UnionpayClient {
     gateway: String,
+    /// The file-transfer host (`https://filedownload.95516.com`), its own `channels.toml` key.
+    file_transfer: String,
     keys: UnionpayKeys,
     http: reqwest::Client,
     clock: SharedClock,
@@ -35,8 +37,8 @@ fn p(k: &str, v: impl Into<String>) -> (String, String) {
 }
 
 impl UnionpayClient {
-    pub fn new(gateway: String, keys: UnionpayKeys, http: reqwest::Client, clock: SharedClock) -> Self {
-        UnionpayClient { gateway: gateway.trim_end_matches('/').to_owned(), keys, http, clock }
+    pub fn new(gateway: String, file_transfer: String, keys: UnionpayKeys, http: reqwest::Client, clock: SharedClock) -> Self {
+        UnionpayClient { gateway: gateway.trim_end_matches('/').to_owned(), file_transfer: file_transfer.trim_end_matches('/').to_owned(), keys, http, clock }
     }
 
     fn now_ms(&self) -> i64 {
@@ -69,9 +71,13 @@ impl UnionpayClient {
 
     /// Posts a signed form; returns UnionPay's answer once its certificate and signature check out.
     async fn post(&self, path: &str, params: &[(String, String)]) -> Result<Vec<(String, String)>, ChannelError> {
+        self.post_to(&self.gateway, path, params).await
+    }
+
+    async fn post_to(&self, host: &str, path: &str, params: &[(String, String)]) -> Result<Vec<(String, String)>, ChannelError> {
         let resp = self
             .http
-            .post(format!("{}{path}", self.gateway))
+            .post(format!("{host}{path}"))
             .header("content-type", "application/x-www-form-urlencoded;charset=UTF-8")
             .body(crate::form::encode(params))
             .send()
@@ -338,10 +344,36 @@ impl Channel for UnionpayClient {
         refund_query_state(&self.query_trans(&order).await?)
     }
 
-    /// UnionPay's reconciliation files (fileTransfer, zipped per settlement day) are not
-    /// supported yet: say so rather than return an empty day.
-    async fn statement(&self, _date: &str) -> Result<crate::Statement, ChannelError> {
-        Err(ChannelError::Refused { code: "UNSUPPORTED".into(), message: "UnionPay statements are not implemented".into() })
+    /// `fileTransfer` (txnType=76) to the file-transfer host: the clearing day's archive. The
+    /// answer is signed like every UnionPay answer (checked in `post`); `fileContent` is base64
+    /// of the zlib-deflated zip, stored as the zlib bytes. `date` is the clearing day: UnionPay
+    /// clears from 23:00 the day before to 23:00 (Beijing), and `settleDate` is its `MMDD`.
+    async fn download_bill(&self, date: &str) -> Result<crate::bill::DownloadedBill, ChannelError> {
+        let settle = date.get(5..7).zip(date.get(8..10)).map(|(m, d)| format!("{m}{d}")).ok_or_else(|| ChannelError::Refused { code: "BAD_DATE".into(), message: format!("not a date: {date}") })?;
+        let fields = vec![
+            p("version", protocol::VERSION),
+            p("encoding", "UTF-8"),
+            p("signMethod", "01"),
+            p("txnType", "76"),
+            p("txnSubType", "01"),
+            p("bizType", "000000"),
+            p("accessType", "0"),
+            p("merId", self.keys.mer_id.clone()),
+            p("settleDate", settle),
+            p("txnTime", txn_time(self.now_ms())),
+            p("fileType", "00"),
+        ];
+        let params = self.signed(fields);
+        let answer = self.post_to(&self.file_transfer, "/", &params).await?;
+        match get(&answer, "respCode") {
+            Some("00") => {}
+            Some("98") => return Err(ChannelError::Refused { code: "98".into(), message: "no file for that clearing day (not generated yet, or no transactions)".into() }),
+            other => return Err(ChannelError::Refused { code: other.unwrap_or_default().to_owned(), message: get(&answer, "respMsg").unwrap_or_default().to_owned() }),
+        }
+        use base64::Engine as _;
+        let content = get(&answer, "fileContent").ok_or_else(|| ChannelError::Ambiguous("no fileContent".into()))?;
+        let zlib = base64::engine::general_purpose::STANDARD.decode(content.trim()).map_err(|e| ChannelError::Ambiguous(format!("fileContent is not base64: {e}")))?;
+        Ok(crate::bill::DownloadedBill { merchant_account: self.keys.mer_id.clone(), bill_type: "ZM".into(), format: crate::bill::BillFormat::UnionpayZlibZip, content: zlib })
     }
 
     fn verify_notification(&self, _headers: &HeaderMap, body: &[u8], _now: Timestamp) -> Result<Notification, NotifyError> {

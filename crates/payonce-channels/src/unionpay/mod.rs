@@ -3,6 +3,7 @@
 //! the payer's credential, `queryTrans` for queries, and the `backUrl` notification whose
 //! `signPubKeyCert` must chain to the configured UnionPay root before it is trusted.
 
+pub mod bill;
 mod client;
 pub mod protocol;
 

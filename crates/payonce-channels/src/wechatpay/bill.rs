@@ -4,62 +4,164 @@
 //! a UTF-8 BOM and use CRLF; both are accepted. A row with a trade state WeChat does not
 //! document is reported, not a reason to throw the whole day away.
 
-use crate::money::yuan_to_fen;
+use crate::bill::BillEntry;
+use crate::money::{yuan_to_fen, yuan_to_millifen};
 use crate::{Statement, StatementKind, StatementLine};
+use std::io::BufRead;
 
 pub const HEADER: &str = "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注";
 pub const TOTALS_HEADER: &str = "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额";
 
-/// Parses a trade bill, checking its totals block against its rows.
+/// Parses a whole trade bill held as text, checking its totals block against its rows.
 pub fn parse(text: &str) -> Result<Statement, String> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut lines = text.lines().map(|l| l.trim_end_matches('\r'));
-    if lines.next().map(str::trim) != Some(HEADER) {
-        return Err("not a WeChat Pay trade bill (header)".into());
-    }
-    let cell = |s: &str| s.trim().strip_prefix('`').unwrap_or(s.trim()).to_owned();
     let mut out = Statement::default();
-    let (mut rows, mut paid, mut refunded) = (0usize, 0i64, 0i64);
-    while let Some(line) = lines.next() {
-        if line.trim().is_empty() {
-            continue;
+    for entry in Rows::new(text.as_bytes()) {
+        match entry? {
+            BillEntry::Line(l) => out.lines.push(l),
+            BillEntry::Unrecognised(u) => out.unrecognised.push(u),
         }
-        if line.starts_with("总交易单数") {
-            let totals: Vec<String> = lines.next().ok_or("missing totals")?.split(',').map(cell).collect();
-            let count: usize = totals.first().and_then(|c| c.parse().ok()).ok_or("bad total count")?;
-            let sum_paid = totals.get(1).and_then(|v| yuan_to_fen(v)).ok_or("bad paid total")?;
-            let sum_refund = totals.get(2).and_then(|v| yuan_to_fen(v)).ok_or("bad refund total")?;
-            if count != rows || sum_paid != paid || sum_refund != refunded {
-                return Err(format!("totals block ({count} rows, {sum_paid}, {sum_refund}) disagrees with the rows ({rows}, {paid}, {refunded})"));
+    }
+    Ok(out)
+}
+
+/// The bill's rows, read one line at a time from any reader (a gzip stream of a million rows
+/// never sits in memory). The totals block is checked when it is reached; a bill that ends
+/// without one, or whose totals disagree with its rows, ends with an error.
+pub struct Rows<R> {
+    reader: R,
+    started: bool,
+    done: bool,
+    rows: usize,
+    paid: i64,
+    refunded: i64,
+    fees: i64,
+}
+
+impl<R: BufRead> Rows<R> {
+    pub fn new(reader: R) -> Self {
+        Rows { reader, started: false, done: false, rows: 0, paid: 0, refunded: 0, fees: 0 }
+    }
+
+    /// The next line, at most `MAX_LINE` bytes (a row is a few hundred; a gzip bomb of one
+    /// endless line must not fill memory). `None` at the end.
+    fn next_line(&mut self) -> Option<Result<String, String>> {
+        use std::io::Read as _;
+        let mut buf = Vec::new();
+        match (&mut self.reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf) {
+            Ok(0) => None,
+            Err(e) => Some(Err(format!("reading the bill: {e}"))),
+            Ok(_) if buf.len() > MAX_LINE => Some(Err(format!("a line longer than {MAX_LINE} bytes"))),
+            Ok(_) => {
+                if buf.ends_with(b"\n") {
+                    buf.pop();
+                }
+                Some(String::from_utf8(buf).map_err(|_| "the bill is not UTF-8".to_owned()))
             }
-            return Ok(out);
         }
-        let f: Vec<String> = line.split(',').map(cell).collect();
+    }
+
+    fn fail(&mut self, e: String) -> Option<Result<BillEntry, String>> {
+        self.done = true;
+        Some(Err(e))
+    }
+
+    /// The totals line after `总交易单数…`: count, settled payments, refunds, …, fees.
+    fn check_totals(&mut self) -> Result<(), String> {
+        let line = self.next_line().ok_or("missing totals")??;
+        let totals: Vec<&str> = line.trim_end_matches('\r').split(',').map(cell).collect();
+        let count: usize = totals.first().and_then(|c| c.parse().ok()).ok_or("bad total count")?;
+        let sum_paid = totals.get(1).and_then(|v| yuan_to_fen(v)).ok_or("bad paid total")?;
+        let sum_refund = totals.get(2).and_then(|v| yuan_to_fen(v)).ok_or("bad refund total")?;
+        let sum_fees = totals.get(4).and_then(|v| yuan_to_millifen(v)).ok_or("bad fee total")?;
+        if (count, sum_paid, sum_refund, sum_fees) != (self.rows, self.paid, self.refunded, self.fees) {
+            return Err(format!(
+                "totals block ({count} rows, {sum_paid} paid, {sum_refund} refunded, {sum_fees} fees) disagrees with the rows ({}, {}, {}, {})",
+                self.rows, self.paid, self.refunded, self.fees
+            ));
+        }
+        Ok(())
+    }
+
+    fn row(&mut self, line: &str) -> Result<BillEntry, String> {
+        let f: Vec<&str> = line.split(',').map(cell).collect();
         if f.len() < 27 {
-            return Err(format!("short row: {line}"));
+            return Err(format!("short row ({} cells) at row {}", f.len(), self.rows + 1));
         }
-        rows += 1;
-        let amount_of = |i: usize| yuan_to_fen(&f[i]).ok_or_else(|| format!("bad amount {}", f[i]));
-        match f[9].as_str() {
+        self.rows += 1;
+        let fen = |i: usize| yuan_to_fen(f[i]).ok_or_else(|| format!("bad amount {:?} in row {}", f[i], self.rows));
+        let fee = yuan_to_millifen(f[22]).ok_or_else(|| format!("bad fee {:?} in row {}", f[22], self.rows))?;
+        self.fees += fee;
+        let at = crate::bill::beijing_time(f[0]);
+        let channel_trade_no = Some(f[5].to_owned());
+        match f[9] {
             "SUCCESS" => {
-                let a = amount_of(12)?;
-                paid += a;
-                out.lines.push(StatementLine { kind: StatementKind::Payment, out_trade_no: f[6].clone(), channel_trade_no: Some(f[5].clone()), out_refund_no: None, amount: a, at: None });
+                let settled = fen(12)?;
+                self.paid += settled;
+                Ok(BillEntry::Line(StatementLine { kind: StatementKind::Payment, out_trade_no: f[6].to_owned(), channel_trade_no, out_refund_no: None, amount: fen(24)?, settled_amount: settled, fee_millifen: fee, at }))
             }
             "REFUND" => {
-                let a = amount_of(16)?;
-                refunded += a;
-                out.lines.push(StatementLine { kind: StatementKind::Refund, out_trade_no: f[6].clone(), channel_trade_no: Some(f[5].clone()), out_refund_no: Some(f[15].clone()), amount: a, at: None });
+                let refunded = fen(16)?;
+                self.refunded += refunded;
+                // 申请退款金额 is what was asked (payonce's refund amount); 退款金额 what left
+                // the account after coupon refunds.
+                let asked = if f[25].is_empty() { refunded } else { fen(25)? };
+                Ok(BillEntry::Line(StatementLine { kind: StatementKind::Refund, out_trade_no: f[6].to_owned(), channel_trade_no, out_refund_no: Some(f[15].to_owned()), amount: asked, settled_amount: refunded, fee_millifen: fee, at }))
             }
             other => {
                 // Still counted in the totals as WeChat counts it; its money is not guessed.
-                paid += yuan_to_fen(&f[12]).unwrap_or(0);
-                refunded += yuan_to_fen(&f[16]).unwrap_or(0);
-                out.unrecognised.push(format!("trade state {other}: out_trade_no {} (row {rows})", f[6]));
+                self.paid += yuan_to_fen(f[12]).unwrap_or(0);
+                self.refunded += yuan_to_fen(f[16]).unwrap_or(0);
+                Ok(BillEntry::Unrecognised(format!("trade state {other}: out_trade_no {} (row {})", f[6], self.rows)))
             }
         }
     }
-    Err("missing totals block".into())
+}
+
+/// The longest line a trade bill may have.
+const MAX_LINE: usize = 64 * 1024;
+
+/// A cell without its leading backtick (WeChat marks every cell as text that way).
+fn cell(s: &str) -> &str {
+    let s = s.trim();
+    s.strip_prefix('`').unwrap_or(s)
+}
+
+impl<R: BufRead> Iterator for Rows<R> {
+    type Item = Result<BillEntry, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        loop {
+            let line = match self.next_line() {
+                None => return self.fail("missing totals block (a truncated bill?)".into()),
+                Some(Err(e)) => return self.fail(e),
+                Some(Ok(l)) => l,
+            };
+            let line = line.trim_end_matches('\r');
+            if !self.started {
+                // A real download may start with a UTF-8 BOM.
+                if line.strip_prefix('\u{feff}').unwrap_or(line).trim() != HEADER {
+                    return self.fail("not a WeChat Pay trade bill (header)".into());
+                }
+                self.started = true;
+                continue;
+            }
+            if line.trim().is_empty() {
+                continue;
+            }
+            if line.starts_with("总交易单数") {
+                self.done = true;
+                return self.check_totals().err().map(Err);
+            }
+            let row = self.row(line);
+            if row.is_err() {
+                self.done = true;
+            }
+            return Some(row);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -85,11 +187,18 @@ mod tests {
         let s = parse(&b).unwrap();
         assert_eq!(s.lines.len(), 1);
         assert_eq!((s.lines[0].kind, s.lines[0].amount, s.lines[0].out_trade_no.as_str()), (StatementKind::Payment, 1, "S20210128170702357723"));
+        assert_eq!((s.lines[0].settled_amount, s.lines[0].fee_millifen), (1, 0));
+        assert_eq!(s.lines[0].at.map(|t| t.to_rfc3339()).as_deref(), Some("2021-01-28T09:07:11.000Z"));
         // A BOM and CRLF line ends, as real downloads have them.
         let crlf = format!("\u{feff}{}", b.replace('\n', "\r\n"));
         assert_eq!(parse(&crlf).unwrap(), s);
         // Totals that disagree with the rows: refused.
         assert!(parse(&bill(&[PAY], "`1,`0.02,`0.00,`0.00,`0.00000,`0.02,`0.00")).is_err());
+        // Fees must add up too, to the bill's five decimals.
+        assert!(parse(&bill(&[PAY], "`1,`0.01,`0.00,`0.00,`0.00001,`0.01,`0.00")).is_err());
+        // Cut anywhere before the totals: refused, never half a day.
+        let cut = &b[..b.find("总交易单数").unwrap()];
+        assert!(parse(cut).unwrap_err().contains("missing totals"));
     }
 
     #[test]

@@ -344,9 +344,14 @@ impl Channel for WechatpayClient {
         refund_query_outcome(status, &bytes)
     }
 
-    /// `GET /v3/bill/tradebill`, then the signed download; the bill's SHA-1 must match.
-    async fn statement(&self, date: &str) -> Result<crate::Statement, ChannelError> {
-        let (status, bytes) = self.call(reqwest::Method::GET, &format!("/v3/bill/tradebill?bill_date={date}&bill_type=ALL"), None).await?;
+    /// `GET /v3/bill/tradebill` (asking for `tar_type=GZIP`), then the signed download. WeChat
+    /// vouches for the download only through `hash_value` in the signed answer, which is the
+    /// SHA-1 of the ORIGINAL bill — of the decompressed text when the download is gzip ("原始账单
+    /// （gzip需要解压缩）的摘要值", 申请交易账单 API, pay.weixin.qq.com/wiki/doc/apiv3/apis/chapter3_1_6.shtml).
+    /// A plain download (no `tar_type`, or a gateway that ignores it) is hashed as is and then
+    /// compressed for storage.
+    async fn download_bill(&self, date: &str) -> Result<crate::bill::DownloadedBill, ChannelError> {
+        let (status, bytes) = self.call(reqwest::Method::GET, &format!("/v3/bill/tradebill?bill_date={date}&bill_type=ALL&tar_type=GZIP"), None).await?;
         if status != 200 {
             let e = Self::error_of(status, &bytes);
             return Err(ChannelError::Refused { code: e.code, message: e.message });
@@ -355,14 +360,20 @@ impl Channel for WechatpayClient {
         let url = v["download_url"].as_str().ok_or_else(|| ChannelError::Ambiguous("no download_url".into()))?;
         let path = url.strip_prefix(&self.gateway).unwrap_or(url);
         let auth = protocol::authorization(&self.keys.merchant_key, &self.keys.mchid, &self.keys.merchant_serial_no, "GET", path, "", self.now_secs());
-        let resp = self.http.get(url).header("authorization", auth).send().await.map_err(classify_transport)?;
-        let content = resp.bytes().await.map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
-        // The download itself is not signed: the hash from the signed answer vouches for it.
-        let sha1 = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &content).as_ref());
+        let mut resp = self.http.get(url).header("authorization", auth).send().await.map_err(classify_transport)?;
+        // Read chunk by chunk into one buffer sized from Content-Length: a large bill is held
+        // once, never copied while it grows.
+        let mut content = Vec::with_capacity(resp.content_length().unwrap_or(0).min(1 << 30) as usize);
+        while let Some(chunk) = resp.chunk().await.map_err(|e| ChannelError::Ambiguous(e.to_string()))? {
+            content.extend_from_slice(&chunk);
+        }
+        let gzipped = content.starts_with(&[0x1f, 0x8b]);
+        let sha1 = if gzipped { sha1_of_gunzipped(&content) } else { Ok(sha1_hex(&content)) }.map_err(ChannelError::Ambiguous)?;
         if !v["hash_value"].as_str().is_some_and(|h| h.eq_ignore_ascii_case(&sha1)) {
             return Err(ChannelError::Ambiguous("bill hash mismatch".into()));
         }
-        super::bill::parse(&String::from_utf8_lossy(&content)).map_err(ChannelError::Ambiguous)
+        let content = if gzipped { content } else { crate::bill::gzip(&content) };
+        Ok(crate::bill::DownloadedBill { merchant_account: self.keys.mchid.clone(), bill_type: "ALL".into(), format: crate::bill::BillFormat::WechatGzip, content })
     }
 
     fn verify_notification(&self, headers: &HeaderMap, body: &[u8], now: Timestamp) -> Result<Notification, NotifyError> {
@@ -555,5 +566,25 @@ pub fn refund_query_outcome(status: u16, body: &[u8]) -> Result<RefundState, Cha
         }
         404 => Ok(RefundState::Absent),
         _ => Err(WechatpayClient::refusal(status, body)),
+    }
+}
+
+fn sha1_hex(bytes: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, bytes).as_ref())
+}
+
+/// The SHA-1 of what a gzip stream unpacks to, read in blocks (a large bill is never unpacked
+/// whole in memory).
+fn sha1_of_gunzipped(packed: &[u8]) -> Result<String, String> {
+    use std::io::Read;
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    let mut decoder = flate2::read::GzDecoder::new(packed);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match decoder.read(&mut buf) {
+            Ok(0) => return Ok(hex::encode(ctx.finish().as_ref())),
+            Ok(n) => ctx.update(&buf[..n]),
+            Err(e) => return Err(format!("the gzip bill does not unpack: {e}")),
+        }
     }
 }

@@ -225,7 +225,10 @@ pub struct ReconciliationView {
     pub bill_date: String,
     /// `running`, `completed` or `failed`.
     pub status: String,
-    /// Counts: `rows`, `matched`, and `classes` (items by class).
+    /// Counts: `rows`, `matched`, `classes` (items by class), `totals` (the bill's own sums:
+    /// `payments`, `paid`, `settled`, `refunds`, `refunded` in fen, `fees_millifen` in
+    /// thousandths of a fen, `unrecognised` rows) and `bill_source` (`downloaded`, or `stored`:
+    /// a re-run reads the bill kept by the first).
     #[schema(value_type = Object)]
     pub summary: serde_json::Value,
     pub reason: Option<String>,

@@ -97,26 +97,59 @@ async fn every_class_is_found_and_handled_and_a_rerun_changes_nothing(b: Backend
     assert_eq!(again["summary"]["classes"], run["summary"]["classes"], "the same counts");
     assert_eq!(app.counts().await, before, "a re-run writes nothing new");
 
-    // WeChat: the refund WeChat finished, still open here, is settled by the bill.
-    let (wx, _) = reconcile(&app, "wechatpay", &today).await;
-    assert_eq!((wx["status"].as_str(), count(&wx, "repaired_refund")), (Some("completed"), 1), "{wx}");
-    let refund: Value = app.get(&format!("/v1/refunds/{}", e_refund["id"].as_str().unwrap())).await.json().await.unwrap();
-    assert_eq!(refund["status"], "succeeded");
+    // The bill was kept, compressed, with its hash; the re-run read that copy.
+    assert_eq!(again["summary"]["bill_source"], "stored", "{again}");
+    let (kept, bytes) = app.store.stored_bill(payonce_core::ChannelName::Sandbox, &today).await.unwrap().expect("the bill is kept");
+    assert_eq!((kept.format.as_str(), kept.size as usize), ("sandbox-gzip", bytes.len()));
+    assert_eq!(kept.sha256, hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes).as_ref()));
+    assert!(bytes.starts_with(&[0x1f, 0x8b]), "stored gzip-compressed");
+    // Fees and settled amounts are kept on what the bill names, and summed per run.
+    assert_eq!(run["summary"]["totals"]["fees_millifen"].as_i64().map(|f| f > 0), Some(true), "{run}");
 
-    // A damaged bill applies nothing: the run fails with its reason, F stays as it was.
+    // WeChat: a damaged bill applies nothing: the run fails with its reason, F stays as it was,
+    // and the bill is not kept.
     let (f_id, _) = paid(&app, "REC-F", "wechatpay", 1_500).await;
     bill(&app, json!({"kind": "corrupt", "channel": "wechatpay"})).await;
     let before = app.counts().await;
     let (broken, _) = reconcile(&app, "wechatpay", &today).await;
     assert_eq!(broken["status"], "failed", "{broken}");
-    assert!(broken["reason"].as_str().unwrap().contains("hash") || broken["reason"].as_str().unwrap().contains("SHA"), "{broken}");
+    assert!(broken["reason"].as_str().unwrap().contains("hash"), "{broken}");
     assert_eq!(app.order(&f_id).await["status"], "paying", "nothing applied from a damaged bill");
-    assert_eq!(app.counts().await, before);
-    // Repaired, the bill is downloaded again and F is found.
+    // Only the failed run itself is recorded (with its reason).
+    let without_runs = |c: Vec<(&'static str, i64)>| c.into_iter().filter(|(t, _)| *t != "reconciliations").collect::<Vec<_>>();
+    assert_eq!(without_runs(app.counts().await), without_runs(before));
+    assert!(app.store.stored_bill(payonce_core::ChannelName::Wechatpay, &today).await.unwrap().is_none(), "a damaged bill is not kept");
+    // Repaired, the bill is downloaded again (gzip, its hash over the unpacked text): F is found
+    // and the refund WeChat finished, still open here, is settled.
     app.http.delete(app.sim_url("/sim/bill")).send().await.unwrap();
-    let (fixed, _) = reconcile(&app, "wechatpay", &today).await;
-    assert_eq!((fixed["status"].as_str(), count(&fixed, "repaired_paid")), (Some("completed"), 1), "{fixed}");
+    let (wx, _) = reconcile(&app, "wechatpay", &today).await;
+    assert_eq!((wx["status"].as_str(), count(&wx, "repaired_paid"), count(&wx, "repaired_refund")), (Some("completed"), 1, 1), "{wx}");
+    assert_eq!(wx["summary"]["bill_source"], "downloaded");
     assert_eq!(app.order(&f_id).await["status"], "paid");
+    let refund: Value = app.get(&format!("/v1/refunds/{}", e_refund["id"].as_str().unwrap())).await.json().await.unwrap();
+    assert_eq!(refund["status"], "succeeded");
+    // 0.6 % of 1,400 + 1,500 fen, less 0.6 % of the 400 refunded, in thousandths of a fen.
+    assert_eq!(wx["summary"]["totals"]["fees_millifen"], json!((8 + 9 - 2) * 1000), "{wx}");
+
+    // UnionPay: fileTransfer's zlib-deflated zip of fixed-width records and the RD report. A
+    // payment only the bill shows is repaired; a bill whose report does not add up applies
+    // nothing. Its clearing day ends at 23:00 Beijing.
+    let clearing_day = payonce_server::reconcile::beijing_date(payonce_core::Timestamp(payonce_core::Clock::now(&payonce_core::SystemClock).0 + 3_600_000));
+    let id = app.create_order("REC-U", 1_600).await["id"].as_str().unwrap().to_owned();
+    let p: Value = app.prepay(&id, "unionpay").await.json().await.unwrap();
+    assert_eq!(app.submit_unionpay_form(&p["credential"]).await, StatusCode::OK);
+    assert_eq!(app.sim_pay("unionpay", p["out_trade_no"].as_str().unwrap(), false).await, StatusCode::OK);
+    bill(&app, json!({"kind": "corrupt", "channel": "unionpay"})).await;
+    let (broken, _) = reconcile(&app, "unionpay", &clearing_day).await;
+    assert_eq!(broken["status"], "failed", "{broken}");
+    assert!(broken["reason"].as_str().unwrap().contains("总计"), "{broken}");
+    assert_eq!(app.order(&id).await["status"], "paying");
+    app.http.delete(app.sim_url("/sim/bill")).send().await.unwrap();
+    let (up, _) = reconcile(&app, "unionpay", &clearing_day).await;
+    assert_eq!((up["status"].as_str(), count(&up, "repaired_paid")), (Some("completed"), 1), "{up}");
+    assert_eq!(app.order(&id).await["status"], "paid");
+    let (kept, _) = app.store.stored_bill(payonce_core::ChannelName::Unionpay, &clearing_day).await.unwrap().expect("kept");
+    assert_eq!((kept.format.as_str(), kept.bill_type.as_str()), ("unionpay-zlib-zip", "ZM"));
 
     app.faults(json!({"notify_drop_rate": 0.0, "query_error_rate": 0.0})).await;
     assert_invariants(app.violations().await);
