@@ -125,16 +125,16 @@ async fn seed(db_url: &str, app_id: &str, prefix: &str, rows: u64) -> anyhow::Re
              SELECT 'att_' || {hex}, 'ord_' || {hex}, 'wechatpay', 'native', '{prefix}' || {no}, {amount}, 'CNY', 'succeeded', '42' || {no}, {paid_at}, 2, {now}, {now} FROM {series} WHERE {keep}"
         )
     };
+    use sqlx::ConnectOptions as _;
+    // Seeding a million rows is a slow statement by design: not worth a warning.
     if db_url.starts_with("sqlite") {
-        use sqlx::Connection as _;
-        let mut c = sqlx::SqliteConnection::connect(db_url).await?;
+        let mut c = db_url.parse::<sqlx::sqlite::SqliteConnectOptions>()?.disable_statement_logging().connect().await?;
         let series = format!("(WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < {}) SELECT i FROM s)", rows.saturating_sub(1));
         let (hex, no) = ("printf('%032x', i)", "printf('%09d', i)");
         sqlx::query(sqlx::AssertSqlSafe(orders(&series, hex, no))).execute(&mut c).await?;
         sqlx::query(sqlx::AssertSqlSafe(attempts(&series, hex, no))).execute(&mut c).await?;
     } else {
-        use sqlx::Connection as _;
-        let mut c = sqlx::PgConnection::connect(db_url).await?;
+        let mut c = db_url.parse::<sqlx::postgres::PgConnectOptions>()?.disable_statement_logging().connect().await?;
         let series = format!("generate_series(0, {}) AS s(i)", rows.saturating_sub(1));
         let (hex, no) = ("lpad(to_hex(i), 32, '0')", "lpad(i::text, 9, '0')");
         sqlx::query(sqlx::AssertSqlSafe(orders(&series, hex, no))).execute(&mut c).await?;
@@ -169,6 +169,8 @@ impl SimProcess {
                 channels_file = Some(f.into());
             }
         }
+        // Keep draining its output: a closed pipe would kill it at its next log line.
+        std::thread::spawn(move || lines.for_each(drop));
         Ok(SimProcess { child, base: base.unwrap_or_default(), channels_file: channels_file.unwrap_or_default() })
     }
 }
