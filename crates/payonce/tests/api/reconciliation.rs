@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-store_tests!(every_class_is_found_and_handled_and_a_rerun_changes_nothing);
+store_tests!(every_class_is_found_and_handled_and_a_rerun_changes_nothing, a_day_of_lost_notifications_and_queries_ends_paid_after_one_reconciliation);
 
 async fn paid(app: &TestApp, no: &str, channel: &str, amount: i64) -> (String, String) {
     let id = app.create_order(no, amount).await["id"].as_str().unwrap().to_owned();
@@ -151,6 +151,52 @@ async fn every_class_is_found_and_handled_and_a_rerun_changes_nothing(b: Backend
     let (kept, _) = app.store.stored_bill(payonce_core::ChannelName::Unionpay, &clearing_day).await.unwrap().expect("kept");
     assert_eq!((kept.format.as_str(), kept.bill_type.as_str()), ("unionpay-zlib-zip", "ZM"));
 
+    app.faults(json!({"notify_drop_rate": 0.0, "query_error_rate": 0.0})).await;
+    assert_invariants(app.violations().await);
+}
+
+/// Every notification and every query fails all day, on every channel; one order is even
+/// charged twice (its first channel order paid just as it was being closed). One reconciliation
+/// of each channel's bill, and nothing else, ends with every charged order paid and the second
+/// charge refunded: the ledger and the database agree.
+async fn a_day_of_lost_notifications_and_queries_ends_paid_after_one_reconciliation(b: Backend) {
+    let Some(app) = crate::app(b).await else { return };
+    let now = payonce_core::Clock::now(&payonce_core::SystemClock);
+    let today = payonce_server::reconcile::beijing_date(now);
+    let clearing_day = payonce_server::reconcile::beijing_date(payonce_core::Timestamp(now.0 + 3_600_000));
+    app.faults(json!({"notify_drop_rate": 1.0, "query_error_rate": 1.0})).await;
+    let mut orders = Vec::new();
+    for (no, channel) in [("LOST-S", "sandbox"), ("LOST-W", "wechatpay"), ("LOST-A", "alipay")] {
+        orders.push(paid(&app, no, channel, 2_000).await.0);
+    }
+    let id = app.create_order("LOST-U", 2_100).await["id"].as_str().unwrap().to_owned();
+    let p: Value = app.prepay(&id, "unionpay").await.json().await.unwrap();
+    assert_eq!(app.submit_unionpay_form(&p["credential"]).await, StatusCode::OK);
+    assert_eq!(app.sim_pay("unionpay", p["out_trade_no"].as_str().unwrap(), false).await, StatusCode::OK);
+    orders.push(id);
+    // Charged twice: the payer switches from sandbox to WeChat (payonce closes the sandbox
+    // order), pays WeChat, and the sandbox payment lands as it was being closed.
+    let dup = app.create_order("LOST-D", 2_200).await["id"].as_str().unwrap().to_owned();
+    let first: Value = app.prepay(&dup, "sandbox").await.json().await.unwrap();
+    let second: Value = app.prepay(&dup, "wechatpay").await.json().await.unwrap();
+    assert_eq!(app.sim_pay("wechatpay", second["out_trade_no"].as_str().unwrap(), false).await, StatusCode::OK);
+    assert_eq!(app.sim_pay("sandbox", first["out_trade_no"].as_str().unwrap(), true).await, StatusCode::OK);
+    orders.push(dup.clone());
+    for id in &orders {
+        assert_ne!(app.order(id).await["status"], "paid", "nothing but the bills shows these payments");
+    }
+
+    for (channel, day) in [("sandbox", &today), ("wechatpay", &today), ("alipay", &today), ("unionpay", &clearing_day)] {
+        let (run, _) = reconcile(&app, channel, day).await;
+        assert_eq!(run["status"], "completed", "{run}");
+    }
+    for id in &orders {
+        assert_eq!(app.order(id).await["status"], "paid", "{id}");
+    }
+    let refunds = app.store.refunds_of(&payonce_core::OrderId::from_trusted(dup.clone())).await.unwrap();
+    assert_eq!(refunds.iter().filter(|r| r.kind == payonce_store::RefundKind::Duplicate).count(), 1, "the second charge is refunded: {refunds:?}");
+    // With the faults still on, the database already agrees with the channels' ledger.
+    assert_invariants(payonce_harness::invariants::check(app.store.as_ref(), &app.ledger().await).await);
     app.faults(json!({"notify_drop_rate": 0.0, "query_error_rate": 0.0})).await;
     assert_invariants(app.violations().await);
 }
