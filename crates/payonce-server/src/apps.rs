@@ -27,6 +27,8 @@ pub struct NewApp<'a> {
     pub allowed_hosts: Option<&'a str>,
     /// `webhook` (the default), `rabbitmq` or `nats`.
     pub sink: Option<&'a str>,
+    /// The submission guard's window in seconds (default 10; 0 turns it off).
+    pub submission_window_secs: Option<i64>,
 }
 
 impl<'a> NewApp<'a> {
@@ -35,9 +37,12 @@ impl<'a> NewApp<'a> {
     }
 }
 
+/// How long an order created by its content answers the same content again, by default.
+pub const DEFAULT_SUBMISSION_WINDOW_SECS: i64 = 10;
+
 /// Registers an app; its secret and webhook secret are returned once and never again.
 pub async fn create_app(store: &dyn Store, key: &MasterKey, clock: &dyn Clock, new: NewApp<'_>) -> Result<NewAppCredentials, StoreError> {
-    let NewApp { name, webhook_url, allowed_hosts, sink } = new;
+    let NewApp { name, webhook_url, allowed_hosts, sink, submission_window_secs } = new;
     let id = AppId::new();
     let secret = new_app_secret();
     let webhook_secret = new_webhook_secret();
@@ -54,6 +59,7 @@ pub async fn create_app(store: &dyn Store, key: &MasterKey, clock: &dyn Clock, n
             None => payonce_store::Sink::Webhook,
             Some(s) => payonce_store::Sink::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown sink {s:?} (webhook, rabbitmq, nats)")))?,
         },
+        submission_window_secs: submission_window_secs.unwrap_or(DEFAULT_SUBMISSION_WINDOW_SECS),
         created_at: clock.now(),
     };
     store.insert_app(&app).await?;

@@ -24,8 +24,8 @@ macro_rules! apps_sql {
             async fn insert_app(&self, app: &$crate::App) -> $crate::Result<()> {
                 let mut tx = self.begin_write().await?;
                 sqlx::query(
-                    "INSERT INTO apps (id, name, secret_hash, webhook_url, webhook_secret_enc, created_at, allowed_hosts, sink) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    "INSERT INTO apps (id, name, secret_hash, webhook_url, webhook_secret_enc, created_at, allowed_hosts, sink, submission_window_secs) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 )
                 .bind(app.id.as_str())
                 .bind(&app.name)
@@ -35,6 +35,7 @@ macro_rules! apps_sql {
                 .bind(app.created_at.0)
                 .bind(&app.allowed_hosts)
                 .bind(match app.sink { $crate::Sink::Webhook => None, other => Some(other.as_str()) })
+                .bind(app.submission_window_secs)
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;

@@ -16,6 +16,9 @@ pub struct App {
     /// Extra hosts an order's `notify_url` may name (comma-separated).
     pub allowed_hosts: Option<String>,
     pub sink: Sink,
+    /// How long an order created by content (no merchant_order_no, a `payer_ref`) answers the
+    /// same content again instead of a new order. 0: never.
+    pub submission_window_secs: i64,
     pub created_at: Timestamp,
 }
 

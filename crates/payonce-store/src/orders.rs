@@ -10,6 +10,12 @@ use payonce_core::{AppId, AttemptId, ChannelName, OrderId, Timestamp};
 pub trait Orders: Send + Sync {
     /// Inserts the order unless `(app, merchant_order_no)` exists; then compares content.
     async fn create_order(&self, order: &Order) -> Result<CreateOrder>;
+    /// Creates an order recognised by its content (`content_hash`) rather than a merchant number:
+    /// if a live guard of the same app and content exists (written by an earlier submission
+    /// less than its window ago), that order is answered (`Existing`) and nothing is written;
+    /// otherwise the order and a guard until `guard_until` are written in one transaction. Of
+    /// many identical submissions at once, exactly one creates.
+    async fn create_guarded_order(&self, order: &Order, guard_until: Timestamp) -> Result<CreateOrder>;
     async fn order(&self, app: &AppId, id: &OrderId) -> Result<Option<Order>>;
     async fn order_by_merchant_no(&self, app: &AppId, merchant_order_no: &str) -> Result<Option<Order>>;
     /// Closes the order if it is still open and has no active attempt (every channel order
@@ -135,6 +141,60 @@ macro_rules! orders_sql {
                     Some(e) if e.content_hash == o.content_hash => $crate::CreateOrder::Existing(e),
                     Some(e) => $crate::CreateOrder::Conflict(e),
                 })
+            }
+
+            async fn create_guarded_order(&self, o: &$crate::Order, guard_until: payonce_core::Timestamp) -> $crate::Result<$crate::CreateOrder> {
+                let mut tx = self.begin_write().await?;
+                // Take the guard: a new row, or one whose window has passed. A live guard of
+                // another submission blocks here until that one commits, then is not taken.
+                let taken = sqlx::query(
+                    "INSERT INTO submission_guards (app_id, content_hash, order_id, expires_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (app_id, content_hash) DO UPDATE SET order_id = excluded.order_id, expires_at = excluded.expires_at \
+                     WHERE submission_guards.expires_at <= $5",
+                )
+                .bind(o.app_id.as_str())
+                .bind(&o.content_hash)
+                .bind(o.id.as_str())
+                .bind(guard_until.0)
+                .bind(o.created_at.0)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if !taken {
+                    let row = sqlx::query(concat!(
+                        "SELECT ", $crate::sql::order_cols!(), " FROM orders WHERE id = (SELECT order_id FROM submission_guards WHERE app_id = $1 AND content_hash = $2)"
+                    ))
+                    .bind(o.app_id.as_str())
+                    .bind(&o.content_hash)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let existing = $crate::rows::order_row(&row)?;
+                    tx.commit().await?;
+                    return Ok($crate::CreateOrder::Existing(existing));
+                }
+                sqlx::query(
+                    "INSERT INTO orders (id, app_id, merchant_order_no, amount, currency, subject, notify_url, metadata, \
+                     content_hash, status, expires_at, version, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
+                )
+                .bind(o.id.as_str())
+                .bind(o.app_id.as_str())
+                .bind(&o.merchant_order_no)
+                .bind(o.amount.minor)
+                .bind(o.amount.currency.as_str())
+                .bind(&o.subject)
+                .bind(&o.notify_url)
+                .bind(&o.metadata)
+                .bind(&o.content_hash)
+                .bind(o.status.as_str())
+                .bind(o.expires_at.0)
+                .bind(o.version)
+                .bind(o.created_at.0)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok($crate::CreateOrder::Created(o.clone()))
             }
 
             async fn order(&self, app: &payonce_core::AppId, id: &payonce_core::OrderId) -> $crate::Result<Option<$crate::Order>> {

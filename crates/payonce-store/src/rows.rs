@@ -218,6 +218,7 @@ pub(crate) struct AppRow {
     webhook_disabled: i32,
     allowed_hosts: Option<String>,
     sink: Option<String>,
+    submission_window_secs: i64,
     created_at: i64,
 }
 
@@ -233,6 +234,7 @@ impl TryFrom<AppRow> for App {
             webhook_secret_prev_enc: r.webhook_secret_prev_enc,
             webhook_disabled: r.webhook_disabled != 0,
             allowed_hosts: r.allowed_hosts,
+            submission_window_secs: r.submission_window_secs,
             // No sink recorded: the webhook (apps made before sinks existed).
             sink: match r.sink.as_deref() {
                 None => Sink::Webhook,

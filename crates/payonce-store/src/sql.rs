@@ -38,7 +38,7 @@ macro_rules! event_cols {
 /// Columns of `apps`, in the order `app_row` reads them.
 macro_rules! app_cols {
     () => {
-        "id, name, secret_hash, webhook_url, webhook_secret_enc, webhook_secret_prev_enc, webhook_disabled, allowed_hosts, sink, created_at"
+        "id, name, secret_hash, webhook_url, webhook_secret_enc, webhook_secret_prev_enc, webhook_disabled, allowed_hosts, sink, submission_window_secs, created_at"
     };
 }
 
@@ -123,6 +123,7 @@ pub(crate) const COUNT_QUERIES: &[(&str, &str)] = &[
     ("reconciliations", "SELECT COUNT(*) FROM reconciliations"),
     ("reconciliation_items", "SELECT COUNT(*) FROM reconciliation_items"),
     ("bills", "SELECT COUNT(*) FROM bills"),
+    ("submission_guards", "SELECT COUNT(*) FROM submission_guards"),
     ("bill_parts", "SELECT COUNT(*) FROM bill_parts"),
 ];
 

@@ -106,6 +106,10 @@ enum AppsCommand {
         /// Where the app's events go.
         #[arg(long, default_value = "webhook", value_parser = ["webhook", "rabbitmq", "nats"])]
         sink: String,
+        /// Seconds during which an order created without merchant_order_no (with a payer_ref)
+        /// answers the same content again instead of making a new order; 0 turns it off.
+        #[arg(long, default_value_t = payonce_server::apps::DEFAULT_SUBMISSION_WINDOW_SECS, value_parser = clap::value_parser!(i64).range(0..=86_400))]
+        submission_window: i64,
         #[arg(long, env = "PAYONCE_MASTER_KEY_FILE", default_value = "payonce.key")]
         master_key_file: PathBuf,
         #[arg(long)]
@@ -154,11 +158,11 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             println!("migrated {}", redact_url(&database_url));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Apps { command: AppsCommand::Create { database_url, name, webhook_url, allow_hosts, sink, master_key_file, json } } => {
+        Command::Apps { command: AppsCommand::Create { database_url, name, webhook_url, allow_hosts, sink, submission_window, master_key_file, json } } => {
             let store = payonce_store::open(&database_url, true).await?;
             let key = serve::master_key(&master_key_file)?;
             let creds =
-                payonce_server::apps::create_app(store.as_ref(), &key, &payonce_core::SystemClock, payonce_server::apps::NewApp { name: &name, webhook_url: webhook_url.as_deref(), allowed_hosts: (!allow_hosts.is_empty()).then(|| allow_hosts.join(",")).as_deref(), sink: Some(&sink), ..Default::default() })
+                payonce_server::apps::create_app(store.as_ref(), &key, &payonce_core::SystemClock, payonce_server::apps::NewApp { name: &name, webhook_url: webhook_url.as_deref(), allowed_hosts: (!allow_hosts.is_empty()).then(|| allow_hosts.join(",")).as_deref(), sink: Some(&sink), submission_window_secs: Some(submission_window) })
                 .await?;
             if json {
                 println!(

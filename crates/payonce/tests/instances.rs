@@ -353,3 +353,42 @@ async fn postgres_failover_to_a_promoted_replica_loses_nothing_acknowledged() {
     }
     drop(c);
 }
+
+/// The submission guard across processes: fifty identical carts (no merchant number, the same
+/// payer_ref and content) sent at once to three instances on one database make one order; the
+/// database's guard row decides, not any instance's memory. Both stores (SQLite: three
+/// processes on one file).
+async fn identical_submissions_over_three_instances(backend: Backend) {
+    let Some(c) = cluster(backend, 3, None, &[]).await else { return };
+    let http = reqwest::Client::new();
+    let body = json!({"payer_ref": "user-42", "amount": 4_200, "currency": "CNY", "subject": "cart"});
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let (http, url, secret, body) = (http.clone(), format!("{}/v1/orders", c.servers[i % 3].base_url()), c.app.secret.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = http.post(url).bearer_auth(secret).json(&body).send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap()["id"].as_str().map(str::to_owned))
+        }));
+    }
+    let mut ids = BTreeSet::new();
+    let mut created = 0;
+    for t in tasks {
+        let (status, id) = t.await.unwrap();
+        assert!(status == StatusCode::CREATED || status == StatusCode::OK, "{status}");
+        created += usize::from(status == StatusCode::CREATED);
+        ids.insert(id.expect("an order"));
+    }
+    assert_eq!((ids.len(), created), (1, 1), "one order, created once: {ids:?}");
+    let orders = c.store.row_counts().await.unwrap().into_iter().find(|(t, _)| *t == "orders").unwrap().1;
+    assert_eq!(orders, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn identical_submissions_over_three_instances_on_postgres() {
+    identical_submissions_over_three_instances(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn identical_submissions_over_three_instances_on_sqlite() {
+    identical_submissions_over_three_instances(Backend::Sqlite).await;
+}

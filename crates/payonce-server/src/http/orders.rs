@@ -29,9 +29,16 @@ const DEFAULT_EXPIRE_SECS: i64 = 30 * 60;
 #[allow(dead_code)]
 pub struct CreateOrderRequest {
     /// The business's own order number, unique per app: the same number with the same content
-    /// answers 200 with the existing order, with other content 409.
+    /// answers 200 with the existing order, with other content 409. Give it or `payer_ref`.
     #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.:|*-]+$")]
-    merchant_order_no: String,
+    merchant_order_no: Option<String>,
+    /// The payer (the business's user id), for a business with no order number yet: without
+    /// `merchant_order_no`, the same payer_ref, amount, currency, subject and metadata within
+    /// the app's submission window (default 10 s) answer 200 with the SAME order and
+    /// `Submission-Replayed: true` (a cart submitted twice by a double click); after the window,
+    /// a new order. With `merchant_order_no`, the number decides.
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[\x21-\x7E]+$")]
+    payer_ref: Option<String>,
     /// Minor units (fen).
     #[schema(minimum = 1, maximum = 1000000000)]
     amount: i64,
@@ -74,13 +81,16 @@ async fn render(state: &AppState, order: &Order) -> Result<crate::http::views::O
 /// Create a payment order.
 #[utoipa::path(post, path = "/v1/orders", operation_id = "create_order", tag = "orders", request_body = CreateOrderRequest, params(IdempotencyKeyHeader),
     responses((status = 201, description = "created", body = crate::http::views::OrderView),
-              (status = 200, description = "an order with this merchant_order_no and the same content exists", body = crate::http::views::OrderView),
+              (status = 200, description = "an order with this merchant_order_no and the same content exists, or (without merchant_order_no) the same content was submitted within the app's submission window",
+               body = crate::http::views::OrderView,
+               headers(("Submission-Replayed" = String, description = "`true` when the submission guard answered an earlier order of the same content"))),
               (status = 409, description = "merchant_order_no_conflict (the body carries the existing order)", body = crate::error::Problem, content_type = "application/problem+json"),
               (status = 422, description = "notify_url_not_allowed", body = crate::error::Problem, content_type = "application/problem+json")))]
 #[tracing::instrument(skip_all, fields(app_id = %app.id))]
 pub async fn create(State(state): State<AppState>, Authed(app): Authed, JsonObject(body): JsonObject) -> Result<Response, ApiError> {
     let mut f = Fields::new(body);
-    let merchant_order_no = f.string("merchant_order_no", 64, true);
+    let merchant_order_no = f.string("merchant_order_no", 64, false);
+    let payer_ref = f.string("payer_ref", 64, false);
     let amount = f.integer("amount", 1, MAX_MINOR, true);
     let currency = f.string("currency", 3, true);
     let subject = f.string("subject", 127, true);
@@ -89,6 +99,13 @@ pub async fn create(State(state): State<AppState>, Authed(app): Authed, JsonObje
     let metadata = f.object("metadata", 4096);
     if merchant_order_no.as_deref().is_some_and(|n| !valid_merchant_no(n)) {
         f.error("merchant_order_no", "may contain only letters, digits and - _ . : | *");
+    }
+    if payer_ref.as_deref().is_some_and(|p| !p.bytes().all(|b| b.is_ascii_graphic())) {
+        f.error("payer_ref", "must be printable ASCII without spaces");
+    }
+    if merchant_order_no.is_none() && payer_ref.is_none() {
+        // Neither: nothing would tell a resubmission from a new order.
+        f.error("merchant_order_no", "is required (or payer_ref, to have payonce recognise a resubmission by its content)");
     }
     let currency = currency.and_then(|c| match Currency::parse(&c) {
         Ok(c) if c == Currency::CNY => Some(c),
@@ -107,20 +124,28 @@ pub async fn create(State(state): State<AppState>, Authed(app): Authed, JsonObje
         e.errors.push(crate::error::FieldError { field: "notify_url".into(), message: "its host is neither the app's webhook host nor one the app allows".into() });
         return Err(e);
     }
-    let (Some(merchant_order_no), Some(amount), Some(currency), Some(subject)) = (merchant_order_no, amount, currency, subject) else {
+    let (Some(amount), Some(currency), Some(subject)) = (amount, currency, subject) else {
         unreachable!("finish() reported every missing required field");
     };
     let amount = Money::new(amount, currency).map_err(|e| ApiError::field("amount", e.message))?;
     let metadata = metadata.map(|m| serde_json::Value::Object(m).to_string());
+    let id = OrderId::new();
     // Same merchant_order_no with the same content is the same order; anything else conflicts.
-    let content_hash = sha256_hex(
-        serde_json::json!([merchant_order_no, amount.minor, amount.currency.as_str(), subject, expire_in, notify_url, metadata])
-            .to_string()
-            .as_bytes(),
-    );
+    // Without one, the content itself is the key, for the app's submission window.
+    let (merchant_order_no, guarded, content_hash) = match merchant_order_no {
+        Some(no) => {
+            let hash = sha256_hex(serde_json::json!([no, amount.minor, amount.currency.as_str(), subject, expire_in, notify_url, metadata]).to_string().as_bytes());
+            (no, false, hash)
+        }
+        None => {
+            let hash = sha256_hex(serde_json::json!(["submission", app.id.as_str(), payer_ref, amount.minor, amount.currency.as_str(), subject, metadata]).to_string().as_bytes());
+            // payonce numbers the order itself: its id is unique.
+            (id.as_str().to_owned(), app.submission_window_secs > 0, hash)
+        }
+    };
     let now = state.clock.now();
     let order = Order {
-        id: OrderId::new(),
+        id,
         app_id: app.id.clone(),
         merchant_order_no,
         amount,
@@ -138,6 +163,15 @@ pub async fn create(State(state): State<AppState>, Authed(app): Authed, JsonObje
         created_at: now,
         updated_at: now,
     };
+    if guarded {
+        return match state.store.create_guarded_order(&order, now.plus_secs(app.submission_window_secs)).await? {
+            CreateOrder::Created(o) => Ok((StatusCode::CREATED, Json(render(&state, &o).await?)).into_response()),
+            CreateOrder::Existing(o) | CreateOrder::Conflict(o) => {
+                metrics::counter!("payonce_submission_guard_hits_total").increment(1);
+                Ok((StatusCode::OK, [("submission-replayed", "true")], Json(render(&state, &o).await?)).into_response())
+            }
+        };
+    }
     match state.store.create_order(&order).await? {
         CreateOrder::Created(o) => Ok((StatusCode::CREATED, Json(render(&state, &o).await?)).into_response()),
         CreateOrder::Existing(o) => Ok((StatusCode::OK, Json(render(&state, &o).await?)).into_response()),

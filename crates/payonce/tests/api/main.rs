@@ -17,6 +17,7 @@ mod prepay;
 mod reconciliation;
 mod recovery;
 mod statements;
+mod submission;
 mod unionpay;
 mod virtual_time;
 mod webhooks;
