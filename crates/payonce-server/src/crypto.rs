@@ -98,6 +98,19 @@ impl MasterKey {
         format!("v1:{}", STANDARD.encode(out))
     }
 
+    /// Like `encrypt`, as a URL-safe token (base64url, no padding, no prefix): a capability
+    /// that names what it grants (a checkout link), unreadable and unforgeable without the key.
+    pub fn seal_token(&self, plaintext: &str, context: &str) -> String {
+        let sealed = self.encrypt(plaintext, context);
+        let raw = STANDARD.decode(&sealed[3..]).expect("just encoded");
+        URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    pub fn open_token(&self, token: &str, context: &str) -> Result<String, KeyError> {
+        let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| KeyError::Decrypt)?;
+        self.decrypt(&format!("v1:{}", STANDARD.encode(raw)), context)
+    }
+
     pub fn decrypt(&self, sealed: &str, context: &str) -> Result<String, KeyError> {
         let raw = sealed.strip_prefix("v1:").ok_or(KeyError::Decrypt)?;
         let raw = STANDARD.decode(raw).map_err(|_| KeyError::Decrypt)?;

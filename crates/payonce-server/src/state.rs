@@ -54,6 +54,8 @@ pub struct ServerConfig {
     /// When each channel's bill of yesterday is ready, in minutes after midnight in Beijing:
     /// the reconciliation worker runs it then, and again until it completes. Empty: off.
     pub reconcile_at: std::collections::BTreeMap<payonce_core::ChannelName, u32>,
+    /// How long a checkout link lives at most (never past its order's expiry).
+    pub checkout_link_ttl: Duration,
 }
 
 /// Printable without the admin token.
@@ -82,6 +84,7 @@ impl Default for ServerConfig {
             workers: true,
             query_schedules: Default::default(),
             reconcile_at: Default::default(),
+            checkout_link_ttl: Duration::from_secs(30 * 60),
             // WeChat Pay's own notification schedule: 15 retries over 24 h 40 min.
             webhook_schedule: [15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600, 21600]
                 .into_iter()

@@ -24,6 +24,8 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/sandbox/v1/refunds", post(refund))
         .route("/sandbox/v1/refunds/{no}", get(refund_query))
         .route("/sandbox/v1/statement", get(statement))
+        // The payer's page: one button that pays the order (what a wallet app would do).
+        .route("/sandbox/v1/pay/{no}", get(pay_page).post(pay_by_hand))
 }
 
 /// Every answer is signed over the request's method and path, as the connector expects.
@@ -202,4 +204,22 @@ pub(crate) fn notify(sim: Arc<Sim>, order: SimOrder, event_id: String) {
         },
         |status, text| (200..300).contains(&status) && text.contains("SUCCESS"),
     );
+}
+
+/// `GET /sandbox/v1/pay/{no}`: a page with one "pay" button (a form: no script).
+async fn pay_page(axum::extract::Path(no): axum::extract::Path<String>) -> Response {
+    let no = no.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_', "");
+    axum::response::Html(format!(
+        "<!doctype html><html><head><meta name=viewport content=\"width=device-width\"><title>Sandbox pay</title></head>\
+         <body><h1>Sandbox wallet</h1><p>Order {no}</p><form method=post action=\"/sandbox/v1/pay/{no}\"><button id=pay type=submit>Pay</button></form></body></html>"
+    ))
+    .into_response()
+}
+
+/// `POST /sandbox/v1/pay/{no}`: the payer pays.
+async fn pay_by_hand(State(sim): State<Arc<Sim>>, axum::extract::Path(no): axum::extract::Path<String>) -> Response {
+    match crate::ops::pay_with(&sim, ChannelName::Sandbox, &no, false, None) {
+        Ok(()) => axum::response::Html("<!doctype html><html><body><p id=result>paid</p></body></html>".to_owned()).into_response(),
+        Err(e) => (StatusCode::CONFLICT, axum::response::Html(format!("<!doctype html><html><body><p id=result>not paid: {e:?}</p></body></html>"))).into_response(),
+    }
 }

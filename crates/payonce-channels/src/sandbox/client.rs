@@ -88,7 +88,8 @@ impl Channel for SandboxClient {
         let created: Created =
             serde_json::from_slice(&bytes).map_err(|e| ChannelError::Ambiguous(format!("bad prepay answer: {e}")))?;
         Ok(Prepaid {
-            credential: serde_json::json!({ "code_url": created.code_url }),
+            // The code, and the sandbox's page where a person pays it by hand.
+            credential: serde_json::json!({ "code_url": created.code_url, "pay_url": format!("{}/sandbox/v1/pay/{}", self.gateway, req.out_trade_no) }),
             credential_expires_at: Timestamp(created.time_expire),
             payable_until: Timestamp(created.time_expire),
             channel_data: None,

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod checkout;
 pub mod console;
 pub mod notify;
 pub mod openapi;
@@ -32,6 +33,7 @@ pub fn documented_router(state: &AppState) -> (Router, serde_json::Value) {
         .routes(routes!(orders::get))
         .routes(routes!(orders::prepay))
         .routes(routes!(orders::close))
+        .routes(routes!(checkout::create_link))
         .routes(routes!(refunds::create))
         .routes(routes!(refunds::get))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::idempotency::layer))
@@ -55,6 +57,12 @@ pub fn documented_router(state: &AppState) -> (Router, serde_json::Value) {
     // see docs/channels.md), the HTML pages and the document itself.
     let router = documented
         .route("/notify/{channel}", post(notify::receive))
+        // The hosted cashier page and its own calls (the token in the path is the capability).
+        .route("/checkout/assets/checkout.js", get(checkout::script))
+        .route("/checkout/assets/checkout.css", get(checkout::style))
+        .route("/checkout/{token}", get(checkout::page))
+        .route("/checkout/{token}/prepay", post(checkout::prepay))
+        .route("/checkout/{token}/status", get(checkout::status))
         .route("/openapi.json", openapi::serve(&doc))
         .route("/docs", get(openapi::docs))
         .route("/docs.js", get(openapi::docs_js))

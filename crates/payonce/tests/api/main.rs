@@ -6,6 +6,7 @@ mod attacks;
 mod bad_input;
 mod channel_truth;
 mod channels;
+mod checkout;
 mod faults;
 mod gateway;
 mod idempotency;
