@@ -27,6 +27,12 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     let order = app.create_order("DEMO-1001", 4_990).await;
     let order_id = order["id"].as_str().unwrap().to_owned();
     say(format!("1. created order {order_id}: 49.90 CNY, merchant_order_no DEMO-1001"));
+    // The payer's side: a hosted cashier page for this order (open it in a browser while the
+    // demo runs; it lives as long as the demo's server).
+    match app.post(&format!("/v1/orders/{order_id}/checkout"), serde_json::json!({})).await.json::<serde_json::Value>().await {
+        Ok(link) if link["url"].is_string() => say(format!("   cashier page for the payer: {} (until {})", link["url"].as_str().unwrap_or_default(), link["expires_at"].as_str().unwrap_or_default())),
+        other => failures.push(format!("no checkout link: {other:?}")),
+    }
     say(format!("2. {DUPLICATE_PREPAYS} concurrent POST /v1/orders/{{id}}/prepay {{\"channel\":\"wechatpay\"}} (WeChat Pay API v3) ..."));
     let mut tasks = Vec::new();
     for _ in 0..DUPLICATE_PREPAYS {
