@@ -35,7 +35,8 @@ struct Grant {
 }
 
 /// The body of `POST /v1/orders/{id}/checkout`.
-#[derive(utoipa::ToSchema)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(as = CheckoutRequest)]
 #[allow(dead_code)]
 pub struct CheckoutRequest {

@@ -35,7 +35,10 @@ pub fn finish(doc: utoipa::openapi::OpenApi, state: &AppState) -> Value {
     components["schemas"]["Prepay"] = prepay_schema(state);
     // An order needs a merchant number or a payer_ref (the submission guard's key): a body
     // with neither is not valid, and the schema says so.
-    components["schemas"]["CreateOrder"]["anyOf"] = json!([{"required": ["merchant_order_no"]}, {"required": ["payer_ref"]}]);
+    components["schemas"]["CreateOrder"]["anyOf"] = json!([
+        {"required": ["merchant_order_no"], "properties": {"merchant_order_no": {"type": "string"}}},
+        {"required": ["payer_ref"], "properties": {"payer_ref": {"type": "string"}}}
+    ]);
     for (path, item) in doc["paths"].as_object_mut().expect("paths") {
         for (method, op) in item.as_object_mut().expect("path item") {
             add_layer_answers(path, method, op);
