@@ -157,6 +157,7 @@ pub async fn check(store: &dyn Store, ledger: &Value) -> Vec<String> {
             v.push(format!("I3: order {} has {dups} duplicates but {} duplicate events", o.id, count("payment.duplicate_detected")));
         }
     }
+    v.extend(coupons(store, &orders).await);
     v
 }
 
@@ -235,4 +236,36 @@ mod tests {
         missing.as_object_mut().unwrap().remove("refunds");
         assert!(Ledger::parse(&missing).is_err());
     }
+}
+
+/// Coupons: each coupon's counters equal its uses (reserved and redeemed), never past
+/// `max_redemptions` except a use marked over the limit; no paid order keeps a reserved (not
+/// redeemed) coupon; no order holds two uses of one coupon (the key forbids it; checked anyway).
+async fn coupons(store: &dyn Store, orders: &[payonce_store::Order]) -> Vec<String> {
+    let (coupons, uses) = match (store.all_coupons().await, store.all_coupon_uses().await) {
+        (Ok(c), Ok(u)) => (c, u),
+        _ => return vec!["coupons: cannot read the store".into()],
+    };
+    let mut v = Vec::new();
+    let status_of: HashMap<&str, payonce_core::OrderStatus> = orders.iter().map(|o| (o.id.as_str(), o.status)).collect();
+    let mut seen = std::collections::HashSet::new();
+    for u in &uses {
+        if !seen.insert((u.coupon_id.as_str(), u.order_id.as_str())) {
+            v.push(format!("coupon {} used twice by order {}", u.coupon_id, u.order_id));
+        }
+        if u.status == "reserved" && status_of.get(u.order_id.as_str()).is_some_and(|s| s.has_been_paid()) {
+            v.push(format!("order {} is paid but its coupon {} is still only reserved", u.order_id, u.coupon_id));
+        }
+    }
+    for c in &coupons {
+        let count = |s: &str| uses.iter().filter(|u| u.coupon_id == c.id && u.status == s).count() as i64;
+        let over = uses.iter().filter(|u| u.coupon_id == c.id && u.over_limit != 0).count() as i64;
+        if (c.reserved, c.redeemed) != (count("reserved"), count("redeemed")) {
+            v.push(format!("coupon {}: counters reserved {} redeemed {}, uses reserved {} redeemed {}", c.code, c.reserved, c.redeemed, count("reserved"), count("redeemed")));
+        }
+        if c.reserved + c.redeemed > c.max_redemptions + over {
+            v.push(format!("coupon {}: {} held of {} allowed", c.code, c.reserved + c.redeemed, c.max_redemptions));
+        }
+    }
+    v
 }

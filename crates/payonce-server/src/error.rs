@@ -38,6 +38,9 @@ pub struct Problem {
     /// On `refund_exceeds_paid`: what can still be refunded, in minor units.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refundable: Option<i64>,
+    /// On `coupon_unavailable`: `unknown`, `expired`, `not_yet_valid`, `exhausted` or `payer_limit`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
 }
 
 /// The member a problem may carry besides the standard ones.
@@ -46,6 +49,7 @@ pub enum Extra {
     Order(serde_json::Value),
     Refund(serde_json::Value),
     Refundable(i64),
+    Reason(&'static str),
 }
 
 #[derive(Debug)]
@@ -109,6 +113,13 @@ impl ApiError {
 
     pub fn conflict(code: &'static str, detail: &str) -> Self {
         Self::new(StatusCode::CONFLICT, code, "Conflict", detail)
+    }
+
+    /// A coupon that cannot be used now (409), with why.
+    pub fn coupon_unavailable(reason: &'static str) -> Self {
+        let mut e = Self::new(StatusCode::CONFLICT, "coupon_unavailable", "Coupon unavailable", format!("the coupon cannot be used: {reason}"));
+        e.extra = Some(Extra::Reason(reason));
+        e
     }
 
     pub fn unprocessable(code: &'static str, detail: impl Into<String>) -> Self {
@@ -206,11 +217,13 @@ impl IntoResponse for ApiError {
             order: None,
             refund: None,
             refundable: None,
+            reason: None,
         };
         match self.extra {
             Some(Extra::Order(o)) => body.order = Some(o),
             Some(Extra::Refund(r)) => body.refund = Some(r),
             Some(Extra::Refundable(n)) => body.refundable = Some(n),
+            Some(Extra::Reason(r)) => body.reason = Some(r),
             None => {}
         }
         let body = serde_json::to_string(&body).expect("a problem serializes");

@@ -391,6 +391,8 @@ macro_rules! attempts_sql {
                         order.paid_at = Some(paid_at);
                         order.version += 1;
                         order.updated_at = now;
+                        // Paid: the coupon is redeemed in this same transaction, once.
+                        Self::tx_redeem_coupon(&mut tx, &order, now).await?;
                     }
                     Some(payonce_core::decide::OrderChange::Status(status)) => order = Self::tx_set_order_status(&mut tx, &order, status, now).await?,
                     None => {}

@@ -4,6 +4,7 @@
 
 mod apps;
 mod attempts;
+pub mod coupons;
 mod idempotency;
 mod leases;
 mod migrate;
@@ -20,6 +21,7 @@ mod sqlite;
 
 pub use apps::Apps;
 pub use attempts::Attempts;
+pub use coupons::{CouponUse, Coupons};
 pub use idempotency::IdempotencyKeys;
 pub use leases::Leases;
 pub use model::*;
@@ -123,11 +125,11 @@ pub async fn open(url: &str, migrate: bool) -> Result<Arc<dyn Store>> {
 /// Every persistent operation payonce performs, by aggregate (each its own trait and file).
 /// Each method is one transaction (or one read); none is ever held open across a network call.
 /// On a `dyn Store` every method is callable directly; generic code imports `prelude::*`.
-pub trait Store: Orders + Attempts + Refunds + Outbox + Leases + Apps + IdempotencyKeys + Operations + Reconciliations + Send + Sync + 'static {}
+pub trait Store: Orders + Attempts + Coupons + Refunds + Outbox + Leases + Apps + IdempotencyKeys + Operations + Reconciliations + Send + Sync + 'static {}
 
-impl<T> Store for T where T: Orders + Attempts + Refunds + Outbox + Leases + Apps + IdempotencyKeys + Operations + Reconciliations + Send + Sync + 'static {}
+impl<T> Store for T where T: Orders + Attempts + Coupons + Refunds + Outbox + Leases + Apps + IdempotencyKeys + Operations + Reconciliations + Send + Sync + 'static {}
 
 /// The store's traits, to call their methods on a `dyn Store`.
 pub mod prelude {
-    pub use crate::{Apps, Attempts, IdempotencyKeys, Leases, Operations, Orders, Outbox, Reconciliations, Refunds, Store};
+    pub use crate::{Apps, Attempts, Coupons, IdempotencyKeys, Leases, Operations, Orders, Outbox, Reconciliations, Refunds, Store};
 }

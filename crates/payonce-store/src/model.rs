@@ -42,6 +42,42 @@ pub struct Order {
     pub version: i64,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// The coupon this order uses, and what it was before the discount (`amount` is what the
+    /// payer pays).
+    pub coupon: Option<OrderCoupon>,
+    /// The business's id of the payer (the submission guard's and coupons' per-payer key).
+    pub payer_ref: Option<String>,
+}
+
+/// A coupon applied to an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderCoupon {
+    pub code: String,
+    /// The coupon's row id (`cpn_…`): what the reservation names.
+    pub coupon_id: String,
+    pub original_amount: i64,
+    pub discount: i64,
+    /// The coupon's per-payer limit at the time of the order (needs `payer_ref`).
+    pub per_payer_limit: Option<i64>,
+}
+
+/// A coupon of an app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coupon {
+    pub id: String,
+    pub app_id: AppId,
+    pub code: String,
+    /// `fixed` (value in fen) or `percent` (whole percent).
+    pub kind: String,
+    pub value: i64,
+    pub min_amount: Option<i64>,
+    pub max_redemptions: i64,
+    pub per_payer_limit: Option<i64>,
+    pub valid_from: Option<Timestamp>,
+    pub valid_until: Option<Timestamp>,
+    pub reserved: i64,
+    pub redeemed: i64,
+    pub created_at: Timestamp,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -265,6 +301,8 @@ pub enum CreateOrder {
     Existing(Order),
     /// Same `merchant_order_no`, different content.
     Conflict(Order),
+    /// The coupon could not be reserved (`exhausted` or `payer_limit`): nothing was written.
+    CouponUnavailable(&'static str),
 }
 
 #[derive(Debug)]

@@ -77,6 +77,10 @@ macro_rules! orders_sql {
                 o.refunded_amount = refunded_amount;
                 o.version += 1;
                 o.updated_at = now;
+                if status == payonce_core::OrderStatus::Refunded && order.status != payonce_core::OrderStatus::Refunded {
+                    // Refunded in full: the coupon's redemption is given back.
+                    Self::tx_restore_coupon(tx, &o, now).await?;
+                }
                 Ok(o)
             }
 
@@ -103,8 +107,8 @@ macro_rules! orders_sql {
                 let mut tx = self.begin_write().await?;
                 let done = sqlx::query(
                     "INSERT INTO orders (id, app_id, merchant_order_no, amount, currency, subject, notify_url, metadata, \
-                     content_hash, status, expires_at, version, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) \
+                     content_hash, status, expires_at, version, created_at, updated_at, original_amount, discount, coupon_code, payer_ref) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15, $16, $17) \
                      ON CONFLICT (app_id, merchant_order_no) DO NOTHING",
                 )
                 .bind(o.id.as_str())
@@ -120,9 +124,17 @@ macro_rules! orders_sql {
                 .bind(o.expires_at.0)
                 .bind(o.version)
                 .bind(o.created_at.0)
+                .bind(o.coupon.as_ref().map(|c| c.original_amount))
+                .bind(o.coupon.as_ref().map_or(0, |c| c.discount))
+                .bind(o.coupon.as_ref().map(|c| c.code.clone()))
+                .bind(&o.payer_ref)
                 .execute(&mut *tx)
                 .await?;
                 let inserted = done.rows_affected() == 1;
+                if inserted && let Some(reason) = Self::tx_reserve_coupon(&mut tx, o).await? {
+                    // Dropped, the transaction rolls the order back: nothing was written.
+                    return Ok($crate::CreateOrder::CouponUnavailable(reason));
+                }
                 let existing = if inserted {
                     None
                 } else {
@@ -175,8 +187,8 @@ macro_rules! orders_sql {
                 }
                 sqlx::query(
                     "INSERT INTO orders (id, app_id, merchant_order_no, amount, currency, subject, notify_url, metadata, \
-                     content_hash, status, expires_at, version, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
+                     content_hash, status, expires_at, version, created_at, updated_at, original_amount, discount, coupon_code, payer_ref) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15, $16, $17)",
                 )
                 .bind(o.id.as_str())
                 .bind(o.app_id.as_str())
@@ -191,8 +203,15 @@ macro_rules! orders_sql {
                 .bind(o.expires_at.0)
                 .bind(o.version)
                 .bind(o.created_at.0)
+                .bind(o.coupon.as_ref().map(|c| c.original_amount))
+                .bind(o.coupon.as_ref().map_or(0, |c| c.discount))
+                .bind(o.coupon.as_ref().map(|c| c.code.clone()))
+                .bind(&o.payer_ref)
                 .execute(&mut *tx)
                 .await?;
+                if let Some(reason) = Self::tx_reserve_coupon(&mut tx, o).await? {
+                    return Ok($crate::CreateOrder::CouponUnavailable(reason));
+                }
                 tx.commit().await?;
                 Ok($crate::CreateOrder::Created(o.clone()))
             }
@@ -258,6 +277,7 @@ macro_rules! orders_sql {
                 closed.version += 1;
                 closed.updated_at = now;
                 Self::tx_insert_event(&mut tx, "payment.closed", &closed, None, now).await?;
+                Self::tx_release_coupon(&mut tx, &closed, now).await?;
                 tx.commit().await?;
                 Ok(CloseOrder::Closed(closed))
             }

@@ -35,6 +35,11 @@ pub(crate) struct OrderRow {
     version: i64,
     created_at: i64,
     updated_at: i64,
+    original_amount: Option<i64>,
+    discount: i64,
+    coupon_code: Option<String>,
+    coupon_id: Option<String>,
+    payer_ref: Option<String>,
 }
 
 impl TryFrom<OrderRow> for Order {
@@ -58,6 +63,14 @@ impl TryFrom<OrderRow> for Order {
             version: r.version,
             created_at: Timestamp(r.created_at),
             updated_at: Timestamp(r.updated_at),
+            coupon: r.coupon_code.map(|code| crate::OrderCoupon {
+                code,
+                coupon_id: r.coupon_id.unwrap_or_default(),
+                original_amount: r.original_amount.unwrap_or(r.amount),
+                discount: r.discount,
+                per_payer_limit: None,
+            }),
+            payer_ref: r.payer_ref,
         })
     }
 }
@@ -258,7 +271,46 @@ macro_rules! decoders {
     )*};
 }
 
+#[derive(sqlx::FromRow)]
+pub(crate) struct CouponRow {
+    id: String,
+    app_id: String,
+    code: String,
+    kind: String,
+    value: i64,
+    min_amount: Option<i64>,
+    max_redemptions: i64,
+    per_payer_limit: Option<i64>,
+    valid_from: Option<i64>,
+    valid_until: Option<i64>,
+    reserved: i64,
+    redeemed: i64,
+    created_at: i64,
+}
+
+impl TryFrom<CouponRow> for crate::Coupon {
+    type Error = StoreError;
+    fn try_from(r: CouponRow) -> Result<crate::Coupon, StoreError> {
+        Ok(crate::Coupon {
+            id: r.id,
+            app_id: AppId::from_trusted(r.app_id),
+            code: r.code,
+            kind: r.kind,
+            value: r.value,
+            min_amount: r.min_amount,
+            max_redemptions: r.max_redemptions,
+            per_payer_limit: r.per_payer_limit,
+            valid_from: r.valid_from.map(Timestamp),
+            valid_until: r.valid_until.map(Timestamp),
+            reserved: r.reserved,
+            redeemed: r.redeemed,
+            created_at: Timestamp(r.created_at),
+        })
+    }
+}
+
 decoders!(
+    coupon_row: CouponRow => crate::Coupon,
     order_row: OrderRow => crate::Order,
     attempt_row: AttemptRow => crate::Attempt,
     refund_row: RefundRow => crate::Refund,

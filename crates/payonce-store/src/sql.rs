@@ -7,7 +7,8 @@
 macro_rules! order_cols {
     () => {
         "id, app_id, merchant_order_no, amount, currency, subject, notify_url, metadata, content_hash, \
-         status, closed_by, paid_attempt_id, paid_at, refunded_amount, expires_at, version, created_at, updated_at"
+         status, closed_by, paid_attempt_id, paid_at, refunded_amount, expires_at, version, created_at, updated_at, \
+         original_amount, discount, coupon_code, (SELECT cu.coupon_id FROM coupon_uses cu WHERE cu.order_id = orders.id) AS coupon_id, payer_ref"
     };
 }
 
@@ -124,6 +125,8 @@ pub(crate) const COUNT_QUERIES: &[(&str, &str)] = &[
     ("reconciliation_items", "SELECT COUNT(*) FROM reconciliation_items"),
     ("bills", "SELECT COUNT(*) FROM bills"),
     ("submission_guards", "SELECT COUNT(*) FROM submission_guards"),
+    ("coupons", "SELECT COUNT(*) FROM coupons"),
+    ("coupon_uses", "SELECT COUNT(*) FROM coupon_uses"),
     ("bill_parts", "SELECT COUNT(*) FROM bill_parts"),
 ];
 
@@ -148,6 +151,7 @@ macro_rules! impl_store {
         $crate::idempotency::idempotency_sql!($Store, $Db, $($opts)*);
         $crate::operations::operations_sql!($Store, $Db, $($opts)*);
         $crate::reconciliations::reconciliations_sql!($Store, $Db, $($opts)*);
+        $crate::coupons::coupons_sql!($Store, $Db, $($opts)*);
     };
 }
 

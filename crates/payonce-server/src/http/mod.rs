@@ -4,6 +4,7 @@ pub mod admin;
 pub mod body;
 pub mod checkout;
 pub mod console;
+pub mod coupons;
 pub mod notify;
 pub mod openapi;
 pub mod ops;
@@ -34,6 +35,8 @@ pub fn documented_router(state: &AppState) -> (Router, serde_json::Value) {
         .routes(routes!(orders::prepay))
         .routes(routes!(orders::close))
         .routes(routes!(checkout::create_link))
+        .routes(routes!(coupons::create))
+        .routes(routes!(coupons::get))
         .routes(routes!(refunds::create))
         .routes(routes!(refunds::get))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::idempotency::layer))

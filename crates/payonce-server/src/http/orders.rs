@@ -39,6 +39,13 @@ pub struct CreateOrderRequest {
     /// a new order. With `merchant_order_no`, the number decides.
     #[schema(min_length = 1, max_length = 64, pattern = r"^[\x21-\x7E]+$")]
     payer_ref: Option<String>,
+    /// A coupon of this app: the order's `amount` becomes what is left after its discount
+    /// (`original_amount`, `discount` in the order), and the coupon is reserved for the order
+    /// until it is paid (redeemed), closed or expired (released). 409 `coupon_unavailable` with
+    /// `reason` (`unknown`, `expired`, `not_yet_valid`, `exhausted`, `payer_limit`), 422
+    /// `coupon_not_applicable` below its minimum amount; nothing is reserved on a failure.
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.:|*-]+$")]
+    coupon_code: Option<String>,
     /// Minor units (fen).
     #[schema(minimum = 1, maximum = 1000000000)]
     amount: i64,
@@ -84,13 +91,14 @@ async fn render(state: &AppState, order: &Order) -> Result<crate::http::views::O
               (status = 200, description = "an order with this merchant_order_no and the same content exists, or (without merchant_order_no) the same content was submitted within the app's submission window",
                body = crate::http::views::OrderView,
                headers(("Submission-Replayed" = String, description = "`true` when the submission guard answered an earlier order of the same content"))),
-              (status = 409, description = "merchant_order_no_conflict (the body carries the existing order)", body = crate::error::Problem, content_type = "application/problem+json"),
-              (status = 422, description = "notify_url_not_allowed", body = crate::error::Problem, content_type = "application/problem+json")))]
+              (status = 409, description = "merchant_order_no_conflict (the body carries the existing order) | coupon_unavailable (with `reason`)", body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 422, description = "notify_url_not_allowed | coupon_not_applicable", body = crate::error::Problem, content_type = "application/problem+json")))]
 #[tracing::instrument(skip_all, fields(app_id = %app.id))]
 pub async fn create(State(state): State<AppState>, Authed(app): Authed, JsonObject(body): JsonObject) -> Result<Response, ApiError> {
     let mut f = Fields::new(body);
     let merchant_order_no = f.string("merchant_order_no", 64, false);
     let payer_ref = f.string("payer_ref", 64, false);
+    let coupon_code = f.string("coupon_code", 64, false);
     let amount = f.integer("amount", 1, MAX_MINOR, true);
     let currency = f.string("currency", 3, true);
     let subject = f.string("subject", 127, true);
@@ -127,23 +135,39 @@ pub async fn create(State(state): State<AppState>, Authed(app): Authed, JsonObje
     let (Some(amount), Some(currency), Some(subject)) = (amount, currency, subject) else {
         unreachable!("finish() reported every missing required field");
     };
-    let amount = Money::new(amount, currency).map_err(|e| ApiError::field("amount", e.message))?;
+    let now = state.clock.now();
+    // The coupon, if any: looked up and checked before anything is written; reserved in the
+    // order's own transaction (the store's conditional update decides who gets the last one).
+    let coupon = match &coupon_code {
+        None => None,
+        Some(code) => {
+            let c = state.store.coupon(&app.id, code).await?.ok_or_else(|| ApiError::coupon_unavailable("unknown"))?;
+            if let Some(reason) = crate::http::coupons::check(&c, amount, now)? {
+                return Err(ApiError::coupon_unavailable(reason));
+            }
+            if c.per_payer_limit.is_some() && payer_ref.is_none() {
+                return Err(ApiError::field("payer_ref", "is required with this coupon (it has a per-payer limit)"));
+            }
+            Some(payonce_store::OrderCoupon { code: c.code.clone(), coupon_id: c.id.clone(), original_amount: amount, discount: crate::http::coupons::discount(&c, amount), per_payer_limit: c.per_payer_limit })
+        }
+    };
+    let payable = amount - coupon.as_ref().map_or(0, |c| c.discount);
+    let amount = Money::new(payable, currency).map_err(|e| ApiError::field("amount", e.message))?;
     let metadata = metadata.map(|m| serde_json::Value::Object(m).to_string());
     let id = OrderId::new();
     // Same merchant_order_no with the same content is the same order; anything else conflicts.
     // Without one, the content itself is the key, for the app's submission window.
     let (merchant_order_no, guarded, content_hash) = match merchant_order_no {
         Some(no) => {
-            let hash = sha256_hex(serde_json::json!([no, amount.minor, amount.currency.as_str(), subject, expire_in, notify_url, metadata]).to_string().as_bytes());
+            let hash = sha256_hex(serde_json::json!([no, amount.minor, amount.currency.as_str(), subject, expire_in, notify_url, metadata, coupon_code]).to_string().as_bytes());
             (no, false, hash)
         }
         None => {
-            let hash = sha256_hex(serde_json::json!(["submission", app.id.as_str(), payer_ref, amount.minor, amount.currency.as_str(), subject, metadata]).to_string().as_bytes());
+            let hash = sha256_hex(serde_json::json!(["submission", app.id.as_str(), payer_ref, amount.minor, amount.currency.as_str(), subject, metadata, coupon_code]).to_string().as_bytes());
             // payonce numbers the order itself: its id is unique.
             (id.as_str().to_owned(), app.submission_window_secs > 0, hash)
         }
     };
-    let now = state.clock.now();
     let order = Order {
         id,
         app_id: app.id.clone(),
@@ -162,6 +186,8 @@ pub async fn create(State(state): State<AppState>, Authed(app): Authed, JsonObje
         version: 1,
         created_at: now,
         updated_at: now,
+        coupon,
+        payer_ref,
     };
     if guarded {
         return match state.store.create_guarded_order(&order, now.plus_secs(app.submission_window_secs)).await? {
@@ -170,12 +196,14 @@ pub async fn create(State(state): State<AppState>, Authed(app): Authed, JsonObje
                 metrics::counter!("payonce_submission_guard_hits_total").increment(1);
                 Ok((StatusCode::OK, [("submission-replayed", "true")], Json(render(&state, &o).await?)).into_response())
             }
+            CreateOrder::CouponUnavailable(reason) => Err(ApiError::coupon_unavailable(reason)),
         };
     }
     match state.store.create_order(&order).await? {
         CreateOrder::Created(o) => Ok((StatusCode::CREATED, Json(render(&state, &o).await?)).into_response()),
         CreateOrder::Existing(o) => Ok((StatusCode::OK, Json(render(&state, &o).await?)).into_response()),
         CreateOrder::Conflict(o) => Err(ApiError::merchant_order_no_conflict(render(&state, &o).await?)),
+        CreateOrder::CouponUnavailable(reason) => Err(ApiError::coupon_unavailable(reason)),
     }
 }
 

@@ -115,6 +115,12 @@ pub struct OrderView {
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
     pub refunded_amount: i64,
+    /// With a coupon: the amount before its discount, the discount and the code (`amount` is
+    /// what the payer pays).
+    pub original_amount: Option<i64>,
+    pub discount: Option<i64>,
+    pub coupon_code: Option<String>,
+    pub payer_ref: Option<String>,
     #[schema(format = DateTime)]
     pub paid_at: Option<String>,
     #[schema(format = DateTime)]
@@ -202,6 +208,10 @@ pub fn order(o: &Order, attempts: &[Attempt], refunds: &[Refund]) -> OrderView {
         notify_url: o.notify_url.clone(),
         metadata: o.metadata.as_deref().and_then(|m| serde_json::from_str::<Value>(m).ok()),
         refunded_amount: o.refunded_amount,
+        original_amount: o.coupon.as_ref().map(|c| c.original_amount),
+        discount: o.coupon.as_ref().map(|c| c.discount),
+        coupon_code: o.coupon.as_ref().map(|c| c.code.clone()),
+        payer_ref: o.payer_ref.clone(),
         paid_at: o.paid_at.map(|t| t.to_rfc3339()),
         expires_at: o.expires_at.to_rfc3339(),
         version: o.version,

@@ -7,6 +7,7 @@ mod bad_input;
 mod channel_truth;
 mod channels;
 mod checkout;
+mod coupons;
 mod faults;
 mod gateway;
 mod idempotency;
