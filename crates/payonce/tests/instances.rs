@@ -381,6 +381,57 @@ async fn identical_submissions_over_three_instances(backend: Backend) {
     assert_eq!((ids.len(), created), (1, 1), "one order, created once: {ids:?}");
     let orders = c.store.row_counts().await.unwrap().into_iter().find(|(t, _)| *t == "orders").unwrap().1;
     assert_eq!(orders, 1);
+    cluster_invariants(&c).await;
+}
+
+async fn cluster_invariants(c: &Cluster) {
+    let ledger: Value = reqwest::get(format!("{}/sim/ledger", c.sim.base_url())).await.unwrap().json().await.unwrap();
+    let violations = payonce_testkit::invariants::check(c.store.as_ref(), &ledger).await;
+    assert!(violations.is_empty(), "{violations:?}");
+}
+
+/// Coupons across processes: 100 orders for a coupon with one redemption left, sent at once to
+/// three instances, reserve it once; its order closed, it is free again; paid, never again.
+async fn the_last_coupon_over_three_instances(backend: Backend) {
+    let Some(c) = cluster(backend, 3, None, &[]).await else { return };
+    let http = reqwest::Client::new();
+    let r = http.post(format!("{}/v1/coupons", c.servers[0].base_url())).bearer_auth(&c.app.secret)
+        .json(&json!({"code": "LAST", "kind": "fixed", "value": 100, "max_redemptions": 1})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let (http, url, secret) = (http.clone(), format!("{}/v1/orders", c.servers[i % 3].base_url()), c.app.secret.clone());
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"merchant_order_no": format!("LAST-{i}"), "amount": 1_000, "currency": "CNY", "subject": "race", "coupon_code": "LAST"});
+            let r = http.post(url).bearer_auth(secret).json(&body).send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }));
+    }
+    let mut winners = Vec::new();
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        match status {
+            StatusCode::CREATED => winners.push(body["id"].as_str().unwrap().to_owned()),
+            StatusCode::CONFLICT => assert_eq!(body["reason"], "exhausted", "{body}"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "one reservation of the last coupon");
+    let r = http.post(format!("{}/v1/orders/{}/close", c.servers[1].base_url(), winners[0])).bearer_auth(&c.app.secret).json(&json!({})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let coupon: Value = http.get(format!("{}/v1/coupons/LAST", c.servers[2].base_url())).bearer_auth(&c.app.secret).send().await.unwrap().json().await.unwrap();
+    assert_eq!((coupon["reserved"].as_i64(), coupon["remaining"].as_i64()), (Some(0), Some(1)), "{coupon}");
+    cluster_invariants(&c).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_last_coupon_over_three_instances_on_postgres() {
+    the_last_coupon_over_three_instances(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_last_coupon_over_three_instances_on_sqlite() {
+    the_last_coupon_over_three_instances(Backend::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -9,7 +9,12 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-store_tests!(a_coupon_is_redeemed_once_released_and_restored, every_refusal_says_why_and_reserves_nothing, a_hundred_orders_race_for_the_last_coupon);
+store_tests!(
+    a_coupon_is_redeemed_once_released_and_restored,
+    every_refusal_says_why_and_reserves_nothing,
+    a_hundred_orders_race_for_the_last_coupon,
+    a_late_payment_accepted_redeems_past_the_limit_and_tells_the_merchant
+);
 
 async fn coupon(app: &TestApp, body: Value) -> Value {
     let r = app.post("/v1/coupons", body.clone()).await;
@@ -131,5 +136,26 @@ async fn a_hundred_orders_race_for_the_last_coupon(b: Backend) {
     let r = order_with(&app, "RACE-LATE", 500, "LAST1").await;
     assert_eq!(r.json::<Value>().await.unwrap()["reason"], "exhausted");
     assert_eq!(remaining(&app, "LAST1").await, (0, 1, 0));
+    assert_invariants(app.violations().await);
+}
+
+/// `--late-payment accept`: an order that expired (its coupon released and taken by another
+/// order) is paid late. The payer paid the price offered, so its coupon is redeemed even past
+/// the limit; the over-redemption is recorded and put in the abnormal queue.
+async fn a_late_payment_accepted_redeems_past_the_limit_and_tells_the_merchant(b: Backend) {
+    let opts = payonce_testkit::AppOptions { late_payment: payonce_core::order::LatePaymentPolicy::Accept, ..Default::default() };
+    let Some(app) = payonce_testkit::app::spawn_app_with(b, opts).await else { return };
+    coupon(&app, json!({"code": "ONE", "kind": "fixed", "value": 100, "max_redemptions": 1})).await;
+    let r = app.post("/v1/orders", json!({"merchant_order_no": "LATE-C1", "amount": 900, "currency": "CNY", "subject": "late", "expire_in_seconds": 5, "coupon_code": "ONE"})).await;
+    let late = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let p: Value = app.prepay(&late, "wechatpay").await.json().await.unwrap();
+    app.wait_order(&late, Duration::from_secs(30), |o| o["status"] == "closed").await;
+    assert_eq!(remaining(&app, "ONE").await, (0, 0, 1), "released by the expiry");
+    assert_eq!(order_with(&app, "LATE-C2", 900, "ONE").await.status(), StatusCode::CREATED, "taken by another order");
+    app.sim_pay("wechatpay", p["out_trade_no"].as_str().unwrap(), true).await;
+    app.wait_order(&late, Duration::from_secs(20), |o| o["status"] == "paid").await;
+    assert_eq!(remaining(&app, "ONE").await, (1, 1, 0));
+    let abnormal = app.store.abnormal_open().await.unwrap();
+    assert_eq!(abnormal.iter().filter(|a| a.kind == "coupon_over_redeemed" && a.reference == late).count(), 1, "{abnormal:?}");
     assert_invariants(app.violations().await);
 }
