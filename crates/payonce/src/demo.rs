@@ -143,8 +143,14 @@ pub async fn run() -> anyhow::Result<ExitCode> {
 
     // 6. A payer who pays two channels for one order: the second payment goes back, once.
     app.faults(json!({"notify_drop_rate": 0.0})).await;
-    let order4 = app.create_order("DEMO-1004", 5_000).await;
-    let id4 = order4["id"].as_str().unwrap().to_owned();
+    // With a coupon: reserved with the order, redeemed with the payment, once.
+    app.post("/v1/coupons", json!({"code": "WELCOME10", "kind": "percent", "value": 10, "max_redemptions": 100})).await;
+    let order4: Value = app
+        .post("/v1/orders", json!({"merchant_order_no": "DEMO-1004", "amount": 5_000, "currency": "CNY", "subject": "demo", "coupon_code": "WELCOME10"}))
+        .await
+        .json()
+        .await?;
+    let id4 = order4["id"].as_str().unwrap_or_default().to_owned();
     let wx4: Value = app.prepay(&id4, "wechatpay").await.json().await?;
     let ali4: Value = app.prepay(&id4, "alipay").await.json().await?;
     app.sim_pay("alipay", ali4["out_trade_no"].as_str().unwrap_or_default(), false).await;
@@ -161,6 +167,12 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     let dup_refunds: Vec<&Value> = v4["refunds"].as_array().map(|r| r.iter().filter(|r| r["kind"] == "duplicate").collect()).unwrap_or_default();
     say(format!("7. order DEMO-1004: the payer paid Alipay AND the (closed) WeChat QR → order {}, the second payment refunded automatically: {} refund(s), {}",
         v4["status"], dup_refunds.len(), dup_refunds.first().map(|r| r["status"].to_string()).unwrap_or_default()));
+    let welcome: Value = app.get("/v1/coupons/WELCOME10").await.json().await?;
+    say(format!("   its coupon WELCOME10 (50.00 → {:.2} CNY): redeemed {} time(s) for two payments, {} left",
+        order4["amount"].as_i64().unwrap_or(0) as f64 / 100.0, welcome["redeemed"], welcome["remaining"]));
+    if welcome["redeemed"] != 1 {
+        failures.push(format!("the coupon of a doubly paid order was redeemed {} times", welcome["redeemed"]));
+    }
     if v4["status"] != "paid" || dup_refunds.len() != 1 || dup_refunds[0]["status"] != "succeeded" {
         failures.push("the duplicate payment was not refunded exactly once".into());
     }

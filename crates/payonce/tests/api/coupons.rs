@@ -95,7 +95,8 @@ async fn every_refusal_says_why_and_reserves_nothing(b: Backend) {
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(r.json::<Value>().await.unwrap()["code"], "coupon_not_applicable");
     let r = order_with(&app, "REF-ONCE", 1_000, "ONCE").await;
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "a per-payer coupon needs payer_ref");
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "a per-payer coupon needs payer_ref");
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "payer_ref_required");
     assert_eq!(app.counts().await, before, "no refusal writes anything");
     // One per payer: the same payer's second order is refused, another payer's is not.
     let with_payer = |no: &str, payer: &str| json!({"merchant_order_no": no, "payer_ref": payer, "amount": 1_000, "currency": "CNY", "subject": "s", "coupon_code": "ONCE"});
