@@ -190,8 +190,8 @@ pub async fn reconcile_with(state: &AppState, owner: &str, channel_name: &str, b
     // before the 23:00 cut-off) can land in the next day's bill, which marks it when it is
     // reconciled; until then the channel is asked before anyone is bothered.
     let unbilled = match &on_bill {
-        None => state.store.unbilled_successes(name, from, to).await?,
-        Some(set) => state.store.attempts_paid_between(name, from, to).await?.into_iter().filter(|a| !set.contains(&a.out_trade_no)).collect(),
+        None => state.store.attempts_paid_between(name, from, to, true).await?,
+        Some(set) => state.store.attempts_paid_between(name, from, to, false).await?.into_iter().filter(|a| !set.contains(&a.out_trade_no)).collect(),
     };
     for (i, a) in unbilled.iter().enumerate() {
         progress("missing", i + 1);

@@ -168,16 +168,7 @@ macro_rules! coupons_sql {
                     "order_id": order.id, "merchant_order_no": order.merchant_order_no, "coupon_code": code, "coupon_id": coupon_id,
                 }})
                 .to_string();
-                sqlx::query("INSERT INTO events (id, app_id, order_id, type, payload, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $6)")
-                    .bind(id.as_str())
-                    .bind(order.app_id.as_str())
-                    .bind(order.id.as_str())
-                    .bind(kind)
-                    .bind(payload)
-                    .bind(now.0)
-                    .execute(&mut **tx)
-                    .await?;
-                Ok(())
+                Self::tx_insert_event_payload(tx, &id, order, kind, payload, now).await
             }
         }
 

@@ -40,6 +40,36 @@ macro_rules! orders_sql {
                 row.as_ref().map($crate::rows::order_row).transpose()
             }
 
+            /// Inserts an order unless its `(app, merchant_order_no)` exists: `false` then.
+            async fn tx_insert_order(tx: &mut sqlx::Transaction<'static, $Db>, o: &$crate::Order) -> $crate::Result<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO orders (id, app_id, merchant_order_no, amount, currency, subject, notify_url, metadata, \
+                     content_hash, status, expires_at, version, created_at, updated_at, original_amount, discount, coupon_code, payer_ref) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15, $16, $17) \
+                     ON CONFLICT (app_id, merchant_order_no) DO NOTHING",
+                )
+                .bind(o.id.as_str())
+                .bind(o.app_id.as_str())
+                .bind(&o.merchant_order_no)
+                .bind(o.amount.minor)
+                .bind(o.amount.currency.as_str())
+                .bind(&o.subject)
+                .bind(&o.notify_url)
+                .bind(&o.metadata)
+                .bind(&o.content_hash)
+                .bind(o.status.as_str())
+                .bind(o.expires_at.0)
+                .bind(o.version)
+                .bind(o.created_at.0)
+                .bind(o.coupon.as_ref().map(|c| c.original_amount))
+                .bind(o.coupon.as_ref().map_or(0, |c| c.discount))
+                .bind(o.coupon.as_ref().map(|c| c.code.clone()))
+                .bind(&o.payer_ref)
+                .execute(&mut **tx)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
             /// Conditional update of an order: succeeds only if nobody moved it since we read
             /// `version`. Returns the order as now stored.
             async fn tx_set_order_status(
@@ -105,32 +135,7 @@ macro_rules! orders_sql {
         impl $crate::Orders for $Store {
             async fn create_order(&self, o: &$crate::Order) -> $crate::Result<$crate::CreateOrder> {
                 let mut tx = self.begin_write().await?;
-                let done = sqlx::query(
-                    "INSERT INTO orders (id, app_id, merchant_order_no, amount, currency, subject, notify_url, metadata, \
-                     content_hash, status, expires_at, version, created_at, updated_at, original_amount, discount, coupon_code, payer_ref) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15, $16, $17) \
-                     ON CONFLICT (app_id, merchant_order_no) DO NOTHING",
-                )
-                .bind(o.id.as_str())
-                .bind(o.app_id.as_str())
-                .bind(&o.merchant_order_no)
-                .bind(o.amount.minor)
-                .bind(o.amount.currency.as_str())
-                .bind(&o.subject)
-                .bind(&o.notify_url)
-                .bind(&o.metadata)
-                .bind(&o.content_hash)
-                .bind(o.status.as_str())
-                .bind(o.expires_at.0)
-                .bind(o.version)
-                .bind(o.created_at.0)
-                .bind(o.coupon.as_ref().map(|c| c.original_amount))
-                .bind(o.coupon.as_ref().map_or(0, |c| c.discount))
-                .bind(o.coupon.as_ref().map(|c| c.code.clone()))
-                .bind(&o.payer_ref)
-                .execute(&mut *tx)
-                .await?;
-                let inserted = done.rows_affected() == 1;
+                let inserted = Self::tx_insert_order(&mut tx, o).await?;
                 if inserted && let Some(reason) = Self::tx_reserve_coupon(&mut tx, o).await? {
                     // Dropped, the transaction rolls the order back: nothing was written.
                     return Ok($crate::CreateOrder::CouponUnavailable(reason));
@@ -185,30 +190,7 @@ macro_rules! orders_sql {
                     tx.commit().await?;
                     return Ok($crate::CreateOrder::Existing(existing));
                 }
-                sqlx::query(
-                    "INSERT INTO orders (id, app_id, merchant_order_no, amount, currency, subject, notify_url, metadata, \
-                     content_hash, status, expires_at, version, created_at, updated_at, original_amount, discount, coupon_code, payer_ref) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15, $16, $17)",
-                )
-                .bind(o.id.as_str())
-                .bind(o.app_id.as_str())
-                .bind(&o.merchant_order_no)
-                .bind(o.amount.minor)
-                .bind(o.amount.currency.as_str())
-                .bind(&o.subject)
-                .bind(&o.notify_url)
-                .bind(&o.metadata)
-                .bind(&o.content_hash)
-                .bind(o.status.as_str())
-                .bind(o.expires_at.0)
-                .bind(o.version)
-                .bind(o.created_at.0)
-                .bind(o.coupon.as_ref().map(|c| c.original_amount))
-                .bind(o.coupon.as_ref().map_or(0, |c| c.discount))
-                .bind(o.coupon.as_ref().map(|c| c.code.clone()))
-                .bind(&o.payer_ref)
-                .execute(&mut *tx)
-                .await?;
+                Self::tx_insert_order(&mut tx, o).await?;
                 if let Some(reason) = Self::tx_reserve_coupon(&mut tx, o).await? {
                     return Ok($crate::CreateOrder::CouponUnavailable(reason));
                 }

@@ -32,6 +32,18 @@ macro_rules! outbox_sql {
             ) -> $crate::Result<()> {
                 let id = payonce_core::EventId::new();
                 let payload = $crate::sql::event_payload(&id, kind, now, order, attempt);
+                Self::tx_insert_event_payload(tx, &id, order, kind, payload, now).await
+            }
+
+            /// Writes an event about `order` whose body the caller made (under `id`).
+            async fn tx_insert_event_payload(
+                tx: &mut sqlx::Transaction<'static, $Db>,
+                id: &payonce_core::EventId,
+                order: &$crate::Order,
+                kind: &str,
+                payload: String,
+                now: payonce_core::Timestamp,
+            ) -> $crate::Result<()> {
                 sqlx::query(
                     "INSERT INTO events (id, app_id, order_id, type, payload, created_at, next_attempt_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $6)",

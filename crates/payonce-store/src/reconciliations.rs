@@ -89,8 +89,6 @@ pub trait Reconciliations: Send + Sync {
     /// Records settled amounts and fees from a bill on attempts and refunds (rows whose values
     /// are already those are not rewritten).
     async fn record_billed(&self, attempts: &[Billed], refunds: &[Billed]) -> Result<()>;
-    /// Successes of `channel` with `paid_at` in `[from, to)` that no bill has shown yet.
-    async fn unbilled_successes(&self, channel: ChannelName, from: Timestamp, to: Timestamp) -> Result<Vec<Attempt>>;
     /// Starts — or restarts — the run of (channel, bill date) for `owner`, unless another owner
     /// holds a live lease on it (`None`).
     async fn begin_reconciliation(&self, channel: ChannelName, bill_date: &str, owner: &str, lease_ms: i64, now: Timestamp) -> Result<Option<Reconciliation>>;
@@ -106,8 +104,8 @@ pub trait Reconciliations: Send + Sync {
     /// A run's items in id order, after `after` (keyset pagination), of one class or all.
     async fn reconciliation_items(&self, id: &str, class: Option<&str>, after: Option<&str>, limit: i64) -> Result<Vec<ReconciliationItem>>;
     /// Attempts of `channel` that succeeded with `paid_at` in `[from, to)`: what the bill of
-    /// that day must show.
-    async fn attempts_paid_between(&self, channel: ChannelName, from: Timestamp, to: Timestamp) -> Result<Vec<Attempt>>;
+    /// that day must show; with `unbilled_only`, those no bill has shown yet.
+    async fn attempts_paid_between(&self, channel: ChannelName, from: Timestamp, to: Timestamp, unbilled_only: bool) -> Result<Vec<Attempt>>;
     async fn refund_by_out_refund_no(&self, channel: ChannelName, out_refund_no: &str) -> Result<Option<Refund>>;
     /// An order by its id alone (the reconciler meets orders of every app).
     async fn order_by_id(&self, id: &OrderId) -> Result<Option<Order>>;
@@ -266,15 +264,17 @@ macro_rules! reconciliations_sql {
                 channel: payonce_core::ChannelName,
                 from: payonce_core::Timestamp,
                 to: payonce_core::Timestamp,
+                unbilled_only: bool,
             ) -> $crate::Result<Vec<$crate::Attempt>> {
                 let rows = sqlx::query(concat!(
                     "SELECT ",
                     $crate::sql::attempt_cols!(),
-                    " FROM attempts WHERE channel = $1 AND status = 'succeeded' AND paid_at >= $2 AND paid_at < $3 ORDER BY paid_at"
+                    " FROM attempts WHERE channel = $1 AND status = 'succeeded' AND paid_at >= $2 AND paid_at < $3 AND (NOT $4 OR settled_amount IS NULL) ORDER BY paid_at"
                 ))
                 .bind(channel.as_str())
                 .bind(from.0)
                 .bind(to.0)
+                .bind(unbilled_only)
                 .fetch_all(&self.reader())
                 .await?;
                 rows.iter().map($crate::rows::attempt_row).collect()
@@ -421,25 +421,6 @@ macro_rules! reconciliations_sql {
                 }
                 tx.commit().await?;
                 Ok(())
-            }
-
-            async fn unbilled_successes(
-                &self,
-                channel: payonce_core::ChannelName,
-                from: payonce_core::Timestamp,
-                to: payonce_core::Timestamp,
-            ) -> $crate::Result<Vec<$crate::Attempt>> {
-                let rows = sqlx::query(concat!(
-                    "SELECT ",
-                    $crate::sql::attempt_cols!(),
-                    " FROM attempts WHERE channel = $1 AND status = 'succeeded' AND paid_at >= $2 AND paid_at < $3 AND settled_amount IS NULL ORDER BY paid_at"
-                ))
-                .bind(channel.as_str())
-                .bind(from.0)
-                .bind(to.0)
-                .fetch_all(&self.reader())
-                .await?;
-                rows.iter().map($crate::rows::attempt_row).collect()
             }
 
             async fn insert_app_event(
