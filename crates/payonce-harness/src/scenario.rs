@@ -155,6 +155,15 @@ pub async fn run_settling(s: &Scenario, settle: Duration) -> Verdict {
     tokio::join!(crash, async { while tasks.join_next().await.is_some() {} });
     let violations = quiesce(&app, settle).await;
     let ledger_digest = digest(&app).await;
+    // After the verdict, the day's bills are reconciled as the scheduled worker would (the
+    // operator's metrics of a chaos run include reconciliation); the result is not judged here
+    // (tests/api/reconciliation.rs is its judge).
+    let now = app.state.clock.now();
+    for channel in ["sandbox", "wechatpay", "alipay", "unionpay"] {
+        let shift = if channel == "unionpay" { 3_600_000 } else { 0 };
+        let day = payonce_server::reconcile::beijing_date(payonce_core::Timestamp(now.0 + shift));
+        let _ = payonce_server::reconcile::reconcile(&app.state, "chaos", channel, &day, false).await;
+    }
     Verdict { violations, ledger_digest, took: started.elapsed() }
 }
 

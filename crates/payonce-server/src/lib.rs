@@ -9,6 +9,7 @@ pub mod error;
 pub mod http;
 pub mod idempotency;
 pub mod locks;
+pub mod metered;
 pub mod payments;
 pub mod ratelimit;
 pub mod reconcile;

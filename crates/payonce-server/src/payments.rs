@@ -447,8 +447,36 @@ pub async fn apply(
     loop {
         match state.store.apply_outcome(&outcome, state.clock.now()).await {
             Err(StoreError::Contended(_)) if tries < 5 => tries += 1,
-            other => return other,
+            other => {
+                if let Ok(applied) = &other {
+                    observe(state, &outcome, applied);
+                }
+                return other;
+            }
         }
+    }
+}
+
+/// What the operator watches of every applied fact: payments made (and how long after the
+/// channel took the money payonce knew it, by source) and duplicate charges detected.
+fn observe(state: &AppState, outcome: &ChannelOutcome, applied: &OutcomeApplied) {
+    let OutcomeApplied::Applied { attempt, effect, .. } = applied else { return };
+    let channel = outcome.channel.as_str();
+    let source = match &outcome.source {
+        OutcomeSource::Notification { .. } => "notification",
+        OutcomeSource::Query => "query",
+        OutcomeSource::CloseAnswer => "close_answer",
+        OutcomeSource::Statement { .. } => "statement",
+    };
+    match effect {
+        payonce_store::OutcomeEffect::Duplicate => metrics::counter!("payonce_duplicate_payments_total", "channel" => channel, "source" => source).increment(1),
+        payonce_store::OutcomeEffect::OrderPaid => {
+            if let Some(paid_at) = attempt.paid_at {
+                let lag = (state.clock.now().0 - paid_at.0).max(0) as f64 / 1000.0;
+                metrics::histogram!("payonce_payment_lag_seconds", "channel" => channel, "source" => source).record(lag);
+            }
+        }
+        _ => {}
     }
 }
 

@@ -209,6 +209,8 @@ pub struct AppState {
     /// The worker loop that stopped unexpectedly (a panic), if any: `/readyz` then fails, so
     /// the orchestrator replaces an instance that no longer does its background work.
     pub failed_worker: Arc<std::sync::Mutex<Option<String>>>,
+    /// Abnormal kinds this instance has reported a gauge for (set to 0 once drained).
+    pub gauge_labels: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl AppState {
@@ -219,7 +221,7 @@ impl AppState {
         let config = &self.config;
         AppState {
             store,
-            channels: Arc::new(channels),
+            channels: Arc::new(crate::metered::metered(channels)),
             order_locks: Arc::new(OrderLocks::default()),
             sync_limiter: Arc::new(SyncLimiter::default()),
             limits: Arc::new(crate::ratelimit::Limits::new(config.rate_limit, config.trusted_proxies.clone())),
@@ -238,18 +240,21 @@ impl AppState {
         master_key: MasterKey,
     ) -> Self {
         let limits = Arc::new(crate::ratelimit::Limits::new(config.rate_limit, config.trusted_proxies.clone()));
+        let metrics = metrics_handle();
+        zero_counters(&channels);
         AppState {
             limits,
             in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1))),
             priority_in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(64))),
             failed_worker: Arc::new(std::sync::Mutex::new(None)),
+            gauge_labels: Arc::new(std::sync::Mutex::new(ABNORMAL_KINDS.iter().map(|k| k.to_string()).collect())),
             store,
             clock,
-            channels: Arc::new(channels),
+            channels: Arc::new(crate::metered::metered(channels)),
             config: Arc::new(config),
             master_key: Arc::new(master_key),
             order_locks: Arc::new(OrderLocks::default()),
-            metrics: metrics_handle(),
+            metrics,
             redis: None,
             sync_limiter: Arc::new(SyncLimiter::default()),
             sinks: Arc::new(crate::sinks::Sinks::default()),
@@ -287,12 +292,50 @@ impl SyncLimiter {
     }
 }
 
+/// Every kind of abnormal item payonce writes: their gauges exist (at 0) from the start.
+pub const ABNORMAL_KINDS: [&str; 11] = [
+    "amount_mismatch",
+    "unresolved_unknown",
+    "refund_abnormal",
+    "refund_not_found",
+    "refund_unresolved",
+    "duplicate_refund_failed",
+    "coupon_over_redeemed",
+    "reconciliation_missing_at_channel",
+    "reconciliation_amount_mismatch",
+    "reconciliation_unknown_trade",
+    "reconciliation_unknown_refund",
+];
+
+/// Counters an alert or the dashboard reads exist at 0 from the start, so `rate()` and
+/// `increase()` see the first event and a quiet deployment shows zeros, not "no data".
+fn zero_counters(channels: &ChannelRegistry) {
+    metrics::counter!("payonce_idempotent_replays_total").absolute(0);
+    metrics::counter!("payonce_submission_guard_hits_total").absolute(0);
+    metrics::counter!("payonce_rate_limited_total", "kind" => "api").absolute(0);
+    for channel in channels.names() {
+        let channel = channel.as_str();
+        metrics::counter!("payonce_duplicate_payments_total", "channel" => channel, "source" => "notification").absolute(0);
+        for class in crate::reconcile::CLASSES {
+            metrics::counter!("payonce_reconciliation_items_total", "channel" => channel, "class" => class).absolute(0);
+        }
+    }
+}
+
 /// Installs the Prometheus recorder once per process and returns its handle.
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+            use metrics_exporter_prometheus::Matcher;
+            // Latencies and lags as histograms (not summaries): they add up across instances,
+            // so the dashboard's quantiles cover the whole deployment.
+            const BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0];
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full("payonce_channel_call_seconds".into()), BUCKETS)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full("payonce_payment_lag_seconds".into()), BUCKETS))
+                .expect("buckets are not empty")
+                .build_recorder();
             let handle = recorder.handle();
             // Fails only if another recorder was installed first; then ours just stays empty.
             let _ = metrics::set_global_recorder(recorder);

@@ -361,9 +361,33 @@ async fn dispatch_events(state: &AppState, http: &reqwest::Client, owner: &str) 
     while set.join_next().await.is_some() {}
 }
 
+/// The gauges that answer "is anything stuck?": open attempts by state and the age of the
+/// oldest, the webhook backlog and its oldest event, the abnormal queue by kind and its oldest
+/// item. Every label seen once is set on every reading (to 0 when its group is gone), so an
+/// alert sees a queue drain.
 async fn abnormal_gauge(state: &AppState) {
-    if let Ok(open) = state.store.abnormal_open().await {
-        metrics::gauge!("payonce_abnormal_open").set(open.len() as f64);
+    let Ok(groups) = state.store.gauges().await else { return };
+    let now = state.clock.now().0;
+    let age = |oldest: Option<i64>| oldest.map_or(0.0, |t| ((now - t).max(0)) as f64 / 1000.0);
+    let find = |what: &str, label: &str| groups.iter().find(|g| g.what == what && g.label == label);
+    for status in ["created", "pending", "unknown"] {
+        let g = find("attempt", status);
+        metrics::gauge!("payonce_attempts_open", "state" => status).set(g.map_or(0, |g| g.count) as f64);
+        metrics::gauge!("payonce_attempt_oldest_age_seconds", "state" => status).set(age(g.and_then(|g| g.oldest)));
+    }
+    let backlog = find("event", "pending");
+    metrics::gauge!("payonce_webhook_backlog").set(backlog.map_or(0, |g| g.count) as f64);
+    metrics::gauge!("payonce_webhook_oldest_pending_age_seconds").set(age(backlog.and_then(|g| g.oldest)));
+    let abnormal: Vec<_> = groups.iter().filter(|g| g.what == "abnormal").collect();
+    metrics::gauge!("payonce_abnormal_open").set(abnormal.iter().map(|g| g.count).sum::<i64>() as f64);
+    metrics::gauge!("payonce_abnormal_oldest_age_seconds").set(age(abnormal.iter().filter_map(|g| g.oldest).min()));
+    let mut seen = state.gauge_labels.lock().unwrap_or_else(|e| e.into_inner());
+    for g in &abnormal {
+        seen.insert(g.label.clone());
+    }
+    for kind in seen.iter() {
+        let n = abnormal.iter().find(|g| &g.label == kind).map_or(0, |g| g.count);
+        metrics::gauge!("payonce_abnormal_open_by_kind", "kind" => kind.clone()).set(n as f64);
     }
 }
 

@@ -15,6 +15,19 @@ pub trait Operations: Send + Sync {
     /// Row count of every payonce table: lets a test prove a rejected request changed nothing.
     async fn row_counts(&self) -> Result<Vec<(&'static str, i64)>>;
     async fn abnormal_open(&self) -> Result<Vec<AbnormalRow>>;
+    /// What the operator's gauges show: per (kind, label) a count and the oldest moment
+    /// (`attempt` by status; `event` pending delivery; `abnormal` open by kind).
+    async fn gauges(&self) -> Result<Vec<Gauge>>;
+}
+
+/// One group of a `gauges()` reading: `what` (`attempt`, `event`, `abnormal`), its label
+/// (status or kind), how many, and the oldest one's creation time.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Gauge {
+    pub what: String,
+    pub label: String,
+    pub count: i64,
+    pub oldest: Option<i64>,
 }
 
 /// The SQL of `Operations` for one backend (see `sql::impl_store!` for the parameters).
@@ -63,6 +76,17 @@ macro_rules! operations_sql {
                     out.push((*table, n));
                 }
                 Ok(out)
+            }
+
+            async fn gauges(&self) -> $crate::Result<Vec<$crate::operations::Gauge>> {
+                Ok(sqlx::query_as::<_, $crate::operations::Gauge>(
+                    "SELECT 'attempt' AS what, status AS label, COUNT(*) AS count, MIN(created_at) AS oldest FROM attempts \
+                     WHERE status IN ('created', 'pending', 'unknown') GROUP BY status \
+                     UNION ALL SELECT 'event', delivery_status, COUNT(*), MIN(created_at) FROM events WHERE delivery_status = 'pending' GROUP BY delivery_status \
+                     UNION ALL SELECT 'abnormal', kind, COUNT(*), MIN(created_at) FROM abnormal WHERE resolved_at IS NULL GROUP BY kind",
+                )
+                .fetch_all(&self.reader())
+                .await?)
             }
 
             async fn abnormal_open(&self) -> $crate::Result<Vec<$crate::AbnormalRow>> {

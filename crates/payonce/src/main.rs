@@ -79,6 +79,10 @@ enum Command {
         /// The first seed (`--seeds 1 --seed S` replays seed S).
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Write the process's Prometheus scrape here after the seeded run (every metric the
+        /// scenarios moved): what `scripts/metrics-check` holds the dashboard and rules to.
+        #[arg(long)]
+        metrics_out: Option<PathBuf>,
         /// Scenarios run at once.
         #[arg(long, default_value_t = 4)]
         parallel: usize,
@@ -180,12 +184,25 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
         Command::Demo => demo::run().await,
         Command::Bench(args) => bench::run(args).await,
         Command::BenchReconcile(args) => bench_reconcile::run(args).await,
-        Command::Chaos { seeds: Some(n), seed, parallel, store, .. } => {
+        Command::Chaos { seeds: Some(n), seed, parallel, store, metrics_out, .. } => {
             let started = std::time::Instant::now();
             let backend = if store == "postgres" { payonce_harness::Backend::Postgres } else { payonce_harness::Backend::Sqlite };
             println!("payonce chaos — {n} seeded scenarios from seed {seed} on {store}, {parallel} at a time");
             let failed = payonce_harness::scenario::run_seeds(seed, n, parallel, backend).await;
             println!("{n} scenarios, {} violated{}", failed.len(), if failed.is_empty() { String::new() } else { format!(" (seeds {failed:?})") });
+            // What an operator would have seen of these runs.
+            let scrape = payonce_server::state::metrics_handle().render();
+            let total = |name: &str| -> f64 {
+                scrape.lines().filter(|l| l.starts_with(name) && (l.as_bytes().get(name.len()) == Some(&b'{') || l.as_bytes().get(name.len()) == Some(&b' '))).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum::<f64>() + 0.0
+            };
+            println!(
+                "metrics: {} duplicate charges detected, {} duplicate refunds, {} refunds, {} active queries, {} channel calls, {} notifications, {} reconciliation items",
+                total("payonce_duplicate_payments_total"), total("payonce_duplicate_refunds_total"), total("payonce_refunds_total"), total("payonce_active_queries_total"),
+                total("payonce_channel_calls_total"), total("payonce_notifications_total"), total("payonce_reconciliation_items_total")
+            );
+            if let Some(path) = metrics_out {
+                std::fs::write(&path, &scrape)?;
+            }
             println!("(took {:.0} s)", started.elapsed().as_secs_f64());
             Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }

@@ -1,0 +1,86 @@
+//! Every channel call measured: a `Channel` that forwards to the real connector and records
+//! `payonce_channel_calls_total{channel,operation,outcome}` (outcome `ok`, `refused`,
+//! `unreachable`, `ambiguous`) and `payonce_channel_call_seconds{channel,operation}`. The
+//! operator's "is a channel misbehaving?" is these two series; the alert on a channel's error
+//! rate reads them (deploy/prometheus/payonce-rules.yml).
+
+use async_trait::async_trait;
+use payonce_channels::bill::DownloadedBill;
+use payonce_channels::{
+    Channel, ChannelError, ChannelOrderRef, ChannelRegistry, CloseAnswer, Notification, NotifyError, NotifyReply, Prepaid, PrepayRequest, RefundRef, RefundRequest,
+    RefundState, TradeState,
+};
+use payonce_core::{ChannelName, Timestamp};
+use reqwest::header::HeaderMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Wraps every channel of `registry` so its calls are measured.
+pub fn metered(registry: ChannelRegistry) -> ChannelRegistry {
+    let mut out = ChannelRegistry::default();
+    for name in registry.names().collect::<Vec<_>>() {
+        if let Some(c) = registry.get(name) {
+            out.insert(Arc::new(Metered(c.clone())));
+        }
+    }
+    out
+}
+
+struct Metered(Arc<dyn Channel>);
+
+fn outcome<T>(r: &Result<T, ChannelError>) -> &'static str {
+    match r {
+        Ok(_) => "ok",
+        Err(ChannelError::Refused { .. }) => "refused",
+        Err(ChannelError::Unreachable(_)) => "unreachable",
+        Err(ChannelError::Ambiguous(_)) => "ambiguous",
+    }
+}
+
+impl Metered {
+    async fn measure<T>(&self, operation: &'static str, call: impl std::future::Future<Output = Result<T, ChannelError>>) -> Result<T, ChannelError> {
+        let started = Instant::now();
+        let r = call.await;
+        let channel = self.0.name().as_str();
+        metrics::histogram!("payonce_channel_call_seconds", "channel" => channel, "operation" => operation).record(started.elapsed().as_secs_f64());
+        metrics::counter!("payonce_channel_calls_total", "channel" => channel, "operation" => operation, "outcome" => outcome(&r)).increment(1);
+        r
+    }
+}
+
+#[async_trait]
+impl Channel for Metered {
+    fn name(&self) -> ChannelName {
+        self.0.name()
+    }
+    async fn prepay(&self, req: &PrepayRequest) -> Result<Prepaid, ChannelError> {
+        self.measure("prepay", self.0.prepay(req)).await
+    }
+    async fn query(&self, order: &ChannelOrderRef) -> Result<TradeState, ChannelError> {
+        self.measure("query", self.0.query(order)).await
+    }
+    async fn close(&self, order: &ChannelOrderRef) -> Result<CloseAnswer, ChannelError> {
+        self.measure("close", self.0.close(order)).await
+    }
+    fn refund_call_data(&self, now: Timestamp) -> Option<String> {
+        self.0.refund_call_data(now)
+    }
+    async fn refund(&self, req: &RefundRequest) -> Result<(RefundState, Option<String>), ChannelError> {
+        self.measure("refund", self.0.refund(req)).await
+    }
+    async fn refund_query(&self, r: &RefundRef) -> Result<RefundState, ChannelError> {
+        self.measure("refund_query", self.0.refund_query(r)).await
+    }
+    async fn download_bill(&self, date: &str) -> Result<DownloadedBill, ChannelError> {
+        self.measure("download_bill", self.0.download_bill(date)).await
+    }
+    fn verify_notification(&self, headers: &HeaderMap, body: &[u8], now: Timestamp) -> Result<Notification, NotifyError> {
+        self.0.verify_notification(headers, body, now)
+    }
+    fn notify_ack(&self) -> NotifyReply {
+        self.0.notify_ack()
+    }
+    fn notify_nack(&self, reason: &str) -> NotifyReply {
+        self.0.notify_nack(reason)
+    }
+}
