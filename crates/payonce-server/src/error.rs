@@ -41,6 +41,10 @@ pub struct Problem {
     /// On `coupon_unavailable`: `unknown`, `expired`, `not_yet_valid`, `exhausted` or `payer_limit`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
+    /// `urn:payonce:request:{id}`: this answer's request id (also in `X-Request-Id` and in every
+    /// log line of the request).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 /// The member a problem may carry besides the standard ones.
@@ -218,6 +222,8 @@ impl IntoResponse for ApiError {
             refund: None,
             refundable: None,
             reason: None,
+            // Set on the way out by the request-id layer.
+            instance: None,
         };
         match self.extra {
             Some(Extra::Order(o)) => body.order = Some(o),

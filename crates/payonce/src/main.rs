@@ -123,14 +123,16 @@ enum AppsCommand {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PAYONCE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(
-                if matches!(cli.command, Command::Demo | Command::Bench(_) | Command::Chaos { .. } | Command::Storm(_)) { "error" } else { "info" },
-            )),
-        )
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PAYONCE_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if matches!(cli.command, Command::Demo | Command::Bench(_) | Command::Chaos { .. } | Command::Storm(_)) { "error" } else { "info" })
+    });
+    // PAYONCE_LOG_FORMAT=json: one JSON object per line, with every enclosing span (the
+    // request's carries its id).
+    if std::env::var("PAYONCE_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        tracing_subscriber::fmt().json().with_current_span(true).with_span_list(true).with_writer(std::io::stderr).with_env_filter(filter).init();
+    } else {
+        tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).init();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match rt.block_on(dispatch(cli.command)) {
         Ok(code) => code,

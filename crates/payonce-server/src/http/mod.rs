@@ -75,6 +75,7 @@ pub fn documented_router(state: &AppState) -> (Router, serde_json::Value) {
         .layer(axum::middleware::from_fn(run_to_completion))
         .layer(axum::middleware::from_fn_with_state(state.clone(), shed_load))
         .layer(axum::middleware::from_fn(security_headers))
+        .layer(axum::middleware::from_fn(request_id))
         .with_state(state.clone());
     (router, doc)
 }
@@ -154,11 +155,55 @@ async fn security_headers(req: axum::extract::Request, next: axum::middleware::N
     resp
 }
 
+/// Every request has an id: the caller's `X-Request-Id` (1–128 of `A-Za-z0-9._:-`), else a new
+/// one. It is echoed in the answer's `X-Request-Id`, carried by every log line of the request
+/// (its tracing span), and by a problem+json answer as `instance` (`urn:payonce:request:{id}`),
+/// so a support ticket quoting any of them leads to the same log lines.
+async fn request_id(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::http::HeaderValue;
+    use tracing::Instrument as _;
+    let given = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).filter(|v| {
+        (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+    });
+    let id = given.map(str::to_owned).unwrap_or_else(|| format!("req_{}", uuid::Uuid::now_v7().simple()));
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method());
+    let resp = next.run(req).instrument(span).await;
+    let mut resp = if resp.headers().get(axum::http::header::CONTENT_TYPE).is_some_and(|c| c == "application/problem+json") {
+        with_instance(resp, &id).await
+    } else {
+        resp
+    };
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+/// A problem+json answer with `instance` set to the request's id.
+async fn with_instance(resp: axum::response::Response, id: &str) -> axum::response::Response {
+    let (parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return axum::response::Response::from_parts(parts, axum::body::Body::empty());
+    };
+    let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::Object(mut m)) => {
+            m.insert("instance".into(), serde_json::Value::String(format!("urn:payonce:request:{id}")));
+            serde_json::to_vec(&m).unwrap_or_else(|_| bytes.to_vec())
+        }
+        _ => bytes.to_vec(),
+    };
+    let mut parts = parts;
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    axum::response::Response::from_parts(parts, axum::body::Body::from(body))
+}
+
 /// A client that hangs up must not cut a request off in the middle of a database transaction
 /// or between a channel call and the recording of its outcome: each request runs in its own
 /// task, which finishes (and commits, or rolls back) even if nobody waits for the answer.
 async fn run_to_completion(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
-    match tokio::spawn(next.run(req)).await {
+    use tracing::Instrument as _;
+    // The request's span (its id) goes along into the task.
+    match tokio::spawn(next.run(req).in_current_span()).await {
         Ok(resp) => resp,
         Err(e) => crate::error::ApiError::internal(e).into_response(),
     }

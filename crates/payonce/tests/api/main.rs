@@ -18,6 +18,7 @@ mod orders;
 mod prepay;
 mod reconciliation;
 mod recovery;
+mod request_ids;
 mod statements;
 mod submission;
 mod unionpay;
