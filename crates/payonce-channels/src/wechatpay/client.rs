@@ -367,12 +367,7 @@ impl Channel for WechatpayClient {
         while let Some(chunk) = resp.chunk().await.map_err(|e| ChannelError::Ambiguous(e.to_string()))? {
             content.extend_from_slice(&chunk);
         }
-        let gzipped = content.starts_with(&[0x1f, 0x8b]);
-        let sha1 = if gzipped { sha1_of_gunzipped(&content) } else { Ok(sha1_hex(&content)) }.map_err(ChannelError::Ambiguous)?;
-        if !v["hash_value"].as_str().is_some_and(|h| h.eq_ignore_ascii_case(&sha1)) {
-            return Err(ChannelError::Ambiguous("bill hash mismatch".into()));
-        }
-        let content = if gzipped { content } else { crate::bill::gzip(&content) };
+        let content = checked_bill(content, v["hash_value"].as_str().unwrap_or_default()).map_err(ChannelError::Ambiguous)?;
         Ok(crate::bill::DownloadedBill { merchant_account: self.keys.mchid.clone(), bill_type: "ALL".into(), format: crate::bill::BillFormat::WechatGzip, content })
     }
 
@@ -566,6 +561,34 @@ pub fn refund_query_outcome(status: u16, body: &[u8]) -> Result<RefundState, Cha
         }
         404 => Ok(RefundState::Absent),
         _ => Err(WechatpayClient::refusal(status, body)),
+    }
+}
+
+/// A downloaded bill, plain or gzip, checked against WeChat's `hash_value` (the SHA-1 of the
+/// unpacked bill) and returned gzip-compressed for storage.
+fn checked_bill(content: Vec<u8>, hash_value: &str) -> Result<Vec<u8>, String> {
+    let gzipped = content.starts_with(&[0x1f, 0x8b]);
+    let sha1 = if gzipped { sha1_of_gunzipped(&content)? } else { sha1_hex(&content) };
+    if !hash_value.eq_ignore_ascii_case(&sha1) {
+        return Err("bill hash mismatch".into());
+    }
+    Ok(if gzipped { content } else { crate::bill::gzip(&content) })
+}
+
+#[cfg(test)]
+mod bill_download_tests {
+    use super::*;
+
+    #[test]
+    fn plain_and_gzip_downloads_are_checked_against_the_unpacked_bill() {
+        let bill = b"\xef\xbb\xbf\xe4\xba\xa4\xe6\x98\x93\xe6\x97\xb6\xe9\x97\xb4\r\n".to_vec();
+        let hash = sha1_hex(&bill);
+        let plain = checked_bill(bill.clone(), &hash).unwrap();
+        assert_eq!(crate::bill::gunzip(&plain, 1 << 20).unwrap(), bill, "a plain download is stored gzip-compressed");
+        let packed = crate::bill::gzip(&bill);
+        assert_eq!(checked_bill(packed.clone(), &hash.to_uppercase()).unwrap(), packed, "a gzip download is kept as it came");
+        assert!(checked_bill(packed.clone(), &sha1_hex(&packed)).is_err(), "the hash is of the unpacked bill, not of the gzip");
+        assert!(checked_bill(packed[..packed.len() - 4].to_vec(), &hash).is_err(), "a truncated gzip");
     }
 }
 
