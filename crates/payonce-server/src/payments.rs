@@ -425,6 +425,22 @@ pub async fn sync_attempt(state: &AppState, a: &Attempt) -> Result<OutcomeApplie
     Ok(apply(state, a.channel, &a.out_trade_no, observed, OutcomeSource::Query, None).await?)
 }
 
+/// Client compensation (`?sync=true`, the cashier page's status): asks the channel about every
+/// active attempt of an open order before answering — at most once a second per order per
+/// instance, so a client polling in a loop never turns into a query storm at the channel.
+/// Returns the order as it now stands (as it was, when nothing was asked or a query failed).
+pub async fn sync_open_order(state: &AppState, order: Order) -> Result<Order, StoreError> {
+    if !order.status.is_open() || !state.sync_limiter.allow(order.id.as_str(), state.clock.now()) {
+        return Ok(order);
+    }
+    for a in state.store.attempts_of(&order.id).await?.into_iter().filter(|a| a.status.is_active()) {
+        if let Err(e) = sync_attempt(state, &a).await {
+            tracing::warn!(code = e.code(), "sync query failed; answering with what is stored");
+        }
+    }
+    Ok(state.store.order_by_id(&order.id).await?.unwrap_or(order))
+}
+
 /// The one door through which every channel fact enters: maps it and hands it to the store's
 /// `apply_outcome`, retrying a lost compare-and-set race (the loser re-reads and re-decides).
 pub async fn apply(

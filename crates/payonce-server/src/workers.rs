@@ -80,9 +80,9 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
                 metrics::counter!("payonce_worker_failures_total", "worker" => name).increment(1);
                 *state.failed_worker.lock().unwrap() = Some(name.to_owned());
             }
-            _ = purge.tick() => purge_idempotency_keys(&state).await,
+            _ = purge.tick() => purge_expired_keys(&state).await,
             _ = gauge.tick() => {
-                abnormal_gauge(&state).await;
+                operator_gauges(&state).await;
                 // Rate-limit buckets of addresses and apps gone quiet are forgotten.
                 state.limits.shrink();
             }
@@ -365,7 +365,7 @@ async fn dispatch_events(state: &AppState, http: &reqwest::Client, owner: &str) 
 /// oldest, the webhook backlog and its oldest event, the abnormal queue by kind and its oldest
 /// item. Every label seen once is set on every reading (to 0 when its group is gone), so an
 /// alert sees a queue drain.
-async fn abnormal_gauge(state: &AppState) {
+async fn operator_gauges(state: &AppState) {
     let Ok(groups) = state.store.gauges().await else { return };
     let now = state.clock.now().0;
     let age = |oldest: Option<i64>| oldest.map_or(0.0, |t| ((now - t).max(0)) as f64 / 1000.0);
@@ -391,12 +391,19 @@ async fn abnormal_gauge(state: &AppState) {
     }
 }
 
-/// Keys older than the retention (≥ 24 h, API.md) are deleted; their replays end there.
-async fn purge_idempotency_keys(state: &AppState) {
+/// Keys older than the retention (≥ 24 h, API.md) are deleted, their replays ending there; and
+/// submission guards whose window has passed.
+async fn purge_expired_keys(state: &AppState) {
     let cutoff = state.clock.now() - state.config.idempotency_retention;
     match state.store.idempotency_purge(cutoff).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(purged = n, "idempotency keys purged"),
         Err(e) => tracing::warn!(error = %e, "idempotency purge failed"),
+    }
+    // Submission guards past their window decide nothing: without this the table only grows.
+    match state.store.purge_submission_guards(state.clock.now()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(purged = n, "submission guards purged"),
+        Err(e) => tracing::warn!(error = %e, "submission guard purge failed"),
     }
 }

@@ -53,19 +53,19 @@ macro_rules! coupons_sql {
             /// (`exhausted`, `payer_limit`) when it cannot be, and then the caller rolls back.
             async fn tx_reserve_coupon(tx: &mut sqlx::Transaction<'static, $Db>, o: &$crate::Order) -> $crate::Result<Option<&'static str>> {
                 let Some(c) = &o.coupon else { return Ok(None) };
-                // The arbiter: the coupon row's own counters, changed only while there is room.
-                let room = sqlx::query("UPDATE coupons SET reserved = reserved + 1 WHERE id = $1 AND reserved + redeemed < max_redemptions")
-                    .bind(&c.coupon_id)
-                    .execute(&mut **tx)
-                    .await?
-                    .rows_affected()
-                    == 1;
-                if !room {
+                // The arbiter: the coupon row's own counters, changed only while there is room;
+                // its per-payer limit is read from the row as it is held.
+                let held: Option<(Option<i64>,)> =
+                    sqlx::query_as("UPDATE coupons SET reserved = reserved + 1 WHERE id = $1 AND reserved + redeemed < max_redemptions RETURNING per_payer_limit")
+                        .bind(&c.coupon_id)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                let Some((per_payer_limit,)) = held else {
                     return Ok(Some("exhausted"));
-                }
+                };
                 // Counted after the coupon row is held: every other order of this coupon has
                 // committed or waits.
-                if let (Some(limit), Some(payer)) = (c.per_payer_limit, &o.payer_ref) {
+                if let (Some(limit), Some(payer)) = (per_payer_limit, &o.payer_ref) {
                     let (used,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM coupon_uses WHERE coupon_id = $1 AND payer_ref = $2 AND status IN ('reserved', 'redeemed')")
                         .bind(&c.coupon_id)
                         .bind(payer)

@@ -57,8 +57,6 @@ pub struct OrderCoupon {
     pub coupon_id: String,
     pub original_amount: i64,
     pub discount: i64,
-    /// The coupon's per-payer limit at the time of the order (needs `payer_ref`).
-    pub per_payer_limit: Option<i64>,
 }
 
 /// A coupon of an app.

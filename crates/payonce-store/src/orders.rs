@@ -16,6 +16,8 @@ pub trait Orders: Send + Sync {
     /// otherwise the order and a guard until `guard_until` are written in one transaction. Of
     /// many identical submissions at once, exactly one creates.
     async fn create_guarded_order(&self, order: &Order, guard_until: Timestamp) -> Result<CreateOrder>;
+    /// Deletes submission guards whose window ended before `now` (they decide nothing any more).
+    async fn purge_submission_guards(&self, now: Timestamp) -> Result<u64>;
     async fn order(&self, app: &AppId, id: &OrderId) -> Result<Option<Order>>;
     async fn order_by_merchant_no(&self, app: &AppId, merchant_order_no: &str) -> Result<Option<Order>>;
     /// Closes the order if it is still open and has no active attempt (every channel order
@@ -44,8 +46,8 @@ macro_rules! orders_sql {
             async fn tx_insert_order(tx: &mut sqlx::Transaction<'static, $Db>, o: &$crate::Order) -> $crate::Result<bool> {
                 let done = sqlx::query(
                     "INSERT INTO orders (id, app_id, merchant_order_no, amount, currency, subject, notify_url, metadata, \
-                     content_hash, status, expires_at, version, created_at, updated_at, original_amount, discount, coupon_code, payer_ref) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15, $16, $17) \
+                     content_hash, status, expires_at, version, created_at, updated_at, original_amount, discount, coupon_code, coupon_id, payer_ref) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13, $14, $15, $16, $17, $18) \
                      ON CONFLICT (app_id, merchant_order_no) DO NOTHING",
                 )
                 .bind(o.id.as_str())
@@ -64,6 +66,7 @@ macro_rules! orders_sql {
                 .bind(o.coupon.as_ref().map(|c| c.original_amount))
                 .bind(o.coupon.as_ref().map_or(0, |c| c.discount))
                 .bind(o.coupon.as_ref().map(|c| c.code.clone()))
+                .bind(o.coupon.as_ref().map(|c| c.coupon_id.clone()))
                 .bind(&o.payer_ref)
                 .execute(&mut **tx)
                 .await?;
@@ -196,6 +199,13 @@ macro_rules! orders_sql {
                 }
                 tx.commit().await?;
                 Ok($crate::CreateOrder::Created(o.clone()))
+            }
+
+            async fn purge_submission_guards(&self, now: payonce_core::Timestamp) -> $crate::Result<u64> {
+                let mut tx = self.begin_write().await?;
+                let n = sqlx::query("DELETE FROM submission_guards WHERE expires_at <= $1").bind(now.0).execute(&mut *tx).await?.rows_affected();
+                tx.commit().await?;
+                Ok(n)
             }
 
             async fn order(&self, app: &payonce_core::AppId, id: &payonce_core::OrderId) -> $crate::Result<Option<$crate::Order>> {

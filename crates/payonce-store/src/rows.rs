@@ -68,7 +68,6 @@ impl TryFrom<OrderRow> for Order {
                 coupon_id: r.coupon_id.unwrap_or_default(),
                 original_amount: r.original_amount.unwrap_or(r.amount),
                 discount: r.discount,
-                per_payer_limit: None,
             }),
             payer_ref: r.payer_ref,
         })

@@ -8,7 +8,7 @@ macro_rules! order_cols {
     () => {
         "id, app_id, merchant_order_no, amount, currency, subject, notify_url, metadata, content_hash, \
          status, closed_by, paid_attempt_id, paid_at, refunded_amount, expires_at, version, created_at, updated_at, \
-         original_amount, discount, coupon_code, (SELECT cu.coupon_id FROM coupon_uses cu WHERE cu.order_id = orders.id) AS coupon_id, payer_ref"
+         original_amount, discount, coupon_code, coupon_id, payer_ref"
     };
 }
 

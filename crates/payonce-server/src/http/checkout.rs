@@ -364,23 +364,15 @@ fn qr_data_uri(data: &str) -> Option<String> {
 /// `GET /checkout/{token}/status`: the order's phase, after asking the channel about open
 /// attempts (at most once a second per order, shared with `?sync=true`).
 pub async fn status(State(state): State<AppState>, Path(token): Path<String>) -> Response {
-    let (grant, mut order) = match open(&state, &token).await {
+    let (grant, order) = match open(&state, &token).await {
         Ok(g) => g,
         Err(Refused::NotALink) => return refused_json(StatusCode::NOT_FOUND, "not_a_link"),
         Err(Refused::Expired) => return refused_json(StatusCode::GONE, "link_expired"),
     };
-    if order.status.is_open() && state.sync_limiter.allow(order.id.as_str(), state.clock.now()) {
-        if let Ok(attempts) = state.store.attempts_of(&order.id).await {
-            for a in attempts.into_iter().filter(|a| a.status.is_active()) {
-                if let Err(e) = payments::sync_attempt(&state, &a).await {
-                    tracing::debug!(code = e.code(), "checkout status query failed; answering with what is stored");
-                }
-            }
-        }
-        if let Ok(Some(o)) = state.store.order_by_id(&order.id).await {
-            order = o;
-        }
-    }
+    let order = match payments::sync_open_order(&state, order).await {
+        Ok(o) => o,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
     let phase = phase(&order, state.clock.now());
     let mut r = Json(serde_json::json!({"phase": phase, "return_url": if phase == "paid" { grant.r } else { None }})).into_response();
     page_headers(&mut r);

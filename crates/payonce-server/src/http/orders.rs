@@ -152,7 +152,7 @@ pub async fn create(State(state): State<AppState>, Authed(app): Authed, JsonObje
                 e.errors.push(crate::error::FieldError { field: "payer_ref".into(), message: "is required with this coupon (it has a per-payer limit)".into() });
                 return Err(e);
             }
-            Some(payonce_store::OrderCoupon { code: c.code.clone(), coupon_id: c.id.clone(), original_amount: amount, discount: crate::http::coupons::discount(&c, amount), per_payer_limit: c.per_payer_limit })
+            Some(payonce_store::OrderCoupon { code: c.code.clone(), coupon_id: c.id.clone(), original_amount: amount, discount: crate::http::coupons::discount(&c, amount) })
         }
     };
     let payable = amount - coupon.as_ref().map_or(0, |c| c.discount);
@@ -236,16 +236,8 @@ pub async fn get(
     crate::http::body::Query(q): crate::http::body::Query<GetQuery>,
 ) -> Result<Json<crate::http::views::OrderView>, ApiError> {
     let mut order = load(&state, &app.id, &id).await?;
-    // At most one compensation query per order per second per instance: a client polling
-    // `?sync=true` in a loop must not turn into a query storm at the channel.
-    if q.sync && order.status.is_open() && state.sync_limiter.allow(order.id.as_str(), state.clock.now()) {
-        // Client compensation: ask the channel about every active attempt before answering.
-        for a in state.store.attempts_of(&order.id).await?.into_iter().filter(|a| a.status.is_active()) {
-            if let Err(e) = payments::sync_attempt(&state, &a).await {
-                tracing::warn!(code = e.code(), "sync query failed; answering with what is stored");
-            }
-        }
-        order = load(&state, &app.id, &id).await?;
+    if q.sync {
+        order = payments::sync_open_order(&state, order).await?;
     }
     Ok(Json(render(&state, &order).await?))
 }

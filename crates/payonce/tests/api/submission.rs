@@ -47,6 +47,16 @@ async fn a_resubmitted_cart_is_the_same_order_within_the_window(b: Backend) {
     let (s3, r3, later) = submit(&app, &cart("user-1", 990)).await;
     assert_eq!((s3, r3), (StatusCode::CREATED, None));
     assert_ne!(later["id"], first["id"]);
+    // Guards past their window are purged (the hourly purge); live ones stay and still decide.
+    let guards = || async { app.counts().await.into_iter().find(|(t, _)| *t == "submission_guards").unwrap().1 };
+    // 9.9 s on: the three other carts' guards (made at 9.9 s) have ended; the resubmitted
+    // cart's (renewed at 10.1 s) has not.
+    clock.advance_ms(9_900);
+    let before = guards().await;
+    assert_eq!(app.store.purge_submission_guards(payonce_core::Clock::now(&clock)).await.unwrap(), 3);
+    assert_eq!(guards().await, before - 3);
+    let (s4, r4, again_later) = submit(&app, &cart("user-1", 990)).await;
+    assert_eq!((s4, r4.as_deref(), again_later["id"].clone()), (StatusCode::OK, Some("true"), later["id"].clone()), "the live guard still answers");
     // payonce numbered the orders itself (their ids), so they never collide.
     assert_eq!(first["merchant_order_no"], first["id"]);
     // An app with the guard off: every submission is an order.
