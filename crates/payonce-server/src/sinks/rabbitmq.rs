@@ -7,6 +7,12 @@ use lapin::Confirmation;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use payonce_store::EventRow;
+use std::time::Duration;
+
+/// The longest a connection set-up, or a publish and its confirm, may take. A connection cut at
+/// the wrong moment can leave lapin waiting for a frame that never comes; without a bound one
+/// such wait held the connection lock and stalled every delivery behind it (seen in CI).
+const TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct RabbitSink {
     url: String,
@@ -22,22 +28,26 @@ impl RabbitSink {
     }
 
     /// The channel of the live connection (made if there is none), and its generation.
-    async fn channel(&self) -> Result<(u64, Channel), lapin::Error> {
+    async fn channel(&self) -> Result<(u64, Channel), String> {
         let mut guard = self.conn.lock().await;
         if let Some((generation, c, ch)) = guard.as_ref()
             && c.status().connected() && ch.status().connected() {
                 return Ok((*generation, ch.clone()));
             }
-        let conn = Connection::connect(&self.url, ConnectionProperties::default()).await?;
-        let ch = conn.create_channel().await?;
-        ch.confirm_select(ConfirmSelectOptions::default()).await?;
-        ch.exchange_declare(
-            self.exchange.clone().into(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions { durable: true, ..Default::default() },
-            FieldTable::default(),
-        )
-        .await?;
+        let setup = async {
+            let conn = Connection::connect(&self.url, ConnectionProperties::default()).await?;
+            let ch = conn.create_channel().await?;
+            ch.confirm_select(ConfirmSelectOptions::default()).await?;
+            ch.exchange_declare(
+                self.exchange.clone().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions { durable: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await?;
+            Ok::<_, lapin::Error>((conn, ch))
+        };
+        let (conn, ch) = tokio::time::timeout(TIMEOUT, setup).await.map_err(|_| "connecting to RabbitMQ timed out".to_owned())?.map_err(|e| e.to_string())?;
         let generation = self.generations.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         *guard = Some((generation, conn, ch.clone()));
         Ok((generation, ch))
@@ -46,23 +56,26 @@ impl RabbitSink {
     pub async fn publish(&self, ev: &EventRow) -> Result<String, String> {
         let mut used = None;
         let result = async {
-            let (generation, ch) = self.channel().await.map_err(|e| e.to_string())?;
+            let (generation, ch) = self.channel().await?;
             used = Some(generation);
             let props = BasicProperties::default()
                 .with_message_id(ev.id.clone().into())
                 .with_content_type("application/json".into())
                 .with_delivery_mode(2);
-            let confirm = ch
-                .basic_publish(
+            let publish = async {
+                ch.basic_publish(
                     self.exchange.clone().into(),
                     ev.event_type.clone().into(),
                     BasicPublishOptions { mandatory: true, ..Default::default() },
                     ev.payload.as_bytes(),
                     props,
                 )
+                .await?
                 .await
-                .map_err(|e| e.to_string())?
+            };
+            let confirm = tokio::time::timeout(TIMEOUT, publish)
                 .await
+                .map_err(|_| "RabbitMQ did not confirm in time".to_owned())?
                 .map_err(|e| e.to_string())?;
             match confirm {
                 Confirmation::Ack(None) => Ok(format!("rabbitmq:{}/{}", self.exchange, ev.event_type)),
