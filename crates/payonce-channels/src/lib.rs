@@ -193,6 +193,10 @@ pub struct Notification {
     pub out_trade_no: String,
     pub state: TradeState,
     pub refund: Option<RefundNotice>,
+    /// What the notification says when its body is not readable as it came (WeChat's
+    /// encrypted resource, decrypted); `None`: the body itself is the message. Kept for the
+    /// order timeline; it holds payer identifiers.
+    pub content: Option<String>,
 }
 
 /// What a refund notification says (WeChat `REFUND.SUCCESS` / `.ABNORMAL` / `.CLOSED`).

@@ -16,6 +16,11 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     b
 }
 
+/// 256 random bits, URL-safe: console session ids and CSRF tokens.
+pub fn random_token() -> String {
+    URL_SAFE_NO_PAD.encode(random_bytes::<32>())
+}
+
 /// A new app API secret: 256 random bits. Only its SHA-256 is stored.
 pub fn new_app_secret() -> String {
     format!("sk_{}", URL_SAFE_NO_PAD.encode(random_bytes::<32>()))

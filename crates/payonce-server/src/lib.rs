@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod locks;
 pub mod metered;
 pub mod payments;
+pub mod privacy;
 pub mod ratelimit;
 pub mod reconcile;
 pub mod refunding;

@@ -407,7 +407,7 @@ pub async fn retire(state: &AppState, a: &Attempt) -> Result<(), PaymentError> {
     // The "delay-queue second check": look once more shortly after the close, and keep watching
     // a credential that can still pay (an unscanned Alipay QR, a UnionPay form) until it expires.
     let second_check = state.clock.now() + state.config.scaled(SECOND_CHECK_AFTER);
-    apply(state, a.channel, &a.out_trade_no, observed, OutcomeSource::CloseAnswer, Some(second_check)).await?;
+    apply(state, a.channel, &a.out_trade_no, observed, OutcomeSource::CloseAnswer, Some(second_check), None).await?;
     Ok(())
 }
 
@@ -422,7 +422,7 @@ pub async fn sync_attempt(state: &AppState, a: &Attempt) -> Result<OutcomeApplie
         tracing::warn!(error = %e, "query failed");
         PaymentError::ChannelUnavailable("the channel could not be queried; retry")
     })?;
-    Ok(apply(state, a.channel, &a.out_trade_no, observed, OutcomeSource::Query, None).await?)
+    Ok(apply(state, a.channel, &a.out_trade_no, observed, OutcomeSource::Query, None, None).await?)
 }
 
 /// Client compensation (`?sync=true`, the cashier page's status): asks the channel about every
@@ -450,6 +450,7 @@ pub async fn apply(
     observed: TradeState,
     source: OutcomeSource,
     reschedule: Option<Timestamp>,
+    content: Option<&str>,
 ) -> Result<OutcomeApplied, StoreError> {
     let outcome = ChannelOutcome {
         channel,
@@ -466,10 +467,69 @@ pub async fn apply(
             other => {
                 if let Ok(applied) = &other {
                     observe(state, &outcome, applied);
+                    journal(state, &outcome, applied, content).await;
                 }
                 return other;
             }
         }
+    }
+}
+
+/// Writes the fact and its verdict to the order timeline (`channel_messages`). After the fact
+/// is committed and never instead of it: a failure here is logged, not the caller's failure.
+/// A replay or an unknown order number is not written: it changed nothing, and writes nothing;
+/// nor is a query answer that told nothing new.
+async fn journal(state: &AppState, outcome: &ChannelOutcome, applied: &OutcomeApplied, content: Option<&str>) {
+    let verdict = match applied {
+        // Nothing changed (and nothing is written): an exact replay, or an order number payonce
+        // never issued (refused, so the channel keeps the message).
+        OutcomeApplied::Replay | OutcomeApplied::UnknownTradeNo => return,
+        // A query answer that told nothing new ("still unpaid", poll after poll) would grow
+        // the table by every poll of every open order; the attempt's query count says how
+        // often it was asked, and every answer that moved something is written.
+        OutcomeApplied::Applied { effect: payonce_store::OutcomeEffect::Nothing, .. } if !matches!(outcome.source, OutcomeSource::Notification { .. }) => return,
+        OutcomeApplied::AmountMismatch { reported, .. } => format!("amount_mismatch (reported {reported})"),
+        OutcomeApplied::Applied { effect, .. } => effect_name(effect).to_owned(),
+    };
+    let source = match &outcome.source {
+        OutcomeSource::Notification { .. } => "notification",
+        OutcomeSource::Query => "query",
+        OutcomeSource::CloseAnswer => "close_answer",
+        OutcomeSource::Statement { .. } => "statement",
+    };
+    let message = payonce_store::ChannelMessage {
+        id: payonce_core::EventId::new().as_str().replacen("evt_", "msg_", 1),
+        channel: outcome.channel.as_str().to_owned(),
+        reference: outcome.out_trade_no.clone(),
+        source: source.to_owned(),
+        observed: observed_summary(&outcome.observed),
+        verdict,
+        content: content.map(str::to_owned),
+        received_at: state.clock.now().0,
+    };
+    if let Err(e) = state.store.record_channel_message(&message).await {
+        tracing::warn!(error = %e, "recording a channel message for the timeline failed");
+    }
+}
+
+/// A channel's answer in a few words, for the timeline.
+pub fn observed_summary(o: &TradeState) -> String {
+    match o {
+        TradeState::Paid { amount, channel_trade_no, paid_at } => {
+            format!("paid {amount} at {} (trade no {})", paid_at.to_rfc3339(), channel_trade_no.as_deref().unwrap_or("-"))
+        }
+        TradeState::Unpaid => "unpaid".into(),
+        TradeState::Closed => "closed".into(),
+        TradeState::Absent => "no such order".into(),
+    }
+}
+
+fn effect_name(e: &payonce_store::OutcomeEffect) -> &'static str {
+    match e {
+        payonce_store::OutcomeEffect::Nothing => "nothing_new",
+        payonce_store::OutcomeEffect::AttemptMoved => "attempt_moved",
+        payonce_store::OutcomeEffect::OrderPaid => "order_paid",
+        payonce_store::OutcomeEffect::Duplicate => "duplicate",
     }
 }
 

@@ -367,7 +367,7 @@ async fn payment_row(r: &mut Recorder<'_>, name: ChannelName, bill_date: &str, d
         return r.item("repaired_paid", &line.out_trade_no, owner().await?, Some(a.amount.minor), Some(line.amount), "would be applied").await;
     }
     let paid = TradeState::Paid { amount: line.amount, channel_trade_no: line.channel_trade_no.clone(), paid_at: line.at.unwrap_or(day_start) };
-    match payments::apply(state, name, &line.out_trade_no, paid, OutcomeSource::Statement { bill_date: bill_date.to_owned() }, None).await? {
+    match payments::apply(state, name, &line.out_trade_no, paid, OutcomeSource::Statement { bill_date: bill_date.to_owned() }, None, None).await? {
         OutcomeApplied::Applied { .. } | OutcomeApplied::Replay => {
             r.item("repaired_paid", &line.out_trade_no, owner().await?, Some(a.amount.minor), Some(line.amount), "the charge on the bill was applied (paid, or refunded as a duplicate)").await
         }

@@ -56,6 +56,11 @@ pub struct ServerConfig {
     pub reconcile_at: std::collections::BTreeMap<payonce_core::ChannelName, u32>,
     /// How long a checkout link lives at most (never past its order's expiry).
     pub checkout_link_ttl: Duration,
+    /// How long the channel messages kept for the order timeline keep their content (it holds
+    /// payer identifiers: openid, buyer_logon_id, card numbers); the verdicts stay.
+    pub message_retention: Duration,
+    /// How long a console sign-in lasts.
+    pub console_session_ttl: Duration,
 }
 
 /// Printable without the admin token.
@@ -85,6 +90,8 @@ impl Default for ServerConfig {
             query_schedules: Default::default(),
             reconcile_at: Default::default(),
             checkout_link_ttl: Duration::from_secs(30 * 60),
+            message_retention: Duration::from_secs(90 * 24 * 3600),
+            console_session_ttl: Duration::from_secs(8 * 3600),
             // WeChat Pay's own notification schedule: 15 retries over 24 h 40 min.
             webhook_schedule: [15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600, 21600]
                 .into_iter()

@@ -4,7 +4,9 @@
 //! - the expirer closes expired orders at the channel first, then locally;
 //! - the refunder makes and settles refund calls (business refunds and automatic refunds of
 //!   duplicate payments);
-//! - the purge removes idempotency keys past their retention.
+//! - the purge removes idempotency keys past their retention, expired submission guards and
+//!   console sessions, and clears the content of timeline messages past the personal-data
+//!   retention.
 //!
 //! Every claim is a lease owned by this process's token; writes about a claimed row are fenced
 //! by that token or by the state machine, so a worker that sleeps past its lease (GC pause,
@@ -208,7 +210,7 @@ async fn check_attempt(state: &AppState, owner: &str, mut a: Attempt) {
     };
     let mut status = a.status;
     if let Some(observed) = observed {
-        match payments::apply(state, a.channel, &a.out_trade_no, observed, OutcomeSource::Query, None).await {
+        match payments::apply(state, a.channel, &a.out_trade_no, observed, OutcomeSource::Query, None, None).await {
             Ok(OutcomeApplied::Applied { attempt, .. }) => status = attempt.status,
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "applying a query answer failed"),
@@ -405,5 +407,16 @@ async fn purge_expired_keys(state: &AppState) {
         Ok(0) => {}
         Ok(n) => tracing::info!(purged = n, "submission guards purged"),
         Err(e) => tracing::warn!(error = %e, "submission guard purge failed"),
+    }
+    // Personal data has a shelf life: message contents past the retention are cleared.
+    match state.store.clear_message_contents(state.clock.now() - state.config.message_retention).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(cleared = n, "channel message contents past their retention cleared"),
+        Err(e) => tracing::warn!(error = %e, "clearing old channel message contents failed"),
+    }
+    match state.store.purge_sessions(state.clock.now()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(purged = n, "expired console sessions purged"),
+        Err(e) => tracing::warn!(error = %e, "console session purge failed"),
     }
 }

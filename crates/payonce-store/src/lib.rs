@@ -4,6 +4,7 @@
 
 mod apps;
 mod attempts;
+pub mod console;
 pub mod coupons;
 mod idempotency;
 mod leases;
@@ -21,6 +22,7 @@ mod sqlite;
 
 pub use apps::Apps;
 pub use attempts::Attempts;
+pub use console::{AbnormalItem, AuditEntry, ChannelMessage, Console, ConsoleSession};
 pub use coupons::{CouponUse, Coupons};
 pub use idempotency::IdempotencyKeys;
 pub use leases::Leases;
@@ -125,11 +127,11 @@ pub async fn open(url: &str, migrate: bool) -> Result<Arc<dyn Store>> {
 /// Every persistent operation payonce performs, by aggregate (each its own trait and file).
 /// Each method is one transaction (or one read); none is ever held open across a network call.
 /// On a `dyn Store` every method is callable directly; generic code imports `prelude::*`.
-pub trait Store: Orders + Attempts + Coupons + Refunds + Outbox + Leases + Apps + IdempotencyKeys + Operations + Reconciliations + Send + Sync + 'static {}
+pub trait Store: Orders + Attempts + Coupons + Console + Refunds + Outbox + Leases + Apps + IdempotencyKeys + Operations + Reconciliations + Send + Sync + 'static {}
 
-impl<T> Store for T where T: Orders + Attempts + Coupons + Refunds + Outbox + Leases + Apps + IdempotencyKeys + Operations + Reconciliations + Send + Sync + 'static {}
+impl<T> Store for T where T: Orders + Attempts + Coupons + Console + Refunds + Outbox + Leases + Apps + IdempotencyKeys + Operations + Reconciliations + Send + Sync + 'static {}
 
 /// The store's traits, to call their methods on a `dyn Store`.
 pub mod prelude {
-    pub use crate::{Apps, Attempts, Coupons, IdempotencyKeys, Leases, Operations, Orders, Outbox, Reconciliations, Refunds, Store};
+    pub use crate::{Apps, Attempts, Console, Coupons, IdempotencyKeys, Leases, Operations, Orders, Outbox, Reconciliations, Refunds, Store};
 }

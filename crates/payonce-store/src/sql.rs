@@ -128,6 +128,9 @@ pub(crate) const COUNT_QUERIES: &[(&str, &str)] = &[
     ("coupons", "SELECT COUNT(*) FROM coupons"),
     ("coupon_uses", "SELECT COUNT(*) FROM coupon_uses"),
     ("bill_parts", "SELECT COUNT(*) FROM bill_parts"),
+    ("channel_messages", "SELECT COUNT(*) FROM channel_messages"),
+    ("audit_log", "SELECT COUNT(*) FROM audit_log"),
+    ("console_sessions", "SELECT COUNT(*) FROM console_sessions"),
 ];
 
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -152,6 +155,7 @@ macro_rules! impl_store {
         $crate::operations::operations_sql!($Store, $Db, $($opts)*);
         $crate::reconciliations::reconciliations_sql!($Store, $Db, $($opts)*);
         $crate::coupons::coupons_sql!($Store, $Db, $($opts)*);
+        $crate::console::console_sql!($Store, $Db, $($opts)*);
     };
 }
 

@@ -89,6 +89,13 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer <token>` on `/metrics`.
     #[arg(long, env = "PAYONCE_METRICS_TOKEN", hide_env_values = true)]
     metrics_token: Option<String>,
+    /// Days the channel messages of the order timeline keep their content (payer identifiers
+    /// inside); the verdicts are kept.
+    #[arg(long, env = "PAYONCE_MESSAGE_RETENTION_DAYS", default_value_t = 90)]
+    message_retention_days: u64,
+    /// Hours a console sign-in lasts.
+    #[arg(long, env = "PAYONCE_CONSOLE_SESSION_HOURS", default_value_t = 8)]
+    console_session_hours: u64,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "PAYONCE_BODY_LIMIT", default_value_t = 64 * 1024)]
     body_limit: usize,
@@ -150,6 +157,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_in_flight: args.max_in_flight,
         metrics_token: args.metrics_token,
         trusted_proxies: args.trusted_proxies.0,
+        message_retention: Duration::from_secs(args.message_retention_days * 24 * 3600),
+        console_session_ttl: Duration::from_secs(args.console_session_hours.max(1) * 3600),
         ..ServerConfig::default()
     };
     let key = master_key(&args.master_key_file)?;

@@ -173,7 +173,7 @@ pub fn read_notification(params: &[(String, String)], app_id: &str) -> Result<No
     let out_trade_no = get("out_trade_no").ok_or_else(|| NotifyError::Malformed("no out_trade_no".into()))?.to_owned();
     let state = trade_state(get("trade_status").unwrap_or_default(), get("total_amount").unwrap_or_default(), get("trade_no"), get("gmt_payment"))
         .map_err(|e| NotifyError::Malformed(e.to_string()))?;
-    Ok(Notification { event_id, out_trade_no, state, refund: None })
+    Ok(Notification { event_id, out_trade_no, state, refund: None, content: None })
 }
 
 /// Business-failure sub-codes the answer tables document as definitive (docs/channels.md);

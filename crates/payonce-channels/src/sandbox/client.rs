@@ -188,6 +188,7 @@ impl Channel for SandboxClient {
             out_trade_no: n.out_trade_no,
             state: TradeState::Paid { amount: n.amount, channel_trade_no: Some(n.trade_no), paid_at: Timestamp(n.paid_at) },
             refund: None,
+            content: None,
         })
     }
 

@@ -204,6 +204,7 @@ pub fn read_notification(params: &[(String, String)]) -> Result<Notification, No
             out_trade_no: get(params, "origQryId").unwrap_or_default().to_owned(),
             state: TradeState::Unpaid,
             refund: Some(crate::RefundNotice { out_refund_no: order_id, state }),
+            content: None,
         });
     }
     let event_id = get(params, "queryId").map(str::to_owned).unwrap_or_else(|| format!("{order_id}-{}", get(params, "txnTime").unwrap_or("")));
@@ -215,7 +216,7 @@ pub fn read_notification(params: &[(String, String)]) -> Result<Notification, No
         },
         _ => TradeState::Unpaid,
     };
-    Ok(Notification { event_id, out_trade_no: order_id, state, refund: None })
+    Ok(Notification { event_id, out_trade_no: order_id, state, refund: None, content: None })
 }
 
 /// UPACP has no close for an unpaid consume: a "close" is a query (UP-C-*). Paid is reported;

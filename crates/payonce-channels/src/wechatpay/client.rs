@@ -411,7 +411,7 @@ impl Channel for WechatpayClient {
                 if t.mchid != self.keys.mchid || t.appid != self.keys.appid {
                     return Err(NotifyError::Malformed("notification for another merchant or app".into()));
                 }
-                Ok(Notification { event_id: env.id, out_trade_no: t.out_trade_no.clone(), state: trade_state_of(&t), refund: None })
+                Ok(Notification { event_id: env.id, out_trade_no: t.out_trade_no.clone(), state: trade_state_of(&t), refund: None, content: Some(String::from_utf8_lossy(&plain).into_owned()) })
             }
             "REFUND.SUCCESS" | "REFUND.ABNORMAL" | "REFUND.CLOSED" => {
                 let r: serde_json::Value = serde_json::from_slice(&plain).map_err(|e| NotifyError::Malformed(e.to_string()))?;
@@ -425,6 +425,7 @@ impl Channel for WechatpayClient {
                     // A refund says nothing new about the payment.
                     state: TradeState::Unpaid,
                     refund: Some(crate::RefundNotice { out_refund_no: field("out_refund_no")?, state: refund_state_of(&field("refund_status")?) }),
+                    content: Some(String::from_utf8_lossy(&plain).into_owned()),
                 })
             }
             other => Err(NotifyError::Malformed(format!("unsupported event_type {other}"))),

@@ -69,8 +69,17 @@ pub fn documented_router(state: &AppState) -> (Router, serde_json::Value) {
         .route("/openapi.json", openapi::serve(&doc))
         .route("/docs", get(openapi::docs))
         .route("/docs.js", get(openapi::docs_js))
-        .route("/console", get(console::console))
-        .route("/console.js", get(console::console_js))
+        // The operator console: its own session cookie and CSRF tokens (see console.rs).
+        .route("/console", get(console::home))
+        .route("/console/assets/console.css", get(console::style))
+        .route("/console/sign-in", get(console::sign_in_page).post(console::sign_in))
+        .route("/console/sign-out", post(console::sign_out))
+        .route("/console/orders", get(console::search))
+        .route("/console/orders/{id}", get(console::order))
+        .route("/console/abnormal/{id}/{action}", post(console::abnormal_action))
+        .route("/console/events/{id}/resend", post(console::resend_event))
+        .route("/console/apps/{id}/rotate-webhook-secret", post(console::rotate_secret))
+        .route("/console/reconciliations/{id}", get(console::reconciliation))
         .layer(DefaultBodyLimit::max(state.config.body_limit))
         .layer(axum::middleware::from_fn(run_to_completion))
         .layer(axum::middleware::from_fn_with_state(state.clone(), shed_load))
@@ -140,7 +149,8 @@ async fn shed_load(
 /// inline script, no framing, no referrer.
 async fn security_headers(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
     use axum::http::HeaderValue;
-    let html = matches!(req.uri().path(), "/console" | "/docs");
+    // The console and the cashier set their own, stricter, headers.
+    let html = req.uri().path() == "/docs";
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));

@@ -71,6 +71,7 @@ pub async fn receive(
     };
     if let Some(notice) = n.refund {
         let again = state.clock.now() + state.config.backoff(2);
+        let observed = format!("{:?}", notice.state);
         let result = crate::refunding::refund_result(notice.state, again);
         return match state.store.apply_refund_notice(name, &n.event_id, &notice.out_refund_no, &result, state.clock.now()).await {
             Ok(RefundNoticeApplied::Replay) => {
@@ -81,8 +82,21 @@ pub async fn receive(
                 count(name, "unknown_refund");
                 reply(ch.notify_nack("unknown out_refund_no"))
             }
-            Ok(RefundNoticeApplied::Applied(_)) => {
+            Ok(RefundNoticeApplied::Applied(r)) => {
                 count(name, "refund");
+                let message = payonce_store::ChannelMessage {
+                    id: payonce_core::EventId::new().as_str().replacen("evt_", "msg_", 1),
+                    channel: name.as_str().to_owned(),
+                    reference: notice.out_refund_no.clone(),
+                    source: "refund_notification".into(),
+                    observed,
+                    verdict: format!("refund {}", r.status.as_str()),
+                    content: Some(n.content.unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned())),
+                    received_at: state.clock.now().0,
+                };
+                if let Err(e) = state.store.record_channel_message(&message).await {
+                    tracing::warn!(error = %e, "recording a refund notification for the timeline failed");
+                }
                 reply(ch.notify_ack())
             }
             Err(e) => {
@@ -113,7 +127,8 @@ pub async fn receive(
             }
         }
     }
-    let applied = payments::apply(&state, name, &n.out_trade_no, n.state, OutcomeSource::Notification { event_id: n.event_id }, None).await;
+    let content = n.content.unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+    let applied = payments::apply(&state, name, &n.out_trade_no, n.state, OutcomeSource::Notification { event_id: n.event_id }, None, Some(&content)).await;
     match applied {
         Ok(OutcomeApplied::Replay) => {
             count(name, "replay");

@@ -123,7 +123,7 @@ async fn a_payment_number_of_another_order_is_confirmed_by_query(b: Backend) {
 }
 
 /// XSS payloads in every stored text field come back as JSON data, byte for byte, with
-/// `nosniff`; the console renders them through its escaper (never as markup).
+/// `nosniff`; the console renders them escaped (never as markup).
 async fn stored_text_comes_back_as_data_never_as_markup(b: Backend) {
     let Some(app) = app(b).await else { return };
     let x = "<script>alert(1)</script>\"'><img src=x onerror=alert(2)>";
@@ -137,8 +137,6 @@ async fn stored_text_comes_back_as_data_never_as_markup(b: Backend) {
     assert_eq!(r.headers()["x-content-type-options"], "nosniff");
     let v: Value = r.json().await.unwrap();
     assert_eq!((v["subject"].as_str(), v["metadata"]["note"].as_str()), (Some(x), Some(x)));
-    let js = app.http.get(app.url("/console.js")).send().await.unwrap().text().await.unwrap();
-    for field in ["i.kind", "i.reference", "i.detail", "i.id", "i.type", "i.delivery_status", "i.last_error"] {
-        assert!(js.contains(&format!("esc({field}")), "{field} is escaped in the console");
-    }
+    // The console renders stored text through askama's escaper (tests/api/console.rs shows an
+    // order page with this subject as text).
 }

@@ -7,6 +7,7 @@ mod bad_input;
 mod channel_truth;
 mod channels;
 mod checkout;
+mod console;
 mod coupons;
 mod faults;
 mod gateway;

@@ -1,0 +1,290 @@
+//! What the operator console reads and writes: the channel messages of the order timeline, the
+//! audit log of operator actions, console sessions, abnormal-item resolution and search — the
+//! `Console` part of the store, and its SQL, expanded for each backend by `sql::impl_store!`.
+
+#[allow(unused_imports)]
+use crate::*;
+#[allow(unused_imports)]
+use payonce_core::{AppId, ChannelName, OrderId, Timestamp};
+
+/// One thing a channel told payonce (a notification, a query or close answer, a bill row) and
+/// what payonce made of it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ChannelMessage {
+    pub id: String,
+    pub channel: String,
+    /// out_trade_no (payments) or out_refund_no (refunds).
+    pub reference: String,
+    /// `notification`, `refund_notification`, `query`, `close_answer`, `statement`.
+    pub source: String,
+    /// What the channel said, in short (`paid 100 (4200…)`, `unpaid`, `closed`, …).
+    pub observed: String,
+    /// What payonce did with it (`order_paid`, `duplicate`, `replay`, `amount_mismatch`, …).
+    pub verdict: String,
+    /// The message as read; payer identifiers inside — masked on display, cleared after the
+    /// retention (`None` then, and for sources that have no message of their own).
+    pub content: Option<String>,
+    pub received_at: i64,
+}
+
+/// An operator action.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AuditEntry {
+    pub id: String,
+    pub operator: String,
+    /// `sign_in`, `retry_query`, `resolve`, `refund_duplicate`, `resend_event`, `rotate_webhook_secret`, …
+    pub action: String,
+    pub target: String,
+    pub order_id: Option<String>,
+    pub note: String,
+    pub at: i64,
+}
+
+/// A console sign-in; looked up by the SHA-256 of the cookie's random id.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ConsoleSession {
+    pub id_hash: String,
+    pub operator: String,
+    pub csrf_token: String,
+    pub expires_at: i64,
+    pub created_at: i64,
+}
+
+/// An abnormal item, open or resolved.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AbnormalItem {
+    pub id: String,
+    pub kind: String,
+    pub reference: String,
+    pub detail: String,
+    pub created_at: i64,
+    pub resolved_at: Option<i64>,
+    pub resolved_by: Option<String>,
+    pub resolution: Option<String>,
+}
+
+#[async_trait::async_trait]
+pub trait Console: Send + Sync {
+    async fn record_channel_message(&self, m: &ChannelMessage) -> Result<()>;
+    /// The messages about these references of one channel, oldest first.
+    async fn channel_messages(&self, channel: ChannelName, references: &[String]) -> Result<Vec<ChannelMessage>>;
+    /// Clears the content of messages received before `before` (the rows and verdicts stay).
+    async fn clear_message_contents(&self, before: Timestamp) -> Result<u64>;
+
+    async fn insert_audit(&self, e: &AuditEntry) -> Result<()>;
+    async fn audit_of_order(&self, order: &OrderId) -> Result<Vec<AuditEntry>>;
+    async fn recent_audit(&self, limit: i64) -> Result<Vec<AuditEntry>>;
+
+    async fn create_session(&self, s: &ConsoleSession) -> Result<()>;
+    /// The session with this id hash, if it has not expired.
+    async fn session(&self, id_hash: &str, now: Timestamp) -> Result<Option<ConsoleSession>>;
+    async fn delete_session(&self, id_hash: &str) -> Result<()>;
+    async fn purge_sessions(&self, now: Timestamp) -> Result<u64>;
+
+    async fn abnormal_item(&self, id: &str) -> Result<Option<AbnormalItem>>;
+    /// Open and resolved items whose reference is one of these (an order's attempts and refunds).
+    async fn abnormal_about(&self, references: &[String]) -> Result<Vec<AbnormalItem>>;
+    /// Marks an open item resolved; false when it was not open.
+    async fn resolve_abnormal(&self, id: &str, by: &str, note: &str, now: Timestamp) -> Result<bool>;
+
+    /// Orders matching `q` exactly as an order id, a merchant_order_no (any app), an attempt
+    /// id, out_trade_no or channel trade number (any channel), a refund id or out_refund_no;
+    /// newest first.
+    async fn find_orders(&self, q: &str, limit: i64) -> Result<Vec<Order>>;
+    async fn reconciliation_items_of_order(&self, order: &OrderId) -> Result<Vec<crate::ReconciliationItem>>;
+    async fn all_apps(&self) -> Result<Vec<App>>;
+}
+
+/// The SQL of `Console` for one backend (see `sql::impl_store!` for the parameters).
+macro_rules! console_sql {
+    ($Store:ty, $Db:ty, backend = $backend:expr, for_update = $for_update:literal, skip_locked = $skip_locked:literal, migrations = $migrations:expr) => {
+        #[async_trait::async_trait]
+        impl $crate::Console for $Store {
+            async fn record_channel_message(&self, m: &$crate::ChannelMessage) -> $crate::Result<()> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query(
+                    "INSERT INTO channel_messages (id, channel, reference, source, observed, verdict, content, received_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(&m.id)
+                .bind(&m.channel)
+                .bind(&m.reference)
+                .bind(&m.source)
+                .bind(&m.observed)
+                .bind(&m.verdict)
+                .bind(&m.content)
+                .bind(m.received_at)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn channel_messages(&self, channel: payonce_core::ChannelName, references: &[String]) -> $crate::Result<Vec<$crate::ChannelMessage>> {
+                if references.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let sql = format!(
+                    "SELECT id, channel, reference, source, observed, verdict, content, received_at FROM channel_messages \
+                     WHERE channel = $1 AND reference IN ({}) ORDER BY received_at, id",
+                    $crate::sql::placeholders(2, references.len())
+                );
+                let mut q = sqlx::query_as::<_, $crate::ChannelMessage>(sqlx::AssertSqlSafe(sql)).bind(channel.as_str());
+                for r in references {
+                    q = q.bind(r);
+                }
+                Ok(q.fetch_all(&self.reader()).await?)
+            }
+
+            async fn clear_message_contents(&self, before: payonce_core::Timestamp) -> $crate::Result<u64> {
+                let mut tx = self.begin_write().await?;
+                let n = sqlx::query("UPDATE channel_messages SET content = NULL WHERE content IS NOT NULL AND received_at < $1")
+                    .bind(before.0)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                Ok(n)
+            }
+
+            async fn insert_audit(&self, e: &$crate::AuditEntry) -> $crate::Result<()> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query("INSERT INTO audit_log (id, operator, action, target, order_id, note, at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                    .bind(&e.id)
+                    .bind(&e.operator)
+                    .bind(&e.action)
+                    .bind(&e.target)
+                    .bind(&e.order_id)
+                    .bind(&e.note)
+                    .bind(e.at)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn audit_of_order(&self, order: &payonce_core::OrderId) -> $crate::Result<Vec<$crate::AuditEntry>> {
+                Ok(sqlx::query_as::<_, $crate::AuditEntry>(
+                    "SELECT id, operator, action, target, order_id, note, at FROM audit_log WHERE order_id = $1 ORDER BY at, id",
+                )
+                .bind(order.as_str())
+                .fetch_all(&self.reader())
+                .await?)
+            }
+
+            async fn recent_audit(&self, limit: i64) -> $crate::Result<Vec<$crate::AuditEntry>> {
+                Ok(sqlx::query_as::<_, $crate::AuditEntry>("SELECT id, operator, action, target, order_id, note, at FROM audit_log ORDER BY at DESC, id DESC LIMIT $1")
+                    .bind(limit)
+                    .fetch_all(&self.reader())
+                    .await?)
+            }
+
+            async fn create_session(&self, s: &$crate::ConsoleSession) -> $crate::Result<()> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query("INSERT INTO console_sessions (id_hash, operator, csrf_token, expires_at, created_at) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(&s.id_hash)
+                    .bind(&s.operator)
+                    .bind(&s.csrf_token)
+                    .bind(s.expires_at)
+                    .bind(s.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn session(&self, id_hash: &str, now: payonce_core::Timestamp) -> $crate::Result<Option<$crate::ConsoleSession>> {
+                Ok(sqlx::query_as::<_, $crate::ConsoleSession>(
+                    "SELECT id_hash, operator, csrf_token, expires_at, created_at FROM console_sessions WHERE id_hash = $1 AND expires_at > $2",
+                )
+                .bind(id_hash)
+                .bind(now.0)
+                .fetch_optional(&self.reader())
+                .await?)
+            }
+
+            async fn delete_session(&self, id_hash: &str) -> $crate::Result<()> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query("DELETE FROM console_sessions WHERE id_hash = $1").bind(id_hash).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn purge_sessions(&self, now: payonce_core::Timestamp) -> $crate::Result<u64> {
+                let mut tx = self.begin_write().await?;
+                let n = sqlx::query("DELETE FROM console_sessions WHERE expires_at <= $1").bind(now.0).execute(&mut *tx).await?.rows_affected();
+                tx.commit().await?;
+                Ok(n)
+            }
+
+            async fn abnormal_item(&self, id: &str) -> $crate::Result<Option<$crate::AbnormalItem>> {
+                Ok(sqlx::query_as::<_, $crate::AbnormalItem>(
+                    "SELECT id, kind, reference, detail, created_at, resolved_at, resolved_by, resolution FROM abnormal WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&self.reader())
+                .await?)
+            }
+
+            async fn abnormal_about(&self, references: &[String]) -> $crate::Result<Vec<$crate::AbnormalItem>> {
+                if references.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let sql = format!(
+                    "SELECT id, kind, reference, detail, created_at, resolved_at, resolved_by, resolution FROM abnormal WHERE reference IN ({}) ORDER BY created_at, id",
+                    $crate::sql::placeholders(1, references.len())
+                );
+                let mut q = sqlx::query_as::<_, $crate::AbnormalItem>(sqlx::AssertSqlSafe(sql));
+                for r in references {
+                    q = q.bind(r);
+                }
+                Ok(q.fetch_all(&self.reader()).await?)
+            }
+
+            async fn resolve_abnormal(&self, id: &str, by: &str, note: &str, now: payonce_core::Timestamp) -> $crate::Result<bool> {
+                let mut tx = self.begin_write().await?;
+                let n = sqlx::query("UPDATE abnormal SET resolved_at = $1, resolved_by = $2, resolution = $3 WHERE id = $4 AND resolved_at IS NULL")
+                    .bind(now.0)
+                    .bind(by)
+                    .bind(note)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                Ok(n == 1)
+            }
+
+            async fn find_orders(&self, q: &str, limit: i64) -> $crate::Result<Vec<$crate::Order>> {
+                let rows = sqlx::query(concat!(
+                    "SELECT ", $crate::sql::order_cols!(), " FROM orders WHERE id = $1 OR merchant_order_no = $1 \
+                     OR id IN (SELECT order_id FROM attempts WHERE id = $1 OR out_trade_no = $1 OR channel_trade_no = $1) \
+                     OR id IN (SELECT order_id FROM refunds WHERE id = $1 OR out_refund_no = $1) \
+                     ORDER BY created_at DESC, id DESC LIMIT $2"
+                ))
+                .bind(q)
+                .bind(limit)
+                .fetch_all(&self.reader())
+                .await?;
+                rows.iter().map($crate::rows::order_row).collect()
+            }
+
+            async fn reconciliation_items_of_order(&self, order: &payonce_core::OrderId) -> $crate::Result<Vec<$crate::ReconciliationItem>> {
+                Ok(sqlx::query_as::<_, $crate::ReconciliationItem>(
+                    "SELECT id, reconciliation_id, class, reference, app_id, order_id, local_amount, channel_amount, detail, created_at \
+                     FROM reconciliation_items WHERE order_id = $1 ORDER BY created_at, id",
+                )
+                .bind(order.as_str())
+                .fetch_all(&self.reader())
+                .await?)
+            }
+
+            async fn all_apps(&self) -> $crate::Result<Vec<$crate::App>> {
+                let rows = sqlx::query(concat!("SELECT ", $crate::sql::app_cols!(), " FROM apps ORDER BY created_at, id")).fetch_all(&self.reader()).await?;
+                rows.iter().map($crate::rows::app_row).collect()
+            }
+        }
+    };
+}
+
+pub(crate) use console_sql;
