@@ -93,6 +93,10 @@ pub struct ServeArgs {
     /// inside); the verdicts are kept.
     #[arg(long, env = "PAYONCE_MESSAGE_RETENTION_DAYS", default_value_t = 90)]
     message_retention_days: u64,
+    /// Seconds between webhook attempts, comma-separated (default: WeChat Pay's own schedule,
+    /// 15 retries over 24 h 40 min); past the last, the event is `failed`.
+    #[arg(long, env = "PAYONCE_WEBHOOK_SCHEDULE", value_parser = parse_schedule)]
+    webhook_schedule: Option<Schedule>,
     /// Hours a console sign-in lasts.
     #[arg(long, env = "PAYONCE_CONSOLE_SESSION_HOURS", default_value_t = 8)]
     console_session_hours: u64,
@@ -159,6 +163,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         trusted_proxies: args.trusted_proxies.0,
         message_retention: Duration::from_secs(args.message_retention_days * 24 * 3600),
         console_session_ttl: Duration::from_secs(args.console_session_hours.max(1) * 3600),
+        webhook_schedule: args.webhook_schedule.map(|s| s.0).unwrap_or_else(|| ServerConfig::default().webhook_schedule),
         ..ServerConfig::default()
     };
     let key = master_key(&args.master_key_file)?;
@@ -203,4 +208,17 @@ pub async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
+}
+
+/// A list of waits (one clap value: a bare `Vec` would be taken as many).
+#[derive(Clone, Debug)]
+struct Schedule(Vec<Duration>);
+
+/// `15,15,30,180` → those waits in seconds (at least one, each 1 s to 7 days).
+fn parse_schedule(s: &str) -> Result<Schedule, String> {
+    let waits = s
+        .split(',')
+        .map(|p| p.trim().parse::<u64>().ok().filter(|n| (1..=7 * 24 * 3600).contains(n)).map(Duration::from_secs).ok_or_else(|| format!("{p:?} is not a number of seconds (1 to 604800)")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if waits.is_empty() { Err("at least one wait".into()) } else { Ok(Schedule(waits)) }
 }

@@ -75,7 +75,9 @@ fn check_post(op: &Operator, headers: &HeaderMap, form: &HashMap<String, String>
     if sha256_hex(given.as_bytes()) != sha256_hex(op.csrf.as_bytes()) {
         return Err(refused(StatusCode::FORBIDDEN, "This form is stale or did not come from the console (CSRF token missing or wrong)."));
     }
-    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+    // `Origin: null` (an opaque origin: privacy settings, sandboxed frames) says nothing; the
+    // token and the SameSite=Strict cookie decide then.
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).filter(|o| *o != "null") {
         let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
         let origin_host = origin.split_once("://").map(|(_, h)| h).unwrap_or("");
         if origin_host != host {
@@ -106,7 +108,8 @@ async fn audit(state: &AppState, op: &Operator, action: &str, target: &str, orde
 fn page_headers(resp: &mut Response) {
     let h = resp.headers_mut();
     h.insert("cache-control", HeaderValue::from_static("no-store"));
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    // Same-origin: the console's own forms carry a real Origin (checked); other sites learn nothing.
+    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     // No script at all: every action is a form.
     h.insert(
