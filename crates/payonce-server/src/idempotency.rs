@@ -56,7 +56,7 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
             Err(e) => return ApiError::from(e).into_response(),
             Ok(IdempotencyBegin::Proceed) => break,
             Ok(IdempotencyBegin::Replay(stored)) => {
-                metrics::counter!("payonce_idempotent_replays_total").increment(1);
+                metrics::counter!("payonce_idempotent_replays_total", "app" => app.id.to_string()).increment(1);
                 return replay(stored);
             }
             Ok(IdempotencyBegin::Mismatch) => return ApiError::idempotency_key_reused().into_response(),

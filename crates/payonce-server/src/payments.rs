@@ -90,8 +90,10 @@ pub const SECOND_CHECK_AFTER: Duration = Duration::from_secs(5);
 /// another actor moved the order, which cannot happen forever within one request's wait.
 const MAX_ROUNDS: usize = 64;
 
-fn prepay_metric(outcome: &'static str) {
-    metrics::counter!("payonce_prepay_total", "outcome" => outcome).increment(1);
+/// Per app: a jump in one app's reused / coalesced prepays is that business's client retrying
+/// in a loop, which the operator wants to name.
+fn prepay_metric(app: &payonce_core::AppId, outcome: &'static str) {
+    metrics::counter!("payonce_prepay_total", "outcome" => outcome, "app" => app.to_string()).increment(1);
 }
 
 fn channel_of(state: &AppState, name: ChannelName) -> Result<&Arc<dyn Channel>, PaymentError> {
@@ -108,7 +110,7 @@ pub async fn prepay(state: &AppState, app: &App, order_id: &OrderId, params: &Pr
     let deadline = Instant::now() + wait;
     // Duplicates on this instance queue here; when their turn comes the credential is stored.
     let Some((_turn, mut waited)) = state.order_locks.lock(order_id.as_str(), wait).await else {
-        prepay_metric("conflict");
+        prepay_metric(&app.id, "conflict");
         return Err(PaymentError::InProgress("another prepay of this order is in flight"));
     };
     // Across instances, Redis (when configured) lets one request lead and the others wait for
@@ -147,11 +149,11 @@ async fn prepay_rounds(
         let now = state.clock.now();
         let order = state.store.order(&app.id, order_id).await?.ok_or_else(|| PaymentError::NotFound("order"))?;
         if order.status.has_been_paid() {
-            prepay_metric("already_paid");
+            prepay_metric(&app.id, "already_paid");
             return Err(PaymentError::AlreadyPaid(snapshot(state, &order).await?));
         }
         if !order.status.is_open() || order.expires_at <= now {
-            prepay_metric("order_closed");
+            prepay_metric(&app.id, "order_closed");
             return Err(PaymentError::Closed(snapshot(state, &order).await?));
         }
         let active = state.store.attempts_of(order_id).await?.into_iter().find(|a| a.status.is_active());
@@ -166,7 +168,7 @@ async fn prepay_rounds(
         let same = a.channel == params.channel && a.method == params.method;
         match a.status {
             AttemptStatus::Pending if same && a.credential_expires_at.is_some_and(|t| t > now) => {
-                prepay_metric(if *waited { "coalesced" } else { "reused" });
+                prepay_metric(&app.id, if *waited { "coalesced" } else { "reused" });
                 let credential = a.credential.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
                 return Ok(PrepayAnswer { attempt: a, credential, reused: true });
             }
@@ -185,7 +187,7 @@ async fn prepay_rounds(
                     continue;
                 }
                 if Instant::now() >= deadline {
-                    prepay_metric("conflict");
+                    prepay_metric(&app.id, "conflict");
                     return Err(PaymentError::InProgress("another prepay of this order is in flight"));
                 }
                 *waited = true;
@@ -207,7 +209,7 @@ async fn prepay_rounds(
             _ => retire(state, &a).await?,
         }
     }
-    prepay_metric("conflict");
+    prepay_metric(&app.id, "conflict");
     Err(PaymentError::InProgress("the order kept changing; retry"))
 }
 
@@ -276,11 +278,11 @@ async fn call_prepay(
             let stored = state.store.record_prepay(&attempt.id, &recorded, now).await?;
             match stored.status {
                 AttemptStatus::Pending => {
-                    prepay_metric("created");
+                    prepay_metric(&order.app_id, "created");
                     Ok(PrepayAnswer { attempt: stored, credential: prepaid.credential, reused: false })
                 }
                 AttemptStatus::Succeeded => {
-                    prepay_metric("already_paid");
+                    prepay_metric(&order.app_id, "already_paid");
                     let order = state.store.order(&order.app_id, &order.id).await?.unwrap_or_else(|| order.clone());
                     Err(PaymentError::AlreadyPaid(snapshot(state, &order).await?))
                 }
@@ -294,14 +296,14 @@ async fn call_prepay(
             } else {
                 state.store.record_prepay(&attempt.id, &PrepayResult::Refused { reason: format!("{code}: {message}") }, now).await?;
             }
-            prepay_metric("channel_refused");
+            prepay_metric(&order.app_id, "channel_refused");
             tracing::warn!(code = %code, "channel refused prepay");
             Err(PaymentError::ChannelRefused(code.to_string()))
         }
         Err(ChannelError::Unreachable(e)) => {
             // Nothing left this machine: no channel order can exist.
             state.store.record_prepay(&attempt.id, &PrepayResult::Refused { reason: format!("unreachable: {e}") }, now).await?;
-            prepay_metric("channel_unavailable");
+            prepay_metric(&order.app_id, "channel_unavailable");
             Err(PaymentError::ChannelUnavailable("the channel is unreachable; retrying is safe"))
         }
         Err(ChannelError::Ambiguous(e)) => {
@@ -309,7 +311,7 @@ async fn call_prepay(
             // retry re-asks under the same out_trade_no.
             tracing::warn!(error = %e, "prepay outcome unknown");
             state.store.record_prepay(&attempt.id, &PrepayResult::Ambiguous { next_query_at: now }, now).await?;
-            prepay_metric("unknown");
+            prepay_metric(&order.app_id, "unknown");
             Err(PaymentError::ChannelUnavailable("the channel did not answer in time; retrying the same request is safe"))
         }
     }
@@ -364,7 +366,7 @@ async fn refresh_credential(state: &AppState, channel: &dyn Channel, order: &Ord
                 .await?;
             match stored {
                 Some(attempt) => {
-                    prepay_metric("refreshed");
+                    prepay_metric(&order.app_id, "refreshed");
                     Ok(PrepayAnswer { attempt, credential: prepaid.credential, reused: false })
                 }
                 // Paid or closed meanwhile: the next prepay round tells the caller.
@@ -375,7 +377,7 @@ async fn refresh_credential(state: &AppState, channel: &dyn Channel, order: &Ord
             // RefreshFailed: pending it stays (the active-query worker keeps watching it), and
             // the dead credential is not handed out. A repeat of the request tries again.
             tracing::warn!(error = %e, out_trade_no = %a.out_trade_no, "credential refresh failed");
-            prepay_metric("refresh_failed");
+            prepay_metric(&order.app_id, "refresh_failed");
             Err(PaymentError::ChannelUnavailable("the channel did not re-issue the payment code; retrying is safe"))
         }
     }

@@ -197,7 +197,7 @@ pub async fn create(State(state): State<AppState>, Authed(app): Authed, JsonObje
         return match state.store.create_guarded_order(&order, now.plus_secs(app.submission_window_secs)).await? {
             CreateOrder::Created(o) => Ok((StatusCode::CREATED, Json(render(&state, &o).await?)).into_response()),
             CreateOrder::Existing(o) | CreateOrder::Conflict(o) => {
-                metrics::counter!("payonce_submission_guard_hits_total").increment(1);
+                metrics::counter!("payonce_submission_guard_hits_total", "app" => app.id.to_string()).increment(1);
                 Ok((StatusCode::OK, [("submission-replayed", "true")], Json(render(&state, &o).await?)).into_response())
             }
             CreateOrder::CouponUnavailable(reason) => Err(ApiError::coupon_unavailable(reason)),
