@@ -17,6 +17,7 @@ pub mod reconcile;
 pub mod refunding;
 pub mod sinks;
 pub mod state;
+pub mod telemetry;
 pub mod webhooks;
 pub mod workers;
 

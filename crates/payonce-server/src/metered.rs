@@ -2,7 +2,9 @@
 //! `payonce_channel_calls_total{channel,operation,outcome}` (outcome `ok`, `refused`,
 //! `unreachable`, `ambiguous`) and `payonce_channel_call_seconds{channel,operation}`. The
 //! operator's "is a channel misbehaving?" is these two series; the alert on a channel's error
-//! rate reads them (deploy/prometheus/payonce-rules.yml).
+//! rate reads them (deploy/prometheus/payonce-rules.yml). Each call is also a span
+//! (`channel.call`, a child of whatever asked: a prepay request, a query round), so a trace shows
+//! the channel's share of a payment.
 
 use async_trait::async_trait;
 use payonce_channels::bill::DownloadedBill;
@@ -39,9 +41,12 @@ fn outcome<T>(r: &Result<T, ChannelError>) -> &'static str {
 
 impl Metered {
     async fn measure<T>(&self, operation: &'static str, call: impl std::future::Future<Output = Result<T, ChannelError>>) -> Result<T, ChannelError> {
-        let started = Instant::now();
-        let r = call.await;
+        use tracing::Instrument as _;
         let channel = self.0.name().as_str();
+        let span = tracing::info_span!("channel.call", channel, operation, outcome = tracing::field::Empty, otel.name = %format!("{channel} {operation}"), otel.kind = "client");
+        let started = Instant::now();
+        let r = call.instrument(span.clone()).await;
+        span.record("outcome", outcome(&r));
         metrics::histogram!("payonce_channel_call_seconds", "channel" => channel, "operation" => operation).record(started.elapsed().as_secs_f64());
         metrics::counter!("payonce_channel_calls_total", "channel" => channel, "operation" => operation, "outcome" => outcome(&r)).increment(1);
         r

@@ -145,13 +145,28 @@ fn count(outcome: &'static str) {
     metrics::counter!("payonce_webhooks_total", "outcome" => outcome).increment(1);
 }
 
-/// Delivers one claimed event once, and records what happened.
+/// Delivers one claimed event once, and records what happened. The delivery is a span in the
+/// trace its order was created in, and its `traceparent` goes with the webhook or message.
 pub async fn deliver(state: &AppState, http: &reqwest::Client, owner: &str, ev: EventRow) {
+    use tracing::Instrument as _;
+    let stored = match &ev.order_id {
+        Some(order) => state.store.trace_context(order).await.ok().flatten(),
+        None => None,
+    };
+    let span = tracing::info_span!("event.deliver", event_id = %ev.id, event_type = %ev.event_type, otel.kind = "producer");
+    if let Some(tp) = &stored {
+        crate::telemetry::set_parent(&span, crate::telemetry::parse(tp));
+    }
+    let traceparent = crate::telemetry::outgoing(&span, stored.as_deref());
+    deliver_in_trace(state, http, owner, ev, traceparent).instrument(span).await
+}
+
+async fn deliver_in_trace(state: &AppState, http: &reqwest::Client, owner: &str, ev: EventRow, traceparent: Option<String>) {
     let now = state.clock.now();
     let app_id = payonce_core::AppId::from_trusted(ev.app_id.clone());
     let Ok(Some(app)) = state.store.app(&app_id).await else { return };
     if app.sink != payonce_store::Sink::Webhook {
-        return deliver_to_sink(state, owner, &ev, app.sink).await;
+        return deliver_to_sink(state, owner, &ev, app.sink, traceparent.as_deref()).await;
     }
     let notify_url = match &ev.order_id {
         Some(o) => state
@@ -189,8 +204,11 @@ pub async fn deliver(state: &AppState, http: &reqwest::Client, owner: &str, ev: 
     let ts = now.0 / 1000;
     let signature = secrets.iter().filter_map(|s| sign(s, &ev.id, ts, &ev.payload)).collect::<Vec<_>>().join(" ");
     let started = Instant::now();
-    let sent = http
-        .post(&dest)
+    let mut request = http.post(&dest);
+    if let Some(tp) = &traceparent {
+        request = request.header("traceparent", tp);
+    }
+    let sent = request
         .header("content-type", "application/json")
         .header("webhook-id", &ev.id)
         .header("webhook-timestamp", ts.to_string())
@@ -233,10 +251,10 @@ pub async fn deliver(state: &AppState, http: &reqwest::Client, owner: &str, ev: 
 }
 
 /// A broker sink: delivered once the broker confirmed, else retried on the same schedule.
-async fn deliver_to_sink(state: &AppState, owner: &str, ev: &EventRow, sink: payonce_store::Sink) {
+async fn deliver_to_sink(state: &AppState, owner: &str, ev: &EventRow, sink: payonce_store::Sink, traceparent: Option<&str>) {
     let now = state.clock.now();
     let started = Instant::now();
-    let published = state.sinks.publish(sink, ev).await;
+    let published = state.sinks.publish(sink, ev, traceparent).await;
     let (destination, error, outcome) = match published {
         Ok(dest) => {
             count("delivered");

@@ -414,6 +414,11 @@ async fn purge_expired_keys(state: &AppState) {
         Ok(n) => tracing::info!(cleared = n, "channel message contents past their retention cleared"),
         Err(e) => tracing::warn!(error = %e, "clearing old channel message contents failed"),
     }
+    match state.store.purge_trace_contexts(state.clock.now() - state.config.message_retention).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(purged = n, "old trace contexts purged"),
+        Err(e) => tracing::warn!(error = %e, "trace context purge failed"),
+    }
     match state.store.purge_sessions(state.clock.now()).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(purged = n, "expired console sessions purged"),

@@ -17,6 +17,11 @@ pub trait Outbox: Send + Sync {
     async fn delivery_attempts(&self, event_id: &str) -> Result<Vec<DeliveryAttempt>>;
     /// Puts an event (or, with `None`, every failed one) back in the delivery queue; how many.
     async fn resend(&self, event_id: Option<&str>, now: Timestamp) -> Result<u64>;
+    /// Remembers the W3C `traceparent` an order was created in: the events announcing it
+    /// continue that trace. Kept once (the first creation wins).
+    async fn save_trace_context(&self, order: &OrderId, traceparent: &str, now: Timestamp) -> Result<()>;
+    async fn trace_context(&self, order: &str) -> Result<Option<String>>;
+    async fn purge_trace_contexts(&self, before: Timestamp) -> Result<u64>;
 }
 
 /// The SQL of `Outbox` for one backend (see `sql::impl_store!` for the parameters).
@@ -62,6 +67,29 @@ macro_rules! outbox_sql {
 
         #[async_trait::async_trait]
         impl $crate::Outbox for $Store {
+            async fn save_trace_context(&self, order: &payonce_core::OrderId, traceparent: &str, now: payonce_core::Timestamp) -> $crate::Result<()> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query("INSERT INTO trace_contexts (order_id, traceparent, created_at) VALUES ($1, $2, $3) ON CONFLICT (order_id) DO NOTHING")
+                    .bind(order.as_str())
+                    .bind(traceparent)
+                    .bind(now.0)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn trace_context(&self, order: &str) -> $crate::Result<Option<String>> {
+                Ok(sqlx::query_scalar::<_, String>("SELECT traceparent FROM trace_contexts WHERE order_id = $1").bind(order).fetch_optional(&self.reader()).await?)
+            }
+
+            async fn purge_trace_contexts(&self, before: payonce_core::Timestamp) -> $crate::Result<u64> {
+                let mut tx = self.begin_write().await?;
+                let n = sqlx::query("DELETE FROM trace_contexts WHERE created_at < $1").bind(before.0).execute(&mut *tx).await?.rows_affected();
+                tx.commit().await?;
+                Ok(n)
+            }
+
             async fn record_delivery(&self, owner: &str, a: &$crate::DeliveryAttempt, outcome: &$crate::DeliveryOutcome) -> $crate::Result<bool> {
                 use $crate::DeliveryOutcome;
                 let mut tx = self.begin_write().await?;

@@ -131,6 +131,7 @@ pub(crate) const COUNT_QUERIES: &[(&str, &str)] = &[
     ("channel_messages", "SELECT COUNT(*) FROM channel_messages"),
     ("audit_log", "SELECT COUNT(*) FROM audit_log"),
     ("console_sessions", "SELECT COUNT(*) FROM console_sessions"),
+    ("trace_contexts", "SELECT COUNT(*) FROM trace_contexts"),
 ];
 
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {

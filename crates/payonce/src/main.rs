@@ -8,6 +8,7 @@ mod demo;
 mod reconcile;
 mod serve;
 mod storm;
+mod telemetry;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -126,21 +127,35 @@ fn main() -> std::process::ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PAYONCE_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(if matches!(cli.command, Command::Demo | Command::Bench(_) | Command::Chaos { .. } | Command::Storm(_)) { "error" } else { "info" })
     });
-    // PAYONCE_LOG_FORMAT=json: one JSON object per line, with every enclosing span (the
-    // request's carries its id).
-    if std::env::var("PAYONCE_LOG_FORMAT").is_ok_and(|f| f == "json") {
-        tracing_subscriber::fmt().json().with_current_span(true).with_span_list(true).with_writer(std::io::stderr).with_env_filter(filter).init();
-    } else {
-        tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).init();
-    }
+    // Spans exported over OTLP when `serve` is given a collector (`--otlp-endpoint` /
+    // OTEL_EXPORTER_OTLP_ENDPOINT); off otherwise, and then no span is recorded at all.
+    let otlp = match &cli.command {
+        Command::Serve(args) => args.otlp_endpoint.clone(),
+        _ => None,
+    };
+    let provider = match otlp.as_deref().map(telemetry::otlp_provider).transpose() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: the OTLP exporter: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    telemetry::init_logs(filter, provider.as_ref());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    match rt.block_on(dispatch(cli.command)) {
+    let code = match rt.block_on(dispatch(cli.command)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    };
+    // The last spans leave before the process does (outside the runtime: it blocks).
+    if let Some(p) = provider
+        && let Err(e) = p.shutdown()
+    {
+        eprintln!("warning: flushing spans to the collector: {e}");
     }
+    code
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {

@@ -97,6 +97,10 @@ pub struct ServeArgs {
     /// 15 retries over 24 h 40 min); past the last, the event is `failed`.
     #[arg(long, env = "PAYONCE_WEBHOOK_SCHEDULE", value_parser = parse_schedule)]
     webhook_schedule: Option<Schedule>,
+    /// Export spans over OTLP/HTTP (protobuf) to this collector, e.g. `http://127.0.0.1:4318`
+    /// (`/v1/traces` is added). Off when not given.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// Hours a console sign-in lasts.
     #[arg(long, env = "PAYONCE_CONSOLE_SESSION_HOURS", default_value_t = 8)]
     console_session_hours: u64,

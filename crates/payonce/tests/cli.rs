@@ -53,7 +53,24 @@ async fn apps_create_then_serve_then_sigterm() {
     let sim_dir = tempfile::tempdir().unwrap();
     let sim = payonce_sim::start(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), sim_dir.path()).await.unwrap();
     let key_hex = std::fs::read_to_string(&key_file).unwrap();
-    let mut server = ServeProcess::spawn(Path::new(env!("CARGO_BIN_EXE_payonce")), &url, &sim.channels_file, &key_hex, &["--no-migrate"])
+    // An OTLP/HTTP collector of our own: what payonce exports lands here.
+    let exported: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>> = Default::default();
+    let e = exported.clone();
+    let collector = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let e = e.clone();
+            async move {
+                let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                e.lock().unwrap().push((ct, body.to_vec()));
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector_url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, collector).await.unwrap() });
+    let mut server = ServeProcess::spawn(Path::new(env!("CARGO_BIN_EXE_payonce")), &url, &sim.channels_file, &key_hex, &["--no-migrate", "--otlp-endpoint", &collector_url])
         .await
         .unwrap();
     let r = reqwest::Client::new()
@@ -69,6 +86,15 @@ async fn apps_create_then_serve_then_sigterm() {
     Command::new("kill").args(["-TERM", &server.pid.to_string()]).status().unwrap();
     let status = tokio::time::timeout(std::time::Duration::from_secs(10), server.child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "serve exits 0 on SIGTERM, got {status:?}");
+    // Before it exited, its spans went to the collector as OTLP protobuf: the service's name
+    // and the request's span are in them.
+    let exported = exported.lock().unwrap().clone();
+    assert!(!exported.is_empty(), "spans exported to the collector");
+    assert!(exported.iter().all(|(ct, _)| ct == "application/x-protobuf"), "{:?}", exported.iter().map(|e| &e.0).collect::<Vec<_>>());
+    let all: Vec<u8> = exported.into_iter().flat_map(|(_, b)| b).collect();
+    for needle in [&b"payonce"[..], b"HTTP POST"] {
+        assert!(all.windows(needle.len()).any(|w| w == needle), "{} in the exported spans", String::from_utf8_lossy(needle));
+    }
 }
 
 #[test]

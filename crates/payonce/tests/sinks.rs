@@ -31,9 +31,21 @@ fn rand_tag() -> String {
     payonce_core::EventId::new().as_str()[20..].to_owned()
 }
 
+/// The business's trace every order here is created in: its messages carry it on.
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
 async fn pay(app: &TestApp, no: &str) -> String {
-    let order = app.create_order(no, 500).await;
-    let id = order["id"].as_str().unwrap().to_owned();
+    let r = app
+        .http
+        .post(app.url("/v1/orders"))
+        .bearer_auth(&app.secret)
+        .header("traceparent", format!("00-{TRACE_ID}-00f067aa0ba902b7-01"))
+        .json(&serde_json::json!({"merchant_order_no": no, "amount": 500, "currency": "CNY", "subject": "sink test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
     let p: Value = app.prepay(&id, "sandbox").await.json().await.unwrap();
     app.sim_pay("sandbox", p["out_trade_no"].as_str().unwrap(), false).await;
     app.wait_order(&id, Duration::from_secs(10), |o| o["status"] == "paid").await;
@@ -97,6 +109,8 @@ async fn rabbitmq(b: Backend) {
     };
     assert_eq!(msg.properties.message_id().as_ref().map(|s| s.to_string()), Some(ev.id.clone()), "message_id is the event id");
     assert_eq!(msg.routing_key.as_str(), "payment.succeeded");
+    let traceparent = msg.properties.headers().as_ref().and_then(|h| h.inner().get("traceparent").cloned());
+    assert!(matches!(&traceparent, Some(lapin::types::AMQPValue::LongString(t)) if t.to_string().contains(TRACE_ID)), "the business's trace goes on: {traceparent:?}");
     let body: Value = serde_json::from_slice(&msg.data).unwrap();
     assert_eq!(body["id"], ev.id.as_str());
     msg.ack(BasicAckOptions::default()).await.unwrap();
@@ -128,6 +142,8 @@ async fn nats(b: Backend) {
     let mut s = js.get_stream(&stream).await.unwrap();
     let msg = s.get_raw_message(1).await.unwrap();
     assert_eq!(msg.headers.get("Nats-Msg-Id").map(|v| v.as_str()), Some(ev.id.as_str()));
+    let traceparent = msg.headers.get("traceparent").map(|v| v.as_str().to_owned()).unwrap_or_default();
+    assert!(traceparent.starts_with(&format!("00-{TRACE_ID}-")), "the business's trace goes on: {traceparent:?}");
     assert_eq!(serde_json::from_slice::<Value>(&msg.payload).unwrap()["id"], ev.id.as_str());
     assert_eq!(msg.subject.as_str(), format!("{prefix}.payment.succeeded"));
     // A resend publishes the same id again: JetStream's de-duplication keeps one message.

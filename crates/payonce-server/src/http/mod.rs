@@ -169,14 +169,19 @@ async fn security_headers(req: axum::extract::Request, next: axum::middleware::N
 /// one. It is echoed in the answer's `X-Request-Id`, carried by every log line of the request
 /// (its tracing span), and by a problem+json answer as `instance` (`urn:payonce:request:{id}`),
 /// so a support ticket quoting any of them leads to the same log lines.
-async fn request_id(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+/// It is also where a business's W3C `traceparent` is continued: the request's span is its
+/// child, and the handlers find the trace to keep (`TraceParent`) in the request's extensions.
+async fn request_id(mut req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
     use axum::http::HeaderValue;
     use tracing::Instrument as _;
     let given = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).filter(|v| {
         (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
     });
     let id = given.map(str::to_owned).unwrap_or_else(|| format!("req_{}", uuid::Uuid::now_v7().simple()));
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method());
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), otel.name = %format!("HTTP {}", req.method()), otel.kind = "server");
+    let incoming = crate::telemetry::extract(req.headers());
+    crate::telemetry::set_parent(&span, incoming.clone());
+    req.extensions_mut().insert(TraceParent(crate::telemetry::traceparent_to_keep(&span, &incoming)));
     let resp = next.run(req).instrument(span).await;
     let mut resp = if resp.headers().get(axum::http::header::CONTENT_TYPE).is_some_and(|c| c == "application/problem+json") {
         with_instance(resp, &id).await
@@ -188,6 +193,11 @@ async fn request_id(req: axum::extract::Request, next: axum::middleware::Next) -
     }
     resp
 }
+
+/// The `traceparent` of the trace a request belongs to (its span's when spans are recorded,
+/// else the caller's), if any.
+#[derive(Clone, Debug)]
+pub struct TraceParent(pub Option<String>);
 
 /// A problem+json answer with `instance` set to the request's id.
 async fn with_instance(resp: axum::response::Response, id: &str) -> axum::response::Response {

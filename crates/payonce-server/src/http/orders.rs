@@ -85,6 +85,16 @@ async fn render(state: &AppState, order: &Order) -> Result<crate::http::views::O
     Ok(views::load_order(state, order).await?)
 }
 
+/// Remembers the trace a new order was created in, so its events continue it. Telemetry, not
+/// a fact: after the order's transaction, and a failure is only logged.
+async fn keep_trace(state: &AppState, order: &Order, trace: Option<&axum::Extension<crate::http::TraceParent>>) {
+    if let Some(tp) = trace.and_then(|t| t.0.0.as_deref())
+        && let Err(e) = state.store.save_trace_context(&order.id, tp, state.clock.now()).await
+    {
+        tracing::warn!(error = %e, "keeping the order's trace context failed");
+    }
+}
+
 /// Create a payment order.
 #[utoipa::path(post, path = "/v1/orders", operation_id = "create_order", tag = "orders", request_body = CreateOrderRequest, params(IdempotencyKeyHeader),
     responses((status = 201, description = "created", body = crate::http::views::OrderView),
@@ -94,7 +104,12 @@ async fn render(state: &AppState, order: &Order) -> Result<crate::http::views::O
               (status = 409, description = "merchant_order_no_conflict (the body carries the existing order) | coupon_unavailable (with `reason`)", body = crate::error::Problem, content_type = "application/problem+json"),
               (status = 422, description = "notify_url_not_allowed | coupon_not_applicable | payer_ref_required (the coupon has a per-payer limit)", body = crate::error::Problem, content_type = "application/problem+json")))]
 #[tracing::instrument(skip_all, fields(app_id = %app.id))]
-pub async fn create(State(state): State<AppState>, Authed(app): Authed, JsonObject(body): JsonObject) -> Result<Response, ApiError> {
+pub async fn create(
+    State(state): State<AppState>,
+    Authed(app): Authed,
+    trace: Option<axum::Extension<crate::http::TraceParent>>,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
     let mut f = Fields::new(body);
     let merchant_order_no = f.string("merchant_order_no", 64, false);
     let payer_ref = f.string("payer_ref", 64, false);
@@ -195,7 +210,10 @@ pub async fn create(State(state): State<AppState>, Authed(app): Authed, JsonObje
     };
     if guarded {
         return match state.store.create_guarded_order(&order, now.plus_secs(app.submission_window_secs)).await? {
-            CreateOrder::Created(o) => Ok((StatusCode::CREATED, Json(render(&state, &o).await?)).into_response()),
+            CreateOrder::Created(o) => {
+                keep_trace(&state, &o, trace.as_ref()).await;
+                Ok((StatusCode::CREATED, Json(render(&state, &o).await?)).into_response())
+            }
             CreateOrder::Existing(o) | CreateOrder::Conflict(o) => {
                 metrics::counter!("payonce_submission_guard_hits_total", "app" => app.id.to_string()).increment(1);
                 Ok((StatusCode::OK, [("submission-replayed", "true")], Json(render(&state, &o).await?)).into_response())
@@ -204,7 +222,10 @@ pub async fn create(State(state): State<AppState>, Authed(app): Authed, JsonObje
         };
     }
     match state.store.create_order(&order).await? {
-        CreateOrder::Created(o) => Ok((StatusCode::CREATED, Json(render(&state, &o).await?)).into_response()),
+        CreateOrder::Created(o) => {
+            keep_trace(&state, &o, trace.as_ref()).await;
+            Ok((StatusCode::CREATED, Json(render(&state, &o).await?)).into_response())
+        }
         CreateOrder::Existing(o) => Ok((StatusCode::OK, Json(render(&state, &o).await?)).into_response()),
         CreateOrder::Conflict(o) => Err(ApiError::merchant_order_no_conflict(render(&state, &o).await?)),
         CreateOrder::CouponUnavailable(reason) => Err(ApiError::coupon_unavailable(reason)),

@@ -52,18 +52,19 @@ impl Sinks {
         Ok(s)
     }
 
-    /// Publishes to the app's sink; `Ok(destination)` once the broker confirmed.
+    /// Publishes to the app's sink, with the delivery's W3C `traceparent` as a message header;
+    /// `Ok(destination)` once the broker confirmed.
     #[cfg_attr(not(any(feature = "rabbitmq", feature = "nats")), allow(unused_variables))]
-    pub async fn publish(&self, sink: payonce_store::Sink, ev: &EventRow) -> Result<String, String> {
+    pub async fn publish(&self, sink: payonce_store::Sink, ev: &EventRow, traceparent: Option<&str>) -> Result<String, String> {
         match sink {
             #[cfg(feature = "rabbitmq")]
             payonce_store::Sink::Rabbitmq => match &self.rabbitmq {
-                Some(r) => r.publish(ev).await,
+                Some(r) => r.publish(ev, traceparent).await,
                 None => Err("no RabbitMQ configured".into()),
             },
             #[cfg(feature = "nats")]
             payonce_store::Sink::Nats => match &self.nats {
-                Some(n) => n.publish(ev).await,
+                Some(n) => n.publish(ev, traceparent).await,
                 None => Err("no NATS configured".into()),
             },
             #[allow(unreachable_patterns)]

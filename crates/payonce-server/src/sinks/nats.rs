@@ -51,11 +51,14 @@ impl NatsSink {
         Ok(js)
     }
 
-    pub async fn publish(&self, ev: &EventRow) -> Result<String, String> {
+    pub async fn publish(&self, ev: &EventRow, traceparent: Option<&str>) -> Result<String, String> {
         let js = self.context().await?;
         let subject = format!("{}.{}", self.prefix, ev.event_type);
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", ev.id.as_str());
+        if let Some(tp) = traceparent {
+            headers.insert("traceparent", tp);
+        }
         let publish = async {
             let ack = js.publish_with_headers(subject.clone(), headers, ev.payload.clone().into()).await.map_err(|e| e.to_string())?;
             ack.await.map_err(|e| e.to_string())

@@ -53,12 +53,17 @@ impl RabbitSink {
         Ok((generation, ch))
     }
 
-    pub async fn publish(&self, ev: &EventRow) -> Result<String, String> {
+    pub async fn publish(&self, ev: &EventRow, traceparent: Option<&str>) -> Result<String, String> {
         let mut used = None;
         let result = async {
             let (generation, ch) = self.channel().await?;
             used = Some(generation);
+            let mut headers = FieldTable::default();
+            if let Some(tp) = traceparent {
+                headers.insert("traceparent".into(), lapin::types::AMQPValue::LongString(tp.into()));
+            }
             let props = BasicProperties::default()
+                .with_headers(headers)
                 .with_message_id(ev.id.clone().into())
                 .with_content_type("application/json".into())
                 .with_delivery_mode(2);

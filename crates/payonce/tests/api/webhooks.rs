@@ -21,6 +21,7 @@ store_tests!(
     webhooks_never_follow_redirects,
     internal_addresses_are_refused_unless_allowed,
     sync_true_pays_in_one_call_and_announces_once,
+    a_business_traceparent_reaches_its_webhook,
 );
 
 #[derive(Default)]
@@ -326,4 +327,35 @@ async fn sync_true_pays_in_one_call_and_announces_once(b: Backend) {
     assert_eq!(v["status"], "paid");
     let events = app.store.events_of(&payonce_core::OrderId::from_trusted(id.to_owned())).await.unwrap();
     assert_eq!(events.iter().filter(|e| e.event_type == "payment.succeeded").count(), 1, "announced once");
+}
+
+/// The business's W3C `traceparent` on the order's creation comes back on the webhook that
+/// announces the payment: the same trace and flags, a new parent id (this binary records no
+/// spans — `tests/tracing.rs` covers the recorded case). An order created without one gets none.
+async fn a_business_traceparent_reaches_its_webhook(b: Backend) {
+    let Some((app, r)) = with_receiver(b, 0, 200).await else { return };
+    let given = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let r1 = app
+        .http
+        .post(app.url("/v1/orders"))
+        .bearer_auth(&app.secret)
+        .header("traceparent", given)
+        .json(&json!({"merchant_order_no": "WH-TRACE", "amount": 100, "currency": "CNY", "subject": "traced"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r1.status(), StatusCode::CREATED);
+    let id = r1.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let p: Value = app.prepay(&id, "sandbox").await.json().await.unwrap();
+    app.sim_pay("sandbox", p["out_trade_no"].as_str().unwrap(), false).await;
+    wait_for(&r, 1, 20).await;
+    let sent = header(&r.lock().unwrap().got[0].0, "traceparent").to_owned();
+    let parts: Vec<&str> = sent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{sent:?}");
+    assert_eq!((parts[0], parts[1], parts[3]), ("00", "0af7651916cd43dd8448eb211c80319c", "01"), "the business's trace: {sent}");
+    assert!(parts[2] != "b7ad6b7169203331" && parts[2].len() == 16 && parts[2] != "0000000000000000", "a parent id of its own: {sent}");
+    // Without a traceparent: none invented.
+    paid(&app, "WH-NOTRACE").await;
+    wait_for(&r, 2, 20).await;
+    assert_eq!(header(&r.lock().unwrap().got[1].0, "traceparent"), "", "no trace given, none sent");
 }
