@@ -37,8 +37,10 @@ async fn order(app: &TestApp, no: &str, amount: i64, expire: i64) -> String {
 
 async fn prepay_ok(app: &TestApp, id: &str, channel: &str) -> Value {
     let r = app.prepay(id, channel).await;
-    assert_eq!(r.status(), StatusCode::OK, "prepay {channel}");
-    r.json().await.unwrap()
+    let status = r.status();
+    let body: Value = r.json().await.unwrap_or_default();
+    assert_eq!(status, StatusCode::OK, "prepay {channel}: {body}");
+    body
 }
 
 /// A paid order on `channel` (UnionPay: the payer submits the form first).
