@@ -12,14 +12,11 @@ Scenarios (each ends with a screenshot in ARTIFACT_DIR):
 Deadlines are generous (30 s) and nothing is timed.
 """
 
-import json
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
+from common import Fail, check, chromium, http_json
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -28,26 +25,8 @@ ARTIFACTS.mkdir(parents=True, exist_ok=True)
 DEADLINE = 30
 
 
-class Fail(Exception):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise Fail(msg)
-
-
 def call(method, url, body=None, auth=True):
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"Content-Type": "application/json"} if data is not None else {}
-    if auth:
-        headers["Authorization"] = f"Bearer {SECRET}"
-    req = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=20) as r:
-            return r.status, json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null")
+    return http_json(method, url, body, bearer=SECRET if auth else None)
 
 
 def new_order(no, expire_in=1800):
@@ -79,13 +58,8 @@ def ledger_orders(channel):
 
 
 def browser():
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = "/usr/bin/chromium"
-    for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--lang=en-US"]:
-        opts.add_argument(a)
     # A phone's screen: 360 CSS pixels wide (desktop windows cannot be made that narrow).
-    opts.add_experimental_option("mobileEmulation", {"deviceMetrics": {"width": 360, "height": 780, "pixelRatio": 2}})
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    return chromium("--disable-gpu", "--lang=en-US", experimental={"mobileEmulation": {"deviceMetrics": {"width": 360, "height": 780, "pixelRatio": 2}}})
 
 
 def wait_phase(d, phase):

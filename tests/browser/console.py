@@ -19,17 +19,12 @@ Deadlines are generous (60 s) and nothing is timed.
 
 import http.server
 import json
-import re
 import sys
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
+from common import Fail, check, chromium, http_call
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
@@ -37,15 +32,6 @@ from selenium.webdriver.support.ui import WebDriverWait
 BASE, SIM, ADMIN, SECRET, HOOK_PORT, ARTIFACTS = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), Path(sys.argv[6])
 ARTIFACTS.mkdir(parents=True, exist_ok=True)
 DEADLINE = 60
-
-
-class Fail(Exception):
-    pass
-
-
-def check(cond, msg):
-    if not cond:
-        raise Fail(msg)
 
 
 def wait_until(what, fn, deadline=DEADLINE):
@@ -59,23 +45,7 @@ def wait_until(what, fn, deadline=DEADLINE):
 
 
 def call(method, url, body=None, auth=SECRET, headers=None, form=None):
-    headers = dict(headers or {})
-    data = None
-    if body is not None:
-        data = json.dumps(body).encode()
-        headers["Content-Type"] = "application/json"
-    if form is not None:
-        data = urllib.parse.urlencode(form).encode()
-        headers["Content-Type"] = "application/x-www-form-urlencoded"
-    if auth:
-        headers["Authorization"] = f"Bearer {auth}"
-    req = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=20) as r:
-            raw = r.read()
-            return r.status, raw
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
+    return http_call(method, url, body, bearer=auth, headers=headers, form=form)
 
 
 def api(method, path, body=None, auth=SECRET):
@@ -105,11 +75,7 @@ threading.Thread(target=server.serve_forever, daemon=True).start()
 
 
 def browser():
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = "/usr/bin/chromium"
-    for a in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1600"]:
-        opts.add_argument(a)
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    return chromium("--window-size=1280,1600")
 
 
 def shot(d, name):

@@ -393,35 +393,24 @@ async fn operator_gauges(state: &AppState) {
     }
 }
 
-/// Keys older than the retention (≥ 24 h, API.md) are deleted, their replays ending there; and
-/// submission guards whose window has passed.
+/// What a purge removed, in the log (silent when nothing was due).
+fn log_purge(what: &str, result: Result<u64, payonce_store::StoreError>) {
+    match result {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(purged = n, "{what} purged"),
+        Err(e) => tracing::warn!(error = %e, "purging {what} failed"),
+    }
+}
+
+/// Keys older than the retention (≥ 24 h, API.md) are deleted, their replays ending there;
+/// submission guards whose window has passed (they decide nothing: without this the table only
+/// grows) and expired console sessions too. Personal data has a shelf life: the contents of
+/// timeline messages past the retention are cleared, and the trace contexts with them.
 async fn purge_expired_keys(state: &AppState) {
-    let cutoff = state.clock.now() - state.config.idempotency_retention;
-    match state.store.idempotency_purge(cutoff).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(purged = n, "idempotency keys purged"),
-        Err(e) => tracing::warn!(error = %e, "idempotency purge failed"),
-    }
-    // Submission guards past their window decide nothing: without this the table only grows.
-    match state.store.purge_submission_guards(state.clock.now()).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(purged = n, "submission guards purged"),
-        Err(e) => tracing::warn!(error = %e, "submission guard purge failed"),
-    }
-    // Personal data has a shelf life: message contents past the retention are cleared.
-    match state.store.clear_message_contents(state.clock.now() - state.config.message_retention).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(cleared = n, "channel message contents past their retention cleared"),
-        Err(e) => tracing::warn!(error = %e, "clearing old channel message contents failed"),
-    }
-    match state.store.purge_trace_contexts(state.clock.now() - state.config.message_retention).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(purged = n, "old trace contexts purged"),
-        Err(e) => tracing::warn!(error = %e, "trace context purge failed"),
-    }
-    match state.store.purge_sessions(state.clock.now()).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(purged = n, "expired console sessions purged"),
-        Err(e) => tracing::warn!(error = %e, "console session purge failed"),
-    }
+    let now = state.clock.now();
+    log_purge("idempotency keys", state.store.idempotency_purge(now - state.config.idempotency_retention).await);
+    log_purge("submission guards", state.store.purge_submission_guards(now).await);
+    log_purge("channel message contents past their retention", state.store.clear_message_contents(now - state.config.message_retention).await);
+    log_purge("old trace contexts", state.store.purge_trace_contexts(now - state.config.message_retention).await);
+    log_purge("expired console sessions", state.store.purge_sessions(now).await);
 }

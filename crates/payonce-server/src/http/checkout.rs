@@ -248,24 +248,19 @@ struct RefusedPage<'a> {
 
 /// Headers of every cashier answer: no referrer (the token is in the URL), no framing, a CSP
 /// without inline script; the form may post only to a channel's gateway (UnionPay).
+/// The cashier's pages: its own script and style only; the token in the URL never leaves as a
+/// referrer.
+const POLICY: crate::http::pages::PagePolicy = crate::http::pages::PagePolicy {
+    csp: "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action http: https:; frame-ancestors 'none'; base-uri 'none'",
+    referrer: "no-referrer",
+};
+
 fn page_headers(resp: &mut Response) {
-    let h = resp.headers_mut();
-    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    h.insert("cache-control", HeaderValue::from_static("no-store"));
-    h.insert(
-        "content-security-policy",
-        HeaderValue::from_static("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action http: https:; frame-ancestors 'none'; base-uri 'none'"),
-    );
+    crate::http::pages::apply(resp, &POLICY);
 }
 
 fn html(status: StatusCode, body: Result<String, askama::Error>) -> Response {
-    let mut resp = match body {
-        Ok(b) => (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], b).into_response(),
-        Err(e) => ApiError::internal(e).into_response(),
-    };
-    page_headers(&mut resp);
-    resp
+    crate::http::pages::html(status, body, &POLICY)
 }
 
 fn yuan(fen: i64) -> String {

@@ -105,31 +105,20 @@ async fn audit(state: &AppState, op: &Operator, action: &str, target: &str, orde
 // ---------------------------------------------------------------------------------------------
 // Responses
 
-fn page_headers(resp: &mut Response) {
-    let h = resp.headers_mut();
-    h.insert("cache-control", HeaderValue::from_static("no-store"));
-    // Same-origin: the console's own forms carry a real Origin (checked); other sites learn nothing.
-    h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
-    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    // No script at all: every action is a form.
-    h.insert(
-        "content-security-policy",
-        HeaderValue::from_static("default-src 'none'; script-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
-    );
-}
+/// The console's pages: no script at all (every action is a form); same-origin referrers, so
+/// the console's own forms carry a real `Origin`, checked above.
+const POLICY: crate::http::pages::PagePolicy = crate::http::pages::PagePolicy {
+    csp: "default-src 'none'; script-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    referrer: "same-origin",
+};
 
 fn html(status: StatusCode, body: Result<String, askama::Error>) -> Response {
-    let mut resp = match body {
-        Ok(b) => (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], b).into_response(),
-        Err(e) => crate::error::ApiError::internal(e).into_response(),
-    };
-    page_headers(&mut resp);
-    resp
+    crate::http::pages::html(status, body, &POLICY)
 }
 
 fn see_other(to: &str) -> Response {
     let mut resp = (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_owned())]).into_response();
-    page_headers(&mut resp);
+    crate::http::pages::apply(&mut resp, &POLICY);
     resp
 }
 
@@ -631,13 +620,18 @@ async fn retry(state: &AppState, reference: &str, order: Option<&Order>) -> Stri
     if let Ok(refunds) = state.store.refunds_of(&order.id).await
         && let Some(r) = refunds.into_iter().find(|r| r.id.as_str() == reference || r.out_refund_no == reference)
     {
-        let rid = r.id.to_string();
-        return match crate::refunding::settle_refund(state, r).await {
-            Some(r) => format!("refund {rid} now {}", r.status.as_str()),
-            None => format!("refund {rid}: the channel gave no answer"),
-        };
+        return push_refund(state, r, "refund").await;
     }
     "nothing to ask about".into()
+}
+
+/// Sends or queries a refund now (as the refunder would on its schedule); what came of it.
+async fn push_refund(state: &AppState, r: payonce_store::Refund, label: &str) -> String {
+    let rid = r.id.to_string();
+    match crate::refunding::settle_refund(state, r).await {
+        Some(r) => format!("{label} {rid} now {}", r.status.as_str()),
+        None => format!("{label} {rid}: the channel gave no answer"),
+    }
 }
 
 fn applied_name(a: &payonce_store::OutcomeApplied) -> String {
@@ -660,13 +654,7 @@ async fn refund_duplicate(state: &AppState, reference: &str, order: Option<&Orde
     });
     match duplicate {
         Some(r) if r.status == payonce_core::RefundStatus::Succeeded => format!("refund {} had already succeeded", r.id),
-        Some(r) => {
-            let rid = r.id.to_string();
-            match crate::refunding::settle_refund(state, r).await {
-                Some(r) => format!("duplicate refund {rid} now {}", r.status.as_str()),
-                None => format!("duplicate refund {rid}: the channel gave no answer"),
-            }
-        }
+        Some(r) => push_refund(state, r, "duplicate refund").await,
         None => "no duplicate refund for this item (is it a duplicate payment?)".into(),
     }
 }

@@ -9,6 +9,7 @@ pub mod notify;
 pub mod openapi;
 pub mod ops;
 pub mod orders;
+pub mod pages;
 pub mod refunds;
 pub mod views;
 
