@@ -148,6 +148,11 @@ fn when(ms: i64) -> String {
     }
 }
 
+/// What a delivery got: the receiver's HTTP status, else why there was none.
+fn answer_of(status: Option<i64>, error: Option<&str>) -> Option<String> {
+    status.map(|s| format!("HTTP {s}")).or_else(|| error.map(str::to_owned))
+}
+
 fn yuan(fen: i64) -> String {
     format!("¥{}.{:02}", fen / 100, fen % 100)
 }
@@ -300,11 +305,7 @@ pub async fn home(State(state): State<AppState>, op: Operator) -> Response {
         let mut events = Vec::new();
         for status in [payonce_store::DeliveryStatus::Failed, payonce_store::DeliveryStatus::Pending] {
             for e in state.store.list_events(Some(status), 50).await? {
-                let last = match (e.last_status, &e.last_error) {
-                    (Some(s), _) => format!("HTTP {s}"),
-                    (None, Some(err)) => err.clone(),
-                    _ => String::new(),
-                };
+                let last = answer_of(e.last_status, e.last_error.as_deref()).unwrap_or_default();
                 events.push(EventView { id: e.id, kind: e.event_type, status: e.delivery_status.as_str().to_owned(), tries: e.delivery_count, last, order_id: e.order_id });
             }
         }
@@ -491,10 +492,9 @@ async fn timeline(state: &AppState, id: &OrderId) -> Result<Option<Timeline>, pa
                 a.channel_trade_no.as_deref().map(|t| format!(" · trade no {t}")).unwrap_or_default()
             ),
         ));
-        let mut messages = state.store.channel_messages(a.channel, std::slice::from_ref(&a.out_trade_no)).await?;
-        let refund_nos: Vec<String> = refunds.iter().filter(|r| r.attempt_id == a.id).map(|r| r.out_refund_no.clone()).collect();
-        messages.extend(state.store.channel_messages(a.channel, &refund_nos).await?);
-        for m in messages {
+        // The channel order's messages and its refunds' (they share the channel): one read.
+        let about: Vec<String> = std::iter::once(a.out_trade_no.clone()).chain(refunds.iter().filter(|r| r.attempt_id == a.id).map(|r| r.out_refund_no.clone())).collect();
+        for m in state.store.channel_messages(a.channel, &about).await? {
             let mut e = entry(m.received_at, "channel", format!("{} from {}: {}", m.source.replace('_', " "), m.channel, m.observed), format!("→ {}", m.verdict));
             e.content = match m.content.as_deref() {
                 Some(c) => Some(crate::privacy::masked(c).unwrap_or_else(|| "(not shown: neither JSON nor a form)".into())),
@@ -518,11 +518,7 @@ async fn timeline(state: &AppState, id: &OrderId) -> Result<Option<Timeline>, pa
     for e in state.store.events_of(id).await? {
         out.push(entry(e.created_at.0, "event", format!("event {}", e.event_type), format!("{} · {}", e.id, e.delivery_status.as_str())));
         for d in state.store.delivery_attempts(&e.id).await? {
-            let result = match (d.status_code, &d.error) {
-                (Some(s), _) => format!("HTTP {s}"),
-                (None, Some(err)) => err.clone(),
-                _ => "?".into(),
-            };
+            let result = answer_of(d.status_code, d.error.as_deref()).unwrap_or_else(|| "?".into());
             out.push(entry(d.attempted_at.0, "delivery", format!("delivery of {} to {}", e.event_type, d.destination), format!("{result} in {} ms", d.duration_ms)));
         }
         if e.delivery_status == payonce_store::DeliveryStatus::Failed {
