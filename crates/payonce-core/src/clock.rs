@@ -78,6 +78,27 @@ impl Clock for ManualClock {
     }
 }
 
+/// The system clock moved by a settable offset: time flows as it really does, from a chosen
+/// instant. Tests whose outcome hangs on the time of day (a bill day ends at Beijing midnight)
+/// start at a fixed hour with every worker running, instead of failing once a day.
+#[derive(Clone, Default)]
+pub struct ShiftedClock(Arc<AtomicI64>);
+
+impl ShiftedClock {
+    /// A clock that reads `ms` now and runs on from there.
+    pub fn starting_at(ms: i64) -> Self {
+        let clock = ShiftedClock::default();
+        clock.0.store(ms - SystemClock.now().0, Ordering::SeqCst);
+        clock
+    }
+}
+
+impl Clock for ShiftedClock {
+    fn now(&self) -> Timestamp {
+        SystemClock.now().plus_ms(self.0.load(Ordering::SeqCst))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +107,14 @@ mod tests {
     fn formats_rfc3339() {
         assert_eq!(Timestamp(0).to_rfc3339(), "1970-01-01T00:00:00.000Z");
         assert_eq!(Timestamp(1_700_000_000_123).to_rfc3339(), "2023-11-14T22:13:20.123Z");
+    }
+
+    #[test]
+    fn a_shifted_clock_starts_where_it_is_told_and_runs_on() {
+        let clock = ShiftedClock::starting_at(1_000_000);
+        let first = clock.now().0;
+        assert!((1_000_000..1_000_000 + 5_000).contains(&first), "{first}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(clock.now().0 >= first + 20);
     }
 }

@@ -15,7 +15,7 @@ pub mod refund;
 
 pub use attempt::{AttemptEvent, AttemptStatus};
 pub use channel::{ChannelName, PayMethod};
-pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use clock::{Clock, ManualClock, ShiftedClock, SystemClock, Timestamp};
 pub use decide::{Observed, Plan, decide};
 pub use ids::{AppId, AttemptId, EventId, OrderId, OutTradeNo, RefundId};
 pub use money::{Currency, Money};

@@ -21,8 +21,20 @@ fn bin_dir() -> Option<PathBuf> {
     dir.join("initdb").exists().then_some(dir)
 }
 
+/// A free port below the kernel's ephemeral range (32768–60999 by default). A restart leaves
+/// the server's port unbound for a moment; a port from the ephemeral range could meanwhile go
+/// to another test's listener or outgoing connection, and the server could not come back.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Each test process starts at its own offset, so parallel suites rarely meet.
+    let base = 20_000 + (std::process::id() % 400) as u16 * 25;
+    loop {
+        let port = 20_000 + (base - 20_000 + NEXT.fetch_add(1, Ordering::Relaxed)) % 10_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 impl PrivatePostgres {

@@ -268,13 +268,15 @@ mod verify_message {
 /// `--json` prints the counts by class.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_exits_by_what_it_found() {
-    let Some(app) = payonce_testkit::spawn_app(payonce_testkit::Backend::Sqlite).await else { return };
+    // Noon in Beijing whenever the suite runs: the payment is in today's bill.
+    let (clock, today) = payonce_testkit::beijing_noon();
+    let opts = payonce_testkit::AppOptions { clock: Some(clock), ..payonce_testkit::AppOptions::default() };
+    let Some(app) = payonce_testkit::spawn_app_with(payonce_testkit::Backend::Sqlite, opts).await else { return };
     app.faults(json!({"notify_drop_rate": 1.0, "query_error_rate": 1.0})).await;
     let order = app.create_order("CLI-REC-1", 900).await;
     let id = order["id"].as_str().unwrap();
     let p: Value = app.prepay(id, "sandbox").await.json().await.unwrap();
     app.sim_pay("sandbox", p["out_trade_no"].as_str().unwrap(), false).await;
-    let today = payonce_server::reconcile::beijing_date(payonce_core::Clock::now(&payonce_core::SystemClock));
     let run = |extra: &[&str]| {
         let out = payonce()
             .args(["reconcile", "--database-url", &app.db.url, "--channel", "sandbox", "--date", &today, "--json"])

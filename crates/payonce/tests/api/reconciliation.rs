@@ -4,12 +4,21 @@
 //! says; a re-run repairs nothing twice and ends with the same counts.
 
 use crate::assert_invariants;
-use payonce_testkit::{Backend, TestApp, store_tests};
+use payonce_testkit::{AppOptions, Backend, TestApp, spawn_app_with, store_tests};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
 
 store_tests!(every_class_is_found_and_handled_and_a_rerun_changes_nothing, a_day_of_lost_notifications_and_queries_ends_paid_after_one_reconciliation);
+
+/// A server whose clock (engine, workers and simulated channels alike) reads noon in Beijing
+/// today and runs on: every payment here lands in today's bill and inside UnionPay's clearing
+/// day, at whatever hour the suite runs (a run across Beijing midnight split them once).
+async fn noon_app(b: Backend) -> Option<(TestApp, String)> {
+    let (clock, today) = payonce_testkit::beijing_noon();
+    let app = spawn_app_with(b, AppOptions { clock: Some(clock), ..AppOptions::default() }).await?;
+    Some((app, today))
+}
 
 async fn paid(app: &TestApp, no: &str, channel: &str, amount: i64) -> (String, String) {
     let id = app.create_order(no, amount).await["id"].as_str().unwrap().to_owned();
@@ -38,8 +47,7 @@ fn count(run: &Value, class: &str) -> u64 {
 }
 
 async fn every_class_is_found_and_handled_and_a_rerun_changes_nothing(b: Backend) {
-    let Some(app) = crate::app(b).await else { return };
-    let today = payonce_server::reconcile::beijing_date(payonce_core::Clock::now(&payonce_core::SystemClock));
+    let Some((app, today)) = noon_app(b).await else { return };
     // Healthy days first: paid and announced as usual.
     let (a_id, a_no) = paid(&app, "REC-A", "sandbox", 1_000).await;
     let (c_id, c_no) = paid(&app, "REC-C", "sandbox", 1_200).await;
@@ -134,7 +142,7 @@ async fn every_class_is_found_and_handled_and_a_rerun_changes_nothing(b: Backend
     // UnionPay: fileTransfer's zlib-deflated zip of fixed-width records and the RD report. A
     // payment only the bill shows is repaired; a bill whose report does not add up applies
     // nothing. Its clearing day ends at 23:00 Beijing.
-    let clearing_day = payonce_server::reconcile::beijing_date(payonce_core::Timestamp(payonce_core::Clock::now(&payonce_core::SystemClock).0 + 3_600_000));
+    let clearing_day = payonce_server::reconcile::beijing_date(app.state.clock.now().plus_ms(3_600_000));
     let id = app.create_order("REC-U", 1_600).await["id"].as_str().unwrap().to_owned();
     let p: Value = app.prepay(&id, "unionpay").await.json().await.unwrap();
     assert_eq!(app.submit_unionpay_form(&p["credential"]).await, StatusCode::OK);
@@ -160,10 +168,8 @@ async fn every_class_is_found_and_handled_and_a_rerun_changes_nothing(b: Backend
 /// of each channel's bill, and nothing else, ends with every charged order paid and the second
 /// charge refunded: the ledger and the database agree.
 async fn a_day_of_lost_notifications_and_queries_ends_paid_after_one_reconciliation(b: Backend) {
-    let Some(app) = crate::app(b).await else { return };
-    let now = payonce_core::Clock::now(&payonce_core::SystemClock);
-    let today = payonce_server::reconcile::beijing_date(now);
-    let clearing_day = payonce_server::reconcile::beijing_date(payonce_core::Timestamp(now.0 + 3_600_000));
+    let Some((app, today)) = noon_app(b).await else { return };
+    let clearing_day = payonce_server::reconcile::beijing_date(app.state.clock.now().plus_ms(3_600_000));
     app.faults(json!({"notify_drop_rate": 1.0, "query_error_rate": 1.0})).await;
     let mut orders = Vec::new();
     for (no, channel) in [("LOST-S", "sandbox"), ("LOST-W", "wechatpay"), ("LOST-A", "alipay")] {
