@@ -268,10 +268,16 @@ mod verify_message {
 /// `--json` prints the counts by class.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_exits_by_what_it_found() {
-    // Noon in Beijing whenever the suite runs: the payment is in today's bill.
-    let (clock, today) = payonce_testkit::beijing_noon();
-    let opts = payonce_testkit::AppOptions { clock: Some(clock), ..payonce_testkit::AppOptions::default() };
-    let Some(app) = payonce_testkit::spawn_app_with(payonce_testkit::Backend::Sqlite, opts).await else { return };
+    // The reconciling process reads the real clock (the simulator's signatures must be fresh for
+    // it), so this test cannot move time: it waits out the last seconds of a Beijing day instead,
+    // so that the payment and the date it reconciles are on the same day.
+    let now = payonce_core::Clock::now(&payonce_core::SystemClock);
+    let (_, midnight) = payonce_server::reconcile::beijing_day(&payonce_server::reconcile::beijing_date(now)).unwrap();
+    if midnight.0 - now.0 < 20_000 {
+        tokio::time::sleep(std::time::Duration::from_millis((midnight.0 - now.0 + 100) as u64)).await;
+    }
+    let today = payonce_server::reconcile::beijing_date(payonce_core::Clock::now(&payonce_core::SystemClock));
+    let Some(app) = payonce_testkit::spawn_app(payonce_testkit::Backend::Sqlite).await else { return };
     app.faults(json!({"notify_drop_rate": 1.0, "query_error_rate": 1.0})).await;
     let order = app.create_order("CLI-REC-1", 900).await;
     let id = order["id"].as_str().unwrap();
