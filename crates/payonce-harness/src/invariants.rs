@@ -169,40 +169,50 @@ pub async fn check(store: &dyn Store, ledger: &Value) -> Vec<String> {
 /// - every refund `pending` / `unknown` likewise;
 /// - every event is delivered, `failed` or skipped, or its next attempt is not overdue.
 ///
+/// An item a worker holds under a lease is due when the lease ends, if that is later: a worker
+/// that lost its database (or its life) mid-delivery keeps its event until then, by design.
+///
 /// Returns one line per item stuck.
 pub async fn liveness(store: &dyn Store, now: payonce_core::Timestamp, grace_ms: i64) -> Vec<String> {
     let mut v = Vec::new();
-    let (orders, attempts, refunds, abnormal, events) = match (
+    let (orders, attempts, refunds, abnormal, events, leases) = match (
         store.all_orders().await,
         store.all_attempts().await,
         store.all_refunds().await,
         store.abnormal_open().await,
         store.list_events(Some(payonce_store::DeliveryStatus::Pending), 1_000_000).await,
+        store.live_leases(now).await,
     ) {
-        (Ok(o), Ok(a), Ok(r), Ok(ab), Ok(e)) => (o, a, r, ab, e),
+        (Ok(o), Ok(a), Ok(r), Ok(ab), Ok(e), Ok(l)) => (o, a, r, ab, e, l.into_iter().collect::<std::collections::HashMap<String, i64>>()),
         _ => return vec!["I7: cannot read the store".into()],
     };
     let flagged: std::collections::HashSet<&str> = abnormal.iter().map(|a| a.reference.as_str()).collect();
+    // Held under a lease: due no earlier than the lease's end.
+    let leased = |id: &str, due: Option<payonce_core::Timestamp>| match leases.get(id) {
+        Some(&until) => Some(payonce_core::Timestamp(due.map_or(until, |t| t.0.max(until)))),
+        None => due,
+    };
     let late = |due: Option<payonce_core::Timestamp>| due.is_none_or(|t| t.0 + grace_ms < now.0);
     for o in &orders {
-        if o.status.is_open() && o.expires_at.0 + grace_ms < now.0 {
+        let due = leased(o.id.as_str(), Some(o.expires_at)).unwrap_or(o.expires_at);
+        if o.status.is_open() && due.0 + grace_ms < now.0 {
             v.push(format!("I7: order {} still {} {} s after its expiry", o.id, o.status.as_str(), (now.0 - o.expires_at.0) / 1000));
         }
     }
     for a in attempts.iter().filter(|a| a.status.is_active()) {
-        if late(a.next_query_at) && !flagged.contains(a.id.as_str()) {
+        if late(leased(a.id.as_str(), a.next_query_at)) && !flagged.contains(a.id.as_str()) {
             let due = a.next_query_at.map(|t| format!("due {} s ago", (now.0 - t.0) / 1000)).unwrap_or_else(|| "never scheduled".into());
             v.push(format!("I7: attempt {} ({}) is {} and its check is {due}, with no abnormal item", a.id, a.channel, a.status.as_str()));
         }
     }
     for r in &refunds {
         use payonce_core::RefundStatus;
-        if matches!(r.status, RefundStatus::Pending | RefundStatus::Unknown) && late(r.next_query_at) && !flagged.contains(r.id.as_str()) {
+        if matches!(r.status, RefundStatus::Pending | RefundStatus::Unknown) && late(leased(r.id.as_str(), r.next_query_at)) && !flagged.contains(r.id.as_str()) {
             v.push(format!("I7: refund {} is {} and overdue, with no abnormal item", r.id, r.status.as_str()));
         }
     }
     for e in &events {
-        if late(e.next_attempt_at) {
+        if late(leased(&e.id, e.next_attempt_at)) {
             v.push(format!("I7: event {} ({}) is still pending and overdue", e.id, e.event_type));
         }
     }

@@ -420,10 +420,14 @@ pub fn order_ref(a: &Attempt) -> ChannelOrderRef {
 /// Asks the channel about an attempt and applies the answer (compensation query).
 pub async fn sync_attempt(state: &AppState, a: &Attempt) -> Result<OutcomeApplied, PaymentError> {
     let channel = channel_of(state, a.channel)?;
-    let observed = channel.query(&order_ref(a)).await.map_err(|e| {
-        tracing::warn!(error = %e, "query failed");
-        PaymentError::ChannelUnavailable("the channel could not be queried; retry")
-    })?;
+    let observed = match channel.query(&order_ref(a)).await {
+        Ok(observed) => observed,
+        Err(e) => {
+            tracing::warn!(error = %e, "query failed");
+            journal_unanswered(state, a.channel, &a.out_trade_no, "query", &e).await;
+            return Err(PaymentError::ChannelUnavailable("the channel could not be queried; retry"));
+        }
+    };
     Ok(apply(state, a.channel, &a.out_trade_no, observed, OutcomeSource::Query, None, None).await?)
 }
 
@@ -479,17 +483,16 @@ pub async fn apply(
 
 /// Writes the fact and its verdict to the order timeline (`channel_messages`). After the fact
 /// is committed and never instead of it: a failure here is logged, not the caller's failure.
-/// A replay or an unknown order number is not written: it changed nothing, and writes nothing;
-/// nor is a query answer that told nothing new.
+/// A replay or an unknown order number is not written: it changed nothing, and writes nothing.
+/// Every query and close answer is (a repeat of the latest answer is counted on its row, see
+/// `record_channel_message`); a bill row only when it changed something (the reconciliation
+/// items are the bill's account).
 async fn journal(state: &AppState, outcome: &ChannelOutcome, applied: &OutcomeApplied, content: Option<&str>) {
     let verdict = match applied {
         // Nothing changed (and nothing is written): an exact replay, or an order number payonce
         // never issued (refused, so the channel keeps the message).
         OutcomeApplied::Replay | OutcomeApplied::UnknownTradeNo => return,
-        // A query answer that told nothing new ("still unpaid", poll after poll) would grow
-        // the table by every poll of every open order; the attempt's query count says how
-        // often it was asked, and every answer that moved something is written.
-        OutcomeApplied::Applied { effect: payonce_store::OutcomeEffect::Nothing, .. } if !matches!(outcome.source, OutcomeSource::Notification { .. }) => return,
+        OutcomeApplied::Applied { effect: payonce_store::OutcomeEffect::Nothing, .. } if matches!(outcome.source, OutcomeSource::Statement { .. }) => return,
         OutcomeApplied::AmountMismatch { reported, .. } => format!("amount_mismatch (reported {reported})"),
         OutcomeApplied::Applied { effect, .. } => effect_name(effect).to_owned(),
     };
@@ -499,16 +502,23 @@ async fn journal(state: &AppState, outcome: &ChannelOutcome, applied: &OutcomeAp
         OutcomeSource::CloseAnswer => "close_answer",
         OutcomeSource::Statement { .. } => "statement",
     };
-    let message = payonce_store::ChannelMessage {
-        id: payonce_core::EventId::new().as_str().replacen("evt_", "msg_", 1),
-        channel: outcome.channel.as_str().to_owned(),
-        reference: outcome.out_trade_no.clone(),
-        source: source.to_owned(),
-        observed: observed_summary(&outcome.observed),
-        verdict,
-        content: content.map(str::to_owned),
-        received_at: state.clock.now().0,
+    let observed = observed_summary(&outcome.observed);
+    record(state, payonce_store::ChannelMessage::new(outcome.channel, &outcome.out_trade_no, source, observed, verdict, content.map(str::to_owned), state.clock.now())).await;
+}
+
+/// A question payonce asked that got no answer (a timeout, an error), for the timeline: the
+/// operator sees every query, answered or not.
+pub async fn journal_unanswered(state: &AppState, channel: ChannelName, reference: &str, source: &str, e: &ChannelError) {
+    let observed = match e {
+        ChannelError::Unreachable(_) => "no answer (not sent)".to_owned(),
+        ChannelError::Ambiguous(_) => "no answer (timed out or unreadable)".to_owned(),
+        ChannelError::Refused { code, .. } => format!("refused ({code})"),
     };
+    record(state, payonce_store::ChannelMessage::new(channel, reference, source, observed, "unanswered".into(), None, state.clock.now())).await;
+}
+
+/// Writes a timeline message; a failure is logged (the fact it describes is already durable).
+pub async fn record(state: &AppState, message: payonce_store::ChannelMessage) {
     if let Err(e) = state.store.record_channel_message(&message).await {
         tracing::warn!(error = %e, "recording a channel message for the timeline failed");
     }

@@ -37,7 +37,14 @@ pub async fn settle_refund(state: &AppState, r: Refund) -> Option<Refund> {
             }
         }
     }
-    let (result, data) = if !r.requested {
+    // What the channel answered, in a few words, for the order timeline.
+    let no_answer = |e: &ChannelError| match e {
+        ChannelError::Unreachable(_) => "no answer (not sent)".to_owned(),
+        ChannelError::Ambiguous(_) => "no answer (timed out or unreadable)".to_owned(),
+        ChannelError::Refused { code, .. } => format!("refused ({code})"),
+    };
+    let source = if r.requested { "refund_query" } else { "refund_call" };
+    let (result, data, observed) = if !r.requested {
         let total = attempt.amount;
         let req = RefundRequest {
             order: order_ref(&attempt),
@@ -50,25 +57,25 @@ pub async fn settle_refund(state: &AppState, r: Refund) -> Option<Refund> {
             channel_data: r.channel_data.clone(),
         };
         match channel.refund(&req).await {
-            Ok((s, data)) => (refund_result(s, again), data),
+            Ok((s, data)) => (refund_result(s.clone(), again), data, format!("{s:?}")),
             // Nothing left this machine: ask again later, under the same number.
-            Err(ChannelError::Unreachable(_)) => (RefundResult::Absent { next_query_at: again }, None),
-            Err(ChannelError::Ambiguous(_)) => (RefundResult::Unknown { next_query_at: again }, None),
-            Err(ChannelError::Refused { code, message }) => (RefundResult::Failed { reason: format!("{code}: {message}") }, None),
+            Err(e @ ChannelError::Unreachable(_)) => (RefundResult::Absent { next_query_at: again }, None, no_answer(&e)),
+            Err(e @ ChannelError::Ambiguous(_)) => (RefundResult::Unknown { next_query_at: again }, None, no_answer(&e)),
+            Err(ChannelError::Refused { code, message }) => (RefundResult::Failed { reason: format!("{code}: {message}") }, None, format!("refused ({code})")),
         }
     } else {
         let q = RefundRef { order: order_ref(&attempt), out_refund_no: r.out_refund_no.clone(), channel_data: r.channel_data.clone() };
         match channel.refund_query(&q).await {
-            Ok(RefundState::Absent) => (RefundResult::Absent { next_query_at: now }, None),
+            Ok(RefundState::Absent) => (RefundResult::Absent { next_query_at: now }, None, "Absent".to_owned()),
             Ok(RefundState::NotFoundYet) => {
                 if r.query_count + 1 == REFUND_NOT_FOUND_ALERT_AFTER {
                     let detail = "the channel still has no record of a refund that was sent; reconciliation or a person must settle it";
                     let _ = state.store.insert_abnormal("refund_not_found", r.id.as_str(), detail, now).await;
                 }
-                (RefundResult::NotFoundYet { next_query_at: now + state.config.backoff(r.query_count.max(0) as usize) }, None)
+                (RefundResult::NotFoundYet { next_query_at: now + state.config.backoff(r.query_count.max(0) as usize) }, None, "NotFoundYet".to_owned())
             }
-            Ok(s) => (refund_result(s, again), None),
-            Err(_) => (RefundResult::Unknown { next_query_at: again }, None),
+            Ok(s) => (refund_result(s.clone(), again), None, format!("{s:?}")),
+            Err(e) => (RefundResult::Unknown { next_query_at: again }, None, no_answer(&e)),
         }
     };
     if matches!(result, RefundResult::Unknown { .. } | RefundResult::Absent { .. }) && r.query_count + 1 == REFUND_UNRESOLVED_ALERT_AFTER {
@@ -79,6 +86,8 @@ pub async fn settle_refund(state: &AppState, r: Refund) -> Option<Refund> {
     let recorded = state.store.record_refund(&r.id, &result, data.as_deref(), state.clock.now()).await;
     match recorded {
         Ok(Some(updated)) => {
+            let verdict = format!("refund {}", updated.status.as_str());
+            crate::payments::record(state, payonce_store::ChannelMessage::new(r.channel, &r.out_refund_no, source, observed, verdict, None, state.clock.now())).await;
             if updated.status == RefundStatus::Succeeded && r.status != RefundStatus::Succeeded {
                 metrics::counter!("payonce_refunds_total", "kind" => r.kind.as_str(), "outcome" => "succeeded").increment(1);
                 if r.kind == RefundKind::Duplicate {

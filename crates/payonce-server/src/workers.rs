@@ -202,6 +202,7 @@ async fn check_attempt(state: &AppState, owner: &str, mut a: Attempt) {
         Ok(s) => Some(s),
         Err(e) => {
             tracing::debug!(error = %e, "active query failed");
+            payments::journal_unanswered(state, a.channel, &a.out_trade_no, "query", &e).await;
             if matches!(e, ChannelError::Ambiguous(_) | ChannelError::Unreachable(_)) && query_count == UNKNOWN_ALERT_AFTER && a.status == AttemptStatus::Unknown {
                 let _ = state.store.insert_abnormal("unresolved_unknown", a.id.as_str(), "the channel could not be queried", now).await;
             }

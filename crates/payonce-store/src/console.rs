@@ -25,6 +25,34 @@ pub struct ChannelMessage {
     /// retention (`None` then, and for sources that have no message of their own).
     pub content: Option<String>,
     pub received_at: i64,
+    /// How many times this same answer came, and when it last did (`None`: once). Query and
+    /// call answers repeat on a schedule; a repeat of the latest message about the same
+    /// reference is counted here instead of written again.
+    pub repeats: i64,
+    pub last_at: Option<i64>,
+}
+
+impl ChannelMessage {
+    /// A message received once, now (`repeats` 1): the store counts a repeat of a query answer.
+    pub fn new(channel: ChannelName, reference: &str, source: &str, observed: String, verdict: String, content: Option<String>, now: Timestamp) -> Self {
+        ChannelMessage {
+            id: payonce_core::EventId::new().as_str().replacen("evt_", "msg_", 1),
+            channel: channel.as_str().to_owned(),
+            reference: reference.to_owned(),
+            source: source.to_owned(),
+            observed,
+            verdict,
+            content,
+            received_at: now.0,
+            repeats: 1,
+            last_at: None,
+        }
+    }
+
+    /// Answers to payonce's own questions (queries, calls): these repeat, and are counted.
+    pub fn is_answer(&self) -> bool {
+        !self.source.ends_with("notification") && self.source != "statement"
+    }
 }
 
 /// An operator action.
@@ -65,6 +93,9 @@ pub struct AbnormalItem {
 
 #[async_trait::async_trait]
 pub trait Console: Send + Sync {
+    /// Writes a message to the timeline; an answer to payonce's own question that repeats the
+    /// latest message about the same reference (same source, answer and verdict, no content)
+    /// is counted on that row instead.
     async fn record_channel_message(&self, m: &ChannelMessage) -> Result<()>;
     /// The messages about these references of one channel, oldest first.
     async fn channel_messages(&self, channel: ChannelName, references: &[String]) -> Result<Vec<ChannelMessage>>;
@@ -102,6 +133,27 @@ macro_rules! console_sql {
         impl $crate::Console for $Store {
             async fn record_channel_message(&self, m: &$crate::ChannelMessage) -> $crate::Result<()> {
                 let mut tx = self.begin_write().await?;
+                if m.is_answer() && m.content.is_none() {
+                    let latest: Option<(String, String, String, String, Option<String>)> = sqlx::query_as(
+                        "SELECT id, source, observed, verdict, content FROM channel_messages WHERE channel = $1 AND reference = $2 \
+                         ORDER BY received_at DESC, id DESC LIMIT 1",
+                    )
+                    .bind(&m.channel)
+                    .bind(&m.reference)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some((id, source, observed, verdict, None)) = latest
+                        && (source.as_str(), observed.as_str(), verdict.as_str()) == (m.source.as_str(), m.observed.as_str(), m.verdict.as_str())
+                    {
+                        sqlx::query("UPDATE channel_messages SET repeats = repeats + 1, last_at = $1 WHERE id = $2")
+                            .bind(m.received_at)
+                            .bind(&id)
+                            .execute(&mut *tx)
+                            .await?;
+                        tx.commit().await?;
+                        return Ok(());
+                    }
+                }
                 sqlx::query(
                     "INSERT INTO channel_messages (id, channel, reference, source, observed, verdict, content, received_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -125,7 +177,7 @@ macro_rules! console_sql {
                     return Ok(Vec::new());
                 }
                 let sql = format!(
-                    "SELECT id, channel, reference, source, observed, verdict, content, received_at FROM channel_messages \
+                    "SELECT id, channel, reference, source, observed, verdict, content, received_at, repeats, last_at FROM channel_messages \
                      WHERE channel = $1 AND reference IN ({}) ORDER BY received_at, id",
                     $crate::sql::placeholders(2, references.len())
                 );

@@ -14,6 +14,11 @@ pub trait Operations: Send + Sync {
     async fn insert_abnormal(&self, kind: &str, reference: &str, detail: &str, now: Timestamp) -> Result<()>;
     /// Row count of every payonce table: lets a test prove a rejected request changed nothing.
     async fn row_counts(&self) -> Result<Vec<(&'static str, i64)>>;
+    /// Events, attempts, orders and refunds a worker holds under a lease still running at
+    /// `now`, by id, with the lease's end. Until then nobody else takes them (a worker that lost
+    /// its database mid-delivery keeps its event until the lease lapses), so the liveness
+    /// checker's due time for each is the later of its schedule and its lease.
+    async fn live_leases(&self, now: Timestamp) -> Result<Vec<(String, i64)>>;
     async fn abnormal_open(&self) -> Result<Vec<AbnormalRow>>;
     /// What the operator's gauges show: per (kind, label) a count and the oldest moment
     /// (`attempt` by status; `event` pending delivery; `abnormal` open by kind).
@@ -66,6 +71,18 @@ macro_rules! operations_sql {
             async fn ping(&self) -> $crate::Result<()> {
                 sqlx::query("SELECT 1").execute(&self.reader()).await?;
                 Ok(())
+            }
+
+            async fn live_leases(&self, now: payonce_core::Timestamp) -> $crate::Result<Vec<(String, i64)>> {
+                Ok(sqlx::query_as::<_, (String, i64)>(
+                    "SELECT id, lease_until FROM events WHERE lease_until > $1 \
+                     UNION ALL SELECT id, lease_until FROM attempts WHERE lease_until > $1 \
+                     UNION ALL SELECT id, lease_until FROM orders WHERE lease_until > $1 \
+                     UNION ALL SELECT id, lease_until FROM refunds WHERE lease_until > $1",
+                )
+                .bind(now.0)
+                .fetch_all(&self.reader())
+                .await?)
             }
 
             async fn row_counts(&self) -> $crate::Result<Vec<(&'static str, i64)>> {

@@ -495,7 +495,13 @@ async fn timeline(state: &AppState, id: &OrderId) -> Result<Option<Timeline>, pa
         // The channel order's messages and its refunds' (they share the channel): one read.
         let about: Vec<String> = std::iter::once(a.out_trade_no.clone()).chain(refunds.iter().filter(|r| r.attempt_id == a.id).map(|r| r.out_refund_no.clone())).collect();
         for m in state.store.channel_messages(a.channel, &about).await? {
-            let mut e = entry(m.received_at, "channel", format!("{} from {}: {}", m.source.replace('_', " "), m.channel, m.observed), format!("→ {}", m.verdict));
+            // The same answer again and again (a payer's page polling, the query schedule) is
+            // one line with how often and until when.
+            let repeated = match (m.repeats, m.last_at) {
+                (n, Some(last)) if n > 1 => format!(" · {n} times, the last at {}", when(last)),
+                _ => String::new(),
+            };
+            let mut e = entry(m.received_at, "channel", format!("{} from {}: {}", m.source.replace('_', " "), m.channel, m.observed), format!("→ {}{repeated}", m.verdict));
             e.content = match m.content.as_deref() {
                 Some(c) => Some(crate::privacy::masked(c).unwrap_or_else(|| "(not shown: neither JSON nor a form)".into())),
                 None if m.source.ends_with("notification") => Some("(content cleared after the retention)".into()),

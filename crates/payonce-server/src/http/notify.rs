@@ -84,16 +84,9 @@ pub async fn receive(
             }
             Ok(RefundNoticeApplied::Applied(r)) => {
                 count(name, "refund");
-                let message = payonce_store::ChannelMessage {
-                    id: payonce_core::EventId::new().as_str().replacen("evt_", "msg_", 1),
-                    channel: name.as_str().to_owned(),
-                    reference: notice.out_refund_no.clone(),
-                    source: "refund_notification".into(),
-                    observed,
-                    verdict: format!("refund {}", r.status.as_str()),
-                    content: Some(n.content.unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned())),
-                    received_at: state.clock.now().0,
-                };
+                let content = Some(n.content.unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned()));
+                let verdict = format!("refund {}", r.status.as_str());
+                let message = payonce_store::ChannelMessage::new(name, &notice.out_refund_no, "refund_notification", observed, verdict, content, state.clock.now());
                 if let Err(e) = state.store.record_channel_message(&message).await {
                     tracing::warn!(error = %e, "recording a refund notification for the timeline failed");
                 }

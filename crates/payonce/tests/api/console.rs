@@ -8,7 +8,11 @@ use payonce_testkit::{Backend, TestApp, store_tests};
 use reqwest::StatusCode;
 use serde_json::json;
 
-store_tests!(the_console_needs_a_session_and_its_forms_a_csrf_token, the_timeline_tells_an_order_s_story_and_masks_the_payer);
+store_tests!(
+    the_console_needs_a_session_and_its_forms_a_csrf_token,
+    the_timeline_tells_an_order_s_story_and_masks_the_payer,
+    every_query_and_its_answer_is_in_the_timeline_repeats_counted,
+);
 
 const ADMIN: &str = "test-admin-token";
 const OPENID: &str = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o";
@@ -139,6 +143,60 @@ async fn the_timeline_tells_an_order_s_story_and_masks_the_payer(b: Backend) {
     assert!(cleared >= 1);
     let timeline = page(&app, &cookie, &format!("/console/orders/{id}")).await;
     assert!(timeline.contains("content cleared after the retention") && timeline.contains("notification from wechatpay"), "{timeline}");
+}
+
+/// Every notification is lost, so the workers keep asking: "unpaid" again and again, then (the
+/// channel failing) no answer, then "paid". The timeline shows each query and its answer, a
+/// repeat counted on its line ("N times, the last at …") rather than a line per poll; the
+/// refund's call and its answer follow.
+async fn every_query_and_its_answer_is_in_the_timeline_repeats_counted(b: Backend) {
+    let Some(app) = crate::app(b).await else { return };
+    app.faults(json!({"notify_drop_rate": 1.0})).await;
+    let id = app.create_order("CONSOLE-Q", 700).await["id"].as_str().unwrap().to_owned();
+    let p: serde_json::Value = app.prepay(&id, "sandbox").await.json().await.unwrap();
+    let out_trade_no = p["out_trade_no"].as_str().unwrap().to_owned();
+    let order_id = payonce_core::OrderId::parse(&id).unwrap();
+    let queries = || async { app.store.attempts_of(&order_id).await.unwrap()[0].query_count };
+    let wait_for_queries = |n: i64| async move {
+        let end = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while queries().await < n {
+            assert!(tokio::time::Instant::now() < end, "the workers did not query {n} times");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    wait_for_queries(3).await;
+    app.faults(json!({"query_error_rate": 1.0})).await;
+    let asked = queries().await;
+    wait_for_queries(asked + 2).await;
+    app.faults(json!({"query_error_rate": 0.0})).await;
+    assert_eq!(app.sim_pay("sandbox", &out_trade_no, false).await, StatusCode::OK);
+    assert_eq!(app.wait_order(&id, std::time::Duration::from_secs(30), |o| o["status"] == "paid").await["status"], "paid", "found by a query");
+    let r = app.post(&format!("/v1/orders/{id}/refunds"), json!({"merchant_refund_no": "CONSOLE-Q-R", "amount": 200})).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let refund: serde_json::Value = r.json().await.unwrap();
+    let refund_url = format!("/v1/refunds/{}", refund["id"].as_str().unwrap());
+    let end = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while app.get(&refund_url).await.json::<serde_json::Value>().await.unwrap()["status"] != "succeeded" {
+        assert!(tokio::time::Instant::now() < end, "the refund did not succeed");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // One line per answer that differs from the one before, however often it came.
+    let messages = app.store.channel_messages(payonce_core::ChannelName::Sandbox, std::slice::from_ref(&out_trade_no)).await.unwrap();
+    let lines: Vec<(&str, &str, &str)> = messages.iter().map(|m| (m.source.as_str(), m.observed.as_str(), m.verdict.as_str())).collect();
+    assert_eq!(lines[0], ("query", "unpaid", "nothing_new"), "{messages:#?}");
+    assert!(messages[0].repeats >= 2 && messages[0].last_at.is_some(), "the repeats are counted: {messages:#?}");
+    let unanswered = messages.iter().find(|m| m.verdict == "unanswered").unwrap_or_else(|| panic!("the failed queries: {messages:#?}"));
+    assert!(unanswered.repeats >= 2 && unanswered.observed.starts_with("no answer"), "{messages:#?}");
+    assert!(messages.iter().any(|m| m.source == "query" && m.observed.starts_with("paid 700") && m.verdict == "order_paid"), "{messages:#?}");
+    let asked = queries().await;
+    assert!((messages.len() as i64) < asked, "{} lines for {asked} queries", messages.len());
+
+    let (cookie, _) = sign_in(&app, "carol").await;
+    let timeline = page(&app, &cookie, &format!("/console/orders/{id}")).await;
+    for step in ["query from sandbox: unpaid", "times, the last at", "→ unanswered", "query from sandbox: paid 700", "→ order_paid", "refund call from sandbox", "→ refund"] {
+        assert!(timeline.contains(step), "the timeline shows {step:?}:\n{timeline}");
+    }
 }
 
 fn urlencode(s: &str) -> String {
