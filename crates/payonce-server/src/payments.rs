@@ -449,6 +449,9 @@ pub async fn sync_open_order(state: &AppState, order: Order) -> Result<Order, St
 
 /// The one door through which every channel fact enters: maps it and hands it to the store's
 /// `apply_outcome`, retrying a lost compare-and-set race (the loser re-reads and re-decides).
+/// The store writes the fact's line in the order timeline (with `content`, the message as
+/// read, and the verdict) in the fact's own transaction; a replay or an order number payonce
+/// never issued writes nothing.
 pub async fn apply(
     state: &AppState,
     channel: ChannelName,
@@ -465,6 +468,7 @@ pub async fn apply(
         source,
         late_payment: state.config.late_payment,
         reschedule,
+        content: content.map(str::to_owned),
     };
     let mut tries = 0;
     loop {
@@ -473,7 +477,6 @@ pub async fn apply(
             other => {
                 if let Ok(applied) = &other {
                     observe(state, &outcome, applied);
-                    journal(state, &outcome, applied, content).await;
                 }
                 return other;
             }
@@ -481,67 +484,25 @@ pub async fn apply(
     }
 }
 
-/// Writes the fact and its verdict to the order timeline (`channel_messages`). After the fact
-/// is committed and never instead of it: a failure here is logged, not the caller's failure.
-/// A replay or an unknown order number is not written: it changed nothing, and writes nothing.
-/// Every query and close answer is (a repeat of the latest answer is counted on its row, see
-/// `record_channel_message`); a bill row only when it changed something (the reconciliation
-/// items are the bill's account).
-async fn journal(state: &AppState, outcome: &ChannelOutcome, applied: &OutcomeApplied, content: Option<&str>) {
-    let verdict = match applied {
-        // Nothing changed (and nothing is written): an exact replay, or an order number payonce
-        // never issued (refused, so the channel keeps the message).
-        OutcomeApplied::Replay | OutcomeApplied::UnknownTradeNo => return,
-        OutcomeApplied::Applied { effect: payonce_store::OutcomeEffect::Nothing, .. } if matches!(outcome.source, OutcomeSource::Statement { .. }) => return,
-        OutcomeApplied::AmountMismatch { reported, .. } => format!("amount_mismatch (reported {reported})"),
-        OutcomeApplied::Applied { effect, .. } => effect_name(effect).to_owned(),
-    };
-    let source = match &outcome.source {
-        OutcomeSource::Notification { .. } => "notification",
-        OutcomeSource::Query => "query",
-        OutcomeSource::CloseAnswer => "close_answer",
-        OutcomeSource::Statement { .. } => "statement",
-    };
-    let observed = observed_summary(&outcome.observed);
-    record(state, payonce_store::ChannelMessage::new(outcome.channel, &outcome.out_trade_no, source, observed, verdict, content.map(str::to_owned), state.clock.now())).await;
-}
-
 /// A question payonce asked that got no answer (a timeout, an error), for the timeline: the
 /// operator sees every query, answered or not.
 pub async fn journal_unanswered(state: &AppState, channel: ChannelName, reference: &str, source: &str, e: &ChannelError) {
-    let observed = match e {
+    record(state, payonce_store::ChannelMessage::new(channel, reference, source, no_answer(e), "unanswered".into(), None, state.clock.now())).await;
+}
+
+/// A call's failure in a few words, for the timeline (the error's details stay in the log).
+pub fn no_answer(e: &ChannelError) -> String {
+    match e {
         ChannelError::Unreachable(_) => "no answer (not sent)".to_owned(),
         ChannelError::Ambiguous(_) => "no answer (timed out or unreadable)".to_owned(),
         ChannelError::Refused { code, .. } => format!("refused ({code})"),
-    };
-    record(state, payonce_store::ChannelMessage::new(channel, reference, source, observed, "unanswered".into(), None, state.clock.now())).await;
+    }
 }
 
 /// Writes a timeline message; a failure is logged (the fact it describes is already durable).
 pub async fn record(state: &AppState, message: payonce_store::ChannelMessage) {
     if let Err(e) = state.store.record_channel_message(&message).await {
         tracing::warn!(error = %e, "recording a channel message for the timeline failed");
-    }
-}
-
-/// A channel's answer in a few words, for the timeline.
-pub fn observed_summary(o: &TradeState) -> String {
-    match o {
-        TradeState::Paid { amount, channel_trade_no, paid_at } => {
-            format!("paid {amount} at {} (trade no {})", paid_at.to_rfc3339(), channel_trade_no.as_deref().unwrap_or("-"))
-        }
-        TradeState::Unpaid => "unpaid".into(),
-        TradeState::Closed => "closed".into(),
-        TradeState::Absent => "no such order".into(),
-    }
-}
-
-fn effect_name(e: &payonce_store::OutcomeEffect) -> &'static str {
-    match e {
-        payonce_store::OutcomeEffect::Nothing => "nothing_new",
-        payonce_store::OutcomeEffect::AttemptMoved => "attempt_moved",
-        payonce_store::OutcomeEffect::OrderPaid => "order_paid",
-        payonce_store::OutcomeEffect::Duplicate => "duplicate",
     }
 }
 

@@ -38,11 +38,7 @@ pub async fn settle_refund(state: &AppState, r: Refund) -> Option<Refund> {
         }
     }
     // What the channel answered, in a few words, for the order timeline.
-    let no_answer = |e: &ChannelError| match e {
-        ChannelError::Unreachable(_) => "no answer (not sent)".to_owned(),
-        ChannelError::Ambiguous(_) => "no answer (timed out or unreadable)".to_owned(),
-        ChannelError::Refused { code, .. } => format!("refused ({code})"),
-    };
+    use crate::payments::no_answer;
     let source = if r.requested { "refund_query" } else { "refund_call" };
     let (result, data, observed) = if !r.requested {
         let total = attempt.amount;

@@ -338,12 +338,18 @@ macro_rules! attempts_sql {
                 // From here on the store only writes what was decided.
                 let (change, order_change, event, refund_duplicate, effect) = match plan {
                     payonce_core::Plan::Nothing => {
+                        if let Some(m) = $crate::console::outcome_message(outcome, "nothing_new".into(), false, now) {
+                            Self::tx_record_channel_message(&mut tx, &m).await?;
+                        }
                         tx.commit().await?;
                         return Ok(OutcomeApplied::Applied { order, attempt: a, effect: OutcomeEffect::Nothing });
                     }
                     payonce_core::Plan::AmountMismatch { reported } => {
                         let detail = format!("channel reports {} paid, attempt amount is {}", reported, a.amount.minor);
                         Self::tx_insert_abnormal(&mut tx, "amount_mismatch", a.id.as_str(), &detail, now).await?;
+                        if let Some(m) = $crate::console::outcome_message(outcome, format!("amount_mismatch (reported {reported})"), true, now) {
+                            Self::tx_record_channel_message(&mut tx, &m).await?;
+                        }
                         tx.commit().await?;
                         return Ok(OutcomeApplied::AmountMismatch { attempt: a, reported });
                     }
@@ -426,6 +432,10 @@ macro_rules! attempts_sql {
                         updated_at: now,
                     };
                     Self::tx_insert_refund(&mut tx, &refund).await?;
+                }
+                // The fact's line in the order timeline, with its verdict: written with the fact.
+                if let Some(m) = $crate::console::outcome_message(outcome, $crate::console::effect_name(&effect).into(), effect != OutcomeEffect::Nothing, now) {
+                    Self::tx_record_channel_message(&mut tx, &m).await?;
                 }
                 tx.commit().await?;
                 Ok(OutcomeApplied::Applied { order, attempt, effect })

@@ -55,6 +55,42 @@ impl ChannelMessage {
     }
 }
 
+/// A channel's answer in a few words, for the timeline.
+pub fn observed_summary(o: &Observed) -> String {
+    match o {
+        Observed::Paid { amount, channel_trade_no, paid_at } => {
+            format!("paid {amount} at {} (trade no {})", paid_at.to_rfc3339(), channel_trade_no.as_deref().unwrap_or("-"))
+        }
+        Observed::Unpaid => "unpaid".into(),
+        Observed::Closed => "closed".into(),
+        Observed::Absent => "no such order".into(),
+    }
+}
+
+/// What applying an outcome did, in the timeline's words.
+pub fn effect_name(e: &OutcomeEffect) -> &'static str {
+    match e {
+        OutcomeEffect::Nothing => "nothing_new",
+        OutcomeEffect::AttemptMoved => "attempt_moved",
+        OutcomeEffect::OrderPaid => "order_paid",
+        OutcomeEffect::Duplicate => "duplicate",
+    }
+}
+
+/// The timeline message of a channel fact and its verdict (`apply_outcome` writes it in the
+/// fact's own transaction). A bill row that changed nothing gets none: the reconciliation's
+/// items are the bill's account.
+pub(crate) fn outcome_message(outcome: &ChannelOutcome, verdict: String, changed: bool, now: Timestamp) -> Option<ChannelMessage> {
+    let source = match &outcome.source {
+        OutcomeSource::Notification { .. } => "notification",
+        OutcomeSource::Query => "query",
+        OutcomeSource::CloseAnswer => "close_answer",
+        OutcomeSource::Statement { .. } if !changed => return None,
+        OutcomeSource::Statement { .. } => "statement",
+    };
+    Some(ChannelMessage::new(outcome.channel, &outcome.out_trade_no, source, observed_summary(&outcome.observed), verdict, outcome.content.clone(), now))
+}
+
 /// An operator action.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct AuditEntry {
@@ -129,10 +165,10 @@ pub trait Console: Send + Sync {
 /// The SQL of `Console` for one backend (see `sql::impl_store!` for the parameters).
 macro_rules! console_sql {
     ($Store:ty, $Db:ty, backend = $backend:expr, for_update = $for_update:literal, skip_locked = $skip_locked:literal, migrations = $migrations:expr) => {
-        #[async_trait::async_trait]
-        impl $crate::Console for $Store {
-            async fn record_channel_message(&self, m: &$crate::ChannelMessage) -> $crate::Result<()> {
-                let mut tx = self.begin_write().await?;
+        impl $Store {
+            /// `record_channel_message` inside a transaction of the caller's (`apply_outcome`
+            /// writes a fact's message with the fact).
+            pub(crate) async fn tx_record_channel_message(tx: &mut sqlx::Transaction<'static, $Db>, m: &$crate::ChannelMessage) -> $crate::Result<()> {
                 if m.is_answer() && m.content.is_none() {
                     let latest: Option<(String, String, String, String, Option<String>)> = sqlx::query_as(
                         "SELECT id, source, observed, verdict, content FROM channel_messages WHERE channel = $1 AND reference = $2 \
@@ -140,7 +176,7 @@ macro_rules! console_sql {
                     )
                     .bind(&m.channel)
                     .bind(&m.reference)
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(&mut **tx)
                     .await?;
                     if let Some((id, source, observed, verdict, None)) = latest
                         && (source.as_str(), observed.as_str(), verdict.as_str()) == (m.source.as_str(), m.observed.as_str(), m.verdict.as_str())
@@ -148,9 +184,8 @@ macro_rules! console_sql {
                         sqlx::query("UPDATE channel_messages SET repeats = repeats + 1, last_at = $1 WHERE id = $2")
                             .bind(m.received_at)
                             .bind(&id)
-                            .execute(&mut *tx)
+                            .execute(&mut **tx)
                             .await?;
-                        tx.commit().await?;
                         return Ok(());
                     }
                 }
@@ -166,8 +201,17 @@ macro_rules! console_sql {
                 .bind(&m.verdict)
                 .bind(&m.content)
                 .bind(m.received_at)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::Console for $Store {
+            async fn record_channel_message(&self, m: &$crate::ChannelMessage) -> $crate::Result<()> {
+                let mut tx = self.begin_write().await?;
+                Self::tx_record_channel_message(&mut tx, m).await?;
                 tx.commit().await?;
                 Ok(())
             }

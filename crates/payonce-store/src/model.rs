@@ -351,6 +351,9 @@ pub struct ChannelOutcome {
     /// When to look at this attempt again if it is not settled by this outcome (a closed
     /// attempt is watched until its credential can no longer pay). `None` keeps the schedule.
     pub reschedule: Option<Timestamp>,
+    /// The message as read (a notification's body, WeChat's decrypted resource), written to
+    /// the order timeline with the verdict in the same transaction as the fact.
+    pub content: Option<String>,
 }
 
 #[derive(Debug, Clone)]
