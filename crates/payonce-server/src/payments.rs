@@ -403,6 +403,7 @@ pub async fn retire(state: &AppState, a: &Attempt) -> Result<(), PaymentError> {
         },
         Err(e) => {
             tracing::warn!(error = %e, out_trade_no = %a.out_trade_no, "close failed");
+            journal_unanswered(state, a.channel, &a.out_trade_no, "close_answer", &e).await;
             return Err(PaymentError::ChannelUnavailable("could not close the previous channel order; retrying is safe"));
         }
     };
