@@ -353,9 +353,14 @@ macro_rules! console_sql {
 
             async fn find_orders(&self, q: &str, limit: i64) -> $crate::Result<Vec<$crate::Order>> {
                 let rows = sqlx::query(concat!(
-                    "SELECT ", $crate::sql::order_cols!(), " FROM orders WHERE id = $1 OR merchant_order_no = $1 \
-                     OR id IN (SELECT order_id FROM attempts WHERE id = $1 OR out_trade_no = $1 OR channel_trade_no = $1) \
-                     OR id IN (SELECT order_id FROM refunds WHERE id = $1 OR out_refund_no = $1) \
+                    // One index look-up per kind of number, joined by UNION. Written as ORs,
+                    // PostgreSQL scanned the whole orders table (EXPLAIN: a seq scan filtered by
+                    // hashed subplans, even with enable_seqscan off); SQLite managed either way.
+                    "SELECT ", $crate::sql::order_cols!(), " FROM orders WHERE id IN (\
+                     SELECT id FROM orders WHERE id = $1 UNION SELECT id FROM orders WHERE merchant_order_no = $1 \
+                     UNION SELECT order_id FROM attempts WHERE id = $1 UNION SELECT order_id FROM attempts WHERE out_trade_no = $1 \
+                     UNION SELECT order_id FROM attempts WHERE channel_trade_no = $1 \
+                     UNION SELECT order_id FROM refunds WHERE id = $1 UNION SELECT order_id FROM refunds WHERE out_refund_no = $1) \
                      ORDER BY created_at DESC, id DESC LIMIT $2"
                 ))
                 .bind(q)
