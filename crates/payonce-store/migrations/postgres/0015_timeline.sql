@@ -4,3 +4,7 @@
 -- not written again, so the table grows by what changed, not by every poll.
 ALTER TABLE channel_messages ADD COLUMN repeats BIGINT NOT NULL DEFAULT 1;
 ALTER TABLE channel_messages ADD COLUMN last_at BIGINT;
+
+-- An order's timeline reads the abnormal items about its attempts and refunds: by reference,
+-- not by scanning every item ever raised (resolved ones stay, with who resolved them and why).
+CREATE INDEX abnormal_by_reference ON abnormal (reference);
