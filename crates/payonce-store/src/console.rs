@@ -91,6 +91,22 @@ pub(crate) fn outcome_message(outcome: &ChannelOutcome, verdict: String, changed
     Some(ChannelMessage::new(outcome.channel, &outcome.out_trade_no, source, observed_summary(&outcome.observed), verdict, outcome.content.clone(), now))
 }
 
+/// The console's search: every order one of its numbers names, newest first (`$1` the number,
+/// `$2` the limit). One index look-up per kind of number, joined by UNION: written as ORs,
+/// PostgreSQL scanned the whole orders table (EXPLAIN: a seq scan filtered by hashed subplans,
+/// even with `enable_seqscan` off); SQLite managed either way. Public so a test can ask the
+/// planner (`tests/api/console.rs`).
+pub const FIND_ORDERS_SQL: &str = concat!(
+    "SELECT ",
+    crate::sql::order_cols!(),
+    " FROM orders WHERE id IN (\
+     SELECT id FROM orders WHERE id = $1 UNION SELECT id FROM orders WHERE merchant_order_no = $1 \
+     UNION SELECT order_id FROM attempts WHERE id = $1 UNION SELECT order_id FROM attempts WHERE out_trade_no = $1 \
+     UNION SELECT order_id FROM attempts WHERE channel_trade_no = $1 \
+     UNION SELECT order_id FROM refunds WHERE id = $1 UNION SELECT order_id FROM refunds WHERE out_refund_no = $1) \
+     ORDER BY created_at DESC, id DESC LIMIT $2"
+);
+
 /// An operator action.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct AuditEntry {
@@ -352,17 +368,7 @@ macro_rules! console_sql {
             }
 
             async fn find_orders(&self, q: &str, limit: i64) -> $crate::Result<Vec<$crate::Order>> {
-                let rows = sqlx::query(concat!(
-                    // One index look-up per kind of number, joined by UNION. Written as ORs,
-                    // PostgreSQL scanned the whole orders table (EXPLAIN: a seq scan filtered by
-                    // hashed subplans, even with enable_seqscan off); SQLite managed either way.
-                    "SELECT ", $crate::sql::order_cols!(), " FROM orders WHERE id IN (\
-                     SELECT id FROM orders WHERE id = $1 UNION SELECT id FROM orders WHERE merchant_order_no = $1 \
-                     UNION SELECT order_id FROM attempts WHERE id = $1 UNION SELECT order_id FROM attempts WHERE out_trade_no = $1 \
-                     UNION SELECT order_id FROM attempts WHERE channel_trade_no = $1 \
-                     UNION SELECT order_id FROM refunds WHERE id = $1 UNION SELECT order_id FROM refunds WHERE out_refund_no = $1) \
-                     ORDER BY created_at DESC, id DESC LIMIT $2"
-                ))
+                let rows = sqlx::query($crate::console::FIND_ORDERS_SQL)
                 .bind(q)
                 .bind(limit)
                 .fetch_all(&self.reader())

@@ -12,6 +12,7 @@ store_tests!(
     the_console_needs_a_session_and_its_forms_a_csrf_token,
     the_timeline_tells_an_order_s_story_and_masks_the_payer,
     every_query_and_its_answer_is_in_the_timeline_repeats_counted,
+    the_search_is_index_look_ups_only,
 );
 
 const ADMIN: &str = "test-admin-token";
@@ -197,6 +198,33 @@ async fn every_query_and_its_answer_is_in_the_timeline_repeats_counted(b: Backen
     for step in ["query from sandbox: unpaid", "times, the last at", "→ unanswered", "query from sandbox: paid 700", "→ order_paid", "refund call from sandbox", "→ refund"] {
         assert!(timeline.contains(step), "the timeline shows {step:?}:\n{timeline}");
     }
+}
+
+/// The planner's word on the console's search, not ours: every table it reads is read through
+/// an index, on both stores — PostgreSQL asked with `enable_seqscan` off, so a plan that needs a
+/// scan shows one however small the tables are.
+async fn the_search_is_index_look_ups_only(b: Backend) {
+    use sqlx::{Connection, Row};
+    let Some(app) = crate::app(b).await else { return };
+    let sql = format!("EXPLAIN{} {}", if b == Backend::Sqlite { " QUERY PLAN" } else { "" }, payonce_store::console::FIND_ORDERS_SQL);
+    let plan: Vec<String> = match b {
+        Backend::Postgres => {
+            let mut c = sqlx::postgres::PgConnection::connect(&app.db.url).await.unwrap();
+            sqlx::query("SET enable_seqscan = off").execute(&mut c).await.unwrap();
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind("ORD-1").bind(20_i64).fetch_all(&mut c).await.unwrap();
+            rows.iter().map(|r| r.get::<String, _>(0)).collect()
+        }
+        Backend::Sqlite => {
+            let mut c = sqlx::sqlite::SqliteConnection::connect(&app.db.url).await.unwrap();
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind("ORD-1").bind(20_i64).fetch_all(&mut c).await.unwrap();
+            rows.iter().map(|r| r.get::<String, _>(3)).collect()
+        }
+    };
+    let plan = plan.join("\n");
+    for table in ["orders", "attempts", "refunds"] {
+        assert!(plan.contains(table), "{table} is read:\n{plan}");
+    }
+    assert!(!plan.contains("Seq Scan") && !plan.lines().any(|l| l.trim_start().starts_with("SCAN ")), "a table scanned:\n{plan}");
 }
 
 fn urlencode(s: &str) -> String {
