@@ -324,35 +324,42 @@ impl TestApp {
         }
     }
 
-    /// Every invariant of DESIGN.md that the data can show, against the simulator's ledger —
-    /// safety (I1–I4) and liveness (I7, with a grace of a minute of schedule time plus 5 s) —
-    /// once the system has settled: both are judged together until they hold or 15 s have
-    /// passed. Judged at once, a payment made a moment ago whose notification is still on its
-    /// way (or waits for a retry after a fault) would count as lost; a real violation stays.
+    /// Every invariant of DESIGN.md that the data can show, once settled (up to 15 s).
     pub async fn violations(&self) -> Vec<String> {
-        let grace = self.state.config.scaled(Duration::from_secs(60)).as_millis() as i64 + 5_000;
-        let end = tokio::time::Instant::now() + Duration::from_secs(15);
+        self.settled_violations(Duration::from_secs(15)).await
+    }
+
+    /// Safety (I1–I4, against the simulator's ledger) and liveness (I7) judged together, again
+    /// and again, until both hold or `settle` has passed; what is left then is the verdict.
+    /// Judged at once, a payment made a moment ago whose notification is still on its way (or
+    /// waits for a retry after a fault) would count as lost; a real violation stays.
+    pub async fn settled_violations(&self, settle: Duration) -> Vec<String> {
+        let end = tokio::time::Instant::now() + settle;
         loop {
             let mut v = crate::invariants::check(self.store.as_ref(), &self.ledger().await).await;
-            v.extend(crate::invariants::liveness(self.store.as_ref(), self.state.clock.now(), grace).await);
+            v.extend(crate::invariants::liveness(self.store.as_ref(), self.state.clock.now(), self.liveness_grace()).await);
             if v.is_empty() || tokio::time::Instant::now() >= end {
                 return v;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
-    /// I7 alone, after letting the workers catch up.
+    /// I7 alone, after letting the workers catch up (up to 15 s).
     pub async fn liveness_violations(&self) -> Vec<String> {
-        let grace = self.state.config.scaled(Duration::from_secs(60)).as_millis() as i64 + 5_000;
         let end = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
-            let stuck = crate::invariants::liveness(self.store.as_ref(), self.state.clock.now(), grace).await;
+            let stuck = crate::invariants::liveness(self.store.as_ref(), self.state.clock.now(), self.liveness_grace()).await;
             if stuck.is_empty() || tokio::time::Instant::now() >= end {
                 return stuck;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// How late past its due time a worker may be: a minute of schedule time, plus 5 s.
+    fn liveness_grace(&self) -> i64 {
+        self.state.config.scaled(Duration::from_secs(60)).as_millis() as i64 + 5_000
     }
 }
 

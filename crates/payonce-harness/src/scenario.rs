@@ -153,7 +153,7 @@ pub async fn run_settling(s: &Scenario, settle: Duration) -> Verdict {
         }
     };
     tokio::join!(crash, async { while tasks.join_next().await.is_some() {} });
-    let violations = quiesce(&app, settle).await;
+    let violations = app.settled_violations(settle).await;
     let ledger_digest = digest(&app).await;
     // After the verdict, the day's bills are reconciled as the scheduled worker would (the
     // operator's metrics of a chaos run include reconciliation); the result is not judged here
@@ -173,21 +173,6 @@ pub async fn run_settling(s: &Scenario, settle: Duration) -> Verdict {
 /// three queries fail (20 % each) is found at 36 s — past the 20 s this once was (seed 3639 of
 /// the first 10,000-seed run with channel errors). Settled scenarios end as soon as they are.
 const SETTLE: Duration = Duration::from_secs(80);
-
-/// Waits until every invariant holds (the system has settled) or `SETTLE` has passed; the
-/// violations left then are the verdict.
-async fn quiesce(app: &TestApp, settle: Duration) -> Vec<String> {
-    let end = Instant::now() + settle;
-    let grace = app.state.config.scaled(Duration::from_secs(60)).as_millis() as i64 + 5_000;
-    loop {
-        let mut v = crate::invariants::check(app.store.as_ref(), &app.ledger().await).await;
-        v.extend(crate::invariants::liveness(app.store.as_ref(), app.state.clock.now(), grace).await);
-        if v.is_empty() || Instant::now() >= end {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 async fn play(http: &reqwest::Client, base: &str, sim: &str, secret: &str, plan: &OrderPlan) {
     let body = json!({"merchant_order_no": plan.merchant_order_no, "amount": plan.amount, "currency": "CNY", "subject": "scenario", "expire_in_seconds": 60});

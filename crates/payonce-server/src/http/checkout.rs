@@ -246,10 +246,8 @@ struct RefusedPage<'a> {
     message: &'static str,
 }
 
-/// Headers of every cashier answer: no referrer (the token is in the URL), no framing, a CSP
-/// without inline script; the form may post only to a channel's gateway (UnionPay).
-/// The cashier's pages: its own script and style only; the token in the URL never leaves as a
-/// referrer.
+/// The cashier's pages: its own script and style only, no inline script; no referrer (the
+/// token is in the URL); the form may post only to a channel's gateway (UnionPay).
 const POLICY: crate::http::pages::PagePolicy = crate::http::pages::PagePolicy {
     csp: "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action http: https:; frame-ancestors 'none'; base-uri 'none'",
     referrer: "no-referrer",
