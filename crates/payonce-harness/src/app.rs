@@ -35,9 +35,16 @@ pub struct AppOptions {
     /// The per-app API limit (`None`: unlimited).
     pub rate_limit: Option<payonce_server::ratelimit::RateSpec>,
     pub header_read_timeout: Duration,
+    /// Headers and body of a request must arrive within this of its first byte.
+    pub request_timeout: Duration,
     pub max_connections: usize,
     pub max_in_flight: usize,
     pub metrics_token: Option<String>,
+    /// `/metrics` without a token. On for the harness's own servers (loopback, a test's or the
+    /// demo's); `serve` keeps it closed unless told.
+    pub metrics_public: bool,
+    /// Peers whose `X-Forwarded-For` is believed (tests speak for many addresses through it).
+    pub trusted_proxies: Vec<payonce_server::ratelimit::Cidr>,
     /// Redis (the prepay accelerator and the shared rate-limit buckets).
     pub redis_url: Option<String>,
     /// `PAYONCE_ADMIN_TOKEN` of the app (tests know it; the demo makes a random one).
@@ -66,9 +73,12 @@ impl Default for AppOptions {
             allow_private_webhooks: true,
             rate_limit: ServerConfig::default().rate_limit,
             header_read_timeout: ServerConfig::default().header_read_timeout,
+            request_timeout: ServerConfig::default().request_timeout,
             max_connections: ServerConfig::default().max_connections,
             max_in_flight: ServerConfig::default().max_in_flight,
             metrics_token: None,
+            metrics_public: true,
+            trusted_proxies: Vec::new(),
             redis_url: None,
             admin_token: "test-admin-token".into(),
             sim_seed: None,
@@ -120,7 +130,12 @@ fn sim_state_dir() -> crate::scratch::ScratchDir {
     static TEMPLATE: std::sync::OnceLock<crate::scratch::ScratchDir> = std::sync::OnceLock::new();
     let template = TEMPLATE.get_or_init(|| {
         let dir = crate::scratch::ScratchDir::new().expect("temp dir");
-        payonce_sim::Sim::prepare(dir.path(), "http://127.0.0.1:0", payonce_sim::SimOptions::default()).expect("simulator keys");
+        payonce_sim::Sim::prepare(
+            dir.path(),
+            "http://127.0.0.1:0",
+            payonce_sim::SimOptions::default(),
+        )
+        .expect("simulator keys");
         dir
     });
     let dir = crate::scratch::ScratchDir::new().expect("temp dir");
@@ -134,21 +149,48 @@ fn sim_state_dir() -> crate::scratch::ScratchDir {
 pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
     let sim_dir = sim_state_dir();
     // One clock for the engine, the connectors and the simulated channels.
-    let clock: Arc<dyn payonce_core::Clock> = opts.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
-    let sim_options = payonce_sim::SimOptions { clock: clock.clone(), seed: opts.sim_seed };
-    let sim = payonce_sim::start_with(TcpListener::bind("127.0.0.1:0").await.unwrap(), sim_dir.path(), sim_options).await.expect("simulator");
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
-    http.post(format!("{}/sim/faults", sim.base_url())).json(&json!({"time_scale": opts.time_scale})).send().await.unwrap();
+    let clock: Arc<dyn payonce_core::Clock> =
+        opts.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
+    let sim_options = payonce_sim::SimOptions {
+        clock: clock.clone(),
+        seed: opts.sim_seed,
+    };
+    let sim = payonce_sim::start_with(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        sim_dir.path(),
+        sim_options,
+    )
+    .await
+    .expect("simulator");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    http.post(format!("{}/sim/faults", sim.base_url()))
+        .json(&json!({"time_scale": opts.time_scale}))
+        .send()
+        .await
+        .unwrap();
     if opts.wechat_certificate_mode {
         let toml = std::fs::read_to_string(&sim.channels_file).unwrap();
         let start = toml.find("platform_public_key_file").unwrap();
         let end = start + toml[start..].find("\n\n").unwrap();
-        let toml = format!("{}platform_cert_files = [\"wechatpay_platform_cert.pem\"]{}", &toml[..start], &toml[end..]);
+        let toml = format!(
+            "{}platform_cert_files = [\"wechatpay_platform_cert.pem\"]{}",
+            &toml[..start],
+            &toml[end..]
+        );
         std::fs::write(&sim.channels_file, toml).unwrap();
-        http.post(format!("{}/sim/wechatpay/platform", sim.base_url())).json(&json!({"mode": "certificate"})).send().await.unwrap();
+        http.post(format!("{}/sim/wechatpay/platform", sim.base_url()))
+            .json(&json!({"mode": "certificate"}))
+            .send()
+            .await
+            .unwrap();
     }
 
-    let store = payonce_store::open(&db.url, true).await.expect("open store");
+    let store = payonce_store::open(&db.url, true)
+        .await
+        .expect("open store");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let channels = payonce_channels::ChannelsConfig::load(&sim.channels_file)
@@ -164,22 +206,48 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
         allow_private_webhooks: opts.allow_private_webhooks,
         rate_limit: opts.rate_limit,
         header_read_timeout: opts.header_read_timeout,
+        request_timeout: opts.request_timeout,
         max_connections: opts.max_connections,
         max_in_flight: opts.max_in_flight,
         metrics_token: opts.metrics_token.clone(),
-        webhook_schedule: opts.webhook_schedule.clone().unwrap_or_else(|| ServerConfig::default().webhook_schedule),
+        metrics_public: opts.metrics_public,
+        trusted_proxies: opts.trusted_proxies.clone(),
+        webhook_schedule: opts
+            .webhook_schedule
+            .clone()
+            .unwrap_or_else(|| ServerConfig::default().webhook_schedule),
         workers: opts.workers,
-        reconcile_at: opts.reconcile_at.as_deref().map(|s| payonce_server::state::parse_reconcile_at(s).expect("reconcile_at")).unwrap_or_default(),
+        reconcile_at: opts
+            .reconcile_at
+            .as_deref()
+            .map(|s| payonce_server::state::parse_reconcile_at(s).expect("reconcile_at"))
+            .unwrap_or_default(),
         ..ServerConfig::default()
     };
     let (key, _) = MasterKey::random();
-    let creds = payonce_server::apps::create_app(store.as_ref(), &key, &SystemClock, payonce_server::apps::NewApp { name: "test-shop", webhook_url: opts.webhook_url.as_deref(), sink: opts.sink.as_deref(), ..Default::default() })
+    let creds = payonce_server::apps::create_app(
+        store.as_ref(),
+        &key,
+        &SystemClock,
+        payonce_server::apps::NewApp {
+            name: "test-shop",
+            webhook_url: opts.webhook_url.as_deref(),
+            sink: opts.sink.as_deref(),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("app");
+    let sinks = payonce_server::sinks::Sinks::from_config(&opts.sinks)
         .await
-        .expect("app");
-    let sinks = payonce_server::sinks::Sinks::from_config(&opts.sinks).await.expect("sinks");
+        .expect("sinks");
     let mut state = AppState::new(store.clone(), clock, channels, config, key).with_sinks(sinks);
     if let Some(url) = &opts.redis_url {
-        state = state.with_redis(payonce_server::accelerator::Accelerator::connect(url).await.expect("redis"));
+        state = state.with_redis(
+            payonce_server::accelerator::Accelerator::connect(url)
+                .await
+                .expect("redis"),
+        );
     }
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(payonce_server::run(listener, state.clone(), async move {
@@ -220,11 +288,22 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> reqwest::Response {
-        self.http.post(self.url(path)).bearer_auth(&self.secret).json(&body).send().await.expect("request")
+        self.http
+            .post(self.url(path))
+            .bearer_auth(&self.secret)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.http.get(self.url(path)).bearer_auth(&self.secret).send().await.expect("request")
+        self.http
+            .get(self.url(path))
+            .bearer_auth(&self.secret)
+            .send()
+            .await
+            .expect("request")
     }
 
     /// Creates an order and returns its JSON.
@@ -237,11 +316,19 @@ impl TestApp {
     }
 
     pub async fn prepay(&self, order_id: &str, channel: &str) -> reqwest::Response {
-        self.post(&format!("/v1/orders/{order_id}/prepay"), json!({"channel": channel})).await
+        self.post(
+            &format!("/v1/orders/{order_id}/prepay"),
+            json!({"channel": channel}),
+        )
+        .await
     }
 
     pub async fn order(&self, order_id: &str) -> Value {
-        self.get(&format!("/v1/orders/{order_id}")).await.json().await.unwrap()
+        self.get(&format!("/v1/orders/{order_id}"))
+            .await
+            .json()
+            .await
+            .unwrap()
     }
 
     /// The payer pays a channel order at the simulator.
@@ -256,8 +343,18 @@ impl TestApp {
     }
 
     pub async fn faults(&self, f: Value) {
-        let r = self.http.post(self.sim_url("/sim/faults")).json(&f).send().await.unwrap();
-        assert!(r.status().is_success(), "faults rejected: {}", r.text().await.unwrap());
+        let r = self
+            .http
+            .post(self.sim_url("/sim/faults"))
+            .json(&f)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "faults rejected: {}",
+            r.text().await.unwrap()
+        );
     }
 
     /// Waits until the simulated channels have no notification left to deliver (retries,
@@ -265,7 +362,15 @@ impl TestApp {
     pub async fn notifications_settled(&self, timeout: Duration) -> bool {
         let end = tokio::time::Instant::now() + timeout;
         loop {
-            let v: Value = self.http.get(self.sim_url("/sim/notifications")).send().await.unwrap().json().await.unwrap();
+            let v: Value = self
+                .http
+                .get(self.sim_url("/sim/notifications"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
             if v["outstanding"] == 0 {
                 return true;
             }
@@ -282,15 +387,28 @@ impl TestApp {
     /// would start it. (Requests already inside a handler may still finish against the database,
     /// like another instance's would; a real SIGKILL is `tests/crash.rs`.)
     pub async fn crash_and_restart(&mut self) {
+        self.crash_and_restart_with(|_| {}).await
+    }
+
+    /// `crash_and_restart`, the new instance started with its configuration changed (a new
+    /// admin token, say: what an operator's restart after a token change does).
+    pub async fn crash_and_restart_with(&mut self, change: impl FnOnce(&mut ServerConfig)) {
         self.server.abort();
         let _ = (&mut self.server).await;
-        let store = payonce_store::open(&self.db.url, false).await.expect("reopen the store");
+        let store = payonce_store::open(&self.db.url, false)
+            .await
+            .expect("reopen the store");
         let channels = payonce_channels::ChannelsConfig::load(&self.sim.channels_file)
             .and_then(|c| c.build(self.state.config.channel_timeout, self.state.clock.clone()))
             .expect("channels");
-        let state = self.state.restarted(store.clone(), channels);
+        let mut state = self.state.restarted(store.clone(), channels);
+        let mut config = (*state.config).clone();
+        change(&mut config);
+        state.config = Arc::new(config);
         let addr = self.base.trim_start_matches("http://").to_owned();
-        let listener = TcpListener::bind(&addr).await.expect("the crashed instance's address");
+        let listener = TcpListener::bind(&addr)
+            .await
+            .expect("the crashed instance's address");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         self.server = tokio::spawn(payonce_server::run(listener, state.clone(), async move {
             let _ = rx.await;
@@ -305,7 +423,14 @@ impl TestApp {
     }
 
     pub async fn ledger(&self) -> Value {
-        self.http.get(self.sim_url("/sim/ledger")).send().await.unwrap().json().await.unwrap()
+        self.http
+            .get(self.sim_url("/sim/ledger"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     pub async fn counts(&self) -> Vec<(&'static str, i64)> {
@@ -313,7 +438,12 @@ impl TestApp {
     }
 
     /// Polls the order until `pred` holds, up to `timeout`; returns the last view.
-    pub async fn wait_order(&self, order_id: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_order(
+        &self,
+        order_id: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let end = tokio::time::Instant::now() + timeout;
         loop {
             let o = self.order(order_id).await;
@@ -337,7 +467,14 @@ impl TestApp {
         let end = tokio::time::Instant::now() + settle;
         loop {
             let mut v = crate::invariants::check(self.store.as_ref(), &self.ledger().await).await;
-            v.extend(crate::invariants::liveness(self.store.as_ref(), self.state.clock.now(), self.liveness_grace()).await);
+            v.extend(
+                crate::invariants::liveness(
+                    self.store.as_ref(),
+                    self.state.clock.now(),
+                    self.liveness_grace(),
+                )
+                .await,
+            );
             if v.is_empty() || tokio::time::Instant::now() >= end {
                 return v;
             }
@@ -349,7 +486,12 @@ impl TestApp {
     pub async fn liveness_violations(&self) -> Vec<String> {
         let end = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
-            let stuck = crate::invariants::liveness(self.store.as_ref(), self.state.clock.now(), self.liveness_grace()).await;
+            let stuck = crate::invariants::liveness(
+                self.store.as_ref(),
+                self.state.clock.now(),
+                self.liveness_grace(),
+            )
+            .await;
             if stuck.is_empty() || tokio::time::Instant::now() >= end {
                 return stuck;
             }
@@ -359,16 +501,28 @@ impl TestApp {
 
     /// How late past its due time a worker may be: a minute of schedule time, plus 5 s.
     fn liveness_grace(&self) -> i64 {
-        self.state.config.scaled(Duration::from_secs(60)).as_millis() as i64 + 5_000
+        self.state
+            .config
+            .scaled(Duration::from_secs(60))
+            .as_millis() as i64
+            + 5_000
     }
 }
 
 impl TestApp {
     /// A sandbox payment notification signed with the simulator's real key, as the channel
     /// would send it: `(timestamp header, signature header, body)`.
-    pub fn signed_sandbox_notification(&self, event_id: &str, out_trade_no: &str, amount: i64) -> (String, String, String) {
+    pub fn signed_sandbox_notification(
+        &self,
+        event_id: &str,
+        out_trade_no: &str,
+        amount: i64,
+    ) -> (String, String, String) {
         use payonce_channels::sandbox::protocol;
-        let key = payonce_channels::config::read_hex_key(&self.sim.channels_file.with_file_name("sandbox.key")).unwrap();
+        let key = payonce_channels::config::read_hex_key(
+            &self.sim.channels_file.with_file_name("sandbox.key"),
+        )
+        .unwrap();
         let body = json!({
             "id": event_id,
             "event_type": protocol::EVENT_PAID,
@@ -378,12 +532,20 @@ impl TestApp {
             "paid_at": 1_700_000_000_000i64,
         })
         .to_string();
-        let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
         let sig = protocol::sign(&key, ts, "POST", "/notify/sandbox", body.as_bytes());
         (ts.to_string(), sig, body)
     }
 
-    pub async fn post_sandbox_notification(&self, ts: &str, sig: &str, body: &str) -> reqwest::Response {
+    pub async fn post_sandbox_notification(
+        &self,
+        ts: &str,
+        sig: &str,
+        body: &str,
+    ) -> reqwest::Response {
         use payonce_channels::sandbox::protocol;
         self.http
             .post(self.url("/notify/sandbox"))
@@ -405,7 +567,11 @@ impl TestApp {
 
     /// Posts a forged notification to `/notify/{channel}`; returns status and body text.
     pub async fn deliver(&self, channel: &str, n: &Forged) -> (StatusCode, String) {
-        let mut req = self.http.post(self.url(&format!("/notify/{channel}"))).header("content-type", n.content_type).body(n.body.clone());
+        let mut req = self
+            .http
+            .post(self.url(&format!("/notify/{channel}")))
+            .header("content-type", n.content_type)
+            .body(n.body.clone());
         for (k, v) in &n.headers {
             req = req.header(k, v);
         }

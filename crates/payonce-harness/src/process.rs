@@ -15,12 +15,33 @@ pub struct ServeProcess {
 
 impl ServeProcess {
     /// Starts `exe serve` on `database_url` with the simulator's channels file.
-    pub async fn spawn(exe: &Path, database_url: &str, channels_file: &Path, master_key_hex: &str, extra: &[&str]) -> anyhow::Result<Self> {
-        Self::spawn_at(exe, database_url, channels_file, master_key_hex, "127.0.0.1:0", extra).await
+    pub async fn spawn(
+        exe: &Path,
+        database_url: &str,
+        channels_file: &Path,
+        master_key_hex: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        Self::spawn_at(
+            exe,
+            database_url,
+            channels_file,
+            master_key_hex,
+            "127.0.0.1:0",
+            extra,
+        )
+        .await
     }
 
     /// Like `spawn`, on a given address (a restarted instance keeps its predecessor's).
-    pub async fn spawn_at(exe: &Path, database_url: &str, channels_file: &Path, master_key_hex: &str, listen: &str, extra: &[&str]) -> anyhow::Result<Self> {
+    pub async fn spawn_at(
+        exe: &Path,
+        database_url: &str,
+        channels_file: &Path,
+        master_key_hex: &str,
+        listen: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let mut cmd = Command::new(exe);
         cmd.arg("serve")
             .args(["--listen", listen, "--database-url", database_url])
@@ -29,10 +50,23 @@ impl ServeProcess {
             // Test receivers listen on 127.0.0.1; storms and benchmarks measure the engine, not
             // the per-app limiter.
             .arg("--allow-private-webhooks")
-            .args(if extra.contains(&"--rate-limit") { &[][..] } else { &["--rate-limit", "off"][..] })
+            .args(if extra.contains(&"--rate-limit") {
+                &[][..]
+            } else {
+                &["--rate-limit", "off"][..]
+            })
+            // The scrapes of tests and benchmarks read `/metrics` on loopback without a token.
+            .args(if extra.contains(&"--metrics-token") {
+                &[][..]
+            } else {
+                &["--metrics-public"][..]
+            })
             .args(extra)
             .env("PAYONCE_MASTER_KEY", master_key_hex)
-            .env("PAYONCE_LOG", std::env::var("PAYONCE_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "PAYONCE_LOG",
+                std::env::var("PAYONCE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -41,8 +75,13 @@ impl ServeProcess {
         let pid = child.id().unwrap_or_default();
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await??.unwrap_or_default();
-        let addr = first.strip_prefix("listening on ").ok_or_else(|| anyhow::anyhow!("unexpected first line {first:?}"))?.to_owned();
+        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await??
+            .unwrap_or_default();
+        let addr = first
+            .strip_prefix("listening on ")
+            .ok_or_else(|| anyhow::anyhow!("unexpected first line {first:?}"))?
+            .to_owned();
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let me = ServeProcess { child, addr, pid };
@@ -59,9 +98,10 @@ impl ServeProcess {
         let http = reqwest::Client::new();
         for _ in 0..300 {
             if let Ok(r) = http.get(format!("{}/readyz", self.base_url())).send().await
-                && r.status().is_success() {
-                    return Ok(());
-                }
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         anyhow::bail!("server {} never became ready", self.addr)
@@ -91,6 +131,12 @@ impl ServeProcess {
 
     fn status_kib(&self, field: &str) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
-        status.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
+        status
+            .lines()
+            .find(|l| l.starts_with(field))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
     }
 }

@@ -69,37 +69,91 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
-        ApiError { status, code, title, detail: detail.into(), errors: Vec::new(), extra: None, retry_after: None }
+    fn new(
+        status: StatusCode,
+        code: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        ApiError {
+            status,
+            code,
+            title,
+            detail: detail.into(),
+            errors: Vec::new(),
+            extra: None,
+            retry_after: None,
+        }
     }
 
     pub fn validation(errors: Vec<FieldError>) -> Self {
-        let detail = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ");
-        let mut e = Self::new(StatusCode::BAD_REQUEST, "validation_failed", "Validation failed", detail);
+        let detail = errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut e = Self::new(
+            StatusCode::BAD_REQUEST,
+            "validation_failed",
+            "Validation failed",
+            detail,
+        );
         e.errors = errors;
         e
     }
 
     pub fn field(field: &str, message: impl Into<String>) -> Self {
-        Self::validation(vec![FieldError { field: field.into(), message: message.into() }])
+        Self::validation(vec![FieldError {
+            field: field.into(),
+            message: message.into(),
+        }])
     }
 
     pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", "missing or invalid bearer secret")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            "missing or invalid bearer secret",
+        )
+    }
+
+    pub fn unauthorized_because(detail: &str) -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            detail,
+        )
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", "Not found", format!("no such {what}"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "Not found",
+            format!("no such {what}"),
+        )
     }
 
     pub fn order_already_paid(order: crate::http::views::OrderView) -> Self {
-        let mut e = Self::new(StatusCode::CONFLICT, "order_already_paid", "Order already paid", "the order has been paid");
+        let mut e = Self::new(
+            StatusCode::CONFLICT,
+            "order_already_paid",
+            "Order already paid",
+            "the order has been paid",
+        );
         e.extra = Some(Extra::Order(crate::http::views::to_value(&order)));
         e
     }
 
     pub fn order_closed(order: crate::http::views::OrderView) -> Self {
-        let mut e = Self::new(StatusCode::CONFLICT, "order_closed", "Order closed", "the order is closed or expired");
+        let mut e = Self::new(
+            StatusCode::CONFLICT,
+            "order_closed",
+            "Order closed",
+            "the order is closed or expired",
+        );
         e.extra = Some(Extra::Order(crate::http::views::to_value(&order)));
         e
     }
@@ -121,39 +175,96 @@ impl ApiError {
 
     /// A coupon that cannot be used now (409), with why.
     pub fn coupon_unavailable(reason: &'static str) -> Self {
-        let mut e = Self::new(StatusCode::CONFLICT, "coupon_unavailable", "Coupon unavailable", format!("the coupon cannot be used: {reason}"));
+        let mut e = Self::new(
+            StatusCode::CONFLICT,
+            "coupon_unavailable",
+            "Coupon unavailable",
+            format!("the coupon cannot be used: {reason}"),
+        );
         e.extra = Some(Extra::Reason(reason));
         e
     }
 
     pub fn unprocessable(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, "Unprocessable", detail)
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            code,
+            "Unprocessable",
+            detail,
+        )
     }
 
     pub fn request_in_progress(detail: &str) -> Self {
-        let mut e = Self::new(StatusCode::CONFLICT, "request_in_progress", "Request in progress", detail);
+        let mut e = Self::new(
+            StatusCode::CONFLICT,
+            "request_in_progress",
+            "Request in progress",
+            detail,
+        );
         e.retry_after = Some(1);
         e
     }
 
+    /// Too many wrong secrets from this address: refused, whatever it sends, until the wait.
+    pub fn too_many_failures(wait: std::time::Duration) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "Rate limited",
+            "too many failed attempts from this address; retry after the indicated time",
+        );
+        e.retry_after = Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).map(|s| s.max(1));
+        e
+    }
+
     pub fn rate_limited(wait: std::time::Duration) -> Self {
-        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Rate limited", "over this app's request rate; retry after the indicated time");
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "Rate limited",
+            "over this app's request rate; retry after the indicated time",
+        );
         e.retry_after = Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).map(|s| s.max(1));
         e
     }
 
     pub fn unsupported_media_type() -> Self {
-        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Unsupported media type", "send the body as application/json")
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Unsupported media type",
+            "send the body as application/json",
+        )
     }
 
     pub fn overloaded() -> Self {
-        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "Overloaded", "this instance is shedding load; retry shortly");
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "Overloaded",
+            "this instance is shedding load; retry shortly",
+        );
         e.retry_after = Some(1);
         e
     }
 
+    /// The request did not arrive whole (headers and body) within the request timeout.
+    pub fn request_timeout() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "Request timeout",
+            "the request was not received whole in time; send it again",
+        )
+    }
+
     pub fn payload_too_large(limit: usize) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large", format!("the body exceeds {limit} bytes"))
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "Payload too large",
+            format!("the body exceeds {limit} bytes"),
+        )
     }
 
     pub fn idempotency_key_reused() -> Self {
@@ -174,7 +285,12 @@ impl ApiError {
     /// Logs the cause with its details; the client sees only that something failed inside.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "Internal error", "an internal error occurred; retrying is safe")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "Internal error",
+            "an internal error occurred; retrying is safe",
+        )
     }
 }
 
@@ -183,7 +299,12 @@ impl From<payonce_store::StoreError> for ApiError {
         if e.is_unavailable() {
             // Logged with its cause; the client hears only that retrying later is safe.
             tracing::warn!(error = %e, "database unavailable");
-            let mut a = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", "Database unavailable", "the database cannot be reached right now; retrying is safe");
+            let mut a = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                "Database unavailable",
+                "the database cannot be reached right now; retrying is safe",
+            );
             a.retry_after = Some(1);
             return a;
         }
@@ -196,14 +317,20 @@ impl From<crate::payments::PaymentError> for ApiError {
     fn from(e: crate::payments::PaymentError) -> Self {
         use crate::http::views;
         use crate::payments::PaymentError as E;
-        let view = |s: &crate::payments::OrderSnapshot| views::order(&s.order, &s.attempts, &s.refunds);
+        let view =
+            |s: &crate::payments::OrderSnapshot| views::order(&s.order, &s.attempts, &s.refunds);
         match e {
             E::NotFound(what) => ApiError::not_found(what),
             E::AlreadyPaid(s) => ApiError::order_already_paid(view(&s)),
             E::Closed(s) => ApiError::order_closed(view(&s)),
             E::InProgress(detail) => ApiError::request_in_progress(detail),
-            E::ChannelRefused(code) => ApiError::channel_unavailable(StatusCode::BAD_GATEWAY, format!("the channel refused the request ({code})")),
-            E::ChannelUnavailable(detail) => ApiError::channel_unavailable(StatusCode::SERVICE_UNAVAILABLE, detail),
+            E::ChannelRefused(code) => ApiError::channel_unavailable(
+                StatusCode::BAD_GATEWAY,
+                format!("the channel refused the request ({code})"),
+            ),
+            E::ChannelUnavailable(detail) => {
+                ApiError::channel_unavailable(StatusCode::SERVICE_UNAVAILABLE, detail)
+            }
             E::Store(e) => e.into(),
         }
     }
@@ -212,7 +339,10 @@ impl From<crate::payments::PaymentError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = Problem {
-            problem_type: format!("https://payonce.dev/problems/{}", self.code.replace('_', "-")),
+            problem_type: format!(
+                "https://payonce.dev/problems/{}",
+                self.code.replace('_', "-")
+            ),
             title: self.title,
             status: self.status.as_u16(),
             detail: self.detail,
@@ -234,9 +364,13 @@ impl IntoResponse for ApiError {
         }
         let body = serde_json::to_string(&body).expect("a problem serializes");
         let mut resp = (self.status, body).into_response();
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if let Some(s) = self.retry_after {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         resp
     }

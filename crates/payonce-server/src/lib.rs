@@ -4,6 +4,7 @@
 pub mod accelerator;
 pub mod apps;
 pub mod auth;
+pub mod connections;
 pub mod crypto;
 pub mod error;
 pub mod http;
@@ -30,15 +31,44 @@ use tokio::net::TcpListener;
 /// taking connections, lets in-flight requests finish, and stops the workers.
 ///
 /// Connections are served by hyper directly (not `axum::serve`) so that the gateway can defend
-/// itself: a connection that has not sent a request's headers within `header_read_timeout` is
-/// closed (slowloris, idle keep-alive), and past `max_connections` new connections are closed at
-/// once instead of exhausting descriptors and memory.
-pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+/// itself: a request must arrive whole — headers and body — within `request_timeout` of its
+/// first byte (`http::read_whole_request`; hyper closes a connection that has not sent headers
+/// within `header_read_timeout`, idle keep-alive included); and past `max_connections` a new
+/// connection takes the place of the one slowest to send its request (`connections`), so slow
+/// senders cannot lock out complete requests, even from the same address.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
+    use std::sync::Arc;
+    // Console sessions opened under another admin token end now (a session lookup also
+    // checks the token's generation, so an instance still on the old token cannot revive them).
+    match state
+        .store
+        .end_sessions_of_other_tokens(&http::console::token_generation(&state))
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            ended = n,
+            "console sessions of a previous admin token ended"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not end the console sessions of a previous admin token")
+        }
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let workers = tokio::spawn(workers::run(state.clone(), stop_rx));
-    let header_timeout = state.config.header_read_timeout;
-    let connections = std::sync::Arc::new(tokio::sync::Semaphore::new(state.config.max_connections.max(1)));
+    let header_timeout = state
+        .config
+        .header_read_timeout
+        .min(state.config.request_timeout);
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        state.config.max_connections.max(1),
+    ));
+    let tracker = Arc::new(connections::Tracker::default());
     let app = http::router(state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -55,27 +85,70 @@ pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<O
             },
             _ = &mut shutdown => break,
         };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            metrics::counter!("payonce_connections_refused_total").increment(1);
-            drop(stream);
-            continue;
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            // Full: the slowest connection makes room (its task gives its slot back as it ends).
+            Err(_) if tracker.evict_slowest() => {
+                metrics::counter!("payonce_connections_evicted_total").increment(1);
+                match tokio::time::timeout(
+                    std::time::Duration::from_millis(500),
+                    slots.clone().acquire_owned(),
+                )
+                .await
+                {
+                    Ok(Ok(slot)) => slot,
+                    _ => {
+                        metrics::counter!("payonce_connections_refused_total").increment(1);
+                        continue;
+                    }
+                }
+            }
+            // Every connection is handling a request: a real overload, refused at once.
+            Err(_) => {
+                metrics::counter!("payonce_connections_refused_total").increment(1);
+                drop(stream);
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
+        let (id, conn) = tracker.open();
         // The peer's address rides in the request's extensions (as `axum::serve` would put it),
-        // without re-layering the router for every connection.
-        let svc = tower::util::MapRequest::new(app.clone(), move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-            req
+        // and so does the connection, whose first-byte time starts the request's deadline.
+        let in_request = conn.clone();
+        let svc = tower::util::MapRequest::new(
+            app.clone(),
+            move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                req.extensions_mut()
+                    .insert(http::ConnHandle(in_request.clone()));
+                req
+            },
+        );
+        let answered = conn.clone();
+        let svc = tower::ServiceExt::map_response(svc, move |resp| {
+            answered.mark_idle();
+            resp
         });
         let svc = hyper_util::service::TowerToHyperService::new(svc);
-        let conn = hyper::server::conn::http1::Builder::new()
+        let served = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
-            .serve_connection(TokioIo::new(stream), svc);
-        let conn = graceful.watch(conn);
+            .serve_connection(
+                TokioIo::new(connections::Timed::new(stream, conn.clone())),
+                svc,
+            );
+        let served = graceful.watch(served);
+        let tracker = tracker.clone();
         tokio::spawn(async move {
-            let _ = conn.await;
-            drop(permit);
+            tokio::select! {
+                _ = served => {}
+                // Dropping the connection closes its socket; a request being handled is not
+                // evicted, and handlers run in their own tasks anyway.
+                _ = conn.evicted() => {}
+            }
+            tracker.close(id);
+            drop(slot);
         });
     }
     drop(listener);

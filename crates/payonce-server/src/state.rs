@@ -40,6 +40,9 @@ pub struct ServerConfig {
     /// A connection that has not sent a request's headers within this is closed (slow clients,
     /// idle keep-alive connections).
     pub header_read_timeout: Duration,
+    /// A request must arrive whole — headers and body — within this of its first byte; past it
+    /// `408` and the connection is closed. No permit is held meanwhile.
+    pub request_timeout: Duration,
     /// Connections held at once; past it new ones are closed at once.
     pub max_connections: usize,
     /// Business-API requests in flight at once; past it `503 overloaded` with `Retry-After`.
@@ -47,6 +50,12 @@ pub struct ServerConfig {
     pub max_in_flight: usize,
     /// When set, `/metrics` requires `Authorization: Bearer <token>`.
     pub metrics_token: Option<String>,
+    /// Without a token, `/metrics` is open only when this says so: it names every app and its
+    /// traffic, which is nobody else's business.
+    pub metrics_public: bool,
+    /// Wrong admin or metrics tokens one client address may send in 10 minutes; past it every
+    /// attempt from there is refused (`429`), the right token too, until the window passes.
+    pub auth_failures: usize,
     /// Peers whose `X-Forwarded-For` is believed (load balancers, reverse proxies).
     pub trusted_proxies: Vec<crate::ratelimit::Cidr>,
     /// Active-query schedules (seconds after prepay) that replace a channel's default.
@@ -71,7 +80,10 @@ impl std::fmt::Debug for ServerConfig {
             .field("channel_timeout", &self.channel_timeout)
             .field("time_scale", &self.time_scale)
             .field("late_payment", &self.late_payment)
-            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -93,16 +105,25 @@ impl Default for ServerConfig {
             message_retention: Duration::from_secs(90 * 24 * 3600),
             console_session_ttl: Duration::from_secs(8 * 3600),
             // WeChat Pay's own notification schedule: 15 retries over 24 h 40 min.
-            webhook_schedule: [15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600, 21600]
-                .into_iter()
-                .map(Duration::from_secs)
-                .collect(),
+            webhook_schedule: [
+                15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600,
+                21600,
+            ]
+            .into_iter()
+            .map(Duration::from_secs)
+            .collect(),
             webhook_timeout: Duration::from_secs(10),
             allow_private_webhooks: false,
-            rate_limit: Some(crate::ratelimit::RateSpec { per_second: 1000, burst: 2000 }),
+            rate_limit: Some(crate::ratelimit::RateSpec {
+                per_second: 1000,
+                burst: 2000,
+            }),
             trusted_proxies: Vec::new(),
+            auth_failures: 10,
             metrics_token: None,
+            metrics_public: false,
             header_read_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(10),
             max_connections: 4096,
             max_in_flight: 512,
         }
@@ -110,14 +131,27 @@ impl Default for ServerConfig {
 }
 
 /// Parses `wechatpay=10,20,30;unionpay=300,600` into per-channel schedules.
-pub fn parse_query_schedules(s: &str) -> Result<std::collections::BTreeMap<payonce_core::ChannelName, Vec<u64>>, String> {
+pub fn parse_query_schedules(
+    s: &str,
+) -> Result<std::collections::BTreeMap<payonce_core::ChannelName, Vec<u64>>, String> {
     let mut out = std::collections::BTreeMap::new();
     for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-        let (ch, list) = part.split_once('=').ok_or_else(|| format!("expected CHANNEL=SECS,…: {part}"))?;
+        let (ch, list) = part
+            .split_once('=')
+            .ok_or_else(|| format!("expected CHANNEL=SECS,…: {part}"))?;
         let ch = payonce_core::ChannelName::parse(ch.trim()).map_err(|e| e.message)?;
-        let secs: Vec<u64> = list.split(',').map(|x| x.trim().parse::<u64>().map_err(|_| format!("not a number of seconds: {x}"))).collect::<Result<_, _>>()?;
+        let secs: Vec<u64> = list
+            .split(',')
+            .map(|x| {
+                x.trim()
+                    .parse::<u64>()
+                    .map_err(|_| format!("not a number of seconds: {x}"))
+            })
+            .collect::<Result<_, _>>()?;
         if secs.is_empty() || secs.windows(2).any(|w| w[0] > w[1]) {
-            return Err(format!("{ch}: the schedule must be non-empty and increasing"));
+            return Err(format!(
+                "{ch}: the schedule must be non-empty and increasing"
+            ));
         }
         out.insert(ch, secs);
     }
@@ -125,13 +159,23 @@ pub fn parse_query_schedules(s: &str) -> Result<std::collections::BTreeMap<payon
 }
 
 /// `wechatpay=10:00,alipay=09:30`: when each channel's bill of yesterday is ready (Beijing time).
-pub fn parse_reconcile_at(s: &str) -> Result<std::collections::BTreeMap<payonce_core::ChannelName, u32>, String> {
+pub fn parse_reconcile_at(
+    s: &str,
+) -> Result<std::collections::BTreeMap<payonce_core::ChannelName, u32>, String> {
     let mut out = std::collections::BTreeMap::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (ch, at) = part.split_once('=').ok_or_else(|| format!("expected CHANNEL=HH:MM: {part}"))?;
+        let (ch, at) = part
+            .split_once('=')
+            .ok_or_else(|| format!("expected CHANNEL=HH:MM: {part}"))?;
         let ch = payonce_core::ChannelName::parse(ch.trim()).map_err(|e| e.message)?;
-        let (h, m) = at.trim().split_once(':').ok_or_else(|| format!("expected HH:MM: {at}"))?;
-        let (h, m) = (h.parse::<u32>().map_err(|_| format!("not an hour: {h}"))?, m.parse::<u32>().map_err(|_| format!("not a minute: {m}"))?);
+        let (h, m) = at
+            .trim()
+            .split_once(':')
+            .ok_or_else(|| format!("expected HH:MM: {at}"))?;
+        let (h, m) = (
+            h.parse::<u32>().map_err(|_| format!("not an hour: {h}"))?,
+            m.parse::<u32>().map_err(|_| format!("not a minute: {m}"))?,
+        );
         if h > 23 || m > 59 {
             return Err(format!("not a time of day: {at}"));
         }
@@ -146,7 +190,11 @@ const CALL_GRACE_MS: i64 = 5_000;
 impl ServerConfig {
     /// A schedule delay, shortened by the time scale.
     pub fn scaled(&self, d: Duration) -> Duration {
-        if self.time_scale > 0.0 { d.div_f64(self.time_scale) } else { d }
+        if self.time_scale > 0.0 {
+            d.div_f64(self.time_scale)
+        } else {
+            d
+        }
     }
 
     /// When to query an active attempt the `n`-th time, counted from its creation (DESIGN.md:
@@ -231,7 +279,11 @@ impl AppState {
             channels: Arc::new(crate::metered::metered(channels)),
             order_locks: Arc::new(OrderLocks::default()),
             sync_limiter: Arc::new(SyncLimiter::default()),
-            limits: Arc::new(crate::ratelimit::Limits::new(config.rate_limit, config.trusted_proxies.clone())),
+            limits: Arc::new(crate::ratelimit::Limits::new(
+                config.rate_limit,
+                config.trusted_proxies.clone(),
+                config.auth_failures,
+            )),
             in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1))),
             priority_in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(64))),
             failed_worker: Arc::new(std::sync::Mutex::new(None)),
@@ -246,7 +298,11 @@ impl AppState {
         config: ServerConfig,
         master_key: MasterKey,
     ) -> Self {
-        let limits = Arc::new(crate::ratelimit::Limits::new(config.rate_limit, config.trusted_proxies.clone()));
+        let limits = Arc::new(crate::ratelimit::Limits::new(
+            config.rate_limit,
+            config.trusted_proxies.clone(),
+            config.auth_failures,
+        ));
         let metrics = metrics_handle();
         zero_counters(&channels);
         AppState {
@@ -254,7 +310,9 @@ impl AppState {
             in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1))),
             priority_in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(64))),
             failed_worker: Arc::new(std::sync::Mutex::new(None)),
-            gauge_labels: Arc::new(std::sync::Mutex::new(ABNORMAL_KINDS.iter().map(|k| k.to_string()).collect())),
+            gauge_labels: Arc::new(std::sync::Mutex::new(
+                ABNORMAL_KINDS.iter().map(|k| k.to_string()).collect(),
+            )),
             store,
             clock,
             channels: Arc::new(crate::metered::metered(channels)),
@@ -337,10 +395,21 @@ pub fn metrics_handle() -> PrometheusHandle {
             use metrics_exporter_prometheus::Matcher;
             // Latencies and lags as histograms (not summaries): they add up across instances,
             // so the dashboard's quantiles cover the whole deployment.
-            const BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0];
+            const BUCKETS: &[f64] = &[
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+                1800.0, 3600.0,
+            ];
             let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Full("payonce_channel_call_seconds".into()), BUCKETS)
-                .and_then(|b| b.set_buckets_for_metric(Matcher::Full("payonce_payment_lag_seconds".into()), BUCKETS))
+                .set_buckets_for_metric(
+                    Matcher::Full("payonce_channel_call_seconds".into()),
+                    BUCKETS,
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("payonce_payment_lag_seconds".into()),
+                        BUCKETS,
+                    )
+                })
                 .expect("buckets are not empty")
                 .build_recorder();
             let handle = recorder.handle();
@@ -359,13 +428,28 @@ mod tests {
     #[test]
     fn schedules_default_scale_and_override() {
         let mut c = ServerConfig::default();
-        assert_eq!(c.query_offset(ChannelName::Wechatpay, 0), Duration::from_secs(10));
-        assert_eq!(c.query_offset(ChannelName::Wechatpay, 2), Duration::from_secs(30));
-        assert_eq!(c.query_offset(ChannelName::Unionpay, 0), Duration::from_secs(300));
+        assert_eq!(
+            c.query_offset(ChannelName::Wechatpay, 0),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            c.query_offset(ChannelName::Wechatpay, 2),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            c.query_offset(ChannelName::Unionpay, 0),
+            Duration::from_secs(300)
+        );
         c.query_schedules = parse_query_schedules("unionpay=1,2,4").unwrap();
-        assert_eq!(c.query_offset(ChannelName::Unionpay, 2), Duration::from_secs(4));
+        assert_eq!(
+            c.query_offset(ChannelName::Unionpay, 2),
+            Duration::from_secs(4)
+        );
         c.time_scale = 100.0;
-        assert_eq!(c.query_offset(ChannelName::Wechatpay, 0), Duration::from_millis(100));
+        assert_eq!(
+            c.query_offset(ChannelName::Wechatpay, 0),
+            Duration::from_millis(100)
+        );
         assert!(parse_query_schedules("wechatpay=30,10").is_err());
         assert!(parse_query_schedules("paypal=1").is_err());
     }

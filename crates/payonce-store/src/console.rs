@@ -34,9 +34,19 @@ pub struct ChannelMessage {
 
 impl ChannelMessage {
     /// A message received once, now (`repeats` 1): the store counts a repeat of a query answer.
-    pub fn new(channel: ChannelName, reference: &str, source: &str, observed: String, verdict: String, content: Option<String>, now: Timestamp) -> Self {
+    pub fn new(
+        channel: ChannelName,
+        reference: &str,
+        source: &str,
+        observed: String,
+        verdict: String,
+        content: Option<String>,
+        now: Timestamp,
+    ) -> Self {
         ChannelMessage {
-            id: payonce_core::EventId::new().as_str().replacen("evt_", "msg_", 1),
+            id: payonce_core::EventId::new()
+                .as_str()
+                .replacen("evt_", "msg_", 1),
             channel: channel.as_str().to_owned(),
             reference: reference.to_owned(),
             source: source.to_owned(),
@@ -58,8 +68,16 @@ impl ChannelMessage {
 /// A channel's answer in a few words, for the timeline.
 pub fn observed_summary(o: &Observed) -> String {
     match o {
-        Observed::Paid { amount, channel_trade_no, paid_at } => {
-            format!("paid {amount} at {} (trade no {})", paid_at.to_rfc3339(), channel_trade_no.as_deref().unwrap_or("-"))
+        Observed::Paid {
+            amount,
+            channel_trade_no,
+            paid_at,
+        } => {
+            format!(
+                "paid {amount} at {} (trade no {})",
+                paid_at.to_rfc3339(),
+                channel_trade_no.as_deref().unwrap_or("-")
+            )
         }
         Observed::Unpaid => "unpaid".into(),
         Observed::Closed => "closed".into(),
@@ -80,7 +98,12 @@ pub fn effect_name(e: &OutcomeEffect) -> &'static str {
 /// The timeline message of a channel fact and its verdict (`apply_outcome` writes it in the
 /// fact's own transaction). A bill row that changed nothing gets none: the reconciliation's
 /// items are the bill's account.
-pub(crate) fn outcome_message(outcome: &ChannelOutcome, verdict: String, changed: bool, now: Timestamp) -> Option<ChannelMessage> {
+pub(crate) fn outcome_message(
+    outcome: &ChannelOutcome,
+    verdict: String,
+    changed: bool,
+    now: Timestamp,
+) -> Option<ChannelMessage> {
     let source = match &outcome.source {
         OutcomeSource::Notification { .. } => "notification",
         OutcomeSource::Query => "query",
@@ -88,7 +111,15 @@ pub(crate) fn outcome_message(outcome: &ChannelOutcome, verdict: String, changed
         OutcomeSource::Statement { .. } if !changed => return None,
         OutcomeSource::Statement { .. } => "statement",
     };
-    Some(ChannelMessage::new(outcome.channel, &outcome.out_trade_no, source, observed_summary(&outcome.observed), verdict, outcome.content.clone(), now))
+    Some(ChannelMessage::new(
+        outcome.channel,
+        &outcome.out_trade_no,
+        source,
+        observed_summary(&outcome.observed),
+        verdict,
+        outcome.content.clone(),
+        now,
+    ))
 }
 
 /// The console's search: every order one of its numbers names, newest first (`$1` the number,
@@ -128,6 +159,9 @@ pub struct ConsoleSession {
     pub csrf_token: String,
     pub expires_at: i64,
     pub created_at: i64,
+    /// A short hash of the admin token the session was opened with: a session of another token
+    /// is no session.
+    pub token_generation: String,
 }
 
 /// An abnormal item, open or resolved.
@@ -141,6 +175,8 @@ pub struct AbnormalItem {
     pub resolved_at: Option<i64>,
     pub resolved_by: Option<String>,
     pub resolution: Option<String>,
+    /// The order it is about (set from id columns when the item is written).
+    pub order_id: Option<String>,
 }
 
 #[async_trait::async_trait]
@@ -150,7 +186,11 @@ pub trait Console: Send + Sync {
     /// is counted on that row instead.
     async fn record_channel_message(&self, m: &ChannelMessage) -> Result<()>;
     /// The messages about these references of one channel, oldest first.
-    async fn channel_messages(&self, channel: ChannelName, references: &[String]) -> Result<Vec<ChannelMessage>>;
+    async fn channel_messages(
+        &self,
+        channel: ChannelName,
+        references: &[String],
+    ) -> Result<Vec<ChannelMessage>>;
     /// Clears the content of messages received before `before` (the rows and verdicts stay).
     async fn clear_message_contents(&self, before: Timestamp) -> Result<u64>;
 
@@ -159,22 +199,41 @@ pub trait Console: Send + Sync {
     async fn recent_audit(&self, limit: i64) -> Result<Vec<AuditEntry>>;
 
     async fn create_session(&self, s: &ConsoleSession) -> Result<()>;
-    /// The session with this id hash, if it has not expired.
-    async fn session(&self, id_hash: &str, now: Timestamp) -> Result<Option<ConsoleSession>>;
+    /// The session with this id hash, if it has not expired and belongs to this generation of
+    /// the admin token.
+    async fn session(
+        &self,
+        id_hash: &str,
+        generation: &str,
+        now: Timestamp,
+    ) -> Result<Option<ConsoleSession>>;
+    /// The live sessions of this token generation, newest first.
+    async fn sessions(&self, generation: &str, now: Timestamp) -> Result<Vec<ConsoleSession>>;
+    /// Ends every session opened with another admin token; how many ended.
+    async fn end_sessions_of_other_tokens(&self, generation: &str) -> Result<u64>;
     async fn delete_session(&self, id_hash: &str) -> Result<()>;
     async fn purge_sessions(&self, now: Timestamp) -> Result<u64>;
 
     async fn abnormal_item(&self, id: &str) -> Result<Option<AbnormalItem>>;
-    /// Open and resolved items whose reference is one of these (an order's attempts and refunds).
-    async fn abnormal_about(&self, references: &[String]) -> Result<Vec<AbnormalItem>>;
+    /// Open and resolved items about this order (by the order id written with each item).
+    async fn abnormal_of_order(&self, order: &OrderId) -> Result<Vec<AbnormalItem>>;
     /// Marks an open item resolved; false when it was not open.
-    async fn resolve_abnormal(&self, id: &str, by: &str, note: &str, now: Timestamp) -> Result<bool>;
+    async fn resolve_abnormal(
+        &self,
+        id: &str,
+        by: &str,
+        note: &str,
+        now: Timestamp,
+    ) -> Result<bool>;
 
     /// Orders matching `q` exactly as an order id, a merchant_order_no (any app), an attempt
     /// id, out_trade_no or channel trade number (any channel), a refund id or out_refund_no;
     /// newest first.
     async fn find_orders(&self, q: &str, limit: i64) -> Result<Vec<Order>>;
-    async fn reconciliation_items_of_order(&self, order: &OrderId) -> Result<Vec<crate::ReconciliationItem>>;
+    async fn reconciliation_items_of_order(
+        &self,
+        order: &OrderId,
+    ) -> Result<Vec<crate::ReconciliationItem>>;
     async fn all_apps(&self) -> Result<Vec<App>>;
 }
 
@@ -293,26 +352,47 @@ macro_rules! console_sql {
 
             async fn create_session(&self, s: &$crate::ConsoleSession) -> $crate::Result<()> {
                 let mut tx = self.begin_write().await?;
-                sqlx::query("INSERT INTO console_sessions (id_hash, operator, csrf_token, expires_at, created_at) VALUES ($1, $2, $3, $4, $5)")
+                sqlx::query("INSERT INTO console_sessions (id_hash, operator, csrf_token, expires_at, created_at, token_generation) VALUES ($1, $2, $3, $4, $5, $6)")
                     .bind(&s.id_hash)
                     .bind(&s.operator)
                     .bind(&s.csrf_token)
                     .bind(s.expires_at)
                     .bind(s.created_at)
+                    .bind(&s.token_generation)
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
                 Ok(())
             }
 
-            async fn session(&self, id_hash: &str, now: payonce_core::Timestamp) -> $crate::Result<Option<$crate::ConsoleSession>> {
+            async fn session(&self, id_hash: &str, generation: &str, now: payonce_core::Timestamp) -> $crate::Result<Option<$crate::ConsoleSession>> {
                 Ok(sqlx::query_as::<_, $crate::ConsoleSession>(
-                    "SELECT id_hash, operator, csrf_token, expires_at, created_at FROM console_sessions WHERE id_hash = $1 AND expires_at > $2",
+                    "SELECT id_hash, operator, csrf_token, expires_at, created_at, token_generation FROM console_sessions \
+                     WHERE id_hash = $1 AND expires_at > $2 AND token_generation = $3",
                 )
                 .bind(id_hash)
                 .bind(now.0)
+                .bind(generation)
                 .fetch_optional(&self.reader())
                 .await?)
+            }
+
+            async fn sessions(&self, generation: &str, now: payonce_core::Timestamp) -> $crate::Result<Vec<$crate::ConsoleSession>> {
+                Ok(sqlx::query_as::<_, $crate::ConsoleSession>(
+                    "SELECT id_hash, operator, csrf_token, expires_at, created_at, token_generation FROM console_sessions \
+                     WHERE expires_at > $1 AND token_generation = $2 ORDER BY created_at DESC, id_hash",
+                )
+                .bind(now.0)
+                .bind(generation)
+                .fetch_all(&self.reader())
+                .await?)
+            }
+
+            async fn end_sessions_of_other_tokens(&self, generation: &str) -> $crate::Result<u64> {
+                let mut tx = self.begin_write().await?;
+                let n = sqlx::query("DELETE FROM console_sessions WHERE token_generation <> $1").bind(generation).execute(&mut *tx).await?.rows_affected();
+                tx.commit().await?;
+                Ok(n)
             }
 
             async fn delete_session(&self, id_hash: &str) -> $crate::Result<()> {
@@ -331,26 +411,20 @@ macro_rules! console_sql {
 
             async fn abnormal_item(&self, id: &str) -> $crate::Result<Option<$crate::AbnormalItem>> {
                 Ok(sqlx::query_as::<_, $crate::AbnormalItem>(
-                    "SELECT id, kind, reference, detail, created_at, resolved_at, resolved_by, resolution FROM abnormal WHERE id = $1",
+                    "SELECT id, kind, reference, detail, created_at, resolved_at, resolved_by, resolution, order_id FROM abnormal WHERE id = $1",
                 )
                 .bind(id)
                 .fetch_optional(&self.reader())
                 .await?)
             }
 
-            async fn abnormal_about(&self, references: &[String]) -> $crate::Result<Vec<$crate::AbnormalItem>> {
-                if references.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let sql = format!(
-                    "SELECT id, kind, reference, detail, created_at, resolved_at, resolved_by, resolution FROM abnormal WHERE reference IN ({}) ORDER BY created_at, id",
-                    $crate::sql::placeholders(1, references.len())
-                );
-                let mut q = sqlx::query_as::<_, $crate::AbnormalItem>(sqlx::AssertSqlSafe(sql));
-                for r in references {
-                    q = q.bind(r);
-                }
-                Ok(q.fetch_all(&self.reader()).await?)
+            async fn abnormal_of_order(&self, order: &payonce_core::OrderId) -> $crate::Result<Vec<$crate::AbnormalItem>> {
+                Ok(sqlx::query_as::<_, $crate::AbnormalItem>(
+                    "SELECT id, kind, reference, detail, created_at, resolved_at, resolved_by, resolution, order_id FROM abnormal WHERE order_id = $1 ORDER BY created_at, id",
+                )
+                .bind(order.as_str())
+                .fetch_all(&self.reader())
+                .await?)
             }
 
             async fn resolve_abnormal(&self, id: &str, by: &str, note: &str, now: payonce_core::Timestamp) -> $crate::Result<bool> {

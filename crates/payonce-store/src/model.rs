@@ -1,7 +1,9 @@
 //! Rows and results the stores exchange with the server.
 
 use payonce_core::order::{ClosedBy, LatePaymentPolicy};
-use payonce_core::{AppId, AttemptId, AttemptStatus, ChannelName, Money, OrderId, OrderStatus, PayMethod, Timestamp};
+use payonce_core::{
+    AppId, AttemptId, AttemptStatus, ChannelName, Money, OrderId, OrderStatus, PayMethod, Timestamp,
+};
 
 #[derive(Debug, Clone)]
 pub struct App {
@@ -161,7 +163,9 @@ pub enum CreateRefund {
     Conflict(Refund),
     NotPaid(Order),
     /// What is still refundable (amounts of pending, unknown and succeeded refunds reserved).
-    Exceeds { refundable: i64 },
+    Exceeds {
+        refundable: i64,
+    },
     NoSuchOrder,
 }
 
@@ -169,17 +173,29 @@ pub enum CreateRefund {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RefundResult {
     Succeeded,
-    Processing { next_query_at: Timestamp },
+    Processing {
+        next_query_at: Timestamp,
+    },
     /// Stuck at the channel (WeChat ABNORMAL): reserved, flagged for a person, queried on.
-    Abnormal { next_query_at: Timestamp },
-    Failed { reason: String },
+    Abnormal {
+        next_query_at: Timestamp,
+    },
+    Failed {
+        reason: String,
+    },
     /// The call's outcome is unknown: query it (and re-ask under the same number if absent).
-    Unknown { next_query_at: Timestamp },
+    Unknown {
+        next_query_at: Timestamp,
+    },
     /// A query found no such refund: ask the channel again, under the same number.
-    Absent { next_query_at: Timestamp },
+    Absent {
+        next_query_at: Timestamp,
+    },
     /// The channel has no record of it yet (UnionPay `34`): it was sent, so never re-send;
     /// query again, and past a bounded run the abnormal queue gets it.
-    NotFoundYet { next_query_at: Timestamp },
+    NotFoundYet {
+        next_query_at: Timestamp,
+    },
 }
 
 #[derive(Debug)]
@@ -219,7 +235,12 @@ pub enum DeliveryStatus {
 }
 
 impl DeliveryStatus {
-    pub const ALL: [DeliveryStatus; 4] = [DeliveryStatus::Pending, DeliveryStatus::Delivered, DeliveryStatus::Failed, DeliveryStatus::Skipped];
+    pub const ALL: [DeliveryStatus; 4] = [
+        DeliveryStatus::Pending,
+        DeliveryStatus::Delivered,
+        DeliveryStatus::Failed,
+        DeliveryStatus::Skipped,
+    ];
 
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -277,7 +298,9 @@ pub struct DeliveryAttempt {
 #[derive(Debug, Clone, PartialEq)]
 pub enum DeliveryOutcome {
     Delivered,
-    Retry { next_attempt_at: Timestamp },
+    Retry {
+        next_attempt_at: Timestamp,
+    },
     /// The schedule is exhausted (or the endpoint is gone): resendable from the console.
     Failed,
     /// Nowhere to deliver (no webhook URL): kept for the console, never sent.
@@ -291,6 +314,8 @@ pub struct AbnormalRow {
     pub reference: String,
     pub detail: String,
     pub created_at: Timestamp,
+    /// The order the item is about, when it is about one.
+    pub order_id: Option<String>,
 }
 
 pub enum CreateOrder {
@@ -334,11 +359,15 @@ pub use payonce_core::decide::Observed;
 #[derive(Debug, Clone, PartialEq)]
 pub enum OutcomeSource {
     /// A signed notification; the event id makes a replay a no-op.
-    Notification { event_id: String },
+    Notification {
+        event_id: String,
+    },
     Query,
     CloseAnswer,
     /// A row of the channel's daily bill (reconciliation), applied exactly like a query answer.
-    Statement { bill_date: String },
+    Statement {
+        bill_date: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -365,7 +394,11 @@ pub enum OutcomeApplied {
     /// A correctly signed payment whose amount is not the attempt's: recorded as abnormal,
     /// nothing else changed.
     AmountMismatch { attempt: Attempt, reported: i64 },
-    Applied { order: Order, attempt: Attempt, effect: OutcomeEffect },
+    Applied {
+        order: Order,
+        attempt: Attempt,
+        effect: OutcomeEffect,
+    },
 }
 
 /// What an applied outcome did (`payonce_core::decide::Effect`).

@@ -11,7 +11,13 @@ pub trait Operations: Send + Sync {
     fn backend(&self) -> Backend;
     async fn migrate(&self) -> Result<()>;
     async fn ping(&self) -> Result<()>;
-    async fn insert_abnormal(&self, kind: &str, reference: &str, detail: &str, now: Timestamp) -> Result<()>;
+    async fn insert_abnormal(
+        &self,
+        kind: &str,
+        reference: &str,
+        detail: &str,
+        now: Timestamp,
+    ) -> Result<()>;
     /// Row count of every payonce table: lets a test prove a rejected request changed nothing.
     async fn row_counts(&self) -> Result<Vec<(&'static str, i64)>>;
     /// Events, attempts, orders and refunds a worker holds under a lease still running at
@@ -46,12 +52,30 @@ macro_rules! operations_sql {
                 detail: &str,
                 now: payonce_core::Timestamp,
             ) -> $crate::Result<()> {
-                sqlx::query("INSERT INTO abnormal (id, kind, reference, detail, created_at) VALUES ($1, $2, $3, $4, $5)")
+                // The order is found through id columns only (the reference is one of payonce's
+                // own ids), never through numbers a tenant chooses; a reconciliation item, whose
+                // reference is a channel number, names its order itself (`tx_insert_abnormal_of`).
+                Self::tx_insert_abnormal_of(tx, kind, reference, detail, None, now).await
+            }
+
+            async fn tx_insert_abnormal_of(
+                tx: &mut sqlx::Transaction<'static, $Db>,
+                kind: &str,
+                reference: &str,
+                detail: &str,
+                order_id: Option<&str>,
+                now: payonce_core::Timestamp,
+            ) -> $crate::Result<()> {
+                sqlx::query(
+                    "INSERT INTO abnormal (id, kind, reference, detail, created_at, order_id) VALUES ($1, $2, $3, $4, $5, \
+                     COALESCE($6, (SELECT order_id FROM attempts WHERE id = $3), (SELECT order_id FROM refunds WHERE id = $3), (SELECT id FROM orders WHERE id = $3)))",
+                )
                     .bind(payonce_core::EventId::new().as_str().replacen("evt_", "abn_", 1))
                     .bind(kind)
                     .bind(reference)
                     .bind(detail)
                     .bind(now.0)
+                    .bind(order_id)
                     .execute(&mut **tx)
                     .await?;
                 Ok(())
@@ -108,7 +132,7 @@ macro_rules! operations_sql {
 
             async fn abnormal_open(&self) -> $crate::Result<Vec<$crate::AbnormalRow>> {
                 use sqlx::Row;
-                let rows = sqlx::query("SELECT id, kind, reference, detail, created_at FROM abnormal WHERE resolved_at IS NULL ORDER BY id")
+                let rows = sqlx::query("SELECT id, kind, reference, detail, created_at, order_id FROM abnormal WHERE resolved_at IS NULL ORDER BY id")
                     .fetch_all(&self.reader())
                     .await?;
                 rows.iter()
@@ -119,6 +143,7 @@ macro_rules! operations_sql {
                             reference: r.try_get("reference")?,
                             detail: r.try_get("detail")?,
                             created_at: payonce_core::Timestamp(r.try_get("created_at")?),
+                            order_id: r.try_get("order_id")?,
                         })
                     })
                     .collect()

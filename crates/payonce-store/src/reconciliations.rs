@@ -81,37 +81,91 @@ pub trait Reconciliations: Send + Sync {
     /// bill date, bill type).
     async fn save_bill(&self, bill: &StoredBill, content: &[u8]) -> Result<()>;
     /// The newest kept bill of (channel, bill date) and its bytes, if one was kept.
-    async fn stored_bill(&self, channel: ChannelName, bill_date: &str) -> Result<Option<(StoredBill, Vec<u8>)>>;
+    async fn stored_bill(
+        &self,
+        channel: ChannelName,
+        bill_date: &str,
+    ) -> Result<Option<(StoredBill, Vec<u8>)>>;
     /// Attempts of `channel` by out_trade_no, at most `BATCH` numbers at a time.
-    async fn attempts_by_out_trade_nos(&self, channel: ChannelName, nos: &[String]) -> Result<Vec<Attempt>>;
+    async fn attempts_by_out_trade_nos(
+        &self,
+        channel: ChannelName,
+        nos: &[String],
+    ) -> Result<Vec<Attempt>>;
     /// Refunds of `channel` by out_refund_no, at most `BATCH` numbers at a time.
-    async fn refunds_by_out_refund_nos(&self, channel: ChannelName, nos: &[String]) -> Result<Vec<Refund>>;
+    async fn refunds_by_out_refund_nos(
+        &self,
+        channel: ChannelName,
+        nos: &[String],
+    ) -> Result<Vec<Refund>>;
     /// Records settled amounts and fees from a bill on attempts and refunds (rows whose values
     /// are already those are not rewritten).
     async fn record_billed(&self, attempts: &[Billed], refunds: &[Billed]) -> Result<()>;
     /// Starts — or restarts — the run of (channel, bill date) for `owner`, unless another owner
     /// holds a live lease on it (`None`).
-    async fn begin_reconciliation(&self, channel: ChannelName, bill_date: &str, owner: &str, lease_ms: i64, now: Timestamp) -> Result<Option<Reconciliation>>;
+    async fn begin_reconciliation(
+        &self,
+        channel: ChannelName,
+        bill_date: &str,
+        owner: &str,
+        lease_ms: i64,
+        now: Timestamp,
+    ) -> Result<Option<Reconciliation>>;
     /// Records an item once: `false` if the run already had it (a re-run adds nothing).
     async fn add_reconciliation_item(&self, item: &ReconciliationItem) -> Result<bool>;
     /// Ends a run (`completed` or `failed`), if `owner` still holds it.
-    async fn finish_reconciliation(&self, id: &str, owner: &str, status: &str, summary: &str, reason: Option<&str>, now: Timestamp) -> Result<bool>;
+    async fn finish_reconciliation(
+        &self,
+        id: &str,
+        owner: &str,
+        status: &str,
+        summary: &str,
+        reason: Option<&str>,
+        now: Timestamp,
+    ) -> Result<bool>;
     async fn reconciliation(&self, id: &str) -> Result<Option<Reconciliation>>;
     /// The run of (channel, bill date), if there is one.
-    async fn reconciliation_for(&self, channel: ChannelName, bill_date: &str) -> Result<Option<Reconciliation>>;
+    async fn reconciliation_for(
+        &self,
+        channel: ChannelName,
+        bill_date: &str,
+    ) -> Result<Option<Reconciliation>>;
     /// The newest runs first.
     async fn reconciliations(&self, limit: i64) -> Result<Vec<Reconciliation>>;
     /// A run's items in id order, after `after` (keyset pagination), of one class or all.
-    async fn reconciliation_items(&self, id: &str, class: Option<&str>, after: Option<&str>, limit: i64) -> Result<Vec<ReconciliationItem>>;
+    async fn reconciliation_items(
+        &self,
+        id: &str,
+        class: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<ReconciliationItem>>;
     /// Attempts of `channel` that succeeded with `paid_at` in `[from, to)`: what the bill of
     /// that day must show; with `unbilled_only`, those no bill has shown yet.
-    async fn attempts_paid_between(&self, channel: ChannelName, from: Timestamp, to: Timestamp, unbilled_only: bool) -> Result<Vec<Attempt>>;
-    async fn refund_by_out_refund_no(&self, channel: ChannelName, out_refund_no: &str) -> Result<Option<Refund>>;
+    async fn attempts_paid_between(
+        &self,
+        channel: ChannelName,
+        from: Timestamp,
+        to: Timestamp,
+        unbilled_only: bool,
+    ) -> Result<Vec<Attempt>>;
+    async fn refund_by_out_refund_no(
+        &self,
+        channel: ChannelName,
+        out_refund_no: &str,
+    ) -> Result<Option<Refund>>;
     /// An order by its id alone (the reconciler meets orders of every app).
     async fn order_by_id(&self, id: &OrderId) -> Result<Option<Order>>;
     /// An event about an app rather than one order (`reconciliation.completed`), under `id`:
     /// written once however often it is asked (`false` the second time).
-    async fn insert_app_event(&self, app: &AppId, id: &str, kind: &str, data: serde_json::Value, now: Timestamp) -> Result<bool>;
+    async fn insert_app_event(
+        &self,
+        app: &AppId,
+        id: &str,
+        kind: &str,
+        data: serde_json::Value,
+        now: Timestamp,
+    ) -> Result<bool>;
 }
 
 /// The SQL of `Reconciliations` for one backend (see `sql::impl_store!` for the parameters).
@@ -184,7 +238,7 @@ macro_rules! reconciliations_sql {
                     == 1;
                 if added && $crate::ReconciliationItem::needs_a_person(&item.class) {
                     let kind = format!("reconciliation_{}", item.class);
-                    Self::tx_insert_abnormal(&mut tx, &kind, &item.reference, &item.detail, payonce_core::Timestamp(item.created_at)).await?;
+                    Self::tx_insert_abnormal_of(&mut tx, &kind, &item.reference, &item.detail, item.order_id.as_deref(), payonce_core::Timestamp(item.created_at)).await?;
                 }
                 tx.commit().await?;
                 Ok(added)

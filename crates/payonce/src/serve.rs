@@ -12,7 +12,11 @@ use std::time::Duration;
 pub struct ServeArgs {
     #[arg(long, env = "PAYONCE_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
-    #[arg(long, env = "PAYONCE_DATABASE_URL", default_value = "sqlite://payonce.db")]
+    #[arg(
+        long,
+        env = "PAYONCE_DATABASE_URL",
+        default_value = "sqlite://payonce.db"
+    )]
     database_url: String,
     /// The channels file (`payonce sim` writes one for its endpoints).
     #[arg(long, env = "PAYONCE_CHANNELS", default_value = "channels.toml")]
@@ -54,14 +58,22 @@ pub struct ServeArgs {
     /// RabbitMQ for apps whose sink is `rabbitmq` (e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`).
     #[arg(long, env = "PAYONCE_RABBITMQ_URL", hide_env_values = true)]
     rabbitmq_url: Option<String>,
-    #[arg(long, env = "PAYONCE_RABBITMQ_EXCHANGE", default_value = "payonce.events")]
+    #[arg(
+        long,
+        env = "PAYONCE_RABBITMQ_EXCHANGE",
+        default_value = "payonce.events"
+    )]
     rabbitmq_exchange: String,
     /// NATS (JetStream) for apps whose sink is `nats` (e.g. `127.0.0.1:4222`).
     #[arg(long, env = "PAYONCE_NATS_URL")]
     nats_url: Option<String>,
     #[arg(long, env = "PAYONCE_NATS_STREAM", default_value = "PAYONCE_EVENTS")]
     nats_stream: String,
-    #[arg(long, env = "PAYONCE_NATS_SUBJECT_PREFIX", default_value = "payonce.events")]
+    #[arg(
+        long,
+        env = "PAYONCE_NATS_SUBJECT_PREFIX",
+        default_value = "payonce.events"
+    )]
     nats_subject_prefix: String,
     /// Let webhooks reach loopback, private, link-local and other internal addresses (a local
     /// setup whose receiver runs on this machine). Off by default: in production payonce refuses
@@ -75,10 +87,20 @@ pub struct ServeArgs {
     /// Proxies (addresses or CIDR blocks, comma-separated) whose `X-Forwarded-For` is believed.
     #[arg(long, env = "PAYONCE_TRUSTED_PROXIES", default_value = "", value_parser = payonce_server::ratelimit::parse_proxy_list)]
     trusted_proxies: payonce_server::ratelimit::ProxyList,
+    /// Wrong admin (console sign-in, `/admin/v1`) or metrics tokens one client address may send
+    /// in 10 minutes; past it everything from there on that surface is refused (`429`), the
+    /// right token too, until the window passes. Notifications have their own budget.
+    #[arg(long, env = "PAYONCE_AUTH_FAILURES", default_value_t = 10)]
+    auth_failures: usize,
     /// A connection that has not sent a request's headers within this many seconds is closed
     /// (slow clients, idle keep-alive connections).
     #[arg(long, env = "PAYONCE_HEADER_READ_TIMEOUT_SECS", default_value_t = 30)]
     header_read_timeout_secs: u64,
+    /// A request must arrive whole — headers and body — within this many seconds of its first
+    /// byte; past it `408 request_timeout` and the connection is closed. No load-shedding permit
+    /// is held while a request arrives, so slow senders cannot starve complete requests.
+    #[arg(long, env = "PAYONCE_REQUEST_TIMEOUT_SECS", default_value_t = 10)]
+    request_timeout_secs: u64,
     /// Connections held at once; past it new connections are closed at once.
     #[arg(long, env = "PAYONCE_MAX_CONNECTIONS", default_value_t = 4096)]
     max_connections: usize,
@@ -86,9 +108,13 @@ pub struct ServeArgs {
     /// (notifications and health checks have their own budget).
     #[arg(long, env = "PAYONCE_MAX_IN_FLIGHT", default_value_t = 512)]
     max_in_flight: usize,
-    /// Require `Authorization: Bearer <token>` on `/metrics`.
+    /// Require `Authorization: Bearer <token>` on `/metrics`. Without it (or
+    /// `--metrics-public`) `/metrics` is closed: it names every app and its traffic.
     #[arg(long, env = "PAYONCE_METRICS_TOKEN", hide_env_values = true)]
     metrics_token: Option<String>,
+    /// Serve `/metrics` to anyone, without a token (a scraper on a private network only).
+    #[arg(long, env = "PAYONCE_METRICS_PUBLIC", conflicts_with = "metrics_token")]
+    metrics_public: bool,
     /// Days the channel messages of the order timeline keep their content (payer identifiers
     /// inside); the verdicts are kept.
     #[arg(long, env = "PAYONCE_MESSAGE_RETENTION_DAYS", default_value_t = 90)]
@@ -137,7 +163,9 @@ fn spawn_memory_trimmer() {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     spawn_memory_trimmer();
-    let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("bind {}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("bind {}", args.listen))?;
     let addr = listener.local_addr()?;
     // The first line, so a supervisor (or a test) can bind port 0 and learn the port.
     println!("listening on {addr}");
@@ -147,35 +175,58 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("open database {}", crate::redact_url(&args.database_url)))?;
     let timeout = Duration::from_millis(args.channel_timeout_ms);
-    let clock: std::sync::Arc<dyn payonce_core::Clock> = std::sync::Arc::new(payonce_core::SystemClock);
-    let channels = payonce_channels::ChannelsConfig::load(&args.channels)?.build(timeout, clock.clone())?;
+    let clock: std::sync::Arc<dyn payonce_core::Clock> =
+        std::sync::Arc::new(payonce_core::SystemClock);
+    let channels =
+        payonce_channels::ChannelsConfig::load(&args.channels)?.build(timeout, clock.clone())?;
     let config = ServerConfig {
         public_url: args.public_url.unwrap_or_else(|| format!("http://{addr}")),
         channel_timeout: timeout,
         body_limit: args.body_limit,
         time_scale: args.time_scale,
-        late_payment: if args.late_payment == "accept" { LatePaymentPolicy::Accept } else { LatePaymentPolicy::Refund },
+        late_payment: if args.late_payment == "accept" {
+            LatePaymentPolicy::Accept
+        } else {
+            LatePaymentPolicy::Refund
+        },
         admin_token: args.admin_token,
         query_schedules: args.query_schedule.unwrap_or_default(),
         reconcile_at: args.reconcile_at.unwrap_or_default(),
         allow_private_webhooks: args.allow_private_webhooks,
         rate_limit: args.rate_limit.0,
         header_read_timeout: Duration::from_secs(args.header_read_timeout_secs.max(1)),
+        request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
         max_connections: args.max_connections,
         max_in_flight: args.max_in_flight,
         metrics_token: args.metrics_token,
+        metrics_public: args.metrics_public,
         trusted_proxies: args.trusted_proxies.0,
+        auth_failures: args.auth_failures.max(1),
         message_retention: Duration::from_secs(args.message_retention_days * 24 * 3600),
         console_session_ttl: Duration::from_secs(args.console_session_hours.max(1) * 3600),
-        webhook_schedule: args.webhook_schedule.map(|s| s.0).unwrap_or_else(|| ServerConfig::default().webhook_schedule),
+        webhook_schedule: args
+            .webhook_schedule
+            .map(|s| s.0)
+            .unwrap_or_else(|| ServerConfig::default().webhook_schedule),
         ..ServerConfig::default()
     };
     let key = master_key(&args.master_key_file)?;
     let sink_config = payonce_server::sinks::SinkConfig {
-        rabbitmq: args.rabbitmq_url.clone().map(|u| (u, args.rabbitmq_exchange.clone())),
-        nats: args.nats_url.clone().map(|u| (u, args.nats_stream.clone(), args.nats_subject_prefix.clone())),
+        rabbitmq: args
+            .rabbitmq_url
+            .clone()
+            .map(|u| (u, args.rabbitmq_exchange.clone())),
+        nats: args.nats_url.clone().map(|u| {
+            (
+                u,
+                args.nats_stream.clone(),
+                args.nats_subject_prefix.clone(),
+            )
+        }),
     };
-    let sinks = payonce_server::sinks::Sinks::from_config(&sink_config).await.map_err(anyhow::Error::msg)?;
+    let sinks = payonce_server::sinks::Sinks::from_config(&sink_config)
+        .await
+        .map_err(anyhow::Error::msg)?;
     let mut state = AppState::new(store, clock, channels, config, key).with_sinks(sinks);
     if let Some(url) = &args.redis_url {
         match payonce_server::accelerator::Accelerator::connect(url).await {
@@ -183,7 +234,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 tracing::info!("redis accelerator on");
                 state = state.with_redis(acc);
             }
-            Err(e) => tracing::warn!(error = %e, "redis unreachable: running without the accelerator"),
+            Err(e) => {
+                tracing::warn!(error = %e, "redis unreachable: running without the accelerator")
+            }
         }
     }
     tracing::info!(%addr, "payonce serving");
@@ -222,7 +275,18 @@ struct Schedule(Vec<Duration>);
 fn parse_schedule(s: &str) -> Result<Schedule, String> {
     let waits = s
         .split(',')
-        .map(|p| p.trim().parse::<u64>().ok().filter(|n| (1..=7 * 24 * 3600).contains(n)).map(Duration::from_secs).ok_or_else(|| format!("{p:?} is not a number of seconds (1 to 604800)")))
+        .map(|p| {
+            p.trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (1..=7 * 24 * 3600).contains(n))
+                .map(Duration::from_secs)
+                .ok_or_else(|| format!("{p:?} is not a number of seconds (1 to 604800)"))
+        })
         .collect::<Result<Vec<_>, _>>()?;
-    if waits.is_empty() { Err("at least one wait".into()) } else { Ok(Schedule(waits)) }
+    if waits.is_empty() {
+        Err("at least one wait".into())
+    } else {
+        Ok(Schedule(waits))
+    }
 }

@@ -5,12 +5,37 @@ use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use serde::{Deserialize, Serialize};
 use payonce_store::DeliveryStatus;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    if crate::auth::bearer_matches(headers, state.config.admin_token.as_deref()) { Ok(()) } else { Err(ApiError::unauthorized()) }
+    if crate::auth::bearer_matches(headers, state.config.admin_token.as_deref()) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized())
+    }
+}
+
+/// In front of every `/admin/v1` route: the admin token against the client address's failure
+/// budget (shared with console sign-in: one token guessed). Over it, `429` whatever the token.
+pub async fn gate(
+    State(state): State<AppState>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let ip = crate::auth::client_ip(&state, req.headers(), peer.map(|p| p.0.0));
+    match crate::auth::check_secret(&state, crate::ratelimit::Surface::Admin, ip, || {
+        crate::auth::bearer_matches(req.headers(), state.config.admin_token.as_deref())
+    }) {
+        Ok(()) => next.run(req).await,
+        Err(crate::auth::SecretRefused::Wrong) => ApiError::unauthorized().into_response(),
+        Err(crate::auth::SecretRefused::OverBudget(wait)) => {
+            ApiError::too_many_failures(wait).into_response()
+        }
+    }
 }
 
 /// Something the machinery could not settle alone, for a person to resolve.
@@ -97,13 +122,22 @@ pub struct RotatedSecret {
 /// What the machinery could not settle alone, for a person to resolve.
 #[utoipa::path(get, path = "/admin/v1/abnormal", operation_id = "list_abnormal", tag = "admin", security(("adminToken" = [])),
     responses((status = 200, description = "open items, oldest first", body = AbnormalList)))]
-pub async fn abnormal(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<AbnormalList>, ApiError> {
+pub async fn abnormal(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<AbnormalList>, ApiError> {
     authorize(&state, &headers)?;
     let rows = state.store.abnormal_open().await?;
     Ok(Json(AbnormalList {
         items: rows
             .iter()
-            .map(|a| AbnormalItem { id: a.id.clone(), kind: a.kind.clone(), reference: a.reference.clone(), detail: a.detail.clone(), created_at: a.created_at.to_rfc3339() })
+            .map(|a| AbnormalItem {
+                id: a.id.clone(),
+                kind: a.kind.clone(),
+                reference: a.reference.clone(),
+                detail: a.detail.clone(),
+                created_at: a.created_at.to_rfc3339(),
+            })
             .collect(),
     }))
 }
@@ -157,23 +191,42 @@ pub async fn events(
     if q.limit.is_some_and(|l| !(1..=1000).contains(&l)) {
         return Err(ApiError::field("limit", "must be between 1 and 1000"));
     }
-    let rows = state.store.list_events(status, q.limit.unwrap_or(100)).await?;
-    Ok(Json(EventList { items: rows.iter().map(event_view).collect() }))
+    let rows = state
+        .store
+        .list_events(status, q.limit.unwrap_or(100))
+        .await?;
+    Ok(Json(EventList {
+        items: rows.iter().map(event_view).collect(),
+    }))
 }
 
 /// One event with every delivery attempt and its answer.
 #[utoipa::path(get, path = "/admin/v1/events/{id}", operation_id = "get_event", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path, description = "evt_…")),
     responses((status = 200, description = "the event with its deliveries", body = Event),
               (status = 404, description = "not_found", body = crate::error::Problem, content_type = "application/problem+json")))]
-pub async fn event(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Event>, ApiError> {
+pub async fn event(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Event>, ApiError> {
     authorize(&state, &headers)?;
-    let e = state.store.event(&id).await?.ok_or_else(|| ApiError::not_found("event"))?;
+    let e = state
+        .store
+        .event(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("event"))?;
     let attempts = state.store.delivery_attempts(&id).await?;
     let mut v = event_view(&e);
     v.deliveries = Some(
         attempts
             .iter()
-            .map(|a| Delivery { destination: a.destination.clone(), status_code: a.status_code, error: a.error.clone(), duration_ms: a.duration_ms, at: a.attempted_at.to_rfc3339() })
+            .map(|a| Delivery {
+                destination: a.destination.clone(),
+                status_code: a.status_code,
+                error: a.error.clone(),
+                duration_ms: a.duration_ms,
+                at: a.attempted_at.to_rfc3339(),
+            })
             .collect(),
     );
     Ok(Json(v))
@@ -183,9 +236,17 @@ pub async fn event(State(state): State<AppState>, headers: HeaderMap, Path(id): 
 #[utoipa::path(post, path = "/admin/v1/events/{id}/resend", operation_id = "resend_event", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path, description = "evt_…")),
     responses((status = 200, description = "requeued", body = Requeued),
               (status = 404, description = "not_found", body = crate::error::Problem, content_type = "application/problem+json")))]
-pub async fn resend(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Requeued>, ApiError> {
+pub async fn resend(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Requeued>, ApiError> {
     authorize(&state, &headers)?;
-    state.store.event(&id).await?.ok_or_else(|| ApiError::not_found("event"))?;
+    state
+        .store
+        .event(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("event"))?;
     let n = state.store.resend(Some(&id), state.clock.now()).await?;
     Ok(Json(Requeued { requeued: n }))
 }
@@ -193,7 +254,10 @@ pub async fn resend(State(state): State<AppState>, headers: HeaderMap, Path(id):
 /// Puts every failed event back in the queue.
 #[utoipa::path(post, path = "/admin/v1/events/resend-failed", operation_id = "resend_failed_events", tag = "admin", security(("adminToken" = [])),
     responses((status = 200, description = "requeued", body = Requeued)))]
-pub async fn resend_failed(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Requeued>, ApiError> {
+pub async fn resend_failed(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Requeued>, ApiError> {
     authorize(&state, &headers)?;
     let n = state.store.resend(None, state.clock.now()).await?;
     Ok(Json(Requeued { requeued: n }))
@@ -204,7 +268,11 @@ pub async fn resend_failed(State(state): State<AppState>, headers: HeaderMap) ->
 #[utoipa::path(post, path = "/admin/v1/apps/{id}/rotate-webhook-secret", operation_id = "rotate_webhook_secret", tag = "admin", security(("adminToken" = [])), params(("id" = String, Path, description = "app_…")),
     responses((status = 200, description = "the new secret, shown once", body = RotatedSecret),
               (status = 404, description = "not_found", body = crate::error::Problem, content_type = "application/problem+json")))]
-pub async fn rotate_webhook_secret(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<RotatedSecret>, ApiError> {
+pub async fn rotate_webhook_secret(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<RotatedSecret>, ApiError> {
     authorize(&state, &headers)?;
     let app_id = payonce_core::AppId::parse(&id).map_err(|_| ApiError::not_found("app"))?;
     let secret = crate::crypto::new_webhook_secret();
@@ -212,7 +280,10 @@ pub async fn rotate_webhook_secret(State(state): State<AppState>, headers: Heade
     if !state.store.rotate_webhook_secret(&app_id, &enc).await? {
         return Err(ApiError::not_found("app"));
     }
-    Ok(Json(RotatedSecret { app_id: app_id.to_string(), webhook_secret: secret }))
+    Ok(Json(RotatedSecret {
+        app_id: app_id.to_string(),
+        webhook_secret: secret,
+    }))
 }
 
 /// One reconciliation run of a channel's bill of one day.
@@ -308,17 +379,24 @@ fn run_view(r: &payonce_store::Reconciliation) -> ReconciliationView {
         summary: serde_json::from_str(&r.summary).unwrap_or_default(),
         reason: r.reason.clone(),
         started_at: payonce_core::Timestamp(r.started_at).to_rfc3339(),
-        finished_at: r.finished_at.map(|t| payonce_core::Timestamp(t).to_rfc3339()),
+        finished_at: r
+            .finished_at
+            .map(|t| payonce_core::Timestamp(t).to_rfc3339()),
     }
 }
 
 /// Reconciliation runs, newest bill date first.
 #[utoipa::path(get, path = "/admin/v1/reconciliations", operation_id = "list_reconciliations", tag = "admin", security(("adminToken" = [])),
     responses((status = 200, description = "runs", body = ReconciliationList)))]
-pub async fn reconciliations(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<ReconciliationList>, ApiError> {
+pub async fn reconciliations(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<ReconciliationList>, ApiError> {
     authorize(&state, &headers)?;
     let runs = state.store.reconciliations(100).await?;
-    Ok(Json(ReconciliationList { items: runs.iter().map(run_view).collect() }))
+    Ok(Json(ReconciliationList {
+        items: runs.iter().map(run_view).collect(),
+    }))
 }
 
 /// One run with its items, by class if asked, a page at a time.
@@ -337,13 +415,32 @@ pub async fn reconciliation(
     if q.limit.is_some_and(|l| !(1..=1000).contains(&l)) {
         return Err(ApiError::field("limit", "must be between 1 and 1000"));
     }
-    if let Some(c) = q.class.as_deref().filter(|c| !crate::reconcile::CLASSES.contains(c)) {
-        return Err(ApiError::field("class", format!("{c:?} is not one of {}", crate::reconcile::CLASSES.join(", "))));
+    if let Some(c) = q
+        .class
+        .as_deref()
+        .filter(|c| !crate::reconcile::CLASSES.contains(c))
+    {
+        return Err(ApiError::field(
+            "class",
+            format!(
+                "{c:?} is not one of {}",
+                crate::reconcile::CLASSES.join(", ")
+            ),
+        ));
     }
-    let run = state.store.reconciliation(&id).await?.ok_or_else(|| ApiError::not_found("reconciliation"))?;
+    let run = state
+        .store
+        .reconciliation(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("reconciliation"))?;
     let limit = q.limit.unwrap_or(100);
-    let items = state.store.reconciliation_items(&id, q.class.as_deref(), q.after.as_deref(), limit).await?;
-    let next_after = (items.len() as i64 == limit).then(|| items.last().map(|i| i.id.clone())).flatten();
+    let items = state
+        .store
+        .reconciliation_items(&id, q.class.as_deref(), q.after.as_deref(), limit)
+        .await?;
+    let next_after = (items.len() as i64 == limit)
+        .then(|| items.last().map(|i| i.id.clone()))
+        .flatten();
     Ok(Json(ReconciliationDetail {
         run: run_view(&run),
         items: items
@@ -371,24 +468,60 @@ pub async fn reconciliation(
               (status = 409, description = "reconciliation_running: another instance is running it", body = crate::error::Problem, content_type = "application/problem+json"),
               (status = 400, description = "validation_failed", body = crate::error::Problem, content_type = "application/problem+json"),
               (status = 422, description = "unknown_channel: not configured here; invalid_date: not a calendar day", body = crate::error::Problem, content_type = "application/problem+json")))]
-pub async fn run_reconciliation(State(state): State<AppState>, headers: HeaderMap, crate::http::body::JsonObject(body): crate::http::body::JsonObject) -> Result<Json<ReconciliationView>, ApiError> {
+pub async fn run_reconciliation(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    crate::http::body::JsonObject(body): crate::http::body::JsonObject,
+) -> Result<Json<ReconciliationView>, ApiError> {
     authorize(&state, &headers)?;
     let field = |name: &str| body.get(name).and_then(|v| v.as_str()).map(str::to_owned);
-    let channel = field("channel").ok_or_else(|| ApiError::field("channel", "required, a string"))?;
-    let date = field("date").filter(|d| d.len() == 10 && d.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() }));
+    let channel =
+        field("channel").ok_or_else(|| ApiError::field("channel", "required, a string"))?;
+    let date = field("date").filter(|d| {
+        d.len() == 10
+            && d.bytes().enumerate().all(|(i, b)| {
+                if i == 4 || i == 7 {
+                    b == b'-'
+                } else {
+                    b.is_ascii_digit()
+                }
+            })
+    });
     let date = date.ok_or_else(|| ApiError::field("date", "required, YYYY-MM-DD"))?;
     if crate::reconcile::beijing_day(&date).is_none() {
         // Well-formed but not a day of the calendar (2026-02-30): the schema cannot say so.
-        return Err(ApiError::unprocessable("invalid_date", format!("{date} is not a calendar day")));
+        return Err(ApiError::unprocessable(
+            "invalid_date",
+            format!("{date} is not a calendar day"),
+        ));
     }
     let owner = format!("admin-{}", payonce_core::EventId::new().as_str());
     let report = match crate::reconcile::reconcile(&state, &owner, &channel, &date, false).await {
         Ok(r) => r,
-        Err(crate::reconcile::ReconcileError::NoChannel(c)) => return Err(ApiError::unprocessable("unknown_channel", format!("{c} is not configured here"))),
-        Err(crate::reconcile::ReconcileError::BadDate(d)) => return Err(ApiError::unprocessable("invalid_date", format!("{d} is not a calendar day"))),
-        Err(crate::reconcile::ReconcileError::Busy(..)) => return Err(ApiError::conflict("reconciliation_running", "another instance is reconciling this channel and day")),
+        Err(crate::reconcile::ReconcileError::NoChannel(c)) => {
+            return Err(ApiError::unprocessable(
+                "unknown_channel",
+                format!("{c} is not configured here"),
+            ));
+        }
+        Err(crate::reconcile::ReconcileError::BadDate(d)) => {
+            return Err(ApiError::unprocessable(
+                "invalid_date",
+                format!("{d} is not a calendar day"),
+            ));
+        }
+        Err(crate::reconcile::ReconcileError::Busy(..)) => {
+            return Err(ApiError::conflict(
+                "reconciliation_running",
+                "another instance is reconciling this channel and day",
+            ));
+        }
         Err(crate::reconcile::ReconcileError::Store(e)) => return Err(e.into()),
     };
-    let run = state.store.reconciliation(report.id.as_deref().unwrap_or_default()).await?.ok_or_else(|| ApiError::not_found("reconciliation"))?;
+    let run = state
+        .store
+        .reconciliation(report.id.as_deref().unwrap_or_default())
+        .await?
+        .ok_or_else(|| ApiError::not_found("reconciliation"))?;
     Ok(Json(run_view(&run)))
 }

@@ -43,7 +43,11 @@ pub struct CheckoutRequest {
     /// Where the page sends the payer once the order is paid: an http(s) URL whose host is the
     /// app's webhook host or one it allows (as for `notify_url`), else 422
     /// `return_url_not_allowed`. Arriving there is navigation, not proof of payment.
-    #[schema(min_length = 1, max_length = 512, pattern = r"^https?://[^\u0000-\u0020\u007F-\u009F]+$")]
+    #[schema(
+        min_length = 1,
+        max_length = 512,
+        pattern = r"^https?://[^\u0000-\u0020\u007F-\u009F]+$"
+    )]
     return_url: Option<String>,
     /// `zh` or `en`; by default the payer's `Accept-Language`.
     #[schema(pattern = "^(zh|en)$")]
@@ -75,26 +79,57 @@ pub async fn create_link(
     let mut f = Fields::new(body);
     let return_url = f.string("return_url", 512, false);
     let locale = f.string("locale", 2, false);
-    if return_url.as_deref().is_some_and(|u| !(u.starts_with("https://") || u.starts_with("http://"))) {
+    if return_url
+        .as_deref()
+        .is_some_and(|u| !(u.starts_with("https://") || u.starts_with("http://")))
+    {
         f.error("return_url", "must be an http(s) URL");
     }
     if locale.as_deref().is_some_and(|l| l != "zh" && l != "en") {
         f.error("locale", "must be zh or en");
     }
     f.finish()?;
-    if return_url.as_deref().is_some_and(|u| !crate::webhooks::notify_url_allowed(&app, u)) {
+    if return_url
+        .as_deref()
+        .is_some_and(|u| !crate::webhooks::notify_url_allowed(&app, u))
+    {
         let message = "its host is neither the app's webhook host nor one the app allows";
-        let mut e = ApiError::unprocessable("return_url_not_allowed", &format!("return_url: {message}"));
-        e.errors.push(FieldError { field: "return_url".into(), message: message.into() });
+        let mut e =
+            ApiError::unprocessable("return_url_not_allowed", &format!("return_url: {message}"));
+        e.errors.push(FieldError {
+            field: "return_url".into(),
+            message: message.into(),
+        });
         return Err(e);
     }
     let order_id = OrderId::parse(&id).map_err(|_| ApiError::not_found("order"))?;
-    let order = state.store.order(&app.id, &order_id).await?.ok_or_else(|| ApiError::not_found("order"))?;
+    let order = state
+        .store
+        .order(&app.id, &order_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("order"))?;
     let now = state.clock.now();
-    let until = order.expires_at.0.min(now.0 + state.config.checkout_link_ttl.as_millis() as i64);
-    let grant = Grant { o: order.id.to_string(), e: until, r: return_url, l: locale };
-    let token = state.master_key.seal_token(&serde_json::to_string(&grant).expect("a grant serialises"), CONTEXT);
-    Ok(Json(CheckoutLinkView { url: format!("{}/checkout/{token}", state.config.public_url.trim_end_matches('/')), expires_at: Timestamp(until).to_rfc3339() }))
+    let until = order
+        .expires_at
+        .0
+        .min(now.0 + state.config.checkout_link_ttl.as_millis() as i64);
+    let grant = Grant {
+        o: order.id.to_string(),
+        e: until,
+        r: return_url,
+        l: locale,
+    };
+    let token = state.master_key.seal_token(
+        &serde_json::to_string(&grant).expect("a grant serialises"),
+        CONTEXT,
+    );
+    Ok(Json(CheckoutLinkView {
+        url: format!(
+            "{}/checkout/{token}",
+            state.config.public_url.trim_end_matches('/')
+        ),
+        expires_at: Timestamp(until).to_rfc3339(),
+    }))
 }
 
 /// Why a link does not open: never which (an unknown token and a forged one look alike).
@@ -104,10 +139,19 @@ enum Refused {
 }
 
 async fn open(state: &AppState, token: &str) -> Result<(Grant, Order), Refused> {
-    let plain = state.master_key.open_token(token, CONTEXT).map_err(|_| Refused::NotALink)?;
+    let plain = state
+        .master_key
+        .open_token(token, CONTEXT)
+        .map_err(|_| Refused::NotALink)?;
     let grant: Grant = serde_json::from_str(&plain).map_err(|_| Refused::NotALink)?;
     let id = OrderId::parse(&grant.o).map_err(|_| Refused::NotALink)?;
-    let order = state.store.order_by_id(&id).await.ok().flatten().ok_or(Refused::NotALink)?;
+    let order = state
+        .store
+        .order_by_id(&id)
+        .await
+        .ok()
+        .flatten()
+        .ok_or(Refused::NotALink)?;
     let now = state.clock.now();
     // Past the link's time the page still tells how the order ended (paid, closed, expired);
     // only an order that could still be paid needs a new link.
@@ -122,9 +166,17 @@ fn language(grant_locale: Option<&str>, headers: &HeaderMap) -> Lang {
     if let Some(l) = grant_locale {
         return if l == "zh" { Lang::Zh } else { Lang::En };
     }
-    let accept = headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let accept = headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     for part in accept.split(',') {
-        let tag = part.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let tag = part
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         if tag.starts_with("zh") {
             return Lang::Zh;
         }
@@ -213,7 +265,9 @@ fn channel_label(c: ChannelName, lang: Lang) -> &'static str {
 fn phase(order: &Order, now: Timestamp) -> &'static str {
     match order.status {
         OrderStatus::Paid | OrderStatus::PartiallyRefunded | OrderStatus::Refunded => "paid",
-        OrderStatus::Closed if order.closed_by == Some(payonce_core::order::ClosedBy::Expiry) => "expired",
+        OrderStatus::Closed if order.closed_by == Some(payonce_core::order::ClosedBy::Expiry) => {
+            "expired"
+        }
         OrderStatus::Closed => "closed",
         _ if now >= order.expires_at => "expired",
         _ => "open",
@@ -266,7 +320,11 @@ fn yuan(fen: i64) -> String {
 }
 
 /// `GET /checkout/{token}`: the page.
-pub async fn page(State(state): State<AppState>, Path(token): Path<String>, headers: HeaderMap) -> Response {
+pub async fn page(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let (grant, order) = match open(&state, &token).await {
         Ok(g) => g,
         Err(why) => {
@@ -280,7 +338,14 @@ pub async fn page(State(state): State<AppState>, Path(token): Path<String>, head
     };
     let lang = language(grant.l.as_deref(), &headers);
     let w = words(lang);
-    let merchant = state.store.app(&order.app_id).await.ok().flatten().map(|a| a.name).unwrap_or_default();
+    let merchant = state
+        .store
+        .app(&order.app_id)
+        .await
+        .ok()
+        .flatten()
+        .map(|a| a.name)
+        .unwrap_or_default();
     let phase = phase(&order, state.clock.now());
     let message = match phase {
         "paid" => w.paid,
@@ -288,8 +353,25 @@ pub async fn page(State(state): State<AppState>, Path(token): Path<String>, head
         "expired" => w.expired,
         _ => "",
     };
-    let channels = state.channels.names().map(|c| ChannelButton { name: c.as_str(), label: channel_label(c, lang) }).collect();
-    let page = CheckoutPage { w, token: &token, merchant, subject: order.subject.clone(), amount: yuan(order.amount.minor), phase, message, return_url: grant.r.clone(), channels };
+    let channels = state
+        .channels
+        .names()
+        .map(|c| ChannelButton {
+            name: c.as_str(),
+            label: channel_label(c, lang),
+        })
+        .collect();
+    let page = CheckoutPage {
+        w,
+        token: &token,
+        merchant,
+        subject: order.subject.clone(),
+        amount: yuan(order.amount.minor),
+        phase,
+        message,
+        return_url: grant.r.clone(),
+        channels,
+    };
     html(StatusCode::OK, page.render())
 }
 
@@ -313,21 +395,64 @@ fn refused_json(status: StatusCode, code: &str) -> Response {
     r
 }
 
+/// Channel orders one order may open through its checkout links: far more than a payer
+/// switching between channels needs, far fewer than a script would open.
+const MAX_CHECKOUT_ATTEMPTS: usize = 12;
+
 /// `POST /checkout/{token}/prepay` `{channel}`: a prepay through the engine.
-pub async fn prepay(State(state): State<AppState>, Path(token): Path<String>, JsonObject(body): JsonObject) -> Response {
+pub async fn prepay(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    JsonObject(body): JsonObject,
+) -> Response {
     let (_, order) = match open(&state, &token).await {
         Ok(g) => g,
         Err(Refused::NotALink) => return refused_json(StatusCode::NOT_FOUND, "not_a_link"),
         Err(Refused::Expired) => return refused_json(StatusCode::GONE, "link_expired"),
     };
     let mut f = Fields::new(body);
-    let channel = f.string("channel", 32, true).and_then(|c| ChannelName::parse(&c).ok()).filter(|c| state.channels.get(*c).is_some());
-    let Some(channel) = channel else { return refused_json(StatusCode::BAD_REQUEST, "unknown_channel") };
-    let Ok(Some(app)) = state.store.app(&order.app_id).await else { return refused_json(StatusCode::NOT_FOUND, "not_a_link") };
-    let params = PrepayParams { channel, method: channel.methods()[0], payer: None };
+    let channel = f
+        .string("channel", 32, true)
+        .and_then(|c| ChannelName::parse(&c).ok())
+        .filter(|c| state.channels.get(*c).is_some());
+    let Some(channel) = channel else {
+        return refused_json(StatusCode::BAD_REQUEST, "unknown_channel");
+    };
+    // A link is a bearer capability anyone holding it can replay: each prepay may be a channel
+    // call, so the order's checkout prepays are rate-limited, and the channel orders a link can
+    // open are capped (reusing the open one of the same channel stays possible).
+    if let Err(wait) = state.limits.check_checkout(order.id.as_str()) {
+        metrics::counter!("payonce_rate_limited_total", "kind" => "checkout", "app" => order.app_id.to_string()).increment(1);
+        let mut r = refused_json(StatusCode::TOO_MANY_REQUESTS, "too_many_requests");
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, (wait.as_secs() + 1).into());
+        return r;
+    }
+    match state.store.attempts_of(&order.id).await {
+        Ok(attempts)
+            if attempts.len() >= MAX_CHECKOUT_ATTEMPTS
+                && !attempts
+                    .iter()
+                    .any(|a| a.channel == channel && a.status.is_active()) =>
+        {
+            return refused_json(StatusCode::CONFLICT, "too_many_attempts");
+        }
+        Ok(_) => {}
+        Err(e) => return ApiError::from(e).into_response(),
+    }
+    let Ok(Some(app)) = state.store.app(&order.app_id).await else {
+        return refused_json(StatusCode::NOT_FOUND, "not_a_link");
+    };
+    let params = PrepayParams {
+        channel,
+        method: channel.methods()[0],
+        payer: None,
+    };
     let answer = match payments::prepay(&state, &app, &order.id, &params).await {
         Ok(a) => a,
-        Err(PaymentError::AlreadyPaid(_)) => return refused_json(StatusCode::CONFLICT, "order_already_paid"),
+        Err(PaymentError::AlreadyPaid(_)) => {
+            return refused_json(StatusCode::CONFLICT, "order_already_paid");
+        }
         Err(PaymentError::Closed(_)) => return refused_json(StatusCode::CONFLICT, "order_closed"),
         Err(e) => return ApiError::from(e).into_response(),
     };
@@ -335,11 +460,37 @@ pub async fn prepay(State(state): State<AppState>, Path(token): Path<String>, Js
     let text = |k: &str| c.get(k).and_then(|v| v.as_str()).map(str::to_owned);
     let out = match channel {
         ChannelName::Wechatpay | ChannelName::Alipay => {
-            let data = text("code_url").or_else(|| text("qr_code")).unwrap_or_default();
-            CheckoutPrepaid { channel: channel.as_str(), kind: "qr", qr_svg: qr_data_uri(&data), action: None, fields: None, href: None, reused: answer.reused }
+            let data = text("code_url")
+                .or_else(|| text("qr_code"))
+                .unwrap_or_default();
+            CheckoutPrepaid {
+                channel: channel.as_str(),
+                kind: "qr",
+                qr_svg: qr_data_uri(&data),
+                action: None,
+                fields: None,
+                href: None,
+                reused: answer.reused,
+            }
         }
-        ChannelName::Unionpay => CheckoutPrepaid { channel: channel.as_str(), kind: "form", qr_svg: None, action: text("action"), fields: c.get("fields").cloned(), href: None, reused: answer.reused },
-        ChannelName::Sandbox => CheckoutPrepaid { channel: channel.as_str(), kind: "link", qr_svg: qr_data_uri(&text("code_url").unwrap_or_default()), action: None, fields: None, href: text("pay_url"), reused: answer.reused },
+        ChannelName::Unionpay => CheckoutPrepaid {
+            channel: channel.as_str(),
+            kind: "form",
+            qr_svg: None,
+            action: text("action"),
+            fields: c.get("fields").cloned(),
+            href: None,
+            reused: answer.reused,
+        },
+        ChannelName::Sandbox => CheckoutPrepaid {
+            channel: channel.as_str(),
+            kind: "link",
+            qr_svg: qr_data_uri(&text("code_url").unwrap_or_default()),
+            action: None,
+            fields: None,
+            href: text("pay_url"),
+            reused: answer.reused,
+        },
     };
     let mut r = Json(out).into_response();
     page_headers(&mut r);
@@ -350,8 +501,15 @@ pub async fn prepay(State(state): State<AppState>, Path(token): Path<String>, Js
 fn qr_data_uri(data: &str) -> Option<String> {
     use base64::Engine as _;
     let code = qrcode::QrCode::new(data.as_bytes()).ok()?;
-    let svg = code.render::<qrcode::render::svg::Color>().min_dimensions(220, 220).quiet_zone(true).build();
-    Some(format!("data:image/svg+xml;base64,{}", base64::engine::general_purpose::STANDARD.encode(svg)))
+    let svg = code
+        .render::<qrcode::render::svg::Color>()
+        .min_dimensions(220, 220)
+        .quiet_zone(true)
+        .build();
+    Some(format!(
+        "data:image/svg+xml;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(svg)
+    ))
 }
 
 /// `GET /checkout/{token}/status`: the order's phase, after asking the channel about open
@@ -374,14 +532,28 @@ pub async fn status(State(state): State<AppState>, Path(token): Path<String>) ->
 
 /// The page's script and style: files of their own (the CSP allows no inline script).
 pub async fn script() -> Response {
-    let mut r = ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("../../templates/checkout.js")).into_response();
-    r.headers_mut().insert("cache-control", HeaderValue::from_static("public, max-age=300"));
+    let mut r = (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("../../templates/checkout.js"),
+    )
+        .into_response();
+    r.headers_mut().insert(
+        "cache-control",
+        HeaderValue::from_static("public, max-age=300"),
+    );
     r
 }
 
 pub async fn style() -> Response {
-    let mut r = ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], include_str!("../../templates/checkout.css")).into_response();
-    r.headers_mut().insert("cache-control", HeaderValue::from_static("public, max-age=300"));
+    let mut r = (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("../../templates/checkout.css"),
+    )
+        .into_response();
+    r.headers_mut().insert(
+        "cache-control",
+        HeaderValue::from_static("public, max-age=300"),
+    );
     r
 }
 
@@ -393,7 +565,10 @@ mod tests {
     fn the_language_comes_from_the_link_then_accept_language() {
         let mut h = HeaderMap::new();
         assert!(language(None, &h) == Lang::En);
-        h.insert(header::ACCEPT_LANGUAGE, HeaderValue::from_static("fr;q=1, zh-CN;q=0.9, en;q=0.8"));
+        h.insert(
+            header::ACCEPT_LANGUAGE,
+            HeaderValue::from_static("fr;q=1, zh-CN;q=0.9, en;q=0.8"),
+        );
         assert!(language(None, &h) == Lang::Zh);
         assert!(language(Some("en"), &h) == Lang::En);
     }

@@ -40,10 +40,15 @@ pub fn documented_router(state: &AppState) -> (Router, serde_json::Value) {
         .routes(routes!(coupons::get))
         .routes(routes!(refunds::create))
         .routes(routes!(refunds::get))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::idempotency::layer))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), rate_limit));
-    let (documented, doc) = OpenApiRouter::new()
-        .merge(v1)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::idempotency::layer,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit,
+        ));
+    let admin = OpenApiRouter::new()
         .routes(routes!(admin::abnormal))
         .routes(routes!(admin::events))
         .routes(routes!(admin::resend_failed))
@@ -52,6 +57,13 @@ pub fn documented_router(state: &AppState) -> (Router, serde_json::Value) {
         .routes(routes!(admin::rotate_webhook_secret))
         .routes(routes!(admin::reconciliations, admin::run_reconciliation))
         .routes(routes!(admin::reconciliation))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin::gate,
+        ));
+    let (documented, doc) = OpenApiRouter::new()
+        .merge(v1)
+        .merge(admin)
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
@@ -73,17 +85,37 @@ pub fn documented_router(state: &AppState) -> (Router, serde_json::Value) {
         // The operator console: its own session cookie and CSRF tokens (see console.rs).
         .route("/console", get(console::home))
         .route("/console/assets/console.css", get(console::style))
-        .route("/console/sign-in", get(console::sign_in_page).post(console::sign_in))
+        .route(
+            "/console/sign-in",
+            get(console::sign_in_page).post(console::sign_in),
+        )
         .route("/console/sign-out", post(console::sign_out))
+        .route("/console/sessions", get(console::sessions))
+        .route("/console/sessions/{id}/end", post(console::end_session))
         .route("/console/orders", get(console::search))
         .route("/console/orders/{id}", get(console::order))
-        .route("/console/abnormal/{id}/{action}", post(console::abnormal_action))
+        .route(
+            "/console/abnormal/{id}/{action}",
+            post(console::abnormal_action),
+        )
         .route("/console/events/{id}/resend", post(console::resend_event))
-        .route("/console/apps/{id}/rotate-webhook-secret", post(console::rotate_secret))
-        .route("/console/reconciliations/{id}", get(console::reconciliation))
+        .route(
+            "/console/apps/{id}/rotate-webhook-secret",
+            post(console::rotate_secret),
+        )
+        .route(
+            "/console/reconciliations/{id}",
+            get(console::reconciliation),
+        )
         .layer(DefaultBodyLimit::max(state.config.body_limit))
-        .layer(axum::middleware::from_fn(run_to_completion))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), shed_load))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            shed_load,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            read_whole_request,
+        ))
         .layer(axum::middleware::from_fn(security_headers))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state.clone());
@@ -121,40 +153,118 @@ async fn rate_limit(
 /// How long a notification (or health check) may wait for a permit before it is shed.
 const NOTIFICATION_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Load shedding before the process suffers: every request takes a permit or is answered
-/// `503 overloaded` at once. Channel notifications and health checks draw from their own budget,
-/// so a flood of API calls never makes payonce miss a payment notification.
+/// The connection a request came on (see `connections`): when its first byte arrived.
+#[derive(Clone, Debug)]
+pub struct ConnHandle(pub std::sync::Arc<crate::connections::Conn>);
+
+/// The whole request — headers and body — must arrive within `request_timeout` of its first
+/// byte, or it is answered `408` and its connection closed. Nothing else happens before: the
+/// load-shedding permit is taken only for a request that is entirely here, so a client that
+/// sends slowly (on one connection or five hundred) holds sockets, never the capacity that
+/// complete requests, notifications and health checks need.
+///
+/// A body over `body_limit` is read (and discarded) only a bounded while longer, and reaches
+/// the handler cut to `body_limit + 1` bytes, so each route answers its own 413 (problem+json,
+/// or the channel's failure format on `/notify`).
+async fn read_whole_request(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let conn = req.extensions().get::<ConnHandle>().cloned();
+    let started = conn
+        .as_ref()
+        .map(|c| c.0.request_started())
+        .unwrap_or_else(tokio::time::Instant::now);
+    let deadline = started + state.config.request_timeout;
+    let (parts, body) = req.into_parts();
+    let limit = state.config.body_limit;
+    let bytes = match tokio::time::timeout_at(deadline, body::read_limited(body, limit)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(body::TooLarge)) => axum::body::Bytes::from(vec![0; limit + 1]),
+        Err(_) => {
+            metrics::counter!("payonce_request_timeouts_total").increment(1);
+            tracing::info!("request not received whole within the request timeout");
+            let mut resp = crate::error::ApiError::request_timeout().into_response();
+            resp.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            return resp;
+        }
+    };
+    if let Some(c) = &conn {
+        c.0.mark_handling();
+    }
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(bytes),
+    ))
+    .await
+}
+
+/// Load shedding before the process suffers: every (whole) request takes a permit or is
+/// answered `503 overloaded` at once. Channel notifications and health checks draw from their
+/// own budget, so a flood of API calls never makes payonce miss a payment notification.
+///
+/// The request then runs in its own task holding the permit: a client that hangs up must not
+/// cut a request off in the middle of a database transaction or between a channel call and the
+/// recording of its outcome — the task finishes (commits, or rolls back) even if nobody waits
+/// for the answer — and until it has, it still counts against the budget (a permit dropped with
+/// the abandoned answer let 280 hung-up prepays run 220 channel calls under a budget of 50).
 async fn shed_load(
     axum::extract::State(state): axum::extract::State<AppState>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    use tracing::Instrument as _;
     let path = req.uri().path();
     let priority = path.starts_with("/notify/") || path == "/healthz" || path == "/readyz";
     // A business call over the budget is shed at once (the client retries). A channel
     // notification waits its turn a while instead: a flash sale's payments arrive as one burst,
     // and a 503 would push each back by the channel's retry interval (15 s and more).
     let permit = if priority {
-        tokio::time::timeout(NOTIFICATION_QUEUE_WAIT, state.priority_in_flight.clone().acquire_owned()).await.ok().and_then(Result::ok)
+        tokio::time::timeout(
+            NOTIFICATION_QUEUE_WAIT,
+            state.priority_in_flight.clone().acquire_owned(),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
     } else {
         state.in_flight.clone().try_acquire_owned().ok()
     };
-    let Some(_permit) = permit else {
+    let Some(permit) = permit else {
         metrics::counter!("payonce_shed_total", "pool" => if priority { "priority" } else { "api" }).increment(1);
         return crate::error::ApiError::overloaded().into_response();
     };
-    next.run(req).await
+    // The request's span (its id) goes along into the task.
+    let task = async move {
+        let resp = next.run(req).await;
+        drop(permit);
+        resp
+    };
+    match tokio::spawn(task.in_current_span()).await {
+        Ok(resp) => resp,
+        Err(e) => crate::error::ApiError::internal(e).into_response(),
+    }
 }
 
 /// Headers every answer carries: no MIME sniffing anywhere; and on the HTML pages a CSP without
 /// inline script, no framing, no referrer.
-async fn security_headers(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+async fn security_headers(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     use axum::http::HeaderValue;
     // The console and the cashier set their own, stricter, headers.
     let html = req.uri().path() == "/docs";
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     if html {
         h.insert(
             "content-security-policy",
@@ -172,19 +282,37 @@ async fn security_headers(req: axum::extract::Request, next: axum::middleware::N
 /// so a support ticket quoting any of them leads to the same log lines.
 /// It is also where a business's W3C `traceparent` is continued: the request's span is its
 /// child, and the handlers find the trace to keep (`TraceParent`) in the request's extensions.
-async fn request_id(mut req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+async fn request_id(
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     use axum::http::HeaderValue;
     use tracing::Instrument as _;
-    let given = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).filter(|v| {
-        (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
-    });
-    let id = given.map(str::to_owned).unwrap_or_else(|| format!("req_{}", uuid::Uuid::now_v7().simple()));
+    let given = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=128).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+        });
+    let id = given
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("req_{}", uuid::Uuid::now_v7().simple()));
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), otel.name = %format!("HTTP {}", req.method()), otel.kind = "server");
     let incoming = crate::telemetry::extract(req.headers());
     crate::telemetry::set_parent(&span, incoming.clone());
-    req.extensions_mut().insert(TraceParent(crate::telemetry::traceparent_to_keep(&span, &incoming)));
+    req.extensions_mut()
+        .insert(TraceParent(crate::telemetry::traceparent_to_keep(
+            &span, &incoming,
+        )));
     let resp = next.run(req).instrument(span).await;
-    let mut resp = if resp.headers().get(axum::http::header::CONTENT_TYPE).is_some_and(|c| c == "application/problem+json") {
+    let mut resp = if resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|c| c == "application/problem+json")
+    {
         with_instance(resp, &id).await
     } else {
         resp
@@ -208,7 +336,10 @@ async fn with_instance(resp: axum::response::Response, id: &str) -> axum::respon
     };
     let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
         Ok(serde_json::Value::Object(mut m)) => {
-            m.insert("instance".into(), serde_json::Value::String(format!("urn:payonce:request:{id}")));
+            m.insert(
+                "instance".into(),
+                serde_json::Value::String(format!("urn:payonce:request:{id}")),
+            );
             serde_json::to_vec(&m).unwrap_or_else(|_| bytes.to_vec())
         }
         _ => bytes.to_vec(),
@@ -216,16 +347,4 @@ async fn with_instance(resp: axum::response::Response, id: &str) -> axum::respon
     let mut parts = parts;
     parts.headers.remove(axum::http::header::CONTENT_LENGTH);
     axum::response::Response::from_parts(parts, axum::body::Body::from(body))
-}
-
-/// A client that hangs up must not cut a request off in the middle of a database transaction
-/// or between a channel call and the recording of its outcome: each request runs in its own
-/// task, which finishes (and commits, or rolls back) even if nobody waits for the answer.
-async fn run_to_completion(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
-    use tracing::Instrument as _;
-    // The request's span (its id) goes along into the task.
-    match tokio::spawn(next.run(req).in_current_span()).await {
-        Ok(resp) => resp,
-        Err(e) => crate::error::ApiError::internal(e).into_response(),
-    }
 }

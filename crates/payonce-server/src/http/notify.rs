@@ -3,6 +3,7 @@
 //! fails verification gets the channel's failure answer and changes nothing.
 
 use crate::payments;
+use crate::ratelimit::Surface;
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -29,7 +30,10 @@ pub async fn receive(
     body: axum::body::Body,
 ) -> Response {
     // No channel, so no channel format to answer in: our own problem+json.
-    let Some(ch) = ChannelName::parse(&channel).ok().and_then(|name| Some((name, state.channels.get(name).cloned()?))) else {
+    let Some(ch) = ChannelName::parse(&channel)
+        .ok()
+        .and_then(|name| Some((name, state.channels.get(name).cloned()?)))
+    else {
         return crate::error::ApiError::not_found("channel").into_response();
     };
     let (name, ch) = ch;
@@ -40,6 +44,22 @@ pub async fn receive(
         r.status = 413;
         return reply(r);
     };
+    // An address that has sent too many failing notifications is turned away BEFORE the
+    // signature check: verification is the expensive part a flood of forgeries would buy.
+    // Genuine notifications never count against it (only failures do), and this budget is the
+    // notifications' own: wrong admin tokens from the same address do not touch it.
+    let ip = crate::auth::client_ip(&state, &headers, peer.map(|p| p.0.0));
+    if let Some(wait) = ip.and_then(|ip| state.limits.failures(Surface::Notify).over(ip)) {
+        count(name, "over_failure_budget");
+        metrics::counter!("payonce_rate_limited_total", "kind" => "notify_failures", "app" => "")
+            .increment(1);
+        let mut r = ch.notify_nack("too many failed notifications");
+        r.status = 429;
+        let mut resp = reply(r);
+        resp.headers_mut()
+            .insert("retry-after", (wait.as_secs() + 1).into());
+        return resp;
+    }
     let n = match ch.verify_notification(&headers, &body, state.clock.now()) {
         Ok(n) => n,
         Err(e) => {
@@ -54,17 +74,9 @@ pub async fn receive(
             );
             tracing::warn!(error = %e, "notification rejected");
             // Only failing notifications draw from the sender's budget: a flood of forgeries is
-            // slowed down, genuine notifications never are.
-            let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-            if let Some(ip) = crate::ratelimit::client_ip(peer.map(|p| p.0.0.ip()), forwarded, &state.limits.trusted_proxies)
-                && let Err(wait) = state.limits.notify_failed(ip)
-            {
-                metrics::counter!("payonce_rate_limited_total", "kind" => "notify_failures", "app" => "").increment(1);
-                let mut r = ch.notify_nack("too many failed notifications");
-                r.status = 429;
-                let mut resp = reply(r);
-                resp.headers_mut().insert("retry-after", (wait.as_secs() + 1).into());
-                return resp;
+            // turned away before verification once it is spent, genuine notifications never are.
+            if let Some(ip) = ip {
+                state.limits.failures(Surface::Notify).fail(ip);
             }
             return reply(ch.notify_nack(&e.to_string()));
         }
@@ -73,7 +85,17 @@ pub async fn receive(
         let again = state.clock.now() + state.config.backoff(2);
         let observed = format!("{:?}", notice.state);
         let result = crate::refunding::refund_result(notice.state, again);
-        return match state.store.apply_refund_notice(name, &n.event_id, &notice.out_refund_no, &result, state.clock.now()).await {
+        return match state
+            .store
+            .apply_refund_notice(
+                name,
+                &n.event_id,
+                &notice.out_refund_no,
+                &result,
+                state.clock.now(),
+            )
+            .await
+        {
             Ok(RefundNoticeApplied::Replay) => {
                 count(name, "replay");
                 reply(ch.notify_ack())
@@ -84,9 +106,20 @@ pub async fn receive(
             }
             Ok(RefundNoticeApplied::Applied(r)) => {
                 count(name, "refund");
-                let content = Some(n.content.unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned()));
+                let content = Some(
+                    n.content
+                        .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned()),
+                );
                 let verdict = format!("refund {}", r.status.as_str());
-                let message = payonce_store::ChannelMessage::new(name, &notice.out_refund_no, "refund_notification", observed, verdict, content, state.clock.now());
+                let message = payonce_store::ChannelMessage::new(
+                    name,
+                    &notice.out_refund_no,
+                    "refund_notification",
+                    observed,
+                    verdict,
+                    content,
+                    state.clock.now(),
+                );
                 if let Err(e) = state.store.record_channel_message(&message).await {
                     tracing::warn!(error = %e, "recording a refund notification for the timeline failed");
                 }
@@ -104,8 +137,16 @@ pub async fn receive(
     // A genuine signature is not yet agreement: a payment number already recorded for another
     // channel order means the message was re-cut or replayed against the wrong order. Confirm
     // by asking the channel about THIS order instead of believing it.
-    if let TradeState::Paid { channel_trade_no: Some(trade_no), .. } = &n.state {
-        match state.store.attempts_with_channel_trade_no(name, trade_no).await {
+    if let TradeState::Paid {
+        channel_trade_no: Some(trade_no),
+        ..
+    } = &n.state
+    {
+        match state
+            .store
+            .attempts_with_channel_trade_no(name, trade_no)
+            .await
+        {
             Ok(owners) if owners.iter().any(|a| a.out_trade_no != n.out_trade_no) => {
                 count(name, "trade_no_mismatch");
                 tracing::warn!(out_trade_no = %n.out_trade_no, "notification names a payment number of another channel order: confirming by query");
@@ -120,8 +161,21 @@ pub async fn receive(
             }
         }
     }
-    let content = n.content.unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-    let applied = payments::apply(&state, name, &n.out_trade_no, n.state, OutcomeSource::Notification { event_id: n.event_id }, None, Some(&content)).await;
+    let content = n
+        .content
+        .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+    let applied = payments::apply(
+        &state,
+        name,
+        &n.out_trade_no,
+        n.state,
+        OutcomeSource::Notification {
+            event_id: n.event_id,
+        },
+        None,
+        Some(&content),
+    )
+    .await;
     match applied {
         Ok(OutcomeApplied::Replay) => {
             count(name, "replay");
@@ -165,8 +219,17 @@ pub async fn receive(
 /// the success answer once the channel's own answer is durably recorded (whatever it says: an
 /// unpaid order stays unpaid, a real mismatch sits in the abnormal queue); if the channel cannot
 /// be asked now, the failure answer, so a genuine channel sends it again.
-async fn confirm_by_query(state: &AppState, name: ChannelName, out_trade_no: &str, ch: &dyn payonce_channels::Channel) -> Response {
-    let Ok(Some(attempt)) = state.store.attempt_by_out_trade_no(name, out_trade_no).await else {
+async fn confirm_by_query(
+    state: &AppState,
+    name: ChannelName,
+    out_trade_no: &str,
+    ch: &dyn payonce_channels::Channel,
+) -> Response {
+    let Ok(Some(attempt)) = state
+        .store
+        .attempt_by_out_trade_no(name, out_trade_no)
+        .await
+    else {
         return reply(ch.notify_nack("unknown out_trade_no"));
     };
     match payments::sync_attempt(state, &attempt).await {

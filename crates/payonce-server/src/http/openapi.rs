@@ -52,15 +52,32 @@ pub fn finish(doc: utoipa::openapi::OpenApi, state: &AppState) -> Value {
 /// testers follow them from a created order to its prepay, close and refunds).
 fn add_links(op: &mut Value) {
     let (statuses, pointer, targets): (&[&str], &str, &[&str]) = match op["operationId"].as_str() {
-        Some("create_order" | "find_order") => (&["200", "201"], "$response.body#/id", &["get_order", "prepay_order", "close_order", "create_refund"]),
+        Some("create_order" | "find_order") => (
+            &["200", "201"],
+            "$response.body#/id",
+            &["get_order", "prepay_order", "close_order", "create_refund"],
+        ),
         Some("create_refund") => (&["200", "201"], "$response.body#/id", &["get_refund"]),
-        Some("list_events") => (&["200"], "$response.body#/items/0/id", &["get_event", "resend_event"]),
+        Some("list_events") => (
+            &["200"],
+            "$response.body#/items/0/id",
+            &["get_event", "resend_event"],
+        ),
         _ => return,
     };
     for status in statuses {
-        let Some(resp) = op["responses"].get_mut(*status) else { continue };
-        let links: Map<String, Value> =
-            targets.iter().map(|t| (t.to_string(), json!({"operationId": t, "parameters": {"id": pointer}}))).collect();
+        let Some(resp) = op["responses"].get_mut(*status) else {
+            continue;
+        };
+        let links: Map<String, Value> = targets
+            .iter()
+            .map(|t| {
+                (
+                    t.to_string(),
+                    json!({"operationId": t, "parameters": {"id": pointer}}),
+                )
+            })
+            .collect();
         if !links.is_empty() {
             resp["links"] = Value::Object(links);
         }
@@ -97,15 +114,27 @@ fn add_layer_answers(path: &str, method: &str, op: &mut Value) {
         if method == "post" {
             // idempotency::layer
             answer(op, "400", "validation_failed (Idempotency-Key)");
-            answer(op, "409", "request_in_progress (the same Idempotency-Key is still being processed)");
+            answer(
+                op,
+                "409",
+                "request_in_progress (the same Idempotency-Key is still being processed)",
+            );
             answer(op, "413", "payload_too_large");
             answer(op, "422", "idempotency_key_reused");
         }
     }
     if path.starts_with("/admin/") {
+        // admin::gate: the admin token against the address's failure budget.
         answer(op, "401", "unauthorized");
+        answer(
+            op,
+            "429",
+            "rate_limited: too many wrong admin tokens from this address (Retry-After), the right one refused too",
+        );
     }
-    let has_query = op["parameters"].as_array().is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"));
+    let has_query = op["parameters"]
+        .as_array()
+        .is_some_and(|ps| ps.iter().any(|p| p["in"] == "query"));
     if has_query {
         // http::body::Query
         answer(op, "400", "validation_failed (query parameters)");
@@ -116,15 +145,28 @@ fn add_layer_answers(path: &str, method: &str, op: &mut Value) {
         answer(op, "413", "payload_too_large");
         answer(op, "415", "unsupported_media_type");
     }
+    // read_whole_request: headers and body within the request timeout.
+    answer(
+        op,
+        "408",
+        "request_timeout (the request did not arrive whole in time; the connection is closed)",
+    );
     // shed_load, and any database call.
-    answer(op, "503", "overloaded | database_unavailable (Retry-After); retrying is safe");
+    answer(
+        op,
+        "503",
+        "overloaded | database_unavailable (Retry-After); retrying is safe",
+    );
 }
 
 /// The prepay body, as this server is configured: for each channel, the methods it takes; a
 /// WeChat JSAPI payment names its payer.
 fn prepay_schema(state: &AppState) -> Value {
     let mut variants = Vec::new();
-    for channel in payonce_core::ChannelName::ALL.into_iter().filter(|c| state.channels.get(*c).is_some()) {
+    for channel in payonce_core::ChannelName::ALL
+        .into_iter()
+        .filter(|c| state.channels.get(*c).is_some())
+    {
         for (i, method) in channel.methods().iter().enumerate() {
             let mut properties = Map::new();
             properties.insert("channel".into(), json!({"const": channel.as_str()}));
@@ -164,7 +206,12 @@ pub fn serve(doc: &Value) -> axum::routing::MethodRouter<AppState> {
     let bytes = axum::body::Bytes::from(serde_json::to_vec(doc).expect("the document serializes"));
     axum::routing::get(move || {
         let bytes = bytes.clone();
-        async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], bytes) }
+        async move {
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                bytes,
+            )
+        }
     })
 }
 
@@ -182,7 +229,10 @@ h2{margin-top:1.5em}.m{display:inline-block;min-width:4em;font-weight:bold}</sty
 /// The page's script, served on its own so the page's CSP can forbid inline script.
 pub async fn docs_js() -> ([(axum::http::HeaderName, &'static str); 1], &'static str) {
     (
-        [(axum::http::header::CONTENT_TYPE, "application/javascript; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/javascript; charset=utf-8",
+        )],
         r#"fetch('/openapi.json').then(r=>r.json()).then(d=>{
   const out=[`<p>${d.info.description}</p>`];
   for(const [p,ops] of Object.entries(d.paths)) for(const [m,op] of Object.entries(ops)){

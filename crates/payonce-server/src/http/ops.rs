@@ -17,7 +17,10 @@ pub async fn healthz() -> &'static str {
               (status = 503, description = "the database does not answer, or a background worker stopped", body = String, content_type = "text/plain")))]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     if state.failed_worker.lock().unwrap().is_some() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "a background worker stopped");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a background worker stopped",
+        );
     }
     match state.store.ping().await {
         Ok(()) => (StatusCode::OK, "ready"),
@@ -28,13 +31,44 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// Prometheus metrics; behind `Authorization: Bearer <metrics token>` when one is configured.
+/// Prometheus metrics: behind `Authorization: Bearer <metrics token>`, or open with
+/// `--metrics-public`; closed otherwise (they name every app and its traffic). Wrong tokens
+/// draw from the address's own failure budget (`429` past it, the right token too).
 #[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations", security((), ("metricsToken" = [])),
     responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"),
-              (status = 401, description = "unauthorized (a metrics token is configured and was not sent)", body = crate::error::Problem, content_type = "application/problem+json")))]
-pub async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> axum::response::Response {
-    if state.config.metrics_token.is_some() && !crate::auth::bearer_matches(&headers, state.config.metrics_token.as_deref()) {
-        return crate::error::ApiError::unauthorized().into_response();
+              (status = 401, description = "unauthorized (no metrics token sent, or a wrong one; or metrics are closed: no token configured and not public)", body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 429, description = "too many wrong tokens from this address (`Retry-After`)", body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn metrics(
+    State(state): State<AppState>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    match state.config.metrics_token.as_deref() {
+        None if state.config.metrics_public => {}
+        None => {
+            return crate::error::ApiError::unauthorized_because(
+                "metrics are closed: start payonce with --metrics-token (or --metrics-public)",
+            )
+            .into_response();
+        }
+        Some(token) => {
+            let ip = crate::auth::client_ip(&state, &headers, peer.map(|p| p.0.0));
+            match crate::auth::check_secret(&state, crate::ratelimit::Surface::Metrics, ip, || {
+                crate::auth::bearer_matches(&headers, Some(token))
+            }) {
+                Ok(()) => {}
+                Err(crate::auth::SecretRefused::Wrong) => {
+                    return crate::error::ApiError::unauthorized().into_response();
+                }
+                Err(crate::auth::SecretRefused::OverBudget(wait)) => {
+                    return crate::error::ApiError::too_many_failures(wait).into_response();
+                }
+            }
+        }
     }
-    ([("content-type", "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
 }

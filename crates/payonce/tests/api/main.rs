@@ -3,6 +3,7 @@
 
 mod attack_suite;
 mod attacks;
+mod attacks_gateway;
 mod bad_input;
 mod channel_truth;
 mod channels;
