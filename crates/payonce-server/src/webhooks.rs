@@ -125,9 +125,15 @@ impl reqwest::dns::Resolve for PublicOnlyResolver {
 }
 
 /// The webhook client: never follows redirects (a 3xx is a failed attempt, its status shown),
-/// and, unless the operator allowed private webhooks, never connects to an internal address.
+/// never goes through a proxy, and, unless the operator allowed private webhooks, never
+/// connects to an internal address.
+///
+/// No proxy, whatever `HTTP_PROXY` / `HTTPS_PROXY` / `ALL_PROXY` say: through a proxy the
+/// proxy resolves and connects, so the address check above never sees where the request goes
+/// (a webhook to `http://localhost/internal-admin` was delivered that way). An operator whose
+/// egress must pass a proxy puts payonce behind a transparent one.
 pub fn webhook_client(timeout: Duration, allow_private: bool) -> reqwest::Client {
-    let b = reqwest::Client::builder().timeout(timeout).redirect(reqwest::redirect::Policy::none());
+    let b = reqwest::Client::builder().timeout(timeout).redirect(reqwest::redirect::Policy::none()).no_proxy();
     let b = if allow_private { b } else { b.dns_resolver(std::sync::Arc::new(PublicOnlyResolver)) };
     b.build().expect("webhook http client")
 }
