@@ -227,6 +227,12 @@ impl TestApp {
         self.http.get(self.url(path)).bearer_auth(&self.secret).send().await.expect("request")
     }
 
+    /// A second tenant on the same server (tests of isolation between apps): its credentials.
+    pub async fn another_app(&self, name: &str, webhook_url: Option<&str>, sink: Option<&str>) -> payonce_server::apps::NewAppCredentials {
+        let new = payonce_server::apps::NewApp { name, webhook_url, sink, ..Default::default() };
+        payonce_server::apps::create_app(self.store.as_ref(), &self.state.master_key, &SystemClock, new).await.expect("another app")
+    }
+
     /// Creates an order and returns its JSON.
     pub async fn create_order(&self, merchant_order_no: &str, amount: i64) -> Value {
         let r = self
