@@ -20,6 +20,8 @@ pub struct AppOptions {
     pub webhook_url: Option<String>,
     /// Replaces the webhook retry schedule (before time scaling).
     pub webhook_schedule: Option<Vec<Duration>>,
+    /// Replaces the bound on one webhook POST (not time-scaled).
+    pub webhook_timeout: Option<Duration>,
     /// Broker sinks, and which one the test app's events go to.
     pub sinks: payonce_server::sinks::SinkConfig,
     pub sink: Option<String>,
@@ -58,6 +60,7 @@ impl Default for AppOptions {
             time_scale: 100.0,
             webhook_url: None,
             webhook_schedule: None,
+            webhook_timeout: None,
             sinks: Default::default(),
             sink: None,
             late_payment: Default::default(),
@@ -168,6 +171,7 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
         max_in_flight: opts.max_in_flight,
         metrics_token: opts.metrics_token.clone(),
         webhook_schedule: opts.webhook_schedule.clone().unwrap_or_else(|| ServerConfig::default().webhook_schedule),
+        webhook_timeout: opts.webhook_timeout.unwrap_or_else(|| ServerConfig::default().webhook_timeout),
         workers: opts.workers,
         reconcile_at: opts.reconcile_at.as_deref().map(|s| payonce_server::state::parse_reconcile_at(s).expect("reconcile_at")).unwrap_or_default(),
         ..ServerConfig::default()
