@@ -323,7 +323,7 @@ async fn rabbitmq_keeps_tenants_apart() {
 }
 
 /// Two apps on one JetStream stream: subjects `<prefix>.<app id>.payment.closed`, each message
-/// naming and signed for its own app.
+/// naming and signed for its own app; during a rotation of one app's secret, signed with both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nats_keeps_tenants_apart() {
     if !reachable(NATS, "NATS").await {
@@ -353,6 +353,29 @@ async fn nats_keeps_tenants_apart() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     judge_tenants_apart(&tenants, &got, |app_id| format!("{prefix}.{app_id}.payment.closed"));
+
+    // A rotation of the first app's secret: its next message carries both signatures, as a
+    // webhook would, so consumers holding either secret keep verifying.
+    let rot = app.http.post(app.url(&format!("/admin/v1/apps/{}/rotate-webhook-secret", app.app_id))).bearer_auth("test-admin-token").send().await.unwrap();
+    assert_eq!(rot.status(), reqwest::StatusCode::OK);
+    let new_secret = rot.json::<Value>().await.unwrap()["webhook_secret"].as_str().unwrap().to_owned();
+    let order = app.create_order("SAME-2", 100).await;
+    app.post(&format!("/v1/orders/{}/close", order["id"].as_str().unwrap()), serde_json::json!({})).await;
+    let s = js.get_stream(&stream).await.unwrap();
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    let m = loop {
+        let m = s.get_raw_message(3).await;
+        if let Ok(m) = m {
+            break m;
+        }
+        assert!(tokio::time::Instant::now() < end, "no message after the rotation");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(m.subject.as_str(), format!("{prefix}.{}.payment.closed", app.app_id));
+    let headers: std::collections::BTreeMap<String, String> = m.headers.iter().filter(|(k, _)| k.to_string().starts_with("webhook-")).map(|(k, v)| (k.to_string(), v.first().map(|v| v.as_str().to_owned()).unwrap_or_default())).collect();
+    assert_eq!(headers["webhook-signature"].split(' ').count(), 2, "two signatures during a rotation");
+    let body = String::from_utf8(m.payload.to_vec()).unwrap();
+    verify_with_standardwebhooks(vec![serde_json::json!({"headers": headers, "body": body, "secrets": [new_secret, tenants[0].webhook_secret], "wrong_secrets": [tenants[1].webhook_secret]})]);
     let _ = js.delete_stream(&stream).await;
 }
 
