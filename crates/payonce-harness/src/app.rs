@@ -20,6 +20,8 @@ pub struct AppOptions {
     pub webhook_url: Option<String>,
     /// Replaces the webhook retry schedule (before time scaling).
     pub webhook_schedule: Option<Vec<Duration>>,
+    /// Replaces the bound on one webhook POST (not time-scaled).
+    pub webhook_timeout: Option<Duration>,
     /// Broker sinks, and which one the test app's events go to.
     pub sinks: payonce_server::sinks::SinkConfig,
     pub sink: Option<String>,
@@ -65,6 +67,7 @@ impl Default for AppOptions {
             time_scale: 100.0,
             webhook_url: None,
             webhook_schedule: None,
+            webhook_timeout: None,
             sinks: Default::default(),
             sink: None,
             late_payment: Default::default(),
@@ -216,6 +219,7 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
             .webhook_schedule
             .clone()
             .unwrap_or_else(|| ServerConfig::default().webhook_schedule),
+        webhook_timeout: opts.webhook_timeout.unwrap_or_else(|| ServerConfig::default().webhook_timeout),
         workers: opts.workers,
         reconcile_at: opts
             .reconcile_at
@@ -304,6 +308,12 @@ impl TestApp {
             .send()
             .await
             .expect("request")
+    }
+
+    /// A second tenant on the same server (tests of isolation between apps): its credentials.
+    pub async fn another_app(&self, name: &str, webhook_url: Option<&str>, sink: Option<&str>) -> payonce_server::apps::NewAppCredentials {
+        let new = payonce_server::apps::NewApp { name, webhook_url, sink, ..Default::default() };
+        payonce_server::apps::create_app(self.store.as_ref(), &self.state.master_key, &SystemClock, new).await.expect("another app")
     }
 
     /// Creates an order and returns its JSON.

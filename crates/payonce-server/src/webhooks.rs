@@ -125,9 +125,15 @@ impl reqwest::dns::Resolve for PublicOnlyResolver {
 }
 
 /// The webhook client: never follows redirects (a 3xx is a failed attempt, its status shown),
-/// and, unless the operator allowed private webhooks, never connects to an internal address.
+/// never goes through a proxy, and, unless the operator allowed private webhooks, never
+/// connects to an internal address.
+///
+/// No proxy, whatever `HTTP_PROXY` / `HTTPS_PROXY` / `ALL_PROXY` say: through a proxy the
+/// proxy resolves and connects, so the address check above never sees where the request goes
+/// (a webhook to `http://localhost/internal-admin` was delivered that way). An operator whose
+/// egress must pass a proxy puts payonce behind a transparent one.
 pub fn webhook_client(timeout: Duration, allow_private: bool) -> reqwest::Client {
-    let b = reqwest::Client::builder().timeout(timeout).redirect(reqwest::redirect::Policy::none());
+    let b = reqwest::Client::builder().timeout(timeout).redirect(reqwest::redirect::Policy::none()).no_proxy();
     let b = if allow_private { b } else { b.dns_resolver(std::sync::Arc::new(PublicOnlyResolver)) };
     b.build().expect("webhook http client")
 }
@@ -166,7 +172,7 @@ async fn deliver_in_trace(state: &AppState, http: &reqwest::Client, owner: &str,
     let app_id = payonce_core::AppId::from_trusted(ev.app_id.clone());
     let Ok(Some(app)) = state.store.app(&app_id).await else { return };
     if app.sink != payonce_store::Sink::Webhook {
-        return deliver_to_sink(state, owner, &ev, app.sink, traceparent.as_deref()).await;
+        return deliver_to_sink(state, owner, &ev, &app, traceparent.as_deref()).await;
     }
     let notify_url = match &ev.order_id {
         Some(o) => state
@@ -189,20 +195,14 @@ async fn deliver_in_trace(state: &AppState, http: &reqwest::Client, owner: &str,
         let _ = state.store.record_delivery(owner, &a, &DeliveryOutcome::Failed).await;
         return count("disabled");
     }
-    let mut secrets = Vec::new();
-    for enc in std::iter::once(&app.webhook_secret_enc).chain(app.webhook_secret_prev_enc.as_ref()) {
-        match state.master_key.decrypt(enc, app.id.as_str()) {
-            Ok(s) => secrets.push(s),
-            Err(e) => tracing::error!(error = %e, app_id = %app.id, "webhook secret does not decrypt with this master key"),
-        }
-    }
+    let secrets = signing_secrets(state, &app);
     if !state.config.allow_private_webhooks && literal_internal(&dest) {
         let a = DeliveryAttempt { event_id: ev.id.clone(), destination: dest, status_code: None, error: Some("internal address refused (see --allow-private-webhooks)".into()), duration_ms: 0, attempted_at: now };
         let _ = state.store.record_delivery(owner, &a, &DeliveryOutcome::Failed).await;
         return count("refused");
     }
     let ts = now.0 / 1000;
-    let signature = secrets.iter().filter_map(|s| sign(s, &ev.id, ts, &ev.payload)).collect::<Vec<_>>().join(" ");
+    let signature = signature(&secrets, &ev.id, ts, &ev.payload);
     let started = Instant::now();
     let mut request = http.post(&dest);
     if let Some(tp) = &traceparent {
@@ -250,11 +250,50 @@ async fn deliver_in_trace(state: &AppState, http: &reqwest::Client, owner: &str,
     }
 }
 
-/// A broker sink: delivered once the broker confirmed, else retried on the same schedule.
-async fn deliver_to_sink(state: &AppState, owner: &str, ev: &EventRow, sink: payonce_store::Sink, traceparent: Option<&str>) {
+/// The app's webhook signing secrets: the current one, and during a rotation the previous one.
+fn signing_secrets(state: &AppState, app: &App) -> Vec<String> {
+    let mut secrets = Vec::new();
+    for enc in std::iter::once(&app.webhook_secret_enc).chain(app.webhook_secret_prev_enc.as_ref()) {
+        match state.master_key.decrypt(enc, app.id.as_str()) {
+            Ok(s) => secrets.push(s),
+            Err(e) => tracing::error!(error = %e, app_id = %app.id, "webhook secret does not decrypt with this master key"),
+        }
+    }
+    secrets
+}
+
+/// The `webhook-signature` header: one `v1,` signature per secret, space-separated, so a
+/// receiver still holding the previous secret keeps verifying during a rotation.
+fn signature(secrets: &[String], msg_id: &str, timestamp: i64, body: &str) -> String {
+    secrets.iter().filter_map(|s| sign(s, msg_id, timestamp, body)).collect::<Vec<_>>().join(" ")
+}
+
+/// The body of a broker message: the event's payload with `app_id` added. Over HTTP the
+/// endpoint says whose event it is; on a shared broker only the message can.
+fn broker_body(ev: &EventRow) -> Result<String, String> {
+    let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&ev.payload).map_err(|e| format!("event payload is not a JSON object: {e}"))?;
+    v.insert("app_id".into(), serde_json::Value::String(ev.app_id.clone()));
+    serde_json::to_string(&v).map_err(|e| e.to_string())
+}
+
+/// A broker sink: delivered once the broker confirmed, else retried on the same schedule. The
+/// message is signed like a webhook (same secret, same headers), at publish time.
+async fn deliver_to_sink(state: &AppState, owner: &str, ev: &EventRow, app: &App, traceparent: Option<&str>) {
+    let sink = app.sink;
     let now = state.clock.now();
     let started = Instant::now();
-    let published = state.sinks.publish(sink, ev, traceparent).await;
+    let published = match broker_body(ev) {
+        Ok(body) => {
+            let ts = now.0 / 1000;
+            let mut headers = vec![("webhook-id", ev.id.clone()), ("webhook-timestamp", ts.to_string()), ("webhook-signature", signature(&signing_secrets(state, app), &ev.id, ts, &body))];
+            if let Some(tp) = traceparent {
+                headers.push(("traceparent", tp.to_owned()));
+            }
+            let msg = crate::sinks::Message { event: ev, app_id: app.id.as_str(), body, headers };
+            state.sinks.publish(sink, &msg).await
+        }
+        Err(e) => Err(e),
+    };
     let (destination, error, outcome) = match published {
         Ok(dest) => {
             count("delivered");

@@ -22,7 +22,12 @@ pub trait Leases: Send + Sync {
     async fn release_order(&self, id: &OrderId, owner: &str) -> Result<()>;
     /// Claims refunds due for a channel call or query.
     async fn claim_due_refunds(&self, now: Timestamp, lease_ms: i64, owner: &str, limit: i64) -> Result<Vec<Refund>>;
-    async fn claim_due_events(&self, now: Timestamp, lease_ms: i64, owner: &str, limit: i64) -> Result<Vec<EventRow>>;
+    /// The apps with outbox events due and not leased, the longest-waiting first, at most
+    /// `limit`. The dispatcher claims app by app from this list: claiming the oldest events
+    /// across apps let one app's backlog to a dead receiver fill every claim.
+    async fn apps_with_due_events(&self, now: Timestamp, limit: i64) -> Result<Vec<String>>;
+    /// Claims up to `limit` due events of one app, oldest first, leasing them to `owner`.
+    async fn claim_due_events(&self, app: &str, now: Timestamp, lease_ms: i64, owner: &str, limit: i64) -> Result<Vec<EventRow>>;
 }
 
 /// The SQL of `Leases` for one backend (see `sql::impl_store!` for the parameters).
@@ -49,12 +54,31 @@ macro_rules! leases_sql {
 
         #[async_trait::async_trait]
         impl $crate::Leases for $Store {
-            async fn claim_due_events(&self, now: payonce_core::Timestamp, lease_ms: i64, owner: &str, limit: i64) -> $crate::Result<Vec<$crate::EventRow>> {
-                self.claim(concat!(
+            async fn apps_with_due_events(&self, now: payonce_core::Timestamp, limit: i64) -> $crate::Result<Vec<String>> {
+                use sqlx::Row;
+                let rows = sqlx::query(
+                    "SELECT app_id FROM events WHERE delivery_status = 'pending' AND next_attempt_at <= $1 \
+                     AND (lease_until IS NULL OR lease_until < $1) GROUP BY app_id ORDER BY MIN(next_attempt_at) LIMIT $2",
+                )
+                .bind(now.0)
+                .bind(limit)
+                .fetch_all(&self.reader())
+                .await?;
+                rows.iter().map(|r| Ok(r.try_get("app_id")?)).collect()
+            }
+
+            async fn claim_due_events(&self, app: &str, now: payonce_core::Timestamp, lease_ms: i64, owner: &str, limit: i64) -> $crate::Result<Vec<$crate::EventRow>> {
+                // As `claim`, for one app: instances claiming at once skip each other's rows
+                // (SKIP LOCKED on PostgreSQL; SQLite has one writer).
+                let sql = concat!(
                     "UPDATE events SET lease_until = $1, lease_owner = $2 WHERE id IN (SELECT id FROM events \
-                     WHERE delivery_status = 'pending' AND next_attempt_at <= $3 AND (lease_until IS NULL OR lease_until < $3) \
+                     WHERE app_id = $5 AND delivery_status = 'pending' AND next_attempt_at <= $3 AND (lease_until IS NULL OR lease_until < $3) \
                      ORDER BY next_attempt_at LIMIT $4", $skip_locked, ") RETURNING ", $crate::sql::event_cols!()
-                ), now, lease_ms, owner, limit, $crate::rows::event_row).await
+                );
+                let mut tx = self.begin_write().await?;
+                let rows = sqlx::query(sql).bind(now.0 + lease_ms).bind(owner).bind(now.0).bind(limit).bind(app).fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                rows.iter().map($crate::rows::event_row).collect()
             }
 
             async fn defer_unknown(&self, id: &payonce_core::AttemptId, until: payonce_core::Timestamp, now: payonce_core::Timestamp) -> $crate::Result<()> {

@@ -2,6 +2,12 @@
 //! exchange, `mandatory`) and NATS JetStream (acknowledged publish, `Nats-Msg-Id` = event id for
 //! its de-duplication window). An event counts as delivered only once the broker confirmed it;
 //! anything else is retried on the webhook schedule, never dropped. Each is a cargo feature.
+//!
+//! Tenants stay apart on the broker as they do over HTTP: the app id is a token of the subject
+//! (`<prefix>.<app id>.<event type>`) and of the routing key (`<app id>.<event type>`), so
+//! per-app broker permissions can confine each business to its own events; it is in the body
+//! (`app_id`); and every message carries the Standard Webhooks headers, signed with the app's
+//! webhook secret exactly as a webhook would be, so a consumer can prove whose event it holds.
 
 #[cfg(feature = "nats")]
 pub mod nats;
@@ -15,8 +21,39 @@ use payonce_store::EventRow;
 pub struct SinkConfig {
     /// `amqp://user:pass@host:5672/%2f` and the exchange events are published to.
     pub rabbitmq: Option<(String, String)>,
-    /// `host:4222`, the JetStream stream, and the subject prefix (`<prefix>.<event type>`).
+    /// `host:4222`, the JetStream stream, and the subject prefix (`<prefix>.<app id>.<event type>`).
     pub nats: Option<(String, String, String)>,
+}
+
+/// One event as a broker message: whose it is, the exact bytes published, and the headers
+/// over them — what an HTTP delivery of the same event would carry.
+pub struct Message<'a> {
+    pub event: &'a EventRow,
+    /// The app the event belongs to: a token of the subject / routing key.
+    pub app_id: &'a str,
+    /// The event's payload with `app_id` added: what is published, and what is signed.
+    pub body: String,
+    /// `webhook-id`, `webhook-timestamp`, `webhook-signature`, and `traceparent` when the
+    /// order's trace is known.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Message<'_> {
+    /// `<app id>.<event type>`: the app first, so one wildcard (`<app id>.#`, `<prefix>.<app
+    /// id>.>`) grants one app everything of its own and nothing of another's.
+    ///
+    /// An app id that is not a plain token (a `.`, a wildcard, a space would shift or widen
+    /// what a permission matches) is refused rather than published where it does not belong.
+    pub fn routing_key(&self) -> Result<String, String> {
+        let token = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !token(self.app_id) {
+            return Err(format!("app id {:?} cannot be a subject token", self.app_id));
+        }
+        if !self.event.event_type.split('.').all(token) {
+            return Err(format!("event type {:?} cannot be a subject", self.event.event_type));
+        }
+        Ok(format!("{}.{}", self.app_id, self.event.event_type))
+    }
 }
 
 #[derive(Default)]
@@ -52,19 +89,19 @@ impl Sinks {
         Ok(s)
     }
 
-    /// Publishes to the app's sink, with the delivery's W3C `traceparent` as a message header;
-    /// `Ok(destination)` once the broker confirmed.
+    /// Publishes to the app's sink, with the message's headers; `Ok(destination)` once the
+    /// broker confirmed.
     #[cfg_attr(not(any(feature = "rabbitmq", feature = "nats")), allow(unused_variables))]
-    pub async fn publish(&self, sink: payonce_store::Sink, ev: &EventRow, traceparent: Option<&str>) -> Result<String, String> {
+    pub async fn publish(&self, sink: payonce_store::Sink, msg: &Message<'_>) -> Result<String, String> {
         match sink {
             #[cfg(feature = "rabbitmq")]
             payonce_store::Sink::Rabbitmq => match &self.rabbitmq {
-                Some(r) => r.publish(ev, traceparent).await,
+                Some(r) => r.publish(msg).await,
                 None => Err("no RabbitMQ configured".into()),
             },
             #[cfg(feature = "nats")]
             payonce_store::Sink::Nats => match &self.nats {
-                Some(n) => n.publish(ev, traceparent).await,
+                Some(n) => n.publish(msg).await,
                 None => Err("no NATS configured".into()),
             },
             #[allow(unreachable_patterns)]

@@ -1,10 +1,11 @@
 //! NATS JetStream sink, through the official client (`async-nats`: TLS, credentials in the URL,
 //! reconnects): each event is published with `Nats-Msg-Id: <event id>` — JetStream drops a
 //! re-publish inside the stream's duplicate window — and counts as delivered only once
-//! JetStream has acknowledged it.
+//! JetStream has acknowledged it. The subject is `<prefix>.<app id>.<event type>`, so a NATS
+//! user allowed `<prefix>.<app id>.>` sees one app's events only.
 
 use async_nats::jetstream;
-use payonce_store::EventRow;
+use super::Message;
 use std::time::Duration;
 
 pub struct NatsSink {
@@ -51,16 +52,16 @@ impl NatsSink {
         Ok(js)
     }
 
-    pub async fn publish(&self, ev: &EventRow, traceparent: Option<&str>) -> Result<String, String> {
+    pub async fn publish(&self, msg: &Message<'_>) -> Result<String, String> {
+        let subject = format!("{}.{}", self.prefix, msg.routing_key()?);
         let js = self.context().await?;
-        let subject = format!("{}.{}", self.prefix, ev.event_type);
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", ev.id.as_str());
-        if let Some(tp) = traceparent {
-            headers.insert("traceparent", tp);
+        headers.insert("Nats-Msg-Id", msg.event.id.as_str());
+        for (name, value) in &msg.headers {
+            headers.insert(*name, value.as_str());
         }
         let publish = async {
-            let ack = js.publish_with_headers(subject.clone(), headers, ev.payload.clone().into()).await.map_err(|e| e.to_string())?;
+            let ack = js.publish_with_headers(subject.clone(), headers, msg.body.clone().into()).await.map_err(|e| e.to_string())?;
             ack.await.map_err(|e| e.to_string())
         };
         match tokio::time::timeout(TIMEOUT, publish).await {

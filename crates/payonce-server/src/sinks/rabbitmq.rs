@@ -1,12 +1,14 @@
-//! RabbitMQ sink: a durable topic exchange, routing key = event type, `message_id` = event id,
-//! persistent messages, `mandatory` (an unroutable event comes back as `basic.return` and counts
-//! as not delivered), and publisher confirms (delivered only once the broker acked).
+//! RabbitMQ sink: a durable topic exchange, routing key = `<app id>.<event type>` (a queue bound
+//! with `<app id>.#` gets one app's events only), `message_id` = event id, the Standard Webhooks
+//! headers as AMQP headers, persistent messages, `mandatory` (an unroutable event comes back as
+//! `basic.return` and counts as not delivered), and publisher confirms (delivered only once the
+//! broker acked).
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::Confirmation;
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-use payonce_store::EventRow;
+use super::Message;
 use std::time::Duration;
 
 /// The longest a connection set-up, or a publish and its confirm, may take. A connection cut at
@@ -53,26 +55,27 @@ impl RabbitSink {
         Ok((generation, ch))
     }
 
-    pub async fn publish(&self, ev: &EventRow, traceparent: Option<&str>) -> Result<String, String> {
+    pub async fn publish(&self, msg: &Message<'_>) -> Result<String, String> {
+        let routing_key = msg.routing_key()?;
         let mut used = None;
         let result = async {
             let (generation, ch) = self.channel().await?;
             used = Some(generation);
             let mut headers = FieldTable::default();
-            if let Some(tp) = traceparent {
-                headers.insert("traceparent".into(), lapin::types::AMQPValue::LongString(tp.into()));
+            for (name, value) in &msg.headers {
+                headers.insert((*name).into(), lapin::types::AMQPValue::LongString(value.as_str().into()));
             }
             let props = BasicProperties::default()
                 .with_headers(headers)
-                .with_message_id(ev.id.clone().into())
+                .with_message_id(msg.event.id.clone().into())
                 .with_content_type("application/json".into())
                 .with_delivery_mode(2);
             let publish = async {
                 ch.basic_publish(
                     self.exchange.clone().into(),
-                    ev.event_type.clone().into(),
+                    routing_key.clone().into(),
                     BasicPublishOptions { mandatory: true, ..Default::default() },
-                    ev.payload.as_bytes(),
+                    msg.body.as_bytes(),
                     props,
                 )
                 .await?
@@ -83,7 +86,7 @@ impl RabbitSink {
                 .map_err(|_| "RabbitMQ did not confirm in time".to_owned())?
                 .map_err(|e| e.to_string())?;
             match confirm {
-                Confirmation::Ack(None) => Ok(format!("rabbitmq:{}/{}", self.exchange, ev.event_type)),
+                Confirmation::Ack(None) => Ok(format!("rabbitmq:{}/{routing_key}", self.exchange)),
                 Confirmation::Ack(Some(returned)) => Err(format!("returned by the broker: {}", returned.reply_text)),
                 Confirmation::Nack(_) => Err("nacked by the broker".into()),
                 Confirmation::NotRequested => Err("publisher confirms not enabled".into()),

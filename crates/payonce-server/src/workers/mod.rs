@@ -26,7 +26,7 @@ mod refunder;
 mod upkeep;
 
 use crate::state::AppState;
-use dispatcher::dispatch_events;
+use dispatcher::{Dispatcher, dispatch_due_events};
 use expirer::expire_orders;
 use payonce_core::Timestamp;
 use poller::poll_attempts;
@@ -79,8 +79,10 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     every_tick!("active_query", |st, own| poll_attempts(&st, &own).await);
     every_tick!("expiry", |st, own| expire_orders(&st, &own).await);
     every_tick!("refunds", |st, own| settle_refunds(&st, &own).await);
-    let http = webhook_http.clone();
-    every_tick!("outbox", |st, own| dispatch_events(&st, &http, &own).await);
+    // The dispatcher outlives its rounds: deliveries it started run on while it claims more.
+    let dispatcher = std::sync::Arc::new(Dispatcher::default());
+    let (http, d) = (webhook_http.clone(), dispatcher.clone());
+    every_tick!("outbox", |st, own| d.round(&st, &http, &own).await);
     // A bill is a day's affair: looking once a minute (scaled) whether one is due is plenty.
     every_tick!("reconciliation", state.config.scaled(Duration::from_secs(60)).max(tick), |st, own| scheduled_reconciliations(&st, &own).await);
     let mut purge = tokio::time::interval(state.config.scaled(Duration::from_secs(3600)));
@@ -105,6 +107,9 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
         }
     }
     while loops.join_next().await.is_some() {}
+    // Deliveries under way finish (each bounded by its timeout) rather than being cut off
+    // mid-request: a cut one would be delivered again once its lease lapsed.
+    dispatcher.finish().await;
 }
 
 /// One round of every worker, as `owner`, in the order the loops would run them: what one tick
@@ -115,7 +120,7 @@ pub async fn run_round(state: &AppState, owner: &str) {
     expire_orders(state, owner).await;
     settle_refunds(state, owner).await;
     let http = crate::webhooks::webhook_client(state.config.webhook_timeout, state.config.allow_private_webhooks);
-    dispatch_events(state, &http, owner).await;
+    dispatch_due_events(state, &http, owner).await;
     scheduled_reconciliations(state, owner).await;
 }
 

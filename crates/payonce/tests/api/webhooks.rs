@@ -1,6 +1,7 @@
 //! Telling the business exactly once, reliably: Standard Webhooks verified by the official
 //! library, retries with the same `webhook-id`, failure then resend, 410, secret rotation,
-//! `notify_url` restricted to allowed hosts, and `?sync=true` compensation.
+//! `notify_url` restricted to allowed hosts, `?sync=true` compensation, and one app's dead
+//! receiver delaying no other app.
 
 use crate::app;
 use axum::http::{HeaderMap, StatusCode as AxStatus};
@@ -22,6 +23,7 @@ store_tests!(
     internal_addresses_are_refused_unless_allowed,
     sync_true_pays_in_one_call_and_announces_once,
     a_business_traceparent_reaches_its_webhook,
+    a_dead_receiver_delays_no_other_app,
 );
 
 #[derive(Default)]
@@ -358,4 +360,65 @@ async fn a_business_traceparent_reaches_its_webhook(b: Backend) {
     paid(&app, "WH-NOTRACE").await;
     wait_for(&r, 2, 20).await;
     assert_eq!(header(&r.lock().unwrap().got[1].0, "traceparent"), "", "no trace given, none sent");
+}
+
+/// A receiver that accepts connections and never answers (a hung process behind a live
+/// socket); how many connections it has accepted.
+async fn hanging_receiver() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", l.local_addr().unwrap());
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let a = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = vec![];
+        while let Ok((s, _)) = l.accept().await {
+            a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(s);
+        }
+    });
+    (url, accepted)
+}
+
+/// App A has 200 events for a receiver that hangs; app B's one event still arrives within
+/// seconds, while A's are stuck, and A never holds more than its 8 deliveries in flight. The
+/// webhook timeout is a minute, so a dispatcher that waits for a whole batch (or lets A's
+/// backlog fill a claim) provably holds B that long: the verdict does not hang on machine speed.
+async fn a_dead_receiver_delays_no_other_app(b: Backend) {
+    let (hanging, accepted) = hanging_receiver().await;
+    let opts = AppOptions { webhook_url: Some(hanging), webhook_timeout: Some(Duration::from_secs(60)), ..Default::default() };
+    let Some(app) = spawn_app_with(b, opts).await else { return };
+    let app = Arc::new(app);
+    // App A: 200 orders closed, 200 `payment.closed` for the hanging receiver.
+    let mut closing = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let app = app.clone();
+        closing.spawn(async move {
+            for i in 0..25 {
+                let order = app.create_order(&format!("HANG-{w}-{i}"), 100).await;
+                let r = app.post(&format!("/v1/orders/{}/close", order["id"].as_str().unwrap()), json!({})).await;
+                assert!(r.status().is_success(), "close: {}", r.status());
+            }
+        });
+    }
+    while let Some(r) = closing.join_next().await {
+        r.unwrap();
+    }
+    // App B, whose receiver answers at once: one event.
+    let (url, r) = receiver(0, 204).await;
+    let other = app.another_app("healthy-shop", Some(&url), None).await;
+    let created = app.http.post(app.url("/v1/orders")).bearer_auth(&other.secret).json(&json!({"merchant_order_no": "B-1", "amount": 100, "currency": "CNY", "subject": "s"})).send().await.unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let id = created.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let closed = app.http.post(app.url(&format!("/v1/orders/{id}/close"))).bearer_auth(&other.secret).json(&json!({})).send().await.unwrap();
+    assert!(closed.status().is_success());
+    wait_for(&r, 1, 10).await;
+    let body: Value = serde_json::from_str(&r.lock().unwrap().got[0].1).unwrap();
+    assert_eq!(body["type"], "payment.closed");
+    // ... while A's are still stuck at their receiver, at most 8 at a time.
+    let events = app.store.list_events(None, 1000).await.unwrap();
+    let a_events: Vec<_> = events.iter().filter(|e| e.app_id == app.app_id).collect();
+    assert_eq!(a_events.len(), 200);
+    assert!(a_events.iter().all(|e| e.delivery_status == payonce_store::DeliveryStatus::Pending), "A's receiver answered nothing");
+    let held = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((1..=8).contains(&held), "A's deliveries started and are capped at 8 in flight: {held} connections");
 }
