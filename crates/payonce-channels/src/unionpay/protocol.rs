@@ -39,11 +39,8 @@ pub fn parse_answer(body: &[u8]) -> Result<Vec<(String, String)>, String> {
     let (mut in_value, mut closer): (bool, Option<char>) = (false, None);
     for (i, c) in text.char_indices() {
         match (c, closer) {
-            (_, Some(close)) => {
-                if c == close {
-                    closer = None;
-                }
-            }
+            (_, Some(close)) if c == close => closer = None,
+            (_, Some(_)) => {}
             ('=', None) if !in_value => in_value = true,
             ('{', None) if in_value => closer = Some('}'),
             ('[', None) if in_value => closer = Some(']'),
