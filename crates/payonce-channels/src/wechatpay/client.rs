@@ -61,6 +61,17 @@ struct CertificateDownloader {
 const CERTIFICATE_DOWNLOAD_INTERVAL_MS: i64 = 60_000;
 
 impl PlatformTrust {
+    /// The `Wechatpay-Serial` a request announces: the key WeChat should sign its answer with.
+    /// The platform public key's id when one is trusted (answers signed by it verify whatever
+    /// certificates WeChat still holds), else a trusted certificate's serial — what wechatpayv3
+    /// and wechatpay-java send. Without it WeChat signs with its platform certificate, which a
+    /// merchant holding only the public key cannot verify.
+    fn serial_to_announce(&self) -> Option<String> {
+        let keys = self.keys.read().expect("platform keys lock");
+        let public_key = keys.0.keys().find(|k| k.starts_with(protocol::PUBLIC_KEY_ID_PREFIX));
+        public_key.or_else(|| keys.0.keys().next_back()).cloned()
+    }
+
     fn verify(&self, serial: Option<&str>, ts: Option<&str>, nonce: Option<&str>, sig: Option<&str>, body: &[u8], now_secs: i64) -> Result<(), protocol::VerifyError> {
         self.keys.read().expect("platform keys lock").verify(serial, ts, nonce, sig, body, now_secs)
     }
@@ -219,6 +230,9 @@ impl WechatpayClient {
             .header("authorization", auth)
             .header("accept", "application/json")
             .header("user-agent", concat!("payonce/", env!("CARGO_PKG_VERSION")));
+        if let Some(serial) = self.trust.serial_to_announce() {
+            req = req.header(protocol::H_SERIAL, serial);
+        }
         if !body.is_empty() {
             req = req.header("content-type", "application/json").body(body);
         }
