@@ -244,6 +244,9 @@ async fn gateway(State(sim): State<Arc<Sim>>, headers: axum::http::HeaderMap, ur
             signed(&sim, &method, inner)
         }
         "alipay.data.dataservice.bill.downloadurl.query" => {
+            if !crate::statement::has_bill(&sim, ChannelName::Alipay, &field("bill_date")) {
+                return business_error(&sim, &method, "40004", "isp.bill_not_exist", "账单不存在");
+            }
             let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
             signed(&sim, &method, json!({"code": "10000", "msg": "Success",
                 "bill_download_url": format!("http://{host}/alipay-bill?date={}", field("bill_date"))}))

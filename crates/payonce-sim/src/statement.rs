@@ -108,6 +108,13 @@ fn entries(sim: &Sim, channel: ChannelName, date: &str) -> Vec<Entry> {
     out
 }
 
+/// Whether `channel` has a bill for `date`: the channels write none for a day on which nothing
+/// moved, and answer "no bill" in their own way (WeChat 400 `NO_STATEMENT_EXIST`, Alipay 40004
+/// `isp.bill_not_exist`, UnionPay `respCode=98`).
+pub fn has_bill(sim: &Sim, channel: ChannelName, date: &str) -> bool {
+    !entries(sim, channel, date).is_empty()
+}
+
 /// What really moved on `channel` that day, from the ledger.
 fn booked(sim: &Sim, channel: ChannelName, date: &str) -> Vec<Entry> {
     let ledger = sim.ledger.lock().unwrap();

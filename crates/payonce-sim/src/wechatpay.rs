@@ -272,6 +272,9 @@ async fn tradebill(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, header
     }
     let query = |k: &str| uri.query().unwrap_or_default().split('&').find_map(|kv| kv.strip_prefix(k)).unwrap_or_default().to_owned();
     let date = query("bill_date=");
+    if !crate::statement::has_bill(&sim, ChannelName::Wechatpay, &date) {
+        return error(&sim, StatusCode::BAD_REQUEST, "NO_STATEMENT_EXIST", "账单文件不存在");
+    }
     let bill = crate::statement::wechat_bill(&sim, &date);
     // The hash of the ORIGINAL bill, also when it is downloaded gzip-compressed.
     let sha1 = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, bill.as_bytes()).as_ref());

@@ -41,6 +41,11 @@ impl AlipayClient {
     /// Calls `method` with `biz_content`; returns the verified `*_response` object. A business
     /// error (code ≠ 10000) is returned as `Err(Refused{sub_code})`.
     async fn call(&self, method: &str, biz_content: Value, notify_url: Option<&str>) -> Result<Value, ChannelError> {
+        read_code(self.call_signed(method, biz_content, notify_url).await?)
+    }
+
+    /// `call`, returning the verified `*_response` object whatever its code.
+    async fn call_signed(&self, method: &str, biz_content: Value, notify_url: Option<&str>) -> Result<Value, ChannelError> {
         let mut params: Vec<(String, String)> = vec![
             ("app_id".into(), self.keys.app_id.clone()),
             ("method".into(), method.into()),
@@ -69,7 +74,7 @@ impl AlipayClient {
         if status != 200 {
             return Err(ChannelError::Ambiguous(format!("gateway answered {status}")));
         }
-        verify_answer(&text, method, &self.keys.alipay_public_key)
+        verify_signed(&text, method, &self.keys.alipay_public_key)
     }
 }
 
@@ -78,6 +83,11 @@ impl AlipayClient {
 /// does not prove an outcome (unsigned, mis-signed, 20000, a system error). Used by the
 /// connector and by `payonce verify-message`.
 pub fn verify_answer(text: &str, method: &str, alipay_public_key: &RsaVerifier) -> Result<Value, ChannelError> {
+    read_code(verify_signed(text, method, alipay_public_key)?)
+}
+
+/// The verified `*_response` object of a gateway answer to `method`, whatever its code.
+pub fn verify_signed(text: &str, method: &str, alipay_public_key: &RsaVerifier) -> Result<Value, ChannelError> {
     let name = response_name(method);
     let parsed: Value = serde_json::from_str(text).map_err(|e| ChannelError::Ambiguous(format!("unparseable answer: {e}")))?;
     // Gateway-level failures come as `error_response`, unsigned: nothing vouches that Alipay
@@ -94,8 +104,7 @@ pub fn verify_answer(text: &str, method: &str, alipay_public_key: &RsaVerifier) 
     if !answer_signature_verifies(raw, sign, alipay_public_key) {
         return Err(ChannelError::Ambiguous("response signature rejected".into()));
     }
-    let body: Value = serde_json::from_str(raw).map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
-    read_code(body)
+    serde_json::from_str(raw).map_err(|e| ChannelError::Ambiguous(e.to_string()))
 }
 
 /// Whether `sign` is Alipay's signature of the raw `*_response` text. Alipay's own clients try
@@ -376,11 +385,23 @@ impl Channel for AlipayClient {
 
     /// `alipay.data.dataservice.bill.downloadurl.query` (`bill_type=trade`), then the download:
     /// a zip whose integrity is its own (CRCs, and the summary file's totals checked on reading).
-    async fn download_bill(&self, date: &str) -> Result<crate::bill::DownloadedBill, ChannelError> {
-        let b = self.call("alipay.data.dataservice.bill.downloadurl.query", serde_json::json!({"bill_type": "trade", "bill_date": date}), None).await?;
+    async fn download_bill(&self, date: &str) -> Result<crate::bill::BillDownload, ChannelError> {
+        let method = "alipay.data.dataservice.bill.downloadurl.query";
+        let answer = self.call_signed(method, serde_json::json!({"bill_type": "trade", "bill_date": date}), None).await?;
+        // 账单不存在 (40004 isp.bill_not_exist): no trade that day. Read before `read_code`,
+        // which takes every `isp.*` for a system error to retry.
+        if answer["sub_code"].as_str() == Some("isp.bill_not_exist") {
+            return Ok(crate::bill::BillDownload::NoBill { code: "isp.bill_not_exist".into() });
+        }
+        let b = read_code(answer)?;
         let url = b["bill_download_url"].as_str().ok_or_else(|| ChannelError::Ambiguous("no bill_download_url".into()))?;
         let bytes = self.http.get(url).send().await.map_err(classify_transport)?.bytes().await.map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
-        Ok(crate::bill::DownloadedBill { merchant_account: self.keys.app_id.clone(), bill_type: "trade".into(), format: crate::bill::BillFormat::AlipayZip, content: bytes.to_vec() })
+        Ok(crate::bill::BillDownload::Bill(crate::bill::DownloadedBill {
+            merchant_account: self.keys.app_id.clone(),
+            bill_type: "trade".into(),
+            format: crate::bill::BillFormat::AlipayZip,
+            content: bytes.to_vec(),
+        }))
     }
 
     fn verify_notification(&self, _headers: &HeaderMap, body: &[u8], _now: Timestamp) -> Result<Notification, NotifyError> {

@@ -404,10 +404,14 @@ impl Channel for WechatpayClient {
     /// （gzip需要解压缩）的摘要值", 申请交易账单 API, pay.weixin.qq.com/wiki/doc/apiv3/apis/chapter3_1_6.shtml).
     /// A plain download (no `tar_type`, or a gateway that ignores it) is hashed as is and then
     /// compressed for storage.
-    async fn download_bill(&self, date: &str) -> Result<crate::bill::DownloadedBill, ChannelError> {
+    async fn download_bill(&self, date: &str) -> Result<crate::bill::BillDownload, ChannelError> {
         let (status, bytes) = self.call(reqwest::Method::GET, &format!("/v3/bill/tradebill?bill_date={date}&bill_type=ALL&tar_type=GZIP"), None).await?.vouched()?;
         if status != 200 {
             let e = Self::error_of(status, &bytes);
+            // 账单文件不存在: no trade that day (a signed answer: `vouched` let no unsigned 4xx by).
+            if e.code == "NO_STATEMENT_EXIST" {
+                return Ok(crate::bill::BillDownload::NoBill { code: e.code });
+            }
             return Err(ChannelError::Refused { code: e.code, message: e.message });
         }
         let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
@@ -422,7 +426,12 @@ impl Channel for WechatpayClient {
             content.extend_from_slice(&chunk);
         }
         let content = checked_bill(content, v["hash_value"].as_str().unwrap_or_default()).map_err(ChannelError::Ambiguous)?;
-        Ok(crate::bill::DownloadedBill { merchant_account: self.keys.mchid.clone(), bill_type: "ALL".into(), format: crate::bill::BillFormat::WechatGzip, content })
+        Ok(crate::bill::BillDownload::Bill(crate::bill::DownloadedBill {
+            merchant_account: self.keys.mchid.clone(),
+            bill_type: "ALL".into(),
+            format: crate::bill::BillFormat::WechatGzip,
+            content,
+        }))
     }
 
     fn verify_notification(&self, headers: &HeaderMap, body: &[u8], now: Timestamp) -> Result<Notification, NotifyError> {
