@@ -155,9 +155,9 @@ pub async fn reconcile_with(state: &AppState, owner: &str, channel_name: &str, b
     // kept, so the next run downloads it again.
     progress("download", 0);
     let (format, content) = match obtain_bill(state, name, &*channel, bill_date, options, &mut report, progress).await {
-        Ok(Some(b)) => b,
-        Ok(None) => {
-            no_bill(state, name, from, to, run.as_ref().map(|r| r.id.clone()), &mut report, dry_run, progress).await?;
+        Ok(Obtained::Bill(format, content)) => (format, content),
+        Ok(Obtained::NoBill(code)) => {
+            no_bill(state, name, from, to, &code, run.as_ref().map(|r| r.id.clone()), &mut report, dry_run, progress).await?;
             finish(state, owner, &mut report).await?;
             return Ok(report);
         }
@@ -225,18 +225,18 @@ async fn no_bill(
     name: ChannelName,
     from: Timestamp,
     to: Timestamp,
+    code: &str,
     run: Option<String>,
     report: &mut Report,
     dry_run: bool,
     progress: Progress<'_>,
 ) -> Result<(), ReconcileError> {
-    let said = report.reason.clone().unwrap_or_default();
     let paid = state.store.attempts_paid_between(name, from, to, true).await?;
     let mut recorder = Recorder { state, run, report, dry_run };
     for (i, a) in paid.iter().enumerate() {
         progress("missing", i + 1);
         let order = state.store.order_by_id(&a.order_id).await?;
-        let detail = format!("payonce recorded this payment; {said}");
+        let detail = format!("payonce recorded this payment; the channel says it has no bill for the day ({code})");
         recorder.item("missing_at_channel", &a.out_trade_no, order.as_ref().map(|o| (o.app_id.to_string(), o.id.to_string())), Some(a.amount.minor), None, &detail).await?;
     }
     Ok(())
@@ -244,8 +244,7 @@ async fn no_bill(
 
 /// The day's bill, proven whole: the kept copy when this day's bill was kept (a re-run reads
 /// what the first run read), else a download, which is kept once it verified (not in a dry
-/// run). `Ok(None)`: the channel has no bill for the day (`report.reason` says so, with the
-/// channel's code). `Err` is the reason the run fails.
+/// run), or the channel's word that it has none. `Err` is the reason the run fails.
 async fn obtain_bill(
     state: &AppState,
     name: ChannelName,
@@ -254,14 +253,14 @@ async fn obtain_bill(
     options: RunOptions,
     report: &mut Report,
     progress: Progress<'_>,
-) -> Result<Option<(BillFormat, Vec<u8>)>, String> {
+) -> Result<Obtained, String> {
     let kept = if options.refetch { None } else { state.store.stored_bill(name, bill_date).await.map_err(|e| e.to_string())? };
     if let Some((kept, content)) = kept {
         match BillFormat::parse(&kept.format) {
             Some(format) if sha256_hex(&content) == kept.sha256 => {
                 report.totals = verify(format, &content, progress)?;
                 report.bill_source = "stored".into();
-                return Ok(Some((format, content)));
+                return Ok(Obtained::Bill(format, content));
             }
             // Damaged at rest (or a format this binary does not know): fetch it again.
             _ => tracing::warn!(channel = name.as_str(), bill_date, "the kept bill does not match its hash; downloading it again"),
@@ -271,8 +270,7 @@ async fn obtain_bill(
         payonce_channels::bill::BillDownload::Bill(b) => b,
         payonce_channels::bill::BillDownload::NoBill { code } => {
             report.bill_source = "no_bill".into();
-            report.reason = Some(format!("the channel says it has no bill for the day ({code})"));
-            return Ok(None);
+            return Ok(Obtained::NoBill(code));
         }
     };
     report.totals = verify(downloaded.format, &downloaded.content, progress)?;
@@ -291,7 +289,14 @@ async fn obtain_bill(
         };
         state.store.save_bill(&kept, &downloaded.content).await.map_err(|e| e.to_string())?;
     }
-    Ok(Some((downloaded.format, downloaded.content)))
+    Ok(Obtained::Bill(downloaded.format, downloaded.content))
+}
+
+/// What `obtain_bill` got: the day's bill (its format and packed bytes), or the channel's code
+/// for "no bill for that day".
+enum Obtained {
+    Bill(BillFormat, Vec<u8>),
+    NoBill(String),
 }
 
 /// Reads every row once, adding up what the bill says; any unreadable row, truncation or

@@ -77,6 +77,7 @@ async fn no_bill_for_the_day_is_an_empty_day_or_a_difference_for_a_person(b: Bac
         let (run, items) = reconcile(&app, channel, &today).await;
         assert_eq!((run["status"].as_str(), run["summary"]["bill_source"].as_str()), (Some("completed"), Some("no_bill")), "{channel}: {run}");
         assert!(items.is_empty(), "{channel}: {items:?}");
+        assert!(run["reason"].is_null(), "an empty day is no error: {run}");
     }
     // A payment payonce recorded; the channel's bill of the day lacks it, so the channel says
     // it has no bill at all for the day (and a query would still say paid).
