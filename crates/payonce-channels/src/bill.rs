@@ -49,6 +49,16 @@ pub struct DownloadedBill {
     pub content: Vec<u8>,
 }
 
+/// What a bill download found: the day's bill, or the channel's own signed word that it has no
+/// bill for that day (WeChat `NO_STATEMENT_EXIST`, Alipay `isp.bill_not_exist`, UnionPay
+/// `respCode=98`) — what a channel answers for a day on which nothing moved. Kept apart from a
+/// failure: reconciliation reads it as "the channel booked nothing that day".
+#[derive(Debug, Clone)]
+pub enum BillDownload {
+    Bill(DownloadedBill),
+    NoBill { code: String },
+}
+
 /// One row of a bill: a payment or refund payonce understands, or a row it cannot classify
 /// (an undocumented trade state), kept for a person rather than failing the day.
 #[derive(Debug, Clone, PartialEq, Eq)]

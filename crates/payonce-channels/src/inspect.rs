@@ -201,9 +201,12 @@ fn unionpay_message(req: &Request<'_>) -> Result<Verdict, NotAMessage> {
         of_notification(&unionpay::read_notification(&fields))
     } else {
         // A queryTrans answer carries origRespCode and echoes the ORIGINAL transaction's txnType
-        // (01 consume, 04 refund); a backTransReq answer has no origRespCode.
+        // (01 consume, 04 refund); a backTransReq answer has no origRespCode. A queryTrans that
+        // found nothing (34 查无此交易) has no original to echo: it carries the query's own
+        // txnType 00 — a query. (A refund query that found nothing looks the same; say
+        // `--operation refund_query` to read it as one.)
         let op = req.operation.or(match (get("txnType"), get("origRespCode").is_some()) {
-            (Some("01"), true) => Some(Operation::Query),
+            (Some("01"), true) | (Some("00"), _) => Some(Operation::Query),
             (Some("04" | "31"), true) => Some(Operation::RefundQuery),
             (Some("04" | "31"), false) => Some(Operation::Refund),
             _ => None,

@@ -244,12 +244,16 @@ pub trait Channel: Send + Sync + 'static {
     /// Downloads the channel's bill of one day (`YYYY-MM-DD`, Beijing time; UnionPay: the
     /// clearing day) through the channel's own protocol, checked as the channel vouches for it
     /// (WeChat's hash), still packed as it came: what reconciliation stores and reads
-    /// (`bill::entries`).
-    async fn download_bill(&self, date: &str) -> Result<bill::DownloadedBill, ChannelError>;
-    /// The bill of one day, read whole: every payment and refund the channel booked. A bill
-    /// whose rows disagree with its own totals is an error.
+    /// (`bill::entries`) — or the channel's word that it has no bill for that day.
+    async fn download_bill(&self, date: &str) -> Result<bill::BillDownload, ChannelError>;
+    /// The bill of one day, read whole: every payment and refund the channel booked (none, on a
+    /// day the channel has no bill for). A bill whose rows disagree with its own totals is an
+    /// error.
     async fn statement(&self, date: &str) -> Result<Statement, ChannelError> {
-        let bill = self.download_bill(date).await?;
+        let bill = match self.download_bill(date).await? {
+            bill::BillDownload::Bill(b) => b,
+            bill::BillDownload::NoBill { .. } => return Ok(Statement::default()),
+        };
         let mut out = Statement::default();
         for entry in bill::entries(bill.format, &bill.content).map_err(ChannelError::Ambiguous)? {
             match entry.map_err(ChannelError::Ambiguous)? {

@@ -292,6 +292,20 @@ fn unionpay_client(gateway: String) -> unionpay::UnionpayClient {
     unionpay::UnionpayClient::new(gateway.clone(), gateway, k, http(), clock())
 }
 
+fn refund_request() -> payonce_channels::RefundRequest {
+    let cny = |minor| Money { minor, currency: payonce_core::Currency::CNY };
+    payonce_channels::RefundRequest {
+        order: order_ref(),
+        channel_trade_no: None,
+        out_refund_no: "R1".into(),
+        amount: cny(100),
+        total: cny(100),
+        reason: None,
+        notify_url: "https://shop.example/notify".into(),
+        channel_data: None,
+    }
+}
+
 fn order_ref() -> ChannelOrderRef {
     ChannelOrderRef { out_trade_no: NO.into(), channel_data: Some("20261125100000".into()) }
 }
@@ -304,6 +318,21 @@ async fn transport_rows() -> BTreeMap<&'static str, String> {
     rows.insert("WX-ALL-TIMEOUT", of_prepay(&wx.prepay(&prepay_request()).await));
     let wx = wechat(stub(200, vec![], br#"{"code_url":"weixin://x"}"#.to_vec(), false).await, &platform);
     rows.insert("WX-ALL-UNSIGNED", of_prepay(&wx.prepay(&prepay_request()).await));
+    // WeChat: 4xx answers without a platform signature (wechatpay-go checks signatures on 2xx
+    // only): a prepay's code is read; an order's or a refund's state never is.
+    let unsigned = |status: u16, code: &str| stub(status, vec![], json!({"code": code, "message": "x"}).to_string().into_bytes(), false);
+    let wx = wechat(unsigned(401, "SIGN_ERROR").await, &platform);
+    rows.insert("WX-ALL-UNSIGNED-4XX-PREPAY", of_prepay(&wx.prepay(&prepay_request()).await));
+    let wx = wechat(unsigned(404, "ORDER_NOT_EXIST").await, &platform);
+    let (query, close) = (wx.query(&order_ref()).await, wx.close(&order_ref()).await);
+    assert!(matches!(close, Err(ChannelError::Ambiguous(_))), "an unsigned 404 does not close: {close:?}");
+    rows.insert("WX-ALL-UNSIGNED-4XX-QUERY", of_state(ChannelName::Wechatpay, &query, true));
+    let wx = wechat(unsigned(400, "PARAM_ERROR").await, &platform);
+    let refund = wx.refund(&refund_request()).await.map(|(s, _)| s);
+    let wx = wechat(unsigned(404, "RESOURCE_NOT_EXISTS").await, &platform);
+    let rq = wx.refund_query(&payonce_channels::RefundRef { order: order_ref(), out_refund_no: "R1".into(), channel_data: None }).await;
+    assert!(matches!(rq, Err(ChannelError::Ambiguous(_))), "an unsigned 404 is not an absent refund: {rq:?}");
+    rows.insert("WX-ALL-UNSIGNED-4XX-REFUND", of_refund(&refund));
     // Alipay and UnionPay: a gateway error page.
     let a = alipay_client(stub(502, vec![], b"Bad Gateway".to_vec(), false).await);
     rows.insert("ALI-ALL-HTTP", of_refund(&a.refund_query(&payonce_channels::RefundRef { order: order_ref(), out_refund_no: "R1".into(), channel_data: None }).await));

@@ -7,7 +7,7 @@
 //! the channel's share of a payment.
 
 use async_trait::async_trait;
-use payonce_channels::bill::DownloadedBill;
+use payonce_channels::bill::BillDownload;
 use payonce_channels::{
     Channel, ChannelError, ChannelOrderRef, ChannelRegistry, CloseAnswer, Notification, NotifyError, NotifyReply, Prepaid, PrepayRequest, RefundRef, RefundRequest,
     RefundState, TradeState,
@@ -76,7 +76,7 @@ impl Channel for Metered {
     async fn refund_query(&self, r: &RefundRef) -> Result<RefundState, ChannelError> {
         self.measure("refund_query", self.0.refund_query(r)).await
     }
-    async fn download_bill(&self, date: &str) -> Result<DownloadedBill, ChannelError> {
+    async fn download_bill(&self, date: &str) -> Result<BillDownload, ChannelError> {
         self.measure("download_bill", self.0.download_bill(date)).await
     }
     fn verify_notification(&self, headers: &HeaderMap, body: &[u8], now: Timestamp) -> Result<Notification, NotifyError> {

@@ -43,7 +43,8 @@ pub struct Report {
     pub classes: BTreeMap<String, usize>,
     /// The bill's own sums: what it says moved that day.
     pub totals: BillTotals,
-    /// Where the bill came from: `downloaded`, or `stored` (a re-run reads the kept copy).
+    /// Where the bill came from: `downloaded`, or `stored` (a re-run reads the kept copy), or
+    /// `no_bill` (the channel said, in its own signed answer, it has no bill for the day).
     pub bill_source: String,
 }
 
@@ -154,7 +155,12 @@ pub async fn reconcile_with(state: &AppState, owner: &str, channel_name: &str, b
     // kept, so the next run downloads it again.
     progress("download", 0);
     let (format, content) = match obtain_bill(state, name, &*channel, bill_date, options, &mut report, progress).await {
-        Ok(b) => b,
+        Ok(Obtained::Bill(format, content)) => (format, content),
+        Ok(Obtained::NoBill(code)) => {
+            no_bill(state, name, from, to, &code, run.as_ref().map(|r| r.id.clone()), &mut report, dry_run, progress).await?;
+            finish(state, owner, &mut report).await?;
+            return Ok(report);
+        }
         Err(reason) => {
             report.status = "failed".into();
             report.reason = Some(reason);
@@ -207,9 +213,38 @@ pub async fn reconcile_with(state: &AppState, owner: &str, channel_name: &str, b
     Ok(report)
 }
 
+/// The channel has no bill for the day (its own signed "no bill" answer): it booked nothing. A
+/// day on which payonce recorded no payment either is an empty, completed reconciliation. A
+/// payment payonce recorded that day (and no other day's bill has shown) contradicts the
+/// channel: each is `missing_at_channel`, for a person — never a silent success. No query
+/// excuses it, as it would on a day with a bill: the channel's own statement of the day says
+/// the payment is not there.
+#[allow(clippy::too_many_arguments)]
+async fn no_bill(
+    state: &AppState,
+    name: ChannelName,
+    from: Timestamp,
+    to: Timestamp,
+    code: &str,
+    run: Option<String>,
+    report: &mut Report,
+    dry_run: bool,
+    progress: Progress<'_>,
+) -> Result<(), ReconcileError> {
+    let paid = state.store.attempts_paid_between(name, from, to, true).await?;
+    let mut recorder = Recorder { state, run, report, dry_run };
+    for (i, a) in paid.iter().enumerate() {
+        progress("missing", i + 1);
+        let order = state.store.order_by_id(&a.order_id).await?;
+        let detail = format!("payonce recorded this payment; the channel says it has no bill for the day ({code})");
+        recorder.item("missing_at_channel", &a.out_trade_no, order.as_ref().map(|o| (o.app_id.to_string(), o.id.to_string())), Some(a.amount.minor), None, &detail).await?;
+    }
+    Ok(())
+}
+
 /// The day's bill, proven whole: the kept copy when this day's bill was kept (a re-run reads
 /// what the first run read), else a download, which is kept once it verified (not in a dry
-/// run). `Err` is the reason the run fails.
+/// run), or the channel's word that it has none. `Err` is the reason the run fails.
 async fn obtain_bill(
     state: &AppState,
     name: ChannelName,
@@ -218,20 +253,26 @@ async fn obtain_bill(
     options: RunOptions,
     report: &mut Report,
     progress: Progress<'_>,
-) -> Result<(BillFormat, Vec<u8>), String> {
+) -> Result<Obtained, String> {
     let kept = if options.refetch { None } else { state.store.stored_bill(name, bill_date).await.map_err(|e| e.to_string())? };
     if let Some((kept, content)) = kept {
         match BillFormat::parse(&kept.format) {
             Some(format) if sha256_hex(&content) == kept.sha256 => {
                 report.totals = verify(format, &content, progress)?;
                 report.bill_source = "stored".into();
-                return Ok((format, content));
+                return Ok(Obtained::Bill(format, content));
             }
             // Damaged at rest (or a format this binary does not know): fetch it again.
             _ => tracing::warn!(channel = name.as_str(), bill_date, "the kept bill does not match its hash; downloading it again"),
         }
     }
-    let downloaded = channel.download_bill(bill_date).await.map_err(|e| format!("download: {e}"))?;
+    let downloaded = match channel.download_bill(bill_date).await.map_err(|e| format!("download: {e}"))? {
+        payonce_channels::bill::BillDownload::Bill(b) => b,
+        payonce_channels::bill::BillDownload::NoBill { code } => {
+            report.bill_source = "no_bill".into();
+            return Ok(Obtained::NoBill(code));
+        }
+    };
     report.totals = verify(downloaded.format, &downloaded.content, progress)?;
     report.bill_source = "downloaded".into();
     if !options.dry_run {
@@ -248,7 +289,14 @@ async fn obtain_bill(
         };
         state.store.save_bill(&kept, &downloaded.content).await.map_err(|e| e.to_string())?;
     }
-    Ok((downloaded.format, downloaded.content))
+    Ok(Obtained::Bill(downloaded.format, downloaded.content))
+}
+
+/// What `obtain_bill` got: the day's bill (its format and packed bytes), or the channel's code
+/// for "no bill for that day".
+enum Obtained {
+    Bill(BillFormat, Vec<u8>),
+    NoBill(String),
 }
 
 /// Reads every row once, adding up what the bill says; any unreadable row, truncation or

@@ -108,6 +108,13 @@ fn entries(sim: &Sim, channel: ChannelName, date: &str) -> Vec<Entry> {
     out
 }
 
+/// Whether `channel` has a bill for `date`: the channels write none for a day on which nothing
+/// moved, and answer "no bill" in their own way (WeChat 400 `NO_STATEMENT_EXIST`, Alipay 40004
+/// `isp.bill_not_exist`, UnionPay `respCode=98`).
+pub fn has_bill(sim: &Sim, channel: ChannelName, date: &str) -> bool {
+    !entries(sim, channel, date).is_empty()
+}
+
 /// What really moved on `channel` that day, from the ledger.
 fn booked(sim: &Sim, channel: ChannelName, date: &str) -> Vec<Entry> {
     let ledger = sim.ledger.lock().unwrap();
@@ -151,8 +158,9 @@ pub fn wechat_bill(sim: &Sim, date: &str) -> String {
             None => fee_of(e.amount),
         };
         fees += fee;
-        // WeChat does not quote cells: a comma in a subject would split it.
-        let subject = e.subject.replace(',', "，");
+        // WeChat quotes nothing: the subject goes in as it is, commas and quotes included (every
+        // cell starts with a backtick, which is what tells the cells apart).
+        let subject = e.subject.as_str();
         let (state, refund_id, out_refund_no, refund_amt, refund_status, settle) = match &e.refund {
             Some((id, no, amt)) => {
                 refunded += amt;
@@ -167,7 +175,7 @@ pub fn wechat_bill(sim: &Sim, date: &str) -> String {
         let cells: [&str; 27] = [
             &alipay_time(e.at), crate::keys::WECHAT_APPID, crate::keys::WECHAT_MCHID, "0", "", &e.trade_no, &e.out_trade_no,
             "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o", "NATIVE", state, "OTHERS", "CNY", &settle, "0.00", refund_id, out_refund_no, &refund_amt,
-            "0.00", refund_kind, refund_status, &subject, "", &yuan5(fee), "0.60%", &yuan(e.amount),
+            "0.00", refund_kind, refund_status, subject, "", &yuan5(fee), "0.60%", &yuan(e.amount),
             &refund_amt, "",
         ];
         out.push_str(&cells.iter().map(|c| format!("`{c}")).collect::<Vec<_>>().join(","));
@@ -188,6 +196,12 @@ fn yuan5(fen: i64) -> String {
 
 const ALIPAY_PID: &str = "20880000000000000156";
 
+/// A cell as Alipay's CSV writes it (RFC 4180): quoted when it holds a comma, a quote or a line
+/// break, a quote inside doubled.
+fn csv_cell(s: &str) -> String {
+    if s.contains([',', '"', '\r', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
+}
+
 /// The Alipay trade bill as served: a zip of the detail and summary CSVs, GBK throughout.
 pub fn alipay_bill_zip(sim: &Sim, date: &str) -> Vec<u8> {
     let rows = entries(sim, ChannelName::Alipay, date);
@@ -201,7 +215,7 @@ pub fn alipay_bill_zip(sim: &Sim, date: &str) -> Vec<u8> {
     );
     let (mut n_pay, mut sum_pay, mut n_ref, mut sum_ref, mut fees) = (0usize, 0i64, 0usize, 0i64, 0i64);
     for e in &rows {
-        let subject = e.subject.replace(',', "，");
+        let subject = csv_cell(&e.subject);
         let fee = match &e.refund {
             Some((_, _, amt)) => -fee_of(*amt),
             None => fee_of(e.amount),
@@ -391,4 +405,72 @@ pub fn unionpay_file(sim: &Sim, date: &str) -> (String, Vec<u8>) {
     let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
     enc.write_all(&zip).expect("in-memory zlib");
     (format!("{UNIONPAY_MER_ID}_{day}.zip"), enc.finish().expect("in-memory zlib"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::{self, NewOrder};
+    use crate::{SimOptions, SimStatus};
+
+    /// An order subject as a merchant may write it.
+    const SUBJECT: &str = "Tea, green, \"2 cups\"";
+
+    fn paid(sim: &std::sync::Arc<Sim>, channel: ChannelName, no: &str, subject: &str) {
+        let now = sim.now_ms();
+        let order = NewOrder {
+            channel,
+            out_trade_no: no.into(),
+            amount: 100,
+            subject: subject.into(),
+            notify_url: "http://127.0.0.1:1/notify".into(),
+            time_expire: now + 600_000,
+            credential_valid_until: None,
+            credential: "c".into(),
+            fingerprint: no.into(),
+            initial: SimStatus::Unpaid,
+        };
+        ops::create(sim, order).map_err(|_| "create").unwrap();
+        ops::pay(sim, channel, no, false).map_err(|_| "pay").unwrap();
+    }
+
+    /// The detail CSV of the bill zip (its first entry), as UTF-8.
+    fn alipay_detail(zip: &[u8]) -> String {
+        let u16_at = |i: usize| u16::from_le_bytes([zip[i], zip[i + 1]]) as usize;
+        let size = u32::from_le_bytes([zip[18], zip[19], zip[20], zip[21]]) as usize;
+        let start = 30 + u16_at(26) + u16_at(28);
+        let mut gbk = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::DeflateDecoder::new(&zip[start..start + size]), &mut gbk).unwrap();
+        encoding_rs::GBK.decode(&gbk).0.into_owned()
+    }
+
+    /// WeChat writes the subject as it is after its backtick; Alipay quotes it as RFC 4180 does,
+    /// which Python's `csv` module (an independent reader) reads back whole, line break included.
+    #[tokio::test]
+    async fn subjects_reach_the_bills_as_the_channels_write_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sim, _) = Sim::prepare(dir.path(), "http://127.0.0.1:1", SimOptions::default()).unwrap();
+        paid(&sim, ChannelName::Wechatpay, "WX0000000001", SUBJECT);
+        let multiline = format!("{SUBJECT}\r\nsecond line");
+        paid(&sim, ChannelName::Alipay, "ALI000000001", &multiline);
+        let date = beijing_date(sim.now_ms());
+        assert!(wechat_bill(&sim, &date).contains(&format!(",`{SUBJECT},`")), "{}", wechat_bill(&sim, &date));
+        let detail = alipay_detail(&alipay_bill_zip(&sim, &date));
+        assert!(detail.contains("\"Tea, green, \"\"2 cups\"\"\r\nsecond line\""), "{detail}");
+        let script = r##"
+import csv, io, json, sys
+rows = [r for r in csv.reader(io.StringIO(sys.stdin.read(), newline="")) if r and not r[0].startswith("#")]
+print(json.dumps(rows))
+"##;
+        let Ok(mut child) = std::process::Command::new("python3").args(["-c", script]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn() else {
+            eprintln!("!!! SKIPPING the Python csv cross-check: no python3");
+            return;
+        };
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), detail.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let rows: Vec<Vec<String>> = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(rows.len(), 2, "the header and one row: {rows:?}");
+        assert_eq!(rows[1].len(), 25, "{:?}", rows[1]);
+        assert_eq!((rows[1][3].as_str(), rows[1][24].as_str()), (multiline.as_str(), multiline.as_str()));
+    }
 }

@@ -199,6 +199,9 @@ async fn file_transfer(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     let Some(date) = (0..400).map(|d| crate::wire::beijing_date(now - d * 86_400_000)).find(|d| d.get(5..7).zip(d.get(8..10)).is_some_and(|(m, dd)| format!("{m}{dd}") == settle)) else {
         return answer("10", "settleDate 不合法", vec![]);
     };
+    if !crate::statement::has_bill(&sim, ChannelName::Unionpay, &date) {
+        return answer("98", "文件不存在", vec![]);
+    }
     let (name, zlib) = crate::statement::unionpay_file(&sim, &date);
     use base64::Engine as _;
     answer("00", "成功[0000000]", vec![p("fileName", name), p("fileContent", base64::engine::general_purpose::STANDARD.encode(zlib))])

@@ -33,6 +33,41 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/v3/bill/tradebill", get(tradebill))
         .route("/v3/billdownload/file", get(bill_download))
         .route("/v3/certificates", get(certificates))
+        .layer(axum::middleware::from_fn(remember_requested_serial))
+}
+
+tokio::task_local! {
+    /// The `Wechatpay-Serial` of the request being answered: the key the merchant asks WeChat
+    /// to sign the answer with.
+    static REQUESTED_SERIAL: Option<String>;
+}
+
+async fn remember_requested_serial(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let serial = req.headers().get("wechatpay-serial").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    REQUESTED_SERIAL.scope(serial, next.run(req)).await
+}
+
+/// The key and serial WeChat signs a message with. A merchant that completed the switch to the
+/// platform public key (`public_key` mode) gets everything signed by it. Otherwise an answer is
+/// signed by the key its request names in `Wechatpay-Serial` — the public key id or a listed
+/// certificate — and, when none is named (a notification, an old client), by the current
+/// platform certificate: WeChat's rule during the switch from certificates to the public key.
+fn signing_key(sim: &Sim) -> (Arc<payonce_channels::crypto::RsaSigner>, String) {
+    let current = sim.keys.wechat_signing.lock().unwrap();
+    if current.serial == sim.keys.wechat_platform_key_id {
+        return (current.key.clone(), current.serial.clone());
+    }
+    let named = REQUESTED_SERIAL.try_with(Clone::clone).ok().flatten();
+    let certs = sim.keys.wechat_certificates.lock().unwrap();
+    match named {
+        // The public key is the key of the first certificate (keys.rs).
+        Some(n) if n == sim.keys.wechat_platform_key_id => (certs[0].key.clone(), n),
+        Some(n) => match certs.iter().find(|c| c.serial.eq_ignore_ascii_case(&n)) {
+            Some(c) => (c.key.clone(), c.serial.clone()),
+            None => (current.key.clone(), current.serial.clone()),
+        },
+        None => (current.key.clone(), current.serial.clone()),
+    }
 }
 
 /// WeChat: "prepay_id 有效期为2小时" (the code_url likewise).
@@ -40,17 +75,17 @@ const CREDENTIAL_LIFE_MS: i64 = 2 * 3_600_000;
 /// A request's `timestamp` may be this far from WeChat's clock.
 const MAX_SKEW_MS: i64 = 300_000;
 
-/// Headers of a platform-signed message: `TS\nNONCE\nBODY\n` under the current platform key.
+/// Headers of a platform-signed message: `TS\nNONCE\nBODY\n` under the key `signing_key` picks.
 fn platform_headers(sim: &Sim, body: &[u8]) -> Vec<(String, String)> {
     let ts = (sim.now_ms() / 1000).to_string();
     let n = sim.nonce(32);
-    let signing = sim.keys.wechat_signing.lock().unwrap();
-    let sig = signing.key.sign_b64(&wechat_answer_message(&ts, &n, body));
+    let (key, serial) = signing_key(sim);
+    let sig = key.sign_b64(&wechat_answer_message(&ts, &n, body));
     vec![
         ("Wechatpay-Timestamp".into(), ts),
         ("Wechatpay-Nonce".into(), n),
         ("Wechatpay-Signature".into(), sig),
-        ("Wechatpay-Serial".into(), signing.serial.clone()),
+        ("Wechatpay-Serial".into(), serial),
         ("Wechatpay-Signature-Type".into(), "WECHATPAY2-SHA256-RSA2048".into()),
     ]
 }
@@ -237,6 +272,9 @@ async fn tradebill(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, header
     }
     let query = |k: &str| uri.query().unwrap_or_default().split('&').find_map(|kv| kv.strip_prefix(k)).unwrap_or_default().to_owned();
     let date = query("bill_date=");
+    if !crate::statement::has_bill(&sim, ChannelName::Wechatpay, &date) {
+        return error(&sim, StatusCode::BAD_REQUEST, "NO_STATEMENT_EXIST", "账单文件不存在");
+    }
     let bill = crate::statement::wechat_bill(&sim, &date);
     // The hash of the ORIGINAL bill, also when it is downloaded gzip-compressed.
     let sha1 = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, bill.as_bytes()).as_ref());

@@ -115,8 +115,11 @@ impl Progress {
 
 fn print_table(r: &Report) {
     println!("reconciliation {} {} — {}{}", r.channel, r.bill_date, r.status, r.id.as_deref().map(|id| format!(" ({id})")).unwrap_or_default());
-    if let Some(reason) = &r.reason {
-        println!("  failed: {reason} (nothing was applied; run it again to download the bill again)");
+    match &r.reason {
+        Some(reason) if r.status == "failed" => println!("  failed: {reason} (nothing was applied; run it again to download the bill again)"),
+        // A completed run's reason says what the channel answered (no bill for the day).
+        Some(reason) => println!("  {reason}"),
+        None => {}
     }
     if !r.bill_source.is_empty() {
         println!("  bill {}: {} payments ({} fen, {} settled), {} refunds ({} fen), fees {:.3} fen{}", r.bill_source, r.totals.payments, r.totals.paid, r.totals.settled, r.totals.refunds, r.totals.refunded, r.totals.fees_millifen as f64 / 1000.0,

@@ -159,6 +159,51 @@ mod verify_message {
         assert_eq!(v["outcome"], "refunded");
     }
 
+    /// A queryTrans answer that found nothing (respCode 34) echoes the query's own txnType 00:
+    /// it is read as a query's answer. No real vector of one exists (all four found their
+    /// transaction), so it is signed here with the UnionPay signing key a simulator state dir
+    /// holds, and trusted through that dir's root and intermediate.
+    #[test]
+    fn a_unionpay_query_that_found_nothing_is_a_query() {
+        use payonce_channels::crypto::RsaSigner;
+        use payonce_channels::unionpay::protocol;
+        let dir = tempfile::tempdir().unwrap();
+        let mut sim = super::payonce()
+            .args(["sim", "--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(dir.path())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(sim.stdout.take().unwrap()), &mut line).unwrap();
+        sim.kill().unwrap();
+        let _ = sim.wait();
+        let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
+        let signer = RsaSigner::from_pem(&read("unionpay_sign_key.pem")).unwrap();
+        let mut fields: Vec<(String, String)> = [
+            ("version", "5.1.0"), ("encoding", "UTF-8"), ("signMethod", "01"), ("txnType", "00"), ("txnSubType", "00"), ("bizType", "000000"),
+            ("accessType", "0"), ("merId", "777290058110048"), ("orderId", "pay20240105145046"), ("txnTime", "20240105145046"),
+            ("respCode", "34"), ("respMsg", "查无此交易"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        fields.push(("signPubKeyCert".into(), read("unionpay_sign_cert.pem").replace('\n', "\r\n")));
+        let signature = protocol::sign(&signer, &fields);
+        fields.push(("signature".into(), signature));
+        let body = fields.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
+        std::fs::write(dir.path().join("a.txt"), body).unwrap();
+        let p = |f: &str| dir.path().join(f).to_str().unwrap().to_owned();
+        let (a, root, middle) = (p("a.txt"), p("unionpay_root.pem"), p("unionpay_middle.pem"));
+        let args = ["--channel", "unionpay", "--kind", "answer", "--file", a.as_str(), "--trust", root.as_str(), "--trust", middle.as_str()];
+        let (code, v, err) = run(&args);
+        assert_eq!((code, v["valid"].as_bool()), (0, Some(true)), "{v} {err}");
+        assert_eq!(v["outcome"].as_str(), Some("absent"), "a query that found nothing: {v}");
+        // Said to answer a refund query, the same answer is a refund not found yet.
+        let (_, v, _) = run(&[&args[..], &["--operation", "refund_query"]].concat());
+        assert_eq!(v["outcome"].as_str(), Some("unknown"));
+    }
+
     #[test]
     fn tampered_truncated_and_unusable() {
         let dir = tempfile::tempdir().unwrap();

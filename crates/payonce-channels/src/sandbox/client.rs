@@ -162,14 +162,19 @@ impl Channel for SandboxClient {
         }
     }
 
-    async fn download_bill(&self, date: &str) -> Result<crate::bill::DownloadedBill, ChannelError> {
+    async fn download_bill(&self, date: &str) -> Result<crate::bill::BillDownload, ChannelError> {
         let (status, bytes) = self.call(reqwest::Method::GET, &format!("/sandbox/v1/statement?date={date}"), None).await?;
         if status != 200 {
             let e = Self::error_of(status, &bytes);
             return Err(ChannelError::Refused { code: e.code, message: e.message });
         }
         // The answer is signed like every sandbox answer (checked in `call`); stored compressed.
-        Ok(crate::bill::DownloadedBill { merchant_account: "sandbox".into(), bill_type: "statement".into(), format: crate::bill::BillFormat::SandboxGzip, content: crate::bill::gzip(&bytes) })
+        Ok(crate::bill::BillDownload::Bill(crate::bill::DownloadedBill {
+            merchant_account: "sandbox".into(),
+            bill_type: "statement".into(),
+            format: crate::bill::BillFormat::SandboxGzip,
+            content: crate::bill::gzip(&bytes),
+        }))
     }
 
     fn verify_notification(&self, headers: &HeaderMap, body: &[u8], now: Timestamp) -> Result<Notification, NotifyError> {

@@ -349,7 +349,7 @@ impl Channel for UnionpayClient {
     /// answer is signed like every UnionPay answer (checked in `post`); `fileContent` is base64
     /// of the zlib-deflated zip, stored as the zlib bytes. `date` is the clearing day: UnionPay
     /// clears from 23:00 the day before to 23:00 (Beijing), and `settleDate` is its `MMDD`.
-    async fn download_bill(&self, date: &str) -> Result<crate::bill::DownloadedBill, ChannelError> {
+    async fn download_bill(&self, date: &str) -> Result<crate::bill::BillDownload, ChannelError> {
         let settle = date.get(5..7).zip(date.get(8..10)).map(|(m, d)| format!("{m}{d}")).ok_or_else(|| ChannelError::Refused { code: "BAD_DATE".into(), message: format!("not a date: {date}") })?;
         let fields = vec![
             p("version", protocol::VERSION),
@@ -368,13 +368,21 @@ impl Channel for UnionpayClient {
         let answer = self.post_to(&self.file_transfer, "/", &params).await?;
         match get(&answer, "respCode") {
             Some("00") => {}
-            Some("98") => return Err(ChannelError::Refused { code: "98".into(), message: "no file for that clearing day (not generated yet, or no transactions)".into() }),
+            // 文件不存在: no file for that clearing day. UnionPay writes none for a day on which
+            // nothing moved; reconciliation tells that from a missing file by payonce's own
+            // records of the day.
+            Some("98") => return Ok(crate::bill::BillDownload::NoBill { code: "98".into() }),
             other => return Err(ChannelError::Refused { code: other.unwrap_or_default().to_owned(), message: get(&answer, "respMsg").unwrap_or_default().to_owned() }),
         }
         use base64::Engine as _;
         let content = get(&answer, "fileContent").ok_or_else(|| ChannelError::Ambiguous("no fileContent".into()))?;
         let zlib = base64::engine::general_purpose::STANDARD.decode(content.trim()).map_err(|e| ChannelError::Ambiguous(format!("fileContent is not base64: {e}")))?;
-        Ok(crate::bill::DownloadedBill { merchant_account: self.keys.mer_id.clone(), bill_type: "ZM".into(), format: crate::bill::BillFormat::UnionpayZlibZip, content: zlib })
+        Ok(crate::bill::BillDownload::Bill(crate::bill::DownloadedBill {
+            merchant_account: self.keys.mer_id.clone(),
+            bill_type: "ZM".into(),
+            format: crate::bill::BillFormat::UnionpayZlibZip,
+            content: zlib,
+        }))
     }
 
     fn verify_notification(&self, _headers: &HeaderMap, body: &[u8], _now: Timestamp) -> Result<Notification, NotifyError> {

@@ -15,12 +15,14 @@ pub const UNIONPAY_TEST_OWNER: &str = "00040000:SIGN";
 ///
 /// These answers are NOT url-encoded: base64 values keep literal `+ / =`, `respMsg` is raw
 /// UTF-8, `signPubKeyCert` is an inline PEM whose CRLFs are part of the signed string. Fields
-/// are split on `&` outside `{…}` (a value may hold a `{k=v&k=v}` group) and on the first `=`.
-/// Decoding them would change the bytes UnionPay signed.
+/// are split as UnionPay's own acp SDK splits them (`SDKUtil.parseQString`): on the first `=`,
+/// then on `&` unless inside a group a value opened with `{` (closed by the next `}`) or `[`
+/// (closed by the next `]`) — a value such as `reserved={k=v&k2=v2}` or a `[…]` list may hold
+/// `&` and `=`. Decoding them would change the bytes UnionPay signed.
 pub fn parse_answer(body: &[u8]) -> Result<Vec<(String, String)>, String> {
     let text = std::str::from_utf8(body).map_err(|_| "answer is not UTF-8".to_owned())?;
     let mut fields = Vec::new();
-    let (mut depth, mut start) = (0usize, 0usize);
+    let mut start = 0usize;
     let mut push = |part: &str| -> Result<(), String> {
         if part.is_empty() {
             return Ok(());
@@ -32,13 +34,20 @@ pub fn parse_answer(body: &[u8]) -> Result<Vec<(String, String)>, String> {
         fields.push((k.to_owned(), v.to_owned()));
         Ok(())
     };
+    // As parseQString: grouping starts only in a value (after the field's first `=`), and a
+    // group ends at the first closing character of its kind (groups do not nest).
+    let (mut in_value, mut closer): (bool, Option<char>) = (false, None);
     for (i, c) in text.char_indices() {
-        match c {
-            '{' => depth += 1,
-            '}' => depth = depth.saturating_sub(1),
-            '&' if depth == 0 => {
+        match (c, closer) {
+            (_, Some(close)) if c == close => closer = None,
+            (_, Some(_)) => {}
+            ('=', None) if !in_value => in_value = true,
+            ('{', None) if in_value => closer = Some('}'),
+            ('[', None) if in_value => closer = Some(']'),
+            ('&', None) => {
                 push(&text[start..i])?;
                 start = i + 1;
+                in_value = false;
             }
             _ => {}
         }
@@ -148,6 +157,12 @@ mod tests {
         assert_eq!(get(&f, "respMsg"), Some("成功[0000000]"));
         assert_eq!(get(&f, "reserved"), Some("{k=v&k2=v2}"));
         assert_eq!(get(&f, "pem"), Some("-----BEGIN\r\nAB+/=\r\n"));
+        // A `[…]` value holds `&` and `=` too (acp SDK `parseQString` groups `{…}` and `[…]`).
+        let f = parse_answer("respCode=00&payCardList=[{a=1&b=2},{a=3}]&reserved=[x&y=z]&txnType=00".as_bytes()).unwrap();
+        assert_eq!(get(&f, "payCardList"), Some("[{a=1&b=2},{a=3}]"));
+        assert_eq!(get(&f, "reserved"), Some("[x&y=z]"));
+        assert_eq!(get(&f, "txnType"), Some("00"));
+        assert_eq!(f.len(), 4);
         assert!(parse_answer(b"").is_err());
         assert!(parse_answer(b"novalue").is_err());
         assert!(parse_answer(&[0xff, b'=', b'1']).is_err());

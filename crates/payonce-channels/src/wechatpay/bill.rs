@@ -1,7 +1,9 @@
 //! The WeChat Pay trade bill (`GET /v3/bill/tradebill`, `bill_type=ALL`), as WeChat serves it
 //! (layout: tests/vectors/wechatpay/BILL_LAYOUT.md): a header line, rows whose every cell starts
-//! with a backtick, then a totals block checked against the rows. Real downloads may start with
-//! a UTF-8 BOM and use CRLF; both are accepted. A row with a trade state WeChat does not
+//! with a backtick, then a totals block checked against the rows. WeChat quotes nothing: a value
+//! (商品名称 is the order's subject, 商户数据包 the merchant's attach) may hold commas, so a row is
+//! cut where a comma is followed by the next cell's backtick, never at a bare comma. Real
+//! downloads may start with a UTF-8 BOM and use CRLF; both are accepted. A row with a trade state WeChat does not
 //! document is reported, not a reason to throw the whole day away.
 
 use crate::bill::BillEntry;
@@ -68,7 +70,7 @@ impl<R: BufRead> Rows<R> {
     /// The totals line after `总交易单数…`: count, settled payments, refunds, …, fees.
     fn check_totals(&mut self) -> Result<(), String> {
         let line = self.next_line().ok_or("missing totals")??;
-        let totals: Vec<&str> = line.trim_end_matches('\r').split(',').map(cell).collect();
+        let totals = cells(line.trim_end_matches('\r'));
         let count: usize = totals.first().and_then(|c| c.parse().ok()).ok_or("bad total count")?;
         let sum_paid = totals.get(1).and_then(|v| yuan_to_fen(v)).ok_or("bad paid total")?;
         let sum_refund = totals.get(2).and_then(|v| yuan_to_fen(v)).ok_or("bad refund total")?;
@@ -83,7 +85,7 @@ impl<R: BufRead> Rows<R> {
     }
 
     fn row(&mut self, line: &str) -> Result<BillEntry, String> {
-        let f: Vec<&str> = line.split(',').map(cell).collect();
+        let f = cells(line);
         if f.len() < 27 {
             return Err(format!("short row ({} cells) at row {}", f.len(), self.rows + 1));
         }
@@ -120,10 +122,12 @@ impl<R: BufRead> Rows<R> {
 /// The longest line a trade bill may have.
 const MAX_LINE: usize = 64 * 1024;
 
-/// A cell without its leading backtick (WeChat marks every cell as text that way).
-fn cell(s: &str) -> &str {
-    let s = s.trim();
-    s.strip_prefix('`').unwrap_or(s)
+/// The cells of a row, without their leading backticks (WeChat marks every cell as text that
+/// way). Every cell starts with a backtick, so cells are separated by a comma followed by a
+/// backtick; a comma inside a value is not followed by one.
+fn cells(line: &str) -> Vec<&str> {
+    let line = line.trim();
+    line.strip_prefix('`').unwrap_or(line).split(",`").map(str::trim).collect()
 }
 
 impl<R: BufRead> Iterator for Rows<R> {
@@ -199,6 +203,18 @@ mod tests {
         // Cut anywhere before the totals: refused, never half a day.
         let cut = &b[..b.find("总交易单数").unwrap()];
         assert!(parse(cut).unwrap_err().contains("missing totals"));
+    }
+
+    /// The subject reaches the bill as 商品名称 and the attach as 商户数据包, unquoted: commas and
+    /// quotes in them are part of the value, not cell breaks.
+    #[test]
+    fn commas_and_quotes_in_a_subject_stay_in_their_cell() {
+        let row = PAY.replace("`for testing,`cipher code", "`Tea, green, \"2 cups\",`a,b=c");
+        let s = parse(&bill(&[&row, PAY], "`2,`0.02,`0.00,`0.00,`0.00000,`0.02,`0.00")).unwrap();
+        assert!(s.unrecognised.is_empty(), "{:?}", s.unrecognised);
+        assert_eq!(s.lines.len(), 2);
+        assert_eq!((s.lines[0].out_trade_no.as_str(), s.lines[0].amount, s.lines[0].fee_millifen), ("S20210128170702357723", 1, 0));
+        assert_eq!(s.lines[0], s.lines[1]);
     }
 
     #[test]

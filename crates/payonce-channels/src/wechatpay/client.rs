@@ -61,6 +61,17 @@ struct CertificateDownloader {
 const CERTIFICATE_DOWNLOAD_INTERVAL_MS: i64 = 60_000;
 
 impl PlatformTrust {
+    /// The `Wechatpay-Serial` a request announces: the key WeChat should sign its answer with.
+    /// The platform public key's id when one is trusted (answers signed by it verify whatever
+    /// certificates WeChat still holds), else a trusted certificate's serial — what wechatpayv3
+    /// and wechatpay-java send. Without it WeChat signs with its platform certificate, which a
+    /// merchant holding only the public key cannot verify.
+    fn serial_to_announce(&self) -> Option<String> {
+        let keys = self.keys.read().expect("platform keys lock");
+        let public_key = keys.0.keys().find(|k| k.starts_with(protocol::PUBLIC_KEY_ID_PREFIX));
+        public_key.or_else(|| keys.0.keys().next_back()).cloned()
+    }
+
     fn verify(&self, serial: Option<&str>, ts: Option<&str>, nonce: Option<&str>, sig: Option<&str>, body: &[u8], now_secs: i64) -> Result<(), protocol::VerifyError> {
         self.keys.read().expect("platform keys lock").verify(serial, ts, nonce, sig, body, now_secs)
     }
@@ -130,6 +141,37 @@ impl CertificateDownloader {
     }
 }
 
+/// An answer of WeChat's: its status and body, and whether its platform signature verified
+/// (always, for a 2xx; a 4xx may come unsigned).
+struct Answer {
+    status: u16,
+    bytes: Vec<u8>,
+    signed: bool,
+}
+
+impl Answer {
+    /// The answer, when it is signed or a 2xx; an unsigned 4xx as what its code may say of a
+    /// call where a refusal moves no money (`refusal`: refused when WeChat documents the code as
+    /// "rejected, nothing done", else unknown) — never a state of an order or a refund (an
+    /// unsigned 404 ORDER_NOT_EXIST is not "absent").
+    fn vouched(self) -> Result<(u16, Vec<u8>), ChannelError> {
+        if self.signed {
+            return Ok((self.status, self.bytes));
+        }
+        Err(WechatpayClient::refusal(self.status, &self.bytes))
+    }
+
+    /// As `vouched`, for calls where even a refusal would move money (a refused refund is
+    /// failed, its amount released): an unsigned 4xx is unknown.
+    fn vouched_or_unknown(self) -> Result<(u16, Vec<u8>), ChannelError> {
+        if self.signed {
+            return Ok((self.status, self.bytes));
+        }
+        let e = WechatpayClient::error_of(self.status, &self.bytes);
+        Err(ChannelError::Ambiguous(format!("unsigned {} {}", self.status, e.code)))
+    }
+}
+
 impl WechatpayClient {
     pub fn new(gateway: String, keys: WechatpayKeys, http: reqwest::Client, clock: crate::SharedClock) -> Self {
         let gateway = gateway.trim_end_matches('/').to_owned();
@@ -165,9 +207,13 @@ impl WechatpayClient {
         self.clock.now().0.div_euclid(1000)
     }
 
-    /// A signed request; the answer is returned only once its platform signature verifies
-    /// (an unverifiable answer may not be WeChat's, so it is ambiguous).
-    async fn call(&self, method: reqwest::Method, path_and_query: &str, body: Option<String>) -> Result<(u16, Vec<u8>), ChannelError> {
+    /// A signed request. A 2xx answer is returned only once its platform signature verifies (an
+    /// unverifiable answer may not be WeChat's, so it is ambiguous). A 4xx is returned either
+    /// way, marked whether it verified: WeChat does not sign every error (a 401 SIGN_ERROR comes
+    /// unsigned by design) and the official clients check signatures on 2xx only
+    /// (wechatpay-go `CheckResponse` before `Validate`); each call reads an unsigned 4xx only so
+    /// far as it cannot move money (`Answer::signed`).
+    async fn call(&self, method: reqwest::Method, path_and_query: &str, body: Option<String>) -> Result<Answer, ChannelError> {
         let body = body.unwrap_or_default();
         let auth = protocol::authorization(
             &self.keys.merchant_key,
@@ -184,6 +230,9 @@ impl WechatpayClient {
             .header("authorization", auth)
             .header("accept", "application/json")
             .header("user-agent", concat!("payonce/", env!("CARGO_PKG_VERSION")));
+        if let Some(serial) = self.trust.serial_to_announce() {
+            req = req.header(protocol::H_SERIAL, serial);
+        }
         if !body.is_empty() {
             req = req.header("content-type", "application/json").body(body);
         }
@@ -194,11 +243,14 @@ impl WechatpayClient {
         if status >= 500 {
             return Err(ChannelError::Ambiguous(format!("gateway answered {status}")));
         }
-        // WeChat signs every answer, errors included: an unsigned "refused" proves nothing.
-        self.verify_platform(&headers, &bytes)
-            .await
-            .map_err(|e| ChannelError::Ambiguous(format!("response signature rejected: {e:?}")))?;
-        Ok((status, bytes))
+        match self.verify_platform(&headers, &bytes).await {
+            Ok(()) => Ok(Answer { status, bytes, signed: true }),
+            Err(e) if (400..500).contains(&status) => {
+                tracing::warn!(status, error = ?e, "wechatpay error answer without a valid platform signature");
+                Ok(Answer { status, bytes, signed: false })
+            }
+            Err(e) => Err(ChannelError::Ambiguous(format!("response signature rejected: {e:?}"))),
+        }
     }
 
     fn error_of(status: u16, body: &[u8]) -> ErrorBody {
@@ -296,7 +348,9 @@ impl Channel for WechatpayClient {
             amount: Amount { total: req.amount.minor, currency: Some(req.amount.currency.to_string()), payer_total: None, payer_currency: None },
             payer,
         };
-        let (status, bytes) = self.call(reqwest::Method::POST, path, Some(serde_json::to_string(&body).unwrap())).await?;
+        // A prepay's 4xx is read by its code signed or not: prepay_outcome makes of it at most
+        // "refused, nothing created", which moves no money.
+        let Answer { status, bytes, .. } = self.call(reqwest::Method::POST, path, Some(serde_json::to_string(&body).unwrap())).await?;
         let credential = match prepay_outcome(status, &bytes)? {
             PrepayCode::CodeUrl(code_url) => serde_json::json!({ "code_url": code_url }),
             PrepayCode::PrepayId(prepay_id) => self.jsapi_credential(&prepay_id),
@@ -315,7 +369,7 @@ impl Channel for WechatpayClient {
     async fn query(&self, order: &ChannelOrderRef) -> Result<TradeState, ChannelError> {
         let out_trade_no = order.out_trade_no.as_str();
         let path = format!("/v3/pay/transactions/out-trade-no/{out_trade_no}?mchid={}", self.keys.mchid);
-        let (status, bytes) = self.call(reqwest::Method::GET, &path, None).await?;
+        let (status, bytes) = self.call(reqwest::Method::GET, &path, None).await?.vouched()?;
         query_outcome(status, &bytes, &self.keys.mchid, out_trade_no)
     }
 
@@ -323,7 +377,7 @@ impl Channel for WechatpayClient {
         let out_trade_no = order.out_trade_no.as_str();
         let path = format!("/v3/pay/transactions/out-trade-no/{out_trade_no}/close");
         let body = serde_json::json!({ "mchid": self.keys.mchid }).to_string();
-        let (status, bytes) = self.call(reqwest::Method::POST, &path, Some(body)).await?;
+        let (status, bytes) = self.call(reqwest::Method::POST, &path, Some(body)).await?.vouched()?;
         close_outcome(status, &bytes)
     }
 
@@ -335,12 +389,12 @@ impl Channel for WechatpayClient {
             notify_url: Some(req.notify_url.clone()),
             amount: protocol::RefundAmount { refund: req.amount.minor, total: req.total.minor, currency: req.amount.currency.to_string() },
         };
-        let (status, bytes) = self.call(reqwest::Method::POST, "/v3/refund/domestic/refunds", Some(serde_json::to_string(&body).unwrap())).await?;
+        let (status, bytes) = self.call(reqwest::Method::POST, "/v3/refund/domestic/refunds", Some(serde_json::to_string(&body).unwrap())).await?.vouched_or_unknown()?;
         Ok((refund_outcome(status, &bytes)?, None))
     }
 
     async fn refund_query(&self, r: &RefundRef) -> Result<RefundState, ChannelError> {
-        let (status, bytes) = self.call(reqwest::Method::GET, &format!("/v3/refund/domestic/refunds/{}", r.out_refund_no), None).await?;
+        let (status, bytes) = self.call(reqwest::Method::GET, &format!("/v3/refund/domestic/refunds/{}", r.out_refund_no), None).await?.vouched_or_unknown()?;
         refund_query_outcome(status, &bytes)
     }
 
@@ -350,10 +404,14 @@ impl Channel for WechatpayClient {
     /// （gzip需要解压缩）的摘要值", 申请交易账单 API, pay.weixin.qq.com/wiki/doc/apiv3/apis/chapter3_1_6.shtml).
     /// A plain download (no `tar_type`, or a gateway that ignores it) is hashed as is and then
     /// compressed for storage.
-    async fn download_bill(&self, date: &str) -> Result<crate::bill::DownloadedBill, ChannelError> {
-        let (status, bytes) = self.call(reqwest::Method::GET, &format!("/v3/bill/tradebill?bill_date={date}&bill_type=ALL&tar_type=GZIP"), None).await?;
+    async fn download_bill(&self, date: &str) -> Result<crate::bill::BillDownload, ChannelError> {
+        let (status, bytes) = self.call(reqwest::Method::GET, &format!("/v3/bill/tradebill?bill_date={date}&bill_type=ALL&tar_type=GZIP"), None).await?.vouched()?;
         if status != 200 {
             let e = Self::error_of(status, &bytes);
+            // 账单文件不存在: no trade that day (a signed answer: `vouched` let no unsigned 4xx by).
+            if e.code == "NO_STATEMENT_EXIST" {
+                return Ok(crate::bill::BillDownload::NoBill { code: e.code });
+            }
             return Err(ChannelError::Refused { code: e.code, message: e.message });
         }
         let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
@@ -368,7 +426,12 @@ impl Channel for WechatpayClient {
             content.extend_from_slice(&chunk);
         }
         let content = checked_bill(content, v["hash_value"].as_str().unwrap_or_default()).map_err(ChannelError::Ambiguous)?;
-        Ok(crate::bill::DownloadedBill { merchant_account: self.keys.mchid.clone(), bill_type: "ALL".into(), format: crate::bill::BillFormat::WechatGzip, content })
+        Ok(crate::bill::BillDownload::Bill(crate::bill::DownloadedBill {
+            merchant_account: self.keys.mchid.clone(),
+            bill_type: "ALL".into(),
+            format: crate::bill::BillFormat::WechatGzip,
+            content,
+        }))
     }
 
     fn verify_notification(&self, headers: &HeaderMap, body: &[u8], now: Timestamp) -> Result<Notification, NotifyError> {
@@ -576,23 +639,6 @@ fn checked_bill(content: Vec<u8>, hash_value: &str) -> Result<Vec<u8>, String> {
     Ok(if gzipped { content } else { crate::bill::gzip(&content) })
 }
 
-#[cfg(test)]
-mod bill_download_tests {
-    use super::*;
-
-    #[test]
-    fn plain_and_gzip_downloads_are_checked_against_the_unpacked_bill() {
-        let bill = b"\xef\xbb\xbf\xe4\xba\xa4\xe6\x98\x93\xe6\x97\xb6\xe9\x97\xb4\r\n".to_vec();
-        let hash = sha1_hex(&bill);
-        let plain = checked_bill(bill.clone(), &hash).unwrap();
-        assert_eq!(crate::bill::gunzip(&plain, 1 << 20).unwrap(), bill, "a plain download is stored gzip-compressed");
-        let packed = crate::bill::gzip(&bill);
-        assert_eq!(checked_bill(packed.clone(), &hash.to_uppercase()).unwrap(), packed, "a gzip download is kept as it came");
-        assert!(checked_bill(packed.clone(), &sha1_hex(&packed)).is_err(), "the hash is of the unpacked bill, not of the gzip");
-        assert!(checked_bill(packed[..packed.len() - 4].to_vec(), &hash).is_err(), "a truncated gzip");
-    }
-}
-
 fn sha1_hex(bytes: &[u8]) -> String {
     hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, bytes).as_ref())
 }
@@ -610,5 +656,22 @@ fn sha1_of_gunzipped(packed: &[u8]) -> Result<String, String> {
             Ok(n) => ctx.update(&buf[..n]),
             Err(e) => return Err(format!("the gzip bill does not unpack: {e}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod bill_download_tests {
+    use super::*;
+
+    #[test]
+    fn plain_and_gzip_downloads_are_checked_against_the_unpacked_bill() {
+        let bill = b"\xef\xbb\xbf\xe4\xba\xa4\xe6\x98\x93\xe6\x97\xb6\xe9\x97\xb4\r\n".to_vec();
+        let hash = sha1_hex(&bill);
+        let plain = checked_bill(bill.clone(), &hash).unwrap();
+        assert_eq!(crate::bill::gunzip(&plain, 1 << 20).unwrap(), bill, "a plain download is stored gzip-compressed");
+        let packed = crate::bill::gzip(&bill);
+        assert_eq!(checked_bill(packed.clone(), &hash.to_uppercase()).unwrap(), packed, "a gzip download is kept as it came");
+        assert!(checked_bill(packed.clone(), &sha1_hex(&packed)).is_err(), "the hash is of the unpacked bill, not of the gzip");
+        assert!(checked_bill(packed[..packed.len() - 4].to_vec(), &hash).is_err(), "a truncated gzip");
     }
 }

@@ -14,6 +14,8 @@ pub const H_NONCE: &str = "wechatpay-nonce";
 pub const H_SIGNATURE: &str = "wechatpay-signature";
 pub const H_SERIAL: &str = "wechatpay-serial";
 pub const H_SIGNATURE_TYPE: &str = "wechatpay-signature-type";
+/// How a platform public key's id starts (a certificate serial is hex).
+pub const PUBLIC_KEY_ID_PREFIX: &str = "PUB_KEY_ID_";
 
 /// The string a merchant signs for a request: `METHOD\nPATH?QUERY\nTS\nNONCE\nBODY\n`.
 pub fn request_message(method: &str, path_and_query: &str, ts: i64, nonce: &str, body: &str) -> String {

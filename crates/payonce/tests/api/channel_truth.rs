@@ -22,6 +22,7 @@ store_tests!(
     wechat_jsapi_without_openid_is_refused_before_any_attempt,
     wechat_rotated_certificate_is_learnt_from_an_answer,
     wechat_rotated_certificate_is_learnt_from_a_notification,
+    wechat_mid_switch_to_the_public_key_answers_are_signed_by_the_key_payonce_names,
     wall_clock_jumps_neither_expire_a_paid_order_nor_skip_a_schedule,
 );
 
@@ -315,6 +316,22 @@ async fn wechat_rotated_certificate_is_learnt_from_an_answer(b: Backend) {
     // Old and new are both trusted during the overlap; the payment's notification verifies.
     assert_eq!(app.sim_pay("wechatpay", p["out_trade_no"].as_str().unwrap(), false).await, StatusCode::OK);
     assert_eq!(app.wait_order(&id2, Duration::from_secs(20), |o| o["status"] == "paid").await["status"], "paid");
+    assert_invariants(app.violations().await);
+}
+
+/// A merchant midway from platform certificates to the platform public key, with only the
+/// public key configured (the default app): WeChat signs an answer with the key its request
+/// names in `Wechatpay-Serial`, and with the platform certificate when none is named. payonce
+/// names its public key id (as wechatpayv3 and wechatpay-java do), so its answers verify;
+/// without the header every answer was signed by a certificate payonce does not hold: unknown.
+async fn wechat_mid_switch_to_the_public_key_answers_are_signed_by_the_key_payonce_names(b: Backend) {
+    let Some(app) = app_with(b, AppOptions::default()).await else { return };
+    // The simulated WeChat now signs unnamed answers with a new certificate, unknown to payonce.
+    let serial = rotate(&app).await;
+    assert!(!serial.starts_with("PUB_KEY_ID_"), "{serial}");
+    let id = order(&app, "WXS-1", 100, 600).await;
+    let p = prepay_ok(&app, &id, "wechatpay").await;
+    assert!(p["credential"]["code_url"].as_str().unwrap().starts_with("weixin://"));
     assert_invariants(app.violations().await);
 }
 

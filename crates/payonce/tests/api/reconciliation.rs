@@ -9,7 +9,11 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-store_tests!(every_class_is_found_and_handled_and_a_rerun_changes_nothing, a_day_of_lost_notifications_and_queries_ends_paid_after_one_reconciliation);
+store_tests!(
+    every_class_is_found_and_handled_and_a_rerun_changes_nothing,
+    a_day_of_lost_notifications_and_queries_ends_paid_after_one_reconciliation,
+    no_bill_for_the_day_is_an_empty_day_or_a_difference_for_a_person,
+);
 
 /// A server whose clock (engine, workers and simulated channels alike) reads noon in Beijing
 /// today and runs on: every payment here lands in today's bill and inside UnionPay's clearing
@@ -61,6 +65,31 @@ async fn reconciliation_writes(app: &TestApp) -> Vec<(String, i64)> {
 
 fn count(run: &Value, class: &str) -> u64 {
     run["summary"]["classes"][class].as_u64().unwrap_or(0)
+}
+
+/// "No bill for this day", as each channel says it for a day on which nothing moved (WeChat 400
+/// NO_STATEMENT_EXIST, Alipay 40004 isp.bill_not_exist, UnionPay respCode 98): with nothing
+/// recorded by payonce either, an empty, completed run; with a payment payonce recorded, that
+/// payment is missing at the channel, for a person — never a failed run, never a silent success.
+async fn no_bill_for_the_day_is_an_empty_day_or_a_difference_for_a_person(b: Backend) {
+    let Some((app, today)) = noon_app(b).await else { return };
+    for channel in ["wechatpay", "alipay", "unionpay"] {
+        let (run, items) = reconcile(&app, channel, &today).await;
+        assert_eq!((run["status"].as_str(), run["summary"]["bill_source"].as_str()), (Some("completed"), Some("no_bill")), "{channel}: {run}");
+        assert!(items.is_empty(), "{channel}: {items:?}");
+        assert!(run["reason"].is_null(), "an empty day is no error: {run}");
+    }
+    // A payment payonce recorded; the channel's bill of the day lacks it, so the channel says
+    // it has no bill at all for the day (and a query would still say paid).
+    let (id, no) = paid(&app, "NOBILL-1", "wechatpay", 1_000).await;
+    assert_eq!(app.wait_order(&id, Duration::from_secs(10), |o| o["status"] == "paid").await["status"], "paid");
+    bill(&app, json!({"kind": "omit", "channel": "wechatpay", "out_trade_no": no})).await;
+    let (run, items) = reconcile(&app, "wechatpay", &today).await;
+    assert_eq!((run["status"].as_str(), run["summary"]["bill_source"].as_str()), (Some("completed"), Some("no_bill")), "{run}");
+    assert_eq!(count(&run, "missing_at_channel"), 1, "{run}");
+    assert_eq!(items.iter().map(|i| (i["class"].as_str().unwrap(), i["reference"].as_str().unwrap())).collect::<Vec<_>>(), [("missing_at_channel", no.as_str())]);
+    let abnormal = app.store.abnormal_open().await.unwrap();
+    assert_eq!(abnormal.iter().filter(|a| a.kind == "reconciliation_missing_at_channel").count(), 1, "{abnormal:?}");
 }
 
 async fn every_class_is_found_and_handled_and_a_rerun_changes_nothing(b: Backend) {

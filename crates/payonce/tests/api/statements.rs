@@ -1,6 +1,7 @@
 //! Daily statements in each channel's bill format — WeChat's backtick CSV with its totals
 //! block (SHA-1 checked, BOM and CRLF as served), Alipay's zip of two GBK CSVs with GBK entry
-//! names — fetched through the real download protocols and matched against the simulator's ledger.
+//! names — fetched through the real download protocols and matched against the simulator's ledger,
+//! with an order subject (商品名称 on the bills) that holds commas and quotes.
 
 use crate::app;
 use payonce_channels::StatementKind;
@@ -14,7 +15,12 @@ async fn statements_match_the_ledger(b: Backend) {
     let Some(app) = app(b).await else { return };
     for (i, ch) in ["wechatpay", "alipay", "sandbox"].iter().enumerate() {
         for k in 0..2 {
-            let order = app.create_order(&format!("ST-{ch}-{k}"), 1_000 + i as i64 * 10 + k).await;
+            // The subject reaches the bills as 商品名称: commas and quotes in it must not break
+            // the day's bill.
+            let subject = if k == 1 { "Tea, green, \"2 cups\"" } else { "test" };
+            let r = app.post("/v1/orders", json!({"merchant_order_no": format!("ST-{ch}-{k}"), "amount": 1_000 + i as i64 * 10 + k, "currency": "CNY", "subject": subject})).await;
+            assert_eq!(r.status(), 201);
+            let order: Value = r.json().await.unwrap();
             let id = order["id"].as_str().unwrap().to_owned();
             let p: Value = app.prepay(&id, ch).await.json().await.unwrap();
             app.sim_pay(ch, p["out_trade_no"].as_str().unwrap(), false).await;
