@@ -57,7 +57,10 @@ pub fn documented_router(state: &AppState) -> (Router, serde_json::Value) {
         .routes(routes!(admin::rotate_webhook_secret))
         .routes(routes!(admin::reconciliations, admin::run_reconciliation))
         .routes(routes!(admin::reconciliation))
-        .layer(axum::middleware::from_fn_with_state(
+        // `route_layer`: the gate guards these routes only. As a `layer` it also wrapped the
+        // router's fallback, so every unknown path (a browser's /favicon.ico) counted as a
+        // wrong admin token and spent the address's budget.
+        .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             admin::gate,
         ));

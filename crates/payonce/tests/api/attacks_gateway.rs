@@ -313,6 +313,18 @@ async fn admin_token_guessing_is_refused_per_address_and_surface(b: Backend) {
         admin("198.51.100.7", ADMIN).await.unwrap().status(),
         StatusCode::OK
     );
+    // Unknown paths (a browser's /favicon.ico) are not admin requests: they spend nothing.
+    for _ in 0..20 {
+        let r = app
+            .http
+            .get(app.url("/favicon.ico"))
+            .header("x-forwarded-for", "198.51.100.7")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
+    assert_eq!(admin("198.51.100.7", ADMIN).await.unwrap().status(), StatusCode::OK);
     // Ten wrong tokens, across both doors.
     for i in 0..10 {
         let status = if i % 2 == 0 {
