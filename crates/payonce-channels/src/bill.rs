@@ -33,7 +33,14 @@ impl BillFormat {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [BillFormat::WechatGzip, BillFormat::AlipayZip, BillFormat::UnionpayZlibZip, BillFormat::SandboxGzip].into_iter().find(|f| f.as_str() == s)
+        [
+            BillFormat::WechatGzip,
+            BillFormat::AlipayZip,
+            BillFormat::UnionpayZlibZip,
+            BillFormat::SandboxGzip,
+        ]
+        .into_iter()
+        .find(|f| f.as_str() == s)
     }
 }
 
@@ -74,23 +81,39 @@ pub type Entries<'a> = Box<dyn Iterator<Item = Result<BillEntry, String>> + Send
 /// Reads the rows of a stored bill.
 pub fn entries(format: BillFormat, content: &[u8]) -> Result<Entries<'_>, String> {
     match format {
-        BillFormat::WechatGzip => Ok(Box::new(crate::wechatpay::bill::Rows::new(BufReader::with_capacity(64 * 1024, flate2::read::GzDecoder::new(content))))),
+        BillFormat::WechatGzip => Ok(Box::new(crate::wechatpay::bill::Rows::new(
+            BufReader::with_capacity(64 * 1024, flate2::read::GzDecoder::new(content)),
+        ))),
         BillFormat::AlipayZip => Ok(whole(crate::alipay::bill::parse_zip(content)?)),
-        BillFormat::UnionpayZlibZip => Ok(whole(crate::unionpay::bill::parse_file_content(content)?)),
-        BillFormat::SandboxGzip => Ok(whole(crate::sandbox::bill::parse(&gunzip(content, 64 << 20)?)?)),
+        BillFormat::UnionpayZlibZip => {
+            Ok(whole(crate::unionpay::bill::parse_file_content(content)?))
+        }
+        BillFormat::SandboxGzip => Ok(whole(crate::sandbox::bill::parse(&gunzip(
+            content,
+            64 << 20,
+        )?)?)),
     }
 }
 
 /// The rows of a bill already read whole (Alipay's and UnionPay's archives hold the day's rows
 /// in one zip entry; they are read into memory, bounded by the zip readers' limits).
 fn whole(s: crate::Statement) -> Entries<'static> {
-    Box::new(s.lines.into_iter().map(|l| Ok(BillEntry::Line(l))).chain(s.unrecognised.into_iter().map(|u| Ok(BillEntry::Unrecognised(u)))))
+    Box::new(
+        s.lines.into_iter().map(|l| Ok(BillEntry::Line(l))).chain(
+            s.unrecognised
+                .into_iter()
+                .map(|u| Ok(BillEntry::Unrecognised(u))),
+        ),
+    )
 }
 
 /// gzip-compresses bytes (a plain WeChat download, the sandbox statement) for storage.
 pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     use std::io::Write;
-    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(bytes.len() / 4), flate2::Compression::fast());
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 4),
+        flate2::Compression::fast(),
+    );
     enc.write_all(bytes).expect("in-memory gzip");
     enc.finish().expect("in-memory gzip")
 }
@@ -99,7 +122,10 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
 /// larger than any day).
 pub fn gunzip(bytes: &[u8], limit: u64) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(bytes).take(limit + 1).read_to_end(&mut out).map_err(|e| format!("not gzip: {e}"))?;
+    flate2::read::GzDecoder::new(bytes)
+        .take(limit + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("not gzip: {e}"))?;
     if out.len() as u64 > limit {
         return Err(format!("unpacks to more than {limit} bytes"));
     }
@@ -110,7 +136,9 @@ pub fn gunzip(bytes: &[u8], limit: u64) -> Result<Vec<u8>, String> {
 /// timestamp; `None` if it is not that.
 pub fn beijing_time(s: &str) -> Option<payonce_core::Timestamp> {
     let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
-    let t = time::PrimitiveDateTime::parse(s.trim(), &fmt).ok()?.assume_offset(time::macros::offset!(+8));
+    let t = time::PrimitiveDateTime::parse(s.trim(), &fmt)
+        .ok()?
+        .assume_offset(time::macros::offset!(+8));
     Some(payonce_core::Timestamp(t.unix_timestamp() * 1000))
 }
 
@@ -120,7 +148,12 @@ mod tests {
 
     #[test]
     fn formats_round_trip_and_gzip_is_bounded() {
-        for f in [BillFormat::WechatGzip, BillFormat::AlipayZip, BillFormat::UnionpayZlibZip, BillFormat::SandboxGzip] {
+        for f in [
+            BillFormat::WechatGzip,
+            BillFormat::AlipayZip,
+            BillFormat::UnionpayZlibZip,
+            BillFormat::SandboxGzip,
+        ] {
             assert_eq!(BillFormat::parse(f.as_str()), Some(f));
         }
         let packed = gzip(&[b'x'; 10_000]);
@@ -131,7 +164,11 @@ mod tests {
 
     #[test]
     fn a_truncated_gzip_bill_ends_in_an_error() {
-        let text = format!("{}\n{}\n`0,`0.00,`0.00,`0.00,`0.00000,`0.00,`0.00\n", crate::wechatpay::bill::HEADER, crate::wechatpay::bill::TOTALS_HEADER);
+        let text = format!(
+            "{}\n{}\n`0,`0.00,`0.00,`0.00,`0.00000,`0.00,`0.00\n",
+            crate::wechatpay::bill::HEADER,
+            crate::wechatpay::bill::TOTALS_HEADER
+        );
         let packed = gzip(text.as_bytes());
         assert_eq!(entries(BillFormat::WechatGzip, &packed).unwrap().count(), 0);
         let cut = &packed[..packed.len() - 12];
@@ -141,7 +178,10 @@ mod tests {
 
     #[test]
     fn bill_times_are_beijing_time() {
-        assert_eq!(beijing_time("2021-01-28 17:07:11").unwrap().to_rfc3339(), "2021-01-28T09:07:11.000Z");
+        assert_eq!(
+            beijing_time("2021-01-28 17:07:11").unwrap().to_rfc3339(),
+            "2021-01-28T09:07:11.000Z"
+        );
         assert!(beijing_time("2021-01-28").is_none());
     }
 }

@@ -100,16 +100,24 @@ pub struct SandboxConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid channels file {path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
 
 impl ChannelsConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let mut cfg: ChannelsConfig =
-            toml::from_str(&text).map_err(|e| ConfigError::Invalid { path: path.into(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let mut cfg: ChannelsConfig = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
         // Key files are named relative to the channels file, so a state dir can move.
         let base = path.parent().unwrap_or(Path::new("."));
         if let Some(s) = cfg.sandbox.as_mut() {
@@ -136,41 +144,76 @@ impl ChannelsConfig {
     }
 
     /// Builds the connectors. `timeout` bounds every channel call; past it the outcome is unknown.
-    pub fn build(&self, timeout: Duration, clock: crate::SharedClock) -> Result<ChannelRegistry, ConfigError> {
+    pub fn build(
+        &self,
+        timeout: Duration,
+        clock: crate::SharedClock,
+    ) -> Result<ChannelRegistry, ConfigError> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(3)))
             .build()
-            .map_err(|e| ConfigError::Invalid { path: PathBuf::new(), message: e.to_string() })?;
+            .map_err(|e| ConfigError::Invalid {
+                path: PathBuf::new(),
+                message: e.to_string(),
+            })?;
         let mut reg = ChannelRegistry::default();
         if let Some(s) = &self.sandbox {
             let key = crate::config::read_hex_key(&s.key_file)?;
-            reg.insert(Arc::new(sandbox::SandboxClient::new(s.gateway.clone(), key, http.clone(), clock.clone())));
+            reg.insert(Arc::new(sandbox::SandboxClient::new(
+                s.gateway.clone(),
+                key,
+                http.clone(),
+                clock.clone(),
+            )));
         }
         if let Some(w) = &self.wechatpay {
-            reg.insert(Arc::new(crate::wechatpay::WechatpayClient::new(w.gateway.clone(), w.keys()?, http.clone(), clock.clone())));
+            reg.insert(Arc::new(crate::wechatpay::WechatpayClient::new(
+                w.gateway.clone(),
+                w.keys()?,
+                http.clone(),
+                clock.clone(),
+            )));
         }
         if let Some(a) = &self.alipay {
             let keys = crate::alipay::AlipayKeys {
                 app_id: a.app_id.clone(),
-                app_private_key: RsaSigner::from_pem(&read(&a.app_private_key_file)?).map_err(|e| invalid(&a.app_private_key_file, e))?,
-                alipay_public_key: RsaVerifier::from_pem(&read(&a.alipay_public_key_file)?).map_err(|e| invalid(&a.alipay_public_key_file, e))?,
+                app_private_key: RsaSigner::from_pem(&read(&a.app_private_key_file)?)
+                    .map_err(|e| invalid(&a.app_private_key_file, e))?,
+                alipay_public_key: RsaVerifier::from_pem(&read(&a.alipay_public_key_file)?)
+                    .map_err(|e| invalid(&a.alipay_public_key_file, e))?,
             };
-            reg.insert(Arc::new(crate::alipay::AlipayClient::new(a.gateway.clone(), keys, http.clone(), clock.clone())));
+            reg.insert(Arc::new(crate::alipay::AlipayClient::new(
+                a.gateway.clone(),
+                keys,
+                http.clone(),
+                clock.clone(),
+            )));
         }
         if let Some(u) = &self.unionpay {
-            let is_p12 = u.sign_key_file.extension().is_some_and(|e| e.eq_ignore_ascii_case("pfx") || e.eq_ignore_ascii_case("p12"));
+            let is_p12 = u
+                .sign_key_file
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("pfx") || e.eq_ignore_ascii_case("p12"));
             let (sign_key, cert) = if is_p12 {
-                let der = std::fs::read(&u.sign_key_file).map_err(|source| ConfigError::Read { path: u.sign_key_file.clone(), source })?;
+                let der = std::fs::read(&u.sign_key_file).map_err(|source| ConfigError::Read {
+                    path: u.sign_key_file.clone(),
+                    source,
+                })?;
                 let password = match &u.sign_key_password_file {
                     Some(f) => read(f)?.trim_end_matches(['\r', '\n']).to_owned(),
                     None => String::new(),
                 };
-                crate::crypto::load_pkcs12(&der, &password).map_err(|e| invalid(&u.sign_key_file, e))?
+                crate::crypto::load_pkcs12(&der, &password)
+                    .map_err(|e| invalid(&u.sign_key_file, e))?
             } else {
-                let cert_file = u.sign_cert_file.as_ref().ok_or_else(|| invalid(&u.sign_key_file, "a PEM key needs sign_cert_file"))?;
+                let cert_file = u
+                    .sign_cert_file
+                    .as_ref()
+                    .ok_or_else(|| invalid(&u.sign_key_file, "a PEM key needs sign_cert_file"))?;
                 (
-                    RsaSigner::from_pem(&read(&u.sign_key_file)?).map_err(|e| invalid(&u.sign_key_file, e))?,
+                    RsaSigner::from_pem(&read(&u.sign_key_file)?)
+                        .map_err(|e| invalid(&u.sign_key_file, e))?,
                     Certificate::from_pem(&read(cert_file)?).map_err(|e| invalid(cert_file, e))?,
                 )
             };
@@ -178,14 +221,21 @@ impl ChannelsConfig {
                 mer_id: u.mer_id.clone(),
                 sign_key,
                 cert_id: cert.serial_decimal.clone(),
-                root: Certificate::from_pem(&read(&u.root_cert_file)?).map_err(|e| invalid(&u.root_cert_file, e))?,
+                root: Certificate::from_pem(&read(&u.root_cert_file)?)
+                    .map_err(|e| invalid(&u.root_cert_file, e))?,
                 middle: match &u.middle_cert_file {
                     Some(f) => Some(Certificate::from_pem(&read(f)?).map_err(|e| invalid(f, e))?),
                     None => None,
                 },
                 accept_test_owner: u.accept_test_owner,
             };
-            reg.insert(Arc::new(crate::unionpay::UnionpayClient::new(u.gateway.clone(), u.file_transfer_url(), keys, http.clone(), clock.clone())));
+            reg.insert(Arc::new(crate::unionpay::UnionpayClient::new(
+                u.gateway.clone(),
+                u.file_transfer_url(),
+                keys,
+                http.clone(),
+                clock.clone(),
+            )));
         }
         Ok(reg)
     }
@@ -194,44 +244,73 @@ impl ChannelsConfig {
 impl WechatpayConfig {
     pub fn keys(&self) -> Result<crate::wechatpay::WechatpayKeys, ConfigError> {
         let mut platform = crate::wechatpay::protocol::PlatformKeys::default();
-        if let (Some(file), Some(id)) = (&self.platform_public_key_file, &self.platform_public_key_id) {
-            platform.0.insert(id.clone(), RsaVerifier::from_pem(&read(file)?).map_err(|e| invalid(file, e))?);
+        if let (Some(file), Some(id)) =
+            (&self.platform_public_key_file, &self.platform_public_key_id)
+        {
+            platform.0.insert(
+                id.clone(),
+                RsaVerifier::from_pem(&read(file)?).map_err(|e| invalid(file, e))?,
+            );
         }
         for file in &self.platform_cert_files {
             let cert = Certificate::from_pem(&read(file)?).map_err(|e| invalid(file, e))?;
-            platform.0.insert(cert.serial_hex.clone(), cert.verifier.clone());
+            platform
+                .0
+                .insert(cert.serial_hex.clone(), cert.verifier.clone());
         }
         if platform.0.is_empty() {
-            return Err(ConfigError::Invalid { path: PathBuf::from("[wechatpay]"), message: "no platform public key or certificate".into() });
+            return Err(ConfigError::Invalid {
+                path: PathBuf::from("[wechatpay]"),
+                message: "no platform public key or certificate".into(),
+            });
         }
         let apiv3 = read(&self.apiv3_key_file)?.trim().as_bytes().to_vec();
         if apiv3.len() != 32 {
-            return Err(invalid(&self.apiv3_key_file, "the APIv3 key must be 32 characters"));
+            return Err(invalid(
+                &self.apiv3_key_file,
+                "the APIv3 key must be 32 characters",
+            ));
         }
         Ok(crate::wechatpay::WechatpayKeys {
             mchid: self.mchid.clone(),
             appid: self.appid.clone(),
             merchant_serial_no: self.merchant_serial_no.clone(),
-            merchant_key: std::sync::Arc::new(RsaSigner::from_pem(&read(&self.merchant_key_file)?).map_err(|e| invalid(&self.merchant_key_file, e))?),
+            merchant_key: std::sync::Arc::new(
+                RsaSigner::from_pem(&read(&self.merchant_key_file)?)
+                    .map_err(|e| invalid(&self.merchant_key_file, e))?,
+            ),
             apiv3_key: crate::secret::SecretBytes::new(apiv3),
             platform,
-            download_certificates: self.download_certificates.unwrap_or(!self.platform_cert_files.is_empty()),
+            download_certificates: self
+                .download_certificates
+                .unwrap_or(!self.platform_cert_files.is_empty()),
         })
     }
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })
 }
 
 /// A key file that does not parse. The message names the file, never its content.
 fn invalid(path: &Path, e: impl std::fmt::Display) -> ConfigError {
-    ConfigError::Invalid { path: path.into(), message: e.to_string() }
+    ConfigError::Invalid {
+        path: path.into(),
+        message: e.to_string(),
+    }
 }
 
 pub fn read_hex_key(path: &Path) -> Result<crate::secret::SecretBytes, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-    let bytes = hex::decode(text.trim())
-        .map_err(|_| ConfigError::Invalid { path: path.into(), message: "key file is not hex".into() })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
+    let bytes = hex::decode(text.trim()).map_err(|_| ConfigError::Invalid {
+        path: path.into(),
+        message: "key file is not hex".into(),
+    })?;
     Ok(crate::secret::SecretBytes::new(bytes))
 }

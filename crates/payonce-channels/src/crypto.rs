@@ -69,7 +69,8 @@ impl RsaSigner {
             "" => KeyPair::from_pkcs8(&der).or_else(|_| KeyPair::from_der(&der)),
             other => return Err(KeyError::Label(other.into())),
         };
-        key.map(RsaSigner).map_err(|e| KeyError::Rejected(e.to_string()))
+        key.map(RsaSigner)
+            .map_err(|e| KeyError::Rejected(e.to_string()))
     }
 
     pub fn generate() -> Self {
@@ -99,7 +100,9 @@ impl RsaSigner {
     pub fn sign(&self, msg: &[u8]) -> Vec<u8> {
         let rng = aws_lc_rs::rand::SystemRandom::new();
         let mut sig = vec![0u8; self.0.public_modulus_len()];
-        self.0.sign(&signature::RSA_PKCS1_SHA256, &rng, msg, &mut sig).expect("RSA signing");
+        self.0
+            .sign(&signature::RSA_PKCS1_SHA256, &rng, msg, &mut sig)
+            .expect("RSA signing");
         sig
     }
 
@@ -135,13 +138,17 @@ impl RsaVerifier {
     }
 
     pub fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
-        UnparsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, &self.0).verify(msg, sig).is_ok()
+        UnparsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, &self.0)
+            .verify(msg, sig)
+            .is_ok()
     }
 
     /// Verifies a base64 signature; malformed base64 is simply a failed verification.
     pub fn verify_b64(&self, msg: &[u8], sig_b64: &str) -> bool {
         let cleaned: String = sig_b64.chars().filter(|c| !c.is_whitespace()).collect();
-        STANDARD.decode(cleaned).is_ok_and(|sig| self.verify(msg, &sig))
+        STANDARD
+            .decode(cleaned)
+            .is_ok_and(|sig| self.verify(msg, &sig))
     }
 }
 
@@ -183,18 +190,19 @@ impl Certificate {
     }
 
     pub fn from_der(der: &[u8]) -> Result<Self, KeyError> {
-        let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| KeyError::Certificate(e.to_string()))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| KeyError::Certificate(e.to_string()))?;
         let spki = cert.public_key().raw;
         Ok(Certificate {
             serial_hex: format!("{:X}", cert.serial),
             serial_decimal: cert.serial.to_string(),
             subject: cert.subject().to_string(),
             // Some CAs encode the CN as a T61String, which `as_str` declines: read its bytes.
-            common_name: cert
-                .subject()
-                .iter_common_name()
-                .next()
-                .map(|cn| cn.as_str().map(str::to_owned).unwrap_or_else(|_| String::from_utf8_lossy(cn.attr_value().data).into_owned())),
+            common_name: cert.subject().iter_common_name().next().map(|cn| {
+                cn.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|_| String::from_utf8_lossy(cn.attr_value().data).into_owned())
+            }),
             issuer: cert.issuer().to_string(),
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
@@ -220,7 +228,9 @@ impl Certificate {
             CertSignature::Other => return false,
         };
         self.issuer == issuer.subject
-            && UnparsedPublicKey::new(algorithm, &issuer.verifier.0).verify(&self.tbs, &self.signature).is_ok()
+            && UnparsedPublicKey::new(algorithm, &issuer.verifier.0)
+                .verify(&self.tbs, &self.signature)
+                .is_ok()
             && self.not_before <= now_secs
             && now_secs <= self.not_after
     }
@@ -232,11 +242,21 @@ impl Certificate {
 
 /// Loads the signing key and its certificate from a PKCS#12 file (UnionPay's `.pfx`).
 pub fn load_pkcs12(der: &[u8], password: &str) -> Result<(RsaSigner, Certificate), KeyError> {
-    let store = p12_keystore::KeyStore::from_pkcs12(der, password, p12_keystore::Pkcs12ImportPolicy::Relaxed)
-        .map_err(|e| KeyError::Rejected(format!("PKCS#12: {e}")))?;
-    let (_, chain) = store.private_key_chain().ok_or_else(|| KeyError::Rejected("PKCS#12 holds no private key".into()))?;
-    let key = aws_lc_rs::rsa::KeyPair::from_pkcs8(chain.key().as_der()).map_err(|e| KeyError::Rejected(e.to_string()))?;
-    let cert = chain.certs().first().ok_or_else(|| KeyError::Rejected("PKCS#12 holds no certificate".into()))?;
+    let store = p12_keystore::KeyStore::from_pkcs12(
+        der,
+        password,
+        p12_keystore::Pkcs12ImportPolicy::Relaxed,
+    )
+    .map_err(|e| KeyError::Rejected(format!("PKCS#12: {e}")))?;
+    let (_, chain) = store
+        .private_key_chain()
+        .ok_or_else(|| KeyError::Rejected("PKCS#12 holds no private key".into()))?;
+    let key = aws_lc_rs::rsa::KeyPair::from_pkcs8(chain.key().as_der())
+        .map_err(|e| KeyError::Rejected(e.to_string()))?;
+    let cert = chain
+        .certs()
+        .first()
+        .ok_or_else(|| KeyError::Rejected("PKCS#12 holds no certificate".into()))?;
     Ok((RsaSigner(key), Certificate::from_der(cert.as_der())?))
 }
 
@@ -257,7 +277,9 @@ pub fn nonce(len: usize) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     let mut b = vec![0u8; len];
     aws_lc_rs::rand::fill(&mut b).expect("system randomness");
-    b.iter().map(|x| ALPHABET[*x as usize % ALPHABET.len()] as char).collect()
+    b.iter()
+        .map(|x| ALPHABET[*x as usize % ALPHABET.len()] as char)
+        .collect()
 }
 
 #[cfg(test)]

@@ -6,5 +6,7 @@ pub fn parse(body: &[u8]) -> Vec<(String, String)> {
 }
 
 pub fn encode(params: &[(String, String)]) -> String {
-    form_urlencoded::Serializer::new(String::new()).extend_pairs(params.iter()).finish()
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params.iter())
+        .finish()
 }

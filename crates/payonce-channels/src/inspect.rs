@@ -5,7 +5,9 @@
 
 use crate::crypto::{Certificate, RsaVerifier, pem_decode};
 use crate::wechatpay::protocol::PlatformKeys;
-use crate::{ChannelError, CloseAnswer, NotifyError, RefundState, TradeState, alipay, unionpay, wechatpay};
+use crate::{
+    ChannelError, CloseAnswer, NotifyError, RefundState, TradeState, alipay, unionpay, wechatpay,
+};
 use payonce_core::ChannelName;
 use serde_json::{Map, Value, json};
 
@@ -75,20 +77,36 @@ pub fn inspect(req: &Request<'_>) -> Result<Verdict, NotAMessage> {
         ChannelName::Unionpay => unionpay_message(req),
         ChannelName::Alipay => alipay_message(req),
         ChannelName::Wechatpay => wechat_message(req),
-        ChannelName::Sandbox => Err(NotAMessage("sandbox messages are payonce's own; nothing to verify against".into())),
+        ChannelName::Sandbox => Err(NotAMessage(
+            "sandbox messages are payonce's own; nothing to verify against".into(),
+        )),
     }
 }
 
 fn invalid(fields: Value, reason: impl Into<String>) -> Verdict {
-    Verdict { valid: false, reason: Some(reason.into()), fields, outcome: None }
+    Verdict {
+        valid: false,
+        reason: Some(reason.into()),
+        fields,
+        outcome: None,
+    }
 }
 
 fn valid(fields: Value, outcome: Option<&'static str>) -> Verdict {
-    Verdict { valid: true, reason: None, fields, outcome }
+    Verdict {
+        valid: true,
+        reason: None,
+        fields,
+        outcome,
+    }
 }
 
 fn pairs_json(p: &[(String, String)]) -> Value {
-    Value::Object(p.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<Map<_, _>>())
+    Value::Object(
+        p.iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect::<Map<_, _>>(),
+    )
 }
 
 fn certificates(trust: &[Vec<u8>]) -> Result<Vec<Certificate>, NotAMessage> {
@@ -107,14 +125,22 @@ fn verifiers(trust: &[Vec<u8>]) -> Result<Vec<(Option<String>, RsaVerifier)>, No
     trust
         .iter()
         .map(|t| {
-            let text = std::str::from_utf8(t).ok().filter(|s| s.contains("-----BEGIN"));
+            let text = std::str::from_utf8(t)
+                .ok()
+                .filter(|s| s.contains("-----BEGIN"));
             let der = match text {
-                Some(text) => pem_decode(text).map_err(|e| NotAMessage(format!("--trust: {e}")))?.1,
+                Some(text) => {
+                    pem_decode(text)
+                        .map_err(|e| NotAMessage(format!("--trust: {e}")))?
+                        .1
+                }
                 None => t.clone(),
             };
             match Certificate::from_der(&der) {
                 Ok(c) => Ok((Some(c.serial_hex.clone()), c.verifier)),
-                Err(_) => RsaVerifier::from_der(&der).map(|v| (None, v)).map_err(|e| NotAMessage(format!("--trust: not a key or certificate: {e}"))),
+                Err(_) => RsaVerifier::from_der(&der)
+                    .map(|v| (None, v))
+                    .map_err(|e| NotAMessage(format!("--trust: not a key or certificate: {e}"))),
             }
         })
         .collect()
@@ -178,22 +204,38 @@ fn unionpay_message(req: &Request<'_>) -> Result<Verdict, NotAMessage> {
     let fields = if req.notification {
         let f: Vec<(String, String)> = form_urlencoded::parse(req.body).into_owned().collect();
         if f.is_empty() || !f.iter().any(|(k, _)| k == "signature") {
-            return Err(NotAMessage("not a UnionPay notification form (no signature field)".into()));
+            return Err(NotAMessage(
+                "not a UnionPay notification form (no signature field)".into(),
+            ));
         }
         f
     } else {
-        let f = unionpay::protocol::parse_answer(req.body).map_err(|e| NotAMessage(format!("not a UnionPay answer: {e}")))?;
+        let f = unionpay::protocol::parse_answer(req.body)
+            .map_err(|e| NotAMessage(format!("not a UnionPay answer: {e}")))?;
         if !f.iter().any(|(k, _)| k == "signature") || !f.iter().any(|(k, _)| k == "respCode") {
-            return Err(NotAMessage("not a UnionPay answer (no signature or respCode)".into()));
+            return Err(NotAMessage(
+                "not a UnionPay answer (no signature or respCode)".into(),
+            ));
         }
         f
     };
     let shown = pairs_json(&fields);
     let certs = certificates(&req.trust)?;
     // The self-signed certificate is the root; any other is the intermediate.
-    let (roots, middles): (Vec<&Certificate>, Vec<&Certificate>) = certs.iter().partition(|c| c.subject == c.issuer);
-    let Some(root) = roots.first() else { return Err(NotAMessage("--trust needs UnionPay's (self-signed) root certificate".into())) };
-    if let Err(e) = unionpay::verify_unionpay_message(&fields, root, middles.first().copied(), req.at_secs, req.accept_test_owner) {
+    let (roots, middles): (Vec<&Certificate>, Vec<&Certificate>) =
+        certs.iter().partition(|c| c.subject == c.issuer);
+    let Some(root) = roots.first() else {
+        return Err(NotAMessage(
+            "--trust needs UnionPay's (self-signed) root certificate".into(),
+        ));
+    };
+    if let Err(e) = unionpay::verify_unionpay_message(
+        &fields,
+        root,
+        middles.first().copied(),
+        req.at_secs,
+        req.accept_test_owner,
+    ) {
         return Ok(invalid(shown, format!("{e}")));
     }
     let get = |k: &str| unionpay::protocol::get(&fields, k);
@@ -205,17 +247,21 @@ fn unionpay_message(req: &Request<'_>) -> Result<Verdict, NotAMessage> {
         // found nothing (34 查无此交易) has no original to echo: it carries the query's own
         // txnType 00 — a query. (A refund query that found nothing looks the same; say
         // `--operation refund_query` to read it as one.)
-        let op = req.operation.or(match (get("txnType"), get("origRespCode").is_some()) {
-            (Some("01"), true) | (Some("00"), _) => Some(Operation::Query),
-            (Some("04" | "31"), true) => Some(Operation::RefundQuery),
-            (Some("04" | "31"), false) => Some(Operation::Refund),
-            _ => None,
-        });
+        let op = req
+            .operation
+            .or(match (get("txnType"), get("origRespCode").is_some()) {
+                (Some("01"), true) | (Some("00"), _) => Some(Operation::Query),
+                (Some("04" | "31"), true) => Some(Operation::RefundQuery),
+                (Some("04" | "31"), false) => Some(Operation::Refund),
+                _ => None,
+            });
         match op {
             Some(Operation::Query) => Some(of_trade(unionpay::consume_state(&fields))),
             Some(Operation::RefundQuery) => Some(of_refund(unionpay::refund_query_state(&fields))),
             Some(Operation::Refund) => Some(of_refund(unionpay::refund_answer_state(&fields))),
-            Some(Operation::Close) => Some(of_close(unionpay::consume_state(&fields).map(unionpay::close_from_query))),
+            Some(Operation::Close) => Some(of_close(
+                unionpay::consume_state(&fields).map(unionpay::close_from_query),
+            )),
             Some(Operation::Prepay) | None => None,
         }
     };
@@ -227,35 +273,59 @@ fn unionpay_message(req: &Request<'_>) -> Result<Verdict, NotAMessage> {
 fn alipay_message(req: &Request<'_>) -> Result<Verdict, NotAMessage> {
     let keys = verifiers(&req.trust)?;
     if keys.is_empty() {
-        return Err(NotAMessage("--trust needs Alipay's public key or certificate".into()));
+        return Err(NotAMessage(
+            "--trust needs Alipay's public key or certificate".into(),
+        ));
     }
     if req.notification {
         let params: Vec<(String, String)> = form_urlencoded::parse(req.body).into_owned().collect();
         if !params.iter().any(|(k, _)| k == "sign") {
-            return Err(NotAMessage("not an Alipay notification form (no sign)".into()));
+            return Err(NotAMessage(
+                "not an Alipay notification form (no sign)".into(),
+            ));
         }
         let shown = pairs_json(&params);
-        if !keys.iter().any(|(_, k)| alipay::protocol::verify_notification(k, &params)) {
+        if !keys
+            .iter()
+            .any(|(_, k)| alipay::protocol::verify_notification(k, &params))
+        {
             return Ok(invalid(shown, "signature verification failed"));
         }
         // Whose app it is, the operator reads in `fields`; the verdict is about Alipay's word.
-        let app_id = params.iter().find(|(k, _)| k == "app_id").map(|(_, v)| v.clone()).unwrap_or_default();
-        return Ok(valid(shown, of_notification(&alipay::read_notification(&params, &app_id))));
+        let app_id = params
+            .iter()
+            .find(|(k, _)| k == "app_id")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        return Ok(valid(
+            shown,
+            of_notification(&alipay::read_notification(&params, &app_id)),
+        ));
     }
     let text = std::str::from_utf8(req.body).map_err(|_| NotAMessage("not UTF-8".into()))?;
-    let parsed: Value = serde_json::from_str(text).map_err(|e| NotAMessage(format!("not an Alipay answer (JSON): {e}")))?;
-    let Some(name) = parsed.as_object().and_then(|o| o.keys().find(|k| k.ends_with("_response")).cloned()) else {
+    let parsed: Value = serde_json::from_str(text)
+        .map_err(|e| NotAMessage(format!("not an Alipay answer (JSON): {e}")))?;
+    let Some(name) = parsed
+        .as_object()
+        .and_then(|o| o.keys().find(|k| k.ends_with("_response")).cloned())
+    else {
         return Err(NotAMessage("not an Alipay answer (no *_response)".into()));
     };
     let shown = parsed[&name].clone();
     if name == "error_response" {
-        return Ok(invalid(shown, "unsigned error_response: nothing vouches that Alipay sent it"));
+        return Ok(invalid(
+            shown,
+            "unsigned error_response: nothing vouches that Alipay sent it",
+        ));
     }
     let method = name.trim_end_matches("_response").replace('_', ".");
     // The trusted key whose signature covers the raw `*_response` text, if any.
     let sign = parsed["sign"].as_str().unwrap_or_default();
     let raw = alipay::protocol::raw_response(text, &name).unwrap_or_default();
-    let Some((_, key)) = keys.iter().find(|(_, k)| k.verify_b64(raw.as_bytes(), sign)) else {
+    let Some((_, key)) = keys
+        .iter()
+        .find(|(_, k)| k.verify_b64(raw.as_bytes(), sign))
+    else {
         return Ok(invalid(shown, "response signature verification failed"));
     };
     let answer = alipay::verify_answer(text, &method, key);
@@ -280,54 +350,87 @@ fn alipay_message(req: &Request<'_>) -> Result<Verdict, NotAMessage> {
 // ---- WeChat Pay ----
 
 fn wechat_message(req: &Request<'_>) -> Result<Verdict, NotAMessage> {
-    let h = |n: &str| req.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.as_str());
+    let h = |n: &str| {
+        req.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.as_str())
+    };
     // A close answers 204 with an empty (signed) body.
     let body: Value = if req.body.is_empty() && !req.notification {
         Value::Null
     } else {
-        serde_json::from_slice(req.body).map_err(|e| NotAMessage(format!("not a WeChat Pay message (JSON): {e}")))?
+        serde_json::from_slice(req.body)
+            .map_err(|e| NotAMessage(format!("not a WeChat Pay message (JSON): {e}")))?
     };
     if h("wechatpay-signature").is_none() {
-        return Err(NotAMessage("no Wechatpay-Signature header (pass --headers)".into()));
+        return Err(NotAMessage(
+            "no Wechatpay-Signature header (pass --headers)".into(),
+        ));
     }
     let serial = h("wechatpay-serial").unwrap_or_default();
     let mut keys = PlatformKeys::default();
     for (cert_serial, k) in verifiers(&req.trust)? {
         // A certificate is found by its serial; a bare public key answers for whatever serial
         // (`PUB_KEY_ID_…`) the message names.
-        keys.0.insert(cert_serial.unwrap_or_else(|| serial.to_owned()), k);
+        keys.0
+            .insert(cert_serial.unwrap_or_else(|| serial.to_owned()), k);
     }
-    if let Err(e) = keys.verify(h("wechatpay-serial"), h("wechatpay-timestamp"), h("wechatpay-nonce"), h("wechatpay-signature"), req.body, req.at_secs) {
+    if let Err(e) = keys.verify(
+        h("wechatpay-serial"),
+        h("wechatpay-timestamp"),
+        h("wechatpay-nonce"),
+        h("wechatpay-signature"),
+        req.body,
+        req.at_secs,
+    ) {
         return Ok(invalid(body, format!("{e:?}")));
     }
     if req.notification {
-        let Some(key) = &req.apiv3_key else { return Ok(valid(body, None)) };
+        let Some(key) = &req.apiv3_key else {
+            return Ok(valid(body, None));
+        };
         let r = &body["resource"];
         let s = |k: &str| r[k].as_str().unwrap_or_default();
-        let Some(plain) = wechatpay::protocol::decrypt_resource(key, s("nonce"), s("associated_data"), s("ciphertext")) else {
-            return Ok(invalid(body, "the resource does not decrypt with this APIv3 key (tampered, or another key)"));
+        let Some(plain) = wechatpay::protocol::decrypt_resource(
+            key,
+            s("nonce"),
+            s("associated_data"),
+            s("ciphertext"),
+        ) else {
+            return Ok(invalid(
+                body,
+                "the resource does not decrypt with this APIv3 key (tampered, or another key)",
+            ));
         };
-        let resource: Value = serde_json::from_slice(&plain).map_err(|e| NotAMessage(format!("resource: {e}")))?;
+        let resource: Value =
+            serde_json::from_slice(&plain).map_err(|e| NotAMessage(format!("resource: {e}")))?;
         let outcome = match body["event_type"].as_str().unwrap_or_default() {
-            "TRANSACTION.SUCCESS" => serde_json::from_value::<wechatpay::protocol::Transaction>(resource.clone())
-                .ok()
-                .map(|t| of_trade(wechatpay::trade_state_checked(&t))),
-            e if e.starts_with("REFUND.") => resource["refund_status"].as_str().map(|st| of_refund(wechatpay::refund_status_checked(st))),
+            "TRANSACTION.SUCCESS" => {
+                serde_json::from_value::<wechatpay::protocol::Transaction>(resource.clone())
+                    .ok()
+                    .map(|t| of_trade(wechatpay::trade_state_checked(&t)))
+            }
+            e if e.starts_with("REFUND.") => resource["refund_status"]
+                .as_str()
+                .map(|st| of_refund(wechatpay::refund_status_checked(st))),
             _ => Some("unknown"),
         };
         let mut fields = body.clone();
         fields["resource"] = resource;
         return Ok(valid(fields, outcome));
     }
-    let op = req.operation.or(if body.get("code_url").is_some() || body.get("prepay_id").is_some() {
-        Some(Operation::Prepay)
-    } else if body.get("trade_state").is_some() {
-        Some(Operation::Query)
-    } else if body.get("refund_id").is_some() {
-        Some(Operation::RefundQuery)
-    } else {
-        None
-    });
+    let op = req.operation.or(
+        if body.get("code_url").is_some() || body.get("prepay_id").is_some() {
+            Some(Operation::Prepay)
+        } else if body.get("trade_state").is_some() {
+            Some(Operation::Query)
+        } else if body.get("refund_id").is_some() {
+            Some(Operation::RefundQuery)
+        } else {
+            None
+        },
+    );
     let bytes = req.body;
     let outcome = op.map(|op| match op {
         Operation::Prepay => of_prepay(wechatpay::prepay_outcome(200, bytes)),
@@ -337,7 +440,10 @@ fn wechat_message(req: &Request<'_>) -> Result<Verdict, NotAMessage> {
             body["mchid"].as_str().unwrap_or_default(),
             body["out_trade_no"].as_str().unwrap_or_default(),
         )),
-        Operation::Close => of_close(wechatpay::close_outcome(if bytes.is_empty() { 204 } else { 200 }, bytes)),
+        Operation::Close => of_close(wechatpay::close_outcome(
+            if bytes.is_empty() { 204 } else { 200 },
+            bytes,
+        )),
         Operation::Refund => of_refund(wechatpay::refund_outcome(200, bytes)),
         Operation::RefundQuery => of_refund(wechatpay::refund_query_outcome(200, bytes)),
     });

@@ -69,7 +69,10 @@ pub struct ChannelOrderRef {
 
 impl ChannelOrderRef {
     pub fn new(out_trade_no: &str) -> Self {
-        ChannelOrderRef { out_trade_no: out_trade_no.to_owned(), channel_data: None }
+        ChannelOrderRef {
+            out_trade_no: out_trade_no.to_owned(),
+            channel_data: None,
+        }
     }
 }
 
@@ -239,7 +242,10 @@ pub trait Channel: Send + Sync + 'static {
         None
     }
     /// Requests a refund; returns its state and any data needed to query it later.
-    async fn refund(&self, req: &RefundRequest) -> Result<(RefundState, Option<String>), ChannelError>;
+    async fn refund(
+        &self,
+        req: &RefundRequest,
+    ) -> Result<(RefundState, Option<String>), ChannelError>;
     async fn refund_query(&self, r: &RefundRef) -> Result<RefundState, ChannelError>;
     /// Downloads the channel's bill of one day (`YYYY-MM-DD`, Beijing time; UnionPay: the
     /// clearing day) through the channel's own protocol, checked as the channel vouches for it
@@ -264,7 +270,12 @@ pub trait Channel: Send + Sync + 'static {
         Ok(out)
     }
     /// Verifies the signature (and decrypts, where the channel encrypts) of a notification.
-    fn verify_notification(&self, headers: &HeaderMap, body: &[u8], now: Timestamp) -> Result<Notification, NotifyError>;
+    fn verify_notification(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: Timestamp,
+    ) -> Result<Notification, NotifyError>;
     /// The answer that tells the channel "received, stop retrying".
     fn notify_ack(&self) -> NotifyReply;
     /// The answer that tells the channel "not accepted, retry".
@@ -297,9 +308,15 @@ impl ChannelRegistry {
 /// channel order appears only when the payer acts (an Alipay QR, a UnionPay form), "no such trade"
 /// means not paid YET until the order's latest payable moment has passed, and closed after it —
 /// never absent, which would fail an attempt that can still be paid. `None`: nothing to record.
-pub fn settle_query_answer(channel: ChannelName, state: TradeState, payable_until_passed: bool) -> Option<TradeState> {
+pub fn settle_query_answer(
+    channel: ChannelName,
+    state: TradeState,
+    payable_until_passed: bool,
+) -> Option<TradeState> {
     match state {
-        TradeState::Absent if !channel.creates_order_at_prepay() => payable_until_passed.then_some(TradeState::Closed),
+        TradeState::Absent if !channel.creates_order_at_prepay() => {
+            payable_until_passed.then_some(TradeState::Closed)
+        }
         other => Some(other),
     }
 }

@@ -15,14 +15,23 @@ pub fn yuan_to_fen(s: &str) -> Option<i64> {
         Some((i, f)) => (i, f),
         None => (s, ""),
     };
-    if int.is_empty() || int.len() > 12 || frac.len() > 2 || !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+    if int.is_empty()
+        || int.len() > 12
+        || frac.len() > 2
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     if s.ends_with('.') {
         return None;
     }
     let int: i64 = int.parse().ok()?;
-    let frac: i64 = if frac.is_empty() { 0 } else { format!("{frac:0<2}").parse().ok()? };
+    let frac: i64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<2}").parse().ok()?
+    };
     int.checked_mul(100)?.checked_add(frac)
 }
 
@@ -35,10 +44,24 @@ pub fn yuan_to_millifen(s: &str) -> Option<i64> {
         None => (false, s),
     };
     let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    if int.is_empty() || int.len() > 12 || frac.len() > 5 || s.ends_with('.') || !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
+    if int.is_empty()
+        || int.len() > 12
+        || frac.len() > 5
+        || s.ends_with('.')
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
-    let v = int.parse::<i64>().ok()?.checked_mul(100_000)?.checked_add(if frac.is_empty() { 0 } else { format!("{frac:0<5}").parse().ok()? })?;
+    let v = int
+        .parse::<i64>()
+        .ok()?
+        .checked_mul(100_000)?
+        .checked_add(if frac.is_empty() {
+            0
+        } else {
+            format!("{frac:0<5}").parse().ok()?
+        })?;
     Some(if neg { -v } else { v })
 }
 
@@ -66,7 +89,9 @@ mod tests {
         assert_eq!(yuan_to_fen("12.3"), Some(1230));
         assert_eq!(yuan_to_fen("0.01"), Some(1));
         assert_eq!(yuan_to_fen("88.88"), Some(8888));
-        for bad in ["", ".5", "1.", "1.234", "-1", "1e2", "+1", " 1", "1,00", "0x10"] {
+        for bad in [
+            "", ".5", "1.", "1.234", "-1", "1e2", "+1", " 1", "1,00", "0x10",
+        ] {
             assert_eq!(yuan_to_fen(bad), None, "{bad}");
         }
     }

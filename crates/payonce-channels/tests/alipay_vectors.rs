@@ -8,15 +8,24 @@ use std::path::Path;
 #[test]
 fn real_alipay_vectors() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/alipay");
-    let vectors: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("notify_vectors.json")).unwrap()).unwrap();
+    let vectors: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("notify_vectors.json")).unwrap())
+            .unwrap();
     let vectors = vectors.as_array().unwrap();
     assert_eq!(vectors.len(), 9);
     let (mut valid, mut invalid) = (0, 0);
     for v in vectors {
         let name = v["name"].as_str().unwrap();
-        let key = RsaVerifier::from_pem(&std::fs::read_to_string(dir.join(v["public_key_file"].as_str().unwrap())).unwrap()).unwrap();
-        let params: Vec<(String, String)> =
-            v["params"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned())).collect();
+        let key = RsaVerifier::from_pem(
+            &std::fs::read_to_string(dir.join(v["public_key_file"].as_str().unwrap())).unwrap(),
+        )
+        .unwrap();
+        let params: Vec<(String, String)> = v["params"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+            .collect();
         let expected = v["expect_valid"].as_bool().unwrap();
         assert_eq!(verify_notification(&key, &params), expected, "{name}");
         if expected { valid += 1 } else { invalid += 1 }

@@ -7,11 +7,20 @@ use payonce_channels::unionpay::protocol;
 use std::process::Command;
 
 fn params() -> Vec<(String, String)> {
-    [("version", "5.1.0"), ("encoding", "UTF-8"), ("txnType", "01"), ("merId", "777290058110048"), ("orderId", "A1B2C3"),
-     ("txnTime", "20261123100000"), ("txnAmt", "12345"), ("backUrl", "https://shop.example/notify/unionpay?x=1&y=2"), ("certId", "68759663125")]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    [
+        ("version", "5.1.0"),
+        ("encoding", "UTF-8"),
+        ("txnType", "01"),
+        ("merId", "777290058110048"),
+        ("orderId", "A1B2C3"),
+        ("txnTime", "20261123100000"),
+        ("txnAmt", "12345"),
+        ("backUrl", "https://shop.example/notify/unionpay?x=1&y=2"),
+        ("certId", "68759663125"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
 }
 
 #[test]
@@ -25,17 +34,33 @@ fn signatures_agree_with_openssl() {
     std::fs::write(dir.path().join("pub.pem"), key.public_key_pem()).unwrap();
     let p = params();
     let content = protocol::sign_content(&p);
-    assert!(content.starts_with("backUrl=https://shop.example/notify/unionpay?x=1&y=2&certId="), "{content}");
+    assert!(
+        content.starts_with("backUrl=https://shop.example/notify/unionpay?x=1&y=2&certId="),
+        "{content}"
+    );
 
     // The digest is plain SHA-256 hex of the content.
     std::fs::write(dir.path().join("content"), &content).unwrap();
-    let out = Command::new("openssl").args(["dgst", "-sha256", "-r"]).arg(dir.path().join("content")).output().unwrap();
-    let openssl_hex = String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_owned();
+    let out = Command::new("openssl")
+        .args(["dgst", "-sha256", "-r"])
+        .arg(dir.path().join("content"))
+        .output()
+        .unwrap();
+    let openssl_hex = String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
     assert_eq!(protocol::digest(&p), openssl_hex);
 
     // Ours → openssl.
     std::fs::write(dir.path().join("data"), protocol::digest(&p)).unwrap();
-    std::fs::write(dir.path().join("sig.bin"), b64_decode(&protocol::sign(&key, &p)).unwrap()).unwrap();
+    std::fs::write(
+        dir.path().join("sig.bin"),
+        b64_decode(&protocol::sign(&key, &p)).unwrap(),
+    )
+    .unwrap();
     let out = Command::new("openssl")
         .args(["dgst", "-sha256", "-verify"])
         .arg(dir.path().join("pub.pem"))
@@ -58,7 +83,10 @@ fn signatures_agree_with_openssl() {
     signed.push(("signature".into(), b64(&out.stdout)));
     assert!(protocol::verify(&key.verifier(), &signed));
     signed[6].1 = "12346".into();
-    assert!(!protocol::verify(&key.verifier(), &signed), "a changed amount fails");
+    assert!(
+        !protocol::verify(&key.verifier(), &signed),
+        "a changed amount fails"
+    );
 }
 
 /// UnionPay hands merchants a PKCS#12 `.pfx`: built here by `openssl pkcs12 -export`, it loads,
@@ -71,7 +99,15 @@ fn pkcs12_signing_key_loads() {
     let ok = Command::new("openssl")
         .args(["req", "-x509", "-new", "-key"])
         .arg(dir.path().join("key.pem"))
-        .args(["-subj", "/CN=merchant 777290058110048", "-days", "2", "-set_serial", "68759663125", "-out"])
+        .args([
+            "-subj",
+            "/CN=merchant 777290058110048",
+            "-days",
+            "2",
+            "-set_serial",
+            "68759663125",
+            "-out",
+        ])
         .arg(dir.path().join("cert.pem"))
         .status()
         .unwrap();
@@ -92,5 +128,8 @@ fn pkcs12_signing_key_loads() {
     let mut p = params();
     p.push(("signature".into(), protocol::sign(&signer, &p)));
     assert!(protocol::verify(&cert.verifier, &p));
-    assert!(payonce_channels::crypto::load_pkcs12(&der, "wrong").is_err(), "wrong password refused");
+    assert!(
+        payonce_channels::crypto::load_pkcs12(&der, "wrong").is_err(),
+        "wrong password refused"
+    );
 }

@@ -54,7 +54,10 @@ impl AttemptStatus {
     /// At most one attempt per order is active; the database enforces it with a partial
     /// unique index over exactly these statuses.
     pub fn is_active(&self) -> bool {
-        matches!(self, AttemptStatus::Created | AttemptStatus::Pending | AttemptStatus::Unknown)
+        matches!(
+            self,
+            AttemptStatus::Created | AttemptStatus::Pending | AttemptStatus::Unknown
+        )
     }
 
     /// SQL list of the active statuses, for that index and for queries.
@@ -124,7 +127,10 @@ impl AttemptStatus {
             // Only a pending channel order's credential is refreshed; whatever the refresh's
             // fate, the order at the channel is what it was.
             (Pending, E::CredentialRefreshed | E::RefreshFailed) => Ok(Pending),
-            _ => Err(IllegalTransition { from: self.as_str(), event: event.name() }),
+            _ => Err(IllegalTransition {
+                from: self.as_str(),
+                event: event.name(),
+            }),
         }
     }
 }
@@ -145,28 +151,51 @@ mod tests {
             AttemptEvent::CredentialRefreshed,
             AttemptEvent::RefreshFailed,
         ] {
-            assert_eq!(AttemptStatus::Succeeded.next(e), Ok(AttemptStatus::Succeeded));
+            assert_eq!(
+                AttemptStatus::Succeeded.next(e),
+                Ok(AttemptStatus::Succeeded)
+            );
         }
     }
 
     #[test]
     fn a_refresh_never_leaves_pending() {
-        assert_eq!(AttemptStatus::Pending.next(AttemptEvent::CredentialRefreshed), Ok(AttemptStatus::Pending));
-        assert_eq!(AttemptStatus::Pending.next(AttemptEvent::RefreshFailed), Ok(AttemptStatus::Pending));
-        for s in [AttemptStatus::Created, AttemptStatus::Unknown, AttemptStatus::Closed, AttemptStatus::Failed] {
+        assert_eq!(
+            AttemptStatus::Pending.next(AttemptEvent::CredentialRefreshed),
+            Ok(AttemptStatus::Pending)
+        );
+        assert_eq!(
+            AttemptStatus::Pending.next(AttemptEvent::RefreshFailed),
+            Ok(AttemptStatus::Pending)
+        );
+        for s in [
+            AttemptStatus::Created,
+            AttemptStatus::Unknown,
+            AttemptStatus::Closed,
+            AttemptStatus::Failed,
+        ] {
             assert!(s.next(AttemptEvent::CredentialRefreshed).is_err(), "{s:?}");
         }
     }
 
     #[test]
     fn a_timeout_is_never_a_failure() {
-        assert_eq!(AttemptStatus::Created.next(AttemptEvent::Ambiguous), Ok(AttemptStatus::Unknown));
+        assert_eq!(
+            AttemptStatus::Created.next(AttemptEvent::Ambiguous),
+            Ok(AttemptStatus::Unknown)
+        );
         assert!(AttemptStatus::Pending.next(AttemptEvent::Refused).is_err());
     }
 
     #[test]
     fn a_closed_attempt_can_still_be_paid() {
-        assert_eq!(AttemptStatus::Closed.next(AttemptEvent::ReportedPaid), Ok(AttemptStatus::Succeeded));
-        assert_eq!(AttemptStatus::Failed.next(AttemptEvent::ReportedPaid), Ok(AttemptStatus::Succeeded));
+        assert_eq!(
+            AttemptStatus::Closed.next(AttemptEvent::ReportedPaid),
+            Ok(AttemptStatus::Succeeded)
+        );
+        assert_eq!(
+            AttemptStatus::Failed.next(AttemptEvent::ReportedPaid),
+            Ok(AttemptStatus::Succeeded)
+        );
     }
 }

@@ -14,8 +14,12 @@ pub enum ChannelName {
 }
 
 impl ChannelName {
-    pub const ALL: [ChannelName; 4] =
-        [ChannelName::Wechatpay, ChannelName::Alipay, ChannelName::Unionpay, ChannelName::Sandbox];
+    pub const ALL: [ChannelName; 4] = [
+        ChannelName::Wechatpay,
+        ChannelName::Alipay,
+        ChannelName::Unionpay,
+        ChannelName::Sandbox,
+    ];
 
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -30,7 +34,9 @@ impl ChannelName {
         Self::ALL
             .into_iter()
             .find(|c| c.as_str() == s)
-            .ok_or_else(|| ParseError::new("unknown channel; expected wechatpay, alipay, unionpay or sandbox"))
+            .ok_or_else(|| {
+                ParseError::new("unknown channel; expected wechatpay, alipay, unionpay or sandbox")
+            })
     }
 
     /// Whether the channel creates its order at prepay. Where it does (WeChat Pay, sandbox), a

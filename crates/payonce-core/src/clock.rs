@@ -32,7 +32,10 @@ impl Timestamp {
 impl std::ops::Add<std::time::Duration> for Timestamp {
     type Output = Timestamp;
     fn add(self, d: std::time::Duration) -> Timestamp {
-        Timestamp(self.0.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+        Timestamp(
+            self.0
+                .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        )
     }
 }
 
@@ -40,7 +43,10 @@ impl std::ops::Add<std::time::Duration> for Timestamp {
 impl std::ops::Sub<std::time::Duration> for Timestamp {
     type Output = Timestamp;
     fn sub(self, d: std::time::Duration) -> Timestamp {
-        Timestamp(self.0.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+        Timestamp(
+            self.0
+                .saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        )
     }
 }
 
@@ -106,7 +112,10 @@ mod tests {
     #[test]
     fn formats_rfc3339() {
         assert_eq!(Timestamp(0).to_rfc3339(), "1970-01-01T00:00:00.000Z");
-        assert_eq!(Timestamp(1_700_000_000_123).to_rfc3339(), "2023-11-14T22:13:20.123Z");
+        assert_eq!(
+            Timestamp(1_700_000_000_123).to_rfc3339(),
+            "2023-11-14T22:13:20.123Z"
+        );
     }
 
     #[test]

@@ -10,7 +10,11 @@ use crate::{AttemptEvent, AttemptStatus, OrderEvent, OrderStatus, Timestamp};
 /// What a channel says about one of its orders (the channels' `TradeState`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Observed {
-    Paid { amount: i64, channel_trade_no: Option<String>, paid_at: Timestamp },
+    Paid {
+        amount: i64,
+        channel_trade_no: Option<String>,
+        paid_at: Timestamp,
+    },
     Unpaid,
     Closed,
     /// No such channel order. Only meaningful for channels that create at prepay.
@@ -90,7 +94,10 @@ pub struct AttemptChange {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum OrderChange {
     /// Paid by this attempt, at this time.
-    Paid { status: OrderStatus, paid_at: Timestamp },
+    Paid {
+        status: OrderStatus,
+        paid_at: Timestamp,
+    },
     /// Only the status moves (the last active attempt ended: unpaid again).
     Status(OrderStatus),
 }
@@ -132,9 +139,16 @@ pub mod fault_injection {
 }
 
 /// The one place a channel's word about an attempt turns into money decisions.
-pub fn decide(order: OrderState, attempt: AttemptState, observed: &Observed, c: Circumstances) -> Plan {
+pub fn decide(
+    order: OrderState,
+    attempt: AttemptState,
+    observed: &Observed,
+    c: Circumstances,
+) -> Plan {
     let event = match observed {
-        Observed::Paid { amount, .. } if *amount != attempt.amount => return Plan::AmountMismatch { reported: *amount },
+        Observed::Paid { amount, .. } if *amount != attempt.amount => {
+            return Plan::AmountMismatch { reported: *amount };
+        }
         Observed::Paid { .. } => AttemptEvent::ReportedPaid,
         Observed::Unpaid => AttemptEvent::ReportedUnpaid,
         Observed::Closed => AttemptEvent::ReportedClosed,
@@ -148,18 +162,42 @@ pub fn decide(order: OrderState, attempt: AttemptState, observed: &Observed, c: 
         _ => return Plan::Nothing,
     };
     // Settled attempts leave the query schedule; others keep theirs unless told.
-    let next_query_at = if matches!(next, AttemptStatus::Succeeded | AttemptStatus::Failed) { None } else { c.reschedule.or(attempt.next_query_at) };
-    let mut change = AttemptChange { status: next, is_duplicate: false, paid_at: None, channel_trade_no: None, next_query_at };
-    if let Observed::Paid { paid_at, channel_trade_no, .. } = observed {
+    let next_query_at = if matches!(next, AttemptStatus::Succeeded | AttemptStatus::Failed) {
+        None
+    } else {
+        c.reschedule.or(attempt.next_query_at)
+    };
+    let mut change = AttemptChange {
+        status: next,
+        is_duplicate: false,
+        paid_at: None,
+        channel_trade_no: None,
+        next_query_at,
+    };
+    if let Observed::Paid {
+        paid_at,
+        channel_trade_no,
+        ..
+    } = observed
+    {
         change.paid_at = Some(*paid_at);
         change.channel_trade_no = channel_trade_no.clone();
         return match success_disposition(order.status, order.closed_by, c.late_payment) {
             SuccessDisposition::MarkPaid => {
-                let ev = OrderEvent::AttemptSucceeded { closed_by: order.closed_by, policy: c.late_payment };
-                let status = order.status.next(ev).expect("success_disposition said the order can be paid");
+                let ev = OrderEvent::AttemptSucceeded {
+                    closed_by: order.closed_by,
+                    policy: c.late_payment,
+                };
+                let status = order
+                    .status
+                    .next(ev)
+                    .expect("success_disposition said the order can be paid");
                 Plan::Apply {
                     attempt: change,
-                    order: Some(OrderChange::Paid { status, paid_at: *paid_at }),
+                    order: Some(OrderChange::Paid {
+                        status,
+                        paid_at: *paid_at,
+                    }),
                     event: Some(BusinessEvent::PaymentSucceeded),
                     refund_duplicate: false,
                     effect: Effect::OrderPaid,
@@ -171,15 +209,36 @@ pub fn decide(order: OrderState, attempt: AttemptState, observed: &Observed, c: 
                 let refund_duplicate = !fault_injection::skipping_duplicate_refund();
                 #[cfg(not(feature = "fault-injection"))]
                 let refund_duplicate = true;
-                Plan::Apply { attempt: change, order: None, event: Some(BusinessEvent::DuplicateDetected), refund_duplicate, effect: Effect::Duplicate }
+                Plan::Apply {
+                    attempt: change,
+                    order: None,
+                    event: Some(BusinessEvent::DuplicateDetected),
+                    refund_duplicate,
+                    effect: Effect::Duplicate,
+                }
             }
         };
     }
     // The attempt ended without paying: when it was the order's last active one, a paying
     // order is unpaid again (the payer may try another channel).
-    let order_change = (!next.is_active() && order.status == OrderStatus::Paying && !c.other_active_attempt)
-        .then(|| OrderChange::Status(order.status.next(OrderEvent::AttemptsEnded).expect("paying → unpaid")));
-    Plan::Apply { attempt: change, order: order_change, event: None, refund_duplicate: false, effect: Effect::AttemptMoved }
+    let order_change = (!next.is_active()
+        && order.status == OrderStatus::Paying
+        && !c.other_active_attempt)
+        .then(|| {
+            OrderChange::Status(
+                order
+                    .status
+                    .next(OrderEvent::AttemptsEnded)
+                    .expect("paying → unpaid"),
+            )
+        });
+    Plan::Apply {
+        attempt: change,
+        order: order_change,
+        event: None,
+        refund_duplicate: false,
+        effect: Effect::AttemptMoved,
+    }
 }
 
 #[cfg(test)]
@@ -190,7 +249,11 @@ mod tests {
     const AMOUNT: i64 = 500;
 
     fn paid(n: u8) -> Observed {
-        Observed::Paid { amount: AMOUNT, channel_trade_no: Some(format!("T{n}")), paid_at: Timestamp(1_000 + i64::from(n)) }
+        Observed::Paid {
+            amount: AMOUNT,
+            channel_trade_no: Some(format!("T{n}")),
+            paid_at: Timestamp(1_000 + i64::from(n)),
+        }
     }
 
     /// One thing that can happen to an order with three attempts.
@@ -208,7 +271,11 @@ mod tests {
             Just(Observed::Unpaid),
             Just(Observed::Closed),
             Just(Observed::Absent),
-            Just(Observed::Paid { amount: AMOUNT - 1, channel_trade_no: None, paid_at: Timestamp(9) }),
+            Just(Observed::Paid {
+                amount: AMOUNT - 1,
+                channel_trade_no: None,
+                paid_at: Timestamp(9)
+            }),
         ];
         prop_oneof![
             4 => (0usize..3, observed).prop_map(|(i, o)| Step::Fact(i, o)),
@@ -231,9 +298,16 @@ mod tests {
     impl World {
         fn run(steps: &[Step], policy: LatePaymentPolicy, creates: bool) -> World {
             let mut w = World {
-                order: OrderState { status: OrderStatus::Paying, closed_by: None },
+                order: OrderState {
+                    status: OrderStatus::Paying,
+                    closed_by: None,
+                },
                 paid_by: None,
-                attempts: vec![(AttemptStatus::Pending, false), (AttemptStatus::Created, false), (AttemptStatus::Unknown, false)],
+                attempts: vec![
+                    (AttemptStatus::Pending, false),
+                    (AttemptStatus::Created, false),
+                    (AttemptStatus::Unknown, false),
+                ],
                 refunds: 0,
                 events: vec![],
                 abnormal: 0,
@@ -244,22 +318,50 @@ mod tests {
                     Step::Close(by) => {
                         let active = w.attempts.iter().any(|(s, _)| s.is_active());
                         if !active && w.order.status.is_open() {
-                            w.order = OrderState { status: OrderStatus::Closed, closed_by: Some(*by) };
+                            w.order = OrderState {
+                                status: OrderStatus::Closed,
+                                closed_by: Some(*by),
+                            };
                         }
                     }
                     Step::Fact(i, observed) => {
                         let (status, _) = w.attempts[*i];
-                        let other_active = w.attempts.iter().enumerate().any(|(j, (s, _))| j != *i && s.is_active());
-                        let c = Circumstances { late_payment: policy, creates_order_at_prepay: creates, reschedule: None, other_active_attempt: other_active };
-                        let plan = decide(w.order, AttemptState { status, amount: AMOUNT, next_query_at: None }, observed, c);
+                        let other_active = w
+                            .attempts
+                            .iter()
+                            .enumerate()
+                            .any(|(j, (s, _))| j != *i && s.is_active());
+                        let c = Circumstances {
+                            late_payment: policy,
+                            creates_order_at_prepay: creates,
+                            reschedule: None,
+                            other_active_attempt: other_active,
+                        };
+                        let plan = decide(
+                            w.order,
+                            AttemptState {
+                                status,
+                                amount: AMOUNT,
+                                next_query_at: None,
+                            },
+                            observed,
+                            c,
+                        );
                         if matches!(observed, Observed::Paid { amount: AMOUNT, .. }) {
                             w.charged[*i] = true;
                         }
                         match plan {
                             Plan::Nothing => {}
                             Plan::AmountMismatch { .. } => w.abnormal += 1,
-                            Plan::Apply { attempt, order, event, refund_duplicate, .. } => {
-                                w.attempts[*i] = (attempt.status, attempt.is_duplicate || w.attempts[*i].1);
+                            Plan::Apply {
+                                attempt,
+                                order,
+                                event,
+                                refund_duplicate,
+                                ..
+                            } => {
+                                w.attempts[*i] =
+                                    (attempt.status, attempt.is_duplicate || w.attempts[*i].1);
                                 match order {
                                     Some(OrderChange::Paid { status, .. }) => {
                                         w.order.status = status;
@@ -314,23 +416,62 @@ mod tests {
 
     #[test]
     fn a_wrong_amount_moves_nothing() {
-        let o = OrderState { status: OrderStatus::Paying, closed_by: None };
-        let a = AttemptState { status: AttemptStatus::Pending, amount: 500, next_query_at: None };
-        let c = Circumstances { late_payment: LatePaymentPolicy::Refund, creates_order_at_prepay: true, reschedule: None, other_active_attempt: false };
-        let wrong = Observed::Paid { amount: 499, channel_trade_no: None, paid_at: Timestamp(1) };
-        assert_eq!(decide(o, a, &wrong, c), Plan::AmountMismatch { reported: 499 });
+        let o = OrderState {
+            status: OrderStatus::Paying,
+            closed_by: None,
+        };
+        let a = AttemptState {
+            status: AttemptStatus::Pending,
+            amount: 500,
+            next_query_at: None,
+        };
+        let c = Circumstances {
+            late_payment: LatePaymentPolicy::Refund,
+            creates_order_at_prepay: true,
+            reschedule: None,
+            other_active_attempt: false,
+        };
+        let wrong = Observed::Paid {
+            amount: 499,
+            channel_trade_no: None,
+            paid_at: Timestamp(1),
+        };
+        assert_eq!(
+            decide(o, a, &wrong, c),
+            Plan::AmountMismatch { reported: 499 }
+        );
     }
 
     #[test]
     fn the_last_attempt_ending_unpays_the_order_only_when_it_is_the_last() {
-        let o = OrderState { status: OrderStatus::Paying, closed_by: None };
-        let a = AttemptState { status: AttemptStatus::Pending, amount: 500, next_query_at: Some(Timestamp(5)) };
-        let mut c = Circumstances { late_payment: LatePaymentPolicy::Refund, creates_order_at_prepay: true, reschedule: None, other_active_attempt: false };
-        let Plan::Apply { order, attempt, .. } = decide(o, a, &Observed::Closed, c) else { panic!() };
+        let o = OrderState {
+            status: OrderStatus::Paying,
+            closed_by: None,
+        };
+        let a = AttemptState {
+            status: AttemptStatus::Pending,
+            amount: 500,
+            next_query_at: Some(Timestamp(5)),
+        };
+        let mut c = Circumstances {
+            late_payment: LatePaymentPolicy::Refund,
+            creates_order_at_prepay: true,
+            reschedule: None,
+            other_active_attempt: false,
+        };
+        let Plan::Apply { order, attempt, .. } = decide(o, a, &Observed::Closed, c) else {
+            panic!()
+        };
         assert_eq!(order, Some(OrderChange::Status(OrderStatus::Unpaid)));
-        assert_eq!(attempt.next_query_at, Some(Timestamp(5)), "a closed attempt keeps being watched");
+        assert_eq!(
+            attempt.next_query_at,
+            Some(Timestamp(5)),
+            "a closed attempt keeps being watched"
+        );
         c.other_active_attempt = true;
-        let Plan::Apply { order, .. } = decide(o, a, &Observed::Closed, c) else { panic!() };
+        let Plan::Apply { order, .. } = decide(o, a, &Observed::Closed, c) else {
+            panic!()
+        };
         assert_eq!(order, None);
     }
 }

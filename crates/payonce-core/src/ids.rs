@@ -82,8 +82,13 @@ impl OutTradeNo {
         if s.is_empty() || s.len() > Self::MAX_LEN {
             return Err(ParseError::new("out_trade_no must be 1 to 32 characters"));
         }
-        if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-|*".contains(&b)) {
-            return Err(ParseError::new("out_trade_no has a character channels refuse"));
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-|*".contains(&b))
+        {
+            return Err(ParseError::new(
+                "out_trade_no has a character channels refuse",
+            ));
         }
         Ok(OutTradeNo(s.to_owned()))
     }

@@ -30,7 +30,9 @@ pub fn strict(bytes: &[u8]) -> Result<Value, serde_json::Error> {
             Ok(v.into())
         }
         fn visit_f64<E: Error>(self, v: f64) -> Result<Value, E> {
-            serde_json::Number::from_f64(v).map(Value::Number).ok_or_else(|| E::custom("not a finite number"))
+            serde_json::Number::from_f64(v)
+                .map(Value::Number)
+                .ok_or_else(|| E::custom("not a finite number"))
         }
         fn visit_str<E>(self, v: &str) -> Result<Value, E> {
             Ok(Value::String(v.to_owned()))
@@ -67,4 +69,3 @@ pub fn strict(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     de.end()?;
     Ok(v)
 }
-

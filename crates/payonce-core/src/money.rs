@@ -18,7 +18,9 @@ impl Currency {
         if b.len() == 3 && b.iter().all(|c| c.is_ascii_uppercase()) {
             Ok(Currency([b[0], b[1], b[2]]))
         } else {
-            Err(ParseError::new("must be a three-letter upper-case ISO 4217 code"))
+            Err(ParseError::new(
+                "must be a three-letter upper-case ISO 4217 code",
+            ))
         }
     }
 

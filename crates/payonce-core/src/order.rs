@@ -16,8 +16,14 @@ pub enum OrderStatus {
 
 impl OrderStatus {
     /// Every status, in lifecycle order (the API document lists them from here).
-    pub const ALL: [OrderStatus; 6] =
-        [OrderStatus::Unpaid, OrderStatus::Paying, OrderStatus::Paid, OrderStatus::Closed, OrderStatus::PartiallyRefunded, OrderStatus::Refunded];
+    pub const ALL: [OrderStatus; 6] = [
+        OrderStatus::Unpaid,
+        OrderStatus::Paying,
+        OrderStatus::Paid,
+        OrderStatus::Closed,
+        OrderStatus::PartiallyRefunded,
+        OrderStatus::Refunded,
+    ];
 
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -44,7 +50,10 @@ impl OrderStatus {
 
     /// Money was taken for this order: paid, possibly refunded since. Nothing moves it back.
     pub fn has_been_paid(&self) -> bool {
-        matches!(self, OrderStatus::Paid | OrderStatus::PartiallyRefunded | OrderStatus::Refunded)
+        matches!(
+            self,
+            OrderStatus::Paid | OrderStatus::PartiallyRefunded | OrderStatus::Refunded
+        )
     }
 
     /// The order can still be paid through a new prepay.
@@ -82,7 +91,10 @@ pub enum OrderEvent {
     /// Every attempt failed or closed while the order is still open.
     AttemptsEnded,
     /// A channel reports an attempt paid.
-    AttemptSucceeded { closed_by: Option<ClosedBy>, policy: LatePaymentPolicy },
+    AttemptSucceeded {
+        closed_by: Option<ClosedBy>,
+        policy: LatePaymentPolicy,
+    },
     /// Business close or expiry, after every channel order was confirmed closed.
     Closed,
     /// A refund of the order's own money succeeded; `refunded_total` includes it.
@@ -132,7 +144,10 @@ impl OrderStatus {
     /// The one transition function for orders.
     pub fn next(self, event: OrderEvent) -> Result<OrderStatus, IllegalTransition> {
         use OrderStatus::*;
-        let illegal = || IllegalTransition { from: self.as_str(), event: event.name() };
+        let illegal = || IllegalTransition {
+            from: self.as_str(),
+            event: event.name(),
+        };
         match (self, event) {
             (Unpaid | Paying, OrderEvent::AttemptStarted) => Ok(Paying),
             (Paying, OrderEvent::AttemptsEnded) => Ok(Unpaid),
@@ -145,7 +160,13 @@ impl OrderStatus {
             }
             (Unpaid | Paying, OrderEvent::Closed) => Ok(Closed),
             (Closed, OrderEvent::Closed) => Ok(Closed),
-            (Paid | PartiallyRefunded, OrderEvent::Refunded { refunded_total, amount }) => {
+            (
+                Paid | PartiallyRefunded,
+                OrderEvent::Refunded {
+                    refunded_total,
+                    amount,
+                },
+            ) => {
                 if refunded_total <= 0 || refunded_total > amount {
                     Err(illegal())
                 } else if refunded_total == amount {
@@ -165,7 +186,10 @@ mod tests {
 
     #[test]
     fn success_on_paid_is_a_duplicate() {
-        let e = OrderEvent::AttemptSucceeded { closed_by: None, policy: LatePaymentPolicy::Refund };
+        let e = OrderEvent::AttemptSucceeded {
+            closed_by: None,
+            policy: LatePaymentPolicy::Refund,
+        };
         assert_eq!(OrderStatus::Paid.next(e), Ok(OrderStatus::Paid));
         assert_eq!(
             success_disposition(OrderStatus::Paid, None, LatePaymentPolicy::Accept),
@@ -199,10 +223,23 @@ mod tests {
 
     #[test]
     fn refunds_never_exceed_amount() {
-        let ok = OrderStatus::Paid.next(OrderEvent::Refunded { refunded_total: 50, amount: 100 });
+        let ok = OrderStatus::Paid.next(OrderEvent::Refunded {
+            refunded_total: 50,
+            amount: 100,
+        });
         assert_eq!(ok, Ok(OrderStatus::PartiallyRefunded));
-        let full = OrderStatus::PartiallyRefunded.next(OrderEvent::Refunded { refunded_total: 100, amount: 100 });
+        let full = OrderStatus::PartiallyRefunded.next(OrderEvent::Refunded {
+            refunded_total: 100,
+            amount: 100,
+        });
         assert_eq!(full, Ok(OrderStatus::Refunded));
-        assert!(OrderStatus::Paid.next(OrderEvent::Refunded { refunded_total: 101, amount: 100 }).is_err());
+        assert!(
+            OrderStatus::Paid
+                .next(OrderEvent::Refunded {
+                    refunded_total: 101,
+                    amount: 100
+                })
+                .is_err()
+        );
     }
 }

@@ -13,7 +13,12 @@ pub enum RefundStatus {
 
 impl RefundStatus {
     /// Every status (the API document lists them from here).
-    pub const ALL: [RefundStatus; 4] = [RefundStatus::Pending, RefundStatus::Succeeded, RefundStatus::Failed, RefundStatus::Unknown];
+    pub const ALL: [RefundStatus; 4] = [
+        RefundStatus::Pending,
+        RefundStatus::Succeeded,
+        RefundStatus::Failed,
+        RefundStatus::Unknown,
+    ];
 
     pub fn as_str(&self) -> &'static str {
         match self {

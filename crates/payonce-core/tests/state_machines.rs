@@ -51,7 +51,15 @@ struct Model {
 
 impl Model {
     fn new() -> Self {
-        Model { status: OrderStatus::Unpaid, closed_by: None, attempts: vec![], paid_by: None, duplicates: 0, refunded: 0, amount: 100 }
+        Model {
+            status: OrderStatus::Unpaid,
+            closed_by: None,
+            attempts: vec![],
+            paid_by: None,
+            duplicates: 0,
+            refunded: 0,
+            amount: 100,
+        }
     }
 
     fn active(&self) -> usize {
@@ -67,7 +75,9 @@ impl Model {
                 }
             }
             Step::Attempt(i, e) => {
-                let Some(&cur) = self.attempts.get(*i) else { return };
+                let Some(&cur) = self.attempts.get(*i) else {
+                    return;
+                };
                 let Ok(next) = cur.next(*e) else { return };
                 if next == cur {
                     return;
@@ -76,13 +86,19 @@ impl Model {
                 if next == AttemptStatus::Succeeded {
                     match success_disposition(self.status, self.closed_by, policy) {
                         SuccessDisposition::MarkPaid => {
-                            let ev = OrderEvent::AttemptSucceeded { closed_by: self.closed_by, policy };
+                            let ev = OrderEvent::AttemptSucceeded {
+                                closed_by: self.closed_by,
+                                policy,
+                            };
                             self.status = self.status.next(ev).unwrap();
                             self.paid_by = Some(*i);
                         }
                         SuccessDisposition::Duplicate => self.duplicates += 1,
                     }
-                } else if !next.is_active() && self.status == OrderStatus::Paying && self.active() == 0 {
+                } else if !next.is_active()
+                    && self.status == OrderStatus::Paying
+                    && self.active() == 0
+                {
                     self.status = self.status.next(OrderEvent::AttemptsEnded).unwrap();
                 }
             }
@@ -94,7 +110,10 @@ impl Model {
             }
             Step::Refund(a) => {
                 if self.status.has_been_paid() && self.refunded + a <= self.amount {
-                    let next = self.status.next(OrderEvent::Refunded { refunded_total: self.refunded + a, amount: self.amount });
+                    let next = self.status.next(OrderEvent::Refunded {
+                        refunded_total: self.refunded + a,
+                        amount: self.amount,
+                    });
                     self.status = next.unwrap();
                     self.refunded += a;
                 }

@@ -219,7 +219,9 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
             .webhook_schedule
             .clone()
             .unwrap_or_else(|| ServerConfig::default().webhook_schedule),
-        webhook_timeout: opts.webhook_timeout.unwrap_or_else(|| ServerConfig::default().webhook_timeout),
+        webhook_timeout: opts
+            .webhook_timeout
+            .unwrap_or_else(|| ServerConfig::default().webhook_timeout),
         workers: opts.workers,
         reconcile_at: opts
             .reconcile_at
@@ -311,9 +313,26 @@ impl TestApp {
     }
 
     /// A second tenant on the same server (tests of isolation between apps): its credentials.
-    pub async fn another_app(&self, name: &str, webhook_url: Option<&str>, sink: Option<&str>) -> payonce_server::apps::NewAppCredentials {
-        let new = payonce_server::apps::NewApp { name, webhook_url, sink, ..Default::default() };
-        payonce_server::apps::create_app(self.store.as_ref(), &self.state.master_key, &SystemClock, new).await.expect("another app")
+    pub async fn another_app(
+        &self,
+        name: &str,
+        webhook_url: Option<&str>,
+        sink: Option<&str>,
+    ) -> payonce_server::apps::NewAppCredentials {
+        let new = payonce_server::apps::NewApp {
+            name,
+            webhook_url,
+            sink,
+            ..Default::default()
+        };
+        payonce_server::apps::create_app(
+            self.store.as_ref(),
+            &self.state.master_key,
+            &SystemClock,
+            new,
+        )
+        .await
+        .expect("another app")
     }
 
     /// Creates an order and returns its JSON.

@@ -60,7 +60,13 @@ impl WebhookCounter {
     pub async fn check(&self, store: &dyn payonce_store::Store) -> anyhow::Result<(usize, usize)> {
         let events = store.list_events(None, 100_000).await?;
         let seen = self.seen.lock().unwrap();
-        let missing = events.iter().filter(|e| e.delivery_status != payonce_store::DeliveryStatus::Delivered || !seen.contains_key(&e.id)).count();
+        let missing = events
+            .iter()
+            .filter(|e| {
+                e.delivery_status != payonce_store::DeliveryStatus::Delivered
+                    || !seen.contains_key(&e.id)
+            })
+            .count();
         let dup = seen.values().filter(|n| **n > 1).count();
         Ok((missing, dup))
     }
@@ -107,7 +113,10 @@ fn urandom_fill(b: &mut [u8]) {
 /// One load worker: creates orders, prepays them on random channels (and again, as duplicates),
 /// and pays some, tolerating servers that vanish mid-request.
 async fn load(shared: Arc<Shared>, secret: String, sim: String) {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
     let channels = ["wechatpay", "alipay", "sandbox"];
     while !shared.stop.load(Ordering::Relaxed) {
         let bases = shared.bases.lock().unwrap().clone();
@@ -121,31 +130,51 @@ async fn load(shared: Arc<Shared>, secret: String, sim: String) {
             0..=2 => {
                 let n = shared.seq.fetch_add(1, Ordering::Relaxed);
                 let body = json!({"merchant_order_no": format!("CH-{n}"), "amount": 100 + (n % 50) as i64, "currency": "CNY", "subject": "chaos"});
-                if let Ok(r) = http.post(format!("{base}/v1/orders")).bearer_auth(&secret).header("idempotency-key", format!("co-{n}")).json(&body).send().await
+                if let Ok(r) = http
+                    .post(format!("{base}/v1/orders"))
+                    .bearer_auth(&secret)
+                    .header("idempotency-key", format!("co-{n}"))
+                    .json(&body)
+                    .send()
+                    .await
                     && let Ok(v) = r.json::<Value>().await
-                        && let Some(id) = v["id"].as_str() {
-                            shared.orders.lock().unwrap().push(id.to_owned());
-                        }
+                    && let Some(id) = v["id"].as_str()
+                {
+                    shared.orders.lock().unwrap().push(id.to_owned());
+                }
             }
             3..=7 if !orders.is_empty() => {
                 let id = &orders[rnd(orders.len() as u64) as usize];
                 let ch = channels[rnd(3) as usize];
-                let r = http.post(format!("{base}/v1/orders/{id}/prepay")).bearer_auth(&secret).json(&json!({"channel": ch})).send().await;
+                let r = http
+                    .post(format!("{base}/v1/orders/{id}/prepay"))
+                    .bearer_auth(&secret)
+                    .json(&json!({"channel": ch}))
+                    .send()
+                    .await;
                 if let Ok(r) = r
-                    && r.status().is_success() {
-                        shared.prepays_ok.fetch_add(1, Ordering::Relaxed);
-                        if let Ok(v) = r.json::<Value>().await {
-                            shared.prepaid.lock().unwrap().push((ch.to_owned(), v["out_trade_no"].as_str().unwrap_or_default().to_owned()));
-                            if rnd(2) == 0 {
-                                let no = v["out_trade_no"].as_str().unwrap_or_default().to_owned();
-                                let paid = http.post(format!("{sim}/sim/pay")).json(&json!({"channel": ch, "out_trade_no": no})).send().await;
-                                if paid.is_ok_and(|p| p.status().is_success()) {
-                                    shared.payments.fetch_add(1, Ordering::Relaxed);
-                                    shared.paid.lock().unwrap().push((ch.to_owned(), no));
-                                }
+                    && r.status().is_success()
+                {
+                    shared.prepays_ok.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(v) = r.json::<Value>().await {
+                        shared.prepaid.lock().unwrap().push((
+                            ch.to_owned(),
+                            v["out_trade_no"].as_str().unwrap_or_default().to_owned(),
+                        ));
+                        if rnd(2) == 0 {
+                            let no = v["out_trade_no"].as_str().unwrap_or_default().to_owned();
+                            let paid = http
+                                .post(format!("{sim}/sim/pay"))
+                                .json(&json!({"channel": ch, "out_trade_no": no}))
+                                .send()
+                                .await;
+                            if paid.is_ok_and(|p| p.status().is_success()) {
+                                shared.payments.fetch_add(1, Ordering::Relaxed);
+                                shared.paid.lock().unwrap().push((ch.to_owned(), no));
                             }
                         }
                     }
+                }
             }
             8 => {
                 // A payer who pays a channel order that was closed meanwhile (an in-flight payment,
@@ -153,7 +182,11 @@ async fn load(shared: Arc<Shared>, secret: String, sim: String) {
                 let prepaid = shared.prepaid.lock().unwrap().clone();
                 if !prepaid.is_empty() {
                     let (ch, no) = &prepaid[rnd(prepaid.len() as u64) as usize];
-                    let paid = http.post(format!("{sim}/sim/pay")).json(&json!({"channel": ch, "out_trade_no": no, "force": true})).send().await;
+                    let paid = http
+                        .post(format!("{sim}/sim/pay"))
+                        .json(&json!({"channel": ch, "out_trade_no": no, "force": true}))
+                        .send()
+                        .await;
                     if paid.is_ok_and(|p| p.status().is_success()) {
                         shared.payments.fetch_add(1, Ordering::Relaxed);
                     }
@@ -161,7 +194,11 @@ async fn load(shared: Arc<Shared>, secret: String, sim: String) {
             }
             _ if !orders.is_empty() => {
                 let id = &orders[rnd(orders.len() as u64) as usize];
-                let _ = http.post(format!("{base}/v1/orders/{id}/close")).bearer_auth(&secret).send().await;
+                let _ = http
+                    .post(format!("{base}/v1/orders/{id}/close"))
+                    .bearer_auth(&secret)
+                    .send()
+                    .await;
             }
             _ => {}
         }
@@ -170,7 +207,11 @@ async fn load(shared: Arc<Shared>, secret: String, sim: String) {
 
 pub async fn run(cfg: ChaosConfig) -> anyhow::Result<ChaosReport> {
     let sim_dir = crate::scratch::ScratchDir::new()?;
-    let sim = payonce_sim::start(tokio::net::TcpListener::bind("127.0.0.1:0").await?, sim_dir.path()).await?;
+    let sim = payonce_sim::start(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        sim_dir.path(),
+    )
+    .await?;
     let http = reqwest::Client::new();
     http.post(format!("{}/sim/faults", sim.base_url()))
         .json(&json!({"time_scale": cfg.time_scale, "notify_drop_rate": 0.5, "notify_duplicates": 2, "notify_reorder": true}))
@@ -179,7 +220,17 @@ pub async fn run(cfg: ChaosConfig) -> anyhow::Result<ChaosReport> {
     let store = payonce_store::open(&cfg.database_url, true).await?;
     let (key, key_hex) = MasterKey::random();
     let hooks = WebhookCounter::start().await?;
-    let app = payonce_server::apps::create_app(store.as_ref(), &key, &payonce_core::SystemClock, payonce_server::apps::NewApp { name: "chaos", webhook_url: Some(&hooks.url), ..Default::default() }).await?;
+    let app = payonce_server::apps::create_app(
+        store.as_ref(),
+        &key,
+        &payonce_core::SystemClock,
+        payonce_server::apps::NewApp {
+            name: "chaos",
+            webhook_url: Some(&hooks.url),
+            ..Default::default()
+        },
+    )
+    .await?;
 
     // Fixed ports, so a restarted instance receives the notifications sent to its predecessor.
     let mut ports = Vec::new();
@@ -188,10 +239,24 @@ pub async fn run(cfg: ChaosConfig) -> anyhow::Result<ChaosReport> {
         ports.push(l.local_addr()?.port());
     }
     let spawn = |i: usize| {
-        let (exe, url, channels, key_hex, port) = (cfg.exe.clone(), cfg.database_url.clone(), sim.channels_file.clone(), key_hex.clone(), ports[i]);
+        let (exe, url, channels, key_hex, port) = (
+            cfg.exe.clone(),
+            cfg.database_url.clone(),
+            sim.channels_file.clone(),
+            key_hex.clone(),
+            ports[i],
+        );
         let scale = cfg.time_scale.to_string();
         async move {
-            ServeProcess::spawn_at(&exe, &url, &channels, &key_hex, &format!("127.0.0.1:{port}"), &["--time-scale", &scale, "--channel-timeout-ms", "500"]).await
+            ServeProcess::spawn_at(
+                &exe,
+                &url,
+                &channels,
+                &key_hex,
+                &format!("127.0.0.1:{port}"),
+                &["--time-scale", &scale, "--channel-timeout-ms", "500"],
+            )
+            .await
         }
     };
     let mut servers: Vec<Option<ServeProcess>> = Vec::new();
@@ -210,7 +275,11 @@ pub async fn run(cfg: ChaosConfig) -> anyhow::Result<ChaosReport> {
     });
     let mut loaders = Vec::new();
     for _ in 0..6 {
-        loaders.push(tokio::spawn(load(shared.clone(), app.secret.clone(), sim.base_url())));
+        loaders.push(tokio::spawn(load(
+            shared.clone(),
+            app.secret.clone(),
+            sim.base_url(),
+        )));
     }
 
     let mut report = ChaosReport::default();
@@ -219,9 +288,13 @@ pub async fn run(cfg: ChaosConfig) -> anyhow::Result<ChaosReport> {
         // resumes, its fenced writes must change nothing.
         tokio::time::sleep(Duration::from_millis(800)).await;
         let pid = servers[0].as_ref().unwrap().pid.to_string();
-        std::process::Command::new("kill").args(["-STOP", &pid]).status()?;
+        std::process::Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()?;
         tokio::time::sleep(Duration::from_millis(7_500)).await;
-        std::process::Command::new("kill").args(["-CONT", &pid]).status()?;
+        std::process::Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()?;
     }
     while report.kills < cfg.kills {
         tokio::time::sleep(Duration::from_millis(150 + rnd(350))).await;
@@ -243,16 +316,30 @@ pub async fn run(cfg: ChaosConfig) -> anyhow::Result<ChaosReport> {
     // Settle: the workers must bring every charge home.
     let end = tokio::time::Instant::now() + cfg.settle;
     loop {
-        let ledger: Value = http.get(format!("{}/sim/ledger", sim.base_url())).send().await?.json().await?;
+        let ledger: Value = http
+            .get(format!("{}/sim/ledger", sim.base_url()))
+            .send()
+            .await?
+            .json()
+            .await?;
         report.violations = crate::invariants::check(store.as_ref(), &ledger).await;
         // I7: after the storm, nothing stuck (a minute of schedule time as the grace).
         let now = payonce_core::Clock::now(&payonce_core::SystemClock);
-        report.violations.extend(crate::invariants::liveness(store.as_ref(), now, 60_000 / cfg.time_scale.max(1.0) as i64 + 5_000).await);
+        report.violations.extend(
+            crate::invariants::liveness(
+                store.as_ref(),
+                now,
+                60_000 / cfg.time_scale.max(1.0) as i64 + 5_000,
+            )
+            .await,
+        );
         let (undelivered, redelivered) = hooks.check(store.as_ref()).await?;
         (report.undelivered, report.redelivered) = (undelivered, redelivered);
         report.events = store.list_events(None, 100_000).await?.len();
         if undelivered > 0 {
-            report.violations.push(format!("I3: {undelivered} event(s) not delivered to the business"));
+            report.violations.push(format!(
+                "I3: {undelivered} event(s) not delivered to the business"
+            ));
         }
         report.charges = ledger["charges"].as_array().map(Vec::len).unwrap_or(0);
         report.refunds = ledger["refunds"].as_array().map(Vec::len).unwrap_or(0);
@@ -267,4 +354,3 @@ pub async fn run(cfg: ChaosConfig) -> anyhow::Result<ChaosReport> {
     drop(servers);
     Ok(report)
 }
-

@@ -53,7 +53,8 @@ pub struct LedgerRefund {
 
 impl Ledger {
     pub fn parse(v: &Value) -> Result<Ledger, String> {
-        Ledger::deserialize(v).map_err(|e| format!("the simulator's ledger does not read as expected: {e}"))
+        Ledger::deserialize(v)
+            .map_err(|e| format!("the simulator's ledger does not read as expected: {e}"))
     }
 }
 
@@ -72,35 +73,50 @@ pub async fn check(store: &dyn Store, ledger: &Value) -> Vec<String> {
         Ok(a) => a,
         Err(e) => return vec![format!("cannot read attempts: {e}")],
     };
-    let by_no: HashMap<(String, String), &payonce_store::Attempt> =
-        attempts.iter().map(|a| ((a.channel.as_str().to_owned(), a.out_trade_no.clone()), a)).collect();
+    let by_no: HashMap<(String, String), &payonce_store::Attempt> = attempts
+        .iter()
+        .map(|a| ((a.channel.as_str().to_owned(), a.out_trade_no.clone()), a))
+        .collect();
     let mut charges_per_order: HashMap<String, i64> = HashMap::new();
     let mut refunds_per_no: HashMap<(String, String), i64> = HashMap::new();
     for r in &ledger.refunds {
-        *refunds_per_no.entry((r.channel.clone(), r.out_trade_no.clone())).or_default() += r.amount;
+        *refunds_per_no
+            .entry((r.channel.clone(), r.out_trade_no.clone()))
+            .or_default() += r.amount;
     }
 
     for co in &ledger.orders {
         let (channel, no, charges) = (co.channel.clone(), co.out_trade_no.clone(), co.charges);
         let Some(a) = by_no.get(&(channel.clone(), no.clone())) else {
-            v.push(format!("channel order {channel}/{no} is unknown to payonce"));
+            v.push(format!(
+                "channel order {channel}/{no} is unknown to payonce"
+            ));
             continue;
         };
         if co.amount != a.amount.minor {
-            v.push(format!("channel order {channel}/{no} amount {} differs from attempt {}", co.amount, a.amount.minor));
+            v.push(format!(
+                "channel order {channel}/{no} amount {} differs from attempt {}",
+                co.amount, a.amount.minor
+            ));
         }
         if charges > 0 {
             // I2: a charge is reflected locally: the attempt succeeded, and it paid the order or
             // is a recorded duplicate.
             if a.status != AttemptStatus::Succeeded {
-                v.push(format!("I2: {channel}/{no} was charged but its attempt is {}", a.status.as_str()));
+                v.push(format!(
+                    "I2: {channel}/{no} was charged but its attempt is {}",
+                    a.status.as_str()
+                ));
             }
             let order = orders.iter().find(|o| o.id == a.order_id);
             let paid_by_it = order.is_some_and(|o| o.paid_attempt_id.as_ref() == Some(&a.id));
             if !paid_by_it && !a.is_duplicate {
                 v.push(format!("I2: {channel}/{no} was charged but neither paid its order nor is a recorded duplicate"));
             }
-            let refunded = refunds_per_no.get(&(channel.clone(), no.clone())).copied().unwrap_or(0);
+            let refunded = refunds_per_no
+                .get(&(channel.clone(), no.clone()))
+                .copied()
+                .unwrap_or(0);
             let net = charges * a.amount.minor - if a.is_duplicate { refunded } else { 0 };
             *charges_per_order.entry(a.order_id.to_string()).or_default() += net;
         }
@@ -111,7 +127,10 @@ pub async fn check(store: &dyn Store, ledger: &Value) -> Vec<String> {
         // I1: net of duplicate refunds, at most one charge of the order amount.
         let net = charges_per_order.get(o.id.as_str()).copied().unwrap_or(0);
         if net > o.amount.minor {
-            v.push(format!("I1: order {} charged {net} net, amount {}", o.id, o.amount.minor));
+            v.push(format!(
+                "I1: order {} charged {net} net, amount {}",
+                o.id, o.amount.minor
+            ));
         }
         // One active attempt at most (the partial unique index).
         let active = mine.iter().filter(|a| a.status.is_active()).count();
@@ -120,41 +139,77 @@ pub async fn check(store: &dyn Store, ledger: &Value) -> Vec<String> {
         }
         // I4: a paid order's payment exists at the channel; refunds never exceed the amount.
         if o.status.has_been_paid() {
-            match mine.iter().find(|a| Some(&a.id) == o.paid_attempt_id.as_ref()) {
+            match mine
+                .iter()
+                .find(|a| Some(&a.id) == o.paid_attempt_id.as_ref())
+            {
                 Some(a) if a.status == AttemptStatus::Succeeded => {
-                    let charged = ledger.orders.iter().any(|co| co.channel == a.channel.as_str() && co.out_trade_no == a.out_trade_no && co.charges > 0);
+                    let charged = ledger.orders.iter().any(|co| {
+                        co.channel == a.channel.as_str()
+                            && co.out_trade_no == a.out_trade_no
+                            && co.charges > 0
+                    });
                     if !charged {
-                        v.push(format!("I4: order {} is paid but the channel holds no charge for it", o.id));
+                        v.push(format!(
+                            "I4: order {} is paid but the channel holds no charge for it",
+                            o.id
+                        ));
                     }
                 }
-                _ => v.push(format!("I4: order {} is {} without a succeeded paying attempt", o.id, o.status.as_str())),
+                _ => v.push(format!(
+                    "I4: order {} is {} without a succeeded paying attempt",
+                    o.id,
+                    o.status.as_str()
+                )),
             }
         }
         if o.refunded_amount > o.amount.minor {
-            v.push(format!("I4: order {} refunded {} of {}", o.id, o.refunded_amount, o.amount.minor));
+            v.push(format!(
+                "I4: order {} refunded {} of {}",
+                o.id, o.refunded_amount, o.amount.minor
+            ));
         }
         // I4 at the channel: refunds of the order's own payment never exceed what was paid.
         let channel_refunded: i64 = mine
             .iter()
             .filter(|a| !a.is_duplicate)
-            .map(|a| refunds_per_no.get(&(a.channel.as_str().to_owned(), a.out_trade_no.clone())).copied().unwrap_or(0))
+            .map(|a| {
+                refunds_per_no
+                    .get(&(a.channel.as_str().to_owned(), a.out_trade_no.clone()))
+                    .copied()
+                    .unwrap_or(0)
+            })
             .sum();
         if channel_refunded > o.amount.minor {
-            v.push(format!("I4: order {} refunded {channel_refunded} at the channel, paid {}", o.id, o.amount.minor));
+            v.push(format!(
+                "I4: order {} refunded {channel_refunded} at the channel, paid {}",
+                o.id, o.amount.minor
+            ));
         }
         if o.status == payonce_core::OrderStatus::Refunded && o.refunded_amount != o.amount.minor {
-            v.push(format!("I4: order {} is refunded but {} of {} came back", o.id, o.refunded_amount, o.amount.minor));
+            v.push(format!(
+                "I4: order {} is refunded but {} of {} came back",
+                o.id, o.refunded_amount, o.amount.minor
+            ));
         }
         // I3: every fact the business must hear of has exactly one event.
         let events = store.events_of(&o.id).await.unwrap_or_default();
         let count = |t: &str| events.iter().filter(|e| e.event_type == t).count();
         let expected_paid = usize::from(o.status.has_been_paid());
         if count("payment.succeeded") != expected_paid {
-            v.push(format!("I3: order {} has {} payment.succeeded events, expected {expected_paid}", o.id, count("payment.succeeded")));
+            v.push(format!(
+                "I3: order {} has {} payment.succeeded events, expected {expected_paid}",
+                o.id,
+                count("payment.succeeded")
+            ));
         }
         let dups = mine.iter().filter(|a| a.is_duplicate).count();
         if count("payment.duplicate_detected") != dups {
-            v.push(format!("I3: order {} has {dups} duplicates but {} duplicate events", o.id, count("payment.duplicate_detected")));
+            v.push(format!(
+                "I3: order {} has {dups} duplicates but {} duplicate events",
+                o.id,
+                count("payment.duplicate_detected")
+            ));
         }
     }
     v.extend(coupons(store, &orders).await);
@@ -173,47 +228,87 @@ pub async fn check(store: &dyn Store, ledger: &Value) -> Vec<String> {
 /// that lost its database (or its life) mid-delivery keeps its event until then, by design.
 ///
 /// Returns one line per item stuck.
-pub async fn liveness(store: &dyn Store, now: payonce_core::Timestamp, grace_ms: i64) -> Vec<String> {
+pub async fn liveness(
+    store: &dyn Store,
+    now: payonce_core::Timestamp,
+    grace_ms: i64,
+) -> Vec<String> {
     let mut v = Vec::new();
     let (orders, attempts, refunds, abnormal, events, leases) = match (
         store.all_orders().await,
         store.all_attempts().await,
         store.all_refunds().await,
         store.abnormal_open().await,
-        store.list_events(Some(payonce_store::DeliveryStatus::Pending), 1_000_000).await,
+        store
+            .list_events(Some(payonce_store::DeliveryStatus::Pending), 1_000_000)
+            .await,
         store.live_leases(now).await,
     ) {
-        (Ok(o), Ok(a), Ok(r), Ok(ab), Ok(e), Ok(l)) => (o, a, r, ab, e, l.into_iter().collect::<std::collections::HashMap<String, i64>>()),
+        (Ok(o), Ok(a), Ok(r), Ok(ab), Ok(e), Ok(l)) => (
+            o,
+            a,
+            r,
+            ab,
+            e,
+            l.into_iter()
+                .collect::<std::collections::HashMap<String, i64>>(),
+        ),
         _ => return vec!["I7: cannot read the store".into()],
     };
-    let flagged: std::collections::HashSet<&str> = abnormal.iter().map(|a| a.reference.as_str()).collect();
+    let flagged: std::collections::HashSet<&str> =
+        abnormal.iter().map(|a| a.reference.as_str()).collect();
     // Held under a lease: due no earlier than the lease's end.
     let leased = |id: &str, due: Option<payonce_core::Timestamp>| match leases.get(id) {
-        Some(&until) => Some(payonce_core::Timestamp(due.map_or(until, |t| t.0.max(until)))),
+        Some(&until) => Some(payonce_core::Timestamp(
+            due.map_or(until, |t| t.0.max(until)),
+        )),
         None => due,
     };
     let late = |due: Option<payonce_core::Timestamp>| due.is_none_or(|t| t.0 + grace_ms < now.0);
     for o in &orders {
         let due = leased(o.id.as_str(), Some(o.expires_at)).unwrap_or(o.expires_at);
         if o.status.is_open() && due.0 + grace_ms < now.0 {
-            v.push(format!("I7: order {} still {} {} s after its expiry", o.id, o.status.as_str(), (now.0 - o.expires_at.0) / 1000));
+            v.push(format!(
+                "I7: order {} still {} {} s after its expiry",
+                o.id,
+                o.status.as_str(),
+                (now.0 - o.expires_at.0) / 1000
+            ));
         }
     }
     for a in attempts.iter().filter(|a| a.status.is_active()) {
         if late(leased(a.id.as_str(), a.next_query_at)) && !flagged.contains(a.id.as_str()) {
-            let due = a.next_query_at.map(|t| format!("due {} s ago", (now.0 - t.0) / 1000)).unwrap_or_else(|| "never scheduled".into());
-            v.push(format!("I7: attempt {} ({}) is {} and its check is {due}, with no abnormal item", a.id, a.channel, a.status.as_str()));
+            let due = a
+                .next_query_at
+                .map(|t| format!("due {} s ago", (now.0 - t.0) / 1000))
+                .unwrap_or_else(|| "never scheduled".into());
+            v.push(format!(
+                "I7: attempt {} ({}) is {} and its check is {due}, with no abnormal item",
+                a.id,
+                a.channel,
+                a.status.as_str()
+            ));
         }
     }
     for r in &refunds {
         use payonce_core::RefundStatus;
-        if matches!(r.status, RefundStatus::Pending | RefundStatus::Unknown) && late(leased(r.id.as_str(), r.next_query_at)) && !flagged.contains(r.id.as_str()) {
-            v.push(format!("I7: refund {} is {} and overdue, with no abnormal item", r.id, r.status.as_str()));
+        if matches!(r.status, RefundStatus::Pending | RefundStatus::Unknown)
+            && late(leased(r.id.as_str(), r.next_query_at))
+            && !flagged.contains(r.id.as_str())
+        {
+            v.push(format!(
+                "I7: refund {} is {} and overdue, with no abnormal item",
+                r.id,
+                r.status.as_str()
+            ));
         }
     }
     for e in &events {
         if late(leased(&e.id, e.next_attempt_at)) {
-            v.push(format!("I7: event {} ({}) is still pending and overdue", e.id, e.event_type));
+            v.push(format!(
+                "I7: event {} ({}) is still pending and overdue",
+                e.id, e.event_type
+            ));
         }
     }
     v
@@ -241,7 +336,10 @@ mod tests {
         let o = renamed["orders"][0].as_object_mut().unwrap();
         let charges = o.remove("charges").unwrap();
         o.insert("charge_count".into(), charges);
-        assert!(Ledger::parse(&renamed).is_err(), "a renamed field must not read as zero charges");
+        assert!(
+            Ledger::parse(&renamed).is_err(),
+            "a renamed field must not read as zero charges"
+        );
         let mut missing = ledger();
         missing.as_object_mut().unwrap().remove("refunds");
         assert!(Ledger::parse(&missing).is_err());
@@ -257,24 +355,54 @@ async fn coupons(store: &dyn Store, orders: &[payonce_store::Order]) -> Vec<Stri
         _ => return vec!["coupons: cannot read the store".into()],
     };
     let mut v = Vec::new();
-    let status_of: HashMap<&str, payonce_core::OrderStatus> = orders.iter().map(|o| (o.id.as_str(), o.status)).collect();
+    let status_of: HashMap<&str, payonce_core::OrderStatus> =
+        orders.iter().map(|o| (o.id.as_str(), o.status)).collect();
     let mut seen = std::collections::HashSet::new();
     for u in &uses {
         if !seen.insert((u.coupon_id.as_str(), u.order_id.as_str())) {
-            v.push(format!("coupon {} used twice by order {}", u.coupon_id, u.order_id));
+            v.push(format!(
+                "coupon {} used twice by order {}",
+                u.coupon_id, u.order_id
+            ));
         }
-        if u.status == "reserved" && status_of.get(u.order_id.as_str()).is_some_and(|s| s.has_been_paid()) {
-            v.push(format!("order {} is paid but its coupon {} is still only reserved", u.order_id, u.coupon_id));
+        if u.status == "reserved"
+            && status_of
+                .get(u.order_id.as_str())
+                .is_some_and(|s| s.has_been_paid())
+        {
+            v.push(format!(
+                "order {} is paid but its coupon {} is still only reserved",
+                u.order_id, u.coupon_id
+            ));
         }
     }
     for c in &coupons {
-        let count = |s: &str| uses.iter().filter(|u| u.coupon_id == c.id && u.status == s).count() as i64;
-        let over = uses.iter().filter(|u| u.coupon_id == c.id && u.over_limit != 0).count() as i64;
+        let count = |s: &str| {
+            uses.iter()
+                .filter(|u| u.coupon_id == c.id && u.status == s)
+                .count() as i64
+        };
+        let over = uses
+            .iter()
+            .filter(|u| u.coupon_id == c.id && u.over_limit != 0)
+            .count() as i64;
         if (c.reserved, c.redeemed) != (count("reserved"), count("redeemed")) {
-            v.push(format!("coupon {}: counters reserved {} redeemed {}, uses reserved {} redeemed {}", c.code, c.reserved, c.redeemed, count("reserved"), count("redeemed")));
+            v.push(format!(
+                "coupon {}: counters reserved {} redeemed {}, uses reserved {} redeemed {}",
+                c.code,
+                c.reserved,
+                c.redeemed,
+                count("reserved"),
+                count("redeemed")
+            ));
         }
         if c.reserved + c.redeemed > c.max_redemptions + over {
-            v.push(format!("coupon {}: {} held of {} allowed", c.code, c.reserved + c.redeemed, c.max_redemptions));
+            v.push(format!(
+                "coupon {}: {} held of {} allowed",
+                c.code,
+                c.reserved + c.redeemed,
+                c.max_redemptions
+            ));
         }
     }
     v

@@ -17,7 +17,12 @@ use std::time::{Duration, Instant};
 /// seed and the purpose, so adding a draw for one purpose never shifts another's.
 fn draw(seed: u64, purpose: &str, i: u64, n: u64) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in seed.to_le_bytes().iter().chain(purpose.as_bytes()).chain(&i.to_le_bytes()) {
+    for b in seed
+        .to_le_bytes()
+        .iter()
+        .chain(purpose.as_bytes())
+        .chain(&i.to_le_bytes())
+    {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
@@ -71,14 +76,21 @@ impl Scenario {
                 let steps = (0..1 + d("steps", 0, 6))
                     .map(|i| match d("step", i, 12) {
                         0..=3 => Step::Prepay(CHANNELS[d("channel", i, 4) as usize]),
-                        4 => Step::DuplicatePrepays(CHANNELS[d("channel", i, 4) as usize], 2 + d("copies", i, 6) as usize),
+                        4 => Step::DuplicatePrepays(
+                            CHANNELS[d("channel", i, 4) as usize],
+                            2 + d("copies", i, 6) as usize,
+                        ),
                         5..=7 => Step::Pay,
                         8 => Step::PayEverything,
                         9 | 10 => Step::Close,
                         _ => Step::Refund(1 + d("refund", i, amount as u64) as i64),
                     })
                     .collect();
-                OrderPlan { merchant_order_no: format!("S{seed}-{o}"), amount, steps }
+                OrderPlan {
+                    merchant_order_no: format!("S{seed}-{o}"),
+                    amount,
+                    steps,
+                }
             })
             .collect();
         let drop = [0.0, 1.0][draw(seed, "drop", 0, 2) as usize];
@@ -100,8 +112,15 @@ impl Scenario {
             "prepay_timeout_rate": timeouts,
         });
         // One scenario in four crashes its instance while the payers are at it.
-        let crash_after = (draw(seed, "crash", 0, 4) == 0).then(|| Duration::from_millis(20 + draw(seed, "crash_at", 0, 600)));
-        Scenario { seed, backend: Backend::Sqlite, orders, faults, crash_after }
+        let crash_after = (draw(seed, "crash", 0, 4) == 0)
+            .then(|| Duration::from_millis(20 + draw(seed, "crash_at", 0, 600)));
+        Scenario {
+            seed,
+            backend: Backend::Sqlite,
+            orders,
+            faults,
+            crash_after,
+        }
     }
 
     pub fn steps(&self) -> usize {
@@ -110,9 +129,22 @@ impl Scenario {
 
     /// One line: what this scenario is (the same for the same seed, always).
     pub fn summary(&self) -> String {
-        let orders: Vec<String> = self.orders.iter().map(|o| format!("{:?}", o.steps)).collect();
-        let crash = self.crash_after.map(|d| format!(", crash at {} ms", d.as_millis())).unwrap_or_default();
-        format!("{} orders, {} steps, faults {}{crash} — {}", self.orders.len(), self.steps(), self.faults, orders.join(" | "))
+        let orders: Vec<String> = self
+            .orders
+            .iter()
+            .map(|o| format!("{:?}", o.steps))
+            .collect();
+        let crash = self
+            .crash_after
+            .map(|d| format!(", crash at {} ms", d.as_millis()))
+            .unwrap_or_default();
+        format!(
+            "{} orders, {} steps, faults {}{crash} — {}",
+            self.orders.len(),
+            self.steps(),
+            self.faults,
+            orders.join(" | ")
+        )
     }
 }
 
@@ -134,16 +166,30 @@ pub async fn run(s: &Scenario) -> Verdict {
 /// failure need not wait the full `SETTLE` to see it).
 pub async fn run_settling(s: &Scenario, settle: Duration) -> Verdict {
     let started = Instant::now();
-    let opts = || AppOptions { time_scale: 100.0, channel_timeout: Duration::from_secs(2), sim_seed: Some(s.seed), ..AppOptions::default() };
+    let opts = || AppOptions {
+        time_scale: 100.0,
+        channel_timeout: Duration::from_secs(2),
+        sim_seed: Some(s.seed),
+        ..AppOptions::default()
+    };
     // Off CI an unreachable PostgreSQL is a loud skip (`TestDb::new`), here a failed verdict.
     let Some(db) = TestDb::new(s.backend).await else {
-        return Verdict { violations: vec!["the database is unreachable".into()], ledger_digest: String::new(), took: started.elapsed() };
+        return Verdict {
+            violations: vec!["the database is unreachable".into()],
+            ledger_digest: String::new(),
+            took: started.elapsed(),
+        };
     };
     let mut app = spawn_on(db, opts()).await;
     app.faults(s.faults.clone()).await;
     let mut tasks = tokio::task::JoinSet::new();
     for plan in s.orders.clone() {
-        let (http, base, sim, secret) = (app.http.clone(), app.base.clone(), app.sim_url(""), app.secret.clone());
+        let (http, base, sim, secret) = (
+            app.http.clone(),
+            app.base.clone(),
+            app.sim_url(""),
+            app.secret.clone(),
+        );
         tasks.spawn(async move { play(&http, &base, &sim, &secret, &plan).await });
     }
     let crash = async {
@@ -162,9 +208,14 @@ pub async fn run_settling(s: &Scenario, settle: Duration) -> Verdict {
     for channel in ["sandbox", "wechatpay", "alipay", "unionpay"] {
         let shift = if channel == "unionpay" { 3_600_000 } else { 0 };
         let day = payonce_server::reconcile::beijing_date(payonce_core::Timestamp(now.0 + shift));
-        let _ = payonce_server::reconcile::reconcile(&app.state, "chaos", channel, &day, false).await;
+        let _ =
+            payonce_server::reconcile::reconcile(&app.state, "chaos", channel, &day, false).await;
     }
-    Verdict { violations, ledger_digest, took: started.elapsed() }
+    Verdict {
+        violations,
+        ledger_digest,
+        took: started.elapsed(),
+    }
 }
 
 /// How long a scenario may take to settle once its steps are done. It must cover the longest
@@ -176,20 +227,51 @@ const SETTLE: Duration = Duration::from_secs(80);
 
 async fn play(http: &reqwest::Client, base: &str, sim: &str, secret: &str, plan: &OrderPlan) {
     let body = json!({"merchant_order_no": plan.merchant_order_no, "amount": plan.amount, "currency": "CNY", "subject": "scenario", "expire_in_seconds": 60});
-    let Ok(r) = http.post(format!("{base}/v1/orders")).bearer_auth(secret).json(&body).send().await else { return };
-    let Ok(order) = r.json::<Value>().await else { return };
-    let Some(id) = order["id"].as_str() else { return };
+    let Ok(r) = http
+        .post(format!("{base}/v1/orders"))
+        .bearer_auth(secret)
+        .json(&body)
+        .send()
+        .await
+    else {
+        return;
+    };
+    let Ok(order) = r.json::<Value>().await else {
+        return;
+    };
+    let Some(id) = order["id"].as_str() else {
+        return;
+    };
     let mut seen: Vec<(String, String)> = Vec::new();
     let prepay = |channel: &'static str| {
-        let (http, url, secret) = (http.clone(), format!("{base}/v1/orders/{id}/prepay"), secret.to_owned());
+        let (http, url, secret) = (
+            http.clone(),
+            format!("{base}/v1/orders/{id}/prepay"),
+            secret.to_owned(),
+        );
         async move {
-            let r = http.post(url).bearer_auth(secret).json(&json!({"channel": channel})).send().await.ok()?;
+            let r = http
+                .post(url)
+                .bearer_auth(secret)
+                .json(&json!({"channel": channel}))
+                .send()
+                .await
+                .ok()?;
             let v: Value = r.json().await.ok()?;
             if channel == "unionpay" {
                 // UnionPay's order exists once the payer's browser posts the form to it.
                 let form = &v["credential"];
-                let fields: Vec<(String, String)> = form["fields"].as_object()?.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect();
-                let _ = http.post(form["action"].as_str()?).header("content-type", "application/x-www-form-urlencoded").body(payonce_channels::form::encode(&fields)).send().await;
+                let fields: Vec<(String, String)> = form["fields"]
+                    .as_object()?
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                    .collect();
+                let _ = http
+                    .post(form["action"].as_str()?)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(payonce_channels::form::encode(&fields))
+                    .send()
+                    .await;
             }
             Some((channel.to_owned(), v["out_trade_no"].as_str()?.to_owned()))
         }
@@ -197,7 +279,11 @@ async fn play(http: &reqwest::Client, base: &str, sim: &str, secret: &str, plan:
     let pay = |channel: String, no: String, force: bool| {
         let (http, url) = (http.clone(), format!("{sim}/sim/pay"));
         async move {
-            let _ = http.post(url).json(&json!({"channel": channel, "out_trade_no": no, "force": force})).send().await;
+            let _ = http
+                .post(url)
+                .json(&json!({"channel": channel, "out_trade_no": no, "force": force}))
+                .send()
+                .await;
         }
     };
     for (i, step) in plan.steps.iter().enumerate() {
@@ -222,11 +308,20 @@ async fn play(http: &reqwest::Client, base: &str, sim: &str, secret: &str, plan:
                 }
             }
             Step::Close => {
-                let _ = http.post(format!("{base}/v1/orders/{id}/close")).bearer_auth(secret).send().await;
+                let _ = http
+                    .post(format!("{base}/v1/orders/{id}/close"))
+                    .bearer_auth(secret)
+                    .send()
+                    .await;
             }
             Step::Refund(amount) => {
                 let body = json!({"merchant_refund_no": format!("{}-R{i}", plan.merchant_order_no), "amount": amount});
-                let _ = http.post(format!("{base}/v1/orders/{id}/refunds")).bearer_auth(secret).json(&body).send().await;
+                let _ = http
+                    .post(format!("{base}/v1/orders/{id}/refunds"))
+                    .bearer_auth(secret)
+                    .json(&body)
+                    .send()
+                    .await;
             }
         }
         seen.dedup();
@@ -247,7 +342,10 @@ async fn digest(app: &TestApp) -> String {
             .and_then(|a| orders.iter().find(|o| o.id == a.order_id))
             .map(|o| o.merchant_order_no.clone())
             .unwrap_or_default();
-        lines.push(format!("{merchant} {} {} {} {}", co["channel"], co["state"], co["charges"], co["refunded"]));
+        lines.push(format!(
+            "{merchant} {} {} {} {}",
+            co["channel"], co["state"], co["charges"], co["refunded"]
+        ));
     }
     lines.sort();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -267,9 +365,16 @@ pub async fn shrink(s: &Scenario) -> Scenario {
     let mut best = s.clone();
     let mut tries = 0;
     if best.crash_after.is_some() {
-        let candidate = Scenario { crash_after: None, ..best.clone() };
+        let candidate = Scenario {
+            crash_after: None,
+            ..best.clone()
+        };
         tries += 1;
-        if !run_settling(&candidate, SHRINK_SETTLE).await.violations.is_empty() {
+        if !run_settling(&candidate, SHRINK_SETTLE)
+            .await
+            .violations
+            .is_empty()
+        {
             best = candidate;
         }
     }
@@ -281,7 +386,11 @@ pub async fn shrink(s: &Scenario) -> Scenario {
             let mut candidate = best.clone();
             candidate.orders.remove(i);
             tries += 1;
-            if !run_settling(&candidate, SHRINK_SETTLE).await.violations.is_empty() {
+            if !run_settling(&candidate, SHRINK_SETTLE)
+                .await
+                .violations
+                .is_empty()
+            {
                 best = candidate;
                 continue 'orders;
             }
@@ -297,7 +406,11 @@ pub async fn shrink(s: &Scenario) -> Scenario {
                 let mut candidate = best.clone();
                 candidate.orders[o].steps.remove(i);
                 tries += 1;
-                if !run_settling(&candidate, SHRINK_SETTLE).await.violations.is_empty() {
+                if !run_settling(&candidate, SHRINK_SETTLE)
+                    .await
+                    .violations
+                    .is_empty()
+                {
                     best = candidate;
                     continue 'steps;
                 }
@@ -321,7 +434,10 @@ pub async fn run_seeds(first: u64, n: u64, parallel: usize, backend: Backend) ->
         let mut set = tokio::task::JoinSet::new();
         for seed in batch {
             set.spawn(async move {
-                let s = Scenario { backend, ..Scenario::generate(seed) };
+                let s = Scenario {
+                    backend,
+                    ..Scenario::generate(seed)
+                };
                 let v = run(&s).await;
                 (s, v)
             });
@@ -334,14 +450,27 @@ pub async fn run_seeds(first: u64, n: u64, parallel: usize, backend: Backend) ->
         }
         done.sort_by_key(|(s, _)| s.seed);
         for (s, v) in done {
-            let verdict = if v.violations.is_empty() { "ok" } else { "VIOLATED" };
-            println!("seed {}: {} — {verdict} — ledger {}", s.seed, s.summary(), v.ledger_digest);
+            let verdict = if v.violations.is_empty() {
+                "ok"
+            } else {
+                "VIOLATED"
+            };
+            println!(
+                "seed {}: {} — {verdict} — ledger {}",
+                s.seed,
+                s.summary(),
+                v.ledger_digest
+            );
             println!("  (took {:.1} s)", v.took.as_secs_f64());
             if !v.violations.is_empty() {
                 for line in &v.violations {
                     println!("  ✘ {line}");
                 }
-                let store = if s.backend == Backend::Postgres { " --store postgres" } else { "" };
+                let store = if s.backend == Backend::Postgres {
+                    " --store postgres"
+                } else {
+                    ""
+                };
                 println!("  replay: payonce chaos --seeds 1 --seed {}{store}", s.seed);
                 let small = shrink(&s).await;
                 println!("  shrunk: {}", small.summary());

@@ -56,7 +56,10 @@ struct Pause(std::sync::Mutex<Option<Instant>>);
 
 impl Pause {
     fn active(&self) -> bool {
-        self.0.lock().unwrap().is_some_and(|until| Instant::now() < until)
+        self.0
+            .lock()
+            .unwrap()
+            .is_some_and(|until| Instant::now() < until)
     }
 
     /// Starts (or extends) the pause; `true` if it was not already running (log once).
@@ -69,7 +72,9 @@ impl Pause {
 }
 
 /// A Redis call bounded by `RATE_CALL_TIMEOUT`; a timeout is an error like any other.
-async fn bounded<T>(call: impl std::future::Future<Output = redis::RedisResult<T>>) -> Result<T, String> {
+async fn bounded<T>(
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, String> {
     match tokio::time::timeout(RATE_CALL_TIMEOUT, call).await {
         Ok(r) => r.map_err(|e| e.to_string()),
         Err(_) => Err("redis did not answer in time".to_owned()),
@@ -85,7 +90,12 @@ impl Accelerator {
         let client = redis::Client::open(url)?;
         let conn = tokio::time::timeout(Duration::from_secs(3), client.get_connection_manager())
             .await
-            .map_err(|_| redis::RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "redis connect timed out")))??;
+            .map_err(|_| {
+                redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "redis connect timed out",
+                ))
+            })??;
         Ok(Accelerator {
             conn,
             token: payonce_core::EventId::new().as_str()[4..].to_owned(),
@@ -108,7 +118,11 @@ impl Accelerator {
         }
         let mut c = self.conn.clone();
         let mut cmd = redis::cmd("SET");
-        cmd.arg(Self::key(order_id)).arg(&self.token).arg("NX").arg("PX").arg(ttl.as_millis() as u64);
+        cmd.arg(Self::key(order_id))
+            .arg(&self.token)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis() as u64);
         match bounded(cmd.query_async::<Option<String>>(&mut c)).await {
             Ok(Some(_)) => {
                 count("lead", "leader");
@@ -130,14 +144,21 @@ impl Accelerator {
 
     /// Takes one token of `app`'s shared bucket: `Some(Ok)` pass, `Some(Err(wait))` over the
     /// rate, `None` Redis did not answer (the caller uses its own bucket).
-    pub async fn take_token(&self, app: &str, spec: crate::ratelimit::RateSpec) -> Option<Result<(), Duration>> {
+    pub async fn take_token(
+        &self,
+        app: &str,
+        spec: crate::ratelimit::RateSpec,
+    ) -> Option<Result<(), Duration>> {
         if self.rate_pause.active() {
             return None;
         }
         let mut c = self.conn.clone();
         let interval_us = 1_000_000 / u64::from(spec.per_second.max(1));
         let mut invocation = self.rate_script.prepare_invoke();
-        invocation.key(format!("payonce:rate:{app}")).arg(interval_us.max(1)).arg(spec.burst);
+        invocation
+            .key(format!("payonce:rate:{app}"))
+            .arg(interval_us.max(1))
+            .arg(spec.burst);
         match bounded(invocation.invoke_async::<u64>(&mut c)).await {
             Ok(0) => Some(Ok(())),
             Ok(wait_us) => Some(Err(Duration::from_micros(wait_us))),
@@ -153,7 +174,11 @@ impl Accelerator {
 
     pub async fn release(&self, order_id: &str) {
         let mut c = self.conn.clone();
-        let r: redis::RedisResult<i64> = redis::Script::new(RELEASE).key(Self::key(order_id)).arg(&self.token).invoke_async(&mut c).await;
+        let r: redis::RedisResult<i64> = redis::Script::new(RELEASE)
+            .key(Self::key(order_id))
+            .arg(&self.token)
+            .invoke_async(&mut c)
+            .await;
         if r.is_err() {
             count("release", "error");
         }
@@ -164,7 +189,10 @@ impl Accelerator {
         let mut c = self.conn.clone();
         let mut pause = Duration::from_millis(5);
         while Instant::now() < deadline {
-            let exists: redis::RedisResult<bool> = redis::cmd("EXISTS").arg(Self::key(order_id)).query_async(&mut c).await;
+            let exists: redis::RedisResult<bool> = redis::cmd("EXISTS")
+                .arg(Self::key(order_id))
+                .query_async(&mut c)
+                .await;
             match exists {
                 Ok(true) => {
                     tokio::time::sleep(pause).await;

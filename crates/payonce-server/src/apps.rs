@@ -13,7 +13,9 @@ pub struct NewAppCredentials {
 
 impl std::fmt::Debug for NewAppCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NewAppCredentials").field("app_id", &self.app_id).finish_non_exhaustive()
+        f.debug_struct("NewAppCredentials")
+            .field("app_id", &self.app_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -33,7 +35,10 @@ pub struct NewApp<'a> {
 
 impl<'a> NewApp<'a> {
     pub fn named(name: &'a str) -> Self {
-        NewApp { name, ..Default::default() }
+        NewApp {
+            name,
+            ..Default::default()
+        }
     }
 }
 
@@ -41,8 +46,19 @@ impl<'a> NewApp<'a> {
 pub const DEFAULT_SUBMISSION_WINDOW_SECS: i64 = 10;
 
 /// Registers an app; its secret and webhook secret are returned once and never again.
-pub async fn create_app(store: &dyn Store, key: &MasterKey, clock: &dyn Clock, new: NewApp<'_>) -> Result<NewAppCredentials, StoreError> {
-    let NewApp { name, webhook_url, allowed_hosts, sink, submission_window_secs } = new;
+pub async fn create_app(
+    store: &dyn Store,
+    key: &MasterKey,
+    clock: &dyn Clock,
+    new: NewApp<'_>,
+) -> Result<NewAppCredentials, StoreError> {
+    let NewApp {
+        name,
+        webhook_url,
+        allowed_hosts,
+        sink,
+        submission_window_secs,
+    } = new;
     let id = AppId::new();
     let secret = new_app_secret();
     let webhook_secret = new_webhook_secret();
@@ -57,11 +73,17 @@ pub async fn create_app(store: &dyn Store, key: &MasterKey, clock: &dyn Clock, n
         allowed_hosts: allowed_hosts.map(str::to_owned),
         sink: match sink {
             None => payonce_store::Sink::Webhook,
-            Some(s) => payonce_store::Sink::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown sink {s:?} (webhook, rabbitmq, nats)")))?,
+            Some(s) => payonce_store::Sink::parse(s).ok_or_else(|| {
+                StoreError::Corrupt(format!("unknown sink {s:?} (webhook, rabbitmq, nats)"))
+            })?,
         },
         submission_window_secs: submission_window_secs.unwrap_or(DEFAULT_SUBMISSION_WINDOW_SECS),
         created_at: clock.now(),
     };
     store.insert_app(&app).await?;
-    Ok(NewAppCredentials { app_id: id, secret, webhook_secret })
+    Ok(NewAppCredentials {
+        app_id: id,
+        secret,
+        webhook_secret,
+    })
 }

@@ -78,11 +78,14 @@ impl MasterKey {
                 opts.mode(0o600);
                 match opts.open(path) {
                     Ok(mut f) => {
-                        f.write_all(hexkey.as_bytes()).map_err(|e| KeyError::Io(path.display().to_string(), e))?;
+                        f.write_all(hexkey.as_bytes())
+                            .map_err(|e| KeyError::Io(path.display().to_string(), e))?;
                         Ok(key)
                     }
                     // Another process created it first: use theirs.
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load_or_create(path),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        Self::load_or_create(path)
+                    }
                     Err(e) => Err(KeyError::Io(path.display().to_string(), e)),
                 }
             }
@@ -96,7 +99,11 @@ impl MasterKey {
         let nonce_bytes = random_bytes::<NONCE_LEN>();
         let mut buf = plaintext.as_bytes().to_vec();
         self.0
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce_bytes), Aad::from(context.as_bytes()), &mut buf)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce_bytes),
+                Aad::from(context.as_bytes()),
+                &mut buf,
+            )
             .expect("AES-GCM seal cannot fail for small inputs");
         let mut out = nonce_bytes.to_vec();
         out.extend_from_slice(&buf);
@@ -112,7 +119,9 @@ impl MasterKey {
     }
 
     pub fn open_token(&self, token: &str, context: &str) -> Result<String, KeyError> {
-        let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| KeyError::Decrypt)?;
+        let raw = URL_SAFE_NO_PAD
+            .decode(token)
+            .map_err(|_| KeyError::Decrypt)?;
         self.decrypt(&format!("v1:{}", STANDARD.encode(raw)), context)
     }
 
@@ -125,7 +134,10 @@ impl MasterKey {
         let (nonce, ct) = raw.split_at(NONCE_LEN);
         let mut buf = ct.to_vec();
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| KeyError::Decrypt)?;
-        let plain = self.0.open_in_place(nonce, Aad::from(context.as_bytes()), &mut buf).map_err(|_| KeyError::Decrypt)?;
+        let plain = self
+            .0
+            .open_in_place(nonce, Aad::from(context.as_bytes()), &mut buf)
+            .map_err(|_| KeyError::Decrypt)?;
         String::from_utf8(plain.to_vec()).map_err(|_| KeyError::Decrypt)
     }
 }

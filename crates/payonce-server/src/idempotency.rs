@@ -26,10 +26,20 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
     if req.method() != Method::POST {
         return next.run(req).await;
     }
-    let Some(raw) = req.headers().get(HEADER) else { return next.run(req).await };
+    let Some(raw) = req.headers().get(HEADER) else {
+        return next.run(req).await;
+    };
     let key = match raw.to_str() {
-        Ok(k) if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()) => k.to_owned(),
-        _ => return ApiError::field("Idempotency-Key", "must be 1 to 255 visible ASCII characters").into_response(),
+        Ok(k) if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            k.to_owned()
+        }
+        _ => {
+            return ApiError::field(
+                "Idempotency-Key",
+                "must be 1 to 255 visible ASCII characters",
+            )
+            .into_response();
+        }
     };
     let (mut parts, body) = req.into_parts();
     // Keys are scoped per app, so authentication comes first (done already by the rate
@@ -46,31 +56,51 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
     let Ok(bytes) = crate::http::body::read_limited(body, limit).await else {
         return ApiError::payload_too_large(limit).into_response();
     };
-    let mut fp = format!("{} {}\n", parts.method, parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("")).into_bytes();
+    let mut fp = format!(
+        "{} {}\n",
+        parts.method,
+        parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("")
+    )
+    .into_bytes();
     fp.extend_from_slice(&bytes);
-    let k = IdempotencyKey { app_id: app.id.clone(), key, fingerprint: sha256_hex(&fp) };
+    let k = IdempotencyKey {
+        app_id: app.id.clone(),
+        key,
+        fingerprint: sha256_hex(&fp),
+    };
 
     let deadline = Instant::now() + state.config.prepay_wait() + Duration::from_secs(3);
     loop {
-        match state.store.idempotency_begin(&k, state.clock.now(), LOCK_MS).await {
+        match state
+            .store
+            .idempotency_begin(&k, state.clock.now(), LOCK_MS)
+            .await
+        {
             Err(e) => return ApiError::from(e).into_response(),
             Ok(IdempotencyBegin::Proceed) => break,
             Ok(IdempotencyBegin::Replay(stored)) => {
-                metrics::counter!("payonce_idempotent_replays_total", "app" => app.id.to_string()).increment(1);
+                metrics::counter!("payonce_idempotent_replays_total", "app" => app.id.to_string())
+                    .increment(1);
                 return replay(stored);
             }
-            Ok(IdempotencyBegin::Mismatch) => return ApiError::idempotency_key_reused().into_response(),
+            Ok(IdempotencyBegin::Mismatch) => {
+                return ApiError::idempotency_key_reused().into_response();
+            }
             Ok(IdempotencyBegin::InFlight) => {
                 if Instant::now() >= deadline {
-                    return ApiError::request_in_progress("a request with this Idempotency-Key is still being processed")
-                        .into_response();
+                    return ApiError::request_in_progress(
+                        "a request with this Idempotency-Key is still being processed",
+                    )
+                    .into_response();
                 }
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
         }
     }
 
-    let resp = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    let resp = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
     let status = resp.status();
     let (rparts, rbody) = resp.into_parts();
     let rbytes = match axum::body::to_bytes(rbody, usize::MAX).await {
@@ -81,7 +111,10 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
         }
     };
     let cacheable = (status.is_success() || status.is_client_error())
-        && !matches!(status, StatusCode::UNAUTHORIZED | StatusCode::CONFLICT | StatusCode::TOO_MANY_REQUESTS);
+        && !matches!(
+            status,
+            StatusCode::UNAUTHORIZED | StatusCode::CONFLICT | StatusCode::TOO_MANY_REQUESTS
+        );
     let outcome = if cacheable {
         let stored = StoredResponse {
             status: status.as_u16(),
@@ -109,8 +142,10 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
 fn replay(stored: StoredResponse) -> Response {
     let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
     let mut resp = (status, stored.body).into_response();
-    let ct = HeaderValue::from_str(&stored.content_type).unwrap_or(HeaderValue::from_static("application/json"));
+    let ct = HeaderValue::from_str(&stored.content_type)
+        .unwrap_or(HeaderValue::from_static("application/json"));
     resp.headers_mut().insert(header::CONTENT_TYPE, ct);
-    resp.headers_mut().insert(REPLAYED, HeaderValue::from_static("true"));
+    resp.headers_mut()
+        .insert(REPLAYED, HeaderValue::from_static("true"));
     resp
 }

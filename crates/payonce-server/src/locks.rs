@@ -15,7 +15,11 @@ pub struct OrderLocks {
 impl OrderLocks {
     /// Waits up to `wait` for the order's turn. Returns the guard and whether it had to wait
     /// (another request for the same order was running), or `None` on timeout.
-    pub async fn lock(&self, order_id: &str, wait: Duration) -> Option<(OwnedMutexGuard<()>, bool)> {
+    pub async fn lock(
+        &self,
+        order_id: &str,
+        wait: Duration,
+    ) -> Option<(OwnedMutexGuard<()>, bool)> {
         let m = {
             let mut map = self.map.lock().unwrap();
             if map.len() > 4096 {
@@ -33,7 +37,10 @@ impl OrderLocks {
         if let Ok(g) = m.clone().try_lock_owned() {
             return Some((g, false));
         }
-        tokio::time::timeout(wait, m.lock_owned()).await.ok().map(|g| (g, true))
+        tokio::time::timeout(wait, m.lock_owned())
+            .await
+            .ok()
+            .map(|g| (g, true))
     }
 }
 
@@ -47,7 +54,12 @@ mod tests {
         let (g, waited) = locks.lock("o", Duration::from_millis(10)).await.unwrap();
         assert!(!waited);
         assert!(locks.lock("o", Duration::from_millis(20)).await.is_none());
-        assert!(locks.lock("other", Duration::from_millis(20)).await.is_some());
+        assert!(
+            locks
+                .lock("other", Duration::from_millis(20))
+                .await
+                .is_some()
+        );
         drop(g);
         let (_, waited) = locks.lock("o", Duration::from_millis(20)).await.unwrap();
         assert!(!waited);

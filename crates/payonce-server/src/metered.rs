@@ -9,8 +9,9 @@
 use async_trait::async_trait;
 use payonce_channels::bill::BillDownload;
 use payonce_channels::{
-    Channel, ChannelError, ChannelOrderRef, ChannelRegistry, CloseAnswer, Notification, NotifyError, NotifyReply, Prepaid, PrepayRequest, RefundRef, RefundRequest,
-    RefundState, TradeState,
+    Channel, ChannelError, ChannelOrderRef, ChannelRegistry, CloseAnswer, Notification,
+    NotifyError, NotifyReply, Prepaid, PrepayRequest, RefundRef, RefundRequest, RefundState,
+    TradeState,
 };
 use payonce_core::{ChannelName, Timestamp};
 use reqwest::header::HeaderMap;
@@ -40,7 +41,11 @@ fn outcome<T>(r: &Result<T, ChannelError>) -> &'static str {
 }
 
 impl Metered {
-    async fn measure<T>(&self, operation: &'static str, call: impl std::future::Future<Output = Result<T, ChannelError>>) -> Result<T, ChannelError> {
+    async fn measure<T>(
+        &self,
+        operation: &'static str,
+        call: impl std::future::Future<Output = Result<T, ChannelError>>,
+    ) -> Result<T, ChannelError> {
         use tracing::Instrument as _;
         let channel = self.0.name().as_str();
         let span = tracing::info_span!("channel.call", channel, operation, outcome = tracing::field::Empty, otel.name = %format!("{channel} {operation}"), otel.kind = "client");
@@ -70,16 +75,25 @@ impl Channel for Metered {
     fn refund_call_data(&self, now: Timestamp) -> Option<String> {
         self.0.refund_call_data(now)
     }
-    async fn refund(&self, req: &RefundRequest) -> Result<(RefundState, Option<String>), ChannelError> {
+    async fn refund(
+        &self,
+        req: &RefundRequest,
+    ) -> Result<(RefundState, Option<String>), ChannelError> {
         self.measure("refund", self.0.refund(req)).await
     }
     async fn refund_query(&self, r: &RefundRef) -> Result<RefundState, ChannelError> {
         self.measure("refund_query", self.0.refund_query(r)).await
     }
     async fn download_bill(&self, date: &str) -> Result<BillDownload, ChannelError> {
-        self.measure("download_bill", self.0.download_bill(date)).await
+        self.measure("download_bill", self.0.download_bill(date))
+            .await
     }
-    fn verify_notification(&self, headers: &HeaderMap, body: &[u8], now: Timestamp) -> Result<Notification, NotifyError> {
+    fn verify_notification(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: Timestamp,
+    ) -> Result<Notification, NotifyError> {
         self.0.verify_notification(headers, body, now)
     }
     fn notify_ack(&self) -> NotifyReply {

@@ -6,12 +6,16 @@
 //! spare the database a thundering herd.
 
 use crate::state::AppState;
-use payonce_channels::{Channel, ChannelError, ChannelOrderRef, CloseAnswer, PrepayRequest, TradeState};
+use payonce_channels::{
+    Channel, ChannelError, ChannelOrderRef, CloseAnswer, PrepayRequest, TradeState,
+};
 use payonce_core::order::ClosedBy;
-use payonce_core::{AttemptId, AttemptStatus, ChannelName, OrderId, OutTradeNo, PayMethod, Timestamp};
+use payonce_core::{
+    AttemptId, AttemptStatus, ChannelName, OrderId, OutTradeNo, PayMethod, Timestamp,
+};
 use payonce_store::{
-    App, Attempt, BeginAttempt, ChannelOutcome, CloseOrder, Order, OutcomeApplied, OutcomeSource, PrepayResult,
-    StoreError,
+    App, Attempt, BeginAttempt, ChannelOutcome, CloseOrder, Order, OutcomeApplied, OutcomeSource,
+    PrepayResult, StoreError,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,7 +53,9 @@ impl PaymentError {
             PaymentError::AlreadyPaid(_) => "order_already_paid",
             PaymentError::Closed(_) => "order_closed",
             PaymentError::InProgress(_) => "request_in_progress",
-            PaymentError::ChannelRefused(_) | PaymentError::ChannelUnavailable(_) => "channel_unavailable",
+            PaymentError::ChannelRefused(_) | PaymentError::ChannelUnavailable(_) => {
+                "channel_unavailable"
+            }
             PaymentError::Store(_) => "store",
         }
     }
@@ -64,7 +70,11 @@ pub struct OrderSnapshot {
 }
 
 async fn snapshot(state: &AppState, order: &Order) -> Result<Box<OrderSnapshot>, StoreError> {
-    Ok(Box::new(OrderSnapshot { order: order.clone(), attempts: state.store.attempts_of(&order.id).await?, refunds: state.store.refunds_of(&order.id).await? }))
+    Ok(Box::new(OrderSnapshot {
+        order: order.clone(),
+        attempts: state.store.attempts_of(&order.id).await?,
+        refunds: state.store.refunds_of(&order.id).await?,
+    }))
 }
 
 /// What the business asked for in a prepay.
@@ -93,25 +103,35 @@ const MAX_ROUNDS: usize = 64;
 /// Per app: a jump in one app's reused / coalesced prepays is that business's client retrying
 /// in a loop, which the operator wants to name.
 fn prepay_metric(app: &payonce_core::AppId, outcome: &'static str) {
-    metrics::counter!("payonce_prepay_total", "outcome" => outcome, "app" => app.to_string()).increment(1);
+    metrics::counter!("payonce_prepay_total", "outcome" => outcome, "app" => app.to_string())
+        .increment(1);
 }
 
 fn channel_of(state: &AppState, name: ChannelName) -> Result<&Arc<dyn Channel>, PaymentError> {
     state
         .channels
         .get(name)
-        .ok_or(PaymentError::ChannelUnavailable("the channel is not configured on this server"))
+        .ok_or(PaymentError::ChannelUnavailable(
+            "the channel is not configured on this server",
+        ))
 }
 
 #[tracing::instrument(skip_all, fields(order_id = %order_id, channel = %params.channel))]
-pub async fn prepay(state: &AppState, app: &App, order_id: &OrderId, params: &PrepayParams) -> Result<PrepayAnswer, PaymentError> {
+pub async fn prepay(
+    state: &AppState,
+    app: &App,
+    order_id: &OrderId,
+    params: &PrepayParams,
+) -> Result<PrepayAnswer, PaymentError> {
     let channel = channel_of(state, params.channel)?.clone();
     let wait = state.config.prepay_wait();
     let deadline = Instant::now() + wait;
     // Duplicates on this instance queue here; when their turn comes the credential is stored.
     let Some((_turn, mut waited)) = state.order_locks.lock(order_id.as_str(), wait).await else {
         prepay_metric(&app.id, "conflict");
-        return Err(PaymentError::InProgress("another prepay of this order is in flight"));
+        return Err(PaymentError::InProgress(
+            "another prepay of this order is in flight",
+        ));
     };
     // Across instances, Redis (when configured) lets one request lead and the others wait for
     // it before touching the database; the database still decides everything.
@@ -127,10 +147,9 @@ pub async fn prepay(state: &AppState, app: &App, order_id: &OrderId, params: &Pr
         }
     }
     let result = prepay_rounds(state, app, order_id, params, channel, deadline, &mut waited).await;
-    if leading
-        && let Some(redis) = &state.redis {
-            redis.release(order_id.as_str()).await;
-        }
+    if leading && let Some(redis) = &state.redis {
+        redis.release(order_id.as_str()).await;
+    }
     result
 }
 
@@ -147,7 +166,11 @@ async fn prepay_rounds(
     let mut backoff = Duration::from_millis(10);
     for _ in 0..MAX_ROUNDS {
         let now = state.clock.now();
-        let order = state.store.order(&app.id, order_id).await?.ok_or_else(|| PaymentError::NotFound("order"))?;
+        let order = state
+            .store
+            .order(&app.id, order_id)
+            .await?
+            .ok_or_else(|| PaymentError::NotFound("order"))?;
         if order.status.has_been_paid() {
             prepay_metric(&app.id, "already_paid");
             return Err(PaymentError::AlreadyPaid(snapshot(state, &order).await?));
@@ -156,11 +179,18 @@ async fn prepay_rounds(
             prepay_metric(&app.id, "order_closed");
             return Err(PaymentError::Closed(snapshot(state, &order).await?));
         }
-        let active = state.store.attempts_of(order_id).await?.into_iter().find(|a| a.status.is_active());
+        let active = state
+            .store
+            .attempts_of(order_id)
+            .await?
+            .into_iter()
+            .find(|a| a.status.is_active());
         let Some(a) = active else {
             let attempt = new_attempt(state, &order, params, now);
             match state.store.begin_attempt(&attempt, now).await? {
-                BeginAttempt::Started(a) => return call_prepay(state, channel.as_ref(), &order, a, params).await,
+                BeginAttempt::Started(a) => {
+                    return call_prepay(state, channel.as_ref(), &order, a, params).await;
+                }
                 BeginAttempt::ActiveExists(_) | BeginAttempt::OrderNotOpen(_) => continue,
                 BeginAttempt::NoSuchOrder => return Err(PaymentError::NotFound("order")),
             }
@@ -169,13 +199,23 @@ async fn prepay_rounds(
         match a.status {
             AttemptStatus::Pending if same && a.credential_expires_at.is_some_and(|t| t > now) => {
                 prepay_metric(&app.id, if *waited { "coalesced" } else { "reused" });
-                let credential = a.credential.as_deref().and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
-                return Ok(PrepayAnswer { attempt: a, credential, reused: true });
+                let credential = a
+                    .credential
+                    .as_deref()
+                    .and_then(|c| serde_json::from_str(c).ok())
+                    .unwrap_or_default();
+                return Ok(PrepayAnswer {
+                    attempt: a,
+                    credential,
+                    reused: true,
+                });
             }
             // The credential outlived its channel-side life (WeChat's 2 hours, an Alipay QR's)
             // while the order is still open: ask the channel to re-issue it for the SAME channel
             // order, with the identical stored request. Never hand out the dead one.
-            AttemptStatus::Pending if same && a.credential.is_some() && a.prepay_request.is_some() => {
+            AttemptStatus::Pending
+                if same && a.credential.is_some() && a.prepay_request.is_some() =>
+            {
                 return refresh_credential(state, channel.as_ref(), &order, a).await;
             }
             AttemptStatus::Created => {
@@ -183,12 +223,17 @@ async fn prepay_rounds(
                 let stale_before = now - state.config.call_deadline();
                 if a.created_at < stale_before {
                     // Its caller never came back: the outcome is unknown, never assumed failed.
-                    state.store.mark_stale_created(&a.id, stale_before, now).await?;
+                    state
+                        .store
+                        .mark_stale_created(&a.id, stale_before, now)
+                        .await?;
                     continue;
                 }
                 if Instant::now() >= deadline {
                     prepay_metric(&app.id, "conflict");
-                    return Err(PaymentError::InProgress("another prepay of this order is in flight"));
+                    return Err(PaymentError::InProgress(
+                        "another prepay of this order is in flight",
+                    ));
                 }
                 *waited = true;
                 tokio::time::sleep(backoff).await;
@@ -216,11 +261,20 @@ async fn prepay_rounds(
 /// The intent of a new attempt: its channel order's number, and the request it will send
 /// (stored with it, so every later send is identical), claimable by the active-query worker from
 /// the moment it is written.
-pub fn new_attempt(state: &AppState, order: &Order, params: &PrepayParams, now: Timestamp) -> Attempt {
+pub fn new_attempt(
+    state: &AppState,
+    order: &Order,
+    params: &PrepayParams,
+    now: Timestamp,
+) -> Attempt {
     let id = AttemptId::new();
     let request = StoredPrepay {
         subject: order.subject.clone(),
-        notify_url: format!("{}/notify/{}", state.config.public_url.trim_end_matches('/'), params.channel),
+        notify_url: format!(
+            "{}/notify/{}",
+            state.config.public_url.trim_end_matches('/'),
+            params.channel
+        ),
         expires_at: order.expires_at.0,
         requested_at: now.0,
         payer: params.payer.clone(),
@@ -275,18 +329,31 @@ async fn call_prepay(
                 next_query_at: first_query,
                 channel_data: prepaid.channel_data.clone(),
             };
-            let stored = state.store.record_prepay(&attempt.id, &recorded, now).await?;
+            let stored = state
+                .store
+                .record_prepay(&attempt.id, &recorded, now)
+                .await?;
             match stored.status {
                 AttemptStatus::Pending => {
                     prepay_metric(&order.app_id, "created");
-                    Ok(PrepayAnswer { attempt: stored, credential: prepaid.credential, reused: false })
+                    Ok(PrepayAnswer {
+                        attempt: stored,
+                        credential: prepaid.credential,
+                        reused: false,
+                    })
                 }
                 AttemptStatus::Succeeded => {
                     prepay_metric(&order.app_id, "already_paid");
-                    let order = state.store.order(&order.app_id, &order.id).await?.unwrap_or_else(|| order.clone());
+                    let order = state
+                        .store
+                        .order(&order.app_id, &order.id)
+                        .await?
+                        .unwrap_or_else(|| order.clone());
                     Err(PaymentError::AlreadyPaid(snapshot(state, &order).await?))
                 }
-                _ => Err(PaymentError::InProgress("the channel order changed while it was being created")),
+                _ => Err(PaymentError::InProgress(
+                    "the channel order changed while it was being created",
+                )),
             }
         }
         Err(ChannelError::Refused { code, message }) => {
@@ -294,7 +361,16 @@ async fn call_prepay(
                 // A re-ask of an unknown order refused (e.g. "already paid"): settle by query.
                 sync_attempt(state, &attempt).await?;
             } else {
-                state.store.record_prepay(&attempt.id, &PrepayResult::Refused { reason: format!("{code}: {message}") }, now).await?;
+                state
+                    .store
+                    .record_prepay(
+                        &attempt.id,
+                        &PrepayResult::Refused {
+                            reason: format!("{code}: {message}"),
+                        },
+                        now,
+                    )
+                    .await?;
             }
             prepay_metric(&order.app_id, "channel_refused");
             tracing::warn!(code = %code, "channel refused prepay");
@@ -302,17 +378,37 @@ async fn call_prepay(
         }
         Err(ChannelError::Unreachable(e)) => {
             // Nothing left this machine: no channel order can exist.
-            state.store.record_prepay(&attempt.id, &PrepayResult::Refused { reason: format!("unreachable: {e}") }, now).await?;
+            state
+                .store
+                .record_prepay(
+                    &attempt.id,
+                    &PrepayResult::Refused {
+                        reason: format!("unreachable: {e}"),
+                    },
+                    now,
+                )
+                .await?;
             prepay_metric(&order.app_id, "channel_unavailable");
-            Err(PaymentError::ChannelUnavailable("the channel is unreachable; retrying is safe"))
+            Err(PaymentError::ChannelUnavailable(
+                "the channel is unreachable; retrying is safe",
+            ))
         }
         Err(ChannelError::Ambiguous(e)) => {
             // The channel order may exist. `unknown`, never `failed`: a query settles it, and a
             // retry re-asks under the same out_trade_no.
             tracing::warn!(error = %e, "prepay outcome unknown");
-            state.store.record_prepay(&attempt.id, &PrepayResult::Ambiguous { next_query_at: now }, now).await?;
+            state
+                .store
+                .record_prepay(
+                    &attempt.id,
+                    &PrepayResult::Ambiguous { next_query_at: now },
+                    now,
+                )
+                .await?;
             prepay_metric(&order.app_id, "unknown");
-            Err(PaymentError::ChannelUnavailable("the channel did not answer in time; retrying the same request is safe"))
+            Err(PaymentError::ChannelUnavailable(
+                "the channel did not answer in time; retrying the same request is safe",
+            ))
         }
     }
 }
@@ -331,11 +427,23 @@ pub struct StoredPrepay {
 
 /// The channel request of an attempt: the stored one, or (attempts written before requests
 /// were stored) one rebuilt from the order.
-pub fn stored_request(order: &Order, attempt: &Attempt, payer: Option<serde_json::Value>, state: &AppState) -> PrepayRequest {
-    let stored: Option<StoredPrepay> = attempt.prepay_request.as_deref().and_then(|s| serde_json::from_str(s).ok());
+pub fn stored_request(
+    order: &Order,
+    attempt: &Attempt,
+    payer: Option<serde_json::Value>,
+    state: &AppState,
+) -> PrepayRequest {
+    let stored: Option<StoredPrepay> = attempt
+        .prepay_request
+        .as_deref()
+        .and_then(|s| serde_json::from_str(s).ok());
     let stored = stored.unwrap_or_else(|| StoredPrepay {
         subject: order.subject.clone(),
-        notify_url: format!("{}/notify/{}", state.config.public_url.trim_end_matches('/'), attempt.channel),
+        notify_url: format!(
+            "{}/notify/{}",
+            state.config.public_url.trim_end_matches('/'),
+            attempt.channel
+        ),
         expires_at: order.expires_at.0,
         requested_at: attempt.created_at.0,
         payer,
@@ -355,22 +463,39 @@ pub fn stored_request(order: &Order, attempt: &Attempt, payer: Option<serde_json
 /// Re-issues the credential of a pending attempt whose credential died before the order did.
 /// The attempt's own transition (`CredentialRefreshed` / `RefreshFailed`): whatever happens,
 /// the channel order stays pending — a refresh that fails or times out changes nothing there.
-async fn refresh_credential(state: &AppState, channel: &dyn Channel, order: &Order, a: Attempt) -> Result<PrepayAnswer, PaymentError> {
+async fn refresh_credential(
+    state: &AppState,
+    channel: &dyn Channel,
+    order: &Order,
+    a: Attempt,
+) -> Result<PrepayAnswer, PaymentError> {
     let req = stored_request(order, &a, None, state);
     match channel.prepay(&req).await {
         Ok(prepaid) => {
             let now = state.clock.now();
             let stored = state
                 .store
-                .refresh_credential(&a.id, &prepaid.credential.to_string(), prepaid.credential_expires_at, prepaid.payable_until, now)
+                .refresh_credential(
+                    &a.id,
+                    &prepaid.credential.to_string(),
+                    prepaid.credential_expires_at,
+                    prepaid.payable_until,
+                    now,
+                )
                 .await?;
             match stored {
                 Some(attempt) => {
                     prepay_metric(&order.app_id, "refreshed");
-                    Ok(PrepayAnswer { attempt, credential: prepaid.credential, reused: false })
+                    Ok(PrepayAnswer {
+                        attempt,
+                        credential: prepaid.credential,
+                        reused: false,
+                    })
                 }
                 // Paid or closed meanwhile: the next prepay round tells the caller.
-                None => Err(PaymentError::InProgress("the channel order changed while its credential was refreshed")),
+                None => Err(PaymentError::InProgress(
+                    "the channel order changed while its credential was refreshed",
+                )),
             }
         }
         Err(e) => {
@@ -378,7 +503,9 @@ async fn refresh_credential(state: &AppState, channel: &dyn Channel, order: &Ord
             // the dead credential is not handed out. A repeat of the request tries again.
             tracing::warn!(error = %e, out_trade_no = %a.out_trade_no, "credential refresh failed");
             prepay_metric(&order.app_id, "refresh_failed");
-            Err(PaymentError::ChannelUnavailable("the channel did not re-issue the payment code; retrying is safe"))
+            Err(PaymentError::ChannelUnavailable(
+                "the channel did not re-issue the payment code; retrying is safe",
+            ))
         }
     }
 }
@@ -398,24 +525,40 @@ pub async fn retire(state: &AppState, a: &Attempt) -> Result<(), PaymentError> {
         Ok(CloseAnswer::AlreadyPaid) => match channel.query(&r).await {
             Ok(s @ TradeState::Paid { .. }) => s,
             Ok(_) | Err(_) => {
-                return Err(PaymentError::ChannelUnavailable("the channel reports the order paid but its details are not available yet; retry"));
+                return Err(PaymentError::ChannelUnavailable(
+                    "the channel reports the order paid but its details are not available yet; retry",
+                ));
             }
         },
         Err(e) => {
             tracing::warn!(error = %e, out_trade_no = %a.out_trade_no, "close failed");
             journal_unanswered(state, a.channel, &a.out_trade_no, "close_answer", &e).await;
-            return Err(PaymentError::ChannelUnavailable("could not close the previous channel order; retrying is safe"));
+            return Err(PaymentError::ChannelUnavailable(
+                "could not close the previous channel order; retrying is safe",
+            ));
         }
     };
     // The "delay-queue second check": look once more shortly after the close, and keep watching
     // a credential that can still pay (an unscanned Alipay QR, a UnionPay form) until it expires.
     let second_check = state.clock.now() + state.config.scaled(SECOND_CHECK_AFTER);
-    apply(state, a.channel, &a.out_trade_no, observed, OutcomeSource::CloseAnswer, Some(second_check), None).await?;
+    apply(
+        state,
+        a.channel,
+        &a.out_trade_no,
+        observed,
+        OutcomeSource::CloseAnswer,
+        Some(second_check),
+        None,
+    )
+    .await?;
     Ok(())
 }
 
 pub fn order_ref(a: &Attempt) -> ChannelOrderRef {
-    ChannelOrderRef { out_trade_no: a.out_trade_no.clone(), channel_data: a.channel_data.clone() }
+    ChannelOrderRef {
+        out_trade_no: a.out_trade_no.clone(),
+        channel_data: a.channel_data.clone(),
+    }
 }
 
 /// Asks the channel about an attempt and applies the answer (compensation query).
@@ -426,10 +569,21 @@ pub async fn sync_attempt(state: &AppState, a: &Attempt) -> Result<OutcomeApplie
         Err(e) => {
             tracing::warn!(error = %e, "query failed");
             journal_unanswered(state, a.channel, &a.out_trade_no, "query", &e).await;
-            return Err(PaymentError::ChannelUnavailable("the channel could not be queried; retry"));
+            return Err(PaymentError::ChannelUnavailable(
+                "the channel could not be queried; retry",
+            ));
         }
     };
-    Ok(apply(state, a.channel, &a.out_trade_no, observed, OutcomeSource::Query, None, None).await?)
+    Ok(apply(
+        state,
+        a.channel,
+        &a.out_trade_no,
+        observed,
+        OutcomeSource::Query,
+        None,
+        None,
+    )
+    .await?)
 }
 
 /// Client compensation (`?sync=true`, the cashier page's status): asks the channel about every
@@ -437,12 +591,25 @@ pub async fn sync_attempt(state: &AppState, a: &Attempt) -> Result<OutcomeApplie
 /// instance, so a client polling in a loop never turns into a query storm at the channel.
 /// Returns the order as it now stands (as it was, when nothing was asked or a query failed).
 pub async fn sync_open_order(state: &AppState, order: Order) -> Result<Order, StoreError> {
-    if !order.status.is_open() || !state.sync_limiter.allow(order.id.as_str(), state.clock.now()) {
+    if !order.status.is_open()
+        || !state
+            .sync_limiter
+            .allow(order.id.as_str(), state.clock.now())
+    {
         return Ok(order);
     }
-    for a in state.store.attempts_of(&order.id).await?.into_iter().filter(|a| a.status.is_active()) {
+    for a in state
+        .store
+        .attempts_of(&order.id)
+        .await?
+        .into_iter()
+        .filter(|a| a.status.is_active())
+    {
         if let Err(e) = sync_attempt(state, &a).await {
-            tracing::warn!(code = e.code(), "sync query failed; answering with what is stored");
+            tracing::warn!(
+                code = e.code(),
+                "sync query failed; answering with what is stored"
+            );
         }
     }
     Ok(state.store.order_by_id(&order.id).await?.unwrap_or(order))
@@ -487,8 +654,26 @@ pub async fn apply(
 
 /// A question payonce asked that got no answer (a timeout, an error), for the timeline: the
 /// operator sees every query, answered or not.
-pub async fn journal_unanswered(state: &AppState, channel: ChannelName, reference: &str, source: &str, e: &ChannelError) {
-    record(state, payonce_store::ChannelMessage::new(channel, reference, source, no_answer(e), "unanswered".into(), None, state.clock.now())).await;
+pub async fn journal_unanswered(
+    state: &AppState,
+    channel: ChannelName,
+    reference: &str,
+    source: &str,
+    e: &ChannelError,
+) {
+    record(
+        state,
+        payonce_store::ChannelMessage::new(
+            channel,
+            reference,
+            source,
+            no_answer(e),
+            "unanswered".into(),
+            None,
+            state.clock.now(),
+        ),
+    )
+    .await;
 }
 
 /// A call's failure in a few words, for the timeline (the error's details stay in the log).
@@ -510,7 +695,12 @@ pub async fn record(state: &AppState, message: payonce_store::ChannelMessage) {
 /// What the operator watches of every applied fact: payments made (and how long after the
 /// channel took the money payonce knew it, by source) and duplicate charges detected.
 fn observe(state: &AppState, outcome: &ChannelOutcome, applied: &OutcomeApplied) {
-    let OutcomeApplied::Applied { attempt, effect, .. } = applied else { return };
+    let OutcomeApplied::Applied {
+        attempt, effect, ..
+    } = applied
+    else {
+        return;
+    };
     let channel = outcome.channel.as_str();
     let source = match &outcome.source {
         OutcomeSource::Notification { .. } => "notification",
@@ -534,25 +724,42 @@ fn observe(state: &AppState, outcome: &ChannelOutcome, applied: &OutcomeApplied)
 /// channel first; the order is `closed` only once they all are.
 #[tracing::instrument(skip_all, fields(order_id = %order_id))]
 pub async fn close(state: &AppState, app: &App, order_id: &OrderId) -> Result<Order, PaymentError> {
-    let order = state.store.order(&app.id, order_id).await?.ok_or_else(|| PaymentError::NotFound("order"))?;
+    let order = state
+        .store
+        .order(&app.id, order_id)
+        .await?
+        .ok_or_else(|| PaymentError::NotFound("order"))?;
     let wait = state.config.prepay_wait();
     let deadline = Instant::now() + wait;
     let Some(_turn) = state.order_locks.lock(order.id.as_str(), wait).await else {
-        return Err(PaymentError::InProgress("another request for this order is in flight"));
+        return Err(PaymentError::InProgress(
+            "another request for this order is in flight",
+        ));
     };
     for _ in 0..MAX_ROUNDS {
         let now = state.clock.now();
-        match state.store.close_order(order_id, ClosedBy::Business, now).await? {
+        match state
+            .store
+            .close_order(order_id, ClosedBy::Business, now)
+            .await?
+        {
             CloseOrder::Closed(o) | CloseOrder::AlreadyClosed(o) => return Ok(o),
-            CloseOrder::Paid(o) => return Err(PaymentError::AlreadyPaid(snapshot(state, &o).await?)),
+            CloseOrder::Paid(o) => {
+                return Err(PaymentError::AlreadyPaid(snapshot(state, &o).await?));
+            }
             CloseOrder::NoSuchOrder => return Err(PaymentError::NotFound("order")),
             CloseOrder::ActiveAttempt(a) if a.status == AttemptStatus::Created => {
                 // A prepay is mid-call: closing now could race its creation. Wait for it.
                 let stale_before = now - state.config.call_deadline();
                 if a.created_at < stale_before {
-                    state.store.mark_stale_created(&a.id, stale_before, now).await?;
+                    state
+                        .store
+                        .mark_stale_created(&a.id, stale_before, now)
+                        .await?;
                 } else if Instant::now() >= deadline {
-                    return Err(PaymentError::InProgress("a prepay of this order is in flight"));
+                    return Err(PaymentError::InProgress(
+                        "a prepay of this order is in flight",
+                    ));
                 } else {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }

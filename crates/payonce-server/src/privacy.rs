@@ -6,8 +6,19 @@
 /// Keys whose values identify a payer: WeChat `openid` / `sp_openid` / `sub_openid`, Alipay
 /// `buyer_id` / `buyer_logon_id` / `buyer_user_id` / `buyer_open_id`, UnionPay `accNo` (card
 /// number), `customerInfo`, `payCardNo`, `phoneNo`.
-const PAYER_KEYS: &[&str] =
-    &["openid", "sp_openid", "sub_openid", "buyer_id", "buyer_logon_id", "buyer_user_id", "buyer_open_id", "accno", "customerinfo", "paycardno", "phoneno"];
+const PAYER_KEYS: &[&str] = &[
+    "openid",
+    "sp_openid",
+    "sub_openid",
+    "buyer_id",
+    "buyer_logon_id",
+    "buyer_user_id",
+    "buyer_open_id",
+    "accno",
+    "customerinfo",
+    "paycardno",
+    "phoneno",
+];
 
 fn is_payer_key(k: &str) -> bool {
     PAYER_KEYS.contains(&k.to_ascii_lowercase().as_str())
@@ -58,7 +69,11 @@ pub fn masked(content: &str) -> Option<String> {
     }
     let mut out = form_urlencoded::Serializer::new(String::new());
     for (k, v) in form_urlencoded::parse(trimmed.as_bytes()) {
-        let v = if is_payer_key(&k) { mask_value(&v) } else { v.into_owned() };
+        let v = if is_payer_key(&k) {
+            mask_value(&v)
+        } else {
+            v.into_owned()
+        };
         out.append_pair(&k, &v);
     }
     // One field a line: a form of forty fields is unreadable on one.
@@ -88,32 +103,55 @@ mod tests {
 
     /// The fields of a masked form, read back as a form (it is shown one field a line).
     fn fields(masked_form: &str) -> Vec<(String, String)> {
-        form_urlencoded::parse(masked_form.replace("\n&", "&").as_bytes()).into_owned().collect()
+        form_urlencoded::parse(masked_form.replace("\n&", "&").as_bytes())
+            .into_owned()
+            .collect()
     }
 
     /// Every payer identifier in the channels' real messages (the vectors payonce-channels
     /// verifies byte for byte) is masked, and every other field kept as it came.
     #[test]
     fn the_channels_real_messages_are_masked() {
-        let vectors = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../payonce-channels/tests/vectors");
-        let read = |p: &str| std::fs::read_to_string(vectors.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+        let vectors = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../payonce-channels/tests/vectors");
+        let read = |p: &str| {
+            std::fs::read_to_string(vectors.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"))
+        };
         let mut forms: Vec<(String, String)> = Vec::new();
         // Alipay's notifications, posted as forms.
-        let alipay: serde_json::Value = serde_json::from_str(&read("alipay/notify_vectors.json")).unwrap();
+        let alipay: serde_json::Value =
+            serde_json::from_str(&read("alipay/notify_vectors.json")).unwrap();
         for v in alipay.as_array().unwrap() {
             let params = v["params"].as_object().unwrap();
-            let form = form_urlencoded::Serializer::new(String::new()).extend_pairs(params.iter().map(|(k, v)| (k, v.as_str().unwrap_or_default()))).finish();
+            let form = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(
+                    params
+                        .iter()
+                        .map(|(k, v)| (k, v.as_str().unwrap_or_default())),
+                )
+                .finish();
             forms.push((format!("alipay {}", v["name"]), form));
         }
         // UnionPay's notification, an ordinary form. (Its answers, whose values come unencoded
         // — a PEM certificate with its line breaks — are never kept with their content.)
-        let notify: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&read("unionpay/yansongda_pay/notify_fields_20220908132206.json")).unwrap();
-        let form = form_urlencoded::Serializer::new(String::new()).extend_pairs(notify.iter().map(|(k, v)| (k, v.as_str().unwrap_or_default()))).finish();
+        let notify: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&read(
+            "unionpay/yansongda_pay/notify_fields_20220908132206.json",
+        ))
+        .unwrap();
+        let form = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(
+                notify
+                    .iter()
+                    .map(|(k, v)| (k, v.as_str().unwrap_or_default())),
+            )
+            .finish();
         forms.push(("unionpay notification".into(), form));
 
         let mut payer_fields = 0;
         for (name, form) in &forms {
-            let original: Vec<(String, String)> = form_urlencoded::parse(form.as_bytes()).into_owned().collect();
+            let original: Vec<(String, String)> = form_urlencoded::parse(form.as_bytes())
+                .into_owned()
+                .collect();
             let shown = fields(&masked(form).unwrap_or_else(|| panic!("{name} reads as a form")));
             assert_eq!(shown.len(), original.len(), "{name}: every field shown");
             for ((key, value), (shown_key, shown_value)) in original.iter().zip(&shown) {
@@ -121,7 +159,10 @@ mod tests {
                 if is_payer_key(key) {
                     payer_fields += 1;
                     assert_ne!(shown_value, value, "{name}: {key} is masked");
-                    assert!(shown_value.contains("****"), "{name}: {key} = {shown_value}");
+                    assert!(
+                        shown_value.contains("****"),
+                        "{name}: {key} = {shown_value}"
+                    );
                 } else {
                     assert_eq!(shown_value, value, "{name}: {key} kept");
                 }

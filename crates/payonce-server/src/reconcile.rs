@@ -20,11 +20,21 @@ use crate::state::AppState;
 use payonce_channels::bill::{self, BillEntry, BillFormat};
 use payonce_channels::{StatementKind, StatementLine, TradeState};
 use payonce_core::{ChannelName, Timestamp};
-use payonce_store::{Attempt, Billed, OutcomeApplied, OutcomeSource, ReconciliationItem, Refund, RefundNoticeApplied, RefundResult, StoredBill};
+use payonce_store::{
+    Attempt, Billed, OutcomeApplied, OutcomeSource, ReconciliationItem, Refund,
+    RefundNoticeApplied, RefundResult, StoredBill,
+};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Every class, in the order reports list them.
-pub const CLASSES: [&str; 6] = ["repaired_paid", "repaired_refund", "missing_at_channel", "amount_mismatch", "unknown_trade", "unknown_refund"];
+pub const CLASSES: [&str; 6] = [
+    "repaired_paid",
+    "repaired_refund",
+    "missing_at_channel",
+    "amount_mismatch",
+    "unknown_trade",
+    "unknown_refund",
+];
 
 /// What one run found.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -67,7 +77,11 @@ pub struct BillTotals {
 impl Report {
     /// Differences a person has to look at.
     pub fn needs_a_person(&self) -> usize {
-        self.classes.iter().filter(|(c, _)| ReconciliationItem::needs_a_person(c)).map(|(_, n)| n).sum()
+        self.classes
+            .iter()
+            .filter(|(c, _)| ReconciliationItem::needs_a_person(c))
+            .map(|(_, n)| n)
+            .sum()
     }
 }
 
@@ -85,8 +99,16 @@ pub enum ReconcileError {
 
 /// `[start, end)` of a Beijing calendar day, in Unix milliseconds.
 pub fn beijing_day(date: &str) -> Option<(Timestamp, Timestamp)> {
-    let d = time::Date::parse(date, &time::macros::format_description!("[year]-[month]-[day]")).ok()?;
-    let start = d.midnight().assume_offset(time::macros::offset!(+8)).unix_timestamp() * 1000;
+    let d = time::Date::parse(
+        date,
+        &time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .ok()?;
+    let start = d
+        .midnight()
+        .assume_offset(time::macros::offset!(+8))
+        .unix_timestamp()
+        * 1000;
     Some((Timestamp(start), Timestamp(start + 86_400_000)))
 }
 
@@ -94,14 +116,22 @@ pub fn beijing_day(date: &str) -> Option<(Timestamp, Timestamp)> {
 /// except UnionPay's clearing day, which runs from 23:00 the day before to 23:00.
 pub fn bill_window(channel: ChannelName, date: &str) -> Option<(Timestamp, Timestamp)> {
     let (start, end) = beijing_day(date)?;
-    let shift = if channel == ChannelName::Unionpay { 3_600_000 } else { 0 };
+    let shift = if channel == ChannelName::Unionpay {
+        3_600_000
+    } else {
+        0
+    };
     Some((Timestamp(start.0 - shift), Timestamp(end.0 - shift)))
 }
 
 /// The Beijing calendar day of `t`, `YYYY-MM-DD`.
 pub fn beijing_date(t: Timestamp) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(t.0.div_euclid(1000)).unwrap_or(time::OffsetDateTime::UNIX_EPOCH).to_offset(time::macros::offset!(+8));
-    t.date().format(&time::macros::format_description!("[year]-[month]-[day]")).unwrap_or_default()
+    let t = time::OffsetDateTime::from_unix_timestamp(t.0.div_euclid(1000))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        .to_offset(time::macros::offset!(+8));
+    t.date()
+        .format(&time::macros::format_description!("[year]-[month]-[day]"))
+        .unwrap_or_default()
 }
 
 /// Yesterday in Beijing, the day whose bills are ready in the morning.
@@ -116,8 +146,25 @@ pub type Progress<'a> = &'a (dyn Fn(&str, usize) + Send + Sync);
 /// One run of (channel, bill date): the bill (the kept copy, or a download), proven whole,
 /// then every difference classified, what can be repaired repaired (not with `dry_run`, which
 /// writes nothing at all), the rest recorded.
-pub async fn reconcile(state: &AppState, owner: &str, channel_name: &str, bill_date: &str, dry_run: bool) -> Result<Report, ReconcileError> {
-    reconcile_with(state, owner, channel_name, bill_date, RunOptions { dry_run, refetch: false }, &|_, _| {}).await
+pub async fn reconcile(
+    state: &AppState,
+    owner: &str,
+    channel_name: &str,
+    bill_date: &str,
+    dry_run: bool,
+) -> Result<Report, ReconcileError> {
+    reconcile_with(
+        state,
+        owner,
+        channel_name,
+        bill_date,
+        RunOptions {
+            dry_run,
+            refetch: false,
+        },
+        &|_, _| {},
+    )
+    .await
 }
 
 /// How a run goes beyond the defaults.
@@ -130,34 +177,80 @@ pub struct RunOptions {
     pub refetch: bool,
 }
 
-pub async fn reconcile_with(state: &AppState, owner: &str, channel_name: &str, bill_date: &str, options: RunOptions, progress: Progress<'_>) -> Result<Report, ReconcileError> {
+pub async fn reconcile_with(
+    state: &AppState,
+    owner: &str,
+    channel_name: &str,
+    bill_date: &str,
+    options: RunOptions,
+    progress: Progress<'_>,
+) -> Result<Report, ReconcileError> {
     let dry_run = options.dry_run;
-    let name = ChannelName::parse(channel_name).map_err(|_| ReconcileError::NoChannel(channel_name.to_owned()))?;
-    let channel = state.channels.get(name).cloned().ok_or_else(|| ReconcileError::NoChannel(channel_name.to_owned()))?;
-    let (from, to) = bill_window(name, bill_date).ok_or_else(|| ReconcileError::BadDate(bill_date.to_owned()))?;
+    let name = ChannelName::parse(channel_name)
+        .map_err(|_| ReconcileError::NoChannel(channel_name.to_owned()))?;
+    let channel = state
+        .channels
+        .get(name)
+        .cloned()
+        .ok_or_else(|| ReconcileError::NoChannel(channel_name.to_owned()))?;
+    let (from, to) = bill_window(name, bill_date)
+        .ok_or_else(|| ReconcileError::BadDate(bill_date.to_owned()))?;
     let now = state.clock.now();
     let run = if dry_run {
         None
     } else {
         // Long enough to read a large bill; a runner that dies lets another take over after it.
         let lease_ms = 10 * 60 * 1000;
-        Some(state.store.begin_reconciliation(name, bill_date, owner, lease_ms, now).await?.ok_or_else(|| ReconcileError::Busy(channel_name.to_owned(), bill_date.to_owned()))?)
+        Some(
+            state
+                .store
+                .begin_reconciliation(name, bill_date, owner, lease_ms, now)
+                .await?
+                .ok_or_else(|| {
+                    ReconcileError::Busy(channel_name.to_owned(), bill_date.to_owned())
+                })?,
+        )
     };
     let mut report = Report {
         id: run.as_ref().map(|r| r.id.clone()),
         channel: name.as_str().to_owned(),
         bill_date: bill_date.to_owned(),
-        status: if dry_run { "dry_run".into() } else { "completed".into() },
+        status: if dry_run {
+            "dry_run".into()
+        } else {
+            "completed".into()
+        },
         classes: CLASSES.iter().map(|c| (c.to_string(), 0)).collect(),
         ..Report::default()
     };
     // A bill that cannot be had, does not verify or does not add up applies nothing; it is not
     // kept, so the next run downloads it again.
     progress("download", 0);
-    let (format, content) = match obtain_bill(state, name, &*channel, bill_date, options, &mut report, progress).await {
+    let (format, content) = match obtain_bill(
+        state,
+        name,
+        &*channel,
+        bill_date,
+        options,
+        &mut report,
+        progress,
+    )
+    .await
+    {
         Ok(Obtained::Bill(format, content)) => (format, content),
         Ok(Obtained::NoBill(code)) => {
-            no_bill(state, name, from, to, &code, run.as_ref().map(|r| r.id.clone()), &mut report, dry_run, progress).await?;
+            no_bill(
+                state,
+                name,
+                from,
+                to,
+                &code,
+                run.as_ref().map(|r| r.id.clone()),
+                &mut report,
+                dry_run,
+                progress,
+            )
+            .await?;
             finish(state, owner, &mut report).await?;
             return Ok(report);
         }
@@ -171,14 +264,25 @@ pub async fn reconcile_with(state: &AppState, owner: &str, channel_name: &str, b
     // Apply, a batch of rows at a time: one look-up of their attempts and refunds, one write of
     // what the bill says of them.
     let mut on_bill = dry_run.then(HashSet::new);
-    let mut recorder = Recorder { state, run: run.as_ref().map(|r| r.id.clone()), report: &mut report, dry_run };
+    let mut recorder = Recorder {
+        state,
+        run: run.as_ref().map(|r| r.id.clone()),
+        report: &mut report,
+        dry_run,
+    };
     let mut batch: Vec<StatementLine> = Vec::with_capacity(payonce_store::BATCH);
     let mut done = 0usize;
-    let rows = bill::entries(format, &content).map_err(|e| ReconcileError::Store(payonce_store::StoreError::Corrupt(e)))?;
+    let rows = bill::entries(format, &content)
+        .map_err(|e| ReconcileError::Store(payonce_store::StoreError::Corrupt(e)))?;
     for entry in rows {
         // The bill was proven whole before: an error now would be the store's bytes changing.
-        let Ok(BillEntry::Line(line)) = entry else { continue };
-        if let Some(set) = on_bill.as_mut().filter(|_| line.kind == StatementKind::Payment) {
+        let Ok(BillEntry::Line(line)) = entry else {
+            continue;
+        };
+        if let Some(set) = on_bill
+            .as_mut()
+            .filter(|_| line.kind == StatementKind::Payment)
+        {
             set.insert(line.out_trade_no.clone());
         }
         batch.push(line);
@@ -196,8 +300,19 @@ pub async fn reconcile_with(state: &AppState, owner: &str, channel_name: &str, b
     // before the 23:00 cut-off) can land in the next day's bill, which marks it when it is
     // reconciled; until then the channel is asked before anyone is bothered.
     let unbilled = match &on_bill {
-        None => state.store.attempts_paid_between(name, from, to, true).await?,
-        Some(set) => state.store.attempts_paid_between(name, from, to, false).await?.into_iter().filter(|a| !set.contains(&a.out_trade_no)).collect(),
+        None => {
+            state
+                .store
+                .attempts_paid_between(name, from, to, true)
+                .await?
+        }
+        Some(set) => state
+            .store
+            .attempts_paid_between(name, from, to, false)
+            .await?
+            .into_iter()
+            .filter(|a| !set.contains(&a.out_trade_no))
+            .collect(),
     };
     for (i, a) in unbilled.iter().enumerate() {
         progress("missing", i + 1);
@@ -206,7 +321,16 @@ pub async fn reconcile_with(state: &AppState, owner: &str, channel_name: &str, b
         }
         let order = state.store.order_by_id(&a.order_id).await?;
         recorder
-            .item("missing_at_channel", &a.out_trade_no, order.as_ref().map(|o| (o.app_id.to_string(), o.id.to_string())), Some(a.amount.minor), None, "payonce recorded this payment; the bill and a query do not show it")
+            .item(
+                "missing_at_channel",
+                &a.out_trade_no,
+                order
+                    .as_ref()
+                    .map(|o| (o.app_id.to_string(), o.id.to_string())),
+                Some(a.amount.minor),
+                None,
+                "payonce recorded this payment; the bill and a query do not show it",
+            )
             .await?;
     }
     finish(state, owner, &mut report).await?;
@@ -231,13 +355,34 @@ async fn no_bill(
     dry_run: bool,
     progress: Progress<'_>,
 ) -> Result<(), ReconcileError> {
-    let paid = state.store.attempts_paid_between(name, from, to, true).await?;
-    let mut recorder = Recorder { state, run, report, dry_run };
+    let paid = state
+        .store
+        .attempts_paid_between(name, from, to, true)
+        .await?;
+    let mut recorder = Recorder {
+        state,
+        run,
+        report,
+        dry_run,
+    };
     for (i, a) in paid.iter().enumerate() {
         progress("missing", i + 1);
         let order = state.store.order_by_id(&a.order_id).await?;
-        let detail = format!("payonce recorded this payment; the channel says it has no bill for the day ({code})");
-        recorder.item("missing_at_channel", &a.out_trade_no, order.as_ref().map(|o| (o.app_id.to_string(), o.id.to_string())), Some(a.amount.minor), None, &detail).await?;
+        let detail = format!(
+            "payonce recorded this payment; the channel says it has no bill for the day ({code})"
+        );
+        recorder
+            .item(
+                "missing_at_channel",
+                &a.out_trade_no,
+                order
+                    .as_ref()
+                    .map(|o| (o.app_id.to_string(), o.id.to_string())),
+                Some(a.amount.minor),
+                None,
+                &detail,
+            )
+            .await?;
     }
     Ok(())
 }
@@ -254,7 +399,15 @@ async fn obtain_bill(
     report: &mut Report,
     progress: Progress<'_>,
 ) -> Result<Obtained, String> {
-    let kept = if options.refetch { None } else { state.store.stored_bill(name, bill_date).await.map_err(|e| e.to_string())? };
+    let kept = if options.refetch {
+        None
+    } else {
+        state
+            .store
+            .stored_bill(name, bill_date)
+            .await
+            .map_err(|e| e.to_string())?
+    };
     if let Some((kept, content)) = kept {
         match BillFormat::parse(&kept.format) {
             Some(format) if sha256_hex(&content) == kept.sha256 => {
@@ -263,10 +416,18 @@ async fn obtain_bill(
                 return Ok(Obtained::Bill(format, content));
             }
             // Damaged at rest (or a format this binary does not know): fetch it again.
-            _ => tracing::warn!(channel = name.as_str(), bill_date, "the kept bill does not match its hash; downloading it again"),
+            _ => tracing::warn!(
+                channel = name.as_str(),
+                bill_date,
+                "the kept bill does not match its hash; downloading it again"
+            ),
         }
     }
-    let downloaded = match channel.download_bill(bill_date).await.map_err(|e| format!("download: {e}"))? {
+    let downloaded = match channel
+        .download_bill(bill_date)
+        .await
+        .map_err(|e| format!("download: {e}"))?
+    {
         payonce_channels::bill::BillDownload::Bill(b) => b,
         payonce_channels::bill::BillDownload::NoBill { code } => {
             report.bill_source = "no_bill".into();
@@ -277,7 +438,9 @@ async fn obtain_bill(
     report.bill_source = "downloaded".into();
     if !options.dry_run {
         let kept = StoredBill {
-            id: payonce_core::EventId::new().as_str().replacen("evt_", "bil_", 1),
+            id: payonce_core::EventId::new()
+                .as_str()
+                .replacen("evt_", "bil_", 1),
             channel: name.as_str().to_owned(),
             merchant_account: downloaded.merchant_account.clone(),
             bill_date: bill_date.to_owned(),
@@ -287,7 +450,11 @@ async fn obtain_bill(
             size: downloaded.content.len() as i64,
             fetched_at: state.clock.now().0,
         };
-        state.store.save_bill(&kept, &downloaded.content).await.map_err(|e| e.to_string())?;
+        state
+            .store
+            .save_bill(&kept, &downloaded.content)
+            .await
+            .map_err(|e| e.to_string())?;
     }
     Ok(Obtained::Bill(downloaded.format, downloaded.content))
 }
@@ -301,7 +468,11 @@ enum Obtained {
 
 /// Reads every row once, adding up what the bill says; any unreadable row, truncation or
 /// totals that disagree with the rows → the reason the bill is refused.
-fn verify(format: BillFormat, content: &[u8], progress: Progress<'_>) -> Result<BillTotals, String> {
+fn verify(
+    format: BillFormat,
+    content: &[u8],
+    progress: Progress<'_>,
+) -> Result<BillTotals, String> {
     let mut t = BillTotals::default();
     for (i, entry) in bill::entries(format, content)?.enumerate() {
         match entry? {
@@ -338,13 +509,25 @@ struct Recorder<'a> {
 }
 
 impl Recorder<'_> {
-    async fn item(&mut self, class: &str, reference: &str, owner: Option<(String, String)>, local: Option<i64>, on_bill: Option<i64>, detail: &str) -> Result<(), ReconcileError> {
+    async fn item(
+        &mut self,
+        class: &str,
+        reference: &str,
+        owner: Option<(String, String)>,
+        local: Option<i64>,
+        on_bill: Option<i64>,
+        detail: &str,
+    ) -> Result<(), ReconcileError> {
         *self.report.classes.entry(class.to_owned()).or_default() += 1;
         metrics::counter!("payonce_reconciliation_items_total", "channel" => self.report.channel.clone(), "class" => class.to_owned()).increment(1);
-        let Some(run) = self.run.clone().filter(|_| !self.dry_run) else { return Ok(()) };
+        let Some(run) = self.run.clone().filter(|_| !self.dry_run) else {
+            return Ok(());
+        };
         let (app_id, order_id) = owner.unzip();
         let item = ReconciliationItem {
-            id: payonce_core::EventId::new().as_str().replacen("evt_", "rci_", 1),
+            id: payonce_core::EventId::new()
+                .as_str()
+                .replacen("evt_", "rci_", 1),
             reconciliation_id: run,
             class: class.to_owned(),
             reference: reference.to_owned(),
@@ -362,23 +545,52 @@ impl Recorder<'_> {
 
 /// One batch of bill rows: their attempts and refunds looked up at once, each row classified,
 /// and the settled amounts and fees the bill states kept on what it names.
-async fn apply_batch(r: &mut Recorder<'_>, name: ChannelName, bill_date: &str, day_start: Timestamp, lines: &[StatementLine]) -> Result<(), ReconcileError> {
+async fn apply_batch(
+    r: &mut Recorder<'_>,
+    name: ChannelName,
+    bill_date: &str,
+    day_start: Timestamp,
+    lines: &[StatementLine],
+) -> Result<(), ReconcileError> {
     if lines.is_empty() {
         return Ok(());
     }
     r.report.rows += lines.len();
     let store = &r.state.store;
-    let pay_nos: Vec<String> = lines.iter().filter(|l| l.kind == StatementKind::Payment).map(|l| l.out_trade_no.clone()).collect();
-    let refund_nos: Vec<String> = lines.iter().filter(|l| l.kind == StatementKind::Refund).filter_map(|l| l.out_refund_no.clone()).collect();
-    let attempts: HashMap<String, Attempt> = store.attempts_by_out_trade_nos(name, &pay_nos).await?.into_iter().map(|a| (a.out_trade_no.clone(), a)).collect();
-    let refunds: HashMap<String, Refund> = store.refunds_by_out_refund_nos(name, &refund_nos).await?.into_iter().map(|f| (f.out_refund_no.clone(), f)).collect();
-    let (mut billed_attempts, mut billed_refunds): (Vec<Billed>, Vec<Billed>) = (Vec::new(), Vec::new());
+    let pay_nos: Vec<String> = lines
+        .iter()
+        .filter(|l| l.kind == StatementKind::Payment)
+        .map(|l| l.out_trade_no.clone())
+        .collect();
+    let refund_nos: Vec<String> = lines
+        .iter()
+        .filter(|l| l.kind == StatementKind::Refund)
+        .filter_map(|l| l.out_refund_no.clone())
+        .collect();
+    let attempts: HashMap<String, Attempt> = store
+        .attempts_by_out_trade_nos(name, &pay_nos)
+        .await?
+        .into_iter()
+        .map(|a| (a.out_trade_no.clone(), a))
+        .collect();
+    let refunds: HashMap<String, Refund> = store
+        .refunds_by_out_refund_nos(name, &refund_nos)
+        .await?
+        .into_iter()
+        .map(|f| (f.out_refund_no.clone(), f))
+        .collect();
+    let (mut billed_attempts, mut billed_refunds): (Vec<Billed>, Vec<Billed>) =
+        (Vec::new(), Vec::new());
     for line in lines {
         match line.kind {
             StatementKind::Payment => {
                 let attempt = attempts.get(&line.out_trade_no);
                 if let Some(a) = attempt {
-                    billed_attempts.push((a.id.to_string(), line.settled_amount, line.fee_millifen));
+                    billed_attempts.push((
+                        a.id.to_string(),
+                        line.settled_amount,
+                        line.fee_millifen,
+                    ));
                 }
                 payment_row(r, name, bill_date, day_start, line, attempt).await?;
             }
@@ -392,62 +604,220 @@ async fn apply_batch(r: &mut Recorder<'_>, name: ChannelName, bill_date: &str, d
         }
     }
     if !r.dry_run {
-        store.record_billed(&billed_attempts, &billed_refunds).await?;
+        store
+            .record_billed(&billed_attempts, &billed_refunds)
+            .await?;
     }
     Ok(())
 }
 
-async fn payment_row(r: &mut Recorder<'_>, name: ChannelName, bill_date: &str, day_start: Timestamp, line: &StatementLine, attempt: Option<&Attempt>) -> Result<(), ReconcileError> {
+async fn payment_row(
+    r: &mut Recorder<'_>,
+    name: ChannelName,
+    bill_date: &str,
+    day_start: Timestamp,
+    line: &StatementLine,
+    attempt: Option<&Attempt>,
+) -> Result<(), ReconcileError> {
     let state = r.state;
     let Some(a) = attempt else {
-        return r.item("unknown_trade", &line.out_trade_no, None, None, Some(line.amount), "a payment on the bill that payonce never issued").await;
+        return r
+            .item(
+                "unknown_trade",
+                &line.out_trade_no,
+                None,
+                None,
+                Some(line.amount),
+                "a payment on the bill that payonce never issued",
+            )
+            .await;
     };
-    let owner = || async { state.store.order_by_id(&a.order_id).await.map(|o| o.map(|o| (o.app_id.to_string(), o.id.to_string()))) };
+    let owner = || async {
+        state
+            .store
+            .order_by_id(&a.order_id)
+            .await
+            .map(|o| o.map(|o| (o.app_id.to_string(), o.id.to_string())))
+    };
     if line.amount != a.amount.minor {
         // Never applied: which side is right is for a person to find out.
-        return r.item("amount_mismatch", &line.out_trade_no, owner().await?, Some(a.amount.minor), Some(line.amount), "the bill's order amount differs from the attempt's").await;
+        return r
+            .item(
+                "amount_mismatch",
+                &line.out_trade_no,
+                owner().await?,
+                Some(a.amount.minor),
+                Some(line.amount),
+                "the bill's order amount differs from the attempt's",
+            )
+            .await;
     }
     if a.status == payonce_core::AttemptStatus::Succeeded {
         r.report.matched += 1;
         return Ok(());
     }
     if r.dry_run {
-        return r.item("repaired_paid", &line.out_trade_no, owner().await?, Some(a.amount.minor), Some(line.amount), "would be applied").await;
+        return r
+            .item(
+                "repaired_paid",
+                &line.out_trade_no,
+                owner().await?,
+                Some(a.amount.minor),
+                Some(line.amount),
+                "would be applied",
+            )
+            .await;
     }
-    let paid = TradeState::Paid { amount: line.amount, channel_trade_no: line.channel_trade_no.clone(), paid_at: line.at.unwrap_or(day_start) };
-    match payments::apply(state, name, &line.out_trade_no, paid, OutcomeSource::Statement { bill_date: bill_date.to_owned() }, None, None).await? {
+    let paid = TradeState::Paid {
+        amount: line.amount,
+        channel_trade_no: line.channel_trade_no.clone(),
+        paid_at: line.at.unwrap_or(day_start),
+    };
+    match payments::apply(
+        state,
+        name,
+        &line.out_trade_no,
+        paid,
+        OutcomeSource::Statement {
+            bill_date: bill_date.to_owned(),
+        },
+        None,
+        None,
+    )
+    .await?
+    {
         OutcomeApplied::Applied { .. } | OutcomeApplied::Replay => {
-            r.item("repaired_paid", &line.out_trade_no, owner().await?, Some(a.amount.minor), Some(line.amount), "the charge on the bill was applied (paid, or refunded as a duplicate)").await
+            r.item(
+                "repaired_paid",
+                &line.out_trade_no,
+                owner().await?,
+                Some(a.amount.minor),
+                Some(line.amount),
+                "the charge on the bill was applied (paid, or refunded as a duplicate)",
+            )
+            .await
         }
-        OutcomeApplied::AmountMismatch { reported, .. } => r.item("amount_mismatch", &line.out_trade_no, owner().await?, Some(a.amount.minor), Some(reported), "the bill's amount differs").await,
-        OutcomeApplied::UnknownTradeNo => r.item("unknown_trade", &line.out_trade_no, None, None, Some(line.amount), "a payment on the bill that payonce never issued").await,
+        OutcomeApplied::AmountMismatch { reported, .. } => {
+            r.item(
+                "amount_mismatch",
+                &line.out_trade_no,
+                owner().await?,
+                Some(a.amount.minor),
+                Some(reported),
+                "the bill's amount differs",
+            )
+            .await
+        }
+        OutcomeApplied::UnknownTradeNo => {
+            r.item(
+                "unknown_trade",
+                &line.out_trade_no,
+                None,
+                None,
+                Some(line.amount),
+                "a payment on the bill that payonce never issued",
+            )
+            .await
+        }
     }
 }
 
-async fn refund_row(r: &mut Recorder<'_>, name: ChannelName, bill_date: &str, line: &StatementLine, refund: Option<&Refund>) -> Result<(), ReconcileError> {
+async fn refund_row(
+    r: &mut Recorder<'_>,
+    name: ChannelName,
+    bill_date: &str,
+    line: &StatementLine,
+    refund: Option<&Refund>,
+) -> Result<(), ReconcileError> {
     let state = r.state;
     let no = line.out_refund_no.clone().unwrap_or_default();
     let Some(refund) = refund else {
-        return r.item("unknown_refund", &no, None, None, Some(line.amount), "a refund on the bill that payonce never requested").await;
+        return r
+            .item(
+                "unknown_refund",
+                &no,
+                None,
+                None,
+                Some(line.amount),
+                "a refund on the bill that payonce never requested",
+            )
+            .await;
     };
     let owner = Some((refund.app_id.to_string(), refund.order_id.to_string()));
     if line.amount != refund.amount.minor {
-        return r.item("amount_mismatch", &no, owner, Some(refund.amount.minor), Some(line.amount), "the bill's refund amount differs from the refund's").await;
+        return r
+            .item(
+                "amount_mismatch",
+                &no,
+                owner,
+                Some(refund.amount.minor),
+                Some(line.amount),
+                "the bill's refund amount differs from the refund's",
+            )
+            .await;
     }
     match refund.status {
         payonce_core::RefundStatus::Succeeded => {
             r.report.matched += 1;
             Ok(())
         }
-        payonce_core::RefundStatus::Failed => r.item("unknown_refund", &no, owner, Some(refund.amount.minor), Some(line.amount), "the channel refunded what payonce recorded as failed").await,
-        _ if r.dry_run => r.item("repaired_refund", &no, owner, Some(refund.amount.minor), Some(line.amount), "would be settled").await,
+        payonce_core::RefundStatus::Failed => {
+            r.item(
+                "unknown_refund",
+                &no,
+                owner,
+                Some(refund.amount.minor),
+                Some(line.amount),
+                "the channel refunded what payonce recorded as failed",
+            )
+            .await
+        }
+        _ if r.dry_run => {
+            r.item(
+                "repaired_refund",
+                &no,
+                owner,
+                Some(refund.amount.minor),
+                Some(line.amount),
+                "would be settled",
+            )
+            .await
+        }
         _ => {
             let event = format!("statement:{bill_date}:{no}");
-            match state.store.apply_refund_notice(name, &event, &no, &RefundResult::Succeeded, state.clock.now()).await? {
+            match state
+                .store
+                .apply_refund_notice(
+                    name,
+                    &event,
+                    &no,
+                    &RefundResult::Succeeded,
+                    state.clock.now(),
+                )
+                .await?
+            {
                 RefundNoticeApplied::Applied(_) | RefundNoticeApplied::Replay => {
-                    r.item("repaired_refund", &no, owner, Some(refund.amount.minor), Some(line.amount), "the refund on the bill was settled").await
+                    r.item(
+                        "repaired_refund",
+                        &no,
+                        owner,
+                        Some(refund.amount.minor),
+                        Some(line.amount),
+                        "the refund on the bill was settled",
+                    )
+                    .await
                 }
-                RefundNoticeApplied::UnknownRefund => r.item("unknown_refund", &no, None, None, Some(line.amount), "a refund on the bill that payonce never requested").await,
+                RefundNoticeApplied::UnknownRefund => {
+                    r.item(
+                        "unknown_refund",
+                        &no,
+                        None,
+                        None,
+                        Some(line.amount),
+                        "a refund on the bill that payonce never requested",
+                    )
+                    .await
+                }
             }
         }
     }
@@ -458,35 +828,68 @@ async fn refund_row(r: &mut Recorder<'_>, name: ChannelName, bill_date: &str, li
 /// metrics, and one `reconciliation.completed` event to each app with differences, that app's
 /// own counts only (a channel account serves many apps).
 async fn finish(state: &AppState, owner: &str, report: &mut Report) -> Result<(), ReconcileError> {
-    let Some(id) = report.id.clone() else { return Ok(()) };
+    let Some(id) = report.id.clone() else {
+        return Ok(());
+    };
     let now = state.clock.now();
     let mut per_app: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
     // A failed run still reports what earlier runs of the day found (their items stay).
     {
-        let mut classes: BTreeMap<String, usize> = CLASSES.iter().map(|c| (c.to_string(), 0)).collect();
+        let mut classes: BTreeMap<String, usize> =
+            CLASSES.iter().map(|c| (c.to_string(), 0)).collect();
         let mut after = None;
         loop {
-            let items = state.store.reconciliation_items(&id, None, after.as_deref(), 500).await?;
+            let items = state
+                .store
+                .reconciliation_items(&id, None, after.as_deref(), 500)
+                .await?;
             let Some(last) = items.last() else { break };
             after = Some(last.id.clone());
             for item in &items {
                 *classes.entry(item.class.clone()).or_default() += 1;
                 if let Some(app) = &item.app_id {
-                    *per_app.entry(app.clone()).or_default().entry(item.class.clone()).or_default() += 1;
+                    *per_app
+                        .entry(app.clone())
+                        .or_default()
+                        .entry(item.class.clone())
+                        .or_default() += 1;
                 }
             }
         }
         report.classes = classes;
     }
     let summary = serde_json::json!({"rows": report.rows, "matched": report.matched, "classes": report.classes, "totals": report.totals, "bill_source": report.bill_source}).to_string();
-    state.store.finish_reconciliation(&id, owner, &report.status, &summary, report.reason.as_deref(), now).await?;
+    state
+        .store
+        .finish_reconciliation(
+            &id,
+            owner,
+            &report.status,
+            &summary,
+            report.reason.as_deref(),
+            now,
+        )
+        .await?;
     if report.status == "completed" {
         metrics::gauge!("payonce_reconciliation_last_success_seconds", "channel" => report.channel.clone()).set(now.0 as f64 / 1000.0);
         for (app, classes) in per_app {
             let data = serde_json::json!({"reconciliation_id": id, "channel": report.channel, "bill_date": report.bill_date, "classes": classes});
             // One announcement per (run, app): a re-run does not announce again.
-            let event_id = format!("evt_{}_{}", id.trim_start_matches("rec_"), app.trim_start_matches("app_"));
-            state.store.insert_app_event(&payonce_core::AppId::from_trusted(app), &event_id, "reconciliation.completed", data, now).await?;
+            let event_id = format!(
+                "evt_{}_{}",
+                id.trim_start_matches("rec_"),
+                app.trim_start_matches("app_")
+            );
+            state
+                .store
+                .insert_app_event(
+                    &payonce_core::AppId::from_trusted(app),
+                    &event_id,
+                    "reconciliation.completed",
+                    data,
+                    now,
+                )
+                .await?;
         }
     }
     Ok(())
@@ -513,6 +916,9 @@ mod tests {
         // 23:00 Beijing on the 25th is 15:00 UTC.
         assert_eq!(start.to_rfc3339(), "2026-11-25T15:00:00.000Z");
         assert_eq!(end.to_rfc3339(), "2026-11-26T15:00:00.000Z");
-        assert_eq!(bill_window(ChannelName::Wechatpay, "2026-11-26"), beijing_day("2026-11-26"));
+        assert_eq!(
+            bill_window(ChannelName::Wechatpay, "2026-11-26"),
+            beijing_day("2026-11-26")
+        );
     }
 }

@@ -39,7 +39,11 @@ pub async fn settle_refund(state: &AppState, r: Refund) -> Option<Refund> {
     }
     // What the channel answered, in a few words, for the order timeline.
     use crate::payments::no_answer;
-    let source = if r.requested { "refund_query" } else { "refund_call" };
+    let source = if r.requested {
+        "refund_query"
+    } else {
+        "refund_call"
+    };
     let (result, data, observed) = if !r.requested {
         let total = attempt.amount;
         let req = RefundRequest {
@@ -49,41 +53,113 @@ pub async fn settle_refund(state: &AppState, r: Refund) -> Option<Refund> {
             amount: r.amount,
             total,
             reason: r.reason.clone(),
-            notify_url: format!("{}/notify/{}", state.config.public_url.trim_end_matches('/'), r.channel),
+            notify_url: format!(
+                "{}/notify/{}",
+                state.config.public_url.trim_end_matches('/'),
+                r.channel
+            ),
             channel_data: r.channel_data.clone(),
         };
         match channel.refund(&req).await {
             Ok((s, data)) => (refund_result(s.clone(), again), data, format!("{s:?}")),
             // Nothing left this machine: ask again later, under the same number.
-            Err(e @ ChannelError::Unreachable(_)) => (RefundResult::Absent { next_query_at: again }, None, no_answer(&e)),
-            Err(e @ ChannelError::Ambiguous(_)) => (RefundResult::Unknown { next_query_at: again }, None, no_answer(&e)),
-            Err(ChannelError::Refused { code, message }) => (RefundResult::Failed { reason: format!("{code}: {message}") }, None, format!("refused ({code})")),
+            Err(e @ ChannelError::Unreachable(_)) => (
+                RefundResult::Absent {
+                    next_query_at: again,
+                },
+                None,
+                no_answer(&e),
+            ),
+            Err(e @ ChannelError::Ambiguous(_)) => (
+                RefundResult::Unknown {
+                    next_query_at: again,
+                },
+                None,
+                no_answer(&e),
+            ),
+            Err(ChannelError::Refused { code, message }) => (
+                RefundResult::Failed {
+                    reason: format!("{code}: {message}"),
+                },
+                None,
+                format!("refused ({code})"),
+            ),
         }
     } else {
-        let q = RefundRef { order: order_ref(&attempt), out_refund_no: r.out_refund_no.clone(), channel_data: r.channel_data.clone() };
+        let q = RefundRef {
+            order: order_ref(&attempt),
+            out_refund_no: r.out_refund_no.clone(),
+            channel_data: r.channel_data.clone(),
+        };
         match channel.refund_query(&q).await {
-            Ok(RefundState::Absent) => (RefundResult::Absent { next_query_at: now }, None, "Absent".to_owned()),
+            Ok(RefundState::Absent) => (
+                RefundResult::Absent { next_query_at: now },
+                None,
+                "Absent".to_owned(),
+            ),
             Ok(RefundState::NotFoundYet) => {
                 if r.query_count + 1 == REFUND_NOT_FOUND_ALERT_AFTER {
                     let detail = "the channel still has no record of a refund that was sent; reconciliation or a person must settle it";
-                    let _ = state.store.insert_abnormal("refund_not_found", r.id.as_str(), detail, now).await;
+                    let _ = state
+                        .store
+                        .insert_abnormal("refund_not_found", r.id.as_str(), detail, now)
+                        .await;
                 }
-                (RefundResult::NotFoundYet { next_query_at: now + state.config.backoff(r.query_count.max(0) as usize) }, None, "NotFoundYet".to_owned())
+                (
+                    RefundResult::NotFoundYet {
+                        next_query_at: now + state.config.backoff(r.query_count.max(0) as usize),
+                    },
+                    None,
+                    "NotFoundYet".to_owned(),
+                )
             }
             Ok(s) => (refund_result(s.clone(), again), None, format!("{s:?}")),
-            Err(e) => (RefundResult::Unknown { next_query_at: again }, None, no_answer(&e)),
+            Err(e) => (
+                RefundResult::Unknown {
+                    next_query_at: again,
+                },
+                None,
+                no_answer(&e),
+            ),
         }
     };
-    if matches!(result, RefundResult::Unknown { .. } | RefundResult::Absent { .. }) && r.query_count + 1 == REFUND_UNRESOLVED_ALERT_AFTER {
+    if matches!(
+        result,
+        RefundResult::Unknown { .. } | RefundResult::Absent { .. }
+    ) && r.query_count + 1 == REFUND_UNRESOLVED_ALERT_AFTER
+    {
         // Liveness: a refund the channel keeps not settling is put in front of a person (and
         // reconciliation) instead of being retried silently forever.
-        let _ = state.store.insert_abnormal("refund_unresolved", r.id.as_str(), "the channel has not settled this refund after many tries", now).await;
+        let _ = state
+            .store
+            .insert_abnormal(
+                "refund_unresolved",
+                r.id.as_str(),
+                "the channel has not settled this refund after many tries",
+                now,
+            )
+            .await;
     }
-    let recorded = state.store.record_refund(&r.id, &result, data.as_deref(), state.clock.now()).await;
+    let recorded = state
+        .store
+        .record_refund(&r.id, &result, data.as_deref(), state.clock.now())
+        .await;
     match recorded {
         Ok(Some(updated)) => {
             let verdict = format!("refund {}", updated.status.as_str());
-            crate::payments::record(state, payonce_store::ChannelMessage::new(r.channel, &r.out_refund_no, source, observed, verdict, None, state.clock.now())).await;
+            crate::payments::record(
+                state,
+                payonce_store::ChannelMessage::new(
+                    r.channel,
+                    &r.out_refund_no,
+                    source,
+                    observed,
+                    verdict,
+                    None,
+                    state.clock.now(),
+                ),
+            )
+            .await;
             if updated.status == RefundStatus::Succeeded && r.status != RefundStatus::Succeeded {
                 metrics::counter!("payonce_refunds_total", "kind" => r.kind.as_str(), "outcome" => "succeeded").increment(1);
                 if r.kind == RefundKind::Duplicate {
@@ -104,11 +180,18 @@ pub async fn settle_refund(state: &AppState, r: Refund) -> Option<Refund> {
 pub fn refund_result(s: RefundState, again: Timestamp) -> RefundResult {
     match s {
         RefundState::Succeeded => RefundResult::Succeeded,
-        RefundState::Processing => RefundResult::Processing { next_query_at: again },
-        RefundState::Abnormal => RefundResult::Abnormal { next_query_at: again },
+        RefundState::Processing => RefundResult::Processing {
+            next_query_at: again,
+        },
+        RefundState::Abnormal => RefundResult::Abnormal {
+            next_query_at: again,
+        },
         RefundState::Failed(reason) => RefundResult::Failed { reason },
-        RefundState::Absent => RefundResult::Absent { next_query_at: again },
-        RefundState::NotFoundYet => RefundResult::NotFoundYet { next_query_at: again },
+        RefundState::Absent => RefundResult::Absent {
+            next_query_at: again,
+        },
+        RefundState::NotFoundYet => RefundResult::NotFoundYet {
+            next_query_at: again,
+        },
     }
 }
-

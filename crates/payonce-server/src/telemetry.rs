@@ -39,7 +39,10 @@ fn header_of(cx: &opentelemetry::Context) -> Option<String> {
 
 /// The `traceparent` to keep with what `span` creates: the span's own when it is recorded,
 /// else the caller's (`incoming`), else none.
-pub fn traceparent_to_keep(span: &tracing::Span, incoming: &opentelemetry::Context) -> Option<String> {
+pub fn traceparent_to_keep(
+    span: &tracing::Span,
+    incoming: &opentelemetry::Context,
+) -> Option<String> {
     header_of(&span.context()).or_else(|| header_of(incoming))
 }
 
@@ -60,7 +63,13 @@ pub fn outgoing(span: &tracing::Span, stored: Option<&str>) -> Option<String> {
     if !sc.is_valid() {
         return None;
     }
-    let child = SpanContext::new(sc.trace_id(), RandomIdGenerator::default().new_span_id(), sc.trace_flags(), false, sc.trace_state().clone());
+    let child = SpanContext::new(
+        sc.trace_id(),
+        RandomIdGenerator::default().new_span_id(),
+        sc.trace_flags(),
+        false,
+        sc.trace_state().clone(),
+    );
     header_of(&opentelemetry::Context::new().with_remote_span_context(child))
 }
 
@@ -75,18 +84,30 @@ mod tests {
         let out = outgoing(&tracing::Span::none(), Some(GIVEN)).unwrap();
         let parts: Vec<&str> = out.split('-').collect();
         assert_eq!(parts.len(), 4, "{out}");
-        assert_eq!((parts[0], parts[1], parts[3]), ("00", "4bf92f3577b34da6a3ce929d0e0e4736", "01"), "same trace, same flags");
+        assert_eq!(
+            (parts[0], parts[1], parts[3]),
+            ("00", "4bf92f3577b34da6a3ce929d0e0e4736", "01"),
+            "same trace, same flags"
+        );
         assert_ne!(parts[2], "00f067aa0ba902b7", "a new parent id");
     }
 
     #[test]
     fn malformed_or_absent_contexts_are_not_sent() {
         assert_eq!(outgoing(&tracing::Span::none(), None), None);
-        for bad in ["", "00-00000000000000000000000000000000-00f067aa0ba902b7-01", "garbage", "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"] {
+        for bad in [
+            "",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "garbage",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+        ] {
             assert_eq!(outgoing(&tracing::Span::none(), Some(bad)), None, "{bad}");
         }
         let mut h = axum::http::HeaderMap::new();
         h.insert("traceparent", GIVEN.parse().unwrap());
-        assert_eq!(traceparent_to_keep(&tracing::Span::none(), &extract(&h)).as_deref(), Some(GIVEN));
+        assert_eq!(
+            traceparent_to_keep(&tracing::Span::none(), &extract(&h)).as_deref(),
+            Some(GIVEN)
+        );
     }
 }

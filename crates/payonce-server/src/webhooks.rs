@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 /// The Standard Webhooks signature of one message with one `whsec_` secret.
 pub fn sign(secret: &str, msg_id: &str, timestamp: i64, body: &str) -> Option<String> {
-    let key = STANDARD.decode(secret.strip_prefix("whsec_").unwrap_or(secret)).ok()?;
+    let key = STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap_or(secret))
+        .ok()?;
     let k = hmac::Key::new(hmac::HMAC_SHA256, &key);
     let tag = hmac::sign(&k, format!("{msg_id}.{timestamp}.{body}").as_bytes());
     Some(format!("v1,{}", STANDARD.encode(tag.as_ref())))
@@ -30,7 +32,8 @@ pub fn sign(secret: &str, msg_id: &str, timestamp: i64, body: &str) -> Option<St
 /// refused outright: they are how a hand-written parser gets fooled.
 pub fn origin_of(url: &str) -> Option<(String, String, u16)> {
     let u = reqwest::Url::parse(url).ok()?;
-    if !matches!(u.scheme(), "http" | "https") || !u.username().is_empty() || u.password().is_some() {
+    if !matches!(u.scheme(), "http" | "https") || !u.username().is_empty() || u.password().is_some()
+    {
         return None;
     }
     let host = match u.host()? {
@@ -51,21 +54,36 @@ pub fn host_of(url: &str) -> Option<String> {
 /// scheme's default port). Anything else (an internal address, a metadata endpoint, another
 /// port on an allowed host) is refused — payonce must not become a proxy into its own network.
 pub fn notify_url_allowed(app: &App, url: &str) -> bool {
-    let Some((scheme, host, port)) = origin_of(url) else { return false };
-    if app.webhook_url.as_deref().and_then(origin_of).is_some_and(|w| w == (scheme.clone(), host.clone(), port)) {
+    let Some((scheme, host, port)) = origin_of(url) else {
+        return false;
+    };
+    if app
+        .webhook_url
+        .as_deref()
+        .and_then(origin_of)
+        .is_some_and(|w| w == (scheme.clone(), host.clone(), port))
+    {
         return true;
     }
     let default_port = if scheme == "https" { 443 } else { 80 };
     app.allowed_hosts.as_deref().is_some_and(|list| {
-        list.split(',').map(str::trim).filter(|e| !e.is_empty()).any(|entry| {
-            // An entry is `host` or `host:port` (IPv6 in brackets), parsed by the same parser.
-            let Some((_, h, p)) = origin_of(&format!("{scheme}://{entry}/")) else { return false };
-            let explicit_port = reqwest::Url::parse(&format!("{scheme}://{entry}/")).ok().and_then(|u| u.port());
-            h == host && match explicit_port {
-                Some(_) => p == port,
-                None => port == default_port,
-            }
-        })
+        list.split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .any(|entry| {
+                // An entry is `host` or `host:port` (IPv6 in brackets), parsed by the same parser.
+                let Some((_, h, p)) = origin_of(&format!("{scheme}://{entry}/")) else {
+                    return false;
+                };
+                let explicit_port = reqwest::Url::parse(&format!("{scheme}://{entry}/"))
+                    .ok()
+                    .and_then(|u| u.port());
+                h == host
+                    && match explicit_port {
+                        Some(_) => p == port,
+                        None => port == default_port,
+                    }
+            })
     })
 }
 
@@ -114,10 +132,15 @@ impl reqwest::dns::Resolve for PublicOnlyResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let public: Vec<std::net::SocketAddr> = addrs.into_iter().filter(|a| !is_internal(a.ip())).collect();
+            let addrs: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<std::net::SocketAddr> =
+                addrs.into_iter().filter(|a| !is_internal(a.ip())).collect();
             if public.is_empty() {
-                return Err(format!("{host} resolves only to internal addresses; webhooks never go there").into());
+                return Err(format!(
+                    "{host} resolves only to internal addresses; webhooks never go there"
+                )
+                .into());
             }
             Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
         })
@@ -133,8 +156,15 @@ impl reqwest::dns::Resolve for PublicOnlyResolver {
 /// (a webhook to `http://localhost/internal-admin` was delivered that way). An operator whose
 /// egress must pass a proxy puts payonce behind a transparent one.
 pub fn webhook_client(timeout: Duration, allow_private: bool) -> reqwest::Client {
-    let b = reqwest::Client::builder().timeout(timeout).redirect(reqwest::redirect::Policy::none()).no_proxy();
-    let b = if allow_private { b } else { b.dns_resolver(std::sync::Arc::new(PublicOnlyResolver)) };
+    let b = reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy();
+    let b = if allow_private {
+        b
+    } else {
+        b.dns_resolver(std::sync::Arc::new(PublicOnlyResolver))
+    };
     b.build().expect("webhook http client")
 }
 
@@ -164,13 +194,23 @@ pub async fn deliver(state: &AppState, http: &reqwest::Client, owner: &str, ev: 
         crate::telemetry::set_parent(&span, crate::telemetry::parse(tp));
     }
     let traceparent = crate::telemetry::outgoing(&span, stored.as_deref());
-    deliver_in_trace(state, http, owner, ev, traceparent).instrument(span).await
+    deliver_in_trace(state, http, owner, ev, traceparent)
+        .instrument(span)
+        .await
 }
 
-async fn deliver_in_trace(state: &AppState, http: &reqwest::Client, owner: &str, ev: EventRow, traceparent: Option<String>) {
+async fn deliver_in_trace(
+    state: &AppState,
+    http: &reqwest::Client,
+    owner: &str,
+    ev: EventRow,
+    traceparent: Option<String>,
+) {
     let now = state.clock.now();
     let app_id = payonce_core::AppId::from_trusted(ev.app_id.clone());
-    let Ok(Some(app)) = state.store.app(&app_id).await else { return };
+    let Ok(Some(app)) = state.store.app(&app_id).await else {
+        return;
+    };
     if app.sink != payonce_store::Sink::Webhook {
         return deliver_to_sink(state, owner, &ev, &app, traceparent.as_deref()).await;
     }
@@ -186,19 +226,49 @@ async fn deliver_in_trace(state: &AppState, http: &reqwest::Client, owner: &str,
         None => None,
     };
     let Some(dest) = notify_url.or_else(|| app.webhook_url.clone()) else {
-        let a = DeliveryAttempt { event_id: ev.id.clone(), destination: String::new(), status_code: None, error: Some("no webhook URL".into()), duration_ms: 0, attempted_at: now };
-        let _ = state.store.record_delivery(owner, &a, &DeliveryOutcome::Skipped).await;
+        let a = DeliveryAttempt {
+            event_id: ev.id.clone(),
+            destination: String::new(),
+            status_code: None,
+            error: Some("no webhook URL".into()),
+            duration_ms: 0,
+            attempted_at: now,
+        };
+        let _ = state
+            .store
+            .record_delivery(owner, &a, &DeliveryOutcome::Skipped)
+            .await;
         return count("skipped");
     };
     if app.webhook_disabled {
-        let a = DeliveryAttempt { event_id: ev.id.clone(), destination: dest, status_code: None, error: Some("endpoint disabled after 410 Gone".into()), duration_ms: 0, attempted_at: now };
-        let _ = state.store.record_delivery(owner, &a, &DeliveryOutcome::Failed).await;
+        let a = DeliveryAttempt {
+            event_id: ev.id.clone(),
+            destination: dest,
+            status_code: None,
+            error: Some("endpoint disabled after 410 Gone".into()),
+            duration_ms: 0,
+            attempted_at: now,
+        };
+        let _ = state
+            .store
+            .record_delivery(owner, &a, &DeliveryOutcome::Failed)
+            .await;
         return count("disabled");
     }
     let secrets = signing_secrets(state, &app);
     if !state.config.allow_private_webhooks && literal_internal(&dest) {
-        let a = DeliveryAttempt { event_id: ev.id.clone(), destination: dest, status_code: None, error: Some("internal address refused (see --allow-private-webhooks)".into()), duration_ms: 0, attempted_at: now };
-        let _ = state.store.record_delivery(owner, &a, &DeliveryOutcome::Failed).await;
+        let a = DeliveryAttempt {
+            event_id: ev.id.clone(),
+            destination: dest,
+            status_code: None,
+            error: Some("internal address refused (see --allow-private-webhooks)".into()),
+            duration_ms: 0,
+            attempted_at: now,
+        };
+        let _ = state
+            .store
+            .record_delivery(owner, &a, &DeliveryOutcome::Failed)
+            .await;
         return count("refused");
     }
     let ts = now.0 / 1000;
@@ -213,15 +283,34 @@ async fn deliver_in_trace(state: &AppState, http: &reqwest::Client, owner: &str,
         .header("webhook-id", &ev.id)
         .header("webhook-timestamp", ts.to_string())
         .header("webhook-signature", signature)
-        .header("user-agent", concat!("payonce-webhooks/", env!("CARGO_PKG_VERSION")))
+        .header(
+            "user-agent",
+            concat!("payonce-webhooks/", env!("CARGO_PKG_VERSION")),
+        )
         .body(ev.payload.clone())
         .send()
         .await;
     let duration_ms = started.elapsed().as_millis() as i64;
     let (status_code, error) = match &sent {
-        Ok(r) if r.status().is_redirection() => (Some(r.status().as_u16() as i64), Some(format!("HTTP {}: redirects are not followed", r.status().as_u16()))),
-        Ok(r) => (Some(r.status().as_u16() as i64), (!r.status().is_success()).then(|| format!("HTTP {}", r.status().as_u16()))),
-        Err(e) => (None, Some(if e.is_timeout() { "timeout".to_owned() } else { "connection failed (or an internal address refused)".to_owned() })),
+        Ok(r) if r.status().is_redirection() => (
+            Some(r.status().as_u16() as i64),
+            Some(format!(
+                "HTTP {}: redirects are not followed",
+                r.status().as_u16()
+            )),
+        ),
+        Ok(r) => (
+            Some(r.status().as_u16() as i64),
+            (!r.status().is_success()).then(|| format!("HTTP {}", r.status().as_u16())),
+        ),
+        Err(e) => (
+            None,
+            Some(if e.is_timeout() {
+                "timeout".to_owned()
+            } else {
+                "connection failed (or an internal address refused)".to_owned()
+            }),
+        ),
     };
     let outcome = match status_code {
         Some(c) if (200..300).contains(&c) => {
@@ -236,7 +325,9 @@ async fn deliver_in_trace(state: &AppState, http: &reqwest::Client, owner: &str,
         _ => match state.config.webhook_retry_after(ev.delivery_count as usize) {
             Some(wait) => {
                 count("retry");
-                DeliveryOutcome::Retry { next_attempt_at: now + jitter(wait) }
+                DeliveryOutcome::Retry {
+                    next_attempt_at: now + jitter(wait),
+                }
             }
             None => {
                 count("failed");
@@ -244,7 +335,14 @@ async fn deliver_in_trace(state: &AppState, http: &reqwest::Client, owner: &str,
             }
         },
     };
-    let attempt = DeliveryAttempt { event_id: ev.id.clone(), destination: dest, status_code, error, duration_ms, attempted_at: now };
+    let attempt = DeliveryAttempt {
+        event_id: ev.id.clone(),
+        destination: dest,
+        status_code,
+        error,
+        duration_ms,
+        attempted_at: now,
+    };
     if let Ok(false) = state.store.record_delivery(owner, &attempt, &outcome).await {
         tracing::warn!(event_id = %ev.id, "lease lost during delivery; the new holder records it");
     }
@@ -253,10 +351,13 @@ async fn deliver_in_trace(state: &AppState, http: &reqwest::Client, owner: &str,
 /// The app's webhook signing secrets: the current one, and during a rotation the previous one.
 fn signing_secrets(state: &AppState, app: &App) -> Vec<String> {
     let mut secrets = Vec::new();
-    for enc in std::iter::once(&app.webhook_secret_enc).chain(app.webhook_secret_prev_enc.as_ref()) {
+    for enc in std::iter::once(&app.webhook_secret_enc).chain(app.webhook_secret_prev_enc.as_ref())
+    {
         match state.master_key.decrypt(enc, app.id.as_str()) {
             Ok(s) => secrets.push(s),
-            Err(e) => tracing::error!(error = %e, app_id = %app.id, "webhook secret does not decrypt with this master key"),
+            Err(e) => {
+                tracing::error!(error = %e, app_id = %app.id, "webhook secret does not decrypt with this master key")
+            }
         }
     }
     secrets
@@ -265,31 +366,57 @@ fn signing_secrets(state: &AppState, app: &App) -> Vec<String> {
 /// The `webhook-signature` header: one `v1,` signature per secret, space-separated, so a
 /// receiver still holding the previous secret keeps verifying during a rotation.
 fn signature(secrets: &[String], msg_id: &str, timestamp: i64, body: &str) -> String {
-    secrets.iter().filter_map(|s| sign(s, msg_id, timestamp, body)).collect::<Vec<_>>().join(" ")
+    secrets
+        .iter()
+        .filter_map(|s| sign(s, msg_id, timestamp, body))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The body of a broker message: the event's payload with `app_id` added. Over HTTP the
 /// endpoint says whose event it is; on a shared broker only the message can.
 fn broker_body(ev: &EventRow) -> Result<String, String> {
-    let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&ev.payload).map_err(|e| format!("event payload is not a JSON object: {e}"))?;
-    v.insert("app_id".into(), serde_json::Value::String(ev.app_id.clone()));
+    let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&ev.payload)
+        .map_err(|e| format!("event payload is not a JSON object: {e}"))?;
+    v.insert(
+        "app_id".into(),
+        serde_json::Value::String(ev.app_id.clone()),
+    );
     serde_json::to_string(&v).map_err(|e| e.to_string())
 }
 
 /// A broker sink: delivered once the broker confirmed, else retried on the same schedule. The
 /// message is signed like a webhook (same secret, same headers), at publish time.
-async fn deliver_to_sink(state: &AppState, owner: &str, ev: &EventRow, app: &App, traceparent: Option<&str>) {
+async fn deliver_to_sink(
+    state: &AppState,
+    owner: &str,
+    ev: &EventRow,
+    app: &App,
+    traceparent: Option<&str>,
+) {
     let sink = app.sink;
     let now = state.clock.now();
     let started = Instant::now();
     let published = match broker_body(ev) {
         Ok(body) => {
             let ts = now.0 / 1000;
-            let mut headers = vec![("webhook-id", ev.id.clone()), ("webhook-timestamp", ts.to_string()), ("webhook-signature", signature(&signing_secrets(state, app), &ev.id, ts, &body))];
+            let mut headers = vec![
+                ("webhook-id", ev.id.clone()),
+                ("webhook-timestamp", ts.to_string()),
+                (
+                    "webhook-signature",
+                    signature(&signing_secrets(state, app), &ev.id, ts, &body),
+                ),
+            ];
             if let Some(tp) = traceparent {
                 headers.push(("traceparent", tp.to_owned()));
             }
-            let msg = crate::sinks::Message { event: ev, app_id: app.id.as_str(), body, headers };
+            let msg = crate::sinks::Message {
+                event: ev,
+                app_id: app.id.as_str(),
+                body,
+                headers,
+            };
             state.sinks.publish(sink, &msg).await
         }
         Err(e) => Err(e),
@@ -302,13 +429,22 @@ async fn deliver_to_sink(state: &AppState, owner: &str, ev: &EventRow, app: &App
         Err(e) => {
             tracing::warn!(error = %e, sink = sink.as_str(), "publishing an event failed");
             let outcome = match state.config.webhook_retry_after(ev.delivery_count as usize) {
-                Some(wait) => DeliveryOutcome::Retry { next_attempt_at: now + jitter(wait) },
+                Some(wait) => DeliveryOutcome::Retry {
+                    next_attempt_at: now + jitter(wait),
+                },
                 None => DeliveryOutcome::Failed,
             };
             (sink.as_str().to_owned(), Some(e), outcome)
         }
     };
-    let attempt = DeliveryAttempt { event_id: ev.id.clone(), destination, status_code: None, error, duration_ms: started.elapsed().as_millis() as i64, attempted_at: now };
+    let attempt = DeliveryAttempt {
+        event_id: ev.id.clone(),
+        destination,
+        status_code: None,
+        error,
+        duration_ms: started.elapsed().as_millis() as i64,
+        attempted_at: now,
+    };
     let _ = state.store.record_delivery(owner, &attempt, &outcome).await;
 }
 
@@ -327,8 +463,16 @@ mod tests {
     #[test]
     fn standard_webhooks_reference_signature() {
         // The example of the Standard Webhooks specification.
-        let sig = sign("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, r#"{"test": 2432232314}"#);
-        assert_eq!(sig.as_deref(), Some("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="));
+        let sig = sign(
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            r#"{"test": 2432232314}"#,
+        );
+        assert_eq!(
+            sig.as_deref(),
+            Some("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=")
+        );
     }
 
     #[test]
@@ -349,21 +493,41 @@ mod tests {
         // The webhook URL's own origin: scheme, host and port.
         assert!(notify_url_allowed(&app, "https://shop.example/x"));
         assert!(notify_url_allowed(&app, "https://SHOP.example:443/x"));
-        assert!(!notify_url_allowed(&app, "https://shop.example:8443/x"), "another port");
-        assert!(!notify_url_allowed(&app, "http://shop.example/x"), "another scheme");
+        assert!(
+            !notify_url_allowed(&app, "https://shop.example:8443/x"),
+            "another port"
+        );
+        assert!(
+            !notify_url_allowed(&app, "http://shop.example/x"),
+            "another scheme"
+        );
         // Allowed hosts: without a port only the default one; with a port, that port.
         assert!(notify_url_allowed(&app, "http://ORDERS.example/cb"));
         assert!(!notify_url_allowed(&app, "http://orders.example:6379/cb"));
         assert!(notify_url_allowed(&app, "https://other.example:8443/cb"));
         assert!(!notify_url_allowed(&app, "https://other.example/cb"));
-        assert!(!notify_url_allowed(&app, "http://169.254.169.254/latest/meta-data"));
+        assert!(!notify_url_allowed(
+            &app,
+            "http://169.254.169.254/latest/meta-data"
+        ));
         assert!(!notify_url_allowed(&app, "http://shop.example@10.0.0.1/"));
         assert!(!notify_url_allowed(&app, "ftp://shop.example/"));
         // The parser confusion that let requests go to 127.0.0.1: the WHATWG parser (the one the
         // HTTP client uses) reads `\` as `/`, so the host is 127.0.0.1, not orders.example.
-        assert!(!notify_url_allowed(&app, "http://127.0.0.1:19002\\@orders.example/x"));
-        assert_eq!(host_of("http://127.0.0.1:19002\\@orders.example/x").as_deref(), Some("127.0.0.1"), "where the client really goes");
-        assert_eq!(host_of("http://user@orders.example/x"), None, "credentials refused outright");
+        assert!(!notify_url_allowed(
+            &app,
+            "http://127.0.0.1:19002\\@orders.example/x"
+        ));
+        assert_eq!(
+            host_of("http://127.0.0.1:19002\\@orders.example/x").as_deref(),
+            Some("127.0.0.1"),
+            "where the client really goes"
+        );
+        assert_eq!(
+            host_of("http://user@orders.example/x"),
+            None,
+            "credentials refused outright"
+        );
         assert_eq!(host_of("http://[::1]:80/x").as_deref(), Some("::1"));
     }
 }
@@ -374,7 +538,22 @@ mod address_tests {
 
     #[test]
     fn internal_addresses_are_recognised() {
-        for a in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0", "224.0.0.1", "::1", "fd00::1", "fe80::1", "::ffff:127.0.0.1", "::ffff:169.254.169.254", "64:ff9b::a00:1"] {
+        for a in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a00:1",
+        ] {
             assert!(is_internal(a.parse().unwrap()), "{a}");
         }
         for a in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {

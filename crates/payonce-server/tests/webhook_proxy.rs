@@ -19,12 +19,16 @@ async fn fake_proxy() -> (String, Arc<AtomicUsize>) {
     let c = contacted.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = listener.accept().await else { return };
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
             c.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 let _ = s.read(&mut buf).await;
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
             });
         }
     });
@@ -33,7 +37,10 @@ async fn fake_proxy() -> (String, Arc<AtomicUsize>) {
 
 #[test]
 fn webhook_client_never_uses_a_proxy_from_the_environment() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let (proxy, contacted) = fake_proxy().await;
         // An "internal" endpoint the guard must keep webhooks from (it answers like a proxy

@@ -35,9 +35,19 @@ struct PayRequest {
 }
 
 async fn pay_handler(State(sim): State<Arc<Sim>>, Json(req): Json<PayRequest>) -> Response {
-    match crate::ops::pay_with(&sim, req.channel, &req.out_trade_no, req.force, req.credential.as_deref()) {
+    match crate::ops::pay_with(
+        &sim,
+        req.channel,
+        &req.out_trade_no,
+        req.force,
+        req.credential.as_deref(),
+    ) {
         Ok(()) => (StatusCode::OK, Json(serde_json::json!({"paid": true}))).into_response(),
-        Err(e) => (StatusCode::CONFLICT, Json(serde_json::json!({"paid": false, "error": format!("{e:?}")}))).into_response(),
+        Err(e) => (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({"paid": false, "error": format!("{e:?}")})),
+        )
+            .into_response(),
     }
 }
 
@@ -54,7 +64,11 @@ async fn order(State(sim): State<Arc<Sim>>, Query(q): Query<OrderQuery>) -> Resp
             o.expire_if_due(sim.now_ms());
             Json(o.view()).into_response()
         }
-        None => (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": "no such channel order"}))).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({"error": "no such channel order"})),
+        )
+            .into_response(),
     }
 }
 
@@ -67,11 +81,23 @@ struct StatementQuery {
 /// The day's statement in the channel's own bill format.
 async fn statement(State(sim): State<Arc<Sim>>, Query(q): Query<StatementQuery>) -> Response {
     match q.channel {
-        ChannelName::Wechatpay => ([("content-type", "text/csv; charset=utf-8")], crate::statement::wechat_bill(&sim, &q.date)).into_response(),
-        ChannelName::Alipay => ([("content-type", "application/zip")], crate::statement::alipay_bill_zip(&sim, &q.date)).into_response(),
+        ChannelName::Wechatpay => (
+            [("content-type", "text/csv; charset=utf-8")],
+            crate::statement::wechat_bill(&sim, &q.date),
+        )
+            .into_response(),
+        ChannelName::Alipay => (
+            [("content-type", "application/zip")],
+            crate::statement::alipay_bill_zip(&sim, &q.date),
+        )
+            .into_response(),
         ChannelName::Sandbox => Json(crate::statement::sandbox_bill(&sim, &q.date)).into_response(),
         // The fileTransfer answer's fileContent, base64-decoded: zlib of the zip.
-        ChannelName::Unionpay => ([("content-type", "application/octet-stream")], crate::statement::unionpay_file(&sim, &q.date).1).into_response(),
+        ChannelName::Unionpay => (
+            [("content-type", "application/octet-stream")],
+            crate::statement::unionpay_file(&sim, &q.date).1,
+        )
+            .into_response(),
     }
 }
 
@@ -83,7 +109,11 @@ async fn set_faults(State(sim): State<Arc<Sim>>, Json(patch): Json<serde_json::V
     let mut faults = sim.faults.lock().unwrap();
     let mut current = serde_json::to_value(&*faults).unwrap();
     let Some(obj) = patch.as_object() else {
-        return (StatusCode::BAD_REQUEST, Json(serde_json::json!({"error": "expected an object"}))).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({"error": "expected an object"})),
+        )
+            .into_response();
     };
     for (k, v) in obj {
         current[k] = v.clone();
@@ -93,13 +123,19 @@ async fn set_faults(State(sim): State<Arc<Sim>>, Json(patch): Json<serde_json::V
             *faults = f;
             Json(serde_json::to_value(&*faults).unwrap()).into_response()
         }
-        Err(e) => (StatusCode::BAD_REQUEST, Json(serde_json::json!({"error": e.to_string()}))).into_response(),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({"error": e.to_string()})),
+        )
+            .into_response(),
     }
 }
 
 /// `{"outstanding": n}`: notifications still being delivered (waiting, retrying, duplicating).
 async fn notifications(State(sim): State<Arc<Sim>>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({"outstanding": sim.notifications_outstanding.load(std::sync::atomic::Ordering::SeqCst)}))
+    Json(
+        serde_json::json!({"outstanding": sim.notifications_outstanding.load(std::sync::atomic::Ordering::SeqCst)}),
+    )
 }
 
 async fn get_faults(State(sim): State<Arc<Sim>>) -> Json<serde_json::Value> {
@@ -118,7 +154,10 @@ struct PlatformRequest {
 }
 
 /// How the simulated WeChat Pay signs: by platform public key or by (rotating) certificate.
-async fn wechat_platform(State(sim): State<Arc<Sim>>, Json(req): Json<PlatformRequest>) -> Response {
+async fn wechat_platform(
+    State(sim): State<Arc<Sim>>,
+    Json(req): Json<PlatformRequest>,
+) -> Response {
     let now = sim.now_ms();
     let mut certs = sim.keys.wechat_certificates.lock().unwrap();
     if req.rotate {
@@ -143,7 +182,10 @@ async fn wechat_platform(State(sim): State<Arc<Sim>>, Json(req): Json<PlatformRe
 }
 
 /// `POST /sim/bill`: a bad day on the bills (see `statement::BillAdjustment`).
-async fn adjust_bill(State(sim): State<Arc<Sim>>, Json(adj): Json<crate::statement::BillAdjustment>) -> StatusCode {
+async fn adjust_bill(
+    State(sim): State<Arc<Sim>>,
+    Json(adj): Json<crate::statement::BillAdjustment>,
+) -> StatusCode {
     sim.bill_adjustments.lock().unwrap().push(adj);
     StatusCode::NO_CONTENT
 }

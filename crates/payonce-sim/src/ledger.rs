@@ -48,7 +48,9 @@ impl SimOrder {
         match (self.channel, self.status) {
             (ChannelName::Alipay, SimStatus::Unscanned) => "NOT_SCANNED",
             (ChannelName::Alipay, SimStatus::Unpaid) => "WAIT_BUYER_PAY",
-            (ChannelName::Alipay, SimStatus::Paid) if self.refunded >= self.amount => "TRADE_CLOSED",
+            (ChannelName::Alipay, SimStatus::Paid) if self.refunded >= self.amount => {
+                "TRADE_CLOSED"
+            }
             (ChannelName::Alipay, SimStatus::Paid) => "TRADE_SUCCESS",
             (ChannelName::Alipay, SimStatus::Closed) => "TRADE_CLOSED",
             (ChannelName::Wechatpay, SimStatus::Paid) if self.refunded > 0 => "REFUND",
@@ -63,7 +65,9 @@ impl SimOrder {
 
     /// An unpaid order past its expiry is closed by the channel itself.
     pub fn expire_if_due(&mut self, now: i64) {
-        if matches!(self.status, SimStatus::Unpaid | SimStatus::Unscanned) && self.time_expire <= now {
+        if matches!(self.status, SimStatus::Unpaid | SimStatus::Unscanned)
+            && self.time_expire <= now
+        {
             self.status = SimStatus::Closed;
         }
     }
@@ -145,12 +149,31 @@ impl Ledger {
     }
 
     /// A refund, idempotent by `(channel, out_refund_no)`: a repeat returns the first one.
-    pub fn refund(&mut self, channel: ChannelName, out_trade_no: &str, out_refund_no: &str, amount: i64, now: i64, settle_at: i64) -> Result<Refund, RefundError> {
-        if let Some(r) = self.refunds.iter().find(|r| r.channel == channel && r.out_refund_no == out_refund_no) {
-            return if r.amount == amount && r.out_trade_no == out_trade_no { Ok(r.clone()) } else { Err(RefundError::Conflict) };
+    pub fn refund(
+        &mut self,
+        channel: ChannelName,
+        out_trade_no: &str,
+        out_refund_no: &str,
+        amount: i64,
+        now: i64,
+        settle_at: i64,
+    ) -> Result<Refund, RefundError> {
+        if let Some(r) = self
+            .refunds
+            .iter()
+            .find(|r| r.channel == channel && r.out_refund_no == out_refund_no)
+        {
+            return if r.amount == amount && r.out_trade_no == out_trade_no {
+                Ok(r.clone())
+            } else {
+                Err(RefundError::Conflict)
+            };
         }
         let id = self.next_trade_no().replacen("42000", "50300", 1);
-        let o = self.orders.get_mut(&(channel, out_trade_no.to_owned())).ok_or(RefundError::NoSuchOrder)?;
+        let o = self
+            .orders
+            .get_mut(&(channel, out_trade_no.to_owned()))
+            .ok_or(RefundError::NoSuchOrder)?;
         if o.status != SimStatus::Paid {
             return Err(RefundError::NotPaid);
         }

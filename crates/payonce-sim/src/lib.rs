@@ -53,7 +53,10 @@ pub struct SimOptions {
 
 impl Default for SimOptions {
     fn default() -> Self {
-        SimOptions { clock: Arc::new(payonce_core::SystemClock), seed: None }
+        SimOptions {
+            clock: Arc::new(payonce_core::SystemClock),
+            seed: None,
+        }
     }
 }
 
@@ -81,7 +84,11 @@ impl Drop for SimHandle {
 impl Sim {
     /// Loads the keys in `state_dir`, generating any that are missing, and writes
     /// `channels.toml` naming `gateway` and the key files.
-    pub fn prepare(state_dir: &Path, gateway: &str, options: SimOptions) -> std::io::Result<(Arc<Sim>, PathBuf)> {
+    pub fn prepare(
+        state_dir: &Path,
+        gateway: &str,
+        options: SimOptions,
+    ) -> std::io::Result<(Arc<Sim>, PathBuf)> {
         std::fs::create_dir_all(state_dir)?;
         let keys = keys::SimKeys::load_or_generate(state_dir)?;
         let channels_file = state_dir.join("channels.toml");
@@ -93,7 +100,10 @@ impl Sim {
             rng: Mutex::new(rng::Streams::new(seed)),
             bill_adjustments: Mutex::new(Vec::new()),
             keys,
-            http: reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build().expect("http client"),
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .build()
+                .expect("http client"),
             notifications_outstanding: std::sync::atomic::AtomicUsize::new(0),
             clock: options.clock,
             seed,
@@ -111,7 +121,9 @@ impl Sim {
         const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
         let mut streams = self.rng.lock().unwrap();
         let rng = streams.stream(rng::Draw::Nonce);
-        (0..len).map(|_| ALPHABET[(rng.next_u64() % ALPHABET.len() as u64) as usize] as char).collect()
+        (0..len)
+            .map(|_| ALPHABET[(rng.next_u64() % ALPHABET.len() as u64) as usize] as char)
+            .collect()
     }
 
     pub fn router(self: &Arc<Self>) -> Router {
@@ -120,7 +132,8 @@ impl Sim {
             .merge(wechatpay::routes())
             .merge(alipay::routes())
             .merge(unionpay::routes())
-            .merge(control::routes()).with_state(self.clone())
+            .merge(control::routes())
+            .with_state(self.clone())
     }
 
     /// A uniform draw in [0, 1): fault decisions.
@@ -130,7 +143,11 @@ impl Sim {
     }
 
     pub(crate) fn between(&self, purpose: rng::Draw, lo: u64, hi: u64) -> u64 {
-        if hi <= lo { lo } else { lo + (self.rng.lock().unwrap().stream(purpose).next_u64() % (hi - lo + 1)) }
+        if hi <= lo {
+            lo
+        } else {
+            lo + (self.rng.lock().unwrap().stream(purpose).next_u64() % (hi - lo + 1))
+        }
     }
 
     pub fn ledger_snapshot(&self) -> Ledger {
@@ -144,7 +161,11 @@ pub async fn start(listener: TcpListener, state_dir: &Path) -> std::io::Result<S
 }
 
 /// `start` with a given clock and seed.
-pub async fn start_with(listener: TcpListener, state_dir: &Path, options: SimOptions) -> std::io::Result<SimHandle> {
+pub async fn start_with(
+    listener: TcpListener,
+    state_dir: &Path,
+    options: SimOptions,
+) -> std::io::Result<SimHandle> {
     let addr = listener.local_addr()?;
     let (sim, channels_file) = Sim::prepare(state_dir, &format!("http://{addr}"), options)?;
     let app = sim.router();
@@ -153,7 +174,12 @@ pub async fn start_with(listener: TcpListener, state_dir: &Path, options: SimOpt
             tracing::error!(error = %e, "simulator stopped");
         }
     });
-    Ok(SimHandle { addr, channels_file, sim, task })
+    Ok(SimHandle {
+        addr,
+        channels_file,
+        sim,
+        task,
+    })
 }
 
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
@@ -176,9 +202,21 @@ mod tests {
     fn a_seed_replays_every_random_choice() {
         let draws = |seed: u64| {
             let dir = tempfile::tempdir().unwrap();
-            let (sim, _) = Sim::prepare(dir.path(), "http://127.0.0.1:1", SimOptions { seed: Some(seed), ..Default::default() }).unwrap();
-            let faults: Vec<bool> = (0..64).map(|_| sim.chance(rng::Draw::NotifyDrop, 0.5)).collect();
-            let delays: Vec<u64> = (0..16).map(|_| sim.between(rng::Draw::NotifyDelay, 0, 1000)).collect();
+            let (sim, _) = Sim::prepare(
+                dir.path(),
+                "http://127.0.0.1:1",
+                SimOptions {
+                    seed: Some(seed),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let faults: Vec<bool> = (0..64)
+                .map(|_| sim.chance(rng::Draw::NotifyDrop, 0.5))
+                .collect();
+            let delays: Vec<u64> = (0..16)
+                .map(|_| sim.between(rng::Draw::NotifyDelay, 0, 1000))
+                .collect();
             (faults, delays, sim.nonce(32), sim.seed)
         };
         assert_eq!(draws(7), draws(7));
@@ -191,7 +229,20 @@ mod tests {
     #[test]
     fn each_purpose_has_its_own_stream() {
         let dir = tempfile::tempdir().unwrap();
-        let sims: Vec<_> = (0..2).map(|_| Sim::prepare(dir.path(), "http://127.0.0.1:1", SimOptions { seed: Some(11), ..Default::default() }).unwrap().0).collect();
+        let sims: Vec<_> = (0..2)
+            .map(|_| {
+                Sim::prepare(
+                    dir.path(),
+                    "http://127.0.0.1:1",
+                    SimOptions {
+                        seed: Some(11),
+                        ..Default::default()
+                    },
+                )
+                .unwrap()
+                .0
+            })
+            .collect();
         let drops = |sim: &Sim, interleave: bool| -> Vec<bool> {
             (0..64)
                 .map(|_| {
@@ -204,7 +255,13 @@ mod tests {
                 .collect()
         };
         assert_eq!(drops(&sims[0], false), drops(&sims[1], true));
-        let other: Vec<bool> = (0..64).map(|_| sims[0].chance(rng::Draw::PrepayError, 0.5)).collect();
-        assert_ne!(drops(&sims[1], false), other, "purposes draw different sequences");
+        let other: Vec<bool> = (0..64)
+            .map(|_| sims[0].chance(rng::Draw::PrepayError, 0.5))
+            .collect();
+        assert_ne!(
+            drops(&sims[1], false),
+            other,
+            "purposes draw different sequences"
+        );
     }
 }

@@ -2,8 +2,8 @@
 //! (time-scaled), and the drop / delay / reorder / duplicate faults. Each channel supplies how
 //! to build one signed delivery and how to recognise its success answer.
 
-use crate::rng::Draw;
 use crate::Sim;
+use crate::rng::Draw;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,8 +17,8 @@ pub struct Delivery {
 /// WeChat Pay's documented schedule (15 s, 15 s, 30 s, 3 m, 10 m, 20 m, 30 m ×3, 60 m, 3 h ×3,
 /// 6 h ×2), used for every channel; `time_scale` compresses it.
 const SCHEDULE_MS: [u64; 16] = [
-    0, 15_000, 15_000, 30_000, 180_000, 600_000, 1_200_000, 1_800_000, 1_800_000, 1_800_000, 3_600_000, 10_800_000,
-    10_800_000, 10_800_000, 21_600_000, 21_600_000,
+    0, 15_000, 15_000, 30_000, 180_000, 600_000, 1_200_000, 1_800_000, 1_800_000, 1_800_000,
+    3_600_000, 10_800_000, 10_800_000, 10_800_000, 21_600_000, 21_600_000,
 ];
 
 pub fn spawn(
@@ -34,15 +34,26 @@ pub fn spawn(
         struct Done(Arc<Sim>);
         impl Drop for Done {
             fn drop(&mut self) {
-                self.0.notifications_outstanding.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                self.0
+                    .notifications_outstanding
+                    .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             }
         }
         let _done = Done(sim.clone());
         let mut acked = false;
         for (i, wait) in SCHEDULE_MS.iter().enumerate() {
             let f = sim.faults.lock().unwrap().clone();
-            let scale = if f.time_scale > 0.0 { f.time_scale } else { 1.0 };
-            let mut delay = (*wait as f64 / scale) as u64 + sim.between(Draw::NotifyDelay, f.notify_delay_ms[0], f.notify_delay_ms[1]);
+            let scale = if f.time_scale > 0.0 {
+                f.time_scale
+            } else {
+                1.0
+            };
+            let mut delay = (*wait as f64 / scale) as u64
+                + sim.between(
+                    Draw::NotifyDelay,
+                    f.notify_delay_ms[0],
+                    f.notify_delay_ms[1],
+                );
             if f.notify_reorder {
                 delay += sim.between(Draw::NotifyDelay, 0, 200);
             }
@@ -66,7 +77,11 @@ pub fn spawn(
 }
 
 async fn send(sim: &Sim, url: &str, d: &Delivery, is_ack: fn(u16, &str) -> bool) -> bool {
-    let mut req = sim.http.post(url).header("content-type", d.content_type).body(d.body.clone());
+    let mut req = sim
+        .http
+        .post(url)
+        .header("content-type", d.content_type)
+        .body(d.body.clone());
     for (k, v) in &d.headers {
         req = req.header(k, v);
     }

@@ -39,7 +39,9 @@ pub fn create(sim: &Sim, n: NewOrder) -> Result<SimOrder, CreateError> {
             SimStatus::Paid => Err(CreateError::Paid),
             // A repeat with identical parameters re-issues the credential (WeChat: a new
             // code_url / prepay_id; Alipay: a new QR), valid from now.
-            SimStatus::Unpaid | SimStatus::Unscanned if o.fingerprint == n.fingerprint && o.time_expire > now => {
+            SimStatus::Unpaid | SimStatus::Unscanned
+                if o.fingerprint == n.fingerprint && o.time_expire > now =>
+            {
                 o.credential = n.credential;
                 o.credential_valid_until = n.credential_valid_until.unwrap_or(n.time_expire);
                 Ok(o.clone())
@@ -71,10 +73,13 @@ pub fn create(sim: &Sim, n: NewOrder) -> Result<SimOrder, CreateError> {
 
 pub fn find(sim: &Sim, channel: ChannelName, out_trade_no: &str) -> Option<SimOrder> {
     let mut ledger = sim.ledger.lock().unwrap();
-    ledger.orders.get_mut(&(channel, out_trade_no.to_owned())).map(|o| {
-        o.expire_if_due(sim.now_ms());
-        o.clone()
-    })
+    ledger
+        .orders
+        .get_mut(&(channel, out_trade_no.to_owned()))
+        .map(|o| {
+            o.expire_if_due(sim.now_ms());
+            o.clone()
+        })
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -90,13 +95,19 @@ pub fn close(sim: &Arc<Sim>, channel: ChannelName, out_trade_no: &str) -> Result
     if sim.faults.lock().unwrap().pay_before_close {
         // The payer's payment was in flight and lands a moment before the close — even at the
         // instant of expiry — so it is forced through if the order was still unpaid.
-        let payable = find(sim, channel, out_trade_no).is_some_and(|o| matches!(o.status, SimStatus::Unpaid | SimStatus::Unscanned) || o.time_expire <= sim.now_ms() && o.charges == 0 && o.status != SimStatus::Paid);
+        let payable = find(sim, channel, out_trade_no).is_some_and(|o| {
+            matches!(o.status, SimStatus::Unpaid | SimStatus::Unscanned)
+                || o.time_expire <= sim.now_ms() && o.charges == 0 && o.status != SimStatus::Paid
+        });
         if payable {
             let _ = pay(sim, channel, out_trade_no, true);
         }
     }
     let mut ledger = sim.ledger.lock().unwrap();
-    let o = ledger.orders.get_mut(&(channel, out_trade_no.to_owned())).ok_or(CloseError::NotExist)?;
+    let o = ledger
+        .orders
+        .get_mut(&(channel, out_trade_no.to_owned()))
+        .ok_or(CloseError::NotExist)?;
     match o.status {
         SimStatus::Paid => Err(CloseError::Paid),
         SimStatus::Unscanned => {
@@ -123,13 +134,24 @@ pub enum PayError {
 /// way. `force` pays even a closed order (an in-flight payment, an Alipay QR that
 /// outlived its close) — the late and duplicate payments payonce must catch. An Alipay QR that
 /// was closed before anyone scanned it still pays, without `force`, until its timeout.
-pub fn pay(sim: &Arc<Sim>, channel: ChannelName, out_trade_no: &str, force: bool) -> Result<(), PayError> {
+pub fn pay(
+    sim: &Arc<Sim>,
+    channel: ChannelName,
+    out_trade_no: &str,
+    force: bool,
+) -> Result<(), PayError> {
     pay_with(sim, channel, out_trade_no, force, None)
 }
 
 /// `pay`, by a payer holding `credential` (when given): only the current, unexpired credential
 /// of the channel order pays.
-pub fn pay_with(sim: &Arc<Sim>, channel: ChannelName, out_trade_no: &str, force: bool, credential: Option<&str>) -> Result<(), PayError> {
+pub fn pay_with(
+    sim: &Arc<Sim>,
+    channel: ChannelName,
+    out_trade_no: &str,
+    force: bool,
+    credential: Option<&str>,
+) -> Result<(), PayError> {
     let now = sim.now_ms();
     let (order, event_id) = {
         let mut ledger = sim.ledger.lock().unwrap();
@@ -138,15 +160,20 @@ pub fn pay_with(sim: &Arc<Sim>, channel: ChannelName, out_trade_no: &str, force:
             return Err(PayError::NoSuchOrder);
         };
         // An unscanned Alipay QR pays until its own validity (which can outlive a close).
-        let in_time = o.time_expire > now && (o.status != SimStatus::Unscanned || o.credential_valid_until > now);
-        if !force && credential.is_some_and(|c| c != o.credential || o.credential_valid_until <= now) {
+        let in_time = o.time_expire > now
+            && (o.status != SimStatus::Unscanned || o.credential_valid_until > now);
+        if !force
+            && credential.is_some_and(|c| c != o.credential || o.credential_valid_until <= now)
+        {
             return Err(PayError::CredentialExpired);
         }
         match o.status {
             // No channel takes two payments for one of its orders, forced or not.
             SimStatus::Paid => return Err(PayError::AlreadyPaid),
             SimStatus::Closed if !force => return Err(PayError::Closed),
-            SimStatus::Unpaid | SimStatus::Unscanned if !in_time && !force => return Err(PayError::Closed),
+            SimStatus::Unpaid | SimStatus::Unscanned if !in_time && !force => {
+                return Err(PayError::Closed);
+            }
             _ => {}
         }
         o.status = SimStatus::Paid;

@@ -62,12 +62,17 @@ pub struct Streams {
 
 impl Streams {
     pub fn new(seed: u64) -> Self {
-        Streams { seed, streams: Default::default() }
+        Streams {
+            seed,
+            streams: Default::default(),
+        }
     }
 
     pub fn stream(&mut self, purpose: Draw) -> &mut Rng {
         let seed = self.seed;
         // The purpose's index, spread by a large odd constant, keeps the derived seeds apart.
-        self.streams.entry(purpose).or_insert_with(|| Rng::from_seed(seed ^ (purpose as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407)))
+        self.streams.entry(purpose).or_insert_with(|| {
+            Rng::from_seed(seed ^ (purpose as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407))
+        })
     }
 }

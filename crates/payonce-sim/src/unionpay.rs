@@ -4,10 +4,13 @@
 //! with `signPubKeyCert` included; refunds are accepted first and finish later with a
 //! `backUrl` notification. Requests are checked as strictly as the gateway checks them.
 
-use crate::rng::Draw;
 use crate::keys::UNIONPAY_MER_ID;
 use crate::ops::{self, CreateError, NewOrder};
-use crate::wire::{field, form_encode, form_parse, parse_unionpay_time, unionpay_raw_answer, unionpay_sign, unionpay_time, unionpay_verify};
+use crate::rng::Draw;
+use crate::wire::{
+    field, form_encode, form_parse, parse_unionpay_time, unionpay_raw_answer, unionpay_sign,
+    unionpay_time, unionpay_verify,
+};
 use crate::{Sim, SimOrder, SimStatus};
 use axum::Router;
 use axum::body::Bytes;
@@ -46,13 +49,36 @@ fn sign_as_unionpay(sim: &Sim, mut params: Vec<(String, String)>) -> Vec<(String
 
 /// A synchronous answer: raw `k=v&…`, as the gateway writes it.
 fn raw(params: &[(String, String)]) -> Response {
-    (StatusCode::OK, [("content-type", "text/plain;charset=UTF-8")], unionpay_raw_answer(params)).into_response()
+    (
+        StatusCode::OK,
+        [("content-type", "text/plain;charset=UTF-8")],
+        unionpay_raw_answer(params),
+    )
+        .into_response()
 }
 
 /// What every merchant request must carry, and its signature (respCode on failure).
-fn check_request(sim: &Sim, params: &[(String, String)], txn: (&str, &str, &str)) -> Result<(), (&'static str, String)> {
+fn check_request(
+    sim: &Sim,
+    params: &[(String, String)],
+    txn: (&str, &str, &str),
+) -> Result<(), (&'static str, String)> {
     let f = |k: &str| field(params, k).unwrap_or_default();
-    let required = ["version", "encoding", "signMethod", "txnType", "txnSubType", "bizType", "accessType", "channelType", "merId", "orderId", "txnTime", "certId", "signature"];
+    let required = [
+        "version",
+        "encoding",
+        "signMethod",
+        "txnType",
+        "txnSubType",
+        "bizType",
+        "accessType",
+        "channelType",
+        "merId",
+        "orderId",
+        "txnTime",
+        "certId",
+        "signature",
+    ];
     if let Some(missing) = required.iter().find(|k| f(k).is_empty()) {
         return Err(("10", format!("{missing} 不能为空")));
     }
@@ -66,7 +92,15 @@ fn check_request(sim: &Sim, params: &[(String, String)], txn: (&str, &str, &str)
         return Err(("10", "signMethod 不合法".into()));
     }
     if (f("txnType"), f("txnSubType"), f("bizType")) != txn {
-        return Err(("10", format!("txnType/txnSubType/bizType 不合法: {}/{}/{}", f("txnType"), f("txnSubType"), f("bizType"))));
+        return Err((
+            "10",
+            format!(
+                "txnType/txnSubType/bizType 不合法: {}/{}/{}",
+                f("txnType"),
+                f("txnSubType"),
+                f("bizType")
+            ),
+        ));
     }
     if f("accessType") != "0" || !matches!(f("channelType"), "07" | "08") {
         return Err(("10", "accessType/channelType 不合法".into()));
@@ -81,7 +115,9 @@ fn check_request(sim: &Sim, params: &[(String, String)], txn: (&str, &str, &str)
     if f("merId") != UNIONPAY_MER_ID {
         return Err(("31", "商户号不存在".into()));
     }
-    if f("certId") != sim.keys.unionpay_merchant_cert_id || !unionpay_verify(&sim.keys.unionpay_merchant, params) {
+    if f("certId") != sim.keys.unionpay_merchant_cert_id
+        || !unionpay_verify(&sim.keys.unionpay_merchant, params)
+    {
         return Err(("11", "验证签名失败".into()));
     }
     Ok(())
@@ -89,18 +125,23 @@ fn check_request(sim: &Sim, params: &[(String, String)], txn: (&str, &str, &str)
 
 fn amount_of(params: &[(String, String)]) -> Option<i64> {
     let a = field(params, "txnAmt")?;
-    (!a.is_empty() && a.len() <= 12 && a.bytes().all(|b| b.is_ascii_digit()) && !a.starts_with('0')).then(|| a.parse().ok()).flatten()
+    (!a.is_empty() && a.len() <= 12 && a.bytes().all(|b| b.is_ascii_digit()) && !a.starts_with('0'))
+        .then(|| a.parse().ok())
+        .flatten()
 }
 
 /// The payer's browser posts the consume form: the channel order now exists.
 async fn front_consume(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     let params = form_parse(&body);
-    let page = |msg: &str| (StatusCode::OK, format!("<html><body>{msg}</body></html>")).into_response();
+    let page =
+        |msg: &str| (StatusCode::OK, format!("<html><body>{msg}</body></html>")).into_response();
     if let Err((code, msg)) = check_request(&sim, &params, ("01", "01", "000201")) {
         return page(&format!("{code}: {msg}"));
     }
     let f = |k: &str| field(&params, k).unwrap_or_default().to_owned();
-    let Some(amount) = amount_of(&params) else { return page("txnAmt 不合法") };
+    let Some(amount) = amount_of(&params) else {
+        return page("txnAmt 不合法");
+    };
     if f("currencyCode") != "156" {
         return page("currencyCode 不合法");
     }
@@ -140,7 +181,10 @@ async fn front_consume(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
         },
     );
     match created {
-        Ok(o) => page(&format!("UnionPay cashier: order {} — {} fen", o.out_trade_no, o.amount)),
+        Ok(o) => page(&format!(
+            "UnionPay cashier: order {} — {} fen",
+            o.out_trade_no, o.amount
+        )),
         Err(CreateError::Paid) => page("订单已支付"),
         Err(CreateError::Used) => page("订单号重复"),
     }
@@ -173,30 +217,77 @@ async fn file_transfer(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     let f = |k: &str| field(&params, k).unwrap_or_default().to_owned();
     let answer = |code: &str, msg: &str, extra: Vec<(String, String)>| {
         let mut a = vec![
-            p("version", VERSION), p("encoding", "UTF-8"), p("signMethod", "01"), p("txnType", "76"), p("txnSubType", "01"), p("bizType", "000000"),
-            p("accessType", "0"), p("merId", UNIONPAY_MER_ID), p("txnTime", f("txnTime")), p("settleDate", f("settleDate")), p("fileType", f("fileType")),
-            p("respCode", code), p("respMsg", msg),
+            p("version", VERSION),
+            p("encoding", "UTF-8"),
+            p("signMethod", "01"),
+            p("txnType", "76"),
+            p("txnSubType", "01"),
+            p("bizType", "000000"),
+            p("accessType", "0"),
+            p("merId", UNIONPAY_MER_ID),
+            p("txnTime", f("txnTime")),
+            p("settleDate", f("settleDate")),
+            p("fileType", f("fileType")),
+            p("respCode", code),
+            p("respMsg", msg),
         ];
         a.extend(extra);
         raw(&sign_as_unionpay(&sim, a))
     };
-    let required = ["version", "encoding", "signMethod", "txnType", "txnSubType", "bizType", "accessType", "merId", "settleDate", "txnTime", "fileType", "certId", "signature"];
+    let required = [
+        "version",
+        "encoding",
+        "signMethod",
+        "txnType",
+        "txnSubType",
+        "bizType",
+        "accessType",
+        "merId",
+        "settleDate",
+        "txnTime",
+        "fileType",
+        "certId",
+        "signature",
+    ];
     if let Some(missing) = required.iter().find(|k| f(k).is_empty()) {
         return answer("10", &format!("{missing} 不能为空"), vec![]);
     }
-    if (f("version"), f("txnType"), f("txnSubType"), f("bizType"), f("accessType"), f("fileType")) != (VERSION.into(), "76".into(), "01".into(), "000000".into(), "0".into(), "00".into()) {
+    if (
+        f("version"),
+        f("txnType"),
+        f("txnSubType"),
+        f("bizType"),
+        f("accessType"),
+        f("fileType"),
+    ) != (
+        VERSION.into(),
+        "76".into(),
+        "01".into(),
+        "000000".into(),
+        "0".into(),
+        "00".into(),
+    ) {
         return answer("10", "报文要素不合法", vec![]);
     }
     if f("merId") != UNIONPAY_MER_ID {
         return answer("31", "商户号不存在", vec![]);
     }
-    if f("certId") != sim.keys.unionpay_merchant_cert_id || !unionpay_verify(&sim.keys.unionpay_merchant, &params) {
+    if f("certId") != sim.keys.unionpay_merchant_cert_id
+        || !unionpay_verify(&sim.keys.unionpay_merchant, &params)
+    {
         return answer("11", "验证签名失败", vec![]);
     }
     // The most recent calendar day with that MMDD, up to today (Beijing).
     let settle = f("settleDate");
     let now = sim.now_ms();
-    let Some(date) = (0..400).map(|d| crate::wire::beijing_date(now - d * 86_400_000)).find(|d| d.get(5..7).zip(d.get(8..10)).is_some_and(|(m, dd)| format!("{m}{dd}") == settle)) else {
+    let Some(date) = (0..400)
+        .map(|d| crate::wire::beijing_date(now - d * 86_400_000))
+        .find(|d| {
+            d.get(5..7)
+                .zip(d.get(8..10))
+                .is_some_and(|(m, dd)| format!("{m}{dd}") == settle)
+        })
+    else {
         return answer("10", "settleDate 不合法", vec![]);
     };
     if !crate::statement::has_bill(&sim, ChannelName::Unionpay, &date) {
@@ -204,7 +295,17 @@ async fn file_transfer(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     }
     let (name, zlib) = crate::statement::unionpay_file(&sim, &date);
     use base64::Engine as _;
-    answer("00", "成功[0000000]", vec![p("fileName", name), p("fileContent", base64::engine::general_purpose::STANDARD.encode(zlib))])
+    answer(
+        "00",
+        "成功[0000000]",
+        vec![
+            p("fileName", name),
+            p(
+                "fileContent",
+                base64::engine::general_purpose::STANDARD.encode(zlib),
+            ),
+        ],
+    )
 }
 
 async fn query(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
@@ -212,10 +313,19 @@ async fn query(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     if let Err((code, msg)) = check_request(&sim, &params, ("00", "00", "000000")) {
         return raw(&sign_as_unionpay(&sim, answer_base(&params, code, &msg)));
     }
-    if sim.chance(Draw::QueryError, sim.faults.lock().unwrap().query_error_rate) {
-        return raw(&sign_as_unionpay(&sim, answer_base(&params, "03", "交易通讯超时，请发起查询交易")));
+    if sim.chance(
+        Draw::QueryError,
+        sim.faults.lock().unwrap().query_error_rate,
+    ) {
+        return raw(&sign_as_unionpay(
+            &sim,
+            answer_base(&params, "03", "交易通讯超时，请发起查询交易"),
+        ));
     }
-    let (order_id, txn_time) = (field(&params, "orderId").unwrap_or_default(), field(&params, "txnTime").unwrap_or_default());
+    let (order_id, txn_time) = (
+        field(&params, "orderId").unwrap_or_default(),
+        field(&params, "txnTime").unwrap_or_default(),
+    );
     let now = sim.now_ms();
     // A refund is a transaction of its own, found by its orderId and txnTime.
     let refund = sim
@@ -224,7 +334,11 @@ async fn query(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
         .unwrap()
         .refunds
         .iter()
-        .find(|r| r.channel == ChannelName::Unionpay && r.out_refund_no == order_id && r.txn_time == txn_time)
+        .find(|r| {
+            r.channel == ChannelName::Unionpay
+                && r.out_refund_no == order_id
+                && r.txn_time == txn_time
+        })
         .cloned();
     // The answer echoes the ORIGINAL transaction's txnType / txnSubType / bizType, as the real
     // gateway does (01/01/000201 for a consume, 04/00/000201 for a refund).
@@ -236,15 +350,28 @@ async fn query(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
         }
     };
     if let Some(r) = refund {
-        let (orig, msg) = if r.settled(now) { ("00", "成功[0000000]") } else { ("05", "交易处理中") };
+        let (orig, msg) = if r.settled(now) {
+            ("00", "成功[0000000]")
+        } else {
+            ("05", "交易处理中")
+        };
         let mut answer = answer_base(&params, "00", "成功[0000000]");
         echo_original(&mut answer, ("04", "00", "000201"));
-        answer.extend([p("origRespCode", orig), p("origRespMsg", msg), p("txnAmt", r.amount.to_string()), p("queryId", r.refund_id.clone())]);
+        answer.extend([
+            p("origRespCode", orig),
+            p("origRespMsg", msg),
+            p("txnAmt", r.amount.to_string()),
+            p("queryId", r.refund_id.clone()),
+        ]);
         return raw(&sign_as_unionpay(&sim, answer));
     }
-    let order = ops::find(&sim, ChannelName::Unionpay, order_id).filter(|o| o.credential == txn_time);
+    let order =
+        ops::find(&sim, ChannelName::Unionpay, order_id).filter(|o| o.credential == txn_time);
     let Some(o) = order else {
-        return raw(&sign_as_unionpay(&sim, answer_base(&params, "34", "查无此交易")));
+        return raw(&sign_as_unionpay(
+            &sim,
+            answer_base(&params, "34", "查无此交易"),
+        ));
     };
     let mut answer = answer_base(&params, "00", "成功[0000000]");
     echo_original(&mut answer, ("01", "01", "000201"));
@@ -253,9 +380,20 @@ async fn query(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
         SimStatus::Closed => ("12", "交易超时"),
         _ => ("05", "交易处理中"),
     };
-    answer.extend([p("origRespCode", orig), p("origRespMsg", msg), p("txnAmt", o.amount.to_string()), p("currencyCode", "156")]);
+    answer.extend([
+        p("origRespCode", orig),
+        p("origRespMsg", msg),
+        p("txnAmt", o.amount.to_string()),
+        p("currencyCode", "156"),
+    ]);
     if let Some(q) = o.trade_no.clone().filter(|_| o.status == SimStatus::Paid) {
-        answer.extend([p("queryId", q), p("settleDate", crate::wire::unionpay_time(o.paid_at.unwrap_or(now))[4..8].to_owned())]);
+        answer.extend([
+            p("queryId", q),
+            p(
+                "settleDate",
+                crate::wire::unionpay_time(o.paid_at.unwrap_or(now))[4..8].to_owned(),
+            ),
+        ]);
     }
     raw(&sign_as_unionpay(&sim, answer))
 }
@@ -266,12 +404,16 @@ async fn back_trans(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     let params = form_parse(&body);
     let f = |k: &str| field(&params, k).unwrap_or_default().to_owned();
     if f("txnType") != "04" {
-        return raw(&sign_as_unionpay(&sim, answer_base(&params, "12", "不支持的交易类型")));
+        return raw(&sign_as_unionpay(
+            &sim,
+            answer_base(&params, "12", "不支持的交易类型"),
+        ));
     }
     if let Err((code, msg)) = check_request(&sim, &params, ("04", "00", "000201")) {
         return raw(&sign_as_unionpay(&sim, answer_base(&params, code, &msg)));
     }
-    let answer = |code: &str, msg: &str| raw(&sign_as_unionpay(&sim, answer_base(&params, code, msg)));
+    let answer =
+        |code: &str, msg: &str| raw(&sign_as_unionpay(&sim, answer_base(&params, code, msg)));
     let faults = sim.faults.lock().unwrap().clone();
     if sim.chance(Draw::RefundDrop, faults.refund_drop_rate) {
         // Lost on the way in: UnionPay never saw it; the caller times out.
@@ -290,7 +432,9 @@ async fn back_trans(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     if f("backUrl").is_empty() || f("origQryId").is_empty() {
         return answer("30", "backUrl/origQryId 不能为空");
     }
-    let Some(amount) = amount_of(&params) else { return answer("30", "txnAmt 不合法") };
+    let Some(amount) = amount_of(&params) else {
+        return answer("30", "txnAmt 不合法");
+    };
     let delay = {
         let d = sim.faults.lock().unwrap().refund_delay_ms;
         sim.between(Draw::RefundDelay, d[0], d[1]) as i64
@@ -299,19 +443,40 @@ async fn back_trans(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     let made: Result<crate::ledger::Refund, (&str, String)> = (|| {
         let mut ledger = sim.ledger.lock().unwrap();
         // The same refund transaction again (same orderId): 12, duplicate.
-        if ledger.refunds.iter().any(|r| r.channel == ChannelName::Unionpay && r.out_refund_no == f("orderId")) {
+        if ledger
+            .refunds
+            .iter()
+            .any(|r| r.channel == ChannelName::Unionpay && r.out_refund_no == f("orderId"))
+        {
             return Err(("12", "重复交易".to_owned()));
         }
         let Some(no) = ledger
             .orders
             .values()
-            .find(|o| o.channel == ChannelName::Unionpay && o.trade_no.as_deref() == Some(f("origQryId").as_str()))
+            .find(|o| {
+                o.channel == ChannelName::Unionpay
+                    && o.trade_no.as_deref() == Some(f("origQryId").as_str())
+            })
             .map(|o| o.out_trade_no.clone())
         else {
             return Err(("35", "原交易不存在".to_owned()));
         };
-        ledger.refund(ChannelName::Unionpay, &no, &f("orderId"), amount, now, now + delay).map_err(|e| ("32", format!("{e:?}")))?;
-        let r = ledger.refunds.iter_mut().rev().find(|r| r.channel == ChannelName::Unionpay && r.out_refund_no == f("orderId")).expect("just made");
+        ledger
+            .refund(
+                ChannelName::Unionpay,
+                &no,
+                &f("orderId"),
+                amount,
+                now,
+                now + delay,
+            )
+            .map_err(|e| ("32", format!("{e:?}")))?;
+        let r = ledger
+            .refunds
+            .iter_mut()
+            .rev()
+            .find(|r| r.channel == ChannelName::Unionpay && r.out_refund_no == f("orderId"))
+            .expect("just made");
         r.txn_time = f("txnTime");
         Ok(r.clone())
     })();
@@ -342,7 +507,13 @@ fn notification_head(txn_type: &str, txn_sub_type: &str) -> Vec<(String, String)
 }
 
 /// The `backUrl` notification of a refund, once its money moved.
-fn notify_refund(sim: Arc<Sim>, url: String, r: crate::ledger::Refund, orig_qry_id: String, delay_ms: i64) {
+fn notify_refund(
+    sim: Arc<Sim>,
+    url: String,
+    r: crate::ledger::Refund,
+    orig_qry_id: String,
+    delay_ms: i64,
+) {
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(delay_ms.max(0) as u64)).await;
         let mut fields = notification_head("04", "00");
@@ -386,7 +557,11 @@ fn send_notification(sim: Arc<Sim>, url: String, fields: Vec<(String, String)>) 
     crate::notify::spawn(
         sim,
         url,
-        move || crate::notify::Delivery { headers: vec![], content_type: "application/x-www-form-urlencoded;charset=UTF-8", body: body.clone() },
+        move || crate::notify::Delivery {
+            headers: vec![],
+            content_type: "application/x-www-form-urlencoded;charset=UTF-8",
+            body: body.clone(),
+        },
         |status, _| status == 200,
     );
 }

@@ -6,10 +6,13 @@
 //! repeat of a prepay with identical parameters re-issues it. Refunds answer `PROCESSING` and
 //! succeed later, with a `REFUND.SUCCESS` notification.
 
-use crate::rng::Draw;
 use crate::keys::{WECHAT_APPID, WECHAT_MCHID};
 use crate::ops::{self, CloseError, CreateError, NewOrder};
-use crate::wire::{parse_wechat_authorization, parse_wechat_time, wechat_answer_message, wechat_encrypt, wechat_request_message, wechat_time};
+use crate::rng::Draw;
+use crate::wire::{
+    parse_wechat_authorization, parse_wechat_time, wechat_answer_message, wechat_encrypt,
+    wechat_request_message, wechat_time,
+};
 use crate::{Sim, SimOrder, SimStatus};
 use axum::Router;
 use axum::body::Bytes;
@@ -42,8 +45,15 @@ tokio::task_local! {
     static REQUESTED_SERIAL: Option<String>;
 }
 
-async fn remember_requested_serial(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let serial = req.headers().get("wechatpay-serial").and_then(|v| v.to_str().ok()).map(str::to_owned);
+async fn remember_requested_serial(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let serial = req
+        .headers()
+        .get("wechatpay-serial")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     REQUESTED_SERIAL.scope(serial, next.run(req)).await
 }
 
@@ -86,7 +96,10 @@ fn platform_headers(sim: &Sim, body: &[u8]) -> Vec<(String, String)> {
         ("Wechatpay-Nonce".into(), n),
         ("Wechatpay-Signature".into(), sig),
         ("Wechatpay-Serial".into(), serial),
-        ("Wechatpay-Signature-Type".into(), "WECHATPAY2-SHA256-RSA2048".into()),
+        (
+            "Wechatpay-Signature-Type".into(),
+            "WECHATPAY2-SHA256-RSA2048".into(),
+        ),
     ]
 }
 
@@ -96,13 +109,22 @@ fn signed(sim: &Sim, status: StatusCode, body: Vec<u8>) -> Response {
     h.insert("content-type", "application/json".parse().unwrap());
     h.insert("request-id", sim.nonce(24).parse().unwrap());
     for (k, v) in platform_headers(sim, &body) {
-        h.insert(axum::http::HeaderName::try_from(k).unwrap(), v.parse().unwrap());
+        h.insert(
+            axum::http::HeaderName::try_from(k).unwrap(),
+            v.parse().unwrap(),
+        );
     }
     resp
 }
 
 fn error(sim: &Sim, status: StatusCode, code: &str, message: &str) -> Response {
-    signed(sim, status, json!({"code": code, "message": message}).to_string().into_bytes())
+    signed(
+        sim,
+        status,
+        json!({"code": code, "message": message})
+            .to_string()
+            .into_bytes(),
+    )
 }
 
 fn param_error(sim: &Sim, message: &str) -> Response {
@@ -111,13 +133,31 @@ fn param_error(sim: &Sim, message: &str) -> Response {
 
 /// Checks the merchant's `Authorization` header as the real gateway does.
 fn authentic(sim: &Sim, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> bool {
-    let Some(fields) = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(parse_wechat_authorization) else {
+    let Some(fields) = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_wechat_authorization)
+    else {
         return false;
     };
-    let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).unwrap_or_default();
-    let Ok(ts) = get("timestamp").parse::<i64>() else { return false };
+    let get = |k: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_default()
+    };
+    let Ok(ts) = get("timestamp").parse::<i64>() else {
+        return false;
+    };
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let msg = wechat_request_message(method.as_str(), path, get("timestamp"), get("nonce_str"), body);
+    let msg = wechat_request_message(
+        method.as_str(),
+        path,
+        get("timestamp"),
+        get("nonce_str"),
+        body,
+    );
     get("mchid") == WECHAT_MCHID
         && get("serial_no").eq_ignore_ascii_case(&sim.keys.wechat_merchant_serial)
         && (sim.now_ms() - ts * 1000).abs() <= MAX_SKEW_MS
@@ -135,13 +175,21 @@ fn check_prepay(body: &Value, jsapi: bool, now: i64) -> Result<(), String> {
         return Err("description 长度不合法".into());
     }
     let no = s("out_trade_no");
-    if !(6..=32).contains(&no.len()) || !no.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-|*".contains(&b)) {
+    if !(6..=32).contains(&no.len())
+        || !no
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-|*".contains(&b))
+    {
         return Err("out_trade_no 不合法".into());
     }
-    if s("notify_url").is_empty() || !(s("notify_url").starts_with("https://") || s("notify_url").starts_with("http://")) {
+    if s("notify_url").is_empty()
+        || !(s("notify_url").starts_with("https://") || s("notify_url").starts_with("http://"))
+    {
         return Err("notify_url 不合法".into());
     }
-    if body["amount"]["total"].as_i64().is_none_or(|t| t <= 0) || !matches!(body["amount"]["currency"].as_str(), None | Some("CNY")) {
+    if body["amount"]["total"].as_i64().is_none_or(|t| t <= 0)
+        || !matches!(body["amount"]["currency"].as_str(), None | Some("CNY"))
+    {
         return Err("amount 不合法".into());
     }
     if let Some(t) = body["time_expire"].as_str() {
@@ -156,11 +204,19 @@ fn check_prepay(body: &Value, jsapi: bool, now: i64) -> Result<(), String> {
     Ok(())
 }
 
-async fn prepay(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn prepay(
+    State(sim): State<Arc<Sim>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if !authentic(&sim, &method, &uri, &headers, &body) {
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
     }
-    let Ok(req @ Value::Object(_)) = serde_json::from_slice::<Value>(&body) else { return param_error(&sim, "请求体不是JSON对象") };
+    let Ok(req @ Value::Object(_)) = serde_json::from_slice::<Value>(&body) else {
+        return param_error(&sim, "请求体不是JSON对象");
+    };
     let jsapi = uri.path().ends_with("/jsapi");
     let now = sim.now_ms();
     if let Err(msg) = check_prepay(&req, jsapi, now) {
@@ -168,10 +224,22 @@ async fn prepay(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: 
     }
     let faults = sim.faults.lock().unwrap().clone();
     if sim.chance(Draw::PrepayError, faults.prepay_error_rate) {
-        return error(&sim, StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", "系统错误");
+        return error(
+            &sim,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SYSTEM_ERROR",
+            "系统错误",
+        );
     }
-    let time_expire = req["time_expire"].as_str().and_then(parse_wechat_time).unwrap_or(now + 7 * 86_400_000);
-    let credential = if jsapi { format!("wx{}", sim.nonce(30).to_lowercase()) } else { format!("weixin://wxpay/bizpayurl?pr={}", sim.nonce(10)) };
+    let time_expire = req["time_expire"]
+        .as_str()
+        .and_then(parse_wechat_time)
+        .unwrap_or(now + 7 * 86_400_000);
+    let credential = if jsapi {
+        format!("wx{}", sim.nonce(30).to_lowercase())
+    } else {
+        format!("weixin://wxpay/bizpayurl?pr={}", sim.nonce(10))
+    };
     // Every parameter of a repeat must match the first request (WeChat's rule).
     let mut fingerprint = req.clone();
     fingerprint["out_trade_no"] = Value::Null;
@@ -195,11 +263,20 @@ async fn prepay(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: 
             if sim.chance(Draw::PrepayTimeout, faults.prepay_timeout_rate) {
                 tokio::time::sleep(Duration::from_secs(120)).await;
             }
-            let body = if jsapi { json!({ "prepay_id": o.credential }) } else { json!({ "code_url": o.credential }) };
+            let body = if jsapi {
+                json!({ "prepay_id": o.credential })
+            } else {
+                json!({ "code_url": o.credential })
+            };
             signed(&sim, StatusCode::OK, body.to_string().into_bytes())
         }
         Err(CreateError::Paid) => error(&sim, StatusCode::FORBIDDEN, "ORDERPAID", "该订单已支付"),
-        Err(CreateError::Used) => error(&sim, StatusCode::BAD_REQUEST, "OUT_TRADE_NO_USED", "商户订单号重复"),
+        Err(CreateError::Used) => error(
+            &sim,
+            StatusCode::BAD_REQUEST,
+            "OUT_TRADE_NO_USED",
+            "商户订单号重复",
+        ),
     }
 }
 
@@ -230,67 +307,148 @@ fn transaction(o: &SimOrder) -> Value {
     t
 }
 
-async fn query(State(sim): State<Arc<Sim>>, Path(no): Path<String>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+async fn query(
+    State(sim): State<Arc<Sim>>,
+    Path(no): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     if !authentic(&sim, &method, &uri, &headers, b"") {
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
     }
     if uri.query().unwrap_or_default() != format!("mchid={WECHAT_MCHID}") {
         return param_error(&sim, "mchid 不正确");
     }
-    if sim.chance(Draw::QueryError, sim.faults.lock().unwrap().query_error_rate) {
-        return error(&sim, StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", "系统错误");
+    if sim.chance(
+        Draw::QueryError,
+        sim.faults.lock().unwrap().query_error_rate,
+    ) {
+        return error(
+            &sim,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SYSTEM_ERROR",
+            "系统错误",
+        );
     }
     match ops::find(&sim, ChannelName::Wechatpay, &no) {
-        Some(o) => signed(&sim, StatusCode::OK, transaction(&o).to_string().into_bytes()),
+        Some(o) => signed(
+            &sim,
+            StatusCode::OK,
+            transaction(&o).to_string().into_bytes(),
+        ),
         None => error(&sim, StatusCode::NOT_FOUND, "ORDER_NOT_EXIST", "订单不存在"),
     }
 }
 
-async fn close(State(sim): State<Arc<Sim>>, Path(no): Path<String>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn close(
+    State(sim): State<Arc<Sim>>,
+    Path(no): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if !authentic(&sim, &method, &uri, &headers, &body) {
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
     }
     // The close body is exactly `{"mchid": "…"}`.
-    let ok = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.as_object().cloned()).is_some_and(|o| o.len() == 1 && o["mchid"] == WECHAT_MCHID);
+    let ok = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.as_object().cloned())
+        .is_some_and(|o| o.len() == 1 && o["mchid"] == WECHAT_MCHID);
     if !ok {
         return param_error(&sim, "请求体须为 {\"mchid\": 商户号}");
     }
-    if sim.chance(Draw::CloseError, sim.faults.lock().unwrap().close_error_rate) {
-        return error(&sim, StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", "系统错误");
+    if sim.chance(
+        Draw::CloseError,
+        sim.faults.lock().unwrap().close_error_rate,
+    ) {
+        return error(
+            &sim,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SYSTEM_ERROR",
+            "系统错误",
+        );
     }
     match ops::close(&sim, ChannelName::Wechatpay, &no) {
         Ok(()) => signed(&sim, StatusCode::NO_CONTENT, Vec::new()),
-        Err(CloseError::NotExist) => error(&sim, StatusCode::NOT_FOUND, "ORDER_NOT_EXIST", "订单不存在"),
-        Err(CloseError::Paid) => error(&sim, StatusCode::BAD_REQUEST, "ORDERPAID", "订单已支付，不能关单"),
+        Err(CloseError::NotExist) => {
+            error(&sim, StatusCode::NOT_FOUND, "ORDER_NOT_EXIST", "订单不存在")
+        }
+        Err(CloseError::Paid) => error(
+            &sim,
+            StatusCode::BAD_REQUEST,
+            "ORDERPAID",
+            "订单已支付，不能关单",
+        ),
     }
 }
 
 /// `GET /v3/bill/tradebill`: where to download the day's bill, and its SHA-1.
-async fn tradebill(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+async fn tradebill(
+    State(sim): State<Arc<Sim>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     if !authentic(&sim, &method, &uri, &headers, b"") {
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
     }
-    let query = |k: &str| uri.query().unwrap_or_default().split('&').find_map(|kv| kv.strip_prefix(k)).unwrap_or_default().to_owned();
+    let query = |k: &str| {
+        uri.query()
+            .unwrap_or_default()
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(k))
+            .unwrap_or_default()
+            .to_owned()
+    };
     let date = query("bill_date=");
     if !crate::statement::has_bill(&sim, ChannelName::Wechatpay, &date) {
-        return error(&sim, StatusCode::BAD_REQUEST, "NO_STATEMENT_EXIST", "账单文件不存在");
+        return error(
+            &sim,
+            StatusCode::BAD_REQUEST,
+            "NO_STATEMENT_EXIST",
+            "账单文件不存在",
+        );
     }
     let bill = crate::statement::wechat_bill(&sim, &date);
     // The hash of the ORIGINAL bill, also when it is downloaded gzip-compressed.
-    let sha1 = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, bill.as_bytes()).as_ref());
-    let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
-    let tar = if query("tar_type=") == "GZIP" { "&tar_type=GZIP" } else { "" };
+    let sha1 = hex::encode(
+        aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
+            bill.as_bytes(),
+        )
+        .as_ref(),
+    );
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let tar = if query("tar_type=") == "GZIP" {
+        "&tar_type=GZIP"
+    } else {
+        ""
+    };
     let body = json!({"hash_type": "SHA1", "hash_value": sha1, "download_url": format!("http://{host}/v3/billdownload/file?token={date}{tar}")});
     signed(&sim, StatusCode::OK, body.to_string().into_bytes())
 }
 
 /// The bill itself: a signed request, an unsigned answer (its hash was in the signed one).
-async fn bill_download(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+async fn bill_download(
+    State(sim): State<Arc<Sim>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     if !authentic(&sim, &method, &uri, &headers, b"") {
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
     }
     let query = uri.query().unwrap_or_default();
-    let date = query.split('&').find_map(|kv| kv.strip_prefix("token=")).unwrap_or_default();
+    let date = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("token="))
+        .unwrap_or_default();
     let mut bill = crate::statement::wechat_bill(&sim, date);
     if crate::statement::corrupted(&sim, ChannelName::Wechatpay) {
         // One payment's amount changed on the way: the file no longer has the hash announced.
@@ -300,13 +458,22 @@ async fn bill_download(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, he
         use std::io::Write;
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(bill.as_bytes()).expect("in-memory gzip");
-        return ([("content-type", "application/octet-stream")], gz.finish().expect("in-memory gzip")).into_response();
+        return (
+            [("content-type", "application/octet-stream")],
+            gz.finish().expect("in-memory gzip"),
+        )
+            .into_response();
     }
     ([("content-type", "text/plain; charset=utf-8")], bill).into_response()
 }
 
 /// `GET /v3/certificates`: every platform certificate still valid, encrypted with the APIv3 key.
-async fn certificates(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+async fn certificates(
+    State(sim): State<Arc<Sim>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     if !authentic(&sim, &method, &uri, &headers, b"") {
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
     }
@@ -328,7 +495,11 @@ async fn certificates(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, hea
             })
         })
         .collect();
-    signed(&sim, StatusCode::OK, json!({ "data": data }).to_string().into_bytes())
+    signed(
+        &sim,
+        StatusCode::OK,
+        json!({ "data": data }).to_string().into_bytes(),
+    )
 }
 
 fn refund_view(sim: &Sim, r: &crate::ledger::Refund, total: i64, transaction_id: &str) -> Value {
@@ -352,24 +523,40 @@ fn refund_view(sim: &Sim, r: &crate::ledger::Refund, total: i64, transaction_id:
     v
 }
 
-async fn refund(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn refund(
+    State(sim): State<Arc<Sim>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if !authentic(&sim, &method, &uri, &headers, &body) {
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
     }
-    let Ok(req @ Value::Object(_)) = serde_json::from_slice::<Value>(&body) else { return param_error(&sim, "请求体不是JSON对象") };
+    let Ok(req @ Value::Object(_)) = serde_json::from_slice::<Value>(&body) else {
+        return param_error(&sim, "请求体不是JSON对象");
+    };
     let s = |k: &str| req[k].as_str().unwrap_or_default().to_owned();
     let (no, refund_no) = (s("out_trade_no"), s("out_refund_no"));
     if no.is_empty() || !(1..=64).contains(&refund_no.len()) {
         return param_error(&sim, "out_trade_no/out_refund_no 不合法");
     }
-    let (Some(amount), Some(total)) = (req["amount"]["refund"].as_i64().filter(|a| *a > 0), req["amount"]["total"].as_i64()) else {
+    let (Some(amount), Some(total)) = (
+        req["amount"]["refund"].as_i64().filter(|a| *a > 0),
+        req["amount"]["total"].as_i64(),
+    ) else {
         return param_error(&sim, "amount.refund/amount.total 不合法");
     };
     if req["amount"]["currency"] != "CNY" {
         return param_error(&sim, "amount.currency 须为 CNY");
     }
     let Some(order) = ops::find(&sim, ChannelName::Wechatpay, &no) else {
-        return error(&sim, StatusCode::NOT_FOUND, "RESOURCE_NOT_EXISTS", "订单不存在");
+        return error(
+            &sim,
+            StatusCode::NOT_FOUND,
+            "RESOURCE_NOT_EXISTS",
+            "订单不存在",
+        );
     };
     // amount.total must be what the order was.
     if total != order.amount {
@@ -379,46 +566,130 @@ async fn refund(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: 
     sim.ledger.lock().unwrap().refund_requests += 1;
     if sim.chance(Draw::RefundError, faults.refund_error_rate) {
         // WeChat's rate limit: nothing was done; try again later with the same out_refund_no.
-        return error(&sim, StatusCode::TOO_MANY_REQUESTS, "FREQUENCY_LIMITED", "频率超限");
+        return error(
+            &sim,
+            StatusCode::TOO_MANY_REQUESTS,
+            "FREQUENCY_LIMITED",
+            "频率超限",
+        );
     }
     let now = sim.now_ms();
-    let settle_at = now + sim.between(Draw::RefundDelay, faults.refund_delay_ms[0], faults.refund_delay_ms[1]) as i64;
-    let done = sim.ledger.lock().unwrap().refund(ChannelName::Wechatpay, &no, &refund_no, amount, now, settle_at);
+    let settle_at = now
+        + sim.between(
+            Draw::RefundDelay,
+            faults.refund_delay_ms[0],
+            faults.refund_delay_ms[1],
+        ) as i64;
+    let done = sim.ledger.lock().unwrap().refund(
+        ChannelName::Wechatpay,
+        &no,
+        &refund_no,
+        amount,
+        now,
+        settle_at,
+    );
     match done {
         Ok(r) => {
             let tid = order.trade_no.clone().unwrap_or_default();
             if let Some(url) = req["notify_url"].as_str().filter(|u| !u.is_empty()) {
                 notify_refund(sim.clone(), url.to_owned(), r.clone(), total, tid.clone());
             }
-            signed(&sim, StatusCode::OK, refund_view(&sim, &r, total, &tid).to_string().into_bytes())
+            signed(
+                &sim,
+                StatusCode::OK,
+                refund_view(&sim, &r, total, &tid).to_string().into_bytes(),
+            )
         }
         Err(crate::ledger::RefundError::NoSuchOrder | crate::ledger::RefundError::NotPaid) => {
-            error(&sim, StatusCode::NOT_FOUND, "RESOURCE_NOT_EXISTS", "订单不存在或未支付")
+            error(
+                &sim,
+                StatusCode::NOT_FOUND,
+                "RESOURCE_NOT_EXISTS",
+                "订单不存在或未支付",
+            )
         }
-        Err(crate::ledger::RefundError::Exceeds) => error(&sim, StatusCode::FORBIDDEN, "NOT_ENOUGH", "退款金额超过可退金额"),
-        Err(crate::ledger::RefundError::Conflict) => error(&sim, StatusCode::BAD_REQUEST, "INVALID_REQUEST", "退款单号已用于其他退款"),
+        Err(crate::ledger::RefundError::Exceeds) => error(
+            &sim,
+            StatusCode::FORBIDDEN,
+            "NOT_ENOUGH",
+            "退款金额超过可退金额",
+        ),
+        Err(crate::ledger::RefundError::Conflict) => error(
+            &sim,
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "退款单号已用于其他退款",
+        ),
     }
 }
 
-async fn refund_query(State(sim): State<Arc<Sim>>, Path(no): Path<String>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+async fn refund_query(
+    State(sim): State<Arc<Sim>>,
+    Path(no): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     if !authentic(&sim, &method, &uri, &headers, b"") {
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
     }
-    if sim.chance(Draw::QueryError, sim.faults.lock().unwrap().query_error_rate) {
-        return error(&sim, StatusCode::INTERNAL_SERVER_ERROR, "SYSTEM_ERROR", "系统错误");
+    if sim.chance(
+        Draw::QueryError,
+        sim.faults.lock().unwrap().query_error_rate,
+    ) {
+        return error(
+            &sim,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SYSTEM_ERROR",
+            "系统错误",
+        );
     }
     let ledger = sim.ledger.lock().unwrap();
-    let found = ledger.refunds.iter().find(|r| r.channel == ChannelName::Wechatpay && r.out_refund_no == no).cloned();
-    let order = found.as_ref().and_then(|r| ledger.orders.get(&(ChannelName::Wechatpay, r.out_trade_no.clone()))).cloned();
+    let found = ledger
+        .refunds
+        .iter()
+        .find(|r| r.channel == ChannelName::Wechatpay && r.out_refund_no == no)
+        .cloned();
+    let order = found
+        .as_ref()
+        .and_then(|r| {
+            ledger
+                .orders
+                .get(&(ChannelName::Wechatpay, r.out_trade_no.clone()))
+        })
+        .cloned();
     drop(ledger);
     match (found, order) {
-        (Some(r), Some(o)) => signed(&sim, StatusCode::OK, refund_view(&sim, &r, o.amount, o.trade_no.as_deref().unwrap_or_default()).to_string().into_bytes()),
-        _ => error(&sim, StatusCode::NOT_FOUND, "RESOURCE_NOT_EXISTS", "退款单不存在"),
+        (Some(r), Some(o)) => signed(
+            &sim,
+            StatusCode::OK,
+            refund_view(
+                &sim,
+                &r,
+                o.amount,
+                o.trade_no.as_deref().unwrap_or_default(),
+            )
+            .to_string()
+            .into_bytes(),
+        ),
+        _ => error(
+            &sim,
+            StatusCode::NOT_FOUND,
+            "RESOURCE_NOT_EXISTS",
+            "退款单不存在",
+        ),
     }
 }
 
 /// An encrypted, platform-signed notification envelope.
-fn envelope(sim: &Sim, id: String, event_type: &str, summary: &str, original_type: &str, resource: &Value) -> Vec<u8> {
+fn envelope(
+    sim: &Sim,
+    id: String,
+    event_type: &str,
+    summary: &str,
+    original_type: &str,
+    resource: &Value,
+) -> Vec<u8> {
     let nonce = sim.nonce(12);
     json!({
         "id": id,
@@ -439,7 +710,13 @@ fn envelope(sim: &Sim, id: String, event_type: &str, summary: &str, original_typ
 }
 
 /// `REFUND.SUCCESS`, once the refund's money has moved.
-fn notify_refund(sim: Arc<Sim>, url: String, r: crate::ledger::Refund, total: i64, transaction_id: String) {
+fn notify_refund(
+    sim: Arc<Sim>,
+    url: String,
+    r: crate::ledger::Refund,
+    total: i64,
+    transaction_id: String,
+) {
     tokio::spawn(async move {
         let wait = (r.settle_at - sim.now_ms()).max(0) as u64;
         tokio::time::sleep(Duration::from_millis(wait)).await;
@@ -449,12 +726,23 @@ fn notify_refund(sim: Arc<Sim>, url: String, r: crate::ledger::Refund, total: i6
             "user_received_account": "支付用户零钱",
             "amount": {"total": total, "refund": r.amount, "payer_total": total, "payer_refund": r.amount},
         });
-        let body = envelope(&sim, format!("EV-R-{}", r.refund_id), "REFUND.SUCCESS", "退款成功", "refund", &resource);
+        let body = envelope(
+            &sim,
+            format!("EV-R-{}", r.refund_id),
+            "REFUND.SUCCESS",
+            "退款成功",
+            "refund",
+            &resource,
+        );
         let signer = sim.clone();
         crate::notify::spawn(
             sim,
             url,
-            move || crate::notify::Delivery { headers: platform_headers(&signer, &body), content_type: "application/json", body: body.clone() },
+            move || crate::notify::Delivery {
+                headers: platform_headers(&signer, &body),
+                content_type: "application/json",
+                body: body.clone(),
+            },
             |status, _| status == 200 || status == 204,
         );
     });
@@ -463,12 +751,23 @@ fn notify_refund(sim: Arc<Sim>, url: String, r: crate::ledger::Refund, total: i6
 /// `TRANSACTION.SUCCESS`: the transaction encrypted with the APIv3 key, the envelope signed by
 /// the platform key (re-signed per delivery, as its timestamp must be fresh).
 pub(crate) fn notify(sim: Arc<Sim>, order: SimOrder, event_id: String) {
-    let body = envelope(&sim, format!("EV-{event_id}"), "TRANSACTION.SUCCESS", "支付成功", "transaction", &transaction(&order));
+    let body = envelope(
+        &sim,
+        format!("EV-{event_id}"),
+        "TRANSACTION.SUCCESS",
+        "支付成功",
+        "transaction",
+        &transaction(&order),
+    );
     let signer = sim.clone();
     crate::notify::spawn(
         sim,
         order.notify_url.clone(),
-        move || crate::notify::Delivery { headers: platform_headers(&signer, &body), content_type: "application/json", body: body.clone() },
+        move || crate::notify::Delivery {
+            headers: platform_headers(&signer, &body),
+            content_type: "application/json",
+            body: body.clone(),
+        },
         |status, _| status == 200 || status == 204,
     );
 }

@@ -15,17 +15,25 @@ pub fn form_parse(body: &[u8]) -> Vec<(String, String)> {
 }
 
 pub fn form_encode(params: &[(String, String)]) -> String {
-    form_urlencoded::Serializer::new(String::new()).extend_pairs(params.iter()).finish()
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params.iter())
+        .finish()
 }
 
 pub fn field<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// `k=v&k=v` over the parameters sorted by name (byte order), leaving out `skip`: the string
 /// both Alipay (RSA2) and UnionPay (signMethod=01) sign.
 pub fn sorted_pairs(params: &[(String, String)], skip: &[&str]) -> String {
-    let mut kv: Vec<&(String, String)> = params.iter().filter(|(k, _)| !skip.contains(&k.as_str())).collect();
+    let mut kv: Vec<&(String, String)> = params
+        .iter()
+        .filter(|(k, _)| !skip.contains(&k.as_str()))
+        .collect();
     kv.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     let mut out = String::new();
     for (i, (k, v)) in kv.iter().enumerate() {
@@ -48,8 +56,13 @@ pub fn unionpay_sign(key: &RsaSigner, params: &[(String, String)]) -> String {
 }
 
 pub fn unionpay_verify(key: &RsaVerifier, params: &[(String, String)]) -> bool {
-    let Some(sig) = field(params, "signature") else { return false };
-    key.verify_b64(sha256_hex(sorted_pairs(params, &["signature"]).as_bytes()).as_bytes(), sig)
+    let Some(sig) = field(params, "signature") else {
+        return false;
+    };
+    key.verify_b64(
+        sha256_hex(sorted_pairs(params, &["signature"]).as_bytes()).as_bytes(),
+        sig,
+    )
 }
 
 /// A synchronous UnionPay answer as the gateway writes it: `k=v&…`, NOT url-encoded — base64
@@ -106,7 +119,12 @@ pub fn parse_alipay_time(s: &str) -> Option<i64> {
 /// Alipay amounts: yuan with at most two decimals, `0.01` … `100000000.00`.
 pub fn parse_yuan(s: &str) -> Option<i64> {
     let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    if int.is_empty() || int.len() > 9 || !int.bytes().all(|b| b.is_ascii_digit()) || frac.len() > 2 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+    if int.is_empty()
+        || int.len() > 9
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || frac.len() > 2
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     if int.len() > 1 && int.starts_with('0') {
@@ -125,12 +143,14 @@ pub fn yuan(fen: i64) -> String {
 pub fn parse_alipay_timeout(s: &str) -> Option<i64> {
     let unit = s.chars().last()?;
     let n: i64 = s[..s.len() - 1].parse().ok().filter(|n| *n > 0)?;
-    Some(n * match unit {
-        'm' => 60_000,
-        'h' => 3_600_000,
-        'd' | 'c' => 86_400_000,
-        _ => return None,
-    })
+    Some(
+        n * match unit {
+            'm' => 60_000,
+            'h' => 3_600_000,
+            'd' | 'c' => 86_400_000,
+            _ => return None,
+        },
+    )
 }
 
 // ---- WeChat Pay v3 ----
@@ -144,7 +164,13 @@ pub fn wechat_answer_message(ts: &str, nonce: &str, body: &[u8]) -> Vec<u8> {
 }
 
 /// What a merchant signs in a request: `METHOD\nPATH?QUERY\ntimestamp\nnonce\nbody\n`.
-pub fn wechat_request_message(method: &str, path_and_query: &str, ts: &str, nonce: &str, body: &[u8]) -> Vec<u8> {
+pub fn wechat_request_message(
+    method: &str,
+    path_and_query: &str,
+    ts: &str,
+    nonce: &str,
+    body: &[u8],
+) -> Vec<u8> {
     let mut m = format!("{method}\n{path_and_query}\n{ts}\n{nonce}\n").into_bytes();
     m.extend_from_slice(body);
     m.push(b'\n');
@@ -165,8 +191,14 @@ pub fn parse_wechat_authorization(header: &str) -> Option<Vec<(String, String)>>
 
 /// AEAD_AES_256_GCM with the APIv3 key, as WeChat encrypts notification resources and platform
 /// certificates: base64(ciphertext ‖ tag).
-pub fn wechat_encrypt(apiv3_key: &[u8], nonce12: &str, associated_data: &str, plaintext: &[u8]) -> String {
-    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, apiv3_key).expect("a 32-byte APIv3 key"));
+pub fn wechat_encrypt(
+    apiv3_key: &[u8],
+    nonce12: &str,
+    associated_data: &str,
+    plaintext: &[u8],
+) -> String {
+    let key =
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, apiv3_key).expect("a 32-byte APIv3 key"));
     let mut buf = plaintext.to_vec();
     key.seal_in_place_append_tag(
         Nonce::try_assume_unique_for_key(nonce12.as_bytes()).expect("a 12-byte nonce"),
@@ -183,7 +215,9 @@ pub fn wechat_time(ms: i64) -> String {
 }
 
 pub fn parse_wechat_time(s: &str) -> Option<i64> {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok().map(|t| t.unix_timestamp() * 1000)
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp() * 1000)
 }
 
 // ---- time in Beijing ----
@@ -198,7 +232,9 @@ pub(crate) fn beijing(ms: i64, fmt: &str) -> String {
 
 fn parse_beijing(s: &str, fmt: &str) -> Option<i64> {
     let fmt = time::format_description::parse_borrowed::<2>(fmt).ok()?;
-    let t = time::PrimitiveDateTime::parse(s, &fmt).ok()?.assume_offset(time::UtcOffset::from_hms(8, 0, 0).ok()?);
+    let t = time::PrimitiveDateTime::parse(s, &fmt)
+        .ok()?
+        .assume_offset(time::UtcOffset::from_hms(8, 0, 0).ok()?);
     Some(t.unix_timestamp() * 1000)
 }
 
@@ -238,7 +274,11 @@ mod tests {
     #[test]
     fn alipay_answers_escape_slashes_inside_the_signed_text() {
         let k = RsaSigner::generate();
-        let body = alipay_answer(&k, "x_response", &serde_json::json!({"qr_code": "https://qr.alipay.com/a"}));
+        let body = alipay_answer(
+            &k,
+            "x_response",
+            &serde_json::json!({"qr_code": "https://qr.alipay.com/a"}),
+        );
         assert!(body.contains("https:\\/\\/qr.alipay.com\\/a"));
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["x_response"]["qr_code"], "https://qr.alipay.com/a");

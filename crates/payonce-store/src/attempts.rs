@@ -10,14 +10,27 @@ use payonce_core::{AppId, AttemptId, ChannelName, OrderId, Timestamp};
 pub trait Attempts: Send + Sync {
     async fn attempts_of(&self, order: &OrderId) -> Result<Vec<Attempt>>;
     async fn attempt(&self, id: &AttemptId) -> Result<Option<Attempt>>;
-    async fn attempt_by_out_trade_no(&self, channel: ChannelName, out_trade_no: &str) -> Result<Option<Attempt>>;
+    async fn attempt_by_out_trade_no(
+        &self,
+        channel: ChannelName,
+        out_trade_no: &str,
+    ) -> Result<Option<Attempt>>;
     /// Attempts whose payment the channel numbered `trade_no` (one, unless something is wrong).
-    async fn attempts_with_channel_trade_no(&self, channel: ChannelName, trade_no: &str) -> Result<Vec<Attempt>>;
+    async fn attempts_with_channel_trade_no(
+        &self,
+        channel: ChannelName,
+        trade_no: &str,
+    ) -> Result<Vec<Attempt>>;
     /// Writes the intent (attempt `created`) before any channel call, if the order is open and
     /// has no active attempt. The partial unique index makes the race impossible to lose twice.
     async fn begin_attempt(&self, attempt: &Attempt, now: Timestamp) -> Result<BeginAttempt>;
     /// Records what the prepay call returned.
-    async fn record_prepay(&self, attempt: &AttemptId, result: &PrepayResult, now: Timestamp) -> Result<Attempt>;
+    async fn record_prepay(
+        &self,
+        attempt: &AttemptId,
+        result: &PrepayResult,
+        now: Timestamp,
+    ) -> Result<Attempt>;
     /// Stores a re-issued credential of a PENDING attempt (same channel order). `None`: the
     /// attempt is no longer pending (paid, closed…), nothing written.
     async fn refresh_credential(
@@ -30,10 +43,19 @@ pub trait Attempts: Send + Sync {
     ) -> Result<Option<Attempt>>;
     /// Marks a `created` attempt whose caller never came back (crashed, or stuck past the call
     /// timeout) as `unknown`, so a query settles it.
-    async fn mark_stale_created(&self, attempt: &AttemptId, created_before: Timestamp, now: Timestamp) -> Result<Option<Attempt>>;
+    async fn mark_stale_created(
+        &self,
+        attempt: &AttemptId,
+        created_before: Timestamp,
+        now: Timestamp,
+    ) -> Result<Option<Attempt>>;
     /// The one function that applies a channel outcome — from a notification, a query, a close
     /// answer or reconciliation — to an attempt and its order.
-    async fn apply_outcome(&self, outcome: &ChannelOutcome, now: Timestamp) -> Result<OutcomeApplied>;
+    async fn apply_outcome(
+        &self,
+        outcome: &ChannelOutcome,
+        now: Timestamp,
+    ) -> Result<OutcomeApplied>;
     async fn all_attempts(&self) -> Result<Vec<Attempt>>;
 }
 

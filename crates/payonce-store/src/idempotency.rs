@@ -8,8 +8,17 @@ use payonce_core::{AppId, AttemptId, ChannelName, OrderId, Timestamp};
 
 #[async_trait::async_trait]
 pub trait IdempotencyKeys: Send + Sync {
-    async fn idempotency_begin(&self, key: &IdempotencyKey, now: Timestamp, lock_ms: i64) -> Result<IdempotencyBegin>;
-    async fn idempotency_complete(&self, key: &IdempotencyKey, response: &StoredResponse) -> Result<()>;
+    async fn idempotency_begin(
+        &self,
+        key: &IdempotencyKey,
+        now: Timestamp,
+        lock_ms: i64,
+    ) -> Result<IdempotencyBegin>;
+    async fn idempotency_complete(
+        &self,
+        key: &IdempotencyKey,
+        response: &StoredResponse,
+    ) -> Result<()>;
     async fn idempotency_release(&self, key: &IdempotencyKey) -> Result<()>;
     /// Deletes keys created before `before`; returns how many.
     async fn idempotency_purge(&self, before: Timestamp) -> Result<u64>;

@@ -10,24 +10,60 @@ use payonce_core::{AppId, AttemptId, ChannelName, OrderId, Timestamp};
 pub trait Leases: Send + Sync {
     /// Before re-asking the channel about an `unknown` attempt: pushes its next check past the
     /// call, and marks it touched, so no query reads "absent" while the re-ask is in flight.
-    async fn defer_unknown(&self, attempt: &AttemptId, until: Timestamp, now: Timestamp) -> Result<()>;
+    async fn defer_unknown(
+        &self,
+        attempt: &AttemptId,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<()>;
     /// Claims attempts whose `next_query_at` is due (active ones, and closed ones still being
     /// watched), leasing them to `owner` for `lease_ms`.
-    async fn claim_due_attempts(&self, now: Timestamp, lease_ms: i64, owner: &str, limit: i64) -> Result<Vec<Attempt>>;
+    async fn claim_due_attempts(
+        &self,
+        now: Timestamp,
+        lease_ms: i64,
+        owner: &str,
+        limit: i64,
+    ) -> Result<Vec<Attempt>>;
     /// Sets the next check of a claimed attempt and releases it — only if `owner` still holds
     /// the lease (a worker that slept past its lease writes nothing).
-    async fn finish_attempt_check(&self, id: &AttemptId, owner: &str, next_query_at: Option<Timestamp>, now: Timestamp) -> Result<bool>;
+    async fn finish_attempt_check(
+        &self,
+        id: &AttemptId,
+        owner: &str,
+        next_query_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<bool>;
     /// Claims open orders past their expiry.
-    async fn claim_expired_orders(&self, now: Timestamp, lease_ms: i64, owner: &str, limit: i64) -> Result<Vec<Order>>;
+    async fn claim_expired_orders(
+        &self,
+        now: Timestamp,
+        lease_ms: i64,
+        owner: &str,
+        limit: i64,
+    ) -> Result<Vec<Order>>;
     async fn release_order(&self, id: &OrderId, owner: &str) -> Result<()>;
     /// Claims refunds due for a channel call or query.
-    async fn claim_due_refunds(&self, now: Timestamp, lease_ms: i64, owner: &str, limit: i64) -> Result<Vec<Refund>>;
+    async fn claim_due_refunds(
+        &self,
+        now: Timestamp,
+        lease_ms: i64,
+        owner: &str,
+        limit: i64,
+    ) -> Result<Vec<Refund>>;
     /// The apps with outbox events due and not leased, the longest-waiting first, at most
     /// `limit`. The dispatcher claims app by app from this list: claiming the oldest events
     /// across apps let one app's backlog to a dead receiver fill every claim.
     async fn apps_with_due_events(&self, now: Timestamp, limit: i64) -> Result<Vec<String>>;
     /// Claims up to `limit` due events of one app, oldest first, leasing them to `owner`.
-    async fn claim_due_events(&self, app: &str, now: Timestamp, lease_ms: i64, owner: &str, limit: i64) -> Result<Vec<EventRow>>;
+    async fn claim_due_events(
+        &self,
+        app: &str,
+        now: Timestamp,
+        lease_ms: i64,
+        owner: &str,
+        limit: i64,
+    ) -> Result<Vec<EventRow>>;
 }
 
 /// The SQL of `Leases` for one backend (see `sql::impl_store!` for the parameters).

@@ -30,10 +30,12 @@ pub use model::*;
 pub use operations::Operations;
 pub use orders::Orders;
 pub use outbox::Outbox;
-pub use reconciliations::{BATCH, Billed, Reconciliation, ReconciliationItem, Reconciliations, StoredBill};
+pub use postgres::PgStore;
+pub use reconciliations::{
+    BATCH, Billed, Reconciliation, ReconciliationItem, Reconciliations, StoredBill,
+};
 pub use refunds::Refunds;
 pub use sql::duplicate_refund_no;
-pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use std::sync::Arc;
@@ -61,21 +63,33 @@ impl StoreError {
     /// pool exhausted, server shutting down or starting, too many connections, disk full): the
     /// request changed nothing durable it did not roll back, and retrying later is safe.
     pub fn is_unavailable(&self) -> bool {
-        let StoreError::Db(e) = self else { return false };
+        let StoreError::Db(e) = self else {
+            return false;
+        };
         match e {
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => true,
             sqlx::Error::Protocol(_) => true,
             sqlx::Error::Database(db) => {
                 let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
                 if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
                     // SQLite primary codes (the low byte of extended ones): BUSY 5, LOCKED 6
                     // (past the busy timeout), IOERR 10, FULL 13.
-                    return code.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 10 | 13));
+                    return code
+                        .parse::<u32>()
+                        .is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 10 | 13));
                 }
                 // PostgreSQL: connection exceptions (08…), shutting down / cannot connect now
                 // (57P01–57P03), too many connections (53300), disk full (53100), read-only
                 // transaction after a fail-over (25006).
-                code.starts_with("08") || matches!(code.as_str(), "57P01" | "57P02" | "57P03" | "53300" | "53100" | "25006")
+                code.starts_with("08")
+                    || matches!(
+                        code.as_str(),
+                        "57P01" | "57P02" | "57P03" | "53300" | "53100" | "25006"
+                    )
             }
             _ => false,
         }
@@ -99,7 +113,12 @@ pub fn schema_tag() -> String {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     for m in migrate::SQLITE.iter().chain(migrate::POSTGRES.iter()) {
-        for b in m.version.to_le_bytes().iter().chain(m.sql.as_str().as_bytes()) {
+        for b in m
+            .version
+            .to_le_bytes()
+            .iter()
+            .chain(m.sql.as_str().as_bytes())
+        {
             h ^= *b as u64;
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
@@ -127,11 +146,46 @@ pub async fn open(url: &str, migrate: bool) -> Result<Arc<dyn Store>> {
 /// Every persistent operation payonce performs, by aggregate (each its own trait and file).
 /// Each method is one transaction (or one read); none is ever held open across a network call.
 /// On a `dyn Store` every method is callable directly; generic code imports `prelude::*`.
-pub trait Store: Orders + Attempts + Coupons + Console + Refunds + Outbox + Leases + Apps + IdempotencyKeys + Operations + Reconciliations + Send + Sync + 'static {}
+pub trait Store:
+    Orders
+    + Attempts
+    + Coupons
+    + Console
+    + Refunds
+    + Outbox
+    + Leases
+    + Apps
+    + IdempotencyKeys
+    + Operations
+    + Reconciliations
+    + Send
+    + Sync
+    + 'static
+{
+}
 
-impl<T> Store for T where T: Orders + Attempts + Coupons + Console + Refunds + Outbox + Leases + Apps + IdempotencyKeys + Operations + Reconciliations + Send + Sync + 'static {}
+impl<T> Store for T where
+    T: Orders
+        + Attempts
+        + Coupons
+        + Console
+        + Refunds
+        + Outbox
+        + Leases
+        + Apps
+        + IdempotencyKeys
+        + Operations
+        + Reconciliations
+        + Send
+        + Sync
+        + 'static
+{
+}
 
 /// The store's traits, to call their methods on a `dyn Store`.
 pub mod prelude {
-    pub use crate::{Apps, Attempts, Console, Coupons, IdempotencyKeys, Leases, Operations, Orders, Outbox, Reconciliations, Refunds, Store};
+    pub use crate::{
+        Apps, Attempts, Console, Coupons, IdempotencyKeys, Leases, Operations, Orders, Outbox,
+        Reconciliations, Refunds, Store,
+    };
 }

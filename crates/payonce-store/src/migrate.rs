@@ -22,7 +22,9 @@ pub fn explain(m: &Migrator, e: MigrateError) -> StoreError {
              run the newer payonce, or restore a backup taken before the upgrade",
             newest(m)
         ),
-        MigrateError::VersionMismatch(v) => format!("migration {v} in the database differs from this binary's (edited after it was applied)"),
+        MigrateError::VersionMismatch(v) => format!(
+            "migration {v} in the database differs from this binary's (edited after it was applied)"
+        ),
         other => other.to_string(),
     })
 }

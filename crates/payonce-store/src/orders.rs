@@ -15,14 +15,27 @@ pub trait Orders: Send + Sync {
     /// less than its window ago), that order is answered (`Existing`) and nothing is written;
     /// otherwise the order and a guard until `guard_until` are written in one transaction. Of
     /// many identical submissions at once, exactly one creates.
-    async fn create_guarded_order(&self, order: &Order, guard_until: Timestamp) -> Result<CreateOrder>;
+    async fn create_guarded_order(
+        &self,
+        order: &Order,
+        guard_until: Timestamp,
+    ) -> Result<CreateOrder>;
     /// Deletes submission guards whose window ended before `now` (they decide nothing any more).
     async fn purge_submission_guards(&self, now: Timestamp) -> Result<u64>;
     async fn order(&self, app: &AppId, id: &OrderId) -> Result<Option<Order>>;
-    async fn order_by_merchant_no(&self, app: &AppId, merchant_order_no: &str) -> Result<Option<Order>>;
+    async fn order_by_merchant_no(
+        &self,
+        app: &AppId,
+        merchant_order_no: &str,
+    ) -> Result<Option<Order>>;
     /// Closes the order if it is still open and has no active attempt (every channel order
     /// already confirmed closed). Writes `payment.closed` in the same transaction.
-    async fn close_order(&self, order: &OrderId, by: payonce_core::order::ClosedBy, now: Timestamp) -> Result<CloseOrder>;
+    async fn close_order(
+        &self,
+        order: &OrderId,
+        by: payonce_core::order::ClosedBy,
+        now: Timestamp,
+    ) -> Result<CloseOrder>;
     async fn all_orders(&self) -> Result<Vec<Order>>;
 }
 

@@ -10,16 +10,30 @@ use payonce_core::{AppId, AttemptId, ChannelName, OrderId, Timestamp};
 pub trait Outbox: Send + Sync {
     async fn events_of(&self, order: &OrderId) -> Result<Vec<EventRow>>;
     /// Records one delivery attempt and its outcome — only if `owner` still holds the lease.
-    async fn record_delivery(&self, owner: &str, attempt: &DeliveryAttempt, outcome: &DeliveryOutcome) -> Result<bool>;
+    async fn record_delivery(
+        &self,
+        owner: &str,
+        attempt: &DeliveryAttempt,
+        outcome: &DeliveryOutcome,
+    ) -> Result<bool>;
     /// Events, newest first, optionally only those in one delivery status.
-    async fn list_events(&self, status: Option<DeliveryStatus>, limit: i64) -> Result<Vec<EventRow>>;
+    async fn list_events(
+        &self,
+        status: Option<DeliveryStatus>,
+        limit: i64,
+    ) -> Result<Vec<EventRow>>;
     async fn event(&self, id: &str) -> Result<Option<EventRow>>;
     async fn delivery_attempts(&self, event_id: &str) -> Result<Vec<DeliveryAttempt>>;
     /// Puts an event (or, with `None`, every failed one) back in the delivery queue; how many.
     async fn resend(&self, event_id: Option<&str>, now: Timestamp) -> Result<u64>;
     /// Remembers the W3C `traceparent` an order was created in: the events announcing it
     /// continue that trace. Kept once (the first creation wins).
-    async fn save_trace_context(&self, order: &OrderId, traceparent: &str, now: Timestamp) -> Result<()>;
+    async fn save_trace_context(
+        &self,
+        order: &OrderId,
+        traceparent: &str,
+        now: Timestamp,
+    ) -> Result<()>;
     async fn trace_context(&self, order: &str) -> Result<Option<String>>;
     async fn purge_trace_contexts(&self, before: Timestamp) -> Result<u64>;
 }

@@ -38,26 +38,51 @@ impl PgStore {
     /// `urls`: one PostgreSQL URL, or several separated by commas (fail-over candidates, in order
     /// of preference).
     pub async fn connect(urls: &str, max_connections: u32) -> Result<Self> {
-        let urls = urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(PgConnectOptions::from_str).collect::<Result<Vec<_>, _>>()?;
+        let urls = urls
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(PgConnectOptions::from_str)
+            .collect::<Result<Vec<_>, _>>()?;
         if urls.is_empty() {
             return Err(StoreError::BadUrl);
         }
         let (index, pool) = if urls.len() == 1 {
             // One server: no search, and the pool's own timeout decides how long to wait for it.
-            (0, pool_for(1, max_connections).connect_with(urls[0].clone()).await?)
+            (
+                0,
+                pool_for(1, max_connections)
+                    .connect_with(urls[0].clone())
+                    .await?,
+            )
         } else {
-            find_primary(&urls, max_connections, None).await.ok_or_else(|| {
-                StoreError::Db(sqlx::Error::Configuration(format!("none of the {} PostgreSQL servers is a writable primary", urls.len()).into()))
-            })?
+            find_primary(&urls, max_connections, None)
+                .await
+                .ok_or_else(|| {
+                    StoreError::Db(sqlx::Error::Configuration(
+                        format!(
+                            "none of the {} PostgreSQL servers is a writable primary",
+                            urls.len()
+                        )
+                        .into(),
+                    ))
+                })?
         };
-        let servers = Arc::new(Servers { urls, max_connections, current: RwLock::new((index, pool)), searching: Default::default() });
+        let servers = Arc::new(Servers {
+            urls,
+            max_connections,
+            current: RwLock::new((index, pool)),
+            searching: Default::default(),
+        });
         if servers.urls.len() > 1 {
             // The watcher holds a weak reference: it ends when the store is dropped.
             let weak = Arc::downgrade(&servers);
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(PRIMARY_CHECK).await;
-                    let Some(servers) = weak.upgrade() else { return };
+                    let Some(servers) = weak.upgrade() else {
+                        return;
+                    };
                     servers.ensure_primary().await;
                 }
             });
@@ -94,7 +119,10 @@ impl PgStore {
     async fn run_migrations(&self, migrator: &sqlx::migrate::Migrator) -> Result<()> {
         // The migrator holds a PostgreSQL advisory lock while it runs: instances starting
         // together migrate one after the other.
-        migrator.run(&self.reader()).await.map_err(|e| crate::migrate::explain(migrator, e))
+        migrator
+            .run(&self.reader())
+            .await
+            .map_err(|e| crate::migrate::explain(migrator, e))
     }
 }
 
@@ -102,14 +130,27 @@ impl Servers {
     /// Keeps the server in use if it is still a writable primary; otherwise switches to the
     /// first candidate that is (and keeps the current one if none is, for now).
     async fn ensure_primary(&self) {
-        let Ok(_one) = self.searching.try_lock() else { return };
+        let Ok(_one) = self.searching.try_lock() else {
+            return;
+        };
         let (index, pool) = self.current.read().unwrap().clone();
         if is_writable_primary(&pool).await {
             return;
         }
-        tracing::warn!(server = index, "the PostgreSQL server in use is no longer a writable primary; looking for one");
-        if let Some((new_index, new_pool)) = find_primary(&self.urls, self.max_connections, Some(index)).await {
-            tracing::warn!(from = index, to = new_index, host = self.urls[new_index].get_host(), port = self.urls[new_index].get_port(), "switched to a new PostgreSQL primary");
+        tracing::warn!(
+            server = index,
+            "the PostgreSQL server in use is no longer a writable primary; looking for one"
+        );
+        if let Some((new_index, new_pool)) =
+            find_primary(&self.urls, self.max_connections, Some(index)).await
+        {
+            tracing::warn!(
+                from = index,
+                to = new_index,
+                host = self.urls[new_index].get_host(),
+                port = self.urls[new_index].get_port(),
+                "switched to a new PostgreSQL primary"
+            );
             metrics::counter!("payonce_database_failovers_total").increment(1);
             *self.current.write().unwrap() = (new_index, new_pool);
             // The old server's connections go: requests still holding one finish or fail.
@@ -122,31 +163,56 @@ impl Servers {
 /// 3 s — a request caught on a dead primary answers 503 soon and its retry finds the new one (a
 /// pool keeps retrying the connect until its timeout; closing it does not stop that).
 fn pool_for(candidates: usize, max_connections: u32) -> PgPoolOptions {
-    let wait = if candidates > 1 { Duration::from_secs(3) } else { Duration::from_secs(30) };
-    PgPoolOptions::new().max_connections(max_connections).acquire_timeout(wait)
+    let wait = if candidates > 1 {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_secs(30)
+    };
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(wait)
 }
 
 /// `SELECT NOT pg_is_in_recovery()` within two seconds.
 async fn is_writable_primary(pool: &PgPool) -> bool {
     let check = sqlx::query_scalar::<_, bool>("SELECT NOT pg_is_in_recovery()").fetch_one(pool);
-    matches!(tokio::time::timeout(Duration::from_secs(2), check).await, Ok(Ok(true)))
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), check).await,
+        Ok(Ok(true))
+    )
 }
 
 /// The first candidate (other than `skip`, which just failed) that answers and is writable.
-async fn find_primary(urls: &[PgConnectOptions], max_connections: u32, skip: Option<usize>) -> Option<(usize, PgPool)> {
+async fn find_primary(
+    urls: &[PgConnectOptions],
+    max_connections: u32,
+    skip: Option<usize>,
+) -> Option<(usize, PgPool)> {
     for (i, url) in urls.iter().enumerate() {
         if Some(i) == skip {
             continue;
         }
-        let pool = pool_for(urls.len(), max_connections).acquire_timeout(Duration::from_secs(2)).connect_lazy_with(url.clone());
+        let pool = pool_for(urls.len(), max_connections)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_lazy_with(url.clone());
         if is_writable_primary(&pool).await {
             // Writes wait for a connection as long as with one server; only the probe was short.
             pool.close().await;
-            return Some((i, pool_for(urls.len(), max_connections).connect_lazy_with(url.clone())));
+            return Some((
+                i,
+                pool_for(urls.len(), max_connections).connect_lazy_with(url.clone()),
+            ));
         }
         pool.close().await;
     }
     None
 }
 
-impl_store!(PgStore, Postgres, backend = Backend::Postgres, for_update = " FOR UPDATE", skip_locked = " FOR UPDATE SKIP LOCKED", migrations = crate::migrate::POSTGRES);
+impl_store!(
+    PgStore,
+    Postgres,
+    backend = Backend::Postgres,
+    for_update = " FOR UPDATE",
+    skip_locked = " FOR UPDATE SKIP LOCKED",
+    migrations = crate::migrate::POSTGRES
+);

@@ -10,7 +10,12 @@ use payonce_core::{AppId, AttemptId, ChannelName, OrderId, Timestamp};
 pub trait Refunds: Send + Sync {
     /// Stores the data a refund's calls must carry (UnionPay txnTime) before the first call,
     /// unless some is stored already; returns the refund as stored.
-    async fn prepare_refund_call(&self, refund: &payonce_core::RefundId, channel_data: &str, now: Timestamp) -> Result<Option<Refund>>;
+    async fn prepare_refund_call(
+        &self,
+        refund: &payonce_core::RefundId,
+        channel_data: &str,
+        now: Timestamp,
+    ) -> Result<Option<Refund>>;
     /// Reserves a business refund: the order must be paid, and the amounts of pending, unknown
     /// and succeeded refunds plus this one may not exceed what was paid (checked under the
     /// order's lock).
@@ -19,9 +24,22 @@ pub trait Refunds: Send + Sync {
     async fn refunds_of(&self, order: &OrderId) -> Result<Vec<Refund>>;
     /// Records a refund call's or query's result; a success updates the order's refunded amount
     /// and status and writes `refund.succeeded`, a failure writes `refund.failed`.
-    async fn record_refund(&self, id: &payonce_core::RefundId, result: &RefundResult, channel_data: Option<&str>, now: Timestamp) -> Result<Option<Refund>>;
+    async fn record_refund(
+        &self,
+        id: &payonce_core::RefundId,
+        result: &RefundResult,
+        channel_data: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Option<Refund>>;
     /// A refund notification, applied once by its channel event id.
-    async fn apply_refund_notice(&self, channel: ChannelName, event_id: &str, out_refund_no: &str, result: &RefundResult, now: Timestamp) -> Result<RefundNoticeApplied>;
+    async fn apply_refund_notice(
+        &self,
+        channel: ChannelName,
+        event_id: &str,
+        out_refund_no: &str,
+        result: &RefundResult,
+        now: Timestamp,
+    ) -> Result<RefundNoticeApplied>;
     async fn all_refunds(&self) -> Result<Vec<Refund>>;
 }
 

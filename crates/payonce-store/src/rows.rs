@@ -4,7 +4,10 @@
 
 use crate::sql::{corrupt, parse_closed_by};
 use crate::{App, Attempt, DeliveryStatus, EventRow, Order, Refund, RefundKind, Sink, StoreError};
-use payonce_core::{AppId, AttemptId, AttemptStatus, ChannelName, Currency, Money, OrderId, OrderStatus, PayMethod, RefundId, RefundStatus, Timestamp};
+use payonce_core::{
+    AppId, AttemptId, AttemptStatus, ChannelName, Currency, Money, OrderId, OrderStatus, PayMethod,
+    RefundId, RefundStatus, Timestamp,
+};
 
 fn money(minor: i64, currency: &str) -> Result<Money, StoreError> {
     let currency = Currency::parse(currency).map_err(|_| corrupt("currency", currency))?;
@@ -54,7 +57,8 @@ impl TryFrom<OrderRow> for Order {
             notify_url: r.notify_url,
             metadata: r.metadata,
             content_hash: r.content_hash,
-            status: OrderStatus::parse(&r.status).ok_or_else(|| corrupt("order status", &r.status))?,
+            status: OrderStatus::parse(&r.status)
+                .ok_or_else(|| corrupt("order status", &r.status))?,
             closed_by: parse_closed_by(r.closed_by)?,
             paid_attempt_id: r.paid_attempt_id.map(AttemptId::from_trusted),
             paid_at: r.paid_at.map(Timestamp),
@@ -109,7 +113,8 @@ impl TryFrom<AttemptRow> for Attempt {
             method: PayMethod::parse(&r.method).map_err(|_| corrupt("method", &r.method))?,
             out_trade_no: r.out_trade_no,
             amount: money(r.amount, &r.currency)?,
-            status: AttemptStatus::parse(&r.status).ok_or_else(|| corrupt("attempt status", &r.status))?,
+            status: AttemptStatus::parse(&r.status)
+                .ok_or_else(|| corrupt("attempt status", &r.status))?,
             is_duplicate: r.is_duplicate,
             credential: r.credential,
             credential_expires_at: r.credential_expires_at.map(Timestamp),
@@ -167,8 +172,12 @@ impl TryFrom<RefundRow> for Refund {
             out_refund_no: r.out_refund_no,
             amount: money(r.amount, &r.currency)?,
             reason: r.reason,
-            kind: RefundKind::ALL.into_iter().find(|k| k.as_str() == r.kind).ok_or_else(|| corrupt("refund kind", &r.kind))?,
-            status: RefundStatus::parse(&r.status).ok_or_else(|| corrupt("refund status", &r.status))?,
+            kind: RefundKind::ALL
+                .into_iter()
+                .find(|k| k.as_str() == r.kind)
+                .ok_or_else(|| corrupt("refund kind", &r.kind))?,
+            status: RefundStatus::parse(&r.status)
+                .ok_or_else(|| corrupt("refund status", &r.status))?,
             failure_reason: r.failure_reason,
             content_hash: r.content_hash,
             requested: r.requested != 0,
@@ -209,7 +218,8 @@ impl TryFrom<EventDbRow> for EventRow {
             event_type: r.event_type,
             payload: r.payload,
             created_at: Timestamp(r.created_at),
-            delivery_status: DeliveryStatus::parse(&r.delivery_status).ok_or_else(|| corrupt("delivery status", &r.delivery_status))?,
+            delivery_status: DeliveryStatus::parse(&r.delivery_status)
+                .ok_or_else(|| corrupt("delivery status", &r.delivery_status))?,
             delivery_count: i64::from(r.delivery_count),
             next_attempt_at: r.next_attempt_at.map(Timestamp),
             last_status: r.last_status.map(i64::from),

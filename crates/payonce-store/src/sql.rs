@@ -47,11 +47,20 @@ pub(crate) use {app_cols, attempt_cols, event_cols, order_cols, refund_cols};
 
 /// `$first, $first+1, …` — `n` numbered parameters for an `IN (…)` list.
 pub(crate) fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The body of a refund event.
-pub(crate) fn refund_event_payload(id: &EventId, kind: &str, now: Timestamp, r: &crate::Refund, order_version: i64) -> String {
+pub(crate) fn refund_event_payload(
+    id: &EventId,
+    kind: &str,
+    now: Timestamp,
+    r: &crate::Refund,
+    order_version: i64,
+) -> String {
     serde_json::json!({"id": id, "type": kind, "created_at": now.to_rfc3339(), "data": {
         "refund_id": r.id, "order_id": r.order_id, "merchant_refund_no": r.merchant_refund_no, "amount": r.amount.minor,
         "currency": r.amount.currency.as_str(), "kind": r.kind.as_str(), "status": r.status.as_str(),
@@ -91,7 +100,13 @@ pub(crate) fn parse_closed_by(s: Option<String>) -> Result<Option<ClosedBy>> {
 }
 
 /// The body of an outbox event, exactly what the business system will receive.
-pub(crate) fn event_payload(id: &EventId, kind: &str, now: Timestamp, order: &Order, attempt: Option<&Attempt>) -> String {
+pub(crate) fn event_payload(
+    id: &EventId,
+    kind: &str,
+    now: Timestamp,
+    order: &Order,
+    attempt: Option<&Attempt>,
+) -> String {
     let mut data = serde_json::json!({
         "order_id": order.id,
         "merchant_order_no": order.merchant_order_no,
@@ -107,7 +122,8 @@ pub(crate) fn event_payload(id: &EventId, kind: &str, now: Timestamp, order: &Or
         data["out_trade_no"] = serde_json::json!(a.out_trade_no);
         data["paid_amount"] = serde_json::json!(a.amount.minor);
     }
-    serde_json::json!({"id": id, "type": kind, "created_at": now.to_rfc3339(), "data": data}).to_string()
+    serde_json::json!({"id": id, "type": kind, "created_at": now.to_rfc3339(), "data": data})
+        .to_string()
 }
 
 /// One static query per table (sqlx takes only static SQL without an explicit assertion).
@@ -120,24 +136,37 @@ pub(crate) const COUNT_QUERIES: &[(&str, &str)] = &[
     ("idempotency_keys", "SELECT COUNT(*) FROM idempotency_keys"),
     ("abnormal", "SELECT COUNT(*) FROM abnormal"),
     ("refunds", "SELECT COUNT(*) FROM refunds"),
-    ("delivery_attempts", "SELECT COUNT(*) FROM delivery_attempts"),
+    (
+        "delivery_attempts",
+        "SELECT COUNT(*) FROM delivery_attempts",
+    ),
     ("reconciliations", "SELECT COUNT(*) FROM reconciliations"),
-    ("reconciliation_items", "SELECT COUNT(*) FROM reconciliation_items"),
+    (
+        "reconciliation_items",
+        "SELECT COUNT(*) FROM reconciliation_items",
+    ),
     ("bills", "SELECT COUNT(*) FROM bills"),
-    ("submission_guards", "SELECT COUNT(*) FROM submission_guards"),
+    (
+        "submission_guards",
+        "SELECT COUNT(*) FROM submission_guards",
+    ),
     ("coupons", "SELECT COUNT(*) FROM coupons"),
     ("coupon_uses", "SELECT COUNT(*) FROM coupon_uses"),
     ("bill_parts", "SELECT COUNT(*) FROM bill_parts"),
     // Answers to payonce's own queries and calls come on the workers' schedule, beside whatever
     // else happens; what a request or a notification wrote is counted.
-    ("channel_messages (notifications, bill rows)", "SELECT COUNT(*) FROM channel_messages WHERE source IN ('notification', 'refund_notification', 'statement')"),
+    (
+        "channel_messages (notifications, bill rows)",
+        "SELECT COUNT(*) FROM channel_messages WHERE source IN ('notification', 'refund_notification', 'statement')",
+    ),
     ("audit_log", "SELECT COUNT(*) FROM audit_log"),
     ("console_sessions", "SELECT COUNT(*) FROM console_sessions"),
     ("trace_contexts", "SELECT COUNT(*) FROM trace_contexts"),
 ];
 
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
-    e.as_database_error().is_some_and(|d| d.is_unique_violation())
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation())
 }
 
 /// Expands the `Store` implementation for one backend: each aggregate's file holds its trait

@@ -31,7 +31,11 @@ impl SqliteStore {
         #[cfg(unix)]
         if !path.as_os_str().is_empty() && path.as_os_str() != ":memory:" && !path.exists() {
             use std::os::unix::fs::OpenOptionsExt;
-            let _ = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path);
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path);
         }
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
@@ -68,7 +72,9 @@ impl SqliteStore {
             // transaction sqlx can no longer end: replace the connection, or every later write
             // would fail the same way long after space has returned.
             Err(sqlx::Error::InvalidSavePointStatement) => {
-                tracing::warn!("the SQLite writer connection was left inside a failed transaction; reconnecting");
+                tracing::warn!(
+                    "the SQLite writer connection was left inside a failed transaction; reconnecting"
+                );
                 if let Ok(conn) = self.writer.acquire().await {
                     let _ = conn.close().await;
                 }
@@ -80,8 +86,18 @@ impl SqliteStore {
 
     async fn run_migrations(&self, migrator: &sqlx::migrate::Migrator) -> Result<()> {
         // Through the one writer connection, like every other write.
-        migrator.run(&self.writer).await.map_err(|e| crate::migrate::explain(migrator, e))
+        migrator
+            .run(&self.writer)
+            .await
+            .map_err(|e| crate::migrate::explain(migrator, e))
     }
 }
 
-impl_store!(SqliteStore, Sqlite, backend = Backend::Sqlite, for_update = "", skip_locked = "", migrations = crate::migrate::SQLITE);
+impl_store!(
+    SqliteStore,
+    Sqlite,
+    backend = Backend::Sqlite,
+    for_update = "",
+    skip_locked = "",
+    migrations = crate::migrate::SQLITE
+);

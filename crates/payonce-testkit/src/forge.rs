@@ -14,7 +14,10 @@ fn read(dir: &Path, file: &str) -> String {
 }
 
 fn now_secs() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 /// How to spoil a WeChat Pay notification.
@@ -33,7 +36,14 @@ pub enum WxFault {
 
 /// A `TRANSACTION.SUCCESS` notification for `out_trade_no` with `amount.total = total` and
 /// `amount.payer_total = payer_total` (a discount makes them differ; only `total` counts).
-pub fn wechat_paid(sim_dir: &Path, event_id: &str, out_trade_no: &str, total: i64, payer_total: i64, fault: WxFault) -> Forged {
+pub fn wechat_paid(
+    sim_dir: &Path,
+    event_id: &str,
+    out_trade_no: &str,
+    total: i64,
+    payer_total: i64,
+    fault: WxFault,
+) -> Forged {
     let apiv3 = read(sim_dir, "wechatpay_apiv3.key");
     let ids = read(sim_dir, "wechatpay_ids");
     let key_id = ids.lines().nth(1).unwrap().to_owned();
@@ -45,7 +55,11 @@ pub fn wechat_paid(sim_dir: &Path, event_id: &str, out_trade_no: &str, total: i6
         "trade_state_desc": "支付成功", "success_time": "2026-11-23T10:00:00+08:00",
         "amount": {"total": total, "payer_total": payer_total, "currency": "CNY", "payer_currency": "CNY"},
     });
-    let (nonce, mut ct) = wx::encrypt_resource(apiv3.trim().as_bytes(), "transaction", t.to_string().as_bytes());
+    let (nonce, mut ct) = wx::encrypt_resource(
+        apiv3.trim().as_bytes(),
+        "transaction",
+        t.to_string().as_bytes(),
+    );
     if fault == WxFault::TamperedCiphertext {
         let mut raw = payonce_channels::crypto::b64_decode(&ct).unwrap();
         raw[3] ^= 0x20;
@@ -58,11 +72,24 @@ pub fn wechat_paid(sim_dir: &Path, event_id: &str, out_trade_no: &str, total: i6
                      "associated_data": "transaction", "nonce": nonce},
     })
     .to_string();
-    let ts = if fault == WxFault::Stale { now_secs() - 600 } else { now_secs() }.to_string();
+    let ts = if fault == WxFault::Stale {
+        now_secs() - 600
+    } else {
+        now_secs()
+    }
+    .to_string();
     let n = "5K8264ILTKCH16CQ2502SI8ZNMTM67VS";
-    let signer = if fault == WxFault::BadSignature { RsaSigner::generate() } else { platform };
+    let signer = if fault == WxFault::BadSignature {
+        RsaSigner::generate()
+    } else {
+        platform
+    };
     let sig = signer.sign_b64(&wx::response_message(&ts, n, body.as_bytes()));
-    let serial = if fault == WxFault::UnknownSerial { "PUB_KEY_ID_UNKNOWN".to_owned() } else { key_id };
+    let serial = if fault == WxFault::UnknownSerial {
+        "PUB_KEY_ID_UNKNOWN".to_owned()
+    } else {
+        key_id
+    };
     Forged {
         headers: vec![
             ("Wechatpay-Timestamp".into(), ts),
@@ -77,20 +104,36 @@ pub fn wechat_paid(sim_dir: &Path, event_id: &str, out_trade_no: &str, total: i6
 }
 
 /// A `REFUND.<status>` notification for `out_refund_no`, signed and encrypted as WeChat does.
-pub fn wechat_refund(sim_dir: &Path, event_id: &str, out_trade_no: &str, out_refund_no: &str, status: &str, fault: WxFault) -> Forged {
+pub fn wechat_refund(
+    sim_dir: &Path,
+    event_id: &str,
+    out_trade_no: &str,
+    out_refund_no: &str,
+    status: &str,
+    fault: WxFault,
+) -> Forged {
     let apiv3 = read(sim_dir, "wechatpay_apiv3.key");
-    let key_id = read(sim_dir, "wechatpay_ids").lines().nth(1).unwrap().to_owned();
+    let key_id = read(sim_dir, "wechatpay_ids")
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_owned();
     let platform = RsaSigner::from_pem(&read(sim_dir, "wechatpay_platform_key.pem")).unwrap();
     let r = json!({"mchid": "1900000001", "out_trade_no": out_trade_no, "out_refund_no": out_refund_no, "refund_id": "503000",
         "refund_status": status, "amount": {"total": 100, "refund": 100, "payer_total": 100, "payer_refund": 100}});
-    let (nonce, ct) = wx::encrypt_resource(apiv3.trim().as_bytes(), "refund", r.to_string().as_bytes());
+    let (nonce, ct) =
+        wx::encrypt_resource(apiv3.trim().as_bytes(), "refund", r.to_string().as_bytes());
     let body = json!({"id": event_id, "create_time": "2026-11-23T10:00:01+08:00", "resource_type": "encrypt-resource",
         "event_type": format!("REFUND.{status}"), "summary": "退款",
         "resource": {"original_type": "refund", "algorithm": "AEAD_AES_256_GCM", "ciphertext": ct, "associated_data": "refund", "nonce": nonce}})
     .to_string();
     let ts = now_secs().to_string();
     let n = "R5K8264ILTKCH16CQ2502SI8ZNMTM67V";
-    let signer = if fault == WxFault::BadSignature { RsaSigner::generate() } else { platform };
+    let signer = if fault == WxFault::BadSignature {
+        RsaSigner::generate()
+    } else {
+        platform
+    };
     let sig = signer.sign_b64(&wx::response_message(&ts, n, body.as_bytes()));
     Forged {
         headers: vec![
@@ -117,20 +160,42 @@ pub enum AliFault {
 }
 
 /// A `TRADE_SUCCESS` asynchronous notification for `out_trade_no` of `total_amount` yuan.
-pub fn alipay_paid(sim_dir: &Path, notify_id: &str, out_trade_no: &str, total_amount: &str, fault: AliFault) -> Forged {
+pub fn alipay_paid(
+    sim_dir: &Path,
+    notify_id: &str,
+    out_trade_no: &str,
+    total_amount: &str,
+    fault: AliFault,
+) -> Forged {
     let trade_no = payment_number("2026112322001", out_trade_no);
     let key = RsaSigner::from_pem(&read(sim_dir, "alipay_private_key.pem")).unwrap();
-    let app_id = if fault == AliFault::WrongApp { "2021000000009999" } else { "2021000000000001" };
+    let app_id = if fault == AliFault::WrongApp {
+        "2021000000009999"
+    } else {
+        "2021000000000001"
+    };
     let mut p: Vec<(String, String)> = [
-        ("notify_type", "trade_status_sync"), ("notify_id", notify_id), ("app_id", app_id), ("charset", "utf-8"),
-        ("version", "1.0"), ("trade_no", &trade_no), ("out_trade_no", out_trade_no),
-        ("trade_status", "TRADE_SUCCESS"), ("total_amount", total_amount), ("buyer_pay_amount", total_amount),
-        ("gmt_payment", "2026-11-23 10:00:00"), ("notify_time", "2026-11-23 10:00:01"),
+        ("notify_type", "trade_status_sync"),
+        ("notify_id", notify_id),
+        ("app_id", app_id),
+        ("charset", "utf-8"),
+        ("version", "1.0"),
+        ("trade_no", &trade_no),
+        ("out_trade_no", out_trade_no),
+        ("trade_status", "TRADE_SUCCESS"),
+        ("total_amount", total_amount),
+        ("buyer_pay_amount", total_amount),
+        ("gmt_payment", "2026-11-23 10:00:00"),
+        ("notify_time", "2026-11-23 10:00:01"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let signer = if fault == AliFault::BadSignature { RsaSigner::generate() } else { key };
+    let signer = if fault == AliFault::BadSignature {
+        RsaSigner::generate()
+    } else {
+        key
+    };
     let sign = signer.sign_b64(ali::sign_content(&p, &["sign_type"]).as_bytes());
     p.push(("sign_type".into(), "RSA2".into()));
     p.push(("sign".into(), sign));
@@ -141,7 +206,11 @@ pub fn alipay_paid(sim_dir: &Path, notify_id: &str, out_trade_no: &str, total_am
             }
         }
     }
-    Forged { headers: vec![], content_type: "application/x-www-form-urlencoded", body: ali::encode_form(&p) }
+    Forged {
+        headers: vec![],
+        content_type: "application/x-www-form-urlencoded",
+        body: ali::encode_form(&p),
+    }
 }
 
 /// How to spoil a UnionPay notification.
@@ -157,7 +226,14 @@ pub enum UpFault {
 }
 
 /// A successful-consume `backUrl` notification signed with the simulator's UnionPay key.
-pub fn unionpay_paid(sim_dir: &Path, order_id: &str, txn_time: &str, txn_amt: i64, query_id: &str, fault: UpFault) -> Forged {
+pub fn unionpay_paid(
+    sim_dir: &Path,
+    order_id: &str,
+    txn_time: &str,
+    txn_amt: i64,
+    query_id: &str,
+    fault: UpFault,
+) -> Forged {
     use payonce_channels::unionpay::protocol as up;
     let key = RsaSigner::from_pem(&read(sim_dir, "unionpay_sign_key.pem")).unwrap();
     let cert = match fault {
@@ -166,9 +242,20 @@ pub fn unionpay_paid(sim_dir: &Path, order_id: &str, txn_time: &str, txn_amt: i6
         _ => read(sim_dir, "unionpay_sign_cert.pem"),
     };
     let mut p: Vec<(String, String)> = [
-        ("version", "5.1.0"), ("encoding", "UTF-8"), ("signMethod", "01"), ("txnType", "01"), ("txnSubType", "01"),
-        ("bizType", "000201"), ("accessType", "0"), ("merId", "777290058110048"), ("orderId", order_id), ("txnTime", txn_time),
-        ("currencyCode", "156"), ("queryId", query_id), ("respCode", "00"), ("respMsg", "成功[0000000]"),
+        ("version", "5.1.0"),
+        ("encoding", "UTF-8"),
+        ("signMethod", "01"),
+        ("txnType", "01"),
+        ("txnSubType", "01"),
+        ("bizType", "000201"),
+        ("accessType", "0"),
+        ("merId", "777290058110048"),
+        ("orderId", order_id),
+        ("txnTime", txn_time),
+        ("currencyCode", "156"),
+        ("queryId", query_id),
+        ("respCode", "00"),
+        ("respMsg", "成功[0000000]"),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -184,7 +271,11 @@ pub fn unionpay_paid(sim_dir: &Path, order_id: &str, txn_time: &str, txn_amt: i6
             }
         }
     }
-    Forged { headers: vec![], content_type: "application/x-www-form-urlencoded", body: payonce_channels::form::encode(&p) }
+    Forged {
+        headers: vec![],
+        content_type: "application/x-www-form-urlencoded",
+        body: payonce_channels::form::encode(&p),
+    }
 }
 
 /// A channel's payment number for one channel order: the same order always gets the same

@@ -7,8 +7,8 @@ pub mod forge;
 pub mod pg;
 pub mod proxy;
 
-pub use payonce_harness::{app, chaos, db, invariants, process};
 pub use payonce_harness::{AppOptions, Backend, TestApp, TestDb, spawn_app, spawn_app_with};
+pub use payonce_harness::{app, chaos, db, invariants, process};
 
 /// A clock that reads noon in Beijing today and runs on (`AppOptions::clock`), and today's date
 /// there: bill days end at Beijing midnight (UnionPay's at 23:00), so a test that pays and then
@@ -16,8 +16,14 @@ pub use payonce_harness::{AppOptions, Backend, TestApp, TestDb, spawn_app, spawn
 pub fn beijing_noon() -> (std::sync::Arc<dyn payonce_core::Clock>, String) {
     use payonce_core::Clock;
     let today = payonce_server::reconcile::beijing_date(payonce_core::SystemClock.now());
-    let (midnight, _) = payonce_server::reconcile::beijing_day(&today).expect("a date just formatted");
-    (std::sync::Arc::new(payonce_core::ShiftedClock::starting_at(midnight.0 + 12 * 3_600_000)), today)
+    let (midnight, _) =
+        payonce_server::reconcile::beijing_day(&today).expect("a date just formatted");
+    (
+        std::sync::Arc::new(payonce_core::ShiftedClock::starting_at(
+            midnight.0 + 12 * 3_600_000,
+        )),
+        today,
+    )
 }
 
 /// Runs a scenario once per store: `store_tests!(name, …)` expands to

@@ -14,8 +14,10 @@ pub struct PrivatePostgres {
 
 /// The server binaries of the newest installed PostgreSQL (`/usr/lib/postgresql/N/bin`).
 fn bin_dir() -> Option<PathBuf> {
-    let mut versions: Vec<u32> =
-        std::fs::read_dir("/usr/lib/postgresql").ok()?.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
+    let mut versions: Vec<u32> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
     versions.sort();
     let dir = PathBuf::from(format!("/usr/lib/postgresql/{}/bin", versions.last()?));
     dir.join("initdb").exists().then_some(dir)
@@ -41,11 +43,28 @@ impl PrivatePostgres {
     /// `Err` when PostgreSQL's server binaries are not installed (callers skip off CI).
     pub fn start() -> Result<PrivatePostgres, String> {
         let bin = bin_dir().ok_or("no PostgreSQL server binaries under /usr/lib/postgresql")?;
-        let dir = std::env::temp_dir().join(format!("payonce-pg-{}-{}", std::process::id(), free_port()));
+        let dir =
+            std::env::temp_dir().join(format!("payonce-pg-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let pg = PrivatePostgres { dir, port: free_port(), bin };
+        let pg = PrivatePostgres {
+            dir,
+            port: free_port(),
+            bin,
+        };
         pg.chown();
-        pg.run("initdb", &["-D", pg.data().to_str().unwrap(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])?;
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                pg.data().to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        )?;
         pg.ctl("start")?;
         Ok(pg)
     }
@@ -53,12 +72,33 @@ impl PrivatePostgres {
     /// A streaming replica of this server (`pg_basebackup -R`: it follows this one as its
     /// primary), started on its own free port.
     pub fn replica(&self) -> Result<PrivatePostgres, String> {
-        let dir = std::env::temp_dir().join(format!("payonce-pg-{}-{}", std::process::id(), free_port()));
+        let dir =
+            std::env::temp_dir().join(format!("payonce-pg-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let replica = PrivatePostgres { dir, port: free_port(), bin: self.bin.clone() };
+        let replica = PrivatePostgres {
+            dir,
+            port: free_port(),
+            bin: self.bin.clone(),
+        };
         replica.chown();
         let port = self.port.to_string();
-        replica.run("pg_basebackup", &["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-D", replica.data().to_str().unwrap(), "-R", "-X", "stream", "--no-sync"])?;
+        replica.run(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-D",
+                replica.data().to_str().unwrap(),
+                "-R",
+                "-X",
+                "stream",
+                "--no-sync",
+            ],
+        )?;
         replica.ctl("start")?;
         Ok(replica)
     }
@@ -66,17 +106,45 @@ impl PrivatePostgres {
     /// Runs one SQL statement with `psql` (settings a test changes on the running server).
     pub fn psql(&self, sql: &str) -> Result<String, String> {
         let port = self.port.to_string();
-        self.output("psql", &["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-d", "postgres", "-At", "-c", sql])
+        self.output(
+            "psql",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-At",
+                "-c",
+                sql,
+            ],
+        )
     }
 
     /// `pg_ctl promote`: a replica becomes a writable primary.
     pub fn promote(&self) -> Result<(), String> {
-        self.run("pg_ctl", &["-D", self.data().to_str().unwrap(), "-w", "promote"])
+        self.run(
+            "pg_ctl",
+            &["-D", self.data().to_str().unwrap(), "-w", "promote"],
+        )
     }
 
     /// `pg_ctl stop -m immediate`: the server dies as on a crash or a lost machine.
     pub fn kill(&self) -> Result<(), String> {
-        self.run("pg_ctl", &["-D", self.data().to_str().unwrap(), "-m", "immediate", "-w", "stop"])
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                self.data().to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        )
     }
 
     fn data(&self) -> PathBuf {
@@ -85,7 +153,10 @@ impl PrivatePostgres {
 
     fn chown(&self) {
         // initdb and postgres refuse to run as root.
-        let _ = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&self.dir).status();
+        let _ = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&self.dir)
+            .status();
     }
 
     fn run(&self, tool: &str, args: &[&str]) -> Result<(), String> {
@@ -95,18 +166,48 @@ impl PrivatePostgres {
     fn output(&self, tool: &str, args: &[&str]) -> Result<String, String> {
         let exe = self.bin.join(tool);
         let out = if running_as_root() {
-            Command::new("runuser").args(["-u", "postgres", "--"]).arg(&exe).args(args).output()
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&exe)
+                .args(args)
+                .output()
         } else {
             Command::new(&exe).args(args).output()
         }
         .map_err(|e| format!("{tool}: {e}"))?;
-        if out.status.success() { Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned()) } else { Err(format!("{tool} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))) }
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        } else {
+            Err(format!(
+                "{tool} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
     }
 
     fn ctl(&self, action: &str) -> Result<(), String> {
-        let opts = format!("-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off", self.port, self.dir.display());
+        let opts = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
         let log = self.dir.join("server.log");
-        self.run("pg_ctl", &["-D", self.data().to_str().unwrap(), "-l", log.to_str().unwrap(), "-o", &opts, "-m", "fast", "-w", action])
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                self.data().to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-o",
+                &opts,
+                "-m",
+                "fast",
+                "-w",
+                action,
+            ],
+        )
     }
 
     /// A database URL on this server.
@@ -131,7 +232,11 @@ impl PrivatePostgres {
 fn running_as_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }
 

@@ -41,7 +41,11 @@ impl Proxy {
                 });
             }
         });
-        Ok(Proxy { addr, up: flag, cut })
+        Ok(Proxy {
+            addr,
+            up: flag,
+            cut,
+        })
     }
 
     pub fn set_up(&self, up: bool) {

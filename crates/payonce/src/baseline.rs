@@ -14,8 +14,16 @@ pub struct Baseline {
     pub method: String,
 }
 
-pub async fn measure(database_url: &str, concurrency: usize, secs: u64) -> anyhow::Result<Baseline> {
-    if database_url.starts_with("sqlite") { sqlite(secs).await } else { postgres(database_url, concurrency, secs).await }
+pub async fn measure(
+    database_url: &str,
+    concurrency: usize,
+    secs: u64,
+) -> anyhow::Result<Baseline> {
+    if database_url.starts_with("sqlite") {
+        sqlite(secs).await
+    } else {
+        postgres(database_url, concurrency, secs).await
+    }
 }
 
 async fn sqlite(secs: u64) -> anyhow::Result<Baseline> {
@@ -27,29 +35,48 @@ async fn sqlite(secs: u64) -> anyhow::Result<Baseline> {
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full);
     let mut c = sqlx::SqliteConnection::connect_with(&opts).await?;
-    sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)").execute(&mut c).await?;
+    sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL)")
+        .execute(&mut c)
+        .await?;
     let (started, mut n) = (Instant::now(), 0u64);
     while started.elapsed() < Duration::from_secs(secs) {
         sqlx::query("BEGIN IMMEDIATE").execute(&mut c).await?;
-        sqlx::query("INSERT INTO t (v) VALUES (1)").execute(&mut c).await?;
+        sqlx::query("INSERT INTO t (v) VALUES (1)")
+            .execute(&mut c)
+            .await?;
         sqlx::query("COMMIT").execute(&mut c).await?;
         n += 1;
     }
-    Ok(Baseline { commits_per_s: n as f64 / started.elapsed().as_secs_f64(), method: "one writer connection, WAL, synchronous=FULL, fresh file".into() })
+    Ok(Baseline {
+        commits_per_s: n as f64 / started.elapsed().as_secs_f64(),
+        method: "one writer connection, WAL, synchronous=FULL, fresh file".into(),
+    })
 }
 
 async fn postgres(url: &str, concurrency: usize, secs: u64) -> anyhow::Result<Baseline> {
     // A fresh database beside the one payonce uses, dropped afterwards.
-    let (server, _) = url.rsplit_once('/').context("a PostgreSQL URL names its database")?;
+    let (server, _) = url
+        .rsplit_once('/')
+        .context("a PostgreSQL URL names its database")?;
     let admin_url = format!("{server}/postgres");
     let name = format!("payonce_baseline_{}", std::process::id());
-    let mut admin = sqlx::PgConnection::connect(&admin_url).await.context("connect to the postgres database")?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}"))).execute(&mut admin).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await?;
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .context("connect to the postgres database")?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name}"
+    )))
+    .execute(&mut admin)
+    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await?;
     let fresh = format!("{server}/{name}");
     let result = async {
         let mut c = sqlx::PgConnection::connect(&fresh).await?;
-        sqlx::query("CREATE TABLE t (id BIGSERIAL PRIMARY KEY, v INTEGER NOT NULL)").execute(&mut c).await?;
+        sqlx::query("CREATE TABLE t (id BIGSERIAL PRIMARY KEY, v INTEGER NOT NULL)")
+            .execute(&mut c)
+            .await?;
         drop(c);
         match pgbench(&fresh, concurrency, secs).await {
             Some(b) => Ok(b),
@@ -57,7 +84,11 @@ async fn postgres(url: &str, concurrency: usize, secs: u64) -> anyhow::Result<Ba
         }
     }
     .await;
-    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut admin).await;
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await;
     result
 }
 
@@ -67,15 +98,36 @@ async fn pgbench(url: &str, concurrency: usize, secs: u64) -> Option<Baseline> {
     let script = dir.path().join("insert.sql");
     std::fs::write(&script, "INSERT INTO t (v) VALUES (1);\n").ok()?;
     let out = tokio::process::Command::new("pgbench")
-        .args(["-n", "-c", &concurrency.to_string(), "-j", "2", "-T", &secs.to_string(), "-f"])
+        .args([
+            "-n",
+            "-c",
+            &concurrency.to_string(),
+            "-j",
+            "2",
+            "-T",
+            &secs.to_string(),
+            "-f",
+        ])
         .arg(&script)
         .arg(url)
         .output()
         .await
         .ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let tps = text.lines().find(|l| l.starts_with("tps = "))?.trim_start_matches("tps = ").split_whitespace().next()?.parse().ok()?;
-    Some(Baseline { commits_per_s: tps, method: format!("pgbench, {concurrency} clients, one INSERT per transaction, fresh database") })
+    let tps = text
+        .lines()
+        .find(|l| l.starts_with("tps = "))?
+        .trim_start_matches("tps = ")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(Baseline {
+        commits_per_s: tps,
+        method: format!(
+            "pgbench, {concurrency} clients, one INSERT per transaction, fresh database"
+        ),
+    })
 }
 
 async fn loop_inserts(url: &str, concurrency: usize, secs: u64) -> anyhow::Result<Baseline> {
@@ -87,7 +139,9 @@ async fn loop_inserts(url: &str, concurrency: usize, secs: u64) -> anyhow::Resul
             let mut c = sqlx::PgConnection::connect(&url).await?;
             let mut n = 0u64;
             while Instant::now() < stop_at {
-                sqlx::query("INSERT INTO t (v) VALUES (1)").execute(&mut c).await?;
+                sqlx::query("INSERT INTO t (v) VALUES (1)")
+                    .execute(&mut c)
+                    .await?;
                 n += 1;
             }
             anyhow::Ok(n)
@@ -98,5 +152,8 @@ async fn loop_inserts(url: &str, concurrency: usize, secs: u64) -> anyhow::Resul
     while let Some(n) = set.join_next().await {
         total += n??;
     }
-    Ok(Baseline { commits_per_s: total as f64 / started.elapsed().as_secs_f64(), method: format!("{concurrency} plain connections (pgbench not installed), fresh database") })
+    Ok(Baseline {
+        commits_per_s: total as f64 / started.elapsed().as_secs_f64(),
+        method: format!("{concurrency} plain connections (pgbench not installed), fresh database"),
+    })
 }

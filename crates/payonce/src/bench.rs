@@ -4,8 +4,8 @@
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
-use payonce_server::crypto::MasterKey;
 use payonce_harness::process::ServeProcess;
+use payonce_server::crypto::MasterKey;
 use serde_json::{Value, json};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -48,7 +48,9 @@ struct Lat(Mutex<Histogram<u64>>);
 
 impl Lat {
     fn new() -> Self {
-        Lat(Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()))
+        Lat(Mutex::new(
+            Histogram::new_with_bounds(1, 60_000_000, 3).unwrap(),
+        ))
     }
     fn record(&self, d: Duration) {
         let _ = self.0.lock().unwrap().record(d.as_micros().max(1) as u64);
@@ -81,23 +83,53 @@ where
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let tmp = payonce_harness::scratch::ScratchDir::new()?;
-    let db_url = args.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", tmp.path().join("bench.db").display()));
-    let backend = if db_url.starts_with("sqlite") { "sqlite" } else { "postgres" };
-    let sim = payonce_sim::start(tokio::net::TcpListener::bind("127.0.0.1:0").await?, &tmp.path().join("sim")).await?;
-    let store = payonce_store::open(&db_url, true).await.context("open database")?;
+    let db_url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", tmp.path().join("bench.db").display()));
+    let backend = if db_url.starts_with("sqlite") {
+        "sqlite"
+    } else {
+        "postgres"
+    };
+    let sim = payonce_sim::start(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        &tmp.path().join("sim"),
+    )
+    .await?;
+    let store = payonce_store::open(&db_url, true)
+        .await
+        .context("open database")?;
     let (key, key_hex) = MasterKey::random();
-    let app = payonce_server::apps::create_app(store.as_ref(), &key, &payonce_core::SystemClock, payonce_server::apps::NewApp::named("bench")).await?;
+    let app = payonce_server::apps::create_app(
+        store.as_ref(),
+        &key,
+        &payonce_core::SystemClock,
+        payonce_server::apps::NewApp::named("bench"),
+    )
+    .await?;
     let exe = std::env::current_exe()?;
     let server = ServeProcess::spawn(&exe, &db_url, &sim.channels_file, &key_hex, &[]).await?;
     let base = server.base_url();
-    let http = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency * 2).timeout(Duration::from_secs(60)).build()?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency * 2)
+        .timeout(Duration::from_secs(60))
+        .build()?;
     let run_id = uuid_suffix();
     if !args.json {
-        println!("payonce bench — {backend}, {} orders × {} duplicates, concurrency {}", args.orders, args.duplicates, args.concurrency);
+        println!(
+            "payonce bench — {backend}, {} orders × {} duplicates, concurrency {}",
+            args.orders, args.duplicates, args.concurrency
+        );
     }
 
     let create_orders = |phase: &'static str| {
-        let (http, base, secret, run_id) = (http.clone(), base.clone(), app.secret.clone(), run_id.clone());
+        let (http, base, secret, run_id) = (
+            http.clone(),
+            base.clone(),
+            app.secret.clone(),
+            run_id.clone(),
+        );
         let n = args.orders;
         let c = args.concurrency;
         async move {
@@ -133,14 +165,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let jobs: Vec<_> = unique_ids
         .iter()
         .map(|id| {
-            let (http, url, secret) = (http.clone(), format!("{base}/v1/orders/{id}/prepay"), app.secret.clone());
+            let (http, url, secret) = (
+                http.clone(),
+                format!("{base}/v1/orders/{id}/prepay"),
+                app.secret.clone(),
+            );
             let (lat, nos, errors) = (unique_lat.clone(), trade_nos.clone(), errors.clone());
             move || async move {
                 let t = Instant::now();
                 match prepay(&http, &url, &secret).await {
                     Some((200, body)) => {
                         lat.record(t.elapsed());
-                        nos.lock().unwrap().push(body["out_trade_no"].as_str().unwrap_or_default().to_owned());
+                        nos.lock()
+                            .unwrap()
+                            .push(body["out_trade_no"].as_str().unwrap_or_default().to_owned());
                     }
                     _ => *errors.lock().unwrap() += 1,
                 }
@@ -162,15 +200,26 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut jobs = Vec::new();
     for id in &storm_ids {
         for _ in 0..args.duplicates {
-            let (http, url, secret) = (http.clone(), format!("{base}/v1/orders/{id}/prepay"), app.secret.clone());
-            let (first_lat, dup_lat, conflicts, errors, nos) =
-                (first_lat.clone(), dup_lat.clone(), conflicts.clone(), errors.clone(), trade_nos.clone());
+            let (http, url, secret) = (
+                http.clone(),
+                format!("{base}/v1/orders/{id}/prepay"),
+                app.secret.clone(),
+            );
+            let (first_lat, dup_lat, conflicts, errors, nos) = (
+                first_lat.clone(),
+                dup_lat.clone(),
+                conflicts.clone(),
+                errors.clone(),
+                trade_nos.clone(),
+            );
             jobs.push(move || async move {
                 let t = Instant::now();
                 match prepay(&http, &url, &secret).await {
                     Some((200, body)) if body["reused"] == false => {
                         first_lat.record(t.elapsed());
-                        nos.lock().unwrap().push(body["out_trade_no"].as_str().unwrap_or_default().to_owned());
+                        nos.lock()
+                            .unwrap()
+                            .push(body["out_trade_no"].as_str().unwrap_or_default().to_owned());
                     }
                     Some((200, _)) => dup_lat.record(t.elapsed()),
                     Some((409, _)) => {
@@ -184,7 +233,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     run_bounded(args.concurrency, jobs).await;
     let storm_secs = started.elapsed().as_secs_f64();
-    let cpu_storm = cpu_per_1000(cpu_before_storm, server.cpu_seconds(), storm_ids.len() * args.duplicates);
+    let cpu_storm = cpu_per_1000(
+        cpu_before_storm,
+        server.cpu_seconds(),
+        storm_ids.len() * args.duplicates,
+    );
     let storm_total = (storm_ids.len() * args.duplicates) as f64;
 
     // Phase 3: every payer pays; wait for every order to be paid through notifications.
@@ -194,9 +247,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let jobs: Vec<_> = nos
         .iter()
         .map(|no| {
-            let (http, url, no) = (http.clone(), format!("{}/sim/pay", sim.base_url()), no.clone());
+            let (http, url, no) = (
+                http.clone(),
+                format!("{}/sim/pay", sim.base_url()),
+                no.clone(),
+            );
             move || async move {
-                let _ = http.post(url).json(&json!({"channel": "sandbox", "out_trade_no": no})).send().await;
+                let _ = http
+                    .post(url)
+                    .json(&json!({"channel": "sandbox", "out_trade_no": no}))
+                    .send()
+                    .await;
             }
         })
         .collect();
@@ -205,7 +266,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut paid = 0;
     while Instant::now() < deadline {
-        paid = store.all_orders().await?.iter().filter(|o| o.status.has_been_paid() && o.merchant_order_no.contains(&run_id)).count();
+        paid = store
+            .all_orders()
+            .await?
+            .iter()
+            .filter(|o| o.status.has_been_paid() && o.merchant_order_no.contains(&run_id))
+            .count();
         if paid >= total_orders {
             break;
         }
@@ -217,25 +283,54 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
     // Phase 4: a flash sale's expiries — N orders with a channel order each, expiring within
     // the same minute; how long after its expiry each is closed at the channel.
-    let expiry = if args.expiring > 0 { Some(expiry_phase(&args, &http, &base, &app.secret, &store, &run_id).await?) } else { None };
+    let expiry = if args.expiring > 0 {
+        Some(expiry_phase(&args, &http, &base, &app.secret, &store, &run_id).await?)
+    } else {
+        None
+    };
     let server_rss_kib = server.peak_rss_kib();
     // How many requests the server shed (a burst of notifications must queue, not be shed).
-    let metrics = http.get(format!("{base}/metrics")).send().await?.text().await.unwrap_or_default();
-    let shed = metrics.lines().filter(|l| l.starts_with("payonce_shed_total")).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum::<f64>().max(0.0) as u64;
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await
+        .unwrap_or_default();
+    let shed = metrics
+        .lines()
+        .filter(|l| l.starts_with("payonce_shed_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>()
+        .max(0.0) as u64;
     drop(server);
 
     // Baseline: raw single-row commits, measured with nothing else running (the server is
     // stopped) on a fresh database, as the database's own tools measure it.
-    let baseline = crate::baseline::measure(&db_url, args.concurrency, args.baseline_secs).await.context("measure the commit baseline")?;
+    let baseline = crate::baseline::measure(&db_url, args.concurrency, args.baseline_secs)
+        .await
+        .context("measure the commit baseline")?;
     let commits_per_s = baseline.commits_per_s;
     let ratio = unique_rate / (commits_per_s / COMMITS_PER_PREPAY);
 
     // Correctness of the run itself.
-    let ledger: Value = http.get(format!("{}/sim/ledger", sim.base_url())).send().await?.json().await?;
+    let ledger: Value = http
+        .get(format!("{}/sim/ledger", sim.base_url()))
+        .send()
+        .await?
+        .json()
+        .await?;
     let channel_orders = ledger["orders"].as_array().map(Vec::len).unwrap_or(0);
     let mut violations = payonce_harness::invariants::check(store.as_ref(), &ledger).await;
     // I7 too: nothing the run left behind is stuck (a minute of grace: the server runs unscaled).
-    violations.extend(payonce_harness::invariants::liveness(store.as_ref(), payonce_core::Clock::now(&payonce_core::SystemClock), 60_000).await);
+    violations.extend(
+        payonce_harness::invariants::liveness(
+            store.as_ref(),
+            payonce_core::Clock::now(&payonce_core::SystemClock),
+            60_000,
+        )
+        .await,
+    );
     let errors = *errors.lock().unwrap();
 
     let report = json!({
@@ -265,20 +360,57 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{report}");
     } else {
-        println!("  unique prepays      {:>9.0} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms", unique_rate, unique_lat.ms(0.5), unique_lat.ms(0.99));
-        println!("  duplicate storm     {:>9.0} req/s   ({} orders × {} concurrent prepays)", storm_total / storm_secs, storm_ids.len(), args.duplicates);
-        println!("    first (creates)                   p50 {:>7.2} ms   p99 {:>7.2} ms", first_lat.ms(0.5), first_lat.ms(0.99));
-        println!("    duplicates        {:>9.0} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ({} × 409)", dup_lat.len() as f64 / storm_secs, dup_lat.ms(0.5), dup_lat.ms(0.99), report["storm_conflicts_409"]);
-        println!("  paid via notification {:>7.0} orders/s ({paid}/{total_orders} paid; {shed} requests shed)", paid as f64 / pay_secs);
-        println!("  channel orders created {channel_orders} for {} orders (must be equal)", total_orders + expiry.as_ref().map(|e| e.orders).unwrap_or(0));
-        println!("  raw single-row commits {:>8.0} /s ({})", commits_per_s, baseline.method);
+        println!(
+            "  unique prepays      {:>9.0} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms",
+            unique_rate,
+            unique_lat.ms(0.5),
+            unique_lat.ms(0.99)
+        );
+        println!(
+            "  duplicate storm     {:>9.0} req/s   ({} orders × {} concurrent prepays)",
+            storm_total / storm_secs,
+            storm_ids.len(),
+            args.duplicates
+        );
+        println!(
+            "    first (creates)                   p50 {:>7.2} ms   p99 {:>7.2} ms",
+            first_lat.ms(0.5),
+            first_lat.ms(0.99)
+        );
+        println!(
+            "    duplicates        {:>9.0} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ({} × 409)",
+            dup_lat.len() as f64 / storm_secs,
+            dup_lat.ms(0.5),
+            dup_lat.ms(0.99),
+            report["storm_conflicts_409"]
+        );
+        println!(
+            "  paid via notification {:>7.0} orders/s ({paid}/{total_orders} paid; {shed} requests shed)",
+            paid as f64 / pay_secs
+        );
+        println!(
+            "  channel orders created {channel_orders} for {} orders (must be equal)",
+            total_orders + expiry.as_ref().map(|e| e.orders).unwrap_or(0)
+        );
+        println!(
+            "  raw single-row commits {:>8.0} /s ({})",
+            commits_per_s, baseline.method
+        );
         println!("  ratio prepays/s ÷ (commits/s ÷ {COMMITS_PER_PREPAY}) = {ratio:.3}");
         let cpu = |c: Option<f64>| c.map(|c| format!("{c:.2}")).unwrap_or_else(|| "n/a".into());
-        println!("  server CPU s per 1,000: unique prepays {}, storm requests {}, notifications {}", cpu(cpu_unique), cpu(cpu_storm), cpu(cpu_pay));
+        println!(
+            "  server CPU s per 1,000: unique prepays {}, storm requests {}, notifications {}",
+            cpu(cpu_unique),
+            cpu(cpu_storm),
+            cpu(cpu_pay)
+        );
         if let Some(k) = server_rss_kib {
             println!("  server peak RSS {:.1} MiB", k as f64 / 1024.0);
         }
-        println!("  errors {errors}, invariant violations {}", violations.len());
+        println!(
+            "  errors {errors}, invariant violations {}",
+            violations.len()
+        );
         for v in &violations {
             println!("    ✘ {v}");
         }
@@ -286,7 +418,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if let Some(e) = &expiry {
         println!(
             "  expiry ({})  {} orders expiring within {:.0} s: all closed at the channel {} — lag after expiry p50 {:.1} s, p99 {:.1} s, max {:.1} s",
-            args.expiry_channel, e.orders, e.spread_secs, if e.all_closed { "yes" } else { "NO" }, e.lag_p50_s, e.lag_p99_s, e.lag_max_s
+            args.expiry_channel,
+            e.orders,
+            e.spread_secs,
+            if e.all_closed { "yes" } else { "NO" },
+            e.lag_p50_s,
+            e.lag_p99_s,
+            e.lag_max_s
         );
     }
     let expected_channel_orders = total_orders + expiry.as_ref().map(|e| e.orders).unwrap_or(0);
@@ -295,7 +433,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         && errors == 0
         && paid == total_orders
         && expiry.as_ref().is_none_or(|e| e.all_closed);
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 struct ExpiryFigures {
@@ -334,10 +476,20 @@ async fn expiry_phase(
         })
         .collect();
     run_bounded(args.concurrency, jobs).await;
-    let ids: std::collections::HashSet<String> = Arc::try_unwrap(ids).unwrap().into_inner().unwrap().into_iter().collect();
+    let ids: std::collections::HashSet<String> = Arc::try_unwrap(ids)
+        .unwrap()
+        .into_inner()
+        .unwrap()
+        .into_iter()
+        .collect();
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let orders: Vec<_> = store.all_orders().await?.into_iter().filter(|o| ids.contains(o.id.as_str())).collect();
+        let orders: Vec<_> = store
+            .all_orders()
+            .await?
+            .into_iter()
+            .filter(|o| ids.contains(o.id.as_str()))
+            .collect();
         let open = orders.iter().filter(|o| o.status.is_open()).count();
         if open == 0 || Instant::now() >= deadline {
             let first = orders.iter().map(|o| o.expires_at.0).min().unwrap_or(0);
@@ -348,7 +500,10 @@ async fn expiry_phase(
             }
             let attempts = store.all_attempts().await?;
             let all_closed = open == 0
-                && attempts.iter().filter(|a| ids.contains(a.order_id.as_str())).all(|a| a.status == payonce_core::AttemptStatus::Closed);
+                && attempts
+                    .iter()
+                    .filter(|a| ids.contains(a.order_id.as_str()))
+                    .all(|a| a.status == payonce_core::AttemptStatus::Closed);
             return Ok(ExpiryFigures {
                 orders: ids.len(),
                 spread_secs: (last - first) as f64 / 1000.0,
@@ -366,8 +521,19 @@ async fn prepay(http: &reqwest::Client, url: &str, secret: &str) -> Option<(u16,
     prepay_on(http, url, secret, "sandbox").await
 }
 
-async fn prepay_on(http: &reqwest::Client, url: &str, secret: &str, channel: &str) -> Option<(u16, Value)> {
-    let r = http.post(url).bearer_auth(secret).json(&json!({"channel": channel})).send().await.ok()?;
+async fn prepay_on(
+    http: &reqwest::Client,
+    url: &str,
+    secret: &str,
+    channel: &str,
+) -> Option<(u16, Value)> {
+    let r = http
+        .post(url)
+        .bearer_auth(secret)
+        .json(&json!({"channel": channel}))
+        .send()
+        .await
+        .ok()?;
     let status = r.status().as_u16();
     Some((status, r.json().await.ok()?))
 }

@@ -15,7 +15,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "payonce", version, about = "A payment center that never charges twice and never loses a payment")]
+#[command(
+    name = "payonce",
+    version,
+    about = "A payment center that never charges twice and never loses a payment"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,7 +45,11 @@ enum Command {
     },
     /// Apply database migrations.
     Migrate {
-        #[arg(long, env = "PAYONCE_DATABASE_URL", default_value = "sqlite://payonce.db")]
+        #[arg(
+            long,
+            env = "PAYONCE_DATABASE_URL",
+            default_value = "sqlite://payonce.db"
+        )]
         database_url: String,
     },
     /// Manage the business systems allowed to use this payonce.
@@ -98,7 +106,11 @@ enum Command {
 enum AppsCommand {
     /// Register an app; prints its id, API secret and webhook signing secret (shown once).
     Create {
-        #[arg(long, env = "PAYONCE_DATABASE_URL", default_value = "sqlite://payonce.db")]
+        #[arg(
+            long,
+            env = "PAYONCE_DATABASE_URL",
+            default_value = "sqlite://payonce.db"
+        )]
         database_url: String,
         #[arg(long)]
         name: String,
@@ -125,7 +137,16 @@ enum AppsCommand {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("PAYONCE_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(if matches!(cli.command, Command::Demo | Command::Bench(_) | Command::Chaos { .. } | Command::Storm(_)) { "error" } else { "info" })
+        tracing_subscriber::EnvFilter::new(
+            if matches!(
+                cli.command,
+                Command::Demo | Command::Bench(_) | Command::Chaos { .. } | Command::Storm(_)
+            ) {
+                "error"
+            } else {
+                "info"
+            },
+        )
     });
     // Spans exported over OTLP when `serve` is given a collector (`--otlp-endpoint` /
     // OTEL_EXPORTER_OTLP_ENDPOINT); off otherwise, and then no span is recorded at all.
@@ -141,7 +162,10 @@ fn main() -> std::process::ExitCode {
         }
     };
     telemetry::init_logs(filter, provider.as_ref());
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let code = match rt.block_on(dispatch(cli.command)) {
         Ok(code) => code,
         Err(e) => {
@@ -163,12 +187,27 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
     match command {
         Command::Serve(args) => serve::run(args).await.map(|_| ExitCode::SUCCESS),
         Command::Reconcile(args) => reconcile::run(args).await,
-        Command::Sim { listen, state_dir, seed } => {
+        Command::Sim {
+            listen,
+            state_dir,
+            seed,
+        } => {
             let listener = tokio::net::TcpListener::bind(&listen).await?;
-            let handle = payonce_sim::start_with(listener, &state_dir, payonce_sim::SimOptions { seed, ..Default::default() }).await?;
+            let handle = payonce_sim::start_with(
+                listener,
+                &state_dir,
+                payonce_sim::SimOptions {
+                    seed,
+                    ..Default::default()
+                },
+            )
+            .await?;
             println!("listening on {}", handle.addr);
             println!("channels file: {}", handle.channels_file.display());
-            println!("seed: {} (replay with --seed {})", handle.sim.seed, handle.sim.seed);
+            println!(
+                "seed: {} (replay with --seed {})",
+                handle.sim.seed, handle.sim.seed
+            );
             serve::shutdown_signal().await;
             Ok(ExitCode::SUCCESS)
         }
@@ -179,12 +218,36 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             println!("migrated {}", redact_url(&database_url));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Apps { command: AppsCommand::Create { database_url, name, webhook_url, allow_hosts, sink, submission_window, master_key_file, json } } => {
+        Command::Apps {
+            command:
+                AppsCommand::Create {
+                    database_url,
+                    name,
+                    webhook_url,
+                    allow_hosts,
+                    sink,
+                    submission_window,
+                    master_key_file,
+                    json,
+                },
+        } => {
             let store = payonce_store::open(&database_url, true).await?;
             let key = serve::master_key(&master_key_file)?;
-            let creds =
-                payonce_server::apps::create_app(store.as_ref(), &key, &payonce_core::SystemClock, payonce_server::apps::NewApp { name: &name, webhook_url: webhook_url.as_deref(), allowed_hosts: (!allow_hosts.is_empty()).then(|| allow_hosts.join(",")).as_deref(), sink: Some(&sink), submission_window_secs: Some(submission_window) })
-                .await?;
+            let creds = payonce_server::apps::create_app(
+                store.as_ref(),
+                &key,
+                &payonce_core::SystemClock,
+                payonce_server::apps::NewApp {
+                    name: &name,
+                    webhook_url: webhook_url.as_deref(),
+                    allowed_hosts: (!allow_hosts.is_empty())
+                        .then(|| allow_hosts.join(","))
+                        .as_deref(),
+                    sink: Some(&sink),
+                    submission_window_secs: Some(submission_window),
+                },
+            )
+            .await?;
             if json {
                 println!(
                     "{}",
@@ -194,39 +257,92 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
                 println!("app_id:         {}", creds.app_id);
                 println!("secret:         {}", creds.secret);
                 println!("webhook_secret: {}", creds.webhook_secret);
-                println!("(the secrets are shown once; payonce keeps only a hash of the API secret)");
+                println!(
+                    "(the secrets are shown once; payonce keeps only a hash of the API secret)"
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo => demo::run().await,
         Command::Bench(args) => bench::run(args).await,
         Command::BenchReconcile(args) => bench_reconcile::run(args).await,
-        Command::Chaos { seeds: Some(n), seed, parallel, store, metrics_out, .. } => {
+        Command::Chaos {
+            seeds: Some(n),
+            seed,
+            parallel,
+            store,
+            metrics_out,
+            ..
+        } => {
             let started = std::time::Instant::now();
-            let backend = if store == "postgres" { payonce_harness::Backend::Postgres } else { payonce_harness::Backend::Sqlite };
-            println!("payonce chaos — {n} seeded scenarios from seed {seed} on {store}, {parallel} at a time");
+            let backend = if store == "postgres" {
+                payonce_harness::Backend::Postgres
+            } else {
+                payonce_harness::Backend::Sqlite
+            };
+            println!(
+                "payonce chaos — {n} seeded scenarios from seed {seed} on {store}, {parallel} at a time"
+            );
             let failed = payonce_harness::scenario::run_seeds(seed, n, parallel, backend).await;
-            println!("{n} scenarios, {} violated{}", failed.len(), if failed.is_empty() { String::new() } else { format!(" (seeds {failed:?})") });
+            println!(
+                "{n} scenarios, {} violated{}",
+                failed.len(),
+                if failed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (seeds {failed:?})")
+                }
+            );
             // What an operator would have seen of these runs.
             let scrape = payonce_server::state::metrics_handle().render();
             let total = |name: &str| -> f64 {
-                scrape.lines().filter(|l| l.starts_with(name) && (l.as_bytes().get(name.len()) == Some(&b'{') || l.as_bytes().get(name.len()) == Some(&b' '))).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum::<f64>() + 0.0
+                scrape
+                    .lines()
+                    .filter(|l| {
+                        l.starts_with(name)
+                            && (l.as_bytes().get(name.len()) == Some(&b'{')
+                                || l.as_bytes().get(name.len()) == Some(&b' '))
+                    })
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum::<f64>()
+                    + 0.0
             };
             println!(
                 "metrics: {} duplicate charges detected, {} duplicate refunds, {} refunds, {} active queries, {} channel calls, {} notifications, {} reconciliation items",
-                total("payonce_duplicate_payments_total"), total("payonce_duplicate_refunds_total"), total("payonce_refunds_total"), total("payonce_active_queries_total"),
-                total("payonce_channel_calls_total"), total("payonce_notifications_total"), total("payonce_reconciliation_items_total")
+                total("payonce_duplicate_payments_total"),
+                total("payonce_duplicate_refunds_total"),
+                total("payonce_refunds_total"),
+                total("payonce_active_queries_total"),
+                total("payonce_channel_calls_total"),
+                total("payonce_notifications_total"),
+                total("payonce_reconciliation_items_total")
             );
             if let Some(path) = metrics_out {
                 std::fs::write(&path, &scrape)?;
             }
             println!("(took {:.0} s)", started.elapsed().as_secs_f64());
-            Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
-        Command::Chaos { database_url, instances, kills, freeze, .. } => {
+        Command::Chaos {
+            database_url,
+            instances,
+            kills,
+            freeze,
+            ..
+        } => {
             let tmp = payonce_harness::scratch::ScratchDir::new()?;
-            let database_url = database_url.unwrap_or_else(|| format!("sqlite://{}", tmp.path().join("chaos.db").display()));
-            println!("payonce chaos — {} instance(s), {kills} SIGKILLs{} on {}", instances, if freeze { ", one SIGSTOP" } else { "" }, redact_url(&database_url));
+            let database_url = database_url
+                .unwrap_or_else(|| format!("sqlite://{}", tmp.path().join("chaos.db").display()));
+            println!(
+                "payonce chaos — {} instance(s), {kills} SIGKILLs{} on {}",
+                instances,
+                if freeze { ", one SIGSTOP" } else { "" },
+                redact_url(&database_url)
+            );
             let report = payonce_harness::chaos::run(payonce_harness::chaos::ChaosConfig {
                 exe: std::env::current_exe()?,
                 database_url,
@@ -239,7 +355,12 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             .await?;
             println!(
                 "  kills {}, orders {}, successful prepays {}, payments {}, charges {}, automatic refunds {}",
-                report.kills, report.orders, report.prepays_ok, report.payments, report.charges, report.refunds
+                report.kills,
+                report.orders,
+                report.prepays_ok,
+                report.payments,
+                report.charges,
+                report.refunds
             );
             if report.violations.is_empty() {
                 println!("  every invariant holds against the channels' ledger ✔");
@@ -257,7 +378,10 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
 /// A database URL without its password, for messages.
 pub fn redact_url(url: &str) -> String {
     // Several URLs (fail-over candidates) are redacted one by one.
-    url.split(',').map(redact_one_url).collect::<Vec<_>>().join(",")
+    url.split(',')
+        .map(redact_one_url)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn redact_one_url(url: &str) -> String {
@@ -275,8 +399,16 @@ fn redact_one_url(url: &str) -> String {
 mod tests {
     #[test]
     fn every_password_of_a_fail_over_list_is_redacted() {
-        let shown = super::redact_url("postgres://pay:s3cret@db1:5432/payonce,postgres://pay:0ther@db2:5432/payonce");
-        assert_eq!(shown, "postgres://pay:***@db1:5432/payonce,postgres://pay:***@db2:5432/payonce");
-        assert_eq!(super::redact_url("sqlite://payonce.db"), "sqlite://payonce.db");
+        let shown = super::redact_url(
+            "postgres://pay:s3cret@db1:5432/payonce,postgres://pay:0ther@db2:5432/payonce",
+        );
+        assert_eq!(
+            shown,
+            "postgres://pay:***@db1:5432/payonce,postgres://pay:***@db2:5432/payonce"
+        );
+        assert_eq!(
+            super::redact_url("sqlite://payonce.db"),
+            "sqlite://payonce.db"
+        );
     }
 }

@@ -12,7 +12,11 @@ use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct ReconcileArgs {
-    #[arg(long, env = "PAYONCE_DATABASE_URL", default_value = "sqlite://payonce.db")]
+    #[arg(
+        long,
+        env = "PAYONCE_DATABASE_URL",
+        default_value = "sqlite://payonce.db"
+    )]
     database_url: String,
     #[arg(long, env = "PAYONCE_CHANNELS", default_value = "channels.toml")]
     channels: PathBuf,
@@ -40,17 +44,36 @@ pub struct ReconcileArgs {
 
 pub async fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     let store = payonce_store::open(&args.database_url, false).await?;
-    let clock: std::sync::Arc<dyn payonce_core::Clock> = std::sync::Arc::new(payonce_core::SystemClock);
+    let clock: std::sync::Arc<dyn payonce_core::Clock> =
+        std::sync::Arc::new(payonce_core::SystemClock);
     let timeout = Duration::from_millis(args.channel_timeout_ms);
-    let channels = payonce_channels::ChannelsConfig::load(&args.channels)?.build(timeout, clock.clone())?;
+    let channels =
+        payonce_channels::ChannelsConfig::load(&args.channels)?.build(timeout, clock.clone())?;
     let key = crate::serve::master_key(&args.master_key_file)?;
-    let config = ServerConfig { channel_timeout: timeout, workers: false, ..ServerConfig::default() };
+    let config = ServerConfig {
+        channel_timeout: timeout,
+        workers: false,
+        ..ServerConfig::default()
+    };
     let state = AppState::new(store, clock.clone(), channels, config, key);
-    let date = args.date.unwrap_or_else(|| reconcile::beijing_yesterday(clock.now()));
+    let date = args
+        .date
+        .unwrap_or_else(|| reconcile::beijing_yesterday(clock.now()));
     let owner = format!("cli-{}", std::process::id());
     let progress = Progress::new(&format!("{} {date}", args.channel));
-    let options = reconcile::RunOptions { dry_run: args.dry_run, refetch: args.refetch };
-    let report = reconcile::reconcile_with(&state, &owner, &args.channel, &date, options, &|phase, rows| progress.show(phase, rows)).await?;
+    let options = reconcile::RunOptions {
+        dry_run: args.dry_run,
+        refetch: args.refetch,
+    };
+    let report = reconcile::reconcile_with(
+        &state,
+        &owner,
+        &args.channel,
+        &date,
+        options,
+        &|phase, rows| progress.show(phase, rows),
+    )
+    .await?;
     progress.done();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -79,12 +102,19 @@ impl Progress {
         use std::io::IsTerminal as _;
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = indicatif::ProgressBar::new_spinner();
-            bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {prefix} {msg} [{elapsed}]").unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()));
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {prefix} {msg} [{elapsed}]")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
             bar.set_prefix(what.to_owned());
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         });
-        Progress { bar, last: std::sync::Mutex::new((String::new(), 0)), what: what.to_owned() }
+        Progress {
+            bar,
+            last: std::sync::Mutex::new((String::new(), 0)),
+            what: what.to_owned(),
+        }
     }
 
     fn show(&self, phase: &str, rows: usize) {
@@ -114,22 +144,49 @@ impl Progress {
 }
 
 fn print_table(r: &Report) {
-    println!("reconciliation {} {} — {}{}", r.channel, r.bill_date, r.status, r.id.as_deref().map(|id| format!(" ({id})")).unwrap_or_default());
+    println!(
+        "reconciliation {} {} — {}{}",
+        r.channel,
+        r.bill_date,
+        r.status,
+        r.id.as_deref()
+            .map(|id| format!(" ({id})"))
+            .unwrap_or_default()
+    );
     match &r.reason {
-        Some(reason) if r.status == "failed" => println!("  failed: {reason} (nothing was applied; run it again to download the bill again)"),
+        Some(reason) if r.status == "failed" => println!(
+            "  failed: {reason} (nothing was applied; run it again to download the bill again)"
+        ),
         // A completed run's reason says what the channel answered (no bill for the day).
         Some(reason) => println!("  {reason}"),
         None => {}
     }
     if !r.bill_source.is_empty() {
-        println!("  bill {}: {} payments ({} fen, {} settled), {} refunds ({} fen), fees {:.3} fen{}", r.bill_source, r.totals.payments, r.totals.paid, r.totals.settled, r.totals.refunds, r.totals.refunded, r.totals.fees_millifen as f64 / 1000.0,
-            if r.totals.unrecognised > 0 { format!(", {} rows not understood", r.totals.unrecognised) } else { String::new() });
+        println!(
+            "  bill {}: {} payments ({} fen, {} settled), {} refunds ({} fen), fees {:.3} fen{}",
+            r.bill_source,
+            r.totals.payments,
+            r.totals.paid,
+            r.totals.settled,
+            r.totals.refunds,
+            r.totals.refunded,
+            r.totals.fees_millifen as f64 / 1000.0,
+            if r.totals.unrecognised > 0 {
+                format!(", {} rows not understood", r.totals.unrecognised)
+            } else {
+                String::new()
+            }
+        );
     }
     println!("  {:<20} {:>8}", "bill rows", r.rows);
     println!("  {:<20} {:>8}", "matched", r.matched);
     for class in reconcile::CLASSES {
         let n = r.classes.get(class).copied().unwrap_or(0);
-        let who = if payonce_store::ReconciliationItem::needs_a_person(class) { "a person" } else { "repaired" };
+        let who = if payonce_store::ReconciliationItem::needs_a_person(class) {
+            "a person"
+        } else {
+            "repaired"
+        };
         println!("  {class:<20} {n:>8}   {who}");
     }
 }

@@ -14,8 +14,17 @@ use tracing_subscriber::util::SubscriberInitExt;
 /// `OTEL_EXPORTER_OTLP_PROTOCOL` asking for gRPC would find no gRPC stack here.
 pub fn otlp_provider(endpoint: &str) -> Result<SdkTracerProvider, String> {
     let base = endpoint.trim_end_matches('/');
-    let url = if base.ends_with("/v1/traces") { base.to_owned() } else { format!("{base}/v1/traces") };
-    let exporter = SpanExporter::builder().with_http().with_endpoint(url).with_protocol(Protocol::HttpBinary).build().map_err(|e| e.to_string())?;
+    let url = if base.ends_with("/v1/traces") {
+        base.to_owned()
+    } else {
+        format!("{base}/v1/traces")
+    };
+    let exporter = SpanExporter::builder()
+        .with_http()
+        .with_endpoint(url)
+        .with_protocol(Protocol::HttpBinary)
+        .build()
+        .map_err(|e| e.to_string())?;
     Ok(SdkTracerProvider::builder()
         .with_resource(Resource::builder().with_service_name("payonce").build())
         .with_batch_exporter(exporter)
@@ -27,16 +36,30 @@ pub fn init_logs(filter: tracing_subscriber::EnvFilter, provider: Option<&SdkTra
     // PAYONCE_LOG_FORMAT=json: one JSON object per line, with every enclosing span (the
     // request's carries its id).
     let lines = if std::env::var("PAYONCE_LOG_FORMAT").is_ok_and(|f| f == "json") {
-        tracing_subscriber::fmt::layer().json().with_current_span(true).with_span_list(true).with_writer(std::io::stderr).boxed()
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_writer(std::io::stderr)
+            .boxed()
     } else {
-        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed()
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed()
     };
     // `PAYONCE_LOG` decides what is printed, not what is traced: a quiet log (warn) must not
     // leave the collector without the requests' spans.
     let spans = provider.map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("payonce"))
-            .with_filter(tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO).with_target("opentelemetry", tracing::Level::WARN))
+            .with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_default(tracing::Level::INFO)
+                    .with_target("opentelemetry", tracing::Level::WARN),
+            )
     });
-    tracing_subscriber::registry().with(lines.with_filter(filter)).with(spans).init();
+    tracing_subscriber::registry()
+        .with(lines.with_filter(filter))
+        .with(spans)
+        .init();
 }

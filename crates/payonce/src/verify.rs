@@ -62,18 +62,33 @@ pub fn run(args: &VerifyArgs) -> ExitCode {
     }
     let headers = match &args.headers {
         None => Vec::new(),
-        Some(p) => match read(p).and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| format!("--headers: {e}"))) {
-            Ok(serde_json::Value::Object(m)) => m.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v.as_str().unwrap_or_default().to_owned())).collect(),
+        Some(p) => match read(p).and_then(|b| {
+            serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| format!("--headers: {e}"))
+        }) {
+            Ok(serde_json::Value::Object(m)) => m
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_ascii_lowercase(),
+                        v.as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect(),
             Ok(_) => return usage("--headers must be a JSON object"),
             Err(e) => return usage(e),
         },
     };
     let at_secs = match &args.at {
-        None => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0),
-        Some(t) => match time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339) {
-            Ok(t) => t.unix_timestamp(),
-            Err(e) => return usage(format!("--at is not RFC 3339: {e}")),
-        },
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+        Some(t) => {
+            match time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339) {
+                Ok(t) => t.unix_timestamp(),
+                Err(e) => return usage(format!("--at is not RFC 3339: {e}")),
+            }
+        }
     };
     let apiv3_key = match &args.apiv3_key {
         None => None,
@@ -97,7 +112,11 @@ pub fn run(args: &VerifyArgs) -> ExitCode {
     match inspect::inspect(&req) {
         Ok(v) => {
             println!("{}", v.to_json());
-            if v.valid { ExitCode::SUCCESS } else { ExitCode::from(1) }
+            if v.valid {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
         }
         Err(e) => usage(e),
     }

@@ -20,11 +20,20 @@ async fn a_broken_engine_is_caught_within_500_seeds_and_shrunk() {
             continue;
         }
         eprintln!("seed {seed} caught the broken engine: {:?}", v.violations);
-        assert!(v.violations.iter().any(|l| l.starts_with("I1") || l.starts_with("I4")), "{:?}", v.violations);
+        assert!(
+            v.violations
+                .iter()
+                .any(|l| l.starts_with("I1") || l.starts_with("I4")),
+            "{:?}",
+            v.violations
+        );
         let small = shrink(&s).await;
         eprintln!("shrunk to: {}", small.summary());
         assert!(small.steps() <= s.steps() && small.orders.len() <= s.orders.len());
-        assert!(!run_settling(&small, SETTLE).await.violations.is_empty(), "the shrunk scenario still fails");
+        assert!(
+            !run_settling(&small, SETTLE).await.violations.is_empty(),
+            "the shrunk scenario still fails"
+        );
         return;
     }
     panic!("500 seeds did not catch an engine that never refunds a duplicate payment");

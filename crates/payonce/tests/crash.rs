@@ -9,7 +9,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 fn config(db: &TestDb, instances: usize, kills: usize, freeze: bool) -> ChaosConfig {
-    let kills = std::env::var("PAYONCE_CHAOS_KILLS").ok().and_then(|k| k.parse().ok()).unwrap_or(kills);
+    let kills = std::env::var("PAYONCE_CHAOS_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(kills);
     ChaosConfig {
         exe: PathBuf::from(env!("CARGO_BIN_EXE_payonce")),
         database_url: db.url.clone(),
@@ -22,12 +25,24 @@ fn config(db: &TestDb, instances: usize, kills: usize, freeze: bool) -> ChaosCon
 }
 
 async fn crash(backend: Backend, instances: usize, kills: usize, freeze: bool) {
-    let Some(db) = TestDb::new(backend).await else { return };
-    let report = run(config(&db, instances, kills, freeze)).await.expect("chaos run");
+    let Some(db) = TestDb::new(backend).await else {
+        return;
+    };
+    let report = run(config(&db, instances, kills, freeze))
+        .await
+        .expect("chaos run");
     eprintln!("{backend:?} ×{instances}: {report:?}");
     assert!(report.kills >= kills);
-    assert!(report.payments > 0 && report.charges > 0, "the load paid something");
-    assert!(report.violations.is_empty(), "invariants violated after {} kills:\n{}", report.kills, report.violations.join("\n"));
+    assert!(
+        report.payments > 0 && report.charges > 0,
+        "the load paid something"
+    );
+    assert!(
+        report.violations.is_empty(),
+        "invariants violated after {} kills:\n{}",
+        report.kills,
+        report.violations.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

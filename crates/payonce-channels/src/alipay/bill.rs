@@ -17,7 +17,8 @@ pub const HEADER_START: &str = "支付宝交易号,商户订单号,业务类型"
 /// `合计` (total) row — trade and refund counts, order amount and service fees must equal the
 /// rows' sums, or nothing of the bill is used.
 pub fn parse_zip(bytes: &[u8]) -> Result<Statement, String> {
-    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| format!("not a zip: {e}"))?;
+    let mut archive =
+        zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| format!("not a zip: {e}"))?;
     let (mut detail, mut summary) = (None, None);
     for i in 0..archive.len() {
         let entry = archive.by_index(i).map_err(|e| e.to_string())?;
@@ -30,7 +31,10 @@ pub fn parse_zip(bytes: &[u8]) -> Result<Statement, String> {
         };
         let mut content = Vec::new();
         // A day's detail file is bounded (a zip bomb is not a bill).
-        entry.take(1 << 30).read_to_end(&mut content).map_err(|e| format!("{name}: {e}"))?;
+        entry
+            .take(1 << 30)
+            .read_to_end(&mut content)
+            .map_err(|e| format!("{name}: {e}"))?;
         if name.ends_with("_业务明细.csv") {
             detail = Some(content);
         } else if name.ends_with("_业务明细(汇总).csv") {
@@ -42,7 +46,9 @@ pub fn parse_zip(bytes: &[u8]) -> Result<Statement, String> {
     let summary = summary.ok_or("the zip has no _业务明细(汇总).csv")?;
     let total = parse_summary_total(&summary)?;
     if total != sums {
-        return Err(format!("the summary's 合计 {total:?} disagrees with the detail rows {sums:?}"));
+        return Err(format!(
+            "the summary's 合计 {total:?} disagrees with the detail rows {sums:?}"
+        ));
     }
     Ok(statement)
 }
@@ -73,7 +79,10 @@ fn parse_detail_with_sums(bytes: &[u8]) -> Result<(Statement, Totals), String> {
     let mut in_rows = false;
     for record in csv_records(&text) {
         let record = record.map_err(|e| format!("the detail file is not CSV: {e}"))?;
-        let f: Vec<&str> = record.iter().map(|c| c.trim_end_matches('\t').trim()).collect();
+        let f: Vec<&str> = record
+            .iter()
+            .map(|c| c.trim_end_matches('\t').trim())
+            .collect();
         if !in_rows {
             in_rows = f.join(",").starts_with(HEADER_START);
             continue;
@@ -85,20 +94,31 @@ fn parse_detail_with_sums(bytes: &[u8]) -> Result<(Statement, Totals), String> {
             continue;
         }
         if f.len() < 25 {
-            return Err(format!("short row ({} cells) at line {}", f.len(), record.position().map_or(0, |p| p.line())));
+            return Err(format!(
+                "short row ({} cells) at line {}",
+                f.len(),
+                record.position().map_or(0, |p| p.line())
+            ));
         }
         let signed = |i: usize| -> Result<i64, String> {
             let v = f[i];
-            let fen = yuan_to_fen(v.trim_start_matches('-')).ok_or_else(|| format!("bad amount {v:?}"))?;
+            let fen = yuan_to_fen(v.trim_start_matches('-'))
+                .ok_or_else(|| format!("bad amount {v:?}"))?;
             Ok(if v.starts_with('-') { -fen } else { fen })
         };
         let (order_amount, settled) = (signed(11)?, signed(12)?);
-        let fee = if f[22].is_empty() { 0 } else { crate::money::yuan_to_millifen(f[22]).ok_or_else(|| format!("bad service fee {:?}", f[22]))? };
+        let fee = if f[22].is_empty() {
+            0
+        } else {
+            crate::money::yuan_to_millifen(f[22])
+                .ok_or_else(|| format!("bad service fee {:?}", f[22]))?
+        };
         let kind = match f[2] {
             "交易" => StatementKind::Payment,
             "退款" => StatementKind::Refund,
             other => {
-                out.unrecognised.push(format!("business type {other}: out_trade_no {}", f[1]));
+                out.unrecognised
+                    .push(format!("business type {other}: out_trade_no {}", f[1]));
                 continue;
             }
         };
@@ -131,19 +151,46 @@ pub fn parse_summary_total(bytes: &[u8]) -> Result<Totals, String> {
     let (text, _, _) = encoding_rs::GBK.decode(bytes);
     let row = csv_records(&text)
         .filter_map(Result::ok)
-        .find(|r| r.get(0).is_some_and(|c| c.trim_end_matches('\t').trim() == "合计"))
+        .find(|r| {
+            r.get(0)
+                .is_some_and(|c| c.trim_end_matches('\t').trim() == "合计")
+        })
         .ok_or("the summary file has no 合计 row")?;
-    let f: Vec<&str> = row.iter().map(|c| c.trim_end_matches('\t').trim()).collect();
-    let count = |i: usize| f.get(i).and_then(|c| c.parse().ok()).ok_or_else(|| format!("bad count in 合计 cell {i}"));
-    let amount = f.get(4).and_then(|a| yuan_to_fen(a.trim_start_matches('-')).map(|v| if a.starts_with('-') { -v } else { v })).ok_or("bad amount in 合计")?;
-    let fees = f.get(9).and_then(|a| crate::money::yuan_to_millifen(a)).ok_or("bad service fee in 合计")?;
-    Ok(Totals { trades: count(2)?, refunds: count(3)?, order_amount: amount, fees_millifen: fees })
+    let f: Vec<&str> = row
+        .iter()
+        .map(|c| c.trim_end_matches('\t').trim())
+        .collect();
+    let count = |i: usize| {
+        f.get(i)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| format!("bad count in 合计 cell {i}"))
+    };
+    let amount = f
+        .get(4)
+        .and_then(|a| {
+            yuan_to_fen(a.trim_start_matches('-')).map(|v| if a.starts_with('-') { -v } else { v })
+        })
+        .ok_or("bad amount in 合计")?;
+    let fees = f
+        .get(9)
+        .and_then(|a| crate::money::yuan_to_millifen(a))
+        .ok_or("bad service fee in 合计")?;
+    Ok(Totals {
+        trades: count(2)?,
+        refunds: count(3)?,
+        order_amount: amount,
+        fees_millifen: fees,
+    })
 }
 
 /// The records of a bill file: RFC 4180 CSV, rows of any length (the `#` header and footer
 /// lines are one-cell records).
 fn csv_records(text: &str) -> csv::StringRecordsIntoIter<&[u8]> {
-    csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(text.as_bytes()).into_records()
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes())
+        .into_records()
 }
 
 #[cfg(test)]
@@ -155,14 +202,50 @@ mod tests {
     /// A detail file in BILL_LAYOUT.md's layout whose subjects (商品名称, 备注) hold commas,
     /// doubled quotes and a line break, quoted as RFC 4180 quotes them.
     fn detail() -> String {
-        let row = |trade: &str, no: &str, kind: &str, subject: &str, amount: &str, refund_no: &str| {
-            format!("{trade}\t,{no}\t,{kind}\t,{subject},2019-09-16 10:55:16,2019-09-16 10:55:23,alipay_store\t,alipay_store\t,alipay\t,\t,*津水(602***@qq.com)\t,{amount},{amount},0.00,0.00,0.00,0.00,0.00,,0.00\t,0.00,{refund_no}\t,0.00,0.00,{subject}\r\n")
+        let row = |trade: &str,
+                   no: &str,
+                   kind: &str,
+                   subject: &str,
+                   amount: &str,
+                   refund_no: &str| {
+            format!(
+                "{trade}\t,{no}\t,{kind}\t,{subject},2019-09-16 10:55:16,2019-09-16 10:55:23,alipay_store\t,alipay_store\t,alipay\t,\t,*津水(602***@qq.com)\t,{amount},{amount},0.00,0.00,0.00,0.00,0.00,,0.00\t,0.00,{refund_no}\t,0.00,0.00,{subject}\r\n"
+            )
         };
-        let mut s = format!("#支付宝业务明细查询\r\n#账号：[20880211096256330156]\r\n#{}业务明细列表{}\r\n{HEADER}\r\n", "-".repeat(41), "-".repeat(40));
-        s.push_str(&row("2019091622001458860515315453", "A1", "交易", "\"Tea, green, \"\"2 cups\"\"\r\nsecond line\"", "0.01", ""));
-        s.push_str(&row("2019091622001458860515315454", "A2", "交易", "\"a,b\"", "0.02", ""));
-        s.push_str(&row("2019091622001458860515315453", "A1", "退款", "\"Tea, green, \"\"2 cups\"\"\r\nsecond line\"", "-0.01", "R1"));
-        s.push_str(&format!("#{}业务明细列表结束{}\r\n#交易合计：2笔\r\n", "-".repeat(41), "-".repeat(36)));
+        let mut s = format!(
+            "#支付宝业务明细查询\r\n#账号：[20880211096256330156]\r\n#{}业务明细列表{}\r\n{HEADER}\r\n",
+            "-".repeat(41),
+            "-".repeat(40)
+        );
+        s.push_str(&row(
+            "2019091622001458860515315453",
+            "A1",
+            "交易",
+            "\"Tea, green, \"\"2 cups\"\"\r\nsecond line\"",
+            "0.01",
+            "",
+        ));
+        s.push_str(&row(
+            "2019091622001458860515315454",
+            "A2",
+            "交易",
+            "\"a,b\"",
+            "0.02",
+            "",
+        ));
+        s.push_str(&row(
+            "2019091622001458860515315453",
+            "A1",
+            "退款",
+            "\"Tea, green, \"\"2 cups\"\"\r\nsecond line\"",
+            "-0.01",
+            "R1",
+        ));
+        s.push_str(&format!(
+            "#{}业务明细列表结束{}\r\n#交易合计：2笔\r\n",
+            "-".repeat(41),
+            "-".repeat(36)
+        ));
         s
     }
 
@@ -171,7 +254,18 @@ mod tests {
         let text = detail();
         let (s, sums) = parse_detail_with_sums(&encoding_rs::GBK.encode(&text).0).unwrap();
         assert!(s.unrecognised.is_empty(), "{:?}", s.unrecognised);
-        let got: Vec<(String, StatementKind, i64, Option<String>)> = s.lines.iter().map(|l| (l.out_trade_no.clone(), l.kind, l.amount, l.out_refund_no.clone())).collect();
+        let got: Vec<(String, StatementKind, i64, Option<String>)> = s
+            .lines
+            .iter()
+            .map(|l| {
+                (
+                    l.out_trade_no.clone(),
+                    l.kind,
+                    l.amount,
+                    l.out_refund_no.clone(),
+                )
+            })
+            .collect();
         assert_eq!(
             got,
             [
@@ -208,14 +302,30 @@ print(json.dumps(rows))
             return;
         };
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let rows: Vec<Vec<String>> = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(rows.len(), s.lines.len());
         for (row, line) in rows.iter().zip(&s.lines) {
             assert_eq!(row.len(), 25, "{row:?}");
-            assert_eq!((row[0].as_str(), row[1].as_str(), row[21].as_str()), (line.channel_trade_no.as_deref().unwrap(), line.out_trade_no.as_str(), line.out_refund_no.as_deref().unwrap_or("")));
+            assert_eq!(
+                (row[0].as_str(), row[1].as_str(), row[21].as_str()),
+                (
+                    line.channel_trade_no.as_deref().unwrap(),
+                    line.out_trade_no.as_str(),
+                    line.out_refund_no.as_deref().unwrap_or("")
+                )
+            );
             assert_eq!(row[3], row[24], "商品名称 and 备注 read alike");
         }
         assert_eq!(rows[0][3], "Tea, green, \"2 cups\"\r\nsecond line");

@@ -4,8 +4,8 @@ use super::protocol::{self, beijing_time, raw_response, response_name};
 use crate::crypto::{RsaSigner, RsaVerifier};
 use crate::money::{fen_to_yuan, yuan_to_fen};
 use crate::{
-    Channel, ChannelError, ChannelOrderRef, CloseAnswer, Notification, NotifyError, NotifyReply, PrepayRequest, Prepaid, TradeState,
-    classify_transport,
+    Channel, ChannelError, ChannelOrderRef, CloseAnswer, Notification, NotifyError, NotifyReply,
+    Prepaid, PrepayRequest, TradeState, classify_transport,
 };
 use crate::{RefundRef, RefundRequest, RefundState};
 use async_trait::async_trait;
@@ -30,8 +30,18 @@ pub struct AlipayClient {
 pub const TRADE_NOT_EXIST: &str = "ACQ.TRADE_NOT_EXIST";
 
 impl AlipayClient {
-    pub fn new(gateway: String, keys: AlipayKeys, http: reqwest::Client, clock: crate::SharedClock) -> Self {
-        AlipayClient { gateway, keys, http, clock }
+    pub fn new(
+        gateway: String,
+        keys: AlipayKeys,
+        http: reqwest::Client,
+        clock: crate::SharedClock,
+    ) -> Self {
+        AlipayClient {
+            gateway,
+            keys,
+            http,
+            clock,
+        }
     }
 
     fn now_ms(&self) -> i64 {
@@ -40,12 +50,22 @@ impl AlipayClient {
 
     /// Calls `method` with `biz_content`; returns the verified `*_response` object. A business
     /// error (code ≠ 10000) is returned as `Err(Refused{sub_code})`.
-    async fn call(&self, method: &str, biz_content: Value, notify_url: Option<&str>) -> Result<Value, ChannelError> {
+    async fn call(
+        &self,
+        method: &str,
+        biz_content: Value,
+        notify_url: Option<&str>,
+    ) -> Result<Value, ChannelError> {
         read_code(self.call_signed(method, biz_content, notify_url).await?)
     }
 
     /// `call`, returning the verified `*_response` object whatever its code.
-    async fn call_signed(&self, method: &str, biz_content: Value, notify_url: Option<&str>) -> Result<Value, ChannelError> {
+    async fn call_signed(
+        &self,
+        method: &str,
+        biz_content: Value,
+        notify_url: Option<&str>,
+    ) -> Result<Value, ChannelError> {
         let mut params: Vec<(String, String)> = vec![
             ("app_id".into(), self.keys.app_id.clone()),
             ("method".into(), method.into()),
@@ -64,15 +84,23 @@ impl AlipayClient {
         let resp = self
             .http
             .post(&self.gateway)
-            .header("content-type", "application/x-www-form-urlencoded;charset=utf-8")
+            .header(
+                "content-type",
+                "application/x-www-form-urlencoded;charset=utf-8",
+            )
             .body(protocol::encode_form(&params))
             .send()
             .await
             .map_err(classify_transport)?;
         let status = resp.status().as_u16();
-        let text = resp.text().await.map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
         if status != 200 {
-            return Err(ChannelError::Ambiguous(format!("gateway answered {status}")));
+            return Err(ChannelError::Ambiguous(format!(
+                "gateway answered {status}"
+            )));
         }
         verify_signed(&text, method, &self.keys.alipay_public_key)
     }
@@ -82,27 +110,42 @@ impl AlipayClient {
 /// `code` is 10000; `Refused` for a definitive business failure; `Ambiguous` for anything that
 /// does not prove an outcome (unsigned, mis-signed, 20000, a system error). Used by the
 /// connector and by `payonce verify-message`.
-pub fn verify_answer(text: &str, method: &str, alipay_public_key: &RsaVerifier) -> Result<Value, ChannelError> {
+pub fn verify_answer(
+    text: &str,
+    method: &str,
+    alipay_public_key: &RsaVerifier,
+) -> Result<Value, ChannelError> {
     read_code(verify_signed(text, method, alipay_public_key)?)
 }
 
 /// The verified `*_response` object of a gateway answer to `method`, whatever its code.
-pub fn verify_signed(text: &str, method: &str, alipay_public_key: &RsaVerifier) -> Result<Value, ChannelError> {
+pub fn verify_signed(
+    text: &str,
+    method: &str,
+    alipay_public_key: &RsaVerifier,
+) -> Result<Value, ChannelError> {
     let name = response_name(method);
-    let parsed: Value = serde_json::from_str(text).map_err(|e| ChannelError::Ambiguous(format!("unparseable answer: {e}")))?;
+    let parsed: Value = serde_json::from_str(text)
+        .map_err(|e| ChannelError::Ambiguous(format!("unparseable answer: {e}")))?;
     // Gateway-level failures come as `error_response`, unsigned: nothing vouches that Alipay
     // sent it, so it proves nothing about the call's effect (ALI-*-error_response).
     if let Some(err) = parsed.get("error_response") {
         return Err(ChannelError::Ambiguous(format!(
             "unsigned error_response {}",
-            err["sub_code"].as_str().or(err["code"].as_str()).unwrap_or("?")
+            err["sub_code"]
+                .as_str()
+                .or(err["code"].as_str())
+                .unwrap_or("?")
         )));
     }
     // The signature covers the exact raw text (with Alipay's `\/` escapes), never re-encoded JSON.
-    let raw = raw_response(text, &name).ok_or_else(|| ChannelError::Ambiguous(format!("answer without {name}")))?;
+    let raw = raw_response(text, &name)
+        .ok_or_else(|| ChannelError::Ambiguous(format!("answer without {name}")))?;
     let sign = parsed["sign"].as_str().unwrap_or_default();
     if !answer_signature_verifies(raw, sign, alipay_public_key) {
-        return Err(ChannelError::Ambiguous("response signature rejected".into()));
+        return Err(ChannelError::Ambiguous(
+            "response signature rejected".into(),
+        ));
     }
     serde_json::from_str(raw).map_err(|e| ChannelError::Ambiguous(e.to_string()))
 }
@@ -113,7 +156,9 @@ pub fn verify_signed(text: &str, method: &str, alipay_public_key: &RsaVerifier) 
 /// (alipay-sdk-java-all `AbstractAlipayClient.checkResponseSign`: "针对JSON \/问题，替换/后再尝试做
 /// 一次验证"; alipay-sdk-net does the same). Both texts are Alipay's bytes; nothing is re-encoded.
 pub fn answer_signature_verifies(raw: &str, sign: &str, alipay_public_key: &RsaVerifier) -> bool {
-    alipay_public_key.verify_b64(raw.as_bytes(), sign) || (raw.contains("\\/") && alipay_public_key.verify_b64(raw.replace("\\/", "/").as_bytes(), sign))
+    alipay_public_key.verify_b64(raw.as_bytes(), sign)
+        || (raw.contains("\\/")
+            && alipay_public_key.verify_b64(raw.replace("\\/", "/").as_bytes(), sign))
 }
 
 /// The code of a verified `*_response` object (table rows ALI-*-10000/20000/40004…).
@@ -125,16 +170,28 @@ pub fn read_code(body: Value) -> Result<Value, ChannelError> {
         // system error (`ACQ.SYSTEM_ERROR`, `aop.ACQ.SYSTEM_ERROR`, `isp.*`): Alipay's answer
         // is "retry with the same parameters" — the outcome is unknown.
         Some("20000") => Err(ChannelError::Ambiguous(format!("20000: {sub_code}"))),
-        _ if is_system_error(&sub_code) => Err(ChannelError::Ambiguous(format!("{sub_code}: retry with the same parameters"))),
+        _ if is_system_error(&sub_code) => Err(ChannelError::Ambiguous(format!(
+            "{sub_code}: retry with the same parameters"
+        ))),
         // A business failure we have no row for: unknown (ALI-ALL-UNKNOWN), never a refusal.
-        Some("40004") if !KNOWN_SUB_CODES.contains(&sub_code.as_str()) => Err(ChannelError::Ambiguous(format!("undocumented sub_code {sub_code}"))),
+        Some("40004") if !KNOWN_SUB_CODES.contains(&sub_code.as_str()) => Err(
+            ChannelError::Ambiguous(format!("undocumented sub_code {sub_code}")),
+        ),
         // 20001 / 40001 / 40002 / 40006 (auth, missing, invalid, permission) and the known
         // business failures: definitive.
-        Some(code @ ("20001" | "40001" | "40002" | "40004" | "40006")) => Err(ChannelError::Refused {
-            code: if sub_code.is_empty() { code } else { &sub_code }.into(),
-            message: body["sub_msg"].as_str().or(body["msg"].as_str()).unwrap_or_default().into(),
-        }),
-        Some(other) => Err(ChannelError::Ambiguous(format!("undocumented code {other}"))),
+        Some(code @ ("20001" | "40001" | "40002" | "40004" | "40006")) => {
+            Err(ChannelError::Refused {
+                code: if sub_code.is_empty() { code } else { &sub_code }.into(),
+                message: body["sub_msg"]
+                    .as_str()
+                    .or(body["msg"].as_str())
+                    .unwrap_or_default()
+                    .into(),
+            })
+        }
+        Some(other) => Err(ChannelError::Ambiguous(format!(
+            "undocumented code {other}"
+        ))),
         None => Err(ChannelError::Ambiguous("answer without code".into())),
     }
 }
@@ -144,8 +201,16 @@ pub fn read_code(body: Value) -> Result<Value, ChannelError> {
 /// they mean the trade moved, and a query tells how.
 pub fn precreate_outcome(answer: Result<Value, ChannelError>) -> Result<String, ChannelError> {
     match answer {
-        Ok(b) => b["qr_code"].as_str().map(str::to_owned).ok_or_else(|| ChannelError::Ambiguous("precreate without qr_code".into())),
-        Err(ChannelError::Refused { code, .. }) if matches!(code.as_str(), "ACQ.TRADE_HAS_SUCCESS" | "ACQ.TRADE_HAS_CLOSE" | "ACQ.CONTEXT_INCONSISTENT") => {
+        Ok(b) => b["qr_code"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| ChannelError::Ambiguous("precreate without qr_code".into())),
+        Err(ChannelError::Refused { code, .. })
+            if matches!(
+                code.as_str(),
+                "ACQ.TRADE_HAS_SUCCESS" | "ACQ.TRADE_HAS_CLOSE" | "ACQ.CONTEXT_INCONSISTENT"
+            ) =>
+        {
             Err(ChannelError::Ambiguous(format!("{code}: query the trade")))
         }
         Err(e) => Err(e),
@@ -160,7 +225,10 @@ pub fn precreate_outcome(answer: Result<Value, ChannelError>) -> Result<String, 
 /// have its documented form: no field twice, `notify_type` exactly `trade_status_sync`,
 /// `out_trade_no` of payonce's form (32 lower-case hex), `app_id` ours, amounts decimal, a
 /// documented `trade_status`. Unknown extra fields are allowed.
-pub fn read_notification(params: &[(String, String)], app_id: &str) -> Result<Notification, NotifyError> {
+pub fn read_notification(
+    params: &[(String, String)],
+    app_id: &str,
+) -> Result<Notification, NotifyError> {
     let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let bad = |m: String| Err(NotifyError::Malformed(m));
     let mut seen = std::collections::BTreeSet::new();
@@ -174,34 +242,80 @@ pub fn read_notification(params: &[(String, String)], app_id: &str) -> Result<No
         return bad("notify_type is not trade_status_sync".into());
     }
     let no = get("out_trade_no").unwrap_or_default();
-    if no.len() != 32 || !no.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if no.len() != 32
+        || !no
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return bad("out_trade_no is not of payonce's form".into());
     }
-    for k in ["total_amount", "receipt_amount", "buyer_pay_amount", "invoice_amount", "point_amount", "refund_fee", "send_back_fee"] {
+    for k in [
+        "total_amount",
+        "receipt_amount",
+        "buyer_pay_amount",
+        "invoice_amount",
+        "point_amount",
+        "refund_fee",
+        "send_back_fee",
+    ] {
         if let Some(v) = get(k)
             && yuan_to_fen(v).is_none()
         {
             return bad(format!("{k} is not a decimal amount"));
         }
     }
-    if !matches!(get("trade_status"), Some("TRADE_SUCCESS" | "TRADE_FINISHED" | "TRADE_CLOSED" | "WAIT_BUYER_PAY")) {
+    if !matches!(
+        get("trade_status"),
+        Some("TRADE_SUCCESS" | "TRADE_FINISHED" | "TRADE_CLOSED" | "WAIT_BUYER_PAY")
+    ) {
         return bad("undocumented trade_status".into());
     }
-    let event_id = get("notify_id").ok_or_else(|| NotifyError::Malformed("no notify_id".into()))?.to_owned();
-    let out_trade_no = get("out_trade_no").ok_or_else(|| NotifyError::Malformed("no out_trade_no".into()))?.to_owned();
-    let state = trade_state(get("trade_status").unwrap_or_default(), get("total_amount").unwrap_or_default(), get("trade_no"), get("gmt_payment"))
-        .map_err(|e| NotifyError::Malformed(e.to_string()))?;
-    Ok(Notification { event_id, out_trade_no, state, refund: None, content: None })
+    let event_id = get("notify_id")
+        .ok_or_else(|| NotifyError::Malformed("no notify_id".into()))?
+        .to_owned();
+    let out_trade_no = get("out_trade_no")
+        .ok_or_else(|| NotifyError::Malformed("no out_trade_no".into()))?
+        .to_owned();
+    let state = trade_state(
+        get("trade_status").unwrap_or_default(),
+        get("total_amount").unwrap_or_default(),
+        get("trade_no"),
+        get("gmt_payment"),
+    )
+    .map_err(|e| NotifyError::Malformed(e.to_string()))?;
+    Ok(Notification {
+        event_id,
+        out_trade_no,
+        state,
+        refund: None,
+        content: None,
+    })
 }
 
 /// Business-failure sub-codes the answer tables document as definitive (docs/channels.md);
 /// any other sub-code of a 40004 is unknown, never a refusal.
 const KNOWN_SUB_CODES: &[&str] = &[
-    "ACQ.TRADE_NOT_EXIST", "ACQ.TRADE_STATUS_ERROR", "ACQ.TRADE_HAS_SUCCESS", "ACQ.TRADE_HAS_CLOSE", "ACQ.CONTEXT_INCONSISTENT",
-    "ACQ.INVALID_PARAMETER", "ACQ.ACCESS_FORBIDDEN", "ACQ.PARTNER_ERROR", "ACQ.SELLER_BEEN_BLOCKED", "ACQ.TOTAL_FEE_EXCEED",
-    "ACQ.EXIST_FORBIDDEN_WORD", "ACQ.REASON_ILLEGAL_STATUS", "ACQ.REASON_TRADE_STATUS_INVALID", "ACQ.SELLER_BALANCE_NOT_ENOUGH",
-    "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "ACQ.REASON_TRADE_BEEN_FREEZEN", "ACQ.TRADE_HAS_FINISHED", "ACQ.TRADE_NOT_ALLOW_REFUND",
-    "ACQ.REASON_TRADE_REFUND_FEE_ERR", "ACQ.DISCORDANT_REPEAT_REQUEST", "ACQ.REFUND_CHARGE_ERROR",
+    "ACQ.TRADE_NOT_EXIST",
+    "ACQ.TRADE_STATUS_ERROR",
+    "ACQ.TRADE_HAS_SUCCESS",
+    "ACQ.TRADE_HAS_CLOSE",
+    "ACQ.CONTEXT_INCONSISTENT",
+    "ACQ.INVALID_PARAMETER",
+    "ACQ.ACCESS_FORBIDDEN",
+    "ACQ.PARTNER_ERROR",
+    "ACQ.SELLER_BEEN_BLOCKED",
+    "ACQ.TOTAL_FEE_EXCEED",
+    "ACQ.EXIST_FORBIDDEN_WORD",
+    "ACQ.REASON_ILLEGAL_STATUS",
+    "ACQ.REASON_TRADE_STATUS_INVALID",
+    "ACQ.SELLER_BALANCE_NOT_ENOUGH",
+    "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL",
+    "ACQ.REASON_TRADE_BEEN_FREEZEN",
+    "ACQ.TRADE_HAS_FINISHED",
+    "ACQ.TRADE_NOT_ALLOW_REFUND",
+    "ACQ.REASON_TRADE_REFUND_FEE_ERR",
+    "ACQ.DISCORDANT_REPEAT_REQUEST",
+    "ACQ.REFUND_CHARGE_ERROR",
 ];
 
 /// What a `alipay.trade.query` answer says (ALI-Q-*).
@@ -214,7 +328,9 @@ pub fn query_outcome(answer: Result<Value, ChannelError>) -> Result<TradeState, 
             b["send_pay_date"].as_str(),
         ),
         // An unscanned precreate: no trade yet. Not a failure — the QR is still payable.
-        Err(ChannelError::Refused { code, .. }) if code == TRADE_NOT_EXIST => Ok(TradeState::Absent),
+        Err(ChannelError::Refused { code, .. }) if code == TRADE_NOT_EXIST => {
+            Ok(TradeState::Absent)
+        }
         Err(e) => Err(e),
     }
 }
@@ -223,11 +339,18 @@ pub fn query_outcome(answer: Result<Value, ChannelError>) -> Result<TradeState, 
 pub fn close_outcome(answer: Result<Value, ChannelError>) -> Result<CloseAnswer, ChannelError> {
     match answer {
         Ok(_) => Ok(CloseAnswer::Closed),
-        Err(ChannelError::Refused { code, .. }) if code == TRADE_NOT_EXIST => Ok(CloseAnswer::Absent),
+        Err(ChannelError::Refused { code, .. }) if code == TRADE_NOT_EXIST => {
+            Ok(CloseAnswer::Absent)
+        }
         // Closing a trade that is not waiting for payment (paid, or closed already): the caller
         // queries to learn which.
         Err(ChannelError::Refused { code, .. })
-            if matches!(code.as_str(), "ACQ.TRADE_STATUS_ERROR" | "ACQ.REASON_ILLEGAL_STATUS" | "ACQ.REASON_TRADE_STATUS_INVALID") =>
+            if matches!(
+                code.as_str(),
+                "ACQ.TRADE_STATUS_ERROR"
+                    | "ACQ.REASON_ILLEGAL_STATUS"
+                    | "ACQ.REASON_TRADE_STATUS_INVALID"
+            ) =>
         {
             Ok(CloseAnswer::AlreadyPaid)
         }
@@ -248,18 +371,25 @@ pub fn refund_outcome(answer: Result<Value, ChannelError>) -> Result<RefundState
         Err(ChannelError::Refused { code, .. })
             if matches!(
                 code.as_str(),
-                "ACQ.DISCORDANT_REPEAT_REQUEST" | "ACQ.TRADE_NOT_EXIST" | "ACQ.TRADE_STATUS_ERROR" | "ACQ.REFUND_CHARGE_ERROR"
+                "ACQ.DISCORDANT_REPEAT_REQUEST"
+                    | "ACQ.TRADE_NOT_EXIST"
+                    | "ACQ.TRADE_STATUS_ERROR"
+                    | "ACQ.REFUND_CHARGE_ERROR"
             ) =>
         {
             Err(ChannelError::Ambiguous(format!("{code}: query the refund")))
         }
-        Err(ChannelError::Refused { code, message }) => Ok(RefundState::Failed(format!("{code}: {message}"))),
+        Err(ChannelError::Refused { code, message }) => {
+            Ok(RefundState::Failed(format!("{code}: {message}")))
+        }
         Err(e) => Err(e),
     }
 }
 
 /// What a `alipay.trade.fastpay.refund.query` answer says (ALI-RQ-*).
-pub fn refund_query_outcome(answer: Result<Value, ChannelError>) -> Result<RefundState, ChannelError> {
+pub fn refund_query_outcome(
+    answer: Result<Value, ChannelError>,
+) -> Result<RefundState, ChannelError> {
     let b = answer?;
     Ok(match b["refund_status"].as_str() {
         Some("REFUND_SUCCESS") => RefundState::Succeeded,
@@ -267,7 +397,11 @@ pub fn refund_query_outcome(answer: Result<Value, ChannelError>) -> Result<Refun
         // come before the success. Asking again under the SAME out_request_no settles it
         // safely either way (a refund already made answers fund_change N).
         None => RefundState::Absent,
-        Some(other) => return Err(ChannelError::Ambiguous(format!("undocumented refund_status {other}"))),
+        Some(other) => {
+            return Err(ChannelError::Ambiguous(format!(
+                "undocumented refund_status {other}"
+            )));
+        }
     })
 }
 
@@ -281,23 +415,36 @@ pub fn alipay_text(s: &str) -> String {
 
 /// Sub-codes Alipay documents as "system busy, call again with the same parameters".
 pub fn is_system_error(sub_code: &str) -> bool {
-    sub_code.ends_with("SYSTEM_ERROR") || sub_code.starts_with("isp.") || sub_code == "ACQ.CONTEXT_INCONSISTENT_RETRY"
+    sub_code.ends_with("SYSTEM_ERROR")
+        || sub_code.starts_with("isp.")
+        || sub_code == "ACQ.CONTEXT_INCONSISTENT_RETRY"
 }
 
 /// The longest an Alipay QR code is ever valid, whatever was asked (Alipay: 2 hours).
 pub const QR_MAX_LIFE_MS: i64 = 2 * 3_600_000;
 
-fn trade_state(status: &str, total_amount: &str, trade_no: Option<&str>, paid_at: Option<&str>) -> Result<TradeState, ChannelError> {
+fn trade_state(
+    status: &str,
+    total_amount: &str,
+    trade_no: Option<&str>,
+    paid_at: Option<&str>,
+) -> Result<TradeState, ChannelError> {
     Ok(match status {
         "TRADE_SUCCESS" | "TRADE_FINISHED" => TradeState::Paid {
-            amount: yuan_to_fen(total_amount).ok_or_else(|| ChannelError::Ambiguous(format!("bad total_amount {total_amount}")))?,
+            amount: yuan_to_fen(total_amount).ok_or_else(|| {
+                ChannelError::Ambiguous(format!("bad total_amount {total_amount}"))
+            })?,
             channel_trade_no: trade_no.map(str::to_owned),
             paid_at: Timestamp(paid_at.and_then(protocol::parse_beijing_time).unwrap_or(0)),
         },
         "WAIT_BUYER_PAY" => TradeState::Unpaid,
         // Unpaid and closed, or fully refunded after payment: a succeeded attempt stays succeeded.
         "TRADE_CLOSED" => TradeState::Closed,
-        other => return Err(ChannelError::Ambiguous(format!("unknown trade_status {other}"))),
+        other => {
+            return Err(ChannelError::Ambiguous(format!(
+                "unknown trade_status {other}"
+            )));
+        }
     })
 }
 
@@ -321,11 +468,19 @@ pub fn precreate_lifetimes(requested_at: i64, expires_at: i64, sent_at: i64) -> 
     let left = (expires_at - requested_at).max(0);
     let qr_minutes = ((left + 59_999) / 60_000).clamp(1, QR_MAX_LIFE_MS / 60_000);
     let qr_ms = qr_minutes * 60_000;
-    let valid_until = expires_at.min(sent_at + qr_ms).min(sent_at + QR_MAX_LIFE_MS);
+    let valid_until = expires_at
+        .min(sent_at + qr_ms)
+        .min(sent_at + QR_MAX_LIFE_MS);
     // Scanned at the last valid moment, with the QR timer counted from the scan; or time_expire
     // ignored and the code's 2-hour life honoured.
-    let payable_until = expires_at.max(sent_at + QR_MAX_LIFE_MS).max(valid_until + qr_ms);
-    QrLifetimes { qr_minutes, valid_until, payable_until }
+    let payable_until = expires_at
+        .max(sent_at + QR_MAX_LIFE_MS)
+        .max(valid_until + qr_ms);
+    QrLifetimes {
+        qr_minutes,
+        valid_until,
+        payable_until,
+    }
 }
 
 #[async_trait]
@@ -348,7 +503,10 @@ impl Channel for AlipayClient {
             "time_expire": beijing_time(req.expires_at.0),
             "qr_code_timeout_express": format!("{}m", plan.qr_minutes),
         });
-        let qr = precreate_outcome(self.call("alipay.trade.precreate", biz, Some(&req.notify_url)).await)?;
+        let qr = precreate_outcome(
+            self.call("alipay.trade.precreate", biz, Some(&req.notify_url))
+                .await,
+        )?;
         Ok(Prepaid {
             credential: serde_json::json!({ "qr_code": qr }),
             // Handed out until the earliest end; refreshed past it while the order is open.
@@ -359,14 +517,31 @@ impl Channel for AlipayClient {
     }
 
     async fn query(&self, order: &ChannelOrderRef) -> Result<TradeState, ChannelError> {
-        query_outcome(self.call("alipay.trade.query", serde_json::json!({ "out_trade_no": order.out_trade_no }), None).await)
+        query_outcome(
+            self.call(
+                "alipay.trade.query",
+                serde_json::json!({ "out_trade_no": order.out_trade_no }),
+                None,
+            )
+            .await,
+        )
     }
 
     async fn close(&self, order: &ChannelOrderRef) -> Result<CloseAnswer, ChannelError> {
-        close_outcome(self.call("alipay.trade.close", serde_json::json!({ "out_trade_no": order.out_trade_no }), None).await)
+        close_outcome(
+            self.call(
+                "alipay.trade.close",
+                serde_json::json!({ "out_trade_no": order.out_trade_no }),
+                None,
+            )
+            .await,
+        )
     }
 
-    async fn refund(&self, req: &RefundRequest) -> Result<(RefundState, Option<String>), ChannelError> {
+    async fn refund(
+        &self,
+        req: &RefundRequest,
+    ) -> Result<(RefundState, Option<String>), ChannelError> {
         // out_request_no is always sent: without it Alipay treats every call as "the" refund of
         // the trade, and partial refunds cannot be told apart or retried safely.
         let biz = serde_json::json!({
@@ -375,36 +550,67 @@ impl Channel for AlipayClient {
             "out_request_no": req.out_refund_no,
             "refund_reason": req.reason.clone().unwrap_or_default(),
         });
-        Ok((refund_outcome(self.call("alipay.trade.refund", biz, None).await)?, None))
+        Ok((
+            refund_outcome(self.call("alipay.trade.refund", biz, None).await)?,
+            None,
+        ))
     }
 
     async fn refund_query(&self, r: &RefundRef) -> Result<RefundState, ChannelError> {
         let biz = serde_json::json!({ "out_trade_no": r.order.out_trade_no, "out_request_no": r.out_refund_no });
-        refund_query_outcome(self.call("alipay.trade.fastpay.refund.query", biz, None).await)
+        refund_query_outcome(
+            self.call("alipay.trade.fastpay.refund.query", biz, None)
+                .await,
+        )
     }
 
     /// `alipay.data.dataservice.bill.downloadurl.query` (`bill_type=trade`), then the download:
     /// a zip whose integrity is its own (CRCs, and the summary file's totals checked on reading).
     async fn download_bill(&self, date: &str) -> Result<crate::bill::BillDownload, ChannelError> {
         let method = "alipay.data.dataservice.bill.downloadurl.query";
-        let answer = self.call_signed(method, serde_json::json!({"bill_type": "trade", "bill_date": date}), None).await?;
+        let answer = self
+            .call_signed(
+                method,
+                serde_json::json!({"bill_type": "trade", "bill_date": date}),
+                None,
+            )
+            .await?;
         // 账单不存在 (40004 isp.bill_not_exist): no trade that day. Read before `read_code`,
         // which takes every `isp.*` for a system error to retry.
         if answer["sub_code"].as_str() == Some("isp.bill_not_exist") {
-            return Ok(crate::bill::BillDownload::NoBill { code: "isp.bill_not_exist".into() });
+            return Ok(crate::bill::BillDownload::NoBill {
+                code: "isp.bill_not_exist".into(),
+            });
         }
         let b = read_code(answer)?;
-        let url = b["bill_download_url"].as_str().ok_or_else(|| ChannelError::Ambiguous("no bill_download_url".into()))?;
-        let bytes = self.http.get(url).send().await.map_err(classify_transport)?.bytes().await.map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
-        Ok(crate::bill::BillDownload::Bill(crate::bill::DownloadedBill {
-            merchant_account: self.keys.app_id.clone(),
-            bill_type: "trade".into(),
-            format: crate::bill::BillFormat::AlipayZip,
-            content: bytes.to_vec(),
-        }))
+        let url = b["bill_download_url"]
+            .as_str()
+            .ok_or_else(|| ChannelError::Ambiguous("no bill_download_url".into()))?;
+        let bytes = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(classify_transport)?
+            .bytes()
+            .await
+            .map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
+        Ok(crate::bill::BillDownload::Bill(
+            crate::bill::DownloadedBill {
+                merchant_account: self.keys.app_id.clone(),
+                bill_type: "trade".into(),
+                format: crate::bill::BillFormat::AlipayZip,
+                content: bytes.to_vec(),
+            },
+        ))
     }
 
-    fn verify_notification(&self, _headers: &HeaderMap, body: &[u8], _now: Timestamp) -> Result<Notification, NotifyError> {
+    fn verify_notification(
+        &self,
+        _headers: &HeaderMap,
+        body: &[u8],
+        _now: Timestamp,
+    ) -> Result<Notification, NotifyError> {
         let params = protocol::parse_form(body);
         if params.is_empty() {
             return Err(NotifyError::Malformed("empty form".into()));
@@ -416,12 +622,20 @@ impl Channel for AlipayClient {
     }
 
     fn notify_ack(&self) -> NotifyReply {
-        NotifyReply { status: 200, content_type: "text/plain", body: "success".into() }
+        NotifyReply {
+            status: 200,
+            content_type: "text/plain",
+            body: "success".into(),
+        }
     }
 
     fn notify_nack(&self, _reason: &str) -> NotifyReply {
         // Anything but the literal `success` makes Alipay retry.
-        NotifyReply { status: 400, content_type: "text/plain", body: "fail".into() }
+        NotifyReply {
+            status: 400,
+            content_type: "text/plain",
+            body: "fail".into(),
+        }
     }
 }
 
@@ -446,9 +660,15 @@ mod tests {
         assert_eq!(verified.unwrap()["qr_code"], "https://qr.alipay.com/bax1");
         // The retry unescapes only `\/`: any other change still fails.
         let other = body.replacen("A1", "A2", 1);
-        assert!(matches!(verify_answer(&other, "alipay.trade.query", &alipay.verifier()), Err(ChannelError::Ambiguous(_))));
+        assert!(matches!(
+            verify_answer(&other, "alipay.trade.query", &alipay.verifier()),
+            Err(ChannelError::Ambiguous(_))
+        ));
         // And without any `\/` there is no second try to make.
-        let wrong = format!(r#"{{"alipay_trade_query_response":{inner},"sign":"{}"}}"#, alipay.sign_b64(b"something else"));
+        let wrong = format!(
+            r#"{{"alipay_trade_query_response":{inner},"sign":"{}"}}"#,
+            alipay.sign_b64(b"something else")
+        );
         assert!(verify_answer(&wrong, "alipay.trade.query", &alipay.verifier()).is_err());
     }
 

@@ -7,6 +7,7 @@ mod client;
 pub mod protocol;
 
 pub use client::{
-    AlipayClient, AlipayKeys, QR_MAX_LIFE_MS, QrLifetimes, alipay_text, close_outcome, precreate_lifetimes, precreate_outcome, query_outcome, read_code, read_notification, refund_outcome, refund_query_outcome,
-    verify_answer,
+    AlipayClient, AlipayKeys, QR_MAX_LIFE_MS, QrLifetimes, alipay_text, close_outcome,
+    precreate_lifetimes, precreate_outcome, query_outcome, read_code, read_notification,
+    refund_outcome, refund_query_outcome, verify_answer,
 };

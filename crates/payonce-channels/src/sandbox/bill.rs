@@ -5,7 +5,8 @@
 use crate::{Statement, StatementKind, StatementLine};
 
 pub fn parse(bytes: &[u8]) -> Result<Statement, String> {
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(bytes).map_err(|e| format!("not a sandbox statement: {e}"))?;
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(bytes).map_err(|e| format!("not a sandbox statement: {e}"))?;
     let mut out = Statement::default();
     for r in rows {
         let text = |k: &str| r[k].as_str().map(str::to_owned);
@@ -17,7 +18,10 @@ pub fn parse(bytes: &[u8]) -> Result<Statement, String> {
                 continue;
             }
         };
-        let amount = r["amount"].as_i64().filter(|a| *a > 0).ok_or_else(|| format!("bad amount in {r}"))?;
+        let amount = r["amount"]
+            .as_i64()
+            .filter(|a| *a > 0)
+            .ok_or_else(|| format!("bad amount in {r}"))?;
         let out_refund_no = text("out_refund_no");
         if kind == StatementKind::Refund && out_refund_no.is_none() {
             return Err(format!("refund row without out_refund_no: {r}"));

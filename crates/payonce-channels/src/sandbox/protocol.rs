@@ -39,7 +39,9 @@ pub fn verify(
     body: &[u8],
     now_secs: i64,
 ) -> Result<(), VerifyError> {
-    let (Some(ts), Some(sig)) = (ts_header, sig_header) else { return Err(VerifyError::Missing) };
+    let (Some(ts), Some(sig)) = (ts_header, sig_header) else {
+        return Err(VerifyError::Missing);
+    };
     let ts: i64 = ts.parse().map_err(|_| VerifyError::Bad)?;
     let sig = sig.strip_prefix("v1=").ok_or(VerifyError::Bad)?;
     let sig = hex::decode(sig).map_err(|_| VerifyError::Bad)?;
@@ -119,12 +121,38 @@ mod tests {
     fn sign_verify_round_trip_and_tamper() {
         let key = SecretBytes::random32();
         let sig = sign(&key, 1000, "POST", "/x", b"{}");
-        assert_eq!(verify(&key, Some("1000"), Some(&sig), "POST", "/x", b"{}", 1000), Ok(()));
-        assert_eq!(verify(&key, Some("1000"), Some(&sig), "POST", "/x", b"{ }", 1000), Err(VerifyError::Bad));
-        assert_eq!(verify(&key, Some("1001"), Some(&sig), "POST", "/x", b"{}", 1000), Err(VerifyError::Bad));
-        assert_eq!(verify(&key, Some("1000"), Some(&sig), "POST", "/x", b"{}", 1000 + 301), Err(VerifyError::Stale));
+        assert_eq!(
+            verify(&key, Some("1000"), Some(&sig), "POST", "/x", b"{}", 1000),
+            Ok(())
+        );
+        assert_eq!(
+            verify(&key, Some("1000"), Some(&sig), "POST", "/x", b"{ }", 1000),
+            Err(VerifyError::Bad)
+        );
+        assert_eq!(
+            verify(&key, Some("1001"), Some(&sig), "POST", "/x", b"{}", 1000),
+            Err(VerifyError::Bad)
+        );
+        assert_eq!(
+            verify(
+                &key,
+                Some("1000"),
+                Some(&sig),
+                "POST",
+                "/x",
+                b"{}",
+                1000 + 301
+            ),
+            Err(VerifyError::Stale)
+        );
         let other = SecretBytes::random32();
-        assert_eq!(verify(&other, Some("1000"), Some(&sig), "POST", "/x", b"{}", 1000), Err(VerifyError::Bad));
-        assert_eq!(verify(&key, None, Some(&sig), "POST", "/x", b"{}", 1000), Err(VerifyError::Missing));
+        assert_eq!(
+            verify(&other, Some("1000"), Some(&sig), "POST", "/x", b"{}", 1000),
+            Err(VerifyError::Bad)
+        );
+        assert_eq!(
+            verify(&key, None, Some(&sig), "POST", "/x", b"{}", 1000),
+            Err(VerifyError::Missing)
+        );
     }
 }

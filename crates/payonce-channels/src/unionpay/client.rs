@@ -3,8 +3,8 @@
 use super::protocol::{self, get, txn_time};
 use crate::crypto::{Certificate, RsaSigner};
 use crate::{
-    Channel, ChannelError, ChannelOrderRef, CloseAnswer, Notification, NotifyError, NotifyReply, PrepayRequest, Prepaid,
-    TradeState, classify_transport,
+    Channel, ChannelError, ChannelOrderRef, CloseAnswer, Notification, NotifyError, NotifyReply,
+    Prepaid, PrepayRequest, TradeState, classify_transport,
 };
 use crate::{RefundRef, RefundRequest, RefundState, SharedClock};
 use async_trait::async_trait;
@@ -37,8 +37,20 @@ fn p(k: &str, v: impl Into<String>) -> (String, String) {
 }
 
 impl UnionpayClient {
-    pub fn new(gateway: String, file_transfer: String, keys: UnionpayKeys, http: reqwest::Client, clock: SharedClock) -> Self {
-        UnionpayClient { gateway: gateway.trim_end_matches('/').to_owned(), file_transfer: file_transfer.trim_end_matches('/').to_owned(), keys, http, clock }
+    pub fn new(
+        gateway: String,
+        file_transfer: String,
+        keys: UnionpayKeys,
+        http: reqwest::Client,
+        clock: SharedClock,
+    ) -> Self {
+        UnionpayClient {
+            gateway: gateway.trim_end_matches('/').to_owned(),
+            file_transfer: file_transfer.trim_end_matches('/').to_owned(),
+            keys,
+            http,
+            clock,
+        }
     }
 
     fn now_ms(&self) -> i64 {
@@ -47,7 +59,11 @@ impl UnionpayClient {
 
     /// The fields every request to UnionPay starts with, for one transaction type
     /// (`txnType`, `txnSubType`, `bizType`) and its `orderId`.
-    fn head(&self, (txn_type, txn_sub_type, biz_type): (&str, &str, &str), order_id: &str) -> Vec<(String, String)> {
+    fn head(
+        &self,
+        (txn_type, txn_sub_type, biz_type): (&str, &str, &str),
+        order_id: &str,
+    ) -> Vec<(String, String)> {
         vec![
             p("version", protocol::VERSION),
             p("encoding", "UTF-8"),
@@ -70,40 +86,68 @@ impl UnionpayClient {
     }
 
     /// Posts a signed form; returns UnionPay's answer once its certificate and signature check out.
-    async fn post(&self, path: &str, params: &[(String, String)]) -> Result<Vec<(String, String)>, ChannelError> {
+    async fn post(
+        &self,
+        path: &str,
+        params: &[(String, String)],
+    ) -> Result<Vec<(String, String)>, ChannelError> {
         self.post_to(&self.gateway, path, params).await
     }
 
-    async fn post_to(&self, host: &str, path: &str, params: &[(String, String)]) -> Result<Vec<(String, String)>, ChannelError> {
+    async fn post_to(
+        &self,
+        host: &str,
+        path: &str,
+        params: &[(String, String)],
+    ) -> Result<Vec<(String, String)>, ChannelError> {
         let resp = self
             .http
             .post(format!("{host}{path}"))
-            .header("content-type", "application/x-www-form-urlencoded;charset=UTF-8")
+            .header(
+                "content-type",
+                "application/x-www-form-urlencoded;charset=UTF-8",
+            )
             .body(crate::form::encode(params))
             .send()
             .await
             .map_err(classify_transport)?;
         if !resp.status().is_success() {
-            return Err(ChannelError::Ambiguous(format!("gateway answered {}", resp.status())));
+            return Err(ChannelError::Ambiguous(format!(
+                "gateway answered {}",
+                resp.status()
+            )));
         }
-        let body = resp.bytes().await.map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
         // Synchronous answers are raw `k=v&…`, never url-decoded (see `protocol::parse_answer`).
-        let answer = protocol::parse_answer(&body).map_err(|e| ChannelError::Ambiguous(format!("unparseable answer: {e}")))?;
-        self.verify_message(&answer).map_err(|e| ChannelError::Ambiguous(format!("answer not trusted: {e}")))?;
+        let answer = protocol::parse_answer(&body)
+            .map_err(|e| ChannelError::Ambiguous(format!("unparseable answer: {e}")))?;
+        self.verify_message(&answer)
+            .map_err(|e| ChannelError::Ambiguous(format!("answer not trusted: {e}")))?;
         Ok(answer)
     }
 
     /// `queryTrans.do` for one transaction (a consume or a refund), named by orderId + txnTime.
-    async fn query_trans(&self, order: &ChannelOrderRef) -> Result<Vec<(String, String)>, ChannelError> {
+    async fn query_trans(
+        &self,
+        order: &ChannelOrderRef,
+    ) -> Result<Vec<(String, String)>, ChannelError> {
         let Some(txn) = order.channel_data.clone() else {
-            return Err(ChannelError::Refused { code: "NO_TXN_TIME".into(), message: "the original txnTime was not stored".into() });
+            return Err(ChannelError::Refused {
+                code: "NO_TXN_TIME".into(),
+                message: "the original txnTime was not stored".into(),
+            });
         };
         let mut fields = self.head(("00", "00", "000000"), &order.out_trade_no);
         fields.push(p("txnTime", txn));
         let params = self.signed(fields);
         let answer = self.post("/gateway/api/queryTrans.do", &params).await?;
         if get(&answer, "orderId").is_some_and(|o| o != order.out_trade_no) {
-            return Err(ChannelError::Ambiguous("query answer about another transaction".into()));
+            return Err(ChannelError::Ambiguous(
+                "query answer about another transaction".into(),
+            ));
         }
         Ok(answer)
     }
@@ -111,9 +155,17 @@ impl UnionpayClient {
     /// Verifies a message from UnionPay (answer or notification): certificate chain, then
     /// signature, then that it is about our merchant.
     fn verify_message(&self, params: &[(String, String)]) -> Result<(), NotifyError> {
-        verify_unionpay_message(params, &self.keys.root, self.keys.middle.as_ref(), self.now_ms() / 1000, self.keys.accept_test_owner)?;
+        verify_unionpay_message(
+            params,
+            &self.keys.root,
+            self.keys.middle.as_ref(),
+            self.now_ms() / 1000,
+            self.keys.accept_test_owner,
+        )?;
         if get(params, "merId") != Some(self.keys.mer_id.as_str()) {
-            return Err(NotifyError::Malformed("message for another merchant".into()));
+            return Err(NotifyError::Malformed(
+                "message for another merchant".into(),
+            ));
         }
         Ok(())
     }
@@ -128,11 +180,14 @@ pub fn verify_unionpay_message(
     now_secs: i64,
     accept_test_owner: bool,
 ) -> Result<Certificate, NotifyError> {
-    let cert = protocol::trusted_signer(params, root, middle, now_secs, accept_test_owner).map_err(|e| match e {
-        protocol::CertError::Missing | protocol::CertError::Unparseable => NotifyError::Malformed(format!("signPubKeyCert: {e:?}")),
-        protocol::CertError::Untrusted => NotifyError::UnknownKey,
-        protocol::CertError::NotUnionpay => NotifyError::UnknownKey,
-    })?;
+    let cert = protocol::trusted_signer(params, root, middle, now_secs, accept_test_owner)
+        .map_err(|e| match e {
+            protocol::CertError::Missing | protocol::CertError::Unparseable => {
+                NotifyError::Malformed(format!("signPubKeyCert: {e:?}"))
+            }
+            protocol::CertError::Untrusted => NotifyError::UnknownKey,
+            protocol::CertError::NotUnionpay => NotifyError::UnknownKey,
+        })?;
     if !protocol::verify(&cert.verifier, params) {
         return Err(NotifyError::BadSignature);
     }
@@ -145,14 +200,24 @@ pub fn consume_state(answer: &[(String, String)]) -> Result<TradeState, ChannelE
     match get(answer, "respCode").unwrap_or_default() {
         "00" => match get(answer, "origRespCode").unwrap_or_default() {
             "00" | "A6" => Ok(TradeState::Paid {
-                amount: get(answer, "txnAmt").and_then(|a| a.parse().ok()).ok_or_else(|| ChannelError::Ambiguous("no txnAmt".into()))?,
+                amount: get(answer, "txnAmt")
+                    .and_then(|a| a.parse().ok())
+                    .ok_or_else(|| ChannelError::Ambiguous("no txnAmt".into()))?,
                 channel_trade_no: get(answer, "queryId").map(str::to_owned),
-                paid_at: Timestamp(get(answer, "txnTime").and_then(protocol::parse_txn_time).unwrap_or(0)),
+                paid_at: Timestamp(
+                    get(answer, "txnTime")
+                        .and_then(protocol::parse_txn_time)
+                        .unwrap_or(0),
+                ),
             }),
             // Being processed (03 timeout, 04 status unknown, 05 processing): ask again later.
-            "03" | "04" | "05" => Err(ChannelError::Ambiguous("the consume is still being processed".into())),
+            "03" | "04" | "05" => Err(ChannelError::Ambiguous(
+                "the consume is still being processed".into(),
+            )),
             // Missing: the query answer does not say; never guess.
-            "" => Err(ChannelError::Ambiguous("query answer without origRespCode".into())),
+            "" => Err(ChannelError::Ambiguous(
+                "query answer without origRespCode".into(),
+            )),
             // A failed try: the payer may try again on the same form until payTimeout, so the
             // channel order is not paid YET. Past payTimeout the close (a last query) ends it.
             _ => Ok(TradeState::Unpaid),
@@ -161,11 +226,17 @@ pub fn consume_state(answer: &[(String, String)]) -> Result<TradeState, ChannelE
         // not paid yet, watched until payTimeout — never "failed".
         "34" => Ok(TradeState::Absent),
         // 03 timeout / 04 unknown / 05 processing, or any code not documented for queryTrans.
-        "03" | "04" | "05" => Err(ChannelError::Ambiguous("UnionPay asks to query again".into())),
-        other @ ("01" | "02" | "06" | "10" | "11" | "12" | "13" | "14" | "30" | "31" | "32" | "33" | "35" | "36" | "37" | "38" | "39") => {
-            Err(ChannelError::Refused { code: other.into(), message: get(answer, "respMsg").unwrap_or_default().into() })
-        }
-        other => Err(ChannelError::Ambiguous(format!("undocumented respCode {other}"))),
+        "03" | "04" | "05" => Err(ChannelError::Ambiguous(
+            "UnionPay asks to query again".into(),
+        )),
+        other @ ("01" | "02" | "06" | "10" | "11" | "12" | "13" | "14" | "30" | "31" | "32"
+        | "33" | "35" | "36" | "37" | "38" | "39") => Err(ChannelError::Refused {
+            code: other.into(),
+            message: get(answer, "respMsg").unwrap_or_default().into(),
+        }),
+        other => Err(ChannelError::Ambiguous(format!(
+            "undocumented respCode {other}"
+        ))),
     }
 }
 
@@ -183,14 +254,24 @@ pub fn read_notification(params: &[(String, String)]) -> Result<Notification, No
         return Err(NotifyError::Malformed(format!("field {k} given twice")));
     }
     if !matches!(get(params, "txnType"), Some("01" | "04")) {
-        return Err(NotifyError::Malformed("txnType is neither a consume nor a refund".into()));
+        return Err(NotifyError::Malformed(
+            "txnType is neither a consume nor a refund".into(),
+        ));
     }
-    if get(params, "txnAmt").is_some_and(|a| a.is_empty() || a.len() > 12 || !a.bytes().all(|b| b.is_ascii_digit())) {
-        return Err(NotifyError::Malformed("txnAmt is not a whole number of fen".into()));
+    if get(params, "txnAmt")
+        .is_some_and(|a| a.is_empty() || a.len() > 12 || !a.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(NotifyError::Malformed(
+            "txnAmt is not a whole number of fen".into(),
+        ));
     }
-    let order_id = get(params, "orderId").ok_or_else(|| NotifyError::Malformed("no orderId".into()))?.to_owned();
+    let order_id = get(params, "orderId")
+        .ok_or_else(|| NotifyError::Malformed("no orderId".into()))?
+        .to_owned();
     if !(8..=40).contains(&order_id.len()) || !order_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(NotifyError::Malformed("orderId is not of payonce's form".into()));
+        return Err(NotifyError::Malformed(
+            "orderId is not of payonce's form".into(),
+        ));
     }
     if get(params, "txnType") == Some("04") {
         // A refund's result: its orderId is our refund number.
@@ -200,23 +281,42 @@ pub fn read_notification(params: &[(String, String)]) -> Result<Notification, No
             other => RefundState::Failed(format!("respCode {}", other.unwrap_or("?"))),
         };
         return Ok(Notification {
-            event_id: get(params, "queryId").map(str::to_owned).unwrap_or_else(|| format!("{order_id}-refund")),
+            event_id: get(params, "queryId")
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("{order_id}-refund")),
             out_trade_no: get(params, "origQryId").unwrap_or_default().to_owned(),
             state: TradeState::Unpaid,
-            refund: Some(crate::RefundNotice { out_refund_no: order_id, state }),
+            refund: Some(crate::RefundNotice {
+                out_refund_no: order_id,
+                state,
+            }),
             content: None,
         });
     }
-    let event_id = get(params, "queryId").map(str::to_owned).unwrap_or_else(|| format!("{order_id}-{}", get(params, "txnTime").unwrap_or("")));
+    let event_id = get(params, "queryId")
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{order_id}-{}", get(params, "txnTime").unwrap_or("")));
     let state = match get(params, "respCode") {
         Some("00" | "A6") => TradeState::Paid {
-            amount: get(params, "txnAmt").and_then(|a| a.parse().ok()).ok_or_else(|| NotifyError::Malformed("bad txnAmt".into()))?,
+            amount: get(params, "txnAmt")
+                .and_then(|a| a.parse().ok())
+                .ok_or_else(|| NotifyError::Malformed("bad txnAmt".into()))?,
             channel_trade_no: get(params, "queryId").map(str::to_owned),
-            paid_at: Timestamp(get(params, "txnTime").and_then(protocol::parse_txn_time).unwrap_or(0)),
+            paid_at: Timestamp(
+                get(params, "txnTime")
+                    .and_then(protocol::parse_txn_time)
+                    .unwrap_or(0),
+            ),
         },
         _ => TradeState::Unpaid,
     };
-    Ok(Notification { event_id, out_trade_no: order_id, state, refund: None, content: None })
+    Ok(Notification {
+        event_id,
+        out_trade_no: order_id,
+        state,
+        refund: None,
+        content: None,
+    })
 }
 
 /// UPACP has no close for an unpaid consume: a "close" is a query (UP-C-*). Paid is reported;
@@ -237,13 +337,24 @@ pub fn refund_query_state(answer: &[(String, String)]) -> Result<RefundState, Ch
         "00" => Ok(match get(answer, "origRespCode").unwrap_or_default() {
             "00" | "A6" => RefundState::Succeeded,
             "03" | "04" | "05" => RefundState::Processing,
-            "" => return Err(ChannelError::Ambiguous("query answer without origRespCode".into())),
-            other => RefundState::Failed(format!("origRespCode {other}: {}", get(answer, "origRespMsg").unwrap_or_default())),
+            "" => {
+                return Err(ChannelError::Ambiguous(
+                    "query answer without origRespCode".into(),
+                ));
+            }
+            other => RefundState::Failed(format!(
+                "origRespCode {other}: {}",
+                get(answer, "origRespMsg").unwrap_or_default()
+            )),
         }),
         // Not found YET: the refund was sent; it may still appear. Never re-send.
         "34" => Ok(RefundState::NotFoundYet),
-        "03" | "04" | "05" => Err(ChannelError::Ambiguous("UnionPay asks to query again".into())),
-        other => Err(ChannelError::Ambiguous(format!("refund query answered {other}"))),
+        "03" | "04" | "05" => Err(ChannelError::Ambiguous(
+            "UnionPay asks to query again".into(),
+        )),
+        other => Err(ChannelError::Ambiguous(format!(
+            "refund query answered {other}"
+        ))),
     }
 }
 
@@ -256,16 +367,25 @@ pub fn refund_answer_state(answer: &[(String, String)]) -> Result<RefundState, C
         "03" | "04" | "05" => Ok(RefundState::Processing),
         // 12 "duplicate transaction" (this orderId + txnTime was received before), system
         // closed / busy / too frequent / general error: maybe received — query, never re-send.
-        "12" | "02" | "06" | "37" | "99" => Err(ChannelError::Ambiguous("UnionPay did not say whether it took the refund: query it".into())),
+        "12" | "02" | "06" | "37" | "99" => Err(ChannelError::Ambiguous(
+            "UnionPay did not say whether it took the refund: query it".into(),
+        )),
         // Definitive refusals: format, signature, merchant, original transaction, amount, risk,
         // and the card-side 60–80 codes — nothing refunded.
-        other @ ("01" | "10" | "11" | "13" | "14" | "30" | "31" | "32" | "33" | "35" | "36" | "38" | "39") => {
-            Ok(RefundState::Failed(format!("{other}: {}", get(answer, "respMsg").unwrap_or_default())))
-        }
+        other @ ("01" | "10" | "11" | "13" | "14" | "30" | "31" | "32" | "33" | "35" | "36"
+        | "38" | "39") => Ok(RefundState::Failed(format!(
+            "{other}: {}",
+            get(answer, "respMsg").unwrap_or_default()
+        ))),
         other if other.len() == 2 && other.parse::<u8>().is_ok_and(|n| (60..=80).contains(&n)) => {
-            Ok(RefundState::Failed(format!("{other}: {}", get(answer, "respMsg").unwrap_or_default())))
+            Ok(RefundState::Failed(format!(
+                "{other}: {}",
+                get(answer, "respMsg").unwrap_or_default()
+            )))
         }
-        other => Err(ChannelError::Ambiguous(format!("undocumented respCode {other}"))),
+        other => Err(ChannelError::Ambiguous(format!(
+            "undocumented respCode {other}"
+        ))),
     }
 }
 
@@ -289,7 +409,8 @@ impl Channel for UnionpayClient {
             p("payTimeout", txn_time(req.expires_at.0)),
         ]);
         let fields = self.signed(fields);
-        let fields: serde_json::Map<String, serde_json::Value> = fields.into_iter().map(|(k, v)| (k, v.into())).collect();
+        let fields: serde_json::Map<String, serde_json::Value> =
+            fields.into_iter().map(|(k, v)| (k, v.into())).collect();
         Ok(Prepaid {
             credential: serde_json::json!({
                 "action": format!("{}/gateway/api/frontTransReq.do", self.gateway),
@@ -316,13 +437,22 @@ impl Channel for UnionpayClient {
 
     /// A refund (`txnType=04`) is a back-end transaction of its own: its `orderId` is our refund
     /// number, `origQryId` names the payment, and its `txnTime` is kept for queries.
-    async fn refund(&self, req: &RefundRequest) -> Result<(RefundState, Option<String>), ChannelError> {
+    async fn refund(
+        &self,
+        req: &RefundRequest,
+    ) -> Result<(RefundState, Option<String>), ChannelError> {
         let Some(orig) = req.channel_trade_no.clone() else {
-            return Ok((RefundState::Failed("no queryId of the payment".into()), None));
+            return Ok((
+                RefundState::Failed("no queryId of the payment".into()),
+                None,
+            ));
         };
         // The txnTime stored in the refund row before this call: a resend or a query names the
         // same refund transaction, never a new one.
-        let txn = req.channel_data.clone().unwrap_or_else(|| txn_time(self.now_ms()));
+        let txn = req
+            .channel_data
+            .clone()
+            .unwrap_or_else(|| txn_time(self.now_ms()));
         let mut fields = self.head(("04", "00", "000201"), &req.out_refund_no);
         fields.extend([
             p("origQryId", orig),
@@ -341,7 +471,10 @@ impl Channel for UnionpayClient {
     }
 
     async fn refund_query(&self, r: &RefundRef) -> Result<RefundState, ChannelError> {
-        let order = ChannelOrderRef { out_trade_no: r.out_refund_no.clone(), channel_data: r.channel_data.clone() };
+        let order = ChannelOrderRef {
+            out_trade_no: r.out_refund_no.clone(),
+            channel_data: r.channel_data.clone(),
+        };
         refund_query_state(&self.query_trans(&order).await?)
     }
 
@@ -350,7 +483,14 @@ impl Channel for UnionpayClient {
     /// of the zlib-deflated zip, stored as the zlib bytes. `date` is the clearing day: UnionPay
     /// clears from 23:00 the day before to 23:00 (Beijing), and `settleDate` is its `MMDD`.
     async fn download_bill(&self, date: &str) -> Result<crate::bill::BillDownload, ChannelError> {
-        let settle = date.get(5..7).zip(date.get(8..10)).map(|(m, d)| format!("{m}{d}")).ok_or_else(|| ChannelError::Refused { code: "BAD_DATE".into(), message: format!("not a date: {date}") })?;
+        let settle = date
+            .get(5..7)
+            .zip(date.get(8..10))
+            .map(|(m, d)| format!("{m}{d}"))
+            .ok_or_else(|| ChannelError::Refused {
+                code: "BAD_DATE".into(),
+                message: format!("not a date: {date}"),
+            })?;
         let fields = vec![
             p("version", protocol::VERSION),
             p("encoding", "UTF-8"),
@@ -372,20 +512,35 @@ impl Channel for UnionpayClient {
             // nothing moved; reconciliation tells that from a missing file by payonce's own
             // records of the day.
             Some("98") => return Ok(crate::bill::BillDownload::NoBill { code: "98".into() }),
-            other => return Err(ChannelError::Refused { code: other.unwrap_or_default().to_owned(), message: get(&answer, "respMsg").unwrap_or_default().to_owned() }),
+            other => {
+                return Err(ChannelError::Refused {
+                    code: other.unwrap_or_default().to_owned(),
+                    message: get(&answer, "respMsg").unwrap_or_default().to_owned(),
+                });
+            }
         }
         use base64::Engine as _;
-        let content = get(&answer, "fileContent").ok_or_else(|| ChannelError::Ambiguous("no fileContent".into()))?;
-        let zlib = base64::engine::general_purpose::STANDARD.decode(content.trim()).map_err(|e| ChannelError::Ambiguous(format!("fileContent is not base64: {e}")))?;
-        Ok(crate::bill::BillDownload::Bill(crate::bill::DownloadedBill {
-            merchant_account: self.keys.mer_id.clone(),
-            bill_type: "ZM".into(),
-            format: crate::bill::BillFormat::UnionpayZlibZip,
-            content: zlib,
-        }))
+        let content = get(&answer, "fileContent")
+            .ok_or_else(|| ChannelError::Ambiguous("no fileContent".into()))?;
+        let zlib = base64::engine::general_purpose::STANDARD
+            .decode(content.trim())
+            .map_err(|e| ChannelError::Ambiguous(format!("fileContent is not base64: {e}")))?;
+        Ok(crate::bill::BillDownload::Bill(
+            crate::bill::DownloadedBill {
+                merchant_account: self.keys.mer_id.clone(),
+                bill_type: "ZM".into(),
+                format: crate::bill::BillFormat::UnionpayZlibZip,
+                content: zlib,
+            },
+        ))
     }
 
-    fn verify_notification(&self, _headers: &HeaderMap, body: &[u8], _now: Timestamp) -> Result<Notification, NotifyError> {
+    fn verify_notification(
+        &self,
+        _headers: &HeaderMap,
+        body: &[u8],
+        _now: Timestamp,
+    ) -> Result<Notification, NotifyError> {
         let params = crate::form::parse(body);
         if params.is_empty() {
             return Err(NotifyError::Malformed("empty form".into()));
@@ -395,10 +550,18 @@ impl Channel for UnionpayClient {
     }
 
     fn notify_ack(&self) -> NotifyReply {
-        NotifyReply { status: 200, content_type: "text/plain", body: "ok".into() }
+        NotifyReply {
+            status: 200,
+            content_type: "text/plain",
+            body: "ok".into(),
+        }
     }
 
     fn notify_nack(&self, _reason: &str) -> NotifyReply {
-        NotifyReply { status: 400, content_type: "text/plain", body: "fail".into() }
+        NotifyReply {
+            status: 400,
+            content_type: "text/plain",
+            body: "fail".into(),
+        }
     }
 }

@@ -7,4 +7,7 @@ pub mod bill;
 mod client;
 pub mod protocol;
 
-pub use client::{UnionpayClient, UnionpayKeys, close_from_query, consume_state, read_notification, refund_answer_state, refund_query_state, verify_unionpay_message};
+pub use client::{
+    UnionpayClient, UnionpayKeys, close_from_query, consume_state, read_notification,
+    refund_answer_state, refund_query_state, verify_unionpay_message,
+};

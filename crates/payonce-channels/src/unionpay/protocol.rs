@@ -27,7 +27,9 @@ pub fn parse_answer(body: &[u8]) -> Result<Vec<(String, String)>, String> {
         if part.is_empty() {
             return Ok(());
         }
-        let (k, v) = part.split_once('=').ok_or_else(|| format!("field without '=': {:.40}", part))?;
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| format!("field without '=': {:.40}", part))?;
         if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(format!("bad field name {k:.40}"));
         }
@@ -63,7 +65,10 @@ pub fn parse_answer(body: &[u8]) -> Result<Vec<(String, String)>, String> {
 pub fn sign_content(params: &[(String, String)]) -> String {
     let mut kv: Vec<&(String, String)> = params.iter().filter(|(k, _)| k != "signature").collect();
     kv.sort_by(|a, b| a.0.cmp(&b.0));
-    kv.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
+    kv.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// `signMethod=01`: the lower-case hex SHA-256 of the content is what gets RSA-signed.
@@ -76,7 +81,9 @@ pub fn sign(signer: &RsaSigner, params: &[(String, String)]) -> String {
 }
 
 pub fn verify(verifier: &RsaVerifier, params: &[(String, String)]) -> bool {
-    let Some(sig) = get(params, "signature") else { return false };
+    let Some(sig) = get(params, "signature") else {
+        return false;
+    };
     verifier.verify_b64(digest(params).as_bytes(), sig)
 }
 
@@ -98,7 +105,13 @@ pub enum CertError {
 /// (`contains` would accept `假中国银联股份有限公司` or an owner field of someone else's
 /// certificate that merely mentions UnionPay.)
 pub fn owner_is_unionpay(cert: &Certificate, accept_test_owner: bool) -> bool {
-    let Some(owner) = cert.common_name.as_deref().and_then(|cn| cn.split('@').nth(2)) else { return false };
+    let Some(owner) = cert
+        .common_name
+        .as_deref()
+        .and_then(|cn| cn.split('@').nth(2))
+    else {
+        return false;
+    };
     owner == UNIONPAY_OWNER || (accept_test_owner && owner == UNIONPAY_TEST_OWNER)
 }
 
@@ -131,12 +144,17 @@ pub fn txn_time(ms: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
         .to_offset(time::macros::offset!(+8));
-    t.format(&time::macros::format_description!("[year][month][day][hour][minute][second]")).unwrap()
+    t.format(&time::macros::format_description!(
+        "[year][month][day][hour][minute][second]"
+    ))
+    .unwrap()
 }
 
 pub fn parse_txn_time(s: &str) -> Option<i64> {
     let fmt = time::macros::format_description!("[year][month][day][hour][minute][second]");
-    let t = time::PrimitiveDateTime::parse(s, &fmt).ok()?.assume_offset(time::macros::offset!(+8));
+    let t = time::PrimitiveDateTime::parse(s, &fmt)
+        .ok()?
+        .assume_offset(time::macros::offset!(+8));
     Some(t.unix_timestamp() * 1000)
 }
 
@@ -152,13 +170,20 @@ mod tests {
 
     #[test]
     fn raw_answers_keep_their_bytes() {
-        let f = parse_answer("a=x+y/z==&respMsg=成功[0000000]&reserved={k=v&k2=v2}&pem=-----BEGIN\r\nAB+/=\r\n".as_bytes()).unwrap();
+        let f = parse_answer(
+            "a=x+y/z==&respMsg=成功[0000000]&reserved={k=v&k2=v2}&pem=-----BEGIN\r\nAB+/=\r\n"
+                .as_bytes(),
+        )
+        .unwrap();
         assert_eq!(get(&f, "a"), Some("x+y/z=="));
         assert_eq!(get(&f, "respMsg"), Some("成功[0000000]"));
         assert_eq!(get(&f, "reserved"), Some("{k=v&k2=v2}"));
         assert_eq!(get(&f, "pem"), Some("-----BEGIN\r\nAB+/=\r\n"));
         // A `[…]` value holds `&` and `=` too (acp SDK `parseQString` groups `{…}` and `[…]`).
-        let f = parse_answer("respCode=00&payCardList=[{a=1&b=2},{a=3}]&reserved=[x&y=z]&txnType=00".as_bytes()).unwrap();
+        let f = parse_answer(
+            "respCode=00&payCardList=[{a=1&b=2},{a=3}]&reserved=[x&y=z]&txnType=00".as_bytes(),
+        )
+        .unwrap();
         assert_eq!(get(&f, "payCardList"), Some("[{a=1&b=2},{a=3}]"));
         assert_eq!(get(&f, "reserved"), Some("[x&y=z]"));
         assert_eq!(get(&f, "txnType"), Some("00"));
@@ -171,7 +196,10 @@ mod tests {
     #[test]
     fn sign_verify() {
         let k = RsaSigner::generate();
-        let mut p: Vec<(String, String)> = vec![("txnAmt".into(), "100".into()), ("orderId".into(), "A1".into())];
+        let mut p: Vec<(String, String)> = vec![
+            ("txnAmt".into(), "100".into()),
+            ("orderId".into(), "A1".into()),
+        ];
         let s = sign(&k, &p);
         p.push(("signature".into(), s));
         assert!(verify(&k.verifier(), &p));

@@ -12,7 +12,8 @@ use crate::{Statement, StatementKind, StatementLine};
 use std::io::BufRead;
 
 pub const HEADER: &str = "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注";
-pub const TOTALS_HEADER: &str = "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额";
+pub const TOTALS_HEADER: &str =
+    "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额";
 
 /// Parses a whole trade bill held as text, checking its totals block against its rows.
 pub fn parse(text: &str) -> Result<Statement, String> {
@@ -41,7 +42,15 @@ pub struct Rows<R> {
 
 impl<R: BufRead> Rows<R> {
     pub fn new(reader: R) -> Self {
-        Rows { reader, started: false, done: false, rows: 0, paid: 0, refunded: 0, fees: 0 }
+        Rows {
+            reader,
+            started: false,
+            done: false,
+            rows: 0,
+            paid: 0,
+            refunded: 0,
+            fees: 0,
+        }
     }
 
     /// The next line, at most `MAX_LINE` bytes (a row is a few hundred; a gzip bomb of one
@@ -49,10 +58,15 @@ impl<R: BufRead> Rows<R> {
     fn next_line(&mut self) -> Option<Result<String, String>> {
         use std::io::Read as _;
         let mut buf = Vec::new();
-        match (&mut self.reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf) {
+        match (&mut self.reader)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut buf)
+        {
             Ok(0) => None,
             Err(e) => Some(Err(format!("reading the bill: {e}"))),
-            Ok(_) if buf.len() > MAX_LINE => Some(Err(format!("a line longer than {MAX_LINE} bytes"))),
+            Ok(_) if buf.len() > MAX_LINE => {
+                Some(Err(format!("a line longer than {MAX_LINE} bytes")))
+            }
             Ok(_) => {
                 if buf.ends_with(b"\n") {
                     buf.pop();
@@ -71,11 +85,25 @@ impl<R: BufRead> Rows<R> {
     fn check_totals(&mut self) -> Result<(), String> {
         let line = self.next_line().ok_or("missing totals")??;
         let totals = cells(line.trim_end_matches('\r'));
-        let count: usize = totals.first().and_then(|c| c.parse().ok()).ok_or("bad total count")?;
-        let sum_paid = totals.get(1).and_then(|v| yuan_to_fen(v)).ok_or("bad paid total")?;
-        let sum_refund = totals.get(2).and_then(|v| yuan_to_fen(v)).ok_or("bad refund total")?;
-        let sum_fees = totals.get(4).and_then(|v| yuan_to_millifen(v)).ok_or("bad fee total")?;
-        if (count, sum_paid, sum_refund, sum_fees) != (self.rows, self.paid, self.refunded, self.fees) {
+        let count: usize = totals
+            .first()
+            .and_then(|c| c.parse().ok())
+            .ok_or("bad total count")?;
+        let sum_paid = totals
+            .get(1)
+            .and_then(|v| yuan_to_fen(v))
+            .ok_or("bad paid total")?;
+        let sum_refund = totals
+            .get(2)
+            .and_then(|v| yuan_to_fen(v))
+            .ok_or("bad refund total")?;
+        let sum_fees = totals
+            .get(4)
+            .and_then(|v| yuan_to_millifen(v))
+            .ok_or("bad fee total")?;
+        if (count, sum_paid, sum_refund, sum_fees)
+            != (self.rows, self.paid, self.refunded, self.fees)
+        {
             return Err(format!(
                 "totals block ({count} rows, {sum_paid} paid, {sum_refund} refunded, {sum_fees} fees) disagrees with the rows ({}, {}, {}, {})",
                 self.rows, self.paid, self.refunded, self.fees
@@ -87,11 +115,18 @@ impl<R: BufRead> Rows<R> {
     fn row(&mut self, line: &str) -> Result<BillEntry, String> {
         let f = cells(line);
         if f.len() < 27 {
-            return Err(format!("short row ({} cells) at row {}", f.len(), self.rows + 1));
+            return Err(format!(
+                "short row ({} cells) at row {}",
+                f.len(),
+                self.rows + 1
+            ));
         }
         self.rows += 1;
-        let fen = |i: usize| yuan_to_fen(f[i]).ok_or_else(|| format!("bad amount {:?} in row {}", f[i], self.rows));
-        let fee = yuan_to_millifen(f[22]).ok_or_else(|| format!("bad fee {:?} in row {}", f[22], self.rows))?;
+        let fen = |i: usize| {
+            yuan_to_fen(f[i]).ok_or_else(|| format!("bad amount {:?} in row {}", f[i], self.rows))
+        };
+        let fee = yuan_to_millifen(f[22])
+            .ok_or_else(|| format!("bad fee {:?} in row {}", f[22], self.rows))?;
         self.fees += fee;
         let at = crate::bill::beijing_time(f[0]);
         let channel_trade_no = Some(f[5].to_owned());
@@ -99,7 +134,16 @@ impl<R: BufRead> Rows<R> {
             "SUCCESS" => {
                 let settled = fen(12)?;
                 self.paid += settled;
-                Ok(BillEntry::Line(StatementLine { kind: StatementKind::Payment, out_trade_no: f[6].to_owned(), channel_trade_no, out_refund_no: None, amount: fen(24)?, settled_amount: settled, fee_millifen: fee, at }))
+                Ok(BillEntry::Line(StatementLine {
+                    kind: StatementKind::Payment,
+                    out_trade_no: f[6].to_owned(),
+                    channel_trade_no,
+                    out_refund_no: None,
+                    amount: fen(24)?,
+                    settled_amount: settled,
+                    fee_millifen: fee,
+                    at,
+                }))
             }
             "REFUND" => {
                 let refunded = fen(16)?;
@@ -107,13 +151,25 @@ impl<R: BufRead> Rows<R> {
                 // 申请退款金额 is what was asked (payonce's refund amount); 退款金额 what left
                 // the account after coupon refunds.
                 let asked = if f[25].is_empty() { refunded } else { fen(25)? };
-                Ok(BillEntry::Line(StatementLine { kind: StatementKind::Refund, out_trade_no: f[6].to_owned(), channel_trade_no, out_refund_no: Some(f[15].to_owned()), amount: asked, settled_amount: refunded, fee_millifen: fee, at }))
+                Ok(BillEntry::Line(StatementLine {
+                    kind: StatementKind::Refund,
+                    out_trade_no: f[6].to_owned(),
+                    channel_trade_no,
+                    out_refund_no: Some(f[15].to_owned()),
+                    amount: asked,
+                    settled_amount: refunded,
+                    fee_millifen: fee,
+                    at,
+                }))
             }
             other => {
                 // Still counted in the totals as WeChat counts it; its money is not guessed.
                 self.paid += yuan_to_fen(f[12]).unwrap_or(0);
                 self.refunded += yuan_to_fen(f[16]).unwrap_or(0);
-                Ok(BillEntry::Unrecognised(format!("trade state {other}: out_trade_no {} (row {})", f[6], self.rows)))
+                Ok(BillEntry::Unrecognised(format!(
+                    "trade state {other}: out_trade_no {} (row {})",
+                    f[6], self.rows
+                )))
             }
         }
     }
@@ -127,7 +183,11 @@ const MAX_LINE: usize = 64 * 1024;
 /// backtick; a comma inside a value is not followed by one.
 fn cells(line: &str) -> Vec<&str> {
     let line = line.trim();
-    line.strip_prefix('`').unwrap_or(line).split(",`").map(str::trim).collect()
+    line.strip_prefix('`')
+        .unwrap_or(line)
+        .split(",`")
+        .map(str::trim)
+        .collect()
 }
 
 impl<R: BufRead> Iterator for Rows<R> {
@@ -190,9 +250,19 @@ mod tests {
         let b = bill(&[PAY], "`1,`0.01,`0.00,`0.00,`0.00000,`0.01,`0.00");
         let s = parse(&b).unwrap();
         assert_eq!(s.lines.len(), 1);
-        assert_eq!((s.lines[0].kind, s.lines[0].amount, s.lines[0].out_trade_no.as_str()), (StatementKind::Payment, 1, "S20210128170702357723"));
+        assert_eq!(
+            (
+                s.lines[0].kind,
+                s.lines[0].amount,
+                s.lines[0].out_trade_no.as_str()
+            ),
+            (StatementKind::Payment, 1, "S20210128170702357723")
+        );
         assert_eq!((s.lines[0].settled_amount, s.lines[0].fee_millifen), (1, 0));
-        assert_eq!(s.lines[0].at.map(|t| t.to_rfc3339()).as_deref(), Some("2021-01-28T09:07:11.000Z"));
+        assert_eq!(
+            s.lines[0].at.map(|t| t.to_rfc3339()).as_deref(),
+            Some("2021-01-28T09:07:11.000Z")
+        );
         // A BOM and CRLF line ends, as real downloads have them.
         let crlf = format!("\u{feff}{}", b.replace('\n', "\r\n"));
         assert_eq!(parse(&crlf).unwrap(), s);
@@ -209,18 +279,36 @@ mod tests {
     /// quotes in them are part of the value, not cell breaks.
     #[test]
     fn commas_and_quotes_in_a_subject_stay_in_their_cell() {
-        let row = PAY.replace("`for testing,`cipher code", "`Tea, green, \"2 cups\",`a,b=c");
-        let s = parse(&bill(&[&row, PAY], "`2,`0.02,`0.00,`0.00,`0.00000,`0.02,`0.00")).unwrap();
+        let row = PAY.replace(
+            "`for testing,`cipher code",
+            "`Tea, green, \"2 cups\",`a,b=c",
+        );
+        let s = parse(&bill(
+            &[&row, PAY],
+            "`2,`0.02,`0.00,`0.00,`0.00000,`0.02,`0.00",
+        ))
+        .unwrap();
         assert!(s.unrecognised.is_empty(), "{:?}", s.unrecognised);
         assert_eq!(s.lines.len(), 2);
-        assert_eq!((s.lines[0].out_trade_no.as_str(), s.lines[0].amount, s.lines[0].fee_millifen), ("S20210128170702357723", 1, 0));
+        assert_eq!(
+            (
+                s.lines[0].out_trade_no.as_str(),
+                s.lines[0].amount,
+                s.lines[0].fee_millifen
+            ),
+            ("S20210128170702357723", 1, 0)
+        );
         assert_eq!(s.lines[0], s.lines[1]);
     }
 
     #[test]
     fn an_undocumented_trade_state_is_reported_not_fatal() {
         let odd = PAY.replace("`SUCCESS", "`SOMETHING_NEW");
-        let s = parse(&bill(&[PAY, &odd], "`2,`0.02,`0.00,`0.00,`0.00000,`0.02,`0.00")).unwrap();
+        let s = parse(&bill(
+            &[PAY, &odd],
+            "`2,`0.02,`0.00,`0.00,`0.00000,`0.02,`0.00",
+        ))
+        .unwrap();
         assert_eq!(s.lines.len(), 1);
         assert_eq!(s.unrecognised.len(), 1);
         assert!(s.unrecognised[0].contains("SOMETHING_NEW"));

@@ -1,11 +1,13 @@
 //! The WeChat Pay v3 connector.
 
-use super::protocol::{self, Amount, ErrorBody, NotifyEnvelope, PlatformKeys, PrepayBody, Transaction};
+use super::protocol::{
+    self, Amount, ErrorBody, NotifyEnvelope, PlatformKeys, PrepayBody, Transaction,
+};
 use crate::crypto::{RsaSigner, nonce};
 use crate::secret::SecretBytes;
 use crate::{
-    Channel, ChannelError, ChannelOrderRef, CloseAnswer, Notification, NotifyError, NotifyReply, PrepayRequest, Prepaid, TradeState,
-    classify_transport,
+    Channel, ChannelError, ChannelOrderRef, CloseAnswer, Notification, NotifyError, NotifyReply,
+    Prepaid, PrepayRequest, TradeState, classify_transport,
 };
 use crate::{RefundRef, RefundRequest, RefundState};
 use async_trait::async_trait;
@@ -68,18 +70,34 @@ impl PlatformTrust {
     /// merchant holding only the public key cannot verify.
     fn serial_to_announce(&self) -> Option<String> {
         let keys = self.keys.read().expect("platform keys lock");
-        let public_key = keys.0.keys().find(|k| k.starts_with(protocol::PUBLIC_KEY_ID_PREFIX));
+        let public_key = keys
+            .0
+            .keys()
+            .find(|k| k.starts_with(protocol::PUBLIC_KEY_ID_PREFIX));
         public_key.or_else(|| keys.0.keys().next_back()).cloned()
     }
 
-    fn verify(&self, serial: Option<&str>, ts: Option<&str>, nonce: Option<&str>, sig: Option<&str>, body: &[u8], now_secs: i64) -> Result<(), protocol::VerifyError> {
-        self.keys.read().expect("platform keys lock").verify(serial, ts, nonce, sig, body, now_secs)
+    fn verify(
+        &self,
+        serial: Option<&str>,
+        ts: Option<&str>,
+        nonce: Option<&str>,
+        sig: Option<&str>,
+        body: &[u8],
+        now_secs: i64,
+    ) -> Result<(), protocol::VerifyError> {
+        self.keys
+            .read()
+            .expect("platform keys lock")
+            .verify(serial, ts, nonce, sig, body, now_secs)
     }
 
     /// Downloads the platform certificates (unless tried within the interval) and trusts every
     /// unexpired one beside those already known. Returns whether anything new was learnt.
     async fn refresh(&self) -> bool {
-        let Some(d) = &self.downloader else { return false };
+        let Some(d) = &self.downloader else {
+            return false;
+        };
         let now = d.clock.now().0;
         {
             let mut last = self.last_download.lock().await;
@@ -92,10 +110,23 @@ impl PlatformTrust {
             Ok(certs) => {
                 let mut keys = self.keys.write().expect("platform keys lock");
                 let mut learnt = false;
-                for c in certs.into_iter().filter(|c| c.expire_at.is_none_or(|t| t > now)) {
-                    learnt |= keys.0.insert(c.certificate.serial_hex.clone(), c.certificate.verifier.clone()).is_none();
+                for c in certs
+                    .into_iter()
+                    .filter(|c| c.expire_at.is_none_or(|t| t > now))
+                {
+                    learnt |= keys
+                        .0
+                        .insert(
+                            c.certificate.serial_hex.clone(),
+                            c.certificate.verifier.clone(),
+                        )
+                        .is_none();
                 }
-                tracing::info!(learnt, known = keys.0.len(), "wechatpay platform certificates refreshed");
+                tracing::info!(
+                    learnt,
+                    known = keys.0.len(),
+                    "wechatpay platform certificates refreshed"
+                );
                 learnt
             }
             Err(e) => {
@@ -113,7 +144,15 @@ impl CertificateDownloader {
     /// for the content).
     async fn download(&self, now_ms: i64) -> Result<Vec<protocol::DownloadedCertificate>, String> {
         let path = "/v3/certificates";
-        let auth = protocol::authorization(&self.merchant_key, &self.mchid, &self.merchant_serial_no, "GET", path, "", now_ms.div_euclid(1000));
+        let auth = protocol::authorization(
+            &self.merchant_key,
+            &self.mchid,
+            &self.merchant_serial_no,
+            "GET",
+            path,
+            "",
+            now_ms.div_euclid(1000),
+        );
         let resp = self
             .http
             .get(format!("{}{path}", self.gateway))
@@ -131,11 +170,21 @@ impl CertificateDownloader {
         let certs = protocol::decrypt_certificates(self.apiv3_key.expose(), &bytes)?;
         let mut downloaded = PlatformKeys::default();
         for c in &certs {
-            downloaded.0.insert(c.certificate.serial_hex.clone(), c.certificate.verifier.clone());
+            downloaded.0.insert(
+                c.certificate.serial_hex.clone(),
+                c.certificate.verifier.clone(),
+            );
         }
         let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
         downloaded
-            .verify(h(protocol::H_SERIAL), h(protocol::H_TIMESTAMP), h(protocol::H_NONCE), h(protocol::H_SIGNATURE), &bytes, now_ms.div_euclid(1000))
+            .verify(
+                h(protocol::H_SERIAL),
+                h(protocol::H_TIMESTAMP),
+                h(protocol::H_NONCE),
+                h(protocol::H_SIGNATURE),
+                &bytes,
+                now_ms.div_euclid(1000),
+            )
             .map_err(|e| format!("certificates answer not signed by its certificates: {e:?}"))?;
         Ok(certs)
     }
@@ -168,12 +217,20 @@ impl Answer {
             return Ok((self.status, self.bytes));
         }
         let e = WechatpayClient::error_of(self.status, &self.bytes);
-        Err(ChannelError::Ambiguous(format!("unsigned {} {}", self.status, e.code)))
+        Err(ChannelError::Ambiguous(format!(
+            "unsigned {} {}",
+            self.status, e.code
+        )))
     }
 }
 
 impl WechatpayClient {
-    pub fn new(gateway: String, keys: WechatpayKeys, http: reqwest::Client, clock: crate::SharedClock) -> Self {
+    pub fn new(
+        gateway: String,
+        keys: WechatpayKeys,
+        http: reqwest::Client,
+        clock: crate::SharedClock,
+    ) -> Self {
         let gateway = gateway.trim_end_matches('/').to_owned();
         let downloader = keys.download_certificates.then(|| CertificateDownloader {
             gateway: gateway.clone(),
@@ -189,14 +246,33 @@ impl WechatpayClient {
             last_download: tokio::sync::Mutex::new(None),
             downloader,
         });
-        WechatpayClient { gateway, keys, http, clock, trust }
+        WechatpayClient {
+            gateway,
+            keys,
+            http,
+            clock,
+            trust,
+        }
     }
 
     /// Verifies a platform signature; an unknown serial triggers one (rate-bounded) certificate
     /// download and a second try.
-    async fn verify_platform(&self, headers: &reqwest::header::HeaderMap, body: &[u8]) -> Result<(), protocol::VerifyError> {
+    async fn verify_platform(
+        &self,
+        headers: &reqwest::header::HeaderMap,
+        body: &[u8],
+    ) -> Result<(), protocol::VerifyError> {
         let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-        let check = || self.trust.verify(h(protocol::H_SERIAL), h(protocol::H_TIMESTAMP), h(protocol::H_NONCE), h(protocol::H_SIGNATURE), body, self.now_secs());
+        let check = || {
+            self.trust.verify(
+                h(protocol::H_SERIAL),
+                h(protocol::H_TIMESTAMP),
+                h(protocol::H_NONCE),
+                h(protocol::H_SIGNATURE),
+                body,
+                self.now_secs(),
+            )
+        };
         match check() {
             Err(protocol::VerifyError::UnknownSerial) if self.trust.refresh().await => check(),
             other => other,
@@ -213,7 +289,12 @@ impl WechatpayClient {
     /// unsigned by design) and the official clients check signatures on 2xx only
     /// (wechatpay-go `CheckResponse` before `Validate`); each call reads an unsigned 4xx only so
     /// far as it cannot move money (`Answer::signed`).
-    async fn call(&self, method: reqwest::Method, path_and_query: &str, body: Option<String>) -> Result<Answer, ChannelError> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path_and_query: &str,
+        body: Option<String>,
+    ) -> Result<Answer, ChannelError> {
         let body = body.unwrap_or_default();
         let auth = protocol::authorization(
             &self.keys.merchant_key,
@@ -239,22 +320,41 @@ impl WechatpayClient {
         let resp = req.send().await.map_err(classify_transport)?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.map_err(|e| ChannelError::Ambiguous(e.to_string()))?.to_vec();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ChannelError::Ambiguous(e.to_string()))?
+            .to_vec();
         if status >= 500 {
-            return Err(ChannelError::Ambiguous(format!("gateway answered {status}")));
+            return Err(ChannelError::Ambiguous(format!(
+                "gateway answered {status}"
+            )));
         }
         match self.verify_platform(&headers, &bytes).await {
-            Ok(()) => Ok(Answer { status, bytes, signed: true }),
+            Ok(()) => Ok(Answer {
+                status,
+                bytes,
+                signed: true,
+            }),
             Err(e) if (400..500).contains(&status) => {
                 tracing::warn!(status, error = ?e, "wechatpay error answer without a valid platform signature");
-                Ok(Answer { status, bytes, signed: false })
+                Ok(Answer {
+                    status,
+                    bytes,
+                    signed: false,
+                })
             }
-            Err(e) => Err(ChannelError::Ambiguous(format!("response signature rejected: {e:?}"))),
+            Err(e) => Err(ChannelError::Ambiguous(format!(
+                "response signature rejected: {e:?}"
+            ))),
         }
     }
 
     fn error_of(status: u16, body: &[u8]) -> ErrorBody {
-        serde_json::from_slice(body).unwrap_or_else(|_| ErrorBody { code: format!("HTTP_{status}"), message: String::new() })
+        serde_json::from_slice(body).unwrap_or_else(|_| ErrorBody {
+            code: format!("HTTP_{status}"),
+            message: String::new(),
+        })
     }
 
     /// A non-success answer: refused only when WeChat documents the code as a definitive
@@ -262,7 +362,10 @@ impl WechatpayClient {
     fn refusal(status: u16, body: &[u8]) -> ChannelError {
         let e = Self::error_of(status, body);
         if is_definitive(status, &e.code) {
-            ChannelError::Refused { code: e.code, message: e.message }
+            ChannelError::Refused {
+                code: e.code,
+                message: e.message,
+            }
         } else {
             ChannelError::Ambiguous(format!("{status} {}", e.code))
         }
@@ -292,7 +395,13 @@ pub const CREDENTIAL_LIFE_MS: i64 = 2 * 3_600_000;
 /// a failure (WX-R-429, WX-*-SYSTEM_ERROR).
 pub fn is_retryable(status: u16, code: &str) -> bool {
     // 202: "accepted, not yet processed — repeat with the same parameters" (WX-ALL-202).
-    status == 202 || status == 429 || status >= 500 || matches!(code, "FREQUENCY_LIMITED" | "RATELIMIT_EXCEEDED" | "SYSTEM_ERROR" | "BANKERROR")
+    status == 202
+        || status == 429
+        || status >= 500
+        || matches!(
+            code,
+            "FREQUENCY_LIMITED" | "RATELIMIT_EXCEEDED" | "SYSTEM_ERROR" | "BANKERROR"
+        )
 }
 
 /// Codes WeChat documents as "rejected, nothing done" (docs/channels.md WX-*-400/401/403).
@@ -300,8 +409,17 @@ pub fn is_definitive(status: u16, code: &str) -> bool {
     matches!(status, 400 | 401 | 403)
         && matches!(
             code,
-            "PARAM_ERROR" | "INVALID_REQUEST" | "APPID_MCHID_NOT_MATCH" | "MCH_NOT_EXISTS" | "SIGN_ERROR" | "NO_AUTH" | "RULE_LIMIT"
-                | "TRADE_ERROR" | "NOT_ENOUGH" | "ACCOUNT_ERROR" | "USER_ACCOUNT_ABNORMAL"
+            "PARAM_ERROR"
+                | "INVALID_REQUEST"
+                | "APPID_MCHID_NOT_MATCH"
+                | "MCH_NOT_EXISTS"
+                | "SIGN_ERROR"
+                | "NO_AUTH"
+                | "RULE_LIMIT"
+                | "TRADE_ERROR"
+                | "NOT_ENOUGH"
+                | "ACCOUNT_ERROR"
+                | "USER_ACCOUNT_ABNORMAL"
         )
 }
 
@@ -312,7 +430,12 @@ pub fn trade_state_of(t: &Transaction) -> TradeState {
         "SUCCESS" | "REFUND" => TradeState::Paid {
             amount: t.amount.total,
             channel_trade_no: t.transaction_id.clone(),
-            paid_at: Timestamp(t.success_time.as_deref().and_then(protocol::parse_rfc3339_ms).unwrap_or(0)),
+            paid_at: Timestamp(
+                t.success_time
+                    .as_deref()
+                    .and_then(protocol::parse_rfc3339_ms)
+                    .unwrap_or(0),
+            ),
         },
         "CLOSED" | "REVOKED" => TradeState::Closed,
         // NOTPAY, USERPAYING (payer entering a password), PAYERROR (can be retried by the payer).
@@ -330,11 +453,21 @@ impl Channel for WechatpayClient {
     async fn prepay(&self, req: &PrepayRequest) -> Result<Prepaid, ChannelError> {
         let (path, payer) = match req.method {
             PayMethod::Jsapi => {
-                let openid = req.payer.as_ref().and_then(|p| p.get("openid")).and_then(|o| o.as_str());
+                let openid = req
+                    .payer
+                    .as_ref()
+                    .and_then(|p| p.get("openid"))
+                    .and_then(|o| o.as_str());
                 let Some(openid) = openid else {
-                    return Err(ChannelError::Refused { code: "PARAM_ERROR".into(), message: "jsapi needs payer.openid".into() });
+                    return Err(ChannelError::Refused {
+                        code: "PARAM_ERROR".into(),
+                        message: "jsapi needs payer.openid".into(),
+                    });
                 };
-                ("/v3/pay/transactions/jsapi", Some(serde_json::json!({ "openid": openid })))
+                (
+                    "/v3/pay/transactions/jsapi",
+                    Some(serde_json::json!({ "openid": openid })),
+                )
             }
             _ => ("/v3/pay/transactions/native", None),
         };
@@ -345,12 +478,23 @@ impl Channel for WechatpayClient {
             out_trade_no: req.out_trade_no.clone(),
             time_expire: Some(protocol::beijing_rfc3339(req.expires_at.0)),
             notify_url: req.notify_url.clone(),
-            amount: Amount { total: req.amount.minor, currency: Some(req.amount.currency.to_string()), payer_total: None, payer_currency: None },
+            amount: Amount {
+                total: req.amount.minor,
+                currency: Some(req.amount.currency.to_string()),
+                payer_total: None,
+                payer_currency: None,
+            },
             payer,
         };
         // A prepay's 4xx is read by its code signed or not: prepay_outcome makes of it at most
         // "refused, nothing created", which moves no money.
-        let Answer { status, bytes, .. } = self.call(reqwest::Method::POST, path, Some(serde_json::to_string(&body).unwrap())).await?;
+        let Answer { status, bytes, .. } = self
+            .call(
+                reqwest::Method::POST,
+                path,
+                Some(serde_json::to_string(&body).unwrap()),
+            )
+            .await?;
         let credential = match prepay_outcome(status, &bytes)? {
             PrepayCode::CodeUrl(code_url) => serde_json::json!({ "code_url": code_url }),
             PrepayCode::PrepayId(prepay_id) => self.jsapi_credential(&prepay_id),
@@ -359,7 +503,11 @@ impl Channel for WechatpayClient {
             credential,
             // A code_url / prepay_id lives 2 hours whatever time_expire says: past that a prepay
             // refreshes it (same attempt, same request) while the order is still open.
-            credential_expires_at: Timestamp(req.expires_at.0.min(self.clock.now().0 + CREDENTIAL_LIFE_MS)),
+            credential_expires_at: Timestamp(
+                req.expires_at
+                    .0
+                    .min(self.clock.now().0 + CREDENTIAL_LIFE_MS),
+            ),
             // WeChat closes the order itself at time_expire.
             payable_until: req.expires_at,
             channel_data: None,
@@ -368,8 +516,14 @@ impl Channel for WechatpayClient {
 
     async fn query(&self, order: &ChannelOrderRef) -> Result<TradeState, ChannelError> {
         let out_trade_no = order.out_trade_no.as_str();
-        let path = format!("/v3/pay/transactions/out-trade-no/{out_trade_no}?mchid={}", self.keys.mchid);
-        let (status, bytes) = self.call(reqwest::Method::GET, &path, None).await?.vouched()?;
+        let path = format!(
+            "/v3/pay/transactions/out-trade-no/{out_trade_no}?mchid={}",
+            self.keys.mchid
+        );
+        let (status, bytes) = self
+            .call(reqwest::Method::GET, &path, None)
+            .await?
+            .vouched()?;
         query_outcome(status, &bytes, &self.keys.mchid, out_trade_no)
     }
 
@@ -377,24 +531,48 @@ impl Channel for WechatpayClient {
         let out_trade_no = order.out_trade_no.as_str();
         let path = format!("/v3/pay/transactions/out-trade-no/{out_trade_no}/close");
         let body = serde_json::json!({ "mchid": self.keys.mchid }).to_string();
-        let (status, bytes) = self.call(reqwest::Method::POST, &path, Some(body)).await?.vouched()?;
+        let (status, bytes) = self
+            .call(reqwest::Method::POST, &path, Some(body))
+            .await?
+            .vouched()?;
         close_outcome(status, &bytes)
     }
 
-    async fn refund(&self, req: &RefundRequest) -> Result<(RefundState, Option<String>), ChannelError> {
+    async fn refund(
+        &self,
+        req: &RefundRequest,
+    ) -> Result<(RefundState, Option<String>), ChannelError> {
         let body = protocol::RefundBody {
             out_trade_no: req.order.out_trade_no.clone(),
             out_refund_no: req.out_refund_no.clone(),
             reason: req.reason.clone(),
             notify_url: Some(req.notify_url.clone()),
-            amount: protocol::RefundAmount { refund: req.amount.minor, total: req.total.minor, currency: req.amount.currency.to_string() },
+            amount: protocol::RefundAmount {
+                refund: req.amount.minor,
+                total: req.total.minor,
+                currency: req.amount.currency.to_string(),
+            },
         };
-        let (status, bytes) = self.call(reqwest::Method::POST, "/v3/refund/domestic/refunds", Some(serde_json::to_string(&body).unwrap())).await?.vouched_or_unknown()?;
+        let (status, bytes) = self
+            .call(
+                reqwest::Method::POST,
+                "/v3/refund/domestic/refunds",
+                Some(serde_json::to_string(&body).unwrap()),
+            )
+            .await?
+            .vouched_or_unknown()?;
         Ok((refund_outcome(status, &bytes)?, None))
     }
 
     async fn refund_query(&self, r: &RefundRef) -> Result<RefundState, ChannelError> {
-        let (status, bytes) = self.call(reqwest::Method::GET, &format!("/v3/refund/domestic/refunds/{}", r.out_refund_no), None).await?.vouched_or_unknown()?;
+        let (status, bytes) = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/v3/refund/domestic/refunds/{}", r.out_refund_no),
+                None,
+            )
+            .await?
+            .vouched_or_unknown()?;
         refund_query_outcome(status, &bytes)
     }
 
@@ -405,42 +583,89 @@ impl Channel for WechatpayClient {
     /// A plain download (no `tar_type`, or a gateway that ignores it) is hashed as is and then
     /// compressed for storage.
     async fn download_bill(&self, date: &str) -> Result<crate::bill::BillDownload, ChannelError> {
-        let (status, bytes) = self.call(reqwest::Method::GET, &format!("/v3/bill/tradebill?bill_date={date}&bill_type=ALL&tar_type=GZIP"), None).await?.vouched()?;
+        let (status, bytes) = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/v3/bill/tradebill?bill_date={date}&bill_type=ALL&tar_type=GZIP"),
+                None,
+            )
+            .await?
+            .vouched()?;
         if status != 200 {
             let e = Self::error_of(status, &bytes);
             // 账单文件不存在: no trade that day (a signed answer: `vouched` let no unsigned 4xx by).
             if e.code == "NO_STATEMENT_EXIST" {
                 return Ok(crate::bill::BillDownload::NoBill { code: e.code });
             }
-            return Err(ChannelError::Refused { code: e.code, message: e.message });
+            return Err(ChannelError::Refused {
+                code: e.code,
+                message: e.message,
+            });
         }
-        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
-        let url = v["download_url"].as_str().ok_or_else(|| ChannelError::Ambiguous("no download_url".into()))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
+        let url = v["download_url"]
+            .as_str()
+            .ok_or_else(|| ChannelError::Ambiguous("no download_url".into()))?;
         let path = url.strip_prefix(&self.gateway).unwrap_or(url);
-        let auth = protocol::authorization(&self.keys.merchant_key, &self.keys.mchid, &self.keys.merchant_serial_no, "GET", path, "", self.now_secs());
-        let mut resp = self.http.get(url).header("authorization", auth).send().await.map_err(classify_transport)?;
+        let auth = protocol::authorization(
+            &self.keys.merchant_key,
+            &self.keys.mchid,
+            &self.keys.merchant_serial_no,
+            "GET",
+            path,
+            "",
+            self.now_secs(),
+        );
+        let mut resp = self
+            .http
+            .get(url)
+            .header("authorization", auth)
+            .send()
+            .await
+            .map_err(classify_transport)?;
         // Read chunk by chunk into one buffer sized from Content-Length: a large bill is held
         // once, never copied while it grows.
-        let mut content = Vec::with_capacity(resp.content_length().unwrap_or(0).min(1 << 30) as usize);
-        while let Some(chunk) = resp.chunk().await.map_err(|e| ChannelError::Ambiguous(e.to_string()))? {
+        let mut content =
+            Vec::with_capacity(resp.content_length().unwrap_or(0).min(1 << 30) as usize);
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| ChannelError::Ambiguous(e.to_string()))?
+        {
             content.extend_from_slice(&chunk);
         }
-        let content = checked_bill(content, v["hash_value"].as_str().unwrap_or_default()).map_err(ChannelError::Ambiguous)?;
-        Ok(crate::bill::BillDownload::Bill(crate::bill::DownloadedBill {
-            merchant_account: self.keys.mchid.clone(),
-            bill_type: "ALL".into(),
-            format: crate::bill::BillFormat::WechatGzip,
-            content,
-        }))
+        let content = checked_bill(content, v["hash_value"].as_str().unwrap_or_default())
+            .map_err(ChannelError::Ambiguous)?;
+        Ok(crate::bill::BillDownload::Bill(
+            crate::bill::DownloadedBill {
+                merchant_account: self.keys.mchid.clone(),
+                bill_type: "ALL".into(),
+                format: crate::bill::BillFormat::WechatGzip,
+                content,
+            },
+        ))
     }
 
-    fn verify_notification(&self, headers: &HeaderMap, body: &[u8], now: Timestamp) -> Result<Notification, NotifyError> {
+    fn verify_notification(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: Timestamp,
+    ) -> Result<Notification, NotifyError> {
         let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
         if h(protocol::H_SIGNATURE_TYPE).is_some_and(|t| t != protocol::SIGNATURE_TYPE) {
             return Err(NotifyError::BadSignature);
         }
         self.trust
-            .verify(h(protocol::H_SERIAL), h(protocol::H_TIMESTAMP), h(protocol::H_NONCE), h(protocol::H_SIGNATURE), body, now.0.div_euclid(1000))
+            .verify(
+                h(protocol::H_SERIAL),
+                h(protocol::H_TIMESTAMP),
+                h(protocol::H_NONCE),
+                h(protocol::H_SIGNATURE),
+                body,
+                now.0.div_euclid(1000),
+            )
             .map_err(|e| match e {
                 protocol::VerifyError::UnknownSerial => {
                     // Maybe a rotated certificate: learn it in the background, so WeChat's next
@@ -456,9 +681,13 @@ impl Channel for WechatpayClient {
                 protocol::VerifyError::Stale => NotifyError::Stale,
                 _ => NotifyError::BadSignature,
             })?;
-        let env: NotifyEnvelope = serde_json::from_slice(body).map_err(|e| NotifyError::Malformed(e.to_string()))?;
+        let env: NotifyEnvelope =
+            serde_json::from_slice(body).map_err(|e| NotifyError::Malformed(e.to_string()))?;
         if env.resource.algorithm != "AEAD_AES_256_GCM" {
-            return Err(NotifyError::Malformed(format!("algorithm {}", env.resource.algorithm)));
+            return Err(NotifyError::Malformed(format!(
+                "algorithm {}",
+                env.resource.algorithm
+            )));
         }
         let plain = protocol::decrypt_resource(
             self.keys.apiv3_key.expose(),
@@ -470,37 +699,66 @@ impl Channel for WechatpayClient {
         .ok_or(NotifyError::BadSignature)?;
         match env.event_type.as_str() {
             "TRANSACTION.SUCCESS" => {
-                let t: Transaction = serde_json::from_slice(&plain).map_err(|e| NotifyError::Malformed(e.to_string()))?;
+                let t: Transaction = serde_json::from_slice(&plain)
+                    .map_err(|e| NotifyError::Malformed(e.to_string()))?;
                 if t.mchid != self.keys.mchid || t.appid != self.keys.appid {
-                    return Err(NotifyError::Malformed("notification for another merchant or app".into()));
+                    return Err(NotifyError::Malformed(
+                        "notification for another merchant or app".into(),
+                    ));
                 }
-                Ok(Notification { event_id: env.id, out_trade_no: t.out_trade_no.clone(), state: trade_state_of(&t), refund: None, content: Some(String::from_utf8_lossy(&plain).into_owned()) })
+                Ok(Notification {
+                    event_id: env.id,
+                    out_trade_no: t.out_trade_no.clone(),
+                    state: trade_state_of(&t),
+                    refund: None,
+                    content: Some(String::from_utf8_lossy(&plain).into_owned()),
+                })
             }
             "REFUND.SUCCESS" | "REFUND.ABNORMAL" | "REFUND.CLOSED" => {
-                let r: serde_json::Value = serde_json::from_slice(&plain).map_err(|e| NotifyError::Malformed(e.to_string()))?;
+                let r: serde_json::Value = serde_json::from_slice(&plain)
+                    .map_err(|e| NotifyError::Malformed(e.to_string()))?;
                 if r["mchid"].as_str() != Some(self.keys.mchid.as_str()) {
-                    return Err(NotifyError::Malformed("notification for another merchant".into()));
+                    return Err(NotifyError::Malformed(
+                        "notification for another merchant".into(),
+                    ));
                 }
-                let field = |k: &str| r[k].as_str().map(str::to_owned).ok_or_else(|| NotifyError::Malformed(format!("no {k}")));
+                let field = |k: &str| {
+                    r[k].as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| NotifyError::Malformed(format!("no {k}")))
+                };
                 Ok(Notification {
                     event_id: env.id,
                     out_trade_no: field("out_trade_no")?,
                     // A refund says nothing new about the payment.
                     state: TradeState::Unpaid,
-                    refund: Some(crate::RefundNotice { out_refund_no: field("out_refund_no")?, state: refund_state_of(&field("refund_status")?) }),
+                    refund: Some(crate::RefundNotice {
+                        out_refund_no: field("out_refund_no")?,
+                        state: refund_state_of(&field("refund_status")?),
+                    }),
                     content: Some(String::from_utf8_lossy(&plain).into_owned()),
                 })
             }
-            other => Err(NotifyError::Malformed(format!("unsupported event_type {other}"))),
+            other => Err(NotifyError::Malformed(format!(
+                "unsupported event_type {other}"
+            ))),
         }
     }
 
     fn notify_ack(&self) -> NotifyReply {
-        NotifyReply { status: 204, content_type: "application/json", body: String::new() }
+        NotifyReply {
+            status: 204,
+            content_type: "application/json",
+            body: String::new(),
+        }
     }
 
     fn notify_nack(&self, reason: &str) -> NotifyReply {
-        NotifyReply { status: 400, content_type: "application/json", body: serde_json::json!({"code": "FAIL", "message": reason}).to_string() }
+        NotifyReply {
+            status: 400,
+            content_type: "application/json",
+            body: serde_json::json!({"code": "FAIL", "message": reason}).to_string(),
+        }
     }
 }
 
@@ -514,7 +772,10 @@ pub fn refund_state_of(status: &str) -> RefundState {
         // Closed by WeChat: nothing was refunded.
         "CLOSED" => RefundState::Failed("CLOSED".to_owned()),
         other => {
-            tracing::warn!(status = other, "undocumented wechatpay refund status: querying again");
+            tracing::warn!(
+                status = other,
+                "undocumented wechatpay refund status: querying again"
+            );
             RefundState::Processing
         }
     }
@@ -535,23 +796,44 @@ pub fn prepay_outcome(status: u16, body: &[u8]) -> Result<PrepayCode, ChannelErr
         let e = WechatpayClient::error_of(status, body);
         // INVALID_REQUEST includes "a repeat whose parameters differ from the first" (WX-P-400-
         // INVALID_REQUEST); a 404 is not a documented prepay answer (WX-P-404).
-        if status == 404 || matches!(e.code.as_str(), "ORDERPAID" | "ORDER_PAID" | "OUT_TRADE_NO_USED" | "ORDER_CLOSED" | "ORDERCLOSED" | "INVALID_REQUEST") {
-            return Err(ChannelError::Ambiguous(format!("{status} {}: query the order", e.code)));
+        if status == 404
+            || matches!(
+                e.code.as_str(),
+                "ORDERPAID"
+                    | "ORDER_PAID"
+                    | "OUT_TRADE_NO_USED"
+                    | "ORDER_CLOSED"
+                    | "ORDERCLOSED"
+                    | "INVALID_REQUEST"
+            )
+        {
+            return Err(ChannelError::Ambiguous(format!(
+                "{status} {}: query the order",
+                e.code
+            )));
         }
         return Err(WechatpayClient::refusal(status, body));
     }
-    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
     if let Some(code_url) = v["code_url"].as_str() {
         Ok(PrepayCode::CodeUrl(code_url.to_owned()))
     } else if let Some(prepay_id) = v["prepay_id"].as_str() {
         Ok(PrepayCode::PrepayId(prepay_id.to_owned()))
     } else {
-        Err(ChannelError::Ambiguous("prepay answer without code_url or prepay_id".into()))
+        Err(ChannelError::Ambiguous(
+            "prepay answer without code_url or prepay_id".into(),
+        ))
     }
 }
 
 /// A verified query answer about `out_trade_no` of `mchid` (WX-Q-*).
-pub fn query_outcome(status: u16, body: &[u8], mchid: &str, out_trade_no: &str) -> Result<TradeState, ChannelError> {
+pub fn query_outcome(
+    status: u16,
+    body: &[u8],
+    mchid: &str,
+    out_trade_no: &str,
+) -> Result<TradeState, ChannelError> {
     if status == 404 {
         return Ok(TradeState::Absent);
     }
@@ -562,9 +844,12 @@ pub fn query_outcome(status: u16, body: &[u8], mchid: &str, out_trade_no: &str) 
         }
         return Err(WechatpayClient::refusal(status, body));
     }
-    let t: Transaction = serde_json::from_slice(body).map_err(|e| ChannelError::Ambiguous(format!("bad query answer: {e}")))?;
+    let t: Transaction = serde_json::from_slice(body)
+        .map_err(|e| ChannelError::Ambiguous(format!("bad query answer: {e}")))?;
     if t.mchid != mchid || t.out_trade_no != out_trade_no {
-        return Err(ChannelError::Ambiguous("query answer about another merchant or order".into()));
+        return Err(ChannelError::Ambiguous(
+            "query answer about another merchant or order".into(),
+        ));
     }
     trade_state_checked(&t)
 }
@@ -572,8 +857,12 @@ pub fn query_outcome(status: u16, body: &[u8], mchid: &str, out_trade_no: &str) 
 /// `trade_state_of`, refusing states WeChat does not document (never guessed as unpaid).
 pub fn trade_state_checked(t: &Transaction) -> Result<TradeState, ChannelError> {
     match t.trade_state.as_str() {
-        "SUCCESS" | "REFUND" | "CLOSED" | "REVOKED" | "NOTPAY" | "USERPAYING" | "PAYERROR" => Ok(trade_state_of(t)),
-        other => Err(ChannelError::Ambiguous(format!("undocumented trade_state {other}"))),
+        "SUCCESS" | "REFUND" | "CLOSED" | "REVOKED" | "NOTPAY" | "USERPAYING" | "PAYERROR" => {
+            Ok(trade_state_of(t))
+        }
+        other => Err(ChannelError::Ambiguous(format!(
+            "undocumented trade_state {other}"
+        ))),
     }
 }
 
@@ -604,7 +893,8 @@ pub fn refund_outcome(status: u16, body: &[u8]) -> Result<RefundState, ChannelEr
         }
         return Err(ChannelError::Ambiguous(format!("{status} {}", e.code)));
     }
-    let r: protocol::Refund = serde_json::from_slice(body).map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
+    let r: protocol::Refund =
+        serde_json::from_slice(body).map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
     refund_status_checked(&r.status)
 }
 
@@ -612,7 +902,9 @@ pub fn refund_outcome(status: u16, body: &[u8]) -> Result<RefundState, ChannelEr
 pub fn refund_status_checked(status: &str) -> Result<RefundState, ChannelError> {
     match status {
         "SUCCESS" | "PROCESSING" | "ABNORMAL" | "CLOSED" => Ok(refund_state_of(status)),
-        other => Err(ChannelError::Ambiguous(format!("undocumented refund status {other}"))),
+        other => Err(ChannelError::Ambiguous(format!(
+            "undocumented refund status {other}"
+        ))),
     }
 }
 
@@ -620,7 +912,8 @@ pub fn refund_status_checked(status: &str) -> Result<RefundState, ChannelError> 
 pub fn refund_query_outcome(status: u16, body: &[u8]) -> Result<RefundState, ChannelError> {
     match status {
         200 => {
-            let r: protocol::Refund = serde_json::from_slice(body).map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
+            let r: protocol::Refund =
+                serde_json::from_slice(body).map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
             refund_status_checked(&r.status)
         }
         404 => Ok(RefundState::Absent),
@@ -632,15 +925,25 @@ pub fn refund_query_outcome(status: u16, body: &[u8]) -> Result<RefundState, Cha
 /// unpacked bill) and returned gzip-compressed for storage.
 fn checked_bill(content: Vec<u8>, hash_value: &str) -> Result<Vec<u8>, String> {
     let gzipped = content.starts_with(&[0x1f, 0x8b]);
-    let sha1 = if gzipped { sha1_of_gunzipped(&content)? } else { sha1_hex(&content) };
+    let sha1 = if gzipped {
+        sha1_of_gunzipped(&content)?
+    } else {
+        sha1_hex(&content)
+    };
     if !hash_value.eq_ignore_ascii_case(&sha1) {
         return Err("bill hash mismatch".into());
     }
-    Ok(if gzipped { content } else { crate::bill::gzip(&content) })
+    Ok(if gzipped {
+        content
+    } else {
+        crate::bill::gzip(&content)
+    })
 }
 
 fn sha1_hex(bytes: &[u8]) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, bytes).as_ref())
+    hex::encode(
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, bytes).as_ref(),
+    )
 }
 
 /// The SHA-1 of what a gzip stream unpacks to, read in blocks (a large bill is never unpacked
@@ -668,10 +971,24 @@ mod bill_download_tests {
         let bill = b"\xef\xbb\xbf\xe4\xba\xa4\xe6\x98\x93\xe6\x97\xb6\xe9\x97\xb4\r\n".to_vec();
         let hash = sha1_hex(&bill);
         let plain = checked_bill(bill.clone(), &hash).unwrap();
-        assert_eq!(crate::bill::gunzip(&plain, 1 << 20).unwrap(), bill, "a plain download is stored gzip-compressed");
+        assert_eq!(
+            crate::bill::gunzip(&plain, 1 << 20).unwrap(),
+            bill,
+            "a plain download is stored gzip-compressed"
+        );
         let packed = crate::bill::gzip(&bill);
-        assert_eq!(checked_bill(packed.clone(), &hash.to_uppercase()).unwrap(), packed, "a gzip download is kept as it came");
-        assert!(checked_bill(packed.clone(), &sha1_hex(&packed)).is_err(), "the hash is of the unpacked bill, not of the gzip");
-        assert!(checked_bill(packed[..packed.len() - 4].to_vec(), &hash).is_err(), "a truncated gzip");
+        assert_eq!(
+            checked_bill(packed.clone(), &hash.to_uppercase()).unwrap(),
+            packed,
+            "a gzip download is kept as it came"
+        );
+        assert!(
+            checked_bill(packed.clone(), &sha1_hex(&packed)).is_err(),
+            "the hash is of the unpacked bill, not of the gzip"
+        );
+        assert!(
+            checked_bill(packed[..packed.len() - 4].to_vec(), &hash).is_err(),
+            "a truncated gzip"
+        );
     }
 }

@@ -8,6 +8,7 @@ mod client;
 pub mod protocol;
 
 pub use client::{
-    CREDENTIAL_LIFE_MS, PrepayCode, WechatpayClient, WechatpayKeys, close_outcome, is_definitive, is_retryable, prepay_outcome, query_outcome, refund_outcome,
-    refund_query_outcome, refund_state_of, refund_status_checked, trade_state_checked, trade_state_of,
+    CREDENTIAL_LIFE_MS, PrepayCode, WechatpayClient, WechatpayKeys, close_outcome, is_definitive,
+    is_retryable, prepay_outcome, query_outcome, refund_outcome, refund_query_outcome,
+    refund_state_of, refund_status_checked, trade_state_checked, trade_state_of,
 };

@@ -18,7 +18,13 @@ pub const H_SIGNATURE_TYPE: &str = "wechatpay-signature-type";
 pub const PUBLIC_KEY_ID_PREFIX: &str = "PUB_KEY_ID_";
 
 /// The string a merchant signs for a request: `METHOD\nPATH?QUERY\nTS\nNONCE\nBODY\n`.
-pub fn request_message(method: &str, path_and_query: &str, ts: i64, nonce: &str, body: &str) -> String {
+pub fn request_message(
+    method: &str,
+    path_and_query: &str,
+    ts: i64,
+    nonce: &str,
+    body: &str,
+) -> String {
     format!("{method}\n{path_and_query}\n{ts}\n{nonce}\n{body}\n")
 }
 
@@ -31,9 +37,18 @@ pub fn response_message(ts: &str, nonce: &str, body: &[u8]) -> Vec<u8> {
 }
 
 /// The `Authorization` header of a merchant request.
-pub fn authorization(signer: &RsaSigner, mchid: &str, serial_no: &str, method: &str, path_and_query: &str, body: &str, ts: i64) -> String {
+pub fn authorization(
+    signer: &RsaSigner,
+    mchid: &str,
+    serial_no: &str,
+    method: &str,
+    path_and_query: &str,
+    body: &str,
+    ts: i64,
+) -> String {
     let nonce_str = nonce(32);
-    let sig = signer.sign_b64(request_message(method, path_and_query, ts, &nonce_str, body).as_bytes());
+    let sig =
+        signer.sign_b64(request_message(method, path_and_query, ts, &nonce_str, body).as_bytes());
     format!(
         "{SIGNATURE_TYPE} mchid=\"{mchid}\",nonce_str=\"{nonce_str}\",signature=\"{sig}\",timestamp=\"{ts}\",serial_no=\"{serial_no}\""
     )
@@ -73,14 +88,20 @@ impl PlatformKeys {
         body: &[u8],
         now_secs: i64,
     ) -> Result<(), VerifyError> {
-        let (Some(serial), Some(ts), Some(nonce), Some(sig)) = (serial, ts, nonce, signature) else {
+        let (Some(serial), Some(ts), Some(nonce), Some(sig)) = (serial, ts, nonce, signature)
+        else {
             return Err(VerifyError::Missing);
         };
         // Certificate serials are compared case-insensitively (hex).
         let key = self
             .0
             .get(serial)
-            .or_else(|| self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(serial)).map(|(_, v)| v))
+            .or_else(|| {
+                self.0
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(serial))
+                    .map(|(_, v)| v)
+            })
             .ok_or(VerifyError::UnknownSerial)?;
         if !key.verify_b64(&response_message(ts, nonce, body), sig) {
             return Err(VerifyError::BadSignature);
@@ -94,11 +115,18 @@ impl PlatformKeys {
 }
 
 /// AEAD_AES_256_GCM with the APIv3 key: `ciphertext` is base64 of ciphertext ‖ tag.
-pub fn decrypt_resource(apiv3_key: &[u8], nonce_str: &str, associated_data: &str, ciphertext_b64: &str) -> Option<Vec<u8>> {
+pub fn decrypt_resource(
+    apiv3_key: &[u8],
+    nonce_str: &str,
+    associated_data: &str,
+    ciphertext_b64: &str,
+) -> Option<Vec<u8>> {
     let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, apiv3_key).ok()?);
     let nonce = Nonce::try_assume_unique_for_key(nonce_str.as_bytes()).ok()?;
     let mut buf = b64_decode(ciphertext_b64)?;
-    let plain = key.open_in_place(nonce, Aad::from(associated_data.as_bytes()), &mut buf).ok()?;
+    let plain = key
+        .open_in_place(nonce, Aad::from(associated_data.as_bytes()), &mut buf)
+        .ok()?;
     Some(plain.to_vec())
 }
 
@@ -113,33 +141,64 @@ pub struct DownloadedCertificate {
 
 /// Decrypts every `data[].encrypt_certificate` of a `/v3/certificates` answer. A certificate
 /// whose plaintext does not parse, or whose serial is not the one announced, is refused.
-pub fn decrypt_certificates(apiv3_key: &[u8], answer: &[u8]) -> Result<Vec<DownloadedCertificate>, String> {
-    let v: serde_json::Value = serde_json::from_slice(answer).map_err(|e| format!("certificates answer: {e}"))?;
-    let data = v["data"].as_array().ok_or("certificates answer without data[]")?;
-    data.iter().map(|item| decrypt_certificate_item(apiv3_key, item)).collect()
+pub fn decrypt_certificates(
+    apiv3_key: &[u8],
+    answer: &[u8],
+) -> Result<Vec<DownloadedCertificate>, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(answer).map_err(|e| format!("certificates answer: {e}"))?;
+    let data = v["data"]
+        .as_array()
+        .ok_or("certificates answer without data[]")?;
+    data.iter()
+        .map(|item| decrypt_certificate_item(apiv3_key, item))
+        .collect()
 }
 
 /// One `data[]` item of `/v3/certificates`.
-pub fn decrypt_certificate_item(apiv3_key: &[u8], item: &serde_json::Value) -> Result<DownloadedCertificate, String> {
+pub fn decrypt_certificate_item(
+    apiv3_key: &[u8],
+    item: &serde_json::Value,
+) -> Result<DownloadedCertificate, String> {
     let enc = &item["encrypt_certificate"];
-    let field = |k: &str| enc[k].as_str().ok_or_else(|| format!("encrypt_certificate without {k}"));
+    let field = |k: &str| {
+        enc[k]
+            .as_str()
+            .ok_or_else(|| format!("encrypt_certificate without {k}"))
+    };
     if field("algorithm")? != "AEAD_AES_256_GCM" {
         return Err("unsupported certificate algorithm".into());
     }
-    let plain = decrypt_resource(apiv3_key, field("nonce")?, field("associated_data")?, field("ciphertext")?)
-        .ok_or("certificate does not decrypt with the APIv3 key")?;
+    let plain = decrypt_resource(
+        apiv3_key,
+        field("nonce")?,
+        field("associated_data")?,
+        field("ciphertext")?,
+    )
+    .ok_or("certificate does not decrypt with the APIv3 key")?;
     let pem = String::from_utf8(plain).map_err(|_| "certificate is not text")?;
     let certificate = crate::crypto::Certificate::from_pem(&pem).map_err(|e| e.to_string())?;
     let serial_no = item["serial_no"].as_str().unwrap_or_default().to_owned();
     if !serial_no.eq_ignore_ascii_case(&certificate.serial_hex) {
-        return Err(format!("serial_no {serial_no} is not the certificate's {}", certificate.serial_hex));
+        return Err(format!(
+            "serial_no {serial_no} is not the certificate's {}",
+            certificate.serial_hex
+        ));
     }
     let expire_at = item["expire_time"].as_str().and_then(parse_rfc3339_ms);
-    Ok(DownloadedCertificate { serial_no, certificate, expire_at })
+    Ok(DownloadedCertificate {
+        serial_no,
+        certificate,
+        expire_at,
+    })
 }
 
 /// The simulator's side of `decrypt_resource`. Returns (nonce, ciphertext base64).
-pub fn encrypt_resource(apiv3_key: &[u8], associated_data: &str, plaintext: &[u8]) -> (String, String) {
+pub fn encrypt_resource(
+    apiv3_key: &[u8],
+    associated_data: &str,
+    plaintext: &[u8],
+) -> (String, String) {
     let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, apiv3_key).expect("32-byte key"));
     let nonce_str = nonce(12);
     let mut buf = plaintext.to_vec();
@@ -262,11 +321,16 @@ pub fn beijing_rfc3339(ms: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
         .to_offset(time::macros::offset!(+8));
-    t.format(&time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]+08:00")).unwrap()
+    t.format(&time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second]+08:00"
+    ))
+    .unwrap()
 }
 
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok().map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
 #[cfg(test)]
@@ -277,8 +341,14 @@ mod tests {
     fn resource_round_trip_and_tamper() {
         let key = b"0123456789abcdef0123456789abcdef";
         let (n, ct) = encrypt_resource(key, "transaction", b"{\"a\":1}");
-        assert_eq!(decrypt_resource(key, &n, "transaction", &ct).unwrap(), b"{\"a\":1}");
-        assert!(decrypt_resource(key, &n, "other", &ct).is_none(), "associated data is authenticated");
+        assert_eq!(
+            decrypt_resource(key, &n, "transaction", &ct).unwrap(),
+            b"{\"a\":1}"
+        );
+        assert!(
+            decrypt_resource(key, &n, "other", &ct).is_none(),
+            "associated data is authenticated"
+        );
         let mut raw = b64_decode(&ct).unwrap();
         raw[0] ^= 1;
         assert!(decrypt_resource(key, &n, "transaction", &b64(&raw)).is_none());
@@ -287,7 +357,15 @@ mod tests {
     #[test]
     fn authorization_verifies_with_merchant_key() {
         let k = RsaSigner::generate();
-        let h = authorization(&k, "1900000001", "ABC", "POST", "/v3/x?y=1", "{}", 1700000000);
+        let h = authorization(
+            &k,
+            "1900000001",
+            "ABC",
+            "POST",
+            "/v3/x?y=1",
+            "{}",
+            1700000000,
+        );
         let f = parse_authorization(&h).unwrap();
         let msg = request_message("POST", "/v3/x?y=1", 1700000000, &f["nonce_str"], "{}");
         assert!(k.verifier().verify_b64(msg.as_bytes(), &f["signature"]));

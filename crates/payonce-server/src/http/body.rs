@@ -19,7 +19,9 @@ impl FromRequest<AppState> for JsonObject {
             return Err(ApiError::unsupported_media_type());
         }
         let limit = state.config.body_limit;
-        let bytes = read_limited(req.into_body(), limit).await.map_err(|_| ApiError::payload_too_large(limit))?;
+        let bytes = read_limited(req.into_body(), limit)
+            .await
+            .map_err(|_| ApiError::payload_too_large(limit))?;
         parse_object(&bytes)
     }
 }
@@ -28,13 +30,25 @@ impl FromRequest<AppState> for JsonObject {
 /// rather than axum's plain-text rejection.
 pub struct Query<T>(pub T);
 
-impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for Query<T> {
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S>
+    for Query<T>
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
         axum::extract::Query::<T>::try_from_uri(&parts.uri)
             .map(|q| Query(q.0))
-            .map_err(|e| ApiError::field("query", e.body_text().trim_start_matches("Failed to deserialize query string: ").to_owned()))
+            .map_err(|e| {
+                ApiError::field(
+                    "query",
+                    e.body_text()
+                        .trim_start_matches("Failed to deserialize query string: ")
+                        .to_owned(),
+                )
+            })
     }
 }
 
@@ -43,8 +57,16 @@ pub fn is_json(headers: &axum::http::HeaderMap) -> bool {
     headers
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
-        .is_some_and(|t| t == "application/json" || (t.starts_with("application/") && t.ends_with("+json")))
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|t| {
+            t == "application/json" || (t.starts_with("application/") && t.ends_with("+json"))
+        })
 }
 
 /// The body was over the limit (the rest of it, up to a bound, was read and thrown away).
@@ -63,8 +85,12 @@ pub async fn read_limited(body: axum::body::Body, limit: usize) -> Result<Bytes,
     let mut body = body;
     let mut buf = Vec::new();
     while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else { return Err(TooLarge) };
-        let Ok(data) = frame.into_data() else { continue };
+        let Ok(frame) = frame else {
+            return Err(TooLarge);
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         if buf.len() + data.len() > limit {
             let mut drained = buf.len() + data.len();
             let _ = tokio::time::timeout(DRAIN_TIME, async {
@@ -103,11 +129,17 @@ pub struct Fields {
 
 impl Fields {
     pub fn new(map: Map<String, Value>) -> Self {
-        Fields { map, errors: Vec::new() }
+        Fields {
+            map,
+            errors: Vec::new(),
+        }
     }
 
     pub fn error(&mut self, field: &str, message: impl Into<String>) {
-        self.errors.push(FieldError { field: field.into(), message: message.into() });
+        self.errors.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
     }
 
     fn take(&mut self, name: &str) -> Option<Value> {
@@ -156,7 +188,11 @@ impl Fields {
             }
             // JSON has numbers, not integers: 4990.0 is the integer 4990 (as JSON Schema
             // says), while 4990.5 is not one.
-            Some(Value::Number(n)) => match n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64)) {
+            Some(Value::Number(n)) => match n.as_i64().or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                    .map(|f| f as i64)
+            }) {
                 Some(v) if v >= min && v <= max => Some(v),
                 Some(_) => {
                     self.error(name, format!("must be between {min} and {max}"));
@@ -178,7 +214,11 @@ impl Fields {
         match self.take(name) {
             None => None,
             Some(Value::Object(m)) => {
-                if serde_json::to_string(&m).map(|s| s.len()).unwrap_or(usize::MAX) > max_bytes {
+                if serde_json::to_string(&m)
+                    .map(|s| s.len())
+                    .unwrap_or(usize::MAX)
+                    > max_bytes
+                {
                     self.error(name, format!("must be at most {max_bytes} bytes of JSON"));
                     None
                 } else {
@@ -200,7 +240,11 @@ impl Fields {
         for k in unknown {
             self.error(&k, "unknown field");
         }
-        if self.errors.is_empty() { Ok(()) } else { Err(ApiError::validation(self.errors)) }
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::validation(self.errors))
+        }
     }
 }
 

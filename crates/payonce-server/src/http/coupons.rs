@@ -97,7 +97,11 @@ fn time_field(f: &mut Fields, name: &str) -> Option<Timestamp> {
     responses((status = 201, description = "created", body = CouponView),
               (status = 409, description = "coupon_code_conflict", body = crate::error::Problem, content_type = "application/problem+json"),
               (status = 422, description = "coupon_invalid: a percent over 100, or valid_until not after valid_from", body = crate::error::Problem, content_type = "application/problem+json")))]
-pub async fn create(State(state): State<AppState>, Authed(app): Authed, JsonObject(body): JsonObject) -> Result<Response, ApiError> {
+pub async fn create(
+    State(state): State<AppState>,
+    Authed(app): Authed,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
     let mut f = Fields::new(body);
     let code = f.string("code", 64, true);
     let kind = f.string("kind", 16, true);
@@ -107,25 +111,43 @@ pub async fn create(State(state): State<AppState>, Authed(app): Authed, JsonObje
     let per_payer_limit = f.integer("per_payer_limit", 1, 1_000_000, false);
     let valid_from = time_field(&mut f, "valid_from");
     let valid_until = time_field(&mut f, "valid_until");
-    if code.as_deref().is_some_and(|c| !c.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:|*".contains(&b))) {
+    if code.as_deref().is_some_and(|c| {
+        !c.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:|*".contains(&b))
+    }) {
         f.error("code", "may contain only letters, digits and - _ . : | *");
     }
-    if kind.as_deref().is_some_and(|k| k != "fixed" && k != "percent") {
+    if kind
+        .as_deref()
+        .is_some_and(|k| k != "fixed" && k != "percent")
+    {
         f.error("kind", "must be fixed or percent");
     }
     f.finish()?;
     // Well-formed, but not a coupon anyone could use (the schema cannot say this): 422.
     if kind.as_deref() == Some("percent") && value.is_some_and(|v| v > 100) {
-        return Err(ApiError::unprocessable("coupon_invalid", "value: a percent coupon takes at most 100"));
+        return Err(ApiError::unprocessable(
+            "coupon_invalid",
+            "value: a percent coupon takes at most 100",
+        ));
     }
     if let (Some(a), Some(b)) = (valid_from, valid_until)
         && b <= a
     {
-        return Err(ApiError::unprocessable("coupon_invalid", "valid_until: must be after valid_from"));
+        return Err(ApiError::unprocessable(
+            "coupon_invalid",
+            "valid_until: must be after valid_from",
+        ));
     }
-    let (Some(code), Some(kind), Some(value), Some(max_redemptions)) = (code, kind, value, max_redemptions) else { unreachable!("finish() reported missing fields") };
+    let (Some(code), Some(kind), Some(value), Some(max_redemptions)) =
+        (code, kind, value, max_redemptions)
+    else {
+        unreachable!("finish() reported missing fields")
+    };
     let coupon = Coupon {
-        id: payonce_core::EventId::new().as_str().replacen("evt_", "cpn_", 1),
+        id: payonce_core::EventId::new()
+            .as_str()
+            .replacen("evt_", "cpn_", 1),
         app_id: app.id.clone(),
         code,
         kind,
@@ -140,7 +162,10 @@ pub async fn create(State(state): State<AppState>, Authed(app): Authed, JsonObje
         created_at: state.clock.now(),
     };
     if !state.store.create_coupon(&coupon).await? {
-        return Err(ApiError::conflict("coupon_code_conflict", "this app already has a coupon with that code"));
+        return Err(ApiError::conflict(
+            "coupon_code_conflict",
+            "this app already has a coupon with that code",
+        ));
     }
     Ok((StatusCode::CREATED, Json(view(&coupon))).into_response())
 }
@@ -149,8 +174,16 @@ pub async fn create(State(state): State<AppState>, Authed(app): Authed, JsonObje
 #[utoipa::path(get, path = "/v1/coupons/{code}", operation_id = "get_coupon", tag = "coupons", params(("code" = String, Path, description = "the coupon's code")),
     responses((status = 200, description = "the coupon", body = CouponView),
               (status = 404, description = "not_found", body = crate::error::Problem, content_type = "application/problem+json")))]
-pub async fn get(State(state): State<AppState>, Authed(app): Authed, Path(code): Path<String>) -> Result<Json<CouponView>, ApiError> {
-    let c = state.store.coupon(&app.id, &code).await?.ok_or_else(|| ApiError::not_found("coupon"))?;
+pub async fn get(
+    State(state): State<AppState>,
+    Authed(app): Authed,
+    Path(code): Path<String>,
+) -> Result<Json<CouponView>, ApiError> {
+    let c = state
+        .store
+        .coupon(&app.id, &code)
+        .await?
+        .ok_or_else(|| ApiError::not_found("coupon"))?;
     Ok(Json(view(&c)))
 }
 
@@ -174,7 +207,13 @@ pub fn check(c: &Coupon, amount: i64, now: Timestamp) -> Result<Option<&'static 
         return Ok(Some("not_yet_valid"));
     }
     if c.min_amount.is_some_and(|m| amount < m) {
-        return Err(ApiError::unprocessable("coupon_not_applicable", format!("the order's amount is below the coupon's minimum of {} fen", c.min_amount.unwrap_or(0))));
+        return Err(ApiError::unprocessable(
+            "coupon_not_applicable",
+            format!(
+                "the order's amount is below the coupon's minimum of {} fen",
+                c.min_amount.unwrap_or(0)
+            ),
+        ));
     }
     Ok(None)
 }

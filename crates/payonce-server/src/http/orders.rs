@@ -19,7 +19,6 @@ use serde::Deserialize;
 /// Default order lifetime (DESIGN.md: 30 minutes).
 const DEFAULT_EXPIRE_SECS: i64 = 30 * 60;
 
-
 /// The body of `POST /v1/orders`. Read field by field by [`Fields`] (every problem reported by
 /// name at once); this type is what the document shows, and the schema tests hold the two to
 /// the same rules.
@@ -51,14 +50,22 @@ pub struct CreateOrderRequest {
     amount: i64,
     #[schema(value_type = String, pattern = "^CNY$")]
     currency: String,
-    #[schema(min_length = 1, max_length = 127, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")]
+    #[schema(
+        min_length = 1,
+        max_length = 127,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     subject: String,
     /// Default 1800 (30 minutes).
     #[schema(minimum = 5, maximum = 604800)]
     expire_in_seconds: Option<i64>,
     /// Where this order's webhooks go instead of the app's URL. Its host (and port) must be the
     /// app's webhook host or one the app allows, else 422 `notify_url_not_allowed`.
-    #[schema(min_length = 1, max_length = 512, pattern = r"^https?://[^\u0000-\u0020\u007F-\u009F]+$")]
+    #[schema(
+        min_length = 1,
+        max_length = 512,
+        pattern = r"^https?://[^\u0000-\u0020\u007F-\u009F]+$"
+    )]
     notify_url: Option<String>,
     /// Anything the business wants back, at most 4096 bytes of JSON.
     #[schema(value_type = Option<Object>)]
@@ -73,23 +80,39 @@ pub struct IdempotencyKeyHeader {
     /// Replays the first complete answer verbatim (with `Idempotent-Replayed: true`) for at
     /// least 24 h; another body under the same key → 422 `idempotency_key_reused`.
     #[serde(rename = "Idempotency-Key")]
-    #[param(rename = "Idempotency-Key", min_length = 1, max_length = 255, pattern = r"^[\x21-\x7E]+$")]
+    #[param(
+        rename = "Idempotency-Key",
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[\x21-\x7E]+$"
+    )]
     idempotency_key: Option<String>,
 }
 
 fn valid_merchant_no(s: &str) -> bool {
-    s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:|*".contains(&b))
+    s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.:|*".contains(&b))
 }
 
-async fn render(state: &AppState, order: &Order) -> Result<crate::http::views::OrderView, ApiError> {
+async fn render(
+    state: &AppState,
+    order: &Order,
+) -> Result<crate::http::views::OrderView, ApiError> {
     Ok(views::load_order(state, order).await?)
 }
 
 /// Remembers the trace a new order was created in, so its events continue it. Telemetry, not
 /// a fact: after the order's transaction, and a failure is only logged.
-async fn keep_trace(state: &AppState, order: &Order, trace: Option<&axum::Extension<crate::http::TraceParent>>) {
+async fn keep_trace(
+    state: &AppState,
+    order: &Order,
+    trace: Option<&axum::Extension<crate::http::TraceParent>>,
+) {
     if let Some(tp) = trace.and_then(|t| t.0.0.as_deref())
-        && let Err(e) = state.store.save_trace_context(&order.id, tp, state.clock.now()).await
+        && let Err(e) = state
+            .store
+            .save_trace_context(&order.id, tp, state.clock.now())
+            .await
     {
         tracing::warn!(error = %e, "keeping the order's trace context failed");
     }
@@ -117,34 +140,63 @@ pub async fn create(
     let amount = f.integer("amount", 1, MAX_MINOR, true);
     let currency = f.string("currency", 3, true);
     let subject = f.string("subject", 127, true);
-    let expire_in = f.integer("expire_in_seconds", 5, 7 * 24 * 3600, false).unwrap_or(DEFAULT_EXPIRE_SECS);
+    let expire_in = f
+        .integer("expire_in_seconds", 5, 7 * 24 * 3600, false)
+        .unwrap_or(DEFAULT_EXPIRE_SECS);
     let notify_url = f.string("notify_url", 512, false);
     let metadata = f.object("metadata", 4096);
-    if merchant_order_no.as_deref().is_some_and(|n| !valid_merchant_no(n)) {
-        f.error("merchant_order_no", "may contain only letters, digits and - _ . : | *");
+    if merchant_order_no
+        .as_deref()
+        .is_some_and(|n| !valid_merchant_no(n))
+    {
+        f.error(
+            "merchant_order_no",
+            "may contain only letters, digits and - _ . : | *",
+        );
     }
-    if payer_ref.as_deref().is_some_and(|p| !p.bytes().all(|b| b.is_ascii_graphic())) {
+    if payer_ref
+        .as_deref()
+        .is_some_and(|p| !p.bytes().all(|b| b.is_ascii_graphic()))
+    {
         f.error("payer_ref", "must be printable ASCII without spaces");
     }
     if merchant_order_no.is_none() && payer_ref.is_none() {
         // Neither: nothing would tell a resubmission from a new order.
-        f.error("merchant_order_no", "is required (or payer_ref, to have payonce recognise a resubmission by its content)");
+        f.error(
+            "merchant_order_no",
+            "is required (or payer_ref, to have payonce recognise a resubmission by its content)",
+        );
     }
     let currency = currency.and_then(|c| match Currency::parse(&c) {
         Ok(c) if c == Currency::CNY => Some(c),
         _ => {
-            f.error("currency", "must be CNY (the only currency the supported channels settle)");
+            f.error(
+                "currency",
+                "must be CNY (the only currency the supported channels settle)",
+            );
             None
         }
     });
-    if notify_url.as_deref().is_some_and(|u| !(u.starts_with("https://") || u.starts_with("http://"))) {
+    if notify_url
+        .as_deref()
+        .is_some_and(|u| !(u.starts_with("https://") || u.starts_with("http://")))
+    {
         f.error("notify_url", "must be an http(s) URL");
     }
     f.finish()?;
     // A well-formed URL this app may not use: not a malformed request, a refusal (422).
-    if notify_url.as_deref().is_some_and(|u| !crate::webhooks::notify_url_allowed(&app, u)) {
-        let mut e = ApiError::unprocessable("notify_url_not_allowed", "notify_url: its host is neither the app's webhook host nor one the app allows");
-        e.errors.push(crate::error::FieldError { field: "notify_url".into(), message: "its host is neither the app's webhook host nor one the app allows".into() });
+    if notify_url
+        .as_deref()
+        .is_some_and(|u| !crate::webhooks::notify_url_allowed(&app, u))
+    {
+        let mut e = ApiError::unprocessable(
+            "notify_url_not_allowed",
+            "notify_url: its host is neither the app's webhook host nor one the app allows",
+        );
+        e.errors.push(crate::error::FieldError {
+            field: "notify_url".into(),
+            message: "its host is neither the app's webhook host nor one the app allows".into(),
+        });
         return Err(e);
     }
     let (Some(amount), Some(currency), Some(subject)) = (amount, currency, subject) else {
@@ -156,18 +208,33 @@ pub async fn create(
     let coupon = match &coupon_code {
         None => None,
         Some(code) => {
-            let c = state.store.coupon(&app.id, code).await?.ok_or_else(|| ApiError::coupon_unavailable("unknown"))?;
+            let c = state
+                .store
+                .coupon(&app.id, code)
+                .await?
+                .ok_or_else(|| ApiError::coupon_unavailable("unknown"))?;
             if let Some(reason) = crate::http::coupons::check(&c, amount, now)? {
                 return Err(ApiError::coupon_unavailable(reason));
             }
             if c.per_payer_limit.is_some() && payer_ref.is_none() {
                 // The body is well-formed; this coupon's own rule refuses it (issue 13 asked for a
                 // 400, but a schema-valid body is never a 400 here: see "400 means …" in README).
-                let mut e = ApiError::unprocessable("payer_ref_required", "payer_ref: is required with this coupon (it has a per-payer limit)");
-                e.errors.push(crate::error::FieldError { field: "payer_ref".into(), message: "is required with this coupon (it has a per-payer limit)".into() });
+                let mut e = ApiError::unprocessable(
+                    "payer_ref_required",
+                    "payer_ref: is required with this coupon (it has a per-payer limit)",
+                );
+                e.errors.push(crate::error::FieldError {
+                    field: "payer_ref".into(),
+                    message: "is required with this coupon (it has a per-payer limit)".into(),
+                });
                 return Err(e);
             }
-            Some(payonce_store::OrderCoupon { code: c.code.clone(), coupon_id: c.id.clone(), original_amount: amount, discount: crate::http::coupons::discount(&c, amount) })
+            Some(payonce_store::OrderCoupon {
+                code: c.code.clone(),
+                coupon_id: c.id.clone(),
+                original_amount: amount,
+                discount: crate::http::coupons::discount(&c, amount),
+            })
         }
     };
     let payable = amount - coupon.as_ref().map_or(0, |c| c.discount);
@@ -178,11 +245,37 @@ pub async fn create(
     // Without one, the content itself is the key, for the app's submission window.
     let (merchant_order_no, guarded, content_hash) = match merchant_order_no {
         Some(no) => {
-            let hash = sha256_hex(serde_json::json!([no, amount.minor, amount.currency.as_str(), subject, expire_in, notify_url, metadata, coupon_code]).to_string().as_bytes());
+            let hash = sha256_hex(
+                serde_json::json!([
+                    no,
+                    amount.minor,
+                    amount.currency.as_str(),
+                    subject,
+                    expire_in,
+                    notify_url,
+                    metadata,
+                    coupon_code
+                ])
+                .to_string()
+                .as_bytes(),
+            );
             (no, false, hash)
         }
         None => {
-            let hash = sha256_hex(serde_json::json!(["submission", app.id.as_str(), payer_ref, amount.minor, amount.currency.as_str(), subject, metadata, coupon_code]).to_string().as_bytes());
+            let hash = sha256_hex(
+                serde_json::json!([
+                    "submission",
+                    app.id.as_str(),
+                    payer_ref,
+                    amount.minor,
+                    amount.currency.as_str(),
+                    subject,
+                    metadata,
+                    coupon_code
+                ])
+                .to_string()
+                .as_bytes(),
+            );
             // payonce numbers the order itself: its id is unique.
             (id.as_str().to_owned(), app.submission_window_secs > 0, hash)
         }
@@ -209,14 +302,23 @@ pub async fn create(
         payer_ref,
     };
     if guarded {
-        return match state.store.create_guarded_order(&order, now.plus_secs(app.submission_window_secs)).await? {
+        return match state
+            .store
+            .create_guarded_order(&order, now.plus_secs(app.submission_window_secs))
+            .await?
+        {
             CreateOrder::Created(o) => {
                 keep_trace(&state, &o, trace.as_ref()).await;
                 Ok((StatusCode::CREATED, Json(render(&state, &o).await?)).into_response())
             }
             CreateOrder::Existing(o) | CreateOrder::Conflict(o) => {
                 metrics::counter!("payonce_submission_guard_hits_total", "app" => app.id.to_string()).increment(1);
-                Ok((StatusCode::OK, [("submission-replayed", "true")], Json(render(&state, &o).await?)).into_response())
+                Ok((
+                    StatusCode::OK,
+                    [("submission-replayed", "true")],
+                    Json(render(&state, &o).await?),
+                )
+                    .into_response())
             }
             CreateOrder::CouponUnavailable(reason) => Err(ApiError::coupon_unavailable(reason)),
         };
@@ -226,8 +328,12 @@ pub async fn create(
             keep_trace(&state, &o, trace.as_ref()).await;
             Ok((StatusCode::CREATED, Json(render(&state, &o).await?)).into_response())
         }
-        CreateOrder::Existing(o) => Ok((StatusCode::OK, Json(render(&state, &o).await?)).into_response()),
-        CreateOrder::Conflict(o) => Err(ApiError::merchant_order_no_conflict(render(&state, &o).await?)),
+        CreateOrder::Existing(o) => {
+            Ok((StatusCode::OK, Json(render(&state, &o).await?)).into_response())
+        }
+        CreateOrder::Conflict(o) => Err(ApiError::merchant_order_no_conflict(
+            render(&state, &o).await?,
+        )),
         CreateOrder::CouponUnavailable(reason) => Err(ApiError::coupon_unavailable(reason)),
     }
 }
@@ -235,7 +341,11 @@ pub async fn create(
 /// Unknown, malformed or another app's id: all the same 404.
 async fn load(state: &AppState, app: &AppId, id: &str) -> Result<Order, ApiError> {
     let id = OrderId::parse(id).map_err(|_| ApiError::not_found("order"))?;
-    state.store.order(app, &id).await?.ok_or_else(|| ApiError::not_found("order"))
+    state
+        .store
+        .order(app, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("order"))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -282,9 +392,16 @@ pub async fn find_by_merchant_no(
 ) -> Result<Json<crate::http::views::OrderView>, ApiError> {
     let no = &q.merchant_order_no;
     if no.is_empty() || no.chars().count() > 64 || !valid_merchant_no(no) {
-        return Err(ApiError::field("merchant_order_no", "must be 1 to 64 letters, digits or - _ . : | *"));
+        return Err(ApiError::field(
+            "merchant_order_no",
+            "must be 1 to 64 letters, digits or - _ . : | *",
+        ));
     }
-    let order = state.store.order_by_merchant_no(&app.id, no).await?.ok_or_else(|| ApiError::not_found("order"))?;
+    let order = state
+        .store
+        .order_by_merchant_no(&app.id, no)
+        .await?
+        .ok_or_else(|| ApiError::not_found("order"))?;
     Ok(Json(render(&state, &order).await?))
 }
 
@@ -334,7 +451,10 @@ pub async fn prepay(
             Ok(m) if c.methods().contains(&m) => Some(m),
             _ => {
                 let names: Vec<_> = c.methods().iter().map(|m| m.as_str()).collect();
-                f.error("method", format!("must be one of {} for {c}", names.join(", ")));
+                f.error(
+                    "method",
+                    format!("must be one of {} for {c}", names.join(", ")),
+                );
                 None
             }
         },
@@ -343,15 +463,32 @@ pub async fn prepay(
     // WeChat JSAPI pays inside WeChat for one payer: without their openid the channel would
     // refuse it. Said here, before any attempt row exists, not as a 502 with a failed attempt.
     if method == Some(PayMethod::Jsapi) {
-        let openid = payer.as_ref().and_then(|p| p.get("openid")).and_then(|o| o.as_str());
-        if !openid.is_some_and(|o| !o.is_empty() && o.len() <= 128 && o.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')) {
-            f.error("payer.openid", "is required for wechatpay jsapi (1-128 letters, digits, '_' or '-')");
+        let openid = payer
+            .as_ref()
+            .and_then(|p| p.get("openid"))
+            .and_then(|o| o.as_str());
+        if !openid.is_some_and(|o| {
+            !o.is_empty()
+                && o.len() <= 128
+                && o.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        }) {
+            f.error(
+                "payer.openid",
+                "is required for wechatpay jsapi (1-128 letters, digits, '_' or '-')",
+            );
         }
     }
     f.finish()?;
-    let (Some(channel), Some(method)) = (channel, method) else { unreachable!("finish() reported missing fields") };
+    let (Some(channel), Some(method)) = (channel, method) else {
+        unreachable!("finish() reported missing fields")
+    };
     let order = load(&state, &app.id, &id).await?;
-    let params = PrepayParams { channel, method, payer: payer.map(serde_json::Value::Object) };
+    let params = PrepayParams {
+        channel,
+        method,
+        payer: payer.map(serde_json::Value::Object),
+    };
     let answer = payments::prepay(&state, &app, &order.id, &params).await?;
     let a = &answer.attempt;
     Ok(Json(crate::http::views::PrepaidView {
@@ -371,7 +508,11 @@ pub async fn prepay(
               (status = 404, description = "not_found", body = crate::error::Problem, content_type = "application/problem+json"),
               (status = 409, description = "order_already_paid | request_in_progress", body = crate::error::Problem, content_type = "application/problem+json"),
               (status = 502, description = "channel_unavailable: the channel could not confirm the close; retrying is safe", body = crate::error::Problem, content_type = "application/problem+json")))]
-pub async fn close(State(state): State<AppState>, Authed(app): Authed, Path(id): Path<String>) -> Result<Json<crate::http::views::OrderView>, ApiError> {
+pub async fn close(
+    State(state): State<AppState>,
+    Authed(app): Authed,
+    Path(id): Path<String>,
+) -> Result<Json<crate::http::views::OrderView>, ApiError> {
     let order = load(&state, &app.id, &id).await?;
     let closed = payments::close(&state, &app, &order.id).await?;
     Ok(Json(render(&state, &closed).await?))

@@ -16,13 +16,25 @@ pub fn apply(resp: &mut Response, policy: &PagePolicy) {
     h.insert("referrer-policy", HeaderValue::from_static(policy.referrer));
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert("cache-control", HeaderValue::from_static("no-store"));
-    h.insert("content-security-policy", HeaderValue::from_static(policy.csp));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(policy.csp),
+    );
 }
 
 /// A rendered page (a template that fails to render is a 500, logged).
-pub fn html(status: StatusCode, body: Result<String, askama::Error>, policy: &PagePolicy) -> Response {
+pub fn html(
+    status: StatusCode,
+    body: Result<String, askama::Error>,
+    policy: &PagePolicy,
+) -> Response {
     let mut resp = match body {
-        Ok(b) => (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], b).into_response(),
+        Ok(b) => (
+            status,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            b,
+        )
+            .into_response(),
         Err(e) => crate::error::ApiError::internal(e).into_response(),
     };
     apply(&mut resp, policy);

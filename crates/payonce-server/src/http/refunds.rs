@@ -28,7 +28,11 @@ pub struct CreateRefundRequest {
     /// Minor units (fen).
     #[schema(minimum = 1, maximum = 1000000000)]
     amount: i64,
-    #[schema(min_length = 1, max_length = 80, pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")]
+    #[schema(
+        min_length = 1,
+        max_length = 80,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     reason: Option<String>,
 }
 
@@ -40,18 +44,35 @@ pub struct CreateRefundRequest {
               (status = 404, description = "not_found", body = crate::error::Problem, content_type = "application/problem+json"),
               (status = 409, description = "order_not_paid | merchant_refund_no_conflict | request_in_progress", body = crate::error::Problem, content_type = "application/problem+json"),
               (status = 422, description = "refund_exceeds_paid", body = crate::error::Problem, content_type = "application/problem+json")))]
-pub async fn create(State(state): State<AppState>, Authed(app): Authed, Path(id): Path<String>, JsonObject(body): JsonObject) -> Result<Response, ApiError> {
+pub async fn create(
+    State(state): State<AppState>,
+    Authed(app): Authed,
+    Path(id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
     let mut f = Fields::new(body);
     let merchant_refund_no = f.string("merchant_refund_no", 64, true);
     let amount = f.integer("amount", 1, MAX_MINOR, true);
     let reason = f.string("reason", 80, false);
-    if merchant_refund_no.as_deref().is_some_and(|n| !n.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:|*".contains(&b))) {
-        f.error("merchant_refund_no", "may contain only letters, digits and - _ . : | *");
+    if merchant_refund_no.as_deref().is_some_and(|n| {
+        !n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:|*".contains(&b))
+    }) {
+        f.error(
+            "merchant_refund_no",
+            "may contain only letters, digits and - _ . : | *",
+        );
     }
     f.finish()?;
-    let (Some(merchant_refund_no), Some(amount)) = (merchant_refund_no, amount) else { unreachable!("finish() reported missing fields") };
+    let (Some(merchant_refund_no), Some(amount)) = (merchant_refund_no, amount) else {
+        unreachable!("finish() reported missing fields")
+    };
     let order_id = OrderId::parse(&id).map_err(|_| ApiError::not_found("order"))?;
-    let order = state.store.order(&app.id, &order_id).await?.ok_or_else(|| ApiError::not_found("order"))?;
+    let order = state
+        .store
+        .order(&app.id, &order_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("order"))?;
     let now = state.clock.now();
     let id = RefundId::new();
     let refund = Refund {
@@ -60,16 +81,26 @@ pub async fn create(State(state): State<AppState>, Authed(app): Authed, Path(id)
         id,
         order_id: order.id.clone(),
         app_id: app.id.clone(),
-        attempt_id: order.paid_attempt_id.clone().unwrap_or_else(|| payonce_core::AttemptId::from_trusted(String::new())),
+        attempt_id: order
+            .paid_attempt_id
+            .clone()
+            .unwrap_or_else(|| payonce_core::AttemptId::from_trusted(String::new())),
         channel: payonce_core::ChannelName::Sandbox,
         out_trade_no: String::new(),
         merchant_refund_no: Some(merchant_refund_no.clone()),
-        amount: Money { minor: amount, currency: order.amount.currency },
+        amount: Money {
+            minor: amount,
+            currency: order.amount.currency,
+        },
         reason: reason.clone(),
         kind: RefundKind::Order,
         status: RefundStatus::Pending,
         failure_reason: None,
-        content_hash: sha256_hex(serde_json::json!([merchant_refund_no, amount, reason]).to_string().as_bytes()),
+        content_hash: sha256_hex(
+            serde_json::json!([merchant_refund_no, amount, reason])
+                .to_string()
+                .as_bytes(),
+        ),
         requested: false,
         channel_data: None,
         // If this process dies during the channel call, the refund worker takes over then.
@@ -82,18 +113,31 @@ pub async fn create(State(state): State<AppState>, Authed(app): Authed, Path(id)
     match state.store.create_refund(&refund, now).await? {
         CreateRefund::Created(r) => {
             // Ask the channel now rather than at the next worker round.
-            let settled = crate::refunding::settle_refund(&state, r.clone()).await.unwrap_or(r);
+            let settled = crate::refunding::settle_refund(&state, r.clone())
+                .await
+                .unwrap_or(r);
             Ok((StatusCode::CREATED, Json(views::refund(&settled))).into_response())
         }
         CreateRefund::Existing(r) => Ok((StatusCode::OK, Json(views::refund(&r))).into_response()),
         CreateRefund::Conflict(r) => {
-            let mut e = ApiError::conflict("merchant_refund_no_conflict", "a refund with this merchant_refund_no exists with different content");
-            e.extra = Some(crate::error::Extra::Refund(views::to_value(&views::refund(&r))));
+            let mut e = ApiError::conflict(
+                "merchant_refund_no_conflict",
+                "a refund with this merchant_refund_no exists with different content",
+            );
+            e.extra = Some(crate::error::Extra::Refund(views::to_value(
+                &views::refund(&r),
+            )));
             Err(e)
         }
-        CreateRefund::NotPaid(_) => Err(ApiError::conflict("order_not_paid", "the order has not been paid")),
+        CreateRefund::NotPaid(_) => Err(ApiError::conflict(
+            "order_not_paid",
+            "the order has not been paid",
+        )),
         CreateRefund::Exceeds { refundable } => {
-            let mut e = ApiError::unprocessable("refund_exceeds_paid", format!("at most {refundable} can still be refunded"));
+            let mut e = ApiError::unprocessable(
+                "refund_exceeds_paid",
+                format!("at most {refundable} can still be refunded"),
+            );
             e.extra = Some(crate::error::Extra::Refundable(refundable));
             Err(e)
         }
@@ -105,8 +149,16 @@ pub async fn create(State(state): State<AppState>, Authed(app): Authed, Path(id)
 #[utoipa::path(get, path = "/v1/refunds/{id}", operation_id = "get_refund", tag = "refunds", params(("id" = String, Path, description = "rfd_…")),
     responses((status = 200, description = "the refund", body = views::RefundView),
               (status = 404, description = "not_found", body = crate::error::Problem, content_type = "application/problem+json")))]
-pub async fn get(State(state): State<AppState>, Authed(app): Authed, Path(id): Path<String>) -> Result<Json<views::RefundView>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    Authed(app): Authed,
+    Path(id): Path<String>,
+) -> Result<Json<views::RefundView>, ApiError> {
     let id = RefundId::parse(&id).map_err(|_| ApiError::not_found("refund"))?;
-    let r = state.store.refund(&app.id, &id).await?.ok_or_else(|| ApiError::not_found("refund"))?;
+    let r = state
+        .store
+        .refund(&app.id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("refund"))?;
     Ok(Json(views::refund(&r)))
 }

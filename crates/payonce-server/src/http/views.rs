@@ -8,12 +8,17 @@ use payonce_store::{Attempt, Order, Refund, RefundKind, StoreError};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 
 /// A string schema that takes exactly these values.
 pub(crate) fn one_of_names<'a>(names: impl IntoIterator<Item = &'a str>) -> RefOr<Schema> {
-    RefOr::T(Schema::Object(ObjectBuilder::new().schema_type(Type::String).enum_values(Some(names.into_iter().map(str::to_owned))).build()))
+    RefOr::T(Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(names.into_iter().map(str::to_owned)))
+            .build(),
+    ))
 }
 
 fn order_status() -> RefOr<Schema> {
@@ -162,7 +167,10 @@ pub fn attempt(a: &Attempt) -> AttemptView {
         status: a.status.as_str(),
         amount: a.amount.minor,
         currency: a.amount.currency.as_str().to_owned(),
-        credential: a.credential.as_deref().and_then(|c| serde_json::from_str::<Value>(c).ok()),
+        credential: a
+            .credential
+            .as_deref()
+            .and_then(|c| serde_json::from_str::<Value>(c).ok()),
         credential_expires_at: a.credential_expires_at.map(|t| t.to_rfc3339()),
         channel_trade_no: a.channel_trade_no.clone(),
         duplicate: a.is_duplicate,
@@ -206,7 +214,10 @@ pub fn order(o: &Order, attempts: &[Attempt], refunds: &[Refund]) -> OrderView {
         subject: o.subject.clone(),
         status: o.status.as_str(),
         notify_url: o.notify_url.clone(),
-        metadata: o.metadata.as_deref().and_then(|m| serde_json::from_str::<Value>(m).ok()),
+        metadata: o
+            .metadata
+            .as_deref()
+            .and_then(|m| serde_json::from_str::<Value>(m).ok()),
         refunded_amount: o.refunded_amount,
         original_amount: o.coupon.as_ref().map(|c| c.original_amount),
         discount: o.coupon.as_ref().map(|c| c.discount),

@@ -45,12 +45,22 @@ impl Message<'_> {
     /// An app id that is not a plain token (a `.`, a wildcard, a space would shift or widen
     /// what a permission matches) is refused rather than published where it does not belong.
     pub fn routing_key(&self) -> Result<String, String> {
-        let token = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let token = |t: &str| {
+            !t.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
         if !token(self.app_id) {
-            return Err(format!("app id {:?} cannot be a subject token", self.app_id));
+            return Err(format!(
+                "app id {:?} cannot be a subject token",
+                self.app_id
+            ));
         }
         if !self.event.event_type.split('.').all(token) {
-            return Err(format!("event type {:?} cannot be a subject", self.event.event_type));
+            return Err(format!(
+                "event type {:?} cannot be a subject",
+                self.event.event_type
+            ));
         }
         Ok(format!("{}.{}", self.app_id, self.event.event_type))
     }
@@ -76,23 +86,39 @@ impl Sinks {
                 s.rabbitmq = Some(rabbitmq::RabbitSink::new(_url.clone(), _exchange.clone()));
             }
             #[cfg(not(feature = "rabbitmq"))]
-            return Err("RabbitMQ sink configured but payonce was built without the `rabbitmq` feature".into());
+            return Err(
+                "RabbitMQ sink configured but payonce was built without the `rabbitmq` feature"
+                    .into(),
+            );
         }
         if let Some((_addr, _stream, _prefix)) = &cfg.nats {
             #[cfg(feature = "nats")]
             {
-                s.nats = Some(nats::NatsSink::new(_addr.clone(), _stream.clone(), _prefix.clone()));
+                s.nats = Some(nats::NatsSink::new(
+                    _addr.clone(),
+                    _stream.clone(),
+                    _prefix.clone(),
+                ));
             }
             #[cfg(not(feature = "nats"))]
-            return Err("NATS sink configured but payonce was built without the `nats` feature".into());
+            return Err(
+                "NATS sink configured but payonce was built without the `nats` feature".into(),
+            );
         }
         Ok(s)
     }
 
     /// Publishes to the app's sink, with the message's headers; `Ok(destination)` once the
     /// broker confirmed.
-    #[cfg_attr(not(any(feature = "rabbitmq", feature = "nats")), allow(unused_variables))]
-    pub async fn publish(&self, sink: payonce_store::Sink, msg: &Message<'_>) -> Result<String, String> {
+    #[cfg_attr(
+        not(any(feature = "rabbitmq", feature = "nats")),
+        allow(unused_variables)
+    )]
+    pub async fn publish(
+        &self,
+        sink: payonce_store::Sink,
+        msg: &Message<'_>,
+    ) -> Result<String, String> {
         match sink {
             #[cfg(feature = "rabbitmq")]
             payonce_store::Sink::Rabbitmq => match &self.rabbitmq {
@@ -105,7 +131,10 @@ impl Sinks {
                 None => Err("no NATS configured".into()),
             },
             #[allow(unreachable_patterns)]
-            other => Err(format!("sink {} is not available in this build", other.as_str())),
+            other => Err(format!(
+                "sink {} is not available in this build",
+                other.as_str()
+            )),
         }
     }
 }

@@ -4,8 +4,8 @@
 //! JetStream has acknowledged it. The subject is `<prefix>.<app id>.<event type>`, so a NATS
 //! user allowed `<prefix>.<app id>.>` sees one app's events only.
 
-use async_nats::jetstream;
 use super::Message;
+use async_nats::jetstream;
 use std::time::Duration;
 
 pub struct NatsSink {
@@ -22,7 +22,12 @@ const DUPLICATE_WINDOW: Duration = Duration::from_secs(2 * 3600);
 impl NatsSink {
     /// `url`: `nats://[user:pass@]host:port` or `tls://…` (a bare `host:port` is `nats://`).
     pub fn new(url: String, stream: String, prefix: String) -> Self {
-        NatsSink { url, stream, prefix, js: tokio::sync::Mutex::new(None) }
+        NatsSink {
+            url,
+            stream,
+            prefix,
+            js: tokio::sync::Mutex::new(None),
+        }
     }
 
     /// The JetStream context, connecting (and making sure our stream exists) on first use.
@@ -61,7 +66,10 @@ impl NatsSink {
             headers.insert(*name, value.as_str());
         }
         let publish = async {
-            let ack = js.publish_with_headers(subject.clone(), headers, msg.body.clone().into()).await.map_err(|e| e.to_string())?;
+            let ack = js
+                .publish_with_headers(subject.clone(), headers, msg.body.clone().into())
+                .await
+                .map_err(|e| e.to_string())?;
             ack.await.map_err(|e| e.to_string())
         };
         match tokio::time::timeout(TIMEOUT, publish).await {

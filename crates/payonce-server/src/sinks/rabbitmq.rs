@@ -4,11 +4,11 @@
 //! `basic.return` and counts as not delivered), and publisher confirms (delivered only once the
 //! broker acked).
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use super::Message;
 use lapin::Confirmation;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-use super::Message;
 use std::time::Duration;
 
 /// The longest a connection set-up, or a publish and its confirm, may take. A connection cut at
@@ -26,16 +26,23 @@ pub struct RabbitSink {
 
 impl RabbitSink {
     pub fn new(url: String, exchange: String) -> Self {
-        RabbitSink { url, exchange, conn: tokio::sync::Mutex::new(None), generations: Default::default() }
+        RabbitSink {
+            url,
+            exchange,
+            conn: tokio::sync::Mutex::new(None),
+            generations: Default::default(),
+        }
     }
 
     /// The channel of the live connection (made if there is none), and its generation.
     async fn channel(&self) -> Result<(u64, Channel), String> {
         let mut guard = self.conn.lock().await;
         if let Some((generation, c, ch)) = guard.as_ref()
-            && c.status().connected() && ch.status().connected() {
-                return Ok((*generation, ch.clone()));
-            }
+            && c.status().connected()
+            && ch.status().connected()
+        {
+            return Ok((*generation, ch.clone()));
+        }
         let setup = async {
             let conn = Connection::connect(&self.url, ConnectionProperties::default()).await?;
             let ch = conn.create_channel().await?;
@@ -43,14 +50,23 @@ impl RabbitSink {
             ch.exchange_declare(
                 self.exchange.clone().into(),
                 ExchangeKind::Topic,
-                ExchangeDeclareOptions { durable: true, ..Default::default() },
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
                 FieldTable::default(),
             )
             .await?;
             Ok::<_, lapin::Error>((conn, ch))
         };
-        let (conn, ch) = tokio::time::timeout(TIMEOUT, setup).await.map_err(|_| "connecting to RabbitMQ timed out".to_owned())?.map_err(|e| e.to_string())?;
-        let generation = self.generations.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let (conn, ch) = tokio::time::timeout(TIMEOUT, setup)
+            .await
+            .map_err(|_| "connecting to RabbitMQ timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let generation = self
+            .generations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
         *guard = Some((generation, conn, ch.clone()));
         Ok((generation, ch))
     }
@@ -63,7 +79,10 @@ impl RabbitSink {
             used = Some(generation);
             let mut headers = FieldTable::default();
             for (name, value) in &msg.headers {
-                headers.insert((*name).into(), lapin::types::AMQPValue::LongString(value.as_str().into()));
+                headers.insert(
+                    (*name).into(),
+                    lapin::types::AMQPValue::LongString(value.as_str().into()),
+                );
             }
             let props = BasicProperties::default()
                 .with_headers(headers)
@@ -74,7 +93,10 @@ impl RabbitSink {
                 ch.basic_publish(
                     self.exchange.clone().into(),
                     routing_key.clone().into(),
-                    BasicPublishOptions { mandatory: true, ..Default::default() },
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
                     msg.body.as_bytes(),
                     props,
                 )
@@ -87,7 +109,9 @@ impl RabbitSink {
                 .map_err(|e| e.to_string())?;
             match confirm {
                 Confirmation::Ack(None) => Ok(format!("rabbitmq:{}/{routing_key}", self.exchange)),
-                Confirmation::Ack(Some(returned)) => Err(format!("returned by the broker: {}", returned.reply_text)),
+                Confirmation::Ack(Some(returned)) => {
+                    Err(format!("returned by the broker: {}", returned.reply_text))
+                }
                 Confirmation::Nack(_) => Err("nacked by the broker".into()),
                 Confirmation::NotRequested => Err("publisher confirms not enabled".into()),
             }
@@ -99,7 +123,10 @@ impl RabbitSink {
             // close the new one another delivery just made (after a burst of cuts that cascade
             // kept every connection dying at birth).
             let mut guard = self.conn.lock().await;
-            if guard.as_ref().is_some_and(|(generation, ..)| Some(*generation) == used) {
+            if guard
+                .as_ref()
+                .is_some_and(|(generation, ..)| Some(*generation) == used)
+            {
                 *guard = None;
             }
         }

@@ -48,10 +48,21 @@ impl Drop for InFlight {
 impl Dispatcher {
     /// One round: claims what the caps leave room for, app by app, starts each delivery on its
     /// own task, and returns without waiting for them. How many it started.
-    pub(super) async fn round(&self, state: &AppState, http: &reqwest::Client, owner: &str) -> usize {
+    pub(super) async fn round(
+        &self,
+        state: &AppState,
+        http: &reqwest::Client,
+        owner: &str,
+    ) -> usize {
         self.reap();
-        let busy = self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let room = MAX_IN_FLIGHT.saturating_sub(busy.values().sum()).min(BATCH as usize);
+        let busy = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let room = MAX_IN_FLIGHT
+            .saturating_sub(busy.values().sum())
+            .min(BATCH as usize);
         if room == 0 {
             return 0;
         }
@@ -59,17 +70,24 @@ impl Dispatcher {
         // Apps at their cap are listed too (they may be the longest waiting): ask for enough
         // that `room` apps with room are among them.
         let full = busy.values().filter(|n| **n >= PER_APP).count();
-        let apps = match state.store.apps_with_due_events(now, (full + room) as i64).await {
+        let apps = match state
+            .store
+            .apps_with_due_events(now, (full + room) as i64)
+            .await
+        {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %e, "listing apps with due events failed");
                 return 0;
             }
         };
-        let apps: Vec<(String, usize)> = apps.into_iter().filter_map(|a| {
-            let free = PER_APP.saturating_sub(busy.get(&a).copied().unwrap_or(0));
-            (free > 0).then_some((a, free))
-        }).collect();
+        let apps: Vec<(String, usize)> = apps
+            .into_iter()
+            .filter_map(|a| {
+                let free = PER_APP.saturating_sub(busy.get(&a).copied().unwrap_or(0));
+                (free > 0).then_some((a, free))
+            })
+            .collect();
         if apps.is_empty() {
             return 0;
         }
@@ -84,7 +102,11 @@ impl Dispatcher {
                 break;
             }
             let want = share.min(free).min(left);
-            let claimed = match state.store.claim_due_events(&app, now, lease, owner, want as i64).await {
+            let claimed = match state
+                .store
+                .claim_due_events(&app, now, lease, owner, want as i64)
+                .await
+            {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, app_id = %app, "claiming events failed");
@@ -96,11 +118,19 @@ impl Dispatcher {
             if claimed.is_empty() {
                 continue;
             }
-            *self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).entry(app.clone()).or_default() += claimed.len();
+            *self
+                .in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(app.clone())
+                .or_default() += claimed.len();
             let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
             for ev in claimed {
                 let (state, http, owner) = (state.clone(), http.clone(), owner.to_owned());
-                let guard = InFlight { counts: self.in_flight.clone(), app: app.clone() };
+                let guard = InFlight {
+                    counts: self.in_flight.clone(),
+                    app: app.clone(),
+                };
                 tasks.spawn(async move {
                     let _guard = guard;
                     crate::webhooks::deliver(&state, &http, &owner, ev).await

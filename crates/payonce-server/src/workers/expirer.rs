@@ -14,7 +14,11 @@ pub(super) async fn expire_orders(state: &AppState, owner: &str) {
     const CONCURRENT_CLOSES: usize = 32;
     for _ in 0..EXPIRY_BATCHES_PER_ROUND {
         let now = state.clock.now();
-        let claimed = match state.store.claim_expired_orders(now, lease_ms(state), owner, EXPIRY_BATCH).await {
+        let claimed = match state
+            .store
+            .claim_expired_orders(now, lease_ms(state), owner, EXPIRY_BATCH)
+            .await
+        {
             Ok(c) => c,
             Err(e) => return tracing::warn!(error = %e, "claiming expired orders failed"),
         };
@@ -44,7 +48,11 @@ const EXPIRY_BATCHES_PER_ROUND: usize = 8;
 async fn expire_one(state: &AppState, order: &payonce_store::Order) {
     for _ in 0..4 {
         let now = state.clock.now();
-        match state.store.close_order(&order.id, payonce_core::order::ClosedBy::Expiry, now).await {
+        match state
+            .store
+            .close_order(&order.id, payonce_core::order::ClosedBy::Expiry, now)
+            .await
+        {
             Ok(CloseOrder::Closed(_)) => {
                 metrics::counter!("payonce_orders_expired_total").increment(1);
                 return;
@@ -57,14 +65,21 @@ async fn expire_one(state: &AppState, order: &payonce_store::Order) {
                 if a.created_at >= stale_before {
                     return;
                 }
-                if let Err(e) = state.store.mark_stale_created(&a.id, stale_before, now).await {
+                if let Err(e) = state
+                    .store
+                    .mark_stale_created(&a.id, stale_before, now)
+                    .await
+                {
                     return tracing::warn!(error = %e, "marking an orphaned intent unknown failed");
                 }
             }
             Ok(CloseOrder::ActiveAttempt(a)) => {
                 if let Err(e) = payments::retire(state, &a).await {
                     // The close did not go through: the lease lapses and a later round retries.
-                    tracing::warn!(code = e.code(), "closing an expired order's channel order failed");
+                    tracing::warn!(
+                        code = e.code(),
+                        "closing an expired order's channel order failed"
+                    );
                     return;
                 }
             }

@@ -45,8 +45,14 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
         return;
     }
     let owner = payonce_core::EventId::new().as_str()[4..].to_owned();
-    let tick = state.config.scaled(Duration::from_secs(1)).max(Duration::from_millis(10));
-    let webhook_http = crate::webhooks::webhook_client(state.config.webhook_timeout, state.config.allow_private_webhooks);
+    let tick = state
+        .config
+        .scaled(Duration::from_secs(1))
+        .max(Duration::from_millis(10));
+    let webhook_http = crate::webhooks::webhook_client(
+        state.config.webhook_timeout,
+        state.config.allow_private_webhooks,
+    );
     // Each kind of work runs in its own loop, so a backlog of one (ten thousand orders expiring
     // in the same minute of a flash sale) never makes the others wait behind it.
     let mut loops = tokio::task::JoinSet::new();
@@ -84,10 +90,19 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
     let (http, d) = (webhook_http.clone(), dispatcher.clone());
     every_tick!("outbox", |st, own| d.round(&st, &http, &own).await);
     // A bill is a day's affair: looking once a minute (scaled) whether one is due is plenty.
-    every_tick!("reconciliation", state.config.scaled(Duration::from_secs(60)).max(tick), |st, own| scheduled_reconciliations(&st, &own).await);
+    every_tick!(
+        "reconciliation",
+        state.config.scaled(Duration::from_secs(60)).max(tick),
+        |st, own| scheduled_reconciliations(&st, &own).await
+    );
     let mut purge = tokio::time::interval(state.config.scaled(Duration::from_secs(3600)));
     // The abnormal gauge reads the whole queue: every 15 s is plenty, not every round.
-    let mut gauge = tokio::time::interval(state.config.scaled(Duration::from_secs(15)).max(Duration::from_millis(10)));
+    let mut gauge = tokio::time::interval(
+        state
+            .config
+            .scaled(Duration::from_secs(15))
+            .max(Duration::from_millis(10)),
+    );
     loop {
         tokio::select! {
             _ = stop.changed() => break,
@@ -119,14 +134,18 @@ pub async fn run_round(state: &AppState, owner: &str) {
     poll_attempts(state, owner).await;
     expire_orders(state, owner).await;
     settle_refunds(state, owner).await;
-    let http = crate::webhooks::webhook_client(state.config.webhook_timeout, state.config.allow_private_webhooks);
+    let http = crate::webhooks::webhook_client(
+        state.config.webhook_timeout,
+        state.config.allow_private_webhooks,
+    );
     dispatch_due_events(state, &http, owner).await;
     scheduled_reconciliations(state, owner).await;
 }
 
 pub(super) fn lease_ms(state: &AppState) -> i64 {
     // Long enough for a channel call and its recording, with room to spare.
-    i64::try_from((state.config.channel_timeout * 3 + Duration::from_secs(5)).as_millis()).unwrap_or(i64::MAX)
+    i64::try_from((state.config.channel_timeout * 3 + Duration::from_secs(5)).as_millis())
+        .unwrap_or(i64::MAX)
 }
 
 pub(super) fn at(now: Timestamp, d: Duration) -> Timestamp {

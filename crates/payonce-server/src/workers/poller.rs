@@ -16,7 +16,11 @@ const UNKNOWN_ALERT_AFTER: usize = 12;
 /// Active query: the answer to lost notifications.
 pub(super) async fn poll_attempts(state: &AppState, owner: &str) {
     let now = state.clock.now();
-    let claimed = match state.store.claim_due_attempts(now, lease_ms(state), owner, BATCH).await {
+    let claimed = match state
+        .store
+        .claim_due_attempts(now, lease_ms(state), owner, BATCH)
+        .await
+    {
         Ok(c) => c,
         Err(e) => return tracing::warn!(error = %e, "claiming attempts failed"),
     };
@@ -36,16 +40,31 @@ async fn check_attempt(state: &AppState, owner: &str, mut a: Attempt) {
         // Its prepay call may still be running: look again once it must have ended; if it has
         // not recorded anything by then, its caller died and the outcome is unknown.
         if a.created_at > now - deadline {
-            let _ = state.store.finish_attempt_check(&a.id, owner, Some(a.created_at + deadline + Duration::from_millis(1)), now).await;
+            let _ = state
+                .store
+                .finish_attempt_check(
+                    &a.id,
+                    owner,
+                    Some(a.created_at + deadline + Duration::from_millis(1)),
+                    now,
+                )
+                .await;
             return;
         }
-        match state.store.mark_stale_created(&a.id, now - deadline, now).await {
+        match state
+            .store
+            .mark_stale_created(&a.id, now - deadline, now)
+            .await
+        {
             Ok(Some(updated)) => a = updated,
             _ => return,
         }
     }
     let Some(channel) = state.channels.get(a.channel).cloned() else {
-        let _ = state.store.finish_attempt_check(&a.id, owner, Some(at(now, state.config.backoff(6))), now).await;
+        let _ = state
+            .store
+            .finish_attempt_check(&a.id, owner, Some(at(now, state.config.backoff(6))), now)
+            .await;
         return;
     };
     let query_count = a.query_count as usize;
@@ -62,22 +81,45 @@ async fn check_attempt(state: &AppState, owner: &str, mut a: Attempt) {
     let observed = match answer {
         // An unscanned QR / unsubmitted form: nothing to record until it can no longer be
         // paid, then it is closed (never failed).
-        Ok(s) if !a.channel.creates_order_at_prepay() => payonce_channels::settle_query_answer(a.channel, s, payable_until(&a) <= now),
+        Ok(s) if !a.channel.creates_order_at_prepay() => {
+            payonce_channels::settle_query_answer(a.channel, s, payable_until(&a) <= now)
+        }
         // "Absent" proves the prepay never happened only once no call can still be creating it.
         Ok(TradeState::Absent) if a.updated_at > now - deadline => None,
         Ok(s) => Some(s),
         Err(e) => {
             tracing::debug!(error = %e, "active query failed");
             payments::journal_unanswered(state, a.channel, &a.out_trade_no, "query", &e).await;
-            if matches!(e, ChannelError::Ambiguous(_) | ChannelError::Unreachable(_)) && query_count == UNKNOWN_ALERT_AFTER && a.status == AttemptStatus::Unknown {
-                let _ = state.store.insert_abnormal("unresolved_unknown", a.id.as_str(), "the channel could not be queried", now).await;
+            if matches!(e, ChannelError::Ambiguous(_) | ChannelError::Unreachable(_))
+                && query_count == UNKNOWN_ALERT_AFTER
+                && a.status == AttemptStatus::Unknown
+            {
+                let _ = state
+                    .store
+                    .insert_abnormal(
+                        "unresolved_unknown",
+                        a.id.as_str(),
+                        "the channel could not be queried",
+                        now,
+                    )
+                    .await;
             }
             None
         }
     };
     let mut status = a.status;
     if let Some(observed) = observed {
-        match payments::apply(state, a.channel, &a.out_trade_no, observed, OutcomeSource::Query, None, None).await {
+        match payments::apply(
+            state,
+            a.channel,
+            &a.out_trade_no,
+            observed,
+            OutcomeSource::Query,
+            None,
+            None,
+        )
+        .await
+        {
             Ok(OutcomeApplied::Applied { attempt, .. }) => status = attempt.status,
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "applying a query answer failed"),
@@ -85,25 +127,47 @@ async fn check_attempt(state: &AppState, owner: &str, mut a: Attempt) {
     }
     let next = next_check(state, &a, status, query_count, now);
     if status == AttemptStatus::Unknown && query_count + 1 == UNKNOWN_ALERT_AFTER {
-        let _ = state.store.insert_abnormal("unresolved_unknown", a.id.as_str(), "still unknown after the query schedule", now).await;
+        let _ = state
+            .store
+            .insert_abnormal(
+                "unresolved_unknown",
+                a.id.as_str(),
+                "still unknown after the query schedule",
+                now,
+            )
+            .await;
     }
-    let _ = state.store.finish_attempt_check(&a.id, owner, next, now).await;
+    let _ = state
+        .store
+        .finish_attempt_check(&a.id, owner, next, now)
+        .await;
 }
 
 /// The latest moment the channel could still take a payment on this attempt's channel order
 /// (stored at prepay; older rows: the credential's expiry; no credential ever issued: the longest
 /// any channel's credential lives, counted from the attempt).
 fn payable_until(a: &Attempt) -> Timestamp {
-    a.payable_until.or(a.credential_expires_at).unwrap_or(a.created_at.plus_ms(LONGEST_CREDENTIAL_MS))
+    a.payable_until
+        .or(a.credential_expires_at)
+        .unwrap_or(a.created_at.plus_ms(LONGEST_CREDENTIAL_MS))
 }
 
 /// The longest any channel's credential lives (WeChat's code_url / prepay_id, an Alipay QR).
 const LONGEST_CREDENTIAL_MS: i64 = {
-    let (a, b) = (payonce_channels::alipay::QR_MAX_LIFE_MS, payonce_channels::wechatpay::CREDENTIAL_LIFE_MS);
+    let (a, b) = (
+        payonce_channels::alipay::QR_MAX_LIFE_MS,
+        payonce_channels::wechatpay::CREDENTIAL_LIFE_MS,
+    );
     if a > b { a } else { b }
 };
 
-fn next_check(state: &AppState, a: &Attempt, status: AttemptStatus, n: usize, now: Timestamp) -> Option<Timestamp> {
+fn next_check(
+    state: &AppState,
+    a: &Attempt,
+    status: AttemptStatus,
+    n: usize,
+    now: Timestamp,
+) -> Option<Timestamp> {
     let grace = state.config.scaled(Duration::from_secs(60)).as_millis() as i64;
     match status {
         AttemptStatus::Succeeded | AttemptStatus::Failed => None,
@@ -117,7 +181,10 @@ fn next_check(state: &AppState, a: &Attempt, status: AttemptStatus, n: usize, no
                 return None;
             }
             let k = n + 1;
-            let gap = state.config.query_offset(a.channel, k).saturating_sub(state.config.query_offset(a.channel, k - 1));
+            let gap = state
+                .config
+                .query_offset(a.channel, k)
+                .saturating_sub(state.config.query_offset(a.channel, k - 1));
             let gap = gap.max(state.config.query_offset(a.channel, 0)).as_millis() as i64;
             Some(Timestamp((now.0 + gap).min(until)))
         }

@@ -12,7 +12,9 @@ pub(super) async fn scheduled_reconciliations(state: &AppState, owner: &str) {
     }
     let now = state.clock.now();
     let today = crate::reconcile::beijing_date(now);
-    let Some((midnight, _)) = crate::reconcile::beijing_day(&today) else { return };
+    let Some((midnight, _)) = crate::reconcile::beijing_day(&today) else {
+        return;
+    };
     let yesterday = crate::reconcile::beijing_yesterday(now);
     let retry_after = state.config.scaled(Duration::from_secs(600)).as_millis() as i64;
     for (&channel, &at_minute) in &state.config.reconcile_at {
@@ -21,7 +23,12 @@ pub(super) async fn scheduled_reconciliations(state: &AppState, owner: &str) {
         }
         match state.store.reconciliation_for(channel, &yesterday).await {
             Ok(Some(run)) if run.status == "completed" => continue,
-            Ok(Some(run)) if run.finished_at.is_some_and(|t| now.0 - t < retry_after) || run.status == "running" && now.0 - run.started_at < retry_after => continue,
+            Ok(Some(run))
+                if run.finished_at.is_some_and(|t| now.0 - t < retry_after)
+                    || run.status == "running" && now.0 - run.started_at < retry_after =>
+            {
+                continue;
+            }
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "reading reconciliation runs failed");
@@ -29,7 +36,9 @@ pub(super) async fn scheduled_reconciliations(state: &AppState, owner: &str) {
             }
         }
         match crate::reconcile::reconcile(state, owner, channel.as_str(), &yesterday, false).await {
-            Ok(r) => tracing::info!(channel = %r.channel, bill_date = %r.bill_date, status = %r.status, person = r.needs_a_person(), "scheduled reconciliation"),
+            Ok(r) => {
+                tracing::info!(channel = %r.channel, bill_date = %r.bill_date, status = %r.status, person = r.needs_a_person(), "scheduled reconciliation")
+            }
             Err(crate::reconcile::ReconcileError::Busy(..)) => {}
             Err(e) => tracing::warn!(error = %e, "scheduled reconciliation failed"),
         }

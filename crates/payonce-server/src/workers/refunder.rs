@@ -7,7 +7,11 @@ use crate::state::AppState;
 /// Makes the channel call of pending refunds, and settles processing and unknown ones by query.
 pub(super) async fn settle_refunds(state: &AppState, owner: &str) {
     let now = state.clock.now();
-    let claimed = match state.store.claim_due_refunds(now, lease_ms(state), owner, BATCH).await {
+    let claimed = match state
+        .store
+        .claim_due_refunds(now, lease_ms(state), owner, BATCH)
+        .await
+    {
         Ok(c) => c,
         Err(e) => return tracing::warn!(error = %e, "claiming refunds failed"),
     };

@@ -36,7 +36,10 @@ struct World {
 }
 
 async fn pending(app: &TestApp, no: &str, channel: &str, amount: i64) -> (String, Value) {
-    let id = app.create_order(no, amount).await["id"].as_str().unwrap().to_owned();
+    let id = app.create_order(no, amount).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let r = app.prepay(&id, channel).await;
     assert_eq!(r.status(), StatusCode::OK, "{channel}");
     (id, r.json().await.unwrap())
@@ -53,20 +56,39 @@ async fn build_world(app: &TestApp) -> World {
     let paid_no = paidp["out_trade_no"].as_str().unwrap().to_owned();
     assert_eq!(app.sim_pay("alipay", &paid_no, false).await, StatusCode::OK);
     let genuine = forge::alipay_paid(&app.sim_dir(), "W-N1", &paid_no, "20.00", AliFault::None);
-    assert_eq!(app.deliver("alipay", &genuine).await, (StatusCode::OK, "success".to_owned()));
+    assert_eq!(
+        app.deliver("alipay", &genuine).await,
+        (StatusCode::OK, "success".to_owned())
+    );
     assert_eq!(app.order(&paid).await["status"], "paid");
-    let r = app.post(&format!("/v1/orders/{paid}/refunds"), json!({"merchant_refund_no": "W-R1", "amount": 500, "reason": XSS})).await;
+    let r = app
+        .post(
+            &format!("/v1/orders/{paid}/refunds"),
+            json!({"merchant_refund_no": "W-R1", "amount": 500, "reason": XSS}),
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    let refund = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let refund = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let r = app
         .post("/v1/orders", json!({"merchant_order_no": "W-XSS", "amount": 1, "currency": "CNY", "subject": XSS, "metadata": {"note": XSS, XSS: [XSS]}}))
         .await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    let xss_order = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
-    let attacker = payonce_server::apps::create_app(app.store.as_ref(), &app.state.master_key, &payonce_core::SystemClock, payonce_server::apps::NewApp::named("attacker"))
-        .await
+    let xss_order = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
         .unwrap()
-        .secret;
+        .to_owned();
+    let attacker = payonce_server::apps::create_app(
+        app.store.as_ref(),
+        &app.state.master_key,
+        &payonce_core::SystemClock,
+        payonce_server::apps::NewApp::named("attacker"),
+    )
+    .await
+    .unwrap()
+    .secret;
     World {
         orders: vec![wx, up, sb, ali, paid.clone(), xss_order.clone()],
         paid_order: paid,
@@ -75,7 +97,10 @@ async fn build_world(app: &TestApp) -> World {
         wechat_no: wxp["out_trade_no"].as_str().unwrap().into(),
         alipay_no: alip["out_trade_no"].as_str().unwrap().into(),
         unionpay_no: upp["out_trade_no"].as_str().unwrap().into(),
-        unionpay_txn_time: upp["credential"]["fields"]["txnTime"].as_str().unwrap().into(),
+        unionpay_txn_time: upp["credential"]["fields"]["txnTime"]
+            .as_str()
+            .unwrap()
+            .into(),
         sandbox_no: sbp["out_trade_no"].as_str().unwrap().into(),
         genuine,
         attacker,
@@ -97,8 +122,22 @@ async fn snapshot(app: &TestApp, w: &World) -> Value {
         }
         orders.push(o);
     }
-    let events: Vec<String> = app.store.list_events(None, 1000).await.unwrap().into_iter().map(|e| format!("{} {}", e.event_type, e.id)).collect();
-    let abnormal: Vec<String> = app.store.abnormal_open().await.unwrap().into_iter().map(|a| format!("{} {}", a.kind, a.reference)).collect();
+    let events: Vec<String> = app
+        .store
+        .list_events(None, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| format!("{} {}", e.event_type, e.id))
+        .collect();
+    let abnormal: Vec<String> = app
+        .store
+        .abnormal_open()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| format!("{} {}", a.kind, a.reference))
+        .collect();
     json!({
         "counts": app.counts().await.into_iter().map(|(t, n)| format!("{t}={n}")).collect::<Vec<_>>(),
         "orders": orders,
@@ -108,7 +147,14 @@ async fn snapshot(app: &TestApp, w: &World) -> Value {
     })
 }
 
-async fn send(app: &TestApp, method: &str, path: &str, auth: Option<&str>, ct: Option<&str>, body: Vec<u8>) -> (StatusCode, String, String) {
+async fn send(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    ct: Option<&str>,
+    body: Vec<u8>,
+) -> (StatusCode, String, String) {
     let mut req = match method {
         "GET" => app.http.get(app.url(path)),
         _ => app.http.post(app.url(path)).body(body),
@@ -121,7 +167,11 @@ async fn send(app: &TestApp, method: &str, path: &str, auth: Option<&str>, ct: O
     }
     let r = req.send().await.unwrap();
     let status = r.status();
-    let ct = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
     (status, ct, r.text().await.unwrap())
 }
 
@@ -129,16 +179,26 @@ async fn send(app: &TestApp, method: &str, path: &str, auth: Option<&str>, ct: O
 fn problem(name: &str, got: &(StatusCode, String, String), status: StatusCode, code: &str) {
     assert_eq!(got.0, status, "{name}: {}", got.2);
     assert_eq!(got.1, "application/problem+json", "{name}");
-    let body: Value = serde_json::from_str(&got.2).unwrap_or_else(|_| panic!("{name}: not JSON: {}", got.2));
+    let body: Value =
+        serde_json::from_str(&got.2).unwrap_or_else(|_| panic!("{name}: not JSON: {}", got.2));
     assert_eq!(body["code"], code, "{name}");
 }
 
 async fn every_attack_is_refused_and_changes_nothing(b: Backend) {
-    let Some(app) = crate::app(b).await else { return };
+    let Some(app) = crate::app(b).await else {
+        return;
+    };
     let w = build_world(&app).await;
     // Let the outbox settle (no webhook URL: every event is kept, skipped) before the snapshot.
     let end = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !app.store.list_events(Some(payonce_store::DeliveryStatus::Pending), 10).await.unwrap().is_empty() && tokio::time::Instant::now() < end {
+    while !app
+        .store
+        .list_events(Some(payonce_store::DeliveryStatus::Pending), 10)
+        .await
+        .unwrap()
+        .is_empty()
+        && tokio::time::Instant::now() < end
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let before = snapshot(&app, &w).await;
@@ -147,7 +207,10 @@ async fn every_attack_is_refused_and_changes_nothing(b: Backend) {
     let json_ct = Some("application/json");
 
     // 1. Bad input on the business API.
-    let order = |fields: &str| format!(r#"{{"merchant_order_no":"X-1","currency":"CNY","subject":"s",{fields}}}"#).into_bytes();
+    let order = |fields: &str| {
+        format!(r#"{{"merchant_order_no":"X-1","currency":"CNY","subject":"s",{fields}}}"#)
+            .into_bytes()
+    };
     for (name, body, field) in [
         ("zero amount", order(r#""amount":0"#), "amount"),
         ("negative amount", order(r#""amount":-1"#), "amount"),
@@ -171,35 +234,174 @@ async fn every_attack_is_refused_and_changes_nothing(b: Backend) {
         let fields: Vec<String> = serde_json::from_str::<Value>(&got.2).unwrap()["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap().to_owned()).collect();
         assert!(fields.iter().any(|f| f == field), "{name}: errors name {fields:?}, expected {field}");
     }
-    let got = send(&app, "POST", "/v1/orders", me, json_ct, vec![b' '; 2 * 1024 * 1024]).await;
-    problem("2 MB body", &got, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
-    let got = send(&app, "POST", "/v1/orders", me, Some("text/plain"), order(r#""amount":1"#)).await;
-    problem("not sent as JSON", &got, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
-    let got = send(&app, "POST", &format!("/v1/orders/{}/prepay", w.orders[0]), me, json_ct, br#"{"channel":"paypal"}"#.to_vec()).await;
-    problem("unknown channel", &got, StatusCode::BAD_REQUEST, "validation_failed");
+    let got = send(
+        &app,
+        "POST",
+        "/v1/orders",
+        me,
+        json_ct,
+        vec![b' '; 2 * 1024 * 1024],
+    )
+    .await;
+    problem(
+        "2 MB body",
+        &got,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+    let got = send(
+        &app,
+        "POST",
+        "/v1/orders",
+        me,
+        Some("text/plain"),
+        order(r#""amount":1"#),
+    )
+    .await;
+    problem(
+        "not sent as JSON",
+        &got,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
+    let got = send(
+        &app,
+        "POST",
+        &format!("/v1/orders/{}/prepay", w.orders[0]),
+        me,
+        json_ct,
+        br#"{"channel":"paypal"}"#.to_vec(),
+    )
+    .await;
+    problem(
+        "unknown channel",
+        &got,
+        StatusCode::BAD_REQUEST,
+        "validation_failed",
+    );
 
     // 2. Ids that are not ids.
-    for id in ["ord_' OR 1=1 --", "..%2F..%2Fadmin", "ord_%00", &"9".repeat(5000), "rfd_00000000000000000000000000000000"] {
+    for id in [
+        "ord_' OR 1=1 --",
+        "..%2F..%2Fadmin",
+        "ord_%00",
+        &"9".repeat(5000),
+        "rfd_00000000000000000000000000000000",
+    ] {
         for path in [format!("/v1/orders/{id}"), format!("/v1/refunds/{id}")] {
             let got = send(&app, "GET", &path, me, None, vec![]).await;
-            assert!(got.0 == StatusCode::NOT_FOUND || got.0 == StatusCode::BAD_REQUEST, "{path}: {}", got.0);
+            assert!(
+                got.0 == StatusCode::NOT_FOUND || got.0 == StatusCode::BAD_REQUEST,
+                "{path}: {}",
+                got.0
+            );
         }
-        let got = send(&app, "POST", &format!("/v1/orders/{id}/close"), me, None, vec![]).await;
-        assert!(got.0 == StatusCode::NOT_FOUND || got.0 == StatusCode::BAD_REQUEST, "close {id}: {}", got.0);
+        let got = send(
+            &app,
+            "POST",
+            &format!("/v1/orders/{id}/close"),
+            me,
+            None,
+            vec![],
+        )
+        .await;
+        assert!(
+            got.0 == StatusCode::NOT_FOUND || got.0 == StatusCode::BAD_REQUEST,
+            "close {id}: {}",
+            got.0
+        );
     }
 
     // 3. Tenant crossing: the other tenant sees none of these orders, refunds or numbers.
     let them = format!("Bearer {}", w.attacker);
     let them = Some(them.as_str());
     for id in &w.orders {
-        problem("cross read", &send(&app, "GET", &format!("/v1/orders/{id}?sync=true"), them, None, vec![]).await, StatusCode::NOT_FOUND, "not_found");
-        problem("cross prepay", &send(&app, "POST", &format!("/v1/orders/{id}/prepay"), them, json_ct, br#"{"channel":"sandbox"}"#.to_vec()).await, StatusCode::NOT_FOUND, "not_found");
-        problem("cross close", &send(&app, "POST", &format!("/v1/orders/{id}/close"), them, None, vec![]).await, StatusCode::NOT_FOUND, "not_found");
+        problem(
+            "cross read",
+            &send(
+                &app,
+                "GET",
+                &format!("/v1/orders/{id}?sync=true"),
+                them,
+                None,
+                vec![],
+            )
+            .await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        );
+        problem(
+            "cross prepay",
+            &send(
+                &app,
+                "POST",
+                &format!("/v1/orders/{id}/prepay"),
+                them,
+                json_ct,
+                br#"{"channel":"sandbox"}"#.to_vec(),
+            )
+            .await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        );
+        problem(
+            "cross close",
+            &send(
+                &app,
+                "POST",
+                &format!("/v1/orders/{id}/close"),
+                them,
+                None,
+                vec![],
+            )
+            .await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        );
         let refund = br#"{"merchant_refund_no":"X-R","amount":1}"#.to_vec();
-        problem("cross refund", &send(&app, "POST", &format!("/v1/orders/{id}/refunds"), them, json_ct, refund).await, StatusCode::NOT_FOUND, "not_found");
+        problem(
+            "cross refund",
+            &send(
+                &app,
+                "POST",
+                &format!("/v1/orders/{id}/refunds"),
+                them,
+                json_ct,
+                refund,
+            )
+            .await,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        );
     }
-    problem("cross refund read", &send(&app, "GET", &format!("/v1/refunds/{}", w.refund), them, None, vec![]).await, StatusCode::NOT_FOUND, "not_found");
-    problem("cross number", &send(&app, "GET", "/v1/orders?merchant_order_no=W-PAID", them, None, vec![]).await, StatusCode::NOT_FOUND, "not_found");
+    problem(
+        "cross refund read",
+        &send(
+            &app,
+            "GET",
+            &format!("/v1/refunds/{}", w.refund),
+            them,
+            None,
+            vec![],
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    problem(
+        "cross number",
+        &send(
+            &app,
+            "GET",
+            "/v1/orders?merchant_order_no=W-PAID",
+            them,
+            None,
+            vec![],
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
 
     // 4. No or wrong credentials: the API and the admin API.
     let admin_routes = [
@@ -208,84 +410,241 @@ async fn every_attack_is_refused_and_changes_nothing(b: Backend) {
         ("GET", "/admin/v1/events/evt_x".to_owned()),
         ("POST", "/admin/v1/events/evt_x/resend".to_owned()),
         ("POST", "/admin/v1/events/resend-failed".to_owned()),
-        ("POST", format!("/admin/v1/apps/{}/rotate-webhook-secret", app.app_id)),
+        (
+            "POST",
+            format!("/admin/v1/apps/{}/rotate-webhook-secret", app.app_id),
+        ),
     ];
     let app_secret = format!("Bearer {}", app.secret);
     // Ten wrong admin tokens from one address are answered 401; from then on that address is
     // refused outright (429), whatever it sends, until the window passes.
     let mut admin_failures = 0;
-    for auth in [None, Some("Bearer "), Some("Bearer wrong"), Some("bearer test-admin-token"), Some("Basic dGVzdC1hZG1pbi10b2tlbjo="), Some("Bearer test-admin-tokenX"), Some("Bearer test-admin-to"), Some(app_secret.as_str())] {
+    for auth in [
+        None,
+        Some("Bearer "),
+        Some("Bearer wrong"),
+        Some("bearer test-admin-token"),
+        Some("Basic dGVzdC1hZG1pbi10b2tlbjo="),
+        Some("Bearer test-admin-tokenX"),
+        Some("Bearer test-admin-to"),
+        Some(app_secret.as_str()),
+    ] {
         for (method, path) in &admin_routes {
             let got = send(&app, method, path, auth, None, vec![]).await;
-            let (status, code) = if admin_failures < 10 { (StatusCode::UNAUTHORIZED, "unauthorized") } else { (StatusCode::TOO_MANY_REQUESTS, "rate_limited") };
-            problem(&format!("{method} {path} with {auth:?}"), &got, status, code);
+            let (status, code) = if admin_failures < 10 {
+                (StatusCode::UNAUTHORIZED, "unauthorized")
+            } else {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+            };
+            problem(
+                &format!("{method} {path} with {auth:?}"),
+                &got,
+                status,
+                code,
+            );
             admin_failures += 1;
         }
         if auth != Some(app_secret.as_str()) {
-            problem("api without the secret", &send(&app, "GET", &format!("/v1/orders/{}", w.paid_order), auth, None, vec![]).await, StatusCode::UNAUTHORIZED, "unauthorized");
+            problem(
+                "api without the secret",
+                &send(
+                    &app,
+                    "GET",
+                    &format!("/v1/orders/{}", w.paid_order),
+                    auth,
+                    None,
+                    vec![],
+                )
+                .await,
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+            );
         }
     }
     // The admin token is no app secret either.
-    problem("admin token on the API", &send(&app, "GET", &format!("/v1/orders/{}", w.paid_order), Some("Bearer test-admin-token"), None, vec![]).await, StatusCode::UNAUTHORIZED, "unauthorized");
+    problem(
+        "admin token on the API",
+        &send(
+            &app,
+            "GET",
+            &format!("/v1/orders/{}", w.paid_order),
+            Some("Bearer test-admin-token"),
+            None,
+            vec![],
+        )
+        .await,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
 
     // 5. Notifications: forged, tampered, stale, another app's, unknown, oversized — each
     // answered in the channel's own failure format; a genuine one replayed is acknowledged.
     let dir = app.sim_dir();
-    for fault in [WxFault::BadSignature, WxFault::UnknownSerial, WxFault::Stale, WxFault::TamperedCiphertext] {
-        let (status, body) = app.deliver("wechatpay", &forge::wechat_paid(&dir, "A-1", &w.wechat_no, 500, 500, fault)).await;
+    for fault in [
+        WxFault::BadSignature,
+        WxFault::UnknownSerial,
+        WxFault::Stale,
+        WxFault::TamperedCiphertext,
+    ] {
+        let (status, body) = app
+            .deliver(
+                "wechatpay",
+                &forge::wechat_paid(&dir, "A-1", &w.wechat_no, 500, 500, fault),
+            )
+            .await;
         assert!(status.is_client_error(), "wechat {fault:?}: {status}");
-        assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["code"], "FAIL", "wechat {fault:?}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap()["code"],
+            "FAIL",
+            "wechat {fault:?}"
+        );
     }
-    for fault in [AliFault::BadSignature, AliFault::TamperedAmount, AliFault::WrongApp] {
-        let (status, body) = app.deliver("alipay", &forge::alipay_paid(&dir, "A-2", &w.alipay_no, "12.34", fault)).await;
-        assert!(status.is_client_error() && body != "success", "alipay {fault:?}: {status} {body}");
+    for fault in [
+        AliFault::BadSignature,
+        AliFault::TamperedAmount,
+        AliFault::WrongApp,
+    ] {
+        let (status, body) = app
+            .deliver(
+                "alipay",
+                &forge::alipay_paid(&dir, "A-2", &w.alipay_no, "12.34", fault),
+            )
+            .await;
+        assert!(
+            status.is_client_error() && body != "success",
+            "alipay {fault:?}: {status} {body}"
+        );
     }
-    for fault in [UpFault::TamperedAmount, UpFault::NotUnionpayCert, UpFault::UnchainedCert] {
-        let (status, body) = app.deliver("unionpay", &forge::unionpay_paid(&dir, &w.unionpay_no, &w.unionpay_txn_time, 700, "A-3", fault)).await;
-        assert_eq!((status, body.as_str()), (StatusCode::BAD_REQUEST, "fail"), "unionpay {fault:?}");
+    for fault in [
+        UpFault::TamperedAmount,
+        UpFault::NotUnionpayCert,
+        UpFault::UnchainedCert,
+    ] {
+        let (status, body) = app
+            .deliver(
+                "unionpay",
+                &forge::unionpay_paid(
+                    &dir,
+                    &w.unionpay_no,
+                    &w.unionpay_txn_time,
+                    700,
+                    "A-3",
+                    fault,
+                ),
+            )
+            .await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::BAD_REQUEST, "fail"),
+            "unionpay {fault:?}"
+        );
     }
     let (ts, sig, body) = app.signed_sandbox_notification("A-4", &w.sandbox_no, 100);
     let stale = (ts.parse::<i64>().unwrap() - 3600).to_string();
     for (name, ts, sig, body) in [
-        ("tampered", ts.as_str(), sig.as_str(), body.replace("\"amount\":100", "\"amount\":1")),
+        (
+            "tampered",
+            ts.as_str(),
+            sig.as_str(),
+            body.replace("\"amount\":100", "\"amount\":1"),
+        ),
         ("stale", stale.as_str(), sig.as_str(), body.clone()),
         ("garbage signature", ts.as_str(), "v1=00", body.clone()),
     ] {
         let r = app.post_sandbox_notification(ts, sig, &body).await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "sandbox {name}");
-        assert_eq!(r.json::<Value>().await.unwrap()["code"], "FAIL", "sandbox {name}");
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["code"],
+            "FAIL",
+            "sandbox {name}"
+        );
     }
-    let (_, body) = app.deliver("alipay", &forge::alipay_paid(&dir, "A-5", "nosuchorder", "12.34", AliFault::None)).await;
+    let (_, body) = app
+        .deliver(
+            "alipay",
+            &forge::alipay_paid(&dir, "A-5", "nosuchorder", "12.34", AliFault::None),
+        )
+        .await;
     assert_ne!(body, "success", "unknown out_trade_no");
     for channel in ["wechatpay", "alipay", "unionpay", "sandbox"] {
-        let big = forge::Forged { headers: vec![], content_type: "application/x-www-form-urlencoded", body: "a=".to_owned() + &"b".repeat(2 * 1024 * 1024) };
+        let big = forge::Forged {
+            headers: vec![],
+            content_type: "application/x-www-form-urlencoded",
+            body: "a=".to_owned() + &"b".repeat(2 * 1024 * 1024),
+        };
         let (status, body) = app.deliver(channel, &big).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{channel} oversized");
         match channel {
-            "wechatpay" | "sandbox" => assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["code"], "FAIL", "{channel}: its failure format"),
+            "wechatpay" | "sandbox" => assert_eq!(
+                serde_json::from_str::<Value>(&body).unwrap()["code"],
+                "FAIL",
+                "{channel}: its failure format"
+            ),
             "alipay" => assert_eq!(body, "fail"),
             _ => assert_eq!(body, "fail"),
         }
     }
-    problem("unknown channel", &send(&app, "POST", "/notify/paypal", None, Some("application/json"), b"{}".to_vec()).await, StatusCode::NOT_FOUND, "not_found");
+    problem(
+        "unknown channel",
+        &send(
+            &app,
+            "POST",
+            "/notify/paypal",
+            None,
+            Some("application/json"),
+            b"{}".to_vec(),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
     // The exact replay of the genuine notification: the channel's success answer.
-    assert_eq!(app.deliver("alipay", &w.genuine).await, (StatusCode::OK, "success".to_owned()), "replay acknowledged");
+    assert_eq!(
+        app.deliver("alipay", &w.genuine).await,
+        (StatusCode::OK, "success".to_owned()),
+        "replay acknowledged"
+    );
 
     // 6. Webhook destinations that point inside: well-formed, refused, nothing stored.
-    for url in ["http://169.254.169.254/latest/meta-data", "http://127.0.0.1:5432/", "http://localhost\\@example.com/", "http://[::1]/x"] {
+    for url in [
+        "http://169.254.169.254/latest/meta-data",
+        "http://127.0.0.1:5432/",
+        "http://localhost\\@example.com/",
+        "http://[::1]/x",
+    ] {
         let r = app.post("/v1/orders", json!({"merchant_order_no": "X-SSRF", "amount": 1, "currency": "CNY", "subject": "s", "notify_url": url})).await;
         assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{url}");
     }
 
     // 7. Stored hostile text comes back as JSON data, never as a page.
-    let (status, ct, body) = send(&app, "GET", &format!("/v1/orders/{}", w.xss_order), me, None, vec![]).await;
+    let (status, ct, body) = send(
+        &app,
+        "GET",
+        &format!("/v1/orders/{}", w.xss_order),
+        me,
+        None,
+        vec![],
+    )
+    .await;
     assert_eq!((status, ct.as_str()), (StatusCode::OK, "application/json"));
     let o: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!((o["subject"].as_str(), o["metadata"]["note"].as_str()), (Some(XSS), Some(XSS)), "kept verbatim, as data");
+    assert_eq!(
+        (o["subject"].as_str(), o["metadata"]["note"].as_str()),
+        (Some(XSS), Some(XSS)),
+        "kept verbatim, as data"
+    );
     assert_eq!(app.order(&w.paid_order).await["refunds"][0]["reason"], XSS);
     let r = app.http.get(app.url("/console")).send().await.unwrap();
-    assert!(r.headers()["content-security-policy"].to_str().unwrap().contains("script-src 'none'"));
-    assert!(!r.text().await.unwrap().contains("<script>alert"), "nothing stored is in the page");
+    assert!(
+        r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("script-src 'none'")
+    );
+    assert!(
+        !r.text().await.unwrap().contains("<script>alert"),
+        "nothing stored is in the page"
+    );
 
     // And after all that: the world is as it was.
     let after = snapshot(&app, &w).await;

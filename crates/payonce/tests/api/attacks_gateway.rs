@@ -324,7 +324,10 @@ async fn admin_token_guessing_is_refused_per_address_and_surface(b: Backend) {
             .unwrap();
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
     }
-    assert_eq!(admin("198.51.100.7", ADMIN).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        admin("198.51.100.7", ADMIN).await.unwrap().status(),
+        StatusCode::OK
+    );
     // Ten wrong tokens, across both doors.
     for i in 0..10 {
         let status = if i % 2 == 0 {

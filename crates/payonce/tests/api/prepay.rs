@@ -24,9 +24,19 @@ async fn concurrent_prepays_make_one_channel_order(b: Backend) {
     let id = order["id"].as_str().unwrap().to_owned();
     let mut tasks = Vec::new();
     for _ in 0..200 {
-        let (http, url, secret) = (app.http.clone(), app.url(&format!("/v1/orders/{id}/prepay")), app.secret.clone());
+        let (http, url, secret) = (
+            app.http.clone(),
+            app.url(&format!("/v1/orders/{id}/prepay")),
+            app.secret.clone(),
+        );
         tasks.push(tokio::spawn(async move {
-            let r = http.post(url).bearer_auth(secret).json(&json!({"channel": "sandbox"})).send().await.unwrap();
+            let r = http
+                .post(url)
+                .bearer_auth(secret)
+                .json(&json!({"channel": "sandbox"}))
+                .send()
+                .await
+                .unwrap();
             (r.status(), r.json::<Value>().await.unwrap())
         }));
     }
@@ -59,7 +69,12 @@ async fn pending_credential_is_reused(b: Backend) {
     let id = order["id"].as_str().unwrap();
     let first: Value = app.prepay(id, "sandbox").await.json().await.unwrap();
     assert_eq!(first["reused"], false);
-    assert!(first["credential"]["code_url"].as_str().unwrap().starts_with("sandbox://"));
+    assert!(
+        first["credential"]["code_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("sandbox://")
+    );
     assert_eq!(first["out_trade_no"].as_str().unwrap().len(), 32);
     let second: Value = app.prepay(id, "sandbox").await.json().await.unwrap();
     assert_eq!(second["reused"], true);
@@ -72,18 +87,29 @@ async fn pending_credential_is_reused(b: Backend) {
 }
 
 async fn timeout_leaves_unknown_and_retry_reuses_channel_order(b: Backend) {
-    let opts = AppOptions { channel_timeout: Duration::from_millis(500), ..AppOptions::default() };
-    let Some(app) = spawn_app_with(b, opts).await else { return };
+    let opts = AppOptions {
+        channel_timeout: Duration::from_millis(500),
+        ..AppOptions::default()
+    };
+    let Some(app) = spawn_app_with(b, opts).await else {
+        return;
+    };
     let order = app.create_order("TIMEOUT-1", 100).await;
     let id = order["id"].as_str().unwrap();
     app.faults(json!({"prepay_timeout_rate": 1.0})).await;
     let r = app.prepay(id, "sandbox").await;
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(r.json::<Value>().await.unwrap()["code"], "channel_unavailable");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "channel_unavailable"
+    );
     let view = app.order(id).await;
     // Never failed: unknown, or already settled by the active query to the channel's true state.
     let s = view["attempts"][0]["status"].as_str().unwrap();
-    assert!(s == "unknown" || s == "pending", "a timeout is never a failure: {s}");
+    assert!(
+        s == "unknown" || s == "pending",
+        "a timeout is never a failure: {s}"
+    );
     // The channel did create the order.
     assert_eq!(app.ledger().await["orders"].as_array().unwrap().len(), 1);
 
@@ -91,9 +117,16 @@ async fn timeout_leaves_unknown_and_retry_reuses_channel_order(b: Backend) {
     let r = app.prepay(id, "sandbox").await;
     assert_eq!(r.status(), StatusCode::OK);
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["out_trade_no"], view["attempts"][0]["out_trade_no"], "re-asked under the same number");
+    assert_eq!(
+        body["out_trade_no"], view["attempts"][0]["out_trade_no"],
+        "re-asked under the same number"
+    );
     let ledger = app.ledger().await;
-    assert_eq!(ledger["orders"].as_array().unwrap().len(), 1, "no second channel order");
+    assert_eq!(
+        ledger["orders"].as_array().unwrap().len(),
+        1,
+        "no second channel order"
+    );
     assert_eq!(app.order(id).await["attempts"][0]["status"], "pending");
     assert_invariants(app.violations().await);
 }
@@ -108,7 +141,10 @@ async fn channel_5xx_is_unknown_and_retry_creates_one_order(b: Backend) {
     let r = app.prepay(id, "sandbox").await;
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     let view = app.order(id).await;
-    assert_eq!(view["attempts"][0]["status"], "unknown", "a 5xx may have taken effect");
+    assert_eq!(
+        view["attempts"][0]["status"], "unknown",
+        "a 5xx may have taken effect"
+    );
     app.faults(json!({"prepay_error_rate": 0.0})).await;
     let r = app.prepay(id, "sandbox").await;
     assert_eq!(r.status(), StatusCode::OK);
@@ -121,8 +157,14 @@ async fn prepay_after_payment_is_order_already_paid(b: Backend) {
     let order = app.create_order("PAID-1", 100).await;
     let id = order["id"].as_str().unwrap();
     let p: Value = app.prepay(id, "sandbox").await.json().await.unwrap();
-    assert_eq!(app.sim_pay("sandbox", p["out_trade_no"].as_str().unwrap(), false).await, StatusCode::OK);
-    let paid = app.wait_order(id, Duration::from_secs(10), |o| o["status"] == "paid").await;
+    assert_eq!(
+        app.sim_pay("sandbox", p["out_trade_no"].as_str().unwrap(), false)
+            .await,
+        StatusCode::OK
+    );
+    let paid = app
+        .wait_order(id, Duration::from_secs(10), |o| o["status"] == "paid")
+        .await;
     assert_eq!(paid["status"], "paid");
     let r = app.prepay(id, "sandbox").await;
     assert_eq!(r.status(), StatusCode::CONFLICT);
@@ -134,25 +176,47 @@ async fn prepay_after_payment_is_order_already_paid(b: Backend) {
 }
 
 async fn r_close(app: &payonce_testkit::TestApp, id: &str) -> StatusCode {
-    app.post(&format!("/v1/orders/{id}/close"), json!({})).await.status()
+    app.post(&format!("/v1/orders/{id}/close"), json!({}))
+        .await
+        .status()
 }
 
 async fn a_client_hanging_up_does_not_cut_the_prepay_short(b: Backend) {
-    let opts = AppOptions { channel_timeout: Duration::from_millis(800), time_scale: 1.0, ..AppOptions::default() };
-    let Some(app) = spawn_app_with(b, opts).await else { return };
+    let opts = AppOptions {
+        channel_timeout: Duration::from_millis(800),
+        time_scale: 1.0,
+        ..AppOptions::default()
+    };
+    let Some(app) = spawn_app_with(b, opts).await else {
+        return;
+    };
     let order = app.create_order("HANGUP-1", 100).await;
     let id = order["id"].as_str().unwrap();
     app.faults(json!({"prepay_timeout_rate": 1.0})).await;
     // The client gives up after 100 ms, while payonce is still waiting for the channel.
-    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(100)).build().unwrap();
-    let r = impatient.post(app.url(&format!("/v1/orders/{id}/prepay"))).bearer_auth(&app.secret).json(&json!({"channel": "sandbox"})).send().await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let r = impatient
+        .post(app.url(&format!("/v1/orders/{id}/prepay")))
+        .bearer_auth(&app.secret)
+        .json(&json!({"channel": "sandbox"}))
+        .send()
+        .await;
     assert!(r.is_err(), "the client timed out");
     // payonce still finished the request: the channel call's outcome is recorded (unknown, and
     // then pending once the active query found the channel order), not left as a `created`
     // intent waiting for the stale-intent sweep.
     // (The attempt may not exist yet when the client gives up: on a loaded machine the server
     // may not have reached it in 100 ms. Wait for it to exist AND be past `created`.)
-    let v = app.wait_order(id, Duration::from_secs(10), |o| o["attempts"][0]["status"].as_str().is_some_and(|s| s != "created")).await;
+    let v = app
+        .wait_order(id, Duration::from_secs(10), |o| {
+            o["attempts"][0]["status"]
+                .as_str()
+                .is_some_and(|s| s != "created")
+        })
+        .await;
     let s = v["attempts"][0]["status"].as_str().unwrap();
     assert!(s == "unknown" || s == "pending", "{v}");
 }

@@ -25,13 +25,17 @@ store_tests!(
 );
 
 async fn create(app: &TestApp, no: &str, amount: i64, expire: Option<i64>) -> String {
-    let mut body = json!({"merchant_order_no": no, "amount": amount, "currency": "CNY", "subject": "t"});
+    let mut body =
+        json!({"merchant_order_no": no, "amount": amount, "currency": "CNY", "subject": "t"});
     if let Some(e) = expire {
         body["expire_in_seconds"] = json!(e);
     }
     let r = app.post("/v1/orders", body).await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
+    r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 async fn prepay(app: &TestApp, id: &str, channel: &str) -> Value {
@@ -41,7 +45,12 @@ async fn prepay(app: &TestApp, id: &str, channel: &str) -> Value {
 }
 
 /// Polls until `pred` holds for every order, or panics after `secs`.
-async fn eventually(app: &TestApp, secs: u64, what: &str, pred: impl Fn(&[payonce_store::Order]) -> bool) {
+async fn eventually(
+    app: &TestApp,
+    secs: u64,
+    what: &str,
+    pred: impl Fn(&[payonce_store::Order]) -> bool,
+) {
     let end = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
         let orders = app.store.all_orders().await.unwrap();
@@ -49,7 +58,10 @@ async fn eventually(app: &TestApp, secs: u64, what: &str, pred: impl Fn(&[payonc
             return;
         }
         if tokio::time::Instant::now() >= end {
-            panic!("{what}: not reached in {secs}s; violations: {:?}", app.violations().await);
+            panic!(
+                "{what}: not reached in {secs}s; violations: {:?}",
+                app.violations().await
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -63,14 +75,29 @@ async fn all_notifications_lost_active_query_recovers_every_payment(b: Backend) 
     for i in 0..200 {
         let id = create(&app, &format!("LOST-{i}"), 100 + i, None).await;
         let p = prepay(&app, &id, channels[i as usize % 3]).await;
-        let (http, url, ch, no) = (app.http.clone(), app.sim_url("/sim/pay"), channels[i as usize % 3], p["out_trade_no"].as_str().unwrap().to_owned());
-        tasks.push(tokio::spawn(async move { http.post(url).json(&json!({"channel": ch, "out_trade_no": no})).send().await.unwrap().status() }));
+        let (http, url, ch, no) = (
+            app.http.clone(),
+            app.sim_url("/sim/pay"),
+            channels[i as usize % 3],
+            p["out_trade_no"].as_str().unwrap().to_owned(),
+        );
+        tasks.push(tokio::spawn(async move {
+            http.post(url)
+                .json(&json!({"channel": ch, "out_trade_no": no}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
     }
     for t in tasks {
         assert_eq!(t.await.unwrap(), StatusCode::OK);
     }
     // Time-scaled ×100: the 10 s / 20 s / 30 s queries come at 0.1 / 0.2 / 0.3 s.
-    eventually(&app, 60, "every order paid by active query", |os| os.len() == 200 && os.iter().all(|o| o.status.has_been_paid())).await;
+    eventually(&app, 60, "every order paid by active query", |os| {
+        os.len() == 200 && os.iter().all(|o| o.status.has_been_paid())
+    })
+    .await;
     let ledger = app.ledger().await;
     assert_eq!(ledger["charges"].as_array().unwrap().len(), 200);
     assert_invariants(app.violations().await);
@@ -79,24 +106,42 @@ async fn all_notifications_lost_active_query_recovers_every_payment(b: Backend) 
 async fn duplicated_reordered_delayed_notifications_past_expiry(b: Backend) {
     let Some(app) = app(b).await else { return };
     // Every notification five extra times, reordered, and late: 6 s, past the 5 s expiry.
-    app.faults(json!({"notify_duplicates": 5, "notify_reorder": true, "notify_delay_ms": [6000, 6500]})).await;
+    app.faults(
+        json!({"notify_duplicates": 5, "notify_reorder": true, "notify_delay_ms": [6000, 6500]}),
+    )
+    .await;
     let mut ids = Vec::new();
-    for (i, ch) in ["wechatpay", "alipay", "sandbox", "wechatpay"].iter().enumerate() {
+    for (i, ch) in ["wechatpay", "alipay", "sandbox", "wechatpay"]
+        .iter()
+        .enumerate()
+    {
         let id = create(&app, &format!("DUP-{i}"), 900, Some(5)).await;
         let p = prepay(&app, &id, ch).await;
-        app.sim_pay(ch, p["out_trade_no"].as_str().unwrap(), false).await;
+        app.sim_pay(ch, p["out_trade_no"].as_str().unwrap(), false)
+            .await;
         ids.push(id);
     }
     // Active queries find the payments before the order expires; the late notifications that
     // follow change nothing.
-    eventually(&app, 30, "all paid", |os| os.iter().filter(|o| o.merchant_order_no.starts_with("DUP-")).all(|o| o.status.has_been_paid())).await;
+    eventually(&app, 30, "all paid", |os| {
+        os.iter()
+            .filter(|o| o.merchant_order_no.starts_with("DUP-"))
+            .all(|o| o.status.has_been_paid())
+    })
+    .await;
     // Wait for the late, duplicated notifications to have been delivered (not a fixed sleep).
-    assert!(app.notifications_settled(Duration::from_secs(30)).await, "the channels kept notifying");
+    assert!(
+        app.notifications_settled(Duration::from_secs(30)).await,
+        "the channels kept notifying"
+    );
     for id in &ids {
         assert_eq!(app.order(id).await["status"], "paid");
     }
     let ledger = app.ledger().await;
-    assert!(ledger["refunds"].as_array().unwrap().is_empty(), "nothing to refund: each order was paid once");
+    assert!(
+        ledger["refunds"].as_array().unwrap().is_empty(),
+        "nothing to refund: each order was paid once"
+    );
     assert_invariants(app.violations().await);
 }
 
@@ -107,77 +152,148 @@ async fn payer_pays_two_channels_second_is_refunded_once(b: Backend) {
     // The payer switches to Alipay (the WeChat order is closed at WeChat) …
     let ali = prepay(&app, &id, "alipay").await;
     // … but her WeChat payment was already in flight, and she pays Alipay too.
-    assert_eq!(app.sim_pay("wechatpay", wx["out_trade_no"].as_str().unwrap(), true).await, StatusCode::OK);
-    assert_eq!(app.sim_pay("alipay", ali["out_trade_no"].as_str().unwrap(), false).await, StatusCode::OK);
+    assert_eq!(
+        app.sim_pay("wechatpay", wx["out_trade_no"].as_str().unwrap(), true)
+            .await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.sim_pay("alipay", ali["out_trade_no"].as_str().unwrap(), false)
+            .await,
+        StatusCode::OK
+    );
     // One payment pays the order; the other is a duplicate, refunded automatically, once.
     let end = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let ledger = app.ledger().await;
-        if ledger["refunds"].as_array().unwrap().len() == 1 && app.order(&id).await["status"] == "paid" {
+        if ledger["refunds"].as_array().unwrap().len() == 1
+            && app.order(&id).await["status"] == "paid"
+        {
             break;
         }
-        assert!(tokio::time::Instant::now() < end, "duplicate not refunded: {ledger}");
+        assert!(
+            tokio::time::Instant::now() < end,
+            "duplicate not refunded: {ledger}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Every late and duplicated notification has arrived, and the refund's answer is recorded,
     // before "once" is judged.
     assert!(app.notifications_settled(Duration::from_secs(20)).await);
-    app.wait_order(&id, Duration::from_secs(20), |o| o["refunds"][0]["status"] == "succeeded").await;
+    app.wait_order(&id, Duration::from_secs(20), |o| {
+        o["refunds"][0]["status"] == "succeeded"
+    })
+    .await;
     let ledger = app.ledger().await;
     assert_eq!(ledger["charges"].as_array().unwrap().len(), 2);
-    assert_eq!(ledger["refunds"].as_array().unwrap().len(), 1, "refunded exactly once: {ledger}");
+    assert_eq!(
+        ledger["refunds"].as_array().unwrap().len(),
+        1,
+        "refunded exactly once: {ledger}"
+    );
     assert_eq!(ledger["refunds"][0]["amount"], 1_990);
     let order = app.order(&id).await;
-    let dup: Vec<_> = order["attempts"].as_array().unwrap().iter().filter(|a| a["duplicate"] == true).collect();
+    let dup: Vec<_> = order["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["duplicate"] == true)
+        .collect();
     assert_eq!(dup.len(), 1);
     assert_eq!(order["refunds"][0]["kind"], "duplicate");
     assert_eq!(order["refunds"][0]["status"], "succeeded");
-    let events = app.store.events_of(&payonce_core::OrderId::from_trusted(id.clone())).await.unwrap();
-    assert_eq!(events.iter().filter(|e| e.event_type == "payment.duplicate_detected").count(), 1);
+    let events = app
+        .store
+        .events_of(&payonce_core::OrderId::from_trusted(id.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.event_type == "payment.duplicate_detected")
+            .count(),
+        1
+    );
     assert_invariants(app.violations().await);
 }
 
 async fn pay_just_before_close_ends_paid_without_refund(b: Backend) {
     let Some(app) = app(b).await else { return };
-    app.faults(json!({"pay_before_close": true, "notify_drop_rate": 1.0})).await;
+    app.faults(json!({"pay_before_close": true, "notify_drop_rate": 1.0}))
+        .await;
     let id = create(&app, "PBC-1", 700, Some(5)).await;
     prepay(&app, &id, "wechatpay").await;
     // No payment until the expirer's close, which finds the payer paying that very moment.
-    eventually(&app, 30, "paid through the refused close", |os| os.iter().any(|o| o.merchant_order_no == "PBC-1" && o.status.has_been_paid())).await;
+    eventually(&app, 30, "paid through the refused close", |os| {
+        os.iter()
+            .any(|o| o.merchant_order_no == "PBC-1" && o.status.has_been_paid())
+    })
+    .await;
     // The channel's own notifications now get through, late: they must change nothing.
     app.faults(json!({"notify_drop_rate": 0.0})).await;
     assert!(app.notifications_settled(Duration::from_secs(20)).await);
     assert_eq!(app.order(&id).await["status"], "paid");
-    assert!(app.ledger().await["refunds"].as_array().unwrap().is_empty(), "no refund: it is the order's one payment");
+    assert!(
+        app.ledger().await["refunds"].as_array().unwrap().is_empty(),
+        "no refund: it is the order's one payment"
+    );
     assert_invariants(app.violations().await);
 }
 
 async fn prepay_timeout_settles_to_the_channels_truth(b: Backend) {
-    let opts = payonce_testkit::AppOptions { channel_timeout: Duration::from_millis(500), ..Default::default() };
-    let Some(app) = payonce_testkit::app::spawn_app_with(b, opts).await else { return };
+    let opts = payonce_testkit::AppOptions {
+        channel_timeout: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let Some(app) = payonce_testkit::app::spawn_app_with(b, opts).await else {
+        return;
+    };
     // The channel creates the order; its answer is lost. Nobody retries.
-    app.faults(json!({"prepay_timeout_rate": 1.0, "notify_drop_rate": 1.0})).await;
+    app.faults(json!({"prepay_timeout_rate": 1.0, "notify_drop_rate": 1.0}))
+        .await;
     let id = create(&app, "PTO-1", 300, None).await;
-    assert_eq!(app.prepay(&id, "wechatpay").await.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        app.prepay(&id, "wechatpay").await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     let end = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let v = app.order(&id).await;
         if v["attempts"][0]["status"] == "pending" {
             break;
         }
-        assert!(tokio::time::Instant::now() < end, "still {}", v["attempts"][0]["status"]);
+        assert!(
+            tokio::time::Instant::now() < end,
+            "still {}",
+            v["attempts"][0]["status"]
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The payer had no credential; an in-flight answer could still have reached a device. If it
     // is paid, the query finds it.
-    let no = app.order(&id).await["attempts"][0]["out_trade_no"].as_str().unwrap().to_owned();
+    let no = app.order(&id).await["attempts"][0]["out_trade_no"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     app.sim_pay("wechatpay", &no, false).await;
-    eventually(&app, 20, "paid", |os| os.iter().any(|o| o.merchant_order_no == "PTO-1" && o.status.has_been_paid())).await;
-    assert_eq!(app.ledger().await["orders"].as_array().unwrap().len(), 1, "no second channel order");
+    eventually(&app, 20, "paid", |os| {
+        os.iter()
+            .any(|o| o.merchant_order_no == "PTO-1" && o.status.has_been_paid())
+    })
+    .await;
+    assert_eq!(
+        app.ledger().await["orders"].as_array().unwrap().len(),
+        1,
+        "no second channel order"
+    );
     // A 5xx that created nothing ends failed once no call can still be creating it.
-    app.faults(json!({"prepay_timeout_rate": 0.0, "prepay_error_rate": 1.0})).await;
+    app.faults(json!({"prepay_timeout_rate": 0.0, "prepay_error_rate": 1.0}))
+        .await;
     let id2 = create(&app, "PTO-2", 300, None).await;
-    assert_eq!(app.prepay(&id2, "sandbox").await.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        app.prepay(&id2, "sandbox").await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     let end = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let v = app.order(&id2).await;
@@ -185,7 +301,11 @@ async fn prepay_timeout_settles_to_the_channels_truth(b: Backend) {
             assert_eq!(v["status"], "unpaid");
             break;
         }
-        assert!(tokio::time::Instant::now() < end, "still {}", v["attempts"][0]["status"]);
+        assert!(
+            tokio::time::Instant::now() < end,
+            "still {}",
+            v["attempts"][0]["status"]
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_invariants(app.violations().await);
@@ -196,21 +316,50 @@ async fn expiry_closes_at_the_channel_and_late_payment_is_refunded(b: Backend) {
     let id = create(&app, "EXP-1", 800, Some(5)).await;
     let p = prepay(&app, &id, "wechatpay").await;
     let no = p["out_trade_no"].as_str().unwrap().to_owned();
-    eventually(&app, 30, "closed", |os| os.iter().any(|o| o.merchant_order_no == "EXP-1" && o.status == payonce_core::OrderStatus::Closed)).await;
-    let sim: Value = app.http.get(app.sim_url(&format!("/sim/orders?channel=wechatpay&out_trade_no={no}"))).send().await.unwrap().json().await.unwrap();
-    assert_eq!(sim["state"], "CLOSED", "closed at the channel, not only in payonce (Jeepay's gap)");
+    eventually(&app, 30, "closed", |os| {
+        os.iter().any(|o| {
+            o.merchant_order_no == "EXP-1" && o.status == payonce_core::OrderStatus::Closed
+        })
+    })
+    .await;
+    let sim: Value = app
+        .http
+        .get(app.sim_url(&format!("/sim/orders?channel=wechatpay&out_trade_no={no}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        sim["state"], "CLOSED",
+        "closed at the channel, not only in payonce (Jeepay's gap)"
+    );
     // A payment still lands (in flight at close): policy `refund` returns it.
     app.sim_pay("wechatpay", &no, true).await;
     let end = tokio::time::Instant::now() + Duration::from_secs(30);
     while app.ledger().await["refunds"].as_array().unwrap().is_empty() {
-        assert!(tokio::time::Instant::now() < end, "late payment not refunded");
+        assert!(
+            tokio::time::Instant::now() < end,
+            "late payment not refunded"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let v = app.order(&id).await;
     assert_eq!(v["status"], "closed", "stays closed");
     assert_eq!(v["refunds"][0]["kind"], "duplicate");
-    let events = app.store.events_of(&payonce_core::OrderId::from_trusted(id.clone())).await.unwrap();
-    assert_eq!(events.iter().filter(|e| e.event_type == "payment.closed").count(), 1);
+    let events = app
+        .store
+        .events_of(&payonce_core::OrderId::from_trusted(id.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.event_type == "payment.closed")
+            .count(),
+        1
+    );
     assert_invariants(app.violations().await);
 }
 
@@ -227,7 +376,10 @@ async fn unscanned_alipay_qr_paid_after_close_is_refunded(b: Backend) {
     // payonce kept watching the closed attempt: the payment is found and given back.
     let end = tokio::time::Instant::now() + Duration::from_secs(30);
     while app.ledger().await["refunds"].as_array().unwrap().is_empty() {
-        assert!(tokio::time::Instant::now() < end, "payment on a closed Alipay QR not refunded");
+        assert!(
+            tokio::time::Instant::now() < end,
+            "payment on a closed Alipay QR not refunded"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(app.order(&id).await["status"], "closed");
@@ -237,8 +389,11 @@ async fn unscanned_alipay_qr_paid_after_close_is_refunded(b: Backend) {
 async fn paid_order(app: &TestApp, no: &str, amount: i64) -> String {
     let id = create(app, no, amount, None).await;
     let p = prepay(app, &id, "wechatpay").await;
-    app.sim_pay("wechatpay", p["out_trade_no"].as_str().unwrap(), false).await;
-    let v = app.wait_order(&id, Duration::from_secs(10), |o| o["status"] == "paid").await;
+    app.sim_pay("wechatpay", p["out_trade_no"].as_str().unwrap(), false)
+        .await;
+    let v = app
+        .wait_order(&id, Duration::from_secs(10), |o| o["status"] == "paid")
+        .await;
     assert_eq!(v["status"], "paid");
     id
 }
@@ -246,38 +401,99 @@ async fn paid_order(app: &TestApp, no: &str, amount: i64) -> String {
 async fn refunds_partial_full_idempotent(b: Backend) {
     let Some(app) = app(b).await else { return };
     let unpaid = create(&app, "RF-0", 1_000, None).await;
-    let r = app.post(&format!("/v1/orders/{unpaid}/refunds"), json!({"merchant_refund_no": "R0", "amount": 1})).await;
+    let r = app
+        .post(
+            &format!("/v1/orders/{unpaid}/refunds"),
+            json!({"merchant_refund_no": "R0", "amount": 1}),
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::CONFLICT);
     assert_eq!(r.json::<Value>().await.unwrap()["code"], "order_not_paid");
 
     let id = paid_order(&app, "RF-1", 1_000).await;
-    let r = app.post(&format!("/v1/orders/{id}/refunds"), json!({"merchant_refund_no": "R1", "amount": 300, "reason": "size"})).await;
+    let r = app
+        .post(
+            &format!("/v1/orders/{id}/refunds"),
+            json!({"merchant_refund_no": "R1", "amount": 300, "reason": "size"}),
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let r1: Value = r.json().await.unwrap();
     // WeChat answers PROCESSING; the money moves a moment later (notification or query).
-    assert!(r1["status"] == "pending" || r1["status"] == "succeeded", "{r1}");
-    app.wait_order(&id, Duration::from_secs(10), |o| o["status"] == "partially_refunded").await;
-    let settled: Value = app.get(&format!("/v1/refunds/{}", r1["id"].as_str().unwrap())).await.json().await.unwrap();
+    assert!(
+        r1["status"] == "pending" || r1["status"] == "succeeded",
+        "{r1}"
+    );
+    app.wait_order(&id, Duration::from_secs(10), |o| {
+        o["status"] == "partially_refunded"
+    })
+    .await;
+    let settled: Value = app
+        .get(&format!("/v1/refunds/{}", r1["id"].as_str().unwrap()))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(settled["status"], "succeeded");
     // Same number, same content: the same refund. Other content: conflict.
-    let again = app.post(&format!("/v1/orders/{id}/refunds"), json!({"merchant_refund_no": "R1", "amount": 300, "reason": "size"})).await;
+    let again = app
+        .post(
+            &format!("/v1/orders/{id}/refunds"),
+            json!({"merchant_refund_no": "R1", "amount": 300, "reason": "size"}),
+        )
+        .await;
     assert_eq!(again.status(), StatusCode::OK);
     assert_eq!(again.json::<Value>().await.unwrap()["id"], r1["id"]);
-    let conflict = app.post(&format!("/v1/orders/{id}/refunds"), json!({"merchant_refund_no": "R1", "amount": 301})).await;
+    let conflict = app
+        .post(
+            &format!("/v1/orders/{id}/refunds"),
+            json!({"merchant_refund_no": "R1", "amount": 301}),
+        )
+        .await;
     assert_eq!(conflict.status(), StatusCode::CONFLICT);
-    assert_eq!(conflict.json::<Value>().await.unwrap()["code"], "merchant_refund_no_conflict");
-    let over = app.post(&format!("/v1/orders/{id}/refunds"), json!({"merchant_refund_no": "R2", "amount": 701})).await;
+    assert_eq!(
+        conflict.json::<Value>().await.unwrap()["code"],
+        "merchant_refund_no_conflict"
+    );
+    let over = app
+        .post(
+            &format!("/v1/orders/{id}/refunds"),
+            json!({"merchant_refund_no": "R2", "amount": 701}),
+        )
+        .await;
     assert_eq!(over.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(over.json::<Value>().await.unwrap()["code"], "refund_exceeds_paid");
-    let rest = app.post(&format!("/v1/orders/{id}/refunds"), json!({"merchant_refund_no": "R3", "amount": 700})).await;
+    assert_eq!(
+        over.json::<Value>().await.unwrap()["code"],
+        "refund_exceeds_paid"
+    );
+    let rest = app
+        .post(
+            &format!("/v1/orders/{id}/refunds"),
+            json!({"merchant_refund_no": "R3", "amount": 700}),
+        )
+        .await;
     assert_eq!(rest.status(), StatusCode::CREATED);
-    let v = app.wait_order(&id, Duration::from_secs(10), |o| o["status"] == "refunded").await;
+    let v = app
+        .wait_order(&id, Duration::from_secs(10), |o| o["status"] == "refunded")
+        .await;
     assert_eq!(v["status"], "refunded");
     assert_eq!(v["refunded_amount"], 1_000);
-    let got = app.get(&format!("/v1/refunds/{}", r1["id"].as_str().unwrap())).await;
+    let got = app
+        .get(&format!("/v1/refunds/{}", r1["id"].as_str().unwrap()))
+        .await;
     assert_eq!(got.status(), StatusCode::OK);
-    let events = app.store.events_of(&payonce_core::OrderId::from_trusted(id.clone())).await.unwrap();
-    assert_eq!(events.iter().filter(|e| e.event_type == "refund.succeeded").count(), 2);
+    let events = app
+        .store
+        .events_of(&payonce_core::OrderId::from_trusted(id.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.event_type == "refund.succeeded")
+            .count(),
+        2
+    );
     assert_eq!(app.ledger().await["refunds"].as_array().unwrap().len(), 2);
     assert_invariants(app.violations().await);
 }
@@ -287,9 +503,19 @@ async fn concurrent_refunds_never_exceed_paid(b: Backend) {
     let id = paid_order(&app, "RF-C", 1_000).await;
     let mut tasks = Vec::new();
     for i in 0..50 {
-        let (http, url, secret) = (app.http.clone(), app.url(&format!("/v1/orders/{id}/refunds")), app.secret.clone());
+        let (http, url, secret) = (
+            app.http.clone(),
+            app.url(&format!("/v1/orders/{id}/refunds")),
+            app.secret.clone(),
+        );
         tasks.push(tokio::spawn(async move {
-            http.post(url).bearer_auth(secret).json(&json!({"merchant_refund_no": format!("C{i}"), "amount": 100})).send().await.unwrap().status()
+            http.post(url)
+                .bearer_auth(secret)
+                .json(&json!({"merchant_refund_no": format!("C{i}"), "amount": 100}))
+                .send()
+                .await
+                .unwrap()
+                .status()
         }));
     }
     let mut created = 0;
@@ -301,9 +527,18 @@ async fn concurrent_refunds_never_exceed_paid(b: Backend) {
         }
     }
     assert_eq!(created, 10, "exactly the paid amount's worth");
-    let refunded: i64 = app.ledger().await["refunds"].as_array().unwrap().iter().map(|r| r["amount"].as_i64().unwrap()).sum();
+    let refunded: i64 = app.ledger().await["refunds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["amount"].as_i64().unwrap())
+        .sum();
     assert_eq!(refunded, 1_000);
-    assert_eq!(app.wait_order(&id, Duration::from_secs(10), |o| o["status"] == "refunded").await["status"], "refunded");
+    assert_eq!(
+        app.wait_order(&id, Duration::from_secs(10), |o| o["status"] == "refunded")
+            .await["status"],
+        "refunded"
+    );
     assert_invariants(app.violations().await);
 }
 
@@ -317,14 +552,38 @@ async fn admin_abnormal_queue(b: Backend) {
     let (ts, sig, body) = app.signed_sandbox_notification("evt-abn", &no, 499);
     app.post_sandbox_notification(&ts, &sig, &body).await;
     assert_eq!(app.order(&id).await["status"], "paying");
-    let denied = app.http.get(app.url("/admin/v1/abnormal")).bearer_auth(&app.secret).send().await.unwrap();
-    assert_eq!(denied.status(), StatusCode::UNAUTHORIZED, "an app secret is not an admin token");
-    let r = app.http.get(app.url("/admin/v1/abnormal")).bearer_auth("test-admin-token").send().await.unwrap();
+    let denied = app
+        .http
+        .get(app.url("/admin/v1/abnormal"))
+        .bearer_auth(&app.secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        denied.status(),
+        StatusCode::UNAUTHORIZED,
+        "an app secret is not an admin token"
+    );
+    let r = app
+        .http
+        .get(app.url("/admin/v1/abnormal"))
+        .bearer_auth("test-admin-token")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["items"][0]["kind"], "amount_mismatch");
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let m = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let m = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(m.contains("payonce_abnormal_open"), "gauge exported");
 }
 
@@ -334,22 +593,75 @@ async fn wechat_refund_notifications(b: Backend) {
     // Only the notifications this test sends: the simulator's own REFUND.SUCCESS is dropped, and
     // the refund stays PROCESSING at WeChat for the whole test, so neither a notification nor the
     // refund worker's query can settle it between the row counts below.
-    app.faults(json!({"notify_drop_rate": 1.0, "refund_delay_ms": [600_000, 600_000]})).await;
-    let r: Value = app.post(&format!("/v1/orders/{id}/refunds"), json!({"merchant_refund_no": "N1", "amount": 400})).await.json().await.unwrap();
+    app.faults(json!({"notify_drop_rate": 1.0, "refund_delay_ms": [600_000, 600_000]}))
+        .await;
+    let r: Value = app
+        .post(
+            &format!("/v1/orders/{id}/refunds"),
+            json!({"merchant_refund_no": "N1", "amount": 400}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     let out_refund_no = r["out_refund_no"].as_str().unwrap();
-    let no = app.order(&id).await["attempts"][0]["out_trade_no"].as_str().unwrap().to_owned();
+    let no = app.order(&id).await["attempts"][0]["out_trade_no"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let dir = app.sim_dir();
-    use payonce_testkit::forge::{wechat_refund, WxFault};
+    use payonce_testkit::forge::{WxFault, wechat_refund};
     let before = app.counts().await;
-    let (status, _) = app.deliver("wechatpay", &wechat_refund(&dir, "EV-RF-0", &no, out_refund_no, "SUCCESS", WxFault::BadSignature)).await;
-    assert!(status.is_client_error(), "forged refund notification refused");
-    let (status, _) = app.deliver("wechatpay", &wechat_refund(&dir, "EV-RF-1", &no, "nosuchrefund", "SUCCESS", WxFault::None)).await;
+    let (status, _) = app
+        .deliver(
+            "wechatpay",
+            &wechat_refund(
+                &dir,
+                "EV-RF-0",
+                &no,
+                out_refund_no,
+                "SUCCESS",
+                WxFault::BadSignature,
+            ),
+        )
+        .await;
+    assert!(
+        status.is_client_error(),
+        "forged refund notification refused"
+    );
+    let (status, _) = app
+        .deliver(
+            "wechatpay",
+            &wechat_refund(
+                &dir,
+                "EV-RF-1",
+                &no,
+                "nosuchrefund",
+                "SUCCESS",
+                WxFault::None,
+            ),
+        )
+        .await;
     assert!(status.is_client_error(), "unknown refund refused");
     assert_eq!(app.counts().await, before, "changed nothing");
-    let good = wechat_refund(&dir, "EV-RF-2", &no, out_refund_no, "SUCCESS", WxFault::None);
-    assert_eq!(app.deliver("wechatpay", &good).await.0, StatusCode::NO_CONTENT);
+    let good = wechat_refund(
+        &dir,
+        "EV-RF-2",
+        &no,
+        out_refund_no,
+        "SUCCESS",
+        WxFault::None,
+    );
+    assert_eq!(
+        app.deliver("wechatpay", &good).await.0,
+        StatusCode::NO_CONTENT
+    );
     let after = app.counts().await;
-    assert_eq!(app.deliver("wechatpay", &good).await.0, StatusCode::NO_CONTENT, "replay acknowledged");
+    assert_eq!(
+        app.deliver("wechatpay", &good).await.0,
+        StatusCode::NO_CONTENT,
+        "replay acknowledged"
+    );
     assert_eq!(app.counts().await, after, "replay changed nothing");
     let v = app.order(&id).await;
     assert_eq!(v["refunded_amount"], 400, "applied once");
@@ -362,13 +674,25 @@ async fn payment_on_closed_order_with_notifications_lost_is_found_and_refunded(b
     app.faults(json!({"notify_drop_rate": 1.0})).await;
     let id = create(&app, "CLW-1", 700, None).await;
     let p = prepay(&app, &id, "wechatpay").await;
-    assert_eq!(app.post(&format!("/v1/orders/{id}/close"), json!({})).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.post(&format!("/v1/orders/{id}/close"), json!({}))
+            .await
+            .status(),
+        StatusCode::OK
+    );
     // A payment that was in flight lands after the close, and no notification ever arrives:
     // watching the closed attempt finds it, and the money goes back.
-    assert_eq!(app.sim_pay("wechatpay", p["out_trade_no"].as_str().unwrap(), true).await, StatusCode::OK);
+    assert_eq!(
+        app.sim_pay("wechatpay", p["out_trade_no"].as_str().unwrap(), true)
+            .await,
+        StatusCode::OK
+    );
     let end = tokio::time::Instant::now() + Duration::from_secs(30);
     while app.ledger().await["refunds"].as_array().unwrap().is_empty() {
-        assert!(tokio::time::Instant::now() < end, "the payment on the closed order was not found");
+        assert!(
+            tokio::time::Instant::now() < end,
+            "the payment on the closed order was not found"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(app.order(&id).await["status"], "closed");
@@ -376,26 +700,48 @@ async fn payment_on_closed_order_with_notifications_lost_is_found_and_refunded(b
 }
 
 async fn late_payment_policy_accept_reopens_an_expired_order(b: Backend) {
-    let opts = payonce_testkit::AppOptions { late_payment: payonce_core::order::LatePaymentPolicy::Accept, ..Default::default() };
-    let Some(app) = payonce_testkit::app::spawn_app_with(b, opts).await else { return };
+    let opts = payonce_testkit::AppOptions {
+        late_payment: payonce_core::order::LatePaymentPolicy::Accept,
+        ..Default::default()
+    };
+    let Some(app) = payonce_testkit::app::spawn_app_with(b, opts).await else {
+        return;
+    };
     let expired = create(&app, "LATE-1", 800, Some(5)).await;
     let p = prepay(&app, &expired, "wechatpay").await;
-    eventually(&app, 30, "expired", |os| os.iter().any(|o| o.merchant_order_no == "LATE-1" && o.status == payonce_core::OrderStatus::Closed)).await;
+    eventually(&app, 30, "expired", |os| {
+        os.iter().any(|o| {
+            o.merchant_order_no == "LATE-1" && o.status == payonce_core::OrderStatus::Closed
+        })
+    })
+    .await;
     // With `accept`, a payment for an order that merely expired pays it …
-    app.sim_pay("wechatpay", p["out_trade_no"].as_str().unwrap(), true).await;
-    let v = app.wait_order(&expired, Duration::from_secs(20), |o| o["status"] == "paid").await;
+    app.sim_pay("wechatpay", p["out_trade_no"].as_str().unwrap(), true)
+        .await;
+    let v = app
+        .wait_order(&expired, Duration::from_secs(20), |o| o["status"] == "paid")
+        .await;
     assert_eq!(v["status"], "paid");
     // … but one the business closed is still refunded.
     let closed = create(&app, "LATE-2", 800, None).await;
     let p2 = prepay(&app, &closed, "wechatpay").await;
-    app.post(&format!("/v1/orders/{closed}/close"), json!({})).await;
-    app.sim_pay("wechatpay", p2["out_trade_no"].as_str().unwrap(), true).await;
+    app.post(&format!("/v1/orders/{closed}/close"), json!({}))
+        .await;
+    app.sim_pay("wechatpay", p2["out_trade_no"].as_str().unwrap(), true)
+        .await;
     let end = tokio::time::Instant::now() + Duration::from_secs(30);
     while app.ledger().await["refunds"].as_array().unwrap().is_empty() {
-        assert!(tokio::time::Instant::now() < end, "business-closed order's payment not refunded");
+        assert!(
+            tokio::time::Instant::now() < end,
+            "business-closed order's payment not refunded"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(app.ledger().await["refunds"].as_array().unwrap().len(), 1, "only the business-closed one");
+    assert_eq!(
+        app.ledger().await["refunds"].as_array().unwrap().len(),
+        1,
+        "only the business-closed one"
+    );
     assert_eq!(app.order(&closed).await["status"], "closed");
     assert_invariants(app.violations().await);
 }
