@@ -314,37 +314,6 @@ pub async fn liveness(
     v
 }
 
-#[cfg(test)]
-mod tests {
-    use super::Ledger;
-    use serde_json::json;
-
-    fn ledger() -> serde_json::Value {
-        json!({
-            "orders": [{"channel": "wechatpay", "out_trade_no": "A1", "state": "SUCCESS", "amount": 500, "subject": "tea", "charges": 1, "refunded": 0}],
-            "charges": [{"channel": "wechatpay", "out_trade_no": "A1", "amount": 500}],
-            "refunds": [],
-            "prepay_requests": 1,
-            "refund_requests": 0,
-        })
-    }
-
-    #[test]
-    fn a_renamed_or_missing_ledger_field_fails_the_check() {
-        assert!(Ledger::parse(&ledger()).is_ok());
-        let mut renamed = ledger();
-        let o = renamed["orders"][0].as_object_mut().unwrap();
-        let charges = o.remove("charges").unwrap();
-        o.insert("charge_count".into(), charges);
-        assert!(
-            Ledger::parse(&renamed).is_err(),
-            "a renamed field must not read as zero charges"
-        );
-        let mut missing = ledger();
-        missing.as_object_mut().unwrap().remove("refunds");
-        assert!(Ledger::parse(&missing).is_err());
-    }
-}
 
 /// Coupons: each coupon's counters equal its uses (reserved and redeemed), never past
 /// `max_redemptions` except a use marked over the limit; no paid order keeps a reserved (not
@@ -406,4 +375,36 @@ async fn coupons(store: &dyn Store, orders: &[payonce_store::Order]) -> Vec<Stri
         }
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Ledger;
+    use serde_json::json;
+
+    fn ledger() -> serde_json::Value {
+        json!({
+            "orders": [{"channel": "wechatpay", "out_trade_no": "A1", "state": "SUCCESS", "amount": 500, "subject": "tea", "charges": 1, "refunded": 0}],
+            "charges": [{"channel": "wechatpay", "out_trade_no": "A1", "amount": 500}],
+            "refunds": [],
+            "prepay_requests": 1,
+            "refund_requests": 0,
+        })
+    }
+
+    #[test]
+    fn a_renamed_or_missing_ledger_field_fails_the_check() {
+        assert!(Ledger::parse(&ledger()).is_ok());
+        let mut renamed = ledger();
+        let o = renamed["orders"][0].as_object_mut().unwrap();
+        let charges = o.remove("charges").unwrap();
+        o.insert("charge_count".into(), charges);
+        assert!(
+            Ledger::parse(&renamed).is_err(),
+            "a renamed field must not read as zero charges"
+        );
+        let mut missing = ledger();
+        missing.as_object_mut().unwrap().remove("refunds");
+        assert!(Ledger::parse(&missing).is_err());
+    }
 }

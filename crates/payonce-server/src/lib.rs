@@ -1,6 +1,10 @@
 //! payonce's server: the business API, the channel notification endpoints, and the workers,
 //! run side by side until shutdown.
 
+// An error here is an answer (`ApiError`, or a page's `Response`), built once per refused
+// request and returned straight to the client: boxing it would only add an allocation.
+#![allow(clippy::result_large_err)]
+
 pub mod accelerator;
 pub mod apps;
 pub mod auth;

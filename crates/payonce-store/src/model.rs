@@ -199,6 +199,9 @@ pub enum RefundResult {
 }
 
 #[derive(Debug)]
+// One value per applied fact, returned and matched at once, never stored in bulk: boxing the
+// large variant would only add an allocation to every call.
+#[allow(clippy::large_enum_variant)]
 pub enum RefundNoticeApplied {
     Replay,
     UnknownRefund,
@@ -386,6 +389,9 @@ pub struct ChannelOutcome {
 }
 
 #[derive(Debug, Clone)]
+// One value per applied fact, returned and matched at once, never stored in bulk: boxing the
+// large variant would only add an allocation to every call.
+#[allow(clippy::large_enum_variant)]
 pub enum OutcomeApplied {
     /// The same notification was applied before: nothing changed.
     Replay,

@@ -186,7 +186,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<ExitCode> {
             }
             _ => health_bad += 1,
         }
-        if tick % 5 == 0 {
+        if tick.is_multiple_of(5) {
             let (ts, sig, body) = notification();
             let t = Instant::now();
             let r = http

@@ -98,7 +98,9 @@ async fn apps_create_then_serve_then_sigterm() {
     .unwrap();
     let key_hex = std::fs::read_to_string(&key_file).unwrap();
     // An OTLP/HTTP collector of our own: what payonce exports lands here.
-    let exported: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>> = Default::default();
+    // (content type, body) of each export request.
+    type Exports = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+    let exported: Exports = Default::default();
     let e = exported.clone();
     let collector = axum::Router::new().route(
         "/v1/traces",

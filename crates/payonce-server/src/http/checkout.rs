@@ -95,7 +95,7 @@ pub async fn create_link(
     {
         let message = "its host is neither the app's webhook host nor one the app allows";
         let mut e =
-            ApiError::unprocessable("return_url_not_allowed", &format!("return_url: {message}"));
+            ApiError::unprocessable("return_url_not_allowed", format!("return_url: {message}"));
         e.errors.push(FieldError {
             field: "return_url".into(),
             message: message.into(),

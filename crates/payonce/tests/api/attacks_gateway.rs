@@ -184,7 +184,7 @@ async fn slow_connections_make_room_for_complete_requests_even_from_one_address(
             .expect("served, not refused");
         assert_eq!(r.status(), StatusCode::OK);
         let r = c
-            .get(app.url(&format!("/v1/orders?merchant_order_no=none")))
+            .get(app.url("/v1/orders?merchant_order_no=none"))
             .bearer_auth(&app.secret)
             .send()
             .await

@@ -404,7 +404,7 @@ async fn notify_url_is_judged_by_the_clients_own_parser_with_its_port(b: Backend
         // The WHATWG parser (the HTTP client's) reads `\` as `/`: this goes to 127.0.0.1:19002.
         format!("http://127.0.0.1:19002\\@{authority}/x"),
         // Another port on the allowed host.
-        format!("http://127.0.0.1:19002/x"),
+        "http://127.0.0.1:19002/x".to_owned(),
         // Credentials in the URL.
         format!("http://user:pw@{authority}/x"),
         // Another scheme.
