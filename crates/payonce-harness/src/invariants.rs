@@ -314,7 +314,6 @@ pub async fn liveness(
     v
 }
 
-
 /// Coupons: each coupon's counters equal its uses (reserved and redeemed), never past
 /// `max_redemptions` except a use marked over the limit; no paid order keeps a reserved (not
 /// redeemed) coupon; no order holds two uses of one coupon (the key forbids it; checked anyway).
