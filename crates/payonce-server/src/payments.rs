@@ -407,7 +407,9 @@ async fn call_prepay(
                 .await?;
             prepay_metric(&order.app_id, "unknown");
             Err(PaymentError::ChannelUnavailable(
-                "the channel did not answer in time; retrying the same request is safe",
+                // Not "did not answer in time": an answer whose signature could not be verified
+                // lands here too, and a CI failure once read this text as a 20 s timeout.
+                "the channel's answer was lost, late or could not be verified; retrying the same request is safe",
             ))
         }
     }

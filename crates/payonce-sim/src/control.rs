@@ -151,6 +151,11 @@ struct PlatformRequest {
     /// certificate stays listed by `/v3/certificates` (the overlap WeChat gives merchants).
     #[serde(default)]
     rotate: bool,
+    /// With `rotate`: the previous certificates are retired at once (expired, no longer
+    /// listed), so even an answer to a request naming one is signed by the new certificate —
+    /// what a merchant that missed the overlap meets.
+    #[serde(default)]
+    retire: bool,
 }
 
 /// How the simulated WeChat Pay signs: by platform public key or by (rotating) certificate.
@@ -159,10 +164,23 @@ async fn wechat_platform(
     Json(req): Json<PlatformRequest>,
 ) -> Response {
     let now = sim.now_ms();
+    // A new key is generated off the runtime: RSA key generation takes from a tenth of a second
+    // to seconds of CPU, and this runtime also serves the channels' answers.
+    let key = if req.rotate {
+        let generated =
+            tokio::task::spawn_blocking(payonce_channels::crypto::RsaSigner::generate).await;
+        Some(Arc::new(generated.expect("key generation")))
+    } else {
+        None
+    };
     let mut certs = sim.keys.wechat_certificates.lock().unwrap();
-    if req.rotate {
+    if let Some(key) = key {
         let serial = 0x5157_F09D_0E74_B8A2u64 + certs.len() as u64;
-        let key = Arc::new(payonce_channels::crypto::RsaSigner::generate());
+        if req.retire {
+            for c in certs.iter_mut() {
+                c.expire_at = now - 1;
+            }
+        }
         certs.push(crate::keys::platform_certificate(&key, serial, now));
     }
     let current = certs.last().expect("one certificate at least").clone();

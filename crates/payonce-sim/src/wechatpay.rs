@@ -72,7 +72,11 @@ fn signing_key(sim: &Sim) -> (Arc<payonce_channels::crypto::RsaSigner>, String) 
     match named {
         // The public key is the key of the first certificate (keys.rs).
         Some(n) if n == sim.keys.wechat_platform_key_id => (certs[0].key.clone(), n),
-        Some(n) => match certs.iter().find(|c| c.serial.eq_ignore_ascii_case(&n)) {
+        // A retired (expired) certificate is not used, whatever the request names.
+        Some(n) => match certs
+            .iter()
+            .find(|c| c.serial.eq_ignore_ascii_case(&n) && c.expire_at > sim.now_ms())
+        {
             Some(c) => (c.key.clone(), c.serial.clone()),
             None => (current.key.clone(), current.serial.clone()),
         },
@@ -477,7 +481,16 @@ async fn certificates(
     if !authentic(&sim, &method, &uri, &headers, b"") {
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
     }
-    let certs = sim.keys.wechat_certificates.lock().unwrap().clone();
+    let now = sim.now_ms();
+    let certs: Vec<_> = sim
+        .keys
+        .wechat_certificates
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| c.expire_at > now)
+        .cloned()
+        .collect();
     let data: Vec<Value> = certs
         .iter()
         .map(|c| {
