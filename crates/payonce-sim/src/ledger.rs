@@ -230,6 +230,9 @@ pub struct Faults {
     pub close_error_rate: f64,
     pub pay_before_close: bool,
     pub time_scale: f64,
+    /// How long WeChat's `GET /v3/certificates` takes to answer, ms: a slow download, while
+    /// answers signed by a new certificate keep arriving.
+    pub certificates_delay_ms: u64,
 }
 
 impl Default for Faults {
@@ -249,6 +252,7 @@ impl Default for Faults {
             close_error_rate: 0.0,
             pay_before_close: false,
             time_scale: 1.0,
+            certificates_delay_ms: 0,
         }
     }
 }

@@ -481,6 +481,10 @@ async fn certificates(
     if !authentic(&sim, &method, &uri, &headers, b"") {
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
     }
+    let delay = sim.faults.lock().unwrap().certificates_delay_ms;
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let now = sim.now_ms();
     let certs: Vec<_> = sim
         .keys

@@ -42,7 +42,8 @@ pub struct WechatpayClient {
 /// The platform keys this merchant trusts, refreshed from `/v3/certificates` at a bounded rate.
 struct PlatformTrust {
     keys: RwLock<PlatformKeys>,
-    /// When the last download was tried (ms); `None`: never, or downloads are off.
+    /// When the next download may start (ms); `None`: at once. Held across a download, so
+    /// concurrent callers wait for the one in flight (see `refresh`).
     last_download: tokio::sync::Mutex<Option<i64>>,
     downloader: Option<CertificateDownloader>,
 }
@@ -61,6 +62,10 @@ struct CertificateDownloader {
 /// At most one certificate download per this interval: an attacker sending notifications
 /// with made-up serials cannot make payonce hammer WeChat.
 const CERTIFICATE_DOWNLOAD_INTERVAL_MS: i64 = 60_000;
+/// After a failed download, the next may come this soon: a failure (WeChat busy, a timeout on a
+/// loaded machine) must not leave every answer signed by a new certificate unverifiable for a
+/// whole interval.
+const CERTIFICATE_RETRY_AFTER_FAILURE_MS: i64 = 5_000;
 
 impl PlatformTrust {
     /// The `Wechatpay-Serial` a request announces: the key WeChat should sign its answer with.
@@ -92,21 +97,34 @@ impl PlatformTrust {
             .verify(serial, ts, nonce, sig, body, now_secs)
     }
 
-    /// Downloads the platform certificates (unless tried within the interval) and trusts every
-    /// unexpired one beside those already known. Returns whether anything new was learnt.
+    /// Downloads the platform certificates (unless one was downloaded within the interval) and
+    /// trusts every unexpired one beside those already known. Returns whether anything new was
+    /// learnt.
+    ///
+    /// One download at a time, and the lock is held across it on purpose: a caller that arrives
+    /// while a download is in flight waits for it and then finds what it learnt (its caller
+    /// checks again), instead of being told "already tried" and failing its own verification.
+    /// Answers signed by a new certificate come in bunches — an active query, a prepay, a
+    /// refund at once — and on a loaded machine the bunch outlasts the download; the losers of
+    /// that race were answers payonce could not verify, hence `unknown` prepays.
     async fn refresh(&self) -> bool {
         let Some(d) = &self.downloader else {
             return false;
         };
+        let mut next_allowed = self.last_download.lock().await;
         let now = d.clock.now().0;
-        {
-            let mut last = self.last_download.lock().await;
-            if last.is_some_and(|t| now - t < CERTIFICATE_DOWNLOAD_INTERVAL_MS) {
-                return false;
-            }
-            *last = Some(now);
+        if next_allowed.is_some_and(|t| now < t) {
+            return false;
         }
-        match d.download(now).await {
+        let downloaded = d.download(now).await;
+        *next_allowed = Some(
+            now + if downloaded.is_ok() {
+                CERTIFICATE_DOWNLOAD_INTERVAL_MS
+            } else {
+                CERTIFICATE_RETRY_AFTER_FAILURE_MS
+            },
+        );
+        match downloaded {
             Ok(certs) => {
                 let mut keys = self.keys.write().expect("platform keys lock");
                 let mut learnt = false;
@@ -274,7 +292,12 @@ impl WechatpayClient {
             )
         };
         match check() {
-            Err(protocol::VerifyError::UnknownSerial) if self.trust.refresh().await => check(),
+            Err(protocol::VerifyError::UnknownSerial) => {
+                // Whether this call downloaded or waited for another's download, the keys may
+                // now hold the serial: look again.
+                self.trust.refresh().await;
+                check()
+            }
             other => other,
         }
     }
