@@ -186,7 +186,10 @@ def main():
         # 4. With the session but without the CSRF token, or with a wrong one: refused.
         paid_order("CONSOLE-PAID-2")
         status, events = api("GET", "/admin/v1/events", auth=ADMIN)
-        target = events["items"][0]["id"]
+        # A settled event (delivered or failed): nothing but a resend changes it, so a difference
+        # is the refused form's doing. (The newest event may still be on its way to the receiver
+        # between the two reads — this check once failed on that.)
+        target = next(e["id"] for e in events["items"] if e["delivery_status"] in ("delivered", "failed"))
         before = api("GET", f"/admin/v1/events/{target}", auth=ADMIN)[1]
         for form in [{}, {"csrf": "forged"}]:
             status, body = call("POST", f"{BASE}/console/events/{target}/resend", form=form, auth=None, headers={"Cookie": cookie})
