@@ -506,6 +506,19 @@ async fn bad_signatures(app: &TestApp) -> i64 {
         .sum::<f64>() as i64
 }
 
+/// A console page's text, fetched with a session cookie.
+async fn page_text(app: &TestApp, cookie: &str, path: &str) -> String {
+    browser()
+        .get(app.url(path))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 fn browser() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -528,15 +541,7 @@ async fn console_sign_in(app: &TestApp, token: &str, name: &str) -> (String, Str
         .next()
         .unwrap()
         .to_owned();
-    let home = browser()
-        .get(app.url("/console"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let home = page_text(app, &cookie, "/console").await;
     let at = home.find("name=\"csrf\" value=\"").unwrap() + "name=\"csrf\" value=\"".len();
     (cookie, home[at..].split('"').next().unwrap().to_owned())
 }
@@ -551,15 +556,7 @@ async fn console_sessions_end_when_the_admin_token_changes(b: Backend) {
     let (alice, alice_csrf) = console_sign_in(&app, ADMIN, "alice").await;
     let (bob, _) = console_sign_in(&app, ADMIN, "bob").await;
     // The session list: both, alice's marked as hers; she ends bob's.
-    let list = browser()
-        .get(app.url("/console/sessions"))
-        .header("cookie", &alice)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let list = page_text(&app, &alice, "/console/sessions").await;
     assert!(
         list.contains("alice (you)") && list.contains("bob"),
         "{list}"
@@ -783,15 +780,7 @@ async fn abnormal_items_name_their_order_by_id_never_by_a_tenant_number(b: Backe
         .unwrap();
     assert_eq!(item.order_id.as_deref(), Some(a_id.as_str()));
     let (cookie, csrf) = console_sign_in(&app, ADMIN, "alice").await;
-    let home = browser()
-        .get(app.url("/console"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let home = page_text(&app, &cookie, "/console").await;
     assert!(
         home.contains(&format!("/console/orders/{a_id}"))
             && !home.contains(&format!("/console/orders/{b_id}")),
@@ -816,28 +805,12 @@ async fn abnormal_items_name_their_order_by_id_never_by_a_tenant_number(b: Backe
         "the audit row belongs to A's order"
     );
     // B's timeline shows none of it; A's does.
-    let b_page = browser()
-        .get(app.url(&format!("/console/orders/{b_id}")))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let b_page = page_text(&app, &cookie, &format!("/console/orders/{b_id}")).await;
     assert!(
         !b_page.contains("test item") && !b_page.contains("looked at it"),
         "A's item in B's timeline"
     );
-    let a_page = browser()
-        .get(app.url(&format!("/console/orders/{a_id}")))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let a_page = page_text(&app, &cookie, &format!("/console/orders/{a_id}")).await;
     assert!(a_page.contains("test item") && a_page.contains("looked at it"));
 }
 
