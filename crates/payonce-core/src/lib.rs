@@ -11,6 +11,7 @@ pub mod ids;
 pub mod json;
 pub mod money;
 pub mod order;
+pub mod reconciliation;
 pub mod refund;
 
 pub use attempt::{AttemptEvent, AttemptStatus};

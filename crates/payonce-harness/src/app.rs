@@ -35,7 +35,7 @@ pub struct AppOptions {
     pub wechat_certificate_mode: bool,
     pub allow_private_webhooks: bool,
     /// The per-app API limit (`None`: unlimited).
-    pub rate_limit: Option<payonce_server::ratelimit::RateSpec>,
+    pub rate_limit: Option<payonce_server::gateway::ratelimit::RateSpec>,
     pub header_read_timeout: Duration,
     /// Headers and body of a request must arrive within this of its first byte.
     pub request_timeout: Duration,
@@ -46,7 +46,7 @@ pub struct AppOptions {
     /// demo's); `serve` keeps it closed unless told.
     pub metrics_public: bool,
     /// Peers whose `X-Forwarded-For` is believed (tests speak for many addresses through it).
-    pub trusted_proxies: Vec<payonce_server::ratelimit::Cidr>,
+    pub trusted_proxies: Vec<payonce_server::gateway::ratelimit::Cidr>,
     /// Redis (the prepay accelerator and the shared rate-limit buckets).
     pub redis_url: Option<String>,
     /// `PAYONCE_ADMIN_TOKEN` of the app (tests know it; the demo makes a random one).
@@ -231,11 +231,11 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
         ..ServerConfig::default()
     };
     let (key, _) = MasterKey::random();
-    let creds = payonce_server::apps::create_app(
+    let creds = payonce_server::engine::apps::create_app(
         store.as_ref(),
         &key,
         &SystemClock,
-        payonce_server::apps::NewApp {
+        payonce_server::engine::apps::NewApp {
             name: "test-shop",
             webhook_url: opts.webhook_url.as_deref(),
             sink: opts.sink.as_deref(),
@@ -250,7 +250,7 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
     let mut state = AppState::new(store.clone(), clock, channels, config, key).with_sinks(sinks);
     if let Some(url) = &opts.redis_url {
         state = state.with_redis(
-            payonce_server::accelerator::Accelerator::connect(url)
+            payonce_server::gateway::accelerator::Accelerator::connect(url)
                 .await
                 .expect("redis"),
         );
@@ -318,14 +318,14 @@ impl TestApp {
         name: &str,
         webhook_url: Option<&str>,
         sink: Option<&str>,
-    ) -> payonce_server::apps::NewAppCredentials {
-        let new = payonce_server::apps::NewApp {
+    ) -> payonce_server::engine::apps::NewAppCredentials {
+        let new = payonce_server::engine::apps::NewApp {
             name,
             webhook_url,
             sink,
             ..Default::default()
         };
-        payonce_server::apps::create_app(
+        payonce_server::engine::apps::create_app(
             self.store.as_ref(),
             &self.state.master_key,
             &SystemClock,

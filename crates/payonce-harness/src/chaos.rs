@@ -220,11 +220,11 @@ pub async fn run(cfg: ChaosConfig) -> anyhow::Result<ChaosReport> {
     let store = payonce_store::open(&cfg.database_url, true).await?;
     let (key, key_hex) = MasterKey::random();
     let hooks = WebhookCounter::start().await?;
-    let app = payonce_server::apps::create_app(
+    let app = payonce_server::engine::apps::create_app(
         store.as_ref(),
         &key,
         &payonce_core::SystemClock,
-        payonce_server::apps::NewApp {
+        payonce_server::engine::apps::NewApp {
             name: "chaos",
             webhook_url: Some(&hooks.url),
             ..Default::default()

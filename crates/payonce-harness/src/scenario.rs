@@ -207,9 +207,11 @@ pub async fn run_settling(s: &Scenario, settle: Duration) -> Verdict {
     let now = app.state.clock.now();
     for channel in ["sandbox", "wechatpay", "alipay", "unionpay"] {
         let shift = if channel == "unionpay" { 3_600_000 } else { 0 };
-        let day = payonce_server::reconcile::beijing_date(payonce_core::Timestamp(now.0 + shift));
+        let day =
+            payonce_server::engine::reconcile::beijing_date(payonce_core::Timestamp(now.0 + shift));
         let _ =
-            payonce_server::reconcile::reconcile(&app.state, "chaos", channel, &day, false).await;
+            payonce_server::engine::reconcile::reconcile(&app.state, "chaos", channel, &day, false)
+                .await;
     }
     Verdict {
         violations,

@@ -29,11 +29,11 @@ pub struct Problem {
     pub errors: Vec<FieldError>,
     /// On `order_already_paid`, `order_closed`, `merchant_order_no_conflict`: the order as it is.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::http::views::OrderView>)]
+    #[schema(value_type = Option<crate::views::OrderView>)]
     pub order: Option<serde_json::Value>,
     /// On `merchant_refund_no_conflict`: the existing refund.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<crate::http::views::RefundView>)]
+    #[schema(value_type = Option<crate::views::RefundView>)]
     pub refund: Option<serde_json::Value>,
     /// On `refund_exceeds_paid`: what can still be refunded, in minor units.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -136,36 +136,36 @@ impl ApiError {
         )
     }
 
-    pub fn order_already_paid(order: crate::http::views::OrderView) -> Self {
+    pub fn order_already_paid(order: crate::views::OrderView) -> Self {
         let mut e = Self::new(
             StatusCode::CONFLICT,
             "order_already_paid",
             "Order already paid",
             "the order has been paid",
         );
-        e.extra = Some(Extra::Order(crate::http::views::to_value(&order)));
+        e.extra = Some(Extra::Order(crate::views::to_value(&order)));
         e
     }
 
-    pub fn order_closed(order: crate::http::views::OrderView) -> Self {
+    pub fn order_closed(order: crate::views::OrderView) -> Self {
         let mut e = Self::new(
             StatusCode::CONFLICT,
             "order_closed",
             "Order closed",
             "the order is closed or expired",
         );
-        e.extra = Some(Extra::Order(crate::http::views::to_value(&order)));
+        e.extra = Some(Extra::Order(crate::views::to_value(&order)));
         e
     }
 
-    pub fn merchant_order_no_conflict(order: crate::http::views::OrderView) -> Self {
+    pub fn merchant_order_no_conflict(order: crate::views::OrderView) -> Self {
         let mut e = Self::new(
             StatusCode::CONFLICT,
             "merchant_order_no_conflict",
             "merchant_order_no already used",
             "an order with this merchant_order_no exists with different content",
         );
-        e.extra = Some(Extra::Order(crate::http::views::to_value(&order)));
+        e.extra = Some(Extra::Order(crate::views::to_value(&order)));
         e
     }
 
@@ -309,30 +309,6 @@ impl From<payonce_store::StoreError> for ApiError {
             return a;
         }
         ApiError::internal(e)
-    }
-}
-
-/// The engine's refusals, as API.md names them.
-impl From<crate::payments::PaymentError> for ApiError {
-    fn from(e: crate::payments::PaymentError) -> Self {
-        use crate::http::views;
-        use crate::payments::PaymentError as E;
-        let view =
-            |s: &crate::payments::OrderSnapshot| views::order(&s.order, &s.attempts, &s.refunds);
-        match e {
-            E::NotFound(what) => ApiError::not_found(what),
-            E::AlreadyPaid(s) => ApiError::order_already_paid(view(&s)),
-            E::Closed(s) => ApiError::order_closed(view(&s)),
-            E::InProgress(detail) => ApiError::request_in_progress(detail),
-            E::ChannelRefused(code) => ApiError::channel_unavailable(
-                StatusCode::BAD_GATEWAY,
-                format!("the channel refused the request ({code})"),
-            ),
-            E::ChannelUnavailable(detail) => {
-                ApiError::channel_unavailable(StatusCode::SERVICE_UNAVAILABLE, detail)
-            }
-            E::Store(e) => e.into(),
-        }
     }
 }
 

@@ -5,26 +5,24 @@
 // request and returned straight to the client: boxing it would only add an allocation.
 #![allow(clippy::result_large_err)]
 
-pub mod accelerator;
-pub mod apps;
-pub mod auth;
-pub mod connections;
+// The rooms, by what each is: the engine decides and records what happens to money; the
+// gateway decides who may ask and how often; http speaks the API, the notification endpoints,
+// the cashier and the console; the workers drive everything no request is waiting for.
+// Beside them, the infrastructure every room shares: state, errors, crypto, metrics, tracing,
+// and the broker sinks.
+pub mod engine;
+pub mod gateway;
+pub mod http;
+pub mod workers;
+
 pub mod crypto;
 pub mod error;
-pub mod http;
-pub mod idempotency;
-pub mod locks;
 pub mod metered;
-pub mod payments;
 pub mod privacy;
-pub mod ratelimit;
-pub mod reconcile;
-pub mod refunding;
 pub mod sinks;
 pub mod state;
 pub mod telemetry;
-pub mod webhooks;
-pub mod workers;
+pub mod views;
 
 pub use state::{AppState, ServerConfig};
 
@@ -72,7 +70,7 @@ pub async fn run(
     let slots = Arc::new(tokio::sync::Semaphore::new(
         state.config.max_connections.max(1),
     ));
-    let tracker = Arc::new(connections::Tracker::default());
+    let tracker = Arc::new(gateway::connections::Tracker::default());
     let app = http::router(state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -139,7 +137,7 @@ pub async fn run(
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
             .serve_connection(
-                TokioIo::new(connections::Timed::new(stream, conn.clone())),
+                TokioIo::new(gateway::connections::Timed::new(stream, conn.clone())),
                 svc,
             );
         let served = graceful.watch(served);

@@ -2,7 +2,7 @@
 //! metrics recorder, which the `metrics` crate makes process-wide.
 
 use crate::crypto::MasterKey;
-use crate::locks::OrderLocks;
+use crate::gateway::locks::OrderLocks;
 use metrics_exporter_prometheus::PrometheusHandle;
 use payonce_channels::ChannelRegistry;
 use payonce_core::Clock;
@@ -36,7 +36,7 @@ pub struct ServerConfig {
     /// Off in production: payonce must not be a proxy into its own network.
     pub allow_private_webhooks: bool,
     /// Per-app limit on the business API (`None`: unlimited). Per instance.
-    pub rate_limit: Option<crate::ratelimit::RateSpec>,
+    pub rate_limit: Option<crate::gateway::ratelimit::RateSpec>,
     /// A connection that has not sent a request's headers within this is closed (slow clients,
     /// idle keep-alive connections).
     pub header_read_timeout: Duration,
@@ -57,7 +57,7 @@ pub struct ServerConfig {
     /// attempt from there is refused (`429`), the right token too, until the window passes.
     pub auth_failures: usize,
     /// Peers whose `X-Forwarded-For` is believed (load balancers, reverse proxies).
-    pub trusted_proxies: Vec<crate::ratelimit::Cidr>,
+    pub trusted_proxies: Vec<crate::gateway::ratelimit::Cidr>,
     /// Active-query schedules (seconds after prepay) that replace a channel's default.
     pub query_schedules: std::collections::BTreeMap<payonce_core::ChannelName, Vec<u64>>,
     /// When each channel's bill of yesterday is ready, in minutes after midnight in Beijing:
@@ -114,7 +114,7 @@ impl Default for ServerConfig {
             .collect(),
             webhook_timeout: Duration::from_secs(10),
             allow_private_webhooks: false,
-            rate_limit: Some(crate::ratelimit::RateSpec {
+            rate_limit: Some(crate::gateway::ratelimit::RateSpec {
                 per_second: 1000,
                 burst: 2000,
             }),
@@ -254,9 +254,9 @@ pub struct AppState {
     /// Broker sinks for apps whose events do not go to a webhook.
     pub sinks: Arc<crate::sinks::Sinks>,
     /// Optional Redis accelerator (cross-instance coalescing of duplicate prepays).
-    pub redis: Option<Arc<crate::accelerator::Accelerator>>,
+    pub redis: Option<Arc<crate::gateway::accelerator::Accelerator>>,
     /// Rate-limit buckets (per app; failing notifications per address).
-    pub limits: Arc<crate::ratelimit::Limits>,
+    pub limits: Arc<crate::gateway::ratelimit::Limits>,
     /// Load shedding: permits for business requests, and a separate budget for notifications
     /// and health checks.
     pub in_flight: Arc<tokio::sync::Semaphore>,
@@ -279,7 +279,7 @@ impl AppState {
             channels: Arc::new(crate::metered::metered(channels)),
             order_locks: Arc::new(OrderLocks::default()),
             sync_limiter: Arc::new(SyncLimiter::default()),
-            limits: Arc::new(crate::ratelimit::Limits::new(
+            limits: Arc::new(crate::gateway::ratelimit::Limits::new(
                 config.rate_limit,
                 config.trusted_proxies.clone(),
                 config.auth_failures,
@@ -298,7 +298,7 @@ impl AppState {
         config: ServerConfig,
         master_key: MasterKey,
     ) -> Self {
-        let limits = Arc::new(crate::ratelimit::Limits::new(
+        let limits = Arc::new(crate::gateway::ratelimit::Limits::new(
             config.rate_limit,
             config.trusted_proxies.clone(),
             config.auth_failures,
@@ -331,7 +331,7 @@ impl AppState {
         self
     }
 
-    pub fn with_redis(mut self, redis: crate::accelerator::Accelerator) -> Self {
+    pub fn with_redis(mut self, redis: crate::gateway::accelerator::Accelerator) -> Self {
         self.redis = Some(Arc::new(redis));
         self
     }
@@ -381,7 +381,7 @@ fn zero_counters(channels: &ChannelRegistry) {
     for channel in channels.names() {
         let channel = channel.as_str();
         metrics::counter!("payonce_duplicate_payments_total", "channel" => channel, "source" => "notification").absolute(0);
-        for class in crate::reconcile::CLASSES {
+        for class in payonce_core::reconciliation::CLASSES {
             metrics::counter!("payonce_reconciliation_items_total", "channel" => channel, "class" => class).absolute(0);
         }
     }

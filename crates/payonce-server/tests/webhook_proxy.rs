@@ -67,7 +67,7 @@ fn webhook_client_never_uses_a_proxy_from_the_environment() {
         assert!(baseline >= 1, "the proxy variables are in force");
 
         for allow_private in [false, true] {
-            let http = payonce_server::webhooks::webhook_client(Duration::from_secs(5), allow_private);
+            let http = payonce_server::engine::webhooks::webhook_client(Duration::from_secs(5), allow_private);
             for url in [
                 format!("http://localhost:{internal_port}/internal-admin"),
                 "http://hooks.payonce-test.invalid/x".to_owned(),

@@ -15,9 +15,9 @@ pub use payonce_harness::{app, chaos, db, invariants, process};
 /// reconciles "today" must not depend on the hour the suite happens to run.
 pub fn beijing_noon() -> (std::sync::Arc<dyn payonce_core::Clock>, String) {
     use payonce_core::Clock;
-    let today = payonce_server::reconcile::beijing_date(payonce_core::SystemClock.now());
+    let today = payonce_server::engine::reconcile::beijing_date(payonce_core::SystemClock.now());
     let (midnight, _) =
-        payonce_server::reconcile::beijing_day(&today).expect("a date just formatted");
+        payonce_server::engine::reconcile::beijing_day(&today).expect("a date just formatted");
     (
         std::sync::Arc::new(payonce_core::ShiftedClock::starting_at(
             midnight.0 + 12 * 3_600_000,

@@ -101,11 +101,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("open database")?;
     let (key, key_hex) = MasterKey::random();
-    let app = payonce_server::apps::create_app(
+    let app = payonce_server::engine::apps::create_app(
         store.as_ref(),
         &key,
         &payonce_core::SystemClock,
-        payonce_server::apps::NewApp::named("bench"),
+        payonce_server::engine::apps::NewApp::named("bench"),
     )
     .await?;
     let exe = std::env::current_exe()?;

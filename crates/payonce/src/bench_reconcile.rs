@@ -40,7 +40,8 @@ pub async fn run(args: BenchReconcileArgs) -> anyhow::Result<ExitCode> {
         "postgres"
     };
     let sim = SimProcess::spawn(&tmp.path().join("sim"))?;
-    let date = payonce_server::reconcile::beijing_yesterday(payonce_core::SystemClock.now());
+    let date =
+        payonce_server::engine::reconcile::beijing_yesterday(payonce_core::SystemClock.now());
     let prefix = "PB";
 
     let seeded = Instant::now();
@@ -48,11 +49,11 @@ pub async fn run(args: BenchReconcileArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("open database")?;
     let (key, _) = payonce_server::crypto::MasterKey::random();
-    let app = payonce_server::apps::create_app(
+    let app = payonce_server::engine::apps::create_app(
         store.as_ref(),
         &key,
         &payonce_core::SystemClock,
-        payonce_server::apps::NewApp::named("bench-reconcile"),
+        payonce_server::engine::apps::NewApp::named("bench-reconcile"),
     )
     .await?;
     seed(&db_url, app.app_id.as_str(), prefix, args.rows).await?;
@@ -85,11 +86,13 @@ pub async fn run(args: BenchReconcileArgs) -> anyhow::Result<ExitCode> {
 
     let started = Instant::now();
     let first =
-        payonce_server::reconcile::reconcile(&state, "bench", "wechatpay", &date, false).await?;
+        payonce_server::engine::reconcile::reconcile(&state, "bench", "wechatpay", &date, false)
+            .await?;
     let first_secs = started.elapsed().as_secs_f64();
     let started = Instant::now();
     let again =
-        payonce_server::reconcile::reconcile(&state, "bench", "wechatpay", &date, false).await?;
+        payonce_server::engine::reconcile::reconcile(&state, "bench", "wechatpay", &date, false)
+            .await?;
     let again_secs = started.elapsed().as_secs_f64();
     let peak = peak_rss_kib();
 
@@ -177,8 +180,8 @@ fn peak_rss_kib() -> Option<u64> {
 async fn seed(db_url: &str, app_id: &str, prefix: &str, rows: u64) -> anyhow::Result<()> {
     let now = payonce_core::SystemClock.now().0;
     // Paid yesterday (Beijing): inside the bill's day, so none is "missing".
-    let paid_at = payonce_server::reconcile::beijing_day(
-        &payonce_server::reconcile::beijing_yesterday(payonce_core::Timestamp(now)),
+    let paid_at = payonce_server::engine::reconcile::beijing_day(
+        &payonce_server::engine::reconcile::beijing_yesterday(payonce_core::Timestamp(now)),
     )
     .map(|(s, _)| s.0 + 3_600_000)
     .unwrap_or(now);

@@ -333,8 +333,12 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     for channel in ["wechatpay", "alipay", "unionpay", "sandbox"] {
         // UnionPay's clearing day ends at 23:00 Beijing: after that, today's payments are tomorrow's.
         let shift = if channel == "unionpay" { 3_600_000 } else { 0 };
-        let today = payonce_server::reconcile::beijing_date(payonce_core::Timestamp(now.0 + shift));
-        match payonce_server::reconcile::reconcile(&app.state, "demo", channel, &today, false).await
+        let today =
+            payonce_server::engine::reconcile::beijing_date(payonce_core::Timestamp(now.0 + shift));
+        match payonce_server::engine::reconcile::reconcile(
+            &app.state, "demo", channel, &today, false,
+        )
+        .await
         {
             Ok(r) => {
                 let differences: Vec<String> = r

@@ -127,7 +127,7 @@ enum AppsCommand {
         sink: String,
         /// Seconds during which an order created without merchant_order_no (with a payer_ref)
         /// answers the same content again instead of making a new order; 0 turns it off.
-        #[arg(long, default_value_t = payonce_server::apps::DEFAULT_SUBMISSION_WINDOW_SECS, value_parser = clap::value_parser!(i64).range(0..=86_400))]
+        #[arg(long, default_value_t = payonce_server::engine::apps::DEFAULT_SUBMISSION_WINDOW_SECS, value_parser = clap::value_parser!(i64).range(0..=86_400))]
         submission_window: i64,
         #[arg(long, env = "PAYONCE_MASTER_KEY_FILE", default_value = "payonce.key")]
         master_key_file: PathBuf,
@@ -235,11 +235,11 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
         } => {
             let store = payonce_store::open(&database_url, true).await?;
             let key = serve::master_key(&master_key_file)?;
-            let creds = payonce_server::apps::create_app(
+            let creds = payonce_server::engine::apps::create_app(
                 store.as_ref(),
                 &key,
                 &payonce_core::SystemClock,
-                payonce_server::apps::NewApp {
+                payonce_server::engine::apps::NewApp {
                     name: &name,
                     webhook_url: webhook_url.as_deref(),
                     allowed_hosts: (!allow_hosts.is_empty())

@@ -4,7 +4,7 @@
 //! table by class, or `--json`; exit 0 when clean, 3 when differences need a person, 1 when the
 //! run failed.
 
-use payonce_server::reconcile::{self, Report};
+use payonce_server::engine::reconcile::{self, Report};
 use payonce_server::{AppState, ServerConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;

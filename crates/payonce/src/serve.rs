@@ -82,11 +82,11 @@ pub struct ServeArgs {
     allow_private_webhooks: bool,
     /// Per-app limit on the business API, per instance: `RATE/s[,burst=N]` or `off`. Over it:
     /// `429 rate_limited` with `Retry-After`.
-    #[arg(long, env = "PAYONCE_RATE_LIMIT", default_value = "1000/s,burst=2000", value_parser = payonce_server::ratelimit::parse_rate_setting)]
-    rate_limit: payonce_server::ratelimit::RateSetting,
+    #[arg(long, env = "PAYONCE_RATE_LIMIT", default_value = "1000/s,burst=2000", value_parser = payonce_server::gateway::ratelimit::parse_rate_setting)]
+    rate_limit: payonce_server::gateway::ratelimit::RateSetting,
     /// Proxies (addresses or CIDR blocks, comma-separated) whose `X-Forwarded-For` is believed.
-    #[arg(long, env = "PAYONCE_TRUSTED_PROXIES", default_value = "", value_parser = payonce_server::ratelimit::parse_proxy_list)]
-    trusted_proxies: payonce_server::ratelimit::ProxyList,
+    #[arg(long, env = "PAYONCE_TRUSTED_PROXIES", default_value = "", value_parser = payonce_server::gateway::ratelimit::parse_proxy_list)]
+    trusted_proxies: payonce_server::gateway::ratelimit::ProxyList,
     /// Wrong admin (console sign-in, `/admin/v1`) or metrics tokens one client address may send
     /// in 10 minutes; past it everything from there on that surface is refused (`429`), the
     /// right token too, until the window passes. Notifications have their own budget.
@@ -229,7 +229,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     let mut state = AppState::new(store, clock, channels, config, key).with_sinks(sinks);
     if let Some(url) = &args.redis_url {
-        match payonce_server::accelerator::Accelerator::connect(url).await {
+        match payonce_server::gateway::accelerator::Accelerator::connect(url).await {
             Ok(acc) => {
                 tracing::info!("redis accelerator on");
                 state = state.with_redis(acc);

@@ -47,18 +47,18 @@ pub async fn run(args: StormArgs) -> anyhow::Result<ExitCode> {
     .await?;
     let store = payonce_store::open(&db_url, true).await?;
     let (key, key_hex) = MasterKey::random();
-    let greedy = payonce_server::apps::create_app(
+    let greedy = payonce_server::engine::apps::create_app(
         store.as_ref(),
         &key,
         &payonce_core::SystemClock,
-        payonce_server::apps::NewApp::named("greedy"),
+        payonce_server::engine::apps::NewApp::named("greedy"),
     )
     .await?;
-    let polite = payonce_server::apps::create_app(
+    let polite = payonce_server::engine::apps::create_app(
         store.as_ref(),
         &key,
         &payonce_core::SystemClock,
-        payonce_server::apps::NewApp::named("polite"),
+        payonce_server::engine::apps::NewApp::named("polite"),
     )
     .await?;
     let exe = std::env::current_exe()?;

@@ -601,16 +601,17 @@ async fn reconcile_exits_by_what_it_found() {
     // it), so this test cannot move time: it waits out the last seconds of a Beijing day instead,
     // so that the payment and the date it reconciles are on the same day.
     let now = payonce_core::Clock::now(&payonce_core::SystemClock);
-    let (_, midnight) =
-        payonce_server::reconcile::beijing_day(&payonce_server::reconcile::beijing_date(now))
-            .unwrap();
+    let (_, midnight) = payonce_server::engine::reconcile::beijing_day(
+        &payonce_server::engine::reconcile::beijing_date(now),
+    )
+    .unwrap();
     if midnight.0 - now.0 < 20_000 {
         tokio::time::sleep(std::time::Duration::from_millis(
             (midnight.0 - now.0 + 100) as u64,
         ))
         .await;
     }
-    let today = payonce_server::reconcile::beijing_date(payonce_core::Clock::now(
+    let today = payonce_server::engine::reconcile::beijing_date(payonce_core::Clock::now(
         &payonce_core::SystemClock,
     ));
     let Some(app) = payonce_testkit::spawn_app(payonce_testkit::Backend::Sqlite).await else {

@@ -19,7 +19,7 @@ async fn storm(backend: Backend, instances: usize) {
 struct Cluster {
     sim: payonce_sim::SimHandle,
     store: std::sync::Arc<dyn payonce_store::Store>,
-    app: payonce_server::apps::NewAppCredentials,
+    app: payonce_server::engine::apps::NewAppCredentials,
     servers: Vec<ServeProcess>,
     _db: TestDb,
     _sim_dir: tempfile::TempDir,
@@ -49,11 +49,11 @@ async fn cluster_on(
     .unwrap();
     let store = payonce_store::open(&db.url, true).await.unwrap();
     let (key, key_hex) = MasterKey::random();
-    let app = payonce_server::apps::create_app(
+    let app = payonce_server::engine::apps::create_app(
         store.as_ref(),
         &key,
         &payonce_core::SystemClock,
-        payonce_server::apps::NewApp {
+        payonce_server::engine::apps::NewApp {
             name: "cluster",
             webhook_url,
             ..Default::default()

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    if crate::auth::bearer_matches(headers, state.config.admin_token.as_deref()) {
+    if crate::gateway::auth::bearer_matches(headers, state.config.admin_token.as_deref()) {
         Ok(())
     } else {
         Err(ApiError::unauthorized())
@@ -26,13 +26,16 @@ pub async fn gate(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let ip = crate::auth::client_ip(&state, req.headers(), peer.map(|p| p.0.0));
-    match crate::auth::check_secret(&state, crate::ratelimit::Surface::Admin, ip, || {
-        crate::auth::bearer_matches(req.headers(), state.config.admin_token.as_deref())
-    }) {
+    let ip = crate::gateway::auth::client_ip(&state, req.headers(), peer.map(|p| p.0.0));
+    match crate::gateway::auth::check_secret(
+        &state,
+        crate::gateway::ratelimit::Surface::Admin,
+        ip,
+        || crate::gateway::auth::bearer_matches(req.headers(), state.config.admin_token.as_deref()),
+    ) {
         Ok(()) => next.run(req).await,
-        Err(crate::auth::SecretRefused::Wrong) => ApiError::unauthorized().into_response(),
-        Err(crate::auth::SecretRefused::OverBudget(wait)) => {
+        Err(crate::gateway::auth::SecretRefused::Wrong) => ApiError::unauthorized().into_response(),
+        Err(crate::gateway::auth::SecretRefused::OverBudget(wait)) => {
             ApiError::too_many_failures(wait).into_response()
         }
     }
@@ -57,7 +60,7 @@ pub struct AbnormalList {
 }
 
 fn delivery_state() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-    crate::http::views::one_of_names(DeliveryStatus::ALL.iter().map(|d| d.as_str()))
+    crate::views::one_of_names(DeliveryStatus::ALL.iter().map(|d| d.as_str()))
 }
 
 /// An outbox event (what the business hears) and its delivery state.
@@ -367,7 +370,7 @@ pub struct ReconcileRequest {
 }
 
 fn item_class() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-    crate::http::views::one_of_names(crate::reconcile::CLASSES.iter().copied())
+    crate::views::one_of_names(crate::engine::reconcile::CLASSES.iter().copied())
 }
 
 fn run_view(r: &payonce_store::Reconciliation) -> ReconciliationView {
@@ -418,13 +421,13 @@ pub async fn reconciliation(
     if let Some(c) = q
         .class
         .as_deref()
-        .filter(|c| !crate::reconcile::CLASSES.contains(c))
+        .filter(|c| !crate::engine::reconcile::CLASSES.contains(c))
     {
         return Err(ApiError::field(
             "class",
             format!(
                 "{c:?} is not one of {}",
-                crate::reconcile::CLASSES.join(", ")
+                crate::engine::reconcile::CLASSES.join(", ")
             ),
         ));
     }
@@ -488,7 +491,7 @@ pub async fn run_reconciliation(
             })
     });
     let date = date.ok_or_else(|| ApiError::field("date", "required, YYYY-MM-DD"))?;
-    if crate::reconcile::beijing_day(&date).is_none() {
+    if crate::engine::reconcile::beijing_day(&date).is_none() {
         // Well-formed but not a day of the calendar (2026-02-30): the schema cannot say so.
         return Err(ApiError::unprocessable(
             "invalid_date",
@@ -496,28 +499,29 @@ pub async fn run_reconciliation(
         ));
     }
     let owner = format!("admin-{}", payonce_core::EventId::new().as_str());
-    let report = match crate::reconcile::reconcile(&state, &owner, &channel, &date, false).await {
-        Ok(r) => r,
-        Err(crate::reconcile::ReconcileError::NoChannel(c)) => {
-            return Err(ApiError::unprocessable(
-                "unknown_channel",
-                format!("{c} is not configured here"),
-            ));
-        }
-        Err(crate::reconcile::ReconcileError::BadDate(d)) => {
-            return Err(ApiError::unprocessable(
-                "invalid_date",
-                format!("{d} is not a calendar day"),
-            ));
-        }
-        Err(crate::reconcile::ReconcileError::Busy(..)) => {
-            return Err(ApiError::conflict(
-                "reconciliation_running",
-                "another instance is reconciling this channel and day",
-            ));
-        }
-        Err(crate::reconcile::ReconcileError::Store(e)) => return Err(e.into()),
-    };
+    let report =
+        match crate::engine::reconcile::reconcile(&state, &owner, &channel, &date, false).await {
+            Ok(r) => r,
+            Err(crate::engine::reconcile::ReconcileError::NoChannel(c)) => {
+                return Err(ApiError::unprocessable(
+                    "unknown_channel",
+                    format!("{c} is not configured here"),
+                ));
+            }
+            Err(crate::engine::reconcile::ReconcileError::BadDate(d)) => {
+                return Err(ApiError::unprocessable(
+                    "invalid_date",
+                    format!("{d} is not a calendar day"),
+                ));
+            }
+            Err(crate::engine::reconcile::ReconcileError::Busy(..)) => {
+                return Err(ApiError::conflict(
+                    "reconciliation_running",
+                    "another instance is reconciling this channel and day",
+                ));
+            }
+            Err(crate::engine::reconcile::ReconcileError::Store(e)) => return Err(e.into()),
+        };
     let run = state
         .store
         .reconciliation(report.id.as_deref().unwrap_or_default())

@@ -2,8 +2,8 @@
 //! reported by name, rather than serde's first error.
 
 use crate::error::{ApiError, FieldError};
+pub use crate::gateway::body_limit::{TooLarge, read_limited};
 use crate::state::AppState;
-use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use serde_json::{Map, Value};
 
@@ -67,46 +67,6 @@ pub fn is_json(headers: &axum::http::HeaderMap) -> bool {
         .is_some_and(|t| {
             t == "application/json" || (t.starts_with("application/") && t.ends_with("+json"))
         })
-}
-
-/// The body was over the limit (the rest of it, up to a bound, was read and thrown away).
-#[derive(Debug)]
-pub struct TooLarge;
-
-/// How much of an oversized body is still read (and discarded) before answering 413, so the
-/// client receives the answer instead of a connection reset — nginx's "lingering close".
-const DRAIN_BYTES: usize = 8 * 1024 * 1024;
-const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Reads a body of at most `limit` bytes. Past the limit, keeps reading and discarding up to
-/// `DRAIN_BYTES` (or `DRAIN_TIME`) before giving up, so the 413 reaches the client.
-pub async fn read_limited(body: axum::body::Body, limit: usize) -> Result<Bytes, TooLarge> {
-    use http_body_util::BodyExt;
-    let mut body = body;
-    let mut buf = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else {
-            return Err(TooLarge);
-        };
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        if buf.len() + data.len() > limit {
-            let mut drained = buf.len() + data.len();
-            let _ = tokio::time::timeout(DRAIN_TIME, async {
-                while drained < DRAIN_BYTES {
-                    match body.frame().await {
-                        Some(Ok(f)) => drained += f.into_data().map(|d| d.len()).unwrap_or(0),
-                        _ => break,
-                    }
-                }
-            })
-            .await;
-            return Err(TooLarge);
-        }
-        buf.extend_from_slice(&data);
-    }
-    Ok(Bytes::from(buf))
 }
 
 pub fn parse_object(bytes: &[u8]) -> Result<JsonObject, ApiError> {

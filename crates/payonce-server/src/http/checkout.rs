@@ -8,9 +8,9 @@
 //! (`/status`, a compensation query at most once a second per order) instead of letting the
 //! payer pay again. Arriving at `return_url` is navigation, not proof of payment.
 
+use crate::engine::payments::{self, PaymentError, PrepayParams};
 use crate::error::{ApiError, FieldError};
 use crate::http::body::{Fields, JsonObject};
-use crate::payments::{self, PaymentError, PrepayParams};
 use crate::state::AppState;
 use askama::Template;
 use axum::Json;
@@ -66,13 +66,13 @@ pub struct CheckoutLinkView {
 
 /// A link to a hosted cashier page for this order.
 #[utoipa::path(post, path = "/v1/orders/{id}/checkout", operation_id = "checkout_link", tag = "orders", request_body = CheckoutRequest,
-    params(("id" = String, Path, description = "ord_…"), crate::http::orders::IdempotencyKeyHeader),
+    params(("id" = String, Path, description = "ord_…"), crate::gateway::idempotency::IdempotencyKeyHeader),
     responses((status = 200, description = "the link", body = CheckoutLinkView),
               (status = 404, description = "not_found", body = crate::error::Problem, content_type = "application/problem+json"),
               (status = 422, description = "return_url_not_allowed", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn create_link(
     State(state): State<AppState>,
-    crate::auth::Authed(app): crate::auth::Authed,
+    crate::gateway::auth::Authed(app): crate::gateway::auth::Authed,
     Path(id): Path<String>,
     JsonObject(body): JsonObject,
 ) -> Result<Json<CheckoutLinkView>, ApiError> {
@@ -91,7 +91,7 @@ pub async fn create_link(
     f.finish()?;
     if return_url
         .as_deref()
-        .is_some_and(|u| !crate::webhooks::notify_url_allowed(&app, u))
+        .is_some_and(|u| !crate::engine::webhooks::notify_url_allowed(&app, u))
     {
         let message = "its host is neither the app's webhook host nor one the app allows";
         let mut e =

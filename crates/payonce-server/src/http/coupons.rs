@@ -3,8 +3,8 @@
 //! order paid (once, whatever the number of charges), released when the order closes or
 //! expires, restored by a full refund (`payonce_store::coupons`).
 
-use crate::auth::Authed;
 use crate::error::ApiError;
+use crate::gateway::auth::Authed;
 use crate::http::body::{Fields, JsonObject};
 use crate::state::AppState;
 use axum::Json;
@@ -93,7 +93,7 @@ fn time_field(f: &mut Fields, name: &str) -> Option<Timestamp> {
 
 /// Create a coupon.
 #[utoipa::path(post, path = "/v1/coupons", operation_id = "create_coupon", tag = "coupons", request_body = CreateCouponRequest,
-    params(crate::http::orders::IdempotencyKeyHeader),
+    params(crate::gateway::idempotency::IdempotencyKeyHeader),
     responses((status = 201, description = "created", body = CouponView),
               (status = 409, description = "coupon_code_conflict", body = crate::error::Problem, content_type = "application/problem+json"),
               (status = 422, description = "coupon_invalid: a percent over 100, or valid_until not after valid_from", body = crate::error::Problem, content_type = "application/problem+json")))]
@@ -185,67 +185,4 @@ pub async fn get(
         .await?
         .ok_or_else(|| ApiError::not_found("coupon"))?;
     Ok(Json(view(&c)))
-}
-
-/// What a coupon takes off `amount`: fixed fen, or floor(amount × percent / 100); never so
-/// much that less than 1 fen is left to pay.
-pub fn discount(c: &Coupon, amount: i64) -> i64 {
-    let off = match c.kind.as_str() {
-        "percent" => amount * c.value / 100,
-        _ => c.value,
-    };
-    off.clamp(0, amount - 1)
-}
-
-/// Why the coupon cannot be used for an order of `amount` at `now`, if it cannot: the reason
-/// for a 409 `coupon_unavailable`, or `Err` for a 422 `coupon_not_applicable`.
-pub fn check(c: &Coupon, amount: i64, now: Timestamp) -> Result<Option<&'static str>, ApiError> {
-    if c.valid_until.is_some_and(|t| now >= t) {
-        return Ok(Some("expired"));
-    }
-    if c.valid_from.is_some_and(|t| now < t) {
-        return Ok(Some("not_yet_valid"));
-    }
-    if c.min_amount.is_some_and(|m| amount < m) {
-        return Err(ApiError::unprocessable(
-            "coupon_not_applicable",
-            format!(
-                "the order's amount is below the coupon's minimum of {} fen",
-                c.min_amount.unwrap_or(0)
-            ),
-        ));
-    }
-    Ok(None)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn coupon(kind: &str, value: i64) -> Coupon {
-        Coupon {
-            id: "cpn_1".into(),
-            app_id: payonce_core::AppId::new(),
-            code: "C".into(),
-            kind: kind.into(),
-            value,
-            min_amount: None,
-            max_redemptions: 1,
-            per_payer_limit: None,
-            valid_from: None,
-            valid_until: None,
-            reserved: 0,
-            redeemed: 0,
-            created_at: Timestamp(0),
-        }
-    }
-
-    #[test]
-    fn discounts_floor_and_leave_at_least_a_fen() {
-        assert_eq!(discount(&coupon("percent", 15), 999), 149);
-        assert_eq!(discount(&coupon("fixed", 300), 1000), 300);
-        assert_eq!(discount(&coupon("fixed", 5000), 1000), 999);
-        assert_eq!(discount(&coupon("percent", 100), 1000), 999);
-        assert_eq!(discount(&coupon("percent", 10), 1), 0);
-    }
 }

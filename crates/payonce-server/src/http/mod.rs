@@ -11,7 +11,6 @@ pub mod ops;
 pub mod orders;
 pub mod pages;
 pub mod refunds;
-pub mod views;
 
 use crate::state::AppState;
 use axum::Router;
@@ -42,7 +41,7 @@ pub fn documented_router(state: &AppState) -> (Router, serde_json::Value) {
         .routes(routes!(refunds::get))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::idempotency::layer,
+            crate::gateway::idempotency::layer,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -135,7 +134,7 @@ async fn rate_limit(
     if state.config.rate_limit.is_none() {
         return next.run(req).await;
     }
-    let app = match crate::auth::authenticate(&state, req.headers()).await {
+    let app = match crate::gateway::auth::authenticate(&state, req.headers()).await {
         Ok(app) => app,
         Err(e) => return e.into_response(),
     };
@@ -149,7 +148,8 @@ async fn rate_limit(
         metrics::counter!("payonce_rate_limited_total", "kind" => "api", "app" => app.id.to_string()).increment(1);
         return crate::error::ApiError::rate_limited(wait).into_response();
     }
-    req.extensions_mut().insert(crate::auth::Authed(app));
+    req.extensions_mut()
+        .insert(crate::gateway::auth::Authed(app));
     next.run(req).await
 }
 
@@ -158,7 +158,7 @@ const NOTIFICATION_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_s
 
 /// The connection a request came on (see `connections`): when its first byte arrived.
 #[derive(Clone, Debug)]
-pub struct ConnHandle(pub std::sync::Arc<crate::connections::Conn>);
+pub struct ConnHandle(pub std::sync::Arc<crate::gateway::connections::Conn>);
 
 /// The whole request — headers and body — must arrive within `request_timeout` of its first
 /// byte, or it is answered `408` and its connection closed. Nothing else happens before: the
@@ -350,4 +350,31 @@ async fn with_instance(resp: axum::response::Response, id: &str) -> axum::respon
     let mut parts = parts;
     parts.headers.remove(axum::http::header::CONTENT_LENGTH);
     axum::response::Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+/// The engine's refusals, as API.md names them.
+impl From<crate::engine::payments::PaymentError> for crate::error::ApiError {
+    fn from(e: crate::engine::payments::PaymentError) -> Self {
+        use crate::engine::payments::PaymentError as E;
+        use crate::error::ApiError;
+        use crate::views;
+        use axum::http::StatusCode;
+        let view = |s: &crate::engine::payments::OrderSnapshot| {
+            views::order(&s.order, &s.attempts, &s.refunds)
+        };
+        match e {
+            E::NotFound(what) => ApiError::not_found(what),
+            E::AlreadyPaid(s) => ApiError::order_already_paid(view(&s)),
+            E::Closed(s) => ApiError::order_closed(view(&s)),
+            E::InProgress(detail) => ApiError::request_in_progress(detail),
+            E::ChannelRefused(code) => ApiError::channel_unavailable(
+                StatusCode::BAD_GATEWAY,
+                format!("the channel refused the request ({code})"),
+            ),
+            E::ChannelUnavailable(detail) => {
+                ApiError::channel_unavailable(StatusCode::SERVICE_UNAVAILABLE, detail)
+            }
+            E::Store(e) => e.into(),
+        }
+    }
 }

@@ -2,8 +2,8 @@
 //! and only after it is committed answer in the channel's own success format. Anything that
 //! fails verification gets the channel's failure answer and changes nothing.
 
-use crate::payments;
-use crate::ratelimit::Surface;
+use crate::engine::payments;
+use crate::gateway::ratelimit::Surface;
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -48,7 +48,7 @@ pub async fn receive(
     // signature check: verification is the expensive part a flood of forgeries would buy.
     // Genuine notifications never count against it (only failures do), and this budget is the
     // notifications' own: wrong admin tokens from the same address do not touch it.
-    let ip = crate::auth::client_ip(&state, &headers, peer.map(|p| p.0.0));
+    let ip = crate::gateway::auth::client_ip(&state, &headers, peer.map(|p| p.0.0));
     if let Some(wait) = ip.and_then(|ip| state.limits.failures(Surface::Notify).over(ip)) {
         count(name, "over_failure_budget");
         metrics::counter!("payonce_rate_limited_total", "kind" => "notify_failures", "app" => "")
@@ -84,7 +84,7 @@ pub async fn receive(
     if let Some(notice) = n.refund {
         let again = state.clock.now() + state.config.backoff(2);
         let observed = format!("{:?}", notice.state);
-        let result = crate::refunding::refund_result(notice.state, again);
+        let result = crate::engine::refunding::refund_result(notice.state, again);
         return match state
             .store
             .apply_refund_notice(

@@ -52,15 +52,18 @@ pub async fn metrics(
             .into_response();
         }
         Some(token) => {
-            let ip = crate::auth::client_ip(&state, &headers, peer.map(|p| p.0.0));
-            match crate::auth::check_secret(&state, crate::ratelimit::Surface::Metrics, ip, || {
-                crate::auth::bearer_matches(&headers, Some(token))
-            }) {
+            let ip = crate::gateway::auth::client_ip(&state, &headers, peer.map(|p| p.0.0));
+            match crate::gateway::auth::check_secret(
+                &state,
+                crate::gateway::ratelimit::Surface::Metrics,
+                ip,
+                || crate::gateway::auth::bearer_matches(&headers, Some(token)),
+            ) {
                 Ok(()) => {}
-                Err(crate::auth::SecretRefused::Wrong) => {
+                Err(crate::gateway::auth::SecretRefused::Wrong) => {
                     return crate::error::ApiError::unauthorized().into_response();
                 }
-                Err(crate::auth::SecretRefused::OverBudget(wait)) => {
+                Err(crate::gateway::auth::SecretRefused::OverBudget(wait)) => {
                     return crate::error::ApiError::too_many_failures(wait).into_response();
                 }
             }

@@ -1,12 +1,14 @@
 //! `/v1/orders…`: create, read, prepay and close payment orders.
 
-use crate::auth::Authed;
 use crate::crypto::sha256_hex;
+use crate::engine::coupons::CouponRefusal;
+use crate::engine::payments::{self, PrepayParams};
 use crate::error::ApiError;
+use crate::gateway::auth::Authed;
+use crate::gateway::idempotency::IdempotencyKeyHeader;
 use crate::http::body::{Fields, JsonObject};
-use crate::http::views;
-use crate::payments::{self, PrepayParams};
 use crate::state::AppState;
+use crate::views;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -72,33 +74,13 @@ pub struct CreateOrderRequest {
     metadata: Option<serde_json::Value>,
 }
 
-/// `Idempotency-Key` of every POST under `/v1`.
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Header)]
-#[allow(dead_code)]
-pub struct IdempotencyKeyHeader {
-    /// Replays the first complete answer verbatim (with `Idempotent-Replayed: true`) for at
-    /// least 24 h; another body under the same key → 422 `idempotency_key_reused`.
-    #[serde(rename = "Idempotency-Key")]
-    #[param(
-        rename = "Idempotency-Key",
-        min_length = 1,
-        max_length = 255,
-        pattern = r"^[\x21-\x7E]+$"
-    )]
-    idempotency_key: Option<String>,
-}
-
 fn valid_merchant_no(s: &str) -> bool {
     s.bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"-_.:|*".contains(&b))
 }
 
-async fn render(
-    state: &AppState,
-    order: &Order,
-) -> Result<crate::http::views::OrderView, ApiError> {
-    Ok(views::load_order(state, order).await?)
+async fn render(state: &AppState, order: &Order) -> Result<crate::views::OrderView, ApiError> {
+    Ok(load_order(state, order).await?)
 }
 
 /// Remembers the trace a new order was created in, so its events continue it. Telemetry, not
@@ -120,9 +102,9 @@ async fn keep_trace(
 
 /// Create a payment order.
 #[utoipa::path(post, path = "/v1/orders", operation_id = "create_order", tag = "orders", request_body = CreateOrderRequest, params(IdempotencyKeyHeader),
-    responses((status = 201, description = "created", body = crate::http::views::OrderView),
+    responses((status = 201, description = "created", body = crate::views::OrderView),
               (status = 200, description = "an order with this merchant_order_no and the same content exists, or (without merchant_order_no) the same content was submitted within the app's submission window",
-               body = crate::http::views::OrderView,
+               body = crate::views::OrderView,
                headers(("Submission-Replayed" = String, description = "`true` when the submission guard answered an earlier order of the same content"))),
               (status = 409, description = "merchant_order_no_conflict (the body carries the existing order) | coupon_unavailable (with `reason`)", body = crate::error::Problem, content_type = "application/problem+json"),
               (status = 422, description = "notify_url_not_allowed | coupon_not_applicable | payer_ref_required (the coupon has a per-payer limit)", body = crate::error::Problem, content_type = "application/problem+json")))]
@@ -187,7 +169,7 @@ pub async fn create(
     // A well-formed URL this app may not use: not a malformed request, a refusal (422).
     if notify_url
         .as_deref()
-        .is_some_and(|u| !crate::webhooks::notify_url_allowed(&app, u))
+        .is_some_and(|u| !crate::engine::webhooks::notify_url_allowed(&app, u))
     {
         let mut e = ApiError::unprocessable(
             "notify_url_not_allowed",
@@ -213,8 +195,17 @@ pub async fn create(
                 .coupon(&app.id, code)
                 .await?
                 .ok_or_else(|| ApiError::coupon_unavailable("unknown"))?;
-            if let Some(reason) = crate::http::coupons::check(&c, amount, now)? {
-                return Err(ApiError::coupon_unavailable(reason));
+            match crate::engine::coupons::check(&c, amount, now) {
+                Ok(()) => {}
+                Err(CouponRefusal::Unavailable(reason)) => {
+                    return Err(ApiError::coupon_unavailable(reason));
+                }
+                Err(refusal @ CouponRefusal::BelowMinimum { .. }) => {
+                    return Err(ApiError::unprocessable(
+                        "coupon_not_applicable",
+                        refusal.to_string(),
+                    ));
+                }
             }
             if c.per_payer_limit.is_some() && payer_ref.is_none() {
                 // The body is well-formed; this coupon's own rule refuses it (issue 13 asked for a
@@ -233,7 +224,7 @@ pub async fn create(
                 code: c.code.clone(),
                 coupon_id: c.id.clone(),
                 original_amount: amount,
-                discount: crate::http::coupons::discount(&c, amount),
+                discount: crate::engine::coupons::discount(&c, amount),
             })
         }
     };
@@ -358,14 +349,14 @@ pub struct GetQuery {
 
 /// An order with its attempts and refunds.
 #[utoipa::path(get, path = "/v1/orders/{id}", operation_id = "get_order", tag = "orders", params(("id" = String, Path, description = "ord_…"), GetQuery),
-    responses((status = 200, description = "the order", body = crate::http::views::OrderView),
+    responses((status = 200, description = "the order", body = crate::views::OrderView),
               (status = 404, description = "not_found (unknown id, or another app's)", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn get(
     State(state): State<AppState>,
     Authed(app): Authed,
     Path(id): Path<String>,
     crate::http::body::Query(q): crate::http::body::Query<GetQuery>,
-) -> Result<Json<crate::http::views::OrderView>, ApiError> {
+) -> Result<Json<crate::views::OrderView>, ApiError> {
     let mut order = load(&state, &app.id, &id).await?;
     if q.sync {
         order = payments::sync_open_order(&state, order).await?;
@@ -382,14 +373,14 @@ pub struct FindQuery {
 
 /// Find an order by the business's number.
 #[utoipa::path(get, path = "/v1/orders", operation_id = "find_order", tag = "orders", params(FindQuery),
-    responses((status = 200, description = "the order", body = crate::http::views::OrderView),
+    responses((status = 200, description = "the order", body = crate::views::OrderView),
               (status = 400, description = "validation_failed", body = crate::error::Problem, content_type = "application/problem+json"),
               (status = 404, description = "not_found", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn find_by_merchant_no(
     State(state): State<AppState>,
     Authed(app): Authed,
     crate::http::body::Query(q): crate::http::body::Query<FindQuery>,
-) -> Result<Json<crate::http::views::OrderView>, ApiError> {
+) -> Result<Json<crate::views::OrderView>, ApiError> {
     let no = &q.merchant_order_no;
     if no.is_empty() || no.chars().count() > 64 || !valid_merchant_no(no) {
         return Err(ApiError::field(
@@ -420,7 +411,7 @@ pub struct PrepayRequest {
 /// Get a payment credential (the same one while it is valid).
 #[utoipa::path(post, path = "/v1/orders/{id}/prepay", operation_id = "prepay_order", tag = "orders", request_body = PrepayRequest,
     params(("id" = String, Path, description = "ord_…"), IdempotencyKeyHeader),
-    responses((status = 200, description = "the credential", body = crate::http::views::PrepaidView),
+    responses((status = 200, description = "the credential", body = crate::views::PrepaidView),
               (status = 404, description = "not_found", body = crate::error::Problem, content_type = "application/problem+json"),
               (status = 409, description = "order_already_paid | order_closed | request_in_progress", body = crate::error::Problem, content_type = "application/problem+json"),
               (status = 502, description = "channel_unavailable: the channel refused or failed; retrying is safe", body = crate::error::Problem, content_type = "application/problem+json")))]
@@ -429,7 +420,7 @@ pub async fn prepay(
     Authed(app): Authed,
     Path(id): Path<String>,
     JsonObject(body): JsonObject,
-) -> Result<Json<crate::http::views::PrepaidView>, ApiError> {
+) -> Result<Json<crate::views::PrepaidView>, ApiError> {
     let mut f = Fields::new(body);
     let channel = f.string("channel", 32, true);
     let method = f.string("method", 32, false);
@@ -491,7 +482,7 @@ pub async fn prepay(
     };
     let answer = payments::prepay(&state, &app, &order.id, &params).await?;
     let a = &answer.attempt;
-    Ok(Json(crate::http::views::PrepaidView {
+    Ok(Json(crate::views::PrepaidView {
         attempt_id: a.id.to_string(),
         out_trade_no: a.out_trade_no.clone(),
         channel: a.channel.as_str(),
@@ -504,7 +495,7 @@ pub async fn prepay(
 
 /// Close the order and every open channel order (at the channel first).
 #[utoipa::path(post, path = "/v1/orders/{id}/close", operation_id = "close_order", tag = "orders", params(("id" = String, Path, description = "ord_…"), IdempotencyKeyHeader),
-    responses((status = 200, description = "closed", body = crate::http::views::OrderView),
+    responses((status = 200, description = "closed", body = crate::views::OrderView),
               (status = 404, description = "not_found", body = crate::error::Problem, content_type = "application/problem+json"),
               (status = 409, description = "order_already_paid | request_in_progress", body = crate::error::Problem, content_type = "application/problem+json"),
               (status = 502, description = "channel_unavailable: the channel could not confirm the close; retrying is safe", body = crate::error::Problem, content_type = "application/problem+json")))]
@@ -512,8 +503,18 @@ pub async fn close(
     State(state): State<AppState>,
     Authed(app): Authed,
     Path(id): Path<String>,
-) -> Result<Json<crate::http::views::OrderView>, ApiError> {
+) -> Result<Json<crate::views::OrderView>, ApiError> {
     let order = load(&state, &app.id, &id).await?;
     let closed = payments::close(&state, &app, &order.id).await?;
     Ok(Json(render(&state, &closed).await?))
+}
+
+/// An order as the API shows it, with its attempts and refunds read from the store.
+async fn load_order(
+    state: &AppState,
+    o: &Order,
+) -> Result<views::OrderView, payonce_store::StoreError> {
+    let attempts = state.store.attempts_of(&o.id).await?;
+    let refunds = state.store.refunds_of(&o.id).await?;
+    Ok(views::order(o, &attempts, &refunds))
 }

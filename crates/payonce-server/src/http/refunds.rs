@@ -1,12 +1,12 @@
 //! `/v1/orders/{id}/refunds` and `/v1/refunds/{id}`: partial and full refunds, idempotent by
 //! `merchant_refund_no`, never above what was paid.
 
-use crate::auth::Authed;
 use crate::crypto::sha256_hex;
 use crate::error::ApiError;
+use crate::gateway::auth::Authed;
 use crate::http::body::{Fields, JsonObject};
-use crate::http::views;
 use crate::state::AppState;
+use crate::views;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -38,7 +38,7 @@ pub struct CreateRefundRequest {
 
 /// Refund part or all of a paid order, idempotent by `merchant_refund_no`.
 #[utoipa::path(post, path = "/v1/orders/{id}/refunds", operation_id = "create_refund", tag = "refunds", request_body = CreateRefundRequest,
-    params(("id" = String, Path, description = "ord_…"), crate::http::orders::IdempotencyKeyHeader),
+    params(("id" = String, Path, description = "ord_…"), crate::gateway::idempotency::IdempotencyKeyHeader),
     responses((status = 201, description = "created", body = views::RefundView),
               (status = 200, description = "a refund with this merchant_refund_no and the same content exists", body = views::RefundView),
               (status = 404, description = "not_found", body = crate::error::Problem, content_type = "application/problem+json"),
@@ -113,7 +113,7 @@ pub async fn create(
     match state.store.create_refund(&refund, now).await? {
         CreateRefund::Created(r) => {
             // Ask the channel now rather than at the next worker round.
-            let settled = crate::refunding::settle_refund(&state, r.clone())
+            let settled = crate::engine::refunding::settle_refund(&state, r.clone())
                 .await
                 .unwrap_or(r);
             Ok((StatusCode::CREATED, Json(views::refund(&settled))).into_response())

@@ -133,7 +133,7 @@ impl Dispatcher {
                 };
                 tasks.spawn(async move {
                     let _guard = guard;
-                    crate::webhooks::deliver(&state, &http, &owner, ev).await
+                    crate::engine::webhooks::deliver(&state, &http, &owner, ev).await
                 });
             }
         }

@@ -2,7 +2,7 @@
 //! then locally; a payment that lands meanwhile wins.
 
 use super::lease_ms;
-use crate::payments;
+use crate::engine::payments;
 use crate::state::AppState;
 use payonce_core::AttemptStatus;
 use payonce_store::CloseOrder;

@@ -49,7 +49,7 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
         .config
         .scaled(Duration::from_secs(1))
         .max(Duration::from_millis(10));
-    let webhook_http = crate::webhooks::webhook_client(
+    let webhook_http = crate::engine::webhooks::webhook_client(
         state.config.webhook_timeout,
         state.config.allow_private_webhooks,
     );
@@ -134,7 +134,7 @@ pub async fn run_round(state: &AppState, owner: &str) {
     poll_attempts(state, owner).await;
     expire_orders(state, owner).await;
     settle_refunds(state, owner).await;
-    let http = crate::webhooks::webhook_client(
+    let http = crate::engine::webhooks::webhook_client(
         state.config.webhook_timeout,
         state.config.allow_private_webhooks,
     );

@@ -3,7 +3,7 @@
 //! credential can still pay.
 
 use super::{BATCH, at, lease_ms};
-use crate::payments::{self, order_ref};
+use crate::engine::payments::{self, order_ref};
 use crate::state::AppState;
 use payonce_channels::{ChannelError, TradeState};
 use payonce_core::{AttemptStatus, Timestamp};

@@ -11,11 +11,11 @@ pub(super) async fn scheduled_reconciliations(state: &AppState, owner: &str) {
         return;
     }
     let now = state.clock.now();
-    let today = crate::reconcile::beijing_date(now);
-    let Some((midnight, _)) = crate::reconcile::beijing_day(&today) else {
+    let today = crate::engine::reconcile::beijing_date(now);
+    let Some((midnight, _)) = crate::engine::reconcile::beijing_day(&today) else {
         return;
     };
-    let yesterday = crate::reconcile::beijing_yesterday(now);
+    let yesterday = crate::engine::reconcile::beijing_yesterday(now);
     let retry_after = state.config.scaled(Duration::from_secs(600)).as_millis() as i64;
     for (&channel, &at_minute) in &state.config.reconcile_at {
         if now.0 < midnight.0 + i64::from(at_minute) * 60_000 {
@@ -35,11 +35,13 @@ pub(super) async fn scheduled_reconciliations(state: &AppState, owner: &str) {
                 continue;
             }
         }
-        match crate::reconcile::reconcile(state, owner, channel.as_str(), &yesterday, false).await {
+        match crate::engine::reconcile::reconcile(state, owner, channel.as_str(), &yesterday, false)
+            .await
+        {
             Ok(r) => {
                 tracing::info!(channel = %r.channel, bill_date = %r.bill_date, status = %r.status, person = r.needs_a_person(), "scheduled reconciliation")
             }
-            Err(crate::reconcile::ReconcileError::Busy(..)) => {}
+            Err(crate::engine::reconcile::ReconcileError::Busy(..)) => {}
             Err(e) => tracing::warn!(error = %e, "scheduled reconciliation failed"),
         }
     }

@@ -18,7 +18,7 @@ pub(super) async fn settle_refunds(state: &AppState, owner: &str) {
     let mut set = tokio::task::JoinSet::new();
     for r in claimed {
         let state = state.clone();
-        set.spawn(async move { crate::refunding::settle_refund(&state, r).await });
+        set.spawn(async move { crate::engine::refunding::settle_refund(&state, r).await });
     }
     while set.join_next().await.is_some() {}
 }

@@ -80,11 +80,11 @@ async fn build_world(app: &TestApp) -> World {
         .as_str()
         .unwrap()
         .to_owned();
-    let attacker = payonce_server::apps::create_app(
+    let attacker = payonce_server::engine::apps::create_app(
         app.store.as_ref(),
         &app.state.master_key,
         &payonce_core::SystemClock,
-        payonce_server::apps::NewApp::named("attacker"),
+        payonce_server::engine::apps::NewApp::named("attacker"),
     )
     .await
     .unwrap()

@@ -4,7 +4,7 @@
 //! calls, abnormal items resolved through a tenant-chosen number, `/metrics` open to anyone.
 //! Each failed on the code before its fix.
 
-use payonce_server::ratelimit::Cidr;
+use payonce_server::gateway::ratelimit::Cidr;
 use payonce_testkit::{AppOptions, Backend, TestApp, spawn_app_with, store_tests};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -739,11 +739,11 @@ async fn abnormal_items_name_their_order_by_id_never_by_a_tenant_number(b: Backe
         .map(str::to_owned)
         .unwrap_or_else(|| panic!("prepay names its attempt: {p}"));
     // App B names an order after A's attempt id.
-    let other = payonce_server::apps::create_app(
+    let other = payonce_server::engine::apps::create_app(
         app.store.as_ref(),
         &app.state.master_key,
         &payonce_core::SystemClock,
-        payonce_server::apps::NewApp::named("squatter"),
+        payonce_server::engine::apps::NewApp::named("squatter"),
     )
     .await
     .unwrap();

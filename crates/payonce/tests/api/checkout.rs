@@ -88,11 +88,11 @@ async fn a_link_grants_one_order_and_nothing_else(b: Backend) {
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
     }
     // Another app cannot get a link to this order; a return_url off the app's hosts is refused.
-    let other = payonce_server::apps::create_app(
+    let other = payonce_server::engine::apps::create_app(
         app.store.as_ref(),
         &app.state.master_key,
         &payonce_core::SystemClock,
-        payonce_server::apps::NewApp::named("other-shop"),
+        payonce_server::engine::apps::NewApp::named("other-shop"),
     )
     .await
     .unwrap();

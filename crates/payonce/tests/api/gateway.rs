@@ -2,7 +2,7 @@
 //! `Retry-After`, other apps untouched), slow clients, the connection cap, edge checks of
 //! bodies. (Failure budgets per address and surface: `attacks_gateway.rs`.)
 
-use payonce_server::ratelimit::RateSpec;
+use payonce_server::gateway::ratelimit::RateSpec;
 use payonce_testkit::{AppOptions, Backend, spawn_app_with, store_tests};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -29,11 +29,11 @@ async fn an_app_over_its_rate_gets_429_and_others_do_not(b: Backend) {
     let Some(app) = spawn_app_with(b, opts).await else {
         return;
     };
-    let other = payonce_server::apps::create_app(
+    let other = payonce_server::engine::apps::create_app(
         app.store.as_ref(),
         &app.state.master_key,
         &payonce_core::SystemClock,
-        payonce_server::apps::NewApp::named("other-shop"),
+        payonce_server::engine::apps::NewApp::named("other-shop"),
     )
     .await
     .unwrap();
@@ -354,7 +354,7 @@ async fn with_redis_the_rate_is_shared_by_every_instance(b: Backend) {
         return;
     };
     // Another instance (its own connection to the same Redis) serves this app 4 requests.
-    let other_instance = payonce_server::accelerator::Accelerator::connect(redis)
+    let other_instance = payonce_server::gateway::accelerator::Accelerator::connect(redis)
         .await
         .unwrap();
     for _ in 0..4 {

@@ -140,11 +140,11 @@ async fn concurrent_duplicates_get_one_result(b: Backend) {
 
 async fn keys_are_per_app_and_purged(b: Backend) {
     let Some(app) = app(b).await else { return };
-    let other = payonce_server::apps::create_app(
+    let other = payonce_server::engine::apps::create_app(
         app.store.as_ref(),
         &app.state.master_key,
         &payonce_core::SystemClock,
-        payonce_server::apps::NewApp::named("o"),
+        payonce_server::engine::apps::NewApp::named("o"),
     )
     .await
     .unwrap();

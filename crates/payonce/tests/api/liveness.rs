@@ -4,7 +4,7 @@
 
 use crate::assert_invariants;
 use payonce_core::{ChannelName, PayMethod, Timestamp};
-use payonce_server::payments::{PrepayParams, new_attempt, stored_request};
+use payonce_server::engine::payments::{PrepayParams, new_attempt, stored_request};
 use payonce_store::BeginAttempt;
 use payonce_testkit::{AppOptions, Backend, TestApp, spawn_app_with, store_tests};
 use reqwest::StatusCode;

@@ -48,11 +48,11 @@ async fn another_apps_order_is_404(b: Backend) {
     let Some(app) = app(b).await else { return };
     let order = app.create_order("ISO-1", 100).await;
     let id = order["id"].as_str().unwrap();
-    let other = payonce_server::apps::create_app(
+    let other = payonce_server::engine::apps::create_app(
         app.store.as_ref(),
         &app.state.master_key,
         &payonce_core::SystemClock,
-        payonce_server::apps::NewApp::named("other-shop"),
+        payonce_server::engine::apps::NewApp::named("other-shop"),
     )
     .await
     .unwrap();

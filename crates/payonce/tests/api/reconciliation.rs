@@ -413,7 +413,7 @@ async fn every_class_is_found_and_handled_and_a_rerun_changes_nothing(b: Backend
     // payment only the bill shows is repaired; a bill whose report does not add up applies
     // nothing. Its clearing day ends at 23:00 Beijing.
     let clearing_day =
-        payonce_server::reconcile::beijing_date(app.state.clock.now().plus_ms(3_600_000));
+        payonce_server::engine::reconcile::beijing_date(app.state.clock.now().plus_ms(3_600_000));
     let id = app.create_order("REC-U", 1_600).await["id"]
         .as_str()
         .unwrap()
@@ -473,7 +473,7 @@ async fn a_day_of_lost_notifications_and_queries_ends_paid_after_one_reconciliat
         return;
     };
     let clearing_day =
-        payonce_server::reconcile::beijing_date(app.state.clock.now().plus_ms(3_600_000));
+        payonce_server::engine::reconcile::beijing_date(app.state.clock.now().plus_ms(3_600_000));
     app.faults(json!({"notify_drop_rate": 1.0, "query_error_rate": 1.0}))
         .await;
     let mut orders = Vec::new();

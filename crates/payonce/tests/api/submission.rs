@@ -89,11 +89,11 @@ async fn a_resubmitted_cart_is_the_same_order_within_the_window(b: Backend) {
     // payonce numbered the orders itself (their ids), so they never collide.
     assert_eq!(first["merchant_order_no"], first["id"]);
     // An app with the guard off: every submission is an order.
-    let off = payonce_server::apps::create_app(
+    let off = payonce_server::engine::apps::create_app(
         app.store.as_ref(),
         &app.state.master_key,
         &clock,
-        payonce_server::apps::NewApp {
+        payonce_server::engine::apps::NewApp {
             name: "no-guard",
             submission_window_secs: Some(0),
             ..Default::default()

@@ -338,12 +338,12 @@ async fn an_orphaned_intent_is_closed_once_its_call_deadline_passes(b: Backend) 
     let app_id = payonce_core::AppId::from_trusted(app.app_id.clone());
     let order = app.store.order(&app_id, &order_id).await.unwrap().unwrap();
     let now = payonce_core::Clock::now(&clock);
-    let params = payonce_server::payments::PrepayParams {
+    let params = payonce_server::engine::payments::PrepayParams {
         channel: payonce_core::ChannelName::Sandbox,
         method: payonce_core::PayMethod::Native,
         payer: None,
     };
-    let intent = payonce_server::payments::new_attempt(&app.state, &order, &params, now);
+    let intent = payonce_server::engine::payments::new_attempt(&app.state, &order, &params, now);
     assert!(matches!(
         app.store.begin_attempt(&intent, now).await.unwrap(),
         payonce_store::BeginAttempt::Started(_)
@@ -379,10 +379,10 @@ async fn an_orphaned_intent_is_closed_once_its_call_deadline_passes(b: Backend) 
 /// `--reconcile-at sandbox=10:00`: yesterday's bill is reconciled in the first round after 10:00
 /// Beijing time — not at 09:59 — and, once completed, never again that day.
 async fn yesterdays_bill_is_reconciled_once_it_is_ready_and_only_once(b: Backend) {
-    let today = payonce_server::reconcile::beijing_date(payonce_core::Clock::now(
+    let today = payonce_server::engine::reconcile::beijing_date(payonce_core::Clock::now(
         &payonce_core::SystemClock,
     ));
-    let (midnight, _) = payonce_server::reconcile::beijing_day(&today).unwrap();
+    let (midnight, _) = payonce_server::engine::reconcile::beijing_day(&today).unwrap();
     let clock = ManualClock::at(midnight.0 + (9 * 60 + 59) * 60_000);
     let opts = AppOptions {
         clock: Some(Arc::new(clock.clone())),
@@ -394,7 +394,8 @@ async fn yesterdays_bill_is_reconciled_once_it_is_ready_and_only_once(b: Backend
     let Some(app) = spawn_app_with(b, opts).await else {
         return;
     };
-    let yesterday = payonce_server::reconcile::beijing_yesterday(payonce_core::Clock::now(&clock));
+    let yesterday =
+        payonce_server::engine::reconcile::beijing_yesterday(payonce_core::Clock::now(&clock));
     app.run_workers().await;
     assert!(
         app.store

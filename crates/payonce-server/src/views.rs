@@ -2,9 +2,8 @@
 //! answer look like. The OpenAPI document is generated from these very types (`utoipa`), so the
 //! answer and its documentation cannot drift apart.
 
-use crate::state::AppState;
 use payonce_core::{AttemptStatus, ChannelName, OrderStatus, PayMethod, RefundStatus};
-use payonce_store::{Attempt, Order, Refund, RefundKind, StoreError};
+use payonce_store::{Attempt, Order, Refund, RefundKind};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -196,13 +195,6 @@ pub fn refund(r: &Refund) -> RefundView {
         created_at: r.created_at.to_rfc3339(),
         updated_at: r.updated_at.to_rfc3339(),
     }
-}
-
-/// An order as the API shows it, with its attempts and refunds read from the store.
-pub async fn load_order(state: &AppState, o: &Order) -> Result<OrderView, StoreError> {
-    let attempts = state.store.attempts_of(&o.id).await?;
-    let refunds = state.store.refunds_of(&o.id).await?;
-    Ok(order(o, &attempts, &refunds))
 }
 
 pub fn order(o: &Order, attempts: &[Attempt], refunds: &[Refund]) -> OrderView {

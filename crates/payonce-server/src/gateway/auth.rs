@@ -31,7 +31,7 @@ pub fn client_ip(
     peer: Option<std::net::SocketAddr>,
 ) -> Option<std::net::IpAddr> {
     let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
-    crate::ratelimit::client_ip(
+    crate::gateway::ratelimit::client_ip(
         peer.map(|p| p.ip()),
         forwarded,
         &state.limits.trusted_proxies,
@@ -51,7 +51,7 @@ pub enum SecretRefused {
 /// `matches` decides, and a failure is counted against the address.
 pub fn check_secret(
     state: &AppState,
-    surface: crate::ratelimit::Surface,
+    surface: crate::gateway::ratelimit::Surface,
     ip: Option<std::net::IpAddr>,
     matches: impl FnOnce() -> bool,
 ) -> Result<(), SecretRefused> {

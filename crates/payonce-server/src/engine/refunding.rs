@@ -3,7 +3,7 @@
 //! refund state means for the refund row. The refund worker, the refund endpoint and refund
 //! notifications all go through here.
 
-use crate::payments::order_ref;
+use crate::engine::payments::order_ref;
 use crate::state::AppState;
 use payonce_channels::{ChannelError, RefundRef, RefundRequest, RefundState};
 use payonce_core::{RefundStatus, Timestamp};
@@ -38,7 +38,7 @@ pub async fn settle_refund(state: &AppState, r: Refund) -> Option<Refund> {
         }
     }
     // What the channel answered, in a few words, for the order timeline.
-    use crate::payments::no_answer;
+    use crate::engine::payments::no_answer;
     let source = if r.requested {
         "refund_query"
     } else {
@@ -147,7 +147,7 @@ pub async fn settle_refund(state: &AppState, r: Refund) -> Option<Refund> {
     match recorded {
         Ok(Some(updated)) => {
             let verdict = format!("refund {}", updated.status.as_str());
-            crate::payments::record(
+            crate::engine::payments::record(
                 state,
                 payonce_store::ChannelMessage::new(
                     r.channel,

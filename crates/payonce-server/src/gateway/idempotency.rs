@@ -4,9 +4,9 @@
 //! `Idempotent-Replayed: true`; another body under the same key is a 422; a concurrent
 //! duplicate waits for the first and returns its answer, or gets 409 if it takes too long.
 
-use crate::auth::{Authed, authenticate};
 use crate::crypto::sha256_hex;
 use crate::error::ApiError;
+use crate::gateway::auth::{Authed, authenticate};
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -15,6 +15,23 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use payonce_store::{IdempotencyBegin, IdempotencyKey, StoredResponse};
 use std::time::{Duration, Instant};
+
+/// `Idempotency-Key` of every POST under `/v1`.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct IdempotencyKeyHeader {
+    /// Replays the first complete answer verbatim (with `Idempotent-Replayed: true`) for at
+    /// least 24 h; another body under the same key → 422 `idempotency_key_reused`.
+    #[serde(rename = "Idempotency-Key")]
+    #[param(
+        rename = "Idempotency-Key",
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[\x21-\x7E]+$"
+    )]
+    idempotency_key: Option<String>,
+}
 
 pub const HEADER: &str = "idempotency-key";
 pub const REPLAYED: &str = "idempotent-replayed";
@@ -53,7 +70,7 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
     };
     parts.extensions.insert(Authed(app.clone()));
     let limit = state.config.body_limit;
-    let Ok(bytes) = crate::http::body::read_limited(body, limit).await else {
+    let Ok(bytes) = crate::gateway::body_limit::read_limited(body, limit).await else {
         return ApiError::payload_too_large(limit).into_response();
     };
     let mut fp = format!(

@@ -147,7 +147,7 @@ impl Accelerator {
     pub async fn take_token(
         &self,
         app: &str,
-        spec: crate::ratelimit::RateSpec,
+        spec: crate::gateway::ratelimit::RateSpec,
     ) -> Option<Result<(), Duration>> {
         if self.rate_pause.active() {
             return None;
