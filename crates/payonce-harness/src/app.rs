@@ -249,11 +249,11 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
         .expect("sinks");
     let mut state = AppState::new(store.clone(), clock, channels, config, key).with_sinks(sinks);
     if let Some(url) = &opts.redis_url {
-        state = state.with_redis(
-            payonce_server::gateway::accelerator::Accelerator::connect(url)
+        let redis =
+            payonce_server::gateway::accelerator::Accelerator::connect(url, state.clock.clone())
                 .await
-                .expect("redis"),
-        );
+                .expect("redis");
+        state = state.with_redis(redis);
     }
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(payonce_server::run(listener, state.clone(), async move {

@@ -2,7 +2,7 @@
 //! metrics recorder, which the `metrics` crate makes process-wide.
 
 use crate::crypto::MasterKey;
-use crate::gateway::locks::OrderLocks;
+use crate::gateway::waiting::Waits;
 use metrics_exporter_prometheus::PrometheusHandle;
 use payonce_channels::ChannelRegistry;
 use payonce_core::Clock;
@@ -248,7 +248,8 @@ pub struct AppState {
     pub channels: Arc<ChannelRegistry>,
     pub config: Arc<ServerConfig>,
     pub master_key: Arc<MasterKey>,
-    pub order_locks: Arc<OrderLocks>,
+    /// The one way a request waits for another (turns per order, signals between requests).
+    pub waits: Arc<Waits>,
     pub metrics: PrometheusHandle,
     pub sync_limiter: Arc<SyncLimiter>,
     /// Broker sinks for apps whose events do not go to a webhook.
@@ -271,13 +272,13 @@ pub struct AppState {
 impl AppState {
     /// The state of this instance restarted after a crash: the same configuration, key, clock
     /// and sinks, a fresh `store` and `channels`, and nothing else carried over from memory
-    /// (order locks, rate buckets, the `?sync` limiter, load-shedding permits, worker health).
+    /// (turns and waiters, rate buckets, the `?sync` limiter, load-shedding permits, worker health).
     pub fn restarted(&self, store: Arc<dyn Store>, channels: ChannelRegistry) -> Self {
         let config = &self.config;
         AppState {
             store,
             channels: Arc::new(crate::metered::metered(channels)),
-            order_locks: Arc::new(OrderLocks::default()),
+            waits: Arc::new(Waits::default()),
             sync_limiter: Arc::new(SyncLimiter::default()),
             limits: Arc::new(crate::gateway::ratelimit::Limits::new(
                 config.rate_limit,
@@ -318,7 +319,7 @@ impl AppState {
             channels: Arc::new(crate::metered::metered(channels)),
             config: Arc::new(config),
             master_key: Arc::new(master_key),
-            order_locks: Arc::new(OrderLocks::default()),
+            waits: Arc::new(Waits::default()),
             metrics,
             redis: None,
             sync_limiter: Arc::new(SyncLimiter::default()),

@@ -229,7 +229,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .map_err(anyhow::Error::msg)?;
     let mut state = AppState::new(store, clock, channels, config, key).with_sinks(sinks);
     if let Some(url) = &args.redis_url {
-        match payonce_server::gateway::accelerator::Accelerator::connect(url).await {
+        match payonce_server::gateway::accelerator::Accelerator::connect(url, state.clock.clone())
+            .await
+        {
             Ok(acc) => {
                 tracing::info!("redis accelerator on");
                 state = state.with_redis(acc);

@@ -14,7 +14,7 @@ use aws_lc_rs::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use payonce_store::{App, DeliveryAttempt, DeliveryOutcome, EventRow};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The Standard Webhooks signature of one message with one `whsec_` secret.
 pub fn sign(secret: &str, msg_id: &str, timestamp: i64, body: &str) -> Option<String> {
@@ -273,7 +273,7 @@ async fn deliver_in_trace(
     }
     let ts = now.0 / 1000;
     let signature = signature(&secrets, &ev.id, ts, &ev.payload);
-    let started = Instant::now();
+    let started = state.clock.now();
     let mut request = http.post(&dest);
     if let Some(tp) = &traceparent {
         request = request.header("traceparent", tp);
@@ -290,7 +290,7 @@ async fn deliver_in_trace(
         .body(ev.payload.clone())
         .send()
         .await;
-    let duration_ms = started.elapsed().as_millis() as i64;
+    let duration_ms = state.clock.now().0 - started.0;
     let (status_code, error) = match &sent {
         Ok(r) if r.status().is_redirection() => (
             Some(r.status().as_u16() as i64),
@@ -396,7 +396,7 @@ async fn deliver_to_sink(
 ) {
     let sink = app.sink;
     let now = state.clock.now();
-    let started = Instant::now();
+    let started = state.clock.now();
     let published = match broker_body(ev) {
         Ok(body) => {
             let ts = now.0 / 1000;
@@ -442,7 +442,7 @@ async fn deliver_to_sink(
         destination,
         status_code: None,
         error,
-        duration_ms: started.elapsed().as_millis() as i64,
+        duration_ms: state.clock.now().0 - started.0,
         attempted_at: now,
     };
     let _ = state.store.record_delivery(owner, &attempt, &outcome).await;

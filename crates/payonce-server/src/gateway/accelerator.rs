@@ -9,8 +9,11 @@
 //! its rate once, not N times (a GCRA bucket in one key, timed by Redis's own clock so that
 //! instances' clocks need not agree). Redis unreachable → each instance's own bucket.
 
+use crate::gateway::waiting::{Deadline, Waits};
+use payonce_core::{Clock, Timestamp};
 use redis::aio::ConnectionManager;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 pub struct Accelerator {
     conn: ConnectionManager,
@@ -22,6 +25,8 @@ pub struct Accelerator {
     lead_pause: Pause,
     /// `TAKE_TOKEN`, hashed once (sent by EVALSHA, loaded on first use).
     rate_script: redis::Script,
+    /// The server's clock: pauses are timed by it, like every wait of the engine and gateway.
+    clock: Arc<dyn Clock>,
 }
 
 /// How long a Redis call may take before the instance goes on without it (its own rate
@@ -52,21 +57,18 @@ return 0
 
 /// "Redis failed just now: leave it alone until then."
 #[derive(Default)]
-struct Pause(std::sync::Mutex<Option<Instant>>);
+struct Pause(std::sync::Mutex<Option<Timestamp>>);
 
 impl Pause {
-    fn active(&self) -> bool {
-        self.0
-            .lock()
-            .unwrap()
-            .is_some_and(|until| Instant::now() < until)
+    fn active(&self, now: Timestamp) -> bool {
+        self.0.lock().unwrap().is_some_and(|until| now < until)
     }
 
     /// Starts (or extends) the pause; `true` if it was not already running (log once).
-    fn start(&self) -> bool {
+    fn start(&self, now: Timestamp) -> bool {
         let mut until = self.0.lock().unwrap();
-        let first = !until.is_some_and(|u| Instant::now() < u);
-        *until = Some(Instant::now() + RATE_PAUSE);
+        let first = !until.is_some_and(|u| now < u);
+        *until = Some(now + RATE_PAUSE);
         first
     }
 }
@@ -86,7 +88,7 @@ fn count(op: &'static str, outcome: &'static str) {
 }
 
 impl Accelerator {
-    pub async fn connect(url: &str) -> Result<Self, redis::RedisError> {
+    pub async fn connect(url: &str, clock: Arc<dyn Clock>) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(url)?;
         let conn = tokio::time::timeout(Duration::from_secs(3), client.get_connection_manager())
             .await
@@ -102,6 +104,7 @@ impl Accelerator {
             rate_pause: Pause::default(),
             lead_pause: Pause::default(),
             rate_script: redis::Script::new(TAKE_TOKEN),
+            clock,
         })
     }
 
@@ -113,7 +116,7 @@ impl Accelerator {
     /// instance) does; `None`: Redis did not answer — go straight to the database.
     pub async fn try_lead(&self, order_id: &str, ttl: Duration) -> Option<bool> {
         // A Redis that failed a moment ago is left alone: the database path needs no leader.
-        if self.lead_pause.active() {
+        if self.lead_pause.active(self.clock.now()) {
             return None;
         }
         let mut c = self.conn.clone();
@@ -134,7 +137,7 @@ impl Accelerator {
             }
             Err(e) => {
                 count("lead", "error");
-                if self.lead_pause.start() {
+                if self.lead_pause.start(self.clock.now()) {
                     tracing::warn!(error = %e, "redis unavailable; prepays go straight to the database for a while");
                 }
                 None
@@ -149,7 +152,7 @@ impl Accelerator {
         app: &str,
         spec: crate::gateway::ratelimit::RateSpec,
     ) -> Option<Result<(), Duration>> {
-        if self.rate_pause.active() {
+        if self.rate_pause.active(self.clock.now()) {
             return None;
         }
         let mut c = self.conn.clone();
@@ -164,7 +167,7 @@ impl Accelerator {
             Ok(wait_us) => Some(Err(Duration::from_micros(wait_us))),
             Err(e) => {
                 count("rate", "error");
-                if self.rate_pause.start() {
+                if self.rate_pause.start(self.clock.now()) {
                     tracing::warn!(error = %e, "redis unavailable; rate-limiting with this instance's buckets for a while");
                 }
                 None
@@ -184,22 +187,24 @@ impl Accelerator {
         }
     }
 
-    /// Waits until the leader is done (its key gone) or `deadline`.
-    pub async fn wait_for_leader(&self, order_id: &str, deadline: Instant) {
-        let mut c = self.conn.clone();
-        let mut pause = Duration::from_millis(5);
-        while Instant::now() < deadline {
-            let exists: redis::RedisResult<bool> = redis::cmd("EXISTS")
-                .arg(Self::key(order_id))
-                .query_async(&mut c)
-                .await;
-            match exists {
-                Ok(true) => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(50));
+    /// Waits until the leader is done (its key gone) or `deadline`, through the one way to
+    /// wait (`waiting`): another instance's leader cannot signal here, so the key is re-read on
+    /// the waiter's backoff; a Redis error ends the wait (the database path needs no leader).
+    pub async fn wait_for_leader(&self, order_id: &str, waits: &Waits, deadline: &Deadline) {
+        let key = Self::key(order_id);
+        let _ = waits
+            .until(&key, deadline, || {
+                let mut c = self.conn.clone();
+                let key = key.clone();
+                async move {
+                    let exists: redis::RedisResult<bool> =
+                        redis::cmd("EXISTS").arg(key).query_async(&mut c).await;
+                    Ok::<_, std::convert::Infallible>(match exists {
+                        Ok(true) => None,
+                        _ => Some(()),
+                    })
                 }
-                _ => return,
-            }
-        }
+            })
+            .await;
     }
 }

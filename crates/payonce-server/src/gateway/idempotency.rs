@@ -7,6 +7,7 @@
 use crate::crypto::sha256_hex;
 use crate::error::ApiError;
 use crate::gateway::auth::{Authed, authenticate};
+use crate::gateway::waiting::Deadline;
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -14,7 +15,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use payonce_store::{IdempotencyBegin, IdempotencyKey, StoredResponse};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// `Idempotency-Key` of every POST under `/v1`.
 #[derive(serde::Deserialize, utoipa::IntoParams)]
@@ -86,34 +87,46 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
         fingerprint: sha256_hex(&fp),
     };
 
-    let deadline = Instant::now() + state.config.prepay_wait() + Duration::from_secs(3);
-    loop {
-        match state
-            .store
-            .idempotency_begin(&k, state.clock.now(), LOCK_MS)
-            .await
-        {
-            Err(e) => return ApiError::from(e).into_response(),
-            Ok(IdempotencyBegin::Proceed) => break,
-            Ok(IdempotencyBegin::Replay(stored)) => {
-                metrics::counter!("payonce_idempotent_replays_total", "app" => app.id.to_string())
-                    .increment(1);
-                return replay(stored);
+    // The request's one deadline: a duplicate waits for the first by it, and the request goes
+    // on with it (`RequestDeadline`), three seconds longer than the first request's own wait so
+    // that a duplicate outlasts it.
+    let deadline = Deadline::after(
+        &state.clock,
+        state.config.prepay_wait() + Duration::from_secs(3),
+    );
+    let wait_key = format!("idempotency:{}:{}", k.app_id, k.key);
+    let begun = state
+        .waits
+        .until(&wait_key, &deadline, || async {
+            match state
+                .store
+                .idempotency_begin(&k, state.clock.now(), LOCK_MS)
+                .await?
+            {
+                IdempotencyBegin::InFlight => Ok::<_, payonce_store::StoreError>(None),
+                other => Ok(Some(other)),
             }
-            Ok(IdempotencyBegin::Mismatch) => {
-                return ApiError::idempotency_key_reused().into_response();
-            }
-            Ok(IdempotencyBegin::InFlight) => {
-                if Instant::now() >= deadline {
-                    return ApiError::request_in_progress(
-                        "a request with this Idempotency-Key is still being processed",
-                    )
-                    .into_response();
-                }
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
+        })
+        .await;
+    match begun {
+        Err(e) => return ApiError::from(e).into_response(),
+        Ok(Some((IdempotencyBegin::Proceed, _))) => {}
+        Ok(Some((IdempotencyBegin::Replay(stored), _))) => {
+            metrics::counter!("payonce_idempotent_replays_total", "app" => app.id.to_string())
+                .increment(1);
+            return replay(stored);
+        }
+        Ok(Some((IdempotencyBegin::Mismatch, _))) => {
+            return ApiError::idempotency_key_reused().into_response();
+        }
+        Ok(Some((IdempotencyBegin::InFlight, _))) | Ok(None) => {
+            return ApiError::request_in_progress(
+                "a request with this Idempotency-Key is still being processed",
+            )
+            .into_response();
         }
     }
+    parts.extensions.insert(deadline);
 
     let resp = next
         .run(Request::from_parts(parts, Body::from(bytes)))
@@ -124,6 +137,7 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
         Ok(b) => b,
         Err(e) => {
             let _ = state.store.idempotency_release(&k).await;
+            state.waits.signal(&wait_key);
             return ApiError::internal(e).into_response();
         }
     };
@@ -148,6 +162,8 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
         // Not a final answer: free the key so the client's retry runs the request again.
         state.store.idempotency_release(&k).await
     };
+    // Duplicates waiting on this key check again now.
+    state.waits.signal(&wait_key);
     if let Err(e) = outcome {
         // The work itself is durable and safe to repeat (orders by merchant number, prepays by
         // the one-active-attempt rule); the key unlocks after LOCK_MS.
@@ -165,4 +181,25 @@ fn replay(stored: StoredResponse) -> Response {
     resp.headers_mut()
         .insert(REPLAYED, HeaderValue::from_static("true"));
     resp
+}
+
+/// The request's one deadline for waiting on others: the idempotency layer's, when it ran
+/// (the request continues on the deadline it waited by), else one begun now.
+pub struct RequestDeadline(pub Deadline);
+
+impl axum::extract::FromRequestParts<AppState> for RequestDeadline {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(RequestDeadline(
+            parts
+                .extensions
+                .get::<Deadline>()
+                .cloned()
+                .unwrap_or_else(|| Deadline::after(&state.clock, state.config.prepay_wait())),
+        ))
+    }
 }

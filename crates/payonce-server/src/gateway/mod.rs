@@ -8,5 +8,5 @@ pub mod auth;
 pub mod body_limit;
 pub mod connections;
 pub mod idempotency;
-pub mod locks;
 pub mod ratelimit;
+pub mod waiting;

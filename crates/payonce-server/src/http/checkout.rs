@@ -448,7 +448,9 @@ pub async fn prepay(
         method: channel.methods()[0],
         payer: None,
     };
-    let answer = match payments::prepay(&state, &app, &order.id, &params).await {
+    let deadline =
+        crate::gateway::waiting::Deadline::after(&state.clock, state.config.prepay_wait());
+    let answer = match payments::prepay(&state, &app, &order.id, &params, &deadline).await {
         Ok(a) => a,
         Err(PaymentError::AlreadyPaid(_)) => {
             return refused_json(StatusCode::CONFLICT, "order_already_paid");

@@ -5,7 +5,7 @@ use crate::engine::coupons::CouponRefusal;
 use crate::engine::payments::{self, PrepayParams};
 use crate::error::ApiError;
 use crate::gateway::auth::Authed;
-use crate::gateway::idempotency::IdempotencyKeyHeader;
+use crate::gateway::idempotency::{IdempotencyKeyHeader, RequestDeadline};
 use crate::http::body::{Fields, JsonObject};
 use crate::state::AppState;
 use crate::views;
@@ -418,6 +418,7 @@ pub struct PrepayRequest {
 pub async fn prepay(
     State(state): State<AppState>,
     Authed(app): Authed,
+    RequestDeadline(deadline): RequestDeadline,
     Path(id): Path<String>,
     JsonObject(body): JsonObject,
 ) -> Result<Json<crate::views::PrepaidView>, ApiError> {
@@ -480,7 +481,7 @@ pub async fn prepay(
         method,
         payer: payer.map(serde_json::Value::Object),
     };
-    let answer = payments::prepay(&state, &app, &order.id, &params).await?;
+    let answer = payments::prepay(&state, &app, &order.id, &params, &deadline).await?;
     let a = &answer.attempt;
     Ok(Json(crate::views::PrepaidView {
         attempt_id: a.id.to_string(),
@@ -502,10 +503,11 @@ pub async fn prepay(
 pub async fn close(
     State(state): State<AppState>,
     Authed(app): Authed,
+    RequestDeadline(deadline): RequestDeadline,
     Path(id): Path<String>,
 ) -> Result<Json<crate::views::OrderView>, ApiError> {
     let order = load(&state, &app.id, &id).await?;
-    let closed = payments::close(&state, &app, &order.id).await?;
+    let closed = payments::close(&state, &app, &order.id, &deadline).await?;
     Ok(Json(render(&state, &closed).await?))
 }
 

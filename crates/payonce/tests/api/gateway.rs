@@ -354,9 +354,12 @@ async fn with_redis_the_rate_is_shared_by_every_instance(b: Backend) {
         return;
     };
     // Another instance (its own connection to the same Redis) serves this app 4 requests.
-    let other_instance = payonce_server::gateway::accelerator::Accelerator::connect(redis)
-        .await
-        .unwrap();
+    let other_instance = payonce_server::gateway::accelerator::Accelerator::connect(
+        redis,
+        std::sync::Arc::new(payonce_core::SystemClock),
+    )
+    .await
+    .unwrap();
     for _ in 0..4 {
         assert_eq!(
             other_instance.take_token(&app.app_id, spec).await,

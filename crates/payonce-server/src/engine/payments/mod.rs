@@ -5,6 +5,7 @@
 //! partial unique index allows one active attempt per order); in-process order locks only
 //! spare the database a thundering herd.
 
+use crate::gateway::waiting::Deadline;
 use crate::state::AppState;
 use payonce_channels::{
     Channel, ChannelError, ChannelOrderRef, CloseAnswer, PrepayRequest, TradeState,
@@ -18,7 +19,7 @@ use payonce_store::{
     PrepayResult, StoreError,
 };
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Why the engine did not do what was asked. The HTTP layer maps each to API.md's status and
 /// code (`error::ApiError`); the engine itself speaks no HTTP.
@@ -316,18 +317,26 @@ fn observe(state: &AppState, outcome: &ChannelOutcome, applied: &OutcomeApplied)
     }
 }
 
+/// The key every request about one order waits on (its turn, its calls in flight).
+pub(crate) fn order_key(order: &OrderId) -> String {
+    format!("order:{order}")
+}
+
 /// Closes an order at the business's request: every open channel order is closed at the
 /// channel first; the order is `closed` only once they all are.
 #[tracing::instrument(skip_all, fields(order_id = %order_id))]
-pub async fn close(state: &AppState, app: &App, order_id: &OrderId) -> Result<Order, PaymentError> {
+pub async fn close(
+    state: &AppState,
+    app: &App,
+    order_id: &OrderId,
+    deadline: &Deadline,
+) -> Result<Order, PaymentError> {
     let order = state
         .store
         .order(&app.id, order_id)
         .await?
         .ok_or_else(|| PaymentError::NotFound("order"))?;
-    let wait = state.config.prepay_wait();
-    let deadline = Instant::now() + wait;
-    let Some(_turn) = state.order_locks.lock(order.id.as_str(), wait).await else {
+    let Ok(_turn) = state.waits.turn(&order_key(&order.id), deadline).await else {
         return Err(PaymentError::InProgress(
             "another request for this order is in flight",
         ));
@@ -352,12 +361,10 @@ pub async fn close(state: &AppState, app: &App, order_id: &OrderId) -> Result<Or
                         .store
                         .mark_stale_created(&a.id, stale_before, now)
                         .await?;
-                } else if Instant::now() >= deadline {
+                } else if prepay::wait_for_call(state, &a, deadline).await?.is_none() {
                     return Err(PaymentError::InProgress(
                         "a prepay of this order is in flight",
                     ));
-                } else {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
             CloseOrder::ActiveAttempt(a) => retire(state, &a).await?,

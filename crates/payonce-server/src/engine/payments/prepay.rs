@@ -22,31 +22,40 @@ pub struct PrepayAnswer {
 /// First query after a prepay when no notification came (DESIGN.md: 10 s, 20 s, 30 s …).
 const FIRST_QUERY_AFTER: Duration = Duration::from_secs(10);
 
+/// One prepay of an order. `deadline` is the request's one deadline (on the server's clock):
+/// every wait below — this instance's turn on the order, another instance's Redis leadership,
+/// a channel call in flight elsewhere — ends by it, through the one way to wait
+/// (`gateway::waiting`).
 #[tracing::instrument(skip_all, fields(order_id = %order_id, channel = %params.channel))]
 pub async fn prepay(
     state: &AppState,
     app: &App,
     order_id: &OrderId,
     params: &PrepayParams,
+    deadline: &Deadline,
 ) -> Result<PrepayAnswer, PaymentError> {
     let channel = channel_of(state, params.channel)?.clone();
-    let wait = state.config.prepay_wait();
-    let deadline = Instant::now() + wait;
     // Duplicates on this instance queue here; when their turn comes the credential is stored.
-    let Some((_turn, mut waited)) = state.order_locks.lock(order_id.as_str(), wait).await else {
+    let Ok(turn) = state.waits.turn(&order_key(order_id), deadline).await else {
         prepay_metric(&app.id, "conflict");
         return Err(PaymentError::InProgress(
             "another prepay of this order is in flight",
         ));
     };
+    let mut waited = turn.waited;
     // Across instances, Redis (when configured) lets one request lead and the others wait for
     // it before touching the database; the database still decides everything.
     let mut leading = false;
     if let Some(redis) = &state.redis {
-        match redis.try_lead(order_id.as_str(), wait).await {
+        match redis
+            .try_lead(order_id.as_str(), deadline.remaining())
+            .await
+        {
             Some(true) => leading = true,
             Some(false) => {
-                redis.wait_for_leader(order_id.as_str(), deadline).await;
+                redis
+                    .wait_for_leader(order_id.as_str(), &state.waits, deadline)
+                    .await;
                 waited = true;
             }
             None => {}
@@ -66,10 +75,9 @@ async fn prepay_rounds(
     order_id: &OrderId,
     params: &PrepayParams,
     channel: Arc<dyn Channel>,
-    deadline: Instant,
+    deadline: &Deadline,
     waited: &mut bool,
 ) -> Result<PrepayAnswer, PaymentError> {
-    let mut backoff = Duration::from_millis(10);
     for _ in 0..MAX_ROUNDS {
         let now = state.clock.now();
         let order = state
@@ -135,15 +143,14 @@ async fn prepay_rounds(
                         .await?;
                     continue;
                 }
-                if Instant::now() >= deadline {
+                // Wait until its attempt leaves `created`, or its caller is overdue.
+                if wait_for_call(state, &a, deadline).await?.is_none() {
                     prepay_metric(&app.id, "conflict");
                     return Err(PaymentError::InProgress(
                         "another prepay of this order is in flight",
                     ));
                 }
                 *waited = true;
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(200));
             }
             // Same channel order, outcome unknown: ask the channel again under the same number.
             // It answers with the same order (and credential), or says it is paid — it can never
@@ -416,4 +423,25 @@ async fn refresh_credential(
             ))
         }
     }
+}
+
+/// Waits (the one way, until `deadline`) for a channel call in flight elsewhere: until its
+/// attempt is no longer `created`, or has been so past the call deadline (its caller is gone).
+/// `None`: the deadline came first.
+pub(super) async fn wait_for_call(
+    state: &AppState,
+    a: &Attempt,
+    deadline: &Deadline,
+) -> Result<Option<()>, StoreError> {
+    let overdue_at = a.created_at + state.config.call_deadline();
+    let answer = state
+        .waits
+        .until(&order_key(&a.order_id), deadline, || async {
+            let now = state.clock.now();
+            let current = state.store.attempt(&a.id).await?;
+            let settled = current.is_none_or(|c| c.status != AttemptStatus::Created);
+            Ok::<_, StoreError>((settled || now > overdue_at).then_some(()))
+        })
+        .await?;
+    Ok(answer.map(|((), _)| ()))
 }
