@@ -228,6 +228,47 @@ impl<R: BufRead> Iterator for Rows<R> {
     }
 }
 
+/// A downloaded bill, plain or gzip, checked against WeChat's `hash_value` (the SHA-1 of the
+/// unpacked bill) and returned gzip-compressed for storage.
+pub(super) fn checked_bill(content: Vec<u8>, hash_value: &str) -> Result<Vec<u8>, String> {
+    let gzipped = content.starts_with(&[0x1f, 0x8b]);
+    let sha1 = if gzipped {
+        sha1_of_gunzipped(&content)?
+    } else {
+        sha1_hex(&content)
+    };
+    if !hash_value.eq_ignore_ascii_case(&sha1) {
+        return Err("bill hash mismatch".into());
+    }
+    Ok(if gzipped {
+        content
+    } else {
+        crate::bill::gzip(&content)
+    })
+}
+
+fn sha1_hex(bytes: &[u8]) -> String {
+    hex::encode(
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, bytes).as_ref(),
+    )
+}
+
+/// The SHA-1 of what a gzip stream unpacks to, read in blocks (a large bill is never unpacked
+/// whole in memory).
+fn sha1_of_gunzipped(packed: &[u8]) -> Result<String, String> {
+    use std::io::Read;
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    let mut decoder = flate2::read::GzDecoder::new(packed);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match decoder.read(&mut buf) {
+            Ok(0) => return Ok(hex::encode(ctx.finish().as_ref())),
+            Ok(n) => ctx.update(&buf[..n]),
+            Err(e) => return Err(format!("the gzip bill does not unpack: {e}")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,5 +353,36 @@ mod tests {
         assert_eq!(s.lines.len(), 1);
         assert_eq!(s.unrecognised.len(), 1);
         assert!(s.unrecognised[0].contains("SOMETHING_NEW"));
+    }
+}
+
+#[cfg(test)]
+mod bill_download_tests {
+    use super::*;
+
+    #[test]
+    fn plain_and_gzip_downloads_are_checked_against_the_unpacked_bill() {
+        let bill = b"\xef\xbb\xbf\xe4\xba\xa4\xe6\x98\x93\xe6\x97\xb6\xe9\x97\xb4\r\n".to_vec();
+        let hash = sha1_hex(&bill);
+        let plain = checked_bill(bill.clone(), &hash).unwrap();
+        assert_eq!(
+            crate::bill::gunzip(&plain, 1 << 20).unwrap(),
+            bill,
+            "a plain download is stored gzip-compressed"
+        );
+        let packed = crate::bill::gzip(&bill);
+        assert_eq!(
+            checked_bill(packed.clone(), &hash.to_uppercase()).unwrap(),
+            packed,
+            "a gzip download is kept as it came"
+        );
+        assert!(
+            checked_bill(packed.clone(), &sha1_hex(&packed)).is_err(),
+            "the hash is of the unpacked bill, not of the gzip"
+        );
+        assert!(
+            checked_bill(packed[..packed.len() - 4].to_vec(), &hash).is_err(),
+            "a truncated gzip"
+        );
     }
 }

@@ -3,12 +3,15 @@
 //! (`PUB_KEY_ID_…`), AEAD_AES_256_GCM notification resources, native and JSAPI prepay, query,
 //! close, refund and refund query. The simulator imports `protocol` to play the other side.
 
+mod answers;
 pub mod bill;
 mod client;
 pub mod protocol;
+mod trust;
 
-pub use client::{
-    CREDENTIAL_LIFE_MS, PrepayCode, WechatpayClient, WechatpayKeys, close_outcome, is_definitive,
-    is_retryable, prepay_outcome, query_outcome, refund_outcome, refund_query_outcome,
-    refund_state_of, refund_status_checked, trade_state_checked, trade_state_of,
+pub use answers::{
+    PrepayCode, close_outcome, is_definitive, is_retryable, prepay_outcome, query_outcome,
+    refund_outcome, refund_query_outcome, refund_state_of, refund_status_checked,
+    trade_state_checked, trade_state_of,
 };
+pub use client::{CREDENTIAL_LIFE_MS, WechatpayClient, WechatpayKeys};

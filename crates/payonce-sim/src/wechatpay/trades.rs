@@ -1,0 +1,265 @@
+//! The simulated WeChat payments: prepay (native and JSAPI) with its body checks, query, close,
+//! and the `TRANSACTION.SUCCESS` notification.
+
+use super::{authentic, envelope, error, param_error, platform_headers, signed};
+use crate::keys::{WECHAT_APPID, WECHAT_MCHID};
+use crate::ops::{self, CloseError, CreateError, NewOrder};
+use crate::rng::Draw;
+use crate::wire::{parse_wechat_time, wechat_time};
+use crate::{Sim, SimOrder, SimStatus};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
+use payonce_core::ChannelName;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// WeChat: "prepay_id 有效期为2小时" (the code_url likewise).
+const CREDENTIAL_LIFE_MS: i64 = 2 * 3_600_000;
+
+/// The prepay body's checks (PARAM_ERROR on failure), per the native/jsapi documents.
+fn check_prepay(body: &Value, jsapi: bool, now: i64) -> Result<(), String> {
+    let s = |k: &str| body[k].as_str().unwrap_or_default();
+    if s("appid") != WECHAT_APPID || s("mchid") != WECHAT_MCHID {
+        return Err("appid/mchid 不正确".into());
+    }
+    let d = s("description");
+    if d.is_empty() || d.chars().count() > 127 {
+        return Err("description 长度不合法".into());
+    }
+    let no = s("out_trade_no");
+    if !(6..=32).contains(&no.len())
+        || !no
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-|*".contains(&b))
+    {
+        return Err("out_trade_no 不合法".into());
+    }
+    if s("notify_url").is_empty()
+        || !(s("notify_url").starts_with("https://") || s("notify_url").starts_with("http://"))
+    {
+        return Err("notify_url 不合法".into());
+    }
+    if body["amount"]["total"].as_i64().is_none_or(|t| t <= 0)
+        || !matches!(body["amount"]["currency"].as_str(), None | Some("CNY"))
+    {
+        return Err("amount 不合法".into());
+    }
+    if let Some(t) = body["time_expire"].as_str() {
+        match parse_wechat_time(t) {
+            Some(at) if at > now => {}
+            _ => return Err("time_expire 不合法".into()),
+        }
+    }
+    if jsapi && body["payer"]["openid"].as_str().is_none_or(str::is_empty) {
+        return Err("payer.openid 不能为空".into());
+    }
+    Ok(())
+}
+
+pub(super) async fn prepay(
+    State(sim): State<Arc<Sim>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !authentic(&sim, &method, &uri, &headers, &body) {
+        return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
+    }
+    let Ok(req @ Value::Object(_)) = serde_json::from_slice::<Value>(&body) else {
+        return param_error(&sim, "请求体不是JSON对象");
+    };
+    let jsapi = uri.path().ends_with("/jsapi");
+    let now = sim.now_ms();
+    if let Err(msg) = check_prepay(&req, jsapi, now) {
+        return param_error(&sim, &msg);
+    }
+    let faults = sim.faults.lock().unwrap().clone();
+    if sim.chance(Draw::PrepayError, faults.prepay_error_rate) {
+        return error(
+            &sim,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SYSTEM_ERROR",
+            "系统错误",
+        );
+    }
+    let time_expire = req["time_expire"]
+        .as_str()
+        .and_then(parse_wechat_time)
+        .unwrap_or(now + 7 * 86_400_000);
+    let credential = if jsapi {
+        format!("wx{}", sim.nonce(30).to_lowercase())
+    } else {
+        format!("weixin://wxpay/bizpayurl?pr={}", sim.nonce(10))
+    };
+    // Every parameter of a repeat must match the first request (WeChat's rule).
+    let mut fingerprint = req.clone();
+    fingerprint["out_trade_no"] = Value::Null;
+    let created = ops::create(
+        &sim,
+        NewOrder {
+            channel: ChannelName::Wechatpay,
+            out_trade_no: req["out_trade_no"].as_str().unwrap_or_default().to_owned(),
+            amount: req["amount"]["total"].as_i64().unwrap_or_default(),
+            subject: req["description"].as_str().unwrap_or_default().to_owned(),
+            notify_url: req["notify_url"].as_str().unwrap_or_default().to_owned(),
+            time_expire,
+            credential_valid_until: Some(time_expire.min(now + CREDENTIAL_LIFE_MS)),
+            credential,
+            fingerprint: format!("{}{}", if jsapi { "jsapi" } else { "native" }, fingerprint),
+            initial: SimStatus::Unpaid,
+        },
+    );
+    match created {
+        Ok(o) => {
+            if sim.chance(Draw::PrepayTimeout, faults.prepay_timeout_rate) {
+                tokio::time::sleep(Duration::from_secs(120)).await;
+            }
+            let body = if jsapi {
+                json!({ "prepay_id": o.credential })
+            } else {
+                json!({ "code_url": o.credential })
+            };
+            signed(&sim, StatusCode::OK, body.to_string().into_bytes())
+        }
+        Err(CreateError::Paid) => error(&sim, StatusCode::FORBIDDEN, "ORDERPAID", "该订单已支付"),
+        Err(CreateError::Used) => error(
+            &sim,
+            StatusCode::BAD_REQUEST,
+            "OUT_TRADE_NO_USED",
+            "商户订单号重复",
+        ),
+    }
+}
+
+fn transaction(o: &SimOrder) -> Value {
+    let paid = o.status == SimStatus::Paid;
+    let mut t = json!({
+        "appid": WECHAT_APPID,
+        "mchid": WECHAT_MCHID,
+        "out_trade_no": o.out_trade_no,
+        "trade_type": if o.credential.starts_with("weixin://") { "NATIVE" } else { "JSAPI" },
+        "trade_state": o.state_name(),
+        "trade_state_desc": match o.state_name() {
+            "SUCCESS" => "支付成功",
+            "REFUND" => "转入退款",
+            "CLOSED" => "已关闭",
+            _ => "未支付",
+        },
+        "amount": {"total": o.amount, "currency": "CNY"},
+    });
+    if paid {
+        t["transaction_id"] = json!(o.trade_no);
+        t["success_time"] = json!(wechat_time(o.paid_at.unwrap_or_default()));
+        t["bank_type"] = json!("OTHERS");
+        t["payer"] = json!({"openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"});
+        t["amount"]["payer_total"] = json!(o.amount);
+        t["amount"]["payer_currency"] = json!("CNY");
+    }
+    t
+}
+
+pub(super) async fn query(
+    State(sim): State<Arc<Sim>>,
+    Path(no): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if !authentic(&sim, &method, &uri, &headers, b"") {
+        return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
+    }
+    if uri.query().unwrap_or_default() != format!("mchid={WECHAT_MCHID}") {
+        return param_error(&sim, "mchid 不正确");
+    }
+    if sim.chance(
+        Draw::QueryError,
+        sim.faults.lock().unwrap().query_error_rate,
+    ) {
+        return error(
+            &sim,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SYSTEM_ERROR",
+            "系统错误",
+        );
+    }
+    match ops::find(&sim, ChannelName::Wechatpay, &no) {
+        Some(o) => signed(
+            &sim,
+            StatusCode::OK,
+            transaction(&o).to_string().into_bytes(),
+        ),
+        None => error(&sim, StatusCode::NOT_FOUND, "ORDER_NOT_EXIST", "订单不存在"),
+    }
+}
+
+pub(super) async fn close(
+    State(sim): State<Arc<Sim>>,
+    Path(no): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !authentic(&sim, &method, &uri, &headers, &body) {
+        return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
+    }
+    // The close body is exactly `{"mchid": "…"}`.
+    let ok = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.as_object().cloned())
+        .is_some_and(|o| o.len() == 1 && o["mchid"] == WECHAT_MCHID);
+    if !ok {
+        return param_error(&sim, "请求体须为 {\"mchid\": 商户号}");
+    }
+    if sim.chance(
+        Draw::CloseError,
+        sim.faults.lock().unwrap().close_error_rate,
+    ) {
+        return error(
+            &sim,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "SYSTEM_ERROR",
+            "系统错误",
+        );
+    }
+    match ops::close(&sim, ChannelName::Wechatpay, &no) {
+        Ok(()) => signed(&sim, StatusCode::NO_CONTENT, Vec::new()),
+        Err(CloseError::NotExist) => {
+            error(&sim, StatusCode::NOT_FOUND, "ORDER_NOT_EXIST", "订单不存在")
+        }
+        Err(CloseError::Paid) => error(
+            &sim,
+            StatusCode::BAD_REQUEST,
+            "ORDERPAID",
+            "订单已支付，不能关单",
+        ),
+    }
+}
+
+/// `TRANSACTION.SUCCESS`: the transaction encrypted with the APIv3 key, the envelope signed by
+/// the platform key (re-signed per delivery, as its timestamp must be fresh).
+pub(crate) fn notify(sim: Arc<Sim>, order: SimOrder, event_id: String) {
+    let body = envelope(
+        &sim,
+        format!("EV-{event_id}"),
+        "TRANSACTION.SUCCESS",
+        "支付成功",
+        "transaction",
+        &transaction(&order),
+    );
+    let signer = sim.clone();
+    crate::notify::spawn(
+        sim,
+        order.notify_url.clone(),
+        move || crate::notify::Delivery {
+            headers: platform_headers(&signer, &body),
+            content_type: "application/json",
+            body: body.clone(),
+        },
+        |status, _| status == 200 || status == 204,
+    );
+}
