@@ -11,6 +11,8 @@ pub trait Apps: Send + Sync {
     async fn insert_app(&self, app: &App) -> Result<()>;
     async fn app_by_secret_hash(&self, secret_hash: &str) -> Result<Option<App>>;
     async fn app(&self, id: &AppId) -> Result<Option<App>>;
+    /// Every app, oldest first (the console's home page lists them).
+    async fn apps(&self) -> Result<Vec<App>>;
     async fn disable_webhook(&self, app: &AppId, now: Timestamp) -> Result<()>;
     /// Installs a new webhook secret and keeps the current one as the previous.
     async fn rotate_webhook_secret(&self, app: &AppId, new_enc: &str) -> Result<bool>;
@@ -53,6 +55,14 @@ impl Apps for SqlStore {
             .bind(id.as_str())
             .load_optional::<App>(&self.reader())
             .await
+    }
+
+    async fn apps(&self) -> Result<Vec<App>> {
+        q_fmt(format!(
+            "SELECT {APP_COLS} FROM apps ORDER BY created_at, id"
+        ))
+        .load_all::<App>(&self.reader())
+        .await
     }
 
     async fn disable_webhook(&self, app: &AppId, _now: Timestamp) -> Result<()> {

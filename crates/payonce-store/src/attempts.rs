@@ -56,7 +56,6 @@ pub trait Attempts: Send + Sync {
         outcome: &ChannelOutcome,
         now: Timestamp,
     ) -> Result<OutcomeApplied>;
-    async fn all_attempts(&self) -> Result<Vec<Attempt>>;
 }
 
 impl SqlStore {
@@ -537,11 +536,5 @@ impl Attempts for SqlStore {
             attempt,
             effect,
         })
-    }
-
-    async fn all_attempts(&self) -> Result<Vec<Attempt>> {
-        q_fmt(format!("SELECT {ATTEMPT_COLS} FROM attempts ORDER BY id"))
-            .load_all::<Attempt>(&self.reader())
-            .await
     }
 }

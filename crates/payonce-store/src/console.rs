@@ -3,7 +3,7 @@
 //! `Console` trait of the store and its implementation for `SqlStore`.
 
 use crate::db::{Tx, q, q_fmt};
-use crate::sql::{APP_COLS, ORDER_COLS};
+use crate::sql::ORDER_COLS;
 use crate::*;
 use payonce_core::{ChannelName, OrderId, Timestamp};
 
@@ -234,7 +234,6 @@ pub trait Console: Send + Sync {
         &self,
         order: &OrderId,
     ) -> Result<Vec<ReconciliationItem>>;
-    async fn all_apps(&self) -> Result<Vec<App>>;
 }
 
 impl SqlStore {
@@ -481,13 +480,5 @@ impl Console for SqlStore {
         .bind(order.as_str())
         .fetch_all::<ReconciliationItem>(&self.reader())
         .await?)
-    }
-
-    async fn all_apps(&self) -> Result<Vec<App>> {
-        q_fmt(format!(
-            "SELECT {APP_COLS} FROM apps ORDER BY created_at, id"
-        ))
-        .load_all::<App>(&self.reader())
-        .await
     }
 }

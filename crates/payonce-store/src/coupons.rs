@@ -32,13 +32,10 @@ pub trait Coupons: Send + Sync {
     /// `false` if the app already has a coupon with this code.
     async fn create_coupon(&self, coupon: &Coupon) -> Result<bool>;
     async fn coupon(&self, app: &AppId, code: &str) -> Result<Option<Coupon>>;
-    /// Every coupon and every use (the invariant checker's view).
-    async fn all_coupons(&self) -> Result<Vec<Coupon>>;
-    async fn all_coupon_uses(&self) -> Result<Vec<CouponUse>>;
 }
 
 /// The columns of a `Coupon`.
-const COUPON_COLS: &str = "id, app_id, code, kind, value, min_amount, max_redemptions, per_payer_limit, valid_from, valid_until, reserved, redeemed, created_at";
+pub(crate) const COUPON_COLS: &str = "id, app_id, code, kind, value, min_amount, max_redemptions, per_payer_limit, valid_from, valid_until, reserved, redeemed, created_at";
 
 impl SqlStore {
     /// Reserves the order's coupon in the order's transaction: `Some(reason)`
@@ -230,17 +227,5 @@ impl Coupons for SqlStore {
         .bind(code)
         .load_optional::<Coupon>(&self.reader())
         .await
-    }
-
-    async fn all_coupons(&self) -> Result<Vec<Coupon>> {
-        q_fmt(format!("SELECT {COUPON_COLS} FROM coupons ORDER BY id"))
-            .load_all::<Coupon>(&self.reader())
-            .await
-    }
-
-    async fn all_coupon_uses(&self) -> Result<Vec<CouponUse>> {
-        Ok(q("SELECT coupon_id, order_id, payer_ref, status, over_limit FROM coupon_uses ORDER BY coupon_id, order_id")
-            .fetch_all::<CouponUse>(&self.reader())
-            .await?)
     }
 }

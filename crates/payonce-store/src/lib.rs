@@ -2,8 +2,9 @@
 //! implementation, for `SqlStore`), over SQLite (embedded default) or PostgreSQL (several
 //! instances). The SQL is written once: `db` runs it on either backend and holds their few
 //! differences (`Backend::for_update`, `skip_locked`, the migrations); `sqlite` and `postgres`
-//! hold each backend's connections. The database is the arbiter of every race: unique keys, a
-//! partial unique index for "one active attempt per order", and conditional updates.
+//! hold each backend's connections. Whole-table reads for checkers and tests are a separate
+//! trait, `Inspect`. The database is the arbiter of every race: unique keys, a partial unique
+//! index for "one active attempt per order", and conditional updates.
 
 mod apps;
 mod attempts;
@@ -11,6 +12,7 @@ pub mod console;
 pub mod coupons;
 mod db;
 mod idempotency;
+mod inspect;
 mod leases;
 mod migrate;
 mod model;
@@ -30,6 +32,7 @@ pub use attempts::Attempts;
 pub use console::{AbnormalItem, AuditEntry, ChannelMessage, Console, ConsoleSession};
 pub use coupons::{CouponUse, Coupons};
 pub use idempotency::IdempotencyKeys;
+pub use inspect::Inspect;
 pub use leases::Leases;
 pub use model::*;
 pub use operations::Operations;
@@ -139,6 +142,11 @@ pub async fn open(url: &str, migrate: bool) -> Result<Arc<dyn Store>> {
     Ok(Arc::new(connect(url, migrate).await?))
 }
 
+/// `open`, for what also reads whole tables (the invariant checker, chaos, the bench, tests).
+pub async fn open_inspect(url: &str, migrate: bool) -> Result<Arc<dyn Inspect>> {
+    Ok(Arc::new(connect(url, migrate).await?))
+}
+
 async fn connect(url: &str, migrate: bool) -> Result<SqlStore> {
     let store = if url.starts_with("sqlite:") {
         SqlStore::from(SqliteStore::connect(url).await?)
@@ -197,7 +205,7 @@ impl<T> Store for T where
 /// The store's traits, to call their methods on a `dyn Store`.
 pub mod prelude {
     pub use crate::{
-        Apps, Attempts, Console, Coupons, IdempotencyKeys, Leases, Operations, Orders, Outbox,
-        Reconciliations, Refunds, Store,
+        Apps, Attempts, Console, Coupons, IdempotencyKeys, Inspect, Leases, Operations, Orders,
+        Outbox, Reconciliations, Refunds, Store,
     };
 }

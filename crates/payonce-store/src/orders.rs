@@ -37,7 +37,6 @@ pub trait Orders: Send + Sync {
         by: payonce_core::order::ClosedBy,
         now: Timestamp,
     ) -> Result<CloseOrder>;
-    async fn all_orders(&self) -> Result<Vec<Order>>;
 }
 
 impl SqlStore {
@@ -291,11 +290,5 @@ impl Orders for SqlStore {
         Self::tx_release_coupon(&mut tx, &closed, now).await?;
         tx.commit().await?;
         Ok(CloseOrder::Closed(closed))
-    }
-
-    async fn all_orders(&self) -> Result<Vec<Order>> {
-        q_fmt(format!("SELECT {ORDER_COLS} FROM orders ORDER BY id"))
-            .load_all::<Order>(&self.reader())
-            .await
     }
 }

@@ -40,7 +40,6 @@ pub trait Refunds: Send + Sync {
         result: &RefundResult,
         now: Timestamp,
     ) -> Result<RefundNoticeApplied>;
-    async fn all_refunds(&self) -> Result<Vec<Refund>>;
 }
 
 impl SqlStore {
@@ -337,11 +336,5 @@ impl Refunds for SqlStore {
             Some(r) => RefundNoticeApplied::Applied(r),
             None => RefundNoticeApplied::UnknownRefund,
         })
-    }
-
-    async fn all_refunds(&self) -> Result<Vec<Refund>> {
-        q_fmt(format!("SELECT {REFUND_COLS} FROM refunds ORDER BY id"))
-            .load_all::<Refund>(&self.reader())
-            .await
     }
 }

@@ -6,7 +6,7 @@
 use crate::db::{Reader, Tx};
 use crate::{Backend, PgStore, Result, SqliteStore};
 
-/// The store: every trait of `Store`, on the connections of one backend.
+/// The store: every trait of `Store` (and `Inspect`), on the connections of one backend.
 pub struct SqlStore {
     conn: Conn,
 }
