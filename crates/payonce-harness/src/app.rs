@@ -10,7 +10,7 @@ use crate::db::{Backend, TestDb};
 use payonce_core::SystemClock;
 use payonce_server::crypto::MasterKey;
 use payonce_server::{AppState, ServerConfig};
-use payonce_store::Store;
+use payonce_store::Inspect;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,7 +106,7 @@ pub struct Forged {
 pub struct TestApp {
     pub base: String,
     pub state: AppState,
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn Inspect>,
     pub sim: payonce_sim::SimHandle,
     pub secret: String,
     pub app_id: String,
@@ -195,7 +195,7 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
             .unwrap();
     }
 
-    let store = payonce_store::open(&db.url, true)
+    let store = payonce_store::open_inspect(&db.url, true)
         .await
         .expect("open store");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -303,7 +303,7 @@ impl TestApp {
     pub async fn crash_and_restart_with(&mut self, change: impl FnOnce(&mut ServerConfig)) {
         self.server.abort();
         let _ = (&mut self.server).await;
-        let store = payonce_store::open(&self.db.url, false)
+        let store = payonce_store::open_inspect(&self.db.url, false)
             .await
             .expect("reopen the store");
         let channels = payonce_channels::ChannelsConfig::load(&self.sim.channels_file)

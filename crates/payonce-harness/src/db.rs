@@ -95,7 +95,9 @@ impl TestDb {
                 sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {tpl}")))
                     .execute(&mut admin)
                     .await?;
-                let store = payonce_store::PgStore::connect(&pg_url_for(&tpl), 1).await?;
+                let store = payonce_store::SqlStore::from(
+                    payonce_store::PgStore::connect(&pg_url_for(&tpl), 1).await?,
+                );
                 payonce_store::Operations::migrate(&store).await?;
                 store.close().await;
             }

@@ -3,7 +3,7 @@
 //! into typed structs so that a renamed field fails the check rather than passing it).
 
 use payonce_core::AttemptStatus;
-use payonce_store::Store;
+use payonce_store::Inspect;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -59,7 +59,7 @@ impl Ledger {
 }
 
 /// Returns one line per violation; empty means every invariant held.
-pub async fn check(store: &dyn Store, ledger: &Value) -> Vec<String> {
+pub async fn check(store: &dyn Inspect, ledger: &Value) -> Vec<String> {
     let ledger = match Ledger::parse(ledger) {
         Ok(l) => l,
         Err(e) => return vec![e],
@@ -229,7 +229,7 @@ pub async fn check(store: &dyn Store, ledger: &Value) -> Vec<String> {
 ///
 /// Returns one line per item stuck.
 pub async fn liveness(
-    store: &dyn Store,
+    store: &dyn Inspect,
     now: payonce_core::Timestamp,
     grace_ms: i64,
 ) -> Vec<String> {
@@ -317,7 +317,7 @@ pub async fn liveness(
 /// Coupons: each coupon's counters equal its uses (reserved and redeemed), never past
 /// `max_redemptions` except a use marked over the limit; no paid order keeps a reserved (not
 /// redeemed) coupon; no order holds two uses of one coupon (the key forbids it; checked anyway).
-async fn coupons(store: &dyn Store, orders: &[payonce_store::Order]) -> Vec<String> {
+async fn coupons(store: &dyn Inspect, orders: &[payonce_store::Order]) -> Vec<String> {
     let (coupons, uses) = match (store.all_coupons().await, store.all_coupon_uses().await) {
         (Ok(c), Ok(u)) => (c, u),
         _ => return vec!["coupons: cannot read the store".into()],

@@ -1,10 +1,10 @@
-//! Attempts (one channel order each): the prepay path and applying what channels say: the `Attempts` part of the store, and its SQL, expanded for each backend by
-//! `sql::impl_store!` (SQLite and PostgreSQL accept the same statements).
+//! Attempts (one channel order each): the prepay path and applying what channels say: the
+//! `Attempts` trait of the store and its implementation for `SqlStore`.
 
-#[allow(unused_imports)]
+use crate::db::{Tx, q, q_fmt};
+use crate::sql::ATTEMPT_COLS;
 use crate::*;
-#[allow(unused_imports)]
-use payonce_core::{AppId, AttemptId, ChannelName, OrderId, Timestamp};
+use payonce_core::{AttemptId, ChannelName, OrderId, Timestamp};
 
 #[async_trait::async_trait]
 pub trait Attempts: Send + Sync {
@@ -56,421 +56,485 @@ pub trait Attempts: Send + Sync {
         outcome: &ChannelOutcome,
         now: Timestamp,
     ) -> Result<OutcomeApplied>;
-    async fn all_attempts(&self) -> Result<Vec<Attempt>>;
 }
 
-/// The SQL of `Attempts` for one backend (see `sql::impl_store!` for the parameters).
-macro_rules! attempts_sql {
-    ($Store:ty, $Db:ty, backend = $backend:expr, for_update = $for_update:literal, skip_locked = $skip_locked:literal, migrations = $migrations:expr) => {
-        impl $Store {
-            async fn tx_attempt_by_no(
-                tx: &mut sqlx::Transaction<'static, $Db>,
-                channel: &str,
-                out_trade_no: &str,
-            ) -> $crate::Result<Option<$crate::Attempt>> {
-                let row = sqlx::query(concat!("SELECT ", $crate::sql::attempt_cols!(), " FROM attempts WHERE channel = $1 AND out_trade_no = $2"))
-                    .bind(channel)
-                    .bind(out_trade_no)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-                row.as_ref().map($crate::rows::attempt_row).transpose()
-            }
+impl SqlStore {
+    pub(crate) async fn tx_attempt_by_no(
+        tx: &mut Tx,
+        channel: &str,
+        out_trade_no: &str,
+    ) -> Result<Option<Attempt>> {
+        q_fmt(format!(
+            "SELECT {ATTEMPT_COLS} FROM attempts WHERE channel = $1 AND out_trade_no = $2"
+        ))
+        .bind(channel)
+        .bind(out_trade_no)
+        .load_optional::<Attempt>(&mut *tx)
+        .await
+    }
 
-            async fn tx_attempt(
-                tx: &mut sqlx::Transaction<'static, $Db>,
-                id: &str,
-            ) -> $crate::Result<Option<$crate::Attempt>> {
-                let row = sqlx::query(concat!("SELECT ", $crate::sql::attempt_cols!(), " FROM attempts WHERE id = $1"))
-                    .bind(id)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-                row.as_ref().map($crate::rows::attempt_row).transpose()
-            }
+    pub(crate) async fn tx_attempt(tx: &mut Tx, id: &str) -> Result<Option<Attempt>> {
+        q_fmt(format!("SELECT {ATTEMPT_COLS} FROM attempts WHERE id = $1"))
+            .bind(id)
+            .load_optional::<Attempt>(&mut *tx)
+            .await
+    }
 
-            async fn tx_active_attempt(
-                tx: &mut sqlx::Transaction<'static, $Db>,
-                order_id: &str,
-            ) -> $crate::Result<Option<$crate::Attempt>> {
-                let row = sqlx::query(concat!(
-                    "SELECT ", $crate::sql::attempt_cols!(),
-                    " FROM attempts WHERE order_id = $1 AND status IN ('created','pending','unknown')"
-                ))
-                .bind(order_id)
-                .fetch_optional(&mut **tx)
-                .await?;
-                row.as_ref().map($crate::rows::attempt_row).transpose()
+    pub(crate) async fn tx_active_attempt(tx: &mut Tx, order_id: &str) -> Result<Option<Attempt>> {
+        q_fmt(format!("SELECT {ATTEMPT_COLS} FROM attempts WHERE order_id = $1 AND status IN ('created','pending','unknown')"))
+        .bind(order_id)
+        .load_optional::<Attempt>(&mut *tx)
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl Attempts for SqlStore {
+    async fn attempts_of(&self, order: &OrderId) -> Result<Vec<Attempt>> {
+        q_fmt(format!(
+            "SELECT {ATTEMPT_COLS} FROM attempts WHERE order_id = $1 ORDER BY id"
+        ))
+        .bind(order.as_str())
+        .load_all::<Attempt>(&self.reader())
+        .await
+    }
+
+    async fn attempt(&self, id: &AttemptId) -> Result<Option<Attempt>> {
+        q_fmt(format!("SELECT {ATTEMPT_COLS} FROM attempts WHERE id = $1"))
+            .bind(id.as_str())
+            .load_optional::<Attempt>(&self.reader())
+            .await
+    }
+
+    async fn attempt_by_out_trade_no(
+        &self,
+        channel: ChannelName,
+        no: &str,
+    ) -> Result<Option<Attempt>> {
+        q_fmt(format!(
+            "SELECT {ATTEMPT_COLS} FROM attempts WHERE channel = $1 AND out_trade_no = $2"
+        ))
+        .bind(channel.as_str())
+        .bind(no)
+        .load_optional::<Attempt>(&self.reader())
+        .await
+    }
+
+    async fn attempts_with_channel_trade_no(
+        &self,
+        channel: ChannelName,
+        trade_no: &str,
+    ) -> Result<Vec<Attempt>> {
+        q_fmt(format!(
+            "SELECT {ATTEMPT_COLS} FROM attempts WHERE channel = $1 AND channel_trade_no = $2"
+        ))
+        .bind(channel.as_str())
+        .bind(trade_no)
+        .load_all::<Attempt>(&self.reader())
+        .await
+    }
+
+    async fn begin_attempt(&self, a: &Attempt, now: Timestamp) -> Result<BeginAttempt> {
+        let mut tx = self.begin_write().await?;
+        let Some(order) = Self::lock_order(&mut tx, a.order_id.as_str()).await? else {
+            return Ok(BeginAttempt::NoSuchOrder);
+        };
+        if !order.status.is_open() || order.expires_at <= now {
+            return Ok(BeginAttempt::OrderNotOpen(order));
+        }
+        if let Some(active) = Self::tx_active_attempt(&mut tx, order.id.as_str()).await? {
+            return Ok(BeginAttempt::ActiveExists(active));
+        }
+        let inserted = q(
+            "INSERT INTO attempts (id, order_id, channel, method, out_trade_no, amount, currency, status, \
+             version, created_at, updated_at, prepay_request, next_query_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'created', 1, $8, $8, $9, $10)",
+        )
+        .bind(a.id.as_str())
+        .bind(a.order_id.as_str())
+        .bind(a.channel.as_str())
+        .bind(a.method.as_str())
+        .bind(&a.out_trade_no)
+        .bind(a.amount.minor)
+        .bind(a.amount.currency.as_str())
+        .bind(now.0)
+        .bind(&a.prepay_request)
+        // Claimable from the moment it is written: if its caller dies before recording
+        // the channel's answer, the active-query worker still finds it.
+        .bind(a.next_query_at.map(|t| t.0))
+        .execute(&mut tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            // The partial unique index caught a racing prepay: it won, we did nothing.
+            Err(e) if crate::sql::is_unique_violation(&e) => {
+                drop(tx);
+                let mut tx = self.begin_write().await?;
+                return match Self::tx_active_attempt(&mut tx, a.order_id.as_str()).await? {
+                    Some(active) => Ok(BeginAttempt::ActiveExists(active)),
+                    None => Err(StoreError::Contended("attempt")),
+                };
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let next = order
+            .status
+            .next(payonce_core::OrderEvent::AttemptStarted)
+            .expect("open order can start an attempt");
+        Self::tx_set_order_status(&mut tx, &order, next, now).await?;
+        tx.commit().await?;
+        let mut started = a.clone();
+        started.status = payonce_core::AttemptStatus::Created;
+        started.version = 1;
+        started.created_at = now;
+        started.updated_at = now;
+        Ok(BeginAttempt::Started(started))
+    }
+
+    async fn record_prepay(
+        &self,
+        id: &AttemptId,
+        result: &PrepayResult,
+        now: Timestamp,
+    ) -> Result<Attempt> {
+        use payonce_core::{AttemptEvent, AttemptStatus};
+        let mut tx = self.begin_write().await?;
+        let current = Self::tx_attempt(&mut tx, id.as_str())
+            .await?
+            .ok_or(StoreError::Contended("attempt vanished"))?;
+        let order = Self::lock_order(&mut tx, current.order_id.as_str())
+            .await?
+            .ok_or(StoreError::Contended("order vanished"))?;
+        let a = Self::tx_attempt(&mut tx, id.as_str())
+            .await?
+            .expect("attempt exists under the order lock");
+        let event = match (result, a.status) {
+            // The attempt was marked unknown while we waited: the channel's answer settles it.
+            // (Or a query found it unpaid but the credential was lost with the answer.)
+            (PrepayResult::Accepted { .. }, AttemptStatus::Unknown | AttemptStatus::Pending) => {
+                AttemptEvent::ReportedUnpaid
+            }
+            (PrepayResult::Accepted { .. }, _) => AttemptEvent::Accepted,
+            (PrepayResult::Refused { .. }, _) => AttemptEvent::Refused,
+            (PrepayResult::Ambiguous { .. }, _) => AttemptEvent::Ambiguous,
+        };
+        let next = match a.status.next(event) {
+            Ok(next) => next,
+            // A notification or query got there first (e.g. already succeeded): keep it.
+            Err(_) => return Ok(a),
+        };
+        let (credential, cred_exp, payable_until, next_query, channel_data) = match result {
+            PrepayResult::Accepted {
+                credential,
+                credential_expires_at,
+                payable_until,
+                next_query_at,
+                channel_data,
+            } => (
+                Some(credential.clone()),
+                Some(credential_expires_at.0),
+                Some(payable_until.0),
+                Some(next_query_at.0),
+                channel_data.clone(),
+            ),
+            PrepayResult::Refused { .. } => (None, None, None, None, None),
+            PrepayResult::Ambiguous { next_query_at } => {
+                (None, None, None, Some(next_query_at.0), None)
+            }
+        };
+        if next == a.status && credential.is_none() {
+            return Ok(a);
+        }
+        let done = q(
+            "UPDATE attempts SET status = $1, credential = COALESCE($2, credential), \
+             credential_expires_at = COALESCE($3, credential_expires_at), next_query_at = $4, \
+             version = version + 1, updated_at = $5, channel_data = COALESCE($8, channel_data), \
+             payable_until = COALESCE($9, payable_until) WHERE id = $6 AND version = $7",
+        )
+        .bind(next.as_str())
+        .bind(&credential)
+        .bind(cred_exp)
+        .bind(next_query)
+        .bind(now.0)
+        .bind(a.id.as_str())
+        .bind(a.version)
+        .bind(&channel_data)
+        .bind(payable_until)
+        .execute(&mut tx)
+        .await?;
+        if done != 1 {
+            return Err(StoreError::Contended("attempt"));
+        }
+        if next == AttemptStatus::Failed {
+            Self::tx_settle_order_after_attempt_end(&mut tx, order, now).await?;
+        }
+        let stored = Self::tx_attempt(&mut tx, id.as_str())
+            .await?
+            .expect("just updated");
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    async fn refresh_credential(
+        &self,
+        id: &AttemptId,
+        credential: &str,
+        credential_expires_at: Timestamp,
+        payable_until: Timestamp,
+        now: Timestamp,
+    ) -> Result<Option<Attempt>> {
+        use payonce_core::{AttemptEvent, AttemptStatus};
+        let mut tx = self.begin_write().await?;
+        let Some(a) = Self::tx_attempt(&mut tx, id.as_str()).await? else {
+            return Ok(None);
+        };
+        if a.status != AttemptStatus::Pending
+            || a.status.next(AttemptEvent::CredentialRefreshed).is_err()
+        {
+            return Ok(None);
+        }
+        let done = q(
+            "UPDATE attempts SET credential = $1, credential_expires_at = $2, \
+             payable_until = CASE WHEN payable_until IS NULL OR payable_until < $3 THEN $3 ELSE payable_until END, \
+             version = version + 1, updated_at = $4 WHERE id = $5 AND version = $6 AND status = 'pending'",
+        )
+        .bind(credential)
+        .bind(credential_expires_at.0)
+        .bind(payable_until.0)
+        .bind(now.0)
+        .bind(id.as_str())
+        .bind(a.version)
+        .execute(&mut tx)
+        .await?;
+        if done != 1 {
+            return Err(StoreError::Contended("attempt"));
+        }
+        let stored = Self::tx_attempt(&mut tx, id.as_str()).await?;
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    async fn mark_stale_created(
+        &self,
+        id: &AttemptId,
+        created_before: Timestamp,
+        now: Timestamp,
+    ) -> Result<Option<Attempt>> {
+        let mut tx = self.begin_write().await?;
+        let done = q(
+            "UPDATE attempts SET status = 'unknown', next_query_at = $1, version = version + 1, updated_at = $1 \
+             WHERE id = $2 AND status = 'created' AND created_at < $3",
+        )
+        .bind(now.0)
+        .bind(id.as_str())
+        .bind(created_before.0)
+        .execute(&mut tx)
+        .await?;
+        let changed = done == 1;
+        let a = if changed {
+            Self::tx_attempt(&mut tx, id.as_str()).await?
+        } else {
+            None
+        };
+        tx.commit().await?;
+        Ok(a)
+    }
+
+    async fn apply_outcome(
+        &self,
+        outcome: &ChannelOutcome,
+        now: Timestamp,
+    ) -> Result<OutcomeApplied> {
+        use crate::{OutcomeApplied, OutcomeEffect, OutcomeSource};
+        let channel = outcome.channel.as_str();
+        let mut tx = self.begin_write().await?;
+        let Some(found) = Self::tx_attempt_by_no(&mut tx, channel, &outcome.out_trade_no).await?
+        else {
+            return Ok(OutcomeApplied::UnknownTradeNo);
+        };
+        if let OutcomeSource::Notification { event_id } = &outcome.source {
+            let done = q(
+                "INSERT INTO channel_events (channel, event_id, out_trade_no, received_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (channel, event_id) DO NOTHING",
+            )
+            .bind(channel)
+            .bind(event_id)
+            .bind(&outcome.out_trade_no)
+            .bind(now.0)
+            .execute(&mut tx)
+            .await?;
+            if done == 0 {
+                return Ok(OutcomeApplied::Replay);
             }
         }
-
-        #[async_trait::async_trait]
-        impl $crate::Attempts for $Store {
-            async fn attempts_of(&self, order: &payonce_core::OrderId) -> $crate::Result<Vec<$crate::Attempt>> {
-                let rows = sqlx::query(concat!("SELECT ", $crate::sql::attempt_cols!(), " FROM attempts WHERE order_id = $1 ORDER BY id"))
-                    .bind(order.as_str())
-                    .fetch_all(&self.reader())
-                    .await?;
-                rows.iter().map($crate::rows::attempt_row).collect()
-            }
-
-            async fn attempt(&self, id: &payonce_core::AttemptId) -> $crate::Result<Option<$crate::Attempt>> {
-                let row = sqlx::query(concat!("SELECT ", $crate::sql::attempt_cols!(), " FROM attempts WHERE id = $1"))
-                    .bind(id.as_str())
-                    .fetch_optional(&self.reader())
-                    .await?;
-                row.as_ref().map($crate::rows::attempt_row).transpose()
-            }
-
-            async fn attempt_by_out_trade_no(&self, channel: payonce_core::ChannelName, no: &str) -> $crate::Result<Option<$crate::Attempt>> {
-                let row = sqlx::query(concat!("SELECT ", $crate::sql::attempt_cols!(), " FROM attempts WHERE channel = $1 AND out_trade_no = $2"))
-                    .bind(channel.as_str())
-                    .bind(no)
-                    .fetch_optional(&self.reader())
-                    .await?;
-                row.as_ref().map($crate::rows::attempt_row).transpose()
-            }
-
-            async fn attempts_with_channel_trade_no(&self, channel: payonce_core::ChannelName, trade_no: &str) -> $crate::Result<Vec<$crate::Attempt>> {
-                let rows = sqlx::query(concat!("SELECT ", $crate::sql::attempt_cols!(), " FROM attempts WHERE channel = $1 AND channel_trade_no = $2"))
-                    .bind(channel.as_str())
-                    .bind(trade_no)
-                    .fetch_all(&self.reader())
-                    .await?;
-                rows.iter().map($crate::rows::attempt_row).collect()
-            }
-
-            async fn begin_attempt(&self, a: &$crate::Attempt, now: payonce_core::Timestamp) -> $crate::Result<$crate::BeginAttempt> {
-                let mut tx = self.begin_write().await?;
-                let Some(order) = Self::lock_order(&mut tx, a.order_id.as_str()).await? else {
-                    return Ok($crate::BeginAttempt::NoSuchOrder);
-                };
-                if !order.status.is_open() || order.expires_at <= now {
-                    return Ok($crate::BeginAttempt::OrderNotOpen(order));
-                }
-                if let Some(active) = Self::tx_active_attempt(&mut tx, order.id.as_str()).await? {
-                    return Ok($crate::BeginAttempt::ActiveExists(active));
-                }
-                let inserted = sqlx::query(
-                    "INSERT INTO attempts (id, order_id, channel, method, out_trade_no, amount, currency, status, \
-                     version, created_at, updated_at, prepay_request, next_query_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'created', 1, $8, $8, $9, $10)",
-                )
-                .bind(a.id.as_str())
-                .bind(a.order_id.as_str())
-                .bind(a.channel.as_str())
-                .bind(a.method.as_str())
-                .bind(&a.out_trade_no)
-                .bind(a.amount.minor)
-                .bind(a.amount.currency.as_str())
-                .bind(now.0)
-                .bind(&a.prepay_request)
-                // Claimable from the moment it is written: if its caller dies before recording
-                // the channel's answer, the active-query worker still finds it.
-                .bind(a.next_query_at.map(|t| t.0))
-                .execute(&mut *tx)
-                .await;
-                match inserted {
-                    Ok(_) => {}
-                    // The partial unique index caught a racing prepay: it won, we did nothing.
-                    Err(e) if $crate::sql::is_unique_violation(&e) => {
-                        drop(tx);
-                        let mut tx = self.begin_write().await?;
-                        return match Self::tx_active_attempt(&mut tx, a.order_id.as_str()).await? {
-                            Some(active) => Ok($crate::BeginAttempt::ActiveExists(active)),
-                            None => Err($crate::StoreError::Contended("attempt")),
-                        };
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-                let next = order.status.next(payonce_core::OrderEvent::AttemptStarted).expect("open order can start an attempt");
-                Self::tx_set_order_status(&mut tx, &order, next, now).await?;
-                tx.commit().await?;
-                let mut started = a.clone();
-                started.status = payonce_core::AttemptStatus::Created;
-                started.version = 1;
-                started.created_at = now;
-                started.updated_at = now;
-                Ok($crate::BeginAttempt::Started(started))
-            }
-
-            async fn record_prepay(
-                &self,
-                id: &payonce_core::AttemptId,
-                result: &$crate::PrepayResult,
-                now: payonce_core::Timestamp,
-            ) -> $crate::Result<$crate::Attempt> {
-                use payonce_core::{AttemptEvent, AttemptStatus};
-                use $crate::PrepayResult;
-                let mut tx = self.begin_write().await?;
-                let current = Self::tx_attempt(&mut tx, id.as_str()).await?.ok_or($crate::StoreError::Contended("attempt vanished"))?;
-                let order = Self::lock_order(&mut tx, current.order_id.as_str()).await?.ok_or($crate::StoreError::Contended("order vanished"))?;
-                let a = Self::tx_attempt(&mut tx, id.as_str()).await?.expect("attempt exists under the order lock");
-                let event = match (result, a.status) {
-                    // The attempt was marked unknown while we waited: the channel's answer settles it.
-                    // (Or a query found it unpaid but the credential was lost with the answer.)
-                    (PrepayResult::Accepted { .. }, AttemptStatus::Unknown | AttemptStatus::Pending) => AttemptEvent::ReportedUnpaid,
-                    (PrepayResult::Accepted { .. }, _) => AttemptEvent::Accepted,
-                    (PrepayResult::Refused { .. }, _) => AttemptEvent::Refused,
-                    (PrepayResult::Ambiguous { .. }, _) => AttemptEvent::Ambiguous,
-                };
-                let next = match a.status.next(event) {
-                    Ok(next) => next,
-                    // A notification or query got there first (e.g. already succeeded): keep it.
-                    Err(_) => return Ok(a),
-                };
-                let (credential, cred_exp, payable_until, next_query, channel_data) = match result {
-                    PrepayResult::Accepted { credential, credential_expires_at, payable_until, next_query_at, channel_data } => (
-                        Some(credential.clone()),
-                        Some(credential_expires_at.0),
-                        Some(payable_until.0),
-                        Some(next_query_at.0),
-                        channel_data.clone(),
-                    ),
-                    PrepayResult::Refused { .. } => (None, None, None, None, None),
-                    PrepayResult::Ambiguous { next_query_at } => (None, None, None, Some(next_query_at.0), None),
-                };
-                if next == a.status && credential.is_none() {
-                    return Ok(a);
-                }
-                let done = sqlx::query(
-                    "UPDATE attempts SET status = $1, credential = COALESCE($2, credential), \
-                     credential_expires_at = COALESCE($3, credential_expires_at), next_query_at = $4, \
-                     version = version + 1, updated_at = $5, channel_data = COALESCE($8, channel_data), \
-                     payable_until = COALESCE($9, payable_until) WHERE id = $6 AND version = $7",
-                )
-                .bind(next.as_str())
-                .bind(&credential)
-                .bind(cred_exp)
-                .bind(next_query)
-                .bind(now.0)
-                .bind(a.id.as_str())
-                .bind(a.version)
-                .bind(&channel_data)
-                .bind(payable_until)
-                .execute(&mut *tx)
-                .await?;
-                if done.rows_affected() != 1 {
-                    return Err($crate::StoreError::Contended("attempt"));
-                }
-                if next == AttemptStatus::Failed {
-                    Self::tx_settle_order_after_attempt_end(&mut tx, order, now).await?;
-                }
-                let stored = Self::tx_attempt(&mut tx, id.as_str()).await?.expect("just updated");
-                tx.commit().await?;
-                Ok(stored)
-            }
-
-            async fn refresh_credential(
-                &self,
-                id: &payonce_core::AttemptId,
-                credential: &str,
-                credential_expires_at: payonce_core::Timestamp,
-                payable_until: payonce_core::Timestamp,
-                now: payonce_core::Timestamp,
-            ) -> $crate::Result<Option<$crate::Attempt>> {
-                use payonce_core::{AttemptEvent, AttemptStatus};
-                let mut tx = self.begin_write().await?;
-                let Some(a) = Self::tx_attempt(&mut tx, id.as_str()).await? else { return Ok(None) };
-                if a.status != AttemptStatus::Pending || a.status.next(AttemptEvent::CredentialRefreshed).is_err() {
-                    return Ok(None);
-                }
-                let done = sqlx::query(
-                    "UPDATE attempts SET credential = $1, credential_expires_at = $2, \
-                     payable_until = CASE WHEN payable_until IS NULL OR payable_until < $3 THEN $3 ELSE payable_until END, \
-                     version = version + 1, updated_at = $4 WHERE id = $5 AND version = $6 AND status = 'pending'",
-                )
-                .bind(credential)
-                .bind(credential_expires_at.0)
-                .bind(payable_until.0)
-                .bind(now.0)
-                .bind(id.as_str())
-                .bind(a.version)
-                .execute(&mut *tx)
-                .await?;
-                if done.rows_affected() != 1 {
-                    return Err($crate::StoreError::Contended("attempt"));
-                }
-                let stored = Self::tx_attempt(&mut tx, id.as_str()).await?;
-                tx.commit().await?;
-                Ok(stored)
-            }
-
-            async fn mark_stale_created(
-                &self,
-                id: &payonce_core::AttemptId,
-                created_before: payonce_core::Timestamp,
-                now: payonce_core::Timestamp,
-            ) -> $crate::Result<Option<$crate::Attempt>> {
-                let mut tx = self.begin_write().await?;
-                let done = sqlx::query(
-                    "UPDATE attempts SET status = 'unknown', next_query_at = $1, version = version + 1, updated_at = $1 \
-                     WHERE id = $2 AND status = 'created' AND created_at < $3",
-                )
-                .bind(now.0)
-                .bind(id.as_str())
-                .bind(created_before.0)
-                .execute(&mut *tx)
-                .await?;
-                let changed = done.rows_affected() == 1;
-                let a = if changed { Self::tx_attempt(&mut tx, id.as_str()).await? } else { None };
-                tx.commit().await?;
-                Ok(a)
-            }
-
-            async fn apply_outcome(
-                &self,
-                outcome: &$crate::ChannelOutcome,
-                now: payonce_core::Timestamp,
-            ) -> $crate::Result<$crate::OutcomeApplied> {
-                use $crate::{OutcomeApplied, OutcomeEffect, OutcomeSource};
-                let channel = outcome.channel.as_str();
-                let mut tx = self.begin_write().await?;
-                let Some(found) = Self::tx_attempt_by_no(&mut tx, channel, &outcome.out_trade_no).await? else {
-                    return Ok(OutcomeApplied::UnknownTradeNo);
-                };
-                if let OutcomeSource::Notification { event_id } = &outcome.source {
-                    let done = sqlx::query(
-                        "INSERT INTO channel_events (channel, event_id, out_trade_no, received_at) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (channel, event_id) DO NOTHING",
-                    )
-                    .bind(channel)
-                    .bind(event_id)
-                    .bind(&outcome.out_trade_no)
-                    .bind(now.0)
-                    .execute(&mut *tx)
-                    .await?;
-                    if done.rows_affected() == 0 {
-                        return Ok(OutcomeApplied::Replay);
-                    }
-                }
-                let order = Self::lock_order(&mut tx, found.order_id.as_str()).await?.ok_or($crate::StoreError::Contended("order vanished"))?;
-                // Re-read under the order lock: this is the state we decide on.
-                let a = Self::tx_attempt(&mut tx, found.id.as_str()).await?.expect("attempt exists under the order lock");
-                let other_active_attempt = Self::tx_active_attempt(&mut tx, order.id.as_str()).await?.is_some_and(|o| o.id != a.id);
-                let plan = payonce_core::decide(
-                    payonce_core::decide::OrderState { status: order.status, closed_by: order.closed_by },
-                    payonce_core::decide::AttemptState { status: a.status, amount: a.amount.minor, next_query_at: a.next_query_at },
-                    &outcome.observed,
-                    payonce_core::decide::Circumstances {
-                        late_payment: outcome.late_payment,
-                        creates_order_at_prepay: outcome.channel.creates_order_at_prepay(),
-                        reschedule: outcome.reschedule,
-                        other_active_attempt,
-                    },
-                );
-                // From here on the store only writes what was decided.
-                let (change, order_change, event, refund_duplicate, effect) = match plan {
-                    payonce_core::Plan::Nothing => {
-                        if let Some(m) = $crate::console::outcome_message(outcome, "nothing_new".into(), false, now) {
-                            Self::tx_record_channel_message(&mut tx, &m).await?;
-                        }
-                        tx.commit().await?;
-                        return Ok(OutcomeApplied::Applied { order, attempt: a, effect: OutcomeEffect::Nothing });
-                    }
-                    payonce_core::Plan::AmountMismatch { reported } => {
-                        let detail = format!("channel reports {} paid, attempt amount is {}", reported, a.amount.minor);
-                        Self::tx_insert_abnormal(&mut tx, "amount_mismatch", a.id.as_str(), &detail, now).await?;
-                        if let Some(m) = $crate::console::outcome_message(outcome, format!("amount_mismatch (reported {reported})"), true, now) {
-                            Self::tx_record_channel_message(&mut tx, &m).await?;
-                        }
-                        tx.commit().await?;
-                        return Ok(OutcomeApplied::AmountMismatch { attempt: a, reported });
-                    }
-                    payonce_core::Plan::Apply { attempt, order, event, refund_duplicate, effect } => (attempt, order, event, refund_duplicate, effect),
-                };
-                let done = sqlx::query(
-                    "UPDATE attempts SET status = $1, is_duplicate = $2, paid_at = COALESCE($3, paid_at), \
-                     channel_trade_no = COALESCE($4, channel_trade_no), next_query_at = $5, version = version + 1, \
-                     updated_at = $6 WHERE id = $7 AND version = $8",
-                )
-                .bind(change.status.as_str())
-                .bind(change.is_duplicate)
-                .bind(change.paid_at.map(|t| t.0))
-                .bind(&change.channel_trade_no)
-                .bind(change.next_query_at.map(|t| t.0))
-                .bind(now.0)
-                .bind(a.id.as_str())
-                .bind(a.version)
-                .execute(&mut *tx)
-                .await?;
-                if done.rows_affected() != 1 {
-                    return Err($crate::StoreError::Contended("attempt"));
-                }
-                let attempt = Self::tx_attempt(&mut tx, a.id.as_str()).await?.expect("just updated");
-                let mut order = order;
-                match order_change {
-                    Some(payonce_core::decide::OrderChange::Paid { status, paid_at }) => {
-                        let done = sqlx::query(
-                            "UPDATE orders SET status = $1, paid_attempt_id = $2, paid_at = $3, version = version + 1, \
-                             updated_at = $4 WHERE id = $5 AND version = $6",
-                        )
-                        .bind(status.as_str())
-                        .bind(attempt.id.as_str())
-                        .bind(paid_at.0)
-                        .bind(now.0)
-                        .bind(order.id.as_str())
-                        .bind(order.version)
-                        .execute(&mut *tx)
-                        .await?;
-                        if done.rows_affected() != 1 {
-                            return Err($crate::StoreError::Contended("order"));
-                        }
-                        order.status = status;
-                        order.paid_attempt_id = Some(attempt.id.clone());
-                        order.paid_at = Some(paid_at);
-                        order.version += 1;
-                        order.updated_at = now;
-                        // Paid: the coupon is redeemed in this same transaction, once.
-                        Self::tx_redeem_coupon(&mut tx, &order, now).await?;
-                    }
-                    Some(payonce_core::decide::OrderChange::Status(status)) => order = Self::tx_set_order_status(&mut tx, &order, status, now).await?,
-                    None => {}
-                }
-                if let Some(event) = event {
-                    Self::tx_insert_event(&mut tx, event.as_str(), &order, Some(&attempt), now).await?;
-                }
-                if refund_duplicate {
-                    // The money goes back, automatically; the refund worker makes the call.
-                    let refund = $crate::Refund {
-                        id: payonce_core::RefundId::new(),
-                        order_id: order.id.clone(),
-                        app_id: order.app_id.clone(),
-                        attempt_id: attempt.id.clone(),
-                        channel: attempt.channel,
-                        out_trade_no: attempt.out_trade_no.clone(),
-                        merchant_refund_no: None,
-                        out_refund_no: $crate::sql::duplicate_refund_no(&attempt.out_trade_no),
-                        amount: attempt.amount,
-                        reason: Some("duplicate payment".into()),
-                        kind: $crate::RefundKind::Duplicate,
-                        status: payonce_core::RefundStatus::Pending,
-                        failure_reason: None,
-                        content_hash: String::new(),
-                        requested: false,
-                        channel_data: None,
-                        next_query_at: Some(now),
-                        query_count: 0,
-                        version: 1,
-                        created_at: now,
-                        updated_at: now,
-                    };
-                    Self::tx_insert_refund(&mut tx, &refund).await?;
-                }
-                // The fact's line in the order timeline, with its verdict: written with the fact.
-                if let Some(m) = $crate::console::outcome_message(outcome, $crate::console::effect_name(&effect).into(), effect != OutcomeEffect::Nothing, now) {
+        let order = Self::lock_order(&mut tx, found.order_id.as_str())
+            .await?
+            .ok_or(StoreError::Contended("order vanished"))?;
+        // Re-read under the order lock: this is the state we decide on.
+        let a = Self::tx_attempt(&mut tx, found.id.as_str())
+            .await?
+            .expect("attempt exists under the order lock");
+        let other_active_attempt = Self::tx_active_attempt(&mut tx, order.id.as_str())
+            .await?
+            .is_some_and(|o| o.id != a.id);
+        let plan = payonce_core::decide(
+            payonce_core::decide::OrderState {
+                status: order.status,
+                closed_by: order.closed_by,
+            },
+            payonce_core::decide::AttemptState {
+                status: a.status,
+                amount: a.amount.minor,
+                next_query_at: a.next_query_at,
+            },
+            &outcome.observed,
+            payonce_core::decide::Circumstances {
+                late_payment: outcome.late_payment,
+                creates_order_at_prepay: outcome.channel.creates_order_at_prepay(),
+                reschedule: outcome.reschedule,
+                other_active_attempt,
+            },
+        );
+        // From here on the store only writes what was decided.
+        let (change, order_change, event, refund_duplicate, effect) = match plan {
+            payonce_core::Plan::Nothing => {
+                if let Some(m) =
+                    crate::console::outcome_message(outcome, "nothing_new".into(), false, now)
+                {
                     Self::tx_record_channel_message(&mut tx, &m).await?;
                 }
                 tx.commit().await?;
-                Ok(OutcomeApplied::Applied { order, attempt, effect })
+                return Ok(OutcomeApplied::Applied {
+                    order,
+                    attempt: a,
+                    effect: OutcomeEffect::Nothing,
+                });
             }
-
-            async fn all_attempts(&self) -> $crate::Result<Vec<$crate::Attempt>> {
-                let rows = sqlx::query(concat!("SELECT ", $crate::sql::attempt_cols!(), " FROM attempts ORDER BY id"))
-                    .fetch_all(&self.reader())
+            payonce_core::Plan::AmountMismatch { reported } => {
+                let detail = format!(
+                    "channel reports {} paid, attempt amount is {}",
+                    reported, a.amount.minor
+                );
+                Self::tx_insert_abnormal(&mut tx, "amount_mismatch", a.id.as_str(), &detail, now)
                     .await?;
-                rows.iter().map($crate::rows::attempt_row).collect()
+                if let Some(m) = crate::console::outcome_message(
+                    outcome,
+                    format!("amount_mismatch (reported {reported})"),
+                    true,
+                    now,
+                ) {
+                    Self::tx_record_channel_message(&mut tx, &m).await?;
+                }
+                tx.commit().await?;
+                return Ok(OutcomeApplied::AmountMismatch {
+                    attempt: a,
+                    reported,
+                });
             }
+            payonce_core::Plan::Apply {
+                attempt,
+                order,
+                event,
+                refund_duplicate,
+                effect,
+            } => (attempt, order, event, refund_duplicate, effect),
+        };
+        let done = q(
+            "UPDATE attempts SET status = $1, is_duplicate = $2, paid_at = COALESCE($3, paid_at), \
+             channel_trade_no = COALESCE($4, channel_trade_no), next_query_at = $5, version = version + 1, \
+             updated_at = $6 WHERE id = $7 AND version = $8",
+        )
+        .bind(change.status.as_str())
+        .bind(change.is_duplicate)
+        .bind(change.paid_at.map(|t| t.0))
+        .bind(&change.channel_trade_no)
+        .bind(change.next_query_at.map(|t| t.0))
+        .bind(now.0)
+        .bind(a.id.as_str())
+        .bind(a.version)
+        .execute(&mut tx)
+        .await?;
+        if done != 1 {
+            return Err(StoreError::Contended("attempt"));
         }
-    };
+        let attempt = Self::tx_attempt(&mut tx, a.id.as_str())
+            .await?
+            .expect("just updated");
+        let mut order = order;
+        match order_change {
+            Some(payonce_core::decide::OrderChange::Paid { status, paid_at }) => {
+                let done = q(
+                    "UPDATE orders SET status = $1, paid_attempt_id = $2, paid_at = $3, version = version + 1, \
+                     updated_at = $4 WHERE id = $5 AND version = $6",
+                )
+                .bind(status.as_str())
+                .bind(attempt.id.as_str())
+                .bind(paid_at.0)
+                .bind(now.0)
+                .bind(order.id.as_str())
+                .bind(order.version)
+                .execute(&mut tx)
+                .await?;
+                if done != 1 {
+                    return Err(StoreError::Contended("order"));
+                }
+                order.status = status;
+                order.paid_attempt_id = Some(attempt.id.clone());
+                order.paid_at = Some(paid_at);
+                order.version += 1;
+                order.updated_at = now;
+                // Paid: the coupon is redeemed in this same transaction, once.
+                Self::tx_redeem_coupon(&mut tx, &order, now).await?;
+            }
+            Some(payonce_core::decide::OrderChange::Status(status)) => {
+                order = Self::tx_set_order_status(&mut tx, &order, status, now).await?
+            }
+            None => {}
+        }
+        if let Some(event) = event {
+            Self::tx_insert_event(&mut tx, event.as_str(), &order, Some(&attempt), now).await?;
+        }
+        if refund_duplicate {
+            // The money goes back, automatically; the refund worker makes the call.
+            let refund = Refund {
+                id: payonce_core::RefundId::new(),
+                order_id: order.id.clone(),
+                app_id: order.app_id.clone(),
+                attempt_id: attempt.id.clone(),
+                channel: attempt.channel,
+                out_trade_no: attempt.out_trade_no.clone(),
+                merchant_refund_no: None,
+                out_refund_no: crate::sql::duplicate_refund_no(&attempt.out_trade_no),
+                amount: attempt.amount,
+                reason: Some("duplicate payment".into()),
+                kind: RefundKind::Duplicate,
+                status: payonce_core::RefundStatus::Pending,
+                failure_reason: None,
+                content_hash: String::new(),
+                requested: false,
+                channel_data: None,
+                next_query_at: Some(now),
+                query_count: 0,
+                version: 1,
+                created_at: now,
+                updated_at: now,
+            };
+            Self::tx_insert_refund(&mut tx, &refund).await?;
+        }
+        // The fact's line in the order timeline, with its verdict: written with the fact.
+        if let Some(m) = crate::console::outcome_message(
+            outcome,
+            crate::console::effect_name(&effect).into(),
+            effect != OutcomeEffect::Nothing,
+            now,
+        ) {
+            Self::tx_record_channel_message(&mut tx, &m).await?;
+        }
+        tx.commit().await?;
+        Ok(OutcomeApplied::Applied {
+            order,
+            attempt,
+            effect,
+        })
+    }
 }
-
-pub(crate) use attempts_sql;

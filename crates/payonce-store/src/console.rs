@@ -1,11 +1,11 @@
 //! What the operator console reads and writes: the channel messages of the order timeline, the
 //! audit log of operator actions, console sessions, abnormal-item resolution and search — the
-//! `Console` part of the store, and its SQL, expanded for each backend by `sql::impl_store!`.
+//! `Console` trait of the store and its implementation for `SqlStore`.
 
-#[allow(unused_imports)]
+use crate::db::{Tx, q, q_fmt};
+use crate::sql::ORDER_COLS;
 use crate::*;
-#[allow(unused_imports)]
-use payonce_core::{AppId, ChannelName, OrderId, Timestamp};
+use payonce_core::{ChannelName, OrderId, Timestamp};
 
 /// One thing a channel told payonce (a notification, a query or close answer, a bill row) and
 /// what payonce made of it.
@@ -127,16 +127,16 @@ pub(crate) fn outcome_message(
 /// PostgreSQL scanned the whole orders table (EXPLAIN: a seq scan filtered by hashed subplans,
 /// even with `enable_seqscan` off); SQLite managed either way. Public so a test can ask the
 /// planner (`tests/api/console.rs`).
-pub const FIND_ORDERS_SQL: &str = concat!(
-    "SELECT ",
-    crate::sql::order_cols!(),
-    " FROM orders WHERE id IN (\
-     SELECT id FROM orders WHERE id = $1 UNION SELECT id FROM orders WHERE merchant_order_no = $1 \
-     UNION SELECT order_id FROM attempts WHERE id = $1 UNION SELECT order_id FROM attempts WHERE out_trade_no = $1 \
-     UNION SELECT order_id FROM attempts WHERE channel_trade_no = $1 \
-     UNION SELECT order_id FROM refunds WHERE id = $1 UNION SELECT order_id FROM refunds WHERE out_refund_no = $1) \
-     ORDER BY created_at DESC, id DESC LIMIT $2"
-);
+pub fn find_orders_sql() -> String {
+    format!(
+        "SELECT {ORDER_COLS} FROM orders WHERE id IN (\
+         SELECT id FROM orders WHERE id = $1 UNION SELECT id FROM orders WHERE merchant_order_no = $1 \
+         UNION SELECT order_id FROM attempts WHERE id = $1 UNION SELECT order_id FROM attempts WHERE out_trade_no = $1 \
+         UNION SELECT order_id FROM attempts WHERE channel_trade_no = $1 \
+         UNION SELECT order_id FROM refunds WHERE id = $1 UNION SELECT order_id FROM refunds WHERE out_refund_no = $1) \
+         ORDER BY created_at DESC, id DESC LIMIT $2"
+    )
+}
 
 /// An operator action.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -233,239 +233,252 @@ pub trait Console: Send + Sync {
     async fn reconciliation_items_of_order(
         &self,
         order: &OrderId,
-    ) -> Result<Vec<crate::ReconciliationItem>>;
-    async fn all_apps(&self) -> Result<Vec<App>>;
+    ) -> Result<Vec<ReconciliationItem>>;
 }
 
-/// The SQL of `Console` for one backend (see `sql::impl_store!` for the parameters).
-macro_rules! console_sql {
-    ($Store:ty, $Db:ty, backend = $backend:expr, for_update = $for_update:literal, skip_locked = $skip_locked:literal, migrations = $migrations:expr) => {
-        impl $Store {
-            /// `record_channel_message` inside a transaction of the caller's (`apply_outcome`
-            /// writes a fact's message with the fact).
-            pub(crate) async fn tx_record_channel_message(tx: &mut sqlx::Transaction<'static, $Db>, m: &$crate::ChannelMessage) -> $crate::Result<()> {
-                if m.is_answer() && m.content.is_none() {
-                    let latest: Option<(String, String, String, String, Option<String>)> = sqlx::query_as(
-                        "SELECT id, source, observed, verdict, content FROM channel_messages WHERE channel = $1 AND reference = $2 \
-                         ORDER BY received_at DESC, id DESC LIMIT 1",
-                    )
-                    .bind(&m.channel)
-                    .bind(&m.reference)
-                    .fetch_optional(&mut **tx)
+impl SqlStore {
+    /// `record_channel_message` inside a transaction of the caller's (`apply_outcome`
+    /// writes a fact's message with the fact).
+    pub(crate) async fn tx_record_channel_message(tx: &mut Tx, m: &ChannelMessage) -> Result<()> {
+        if m.is_answer() && m.content.is_none() {
+            let latest: Option<(String, String, String, String, Option<String>)> = q(
+                "SELECT id, source, observed, verdict, content FROM channel_messages WHERE channel = $1 AND reference = $2 \
+                 ORDER BY received_at DESC, id DESC LIMIT 1",
+            )
+            .bind(&m.channel)
+            .bind(&m.reference)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((id, source, observed, verdict, None)) = latest
+                && (source.as_str(), observed.as_str(), verdict.as_str())
+                    == (m.source.as_str(), m.observed.as_str(), m.verdict.as_str())
+            {
+                q("UPDATE channel_messages SET repeats = repeats + 1, last_at = $1 WHERE id = $2")
+                    .bind(m.received_at)
+                    .bind(&id)
+                    .execute(&mut *tx)
                     .await?;
-                    if let Some((id, source, observed, verdict, None)) = latest
-                        && (source.as_str(), observed.as_str(), verdict.as_str()) == (m.source.as_str(), m.observed.as_str(), m.verdict.as_str())
-                    {
-                        sqlx::query("UPDATE channel_messages SET repeats = repeats + 1, last_at = $1 WHERE id = $2")
-                            .bind(m.received_at)
-                            .bind(&id)
-                            .execute(&mut **tx)
-                            .await?;
-                        return Ok(());
-                    }
-                }
-                sqlx::query(
-                    "INSERT INTO channel_messages (id, channel, reference, source, observed, verdict, content, received_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                )
-                .bind(&m.id)
-                .bind(&m.channel)
-                .bind(&m.reference)
-                .bind(&m.source)
-                .bind(&m.observed)
-                .bind(&m.verdict)
-                .bind(&m.content)
-                .bind(m.received_at)
-                .execute(&mut **tx)
-                .await?;
-                Ok(())
+                return Ok(());
             }
         }
+        q(
+            "INSERT INTO channel_messages (id, channel, reference, source, observed, verdict, content, received_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&m.id)
+        .bind(&m.channel)
+        .bind(&m.reference)
+        .bind(&m.source)
+        .bind(&m.observed)
+        .bind(&m.verdict)
+        .bind(&m.content)
+        .bind(m.received_at)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+}
 
-        #[async_trait::async_trait]
-        impl $crate::Console for $Store {
-            async fn record_channel_message(&self, m: &$crate::ChannelMessage) -> $crate::Result<()> {
-                let mut tx = self.begin_write().await?;
-                Self::tx_record_channel_message(&mut tx, m).await?;
-                tx.commit().await?;
-                Ok(())
-            }
+#[async_trait::async_trait]
+impl Console for SqlStore {
+    async fn record_channel_message(&self, m: &ChannelMessage) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        Self::tx_record_channel_message(&mut tx, m).await?;
+        tx.commit().await?;
+        Ok(())
+    }
 
-            async fn channel_messages(&self, channel: payonce_core::ChannelName, references: &[String]) -> $crate::Result<Vec<$crate::ChannelMessage>> {
-                if references.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let sql = format!(
-                    "SELECT id, channel, reference, source, observed, verdict, content, received_at, repeats, last_at FROM channel_messages \
+    async fn channel_messages(
+        &self,
+        channel: ChannelName,
+        references: &[String],
+    ) -> Result<Vec<ChannelMessage>> {
+        if references.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT id, channel, reference, source, observed, verdict, content, received_at, repeats, last_at FROM channel_messages \
                      WHERE channel = $1 AND reference IN ({}) ORDER BY received_at, id",
-                    $crate::sql::placeholders(2, references.len())
-                );
-                let mut q = sqlx::query_as::<_, $crate::ChannelMessage>(sqlx::AssertSqlSafe(sql)).bind(channel.as_str());
-                for r in references {
-                    q = q.bind(r);
-                }
-                Ok(q.fetch_all(&self.reader()).await?)
-            }
-
-            async fn clear_message_contents(&self, before: payonce_core::Timestamp) -> $crate::Result<u64> {
-                let mut tx = self.begin_write().await?;
-                let n = sqlx::query("UPDATE channel_messages SET content = NULL WHERE content IS NOT NULL AND received_at < $1")
-                    .bind(before.0)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                tx.commit().await?;
-                Ok(n)
-            }
-
-            async fn insert_audit(&self, e: &$crate::AuditEntry) -> $crate::Result<()> {
-                let mut tx = self.begin_write().await?;
-                sqlx::query("INSERT INTO audit_log (id, operator, action, target, order_id, note, at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-                    .bind(&e.id)
-                    .bind(&e.operator)
-                    .bind(&e.action)
-                    .bind(&e.target)
-                    .bind(&e.order_id)
-                    .bind(&e.note)
-                    .bind(e.at)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(())
-            }
-
-            async fn audit_of_order(&self, order: &payonce_core::OrderId) -> $crate::Result<Vec<$crate::AuditEntry>> {
-                Ok(sqlx::query_as::<_, $crate::AuditEntry>(
-                    "SELECT id, operator, action, target, order_id, note, at FROM audit_log WHERE order_id = $1 ORDER BY at, id",
-                )
-                .bind(order.as_str())
-                .fetch_all(&self.reader())
-                .await?)
-            }
-
-            async fn recent_audit(&self, limit: i64) -> $crate::Result<Vec<$crate::AuditEntry>> {
-                Ok(sqlx::query_as::<_, $crate::AuditEntry>("SELECT id, operator, action, target, order_id, note, at FROM audit_log ORDER BY at DESC, id DESC LIMIT $1")
-                    .bind(limit)
-                    .fetch_all(&self.reader())
-                    .await?)
-            }
-
-            async fn create_session(&self, s: &$crate::ConsoleSession) -> $crate::Result<()> {
-                let mut tx = self.begin_write().await?;
-                sqlx::query("INSERT INTO console_sessions (id_hash, operator, csrf_token, expires_at, created_at, token_generation) VALUES ($1, $2, $3, $4, $5, $6)")
-                    .bind(&s.id_hash)
-                    .bind(&s.operator)
-                    .bind(&s.csrf_token)
-                    .bind(s.expires_at)
-                    .bind(s.created_at)
-                    .bind(&s.token_generation)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(())
-            }
-
-            async fn session(&self, id_hash: &str, generation: &str, now: payonce_core::Timestamp) -> $crate::Result<Option<$crate::ConsoleSession>> {
-                Ok(sqlx::query_as::<_, $crate::ConsoleSession>(
-                    "SELECT id_hash, operator, csrf_token, expires_at, created_at, token_generation FROM console_sessions \
-                     WHERE id_hash = $1 AND expires_at > $2 AND token_generation = $3",
-                )
-                .bind(id_hash)
-                .bind(now.0)
-                .bind(generation)
-                .fetch_optional(&self.reader())
-                .await?)
-            }
-
-            async fn sessions(&self, generation: &str, now: payonce_core::Timestamp) -> $crate::Result<Vec<$crate::ConsoleSession>> {
-                Ok(sqlx::query_as::<_, $crate::ConsoleSession>(
-                    "SELECT id_hash, operator, csrf_token, expires_at, created_at, token_generation FROM console_sessions \
-                     WHERE expires_at > $1 AND token_generation = $2 ORDER BY created_at DESC, id_hash",
-                )
-                .bind(now.0)
-                .bind(generation)
-                .fetch_all(&self.reader())
-                .await?)
-            }
-
-            async fn end_sessions_of_other_tokens(&self, generation: &str) -> $crate::Result<u64> {
-                let mut tx = self.begin_write().await?;
-                let n = sqlx::query("DELETE FROM console_sessions WHERE token_generation <> $1").bind(generation).execute(&mut *tx).await?.rows_affected();
-                tx.commit().await?;
-                Ok(n)
-            }
-
-            async fn delete_session(&self, id_hash: &str) -> $crate::Result<()> {
-                let mut tx = self.begin_write().await?;
-                sqlx::query("DELETE FROM console_sessions WHERE id_hash = $1").bind(id_hash).execute(&mut *tx).await?;
-                tx.commit().await?;
-                Ok(())
-            }
-
-            async fn purge_sessions(&self, now: payonce_core::Timestamp) -> $crate::Result<u64> {
-                let mut tx = self.begin_write().await?;
-                let n = sqlx::query("DELETE FROM console_sessions WHERE expires_at <= $1").bind(now.0).execute(&mut *tx).await?.rows_affected();
-                tx.commit().await?;
-                Ok(n)
-            }
-
-            async fn abnormal_item(&self, id: &str) -> $crate::Result<Option<$crate::AbnormalItem>> {
-                Ok(sqlx::query_as::<_, $crate::AbnormalItem>(
-                    "SELECT id, kind, reference, detail, created_at, resolved_at, resolved_by, resolution, order_id FROM abnormal WHERE id = $1",
-                )
-                .bind(id)
-                .fetch_optional(&self.reader())
-                .await?)
-            }
-
-            async fn abnormal_of_order(&self, order: &payonce_core::OrderId) -> $crate::Result<Vec<$crate::AbnormalItem>> {
-                Ok(sqlx::query_as::<_, $crate::AbnormalItem>(
-                    "SELECT id, kind, reference, detail, created_at, resolved_at, resolved_by, resolution, order_id FROM abnormal WHERE order_id = $1 ORDER BY created_at, id",
-                )
-                .bind(order.as_str())
-                .fetch_all(&self.reader())
-                .await?)
-            }
-
-            async fn resolve_abnormal(&self, id: &str, by: &str, note: &str, now: payonce_core::Timestamp) -> $crate::Result<bool> {
-                let mut tx = self.begin_write().await?;
-                let n = sqlx::query("UPDATE abnormal SET resolved_at = $1, resolved_by = $2, resolution = $3 WHERE id = $4 AND resolved_at IS NULL")
-                    .bind(now.0)
-                    .bind(by)
-                    .bind(note)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                tx.commit().await?;
-                Ok(n == 1)
-            }
-
-            async fn find_orders(&self, q: &str, limit: i64) -> $crate::Result<Vec<$crate::Order>> {
-                let rows = sqlx::query($crate::console::FIND_ORDERS_SQL)
-                .bind(q)
-                .bind(limit)
-                .fetch_all(&self.reader())
-                .await?;
-                rows.iter().map($crate::rows::order_row).collect()
-            }
-
-            async fn reconciliation_items_of_order(&self, order: &payonce_core::OrderId) -> $crate::Result<Vec<$crate::ReconciliationItem>> {
-                Ok(sqlx::query_as::<_, $crate::ReconciliationItem>(
-                    "SELECT id, reconciliation_id, class, reference, app_id, order_id, local_amount, channel_amount, detail, created_at \
-                     FROM reconciliation_items WHERE order_id = $1 ORDER BY created_at, id",
-                )
-                .bind(order.as_str())
-                .fetch_all(&self.reader())
-                .await?)
-            }
-
-            async fn all_apps(&self) -> $crate::Result<Vec<$crate::App>> {
-                let rows = sqlx::query(concat!("SELECT ", $crate::sql::app_cols!(), " FROM apps ORDER BY created_at, id")).fetch_all(&self.reader()).await?;
-                rows.iter().map($crate::rows::app_row).collect()
-            }
+            crate::sql::placeholders(2, references.len())
+        );
+        // Only numbered placeholders are formatted in; every value is bound.
+        let mut query = q_fmt(sql).bind(channel.as_str());
+        for r in references {
+            query = query.bind(r);
         }
-    };
-}
+        Ok(query.fetch_all::<ChannelMessage>(&self.reader()).await?)
+    }
 
-pub(crate) use console_sql;
+    async fn clear_message_contents(&self, before: Timestamp) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let n = q("UPDATE channel_messages SET content = NULL WHERE content IS NOT NULL AND received_at < $1")
+            .bind(before.0)
+            .execute(&mut tx)
+            .await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn insert_audit(&self, e: &AuditEntry) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        q("INSERT INTO audit_log (id, operator, action, target, order_id, note, at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(&e.id)
+            .bind(&e.operator)
+            .bind(&e.action)
+            .bind(&e.target)
+            .bind(&e.order_id)
+            .bind(&e.note)
+            .bind(e.at)
+            .execute(&mut tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn audit_of_order(&self, order: &OrderId) -> Result<Vec<AuditEntry>> {
+        Ok(q(
+            "SELECT id, operator, action, target, order_id, note, at FROM audit_log WHERE order_id = $1 ORDER BY at, id",
+        )
+        .bind(order.as_str())
+        .fetch_all::<AuditEntry>(&self.reader())
+        .await?)
+    }
+
+    async fn recent_audit(&self, limit: i64) -> Result<Vec<AuditEntry>> {
+        Ok(q("SELECT id, operator, action, target, order_id, note, at FROM audit_log ORDER BY at DESC, id DESC LIMIT $1")
+            .bind(limit)
+            .fetch_all::<AuditEntry>(&self.reader())
+            .await?)
+    }
+
+    async fn create_session(&self, s: &ConsoleSession) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        q("INSERT INTO console_sessions (id_hash, operator, csrf_token, expires_at, created_at, token_generation) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&s.id_hash)
+            .bind(&s.operator)
+            .bind(&s.csrf_token)
+            .bind(s.expires_at)
+            .bind(s.created_at)
+            .bind(&s.token_generation)
+            .execute(&mut tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn session(
+        &self,
+        id_hash: &str,
+        generation: &str,
+        now: Timestamp,
+    ) -> Result<Option<ConsoleSession>> {
+        Ok(q(
+            "SELECT id_hash, operator, csrf_token, expires_at, created_at, token_generation FROM console_sessions \
+             WHERE id_hash = $1 AND expires_at > $2 AND token_generation = $3",
+        )
+        .bind(id_hash)
+        .bind(now.0)
+        .bind(generation)
+        .fetch_optional::<ConsoleSession>(&self.reader())
+        .await?)
+    }
+
+    async fn sessions(&self, generation: &str, now: Timestamp) -> Result<Vec<ConsoleSession>> {
+        Ok(q(
+            "SELECT id_hash, operator, csrf_token, expires_at, created_at, token_generation FROM console_sessions \
+             WHERE expires_at > $1 AND token_generation = $2 ORDER BY created_at DESC, id_hash",
+        )
+        .bind(now.0)
+        .bind(generation)
+        .fetch_all::<ConsoleSession>(&self.reader())
+        .await?)
+    }
+
+    async fn end_sessions_of_other_tokens(&self, generation: &str) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let n = q("DELETE FROM console_sessions WHERE token_generation <> $1")
+            .bind(generation)
+            .execute(&mut tx)
+            .await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        q("DELETE FROM console_sessions WHERE id_hash = $1")
+            .bind(id_hash)
+            .execute(&mut tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn purge_sessions(&self, now: Timestamp) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let n = q("DELETE FROM console_sessions WHERE expires_at <= $1")
+            .bind(now.0)
+            .execute(&mut tx)
+            .await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn abnormal_item(&self, id: &str) -> Result<Option<AbnormalItem>> {
+        Ok(q(
+            "SELECT id, kind, reference, detail, created_at, resolved_at, resolved_by, resolution, order_id FROM abnormal WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional::<AbnormalItem>(&self.reader())
+        .await?)
+    }
+
+    async fn abnormal_of_order(&self, order: &OrderId) -> Result<Vec<AbnormalItem>> {
+        Ok(q(
+            "SELECT id, kind, reference, detail, created_at, resolved_at, resolved_by, resolution, order_id FROM abnormal WHERE order_id = $1 ORDER BY created_at, id",
+        )
+        .bind(order.as_str())
+        .fetch_all::<AbnormalItem>(&self.reader())
+        .await?)
+    }
+
+    async fn resolve_abnormal(
+        &self,
+        id: &str,
+        by: &str,
+        note: &str,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let n = q("UPDATE abnormal SET resolved_at = $1, resolved_by = $2, resolution = $3 WHERE id = $4 AND resolved_at IS NULL")
+            .bind(now.0)
+            .bind(by)
+            .bind(note)
+            .bind(id)
+            .execute(&mut tx)
+            .await?;
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    async fn find_orders(&self, q: &str, limit: i64) -> Result<Vec<Order>> {
+        q_fmt(find_orders_sql())
+            .bind(q)
+            .bind(limit)
+            .load_all::<Order>(&self.reader())
+            .await
+    }
+
+    async fn reconciliation_items_of_order(
+        &self,
+        order: &OrderId,
+    ) -> Result<Vec<ReconciliationItem>> {
+        Ok(q(
+            "SELECT id, reconciliation_id, class, reference, app_id, order_id, local_amount, channel_amount, detail, created_at \
+             FROM reconciliation_items WHERE order_id = $1 ORDER BY created_at, id",
+        )
+        .bind(order.as_str())
+        .fetch_all::<ReconciliationItem>(&self.reader())
+        .await?)
+    }
+}

@@ -1,12 +1,18 @@
-//! Storage for payonce: the `Store` traits (one per aggregate), implemented for SQLite
-//! (embedded default) and PostgreSQL (several instances). The database is the arbiter of every race: unique keys,
-//! a partial unique index for "one active attempt per order", and conditional updates.
+//! Storage for payonce: the `Store` traits (one per aggregate, each in its own file with its one
+//! implementation, for `SqlStore`), over SQLite (embedded default) or PostgreSQL (several
+//! instances). The SQL is written once: `db` runs it on either backend and holds their few
+//! differences (`Backend::for_update`, `skip_locked`, the migrations); `sqlite` and `postgres`
+//! hold each backend's connections. Whole-table reads for checkers and tests are a separate
+//! trait, `Inspect`. The database is the arbiter of every race: unique keys, a partial unique
+//! index for "one active attempt per order", and conditional updates.
 
 mod apps;
 mod attempts;
 pub mod console;
 pub mod coupons;
+mod db;
 mod idempotency;
+mod inspect;
 mod leases;
 mod migrate;
 mod model;
@@ -19,12 +25,14 @@ mod refunds;
 mod rows;
 mod sql;
 mod sqlite;
+mod store;
 
 pub use apps::Apps;
 pub use attempts::Attempts;
 pub use console::{AbnormalItem, AuditEntry, ChannelMessage, Console, ConsoleSession};
 pub use coupons::{CouponUse, Coupons};
 pub use idempotency::IdempotencyKeys;
+pub use inspect::Inspect;
 pub use leases::Leases;
 pub use model::*;
 pub use operations::Operations;
@@ -37,6 +45,7 @@ pub use reconciliations::{
 pub use refunds::Refunds;
 pub use sql::duplicate_refund_no;
 pub use sqlite::SqliteStore;
+pub use store::SqlStore;
 
 use std::sync::Arc;
 
@@ -96,6 +105,8 @@ impl StoreError {
     }
 }
 
+/// The database behind a store, and the SQL dialect its statements are written in (the
+/// differences are `Backend`'s methods in `db.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -128,10 +139,19 @@ pub fn schema_tag() -> String {
 
 /// Opens the store named by a URL: `sqlite://PATH` or `postgres://…`, and migrates it.
 pub async fn open(url: &str, migrate: bool) -> Result<Arc<dyn Store>> {
-    let store: Arc<dyn Store> = if url.starts_with("sqlite:") {
-        Arc::new(SqliteStore::connect(url).await?)
+    Ok(Arc::new(connect(url, migrate).await?))
+}
+
+/// `open`, for what also reads whole tables (the invariant checker, chaos, the bench, tests).
+pub async fn open_inspect(url: &str, migrate: bool) -> Result<Arc<dyn Inspect>> {
+    Ok(Arc::new(connect(url, migrate).await?))
+}
+
+async fn connect(url: &str, migrate: bool) -> Result<SqlStore> {
+    let store = if url.starts_with("sqlite:") {
+        SqlStore::from(SqliteStore::connect(url).await?)
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        Arc::new(PgStore::connect(url, 10).await?)
+        SqlStore::from(PgStore::connect(url, 10).await?)
     } else {
         return Err(StoreError::BadUrl);
     };
@@ -185,7 +205,7 @@ impl<T> Store for T where
 /// The store's traits, to call their methods on a `dyn Store`.
 pub mod prelude {
     pub use crate::{
-        Apps, Attempts, Console, Coupons, IdempotencyKeys, Leases, Operations, Orders, Outbox,
-        Reconciliations, Refunds, Store,
+        Apps, Attempts, Console, Coupons, IdempotencyKeys, Inspect, Leases, Operations, Orders,
+        Outbox, Reconciliations, Refunds, Store,
     };
 }

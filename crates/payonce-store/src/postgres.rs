@@ -8,15 +8,17 @@
 //! moves to the next writable one when it stops answering or becomes a replica. A write that
 //! fails on the old server is a 503 `database_unavailable` (nothing was committed there, or the
 //! synchronous replica has it): the client's retry lands on the new primary.
+//!
+//! These are its connections; the SQL that runs on them is `SqlStore`'s, shared with SQLite.
 
-use crate::sql::impl_store;
-use crate::{Backend, Result, StoreError};
+use crate::{Result, StoreError};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
 use std::str::FromStr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+/// The PostgreSQL connections of a `SqlStore` (`SqlStore::from(PgStore::connect(urls, n).await?)`).
 pub struct PgStore {
     servers: Arc<Servers>,
 }
@@ -96,11 +98,11 @@ impl PgStore {
     }
 
     /// The pool of the server in use (a cheap clone: pools are shared handles).
-    fn reader(&self) -> PgPool {
+    pub(crate) fn reader(&self) -> PgPool {
         self.servers.current.read().unwrap().1.clone()
     }
 
-    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>> {
+    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Postgres>> {
         match self.reader().begin().await {
             Ok(tx) => Ok(tx),
             Err(e) => {
@@ -116,7 +118,7 @@ impl PgStore {
         }
     }
 
-    async fn run_migrations(&self, migrator: &sqlx::migrate::Migrator) -> Result<()> {
+    pub(crate) async fn run_migrations(&self, migrator: &sqlx::migrate::Migrator) -> Result<()> {
         // The migrator holds a PostgreSQL advisory lock while it runs: instances starting
         // together migrate one after the other.
         migrator
@@ -207,12 +209,3 @@ async fn find_primary(
     }
     None
 }
-
-impl_store!(
-    PgStore,
-    Postgres,
-    backend = Backend::Postgres,
-    for_update = " FOR UPDATE",
-    skip_locked = " FOR UPDATE SKIP LOCKED",
-    migrations = crate::migrate::POSTGRES
-);

@@ -1,12 +1,11 @@
-//! Reconciliation runs and their items: the `Reconciliations` part of the store, and its SQL,
-//! expanded for each backend by `sql::impl_store!` (SQLite and PostgreSQL accept the same
-//! statements). A run is leased like the workers' rows (many instances, one runner); an item is
+//! Reconciliation runs and their items: the `Reconciliations` trait of the store and its
+//! implementation for `SqlStore`. A run is leased like the workers' rows (many instances, one runner); an item is
 //! recorded once per (run, class, reference), with an abnormal entry when it needs a person.
 
-#[allow(unused_imports)]
+use crate::db::{q, q_fmt};
+use crate::sql::{ATTEMPT_COLS, ORDER_COLS, REFUND_COLS};
 use crate::*;
-#[allow(unused_imports)]
-use payonce_core::{AppId, AttemptId, ChannelName, OrderId, Timestamp};
+use payonce_core::{AppId, ChannelName, OrderId, Timestamp};
 
 /// One reconciliation of (channel, bill date).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -168,350 +167,384 @@ pub trait Reconciliations: Send + Sync {
     ) -> Result<bool>;
 }
 
-/// The SQL of `Reconciliations` for one backend (see `sql::impl_store!` for the parameters).
-macro_rules! reconciliations_sql {
-    ($Store:ty, $Db:ty, backend = $backend:expr, for_update = $for_update:literal, skip_locked = $skip_locked:literal, migrations = $migrations:expr) => {
-        #[async_trait::async_trait]
-        impl $crate::Reconciliations for $Store {
-            async fn begin_reconciliation(
-                &self,
-                channel: payonce_core::ChannelName,
-                bill_date: &str,
-                owner: &str,
-                lease_ms: i64,
-                now: payonce_core::Timestamp,
-            ) -> $crate::Result<Option<$crate::Reconciliation>> {
-                let mut tx = self.begin_write().await?;
-                let id = payonce_core::EventId::new().as_str().replacen("evt_", "rec_", 1);
-                sqlx::query(
-                    "INSERT INTO reconciliations (id, channel, bill_date, status, summary, started_at) VALUES ($1, $2, $3, 'running', '{}', $4) \
-                     ON CONFLICT (channel, bill_date) DO NOTHING",
-                )
-                .bind(&id)
-                .bind(channel.as_str())
-                .bind(bill_date)
-                .bind(now.0)
-                .execute(&mut *tx)
-                .await?;
-                let taken = sqlx::query(
-                    "UPDATE reconciliations SET status = 'running', reason = NULL, lease_owner = $1, lease_until = $2, started_at = $3, finished_at = NULL \
-                     WHERE channel = $4 AND bill_date = $5 AND (lease_until IS NULL OR lease_until < $3 OR lease_owner = $1)",
-                )
-                .bind(owner)
-                .bind(now.0 + lease_ms)
-                .bind(now.0)
-                .bind(channel.as_str())
-                .bind(bill_date)
-                .execute(&mut *tx)
-                .await?;
-                if taken.rows_affected() != 1 {
-                    return Ok(None);
-                }
-                let run = sqlx::query_as::<_, $crate::Reconciliation>(concat!("SELECT ", $crate::reconciliations::RUN_COLS!(), " FROM reconciliations WHERE channel = $1 AND bill_date = $2"))
-                    .bind(channel.as_str())
-                    .bind(bill_date)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(Some(run))
-            }
+#[async_trait::async_trait]
+impl Reconciliations for SqlStore {
+    async fn begin_reconciliation(
+        &self,
+        channel: ChannelName,
+        bill_date: &str,
+        owner: &str,
+        lease_ms: i64,
+        now: Timestamp,
+    ) -> Result<Option<Reconciliation>> {
+        let mut tx = self.begin_write().await?;
+        let id = payonce_core::EventId::new()
+            .as_str()
+            .replacen("evt_", "rec_", 1);
+        q(
+            "INSERT INTO reconciliations (id, channel, bill_date, status, summary, started_at) VALUES ($1, $2, $3, 'running', '{}', $4) \
+             ON CONFLICT (channel, bill_date) DO NOTHING",
+        )
+        .bind(&id)
+        .bind(channel.as_str())
+        .bind(bill_date)
+        .bind(now.0)
+        .execute(&mut tx)
+        .await?;
+        let taken = q(
+            "UPDATE reconciliations SET status = 'running', reason = NULL, lease_owner = $1, lease_until = $2, started_at = $3, finished_at = NULL \
+             WHERE channel = $4 AND bill_date = $5 AND (lease_until IS NULL OR lease_until < $3 OR lease_owner = $1)",
+        )
+        .bind(owner)
+        .bind(now.0 + lease_ms)
+        .bind(now.0)
+        .bind(channel.as_str())
+        .bind(bill_date)
+        .execute(&mut tx)
+        .await?;
+        if taken != 1 {
+            return Ok(None);
+        }
+        let run = q_fmt(format!(
+            "SELECT {RUN_COLS} FROM reconciliations WHERE channel = $1 AND bill_date = $2"
+        ))
+        .bind(channel.as_str())
+        .bind(bill_date)
+        .fetch_one::<Reconciliation>(&mut tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(run))
+    }
 
-            async fn add_reconciliation_item(&self, item: &$crate::ReconciliationItem) -> $crate::Result<bool> {
-                let mut tx = self.begin_write().await?;
-                let added = sqlx::query(
-                    "INSERT INTO reconciliation_items (id, reconciliation_id, class, reference, app_id, order_id, local_amount, channel_amount, detail, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (reconciliation_id, class, reference) DO NOTHING",
-                )
-                .bind(&item.id)
-                .bind(&item.reconciliation_id)
-                .bind(&item.class)
-                .bind(&item.reference)
-                .bind(&item.app_id)
-                .bind(&item.order_id)
-                .bind(item.local_amount)
-                .bind(item.channel_amount)
-                .bind(&item.detail)
-                .bind(item.created_at)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                    == 1;
-                if added && $crate::ReconciliationItem::needs_a_person(&item.class) {
-                    let kind = format!("reconciliation_{}", item.class);
-                    Self::tx_insert_abnormal_of(&mut tx, &kind, &item.reference, &item.detail, item.order_id.as_deref(), payonce_core::Timestamp(item.created_at)).await?;
-                }
-                tx.commit().await?;
-                Ok(added)
-            }
+    async fn add_reconciliation_item(&self, item: &ReconciliationItem) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let added = q(
+            "INSERT INTO reconciliation_items (id, reconciliation_id, class, reference, app_id, order_id, local_amount, channel_amount, detail, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (reconciliation_id, class, reference) DO NOTHING",
+        )
+        .bind(&item.id)
+        .bind(&item.reconciliation_id)
+        .bind(&item.class)
+        .bind(&item.reference)
+        .bind(&item.app_id)
+        .bind(&item.order_id)
+        .bind(item.local_amount)
+        .bind(item.channel_amount)
+        .bind(&item.detail)
+        .bind(item.created_at)
+        .execute(&mut tx)
+        .await?
+            == 1;
+        if added && ReconciliationItem::needs_a_person(&item.class) {
+            let kind = format!("reconciliation_{}", item.class);
+            Self::tx_insert_abnormal_of(
+                &mut tx,
+                &kind,
+                &item.reference,
+                &item.detail,
+                item.order_id.as_deref(),
+                Timestamp(item.created_at),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
 
-            async fn finish_reconciliation(
-                &self,
-                id: &str,
-                owner: &str,
-                status: &str,
-                summary: &str,
-                reason: Option<&str>,
-                now: payonce_core::Timestamp,
-            ) -> $crate::Result<bool> {
-                let mut tx = self.begin_write().await?;
-                let done = sqlx::query(
-                    "UPDATE reconciliations SET status = $1, summary = $2, reason = $3, finished_at = $4, lease_owner = NULL, lease_until = NULL \
-                     WHERE id = $5 AND lease_owner = $6",
-                )
-                .bind(status)
-                .bind(summary)
-                .bind(reason)
-                .bind(now.0)
-                .bind(id)
-                .bind(owner)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok(done.rows_affected() == 1)
-            }
+    async fn finish_reconciliation(
+        &self,
+        id: &str,
+        owner: &str,
+        status: &str,
+        summary: &str,
+        reason: Option<&str>,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let done = q(
+            "UPDATE reconciliations SET status = $1, summary = $2, reason = $3, finished_at = $4, lease_owner = NULL, lease_until = NULL \
+             WHERE id = $5 AND lease_owner = $6",
+        )
+        .bind(status)
+        .bind(summary)
+        .bind(reason)
+        .bind(now.0)
+        .bind(id)
+        .bind(owner)
+        .execute(&mut tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done == 1)
+    }
 
-            async fn reconciliation(&self, id: &str) -> $crate::Result<Option<$crate::Reconciliation>> {
-                Ok(sqlx::query_as::<_, $crate::Reconciliation>(concat!("SELECT ", $crate::reconciliations::RUN_COLS!(), " FROM reconciliations WHERE id = $1"))
-                    .bind(id)
-                    .fetch_optional(&self.reader())
-                    .await?)
-            }
+    async fn reconciliation(&self, id: &str) -> Result<Option<Reconciliation>> {
+        Ok(q_fmt(format!(
+            "SELECT {RUN_COLS} FROM reconciliations WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional::<Reconciliation>(&self.reader())
+        .await?)
+    }
 
-            async fn reconciliation_for(&self, channel: payonce_core::ChannelName, bill_date: &str) -> $crate::Result<Option<$crate::Reconciliation>> {
-                Ok(sqlx::query_as::<_, $crate::Reconciliation>(concat!(
-                    "SELECT ",
-                    $crate::reconciliations::RUN_COLS!(),
-                    " FROM reconciliations WHERE channel = $1 AND bill_date = $2"
-                ))
-                .bind(channel.as_str())
-                .bind(bill_date)
-                .fetch_optional(&self.reader())
-                .await?)
-            }
+    async fn reconciliation_for(
+        &self,
+        channel: ChannelName,
+        bill_date: &str,
+    ) -> Result<Option<Reconciliation>> {
+        Ok(q_fmt(format!(
+            "SELECT {RUN_COLS} FROM reconciliations WHERE channel = $1 AND bill_date = $2"
+        ))
+        .bind(channel.as_str())
+        .bind(bill_date)
+        .fetch_optional::<Reconciliation>(&self.reader())
+        .await?)
+    }
 
-            async fn reconciliations(&self, limit: i64) -> $crate::Result<Vec<$crate::Reconciliation>> {
-                Ok(sqlx::query_as::<_, $crate::Reconciliation>(concat!(
-                    "SELECT ",
-                    $crate::reconciliations::RUN_COLS!(),
-                    " FROM reconciliations ORDER BY bill_date DESC, channel LIMIT $1"
-                ))
-                .bind(limit)
-                .fetch_all(&self.reader())
-                .await?)
-            }
+    async fn reconciliations(&self, limit: i64) -> Result<Vec<Reconciliation>> {
+        Ok(q_fmt(format!(
+            "SELECT {RUN_COLS} FROM reconciliations ORDER BY bill_date DESC, channel LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all::<Reconciliation>(&self.reader())
+        .await?)
+    }
 
-            async fn reconciliation_items(&self, id: &str, class: Option<&str>, after: Option<&str>, limit: i64) -> $crate::Result<Vec<$crate::ReconciliationItem>> {
-                Ok(sqlx::query_as::<_, $crate::ReconciliationItem>(
-                    "SELECT id, reconciliation_id, class, reference, app_id, order_id, local_amount, channel_amount, detail, created_at \
-                     FROM reconciliation_items WHERE reconciliation_id = $1 AND ($2 IS NULL OR class = $2) AND ($3 IS NULL OR id > $3) ORDER BY id LIMIT $4",
-                )
-                .bind(id)
-                .bind(class)
-                .bind(after)
-                .bind(limit)
-                .fetch_all(&self.reader())
-                .await?)
-            }
+    async fn reconciliation_items(
+        &self,
+        id: &str,
+        class: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<ReconciliationItem>> {
+        Ok(q(
+            "SELECT id, reconciliation_id, class, reference, app_id, order_id, local_amount, channel_amount, detail, created_at \
+             FROM reconciliation_items WHERE reconciliation_id = $1 AND ($2 IS NULL OR class = $2) AND ($3 IS NULL OR id > $3) ORDER BY id LIMIT $4",
+        )
+        .bind(id)
+        .bind(class)
+        .bind(after)
+        .bind(limit)
+        .fetch_all::<ReconciliationItem>(&self.reader())
+        .await?)
+    }
 
-            async fn attempts_paid_between(
-                &self,
-                channel: payonce_core::ChannelName,
-                from: payonce_core::Timestamp,
-                to: payonce_core::Timestamp,
-                unbilled_only: bool,
-            ) -> $crate::Result<Vec<$crate::Attempt>> {
-                let rows = sqlx::query(concat!(
-                    "SELECT ",
-                    $crate::sql::attempt_cols!(),
-                    " FROM attempts WHERE channel = $1 AND status = 'succeeded' AND paid_at >= $2 AND paid_at < $3 AND (NOT $4 OR settled_amount IS NULL) ORDER BY paid_at"
-                ))
-                .bind(channel.as_str())
-                .bind(from.0)
-                .bind(to.0)
-                .bind(unbilled_only)
-                .fetch_all(&self.reader())
-                .await?;
-                rows.iter().map($crate::rows::attempt_row).collect()
-            }
+    async fn attempts_paid_between(
+        &self,
+        channel: ChannelName,
+        from: Timestamp,
+        to: Timestamp,
+        unbilled_only: bool,
+    ) -> Result<Vec<Attempt>> {
+        q_fmt(format!("SELECT {ATTEMPT_COLS} FROM attempts WHERE channel = $1 AND status = 'succeeded' AND paid_at >= $2 AND paid_at < $3 AND (NOT $4 OR settled_amount IS NULL) ORDER BY paid_at"))
+        .bind(channel.as_str())
+        .bind(from.0)
+        .bind(to.0)
+        .bind(unbilled_only)
+        .load_all::<Attempt>(&self.reader())
+            .await
+    }
 
-            async fn refund_by_out_refund_no(&self, channel: payonce_core::ChannelName, out_refund_no: &str) -> $crate::Result<Option<$crate::Refund>> {
-                let row = sqlx::query(concat!("SELECT ", $crate::sql::refund_cols!(), " FROM refunds WHERE channel = $1 AND out_refund_no = $2"))
-                    .bind(channel.as_str())
-                    .bind(out_refund_no)
-                    .fetch_optional(&self.reader())
-                    .await?;
-                row.as_ref().map($crate::rows::refund_row).transpose()
-            }
+    async fn refund_by_out_refund_no(
+        &self,
+        channel: ChannelName,
+        out_refund_no: &str,
+    ) -> Result<Option<Refund>> {
+        q_fmt(format!(
+            "SELECT {REFUND_COLS} FROM refunds WHERE channel = $1 AND out_refund_no = $2"
+        ))
+        .bind(channel.as_str())
+        .bind(out_refund_no)
+        .load_optional::<Refund>(&self.reader())
+        .await
+    }
 
-            async fn order_by_id(&self, id: &payonce_core::OrderId) -> $crate::Result<Option<$crate::Order>> {
-                let row = sqlx::query(concat!("SELECT ", $crate::sql::order_cols!(), " FROM orders WHERE id = $1"))
-                    .bind(id.as_str())
-                    .fetch_optional(&self.reader())
-                    .await?;
-                row.as_ref().map($crate::rows::order_row).transpose()
-            }
+    async fn order_by_id(&self, id: &OrderId) -> Result<Option<Order>> {
+        q_fmt(format!("SELECT {ORDER_COLS} FROM orders WHERE id = $1"))
+            .bind(id.as_str())
+            .load_optional::<Order>(&self.reader())
+            .await
+    }
 
-            async fn save_bill(&self, bill: &$crate::StoredBill, content: &[u8]) -> $crate::Result<()> {
-                let mut tx = self.begin_write().await?;
-                sqlx::query("DELETE FROM bills WHERE channel = $1 AND merchant_account = $2 AND bill_date = $3 AND bill_type = $4")
-                    .bind(&bill.channel)
-                    .bind(&bill.merchant_account)
-                    .bind(&bill.bill_date)
-                    .bind(&bill.bill_type)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(
-                    "INSERT INTO bills (id, channel, merchant_account, bill_date, bill_type, format, sha256, size, fetched_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
+    async fn save_bill(&self, bill: &StoredBill, content: &[u8]) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        q("DELETE FROM bills WHERE channel = $1 AND merchant_account = $2 AND bill_date = $3 AND bill_type = $4")
+            .bind(&bill.channel)
+            .bind(&bill.merchant_account)
+            .bind(&bill.bill_date)
+            .bind(&bill.bill_type)
+            .execute(&mut tx)
+            .await?;
+        q(
+            "INSERT INTO bills (id, channel, merchant_account, bill_date, bill_type, format, sha256, size, fetched_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&bill.id)
+        .bind(&bill.channel)
+        .bind(&bill.merchant_account)
+        .bind(&bill.bill_date)
+        .bind(&bill.bill_type)
+        .bind(&bill.format)
+        .bind(&bill.sha256)
+        .bind(bill.size)
+        .bind(bill.fetched_at)
+        .execute(&mut tx)
+        .await?;
+        for (seq, part) in content.chunks(1 << 20).enumerate() {
+            q("INSERT INTO bill_parts (bill_id, seq, bytes) VALUES ($1, $2, $3)")
                 .bind(&bill.id)
-                .bind(&bill.channel)
-                .bind(&bill.merchant_account)
-                .bind(&bill.bill_date)
-                .bind(&bill.bill_type)
-                .bind(&bill.format)
-                .bind(&bill.sha256)
-                .bind(bill.size)
-                .bind(bill.fetched_at)
-                .execute(&mut *tx)
+                .bind(seq as i64)
+                .bind(part)
+                .execute(&mut tx)
                 .await?;
-                for (seq, part) in content.chunks(1 << 20).enumerate() {
-                    sqlx::query("INSERT INTO bill_parts (bill_id, seq, bytes) VALUES ($1, $2, $3)")
-                        .bind(&bill.id)
-                        .bind(seq as i64)
-                        .bind(part)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
-                Ok(())
-            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
 
-            async fn stored_bill(&self, channel: payonce_core::ChannelName, bill_date: &str) -> $crate::Result<Option<($crate::StoredBill, Vec<u8>)>> {
-                use sqlx::Row as _;
-                let pool = self.reader();
-                let Some(row) = sqlx::query(
-                    "SELECT id, channel, merchant_account, bill_date, bill_type, format, sha256, size, fetched_at FROM bills \
-                     WHERE channel = $1 AND bill_date = $2 ORDER BY fetched_at DESC LIMIT 1",
-                )
-                .bind(channel.as_str())
-                .bind(bill_date)
-                .fetch_optional(&pool)
-                .await?
-                else {
-                    return Ok(None);
-                };
-                let bill = $crate::StoredBill {
-                    id: row.try_get(0)?,
-                    channel: row.try_get(1)?,
-                    merchant_account: row.try_get(2)?,
-                    bill_date: row.try_get(3)?,
-                    bill_type: row.try_get(4)?,
-                    format: row.try_get(5)?,
-                    sha256: row.try_get(6)?,
-                    size: row.try_get(7)?,
-                    fetched_at: row.try_get(8)?,
-                };
-                let mut content = Vec::with_capacity(bill.size.max(0) as usize);
-                let mut seq = 0i64;
-                // One part at a time: never the whole bill twice in memory.
-                while let Some(part) = sqlx::query("SELECT bytes FROM bill_parts WHERE bill_id = $1 AND seq = $2").bind(&bill.id).bind(seq).fetch_optional(&pool).await? {
-                    let bytes: Vec<u8> = part.try_get(0)?;
-                    content.extend_from_slice(&bytes);
-                    seq += 1;
-                }
-                Ok(Some((bill, content)))
-            }
+    async fn stored_bill(
+        &self,
+        channel: ChannelName,
+        bill_date: &str,
+    ) -> Result<Option<(StoredBill, Vec<u8>)>> {
+        let pool = self.reader();
+        let Some((id, channel, merchant_account, bill_date, bill_type, format, sha256, size, fetched_at)) = q(
+            "SELECT id, channel, merchant_account, bill_date, bill_type, format, sha256, size, fetched_at FROM bills \
+             WHERE channel = $1 AND bill_date = $2 ORDER BY fetched_at DESC LIMIT 1",
+        )
+        .bind(channel.as_str())
+        .bind(bill_date)
+        .fetch_optional::<(String, String, String, String, String, String, String, i64, i64)>(&pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let bill = StoredBill {
+            id,
+            channel,
+            merchant_account,
+            bill_date,
+            bill_type,
+            format,
+            sha256,
+            size,
+            fetched_at,
+        };
+        let mut content = Vec::with_capacity(bill.size.max(0) as usize);
+        let mut seq = 0i64;
+        // One part at a time: never the whole bill twice in memory.
+        while let Some(bytes) = q("SELECT bytes FROM bill_parts WHERE bill_id = $1 AND seq = $2")
+            .bind(&bill.id)
+            .bind(seq)
+            .scalar_optional::<Vec<u8>>(&pool)
+            .await?
+        {
+            content.extend_from_slice(&bytes);
+            seq += 1;
+        }
+        Ok(Some((bill, content)))
+    }
 
-            async fn attempts_by_out_trade_nos(&self, channel: payonce_core::ChannelName, nos: &[String]) -> $crate::Result<Vec<$crate::Attempt>> {
-                if nos.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let sql = format!(concat!("SELECT ", $crate::sql::attempt_cols!(), " FROM attempts WHERE channel = $1 AND out_trade_no IN ({})"), $crate::sql::placeholders(2, nos.len()));
-                // Only numbered placeholders are formatted in; every value is bound.
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(channel.as_str());
-                for no in nos {
-                    q = q.bind(no);
-                }
-                let rows = q.fetch_all(&self.reader()).await?;
-                rows.iter().map($crate::rows::attempt_row).collect()
-            }
+    async fn attempts_by_out_trade_nos(
+        &self,
+        channel: ChannelName,
+        nos: &[String],
+    ) -> Result<Vec<Attempt>> {
+        if nos.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {ATTEMPT_COLS} FROM attempts WHERE channel = $1 AND out_trade_no IN ({})",
+            crate::sql::placeholders(2, nos.len())
+        );
+        // Only numbered placeholders are formatted in; every value is bound.
+        let mut query = q_fmt(sql).bind(channel.as_str());
+        for no in nos {
+            query = query.bind(no);
+        }
+        query.load_all::<Attempt>(&self.reader()).await
+    }
 
-            async fn refunds_by_out_refund_nos(&self, channel: payonce_core::ChannelName, nos: &[String]) -> $crate::Result<Vec<$crate::Refund>> {
-                if nos.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let sql = format!(concat!("SELECT ", $crate::sql::refund_cols!(), " FROM refunds WHERE channel = $1 AND out_refund_no IN ({})"), $crate::sql::placeholders(2, nos.len()));
-                // Only numbered placeholders are formatted in; every value is bound.
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(channel.as_str());
-                for no in nos {
-                    q = q.bind(no);
-                }
-                let rows = q.fetch_all(&self.reader()).await?;
-                rows.iter().map($crate::rows::refund_row).collect()
-            }
+    async fn refunds_by_out_refund_nos(
+        &self,
+        channel: ChannelName,
+        nos: &[String],
+    ) -> Result<Vec<Refund>> {
+        if nos.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {REFUND_COLS} FROM refunds WHERE channel = $1 AND out_refund_no IN ({})",
+            crate::sql::placeholders(2, nos.len())
+        );
+        // Only numbered placeholders are formatted in; every value is bound.
+        let mut query = q_fmt(sql).bind(channel.as_str());
+        for no in nos {
+            query = query.bind(no);
+        }
+        query.load_all::<Refund>(&self.reader()).await
+    }
 
-            async fn record_billed(&self, attempts: &[$crate::Billed], refunds: &[$crate::Billed]) -> $crate::Result<()> {
-                if attempts.is_empty() && refunds.is_empty() {
-                    return Ok(());
-                }
-                let mut tx = self.begin_write().await?;
-                for (table, rows) in [("attempts", attempts), ("refunds", refunds)] {
-                    for chunk in rows.chunks($crate::reconciliations::BATCH) {
-                        // One statement per chunk: a VALUES list joined by id, rewriting only rows
-                        // whose values differ (a re-run writes nothing).
-                        let values: Vec<String> = (0..chunk.len()).map(|i| format!("(${}, CAST(${} AS BIGINT), CAST(${} AS BIGINT))", 3 * i + 1, 3 * i + 2, 3 * i + 3)).collect();
-                        let sql = format!(
-                            "WITH v (id, s, f) AS (VALUES {}) UPDATE {table} SET settled_amount = v.s, fee_millifen = v.f FROM v \
+    async fn record_billed(&self, attempts: &[Billed], refunds: &[Billed]) -> Result<()> {
+        if attempts.is_empty() && refunds.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        for (table, rows) in [("attempts", attempts), ("refunds", refunds)] {
+            for chunk in rows.chunks(BATCH) {
+                // One statement per chunk: a VALUES list joined by id, rewriting only rows
+                // whose values differ (a re-run writes nothing).
+                let values: Vec<String> = (0..chunk.len())
+                    .map(|i| {
+                        format!(
+                            "(${}, CAST(${} AS BIGINT), CAST(${} AS BIGINT))",
+                            3 * i + 1,
+                            3 * i + 2,
+                            3 * i + 3
+                        )
+                    })
+                    .collect();
+                let sql = format!(
+                    "WITH v (id, s, f) AS (VALUES {}) UPDATE {table} SET settled_amount = v.s, fee_millifen = v.f FROM v \
                              WHERE {table}.id = v.id AND ({table}.settled_amount IS DISTINCT FROM v.s OR {table}.fee_millifen IS DISTINCT FROM v.f)",
-                            values.join(", ")
-                        );
-                        // Only numbered placeholders and the table name (one of two literals) are formatted in.
-                        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                        for (id, settled, fee) in chunk {
-                            q = q.bind(id).bind(*settled).bind(*fee);
-                        }
-                        q.execute(&mut *tx).await?;
-                    }
+                    values.join(", ")
+                );
+                // Only numbered placeholders and the table name (one of two literals) are formatted in.
+                let mut query = q_fmt(sql);
+                for (id, settled, fee) in chunk {
+                    query = query.bind(id).bind(*settled).bind(*fee);
                 }
-                tx.commit().await?;
-                Ok(())
-            }
-
-            async fn insert_app_event(
-                &self,
-                app: &payonce_core::AppId,
-                id: &str,
-                kind: &str,
-                data: serde_json::Value,
-                now: payonce_core::Timestamp,
-            ) -> $crate::Result<bool> {
-                let payload = serde_json::json!({"id": id, "type": kind, "created_at": now.to_rfc3339(), "data": data}).to_string();
-                let mut tx = self.begin_write().await?;
-                let added = sqlx::query(
-                    "INSERT INTO events (id, app_id, order_id, type, payload, created_at, next_attempt_at) VALUES ($1, $2, NULL, $3, $4, $5, $5) \
-                     ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(id)
-                .bind(app.as_str())
-                .bind(kind)
-                .bind(payload)
-                .bind(now.0)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                    == 1;
-                tx.commit().await?;
-                Ok(added)
+                query.execute(&mut tx).await?;
             }
         }
-    };
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn insert_app_event(
+        &self,
+        app: &AppId,
+        id: &str,
+        kind: &str,
+        data: serde_json::Value,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let payload = serde_json::json!({"id": id, "type": kind, "created_at": now.to_rfc3339(), "data": data}).to_string();
+        let mut tx = self.begin_write().await?;
+        let added = q(
+            "INSERT INTO events (id, app_id, order_id, type, payload, created_at, next_attempt_at) VALUES ($1, $2, NULL, $3, $4, $5, $5) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(app.as_str())
+        .bind(kind)
+        .bind(payload)
+        .bind(now.0)
+        .execute(&mut tx)
+        .await?
+            == 1;
+        tx.commit().await?;
+        Ok(added)
+    }
 }
 
 /// The columns of a `Reconciliation`, in its field order.
-macro_rules! RUN_COLS {
-    () => {
-        "id, channel, bill_date, status, summary, reason, started_at, finished_at"
-    };
-}
-
-pub(crate) use {RUN_COLS, reconciliations_sql};
+const RUN_COLS: &str = "id, channel, bill_date, status, summary, reason, started_at, finished_at";

@@ -1,10 +1,10 @@
-//! Refunds: reservation against what was paid, channel results, refund notifications: the `Refunds` part of the store, and its SQL, expanded for each backend by
-//! `sql::impl_store!` (SQLite and PostgreSQL accept the same statements).
+//! Refunds: reservation against what was paid, channel results, refund notifications: the
+//! `Refunds` trait of the store and its implementation for `SqlStore`.
 
-#[allow(unused_imports)]
+use crate::db::{Tx, q, q_fmt};
+use crate::sql::REFUND_COLS;
 use crate::*;
-#[allow(unused_imports)]
-use payonce_core::{AppId, AttemptId, ChannelName, OrderId, Timestamp};
+use payonce_core::{AppId, ChannelName, OrderId, Timestamp};
 
 #[async_trait::async_trait]
 pub trait Refunds: Send + Sync {
@@ -40,274 +40,301 @@ pub trait Refunds: Send + Sync {
         result: &RefundResult,
         now: Timestamp,
     ) -> Result<RefundNoticeApplied>;
-    async fn all_refunds(&self) -> Result<Vec<Refund>>;
 }
 
-/// The SQL of `Refunds` for one backend (see `sql::impl_store!` for the parameters).
-macro_rules! refunds_sql {
-    ($Store:ty, $Db:ty, backend = $backend:expr, for_update = $for_update:literal, skip_locked = $skip_locked:literal, migrations = $migrations:expr) => {
-        impl $Store {
-            async fn tx_insert_refund(tx: &mut sqlx::Transaction<'static, $Db>, r: &$crate::Refund) -> Result<bool, sqlx::Error> {
-                let done = sqlx::query(
-                    "INSERT INTO refunds (id, order_id, app_id, attempt_id, channel, out_trade_no, merchant_refund_no, out_refund_no, \
-                     amount, currency, reason, kind, status, content_hash, next_query_at, version, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, $16, $16) \
-                     ON CONFLICT (channel, out_refund_no) DO NOTHING",
-                )
-                .bind(r.id.as_str())
-                .bind(r.order_id.as_str())
-                .bind(r.app_id.as_str())
-                .bind(r.attempt_id.as_str())
-                .bind(r.channel.as_str())
-                .bind(&r.out_trade_no)
-                .bind(&r.merchant_refund_no)
-                .bind(&r.out_refund_no)
-                .bind(r.amount.minor)
-                .bind(r.amount.currency.as_str())
-                .bind(&r.reason)
-                .bind(r.kind.as_str())
-                .bind(r.status.as_str())
-                .bind(&r.content_hash)
-                .bind(r.next_query_at.map(|t| t.0))
-                .bind(r.created_at.0)
-                .execute(&mut **tx)
-                .await?;
-                Ok(done.rows_affected() == 1)
-            }
+impl SqlStore {
+    pub(crate) async fn tx_insert_refund(tx: &mut Tx, r: &Refund) -> Result<bool, sqlx::Error> {
+        let done = q(
+            "INSERT INTO refunds (id, order_id, app_id, attempt_id, channel, out_trade_no, merchant_refund_no, out_refund_no, \
+             amount, currency, reason, kind, status, content_hash, next_query_at, version, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, $16, $16) \
+             ON CONFLICT (channel, out_refund_no) DO NOTHING",
+        )
+        .bind(r.id.as_str())
+        .bind(r.order_id.as_str())
+        .bind(r.app_id.as_str())
+        .bind(r.attempt_id.as_str())
+        .bind(r.channel.as_str())
+        .bind(&r.out_trade_no)
+        .bind(&r.merchant_refund_no)
+        .bind(&r.out_refund_no)
+        .bind(r.amount.minor)
+        .bind(r.amount.currency.as_str())
+        .bind(&r.reason)
+        .bind(r.kind.as_str())
+        .bind(r.status.as_str())
+        .bind(&r.content_hash)
+        .bind(r.next_query_at.map(|t| t.0))
+        .bind(r.created_at.0)
+        .execute(&mut *tx)
+        .await?;
+        Ok(done == 1)
+    }
 
-            /// The body of `record_refund`, inside the caller's transaction.
-            async fn tx_record_refund(
-                tx: &mut sqlx::Transaction<'static, $Db>,
-                id: &payonce_core::RefundId,
-                result: &$crate::RefundResult,
-                channel_data: Option<&str>,
-                now: payonce_core::Timestamp,
-            ) -> $crate::Result<Option<$crate::Refund>> {
-                use payonce_core::RefundStatus;
-                use $crate::{RefundKind, RefundResult};
-                let row = sqlx::query("SELECT order_id FROM refunds WHERE id = $1").bind(id.as_str()).fetch_optional(&mut **tx).await?;
-                let Some(row) = row else { return Ok(None) };
-                let order_id: String = sqlx::Row::try_get(&row, 0)?;
-                let mut order = Self::lock_order(tx, &order_id).await?.ok_or($crate::StoreError::Contended("order vanished"))?;
-                let r = sqlx::query(concat!("SELECT ", $crate::sql::refund_cols!(), " FROM refunds WHERE id = $1"))
-                    .bind(id.as_str())
-                    .fetch_one(&mut **tx)
-                    .await?;
-                let r = $crate::rows::refund_row(&r)?;
-                if matches!(r.status, RefundStatus::Succeeded | RefundStatus::Failed) {
-                    return Ok(Some(r));
-                }
-                let (status, failure, next, requested) = match result {
-                    RefundResult::Succeeded => (RefundStatus::Succeeded, None, None, true),
-                    RefundResult::Failed { reason } => (RefundStatus::Failed, Some(reason.clone()), None, true),
-                    RefundResult::Processing { next_query_at } | RefundResult::Abnormal { next_query_at } => {
-                        (RefundStatus::Pending, None, Some(next_query_at.0), true)
-                    }
-                    RefundResult::Unknown { next_query_at } => (RefundStatus::Unknown, None, Some(next_query_at.0), true),
-                    // Not at the channel: the next round asks again, under the same number.
-                    RefundResult::Absent { next_query_at } => (RefundStatus::Pending, None, Some(next_query_at.0), false),
-                    // Sent, not on record yet: keep its status, never re-send.
-                    RefundResult::NotFoundYet { next_query_at } => (r.status, None, Some(next_query_at.0), true),
-                };
-                let done = sqlx::query(
-                    "UPDATE refunds SET status = $1, failure_reason = $2, next_query_at = $3, requested = $4, \
-                     channel_data = COALESCE($5, channel_data), query_count = query_count + 1, lease_until = NULL, lease_owner = NULL, \
-                     version = version + 1, updated_at = $6 WHERE id = $7 AND version = $8",
-                )
-                .bind(status.as_str())
-                .bind(&failure)
-                .bind(next)
-                .bind(i32::from(requested))
-                .bind(channel_data)
-                .bind(now.0)
-                .bind(id.as_str())
-                .bind(r.version)
-                .execute(&mut **tx)
-                .await?;
-                if done.rows_affected() != 1 {
-                    return Err($crate::StoreError::Contended("refund"));
-                }
-                let mut updated = r.clone();
-                updated.status = status;
-                updated.failure_reason = failure;
-                if matches!(result, RefundResult::Abnormal { .. }) {
-                    Self::tx_insert_abnormal(tx, "refund_abnormal", r.id.as_str(), "the channel reports the refund ABNORMAL", now).await?;
-                }
-                if status == RefundStatus::Succeeded && r.kind == RefundKind::Order {
-                    let total = order.refunded_amount + r.amount.minor;
-                    let next_status = order
-                        .status
-                        .next(payonce_core::OrderEvent::Refunded { refunded_total: total, amount: order.amount.minor })
-                        .map_err(|e| $crate::StoreError::Corrupt(e.to_string()))?;
-                    order = Self::tx_update_order(tx, &order, next_status, total, now).await?;
-                }
-                if status == RefundStatus::Failed && r.kind == RefundKind::Duplicate {
-                    Self::tx_insert_abnormal(tx, "duplicate_refund_failed", r.id.as_str(), updated.failure_reason.as_deref().unwrap_or(""), now).await?;
-                }
-                if matches!(status, RefundStatus::Succeeded | RefundStatus::Failed) {
-                    let kind = if status == RefundStatus::Succeeded { "refund.succeeded" } else { "refund.failed" };
-                    let eid = payonce_core::EventId::new();
-                    sqlx::query("INSERT INTO events (id, app_id, order_id, type, payload, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $6)")
-                        .bind(eid.as_str())
-                        .bind(order.app_id.as_str())
-                        .bind(order.id.as_str())
-                        .bind(kind)
-                        .bind($crate::sql::refund_event_payload(&eid, kind, now, &updated, order.version))
-                        .bind(now.0)
-                        .execute(&mut **tx)
-                        .await?;
-                }
-                Ok(Some(updated))
-            }
+    /// The body of `record_refund`, inside the caller's transaction.
+    pub(crate) async fn tx_record_refund(
+        tx: &mut Tx,
+        id: &payonce_core::RefundId,
+        result: &RefundResult,
+        channel_data: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Option<Refund>> {
+        use crate::{RefundKind, RefundResult};
+        use payonce_core::RefundStatus;
+        let order_id = q("SELECT order_id FROM refunds WHERE id = $1")
+            .bind(id.as_str())
+            .scalar_optional::<String>(&mut *tx)
+            .await?;
+        let Some(order_id) = order_id else {
+            return Ok(None);
+        };
+        let mut order = Self::lock_order(tx, &order_id)
+            .await?
+            .ok_or(StoreError::Contended("order vanished"))?;
+        let r = q_fmt(format!("SELECT {REFUND_COLS} FROM refunds WHERE id = $1"))
+            .bind(id.as_str())
+            .load::<Refund>(&mut *tx)
+            .await?;
+        if matches!(r.status, RefundStatus::Succeeded | RefundStatus::Failed) {
+            return Ok(Some(r));
         }
-
-        #[async_trait::async_trait]
-        impl $crate::Refunds for $Store {
-            async fn prepare_refund_call(
-                &self,
-                id: &payonce_core::RefundId,
-                channel_data: &str,
-                now: payonce_core::Timestamp,
-            ) -> $crate::Result<Option<$crate::Refund>> {
-                let mut tx = self.begin_write().await?;
-                sqlx::query("UPDATE refunds SET channel_data = $1, updated_at = $2 WHERE id = $3 AND channel_data IS NULL")
-                    .bind(channel_data)
-                    .bind(now.0)
-                    .bind(id.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                let r = sqlx::query(concat!("SELECT ", $crate::sql::refund_cols!(), " FROM refunds WHERE id = $1"))
-                    .bind(id.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let r = match r {
-                    Some(r) => Some($crate::rows::refund_row(&r)?),
-                    None => None,
-                };
-                tx.commit().await?;
-                Ok(r)
+        let (status, failure, next, requested) = match result {
+            RefundResult::Succeeded => (RefundStatus::Succeeded, None, None, true),
+            RefundResult::Failed { reason } => {
+                (RefundStatus::Failed, Some(reason.clone()), None, true)
             }
-
-            async fn create_refund(&self, r: &$crate::Refund, now: payonce_core::Timestamp) -> $crate::Result<$crate::CreateRefund> {
-                use sqlx::Row;
-                use $crate::CreateRefund;
-                let mut tx = self.begin_write().await?;
-                let Some(order) = Self::lock_order(&mut tx, r.order_id.as_str()).await? else {
-                    return Ok(CreateRefund::NoSuchOrder);
-                };
-                if let Some(no) = &r.merchant_refund_no {
-                    let row = sqlx::query(concat!("SELECT ", $crate::sql::refund_cols!(), " FROM refunds WHERE order_id = $1 AND merchant_refund_no = $2"))
-                        .bind(order.id.as_str())
-                        .bind(no)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    if let Some(row) = row {
-                        let existing = $crate::rows::refund_row(&row)?;
-                        return Ok(if existing.content_hash == r.content_hash { CreateRefund::Existing(existing) } else { CreateRefund::Conflict(existing) });
-                    }
-                }
-                if !order.status.has_been_paid() {
-                    return Ok(CreateRefund::NotPaid(order));
-                }
-                // Pending, unknown and succeeded refunds all hold their amount: concurrent refunds
-                // can never together exceed what was paid.
-                let reserved: i64 = sqlx::query("SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM refunds WHERE order_id = $1 AND kind = 'order' AND status <> 'failed'")
-                    .bind(order.id.as_str())
-                    .fetch_one(&mut *tx)
-                    .await?
-                    .try_get(0)?;
-                if reserved + r.amount.minor > order.amount.minor {
-                    return Ok(CreateRefund::Exceeds { refundable: order.amount.minor - reserved });
-                }
-                let mut row = r.clone();
-                row.attempt_id = order.paid_attempt_id.clone().ok_or($crate::StoreError::Corrupt("paid order without paying attempt".into()))?;
-                let paying = Self::tx_attempt(&mut tx, row.attempt_id.as_str()).await?.ok_or($crate::StoreError::Corrupt("paying attempt missing".into()))?;
-                row.channel = paying.channel;
-                row.out_trade_no = paying.out_trade_no.clone();
-                row.created_at = now;
-                row.updated_at = now;
-                Self::tx_insert_refund(&mut tx, &row).await?;
-                tx.commit().await?;
-                Ok(CreateRefund::Created(row))
+            RefundResult::Processing { next_query_at }
+            | RefundResult::Abnormal { next_query_at } => {
+                (RefundStatus::Pending, None, Some(next_query_at.0), true)
             }
-
-            async fn refund(&self, app: &payonce_core::AppId, id: &payonce_core::RefundId) -> $crate::Result<Option<$crate::Refund>> {
-                let row = sqlx::query(concat!("SELECT ", $crate::sql::refund_cols!(), " FROM refunds WHERE id = $1 AND app_id = $2"))
-                    .bind(id.as_str())
-                    .bind(app.as_str())
-                    .fetch_optional(&self.reader())
-                    .await?;
-                row.as_ref().map($crate::rows::refund_row).transpose()
+            RefundResult::Unknown { next_query_at } => {
+                (RefundStatus::Unknown, None, Some(next_query_at.0), true)
             }
-
-            async fn refunds_of(&self, order: &payonce_core::OrderId) -> $crate::Result<Vec<$crate::Refund>> {
-                let rows = sqlx::query(concat!("SELECT ", $crate::sql::refund_cols!(), " FROM refunds WHERE order_id = $1 ORDER BY id"))
-                    .bind(order.as_str())
-                    .fetch_all(&self.reader())
-                    .await?;
-                rows.iter().map($crate::rows::refund_row).collect()
+            // Not at the channel: the next round asks again, under the same number.
+            RefundResult::Absent { next_query_at } => {
+                (RefundStatus::Pending, None, Some(next_query_at.0), false)
             }
-
-            async fn all_refunds(&self) -> $crate::Result<Vec<$crate::Refund>> {
-                let rows = sqlx::query(concat!("SELECT ", $crate::sql::refund_cols!(), " FROM refunds ORDER BY id"))
-                    .fetch_all(&self.reader())
-                    .await?;
-                rows.iter().map($crate::rows::refund_row).collect()
+            // Sent, not on record yet: keep its status, never re-send.
+            RefundResult::NotFoundYet { next_query_at } => {
+                (r.status, None, Some(next_query_at.0), true)
             }
-
-            async fn record_refund(
-                &self,
-                id: &payonce_core::RefundId,
-                result: &$crate::RefundResult,
-                channel_data: Option<&str>,
-                now: payonce_core::Timestamp,
-            ) -> $crate::Result<Option<$crate::Refund>> {
-                let mut tx = self.begin_write().await?;
-                let r = Self::tx_record_refund(&mut tx, id, result, channel_data, now).await?;
-                tx.commit().await?;
-                Ok(r)
-            }
-
-            async fn apply_refund_notice(
-                &self,
-                channel: payonce_core::ChannelName,
-                event_id: &str,
-                out_refund_no: &str,
-                result: &$crate::RefundResult,
-                now: payonce_core::Timestamp,
-            ) -> $crate::Result<$crate::RefundNoticeApplied> {
-                use sqlx::Row;
-                let mut tx = self.begin_write().await?;
-                let row = sqlx::query("SELECT id, out_trade_no FROM refunds WHERE channel = $1 AND out_refund_no = $2")
-                    .bind(channel.as_str())
-                    .bind(out_refund_no)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let Some(row) = row else { return Ok($crate::RefundNoticeApplied::UnknownRefund) };
-                let id = payonce_core::RefundId::from_trusted(row.try_get("id")?);
-                let out_trade_no: String = row.try_get("out_trade_no")?;
-                let done = sqlx::query(
-                    "INSERT INTO channel_events (channel, event_id, out_trade_no, received_at) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (channel, event_id) DO NOTHING",
-                )
-                .bind(channel.as_str())
-                .bind(event_id)
-                .bind(&out_trade_no)
+        };
+        let done = q(
+            "UPDATE refunds SET status = $1, failure_reason = $2, next_query_at = $3, requested = $4, \
+             channel_data = COALESCE($5, channel_data), query_count = query_count + 1, lease_until = NULL, lease_owner = NULL, \
+             version = version + 1, updated_at = $6 WHERE id = $7 AND version = $8",
+        )
+        .bind(status.as_str())
+        .bind(&failure)
+        .bind(next)
+        .bind(i32::from(requested))
+        .bind(channel_data)
+        .bind(now.0)
+        .bind(id.as_str())
+        .bind(r.version)
+        .execute(&mut *tx)
+        .await?;
+        if done != 1 {
+            return Err(StoreError::Contended("refund"));
+        }
+        let mut updated = r.clone();
+        updated.status = status;
+        updated.failure_reason = failure;
+        if matches!(result, RefundResult::Abnormal { .. }) {
+            Self::tx_insert_abnormal(
+                tx,
+                "refund_abnormal",
+                r.id.as_str(),
+                "the channel reports the refund ABNORMAL",
+                now,
+            )
+            .await?;
+        }
+        if status == RefundStatus::Succeeded && r.kind == RefundKind::Order {
+            let total = order.refunded_amount + r.amount.minor;
+            let next_status = order
+                .status
+                .next(payonce_core::OrderEvent::Refunded {
+                    refunded_total: total,
+                    amount: order.amount.minor,
+                })
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            order = Self::tx_update_order(tx, &order, next_status, total, now).await?;
+        }
+        if status == RefundStatus::Failed && r.kind == RefundKind::Duplicate {
+            Self::tx_insert_abnormal(
+                tx,
+                "duplicate_refund_failed",
+                r.id.as_str(),
+                updated.failure_reason.as_deref().unwrap_or(""),
+                now,
+            )
+            .await?;
+        }
+        if matches!(status, RefundStatus::Succeeded | RefundStatus::Failed) {
+            let kind = if status == RefundStatus::Succeeded {
+                "refund.succeeded"
+            } else {
+                "refund.failed"
+            };
+            let eid = payonce_core::EventId::new();
+            q("INSERT INTO events (id, app_id, order_id, type, payload, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $6)")
+                .bind(eid.as_str())
+                .bind(order.app_id.as_str())
+                .bind(order.id.as_str())
+                .bind(kind)
+                .bind(crate::sql::refund_event_payload(&eid, kind, now, &updated, order.version))
                 .bind(now.0)
                 .execute(&mut *tx)
                 .await?;
-                if done.rows_affected() == 0 {
-                    return Ok($crate::RefundNoticeApplied::Replay);
-                }
-                let r = Self::tx_record_refund(&mut tx, &id, result, None, now).await?;
-                tx.commit().await?;
-                Ok(match r {
-                    Some(r) => $crate::RefundNoticeApplied::Applied(r),
-                    None => $crate::RefundNoticeApplied::UnknownRefund,
-                })
-            }
         }
-    };
+        Ok(Some(updated))
+    }
 }
 
-pub(crate) use refunds_sql;
+#[async_trait::async_trait]
+impl Refunds for SqlStore {
+    async fn prepare_refund_call(
+        &self,
+        id: &payonce_core::RefundId,
+        channel_data: &str,
+        now: Timestamp,
+    ) -> Result<Option<Refund>> {
+        let mut tx = self.begin_write().await?;
+        q("UPDATE refunds SET channel_data = $1, updated_at = $2 WHERE id = $3 AND channel_data IS NULL")
+            .bind(channel_data)
+            .bind(now.0)
+            .bind(id.as_str())
+            .execute(&mut tx)
+            .await?;
+        let r = q_fmt(format!("SELECT {REFUND_COLS} FROM refunds WHERE id = $1"))
+            .bind(id.as_str())
+            .load_optional::<Refund>(&mut tx)
+            .await?;
+        tx.commit().await?;
+        Ok(r)
+    }
+
+    async fn create_refund(&self, r: &Refund, now: Timestamp) -> Result<CreateRefund> {
+        let mut tx = self.begin_write().await?;
+        let Some(order) = Self::lock_order(&mut tx, r.order_id.as_str()).await? else {
+            return Ok(CreateRefund::NoSuchOrder);
+        };
+        if let Some(no) = &r.merchant_refund_no {
+            let existing = q_fmt(format!(
+                "SELECT {REFUND_COLS} FROM refunds WHERE order_id = $1 AND merchant_refund_no = $2"
+            ))
+            .bind(order.id.as_str())
+            .bind(no)
+            .load_optional::<Refund>(&mut tx)
+            .await?;
+            if let Some(existing) = existing {
+                return Ok(if existing.content_hash == r.content_hash {
+                    CreateRefund::Existing(existing)
+                } else {
+                    CreateRefund::Conflict(existing)
+                });
+            }
+        }
+        if !order.status.has_been_paid() {
+            return Ok(CreateRefund::NotPaid(order));
+        }
+        // Pending, unknown and succeeded refunds all hold their amount: concurrent refunds
+        // can never together exceed what was paid.
+        let reserved: i64 = q("SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM refunds WHERE order_id = $1 AND kind = 'order' AND status <> 'failed'")
+            .bind(order.id.as_str())
+            .scalar(&mut tx)
+            .await?;
+        if reserved + r.amount.minor > order.amount.minor {
+            return Ok(CreateRefund::Exceeds {
+                refundable: order.amount.minor - reserved,
+            });
+        }
+        let mut row = r.clone();
+        row.attempt_id = order.paid_attempt_id.clone().ok_or(StoreError::Corrupt(
+            "paid order without paying attempt".into(),
+        ))?;
+        let paying = Self::tx_attempt(&mut tx, row.attempt_id.as_str())
+            .await?
+            .ok_or(StoreError::Corrupt("paying attempt missing".into()))?;
+        row.channel = paying.channel;
+        row.out_trade_no = paying.out_trade_no.clone();
+        row.created_at = now;
+        row.updated_at = now;
+        Self::tx_insert_refund(&mut tx, &row).await?;
+        tx.commit().await?;
+        Ok(CreateRefund::Created(row))
+    }
+
+    async fn refund(&self, app: &AppId, id: &payonce_core::RefundId) -> Result<Option<Refund>> {
+        q_fmt(format!(
+            "SELECT {REFUND_COLS} FROM refunds WHERE id = $1 AND app_id = $2"
+        ))
+        .bind(id.as_str())
+        .bind(app.as_str())
+        .load_optional::<Refund>(&self.reader())
+        .await
+    }
+
+    async fn refunds_of(&self, order: &OrderId) -> Result<Vec<Refund>> {
+        q_fmt(format!(
+            "SELECT {REFUND_COLS} FROM refunds WHERE order_id = $1 ORDER BY id"
+        ))
+        .bind(order.as_str())
+        .load_all::<Refund>(&self.reader())
+        .await
+    }
+
+    async fn record_refund(
+        &self,
+        id: &payonce_core::RefundId,
+        result: &RefundResult,
+        channel_data: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Option<Refund>> {
+        let mut tx = self.begin_write().await?;
+        let r = Self::tx_record_refund(&mut tx, id, result, channel_data, now).await?;
+        tx.commit().await?;
+        Ok(r)
+    }
+
+    async fn apply_refund_notice(
+        &self,
+        channel: ChannelName,
+        event_id: &str,
+        out_refund_no: &str,
+        result: &RefundResult,
+        now: Timestamp,
+    ) -> Result<RefundNoticeApplied> {
+        let mut tx = self.begin_write().await?;
+        let row =
+            q("SELECT id, out_trade_no FROM refunds WHERE channel = $1 AND out_refund_no = $2")
+                .bind(channel.as_str())
+                .bind(out_refund_no)
+                .fetch_optional::<(String, String)>(&mut tx)
+                .await?;
+        let Some((id, out_trade_no)) = row else {
+            return Ok(RefundNoticeApplied::UnknownRefund);
+        };
+        let id = payonce_core::RefundId::from_trusted(id);
+        let done = q(
+            "INSERT INTO channel_events (channel, event_id, out_trade_no, received_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (channel, event_id) DO NOTHING",
+        )
+        .bind(channel.as_str())
+        .bind(event_id)
+        .bind(&out_trade_no)
+        .bind(now.0)
+        .execute(&mut tx)
+        .await?;
+        if done == 0 {
+            return Ok(RefundNoticeApplied::Replay);
+        }
+        let r = Self::tx_record_refund(&mut tx, &id, result, None, now).await?;
+        tx.commit().await?;
+        Ok(match r {
+            Some(r) => RefundNoticeApplied::Applied(r),
+            None => RefundNoticeApplied::UnknownRefund,
+        })
+    }
+}

@@ -1,7 +1,9 @@
 //! Rows as the database holds them (`sqlx::FromRow`, the same for both backends), and their
 //! conversion into the model: enumerations and currencies parsed, anything our own code could
-//! not have written refused as `StoreError::Corrupt`.
+//! not have written refused as `StoreError::Corrupt`. `Model` names each model's row type, so a
+//! query reads `q(…).load::<Order>(…)`.
 
+use crate::db::Model;
 use crate::sql::{corrupt, parse_closed_by};
 use crate::{App, Attempt, DeliveryStatus, EventRow, Order, Refund, RefundKind, Sink, StoreError};
 use payonce_core::{
@@ -267,19 +269,6 @@ impl TryFrom<AppRow> for App {
     }
 }
 
-/// Decoding a backend's row: sqlx reads the row struct, `TryFrom` checks its values. Generic
-/// over the backend, so the SQL of both stores shares them.
-macro_rules! decoders {
-    ($($name:ident: $Row:ty => $T:ty),* $(,)?) => {$(
-        pub(crate) fn $name<R: sqlx::Row>(r: &R) -> Result<$T, StoreError>
-        where
-            for<'r> $Row: sqlx::FromRow<'r, R>,
-        {
-            <$Row as sqlx::FromRow<'_, R>>::from_row(r)?.try_into()
-        }
-    )*};
-}
-
 #[derive(sqlx::FromRow)]
 pub(crate) struct CouponRow {
     id: String,
@@ -318,11 +307,22 @@ impl TryFrom<CouponRow> for crate::Coupon {
     }
 }
 
-decoders!(
-    coupon_row: CouponRow => crate::Coupon,
-    order_row: OrderRow => crate::Order,
-    attempt_row: AttemptRow => crate::Attempt,
-    refund_row: RefundRow => crate::Refund,
-    event_row: EventDbRow => crate::EventRow,
-    app_row: AppRow => crate::App,
-);
+// Each model is read through its row type (`Query::load…`).
+impl Model for Order {
+    type Row = OrderRow;
+}
+impl Model for Attempt {
+    type Row = AttemptRow;
+}
+impl Model for Refund {
+    type Row = RefundRow;
+}
+impl Model for EventRow {
+    type Row = EventDbRow;
+}
+impl Model for App {
+    type Row = AppRow;
+}
+impl Model for crate::Coupon {
+    type Row = CouponRow;
+}

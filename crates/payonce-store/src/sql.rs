@@ -1,49 +1,25 @@
-//! The SQL both stores share. SQLite and PostgreSQL accept the same statements here (`$N`
-//! parameters, `ON CONFLICT`, `RETURNING`, partial indexes), so one body of code is expanded
-//! for each backend's concrete sqlx types by `impl_store!`; the differences (row locks, how a
-//! write transaction begins, pools) are the macro's parameters and each store's own methods.
+//! Pieces of SQL and of the rows' meaning that several aggregates share: the column lists the
+//! row types read, numbered placeholders, event bodies, and small conversions.
 
-/// Columns of `orders`, in the order `order_row` reads them.
-macro_rules! order_cols {
-    () => {
-        "id, app_id, merchant_order_no, amount, currency, subject, notify_url, metadata, content_hash, \
-         status, closed_by, paid_attempt_id, paid_at, refunded_amount, expires_at, version, created_at, updated_at, \
-         original_amount, discount, coupon_code, coupon_id, payer_ref"
-    };
-}
+/// Columns of `orders`, in the order `OrderRow` reads them.
+pub(crate) const ORDER_COLS: &str = "id, app_id, merchant_order_no, amount, currency, subject, notify_url, metadata, content_hash, \
+     status, closed_by, paid_attempt_id, paid_at, refunded_amount, expires_at, version, created_at, updated_at, \
+     original_amount, discount, coupon_code, coupon_id, payer_ref";
 
-/// Columns of `attempts`, in the order `attempt_row` reads them.
-macro_rules! attempt_cols {
-    () => {
-        "id, order_id, channel, method, out_trade_no, amount, currency, status, is_duplicate, credential, \
-         credential_expires_at, payable_until, prepay_request, channel_trade_no, channel_data, paid_at, next_query_at, query_count, \
-         version, created_at, updated_at"
-    };
-}
+/// Columns of `attempts`, in the order `AttemptRow` reads them.
+pub(crate) const ATTEMPT_COLS: &str = "id, order_id, channel, method, out_trade_no, amount, currency, status, is_duplicate, credential, \
+     credential_expires_at, payable_until, prepay_request, channel_trade_no, channel_data, paid_at, next_query_at, query_count, \
+     version, created_at, updated_at";
 
-/// Columns of `refunds`, in the order `refund_row` reads them.
-macro_rules! refund_cols {
-    () => {
-        "id, order_id, app_id, attempt_id, channel, out_trade_no, merchant_refund_no, out_refund_no, amount, currency, reason, \
-         kind, status, failure_reason, content_hash, requested, channel_data, next_query_at, query_count, version, created_at, updated_at"
-    };
-}
+/// Columns of `refunds`, in the order `RefundRow` reads them.
+pub(crate) const REFUND_COLS: &str = "id, order_id, app_id, attempt_id, channel, out_trade_no, merchant_refund_no, out_refund_no, amount, currency, reason, \
+     kind, status, failure_reason, content_hash, requested, channel_data, next_query_at, query_count, version, created_at, updated_at";
 
-/// Columns of `events`, in the order `event_row` reads them.
-macro_rules! event_cols {
-    () => {
-        "id, app_id, order_id, type, payload, created_at, delivery_status, delivery_count, next_attempt_at, last_status, last_error, delivered_at"
-    };
-}
+/// Columns of `events`, in the order `EventDbRow` reads them.
+pub(crate) const EVENT_COLS: &str = "id, app_id, order_id, type, payload, created_at, delivery_status, delivery_count, next_attempt_at, last_status, last_error, delivered_at";
 
-/// Columns of `apps`, in the order `app_row` reads them.
-macro_rules! app_cols {
-    () => {
-        "id, name, secret_hash, webhook_url, webhook_secret_enc, webhook_secret_prev_enc, webhook_disabled, allowed_hosts, sink, submission_window_secs, created_at"
-    };
-}
-
-pub(crate) use {app_cols, attempt_cols, event_cols, order_cols, refund_cols};
+/// Columns of `apps`, in the order `AppRow` reads them.
+pub(crate) const APP_COLS: &str = "id, name, secret_hash, webhook_url, webhook_secret_enc, webhook_secret_prev_enc, webhook_disabled, allowed_hosts, sink, submission_window_secs, created_at";
 
 /// `$first, $first+1, …` — `n` numbered parameters for an `IN (…)` list.
 pub(crate) fn placeholders(first: usize, n: usize) -> String {
@@ -168,27 +144,3 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     e.as_database_error()
         .is_some_and(|d| d.is_unique_violation())
 }
-
-/// Expands the `Store` implementation for one backend: each aggregate's file holds its trait
-/// and its SQL; the backend's differences are these parameters (its `Dialect`):
-/// `for_update` is appended to the SELECT that reads an order inside a write transaction
-/// (PostgreSQL locks the row so every transition of one order is serialized; SQLite has one
-/// writer connection, which serializes all writes already), `skip_locked` lets concurrent
-/// workers claim different rows, `migrations` are the backend's own.
-macro_rules! impl_store {
-    ($Store:ty, $Db:ty, $($opts:tt)*) => {
-        $crate::orders::orders_sql!($Store, $Db, $($opts)*);
-        $crate::attempts::attempts_sql!($Store, $Db, $($opts)*);
-        $crate::refunds::refunds_sql!($Store, $Db, $($opts)*);
-        $crate::outbox::outbox_sql!($Store, $Db, $($opts)*);
-        $crate::leases::leases_sql!($Store, $Db, $($opts)*);
-        $crate::apps::apps_sql!($Store, $Db, $($opts)*);
-        $crate::idempotency::idempotency_sql!($Store, $Db, $($opts)*);
-        $crate::operations::operations_sql!($Store, $Db, $($opts)*);
-        $crate::reconciliations::reconciliations_sql!($Store, $Db, $($opts)*);
-        $crate::coupons::coupons_sql!($Store, $Db, $($opts)*);
-        $crate::console::console_sql!($Store, $Db, $($opts)*);
-    };
-}
-
-pub(crate) use impl_store;

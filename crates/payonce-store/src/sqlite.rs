@@ -1,14 +1,15 @@
 //! The SQLite store: the embedded default. One writer connection (so concurrent requests queue
 //! for it instead of failing with SQLITE_BUSY), a pool of readers, WAL and `synchronous=FULL`
-//! (a commit is on disk before anyone is told about it).
+//! (a commit is on disk before anyone is told about it). These are its connections; the SQL
+//! that runs on them is `SqlStore`'s, shared with PostgreSQL.
 
-use crate::sql::impl_store;
-use crate::{Backend, Result};
+use crate::Result;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use std::str::FromStr;
 use std::time::Duration;
 
+/// The SQLite connections of a `SqlStore` (`SqlStore::from(SqliteStore::connect(url).await?)`).
 pub struct SqliteStore {
     writer: SqlitePool,
     readers: SqlitePool,
@@ -59,14 +60,20 @@ impl SqliteStore {
         Ok(SqliteStore { writer, readers })
     }
 
+    /// Closes the writer and the readers.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.readers.close().await;
+    }
+
     /// The readers' pool (a cheap clone: pools are shared handles).
-    fn reader(&self) -> SqlitePool {
+    pub(crate) fn reader(&self) -> SqlitePool {
         self.readers.clone()
     }
 
     /// `BEGIN IMMEDIATE` takes the write lock at once, so a transaction never upgrades from
     /// read to write halfway (the classic SQLITE_BUSY deadlock between two processes).
-    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
+    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
         match self.writer.begin_with("BEGIN IMMEDIATE").await {
             // A COMMIT that failed (a full disk) leaves the writer connection inside a
             // transaction sqlx can no longer end: replace the connection, or every later write
@@ -84,7 +91,7 @@ impl SqliteStore {
         }
     }
 
-    async fn run_migrations(&self, migrator: &sqlx::migrate::Migrator) -> Result<()> {
+    pub(crate) async fn run_migrations(&self, migrator: &sqlx::migrate::Migrator) -> Result<()> {
         // Through the one writer connection, like every other write.
         migrator
             .run(&self.writer)
@@ -92,12 +99,3 @@ impl SqliteStore {
             .map_err(|e| crate::migrate::explain(migrator, e))
     }
 }
-
-impl_store!(
-    SqliteStore,
-    Sqlite,
-    backend = Backend::Sqlite,
-    for_update = "",
-    skip_locked = "",
-    migrations = crate::migrate::SQLITE
-);

@@ -97,7 +97,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         &tmp.path().join("sim"),
     )
     .await?;
-    let store = payonce_store::open(&db_url, true)
+    let store = payonce_store::open_inspect(&db_url, true)
         .await
         .context("open database")?;
     let (key, key_hex) = MasterKey::random();
@@ -454,7 +454,7 @@ async fn expiry_phase(
     http: &reqwest::Client,
     base: &str,
     secret: &str,
-    store: &std::sync::Arc<dyn payonce_store::Store>,
+    store: &std::sync::Arc<dyn payonce_store::Inspect>,
     run_id: &str,
 ) -> anyhow::Result<ExpiryFigures> {
     let n = args.expiring;

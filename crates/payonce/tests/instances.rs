@@ -18,7 +18,7 @@ async fn storm(backend: Backend, instances: usize) {
 /// `serve` processes on one fresh database, a simulator beside them, and one app.
 struct Cluster {
     sim: payonce_sim::SimHandle,
-    store: std::sync::Arc<dyn payonce_store::Store>,
+    store: std::sync::Arc<dyn payonce_store::Inspect>,
     app: payonce_server::engine::apps::NewAppCredentials,
     servers: Vec<ServeProcess>,
     _db: TestDb,
@@ -47,7 +47,7 @@ async fn cluster_on(
     )
     .await
     .unwrap();
-    let store = payonce_store::open(&db.url, true).await.unwrap();
+    let store = payonce_store::open_inspect(&db.url, true).await.unwrap();
     let (key, key_hex) = MasterKey::random();
     let app = payonce_server::engine::apps::create_app(
         store.as_ref(),

@@ -493,7 +493,7 @@ async fn the_search_is_index_look_ups_only(b: Backend) {
         } else {
             ""
         },
-        payonce_store::console::FIND_ORDERS_SQL
+        payonce_store::console::find_orders_sql()
     );
     let plan: Vec<String> = match b {
         Backend::Postgres => {

@@ -124,7 +124,7 @@ pub async fn home(State(state): State<AppState>, op: Operator) -> Response {
             .collect();
         let apps = state
             .store
-            .all_apps()
+            .apps()
             .await?
             .into_iter()
             .map(|a| AppView {
