@@ -84,7 +84,7 @@ pub fn documented_router(state: &AppState) -> (Router, serde_json::Value) {
         .route("/openapi.json", openapi::serve(&doc))
         .route("/docs", get(openapi::docs))
         .route("/docs.js", get(openapi::docs_js))
-        // The operator console: its own session cookie and CSRF tokens (see console.rs).
+        // The operator console: its own session cookie and CSRF tokens (see console/session.rs).
         .route("/console", get(console::home))
         .route("/console/assets/console.css", get(console::style))
         .route(

@@ -2,8 +2,8 @@
 //!
 //! The rule everywhere: write the intent in one transaction, call the channel with no
 //! transaction open, record the outcome in another. The database arbitrates every race (the
-//! partial unique index allows one active attempt per order); in-process order locks only
-//! spare the database a thundering herd.
+//! partial unique index allows one active attempt per order); the per-order turns a request
+//! waits in (`gateway::waiting`) only spare the database a thundering herd.
 
 use crate::gateway::waiting::Deadline;
 use crate::state::AppState;
