@@ -7,7 +7,7 @@ mod requests;
 mod verdicts;
 
 use crate::db::{Backend, TestDb};
-use payonce_core::SystemClock;
+use payonce_core::{Clock, SystemClock};
 use payonce_server::crypto::MasterKey;
 use payonce_server::{AppState, ServerConfig};
 use payonce_store::Inspect;
@@ -62,6 +62,24 @@ pub struct AppOptions {
     pub workers: bool,
     /// `--reconcile-at` (e.g. `sandbox=10:00`); none by default.
     pub reconcile_at: Option<String>,
+    /// Virtual time: this manual clock is the app's (engine, connectors, simulator), the
+    /// workers are off, and the waiting helpers (`wait_order`, `settled_violations`) move the
+    /// clock and run a worker round instead of sleeping (`AppOptions::frozen`).
+    pub frozen: Option<payonce_core::ManualClock>,
+}
+
+impl AppOptions {
+    /// A test on virtual time: a manual clock starting now, no background workers, schedules
+    /// unscaled (a 10 s query step is 10 s of the clock, moved by the test or its helpers).
+    pub fn frozen() -> AppOptions {
+        let now = SystemClock.now();
+        AppOptions {
+            frozen: Some(payonce_core::ManualClock::at(now.0)),
+            time_scale: 1.0,
+            workers: false,
+            ..AppOptions::default()
+        }
+    }
 }
 
 impl Default for AppOptions {
@@ -91,6 +109,7 @@ impl Default for AppOptions {
             sim_seed: None,
             workers: true,
             reconcile_at: None,
+            frozen: None,
         }
     }
 }
@@ -116,6 +135,8 @@ pub struct TestApp {
     pub db: TestDb,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The manual clock of a test on virtual time (`AppOptions::frozen`).
+    pub frozen: Option<payonce_core::ManualClock>,
     _sim_dir: crate::scratch::ScratchDir,
 }
 
@@ -156,8 +177,11 @@ fn sim_state_dir() -> crate::scratch::ScratchDir {
 pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
     let sim_dir = sim_state_dir();
     // One clock for the engine, the connectors and the simulated channels.
-    let clock: Arc<dyn payonce_core::Clock> =
-        opts.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
+    let clock: Arc<dyn payonce_core::Clock> = match (&opts.frozen, &opts.clock) {
+        (Some(frozen), _) => Arc::new(frozen.clone()),
+        (None, Some(clock)) => clock.clone(),
+        (None, None) => Arc::new(SystemClock),
+    };
     let sim_options = payonce_sim::SimOptions {
         clock: clock.clone(),
         seed: opts.sim_seed,
@@ -226,7 +250,7 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
         webhook_timeout: opts
             .webhook_timeout
             .unwrap_or_else(|| ServerConfig::default().webhook_timeout),
-        workers: opts.workers,
+        workers: opts.workers && opts.frozen.is_none(),
         reconcile_at: opts
             .reconcile_at
             .as_deref()
@@ -275,6 +299,7 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
         db,
         server,
         shutdown: Some(tx),
+        frozen: opts.frozen.clone(),
         _sim_dir: sim_dir,
     }
 }
@@ -328,5 +353,57 @@ impl TestApp {
     /// move the `ManualClock`, then call this — a schedule step without a sleep).
     pub async fn run_workers(&self) {
         payonce_server::workers::run_round(&self.state, "test-driver").await;
+    }
+
+    /// On virtual time: moves the clock by `by`, then runs one round of every worker.
+    pub async fn tick(&self, by: Duration) {
+        let clock = self
+            .frozen
+            .as_ref()
+            .expect("tick moves the clock of an app on virtual time (AppOptions::frozen)");
+        clock.advance_ms(i64::try_from(by.as_millis()).unwrap_or(i64::MAX));
+        self.run_workers().await;
+    }
+
+    /// How a waiting helper waits up to `limit`: on real time it sleeps between its checks; on
+    /// virtual time it moves the clock a second and runs the workers instead, up to `limit` ×
+    /// 100 of the clock — what a wait of `limit` meant for the ×100 real-time tests.
+    pub fn waiting(&self, limit: Duration) -> Waiting<'_> {
+        Waiting {
+            app: self,
+            end: tokio::time::Instant::now() + limit,
+            ticks_left: limit.as_secs().saturating_mul(100).max(1),
+        }
+    }
+}
+
+/// One wait of a helper (`TestApp::waiting`).
+pub struct Waiting<'a> {
+    app: &'a TestApp,
+    end: tokio::time::Instant,
+    ticks_left: u64,
+}
+
+/// A virtual-time wait's step: a second of the clock per worker round.
+const TICK: Duration = Duration::from_secs(1);
+
+impl Waiting<'_> {
+    /// Lets time pass before the next check (`pause` of real time, or one tick of virtual
+    /// time); `false` once the wait is over.
+    pub async fn pass(&mut self, pause: Duration) -> bool {
+        if self.app.frozen.is_some() {
+            if self.ticks_left == 0 {
+                return false;
+            }
+            self.ticks_left -= 1;
+            self.app.tick(TICK).await;
+            true
+        } else {
+            if tokio::time::Instant::now() >= self.end {
+                return false;
+            }
+            tokio::time::sleep(pause).await;
+            true
+        }
     }
 }

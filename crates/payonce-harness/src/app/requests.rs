@@ -155,13 +155,12 @@ impl TestApp {
         timeout: Duration,
         pred: impl Fn(&Value) -> bool,
     ) -> Value {
-        let end = tokio::time::Instant::now() + timeout;
+        let mut waiting = self.waiting(timeout);
         loop {
             let o = self.order(order_id).await;
-            if pred(&o) || tokio::time::Instant::now() >= end {
+            if pred(&o) || !waiting.pass(Duration::from_millis(20)).await {
                 return o;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }

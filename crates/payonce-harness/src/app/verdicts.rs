@@ -15,7 +15,7 @@ impl TestApp {
     /// Judged at once, a payment made a moment ago whose notification is still on its way (or
     /// waits for a retry after a fault) would count as lost; a real violation stays.
     pub async fn settled_violations(&self, settle: Duration) -> Vec<String> {
-        let end = tokio::time::Instant::now() + settle;
+        let mut waiting = self.waiting(settle);
         loop {
             let mut v = crate::invariants::check(self.store.as_ref(), &self.ledger().await).await;
             v.extend(
@@ -26,16 +26,15 @@ impl TestApp {
                 )
                 .await,
             );
-            if v.is_empty() || tokio::time::Instant::now() >= end {
+            if v.is_empty() || !waiting.pass(Duration::from_millis(100)).await {
                 return v;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     /// I7 alone, after letting the workers catch up (up to 15 s).
     pub async fn liveness_violations(&self) -> Vec<String> {
-        let end = tokio::time::Instant::now() + Duration::from_secs(15);
+        let mut waiting = self.waiting(Duration::from_secs(15));
         loop {
             let stuck = crate::invariants::liveness(
                 self.store.as_ref(),
@@ -43,10 +42,9 @@ impl TestApp {
                 self.liveness_grace(),
             )
             .await;
-            if stuck.is_empty() || tokio::time::Instant::now() >= end {
+            if stuck.is_empty() || !waiting.pass(Duration::from_millis(100)).await {
                 return stuck;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

@@ -16,12 +16,14 @@ store_tests!(
     an_orphaned_intent_never_paid_lets_the_order_expire
 );
 
+/// On virtual time: the helpers' waits move the clock and run the workers, so an order's
+/// expiry or an intent's call deadline is a few worker rounds, not seconds of sleeping.
 async fn quick(b: Backend) -> Option<TestApp> {
     spawn_app_with(
         b,
         AppOptions {
             channel_timeout: Duration::from_millis(500),
-            ..AppOptions::default()
+            ..AppOptions::frozen()
         },
     )
     .await
