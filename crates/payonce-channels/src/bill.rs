@@ -76,10 +76,38 @@ pub enum BillEntry {
 
 /// A bill's rows, in order; an `Err` (after which nothing follows) means the bill is not
 /// whole: unreadable bytes, a malformed row, or totals that disagree with the rows.
-pub type Entries<'a> = Box<dyn Iterator<Item = Result<BillEntry, String>> + Send + 'a>;
+pub type Entries<'a> = Box<dyn Iterator<Item = Result<BillEntry, BillError>> + Send + 'a>;
+
+/// Why a bill cannot be read, by kind; the message says where (a file, a row, a cell) in the
+/// words the channel's own document uses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BillError {
+    /// The bytes are not the container the format says (gzip, zip, zlib) or cannot be read.
+    #[error("{0}")]
+    Unreadable(String),
+    /// Unpacking would produce more than the limit (a decompression bomb).
+    #[error("unpacks to more than {limit} bytes")]
+    TooLarge { limit: u64 },
+    /// The text is not in the bill's encoding.
+    #[error("{0}")]
+    Encoding(&'static str),
+    /// Not this channel's bill: a header, a file of the archive or the totals part is missing
+    /// or not the documented one.
+    #[error("{0}")]
+    Layout(String),
+    /// A row (or a cell of it) that cannot be read.
+    #[error("{0}")]
+    Row(String),
+    /// The bill's own totals cannot be read or disagree with its rows.
+    #[error("{0}")]
+    Totals(String),
+    /// The bill is not the one the channel's hash names.
+    #[error("bill hash mismatch")]
+    HashMismatch,
+}
 
 /// Reads the rows of a stored bill.
-pub fn entries(format: BillFormat, content: &[u8]) -> Result<Entries<'_>, String> {
+pub fn entries(format: BillFormat, content: &[u8]) -> Result<Entries<'_>, BillError> {
     match format {
         BillFormat::WechatGzip => Ok(Box::new(crate::wechatpay::bill::Rows::new(
             BufReader::with_capacity(64 * 1024, flate2::read::GzDecoder::new(content)),
@@ -120,14 +148,14 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
 
 /// Unpacks gzip, refusing more than `limit` bytes of output (a decompression bomb, a bill far
 /// larger than any day).
-pub fn gunzip(bytes: &[u8], limit: u64) -> Result<Vec<u8>, String> {
+pub fn gunzip(bytes: &[u8], limit: u64) -> Result<Vec<u8>, BillError> {
     let mut out = Vec::new();
     flate2::read::GzDecoder::new(bytes)
         .take(limit + 1)
         .read_to_end(&mut out)
-        .map_err(|e| format!("not gzip: {e}"))?;
+        .map_err(|e| BillError::Unreadable(format!("not gzip: {e}")))?;
     if out.len() as u64 > limit {
-        return Err(format!("unpacks to more than {limit} bytes"));
+        return Err(BillError::TooLarge { limit });
     }
     Ok(out)
 }

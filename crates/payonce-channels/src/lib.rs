@@ -261,8 +261,10 @@ pub trait Channel: Send + Sync + 'static {
             bill::BillDownload::NoBill { .. } => return Ok(Statement::default()),
         };
         let mut out = Statement::default();
-        for entry in bill::entries(bill.format, &bill.content).map_err(ChannelError::Ambiguous)? {
-            match entry.map_err(ChannelError::Ambiguous)? {
+        for entry in bill::entries(bill.format, &bill.content)
+            .map_err(|e| ChannelError::Ambiguous(e.to_string()))?
+        {
+            match entry.map_err(|e| ChannelError::Ambiguous(e.to_string()))? {
                 bill::BillEntry::Line(l) => out.lines.push(l),
                 bill::BillEntry::Unrecognised(u) => out.unrecognised.push(u),
             }

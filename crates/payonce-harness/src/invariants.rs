@@ -51,10 +51,14 @@ pub struct LedgerRefund {
     pub amount: i64,
 }
 
+/// The simulator's ledger is not the shape this checker knows (a renamed or missing field).
+#[derive(Debug, thiserror::Error)]
+#[error("the simulator's ledger does not read as expected: {0}")]
+pub struct LedgerError(#[from] serde_json::Error);
+
 impl Ledger {
-    pub fn parse(v: &Value) -> Result<Ledger, String> {
-        Ledger::deserialize(v)
-            .map_err(|e| format!("the simulator's ledger does not read as expected: {e}"))
+    pub fn parse(v: &Value) -> Result<Ledger, LedgerError> {
+        Ok(Ledger::deserialize(v)?)
     }
 }
 
@@ -62,7 +66,7 @@ impl Ledger {
 pub async fn check(store: &dyn Inspect, ledger: &Value) -> Vec<String> {
     let ledger = match Ledger::parse(ledger) {
         Ok(l) => l,
-        Err(e) => return vec![e],
+        Err(e) => return vec![e.to_string()],
     };
     let mut v = Vec::new();
     let orders = match store.all_orders().await {

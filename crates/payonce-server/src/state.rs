@@ -130,28 +130,53 @@ impl Default for ServerConfig {
     }
 }
 
+/// A `--query-schedule` or `--reconcile-at` value that does not read; the message is what clap
+/// shows after the flag.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    /// A part without `=` (the message says what was expected).
+    #[error("expected {expected}: {part}")]
+    Part {
+        expected: &'static str,
+        part: String,
+    },
+    #[error(transparent)]
+    Channel(#[from] payonce_core::ParseError),
+    #[error("not a number of seconds: {0}")]
+    Seconds(String),
+    #[error("{0}: the schedule must be non-empty and increasing")]
+    NotIncreasing(payonce_core::ChannelName),
+    #[error("expected HH:MM: {0}")]
+    Time(String),
+    #[error("not an hour: {0}")]
+    Hour(String),
+    #[error("not a minute: {0}")]
+    Minute(String),
+    #[error("not a time of day: {0}")]
+    TimeOfDay(String),
+}
+
 /// Parses `wechatpay=10,20,30;unionpay=300,600` into per-channel schedules.
 pub fn parse_query_schedules(
     s: &str,
-) -> Result<std::collections::BTreeMap<payonce_core::ChannelName, Vec<u64>>, String> {
+) -> Result<std::collections::BTreeMap<payonce_core::ChannelName, Vec<u64>>, ScheduleError> {
     let mut out = std::collections::BTreeMap::new();
     for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-        let (ch, list) = part
-            .split_once('=')
-            .ok_or_else(|| format!("expected CHANNEL=SECS,…: {part}"))?;
-        let ch = payonce_core::ChannelName::parse(ch.trim()).map_err(|e| e.message)?;
+        let (ch, list) = part.split_once('=').ok_or_else(|| ScheduleError::Part {
+            expected: "CHANNEL=SECS,…",
+            part: part.to_owned(),
+        })?;
+        let ch = payonce_core::ChannelName::parse(ch.trim())?;
         let secs: Vec<u64> = list
             .split(',')
             .map(|x| {
                 x.trim()
                     .parse::<u64>()
-                    .map_err(|_| format!("not a number of seconds: {x}"))
+                    .map_err(|_| ScheduleError::Seconds(x.to_owned()))
             })
             .collect::<Result<_, _>>()?;
         if secs.is_empty() || secs.windows(2).any(|w| w[0] > w[1]) {
-            return Err(format!(
-                "{ch}: the schedule must be non-empty and increasing"
-            ));
+            return Err(ScheduleError::NotIncreasing(ch));
         }
         out.insert(ch, secs);
     }
@@ -161,23 +186,26 @@ pub fn parse_query_schedules(
 /// `wechatpay=10:00,alipay=09:30`: when each channel's bill of yesterday is ready (Beijing time).
 pub fn parse_reconcile_at(
     s: &str,
-) -> Result<std::collections::BTreeMap<payonce_core::ChannelName, u32>, String> {
+) -> Result<std::collections::BTreeMap<payonce_core::ChannelName, u32>, ScheduleError> {
     let mut out = std::collections::BTreeMap::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (ch, at) = part
-            .split_once('=')
-            .ok_or_else(|| format!("expected CHANNEL=HH:MM: {part}"))?;
-        let ch = payonce_core::ChannelName::parse(ch.trim()).map_err(|e| e.message)?;
+        let (ch, at) = part.split_once('=').ok_or_else(|| ScheduleError::Part {
+            expected: "CHANNEL=HH:MM",
+            part: part.to_owned(),
+        })?;
+        let ch = payonce_core::ChannelName::parse(ch.trim())?;
         let (h, m) = at
             .trim()
             .split_once(':')
-            .ok_or_else(|| format!("expected HH:MM: {at}"))?;
+            .ok_or_else(|| ScheduleError::Time(at.to_owned()))?;
         let (h, m) = (
-            h.parse::<u32>().map_err(|_| format!("not an hour: {h}"))?,
-            m.parse::<u32>().map_err(|_| format!("not a minute: {m}"))?,
+            h.parse::<u32>()
+                .map_err(|_| ScheduleError::Hour(h.to_owned()))?,
+            m.parse::<u32>()
+                .map_err(|_| ScheduleError::Minute(m.to_owned()))?,
         );
         if h > 23 || m > 59 {
-            return Err(format!("not a time of day: {at}"));
+            return Err(ScheduleError::TimeOfDay(at.to_owned()));
         }
         out.insert(ch, h * 60 + m);
     }

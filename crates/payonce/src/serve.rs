@@ -224,9 +224,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             )
         }),
     };
-    let sinks = payonce_server::sinks::Sinks::from_config(&sink_config)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let sinks = payonce_server::sinks::Sinks::from_config(&sink_config).await?;
     let mut state = AppState::new(store, clock, channels, config, key).with_sinks(sinks);
     if let Some(url) = &args.redis_url {
         match payonce_server::gateway::accelerator::Accelerator::connect(url, state.clock.clone())

@@ -7,6 +7,7 @@
 //! carry the order's subject) is quoted with `"`, a quote inside doubled — read with the `csv`
 //! crate, never by splitting lines at commas.
 
+use crate::bill::BillError;
 use crate::money::yuan_to_fen;
 use crate::{Statement, StatementKind, StatementLine};
 use std::io::Read;
@@ -16,12 +17,14 @@ pub const HEADER_START: &str = "支付宝交易号,商户订单号,业务类型"
 /// Reads the downloaded zip: the detail file's rows, cross-checked with the summary file's
 /// `合计` (total) row — trade and refund counts, order amount and service fees must equal the
 /// rows' sums, or nothing of the bill is used.
-pub fn parse_zip(bytes: &[u8]) -> Result<Statement, String> {
-    let mut archive =
-        zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| format!("not a zip: {e}"))?;
+pub fn parse_zip(bytes: &[u8]) -> Result<Statement, BillError> {
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map_err(|e| BillError::Unreadable(format!("not a zip: {e}")))?;
     let (mut detail, mut summary) = (None, None);
     for i in 0..archive.len() {
-        let entry = archive.by_index(i).map_err(|e| e.to_string())?;
+        let entry = archive
+            .by_index(i)
+            .map_err(|e| BillError::Unreadable(e.to_string()))?;
         // Alipay writes GBK names without the UTF-8 flag (the zip crate would read them as
         // CP437): decode the raw bytes ourselves. GBK Chinese is never valid UTF-8 by chance.
         let raw = entry.name_raw().to_vec();
@@ -34,21 +37,22 @@ pub fn parse_zip(bytes: &[u8]) -> Result<Statement, String> {
         entry
             .take(1 << 30)
             .read_to_end(&mut content)
-            .map_err(|e| format!("{name}: {e}"))?;
+            .map_err(|e| BillError::Unreadable(format!("{name}: {e}")))?;
         if name.ends_with("_业务明细.csv") {
             detail = Some(content);
         } else if name.ends_with("_业务明细(汇总).csv") {
             summary = Some(content);
         }
     }
-    let detail = detail.ok_or("the zip has no _业务明细.csv")?;
+    let detail = detail.ok_or_else(|| BillError::Layout("the zip has no _业务明细.csv".into()))?;
     let (statement, sums) = parse_detail_with_sums(&detail)?;
-    let summary = summary.ok_or("the zip has no _业务明细(汇总).csv")?;
+    let summary =
+        summary.ok_or_else(|| BillError::Layout("the zip has no _业务明细(汇总).csv".into()))?;
     let total = parse_summary_total(&summary)?;
     if total != sums {
-        return Err(format!(
+        return Err(BillError::Totals(format!(
             "the summary's 合计 {total:?} disagrees with the detail rows {sums:?}"
-        ));
+        )));
     }
     Ok(statement)
 }
@@ -65,20 +69,21 @@ pub struct Totals {
 }
 
 /// The detail CSV (GBK): every row between the header line and the `#` footer.
-pub fn parse_detail(bytes: &[u8]) -> Result<Statement, String> {
+pub fn parse_detail(bytes: &[u8]) -> Result<Statement, BillError> {
     parse_detail_with_sums(bytes).map(|(s, _)| s)
 }
 
-fn parse_detail_with_sums(bytes: &[u8]) -> Result<(Statement, Totals), String> {
+fn parse_detail_with_sums(bytes: &[u8]) -> Result<(Statement, Totals), BillError> {
     let (text, _, malformed) = encoding_rs::GBK.decode(bytes);
     if malformed {
-        return Err("the detail file is not GBK".into());
+        return Err(BillError::Encoding("the detail file is not GBK"));
     }
     let mut out = Statement::default();
     let mut sums = Totals::default();
     let mut in_rows = false;
     for record in csv_records(&text) {
-        let record = record.map_err(|e| format!("the detail file is not CSV: {e}"))?;
+        let record = record
+            .map_err(|e| BillError::Unreadable(format!("the detail file is not CSV: {e}")))?;
         let f: Vec<&str> = record
             .iter()
             .map(|c| c.trim_end_matches('\t').trim())
@@ -94,16 +99,16 @@ fn parse_detail_with_sums(bytes: &[u8]) -> Result<(Statement, Totals), String> {
             continue;
         }
         if f.len() < 25 {
-            return Err(format!(
+            return Err(BillError::Row(format!(
                 "short row ({} cells) at line {}",
                 f.len(),
                 record.position().map_or(0, |p| p.line())
-            ));
+            )));
         }
-        let signed = |i: usize| -> Result<i64, String> {
+        let signed = |i: usize| -> Result<i64, BillError> {
             let v = f[i];
             let fen = yuan_to_fen(v.trim_start_matches('-'))
-                .ok_or_else(|| format!("bad amount {v:?}"))?;
+                .ok_or_else(|| BillError::Row(format!("bad amount {v:?}")))?;
             Ok(if v.starts_with('-') { -fen } else { fen })
         };
         let (order_amount, settled) = (signed(11)?, signed(12)?);
@@ -111,7 +116,7 @@ fn parse_detail_with_sums(bytes: &[u8]) -> Result<(Statement, Totals), String> {
             0
         } else {
             crate::money::yuan_to_millifen(f[22])
-                .ok_or_else(|| format!("bad service fee {:?}", f[22]))?
+                .ok_or_else(|| BillError::Row(format!("bad service fee {:?}", f[22])))?
         };
         let kind = match f[2] {
             "交易" => StatementKind::Payment,
@@ -141,13 +146,15 @@ fn parse_detail_with_sums(bytes: &[u8]) -> Result<(Statement, Totals), String> {
         });
     }
     if !in_rows {
-        return Err("not an Alipay trade bill (no detail header)".into());
+        return Err(BillError::Layout(
+            "not an Alipay trade bill (no detail header)".into(),
+        ));
     }
     Ok((out, sums))
 }
 
 /// The summary CSV's `合计` row: [2] trades, [3] refunds, [4] order amount, [9] service fee.
-pub fn parse_summary_total(bytes: &[u8]) -> Result<Totals, String> {
+pub fn parse_summary_total(bytes: &[u8]) -> Result<Totals, BillError> {
     let (text, _, _) = encoding_rs::GBK.decode(bytes);
     let row = csv_records(&text)
         .filter_map(Result::ok)
@@ -155,7 +162,7 @@ pub fn parse_summary_total(bytes: &[u8]) -> Result<Totals, String> {
             r.get(0)
                 .is_some_and(|c| c.trim_end_matches('\t').trim() == "合计")
         })
-        .ok_or("the summary file has no 合计 row")?;
+        .ok_or_else(|| BillError::Layout("the summary file has no 合计 row".into()))?;
     let f: Vec<&str> = row
         .iter()
         .map(|c| c.trim_end_matches('\t').trim())
@@ -163,18 +170,18 @@ pub fn parse_summary_total(bytes: &[u8]) -> Result<Totals, String> {
     let count = |i: usize| {
         f.get(i)
             .and_then(|c| c.parse().ok())
-            .ok_or_else(|| format!("bad count in 合计 cell {i}"))
+            .ok_or_else(|| BillError::Totals(format!("bad count in 合计 cell {i}")))
     };
     let amount = f
         .get(4)
         .and_then(|a| {
             yuan_to_fen(a.trim_start_matches('-')).map(|v| if a.starts_with('-') { -v } else { v })
         })
-        .ok_or("bad amount in 合计")?;
+        .ok_or_else(|| BillError::Totals("bad amount in 合计".into()))?;
     let fees = f
         .get(9)
         .and_then(|a| crate::money::yuan_to_millifen(a))
-        .ok_or("bad service fee in 合计")?;
+        .ok_or_else(|| BillError::Totals("bad service fee in 合计".into()))?;
     Ok(Totals {
         trades: count(2)?,
         refunds: count(3)?,

@@ -2,11 +2,12 @@
 //! out_refund_no?, amount, fee?, at?}` (amounts and fees in fen). payonce's own format, with
 //! no discounts: the settled amount is the amount.
 
+use crate::bill::BillError;
 use crate::{Statement, StatementKind, StatementLine};
 
-pub fn parse(bytes: &[u8]) -> Result<Statement, String> {
-    let rows: Vec<serde_json::Value> =
-        serde_json::from_slice(bytes).map_err(|e| format!("not a sandbox statement: {e}"))?;
+pub fn parse(bytes: &[u8]) -> Result<Statement, BillError> {
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(bytes)
+        .map_err(|e| BillError::Unreadable(format!("not a sandbox statement: {e}")))?;
     let mut out = Statement::default();
     for r in rows {
         let text = |k: &str| r[k].as_str().map(str::to_owned);
@@ -21,14 +22,17 @@ pub fn parse(bytes: &[u8]) -> Result<Statement, String> {
         let amount = r["amount"]
             .as_i64()
             .filter(|a| *a > 0)
-            .ok_or_else(|| format!("bad amount in {r}"))?;
+            .ok_or_else(|| BillError::Row(format!("bad amount in {r}")))?;
         let out_refund_no = text("out_refund_no");
         if kind == StatementKind::Refund && out_refund_no.is_none() {
-            return Err(format!("refund row without out_refund_no: {r}"));
+            return Err(BillError::Row(format!(
+                "refund row without out_refund_no: {r}"
+            )));
         }
         out.lines.push(StatementLine {
             kind,
-            out_trade_no: text("out_trade_no").ok_or_else(|| format!("no out_trade_no in {r}"))?,
+            out_trade_no: text("out_trade_no")
+                .ok_or_else(|| BillError::Row(format!("no out_trade_no in {r}")))?,
             channel_trade_no: text("trade_no"),
             out_refund_no,
             amount,

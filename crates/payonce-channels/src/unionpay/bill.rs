@@ -17,6 +17,7 @@
 //! not from 交易代码, for which no published table exists. The last 98 bytes (reserved, split
 //! differently by different SDKs) are not read.
 
+use crate::bill::BillError;
 use crate::money::yuan_to_fen;
 use crate::{Statement, StatementKind, StatementLine};
 use std::io::Read;
@@ -54,30 +55,32 @@ fn offsets() -> [usize; 42] {
 /// Reads `fileContent` as stored (base64-decoded): unzlib, unzip, then the ZM records checked
 /// against the RD report's 总计. The records' times carry no year: it comes from the ZM file's
 /// name (`INN{yyMMdd}…`).
-pub fn parse_file_content(zlib: &[u8]) -> Result<Statement, String> {
+pub fn parse_file_content(zlib: &[u8]) -> Result<Statement, BillError> {
     let mut zip = Vec::new();
     // A day's archive is bounded; more is not a bill.
     flate2::read::ZlibDecoder::new(zlib)
         .take(1 << 30)
         .read_to_end(&mut zip)
-        .map_err(|e| format!("fileContent does not inflate: {e}"))?;
+        .map_err(|e| BillError::Unreadable(format!("fileContent does not inflate: {e}")))?;
     parse_zip(&zip)
 }
 
 /// The unpacked archive: its ZM file and its RD report.
-pub fn parse_zip(bytes: &[u8]) -> Result<Statement, String> {
-    let mut archive =
-        zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| format!("not a zip: {e}"))?;
+pub fn parse_zip(bytes: &[u8]) -> Result<Statement, BillError> {
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map_err(|e| BillError::Unreadable(format!("not a zip: {e}")))?;
     let (mut zm, mut rd, mut zip_day) = (None, None, None);
     for i in 0..archive.len() {
-        let entry = archive.by_index(i).map_err(|e| e.to_string())?;
+        let entry = archive
+            .by_index(i)
+            .map_err(|e| BillError::Unreadable(e.to_string()))?;
         let name = String::from_utf8_lossy(entry.name_raw()).into_owned();
         let base = name.rsplit('/').next().unwrap_or(&name).to_owned();
         let mut content = Vec::new();
         entry
             .take(1 << 30)
             .read_to_end(&mut content)
-            .map_err(|e| format!("{name}: {e}"))?;
+            .map_err(|e| BillError::Unreadable(format!("{name}: {e}")))?;
         if base.starts_with("INN") && base.contains("ZM_") {
             // INN + yyMMdd + 88 + ZM_ + merId: the records' year comes from here.
             zip_day = base.get(3..9).map(str::to_owned);
@@ -86,7 +89,7 @@ pub fn parse_zip(bytes: &[u8]) -> Result<Statement, String> {
             rd = Some(content);
         }
     }
-    let zm = zm.ok_or("the archive has no INN…ZM_ file")?;
+    let zm = zm.ok_or_else(|| BillError::Layout("the archive has no INN…ZM_ file".into()))?;
     let year = zip_day
         .as_deref()
         .and_then(|d| d.get(..2))
@@ -97,11 +100,13 @@ pub fn parse_zip(bytes: &[u8]) -> Result<Statement, String> {
         .and_then(|d| d.get(2..4))
         .and_then(|m| m.parse::<u8>().ok());
     let (statement, sums) = parse_zm(&zm, year.zip(month))?;
-    let totals = parse_rd_total(&rd.ok_or("the archive has no RD summary report")?)?;
+    let totals = parse_rd_total(
+        &rd.ok_or_else(|| BillError::Layout("the archive has no RD summary report".into()))?,
+    )?;
     if totals != sums {
-        return Err(format!(
+        return Err(BillError::Totals(format!(
             "the RD report's 总计 {totals:?} disagrees with the ZM records {sums:?}"
-        ));
+        )));
     }
     Ok(statement)
 }
@@ -136,7 +141,7 @@ fn signed_fen(cell: &[u8]) -> Option<i64> {
 pub fn parse_zm(
     bytes: &[u8],
     year_month: Option<(i32, u8)>,
-) -> Result<(Statement, Totals), String> {
+) -> Result<(Statement, Totals), BillError> {
     let offsets = offsets();
     let mut out = Statement::default();
     let mut sums = Totals::default();
@@ -160,16 +165,18 @@ pub fn parse_zm(
         let row = n + 1;
         let amount_cell = get(field::AMOUNT);
         if !amount_cell.iter().all(u8::is_ascii_digit) {
-            return Err(format!("record {row}: 交易金额 is not 12 digits"));
+            return Err(BillError::Row(format!(
+                "record {row}: 交易金额 is not 12 digits"
+            )));
         }
         let amount: i64 = std::str::from_utf8(amount_cell)
             .ok()
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("record {row}: bad 交易金额"))?;
-        let fee =
-            signed_fen(get(field::FEE)).ok_or_else(|| format!("record {row}: bad 商户手续费"))?;
-        let settled =
-            signed_fen(get(field::SETTLED)).ok_or_else(|| format!("record {row}: bad 结算金额"))?;
+            .ok_or_else(|| BillError::Row(format!("record {row}: bad 交易金额")))?;
+        let fee = signed_fen(get(field::FEE))
+            .ok_or_else(|| BillError::Row(format!("record {row}: bad 商户手续费")))?;
+        let settled = signed_fen(get(field::SETTLED))
+            .ok_or_else(|| BillError::Row(format!("record {row}: bad 结算金额")))?;
         sums.count += 1;
         // A fee the merchant pays is a debit (D); a fee given back with a refund, a credit.
         sums.fees -= fee;
@@ -219,7 +226,7 @@ pub fn parse_zm(
             }
         };
         if text(field::MER_ID).is_empty() {
-            return Err(format!("record {row}: no 商户代码"));
+            return Err(BillError::Row(format!("record {row}: no 商户代码")));
         }
         out.lines.push(line);
     }
@@ -248,26 +255,27 @@ fn record_time(cell: &[u8], year: i32, bill_month: u8) -> Option<payonce_core::T
 
 /// The RD report's first `总计` line: count, then amount, fees and net, each as debit and
 /// credit (yuan with two decimals).
-pub fn parse_rd_total(bytes: &[u8]) -> Result<Totals, String> {
+pub fn parse_rd_total(bytes: &[u8]) -> Result<Totals, BillError> {
     let (text, _, _) = encoding_rs::GBK.decode(bytes);
     let line = text
         .lines()
         .find(|l| l.trim_start().starts_with("总计"))
-        .ok_or("the RD report has no 总计 line")?;
+        .ok_or_else(|| BillError::Layout("the RD report has no 总计 line".into()))?;
     let cells: Vec<&str> = line.split_whitespace().collect();
     if cells.len() < 8 {
-        return Err(format!(
+        return Err(BillError::Totals(format!(
             "the RD report's 总计 line has {} cells, not 8",
             cells.len()
-        ));
+        )));
     }
     let fen = |i: usize| {
-        yuan_to_fen(cells[i]).ok_or_else(|| format!("bad amount {:?} in 总计", cells[i]))
+        yuan_to_fen(cells[i])
+            .ok_or_else(|| BillError::Totals(format!("bad amount {:?} in 总计", cells[i])))
     };
     Ok(Totals {
         count: cells[1]
             .parse()
-            .map_err(|_| format!("bad count {:?} in 总计", cells[1]))?,
+            .map_err(|_| BillError::Totals(format!("bad count {:?} in 总计", cells[1])))?,
         amount: fen(3)? - fen(2)?,
         fees: fen(4)? - fen(5)?,
         net: fen(7)? - fen(6)?,
@@ -493,11 +501,10 @@ mod tests {
             "2015-09-06T03:22:03.000Z"
         );
         let off_by_a_fen = good.replace("28.61", "28.62");
-        assert!(
-            parse_file_content(&archive(&zm, &off_by_a_fen))
-                .unwrap_err()
-                .contains("总计")
-        );
+        assert!(matches!(
+            parse_file_content(&archive(&zm, &off_by_a_fen)).unwrap_err(),
+            BillError::Totals(m) if m.contains("总计")
+        ));
         let packed = archive(&zm, good);
         assert!(
             parse_file_content(&packed[..packed.len() / 2]).is_err(),

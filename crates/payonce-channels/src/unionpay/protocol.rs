@@ -11,6 +11,20 @@ pub const UNIONPAY_OWNER: &str = "中国银联股份有限公司";
 /// (`accept_test_owner`), as the acp SDK does for the test environment.
 pub const UNIONPAY_TEST_OWNER: &str = "00040000:SIGN";
 
+/// Why a synchronous answer does not split into fields.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnswerError {
+    #[error("answer is not UTF-8")]
+    NotUtf8,
+    /// The part (its first 40 characters).
+    #[error("field without '=': {0:.40}")]
+    NoEquals(String),
+    #[error("bad field name {0:.40}")]
+    BadName(String),
+    #[error("empty answer")]
+    Empty,
+}
+
 /// Splits a raw synchronous answer (`queryTrans.do`, `backTransReq.do`) into its fields.
 ///
 /// These answers are NOT url-encoded: base64 values keep literal `+ / =`, `respMsg` is raw
@@ -19,19 +33,19 @@ pub const UNIONPAY_TEST_OWNER: &str = "00040000:SIGN";
 /// then on `&` unless inside a group a value opened with `{` (closed by the next `}`) or `[`
 /// (closed by the next `]`) — a value such as `reserved={k=v&k2=v2}` or a `[…]` list may hold
 /// `&` and `=`. Decoding them would change the bytes UnionPay signed.
-pub fn parse_answer(body: &[u8]) -> Result<Vec<(String, String)>, String> {
-    let text = std::str::from_utf8(body).map_err(|_| "answer is not UTF-8".to_owned())?;
+pub fn parse_answer(body: &[u8]) -> Result<Vec<(String, String)>, AnswerError> {
+    let text = std::str::from_utf8(body).map_err(|_| AnswerError::NotUtf8)?;
     let mut fields = Vec::new();
     let mut start = 0usize;
-    let mut push = |part: &str| -> Result<(), String> {
+    let mut push = |part: &str| -> Result<(), AnswerError> {
         if part.is_empty() {
             return Ok(());
         }
         let (k, v) = part
             .split_once('=')
-            .ok_or_else(|| format!("field without '=': {:.40}", part))?;
+            .ok_or_else(|| AnswerError::NoEquals(part.chars().take(40).collect()))?;
         if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(format!("bad field name {k:.40}"));
+            return Err(AnswerError::BadName(k.chars().take(40).collect()));
         }
         fields.push((k.to_owned(), v.to_owned()));
         Ok(())
@@ -56,7 +70,7 @@ pub fn parse_answer(body: &[u8]) -> Result<Vec<(String, String)>, String> {
     }
     push(&text[start..])?;
     if fields.is_empty() {
-        return Err("empty answer".into());
+        return Err(AnswerError::Empty);
     }
     Ok(fields)
 }

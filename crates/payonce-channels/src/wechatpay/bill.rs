@@ -6,7 +6,7 @@
 //! downloads may start with a UTF-8 BOM and use CRLF; both are accepted. A row with a trade state WeChat does not
 //! document is reported, not a reason to throw the whole day away.
 
-use crate::bill::BillEntry;
+use crate::bill::{BillEntry, BillError};
 use crate::money::{yuan_to_fen, yuan_to_millifen};
 use crate::{Statement, StatementKind, StatementLine};
 use std::io::BufRead;
@@ -16,7 +16,7 @@ pub const TOTALS_HEADER: &str =
     "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额";
 
 /// Parses a whole trade bill held as text, checking its totals block against its rows.
-pub fn parse(text: &str) -> Result<Statement, String> {
+pub fn parse(text: &str) -> Result<Statement, BillError> {
     let mut out = Statement::default();
     for entry in Rows::new(text.as_bytes()) {
         match entry? {
@@ -55,7 +55,7 @@ impl<R: BufRead> Rows<R> {
 
     /// The next line, at most `MAX_LINE` bytes (a row is a few hundred; a gzip bomb of one
     /// endless line must not fill memory). `None` at the end.
-    fn next_line(&mut self) -> Option<Result<String, String>> {
+    fn next_line(&mut self) -> Option<Result<String, BillError>> {
         use std::io::Read as _;
         let mut buf = Vec::new();
         match (&mut self.reader)
@@ -63,70 +63,76 @@ impl<R: BufRead> Rows<R> {
             .read_until(b'\n', &mut buf)
         {
             Ok(0) => None,
-            Err(e) => Some(Err(format!("reading the bill: {e}"))),
-            Ok(_) if buf.len() > MAX_LINE => {
-                Some(Err(format!("a line longer than {MAX_LINE} bytes")))
-            }
+            Err(e) => Some(Err(BillError::Unreadable(format!("reading the bill: {e}")))),
+            Ok(_) if buf.len() > MAX_LINE => Some(Err(BillError::Unreadable(format!(
+                "a line longer than {MAX_LINE} bytes"
+            )))),
             Ok(_) => {
                 if buf.ends_with(b"\n") {
                     buf.pop();
                 }
-                Some(String::from_utf8(buf).map_err(|_| "the bill is not UTF-8".to_owned()))
+                Some(
+                    String::from_utf8(buf)
+                        .map_err(|_| BillError::Encoding("the bill is not UTF-8")),
+                )
             }
         }
     }
 
-    fn fail(&mut self, e: String) -> Option<Result<BillEntry, String>> {
+    fn fail(&mut self, e: BillError) -> Option<Result<BillEntry, BillError>> {
         self.done = true;
         Some(Err(e))
     }
 
     /// The totals line after `总交易单数…`: count, settled payments, refunds, …, fees.
-    fn check_totals(&mut self) -> Result<(), String> {
-        let line = self.next_line().ok_or("missing totals")??;
+    fn check_totals(&mut self) -> Result<(), BillError> {
+        let bad = |what: &str| BillError::Totals(what.to_owned());
+        let line = self.next_line().ok_or_else(|| bad("missing totals"))??;
         let totals = cells(line.trim_end_matches('\r'));
         let count: usize = totals
             .first()
             .and_then(|c| c.parse().ok())
-            .ok_or("bad total count")?;
+            .ok_or_else(|| bad("bad total count"))?;
         let sum_paid = totals
             .get(1)
             .and_then(|v| yuan_to_fen(v))
-            .ok_or("bad paid total")?;
+            .ok_or_else(|| bad("bad paid total"))?;
         let sum_refund = totals
             .get(2)
             .and_then(|v| yuan_to_fen(v))
-            .ok_or("bad refund total")?;
+            .ok_or_else(|| bad("bad refund total"))?;
         let sum_fees = totals
             .get(4)
             .and_then(|v| yuan_to_millifen(v))
-            .ok_or("bad fee total")?;
+            .ok_or_else(|| bad("bad fee total"))?;
         if (count, sum_paid, sum_refund, sum_fees)
             != (self.rows, self.paid, self.refunded, self.fees)
         {
-            return Err(format!(
+            return Err(BillError::Totals(format!(
                 "totals block ({count} rows, {sum_paid} paid, {sum_refund} refunded, {sum_fees} fees) disagrees with the rows ({}, {}, {}, {})",
                 self.rows, self.paid, self.refunded, self.fees
-            ));
+            )));
         }
         Ok(())
     }
 
-    fn row(&mut self, line: &str) -> Result<BillEntry, String> {
+    fn row(&mut self, line: &str) -> Result<BillEntry, BillError> {
         let f = cells(line);
         if f.len() < 27 {
-            return Err(format!(
+            return Err(BillError::Row(format!(
                 "short row ({} cells) at row {}",
                 f.len(),
                 self.rows + 1
-            ));
+            )));
         }
         self.rows += 1;
         let fen = |i: usize| {
-            yuan_to_fen(f[i]).ok_or_else(|| format!("bad amount {:?} in row {}", f[i], self.rows))
+            yuan_to_fen(f[i]).ok_or_else(|| {
+                BillError::Row(format!("bad amount {:?} in row {}", f[i], self.rows))
+            })
         };
         let fee = yuan_to_millifen(f[22])
-            .ok_or_else(|| format!("bad fee {:?} in row {}", f[22], self.rows))?;
+            .ok_or_else(|| BillError::Row(format!("bad fee {:?} in row {}", f[22], self.rows)))?;
         self.fees += fee;
         let at = crate::bill::beijing_time(f[0]);
         let channel_trade_no = Some(f[5].to_owned());
@@ -191,7 +197,7 @@ fn cells(line: &str) -> Vec<&str> {
 }
 
 impl<R: BufRead> Iterator for Rows<R> {
-    type Item = Result<BillEntry, String>;
+    type Item = Result<BillEntry, BillError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {
@@ -199,7 +205,11 @@ impl<R: BufRead> Iterator for Rows<R> {
         }
         loop {
             let line = match self.next_line() {
-                None => return self.fail("missing totals block (a truncated bill?)".into()),
+                None => {
+                    return self.fail(BillError::Layout(
+                        "missing totals block (a truncated bill?)".into(),
+                    ));
+                }
                 Some(Err(e)) => return self.fail(e),
                 Some(Ok(l)) => l,
             };
@@ -207,7 +217,9 @@ impl<R: BufRead> Iterator for Rows<R> {
             if !self.started {
                 // A real download may start with a UTF-8 BOM.
                 if line.strip_prefix('\u{feff}').unwrap_or(line).trim() != HEADER {
-                    return self.fail("not a WeChat Pay trade bill (header)".into());
+                    return self.fail(BillError::Layout(
+                        "not a WeChat Pay trade bill (header)".into(),
+                    ));
                 }
                 self.started = true;
                 continue;
@@ -230,7 +242,7 @@ impl<R: BufRead> Iterator for Rows<R> {
 
 /// A downloaded bill, plain or gzip, checked against WeChat's `hash_value` (the SHA-1 of the
 /// unpacked bill) and returned gzip-compressed for storage.
-pub(super) fn checked_bill(content: Vec<u8>, hash_value: &str) -> Result<Vec<u8>, String> {
+pub(super) fn checked_bill(content: Vec<u8>, hash_value: &str) -> Result<Vec<u8>, BillError> {
     let gzipped = content.starts_with(&[0x1f, 0x8b]);
     let sha1 = if gzipped {
         sha1_of_gunzipped(&content)?
@@ -238,7 +250,7 @@ pub(super) fn checked_bill(content: Vec<u8>, hash_value: &str) -> Result<Vec<u8>
         sha1_hex(&content)
     };
     if !hash_value.eq_ignore_ascii_case(&sha1) {
-        return Err("bill hash mismatch".into());
+        return Err(BillError::HashMismatch);
     }
     Ok(if gzipped {
         content
@@ -255,7 +267,7 @@ fn sha1_hex(bytes: &[u8]) -> String {
 
 /// The SHA-1 of what a gzip stream unpacks to, read in blocks (a large bill is never unpacked
 /// whole in memory).
-fn sha1_of_gunzipped(packed: &[u8]) -> Result<String, String> {
+fn sha1_of_gunzipped(packed: &[u8]) -> Result<String, BillError> {
     use std::io::Read;
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY);
     let mut decoder = flate2::read::GzDecoder::new(packed);
@@ -264,7 +276,11 @@ fn sha1_of_gunzipped(packed: &[u8]) -> Result<String, String> {
         match decoder.read(&mut buf) {
             Ok(0) => return Ok(hex::encode(ctx.finish().as_ref())),
             Ok(n) => ctx.update(&buf[..n]),
-            Err(e) => return Err(format!("the gzip bill does not unpack: {e}")),
+            Err(e) => {
+                return Err(BillError::Unreadable(format!(
+                    "the gzip bill does not unpack: {e}"
+                )));
+            }
         }
     }
 }
@@ -313,7 +329,10 @@ mod tests {
         assert!(parse(&bill(&[PAY], "`1,`0.01,`0.00,`0.00,`0.00001,`0.01,`0.00")).is_err());
         // Cut anywhere before the totals: refused, never half a day.
         let cut = &b[..b.find("总交易单数").unwrap()];
-        assert!(parse(cut).unwrap_err().contains("missing totals"));
+        assert!(matches!(
+            parse(cut).unwrap_err(),
+            BillError::Layout(m) if m.contains("missing totals")
+        ));
     }
 
     /// The subject reaches the bill as 商品名称 and the attach as 商户数据包, unquoted: commas and

@@ -375,7 +375,7 @@ impl Channel for WechatpayClient {
             content.extend_from_slice(&chunk);
         }
         let content = checked_bill(content, v["hash_value"].as_str().unwrap_or_default())
-            .map_err(ChannelError::Ambiguous)?;
+            .map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
         Ok(crate::bill::BillDownload::Bill(
             crate::bill::DownloadedBill {
                 merchant_account: self.keys.mchid.clone(),

@@ -139,17 +139,36 @@ pub struct DownloadedCertificate {
     pub expire_at: Option<i64>,
 }
 
+/// Why a `/v3/certificates` answer, or one certificate of it, is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CertificateError {
+    #[error("certificates answer: {0}")]
+    NotJson(serde_json::Error),
+    #[error("certificates answer without data[]")]
+    NoData,
+    #[error("encrypt_certificate without {0}")]
+    MissingField(String),
+    #[error("unsupported certificate algorithm")]
+    Algorithm,
+    /// The APIv3 key is wrong, or the ciphertext was altered.
+    #[error("certificate does not decrypt with the APIv3 key")]
+    Decrypt,
+    #[error("certificate is not text")]
+    NotText,
+    #[error("{0}")]
+    NotACertificate(crate::crypto::KeyError),
+    #[error("serial_no {announced} is not the certificate's {actual}")]
+    Serial { announced: String, actual: String },
+}
+
 /// Decrypts every `data[].encrypt_certificate` of a `/v3/certificates` answer. A certificate
 /// whose plaintext does not parse, or whose serial is not the one announced, is refused.
 pub fn decrypt_certificates(
     apiv3_key: &[u8],
     answer: &[u8],
-) -> Result<Vec<DownloadedCertificate>, String> {
-    let v: serde_json::Value =
-        serde_json::from_slice(answer).map_err(|e| format!("certificates answer: {e}"))?;
-    let data = v["data"]
-        .as_array()
-        .ok_or("certificates answer without data[]")?;
+) -> Result<Vec<DownloadedCertificate>, CertificateError> {
+    let v: serde_json::Value = serde_json::from_slice(answer).map_err(CertificateError::NotJson)?;
+    let data = v["data"].as_array().ok_or(CertificateError::NoData)?;
     data.iter()
         .map(|item| decrypt_certificate_item(apiv3_key, item))
         .collect()
@@ -159,15 +178,15 @@ pub fn decrypt_certificates(
 pub fn decrypt_certificate_item(
     apiv3_key: &[u8],
     item: &serde_json::Value,
-) -> Result<DownloadedCertificate, String> {
+) -> Result<DownloadedCertificate, CertificateError> {
     let enc = &item["encrypt_certificate"];
     let field = |k: &str| {
         enc[k]
             .as_str()
-            .ok_or_else(|| format!("encrypt_certificate without {k}"))
+            .ok_or_else(|| CertificateError::MissingField(k.to_owned()))
     };
     if field("algorithm")? != "AEAD_AES_256_GCM" {
-        return Err("unsupported certificate algorithm".into());
+        return Err(CertificateError::Algorithm);
     }
     let plain = decrypt_resource(
         apiv3_key,
@@ -175,15 +194,16 @@ pub fn decrypt_certificate_item(
         field("associated_data")?,
         field("ciphertext")?,
     )
-    .ok_or("certificate does not decrypt with the APIv3 key")?;
-    let pem = String::from_utf8(plain).map_err(|_| "certificate is not text")?;
-    let certificate = crate::crypto::Certificate::from_pem(&pem).map_err(|e| e.to_string())?;
+    .ok_or(CertificateError::Decrypt)?;
+    let pem = String::from_utf8(plain).map_err(|_| CertificateError::NotText)?;
+    let certificate =
+        crate::crypto::Certificate::from_pem(&pem).map_err(CertificateError::NotACertificate)?;
     let serial_no = item["serial_no"].as_str().unwrap_or_default().to_owned();
     if !serial_no.eq_ignore_ascii_case(&certificate.serial_hex) {
-        return Err(format!(
-            "serial_no {serial_no} is not the certificate's {}",
-            certificate.serial_hex
-        ));
+        return Err(CertificateError::Serial {
+            announced: serial_no,
+            actual: certificate.serial_hex,
+        });
     }
     let expire_at = item["expire_time"].as_str().and_then(parse_rfc3339_ms);
     Ok(DownloadedCertificate {

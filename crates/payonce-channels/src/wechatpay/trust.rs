@@ -158,12 +158,28 @@ impl PlatformTrust {
     }
 }
 
+/// Why a download of the platform certificates failed (the last ones known stay trusted).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum DownloadError {
+    #[error("{0}")]
+    Http(reqwest::Error),
+    #[error("certificates answered {0}")]
+    Status(u16),
+    #[error(transparent)]
+    Certificate(#[from] protocol::CertificateError),
+    #[error("certificates answer not signed by its certificates: {0}")]
+    Unsigned(String),
+}
+
 impl CertificateDownloader {
     /// `GET /v3/certificates`: decrypt each certificate with the APIv3 key, then check that the
     /// answer is signed by one of the certificates it carries (the first download has nothing
     /// else to check it with; the APIv3 key, which only WeChat and the merchant hold, vouches
     /// for the content).
-    async fn download(&self, now_ms: i64) -> Result<Vec<protocol::DownloadedCertificate>, String> {
+    async fn download(
+        &self,
+        now_ms: i64,
+    ) -> Result<Vec<protocol::DownloadedCertificate>, DownloadError> {
         let path = "/v3/certificates";
         let auth = protocol::authorization(
             &self.merchant_key,
@@ -181,12 +197,12 @@ impl CertificateDownloader {
             .header("accept", "application/json")
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(DownloadError::Http)?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+        let bytes = resp.bytes().await.map_err(DownloadError::Http)?;
         if status != 200 {
-            return Err(format!("certificates answered {status}"));
+            return Err(DownloadError::Status(status));
         }
         let certs = protocol::decrypt_certificates(self.apiv3_key.expose(), &bytes)?;
         let mut downloaded = PlatformKeys::default();
@@ -206,7 +222,7 @@ impl CertificateDownloader {
                 &bytes,
                 now_ms.div_euclid(1000),
             )
-            .map_err(|e| format!("certificates answer not signed by its certificates: {e:?}"))?;
+            .map_err(|e| DownloadError::Unsigned(format!("{e:?}")))?;
         Ok(certs)
     }
 }

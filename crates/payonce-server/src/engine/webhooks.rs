@@ -375,14 +375,14 @@ fn signature(secrets: &[String], msg_id: &str, timestamp: i64, body: &str) -> St
 
 /// The body of a broker message: the event's payload with `app_id` added. Over HTTP the
 /// endpoint says whose event it is; on a shared broker only the message can.
-fn broker_body(ev: &EventRow) -> Result<String, String> {
-    let mut v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&ev.payload)
-        .map_err(|e| format!("event payload is not a JSON object: {e}"))?;
+fn broker_body(ev: &EventRow) -> Result<String, crate::sinks::SinkError> {
+    let mut v: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&ev.payload).map_err(crate::sinks::SinkError::Payload)?;
     v.insert(
         "app_id".into(),
         serde_json::Value::String(ev.app_id.clone()),
     );
-    serde_json::to_string(&v).map_err(|e| e.to_string())
+    serde_json::to_string(&v).map_err(crate::sinks::SinkError::Payload)
 }
 
 /// A broker sink: delivered once the broker confirmed, else retried on the same schedule. The
@@ -434,7 +434,7 @@ async fn deliver_to_sink(
                 },
                 None => DeliveryOutcome::Failed,
             };
-            (sink.as_str().to_owned(), Some(e), outcome)
+            (sink.as_str().to_owned(), Some(e.to_string()), outcome)
         }
     };
     let attempt = DeliveryAttempt {

@@ -73,13 +73,23 @@ impl Pause {
     }
 }
 
+/// Why a bounded Redis call gave no answer (logged; the caller falls back to the database or
+/// this instance's buckets).
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    #[error("{0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis did not answer in time")]
+    Timeout,
+}
+
 /// A Redis call bounded by `RATE_CALL_TIMEOUT`; a timeout is an error like any other.
 async fn bounded<T>(
     call: impl std::future::Future<Output = redis::RedisResult<T>>,
-) -> Result<T, String> {
+) -> Result<T, CallError> {
     match tokio::time::timeout(RATE_CALL_TIMEOUT, call).await {
-        Ok(r) => r.map_err(|e| e.to_string()),
-        Err(_) => Err("redis did not answer in time".to_owned()),
+        Ok(r) => Ok(r?),
+        Err(_) => Err(CallError::Timeout),
     }
 }
 

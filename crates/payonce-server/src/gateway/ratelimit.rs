@@ -18,6 +18,20 @@ use std::time::Duration;
 
 type Keyed<K> = RateLimiter<K, governor::state::keyed::DefaultKeyedStateStore<K>, DefaultClock>;
 
+/// A setting of the gateway (`--rate-limit`, `--trusted-proxies`) that does not read; the
+/// message is what clap shows after the flag.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingError {
+    #[error("expected RATE/s, got {0:?}")]
+    Rate(String),
+    #[error("expected burst=N, got {0:?}")]
+    Burst(String),
+    #[error("not an IP address: {0:?}")]
+    Address(String),
+    #[error("bad prefix length in {0:?}")]
+    Prefix(String),
+}
+
 /// `RATE/s[,burst=N]`, e.g. `200/s,burst=400`; `off` disables the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateSpec {
@@ -25,7 +39,7 @@ pub struct RateSpec {
     pub burst: u32,
 }
 
-pub fn parse_rate(s: &str) -> Result<Option<RateSpec>, String> {
+pub fn parse_rate(s: &str) -> Result<Option<RateSpec>, SettingError> {
     let s = s.trim();
     if s.eq_ignore_ascii_case("off") {
         return Ok(None);
@@ -39,7 +53,7 @@ pub fn parse_rate(s: &str) -> Result<Option<RateSpec>, String> {
         .strip_suffix("/s")
         .and_then(|n| n.trim().parse().ok())
         .filter(|n| *n > 0)
-        .ok_or_else(|| format!("expected RATE/s, got {rate:?}"))?;
+        .ok_or_else(|| SettingError::Rate(rate.to_owned()))?;
     let burst = match rest {
         None => per_second,
         Some(b) => b
@@ -47,7 +61,7 @@ pub fn parse_rate(s: &str) -> Result<Option<RateSpec>, String> {
             .strip_prefix("burst=")
             .and_then(|n| n.parse().ok())
             .filter(|n| *n > 0)
-            .ok_or_else(|| format!("expected burst=N, got {b:?}"))?,
+            .ok_or_else(|| SettingError::Burst(b.to_owned()))?,
     };
     Ok(Some(RateSpec { per_second, burst }))
 }
@@ -56,7 +70,7 @@ pub fn parse_rate(s: &str) -> Result<Option<RateSpec>, String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateSetting(pub Option<RateSpec>);
 
-pub fn parse_rate_setting(s: &str) -> Result<RateSetting, String> {
+pub fn parse_rate_setting(s: &str) -> Result<RateSetting, SettingError> {
     parse_rate(s).map(RateSetting)
 }
 
@@ -64,7 +78,7 @@ pub fn parse_rate_setting(s: &str) -> Result<RateSetting, String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyList(pub Vec<Cidr>);
 
-pub fn parse_proxy_list(s: &str) -> Result<ProxyList, String> {
+pub fn parse_proxy_list(s: &str) -> Result<ProxyList, SettingError> {
     parse_cidrs(s).map(ProxyList)
 }
 
@@ -76,7 +90,7 @@ pub struct Cidr {
 }
 
 impl Cidr {
-    pub fn parse(s: &str) -> Result<Cidr, String> {
+    pub fn parse(s: &str) -> Result<Cidr, SettingError> {
         let (ip, prefix) = s
             .trim()
             .split_once('/')
@@ -84,7 +98,7 @@ impl Cidr {
             .unwrap_or((s.trim(), None));
         let net: IpAddr = ip
             .parse()
-            .map_err(|_| format!("not an IP address: {ip:?}"))?;
+            .map_err(|_| SettingError::Address(ip.to_owned()))?;
         let max = if net.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => max,
@@ -92,7 +106,7 @@ impl Cidr {
                 .parse::<u8>()
                 .ok()
                 .filter(|p| *p <= max)
-                .ok_or_else(|| format!("bad prefix length in {s:?}"))?,
+                .ok_or_else(|| SettingError::Prefix(s.to_owned()))?,
         };
         Ok(Cidr { net, prefix })
     }
@@ -116,7 +130,7 @@ impl Cidr {
     }
 }
 
-pub fn parse_cidrs(s: &str) -> Result<Vec<Cidr>, String> {
+pub fn parse_cidrs(s: &str) -> Result<Vec<Cidr>, SettingError> {
     s.split(',')
         .filter(|p| !p.trim().is_empty())
         .map(Cidr::parse)

@@ -10,7 +10,7 @@
 
 use crate::engine::payments::{self, PaymentError, PrepayParams};
 use crate::error::{ApiError, FieldError};
-use crate::http::body::{Fields, JsonObject};
+use crate::http::request::{self, Body, Checked, Field, HttpUrl, Problems, Text};
 use crate::state::AppState;
 use askama::Template;
 use axum::Json;
@@ -34,24 +34,46 @@ struct Grant {
     l: Option<String>,
 }
 
+// What reads the body and what the document shows (`http::request`).
 /// The body of `POST /v1/orders/{id}/checkout`.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = CheckoutRequest)]
-#[allow(dead_code)]
 pub struct CheckoutRequest {
     /// Where the page sends the payer once the order is paid: an http(s) URL whose host is the
     /// app's webhook host or one it allows (as for `notify_url`), else 422
     /// `return_url_not_allowed`. Arriving there is navigation, not proof of payment.
     #[schema(
+        value_type = Option<String>,
         min_length = 1,
         max_length = 512,
         pattern = r"^https?://[^\u0000-\u0020\u007F-\u009F]+$"
     )]
-    return_url: Option<String>,
+    return_url: Checked<HttpUrl<512>>,
     /// `zh` or `en`; by default the payer's `Accept-Language`.
-    #[schema(pattern = "^(zh|en)$")]
-    locale: Option<String>,
+    #[schema(value_type = Option<String>, pattern = "^(zh|en)$")]
+    locale: Checked<Locale>,
+}
+
+/// The checkout page's language: `zh` or `en`.
+struct Locale(String);
+
+impl Field for Locale {
+    fn check(v: serde_json::Value) -> Result<Self, String> {
+        let l = request::text(v, 2)?;
+        if l == "zh" || l == "en" {
+            Ok(Locale(l))
+        } else {
+            Err("must be zh or en".into())
+        }
+    }
+}
+
+/// The body of the page's `POST /checkout/{token}/prepay` (not in the document: the page's own
+/// call). Anything but a configured channel is `unknown_channel`; other keys are ignored.
+#[derive(Deserialize)]
+pub struct CheckoutPrepay {
+    channel: Checked<Text<32>>,
 }
 
 /// A checkout link.
@@ -74,21 +96,12 @@ pub async fn create_link(
     State(state): State<AppState>,
     crate::gateway::auth::Authed(app): crate::gateway::auth::Authed,
     Path(id): Path<String>,
-    JsonObject(body): JsonObject,
+    Body { fields, unknown }: Body<CheckoutRequest>,
 ) -> Result<Json<CheckoutLinkView>, ApiError> {
-    let mut f = Fields::new(body);
-    let return_url = f.string("return_url", 512, false);
-    let locale = f.string("locale", 2, false);
-    if return_url
-        .as_deref()
-        .is_some_and(|u| !(u.starts_with("https://") || u.starts_with("http://")))
-    {
-        f.error("return_url", "must be an http(s) URL");
-    }
-    if locale.as_deref().is_some_and(|l| l != "zh" && l != "en") {
-        f.error("locale", "must be zh or en");
-    }
-    f.finish()?;
+    let mut p = Problems::new(unknown);
+    let return_url = p.optional("return_url", fields.return_url).map(|u| u.0);
+    let locale = p.optional("locale", fields.locale).map(|l| l.0);
+    p.finish()?;
     if return_url
         .as_deref()
         .is_some_and(|u| !crate::engine::webhooks::notify_url_allowed(&app, u))
@@ -403,18 +416,18 @@ const MAX_CHECKOUT_ATTEMPTS: usize = 12;
 pub async fn prepay(
     State(state): State<AppState>,
     Path(token): Path<String>,
-    JsonObject(body): JsonObject,
+    Body { fields, .. }: Body<CheckoutPrepay>,
 ) -> Response {
     let (_, order) = match open(&state, &token).await {
         Ok(g) => g,
         Err(Refused::NotALink) => return refused_json(StatusCode::NOT_FOUND, "not_a_link"),
         Err(Refused::Expired) => return refused_json(StatusCode::GONE, "link_expired"),
     };
-    let mut f = Fields::new(body);
-    let channel = f
-        .string("channel", 32, true)
-        .and_then(|c| ChannelName::parse(&c).ok())
-        .filter(|c| state.channels.get(*c).is_some());
+    let channel = match fields.channel {
+        Checked::Valid(Text(c)) => ChannelName::parse(&c).ok(),
+        _ => None,
+    }
+    .filter(|c| state.channels.get(*c).is_some());
     let Some(channel) = channel else {
         return refused_json(StatusCode::BAD_REQUEST, "unknown_channel");
     };

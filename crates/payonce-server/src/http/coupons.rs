@@ -5,7 +5,7 @@
 
 use crate::error::ApiError;
 use crate::gateway::auth::Authed;
-use crate::http::body::{Fields, JsonObject};
+use crate::http::request::{self, Body, Checked, Field, MerchantNo, Problems};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -15,33 +15,68 @@ use payonce_core::Timestamp;
 use payonce_store::Coupon;
 use serde::{Deserialize, Serialize};
 
+// What reads the body and what the document shows (`http::request`).
 /// The body of `POST /v1/coupons`.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = CreateCoupon)]
-#[allow(dead_code)]
 pub struct CreateCouponRequest {
     /// Unique in the app: another coupon with this code → 409 `coupon_code_conflict`.
-    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.:|*-]+$")]
-    code: String,
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.:|*-]+$")]
+    code: Checked<MerchantNo>,
     /// `fixed`: `value` fen off; `percent`: `value` whole percent off (floor, in fen).
-    #[schema(pattern = "^(fixed|percent)$")]
-    kind: String,
-    #[schema(minimum = 1, maximum = 1000000000)]
-    value: i64,
+    #[schema(value_type = String, required = true, pattern = "^(fixed|percent)$")]
+    kind: Checked<Kind>,
+    #[schema(value_type = i64, required = true, minimum = 1, maximum = 1000000000)]
+    value: Checked<Count<1_000_000_000>>,
     /// Orders below this amount (fen) cannot use it: 422 `coupon_not_applicable`.
-    #[schema(minimum = 1, maximum = 1000000000)]
-    min_amount: Option<i64>,
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 1000000000)]
+    min_amount: Checked<Count<1_000_000_000>>,
     /// Reservations of open orders count against it.
-    #[schema(minimum = 1, maximum = 1000000000)]
-    max_redemptions: i64,
+    #[schema(value_type = i64, required = true, minimum = 1, maximum = 1000000000)]
+    max_redemptions: Checked<Count<1_000_000_000>>,
     /// Orders of one `payer_ref` (required on the order when set).
-    #[schema(minimum = 1, maximum = 1000000)]
-    per_payer_limit: Option<i64>,
-    #[schema(format = DateTime)]
-    valid_from: Option<String>,
-    #[schema(format = DateTime)]
-    valid_until: Option<String>,
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 1000000)]
+    per_payer_limit: Checked<Count<1_000_000>>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    valid_from: Checked<DateTime>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    valid_until: Checked<DateTime>,
+}
+
+/// `fixed` or `percent`.
+struct Kind(String);
+
+impl Field for Kind {
+    fn check(v: serde_json::Value) -> Result<Self, String> {
+        let k = request::text(v, 16)?;
+        if k == "fixed" || k == "percent" {
+            Ok(Kind(k))
+        } else {
+            Err("must be fixed or percent".into())
+        }
+    }
+}
+
+/// A whole number from 1 to MAX.
+struct Count<const MAX: i64>(i64);
+
+impl<const MAX: i64> Field for Count<MAX> {
+    fn check(v: serde_json::Value) -> Result<Self, String> {
+        request::integer(v, 1, MAX).map(Count)
+    }
+}
+
+/// An RFC 3339 date-time (at most 40 characters).
+struct DateTime(Timestamp);
+
+impl Field for DateTime {
+    fn check(v: serde_json::Value) -> Result<Self, String> {
+        let s = request::text(v, 40)?;
+        time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
+            .map(|t| DateTime(Timestamp((t.unix_timestamp_nanos() / 1_000_000) as i64)))
+            .map_err(|_| "must be an RFC 3339 date-time".into())
+    }
 }
 
 /// A coupon and what is left of it.
@@ -80,17 +115,6 @@ fn view(c: &Coupon) -> CouponView {
     }
 }
 
-fn time_field(f: &mut Fields, name: &str) -> Option<Timestamp> {
-    let s = f.string(name, 40, false)?;
-    match time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339) {
-        Ok(t) => Some(Timestamp((t.unix_timestamp_nanos() / 1_000_000) as i64)),
-        Err(_) => {
-            f.error(name, "must be an RFC 3339 date-time");
-            None
-        }
-    }
-}
-
 /// Create a coupon.
 #[utoipa::path(post, path = "/v1/coupons", operation_id = "create_coupon", tag = "coupons", request_body = CreateCouponRequest,
     params(crate::gateway::idempotency::IdempotencyKeyHeader),
@@ -100,30 +124,22 @@ fn time_field(f: &mut Fields, name: &str) -> Option<Timestamp> {
 pub async fn create(
     State(state): State<AppState>,
     Authed(app): Authed,
-    JsonObject(body): JsonObject,
+    Body { fields, unknown }: Body<CreateCouponRequest>,
 ) -> Result<Response, ApiError> {
-    let mut f = Fields::new(body);
-    let code = f.string("code", 64, true);
-    let kind = f.string("kind", 16, true);
-    let value = f.integer("value", 1, 1_000_000_000, true);
-    let min_amount = f.integer("min_amount", 1, 1_000_000_000, false);
-    let max_redemptions = f.integer("max_redemptions", 1, 1_000_000_000, true);
-    let per_payer_limit = f.integer("per_payer_limit", 1, 1_000_000, false);
-    let valid_from = time_field(&mut f, "valid_from");
-    let valid_until = time_field(&mut f, "valid_until");
-    if code.as_deref().is_some_and(|c| {
-        !c.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:|*".contains(&b))
-    }) {
-        f.error("code", "may contain only letters, digits and - _ . : | *");
-    }
-    if kind
-        .as_deref()
-        .is_some_and(|k| k != "fixed" && k != "percent")
-    {
-        f.error("kind", "must be fixed or percent");
-    }
-    f.finish()?;
+    let mut p = Problems::new(unknown);
+    let code = p.required("code", fields.code).map(|c| c.0);
+    let kind = p.required("kind", fields.kind).map(|k| k.0);
+    let value = p.required("value", fields.value).map(|v| v.0);
+    let min_amount = p.optional("min_amount", fields.min_amount).map(|v| v.0);
+    let max_redemptions = p
+        .required("max_redemptions", fields.max_redemptions)
+        .map(|v| v.0);
+    let per_payer_limit = p
+        .optional("per_payer_limit", fields.per_payer_limit)
+        .map(|v| v.0);
+    let valid_from = p.optional("valid_from", fields.valid_from).map(|t| t.0);
+    let valid_until = p.optional("valid_until", fields.valid_until).map(|t| t.0);
+    p.finish()?;
     // Well-formed, but not a coupon anyone could use (the schema cannot say this): 422.
     if kind.as_deref() == Some("percent") && value.is_some_and(|v| v > 100) {
         return Err(ApiError::unprocessable(

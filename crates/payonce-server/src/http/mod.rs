@@ -11,6 +11,7 @@ pub mod ops;
 pub mod orders;
 pub mod pages;
 pub mod refunds;
+pub mod request;
 
 use crate::state::AppState;
 use axum::Router;

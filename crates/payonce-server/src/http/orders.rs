@@ -6,14 +6,15 @@ use crate::engine::payments::{self, PrepayParams};
 use crate::error::ApiError;
 use crate::gateway::auth::Authed;
 use crate::gateway::idempotency::{IdempotencyKeyHeader, RequestDeadline};
-use crate::http::body::{Fields, JsonObject};
+use crate::http::request::{
+    self, Amount, Body, Checked, Field, HttpUrl, MerchantNo, Object, Problems, Text,
+};
 use crate::state::AppState;
 use crate::views;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use payonce_core::money::MAX_MINOR;
 use payonce_core::{AppId, ChannelName, Currency, Money, OrderId, OrderStatus, PayMethod};
 use payonce_store::{CreateOrder, Order};
 use serde::Deserialize;
@@ -21,62 +22,144 @@ use serde::Deserialize;
 /// Default order lifetime (DESIGN.md: 30 minutes).
 const DEFAULT_EXPIRE_SECS: i64 = 30 * 60;
 
-/// The body of `POST /v1/orders`. Read field by field by [`Fields`] (every problem reported by
-/// name at once); this type is what the document shows, and the schema tests hold the two to
-/// the same rules.
+// What reads the body (every problem reported by name at once) and what the document shows
+// (`http::request`).
+/// The body of `POST /v1/orders`.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = CreateOrder)]
-#[allow(dead_code)]
 pub struct CreateOrderRequest {
     /// The business's own order number, unique per app: the same number with the same content
     /// answers 200 with the existing order, with other content 409. Give it or `payer_ref`.
-    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.:|*-]+$")]
-    merchant_order_no: Option<String>,
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.:|*-]+$")]
+    merchant_order_no: Checked<MerchantNo>,
     /// The payer (the business's user id), for a business with no order number yet: without
     /// `merchant_order_no`, the same payer_ref, amount, currency, subject and metadata within
     /// the app's submission window (default 10 s) answer 200 with the SAME order and
     /// `Submission-Replayed: true` (a cart submitted twice by a double click); after the window,
     /// a new order. With `merchant_order_no`, the number decides.
-    #[schema(min_length = 1, max_length = 64, pattern = r"^[\x21-\x7E]+$")]
-    payer_ref: Option<String>,
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 64, pattern = r"^[\x21-\x7E]+$")]
+    payer_ref: Checked<PayerRef>,
     /// A coupon of this app: the order's `amount` becomes what is left after its discount
     /// (`original_amount`, `discount` in the order), and the coupon is reserved for the order
     /// until it is paid (redeemed), closed or expired (released). 409 `coupon_unavailable` with
     /// `reason` (`unknown`, `expired`, `not_yet_valid`, `exhausted`, `payer_limit`), 422
     /// `coupon_not_applicable` below its minimum amount; nothing is reserved on a failure.
-    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.:|*-]+$")]
-    coupon_code: Option<String>,
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.:|*-]+$")]
+    coupon_code: Checked<Text<64>>,
     /// Minor units (fen).
-    #[schema(minimum = 1, maximum = 1000000000)]
-    amount: i64,
-    #[schema(value_type = String, pattern = "^CNY$")]
-    currency: String,
+    #[schema(value_type = i64, required = true, minimum = 1, maximum = 1000000000)]
+    amount: Checked<Amount>,
+    #[schema(value_type = String, required = true, pattern = "^CNY$")]
+    currency: Checked<Cny>,
     #[schema(
+        value_type = String,
+        required = true,
         min_length = 1,
         max_length = 127,
         pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
     )]
-    subject: String,
+    subject: Checked<Text<127>>,
     /// Default 1800 (30 minutes).
-    #[schema(minimum = 5, maximum = 604800)]
-    expire_in_seconds: Option<i64>,
+    #[schema(value_type = Option<i64>, minimum = 5, maximum = 604800)]
+    expire_in_seconds: Checked<ExpireIn>,
     /// Where this order's webhooks go instead of the app's URL. Its host (and port) must be the
     /// app's webhook host or one the app allows, else 422 `notify_url_not_allowed`.
     #[schema(
+        value_type = Option<String>,
         min_length = 1,
         max_length = 512,
         pattern = r"^https?://[^\u0000-\u0020\u007F-\u009F]+$"
     )]
-    notify_url: Option<String>,
+    notify_url: Checked<HttpUrl<512>>,
     /// Anything the business wants back, at most 4096 bytes of JSON.
     #[schema(value_type = Option<Object>)]
-    metadata: Option<serde_json::Value>,
+    metadata: Checked<Object<4096>>,
 }
 
-fn valid_merchant_no(s: &str) -> bool {
-    s.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-_.:|*".contains(&b))
+/// A valid `POST /v1/orders` body.
+struct NewOrder {
+    merchant_order_no: Option<String>,
+    payer_ref: Option<String>,
+    coupon_code: Option<String>,
+    amount: i64,
+    currency: Currency,
+    subject: String,
+    expire_in: i64,
+    notify_url: Option<String>,
+    metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl CreateOrderRequest {
+    fn validate(self, unknown: Vec<String>) -> Result<NewOrder, ApiError> {
+        let mut p = Problems::new(unknown);
+        let merchant_order_no = p.optional("merchant_order_no", self.merchant_order_no);
+        let payer_ref = p.optional("payer_ref", self.payer_ref);
+        let coupon_code = p.optional("coupon_code", self.coupon_code);
+        let amount = p.required("amount", self.amount);
+        let currency = p.required("currency", self.currency);
+        let subject = p.required("subject", self.subject);
+        let expire_in = p.optional("expire_in_seconds", self.expire_in_seconds);
+        let notify_url = p.optional("notify_url", self.notify_url);
+        let metadata = p.optional("metadata", self.metadata);
+        if merchant_order_no.is_none() && payer_ref.is_none() {
+            // Neither: nothing would tell a resubmission from a new order.
+            p.error(
+                "merchant_order_no",
+                "is required (or payer_ref, to have payonce recognise a resubmission by its content)",
+            );
+        }
+        p.finish()?;
+        let (Some(amount), Some(currency), Some(subject)) = (amount, currency, subject) else {
+            unreachable!("finish() reported every missing required field");
+        };
+        Ok(NewOrder {
+            merchant_order_no: merchant_order_no.map(|n| n.0),
+            payer_ref: payer_ref.map(|p| p.0),
+            coupon_code: coupon_code.map(|c| c.0),
+            amount: amount.0,
+            currency: currency.0,
+            subject: subject.0,
+            expire_in: expire_in.map_or(DEFAULT_EXPIRE_SECS, |e| e.0),
+            notify_url: notify_url.map(|u| u.0),
+            metadata: metadata.map(|m| m.0),
+        })
+    }
+}
+
+/// A payer reference: 1 to 64 printable ASCII characters, no spaces.
+struct PayerRef(String);
+
+impl Field for PayerRef {
+    fn check(v: serde_json::Value) -> Result<Self, String> {
+        let p = request::text(v, 64)?;
+        if p.bytes().all(|b| b.is_ascii_graphic()) {
+            Ok(PayerRef(p))
+        } else {
+            Err("must be printable ASCII without spaces".into())
+        }
+    }
+}
+
+/// The order's currency: CNY, the only one the supported channels settle.
+struct Cny(Currency);
+
+impl Field for Cny {
+    fn check(v: serde_json::Value) -> Result<Self, String> {
+        match Currency::parse(&request::text(v, 3)?) {
+            Ok(c) if c == Currency::CNY => Ok(Cny(c)),
+            _ => Err("must be CNY (the only currency the supported channels settle)".into()),
+        }
+    }
+}
+
+/// An order's lifetime in seconds: 5 s to 7 days.
+struct ExpireIn(i64);
+
+impl Field for ExpireIn {
+    fn check(v: serde_json::Value) -> Result<Self, String> {
+        request::integer(v, 5, 7 * 24 * 3600).map(ExpireIn)
+    }
 }
 
 async fn render(state: &AppState, order: &Order) -> Result<crate::views::OrderView, ApiError> {
@@ -113,59 +196,19 @@ pub async fn create(
     State(state): State<AppState>,
     Authed(app): Authed,
     trace: Option<axum::Extension<crate::http::TraceParent>>,
-    JsonObject(body): JsonObject,
+    Body { fields, unknown }: Body<CreateOrderRequest>,
 ) -> Result<Response, ApiError> {
-    let mut f = Fields::new(body);
-    let merchant_order_no = f.string("merchant_order_no", 64, false);
-    let payer_ref = f.string("payer_ref", 64, false);
-    let coupon_code = f.string("coupon_code", 64, false);
-    let amount = f.integer("amount", 1, MAX_MINOR, true);
-    let currency = f.string("currency", 3, true);
-    let subject = f.string("subject", 127, true);
-    let expire_in = f
-        .integer("expire_in_seconds", 5, 7 * 24 * 3600, false)
-        .unwrap_or(DEFAULT_EXPIRE_SECS);
-    let notify_url = f.string("notify_url", 512, false);
-    let metadata = f.object("metadata", 4096);
-    if merchant_order_no
-        .as_deref()
-        .is_some_and(|n| !valid_merchant_no(n))
-    {
-        f.error(
-            "merchant_order_no",
-            "may contain only letters, digits and - _ . : | *",
-        );
-    }
-    if payer_ref
-        .as_deref()
-        .is_some_and(|p| !p.bytes().all(|b| b.is_ascii_graphic()))
-    {
-        f.error("payer_ref", "must be printable ASCII without spaces");
-    }
-    if merchant_order_no.is_none() && payer_ref.is_none() {
-        // Neither: nothing would tell a resubmission from a new order.
-        f.error(
-            "merchant_order_no",
-            "is required (or payer_ref, to have payonce recognise a resubmission by its content)",
-        );
-    }
-    let currency = currency.and_then(|c| match Currency::parse(&c) {
-        Ok(c) if c == Currency::CNY => Some(c),
-        _ => {
-            f.error(
-                "currency",
-                "must be CNY (the only currency the supported channels settle)",
-            );
-            None
-        }
-    });
-    if notify_url
-        .as_deref()
-        .is_some_and(|u| !(u.starts_with("https://") || u.starts_with("http://")))
-    {
-        f.error("notify_url", "must be an http(s) URL");
-    }
-    f.finish()?;
+    let NewOrder {
+        merchant_order_no,
+        payer_ref,
+        coupon_code,
+        amount,
+        currency,
+        subject,
+        expire_in,
+        notify_url,
+        metadata,
+    } = fields.validate(unknown)?;
     // A well-formed URL this app may not use: not a malformed request, a refusal (422).
     if notify_url
         .as_deref()
@@ -181,9 +224,6 @@ pub async fn create(
         });
         return Err(e);
     }
-    let (Some(amount), Some(currency), Some(subject)) = (amount, currency, subject) else {
-        unreachable!("finish() reported every missing required field");
-    };
     let now = state.clock.now();
     // The coupon, if any: looked up and checked before anything is written; reserved in the
     // order's own transaction (the store's conditional update decides who gets the last one).
@@ -382,7 +422,7 @@ pub async fn find_by_merchant_no(
     crate::http::body::Query(q): crate::http::body::Query<FindQuery>,
 ) -> Result<Json<crate::views::OrderView>, ApiError> {
     let no = &q.merchant_order_no;
-    if no.is_empty() || no.chars().count() > 64 || !valid_merchant_no(no) {
+    if MerchantNo::check(serde_json::Value::String(no.clone())).is_err() {
         return Err(ApiError::field(
             "merchant_order_no",
             "must be 1 to 64 letters, digits or - _ . : | *",
@@ -398,14 +438,90 @@ pub async fn find_by_merchant_no(
 
 /// The body of a prepay. The document shows, per configured channel, the methods it takes
 /// (`http::openapi` writes that part from the server's configuration).
-#[derive(utoipa::ToSchema)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(as = Prepay)]
-#[allow(dead_code)]
 pub struct PrepayRequest {
-    channel: String,
-    method: Option<String>,
+    #[schema(value_type = String, required = true)]
+    channel: Checked<ChannelField>,
+    #[schema(value_type = Option<String>)]
+    method: Checked<Text<32>>,
     #[schema(value_type = Option<Object>)]
-    payer: Option<serde_json::Value>,
+    payer: Checked<Object<1024>>,
+}
+
+/// A channel's name (`wechatpay`, `alipay`, …); whether this server has it configured is the
+/// request's rule (`PrepayRequest::validate`).
+struct ChannelField(ChannelName);
+
+impl Field for ChannelField {
+    fn check(v: serde_json::Value) -> Result<Self, String> {
+        ChannelName::parse(&request::text(v, 32)?)
+            .map(ChannelField)
+            .map_err(|e| e.message)
+    }
+}
+
+impl PrepayRequest {
+    /// The channel (configured here), the method (one of the channel's; its first by default)
+    /// and, for WeChat JSAPI, the payer's openid.
+    fn validate(self, state: &AppState, unknown: Vec<String>) -> Result<PrepayParams, ApiError> {
+        let mut p = Problems::new(unknown);
+        let channel = p.required("channel", self.channel).map(|c| c.0);
+        let method = p.optional("method", self.method).map(|m| m.0);
+        let payer = p.optional("payer", self.payer).map(|o| o.0);
+        let channel = channel.filter(|c| {
+            let configured = state.channels.get(*c).is_some();
+            if !configured {
+                p.error("channel", "is not configured on this server");
+            }
+            configured
+        });
+        let method = match (channel, method) {
+            (Some(c), None) => Some(c.methods()[0]),
+            (Some(c), Some(m)) => match PayMethod::parse(&m) {
+                Ok(m) if c.methods().contains(&m) => Some(m),
+                _ => {
+                    let names: Vec<_> = c.methods().iter().map(|m| m.as_str()).collect();
+                    p.error(
+                        "method",
+                        format!("must be one of {} for {c}", names.join(", ")),
+                    );
+                    None
+                }
+            },
+            (None, _) => None,
+        };
+        // WeChat JSAPI pays inside WeChat for one payer: without their openid the channel would
+        // refuse it. Said here, before any attempt row exists, not as a 502 with a failed
+        // attempt.
+        if method == Some(PayMethod::Jsapi) {
+            let openid = payer
+                .as_ref()
+                .and_then(|p| p.get("openid"))
+                .and_then(|o| o.as_str());
+            if !openid.is_some_and(|o| {
+                !o.is_empty()
+                    && o.len() <= 128
+                    && o.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            }) {
+                p.error(
+                    "payer.openid",
+                    "is required for wechatpay jsapi (1-128 letters, digits, '_' or '-')",
+                );
+            }
+        }
+        p.finish()?;
+        let (Some(channel), Some(method)) = (channel, method) else {
+            unreachable!("finish() reported missing fields")
+        };
+        Ok(PrepayParams {
+            channel,
+            method,
+            payer: payer.map(serde_json::Value::Object),
+        })
+    }
 }
 
 /// Get a payment credential (the same one while it is valid).
@@ -420,67 +536,10 @@ pub async fn prepay(
     Authed(app): Authed,
     RequestDeadline(deadline): RequestDeadline,
     Path(id): Path<String>,
-    JsonObject(body): JsonObject,
+    Body { fields, unknown }: Body<PrepayRequest>,
 ) -> Result<Json<crate::views::PrepaidView>, ApiError> {
-    let mut f = Fields::new(body);
-    let channel = f.string("channel", 32, true);
-    let method = f.string("method", 32, false);
-    let payer = f.object("payer", 1024);
-    let channel = channel.and_then(|c| match ChannelName::parse(&c) {
-        Ok(c) if state.channels.get(c).is_some() => Some(c),
-        Ok(_) => {
-            f.error("channel", "is not configured on this server");
-            None
-        }
-        Err(e) => {
-            f.error("channel", e.message);
-            None
-        }
-    });
-    let method = match (channel, method) {
-        (Some(c), None) => Some(c.methods()[0]),
-        (Some(c), Some(m)) => match PayMethod::parse(&m) {
-            Ok(m) if c.methods().contains(&m) => Some(m),
-            _ => {
-                let names: Vec<_> = c.methods().iter().map(|m| m.as_str()).collect();
-                f.error(
-                    "method",
-                    format!("must be one of {} for {c}", names.join(", ")),
-                );
-                None
-            }
-        },
-        (None, _) => None,
-    };
-    // WeChat JSAPI pays inside WeChat for one payer: without their openid the channel would
-    // refuse it. Said here, before any attempt row exists, not as a 502 with a failed attempt.
-    if method == Some(PayMethod::Jsapi) {
-        let openid = payer
-            .as_ref()
-            .and_then(|p| p.get("openid"))
-            .and_then(|o| o.as_str());
-        if !openid.is_some_and(|o| {
-            !o.is_empty()
-                && o.len() <= 128
-                && o.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        }) {
-            f.error(
-                "payer.openid",
-                "is required for wechatpay jsapi (1-128 letters, digits, '_' or '-')",
-            );
-        }
-    }
-    f.finish()?;
-    let (Some(channel), Some(method)) = (channel, method) else {
-        unreachable!("finish() reported missing fields")
-    };
+    let params = fields.validate(&state, unknown)?;
     let order = load(&state, &app.id, &id).await?;
-    let params = PrepayParams {
-        channel,
-        method,
-        payer: payer.map(serde_json::Value::Object),
-    };
     let answer = payments::prepay(&state, &app, &order.id, &params, &deadline).await?;
     let a = &answer.attempt;
     Ok(Json(crate::views::PrepaidView {

@@ -4,36 +4,36 @@
 use crate::crypto::sha256_hex;
 use crate::error::ApiError;
 use crate::gateway::auth::Authed;
-use crate::http::body::{Fields, JsonObject};
+use crate::http::request::{Amount, Body, Checked, MerchantNo, Problems, Text};
 use crate::state::AppState;
 use crate::views;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use payonce_core::money::MAX_MINOR;
 use payonce_core::{Money, OrderId, RefundId, RefundStatus};
 use payonce_store::{CreateRefund, Refund, RefundKind};
 
-/// The body of `POST /v1/orders/{id}/refunds` (read by [`Fields`], documented from here).
+// What reads the body and what the document shows (`http::request`).
+/// The body of `POST /v1/orders/{id}/refunds`.
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = CreateRefund)]
-#[allow(dead_code)]
 pub struct CreateRefundRequest {
     /// The business's refund number, unique per order: the same number with the same content
     /// answers 200 with the existing refund, with other content 409.
-    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.:|*-]+$")]
-    merchant_refund_no: String,
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9_.:|*-]+$")]
+    merchant_refund_no: Checked<MerchantNo>,
     /// Minor units (fen).
-    #[schema(minimum = 1, maximum = 1000000000)]
-    amount: i64,
+    #[schema(value_type = i64, required = true, minimum = 1, maximum = 1000000000)]
+    amount: Checked<Amount>,
     #[schema(
+        value_type = Option<String>,
         min_length = 1,
         max_length = 80,
         pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
     )]
-    reason: Option<String>,
+    reason: Checked<Text<80>>,
 }
 
 /// Refund part or all of a paid order, idempotent by `merchant_refund_no`.
@@ -48,23 +48,15 @@ pub async fn create(
     State(state): State<AppState>,
     Authed(app): Authed,
     Path(id): Path<String>,
-    JsonObject(body): JsonObject,
+    Body { fields, unknown }: Body<CreateRefundRequest>,
 ) -> Result<Response, ApiError> {
-    let mut f = Fields::new(body);
-    let merchant_refund_no = f.string("merchant_refund_no", 64, true);
-    let amount = f.integer("amount", 1, MAX_MINOR, true);
-    let reason = f.string("reason", 80, false);
-    if merchant_refund_no.as_deref().is_some_and(|n| {
-        !n.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:|*".contains(&b))
-    }) {
-        f.error(
-            "merchant_refund_no",
-            "may contain only letters, digits and - _ . : | *",
-        );
-    }
-    f.finish()?;
-    let (Some(merchant_refund_no), Some(amount)) = (merchant_refund_no, amount) else {
+    let mut p = Problems::new(unknown);
+    let merchant_refund_no = p.required("merchant_refund_no", fields.merchant_refund_no);
+    let amount = p.required("amount", fields.amount);
+    let reason = p.optional("reason", fields.reason).map(|r| r.0);
+    p.finish()?;
+    let (Some(MerchantNo(merchant_refund_no)), Some(Amount(amount))) = (merchant_refund_no, amount)
+    else {
         unreachable!("finish() reported missing fields")
     };
     let order_id = OrderId::parse(&id).map_err(|_| ApiError::not_found("order"))?;

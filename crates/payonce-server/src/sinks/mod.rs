@@ -16,6 +16,29 @@ pub mod rabbitmq;
 
 use payonce_store::EventRow;
 
+/// Why an event was not published (it is retried on the webhook schedule), or why the sinks
+/// cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// A sink configured that this build does not have (the message names the feature).
+    #[error("{0}")]
+    NotBuilt(&'static str),
+    #[error("app id {0:?} cannot be a subject token")]
+    AppIdToken(String),
+    #[error("event type {0:?} cannot be a subject")]
+    EventTypeToken(String),
+    /// The app publishes to a sink this instance was not given (`RabbitMQ`, `NATS`).
+    #[error("no {0} configured")]
+    NotConfigured(&'static str),
+    #[error("sink {0} is not available in this build")]
+    NotAvailable(&'static str),
+    #[error("event payload is not a JSON object: {0}")]
+    Payload(serde_json::Error),
+    /// The broker could not be reached, or did not confirm the message (its own words).
+    #[error("{0}")]
+    Broker(String),
+}
+
 /// Broker settings from the command line. Not `Debug`: the AMQP URL carries a password.
 #[derive(Clone, Default)]
 pub struct SinkConfig {
@@ -44,23 +67,17 @@ impl Message<'_> {
     ///
     /// An app id that is not a plain token (a `.`, a wildcard, a space would shift or widen
     /// what a permission matches) is refused rather than published where it does not belong.
-    pub fn routing_key(&self) -> Result<String, String> {
+    pub fn routing_key(&self) -> Result<String, SinkError> {
         let token = |t: &str| {
             !t.is_empty()
                 && t.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         };
         if !token(self.app_id) {
-            return Err(format!(
-                "app id {:?} cannot be a subject token",
-                self.app_id
-            ));
+            return Err(SinkError::AppIdToken(self.app_id.to_owned()));
         }
         if !self.event.event_type.split('.').all(token) {
-            return Err(format!(
-                "event type {:?} cannot be a subject",
-                self.event.event_type
-            ));
+            return Err(SinkError::EventTypeToken(self.event.event_type.clone()));
         }
         Ok(format!("{}.{}", self.app_id, self.event.event_type))
     }
@@ -77,7 +94,7 @@ pub struct Sinks {
 impl Sinks {
     /// Prepares the configured sinks. A sink asked for but not compiled in is an error: events
     /// for it would otherwise pile up unseen.
-    pub async fn from_config(cfg: &SinkConfig) -> Result<Self, String> {
+    pub async fn from_config(cfg: &SinkConfig) -> Result<Self, SinkError> {
         #[allow(unused_mut)]
         let mut s = Sinks::default();
         if let Some((_url, _exchange)) = &cfg.rabbitmq {
@@ -86,10 +103,9 @@ impl Sinks {
                 s.rabbitmq = Some(rabbitmq::RabbitSink::new(_url.clone(), _exchange.clone()));
             }
             #[cfg(not(feature = "rabbitmq"))]
-            return Err(
-                "RabbitMQ sink configured but payonce was built without the `rabbitmq` feature"
-                    .into(),
-            );
+            return Err(SinkError::NotBuilt(
+                "RabbitMQ sink configured but payonce was built without the `rabbitmq` feature",
+            ));
         }
         if let Some((_addr, _stream, _prefix)) = &cfg.nats {
             #[cfg(feature = "nats")]
@@ -101,9 +117,9 @@ impl Sinks {
                 ));
             }
             #[cfg(not(feature = "nats"))]
-            return Err(
-                "NATS sink configured but payonce was built without the `nats` feature".into(),
-            );
+            return Err(SinkError::NotBuilt(
+                "NATS sink configured but payonce was built without the `nats` feature",
+            ));
         }
         Ok(s)
     }
@@ -118,23 +134,20 @@ impl Sinks {
         &self,
         sink: payonce_store::Sink,
         msg: &Message<'_>,
-    ) -> Result<String, String> {
+    ) -> Result<String, SinkError> {
         match sink {
             #[cfg(feature = "rabbitmq")]
             payonce_store::Sink::Rabbitmq => match &self.rabbitmq {
                 Some(r) => r.publish(msg).await,
-                None => Err("no RabbitMQ configured".into()),
+                None => Err(SinkError::NotConfigured("RabbitMQ")),
             },
             #[cfg(feature = "nats")]
             payonce_store::Sink::Nats => match &self.nats {
                 Some(n) => n.publish(msg).await,
-                None => Err("no NATS configured".into()),
+                None => Err(SinkError::NotConfigured("NATS")),
             },
             #[allow(unreachable_patterns)]
-            other => Err(format!(
-                "sink {} is not available in this build",
-                other.as_str()
-            )),
+            other => Err(SinkError::NotAvailable(other.as_str())),
         }
     }
 }

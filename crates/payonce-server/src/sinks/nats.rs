@@ -4,7 +4,7 @@
 //! JetStream has acknowledged it. The subject is `<prefix>.<app id>.<event type>`, so a NATS
 //! user allowed `<prefix>.<app id>.>` sees one app's events only.
 
-use super::Message;
+use super::{Message, SinkError};
 use async_nats::jetstream;
 use std::time::Duration;
 
@@ -31,7 +31,7 @@ impl NatsSink {
     }
 
     /// The JetStream context, connecting (and making sure our stream exists) on first use.
-    async fn context(&self) -> Result<jetstream::Context, String> {
+    async fn context(&self) -> Result<jetstream::Context, SinkError> {
         let mut guard = self.js.lock().await;
         if let Some(js) = guard.as_ref() {
             return Ok(js.clone());
@@ -42,7 +42,7 @@ impl NatsSink {
             .request_timeout(Some(TIMEOUT))
             .connect(self.url.as_str())
             .await
-            .map_err(|e| format!("connecting to NATS: {e}"))?;
+            .map_err(|e| SinkError::Broker(format!("connecting to NATS: {e}")))?;
         let js = jetstream::new(client);
         js.get_or_create_stream(jetstream::stream::Config {
             name: self.stream.clone(),
@@ -52,12 +52,12 @@ impl NatsSink {
             ..Default::default()
         })
         .await
-        .map_err(|e| format!("creating stream {}: {e}", self.stream))?;
+        .map_err(|e| SinkError::Broker(format!("creating stream {}: {e}", self.stream)))?;
         *guard = Some(js.clone());
         Ok(js)
     }
 
-    pub async fn publish(&self, msg: &Message<'_>) -> Result<String, String> {
+    pub async fn publish(&self, msg: &Message<'_>) -> Result<String, SinkError> {
         let subject = format!("{}.{}", self.prefix, msg.routing_key()?);
         let js = self.context().await?;
         let mut headers = async_nats::HeaderMap::new();
@@ -76,11 +76,15 @@ impl NatsSink {
             Ok(Ok(ack)) => Ok(format!("nats:{subject}#{}", ack.sequence)),
             Ok(Err(e)) => {
                 self.js.lock().await.take();
-                Err(format!("JetStream did not acknowledge: {e}"))
+                Err(SinkError::Broker(format!(
+                    "JetStream did not acknowledge: {e}"
+                )))
             }
             Err(_) => {
                 self.js.lock().await.take();
-                Err("JetStream did not acknowledge in time".into())
+                Err(SinkError::Broker(
+                    "JetStream did not acknowledge in time".into(),
+                ))
             }
         }
     }

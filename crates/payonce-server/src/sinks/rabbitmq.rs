@@ -4,7 +4,7 @@
 //! `basic.return` and counts as not delivered), and publisher confirms (delivered only once the
 //! broker acked).
 
-use super::Message;
+use super::{Message, SinkError};
 use lapin::Confirmation;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::FieldTable;
@@ -35,7 +35,7 @@ impl RabbitSink {
     }
 
     /// The channel of the live connection (made if there is none), and its generation.
-    async fn channel(&self) -> Result<(u64, Channel), String> {
+    async fn channel(&self) -> Result<(u64, Channel), SinkError> {
         let mut guard = self.conn.lock().await;
         if let Some((generation, c, ch)) = guard.as_ref()
             && c.status().connected()
@@ -61,8 +61,8 @@ impl RabbitSink {
         };
         let (conn, ch) = tokio::time::timeout(TIMEOUT, setup)
             .await
-            .map_err(|_| "connecting to RabbitMQ timed out".to_owned())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| SinkError::Broker("connecting to RabbitMQ timed out".into()))?
+            .map_err(|e| SinkError::Broker(e.to_string()))?;
         let generation = self
             .generations
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -71,7 +71,7 @@ impl RabbitSink {
         Ok((generation, ch))
     }
 
-    pub async fn publish(&self, msg: &Message<'_>) -> Result<String, String> {
+    pub async fn publish(&self, msg: &Message<'_>) -> Result<String, SinkError> {
         let routing_key = msg.routing_key()?;
         let mut used = None;
         let result = async {
@@ -105,15 +105,18 @@ impl RabbitSink {
             };
             let confirm = tokio::time::timeout(TIMEOUT, publish)
                 .await
-                .map_err(|_| "RabbitMQ did not confirm in time".to_owned())?
-                .map_err(|e| e.to_string())?;
+                .map_err(|_| SinkError::Broker("RabbitMQ did not confirm in time".into()))?
+                .map_err(|e| SinkError::Broker(e.to_string()))?;
             match confirm {
                 Confirmation::Ack(None) => Ok(format!("rabbitmq:{}/{routing_key}", self.exchange)),
-                Confirmation::Ack(Some(returned)) => {
-                    Err(format!("returned by the broker: {}", returned.reply_text))
+                Confirmation::Ack(Some(returned)) => Err(SinkError::Broker(format!(
+                    "returned by the broker: {}",
+                    returned.reply_text
+                ))),
+                Confirmation::Nack(_) => Err(SinkError::Broker("nacked by the broker".into())),
+                Confirmation::NotRequested => {
+                    Err(SinkError::Broker("publisher confirms not enabled".into()))
                 }
-                Confirmation::Nack(_) => Err("nacked by the broker".into()),
-                Confirmation::NotRequested => Err("publisher confirms not enabled".into()),
             }
         }
         .await;

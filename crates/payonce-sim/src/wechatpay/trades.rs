@@ -19,15 +19,34 @@ use std::time::Duration;
 /// WeChat: "prepay_id 有效期为2小时" (the code_url likewise).
 const CREDENTIAL_LIFE_MS: i64 = 2 * 3_600_000;
 
+/// What a prepay body gets wrong: the message of WeChat's `PARAM_ERROR`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum ParamError {
+    #[error("appid/mchid 不正确")]
+    Merchant,
+    #[error("description 长度不合法")]
+    Description,
+    #[error("out_trade_no 不合法")]
+    OutTradeNo,
+    #[error("notify_url 不合法")]
+    NotifyUrl,
+    #[error("amount 不合法")]
+    Amount,
+    #[error("time_expire 不合法")]
+    TimeExpire,
+    #[error("payer.openid 不能为空")]
+    Openid,
+}
+
 /// The prepay body's checks (PARAM_ERROR on failure), per the native/jsapi documents.
-fn check_prepay(body: &Value, jsapi: bool, now: i64) -> Result<(), String> {
+fn check_prepay(body: &Value, jsapi: bool, now: i64) -> Result<(), ParamError> {
     let s = |k: &str| body[k].as_str().unwrap_or_default();
     if s("appid") != WECHAT_APPID || s("mchid") != WECHAT_MCHID {
-        return Err("appid/mchid 不正确".into());
+        return Err(ParamError::Merchant);
     }
     let d = s("description");
     if d.is_empty() || d.chars().count() > 127 {
-        return Err("description 长度不合法".into());
+        return Err(ParamError::Description);
     }
     let no = s("out_trade_no");
     if !(6..=32).contains(&no.len())
@@ -35,26 +54,26 @@ fn check_prepay(body: &Value, jsapi: bool, now: i64) -> Result<(), String> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_-|*".contains(&b))
     {
-        return Err("out_trade_no 不合法".into());
+        return Err(ParamError::OutTradeNo);
     }
     if s("notify_url").is_empty()
         || !(s("notify_url").starts_with("https://") || s("notify_url").starts_with("http://"))
     {
-        return Err("notify_url 不合法".into());
+        return Err(ParamError::NotifyUrl);
     }
     if body["amount"]["total"].as_i64().is_none_or(|t| t <= 0)
         || !matches!(body["amount"]["currency"].as_str(), None | Some("CNY"))
     {
-        return Err("amount 不合法".into());
+        return Err(ParamError::Amount);
     }
     if let Some(t) = body["time_expire"].as_str() {
         match parse_wechat_time(t) {
             Some(at) if at > now => {}
-            _ => return Err("time_expire 不合法".into()),
+            _ => return Err(ParamError::TimeExpire),
         }
     }
     if jsapi && body["payer"]["openid"].as_str().is_none_or(str::is_empty) {
-        return Err("payer.openid 不能为空".into());
+        return Err(ParamError::Openid);
     }
     Ok(())
 }
@@ -74,8 +93,8 @@ pub(super) async fn prepay(
     };
     let jsapi = uri.path().ends_with("/jsapi");
     let now = sim.now_ms();
-    if let Err(msg) = check_prepay(&req, jsapi, now) {
-        return param_error(&sim, &msg);
+    if let Err(e) = check_prepay(&req, jsapi, now) {
+        return param_error(&sim, &e.to_string());
     }
     let faults = sim.faults.lock().unwrap().clone();
     if sim.chance(Draw::PrepayError, faults.prepay_error_rate) {

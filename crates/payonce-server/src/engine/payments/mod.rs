@@ -22,28 +22,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Why the engine did not do what was asked. The HTTP layer maps each to API.md's status and
-/// code (`error::ApiError`); the engine itself speaks no HTTP.
-#[derive(Debug)]
+/// code (`error::ApiError`); the engine itself speaks no HTTP. The messages are for logs: they
+/// name the order, never print the snapshot a refusal carries for the answer's body.
+#[derive(Debug, thiserror::Error)]
 pub enum PaymentError {
+    #[error("{0} not found")]
     NotFound(&'static str),
     /// The order is paid; here it is as it now stands.
+    #[error("order {} is already paid", .0.order.id)]
     AlreadyPaid(Box<OrderSnapshot>),
     /// The order is closed or expired.
+    #[error("order {} is closed", .0.order.id)]
     Closed(Box<OrderSnapshot>),
     /// Another request for this order is in flight, or the order kept changing: retry.
+    #[error("request in progress: {0}")]
     InProgress(&'static str),
     /// The channel definitively refused (its code): a different request might succeed.
+    #[error("the channel refused the request ({0})")]
     ChannelRefused(String),
     /// The channel could not be reached, did not answer in time, or could not confirm: the same
     /// request is safe to retry.
+    #[error("channel unavailable: {0}")]
     ChannelUnavailable(&'static str),
-    Store(StoreError),
-}
-
-impl From<StoreError> for PaymentError {
-    fn from(e: StoreError) -> Self {
-        PaymentError::Store(e)
-    }
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl PaymentError {

@@ -94,6 +94,20 @@ pub enum ReconcileError {
     Store(#[from] payonce_store::StoreError),
 }
 
+/// Why the day's bill cannot be used: the run fails with this as its `reason`.
+#[derive(Debug, thiserror::Error)]
+enum BillFailure {
+    /// Reading or keeping the bill in the store failed.
+    #[error("{0}")]
+    Store(#[from] payonce_store::StoreError),
+    /// The channel did not deliver it.
+    #[error("download: {0}")]
+    Download(payonce_channels::ChannelError),
+    /// It does not read, or does not add up.
+    #[error("{0}")]
+    Bill(#[from] bill::BillError),
+}
+
 /// How far a run has got, for a progress display: (phase, rows done). Phases: `download`,
 /// `verify`, `apply`, `missing`.
 pub type Progress<'a> = &'a (dyn Fn(&str, usize) + Send + Sync);
@@ -211,7 +225,7 @@ pub async fn reconcile_with(
         }
         Err(reason) => {
             report.status = "failed".into();
-            report.reason = Some(reason);
+            report.reason = Some(reason.to_string());
             finish(state, owner, &mut report).await?;
             return Ok(report);
         }
@@ -228,7 +242,7 @@ pub async fn reconcile_with(
     let mut batch: Vec<StatementLine> = Vec::with_capacity(payonce_store::BATCH);
     let mut done = 0usize;
     let rows = bill::entries(format, &content)
-        .map_err(|e| ReconcileError::Store(payonce_store::StoreError::Corrupt(e)))?;
+        .map_err(|e| ReconcileError::Store(payonce_store::StoreError::Corrupt(e.to_string())))?;
     for entry in rows {
         // The bill was proven whole before: an error now would be the store's bytes changing.
         let Ok(BillEntry::Line(line)) = entry else {
@@ -353,15 +367,11 @@ async fn obtain_bill(
     options: RunOptions,
     report: &mut Report,
     progress: Progress<'_>,
-) -> Result<Obtained, String> {
+) -> Result<Obtained, BillFailure> {
     let kept = if options.refetch {
         None
     } else {
-        state
-            .store
-            .stored_bill(name, bill_date)
-            .await
-            .map_err(|e| e.to_string())?
+        state.store.stored_bill(name, bill_date).await?
     };
     if let Some((kept, content)) = kept {
         match BillFormat::parse(&kept.format) {
@@ -381,7 +391,7 @@ async fn obtain_bill(
     let downloaded = match channel
         .download_bill(bill_date)
         .await
-        .map_err(|e| format!("download: {e}"))?
+        .map_err(BillFailure::Download)?
     {
         payonce_channels::bill::BillDownload::Bill(b) => b,
         payonce_channels::bill::BillDownload::NoBill { code } => {
@@ -405,11 +415,7 @@ async fn obtain_bill(
             size: downloaded.content.len() as i64,
             fetched_at: state.clock.now().0,
         };
-        state
-            .store
-            .save_bill(&kept, &downloaded.content)
-            .await
-            .map_err(|e| e.to_string())?;
+        state.store.save_bill(&kept, &downloaded.content).await?;
     }
     Ok(Obtained::Bill(downloaded.format, downloaded.content))
 }
@@ -427,7 +433,7 @@ fn verify(
     format: BillFormat,
     content: &[u8],
     progress: Progress<'_>,
-) -> Result<BillTotals, String> {
+) -> Result<BillTotals, bill::BillError> {
     let mut t = BillTotals::default();
     for (i, entry) in bill::entries(format, content)?.enumerate() {
         match entry? {
