@@ -10,7 +10,7 @@
 
 use crate::engine::payments::{self, PaymentError, PrepayParams};
 use crate::error::{ApiError, FieldError};
-use crate::http::request::{self, Body, Checked, Field, HttpUrl, Problems, Text};
+use crate::http::request::{self, Body, Checked, Field, HttpUrl, Invalid, Problems, Text};
 use crate::state::AppState;
 use askama::Template;
 use axum::Json;
@@ -59,7 +59,7 @@ pub struct CheckoutRequest {
 struct Locale(String);
 
 impl Field for Locale {
-    fn check(v: serde_json::Value) -> Result<Self, String> {
+    fn check(v: serde_json::Value) -> Result<Self, Invalid> {
         let l = request::text(v, 2)?;
         if l == "zh" || l == "en" {
             Ok(Locale(l))

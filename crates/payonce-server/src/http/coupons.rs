@@ -5,7 +5,7 @@
 
 use crate::error::ApiError;
 use crate::gateway::auth::Authed;
-use crate::http::request::{self, Body, Checked, Field, MerchantNo, Problems};
+use crate::http::request::{self, Body, Checked, Field, Invalid, MerchantNo, Problems};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -48,7 +48,7 @@ pub struct CreateCouponRequest {
 struct Kind(String);
 
 impl Field for Kind {
-    fn check(v: serde_json::Value) -> Result<Self, String> {
+    fn check(v: serde_json::Value) -> Result<Self, Invalid> {
         let k = request::text(v, 16)?;
         if k == "fixed" || k == "percent" {
             Ok(Kind(k))
@@ -62,7 +62,7 @@ impl Field for Kind {
 struct Count<const MAX: i64>(i64);
 
 impl<const MAX: i64> Field for Count<MAX> {
-    fn check(v: serde_json::Value) -> Result<Self, String> {
+    fn check(v: serde_json::Value) -> Result<Self, Invalid> {
         request::integer(v, 1, MAX).map(Count)
     }
 }
@@ -71,7 +71,7 @@ impl<const MAX: i64> Field for Count<MAX> {
 struct DateTime(Timestamp);
 
 impl Field for DateTime {
-    fn check(v: serde_json::Value) -> Result<Self, String> {
+    fn check(v: serde_json::Value) -> Result<Self, Invalid> {
         let s = request::text(v, 40)?;
         time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
             .map(|t| DateTime(Timestamp((t.unix_timestamp_nanos() / 1_000_000) as i64)))

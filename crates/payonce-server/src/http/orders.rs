@@ -7,7 +7,7 @@ use crate::error::ApiError;
 use crate::gateway::auth::Authed;
 use crate::gateway::idempotency::{IdempotencyKeyHeader, RequestDeadline};
 use crate::http::request::{
-    self, Amount, Body, Checked, Field, HttpUrl, MerchantNo, Object, Problems, Text,
+    self, Amount, Body, Checked, Field, HttpUrl, Invalid, MerchantNo, Object, Problems, Text,
 };
 use crate::state::AppState;
 use crate::views;
@@ -131,7 +131,7 @@ impl CreateOrderRequest {
 struct PayerRef(String);
 
 impl Field for PayerRef {
-    fn check(v: serde_json::Value) -> Result<Self, String> {
+    fn check(v: serde_json::Value) -> Result<Self, Invalid> {
         let p = request::text(v, 64)?;
         if p.bytes().all(|b| b.is_ascii_graphic()) {
             Ok(PayerRef(p))
@@ -145,7 +145,7 @@ impl Field for PayerRef {
 struct Cny(Currency);
 
 impl Field for Cny {
-    fn check(v: serde_json::Value) -> Result<Self, String> {
+    fn check(v: serde_json::Value) -> Result<Self, Invalid> {
         match Currency::parse(&request::text(v, 3)?) {
             Ok(c) if c == Currency::CNY => Ok(Cny(c)),
             _ => Err("must be CNY (the only currency the supported channels settle)".into()),
@@ -157,7 +157,7 @@ impl Field for Cny {
 struct ExpireIn(i64);
 
 impl Field for ExpireIn {
-    fn check(v: serde_json::Value) -> Result<Self, String> {
+    fn check(v: serde_json::Value) -> Result<Self, Invalid> {
         request::integer(v, 5, 7 * 24 * 3600).map(ExpireIn)
     }
 }
@@ -455,10 +455,10 @@ pub struct PrepayRequest {
 struct ChannelField(ChannelName);
 
 impl Field for ChannelField {
-    fn check(v: serde_json::Value) -> Result<Self, String> {
+    fn check(v: serde_json::Value) -> Result<Self, Invalid> {
         ChannelName::parse(&request::text(v, 32)?)
             .map(ChannelField)
-            .map_err(|e| e.message)
+            .map_err(|e| Invalid(e.message))
     }
 }
 

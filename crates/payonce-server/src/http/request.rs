@@ -33,9 +33,26 @@ pub enum Checked<T> {
     Invalid(String),
 }
 
+/// Why a value sent for a field is not one: the `message` of its `errors[]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+impl From<&str> for Invalid {
+    fn from(message: &str) -> Self {
+        Invalid(message.to_owned())
+    }
+}
+
+impl From<String> for Invalid {
+    fn from(message: String) -> Self {
+        Invalid(message)
+    }
+}
+
 /// A field type that validates itself from the JSON value sent (never `null`).
 pub trait Field: Sized {
-    fn check(v: Value) -> Result<Self, String>;
+    fn check(v: Value) -> Result<Self, Invalid>;
 }
 
 impl<'de, T: Field> Deserialize<'de> for Checked<T> {
@@ -45,7 +62,7 @@ impl<'de, T: Field> Deserialize<'de> for Checked<T> {
             None => Checked::Absent,
             Some(v) => match T::check(v) {
                 Ok(t) => Checked::Valid(t),
-                Err(m) => Checked::Invalid(m),
+                Err(Invalid(m)) => Checked::Invalid(m),
             },
         })
     }
@@ -142,12 +159,12 @@ impl Problems {
 }
 
 /// A string of 1..=max characters, printable (no control characters).
-pub fn text(v: Value, max: usize) -> Result<String, String> {
+pub fn text(v: Value, max: usize) -> Result<String, Invalid> {
     match v {
         Value::String(s) => {
             let n = s.chars().count();
             if n == 0 || n > max {
-                Err(format!("must be 1 to {max} characters"))
+                Err(Invalid(format!("must be 1 to {max} characters")))
             } else if s.chars().any(char::is_control) {
                 Err("must not contain control characters".into())
             } else {
@@ -160,7 +177,7 @@ pub fn text(v: Value, max: usize) -> Result<String, String> {
 
 /// An integer within [min, max]. JSON has numbers, not integers: 4990.0 is the integer 4990 (as
 /// JSON Schema says), while 4990.5 is not one.
-pub fn integer(v: Value, min: i64, max: i64) -> Result<i64, String> {
+pub fn integer(v: Value, min: i64, max: i64) -> Result<i64, Invalid> {
     let Value::Number(n) = v else {
         return Err("must be an integer".into());
     };
@@ -170,13 +187,13 @@ pub fn integer(v: Value, min: i64, max: i64) -> Result<i64, String> {
             .map(|f| f as i64)
     }) {
         Some(v) if v >= min && v <= max => Ok(v),
-        Some(_) => Err(format!("must be between {min} and {max}")),
+        Some(_) => Err(format!("must be between {min} and {max}").into()),
         None => Err("must be an integer".into()),
     }
 }
 
 /// A JSON object of at most `max_bytes` bytes as JSON.
-pub fn object(v: Value, max_bytes: usize) -> Result<Map<String, Value>, String> {
+pub fn object(v: Value, max_bytes: usize) -> Result<Map<String, Value>, Invalid> {
     match v {
         Value::Object(m) => {
             if serde_json::to_string(&m)
@@ -184,7 +201,9 @@ pub fn object(v: Value, max_bytes: usize) -> Result<Map<String, Value>, String> 
                 .unwrap_or(usize::MAX)
                 > max_bytes
             {
-                Err(format!("must be at most {max_bytes} bytes of JSON"))
+                Err(Invalid(format!(
+                    "must be at most {max_bytes} bytes of JSON"
+                )))
             } else {
                 Ok(m)
             }
@@ -197,7 +216,7 @@ pub fn object(v: Value, max_bytes: usize) -> Result<Map<String, Value>, String> 
 pub struct Text<const MAX: usize>(pub String);
 
 impl<const MAX: usize> Field for Text<MAX> {
-    fn check(v: Value) -> Result<Self, String> {
+    fn check(v: Value) -> Result<Self, Invalid> {
         text(v, MAX).map(Text)
     }
 }
@@ -206,7 +225,7 @@ impl<const MAX: usize> Field for Text<MAX> {
 pub struct HttpUrl<const MAX: usize>(pub String);
 
 impl<const MAX: usize> Field for HttpUrl<MAX> {
-    fn check(v: Value) -> Result<Self, String> {
+    fn check(v: Value) -> Result<Self, Invalid> {
         let u = text(v, MAX)?;
         if u.starts_with("https://") || u.starts_with("http://") {
             Ok(HttpUrl(u))
@@ -220,7 +239,7 @@ impl<const MAX: usize> Field for HttpUrl<MAX> {
 pub struct Object<const MAX: usize>(pub Map<String, Value>);
 
 impl<const MAX: usize> Field for Object<MAX> {
-    fn check(v: Value) -> Result<Self, String> {
+    fn check(v: Value) -> Result<Self, Invalid> {
         object(v, MAX).map(Object)
     }
 }
@@ -230,7 +249,7 @@ impl<const MAX: usize> Field for Object<MAX> {
 pub struct MerchantNo(pub String);
 
 impl Field for MerchantNo {
-    fn check(v: Value) -> Result<Self, String> {
+    fn check(v: Value) -> Result<Self, Invalid> {
         let n = text(v, 64)?;
         if n.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:|*".contains(&b))
@@ -246,7 +265,7 @@ impl Field for MerchantNo {
 pub struct Amount(pub i64);
 
 impl Field for Amount {
-    fn check(v: Value) -> Result<Self, String> {
+    fn check(v: Value) -> Result<Self, Invalid> {
         integer(v, 1, payonce_core::money::MAX_MINOR).map(Amount)
     }
 }
