@@ -6,6 +6,18 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+/// What went wrong driving the private server: the tool that failed and what it said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgError(pub String);
+
+impl std::fmt::Display for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PgError {}
+
 pub struct PrivatePostgres {
     dir: PathBuf,
     pub port: u16,
@@ -41,11 +53,13 @@ fn free_port() -> u16 {
 
 impl PrivatePostgres {
     /// `Err` when PostgreSQL's server binaries are not installed (callers skip off CI).
-    pub fn start() -> Result<PrivatePostgres, String> {
-        let bin = bin_dir().ok_or("no PostgreSQL server binaries under /usr/lib/postgresql")?;
+    pub fn start() -> Result<PrivatePostgres, PgError> {
+        let bin = bin_dir().ok_or_else(|| {
+            PgError("no PostgreSQL server binaries under /usr/lib/postgresql".into())
+        })?;
         let dir =
             std::env::temp_dir().join(format!("payonce-pg-{}-{}", std::process::id(), free_port()));
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&dir).map_err(|e| PgError(e.to_string()))?;
         let pg = PrivatePostgres {
             dir,
             port: free_port(),
@@ -71,10 +85,10 @@ impl PrivatePostgres {
 
     /// A streaming replica of this server (`pg_basebackup -R`: it follows this one as its
     /// primary), started on its own free port.
-    pub fn replica(&self) -> Result<PrivatePostgres, String> {
+    pub fn replica(&self) -> Result<PrivatePostgres, PgError> {
         let dir =
             std::env::temp_dir().join(format!("payonce-pg-{}-{}", std::process::id(), free_port()));
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&dir).map_err(|e| PgError(e.to_string()))?;
         let replica = PrivatePostgres {
             dir,
             port: free_port(),
@@ -104,7 +118,7 @@ impl PrivatePostgres {
     }
 
     /// Runs one SQL statement with `psql` (settings a test changes on the running server).
-    pub fn psql(&self, sql: &str) -> Result<String, String> {
+    pub fn psql(&self, sql: &str) -> Result<String, PgError> {
         let port = self.port.to_string();
         self.output(
             "psql",
@@ -125,7 +139,7 @@ impl PrivatePostgres {
     }
 
     /// `pg_ctl promote`: a replica becomes a writable primary.
-    pub fn promote(&self) -> Result<(), String> {
+    pub fn promote(&self) -> Result<(), PgError> {
         self.run(
             "pg_ctl",
             &["-D", self.data().to_str().unwrap(), "-w", "promote"],
@@ -133,7 +147,7 @@ impl PrivatePostgres {
     }
 
     /// `pg_ctl stop -m immediate`: the server dies as on a crash or a lost machine.
-    pub fn kill(&self) -> Result<(), String> {
+    pub fn kill(&self) -> Result<(), PgError> {
         self.run(
             "pg_ctl",
             &[
@@ -159,11 +173,11 @@ impl PrivatePostgres {
             .status();
     }
 
-    fn run(&self, tool: &str, args: &[&str]) -> Result<(), String> {
+    fn run(&self, tool: &str, args: &[&str]) -> Result<(), PgError> {
         self.output(tool, args).map(|_| ())
     }
 
-    fn output(&self, tool: &str, args: &[&str]) -> Result<String, String> {
+    fn output(&self, tool: &str, args: &[&str]) -> Result<String, PgError> {
         let exe = self.bin.join(tool);
         let out = if running_as_root() {
             Command::new("runuser")
@@ -174,19 +188,19 @@ impl PrivatePostgres {
         } else {
             Command::new(&exe).args(args).output()
         }
-        .map_err(|e| format!("{tool}: {e}"))?;
+        .map_err(|e| PgError(format!("{tool}: {e}")))?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
         } else {
-            Err(format!(
+            Err(PgError(format!(
                 "{tool} failed: {}{}",
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
-            ))
+            )))
         }
     }
 
-    fn ctl(&self, action: &str) -> Result<(), String> {
+    fn ctl(&self, action: &str) -> Result<(), PgError> {
         let opts = format!(
             "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
             self.port,
@@ -216,15 +230,15 @@ impl PrivatePostgres {
     }
 
     /// `pg_ctl restart -m fast`: every connection is dropped, the server comes back.
-    pub fn restart(&self) -> Result<(), String> {
+    pub fn restart(&self) -> Result<(), PgError> {
         self.ctl("restart")
     }
 
-    pub fn stop(&self) -> Result<(), String> {
+    pub fn stop(&self) -> Result<(), PgError> {
         self.ctl("stop")
     }
 
-    pub fn start_again(&self) -> Result<(), String> {
+    pub fn start_again(&self) -> Result<(), PgError> {
         self.ctl("start")
     }
 }
