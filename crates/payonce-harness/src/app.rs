@@ -198,7 +198,9 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
         .build()
         .unwrap();
     http.post(format!("{}/sim/faults", sim.base_url()))
-        .json(&json!({"time_scale": opts.time_scale}))
+        // On virtual time the simulator's own real-time waits (a notification's retries) stay
+        // short: its clock is the test's, its pauses are scaled.
+        .json(&json!({"time_scale": if opts.frozen.is_some() { 100.0 } else { opts.time_scale }}))
         .send()
         .await
         .unwrap();

@@ -283,9 +283,10 @@ async fn a_hundred_orders_race_for_the_last_coupon(b: Backend) {
 /// order) is paid late. The payer paid the price offered, so its coupon is redeemed even past
 /// the limit; the over-redemption is recorded and put in the abnormal queue.
 async fn a_late_payment_accepted_redeems_past_the_limit_and_tells_the_merchant(b: Backend) {
+    // On virtual time: the order's expiry and its close come as the clock is moved.
     let opts = payonce_testkit::AppOptions {
         late_payment: payonce_core::order::LatePaymentPolicy::Accept,
-        ..Default::default()
+        ..payonce_testkit::AppOptions::frozen()
     };
     let Some(app) = payonce_testkit::app::spawn_app_with(b, opts).await else {
         return;

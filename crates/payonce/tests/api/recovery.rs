@@ -3,7 +3,7 @@
 //! the simulator's ledger.
 
 use crate::{app, assert_invariants};
-use payonce_testkit::{Backend, TestApp, store_tests};
+use payonce_testkit::{AppOptions, Backend, TestApp, store_tests};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -44,31 +44,55 @@ async fn prepay(app: &TestApp, id: &str, channel: &str) -> Value {
     r.json().await.unwrap()
 }
 
-/// Polls until `pred` holds for every order, or panics after `secs`.
+/// Polls until `pred` holds for every order, or panics after `secs` (on virtual time: moving
+/// the clock and running the workers between polls, `TestApp::waiting`).
 async fn eventually(
     app: &TestApp,
     secs: u64,
     what: &str,
     pred: impl Fn(&[payonce_store::Order]) -> bool,
 ) {
-    let end = tokio::time::Instant::now() + Duration::from_secs(secs);
+    let mut waiting = app.waiting(Duration::from_secs(secs));
     loop {
         let orders = app.store.all_orders().await.unwrap();
         if pred(&orders) {
             return;
         }
-        if tokio::time::Instant::now() >= end {
+        if !waiting.pass(Duration::from_millis(50)).await {
             panic!(
                 "{what}: not reached in {secs}s; violations: {:?}",
                 app.violations().await
             );
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A test app on virtual time (`AppOptions::frozen`).
+async fn frozen(b: Backend, opts: AppOptions) -> Option<TestApp> {
+    payonce_testkit::app::spawn_app_with(
+        b,
+        AppOptions {
+            frozen: AppOptions::frozen().frozen,
+            time_scale: 1.0,
+            workers: false,
+            ..opts
+        },
+    )
+    .await
+}
+
+/// Waits (the app's way: real or virtual time) until the simulator has refunded something.
+async fn until_refunded(app: &TestApp, what: &str) {
+    let mut waiting = app.waiting(Duration::from_secs(30));
+    while app.ledger().await["refunds"].as_array().unwrap().is_empty() {
+        assert!(waiting.pass(Duration::from_millis(50)).await, "{what}");
     }
 }
 
 async fn all_notifications_lost_active_query_recovers_every_payment(b: Backend) {
-    let Some(app) = app(b).await else { return };
+    let Some(app) = frozen(b, AppOptions::default()).await else {
+        return;
+    };
     app.faults(json!({"notify_drop_rate": 1.0})).await;
     let channels = ["wechatpay", "alipay", "sandbox"];
     let mut tasks = Vec::new();
@@ -93,7 +117,7 @@ async fn all_notifications_lost_active_query_recovers_every_payment(b: Backend) 
     for t in tasks {
         assert_eq!(t.await.unwrap(), StatusCode::OK);
     }
-    // Time-scaled ×100: the 10 s / 20 s / 30 s queries come at 0.1 / 0.2 / 0.3 s.
+    // On virtual time: the 10 s / 20 s / 30 s queries come as the clock is moved.
     eventually(&app, 60, "every order paid by active query", |os| {
         os.len() == 200 && os.iter().all(|o| o.status.has_been_paid())
     })
@@ -218,7 +242,9 @@ async fn payer_pays_two_channels_second_is_refunded_once(b: Backend) {
 }
 
 async fn pay_just_before_close_ends_paid_without_refund(b: Backend) {
-    let Some(app) = app(b).await else { return };
+    let Some(app) = frozen(b, AppOptions::default()).await else {
+        return;
+    };
     app.faults(json!({"pay_before_close": true, "notify_drop_rate": 1.0}))
         .await;
     let id = create(&app, "PBC-1", 700, Some(5)).await;
@@ -314,7 +340,9 @@ async fn prepay_timeout_settles_to_the_channels_truth(b: Backend) {
 }
 
 async fn expiry_closes_at_the_channel_and_late_payment_is_refunded(b: Backend) {
-    let Some(app) = app(b).await else { return };
+    let Some(app) = frozen(b, AppOptions::default()).await else {
+        return;
+    };
     let id = create(&app, "EXP-1", 800, Some(5)).await;
     let p = prepay(&app, &id, "wechatpay").await;
     let no = p["out_trade_no"].as_str().unwrap().to_owned();
@@ -339,14 +367,7 @@ async fn expiry_closes_at_the_channel_and_late_payment_is_refunded(b: Backend) {
     );
     // A payment still lands (in flight at close): policy `refund` returns it.
     app.sim_pay("wechatpay", &no, true).await;
-    let end = tokio::time::Instant::now() + Duration::from_secs(30);
-    while app.ledger().await["refunds"].as_array().unwrap().is_empty() {
-        assert!(
-            tokio::time::Instant::now() < end,
-            "late payment not refunded"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_refunded(&app, "late payment not refunded").await;
     let v = app.order(&id).await;
     assert_eq!(v["status"], "closed", "stays closed");
     assert_eq!(v["refunds"][0]["kind"], "duplicate");
@@ -702,11 +723,11 @@ async fn payment_on_closed_order_with_notifications_lost_is_found_and_refunded(b
 }
 
 async fn late_payment_policy_accept_reopens_an_expired_order(b: Backend) {
-    let opts = payonce_testkit::AppOptions {
+    let opts = AppOptions {
         late_payment: payonce_core::order::LatePaymentPolicy::Accept,
         ..Default::default()
     };
-    let Some(app) = payonce_testkit::app::spawn_app_with(b, opts).await else {
+    let Some(app) = frozen(b, opts).await else {
         return;
     };
     let expired = create(&app, "LATE-1", 800, Some(5)).await;
@@ -731,14 +752,7 @@ async fn late_payment_policy_accept_reopens_an_expired_order(b: Backend) {
         .await;
     app.sim_pay("wechatpay", p2["out_trade_no"].as_str().unwrap(), true)
         .await;
-    let end = tokio::time::Instant::now() + Duration::from_secs(30);
-    while app.ledger().await["refunds"].as_array().unwrap().is_empty() {
-        assert!(
-            tokio::time::Instant::now() < end,
-            "business-closed order's payment not refunded"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_refunded(&app, "business-closed order's payment not refunded").await;
     assert_eq!(
         app.ledger().await["refunds"].as_array().unwrap().len(),
         1,
