@@ -154,7 +154,7 @@ impl Attempts for SqlStore {
         .bind(a.order_id.as_str())
         .bind(a.channel.as_str())
         .bind(a.method.as_str())
-        .bind(&a.out_trade_no)
+        .bind(a.out_trade_no.as_str())
         .bind(a.amount.minor)
         .bind(a.amount.currency.as_str())
         .bind(now.0)
@@ -504,7 +504,7 @@ impl Attempts for SqlStore {
                 channel: attempt.channel,
                 out_trade_no: attempt.out_trade_no.clone(),
                 merchant_refund_no: None,
-                out_refund_no: crate::sql::duplicate_refund_no(&attempt.out_trade_no),
+                out_refund_no: payonce_core::RefundNo::for_duplicate(&attempt.out_trade_no),
                 amount: attempt.amount,
                 reason: Some("duplicate payment".into()),
                 kind: RefundKind::Duplicate,

@@ -1,8 +1,8 @@
 //! Coupon rules: what a coupon takes off an order, and whether it may be used at all. The
 //! reservation itself is the store's conditional update (who gets the last one).
 
+use payonce_core::Coupon;
 use payonce_core::Timestamp;
-use payonce_store::Coupon;
 
 /// What a coupon takes off `amount`: fixed fen, or floor(amount × percent / 100); never so
 /// much that less than 1 fen is left to pay.

@@ -485,7 +485,7 @@ pub async fn prepay(
     let a = &answer.attempt;
     Ok(Json(crate::views::PrepaidView {
         attempt_id: a.id.to_string(),
-        out_trade_no: a.out_trade_no.clone(),
+        out_trade_no: a.out_trade_no.to_string(),
         channel: a.channel.as_str(),
         method: a.method.as_str(),
         credential: answer.credential,

@@ -49,7 +49,7 @@ async fn eventually(
     app: &TestApp,
     secs: u64,
     what: &str,
-    pred: impl Fn(&[payonce_store::Order]) -> bool,
+    pred: impl Fn(&[payonce_core::Order]) -> bool,
 ) {
     let end = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
