@@ -59,6 +59,44 @@ pub struct Refund {
     pub updated_at: Timestamp,
 }
 
+impl Refund {
+    /// The row of the automatic refund of a duplicate payment (`decide`'s `DuplicateRefund`):
+    /// pending, not yet asked, due now; the refund worker makes the call.
+    pub fn of_duplicate(
+        order: &Order,
+        attempt: &crate::Attempt,
+        d: &crate::decide::DuplicateRefund,
+        now: Timestamp,
+    ) -> Refund {
+        Refund {
+            id: RefundId::new(),
+            order_id: order.id.clone(),
+            app_id: order.app_id.clone(),
+            attempt_id: attempt.id.clone(),
+            channel: attempt.channel,
+            out_trade_no: attempt.out_trade_no.clone(),
+            merchant_refund_no: None,
+            out_refund_no: d.out_refund_no.clone(),
+            amount: Money {
+                minor: d.amount,
+                currency: attempt.amount.currency,
+            },
+            reason: Some(d.reason.to_owned()),
+            kind: RefundKind::Duplicate,
+            status: RefundStatus::Pending,
+            failure_reason: None,
+            content_hash: String::new(),
+            requested: false,
+            channel_data: None,
+            next_query_at: Some(now),
+            query_count: 0,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
 /// What a refund call, query or notification established.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RefundResult {
