@@ -1,7 +1,40 @@
 //! The attempt (one channel order) state machine (DESIGN.md, "Attempt").
 
-use crate::IllegalTransition;
+use crate::{
+    AttemptId, ChannelName, IllegalTransition, Money, OrderId, OutTradeNo, PayMethod, Timestamp,
+};
 use serde::{Deserialize, Serialize};
+
+/// One channel order made for a payment order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    pub id: AttemptId,
+    pub order_id: OrderId,
+    pub channel: ChannelName,
+    pub method: PayMethod,
+    pub out_trade_no: OutTradeNo,
+    pub amount: Money,
+    pub status: AttemptStatus,
+    pub is_duplicate: bool,
+    /// The channel's payment credential as JSON text (QR url, prepay id, form…).
+    pub credential: Option<String>,
+    pub credential_expires_at: Option<Timestamp>,
+    /// The latest moment the channel could still take a payment on this channel order.
+    pub payable_until: Option<Timestamp>,
+    /// The prepay request as first sent (JSON, written with the intent): a credential refresh
+    /// re-sends exactly it.
+    pub prepay_request: Option<String>,
+    pub channel_trade_no: Option<String>,
+    /// Opaque connector data needed to query the channel order later.
+    pub channel_data: Option<String>,
+    pub paid_at: Option<Timestamp>,
+    pub next_query_at: Option<Timestamp>,
+    /// How many times the workers have checked it.
+    pub query_count: i64,
+    pub version: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -5,7 +5,9 @@
 //! same transaction; the property tests below drive it with every sequence of facts.
 
 use crate::order::{ClosedBy, LatePaymentPolicy, SuccessDisposition, success_disposition};
-use crate::{AttemptEvent, AttemptStatus, OrderEvent, OrderStatus, Timestamp};
+use crate::{
+    AttemptEvent, AttemptStatus, OrderEvent, OrderStatus, OutTradeNo, RefundNo, Timestamp,
+};
 
 /// What a channel says about one of its orders (the channels' `TradeState`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,8 +32,10 @@ pub struct OrderState {
 
 /// The attempt the fact is about, as `decide` needs it.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AttemptState {
+pub struct AttemptState<'a> {
     pub status: AttemptStatus,
+    /// Its channel order's number (a duplicate's refund number is derived from it).
+    pub out_trade_no: &'a OutTradeNo,
     pub amount: i64,
     pub next_query_at: Option<Timestamp>,
 }
@@ -79,6 +83,27 @@ pub enum Effect {
     Duplicate,
 }
 
+impl Effect {
+    /// The verdict written beside the fact in the order's timeline.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Effect::Nothing => "nothing_new",
+            Effect::AttemptMoved => "attempt_moved",
+            Effect::OrderPaid => "order_paid",
+            Effect::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// The automatic refund of a duplicate payment: the whole attempt, under a number derived from
+/// the attempt's, so however often it is retried, by whichever instance, the channel sees one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DuplicateRefund {
+    pub out_refund_no: RefundNo,
+    pub amount: i64,
+    pub reason: &'static str,
+}
+
 /// The attempt's new row values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptChange {
@@ -108,16 +133,48 @@ pub enum Plan {
     /// Nothing to write.
     Nothing,
     /// A correctly signed payment whose amount is not the attempt's: only an abnormal item
-    /// (`amount_mismatch`) for a person; nothing else moves.
-    AmountMismatch { reported: i64 },
+    /// (`amount_mismatch`, `detail()`) for a person; nothing else moves.
+    AmountMismatch { reported: i64, expected: i64 },
     Apply {
         attempt: AttemptChange,
         order: Option<OrderChange>,
         event: Option<BusinessEvent>,
         /// Refund this attempt's whole amount: it paid an order that was paid or closed.
-        refund_duplicate: bool,
+        refund_duplicate: Option<DuplicateRefund>,
         effect: Effect,
     },
+}
+
+impl Plan {
+    /// The verdict written beside the fact in the order's timeline.
+    pub fn verdict(&self) -> String {
+        match self {
+            Plan::Nothing => Effect::Nothing.as_str().to_owned(),
+            Plan::AmountMismatch { reported, .. } => {
+                format!("amount_mismatch (reported {reported})")
+            }
+            Plan::Apply { effect, .. } => effect.as_str().to_owned(),
+        }
+    }
+
+    /// Whether the fact changed anything (a bill row that changed nothing leaves no message).
+    pub fn changes(&self) -> bool {
+        match self {
+            Plan::Nothing => false,
+            Plan::AmountMismatch { .. } => true,
+            Plan::Apply { effect, .. } => *effect != Effect::Nothing,
+        }
+    }
+
+    /// The abnormal item's text, for an amount mismatch.
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Plan::AmountMismatch { reported, expected } => Some(format!(
+                "channel reports {reported} paid, attempt amount is {expected}"
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// Deliberately broken engines, to prove the checkers catch them (`payonce chaos` against a
@@ -141,13 +198,16 @@ pub mod fault_injection {
 /// The one place a channel's word about an attempt turns into money decisions.
 pub fn decide(
     order: OrderState,
-    attempt: AttemptState,
+    attempt: AttemptState<'_>,
     observed: &Observed,
     c: Circumstances,
 ) -> Plan {
     let event = match observed {
         Observed::Paid { amount, .. } if *amount != attempt.amount => {
-            return Plan::AmountMismatch { reported: *amount };
+            return Plan::AmountMismatch {
+                reported: *amount,
+                expected: attempt.amount,
+            };
         }
         Observed::Paid { .. } => AttemptEvent::ReportedPaid,
         Observed::Unpaid => AttemptEvent::ReportedUnpaid,
@@ -199,16 +259,21 @@ pub fn decide(
                         paid_at: *paid_at,
                     }),
                     event: Some(BusinessEvent::PaymentSucceeded),
-                    refund_duplicate: false,
+                    refund_duplicate: None,
                     effect: Effect::OrderPaid,
                 }
             }
             SuccessDisposition::Duplicate => {
                 change.is_duplicate = true;
                 #[cfg(feature = "fault-injection")]
-                let refund_duplicate = !fault_injection::skipping_duplicate_refund();
+                let refund = !fault_injection::skipping_duplicate_refund();
                 #[cfg(not(feature = "fault-injection"))]
-                let refund_duplicate = true;
+                let refund = true;
+                let refund_duplicate = refund.then(|| DuplicateRefund {
+                    out_refund_no: RefundNo::for_duplicate(attempt.out_trade_no),
+                    amount: attempt.amount,
+                    reason: "duplicate payment",
+                });
                 Plan::Apply {
                     attempt: change,
                     order: None,
@@ -236,7 +301,7 @@ pub fn decide(
         attempt: change,
         order: order_change,
         event: None,
-        refund_duplicate: false,
+        refund_duplicate: None,
         effect: Effect::AttemptMoved,
     }
 }
@@ -293,6 +358,8 @@ mod tests {
         abnormal: usize,
         /// Attempts a channel reported paid (with the right amount): real charges.
         charged: Vec<bool>,
+        /// The numbers duplicate refunds were made under.
+        refund_nos: Vec<RefundNo>,
     }
 
     impl World {
@@ -312,7 +379,11 @@ mod tests {
                 events: vec![],
                 abnormal: 0,
                 charged: vec![false; 3],
+                refund_nos: vec![],
             };
+            let nos: Vec<OutTradeNo> = (0..3)
+                .map(|i| OutTradeNo::from_trusted(format!("T{i}")))
+                .collect();
             for s in steps {
                 match s {
                     Step::Close(by) => {
@@ -341,6 +412,7 @@ mod tests {
                             w.order,
                             AttemptState {
                                 status,
+                                out_trade_no: &nos[*i],
                                 amount: AMOUNT,
                                 next_query_at: None,
                             },
@@ -371,8 +443,9 @@ mod tests {
                                     None => {}
                                 }
                                 w.events.extend(event);
-                                if refund_duplicate {
-                                    w.refunds += AMOUNT;
+                                if let Some(d) = refund_duplicate {
+                                    w.refunds += d.amount;
+                                    w.refund_nos.push(d.out_refund_no);
                                 }
                             }
                         }
@@ -405,6 +478,11 @@ mod tests {
             }
             let duplicates = (0..3).filter(|i| w.attempts[*i].1).count() as i64;
             prop_assert_eq!(w.refunds, duplicates * AMOUNT);
+            // Each duplicate is refunded under its own number, once.
+            let mut nos = w.refund_nos.clone();
+            nos.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+            nos.dedup();
+            prop_assert_eq!(nos.len(), w.refund_nos.len());
             prop_assert!(w.refunds <= charges * AMOUNT, "refunded more than was charged");
             prop_assert_eq!(charges, keeping.len() as i64 + duplicates);
             // One event per charge.
@@ -422,6 +500,7 @@ mod tests {
         };
         let a = AttemptState {
             status: AttemptStatus::Pending,
+            out_trade_no: &OutTradeNo::from_trusted("T".into()),
             amount: 500,
             next_query_at: None,
         };
@@ -438,7 +517,10 @@ mod tests {
         };
         assert_eq!(
             decide(o, a, &wrong, c),
-            Plan::AmountMismatch { reported: 499 }
+            Plan::AmountMismatch {
+                reported: 499,
+                expected: 500
+            }
         );
     }
 
@@ -450,6 +532,7 @@ mod tests {
         };
         let a = AttemptState {
             status: AttemptStatus::Pending,
+            out_trade_no: &OutTradeNo::from_trusted("T".into()),
             amount: 500,
             next_query_at: Some(Timestamp(5)),
         };

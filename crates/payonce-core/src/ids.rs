@@ -93,16 +93,88 @@ impl OutTradeNo {
         Ok(OutTradeNo(s.to_owned()))
     }
 
+    /// For values read back from our own database (or made by our own code).
+    pub fn from_trusted(s: String) -> Self {
+        OutTradeNo(s)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
 
-impl fmt::Display for OutTradeNo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+/// The refund number a channel sees (`out_refund_no`). Derived, never chosen: from the refund's
+/// id for a business refund, from the attempt's `out_trade_no` for the automatic refund of a
+/// duplicate, so a retry by any instance always names the same refund.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RefundNo(String);
+
+impl RefundNo {
+    /// A business refund's number: its id's 32 hex digits (WeChat allows 64 characters).
+    pub fn for_refund(id: &RefundId) -> Self {
+        RefundNo(id.as_str()["rfd_".len()..].to_owned())
+    }
+
+    /// The number of the automatic refund of a duplicate payment: `D` and the attempt's number
+    /// past its first character, so however often it is retried the channel sees one refund.
+    pub fn for_duplicate(out_trade_no: &OutTradeNo) -> Self {
+        let s = out_trade_no.as_str();
+        RefundNo(format!("D{}", &s[1.min(s.len())..]))
+    }
+
+    /// For values read back from our own database.
+    pub fn from_trusted(s: String) -> Self {
+        RefundNo(s)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
+
+// Channel numbers are compared with what a channel or a person typed, and looked up by it.
+macro_rules! str_like {
+    ($($name:ident),*) => {$(
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
+        impl PartialEq<String> for $name {
+            fn eq(&self, other: &String) -> bool {
+                &self.0 == other
+            }
+        }
+    )*};
+}
+
+str_like!(OutTradeNo, RefundNo);
 
 #[cfg(test)]
 mod tests {
@@ -114,6 +186,18 @@ mod tests {
         let no = OutTradeNo::for_attempt(&a);
         assert_eq!(no.as_str().len(), 32);
         assert!(OutTradeNo::parse(no.as_str()).is_ok());
+    }
+
+    #[test]
+    fn refund_numbers_are_derived() {
+        let no = OutTradeNo::from_trusted("0190abc".into());
+        assert_eq!(RefundNo::for_duplicate(&no), "D190abc");
+        assert_eq!(
+            RefundNo::for_duplicate(&OutTradeNo::from_trusted(String::new())),
+            "D"
+        );
+        let id = RefundId::new();
+        assert_eq!(RefundNo::for_refund(&id).as_str().len(), 32);
     }
 
     #[test]

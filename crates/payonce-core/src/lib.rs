@@ -1,4 +1,5 @@
-//! payonce's domain: money, identifiers, the order/attempt/refund state machines and the clock.
+//! payonce's domain: money, identifiers, the order, attempt, refund and coupon aggregates with
+//! their state machines and pure decisions, and the clock.
 //!
 //! Nothing here does IO. Stores and the server call these pure functions to decide every
 //! transition, then make the database enforce the decision with a conditional update.
@@ -6,6 +7,7 @@
 pub mod attempt;
 pub mod channel;
 pub mod clock;
+pub mod coupon;
 pub mod decide;
 pub mod ids;
 pub mod json;
@@ -14,14 +16,15 @@ pub mod order;
 pub mod reconciliation;
 pub mod refund;
 
-pub use attempt::{AttemptEvent, AttemptStatus};
+pub use attempt::{Attempt, AttemptEvent, AttemptStatus};
 pub use channel::{ChannelName, PayMethod};
 pub use clock::{Clock, ManualClock, ShiftedClock, SystemClock, Timestamp};
+pub use coupon::Coupon;
 pub use decide::{Observed, Plan, decide};
-pub use ids::{AppId, AttemptId, EventId, OrderId, OutTradeNo, RefundId};
+pub use ids::{AppId, AttemptId, EventId, OrderId, OutTradeNo, RefundId, RefundNo};
 pub use money::{Currency, Money};
-pub use order::{OrderEvent, OrderStatus, SuccessDisposition};
-pub use refund::RefundStatus;
+pub use order::{Order, OrderCoupon, OrderEvent, OrderStatus, SuccessDisposition};
+pub use refund::{Refund, RefundKind, RefundResult, RefundStatus};
 
 /// A transition the state machine forbids. Callers treat it as "somebody else moved first"
 /// or as a bug, never as something to force through.

@@ -1,7 +1,45 @@
 //! The order state machine (DESIGN.md, "Order"): pure functions the stores obey.
 
-use crate::IllegalTransition;
+use crate::{AppId, AttemptId, IllegalTransition, Money, OrderId, Timestamp};
 use serde::{Deserialize, Serialize};
+
+/// A payment order of a business system: what is owed, and where it stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Order {
+    pub id: OrderId,
+    pub app_id: AppId,
+    pub merchant_order_no: String,
+    pub amount: Money,
+    pub subject: String,
+    pub notify_url: Option<String>,
+    /// JSON text, stored as the client sent it (after validation).
+    pub metadata: Option<String>,
+    pub content_hash: String,
+    pub status: OrderStatus,
+    pub closed_by: Option<ClosedBy>,
+    pub paid_attempt_id: Option<AttemptId>,
+    pub paid_at: Option<Timestamp>,
+    pub refunded_amount: i64,
+    pub expires_at: Timestamp,
+    pub version: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// The coupon this order uses, and what it was before the discount (`amount` is what the
+    /// payer pays).
+    pub coupon: Option<OrderCoupon>,
+    /// The business's id of the payer (the submission guard's and coupons' per-payer key).
+    pub payer_ref: Option<String>,
+}
+
+/// A coupon applied to an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderCoupon {
+    pub code: String,
+    /// The coupon's row id (`cpn_…`): what the reservation names.
+    pub coupon_id: String,
+    pub original_amount: i64,
+    pub discount: i64,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

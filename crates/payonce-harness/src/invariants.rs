@@ -77,9 +77,14 @@ pub async fn check(store: &dyn Inspect, ledger: &Value) -> Vec<String> {
         Ok(a) => a,
         Err(e) => return vec![format!("cannot read attempts: {e}")],
     };
-    let by_no: HashMap<(String, String), &payonce_store::Attempt> = attempts
+    let by_no: HashMap<(String, String), &payonce_core::Attempt> = attempts
         .iter()
-        .map(|a| ((a.channel.as_str().to_owned(), a.out_trade_no.clone()), a))
+        .map(|a| {
+            (
+                (a.channel.as_str().to_owned(), a.out_trade_no.to_string()),
+                a,
+            )
+        })
         .collect();
     let mut charges_per_order: HashMap<String, i64> = HashMap::new();
     let mut refunds_per_no: HashMap<(String, String), i64> = HashMap::new();
@@ -150,7 +155,7 @@ pub async fn check(store: &dyn Inspect, ledger: &Value) -> Vec<String> {
                 Some(a) if a.status == AttemptStatus::Succeeded => {
                     let charged = ledger.orders.iter().any(|co| {
                         co.channel == a.channel.as_str()
-                            && co.out_trade_no == a.out_trade_no
+                            && a.out_trade_no == co.out_trade_no
                             && co.charges > 0
                     });
                     if !charged {
@@ -179,7 +184,7 @@ pub async fn check(store: &dyn Inspect, ledger: &Value) -> Vec<String> {
             .filter(|a| !a.is_duplicate)
             .map(|a| {
                 refunds_per_no
-                    .get(&(a.channel.as_str().to_owned(), a.out_trade_no.clone()))
+                    .get(&(a.channel.as_str().to_owned(), a.out_trade_no.to_string()))
                     .copied()
                     .unwrap_or(0)
             })
@@ -321,7 +326,7 @@ pub async fn liveness(
 /// Coupons: each coupon's counters equal its uses (reserved and redeemed), never past
 /// `max_redemptions` except a use marked over the limit; no paid order keeps a reserved (not
 /// redeemed) coupon; no order holds two uses of one coupon (the key forbids it; checked anyway).
-async fn coupons(store: &dyn Inspect, orders: &[payonce_store::Order]) -> Vec<String> {
+async fn coupons(store: &dyn Inspect, orders: &[payonce_core::Order]) -> Vec<String> {
     let (coupons, uses) = match (store.all_coupons().await, store.all_coupon_uses().await) {
         (Ok(c), Ok(u)) => (c, u),
         _ => return vec!["coupons: cannot read the store".into()],

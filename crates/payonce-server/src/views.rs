@@ -2,8 +2,8 @@
 //! answer look like. The OpenAPI document is generated from these very types (`utoipa`), so the
 //! answer and its documentation cannot drift apart.
 
+use payonce_core::{Attempt, Order, Refund, RefundKind};
 use payonce_core::{AttemptStatus, ChannelName, OrderStatus, PayMethod, RefundStatus};
-use payonce_store::{Attempt, Order, Refund, RefundKind};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -162,7 +162,7 @@ pub fn attempt(a: &Attempt) -> AttemptView {
         id: a.id.to_string(),
         channel: a.channel.as_str(),
         method: a.method.as_str(),
-        out_trade_no: a.out_trade_no.clone(),
+        out_trade_no: a.out_trade_no.to_string(),
         status: a.status.as_str(),
         amount: a.amount.minor,
         currency: a.amount.currency.as_str().to_owned(),
@@ -191,7 +191,7 @@ pub fn refund(r: &Refund) -> RefundView {
         status: r.status.as_str(),
         failure_reason: r.failure_reason.clone(),
         channel: r.channel.as_str(),
-        out_refund_no: r.out_refund_no.clone(),
+        out_refund_no: r.out_refund_no.to_string(),
         created_at: r.created_at.to_rfc3339(),
         updated_at: r.updated_at.to_rfc3339(),
     }

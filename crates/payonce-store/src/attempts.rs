@@ -154,7 +154,7 @@ impl Attempts for SqlStore {
         .bind(a.order_id.as_str())
         .bind(a.channel.as_str())
         .bind(a.method.as_str())
-        .bind(&a.out_trade_no)
+        .bind(a.out_trade_no.as_str())
         .bind(a.amount.minor)
         .bind(a.amount.currency.as_str())
         .bind(now.0)
@@ -384,6 +384,7 @@ impl Attempts for SqlStore {
             },
             payonce_core::decide::AttemptState {
                 status: a.status,
+                out_trade_no: &a.out_trade_no,
                 amount: a.amount.minor,
                 next_query_at: a.next_query_at,
             },
@@ -395,14 +396,15 @@ impl Attempts for SqlStore {
                 other_active_attempt,
             },
         );
-        // From here on the store only writes what was decided.
+        // From here on the store only writes what was decided: the fact's line in the order
+        // timeline with its verdict, in the fact's own transaction…
+        if let Some(m) =
+            crate::console::outcome_message(outcome, plan.verdict(), plan.changes(), now)
+        {
+            Self::tx_record_channel_message(&mut tx, &m).await?;
+        }
         let (change, order_change, event, refund_duplicate, effect) = match plan {
             payonce_core::Plan::Nothing => {
-                if let Some(m) =
-                    crate::console::outcome_message(outcome, "nothing_new".into(), false, now)
-                {
-                    Self::tx_record_channel_message(&mut tx, &m).await?;
-                }
                 tx.commit().await?;
                 return Ok(OutcomeApplied::Applied {
                     order,
@@ -410,21 +412,10 @@ impl Attempts for SqlStore {
                     effect: OutcomeEffect::Nothing,
                 });
             }
-            payonce_core::Plan::AmountMismatch { reported } => {
-                let detail = format!(
-                    "channel reports {} paid, attempt amount is {}",
-                    reported, a.amount.minor
-                );
+            payonce_core::Plan::AmountMismatch { reported, .. } => {
+                let detail = plan.detail().unwrap_or_default();
                 Self::tx_insert_abnormal(&mut tx, "amount_mismatch", a.id.as_str(), &detail, now)
                     .await?;
-                if let Some(m) = crate::console::outcome_message(
-                    outcome,
-                    format!("amount_mismatch (reported {reported})"),
-                    true,
-                    now,
-                ) {
-                    Self::tx_record_channel_message(&mut tx, &m).await?;
-                }
                 tx.commit().await?;
                 return Ok(OutcomeApplied::AmountMismatch {
                     attempt: a,
@@ -494,41 +485,10 @@ impl Attempts for SqlStore {
         if let Some(event) = event {
             Self::tx_insert_event(&mut tx, event.as_str(), &order, Some(&attempt), now).await?;
         }
-        if refund_duplicate {
+        if let Some(d) = refund_duplicate {
             // The money goes back, automatically; the refund worker makes the call.
-            let refund = Refund {
-                id: payonce_core::RefundId::new(),
-                order_id: order.id.clone(),
-                app_id: order.app_id.clone(),
-                attempt_id: attempt.id.clone(),
-                channel: attempt.channel,
-                out_trade_no: attempt.out_trade_no.clone(),
-                merchant_refund_no: None,
-                out_refund_no: crate::sql::duplicate_refund_no(&attempt.out_trade_no),
-                amount: attempt.amount,
-                reason: Some("duplicate payment".into()),
-                kind: RefundKind::Duplicate,
-                status: payonce_core::RefundStatus::Pending,
-                failure_reason: None,
-                content_hash: String::new(),
-                requested: false,
-                channel_data: None,
-                next_query_at: Some(now),
-                query_count: 0,
-                version: 1,
-                created_at: now,
-                updated_at: now,
-            };
+            let refund = Refund::of_duplicate(&order, &attempt, &d, now);
             Self::tx_insert_refund(&mut tx, &refund).await?;
-        }
-        // The fact's line in the order timeline, with its verdict: written with the fact.
-        if let Some(m) = crate::console::outcome_message(
-            outcome,
-            crate::console::effect_name(&effect).into(),
-            effect != OutcomeEffect::Nothing,
-            now,
-        ) {
-            Self::tx_record_channel_message(&mut tx, &m).await?;
         }
         tx.commit().await?;
         Ok(OutcomeApplied::Applied {

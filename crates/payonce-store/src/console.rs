@@ -85,16 +85,6 @@ pub fn observed_summary(o: &Observed) -> String {
     }
 }
 
-/// What applying an outcome did, in the timeline's words.
-pub fn effect_name(e: &OutcomeEffect) -> &'static str {
-    match e {
-        OutcomeEffect::Nothing => "nothing_new",
-        OutcomeEffect::AttemptMoved => "attempt_moved",
-        OutcomeEffect::OrderPaid => "order_paid",
-        OutcomeEffect::Duplicate => "duplicate",
-    }
-}
-
 /// The timeline message of a channel fact and its verdict (`apply_outcome` writes it in the
 /// fact's own transaction). A bill row that changed nothing gets none: the reconciliation's
 /// items are the bill's account.

@@ -43,7 +43,6 @@ pub use reconciliations::{
     BATCH, Billed, Reconciliation, ReconciliationItem, Reconciliations, StoredBill,
 };
 pub use refunds::Refunds;
-pub use sql::duplicate_refund_no;
 pub use sqlite::SqliteStore;
 pub use store::SqlStore;
 

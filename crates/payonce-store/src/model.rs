@@ -1,9 +1,9 @@
-//! Rows and results the stores exchange with the server.
+//! Results the stores exchange with the server. The domain's entities live in `payonce-core`
+//! and are re-exported here for callers that have not moved yet.
 
-use payonce_core::order::{ClosedBy, LatePaymentPolicy};
-use payonce_core::{
-    AppId, AttemptId, AttemptStatus, ChannelName, Money, OrderId, OrderStatus, PayMethod, Timestamp,
-};
+use payonce_core::order::LatePaymentPolicy;
+use payonce_core::{AppId, ChannelName, Timestamp};
+pub use payonce_core::{Attempt, Coupon, Order, OrderCoupon, Refund, RefundKind, RefundResult};
 
 #[derive(Debug, Clone)]
 pub struct App {
@@ -24,137 +24,6 @@ pub struct App {
     pub created_at: Timestamp,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Order {
-    pub id: OrderId,
-    pub app_id: AppId,
-    pub merchant_order_no: String,
-    pub amount: Money,
-    pub subject: String,
-    pub notify_url: Option<String>,
-    /// JSON text, stored as the client sent it (after validation).
-    pub metadata: Option<String>,
-    pub content_hash: String,
-    pub status: OrderStatus,
-    pub closed_by: Option<ClosedBy>,
-    pub paid_attempt_id: Option<AttemptId>,
-    pub paid_at: Option<Timestamp>,
-    pub refunded_amount: i64,
-    pub expires_at: Timestamp,
-    pub version: i64,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
-    /// The coupon this order uses, and what it was before the discount (`amount` is what the
-    /// payer pays).
-    pub coupon: Option<OrderCoupon>,
-    /// The business's id of the payer (the submission guard's and coupons' per-payer key).
-    pub payer_ref: Option<String>,
-}
-
-/// A coupon applied to an order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderCoupon {
-    pub code: String,
-    /// The coupon's row id (`cpn_…`): what the reservation names.
-    pub coupon_id: String,
-    pub original_amount: i64,
-    pub discount: i64,
-}
-
-/// A coupon of an app.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Coupon {
-    pub id: String,
-    pub app_id: AppId,
-    pub code: String,
-    /// `fixed` (value in fen) or `percent` (whole percent).
-    pub kind: String,
-    pub value: i64,
-    pub min_amount: Option<i64>,
-    pub max_redemptions: i64,
-    pub per_payer_limit: Option<i64>,
-    pub valid_from: Option<Timestamp>,
-    pub valid_until: Option<Timestamp>,
-    pub reserved: i64,
-    pub redeemed: i64,
-    pub created_at: Timestamp,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Attempt {
-    pub id: AttemptId,
-    pub order_id: OrderId,
-    pub channel: ChannelName,
-    pub method: PayMethod,
-    pub out_trade_no: String,
-    pub amount: Money,
-    pub status: AttemptStatus,
-    pub is_duplicate: bool,
-    /// The channel's payment credential as JSON text (QR url, prepay id, form…).
-    pub credential: Option<String>,
-    pub credential_expires_at: Option<Timestamp>,
-    /// The latest moment the channel could still take a payment on this channel order.
-    pub payable_until: Option<Timestamp>,
-    /// The prepay request as first sent (JSON, written with the intent): a credential refresh
-    /// re-sends exactly it.
-    pub prepay_request: Option<String>,
-    pub channel_trade_no: Option<String>,
-    /// Opaque connector data needed to query the channel order later.
-    pub channel_data: Option<String>,
-    pub paid_at: Option<Timestamp>,
-    pub next_query_at: Option<Timestamp>,
-    /// How many times the workers have checked it.
-    pub query_count: i64,
-    pub version: i64,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RefundKind {
-    /// The business refunds (part of) its order.
-    Order,
-    /// payonce returns a second payment of an already paid or closed order.
-    Duplicate,
-}
-
-impl RefundKind {
-    pub const ALL: [RefundKind; 2] = [RefundKind::Order, RefundKind::Duplicate];
-
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            RefundKind::Order => "order",
-            RefundKind::Duplicate => "duplicate",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Refund {
-    pub id: payonce_core::RefundId,
-    pub order_id: OrderId,
-    pub app_id: AppId,
-    pub attempt_id: AttemptId,
-    pub channel: ChannelName,
-    pub out_trade_no: String,
-    pub merchant_refund_no: Option<String>,
-    pub out_refund_no: String,
-    pub amount: Money,
-    pub reason: Option<String>,
-    pub kind: RefundKind,
-    pub status: payonce_core::RefundStatus,
-    pub failure_reason: Option<String>,
-    pub content_hash: String,
-    pub requested: bool,
-    pub channel_data: Option<String>,
-    pub next_query_at: Option<Timestamp>,
-    /// How many times the channel was asked about it (sends and queries).
-    pub query_count: i64,
-    pub version: i64,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
-}
-
 #[derive(Debug)]
 pub enum CreateRefund {
     Created(Refund),
@@ -167,35 +36,6 @@ pub enum CreateRefund {
         refundable: i64,
     },
     NoSuchOrder,
-}
-
-/// What a refund call or query established.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RefundResult {
-    Succeeded,
-    Processing {
-        next_query_at: Timestamp,
-    },
-    /// Stuck at the channel (WeChat ABNORMAL): reserved, flagged for a person, queried on.
-    Abnormal {
-        next_query_at: Timestamp,
-    },
-    Failed {
-        reason: String,
-    },
-    /// The call's outcome is unknown: query it (and re-ask under the same number if absent).
-    Unknown {
-        next_query_at: Timestamp,
-    },
-    /// A query found no such refund: ask the channel again, under the same number.
-    Absent {
-        next_query_at: Timestamp,
-    },
-    /// The channel has no record of it yet (UnionPay `34`): it was sent, so never re-send;
-    /// query again, and past a bounded run the abnormal queue gets it.
-    NotFoundYet {
-        next_query_at: Timestamp,
-    },
 }
 
 #[derive(Debug)]

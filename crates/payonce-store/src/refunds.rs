@@ -55,9 +55,9 @@ impl SqlStore {
         .bind(r.app_id.as_str())
         .bind(r.attempt_id.as_str())
         .bind(r.channel.as_str())
-        .bind(&r.out_trade_no)
+        .bind(r.out_trade_no.as_str())
         .bind(&r.merchant_refund_no)
-        .bind(&r.out_refund_no)
+        .bind(r.out_refund_no.as_str())
         .bind(r.amount.minor)
         .bind(r.amount.currency.as_str())
         .bind(&r.reason)
@@ -71,7 +71,8 @@ impl SqlStore {
         Ok(done == 1)
     }
 
-    /// The body of `record_refund`, inside the caller's transaction.
+    /// The body of `record_refund`, inside the caller's transaction: loads and locks the order
+    /// and the refund, asks `payonce_core::refund::decide`, and writes its plan.
     pub(crate) async fn tx_record_refund(
         tx: &mut Tx,
         id: &payonce_core::RefundId,
@@ -79,8 +80,7 @@ impl SqlStore {
         channel_data: Option<&str>,
         now: Timestamp,
     ) -> Result<Option<Refund>> {
-        use crate::{RefundKind, RefundResult};
-        use payonce_core::RefundStatus;
+        use payonce_core::refund::RefundPlan;
         let order_id = q("SELECT order_id FROM refunds WHERE id = $1")
             .bind(id.as_str())
             .scalar_optional::<String>(&mut *tx)
@@ -95,29 +95,20 @@ impl SqlStore {
             .bind(id.as_str())
             .load::<Refund>(&mut *tx)
             .await?;
-        if matches!(r.status, RefundStatus::Succeeded | RefundStatus::Failed) {
+        let plan = payonce_core::refund::decide((&order).into(), &r, result)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        // From here on the store only writes what was decided.
+        let RefundPlan::Apply {
+            status,
+            failure_reason,
+            next_query_at,
+            requested,
+            order: order_change,
+            event,
+            abnormal,
+        } = plan
+        else {
             return Ok(Some(r));
-        }
-        let (status, failure, next, requested) = match result {
-            RefundResult::Succeeded => (RefundStatus::Succeeded, None, None, true),
-            RefundResult::Failed { reason } => {
-                (RefundStatus::Failed, Some(reason.clone()), None, true)
-            }
-            RefundResult::Processing { next_query_at }
-            | RefundResult::Abnormal { next_query_at } => {
-                (RefundStatus::Pending, None, Some(next_query_at.0), true)
-            }
-            RefundResult::Unknown { next_query_at } => {
-                (RefundStatus::Unknown, None, Some(next_query_at.0), true)
-            }
-            // Not at the channel: the next round asks again, under the same number.
-            RefundResult::Absent { next_query_at } => {
-                (RefundStatus::Pending, None, Some(next_query_at.0), false)
-            }
-            // Sent, not on record yet: keep its status, never re-send.
-            RefundResult::NotFoundYet { next_query_at } => {
-                (r.status, None, Some(next_query_at.0), true)
-            }
         };
         let done = q(
             "UPDATE refunds SET status = $1, failure_reason = $2, next_query_at = $3, requested = $4, \
@@ -125,8 +116,8 @@ impl SqlStore {
              version = version + 1, updated_at = $6 WHERE id = $7 AND version = $8",
         )
         .bind(status.as_str())
-        .bind(&failure)
-        .bind(next)
+        .bind(&failure_reason)
+        .bind(next_query_at.map(|t| t.0))
         .bind(i32::from(requested))
         .bind(channel_data)
         .bind(now.0)
@@ -139,44 +130,15 @@ impl SqlStore {
         }
         let mut updated = r.clone();
         updated.status = status;
-        updated.failure_reason = failure;
-        if matches!(result, RefundResult::Abnormal { .. }) {
-            Self::tx_insert_abnormal(
-                tx,
-                "refund_abnormal",
-                r.id.as_str(),
-                "the channel reports the refund ABNORMAL",
-                now,
-            )
-            .await?;
+        updated.failure_reason = failure_reason;
+        if let Some(a) = abnormal {
+            Self::tx_insert_abnormal(tx, a.kind, r.id.as_str(), &a.detail, now).await?;
         }
-        if status == RefundStatus::Succeeded && r.kind == RefundKind::Order {
-            let total = order.refunded_amount + r.amount.minor;
-            let next_status = order
-                .status
-                .next(payonce_core::OrderEvent::Refunded {
-                    refunded_total: total,
-                    amount: order.amount.minor,
-                })
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            order = Self::tx_update_order(tx, &order, next_status, total, now).await?;
+        if let Some(o) = order_change {
+            order = Self::tx_update_order(tx, &order, o.status, o.refunded_amount, now).await?;
         }
-        if status == RefundStatus::Failed && r.kind == RefundKind::Duplicate {
-            Self::tx_insert_abnormal(
-                tx,
-                "duplicate_refund_failed",
-                r.id.as_str(),
-                updated.failure_reason.as_deref().unwrap_or(""),
-                now,
-            )
-            .await?;
-        }
-        if matches!(status, RefundStatus::Succeeded | RefundStatus::Failed) {
-            let kind = if status == RefundStatus::Succeeded {
-                "refund.succeeded"
-            } else {
-                "refund.failed"
-            };
+        if let Some(event) = event {
+            let kind = event.as_str();
             let eid = payonce_core::EventId::new();
             q("INSERT INTO events (id, app_id, order_id, type, payload, created_at, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $6)")
                 .bind(eid.as_str())

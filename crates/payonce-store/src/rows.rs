@@ -7,8 +7,8 @@ use crate::db::Model;
 use crate::sql::{corrupt, parse_closed_by};
 use crate::{App, Attempt, DeliveryStatus, EventRow, Order, Refund, RefundKind, Sink, StoreError};
 use payonce_core::{
-    AppId, AttemptId, AttemptStatus, ChannelName, Currency, Money, OrderId, OrderStatus, PayMethod,
-    RefundId, RefundStatus, Timestamp,
+    AppId, AttemptId, AttemptStatus, ChannelName, Currency, Money, OrderId, OrderStatus,
+    OutTradeNo, PayMethod, RefundId, RefundNo, RefundStatus, Timestamp,
 };
 
 fn money(minor: i64, currency: &str) -> Result<Money, StoreError> {
@@ -113,7 +113,7 @@ impl TryFrom<AttemptRow> for Attempt {
             order_id: OrderId::from_trusted(r.order_id),
             channel: channel(&r.channel)?,
             method: PayMethod::parse(&r.method).map_err(|_| corrupt("method", &r.method))?,
-            out_trade_no: r.out_trade_no,
+            out_trade_no: OutTradeNo::from_trusted(r.out_trade_no),
             amount: money(r.amount, &r.currency)?,
             status: AttemptStatus::parse(&r.status)
                 .ok_or_else(|| corrupt("attempt status", &r.status))?,
@@ -169,15 +169,12 @@ impl TryFrom<RefundRow> for Refund {
             app_id: AppId::from_trusted(r.app_id),
             attempt_id: AttemptId::from_trusted(r.attempt_id),
             channel: channel(&r.channel)?,
-            out_trade_no: r.out_trade_no,
+            out_trade_no: OutTradeNo::from_trusted(r.out_trade_no),
             merchant_refund_no: r.merchant_refund_no,
-            out_refund_no: r.out_refund_no,
+            out_refund_no: RefundNo::from_trusted(r.out_refund_no),
             amount: money(r.amount, &r.currency)?,
             reason: r.reason,
-            kind: RefundKind::ALL
-                .into_iter()
-                .find(|k| k.as_str() == r.kind)
-                .ok_or_else(|| corrupt("refund kind", &r.kind))?,
+            kind: RefundKind::parse(&r.kind).ok_or_else(|| corrupt("refund kind", &r.kind))?,
             status: RefundStatus::parse(&r.status)
                 .ok_or_else(|| corrupt("refund status", &r.status))?,
             failure_reason: r.failure_reason,

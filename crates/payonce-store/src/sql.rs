@@ -45,12 +45,6 @@ pub(crate) fn refund_event_payload(
     .to_string()
 }
 
-/// The refund number of the automatic refund of a duplicate attempt: derived from the attempt,
-/// so however often the refund is retried, by whichever instance, the channel sees one refund.
-pub fn duplicate_refund_no(out_trade_no: &str) -> String {
-    format!("D{}", &out_trade_no[1.min(out_trade_no.len())..])
-}
-
 use crate::{Attempt, Order, Result, StoreError};
 use payonce_core::order::ClosedBy;
 use payonce_core::{Timestamp, *};

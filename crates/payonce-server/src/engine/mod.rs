@@ -4,7 +4,6 @@
 //! facts, calls the channels outside any transaction, and has the store write the plan.
 
 pub mod apps;
-pub mod coupons;
 pub mod payments;
 pub mod reconcile;
 pub mod refunding;

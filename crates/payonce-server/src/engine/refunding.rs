@@ -6,8 +6,8 @@
 use crate::engine::payments::order_ref;
 use crate::state::AppState;
 use payonce_channels::{ChannelError, RefundRef, RefundRequest, RefundState};
+use payonce_core::{Refund, RefundKind, RefundResult};
 use payonce_core::{RefundStatus, Timestamp};
-use payonce_store::{Refund, RefundKind, RefundResult};
 
 /// How many "not on record yet" answers (UnionPay `34`) a sent refund gets before a person is
 /// asked to look (reconciliation settles it otherwise). Querying goes on at the slow pace.
@@ -49,7 +49,7 @@ pub async fn settle_refund(state: &AppState, r: Refund) -> Option<Refund> {
         let req = RefundRequest {
             order: order_ref(&attempt),
             channel_trade_no: attempt.channel_trade_no.clone(),
-            out_refund_no: r.out_refund_no.clone(),
+            out_refund_no: r.out_refund_no.to_string(),
             amount: r.amount,
             total,
             reason: r.reason.clone(),
@@ -88,7 +88,7 @@ pub async fn settle_refund(state: &AppState, r: Refund) -> Option<Refund> {
     } else {
         let q = RefundRef {
             order: order_ref(&attempt),
-            out_refund_no: r.out_refund_no.clone(),
+            out_refund_no: r.out_refund_no.to_string(),
             channel_data: r.channel_data.clone(),
         };
         match channel.refund_query(&q).await {
@@ -151,7 +151,7 @@ pub async fn settle_refund(state: &AppState, r: Refund) -> Option<Refund> {
                 state,
                 payonce_store::ChannelMessage::new(
                     r.channel,
-                    &r.out_refund_no,
+                    r.out_refund_no.as_str(),
                     source,
                     observed,
                     verdict,

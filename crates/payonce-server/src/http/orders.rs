@@ -1,7 +1,6 @@
 //! `/v1/orders…`: create, read, prepay and close payment orders.
 
 use crate::crypto::sha256_hex;
-use crate::engine::coupons::CouponRefusal;
 use crate::engine::payments::{self, PrepayParams};
 use crate::error::ApiError;
 use crate::gateway::auth::Authed;
@@ -15,6 +14,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use payonce_core::coupon::CouponRefusal;
 use payonce_core::{AppId, ChannelName, Currency, Money, OrderId, OrderStatus, PayMethod};
 use payonce_store::{CreateOrder, Order};
 use serde::Deserialize;
@@ -235,8 +235,8 @@ pub async fn create(
                 .coupon(&app.id, code)
                 .await?
                 .ok_or_else(|| ApiError::coupon_unavailable("unknown"))?;
-            match crate::engine::coupons::check(&c, amount, now) {
-                Ok(()) => {}
+            match payonce_core::coupon::decide(&c, amount, payer_ref.is_some(), now) {
+                Ok(used) => Some(used),
                 Err(CouponRefusal::Unavailable(reason)) => {
                     return Err(ApiError::coupon_unavailable(reason));
                 }
@@ -246,26 +246,18 @@ pub async fn create(
                         refusal.to_string(),
                     ));
                 }
+                Err(refusal @ CouponRefusal::PayerRefRequired) => {
+                    // The body is well-formed; this coupon's own rule refuses it (issue 13 asked
+                    // for a 400, but a schema-valid body is never a 400 here: see "400 means …"
+                    // in README).
+                    let mut e = ApiError::unprocessable("payer_ref_required", refusal.to_string());
+                    e.errors.push(crate::error::FieldError {
+                        field: "payer_ref".into(),
+                        message: "is required with this coupon (it has a per-payer limit)".into(),
+                    });
+                    return Err(e);
+                }
             }
-            if c.per_payer_limit.is_some() && payer_ref.is_none() {
-                // The body is well-formed; this coupon's own rule refuses it (issue 13 asked for a
-                // 400, but a schema-valid body is never a 400 here: see "400 means …" in README).
-                let mut e = ApiError::unprocessable(
-                    "payer_ref_required",
-                    "payer_ref: is required with this coupon (it has a per-payer limit)",
-                );
-                e.errors.push(crate::error::FieldError {
-                    field: "payer_ref".into(),
-                    message: "is required with this coupon (it has a per-payer limit)".into(),
-                });
-                return Err(e);
-            }
-            Some(payonce_store::OrderCoupon {
-                code: c.code.clone(),
-                coupon_id: c.id.clone(),
-                original_amount: amount,
-                discount: crate::engine::coupons::discount(&c, amount),
-            })
         }
     };
     let payable = amount - coupon.as_ref().map_or(0, |c| c.discount);
@@ -544,7 +536,7 @@ pub async fn prepay(
     let a = &answer.attempt;
     Ok(Json(crate::views::PrepaidView {
         attempt_id: a.id.to_string(),
-        out_trade_no: a.out_trade_no.clone(),
+        out_trade_no: a.out_trade_no.to_string(),
         channel: a.channel.as_str(),
         method: a.method.as_str(),
         credential: answer.credential,

@@ -69,7 +69,7 @@ pub async fn create(
     let id = RefundId::new();
     let refund = Refund {
         // Our refund number at the channel: the refund id itself, so a retry reuses it.
-        out_refund_no: id.as_str()["rfd_".len()..].to_owned(),
+        out_refund_no: payonce_core::RefundNo::for_refund(&id),
         id,
         order_id: order.id.clone(),
         app_id: app.id.clone(),
@@ -78,7 +78,7 @@ pub async fn create(
             .clone()
             .unwrap_or_else(|| payonce_core::AttemptId::from_trusted(String::new())),
         channel: payonce_core::ChannelName::Sandbox,
-        out_trade_no: String::new(),
+        out_trade_no: payonce_core::OutTradeNo::from_trusted(String::new()),
         merchant_refund_no: Some(merchant_refund_no.clone()),
         amount: Money {
             minor: amount,

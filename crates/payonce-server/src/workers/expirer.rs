@@ -45,7 +45,7 @@ const EXPIRY_BATCH: i64 = 256;
 const EXPIRY_BATCHES_PER_ROUND: usize = 8;
 
 #[tracing::instrument(skip_all, fields(order_id = %order.id))]
-async fn expire_one(state: &AppState, order: &payonce_store::Order) {
+async fn expire_one(state: &AppState, order: &payonce_core::Order) {
     for _ in 0..4 {
         let now = state.clock.now();
         match state

@@ -6,8 +6,9 @@ use super::{BATCH, at, lease_ms};
 use crate::engine::payments::{self, order_ref};
 use crate::state::AppState;
 use payonce_channels::{ChannelError, TradeState};
+use payonce_core::Attempt;
 use payonce_core::{AttemptStatus, Timestamp};
-use payonce_store::{Attempt, OutcomeApplied, OutcomeSource};
+use payonce_store::{OutcomeApplied, OutcomeSource};
 use std::time::Duration;
 
 /// Queries of an unknown attempt after which a person is told.
@@ -89,7 +90,8 @@ async fn check_attempt(state: &AppState, owner: &str, mut a: Attempt) {
         Ok(s) => Some(s),
         Err(e) => {
             tracing::debug!(error = %e, "active query failed");
-            payments::journal_unanswered(state, a.channel, &a.out_trade_no, "query", &e).await;
+            payments::journal_unanswered(state, a.channel, a.out_trade_no.as_str(), "query", &e)
+                .await;
             if matches!(e, ChannelError::Ambiguous(_) | ChannelError::Unreachable(_))
                 && query_count == UNKNOWN_ALERT_AFTER
                 && a.status == AttemptStatus::Unknown
@@ -112,7 +114,7 @@ async fn check_attempt(state: &AppState, owner: &str, mut a: Attempt) {
         match payments::apply(
             state,
             a.channel,
-            &a.out_trade_no,
+            a.out_trade_no.as_str(),
             observed,
             OutcomeSource::Query,
             None,

@@ -226,7 +226,8 @@ async fn the_page_prepays_through_the_engine_and_says_how_the_order_ended(b: Bac
         .find(|a| a.channel == payonce_core::ChannelName::Sandbox)
         .unwrap();
     assert_eq!(
-        app.sim_pay("sandbox", &sb.out_trade_no, false).await,
+        app.sim_pay("sandbox", sb.out_trade_no.as_str(), false)
+            .await,
         StatusCode::OK
     );
     app.wait_order(&id, std::time::Duration::from_secs(10), |o| {

@@ -63,7 +63,7 @@ async fn orphan(app: &TestApp, order_id: &str) -> String {
         state.store.attempt(&a.id).await.unwrap().unwrap().status,
         payonce_core::AttemptStatus::Created
     );
-    a.out_trade_no
+    a.out_trade_no.to_string()
 }
 
 async fn order(app: &TestApp, no: &str, expire: i64) -> String {

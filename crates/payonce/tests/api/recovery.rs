@@ -50,7 +50,7 @@ async fn eventually(
     app: &TestApp,
     secs: u64,
     what: &str,
-    pred: impl Fn(&[payonce_store::Order]) -> bool,
+    pred: impl Fn(&[payonce_core::Order]) -> bool,
 ) {
     let mut waiting = app.waiting(Duration::from_secs(secs));
     loop {

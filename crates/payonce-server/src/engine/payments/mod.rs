@@ -11,12 +11,13 @@ use payonce_channels::{
     Channel, ChannelError, ChannelOrderRef, CloseAnswer, PrepayRequest, TradeState,
 };
 use payonce_core::order::ClosedBy;
+use payonce_core::{Attempt, Order};
 use payonce_core::{
     AttemptId, AttemptStatus, ChannelName, OrderId, OutTradeNo, PayMethod, Timestamp,
 };
 use payonce_store::{
-    App, Attempt, BeginAttempt, ChannelOutcome, CloseOrder, Order, OutcomeApplied, OutcomeSource,
-    PrepayResult, StoreError,
+    App, BeginAttempt, ChannelOutcome, CloseOrder, OutcomeApplied, OutcomeSource, PrepayResult,
+    StoreError,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,7 +70,7 @@ impl PaymentError {
 pub struct OrderSnapshot {
     pub order: Order,
     pub attempts: Vec<Attempt>,
-    pub refunds: Vec<payonce_store::Refund>,
+    pub refunds: Vec<payonce_core::Refund>,
 }
 
 async fn snapshot(state: &AppState, order: &Order) -> Result<Box<OrderSnapshot>, StoreError> {
@@ -131,7 +132,14 @@ pub async fn retire(state: &AppState, a: &Attempt) -> Result<(), PaymentError> {
         },
         Err(e) => {
             tracing::warn!(error = %e, out_trade_no = %a.out_trade_no, "close failed");
-            journal_unanswered(state, a.channel, &a.out_trade_no, "close_answer", &e).await;
+            journal_unanswered(
+                state,
+                a.channel,
+                a.out_trade_no.as_str(),
+                "close_answer",
+                &e,
+            )
+            .await;
             return Err(PaymentError::ChannelUnavailable(
                 "could not close the previous channel order; retrying is safe",
             ));
@@ -143,7 +151,7 @@ pub async fn retire(state: &AppState, a: &Attempt) -> Result<(), PaymentError> {
     apply(
         state,
         a.channel,
-        &a.out_trade_no,
+        a.out_trade_no.as_str(),
         observed,
         OutcomeSource::CloseAnswer,
         Some(second_check),
@@ -155,7 +163,7 @@ pub async fn retire(state: &AppState, a: &Attempt) -> Result<(), PaymentError> {
 
 pub fn order_ref(a: &Attempt) -> ChannelOrderRef {
     ChannelOrderRef {
-        out_trade_no: a.out_trade_no.clone(),
+        out_trade_no: a.out_trade_no.to_string(),
         channel_data: a.channel_data.clone(),
     }
 }
@@ -167,7 +175,7 @@ pub async fn sync_attempt(state: &AppState, a: &Attempt) -> Result<OutcomeApplie
         Ok(observed) => observed,
         Err(e) => {
             tracing::warn!(error = %e, "query failed");
-            journal_unanswered(state, a.channel, &a.out_trade_no, "query", &e).await;
+            journal_unanswered(state, a.channel, a.out_trade_no.as_str(), "query", &e).await;
             return Err(PaymentError::ChannelUnavailable(
                 "the channel could not be queried; retry",
             ));
@@ -176,7 +184,7 @@ pub async fn sync_attempt(state: &AppState, a: &Attempt) -> Result<OutcomeApplie
     Ok(apply(
         state,
         a.channel,
-        &a.out_trade_no,
+        a.out_trade_no.as_str(),
         observed,
         OutcomeSource::Query,
         None,

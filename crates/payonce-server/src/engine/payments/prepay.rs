@@ -193,7 +193,7 @@ pub fn new_attempt(
         payer: params.payer.clone(),
     };
     Attempt {
-        out_trade_no: OutTradeNo::for_attempt(&id).to_string(),
+        out_trade_no: OutTradeNo::for_attempt(&id),
         id,
         order_id: order.id.clone(),
         channel: params.channel,
@@ -364,7 +364,7 @@ pub fn stored_request(
         payer,
     });
     PrepayRequest {
-        out_trade_no: attempt.out_trade_no.clone(),
+        out_trade_no: attempt.out_trade_no.to_string(),
         amount: attempt.amount,
         subject: stored.subject,
         method: attempt.method,

@@ -19,10 +19,10 @@ use crate::engine::payments::{self, order_ref};
 use crate::state::AppState;
 use payonce_channels::bill::{self, BillEntry, BillFormat};
 use payonce_channels::{StatementKind, StatementLine, TradeState};
+use payonce_core::{Attempt, Refund, RefundResult};
 use payonce_core::{ChannelName, Timestamp};
 use payonce_store::{
-    Attempt, Billed, OutcomeApplied, OutcomeSource, ReconciliationItem, Refund,
-    RefundNoticeApplied, RefundResult, StoredBill,
+    Billed, OutcomeApplied, OutcomeSource, ReconciliationItem, RefundNoticeApplied, StoredBill,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -280,7 +280,7 @@ pub async fn reconcile_with(
             .attempts_paid_between(name, from, to, false)
             .await?
             .into_iter()
-            .filter(|a| !set.contains(&a.out_trade_no))
+            .filter(|a| !set.contains(a.out_trade_no.as_str()))
             .collect(),
     };
     for (i, a) in unbilled.iter().enumerate() {
@@ -292,7 +292,7 @@ pub async fn reconcile_with(
         recorder
             .item(
                 "missing_at_channel",
-                &a.out_trade_no,
+                a.out_trade_no.as_str(),
                 order
                     .as_ref()
                     .map(|o| (o.app_id.to_string(), o.id.to_string())),
@@ -343,7 +343,7 @@ async fn no_bill(
         recorder
             .item(
                 "missing_at_channel",
-                &a.out_trade_no,
+                a.out_trade_no.as_str(),
                 order
                     .as_ref()
                     .map(|o| (o.app_id.to_string(), o.id.to_string())),

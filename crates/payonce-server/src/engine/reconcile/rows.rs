@@ -75,13 +75,13 @@ pub(super) async fn apply_batch(
         .attempts_by_out_trade_nos(name, &pay_nos)
         .await?
         .into_iter()
-        .map(|a| (a.out_trade_no.clone(), a))
+        .map(|a| (a.out_trade_no.to_string(), a))
         .collect();
     let refunds: HashMap<String, Refund> = store
         .refunds_by_out_refund_nos(name, &refund_nos)
         .await?
         .into_iter()
-        .map(|f| (f.out_refund_no.clone(), f))
+        .map(|f| (f.out_refund_no.to_string(), f))
         .collect();
     let (mut billed_attempts, mut billed_refunds): (Vec<Billed>, Vec<Billed>) =
         (Vec::new(), Vec::new());

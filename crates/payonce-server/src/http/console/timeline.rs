@@ -95,12 +95,12 @@ pub(super) async fn timeline(
             ),
         ));
         // The channel order's messages and its refunds' (they share the channel): one read.
-        let about: Vec<String> = std::iter::once(a.out_trade_no.clone())
+        let about: Vec<String> = std::iter::once(a.out_trade_no.to_string())
             .chain(
                 refunds
                     .iter()
                     .filter(|r| r.attempt_id == a.id)
-                    .map(|r| r.out_refund_no.clone()),
+                    .map(|r| r.out_refund_no.to_string()),
             )
             .collect();
         for m in state.store.channel_messages(a.channel, &about).await? {
