@@ -380,47 +380,74 @@ pub async fn shrink(s: &Scenario) -> Scenario {
             best = candidate;
         }
     }
-    'orders: loop {
-        for i in 0..best.orders.len() {
-            if best.orders.len() == 1 || tries >= 8 {
-                break 'orders;
-            }
-            let mut candidate = best.clone();
-            candidate.orders.remove(i);
-            tries += 1;
-            if !run_settling(&candidate, SHRINK_SETTLE)
-                .await
-                .violations
-                .is_empty()
-            {
-                best = candidate;
-                continue 'orders;
-            }
+    while best.orders.len() > 1 && tries < 8 {
+        let candidates = (0..best.orders.len())
+            .take(8 - tries)
+            .map(|i| {
+                let mut candidate = best.clone();
+                candidate.orders.remove(i);
+                candidate
+            })
+            .collect();
+        let (found, tried) = first_failing(candidates).await;
+        tries += tried;
+        match found {
+            Some(smaller) => best = smaller,
+            None => break,
         }
-        break;
     }
-    'steps: loop {
-        for o in 0..best.orders.len() {
-            for i in 0..best.orders[o].steps.len() {
-                if tries >= 24 {
-                    break 'steps;
-                }
+    while tries < 24 {
+        let candidates: Vec<Scenario> = (0..best.orders.len())
+            .flat_map(|o| (0..best.orders[o].steps.len()).map(move |i| (o, i)))
+            .take(24 - tries)
+            .map(|(o, i)| {
                 let mut candidate = best.clone();
                 candidate.orders[o].steps.remove(i);
-                tries += 1;
-                if !run_settling(&candidate, SHRINK_SETTLE)
-                    .await
-                    .violations
-                    .is_empty()
-                {
-                    best = candidate;
-                    continue 'steps;
-                }
-            }
+                candidate
+            })
+            .collect();
+        if candidates.is_empty() {
+            break;
         }
-        break;
+        let (found, tried) = first_failing(candidates).await;
+        tries += tried;
+        match found {
+            Some(smaller) => best = smaller,
+            None => break,
+        }
     }
     best
+}
+
+/// How many shrinking candidates settle at once.
+const SHRINK_AT_ONCE: usize = 6;
+
+/// The first candidate, in order, that still fails, and how many candidates deciding that took:
+/// exactly what trying them one by one would find and count, but run a few at a time (a failing
+/// candidate waits its whole settle window).
+async fn first_failing(candidates: Vec<Scenario>) -> (Option<Scenario>, usize) {
+    let mut tried = 0;
+    let mut candidates = candidates.into_iter().peekable();
+    while candidates.peek().is_some() {
+        let mut wave = tokio::task::JoinSet::new();
+        for (i, candidate) in candidates.by_ref().take(SHRINK_AT_ONCE).enumerate() {
+            wave.spawn(async move {
+                let fails = !run_settling(&candidate, SHRINK_SETTLE)
+                    .await
+                    .violations
+                    .is_empty();
+                (i, candidate, fails)
+            });
+        }
+        let mut results = wave.join_all().await;
+        results.sort_by_key(|(i, _, _)| *i);
+        let n = results.len();
+        if let Some((i, candidate, _)) = results.into_iter().find(|(_, _, fails)| *fails) {
+            return (Some(candidate), tried + i + 1);
+        }
+        tried += n;
+    }
+    (None, tried)
 }
 
 /// Runs seeds `first..first + n`, `parallel` at a time; prints one line per seed, and for a
