@@ -305,21 +305,48 @@ impl ChannelRegistry {
 }
 
 /// What a query's answer means for an attempt once the channel's own semantics are applied
-/// (docs/channels.md, "How the tables are kept true"). Where the channel creates its order at
-/// prepay (WeChat, sandbox), "no such order" proves the prepay never happened: `Absent`. Where the
-/// channel order appears only when the payer acts (an Alipay QR, a UnionPay form), "no such trade"
-/// means not paid YET until the order's latest payable moment has passed, and closed after it —
-/// never absent, which would fail an attempt that can still be paid. `None`: nothing to record.
+/// (docs/channels.md, "How the tables are kept true"): "no such order" is read by core's one rule
+/// (`payonce_core::decide::absent_means`) — absent where the channel creates its order at prepay
+/// and no call can still be creating it; where the channel order appears only when the payer
+/// acts, not paid YET until the order's latest payable moment has passed, and closed after.
+/// `None`: nothing to record.
 pub fn settle_query_answer(
     channel: ChannelName,
     state: TradeState,
     payable_until_passed: bool,
+    call_may_be_in_flight: bool,
 ) -> Option<TradeState> {
+    use payonce_core::decide::{AbsentContext, AbsentFrom, Observed, absent_means};
     match state {
-        TradeState::Absent if !channel.creates_order_at_prepay() => {
-            payable_until_passed.then_some(TradeState::Closed)
+        TradeState::Absent => {
+            let ctx = AbsentContext {
+                creates_order_at_prepay: channel.creates_order_at_prepay(),
+                payable_until_passed,
+                call_may_be_in_flight,
+            };
+            absent_means(AbsentFrom::Query, ctx).map(|o| match o {
+                Observed::Absent => TradeState::Absent,
+                _ => TradeState::Closed,
+            })
         }
         other => Some(other),
+    }
+}
+
+/// What a close's "no such order" means for the attempt (core's same rule): absent where the
+/// channel made its order at prepay, else closed here and watched until it can no longer be
+/// paid.
+pub fn settle_close_absent(channel: ChannelName) -> TradeState {
+    use payonce_core::decide::{AbsentContext, AbsentFrom, Observed, absent_means};
+    let ctx = AbsentContext {
+        creates_order_at_prepay: channel.creates_order_at_prepay(),
+        payable_until_passed: false,
+        // The close is sent after the prepay's answer was recorded (or its deadline passed).
+        call_may_be_in_flight: false,
+    };
+    match absent_means(AbsentFrom::Close, ctx) {
+        Some(Observed::Absent) => TradeState::Absent,
+        _ => TradeState::Closed,
     }
 }
 

@@ -46,7 +46,7 @@ fn of_state(
     match s {
         // A failed or refused query concludes nothing about the order: look again.
         Err(_) => "unknown → query".into(),
-        Ok(s) => match settle_query_answer(channel, s.clone(), payable_passed) {
+        Ok(s) => match settle_query_answer(channel, s.clone(), payable_passed, false) {
             None => "not paid yet".into(),
             Some(TradeState::Paid { .. }) => "paid".into(),
             Some(TradeState::Unpaid) => "not paid yet".into(),
@@ -71,8 +71,10 @@ fn of_close(channel: ChannelName, r: &Result<CloseAnswer, ChannelError>) -> Stri
         Ok(CloseAnswer::AlreadyPaid) => "unknown → query".into(),
         // Where the channel made its order at prepay, "no such order" proves there is none;
         // elsewhere the attempt is closed locally and watched until it can no longer be paid.
-        Ok(CloseAnswer::Absent) if channel.creates_order_at_prepay() => "absent".into(),
-        Ok(CloseAnswer::Absent) => "closed".into(),
+        Ok(CloseAnswer::Absent) => match payonce_channels::settle_close_absent(channel) {
+            TradeState::Absent => "absent".into(),
+            _ => "closed".into(),
+        },
         Err(ChannelError::Refused { .. }) => "refused (definitive, nothing happened)".into(),
         Err(_) => "unknown → query".into(),
     }

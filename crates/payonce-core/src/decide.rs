@@ -23,6 +23,44 @@ pub enum Observed {
     Absent,
 }
 
+/// Which answer said "the channel has no such order".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbsentFrom {
+    /// A query's answer (the active-query worker, a `?sync` read, a settle query).
+    Query,
+    /// A close's answer (retiring an attempt, expiry).
+    Close,
+}
+
+/// What else is known when a channel says it has no such order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbsentContext {
+    /// The channel creates its order at prepay (WeChat, sandbox); otherwise the order appears
+    /// only when the payer acts (an Alipay QR scanned, a UnionPay form submitted).
+    pub creates_order_at_prepay: bool,
+    /// The attempt's latest payable moment has passed: nobody can pay it any more.
+    pub payable_until_passed: bool,
+    /// A prepay call of the attempt may still be under way (its call deadline has not passed),
+    /// so the channel may not have created the order yet.
+    pub call_may_be_in_flight: bool,
+}
+
+/// What "no such order" means for an attempt: the one rule, whichever answer said it
+/// (docs/channels.md, "How the tables are kept true"). Where the channel creates its order at
+/// prepay it proves the prepay never happened (`Absent`), but only once no call can still be
+/// creating it. Where the order appears only when the payer acts, a close that finds nothing
+/// leaves the attempt closed (and watched until it can no longer be paid); a query that finds
+/// nothing means "not paid yet" until then, and closed after — never absent, which would fail
+/// an attempt that can still be paid. `None`: nothing to record yet.
+pub fn absent_means(from: AbsentFrom, ctx: AbsentContext) -> Option<Observed> {
+    match (from, ctx.creates_order_at_prepay) {
+        (_, true) if ctx.call_may_be_in_flight => None,
+        (_, true) => Some(Observed::Absent),
+        (AbsentFrom::Close, false) => Some(Observed::Closed),
+        (AbsentFrom::Query, false) => ctx.payable_until_passed.then_some(Observed::Closed),
+    }
+}
+
 /// The order as `decide` needs it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OrderState {
@@ -213,7 +251,8 @@ pub fn decide(
         Observed::Unpaid => AttemptEvent::ReportedUnpaid,
         Observed::Closed => AttemptEvent::ReportedClosed,
         Observed::Absent if c.creates_order_at_prepay => AttemptEvent::ReportedAbsent,
-        // A channel that creates its order only when the payer scans: absence says nothing.
+        // A channel that creates its order only when the payer scans: absence says nothing
+        // (`absent_means` never reports it so; a defence for any other door).
         Observed::Absent => return Plan::Nothing,
     };
     let next = match attempt.status.next(event) {
@@ -453,6 +492,40 @@ mod tests {
                 }
             }
             w
+        }
+    }
+
+    /// Every case of "no such order": an attempt that can still be paid is never failed by it,
+    /// nor one whose call may still be creating the channel order; a close of a QR nobody
+    /// scanned leaves it closed.
+    #[test]
+    fn no_such_order_never_fails_what_can_still_be_paid() {
+        for from in [AbsentFrom::Query, AbsentFrom::Close] {
+            for bits in 0..8u8 {
+                let ctx = AbsentContext {
+                    creates_order_at_prepay: bits & 1 != 0,
+                    payable_until_passed: bits & 2 != 0,
+                    call_may_be_in_flight: bits & 4 != 0,
+                };
+                let means = absent_means(from, ctx);
+                if means == Some(Observed::Absent) {
+                    assert!(
+                        ctx.creates_order_at_prepay && !ctx.call_may_be_in_flight,
+                        "{from:?} {ctx:?}"
+                    );
+                }
+                if ctx.creates_order_at_prepay && ctx.call_may_be_in_flight {
+                    assert_eq!(means, None, "{from:?} {ctx:?}");
+                }
+                if !ctx.creates_order_at_prepay {
+                    let expected = match from {
+                        AbsentFrom::Close => Some(Observed::Closed),
+                        AbsentFrom::Query if ctx.payable_until_passed => Some(Observed::Closed),
+                        AbsentFrom::Query => None,
+                    };
+                    assert_eq!(means, expected, "{from:?} {ctx:?}");
+                }
+            }
         }
     }
 

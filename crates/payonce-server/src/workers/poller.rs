@@ -80,14 +80,16 @@ async fn check_attempt(state: &AppState, owner: &str, mut a: Attempt) {
     .increment(1);
     let now = state.clock.now();
     let observed = match answer {
-        // An unscanned QR / unsubmitted form: nothing to record until it can no longer be
-        // paid, then it is closed (never failed).
-        Ok(s) if !a.channel.creates_order_at_prepay() => {
-            payonce_channels::settle_query_answer(a.channel, s, payable_until(&a) <= now)
-        }
-        // "Absent" proves the prepay never happened only once no call can still be creating it.
-        Ok(TradeState::Absent) if a.updated_at > now - deadline => None,
-        Ok(s) => Some(s),
+        // "No such order" is read by core's one rule: an unscanned QR / unsubmitted form is
+        // nothing to record until it can no longer be paid, then closed (never failed); where
+        // the channel creates its order at prepay, absence proves the prepay never happened
+        // only once no call can still be creating it.
+        Ok(s) => payonce_channels::settle_query_answer(
+            a.channel,
+            s,
+            payable_until(&a) <= now,
+            a.updated_at > now - deadline,
+        ),
         Err(e) => {
             tracing::debug!(error = %e, "active query failed");
             payments::journal_unanswered(state, a.channel, a.out_trade_no.as_str(), "query", &e)

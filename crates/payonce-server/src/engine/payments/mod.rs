@@ -118,10 +118,9 @@ pub async fn retire(state: &AppState, a: &Attempt) -> Result<(), PaymentError> {
     let observed = match channel.close(&r).await {
         Ok(CloseAnswer::Closed) => TradeState::Closed,
         // Where the channel creates its order at prepay, "no such order" proves it never existed.
-        // Elsewhere (an unscanned Alipay QR) the code stays payable: record it closed and keep
-        // watching it until its credential expires.
-        Ok(CloseAnswer::Absent) if a.channel.creates_order_at_prepay() => TradeState::Absent,
-        Ok(CloseAnswer::Absent) => TradeState::Closed,
+        // Elsewhere (an unscanned Alipay QR) the code stays payable: recorded closed and watched
+        // until its credential expires (core's one rule, `decide::absent_means`).
+        Ok(CloseAnswer::Absent) => payonce_channels::settle_close_absent(a.channel),
         Ok(CloseAnswer::AlreadyPaid) => match channel.query(&r).await {
             Ok(s @ TradeState::Paid { .. }) => s,
             Ok(_) | Err(_) => {
@@ -169,10 +168,13 @@ pub fn order_ref(a: &Attempt) -> ChannelOrderRef {
 }
 
 /// Asks the channel about an attempt and applies the answer (compensation query).
-pub async fn sync_attempt(state: &AppState, a: &Attempt) -> Result<OutcomeApplied, PaymentError> {
+pub async fn sync_attempt(
+    state: &AppState,
+    a: &Attempt,
+) -> Result<Option<OutcomeApplied>, PaymentError> {
     let channel = channel_of(state, a.channel)?;
-    let observed = match channel.query(&order_ref(a)).await {
-        Ok(observed) => observed,
+    let answer = match channel.query(&order_ref(a)).await {
+        Ok(answer) => answer,
         Err(e) => {
             tracing::warn!(error = %e, "query failed");
             journal_unanswered(state, a.channel, a.out_trade_no.as_str(), "query", &e).await;
@@ -181,16 +183,31 @@ pub async fn sync_attempt(state: &AppState, a: &Attempt) -> Result<OutcomeApplie
             ));
         }
     };
-    Ok(apply(
-        state,
+    // "No such order" means what core's one rule says, here as in the active-query worker: not
+    // absent while a prepay call may still be creating the order, not closed while an
+    // unscanned QR can still be paid.
+    let now = state.clock.now();
+    let payable_until = a.payable_until.or(a.credential_expires_at);
+    let Some(observed) = payonce_channels::settle_query_answer(
         a.channel,
-        a.out_trade_no.as_str(),
-        observed,
-        OutcomeSource::Query,
-        None,
-        None,
-    )
-    .await?)
+        answer,
+        payable_until.is_some_and(|t| t <= now),
+        a.updated_at > now - state.config.call_deadline(),
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some(
+        apply(
+            state,
+            a.channel,
+            a.out_trade_no.as_str(),
+            observed,
+            OutcomeSource::Query,
+            None,
+            None,
+        )
+        .await?,
+    ))
 }
 
 /// Client compensation (`?sync=true`, the cashier page's status): asks the channel about every

@@ -96,7 +96,8 @@ pub(super) async fn retry(state: &AppState, reference: &str, order: Option<&Orde
             .find(|a| a.id.as_str() == reference || a.out_trade_no == reference)
     {
         return match payments::sync_attempt(state, a).await {
-            Ok(applied) => format!("queried {}: {}", a.id, applied_name(&applied)),
+            Ok(Some(applied)) => format!("queried {}: {}", a.id, applied_name(&applied)),
+            Ok(None) => format!("queried {}: nothing to record yet", a.id),
             Err(e) => format!("query of {} failed: {e:?}", a.id),
         };
     }
