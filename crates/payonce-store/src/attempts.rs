@@ -285,6 +285,17 @@ impl Attempts for SqlStore {
     ) -> Result<Option<Attempt>> {
         use payonce_core::{AttemptEvent, AttemptStatus};
         let mut tx = self.begin_write().await?;
+        let Some(current) = Self::tx_attempt(&mut tx, id.as_str()).await? else {
+            return Ok(None);
+        };
+        // Under the order's lock (as every transition of its attempts), then read again: a
+        // payment applied meanwhile is seen, not lost to a version check.
+        if Self::lock_order(&mut tx, current.order_id.as_str())
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
         let Some(a) = Self::tx_attempt(&mut tx, id.as_str()).await? else {
             return Ok(None);
         };
@@ -321,6 +332,18 @@ impl Attempts for SqlStore {
         now: Timestamp,
     ) -> Result<Option<Attempt>> {
         let mut tx = self.begin_write().await?;
+        // Under the order's lock, like every other transition of its attempts: the prepay
+        // recording its answer right now reads the attempt under that lock and must not find
+        // its version moved between its read and its write (a 500 under load, before).
+        let Some(current) = Self::tx_attempt(&mut tx, id.as_str()).await? else {
+            return Ok(None);
+        };
+        if Self::lock_order(&mut tx, current.order_id.as_str())
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
         let done = q(
             "UPDATE attempts SET status = 'unknown', next_query_at = $1, version = version + 1, updated_at = $1 \
              WHERE id = $2 AND status = 'created' AND created_at < $3",

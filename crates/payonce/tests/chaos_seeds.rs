@@ -13,9 +13,10 @@ const SETTLE: Duration = Duration::from_secs(20);
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broken_engine_is_caught_within_500_seeds_and_shrunk() {
     payonce_core::decide::fault_injection::skip_duplicate_refund(true);
-    // Seeds run a few at a time (each mostly waits on its simulated channels); the verdict is
-    // still the lowest failing seed, as if they had run one by one.
-    const AT_ONCE: u64 = 4;
+    // Seeds run eight at a time, as `payonce chaos` runs them (each mostly waits on its
+    // simulated channels); the verdict is still the lowest failing seed, as if they had run one
+    // by one.
+    const AT_ONCE: u64 = 8;
     for first in (1..=500).step_by(AT_ONCE as usize) {
         let mut batch = tokio::task::JoinSet::new();
         for seed in first..(first + AT_ONCE).min(501) {
