@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 from common import Fail, check, chromium, http_call
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
 BASE, SIM, ADMIN, SECRET, HOOK_PORT, ARTIFACTS = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), Path(sys.argv[6])
@@ -82,11 +82,26 @@ def shot(d, name):
     d.save_screenshot(str(ARTIFACTS / f"console-{name}.png"))
 
 
+def replaced(old):
+    """The page's old root is gone. Chromium sometimes answers the check on a node of a page it
+    is tearing down with an inspector error ("Node with given id does not belong to the
+    document") instead of a stale-element error: both say the old page is gone."""
+
+    def check(_):
+        try:
+            old.is_enabled()
+            return False
+        except WebDriverException:
+            return True
+
+    return check
+
+
 def navigate(d, element):
     """Clicks what leads to another page and waits until that page has replaced this one."""
     old = d.find_element(By.TAG_NAME, "html")
     element.click()
-    WebDriverWait(d, DEADLINE).until(EC.staleness_of(old))
+    WebDriverWait(d, DEADLINE).until(replaced(old))
     WebDriverWait(d, DEADLINE).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
