@@ -87,7 +87,7 @@ async fn check_attempt(state: &AppState, owner: &str, mut a: Attempt) {
         Ok(s) => payonce_channels::settle_query_answer(
             a.channel,
             s,
-            payable_until(&a) <= now,
+            payments::payable_until(&a) <= now,
             a.updated_at > now - deadline,
         ),
         Err(e) => {
@@ -147,24 +147,6 @@ async fn check_attempt(state: &AppState, owner: &str, mut a: Attempt) {
         .await;
 }
 
-/// The latest moment the channel could still take a payment on this attempt's channel order
-/// (stored at prepay; older rows: the credential's expiry; no credential ever issued: the longest
-/// any channel's credential lives, counted from the attempt).
-fn payable_until(a: &Attempt) -> Timestamp {
-    a.payable_until
-        .or(a.credential_expires_at)
-        .unwrap_or(a.created_at.plus_ms(LONGEST_CREDENTIAL_MS))
-}
-
-/// The longest any channel's credential lives (WeChat's code_url / prepay_id, an Alipay QR).
-const LONGEST_CREDENTIAL_MS: i64 = {
-    let (a, b) = (
-        payonce_channels::alipay::QR_MAX_LIFE_MS,
-        payonce_channels::wechatpay::CREDENTIAL_LIFE_MS,
-    );
-    if a > b { a } else { b }
-};
-
 fn next_check(
     state: &AppState,
     a: &Attempt,
@@ -180,7 +162,7 @@ fn next_check(
             // arrived, an unscanned Alipay QR that stays payable — and its notification can be
             // lost. So a closed attempt is watched, at growing intervals, until its credential
             // can no longer pay; whatever is found then is a late or duplicate payment.
-            let until = payable_until(a).0 + grace;
+            let until = payments::payable_until(a).0 + grace;
             if now.0 >= until {
                 return None;
             }

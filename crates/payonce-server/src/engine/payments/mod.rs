@@ -167,6 +167,24 @@ pub fn order_ref(a: &Attempt) -> ChannelOrderRef {
     }
 }
 
+/// The latest moment the channel could still take a payment on this attempt's channel order
+/// (stored at prepay; older rows: the credential's expiry; no credential ever issued: the longest
+/// any channel's credential lives, counted from the attempt).
+pub fn payable_until(a: &Attempt) -> Timestamp {
+    a.payable_until
+        .or(a.credential_expires_at)
+        .unwrap_or(a.created_at.plus_ms(LONGEST_CREDENTIAL_MS))
+}
+
+/// The longest any channel's credential lives (WeChat's code_url / prepay_id, an Alipay QR).
+const LONGEST_CREDENTIAL_MS: i64 = {
+    let (a, b) = (
+        payonce_channels::alipay::QR_MAX_LIFE_MS,
+        payonce_channels::wechatpay::CREDENTIAL_LIFE_MS,
+    );
+    if a > b { a } else { b }
+};
+
 /// Asks the channel about an attempt and applies the answer (compensation query).
 pub async fn sync_attempt(
     state: &AppState,
@@ -187,11 +205,10 @@ pub async fn sync_attempt(
     // absent while a prepay call may still be creating the order, not closed while an
     // unscanned QR can still be paid.
     let now = state.clock.now();
-    let payable_until = a.payable_until.or(a.credential_expires_at);
     let Some(observed) = payonce_channels::settle_query_answer(
         a.channel,
         answer,
-        payable_until.is_some_and(|t| t <= now),
+        payable_until(a) <= now,
         a.updated_at > now - state.config.call_deadline(),
     ) else {
         return Ok(None);
