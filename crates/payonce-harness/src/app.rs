@@ -80,6 +80,12 @@ impl AppOptions {
             ..AppOptions::default()
         }
     }
+
+    /// A test on real time, sped up ×100, its workers in the background: for what only real
+    /// time shows (processes and instances racing, brokers, restarts, wall-clock guards).
+    pub fn real_time() -> AppOptions {
+        AppOptions::default()
+    }
 }
 
 impl Default for AppOptions {
@@ -140,10 +146,12 @@ pub struct TestApp {
     _sim_dir: crate::scratch::ScratchDir,
 }
 
-/// A server on `backend` with default options, or `None` if that backend is unavailable here
-/// (see `TestDb::new`).
+/// A server on `backend` on virtual time (`AppOptions::frozen`: a manual clock, the workers run
+/// by the waiting helpers), or `None` if that backend is unavailable here (see `TestDb::new`).
+/// A test whose subject is real time — a crash, several instances, a broker, a database
+/// restart, a slow connection — asks for `AppOptions::real_time()` through `spawn_app_with`.
 pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
-    spawn_app_with(backend, AppOptions::default()).await
+    spawn_app_with(backend, AppOptions::frozen()).await
 }
 
 pub async fn spawn_app_with(backend: Backend, opts: AppOptions) -> Option<TestApp> {

@@ -75,7 +75,7 @@ async fn slow_bodies_hold_no_permit_and_are_cut_at_the_deadline(b: Backend) {
     let opts = AppOptions {
         max_in_flight: 4,
         request_timeout: Duration::from_secs(2),
-        ..AppOptions::default()
+        ..AppOptions::frozen()
     };
     let Some(app) = spawn_app_with(b, opts).await else {
         return;
@@ -155,7 +155,7 @@ async fn slow_connections_make_room_for_complete_requests_even_from_one_address(
     let opts = AppOptions {
         max_connections: 20,
         request_timeout: Duration::from_secs(30),
-        ..AppOptions::default()
+        ..AppOptions::frozen()
     };
     let Some(app) = spawn_app_with(b, opts).await else {
         return;
@@ -210,7 +210,7 @@ async fn a_client_that_hangs_up_keeps_its_permit_until_its_request_ends(b: Backe
     let opts = AppOptions {
         max_in_flight: 3,
         channel_timeout: Duration::from_secs(6),
-        ..AppOptions::default()
+        ..AppOptions::frozen()
     };
     let Some(app) = spawn_app_with(b, opts).await else {
         return;
@@ -279,7 +279,7 @@ async fn a_client_that_hangs_up_keeps_its_permit_until_its_request_ends(b: Backe
 fn proxied() -> AppOptions {
     AppOptions {
         trusted_proxies: vec![Cidr::parse("127.0.0.1").unwrap()],
-        ..AppOptions::default()
+        ..AppOptions::frozen()
     }
 }
 
@@ -374,7 +374,7 @@ async fn admin_token_guessing_is_refused_per_address_and_surface(b: Backend) {
     assert_eq!(app.order(id).await["status"], "paid");
     // An untrusted peer cannot spread its guesses over made-up addresses: without a trusted
     // proxy the header is ignored (here the budget of 127.0.0.1 is spent by ten guesses).
-    let Some(direct) = spawn_app_with(b, AppOptions::default()).await else {
+    let Some(direct) = spawn_app_with(b, AppOptions::frozen()).await else {
         return;
     };
     for i in 0..10 {
@@ -550,7 +550,7 @@ async fn console_sign_in(app: &TestApp, token: &str, name: &str) -> (String, Str
 /// rotated another app's webhook secret. Sessions are now bound to the token's generation; the
 /// console lists its sessions and ends any of them.
 async fn console_sessions_end_when_the_admin_token_changes(b: Backend) {
-    let Some(mut app) = spawn_app_with(b, AppOptions::default()).await else {
+    let Some(mut app) = spawn_app_with(b, AppOptions::frozen()).await else {
         return;
     };
     let (alice, alice_csrf) = console_sign_in(&app, ADMIN, "alice").await;

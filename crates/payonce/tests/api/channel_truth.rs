@@ -109,7 +109,7 @@ async fn wait_refund(
     timeout: Duration,
     pred: impl Fn(&Value) -> bool,
 ) -> Value {
-    let end = tokio::time::Instant::now() + timeout;
+    let mut waiting = app.waiting(timeout);
     loop {
         let r: Value = app
             .get(&format!("/v1/refunds/{refund_id}"))
@@ -117,22 +117,20 @@ async fn wait_refund(
             .json()
             .await
             .unwrap();
-        if pred(&r) || tokio::time::Instant::now() >= end {
+        if pred(&r) || !waiting.pass(Duration::from_millis(30)).await {
             return r;
         }
-        tokio::time::sleep(Duration::from_millis(30)).await;
     }
 }
 
 /// Waits until the channel has seen at least `n` refund requests (the first and its retries).
 async fn retried_at_channel(app: &TestApp, n: u64) {
-    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut waiting = app.waiting(Duration::from_secs(20));
     while app.ledger().await["refund_requests"].as_u64().unwrap() < n {
         assert!(
-            tokio::time::Instant::now() < end,
+            waiting.pass(Duration::from_millis(30)).await,
             "the refund was not retried"
         );
-        tokio::time::sleep(Duration::from_millis(30)).await;
     }
 }
 
@@ -146,7 +144,7 @@ fn refunds_at_channel(ledger: &Value, channel: &str) -> usize {
 }
 
 async fn unionpay_payment_with_every_notification_lost_is_found_by_active_query(b: Backend) {
-    let Some(app) = app_with(b, AppOptions::default()).await else {
+    let Some(app) = app_with(b, AppOptions::frozen()).await else {
         return;
     };
     app.faults(json!({"notify_drop_rate": 1.0})).await;
@@ -157,7 +155,7 @@ async fn unionpay_payment_with_every_notification_lost_is_found_by_active_query(
 }
 
 async fn alipay_refund_system_error_is_retried_under_the_same_number(b: Backend) {
-    let Some(app) = app_with(b, AppOptions::default()).await else {
+    let Some(app) = app_with(b, AppOptions::frozen()).await else {
         return;
     };
     let id = paid(&app, "ALR-1", "alipay").await;
@@ -203,7 +201,7 @@ async fn alipay_refund_system_error_is_retried_under_the_same_number(b: Backend)
 }
 
 async fn wechat_refund_rate_limited_is_retried_not_failed(b: Backend) {
-    let Some(app) = app_with(b, AppOptions::default()).await else {
+    let Some(app) = app_with(b, AppOptions::frozen()).await else {
         return;
     };
     let id = paid(&app, "WXR-1", "wechatpay").await;
@@ -228,7 +226,7 @@ async fn wechat_refund_rate_limited_is_retried_not_failed(b: Backend) {
 fn quick_timeout() -> AppOptions {
     AppOptions {
         channel_timeout: Duration::from_millis(800),
-        ..AppOptions::default()
+        ..AppOptions::frozen()
     }
 }
 
@@ -267,7 +265,7 @@ async fn unionpay_refund_never_received_is_not_resent_and_goes_to_a_person(b: Ba
     let rid = r["id"].as_str().unwrap().to_owned();
     // UnionPay answers 34 ("not found") to every query: not found YET — never re-sent with a new
     // txnTime; after a bounded run, a person is asked.
-    let end = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut waiting = app.waiting(Duration::from_secs(30));
     loop {
         let open = app.store.abnormal_open().await.unwrap();
         if open
@@ -277,10 +275,9 @@ async fn unionpay_refund_never_received_is_not_resent_and_goes_to_a_person(b: Ba
             break;
         }
         assert!(
-            tokio::time::Instant::now() < end,
+            waiting.pass(Duration::from_millis(50)).await,
             "no abnormal item for a refund UnionPay never saw"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let ledger = app.ledger().await;
     assert_eq!(
@@ -454,7 +451,7 @@ async fn alipay_qr_is_refreshed_after_two_hours_and_the_old_one_dies(b: Backend)
 }
 
 async fn wechat_jsapi_without_openid_is_refused_before_any_attempt(b: Backend) {
-    let Some(app) = app_with(b, AppOptions::default()).await else {
+    let Some(app) = app_with(b, AppOptions::frozen()).await else {
         return;
     };
     let id = order(&app, "WXJ-1", 100, 600).await;
@@ -486,7 +483,7 @@ async fn wechat_jsapi_without_openid_is_refused_before_any_attempt(b: Backend) {
 fn certificate_mode() -> AppOptions {
     AppOptions {
         wechat_certificate_mode: true,
-        ..AppOptions::default()
+        ..AppOptions::frozen()
     }
 }
 
@@ -551,7 +548,7 @@ async fn wechat_rotated_certificate_is_learnt_from_an_answer(b: Backend) {
 async fn wechat_mid_switch_to_the_public_key_answers_are_signed_by_the_key_payonce_names(
     b: Backend,
 ) {
-    let Some(app) = app_with(b, AppOptions::default()).await else {
+    let Some(app) = app_with(b, AppOptions::frozen()).await else {
         return;
     };
     // The simulated WeChat now signs unnamed answers with a new certificate, unknown to payonce.

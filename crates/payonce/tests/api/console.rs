@@ -366,14 +366,14 @@ async fn every_query_and_its_answer_is_in_the_timeline_repeats_counted(b: Backen
     let out_trade_no = p["out_trade_no"].as_str().unwrap().to_owned();
     let order_id = payonce_core::OrderId::parse(&id).unwrap();
     let queries = || async { app.store.attempts_of(&order_id).await.unwrap()[0].query_count };
+    let app = &app;
     let wait_for_queries = |n: i64| async move {
-        let end = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut waiting = app.waiting(std::time::Duration::from_secs(30));
         while queries().await < n {
             assert!(
-                tokio::time::Instant::now() < end,
+                waiting.pass(std::time::Duration::from_millis(50)).await,
                 "the workers did not query {n} times"
             );
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     };
     wait_for_queries(3).await;
@@ -401,7 +401,7 @@ async fn every_query_and_its_answer_is_in_the_timeline_repeats_counted(b: Backen
     assert_eq!(r.status(), StatusCode::CREATED);
     let refund: serde_json::Value = r.json().await.unwrap();
     let refund_url = format!("/v1/refunds/{}", refund["id"].as_str().unwrap());
-    let end = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut waiting = app.waiting(std::time::Duration::from_secs(20));
     while app
         .get(&refund_url)
         .await
@@ -411,10 +411,9 @@ async fn every_query_and_its_answer_is_in_the_timeline_repeats_counted(b: Backen
         != "succeeded"
     {
         assert!(
-            tokio::time::Instant::now() < end,
+            waiting.pass(std::time::Duration::from_millis(50)).await,
             "the refund did not succeed"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 
     // One line per answer that differs from the one before, however often it came.

@@ -27,7 +27,7 @@ async fn postgres_restarted_under_load_converges() {
     };
     let app = spawn_on(
         TestDb::external(Backend::Postgres, pg.url("postgres")),
-        AppOptions::default(),
+        AppOptions::frozen(),
     )
     .await;
     let statuses = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<
@@ -124,7 +124,7 @@ async fn sqlite_on_a_full_disk_answers_503_and_recovers() {
     let url = format!("sqlite://{}", mnt.join("payonce.db").display());
     let app = spawn_on(
         TestDb::external(Backend::Sqlite, url.clone()),
-        AppOptions::default(),
+        AppOptions::frozen(),
     )
     .await;
     let filler = "x".repeat(3000);
@@ -262,7 +262,7 @@ async fn postgres_connections_cut_give_503_then_converge() {
     };
     let proxy = Proxy::start("127.0.0.1:5432", true).await.unwrap();
     db.url = db.url.replace("127.0.0.1:5432", &proxy.addr);
-    let app = spawn_on(db, AppOptions::default()).await;
+    let app = spawn_on(db, AppOptions::frozen()).await;
     let order = |no: &str| json!({"merchant_order_no": no, "amount": 100, "currency": "CNY", "subject": "s"});
     assert_eq!(
         app.post("/v1/orders", order("F-1")).await.status(),

@@ -24,7 +24,7 @@ async fn an_app_over_its_rate_gets_429_and_others_do_not(b: Backend) {
             per_second: 1,
             burst: 5,
         }),
-        ..AppOptions::default()
+        ..AppOptions::frozen()
     };
     let Some(app) = spawn_app_with(b, opts).await else {
         return;
@@ -101,7 +101,7 @@ async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> 
 async fn slow_clients_are_cut_off_and_health_stays_answered(b: Backend) {
     let opts = AppOptions {
         header_read_timeout: Duration::from_millis(500),
-        ..AppOptions::default()
+        ..AppOptions::frozen()
     };
     let Some(app) = spawn_app_with(b, opts).await else {
         return;
@@ -156,7 +156,7 @@ async fn connections_past_the_limit_take_the_place_of_idle_ones(b: Backend) {
     let opts = AppOptions {
         max_connections: 20,
         header_read_timeout: Duration::from_secs(5),
-        ..AppOptions::default()
+        ..AppOptions::frozen()
     };
     let Some(app) = spawn_app_with(b, opts).await else {
         return;
@@ -187,7 +187,7 @@ async fn connections_past_the_limit_take_the_place_of_idle_ones(b: Backend) {
 }
 
 async fn bodies_and_media_types_are_checked_at_the_edge(b: Backend) {
-    let Some(app) = spawn_app_with(b, AppOptions::default()).await else {
+    let Some(app) = spawn_app_with(b, AppOptions::frozen()).await else {
         return;
     };
     let before = app.counts().await;
@@ -278,7 +278,7 @@ async fn bodies_and_media_types_are_checked_at_the_edge(b: Backend) {
 async fn metrics_can_require_a_token(b: Backend) {
     let opts = AppOptions {
         metrics_token: Some("m-secret".into()),
-        ..AppOptions::default()
+        ..AppOptions::frozen()
     };
     let Some(app) = spawn_app_with(b, opts).await else {
         return;
@@ -348,7 +348,7 @@ async fn with_redis_the_rate_is_shared_by_every_instance(b: Backend) {
     let opts = AppOptions {
         rate_limit: Some(spec),
         redis_url: Some(format!("redis://{}", proxy.addr)),
-        ..AppOptions::default()
+        ..AppOptions::frozen()
     };
     let Some(app) = spawn_app_with(b, opts).await else {
         return;

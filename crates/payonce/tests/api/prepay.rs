@@ -89,7 +89,7 @@ async fn pending_credential_is_reused(b: Backend) {
 async fn timeout_leaves_unknown_and_retry_reuses_channel_order(b: Backend) {
     let opts = AppOptions {
         channel_timeout: Duration::from_millis(500),
-        ..AppOptions::default()
+        ..AppOptions::frozen()
     };
     let Some(app) = spawn_app_with(b, opts).await else {
         return;
@@ -185,7 +185,7 @@ async fn a_client_hanging_up_does_not_cut_the_prepay_short(b: Backend) {
     let opts = AppOptions {
         channel_timeout: Duration::from_millis(800),
         time_scale: 1.0,
-        ..AppOptions::default()
+        ..AppOptions::frozen()
     };
     let Some(app) = spawn_app_with(b, opts).await else {
         return;

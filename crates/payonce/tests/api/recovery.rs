@@ -187,7 +187,7 @@ async fn payer_pays_two_channels_second_is_refunded_once(b: Backend) {
         StatusCode::OK
     );
     // One payment pays the order; the other is a duplicate, refunded automatically, once.
-    let end = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut waiting = app.waiting(Duration::from_secs(30));
     loop {
         let ledger = app.ledger().await;
         if ledger["refunds"].as_array().unwrap().len() == 1
@@ -196,10 +196,9 @@ async fn payer_pays_two_channels_second_is_refunded_once(b: Backend) {
             break;
         }
         assert!(
-            tokio::time::Instant::now() < end,
+            waiting.pass(Duration::from_millis(50)).await,
             "duplicate not refunded: {ledger}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Every late and duplicated notification has arrived, and the refund's answer is recorded,
     // before "once" is judged.
@@ -397,13 +396,12 @@ async fn unscanned_alipay_qr_paid_after_close_is_refunded(b: Backend) {
     // … which stays payable until its own timeout. The payer scans and pays it.
     assert_eq!(app.sim_pay("alipay", &no, false).await, StatusCode::OK);
     // payonce kept watching the closed attempt: the payment is found and given back.
-    let end = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut waiting = app.waiting(Duration::from_secs(30));
     while app.ledger().await["refunds"].as_array().unwrap().is_empty() {
         assert!(
-            tokio::time::Instant::now() < end,
+            waiting.pass(Duration::from_millis(50)).await,
             "payment on a closed Alipay QR not refunded"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(app.order(&id).await["status"], "closed");
     assert_invariants(app.violations().await);
@@ -710,13 +708,12 @@ async fn payment_on_closed_order_with_notifications_lost_is_found_and_refunded(b
             .await,
         StatusCode::OK
     );
-    let end = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut waiting = app.waiting(Duration::from_secs(30));
     while app.ledger().await["refunds"].as_array().unwrap().is_empty() {
         assert!(
-            tokio::time::Instant::now() < end,
+            waiting.pass(Duration::from_millis(50)).await,
             "the payment on the closed order was not found"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(app.order(&id).await["status"], "closed");
     assert_invariants(app.violations().await);
