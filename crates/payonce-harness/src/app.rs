@@ -120,6 +120,10 @@ impl Default for AppOptions {
     }
 }
 
+/// PostgreSQL connections per spawned app: the suites run dozens of apps beside `serve`
+/// processes against one server of 100 connections (a test's load is a few requests at once).
+const TEST_PG_CONNECTIONS: u32 = 4;
+
 /// One HTTP notification: headers and body (`payonce_testkit::forge` makes them).
 #[derive(Debug, Clone)]
 pub struct Forged {
@@ -229,7 +233,7 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
             .unwrap();
     }
 
-    let store = payonce_store::open_inspect(&db.url, true)
+    let store = payonce_store::open_inspect_pooled(&db.url, true, TEST_PG_CONNECTIONS)
         .await
         .expect("open store");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -338,7 +342,7 @@ impl TestApp {
     pub async fn crash_and_restart_with(&mut self, change: impl FnOnce(&mut ServerConfig)) {
         self.server.abort();
         let _ = (&mut self.server).await;
-        let store = payonce_store::open_inspect(&self.db.url, false)
+        let store = payonce_store::open_inspect_pooled(&self.db.url, false, TEST_PG_CONNECTIONS)
             .await
             .expect("reopen the store");
         let channels = payonce_channels::ChannelsConfig::load(&self.sim.channels_file)

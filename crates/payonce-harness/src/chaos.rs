@@ -254,7 +254,15 @@ pub async fn run(cfg: ChaosConfig) -> anyhow::Result<ChaosReport> {
                 &channels,
                 &key_hex,
                 &format!("127.0.0.1:{port}"),
-                &["--time-scale", &scale, "--channel-timeout-ms", "500"],
+                // Several instances and the suites' other apps share one PostgreSQL.
+                &[
+                    "--time-scale",
+                    &scale,
+                    "--channel-timeout-ms",
+                    "500",
+                    "--database-connections",
+                    "5",
+                ],
             )
             .await
         }

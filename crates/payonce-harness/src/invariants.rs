@@ -221,8 +221,48 @@ pub async fn check(store: &dyn Inspect, ledger: &Value) -> Vec<String> {
             ));
         }
     }
+    v.extend(unrefunded_duplicates(store, &attempts).await);
     v.extend(coupons(store, &orders).await);
     v
+}
+
+/// What a violation line says when no amount of waiting can repair it (see [`is_final`]).
+const FINAL: &str = "nothing will give it back";
+
+/// A violation that stays whatever the workers do next: waiting longer for the system to
+/// settle cannot change the verdict, so a judge may stop waiting at once.
+pub fn is_final(violation: &str) -> bool {
+    violation.ends_with(FINAL)
+}
+
+/// I1 at the moment a duplicate is recorded: its refund is written in the same transaction
+/// (`decide`'s plan carries it), so a recorded duplicate without a refund of its own is never a
+/// state on the way to settling — it is the money kept for good.
+async fn unrefunded_duplicates(
+    store: &dyn Inspect,
+    attempts: &[payonce_core::Attempt],
+) -> Vec<String> {
+    let refunds = match store.all_refunds().await {
+        Ok(r) => r,
+        Err(e) => return vec![format!("cannot read refunds: {e}")],
+    };
+    attempts
+        .iter()
+        .filter(|a| a.is_duplicate)
+        .filter(|a| {
+            !refunds
+                .iter()
+                .any(|r| r.attempt_id == a.id && r.kind == payonce_core::RefundKind::Duplicate)
+        })
+        .map(|a| {
+            format!(
+                "I1: duplicate payment {}/{} of order {} is recorded without its refund: {FINAL}",
+                a.channel.as_str(),
+                a.out_trade_no,
+                a.order_id
+            )
+        })
+        .collect()
 }
 
 /// I7 (liveness): nothing waits on something that will never come. Given the time `now` and a

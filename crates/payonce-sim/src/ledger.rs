@@ -219,6 +219,9 @@ pub struct Faults {
     /// How long a refund stays "processing" before it succeeds, `[min, max]` ms.
     pub refund_delay_ms: [u64; 2],
     pub prepay_timeout_rate: f64,
+    /// How long a prepay takes to answer, ms (a slow channel: duplicates of a prepay arrive
+    /// while the first is still at the channel).
+    pub prepay_delay_ms: u64,
     pub query_error_rate: f64,
     /// Refund calls answered with a system error (Alipay `ACQ.SYSTEM_ERROR`, WeChat 500
     /// `SYSTEM_ERROR`, UnionPay `03`) — whether or not the refund was made is then unknown.
@@ -245,6 +248,7 @@ impl Default for Faults {
             prepay_error_rate: 0.0,
             refund_delay_ms: [50, 300],
             prepay_timeout_rate: 0.0,
+            prepay_delay_ms: 0,
             query_error_rate: 0.0,
             refund_error_rate: 0.0,
             refund_timeout_rate: 0.0,

@@ -145,6 +145,7 @@ async fn create(
     );
     match created {
         Ok(o) => {
+            tokio::time::sleep(Duration::from_millis(faults.prepay_delay_ms)).await;
             if sim.chance(Draw::PrepayTimeout, faults.prepay_timeout_rate) {
                 // The order exists; the answer never arrives in time.
                 tokio::time::sleep(Duration::from_secs(120)).await;

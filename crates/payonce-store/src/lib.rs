@@ -141,16 +141,42 @@ pub async fn open(url: &str, migrate: bool) -> Result<Arc<dyn Store>> {
     Ok(Arc::new(connect(url, migrate).await?))
 }
 
+/// `open` with at most `pg_connections` connections to PostgreSQL (`serve --database-connections`).
+pub async fn open_pooled(url: &str, migrate: bool, pg_connections: u32) -> Result<Arc<dyn Store>> {
+    Ok(Arc::new(
+        connect_pooled(url, migrate, pg_connections).await?,
+    ))
+}
+
 /// `open`, for what also reads whole tables (the invariant checker, chaos, the bench, tests).
 pub async fn open_inspect(url: &str, migrate: bool) -> Result<Arc<dyn Inspect>> {
     Ok(Arc::new(connect(url, migrate).await?))
 }
 
+/// `open_inspect` with at most `pg_connections` PostgreSQL connections: the test harness runs
+/// dozens of apps against one server at once, and 10 each would pass its `max_connections`.
+pub async fn open_inspect_pooled(
+    url: &str,
+    migrate: bool,
+    pg_connections: u32,
+) -> Result<Arc<dyn Inspect>> {
+    Ok(Arc::new(
+        connect_pooled(url, migrate, pg_connections).await?,
+    ))
+}
+
+/// Connections per PostgreSQL pool of a `serve` instance.
+const PG_CONNECTIONS: u32 = 10;
+
 async fn connect(url: &str, migrate: bool) -> Result<SqlStore> {
+    connect_pooled(url, migrate, PG_CONNECTIONS).await
+}
+
+async fn connect_pooled(url: &str, migrate: bool, pg_connections: u32) -> Result<SqlStore> {
     let store = if url.starts_with("sqlite:") {
         SqlStore::from(SqliteStore::connect(url).await?)
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        SqlStore::from(PgStore::connect(url, 10).await?)
+        SqlStore::from(PgStore::connect(url, pg_connections).await?)
     } else {
         return Err(StoreError::BadUrl);
     };

@@ -30,6 +30,9 @@ pub struct ServeArgs {
     /// Bound on every channel call; past it the outcome is unknown and settled by query.
     #[arg(long, env = "PAYONCE_CHANNEL_TIMEOUT_MS", default_value_t = 5000)]
     channel_timeout_ms: u64,
+    /// Connections in this instance's PostgreSQL pool (SQLite keeps one writer and four readers).
+    #[arg(long, env = "PAYONCE_DATABASE_CONNECTIONS", default_value_t = 10)]
+    database_connections: u32,
     /// Do not apply migrations at start.
     #[arg(long, env = "PAYONCE_NO_MIGRATE")]
     no_migrate: bool,
@@ -171,9 +174,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     println!("listening on {addr}");
     std::io::stdout().flush()?;
 
-    let store = payonce_store::open(&args.database_url, !args.no_migrate)
-        .await
-        .with_context(|| format!("open database {}", crate::redact_url(&args.database_url)))?;
+    let store = payonce_store::open_pooled(
+        &args.database_url,
+        !args.no_migrate,
+        args.database_connections,
+    )
+    .await
+    .with_context(|| format!("open database {}", crate::redact_url(&args.database_url)))?;
     let timeout = Duration::from_millis(args.channel_timeout_ms);
     let clock: std::sync::Arc<dyn payonce_core::Clock> =
         std::sync::Arc::new(payonce_core::SystemClock);

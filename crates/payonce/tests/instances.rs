@@ -63,9 +63,15 @@ async fn cluster_on(
     .unwrap();
     let exe = Path::new(env!("CARGO_BIN_EXE_payonce"));
     let mut servers = Vec::new();
+    // Three instances beside the other suites' apps on one PostgreSQL: five connections each.
+    let extra: Vec<&str> = extra
+        .iter()
+        .copied()
+        .chain(["--database-connections", "5"])
+        .collect();
     for _ in 0..instances {
         servers.push(
-            ServeProcess::spawn(exe, &db.url, &sim.channels_file, &key_hex, extra)
+            ServeProcess::spawn(exe, &db.url, &sim.channels_file, &key_hex, &extra)
                 .await
                 .expect("serve"),
         );
@@ -117,6 +123,14 @@ async fn storm_with(backend: Backend, instances: usize, redis: Option<&str>) {
         .build()
         .unwrap();
     let id = c.create_order(&http, 0, "STORM-1", 1234).await;
+    // The channel takes its time, as a real one does: the first prepay is still at the channel
+    // when the duplicates reach the other instances (on a busy machine a fast sandbox could
+    // answer before any of them asked, and "some waited on the leader" would be luck).
+    http.post(format!("{}/sim/faults", sim.base_url()))
+        .json(&json!({"prepay_delay_ms": 300}))
+        .send()
+        .await
+        .unwrap();
 
     let mut tasks = Vec::new();
     for i in 0..STORM {

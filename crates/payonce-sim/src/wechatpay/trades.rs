@@ -134,6 +134,7 @@ pub(super) async fn prepay(
     );
     match created {
         Ok(o) => {
+            tokio::time::sleep(Duration::from_millis(faults.prepay_delay_ms)).await;
             if sim.chance(Draw::PrepayTimeout, faults.prepay_timeout_rate) {
                 tokio::time::sleep(Duration::from_secs(120)).await;
             }
