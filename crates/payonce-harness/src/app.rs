@@ -380,13 +380,14 @@ impl TestApp {
     }
 
     /// How a waiting helper waits up to `limit`: on real time it sleeps between its checks; on
-    /// virtual time it moves the clock a second and runs the workers instead, up to `limit` ×
-    /// 100 of the clock — what a wait of `limit` meant for the ×100 real-time tests.
+    /// virtual time it moves the clock and runs the workers instead, up to `limit` × 100 of the
+    /// clock — what a wait of `limit` meant for the ×100 real-time tests.
     pub fn waiting(&self, limit: Duration) -> Waiting<'_> {
         Waiting {
             app: self,
             end: tokio::time::Instant::now() + limit,
-            ticks_left: limit.as_secs().saturating_mul(100).max(1),
+            virtual_left: limit.saturating_mul(100).max(TICK),
+            ticks: 0,
         }
     }
 }
@@ -395,22 +396,31 @@ impl TestApp {
 pub struct Waiting<'a> {
     app: &'a TestApp,
     end: tokio::time::Instant,
-    ticks_left: u64,
+    virtual_left: Duration,
+    ticks: u32,
 }
 
-/// A virtual-time wait's step: a second of the clock per worker round.
+/// A virtual-time wait's first step: a second of the clock per worker round. What is awaited
+/// usually comes within a few (an answer, a notification, a query due in seconds); a long wait
+/// is one for a schedule step minutes away, so the step grows by a second every ten rounds, up
+/// to `MAX_TICK` — far inside every grace the checkers allow — instead of hundreds of rounds.
 const TICK: Duration = Duration::from_secs(1);
+const MAX_TICK: Duration = Duration::from_secs(10);
 
 impl Waiting<'_> {
-    /// Lets time pass before the next check (`pause` of real time, or one tick of virtual
+    /// Lets time pass before the next check (`pause` of real time, or one step of virtual
     /// time); `false` once the wait is over.
     pub async fn pass(&mut self, pause: Duration) -> bool {
         if self.app.frozen.is_some() {
-            if self.ticks_left == 0 {
+            if self.virtual_left.is_zero() {
                 return false;
             }
-            self.ticks_left -= 1;
-            self.app.tick(TICK).await;
+            let step = (TICK * (1 + self.ticks / 10))
+                .min(MAX_TICK)
+                .min(self.virtual_left);
+            self.ticks += 1;
+            self.virtual_left -= step;
+            self.app.tick(step).await;
             true
         } else {
             if tokio::time::Instant::now() >= self.end {

@@ -268,7 +268,7 @@ async fn pay_just_before_close_ends_paid_without_refund(b: Backend) {
 async fn prepay_timeout_settles_to_the_channels_truth(b: Backend) {
     let opts = payonce_testkit::AppOptions {
         channel_timeout: Duration::from_millis(500),
-        ..Default::default()
+        ..AppOptions::frozen()
     };
     let Some(app) = payonce_testkit::app::spawn_app_with(b, opts).await else {
         return;
@@ -281,18 +281,17 @@ async fn prepay_timeout_settles_to_the_channels_truth(b: Backend) {
         app.prepay(&id, "wechatpay").await.status(),
         StatusCode::SERVICE_UNAVAILABLE
     );
-    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut waiting = app.waiting(Duration::from_secs(20));
     loop {
         let v = app.order(&id).await;
         if v["attempts"][0]["status"] == "pending" {
             break;
         }
         assert!(
-            tokio::time::Instant::now() < end,
+            waiting.pass(Duration::from_millis(50)).await,
             "still {}",
             v["attempts"][0]["status"]
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The payer had no credential; an in-flight answer could still have reached a device. If it
     // is paid, the query finds it.
@@ -319,7 +318,7 @@ async fn prepay_timeout_settles_to_the_channels_truth(b: Backend) {
         app.prepay(&id2, "sandbox").await.status(),
         StatusCode::SERVICE_UNAVAILABLE
     );
-    let end = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut waiting = app.waiting(Duration::from_secs(30));
     loop {
         // The order and its attempts are two reads: the attempt may be seen failed a moment
         // before the order is seen unpaid again (both change in one transaction).
@@ -328,12 +327,11 @@ async fn prepay_timeout_settles_to_the_channels_truth(b: Backend) {
             break;
         }
         assert!(
-            tokio::time::Instant::now() < end,
+            waiting.pass(Duration::from_millis(50)).await,
             "still {} (order {})",
             v["attempts"][0]["status"],
             v["status"]
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_invariants(app.violations().await);
 }
@@ -595,7 +593,7 @@ async fn admin_abnormal_queue(b: Backend) {
     assert_eq!(r.status(), StatusCode::OK);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["items"][0]["kind"], "amount_mismatch");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    payonce_server::workers::run_upkeep(&app.state).await;
     let m = app
         .http
         .get(app.url("/metrics"))

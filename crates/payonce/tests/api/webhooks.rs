@@ -2,6 +2,10 @@
 //! library, retries with the same `webhook-id`, failure then resend, 410, secret rotation,
 //! `notify_url` restricted to allowed hosts, `?sync=true` compensation, and one app's dead
 //! receiver delaying no other app.
+//!
+//! The deliveries to real receivers run on real time (`AppOptions::real_time`): what is under
+//! test is the dispatcher's concurrent POSTs, their timeouts and a receiver's own pace; the
+//! retry schedule's arithmetic is judged on virtual time in `virtual_time.rs`.
 
 use crate::app;
 use axum::http::{HeaderMap, StatusCode as AxStatus};
@@ -76,7 +80,7 @@ async fn with_receiver(
     let opts = AppOptions {
         webhook_url: Some(url),
         webhook_schedule: Some(vec![Duration::from_secs(1); 4]),
-        ..Default::default()
+        ..AppOptions::real_time()
     };
     spawn_app_with(b, opts).await.map(|a| (a, r))
 }
@@ -477,7 +481,7 @@ async fn webhooks_never_follow_redirects(b: Backend) {
     let opts = AppOptions {
         webhook_url: Some(url),
         webhook_schedule: Some(vec![Duration::from_secs(1); 4]),
-        ..Default::default()
+        ..AppOptions::real_time()
     };
     let Some(app) = spawn_app_with(b, opts).await else {
         return;
@@ -516,7 +520,7 @@ async fn internal_addresses_are_refused_unless_allowed(b: Backend) {
         webhook_url: Some(url),
         allow_private_webhooks: false,
         webhook_schedule: Some(vec![Duration::from_secs(1); 4]),
-        ..Default::default()
+        ..AppOptions::real_time()
     };
     let Some(app) = spawn_app_with(b, opts).await else {
         return;
@@ -549,7 +553,7 @@ async fn sync_true_pays_in_one_call_and_announces_once(b: Backend) {
     let opts = AppOptions {
         time_scale: 1.0,
         clock: Some(Arc::new(clock.clone())),
-        ..Default::default()
+        ..AppOptions::real_time()
     };
     let Some(app) = spawn_app_with(b, opts).await else {
         return;
@@ -666,7 +670,7 @@ async fn a_dead_receiver_delays_no_other_app(b: Backend) {
     let opts = AppOptions {
         webhook_url: Some(hanging),
         webhook_timeout: Some(Duration::from_secs(60)),
-        ..Default::default()
+        ..AppOptions::real_time()
     };
     let Some(app) = spawn_app_with(b, opts).await else {
         return;
