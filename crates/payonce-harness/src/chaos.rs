@@ -217,7 +217,8 @@ pub async fn run(cfg: ChaosConfig) -> anyhow::Result<ChaosReport> {
         .json(&json!({"time_scale": cfg.time_scale, "notify_drop_rate": 0.5, "notify_duplicates": 2, "notify_reorder": true}))
         .send()
         .await?;
-    let store = payonce_store::open_inspect(&cfg.database_url, true).await?;
+    // The checker reads beside the instances on one PostgreSQL: a few connections suffice.
+    let store = payonce_store::open_inspect_pooled(&cfg.database_url, true, 4).await?;
     let (key, key_hex) = MasterKey::random();
     let hooks = WebhookCounter::start().await?;
     let app = payonce_server::engine::apps::create_app(

@@ -4,12 +4,23 @@
 use crate::db::{Tx, q, q_fmt};
 use crate::sql::ATTEMPT_COLS;
 use crate::*;
-use payonce_core::{AttemptId, ChannelName, OrderId, Timestamp};
+use payonce_core::{AppId, AttemptId, ChannelName, OrderId, PayMethod, Timestamp};
 
 #[async_trait::async_trait]
 pub trait Attempts: Send + Sync {
     async fn attempts_of(&self, order: &OrderId) -> Result<Vec<Attempt>>;
     async fn attempt(&self, id: &AttemptId) -> Result<Option<Attempt>>;
+    /// What a duplicate prepay is answered with, in one indexed read: the order's pending
+    /// attempt on `channel` by `method` whose credential is still live at `now`, provided the
+    /// order is the app's, open and unexpired. `None` sends the prepay down the slow path.
+    async fn live_credential(
+        &self,
+        app: &AppId,
+        order: &OrderId,
+        channel: ChannelName,
+        method: PayMethod,
+        now: Timestamp,
+    ) -> Result<Option<Attempt>>;
     async fn attempt_by_out_trade_no(
         &self,
         channel: ChannelName,
@@ -104,6 +115,31 @@ impl Attempts for SqlStore {
             .bind(id.as_str())
             .load_optional::<Attempt>(&self.reader())
             .await
+    }
+
+    async fn live_credential(
+        &self,
+        app: &AppId,
+        order: &OrderId,
+        channel: ChannelName,
+        method: PayMethod,
+        now: Timestamp,
+    ) -> Result<Option<Attempt>> {
+        // The active-attempt index finds the one row; the order's own row says it is open.
+        q_fmt(format!(
+            "SELECT {ATTEMPT_COLS} FROM attempts WHERE order_id = $1 AND status = 'pending' \
+             AND channel = $2 AND method = $3 AND credential IS NOT NULL \
+             AND credential_expires_at > $4 AND EXISTS (SELECT 1 FROM orders o \
+             WHERE o.id = attempts.order_id AND o.app_id = $5 \
+             AND o.status IN ('unpaid', 'paying') AND o.expires_at > $4)"
+        ))
+        .bind(order.as_str())
+        .bind(channel.as_str())
+        .bind(method.as_str())
+        .bind(now.0)
+        .bind(app.as_str())
+        .load_optional::<Attempt>(&self.reader())
+        .await
     }
 
     async fn attempt_by_out_trade_no(

@@ -47,7 +47,9 @@ async fn cluster_on(
     )
     .await
     .unwrap();
-    let store = payonce_store::open_inspect(&db.url, true).await.unwrap();
+    let store = payonce_store::open_inspect_pooled(&db.url, true, 4)
+        .await
+        .unwrap();
     let (key, key_hex) = MasterKey::random();
     let app = payonce_server::engine::apps::create_app(
         store.as_ref(),

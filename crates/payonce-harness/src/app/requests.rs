@@ -27,12 +27,20 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.http
-            .get(self.url(path))
-            .bearer_auth(&self.secret)
-            .send()
-            .await
-            .expect("request")
+        let send = || {
+            self.http
+                .get(self.url(path))
+                .bearer_auth(&self.secret)
+                .send()
+        };
+        match send().await {
+            Ok(r) => r,
+            // A pooled keep-alive connection the server closed as the request went out (the
+            // connection cap closes idle ones first to make room): a GET is sent again on a
+            // fresh one, as browsers and HTTP clients do.
+            Err(e) if e.is_request() && !e.is_timeout() => send().await.expect("request"),
+            Err(e) => panic!("request: {e:?}"),
+        }
     }
 
     /// A second tenant on the same server (tests of isolation between apps): its credentials.

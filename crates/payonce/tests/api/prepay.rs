@@ -12,6 +12,7 @@ use std::time::Duration;
 store_tests!(
     concurrent_prepays_make_one_channel_order,
     pending_credential_is_reused,
+    a_duplicate_is_answered_without_the_orders_turn_and_writes_nothing,
     timeout_leaves_unknown_and_retry_reuses_channel_order,
     channel_5xx_is_unknown_and_retry_creates_one_order,
     prepay_after_payment_is_order_already_paid,
@@ -84,6 +85,59 @@ async fn pending_credential_is_reused(b: Backend) {
     assert_eq!(view["status"], "paying");
     assert_eq!(view["attempts"].as_array().unwrap().len(), 1);
     assert_eq!(view["attempts"][0]["status"], "pending");
+}
+
+/// A duplicate of an answered prepay takes no lock and writes nothing: with the order's turn
+/// held by someone else (as by a prepay in flight on this instance), it still answers at once,
+/// from one read, and neither the attempt nor the order changes.
+async fn a_duplicate_is_answered_without_the_orders_turn_and_writes_nothing(b: Backend) {
+    let Some(app) = app(b).await else { return };
+    let id = app.create_order("FAST-1", 100).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let first: Value = app.prepay(&id, "sandbox").await.json().await.unwrap();
+    let order_id = payonce_core::OrderId::parse(&id).unwrap();
+    let before = (
+        app.store.attempts_of(&order_id).await.unwrap(),
+        app.store.all_orders().await.unwrap(),
+    );
+    let deadline = payonce_server::gateway::waiting::Deadline::after(
+        &app.state.clock,
+        Duration::from_secs(60),
+    );
+    let held = app
+        .state
+        .waits
+        .turn(
+            &payonce_server::engine::payments::order_key(&order_id),
+            &deadline,
+        )
+        .await
+        .unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(10), app.prepay(&id, "sandbox"))
+        .await
+        .expect("answered while the order's turn is held: no lock on the way");
+    assert_eq!(second.status(), StatusCode::OK);
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(second["reused"], true);
+    assert_eq!(second["credential"], first["credential"]);
+    drop(held);
+    let after = (
+        app.store.attempts_of(&order_id).await.unwrap(),
+        app.store.all_orders().await.unwrap(),
+    );
+    let versions = |(a, o): &(Vec<payonce_core::Attempt>, Vec<payonce_core::Order>)| {
+        (
+            a.iter()
+                .map(|a| (a.version, a.updated_at))
+                .collect::<Vec<_>>(),
+            o.iter()
+                .map(|o| (o.version, o.updated_at))
+                .collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(versions(&before), versions(&after), "nothing written");
 }
 
 async fn timeout_leaves_unknown_and_retry_reuses_channel_order(b: Backend) {

@@ -82,7 +82,9 @@ async fn snapshot(state: &AppState, order: &Order) -> Result<Box<OrderSnapshot>,
 }
 
 mod prepay;
-pub use prepay::{PrepayAnswer, PrepayParams, StoredPrepay, new_attempt, prepay, stored_request};
+pub use prepay::{
+    PrepayAnswer, PrepayParams, StoredPrepay, live_credential, new_attempt, prepay, stored_request,
+};
 
 /// After a close, the attempt is queried once more this much later.
 pub const SECOND_CHECK_AFTER: Duration = Duration::from_secs(5);
@@ -362,7 +364,7 @@ fn observe(state: &AppState, outcome: &ChannelOutcome, applied: &OutcomeApplied)
 }
 
 /// The key every request about one order waits on (its turn, its calls in flight).
-pub(crate) fn order_key(order: &OrderId) -> String {
+pub fn order_key(order: &OrderId) -> String {
     format!("order:{order}")
 }
 

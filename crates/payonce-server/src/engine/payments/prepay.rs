@@ -26,6 +26,41 @@ const FIRST_QUERY_AFTER: Duration = Duration::from_secs(10);
 /// every wait below — this instance's turn on the order, another instance's Redis leadership,
 /// a channel call in flight elsewhere — ends by it, through the one way to wait
 /// (`gateway::waiting`).
+/// The fast path of a duplicate: the order's live credential for this channel and method,
+/// from one indexed read — no turn on the order, no Redis round trip, no write. `None`: the
+/// prepay must change something (or wait for whoever is), and takes [`prepay`].
+pub async fn live_credential(
+    state: &AppState,
+    app: &App,
+    order_id: &OrderId,
+    params: &PrepayParams,
+) -> Result<Option<PrepayAnswer>, PaymentError> {
+    let now = state.clock.now();
+    let Some(attempt) = state
+        .store
+        .live_credential(&app.id, order_id, params.channel, params.method, now)
+        .await?
+    else {
+        return Ok(None);
+    };
+    prepay_metric(&app.id, "reused");
+    Ok(Some(reused(attempt)))
+}
+
+/// The answer that hands out an attempt's stored, live credential again.
+fn reused(attempt: Attempt) -> PrepayAnswer {
+    let credential = attempt
+        .credential
+        .as_deref()
+        .and_then(|c| serde_json::from_str(c).ok())
+        .unwrap_or_default();
+    PrepayAnswer {
+        attempt,
+        credential,
+        reused: true,
+    }
+}
+
 #[tracing::instrument(skip_all, fields(order_id = %order_id, channel = %params.channel))]
 pub async fn prepay(
     state: &AppState,
@@ -113,16 +148,7 @@ async fn prepay_rounds(
         match a.status {
             AttemptStatus::Pending if same && a.credential_expires_at.is_some_and(|t| t > now) => {
                 prepay_metric(&app.id, if *waited { "coalesced" } else { "reused" });
-                let credential = a
-                    .credential
-                    .as_deref()
-                    .and_then(|c| serde_json::from_str(c).ok())
-                    .unwrap_or_default();
-                return Ok(PrepayAnswer {
-                    attempt: a,
-                    credential,
-                    reused: true,
-                });
+                return Ok(reused(a));
             }
             // The credential outlived its channel-side life (WeChat's 2 hours, an Alipay QR's)
             // while the order is still open: ask the channel to re-issue it for the SAME channel
