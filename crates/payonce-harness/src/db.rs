@@ -63,7 +63,7 @@ impl TestDb {
     }
 
     pub fn sqlite() -> TestDb {
-        let dir = crate::scratch::ScratchDir::new().expect("temp dir");
+        let dir = crate::scratch::ScratchDir::in_memory().expect("temp dir");
         let url = format!("sqlite://{}", dir.path().join("payonce.db").display());
         TestDb {
             backend: Backend::Sqlite,

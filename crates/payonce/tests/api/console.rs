@@ -114,7 +114,7 @@ async fn the_console_needs_a_session_and_its_forms_a_csrf_token(b: Backend) {
             "unresolved_unknown",
             "att_nothing",
             "test item",
-            payonce_core::Clock::now(&payonce_core::SystemClock),
+            app.state.clock.now(),
         )
         .await
         .unwrap();
@@ -334,10 +334,7 @@ async fn the_timeline_tells_an_order_s_story_and_masks_the_payer(b: Backend) {
     );
     let cleared = app
         .store
-        .clear_message_contents(
-            payonce_core::Clock::now(&payonce_core::SystemClock)
-                + std::time::Duration::from_secs(1),
-        )
+        .clear_message_contents(app.state.clock.now() + std::time::Duration::from_secs(1))
         .await
         .unwrap();
     assert!(cleared >= 1);
