@@ -456,8 +456,8 @@ async fn every_query_and_its_answer_is_in_the_timeline_repeats_counted(b: Backen
         messages.len()
     );
 
-    let (cookie, _) = sign_in(&app, "carol").await;
-    let timeline = page(&app, &cookie, &format!("/console/orders/{id}")).await;
+    let (cookie, _) = sign_in(app, "carol").await;
+    let timeline = page(app, &cookie, &format!("/console/orders/{id}")).await;
     for step in [
         "query from sandbox: unpaid",
         "times, the last at",
