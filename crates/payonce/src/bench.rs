@@ -34,6 +34,12 @@ pub struct BenchArgs {
     /// close a real WeChat Pay APIv3 call to the simulator: two RSA signatures and a verify).
     #[arg(long, default_value = "sandbox")]
     expiry_channel: String,
+    /// Connections of the duplicate phase (one order's duplicates beside `/healthz`).
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Seconds each part of the duplicate phase runs (0 skips it).
+    #[arg(long, default_value_t = 3.0)]
+    yardstick_secs: f64,
     /// Seconds the raw commit baseline runs.
     #[arg(long, default_value_t = 3)]
     baseline_secs: u64,
@@ -240,6 +246,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     );
     let storm_total = (storm_ids.len() * args.duplicates) as f64;
 
+    // Phase 2b: duplicates of one order whose credential is out, beside /healthz.
+    let duplicates = if args.yardstick_secs > 0.0 {
+        Some(
+            crate::bench_duplicates::measure(
+                &server,
+                &app.secret,
+                &run_id,
+                args.connections,
+                args.yardstick_secs,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+
     // Phase 3: every payer pays; wait for every order to be paid through notifications.
     let nos = trade_nos.lock().unwrap().clone();
     let cpu_before_pay = server.cpu_seconds();
@@ -356,6 +378,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "server_peak_rss_mib": server_rss_kib.map(|k| (k as f64 / 1024.0 * 10.0).round() / 10.0),
         "errors": errors,
         "invariant_violations": violations.len(),
+        "duplicates_of_one_order": duplicates.as_ref().map(|d| d.json()),
     });
     if args.json {
         println!("{report}");
@@ -384,13 +407,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             dup_lat.ms(0.99),
             report["storm_conflicts_409"]
         );
+        if let Some(d) = &duplicates {
+            d.print();
+        }
         println!(
             "  paid via notification {:>7.0} orders/s ({paid}/{total_orders} paid; {shed} requests shed)",
             paid as f64 / pay_secs
         );
         println!(
             "  channel orders created {channel_orders} for {} orders (must be equal)",
-            total_orders + expiry.as_ref().map(|e| e.orders).unwrap_or(0)
+            total_orders
+                + expiry.as_ref().map(|e| e.orders).unwrap_or(0)
+                + usize::from(duplicates.is_some())
         );
         println!(
             "  raw single-row commits {:>8.0} /s ({})",
@@ -427,7 +455,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             e.lag_max_s
         );
     }
-    let expected_channel_orders = total_orders + expiry.as_ref().map(|e| e.orders).unwrap_or(0);
+    let expected_channel_orders = total_orders
+        + expiry.as_ref().map(|e| e.orders).unwrap_or(0)
+        + usize::from(duplicates.is_some());
     let ok = channel_orders == expected_channel_orders
         && violations.is_empty()
         && errors == 0

@@ -3,6 +3,7 @@
 
 mod baseline;
 mod bench;
+mod bench_duplicates;
 mod bench_reconcile;
 mod demo;
 mod reconcile;

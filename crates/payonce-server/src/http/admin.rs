@@ -1,6 +1,7 @@
 //! `/admin/v1/…`: the operator's API, behind `PAYONCE_ADMIN_TOKEN` (never an app secret).
 
 use crate::error::ApiError;
+use crate::http::request::{Body, Checked, Field, Invalid, Problems, Text};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -357,16 +358,39 @@ pub struct ItemsQuery {
     limit: Option<i64>,
 }
 
-/// Re-run (or run) the reconciliation of one channel and day now. (Documents the body; the
-/// handler reads it field by field to answer each mistake precisely.)
-#[derive(ToSchema)]
-#[allow(dead_code)]
+/// The body of `POST /admin/v1/reconciliations`.
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ReconcileRequest {
     /// A configured channel: `wechatpay`, `alipay`, `unionpay`, `sandbox`.
-    pub channel: String,
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 32)]
+    channel: Checked<Text<32>>,
     /// `YYYY-MM-DD` (Asia/Shanghai).
-    #[schema(pattern = r"^\d{4}-\d{2}-\d{2}$")]
-    pub date: String,
+    #[schema(value_type = String, required = true, pattern = r"^\d{4}-\d{2}-\d{2}$")]
+    date: Checked<BillDate>,
+}
+
+/// A bill's day as written, `YYYY-MM-DD` (whether it is a day of the calendar is the
+/// handler's 422 `invalid_date`: the schema cannot say so).
+struct BillDate(String);
+
+impl Field for BillDate {
+    fn check(v: serde_json::Value) -> Result<Self, Invalid> {
+        let d = v.as_str().ok_or("must be a string, YYYY-MM-DD")?;
+        let shaped = d.len() == 10
+            && d.bytes().enumerate().all(|(i, b)| {
+                if i == 4 || i == 7 {
+                    b == b'-'
+                } else {
+                    b.is_ascii_digit()
+                }
+            });
+        if shaped {
+            Ok(BillDate(d.to_owned()))
+        } else {
+            Err("must be YYYY-MM-DD".into())
+        }
+    }
 }
 
 fn item_class() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
@@ -474,23 +498,16 @@ pub async fn reconciliation(
 pub async fn run_reconciliation(
     State(state): State<AppState>,
     headers: HeaderMap,
-    crate::http::body::JsonObject(body): crate::http::body::JsonObject,
+    Body { fields, unknown }: Body<ReconcileRequest>,
 ) -> Result<Json<ReconciliationView>, ApiError> {
     authorize(&state, &headers)?;
-    let field = |name: &str| body.get(name).and_then(|v| v.as_str()).map(str::to_owned);
-    let channel =
-        field("channel").ok_or_else(|| ApiError::field("channel", "required, a string"))?;
-    let date = field("date").filter(|d| {
-        d.len() == 10
-            && d.bytes().enumerate().all(|(i, b)| {
-                if i == 4 || i == 7 {
-                    b == b'-'
-                } else {
-                    b.is_ascii_digit()
-                }
-            })
-    });
-    let date = date.ok_or_else(|| ApiError::field("date", "required, YYYY-MM-DD"))?;
+    let mut p = Problems::new(unknown);
+    let channel = p.required("channel", fields.channel);
+    let date = p.required("date", fields.date);
+    p.finish()?;
+    let (Some(Text(channel)), Some(BillDate(date))) = (channel, date) else {
+        unreachable!("finish() reported missing fields")
+    };
     if crate::engine::reconcile::beijing_day(&date).is_none() {
         // Well-formed but not a day of the calendar (2026-02-30): the schema cannot say so.
         return Err(ApiError::unprocessable(

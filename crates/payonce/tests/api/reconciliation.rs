@@ -13,7 +13,43 @@ store_tests!(
     every_class_is_found_and_handled_and_a_rerun_changes_nothing,
     a_day_of_lost_notifications_and_queries_ends_paid_after_one_reconciliation,
     no_bill_for_the_day_is_an_empty_day_or_a_difference_for_a_person,
+    a_bad_run_request_names_every_problem_and_runs_nothing,
 );
+
+/// The run request is one struct like every other body: each problem named in one 400, a
+/// well-formed date that is no calendar day a 422, and nothing run for either.
+async fn a_bad_run_request_names_every_problem_and_runs_nothing(b: Backend) {
+    let Some(app) = crate::app(b).await else {
+        return;
+    };
+    let post = |body: Value| {
+        app.http
+            .post(app.url("/admin/v1/reconciliations"))
+            .bearer_auth("test-admin-token")
+            .json(&body)
+            .send()
+    };
+    let r = post(json!({"channel": 5, "date": "2026-1-1", "dry": true}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let v: Value = r.json().await.unwrap();
+    let fields: Vec<&str> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["channel", "date", "dry"], "{v}");
+    let r = post(json!({"date": "2026-02-30"})).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "channel is required");
+    let r = post(json!({"channel": "sandbox", "date": "2026-02-30"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "invalid_date");
+    assert!(app.store.reconciliations(10).await.unwrap().is_empty());
+}
 
 /// A server whose clock (engine, workers and simulated channels alike) reads noon in Beijing
 /// today and runs on: every payment here lands in today's bill and inside UnionPay's clearing
