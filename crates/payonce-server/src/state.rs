@@ -295,6 +295,8 @@ pub struct AppState {
     pub failed_worker: Arc<std::sync::Mutex<Option<String>>>,
     /// Abnormal kinds this instance has reported a gauge for (set to 0 once drained).
     pub gauge_labels: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    /// Apps recently authenticated, by the hash of their secret (`gateway::auth`).
+    pub known_apps: Arc<crate::gateway::auth::KnownApps>,
 }
 
 impl AppState {
@@ -316,6 +318,7 @@ impl AppState {
             in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(1))),
             priority_in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight.max(64))),
             failed_worker: Arc::new(std::sync::Mutex::new(None)),
+            known_apps: Arc::default(),
             ..self.clone()
         }
     }
@@ -352,6 +355,7 @@ impl AppState {
             redis: None,
             sync_limiter: Arc::new(SyncLimiter::default()),
             sinks: Arc::new(crate::sinks::Sinks::default()),
+            known_apps: Arc::default(),
         }
     }
 

@@ -81,11 +81,54 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<App, 
         .map(str::trim)
         .filter(|s| !s.is_empty() && s.len() <= 256)
         .ok_or_else(ApiError::unauthorized)?;
-    state
+    let hash = sha256_hex(secret.as_bytes());
+    let now = state.clock.now();
+    if let Some(app) = state.known_apps.get(&hash, now) {
+        return Ok(app);
+    }
+    let app = state
         .store
-        .app_by_secret_hash(&sha256_hex(secret.as_bytes()))
+        .app_by_secret_hash(&hash)
         .await?
-        .ok_or_else(ApiError::unauthorized)
+        .ok_or_else(ApiError::unauthorized)?;
+    state.known_apps.put(hash, app.clone(), now);
+    Ok(app)
+}
+
+/// Apps recently authenticated, by the hash of their secret: every business request names its
+/// app, and reading it from the database each time was one of a duplicate prepay's two
+/// statements. An entry lives `KNOWN_APP_TTL` of the server's clock, which bounds how stale an
+/// app seen here can be (no API changes what a request reads of its app today — name, allowed
+/// hosts, submission window — and a secret is never revoked; when one can be, this is where a
+/// revocation must also land). A wrong secret is never remembered: each one is a database read,
+/// and the failure budget per address limits those.
+#[derive(Default)]
+pub struct KnownApps {
+    entries: std::sync::Mutex<std::collections::HashMap<String, (App, payonce_core::Timestamp)>>,
+}
+
+/// How long an authenticated app is believed without reading it again.
+const KNOWN_APP_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Entries kept at most (apps are few; a flood of distinct valid secrets cannot exist).
+const KNOWN_APPS_MAX: usize = 10_000;
+
+impl KnownApps {
+    fn get(&self, hash: &str, now: payonce_core::Timestamp) -> Option<App> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(hash)
+            .filter(|(_, until)| now < *until)
+            .map(|(app, _)| app.clone())
+    }
+
+    fn put(&self, hash: String, app: App, now: payonce_core::Timestamp) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= KNOWN_APPS_MAX {
+            entries.retain(|_, (_, until)| now < *until);
+        }
+        entries.insert(hash, (app, now + KNOWN_APP_TTL));
+    }
 }
 
 impl FromRequestParts<AppState> for Authed {
@@ -99,5 +142,50 @@ impl FromRequestParts<AppState> for Authed {
         let app = authenticate(state, &parts.headers).await?;
         parts.extensions.insert(Authed(app.clone()));
         Ok(Authed(app))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use payonce_core::Timestamp;
+
+    fn app() -> App {
+        App {
+            id: payonce_core::AppId::new(),
+            name: "shop".into(),
+            secret_hash: "h".into(),
+            webhook_url: None,
+            webhook_secret_enc: String::new(),
+            webhook_secret_prev_enc: None,
+            webhook_disabled: false,
+            allowed_hosts: None,
+            sink: Default::default(),
+            submission_window_secs: 0,
+            created_at: Timestamp(0),
+        }
+    }
+
+    #[test]
+    fn an_authenticated_app_is_believed_for_its_ttl_and_read_again_after() {
+        let known = KnownApps::default();
+        let a = app();
+        let t = Timestamp(1_000_000);
+        assert!(known.get("h", t).is_none(), "nothing known at first");
+        known.put("h".into(), a.clone(), t);
+        assert_eq!(
+            known
+                .get("h", t + KNOWN_APP_TTL - std::time::Duration::from_millis(1))
+                .map(|x| x.id),
+            Some(a.id)
+        );
+        assert!(
+            known.get("h", t + KNOWN_APP_TTL).is_none(),
+            "past its TTL: read again"
+        );
+        assert!(
+            known.get("other", t).is_none(),
+            "only the secret that was checked"
+        );
     }
 }
