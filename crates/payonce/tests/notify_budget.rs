@@ -44,7 +44,7 @@ async fn failing_notifications_are_turned_away_before_verification(b: Backend) {
     for i in 0..50 {
         let (ts, _, body) = app.signed_sandbox_notification(&format!("F{i}"), &orders[0].1, 300);
         assert_eq!(
-            sandbox_notification(&app, "198.51.100.20", &ts, "forged", &body)
+            app.sandbox_notification_from(Some("198.51.100.20"), &ts, "forged", &body)
                 .await
                 .status(),
             StatusCode::BAD_REQUEST
@@ -54,7 +54,9 @@ async fn failing_notifications_are_turned_away_before_verification(b: Backend) {
     // Over the budget: refused without verification (the counter of verified forgeries stands).
     for i in 0..30 {
         let (ts, _, body) = app.signed_sandbox_notification(&format!("G{i}"), &orders[0].1, 300);
-        let r = sandbox_notification(&app, "198.51.100.20", &ts, "forged", &body).await;
+        let r = app
+            .sandbox_notification_from(Some("198.51.100.20"), &ts, "forged", &body)
+            .await;
         assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
         assert!(r.headers().contains_key("retry-after"));
     }
@@ -66,7 +68,7 @@ async fn failing_notifications_are_turned_away_before_verification(b: Backend) {
     // Another address's genuine notification goes through at once.
     let (ts, sig, body) = app.signed_sandbox_notification("NF-OTHER", &orders[1].1, 300);
     assert_eq!(
-        sandbox_notification(&app, "198.51.100.21", &ts, &sig, &body)
+        app.sandbox_notification_from(Some("198.51.100.21"), &ts, &sig, &body)
             .await
             .status(),
         StatusCode::OK
@@ -76,7 +78,9 @@ async fn failing_notifications_are_turned_away_before_verification(b: Backend) {
     let t = Instant::now();
     loop {
         let (ts, sig, body) = app.signed_sandbox_notification("NF-LATER", &orders[0].1, 300);
-        let r = sandbox_notification(&app, "198.51.100.20", &ts, &sig, &body).await;
+        let r = app
+            .sandbox_notification_from(Some("198.51.100.20"), &ts, &sig, &body)
+            .await;
         if r.status() == StatusCode::OK {
             break;
         }
@@ -108,24 +112,4 @@ async fn bad_signatures(app: &TestApp) -> i64 {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as i64
-}
-
-async fn sandbox_notification(
-    app: &TestApp,
-    from: &str,
-    ts: &str,
-    sig: &str,
-    body: &str,
-) -> reqwest::Response {
-    use payonce_channels::sandbox::protocol;
-    app.http
-        .post(app.url("/notify/sandbox"))
-        .header("x-forwarded-for", from)
-        .header(protocol::TS_HEADER, ts)
-        .header(protocol::SIG_HEADER, sig)
-        .header("content-type", "application/json")
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap()
 }

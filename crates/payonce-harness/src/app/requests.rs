@@ -210,9 +210,24 @@ impl TestApp {
         sig: &str,
         body: &str,
     ) -> reqwest::Response {
+        self.sandbox_notification_from(None, ts, sig, body).await
+    }
+
+    /// `post_sandbox_notification`, relayed for the address `from` (`X-Forwarded-For`: an app
+    /// whose `trusted_proxies` take the loopback's word sees it as the sender).
+    pub async fn sandbox_notification_from(
+        &self,
+        from: Option<&str>,
+        ts: &str,
+        sig: &str,
+        body: &str,
+    ) -> reqwest::Response {
         use payonce_channels::sandbox::protocol;
-        self.http
-            .post(self.url("/notify/sandbox"))
+        let mut request = self.http.post(self.url("/notify/sandbox"));
+        if let Some(from) = from {
+            request = request.header("x-forwarded-for", from);
+        }
+        request
             .header(protocol::TS_HEADER, ts)
             .header(protocol::SIG_HEADER, sig)
             .header("content-type", "application/json")

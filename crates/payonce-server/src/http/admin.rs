@@ -363,10 +363,16 @@ pub struct ItemsQuery {
 #[serde(deny_unknown_fields)]
 pub struct ReconcileRequest {
     /// A configured channel: `wechatpay`, `alipay`, `unionpay`, `sandbox`.
-    #[schema(value_type = String, required = true, min_length = 1, max_length = 32)]
+    #[schema(
+        value_type = String,
+        required = true,
+        min_length = 1,
+        max_length = 32,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$"
+    )]
     channel: Checked<Text<32>>,
     /// `YYYY-MM-DD` (Asia/Shanghai).
-    #[schema(value_type = String, required = true, pattern = r"^\d{4}-\d{2}-\d{2}$")]
+    #[schema(value_type = String, required = true, pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
     date: Checked<BillDate>,
 }
 

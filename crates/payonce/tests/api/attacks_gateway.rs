@@ -371,7 +371,9 @@ async fn admin_token_guessing_is_refused_per_address_and_surface(b: Backend) {
     let p: Value = app.prepay(id, "sandbox").await.json().await.unwrap();
     let (ts, sig, body) =
         app.signed_sandbox_notification("GUESS-GENUINE", p["out_trade_no"].as_str().unwrap(), 300);
-    let r = sandbox_notification(&app, "198.51.100.7", &ts, &sig, &body).await;
+    let r = app
+        .sandbox_notification_from(Some("198.51.100.7"), &ts, &sig, &body)
+        .await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(app.order(id).await["status"], "paid");
     // An untrusted peer cannot spread its guesses over made-up addresses: without a trusted
@@ -399,26 +401,6 @@ async fn admin_token_guessing_is_refused_per_address_and_surface(b: Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-}
-
-async fn sandbox_notification(
-    app: &TestApp,
-    from: &str,
-    ts: &str,
-    sig: &str,
-    body: &str,
-) -> reqwest::Response {
-    use payonce_channels::sandbox::protocol;
-    app.http
-        .post(app.url("/notify/sandbox"))
-        .header("x-forwarded-for", from)
-        .header(protocol::TS_HEADER, ts)
-        .header(protocol::SIG_HEADER, sig)
-        .header("content-type", "application/json")
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap()
 }
 
 /// A console page's text, fetched with a session cookie.
