@@ -25,6 +25,13 @@ impl Backend {
         }
     }
 
+    /// Whether one write transaction runs at a time (SQLite's one writer): what a transaction
+    /// read at its start is still true later in it, with no lock taken. On PostgreSQL a row
+    /// read before its order was locked must be read again under the lock.
+    pub(crate) fn one_writer(self) -> bool {
+        matches!(self, Backend::Sqlite)
+    }
+
     /// Ends the sub-select of a claim: concurrent workers claim different rows (PostgreSQL);
     /// SQLite has one writer.
     pub(crate) fn skip_locked(self) -> &'static str {
@@ -45,7 +52,8 @@ impl Backend {
 
 /// A write transaction. Dropped without `commit`, it rolls back.
 pub(crate) enum Tx {
-    Sqlite(sqlx::Transaction<'static, Sqlite>),
+    /// In the SQLite writer's current batch (`group_commit`).
+    Sqlite(crate::group_commit::GroupTx),
     Pg(sqlx::Transaction<'static, Postgres>),
 }
 
@@ -88,7 +96,7 @@ pub(crate) enum On<'c> {
 impl<'c> From<&'c mut Tx> for On<'c> {
     fn from(tx: &'c mut Tx) -> Self {
         match tx {
-            Tx::Sqlite(tx) => On::SqliteTx(tx),
+            Tx::Sqlite(tx) => On::SqliteTx(tx.conn()),
             Tx::Pg(tx) => On::PgTx(tx),
         }
     }

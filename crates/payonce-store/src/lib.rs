@@ -11,6 +11,7 @@ mod attempts;
 pub mod console;
 pub mod coupons;
 mod db;
+mod group_commit;
 mod idempotency;
 mod inspect;
 mod leases;
@@ -31,6 +32,7 @@ pub use apps::Apps;
 pub use attempts::Attempts;
 pub use console::{AbnormalItem, AuditEntry, ChannelMessage, Console, ConsoleSession};
 pub use coupons::{CouponUse, Coupons};
+pub use group_commit::{Fence, fenced};
 pub use idempotency::IdempotencyKeys;
 pub use inspect::Inspect;
 pub use leases::Leases;
@@ -60,6 +62,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("migration failed: {0}")]
     Migration(String),
+    /// The shared commit of a batch of SQLite transactions failed: nothing in it was written.
+    #[error("commit failed: {0}")]
+    CommitFailed(String),
     #[error("unsupported database url (expected sqlite://… or postgres://…)")]
     BadUrl,
 }
@@ -71,6 +76,9 @@ impl StoreError {
     /// pool exhausted, server shutting down or starting, too many connections, disk full): the
     /// request changed nothing durable it did not roll back, and retrying later is safe.
     pub fn is_unavailable(&self) -> bool {
+        if let StoreError::CommitFailed(_) = self {
+            return true;
+        }
         let StoreError::Db(e) = self else {
             return false;
         };
@@ -192,7 +200,8 @@ async fn connect_pooled(url: &str, migrate: bool, pg_connections: u32) -> Result
 /// Each method is one transaction (or one read); none is ever held open across a network call.
 /// On a `dyn Store` every method is callable directly; generic code imports `prelude::*`.
 pub trait Store:
-    Orders
+    Durability
+    + Orders
     + Attempts
     + Coupons
     + Console
@@ -210,7 +219,8 @@ pub trait Store:
 }
 
 impl<T> Store for T where
-    T: Orders
+    T: Durability
+        + Orders
         + Attempts
         + Coupons
         + Console
@@ -230,7 +240,15 @@ impl<T> Store for T where
 /// The store's traits, to call their methods on a `dyn Store`.
 pub mod prelude {
     pub use crate::{
-        Apps, Attempts, Console, Coupons, IdempotencyKeys, Inspect, Leases, Operations, Orders,
-        Outbox, Reconciliations, Refunds, Store,
+        Apps, Attempts, Console, Coupons, Durability, IdempotencyKeys, Inspect, Leases, Operations,
+        Orders, Outbox, Reconciliations, Refunds, Store,
     };
+}
+
+/// Answers wait for what they read: see `group_commit`.
+#[async_trait::async_trait]
+pub trait Durability: Send + Sync {
+    /// Returns once the writes a request's [`fenced`] work may have read are on disk; an error
+    /// (unavailable, a 503) if they never will be.
+    async fn durable(&self, fence: Fence) -> Result<()>;
 }

@@ -1,17 +1,20 @@
 //! The SQLite store: the embedded default. One writer connection (so concurrent requests queue
-//! for it instead of failing with SQLITE_BUSY), a pool of readers, WAL and `synchronous=FULL`
-//! (a commit is on disk before anyone is told about it). These are its connections; the SQL
-//! that runs on them is `SqlStore`'s, shared with PostgreSQL.
+//! for it instead of failing with SQLITE_BUSY) whose concurrent transactions share one commit
+//! (`group_commit`), a pool of readers, WAL and `synchronous=FULL` (a commit is on disk before
+//! anyone is told about it). These are its connections; the SQL that runs on them is
+//! `SqlStore`'s, shared with PostgreSQL.
 
 use crate::Result;
+use crate::group_commit::{Fence, GroupTx, GroupWriter};
+use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The SQLite connections of a `SqlStore` (`SqlStore::from(SqliteStore::connect(url).await?)`).
 pub struct SqliteStore {
-    writer: SqlitePool,
+    writer: Arc<GroupWriter>,
     readers: SqlitePool,
 }
 
@@ -38,13 +41,9 @@ impl SqliteStore {
                 .mode(0o600)
                 .open(&path);
         }
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            // Requests queue here for the single writer; under a 500-request storm the queue
-            // can be long, and waiting is the correct answer, not a 5xx.
-            .acquire_timeout(Duration::from_secs(60))
-            .connect_with(base.clone())
-            .await?;
+        // Requests queue here for the single writer; under a 500-request storm the queue can be
+        // long, and waiting is the correct answer, not a 5xx (the request's own deadline ends it).
+        let writer = GroupWriter::connect(base.clone()).await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
@@ -71,30 +70,24 @@ impl SqliteStore {
         self.readers.clone()
     }
 
-    /// `BEGIN IMMEDIATE` takes the write lock at once, so a transaction never upgrades from
-    /// read to write halfway (the classic SQLITE_BUSY deadlock between two processes).
-    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
-        match self.writer.begin_with("BEGIN IMMEDIATE").await {
-            // A COMMIT that failed (a full disk) leaves the writer connection inside a
-            // transaction sqlx can no longer end: replace the connection, or every later write
-            // would fail the same way long after space has returned.
-            Err(sqlx::Error::InvalidSavePointStatement) => {
-                tracing::warn!(
-                    "the SQLite writer connection was left inside a failed transaction; reconnecting"
-                );
-                if let Ok(conn) = self.writer.acquire().await {
-                    let _ = conn.close().await;
-                }
-                Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
-            }
-            r => Ok(r?),
-        }
+    /// A write transaction in the writer's current batch (`BEGIN IMMEDIATE` for the first of a
+    /// batch takes the write lock at once, so a transaction never upgrades from read to write
+    /// halfway: the classic SQLITE_BUSY deadlock between two processes).
+    pub(crate) async fn begin_write(&self) -> Result<GroupTx> {
+        self.writer.begin().await
+    }
+
+    /// Waits for the batch `fence` names to be on disk.
+    pub(crate) async fn durable(&self, fence: Fence) -> Result<()> {
+        self.writer.durable(fence).await
     }
 
     pub(crate) async fn run_migrations(&self, migrator: &sqlx::migrate::Migrator) -> Result<()> {
-        // Through the one writer connection, like every other write.
+        // Through the one writer connection, like every other write (outside any batch: the
+        // migrator runs its own transactions).
+        let mut writer = self.writer.exclusive().await?;
         migrator
-            .run(&self.writer)
+            .run_direct(None, writer.conn(), false)
             .await
             .map_err(|e| crate::migrate::explain(migrator, e))
     }

@@ -48,6 +48,15 @@ impl SqlStore {
         })
     }
 
+    /// Waits for a request's fence (SQLite's group commit; nothing to wait for on PostgreSQL,
+    /// whose transactions each commit before they return).
+    pub(crate) async fn durable(&self, fence: crate::Fence) -> Result<()> {
+        match &self.conn {
+            Conn::Sqlite(s) => s.durable(fence).await,
+            Conn::Pg(_) => Ok(()),
+        }
+    }
+
     /// Where reads go (a cheap clone: pools are shared handles).
     pub(crate) fn reader(&self) -> Reader {
         match &self.conn {
@@ -70,5 +79,12 @@ impl SqlStore {
             Conn::Sqlite(s) => s.close().await,
             Conn::Pg(s) => s.close().await,
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::Durability for SqlStore {
+    async fn durable(&self, fence: crate::Fence) -> Result<()> {
+        SqlStore::durable(self, fence).await
     }
 }

@@ -110,6 +110,10 @@ pub fn documented_router(state: &AppState) -> (Router, serde_json::Value) {
             "/console/reconciliations/{id}",
             get(console::reconciliation),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            answer_when_durable,
+        ))
         .layer(DefaultBodyLimit::max(state.config.body_limit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -152,6 +156,24 @@ async fn rate_limit(
     req.extensions_mut()
         .insert(crate::gateway::auth::Authed(app));
     next.run(req).await
+}
+
+/// No answer before what it says is on disk (I5). A request's own writes are committed before
+/// its handler goes on; but on SQLite, where concurrent transactions share one commit
+/// (`payonce_store::group_commit`), a transaction that decided to write nothing may have read a
+/// batch-mate's writes that are not on disk yet: the answer waits for that batch, and becomes a
+/// 503 if it failed. Costs nothing when the request read nothing uncommitted (and always on
+/// PostgreSQL).
+async fn answer_when_durable(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let (response, fence) = payonce_store::fenced(next.run(req)).await;
+    match state.store.durable(fence).await {
+        Ok(()) => response,
+        Err(e) => crate::error::ApiError::from(e).into_response(),
+    }
 }
 
 /// How long a notification (or health check) may wait for a permit before it is shed.
