@@ -178,9 +178,8 @@ impl Attempts for SqlStore {
         if !order.status.is_open() || order.expires_at <= now {
             return Ok(BeginAttempt::OrderNotOpen(order));
         }
-        if let Some(active) = Self::tx_active_attempt(&mut tx, order.id.as_str()).await? {
-            return Ok(BeginAttempt::ActiveExists(active));
-        }
+        // No read for an active attempt first: the partial unique index refuses a second one,
+        // and that refusal (rare: the caller looked a moment ago) reads it.
         let inserted = q(
             "INSERT INTO attempts (id, order_id, channel, method, out_trade_no, amount, currency, status, \
              version, created_at, updated_at, prepay_request, next_query_at) \
@@ -235,12 +234,10 @@ impl Attempts for SqlStore {
     ) -> Result<Attempt> {
         use payonce_core::{AttemptEvent, AttemptStatus};
         let mut tx = self.begin_write().await?;
-        let current = Self::tx_attempt(&mut tx, id.as_str())
+        // The order's lock first, found through the attempt; then the attempt as it is under it.
+        let order = Self::lock_order_of_attempt(&mut tx, id.as_str())
             .await?
             .ok_or(StoreError::Contended("attempt vanished"))?;
-        let order = Self::lock_order(&mut tx, current.order_id.as_str())
-            .await?
-            .ok_or(StoreError::Contended("order vanished"))?;
         let a = Self::tx_attempt(&mut tx, id.as_str())
             .await?
             .expect("attempt exists under the order lock");
@@ -281,12 +278,13 @@ impl Attempts for SqlStore {
         if next == a.status && credential.is_none() {
             return Ok(a);
         }
-        let done = q(
+        let stored = q_fmt(format!(
             "UPDATE attempts SET status = $1, credential = COALESCE($2, credential), \
              credential_expires_at = COALESCE($3, credential_expires_at), next_query_at = $4, \
              version = version + 1, updated_at = $5, channel_data = COALESCE($8, channel_data), \
-             payable_until = COALESCE($9, payable_until) WHERE id = $6 AND version = $7",
-        )
+             payable_until = COALESCE($9, payable_until) WHERE id = $6 AND version = $7 \
+             RETURNING {ATTEMPT_COLS}"
+        ))
         .bind(next.as_str())
         .bind(&credential)
         .bind(cred_exp)
@@ -296,17 +294,12 @@ impl Attempts for SqlStore {
         .bind(a.version)
         .bind(&channel_data)
         .bind(payable_until)
-        .execute(&mut tx)
-        .await?;
-        if done != 1 {
-            return Err(StoreError::Contended("attempt"));
-        }
+        .load_optional::<Attempt>(&mut tx)
+        .await?
+        .ok_or(StoreError::Contended("attempt"))?;
         if next == AttemptStatus::Failed {
             Self::tx_settle_order_after_attempt_end(&mut tx, order, now).await?;
         }
-        let stored = Self::tx_attempt(&mut tx, id.as_str())
-            .await?
-            .expect("just updated");
         tx.commit().await?;
         Ok(stored)
     }
@@ -429,10 +422,15 @@ impl Attempts for SqlStore {
         let order = Self::lock_order(&mut tx, found.order_id.as_str())
             .await?
             .ok_or(StoreError::Contended("order vanished"))?;
-        // Re-read under the order lock: this is the state we decide on.
-        let a = Self::tx_attempt(&mut tx, found.id.as_str())
-            .await?
-            .expect("attempt exists under the order lock");
+        // Re-read under the order lock: this is the state we decide on (with one writer, what
+        // was found is that state already).
+        let a = if tx.dialect().one_writer() {
+            found
+        } else {
+            Self::tx_attempt(&mut tx, found.id.as_str())
+                .await?
+                .expect("attempt exists under the order lock")
+        };
         let other_active_attempt = Self::tx_active_attempt(&mut tx, order.id.as_str())
             .await?
             .is_some_and(|o| o.id != a.id);
@@ -489,11 +487,11 @@ impl Attempts for SqlStore {
                 effect,
             } => (attempt, order, event, refund_duplicate, effect),
         };
-        let done = q(
+        let attempt = q_fmt(format!(
             "UPDATE attempts SET status = $1, is_duplicate = $2, paid_at = COALESCE($3, paid_at), \
              channel_trade_no = COALESCE($4, channel_trade_no), next_query_at = $5, version = version + 1, \
-             updated_at = $6 WHERE id = $7 AND version = $8",
-        )
+             updated_at = $6 WHERE id = $7 AND version = $8 RETURNING {ATTEMPT_COLS}"
+        ))
         .bind(change.status.as_str())
         .bind(change.is_duplicate)
         .bind(change.paid_at.map(|t| t.0))
@@ -502,14 +500,9 @@ impl Attempts for SqlStore {
         .bind(now.0)
         .bind(a.id.as_str())
         .bind(a.version)
-        .execute(&mut tx)
-        .await?;
-        if done != 1 {
-            return Err(StoreError::Contended("attempt"));
-        }
-        let attempt = Self::tx_attempt(&mut tx, a.id.as_str())
-            .await?
-            .expect("just updated");
+        .load_optional::<Attempt>(&mut tx)
+        .await?
+        .ok_or(StoreError::Contended("attempt"))?;
         let mut order = order;
         match order_change {
             Some(payonce_core::decide::OrderChange::Paid { status, paid_at }) => {

@@ -78,6 +78,10 @@ impl SqlStore {
     /// order's expiry (a late payment accepted) is redeemed too — the payer paid the price
     /// offered — and, past the coupon's limit, marked for the merchant.
     pub(crate) async fn tx_redeem_coupon(tx: &mut Tx, order: &Order, now: Timestamp) -> Result<()> {
+        // A use exists only for an order created with a coupon (`tx_reserve_coupon`).
+        if order.coupon.is_none() {
+            return Ok(());
+        }
         let Some(u) = q(
             "SELECT coupon_id, order_id, payer_ref, status, over_limit FROM coupon_uses WHERE order_id = $1 AND status IN ('reserved', 'released')",
         )

@@ -51,6 +51,17 @@ impl SqlStore {
         .await
     }
 
+    /// `lock_order` of the order an attempt belongs to, in one statement.
+    pub(crate) async fn lock_order_of_attempt(tx: &mut Tx, attempt: &str) -> Result<Option<Order>> {
+        q_fmt(format!(
+            "SELECT {ORDER_COLS} FROM orders WHERE id = (SELECT order_id FROM attempts WHERE id = $1){}",
+            tx.for_update()
+        ))
+        .bind(attempt)
+        .load_optional::<Order>(&mut *tx)
+        .await
+    }
+
     /// Inserts an order unless its `(app, merchant_order_no)` exists: `false` then.
     pub(crate) async fn tx_insert_order(tx: &mut Tx, o: &Order) -> Result<bool> {
         let done = q(
