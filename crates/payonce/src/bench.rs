@@ -17,8 +17,8 @@ pub struct BenchArgs {
     /// Database to run on; default: a fresh SQLite file in a temp dir.
     #[arg(long, env = "PAYONCE_BENCH_DATABASE_URL")]
     database_url: Option<String>,
-    /// Orders per phase.
-    #[arg(long, default_value_t = 500)]
+    /// Orders per phase (2,000 make phases of seconds on a 2-core machine).
+    #[arg(long, default_value_t = 2000)]
     orders: usize,
     /// Concurrent prepays per order in the duplicate storm.
     #[arg(long, default_value_t = 10)]
@@ -164,6 +164,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     // Phase 1: unique prepays — every request makes one channel order.
     let unique_ids = create_orders("u").await;
     let cpu_before_unique = server.cpu_seconds();
+    let own_cpu_before_unique = own_cpu_seconds();
     let unique_lat = Arc::new(Lat::new());
     let trade_nos = Arc::new(Mutex::new(Vec::new()));
     let errors = Arc::new(Mutex::new(0u64));
@@ -194,7 +195,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     run_bounded(args.concurrency, jobs).await;
     let unique_secs = started.elapsed().as_secs_f64();
     let cpu_unique = cpu_per_1000(cpu_before_unique, server.cpu_seconds(), unique_ids.len());
+    let own_cpu_unique = cpu_per_1000(own_cpu_before_unique, own_cpu_seconds(), unique_ids.len());
     let unique_rate = unique_lat.len() as f64 / unique_secs;
+    // The unique phase's yardstick: /healthz of the same server at the same concurrency.
+    let healthz_unique = if args.yardstick_secs > 0.0 {
+        Some(
+            crate::bench_duplicates::healthz(&server, args.concurrency, args.yardstick_secs)
+                .await?,
+        )
+    } else {
+        None
+    };
 
     // Phase 2: duplicate storm — K concurrent prepays per fresh order.
     let storm_ids = create_orders("d").await;
@@ -264,7 +275,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 
     // Phase 3: every payer pays; wait for every order to be paid through notifications.
     let nos = trade_nos.lock().unwrap().clone();
+    // Peak memory before the notification burst (the simulator announces thousands of payments
+    // at once, each a connection the server holds while it queues for a permit).
+    let rss_before_burst_kib = server.peak_rss_kib();
     let cpu_before_pay = server.cpu_seconds();
+    let own_cpu_before_pay = own_cpu_seconds();
     let started = Instant::now();
     let jobs: Vec<_> = nos
         .iter()
@@ -302,6 +317,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let pay_secs = started.elapsed().as_secs_f64();
     // Per notification received (each payment is announced at least once).
     let cpu_pay = cpu_per_1000(cpu_before_pay, server.cpu_seconds(), nos.len());
+    let own_cpu_pay = cpu_per_1000(own_cpu_before_pay, own_cpu_seconds(), nos.len());
 
     // Phase 4: a flash sale's expiries — N orders with a channel order each, expiring within
     // the same minute; how long after its expiry each is closed at the channel.
@@ -325,6 +341,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>()
         .max(0.0) as u64;
+    // SQLite's group commit: how many writes shared each durable commit.
+    let sqlite_commits = metric_sum(&metrics, "payonce_sqlite_commits_total");
+    let sqlite_writes = metric_sum(&metrics, "payonce_sqlite_committed_writes_total");
+    let writes_per_commit = (sqlite_commits > 0.0).then(|| sqlite_writes / sqlite_commits);
     drop(server);
 
     // Baseline: raw single-row commits, measured with nothing else running (the server is
@@ -334,6 +354,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .context("measure the commit baseline")?;
     let commits_per_s = baseline.commits_per_s;
     let ratio = unique_rate / (commits_per_s / COMMITS_PER_PREPAY);
+    // A notification applies one fact in one transaction: one commit.
+    let pay_rate = paid as f64 / pay_secs;
+    let pay_ratio = pay_rate / commits_per_s;
 
     // Correctness of the run itself.
     let ledger: Value = http
@@ -368,14 +391,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "storm_duplicate_p50_ms": dup_lat.ms(0.5), "storm_duplicate_p99_ms": dup_lat.ms(0.99),
         "storm_conflicts_409": *conflicts.lock().unwrap(),
         "paid_orders": paid, "orders": total_orders,
-        "pay_to_paid_per_s": round(paid as f64 / pay_secs),
+        "pay_to_paid_per_s": round(pay_rate),
+        "ratio_notifications_to_commits": (pay_ratio * 1000.0).round() / 1000.0,
         "channel_orders": channel_orders,
         "raw_commits_per_s": round(commits_per_s),
         "raw_commits_method": baseline.method,
         "server_cpu_s_per_1000": {"unique_prepays": cpu_unique, "storm_requests": cpu_storm, "notifications": cpu_pay},
+        "bench_process_cpu_s_per_1000": {"unique_prepays": own_cpu_unique, "notifications": own_cpu_pay},
+        "healthz_at_concurrency": healthz_unique.map(|h| json!({"per_s": round(h.per_s), "p50_ms": h.p50_ms, "p99_ms": h.p99_ms})),
+        "ratio_unique_prepays_to_healthz": healthz_unique.map(|h| (unique_rate / h.per_s * 1000.0).round() / 1000.0),
+        "sqlite_writes_per_commit": writes_per_commit.map(|w| (w * 100.0).round() / 100.0),
         "commits_per_prepay": COMMITS_PER_PREPAY,
         "ratio_prepays_to_commit_bound": (ratio * 1000.0).round() / 1000.0,
         "server_peak_rss_mib": server_rss_kib.map(|k| (k as f64 / 1024.0 * 10.0).round() / 10.0),
+        "server_peak_rss_before_notifications_mib": rss_before_burst_kib.map(|k| (k as f64 / 1024.0 * 10.0).round() / 10.0),
         "errors": errors,
         "invariant_violations": violations.len(),
         "duplicates_of_one_order": duplicates.as_ref().map(|d| d.json()),
@@ -389,6 +418,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             unique_lat.ms(0.5),
             unique_lat.ms(0.99)
         );
+        if let Some(h) = &healthz_unique {
+            println!(
+                "    /healthz, {} connections  {:>9.0} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ratio unique ÷ /healthz = {:.3}",
+                args.concurrency,
+                h.per_s,
+                h.p50_ms,
+                h.p99_ms,
+                unique_rate / h.per_s
+            );
+        }
         println!(
             "  duplicate storm     {:>9.0} req/s   ({} orders × {} concurrent prepays)",
             storm_total / storm_secs,
@@ -412,7 +451,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
         println!(
             "  paid via notification {:>7.0} orders/s ({paid}/{total_orders} paid; {shed} requests shed)",
-            paid as f64 / pay_secs
+            pay_rate
         );
         println!(
             "  channel orders created {channel_orders} for {} orders (must be equal)",
@@ -425,6 +464,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             commits_per_s, baseline.method
         );
         println!("  ratio prepays/s ÷ (commits/s ÷ {COMMITS_PER_PREPAY}) = {ratio:.3}");
+        println!("  ratio notifications → paid /s ÷ commits/s = {pay_ratio:.3}");
         let cpu = |c: Option<f64>| c.map(|c| format!("{c:.2}")).unwrap_or_else(|| "n/a".into());
         println!(
             "  server CPU s per 1,000: unique prepays {}, storm requests {}, notifications {}",
@@ -432,8 +472,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             cpu(cpu_storm),
             cpu(cpu_pay)
         );
+        println!(
+            "  bench process (client and simulator) CPU s per 1,000: unique prepays {}, notifications {}",
+            cpu(own_cpu_unique),
+            cpu(own_cpu_pay)
+        );
+        if let Some(w) = writes_per_commit {
+            println!(
+                "  SQLite group commit: {sqlite_writes:.0} writes in {sqlite_commits:.0} durable commits ({w:.2} per commit)"
+            );
+        }
         if let Some(k) = server_rss_kib {
-            println!("  server peak RSS {:.1} MiB", k as f64 / 1024.0);
+            println!(
+                "  server peak RSS {:.1} MiB ({:.1} MiB before the notification burst)",
+                k as f64 / 1024.0,
+                rss_before_burst_kib.unwrap_or_default() as f64 / 1024.0
+            );
         }
         println!(
             "  errors {errors}, invariant violations {}",
@@ -572,6 +626,27 @@ async fn prepay_on(
 fn cpu_per_1000(before: Option<f64>, after: Option<f64>, requests: usize) -> Option<f64> {
     let (b, a) = (before?, after?);
     (requests > 0).then(|| ((a - b) / requests as f64 * 1000.0 * 100.0).round() / 100.0)
+}
+
+/// This process's CPU seconds so far (the bench client and the simulator it runs).
+fn own_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let (utime, stime): (f64, f64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
+    Some((utime + stime) / 100.0)
+}
+
+/// The sum of a metric's series in a Prometheus scrape (0 when absent).
+fn metric_sum(scrape: &str, name: &str) -> f64 {
+    scrape
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 fn round(x: f64) -> f64 {

@@ -176,6 +176,30 @@ pub async fn measure(
     })
 }
 
+/// `/healthz` of the same server on `connections` connections for `secs`: the yardstick of a
+/// phase at that concurrency (what the HTTP stack alone costs on this machine, now).
+pub async fn healthz(server: &ServeProcess, connections: usize, secs: f64) -> anyhow::Result<Load> {
+    let url = format!("{}/healthz", server.base_url());
+    let request = move |http: reqwest::Client| {
+        let url = url.clone();
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    };
+    let http = client(connections)?;
+    Ok(drive(
+        server,
+        &http,
+        connections,
+        Duration::from_secs_f64(secs),
+        request,
+    )
+    .await)
+}
+
 fn client(connections: usize) -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .pool_max_idle_per_host(connections)
