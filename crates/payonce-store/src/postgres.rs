@@ -173,6 +173,10 @@ fn pool_for(candidates: usize, max_connections: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(wait)
+        // No ping before each use: it was a round trip before every read and every
+        // transaction. A connection that died (a restarted server) fails its statement instead,
+        // which is a 503 `database_unavailable` the client retries; sqlx then drops it.
+        .test_before_acquire(false)
 }
 
 /// `SELECT NOT pg_is_in_recovery()` within two seconds.

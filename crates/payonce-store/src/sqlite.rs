@@ -46,6 +46,9 @@ impl SqliteStore {
         let writer = GroupWriter::connect(base.clone()).await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
+            // No ping before each use: on SQLite it is one more hand-off to the connection's
+            // thread per read, and a connection to a local file does not die between uses.
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(base.read_only(true))
             .await?;
