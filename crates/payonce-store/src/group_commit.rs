@@ -24,9 +24,12 @@ use crate::{Result, StoreError};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions, Connection, Executor};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard, oneshot, watch};
+
+/// How long a write transaction may queue for the writer.
+const WRITER_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The one writer connection, its batch, and the committer that ends each batch.
 pub(crate) struct GroupWriter {
@@ -37,6 +40,8 @@ pub(crate) struct GroupWriter {
     settled: watch::Sender<Settled>,
     /// The number of the batch open now (0: none).
     open: Arc<AtomicU64>,
+    /// Transactions waiting for the writer right now.
+    queued: AtomicUsize,
     closed: Arc<AtomicBool>,
 }
 
@@ -76,6 +81,7 @@ impl GroupWriter {
             wake: Arc::new(Notify::new()),
             settled: watch::Sender::new(Settled::default()),
             open: Arc::new(AtomicU64::new(0)),
+            queued: AtomicUsize::new(0),
             closed: Arc::new(AtomicBool::new(false)),
         });
         tokio::spawn(committer(
@@ -90,7 +96,13 @@ impl GroupWriter {
 
     /// A write transaction: its place in the queue, then in the open batch (or a new one).
     pub(crate) async fn begin(&self) -> Result<GroupTx> {
-        let guard = self.state.clone().lock_owned().await;
+        // Under a storm the queue can be long, and waiting is the right answer, not a 5xx; but
+        // not forever (a 503 `database_unavailable` after a minute, as the writer pool did).
+        let queued = Queued::new(&self.queued);
+        let guard = tokio::time::timeout(WRITER_QUEUE_WAIT, self.state.clone().lock_owned())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?;
+        drop(queued);
         let mut tx = GroupTx {
             guard: Some(guard),
             role: Role::Outside,
@@ -174,6 +186,22 @@ impl GroupWriter {
         }
         self.closed.store(true, Ordering::SeqCst);
         self.wake.notify_one();
+    }
+}
+
+/// A place in the writer's queue, counted while it is held (also when its waiter goes away).
+struct Queued<'a>(&'a AtomicUsize);
+
+impl<'a> Queued<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Queued(count)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -499,9 +527,18 @@ mod tests {
             .collect()
     }
 
-    async fn wait_for_queue() {
-        // The spawned writers reach the lock's queue (a fair one) in their order.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    /// Waits until `n` transactions queue for the writer (the queue is fair: they are served
+    /// in the order they arrived), plus a moment for the last to have polled its place.
+    async fn wait_for_queue(w: &GroupWriter, n: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while w.queued.load(Ordering::SeqCst) < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{n} writers never queued"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -511,17 +548,14 @@ mod tests {
         let mut holder = w.begin().await.unwrap();
         insert(&mut holder, 0, None).await.unwrap();
         let queued = queue_writers(&w, 1..=40);
-        wait_for_queue().await;
+        wait_for_queue(&w, 40).await;
         holder.commit_in_background();
         for q in queued {
             q.await.unwrap().expect("every queued writer is committed");
         }
         assert_eq!(keys(&w).await, (0..=40).collect::<Vec<_>>());
         let used = batches(&w).await - before;
-        assert!(
-            used <= 2,
-            "41 writers took {used} commits (expected them to share)"
-        );
+        assert_eq!(used, 1, "41 writers that queued together share one commit");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -531,18 +565,18 @@ mod tests {
         insert(&mut holder, 1, None).await.unwrap();
         // Between two good writers, one that fails halfway: its first row is undone with it.
         let good_before = queue_writers(&w, [2]);
-        wait_for_queue().await;
+        wait_for_queue(&w, 1).await;
         let bad = {
             let w = w.clone();
             tokio::spawn(async move {
                 let mut tx = w.begin().await.unwrap();
                 insert(&mut tx, 100, None).await.unwrap();
-                insert(&mut tx, 2, None).await // the primary key refuses it
+                insert(&mut tx, 100, None).await // the primary key refuses it
             })
         };
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        wait_for_queue(&w, 2).await;
         let good_after = queue_writers(&w, [3]);
-        wait_for_queue().await;
+        wait_for_queue(&w, 3).await;
         holder.commit_in_background();
         assert!(bad.await.unwrap().is_err());
         for q in good_before.into_iter().chain(good_after) {
@@ -584,7 +618,7 @@ mod tests {
                 w.durable(fence).await
             })
         };
-        wait_for_queue().await;
+        wait_for_queue(&w, 3).await;
         let holder_result = holder.commit_in_background();
         assert!(poison.await.unwrap().is_err());
         for q in good {
@@ -617,20 +651,22 @@ mod tests {
         insert(&mut holder, 1, None).await.unwrap();
         // One caller abandons its transaction halfway (dropped: rolled back), one goes away
         // while waiting for the commit (its write stands, as a commit already sent would).
+        let (wrote, written) = tokio::sync::oneshot::channel();
         let abandoned = {
             let w = w.clone();
             tokio::spawn(async move {
                 let mut tx = w.begin().await.unwrap();
                 insert(&mut tx, 2, None).await.unwrap();
+                let _ = wrote.send(());
                 std::future::pending::<()>().await;
             })
         };
-        wait_for_queue().await;
+        wait_for_queue(&w, 1).await;
         let impatient = queue_writers(&w, [3]);
-        wait_for_queue().await;
+        wait_for_queue(&w, 2).await;
         let held = holder.commit_in_background();
         // The abandoned one now holds the connection, its row written, the others behind it.
-        wait_for_queue().await;
+        written.await.unwrap();
         abandoned.abort();
         tokio::time::sleep(Duration::from_millis(1)).await;
         for q in impatient {
