@@ -95,15 +95,7 @@ async fn failing_notifications_are_turned_away_before_verification(b: Backend) {
 
 /// Notifications of the sandbox refused for their signature, from `/metrics`.
 async fn bad_signatures(app: &TestApp) -> i64 {
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     text.lines()
         .filter(|l| {
             l.starts_with("payonce_notifications_total{")

@@ -16,6 +16,18 @@ impl TestApp {
         format!("{}{}", self.sim.base_url(), path)
     }
 
+    /// The server's Prometheus scrape (`/metrics`, open in test apps), as text.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("the scrape's text")
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> reqwest::Response {
         self.http
             .post(self.url(path))

@@ -48,15 +48,7 @@ async fn prepay_ok(app: &TestApp, id: &str, channel: &str) -> Value {
     if status != StatusCode::OK {
         // Where the time went (a loaded CI machine once saw a WeChat prepay take 20 s): every
         // channel call's count and duration as the server measured them.
-        let metrics = app
-            .http
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap_or_default();
+        let metrics = app.metrics_text().await;
         let calls: Vec<&str> = metrics
             .lines()
             .filter(|l| l.starts_with("payonce_channel_call"))

@@ -197,15 +197,7 @@ async fn operations_endpoints(b: Backend) {
     );
     let order = app.create_order("OPS-1", 100).await;
     app.prepay(order["id"].as_str().unwrap(), "sandbox").await;
-    let m = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = app.metrics_text().await;
     assert!(m.contains("payonce_prepay_total"), "{m}");
     assert!(m.contains("outcome=\"created\""), "{m}");
 }

@@ -594,15 +594,7 @@ async fn admin_abnormal_queue(b: Backend) {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["items"][0]["kind"], "amount_mismatch");
     payonce_server::workers::run_upkeep(&app.state).await;
-    let m = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = app.metrics_text().await;
     assert!(m.contains("payonce_abnormal_open"), "gauge exported");
 }
 
