@@ -135,15 +135,7 @@ pub async fn measure(
     let duration = Duration::from_secs_f64(secs);
     let healthz = {
         let url = format!("{base}/healthz");
-        move |http: reqwest::Client| {
-            let url = url.clone();
-            async move {
-                http.get(url)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            }
-        }
+        move |http: reqwest::Client| healthz_ok(http, url.clone())
     };
     let duplicate = {
         let secret = secret.to_owned();
@@ -180,15 +172,7 @@ pub async fn measure(
 /// phase at that concurrency (what the HTTP stack alone costs on this machine, now).
 pub async fn healthz(server: &ServeProcess, connections: usize, secs: f64) -> anyhow::Result<Load> {
     let url = format!("{}/healthz", server.base_url());
-    let request = move |http: reqwest::Client| {
-        let url = url.clone();
-        async move {
-            http.get(url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        }
-    };
+    let request = move |http: reqwest::Client| healthz_ok(http, url.clone());
     let http = client(connections)?;
     Ok(drive(
         server,
@@ -198,6 +182,14 @@ pub async fn healthz(server: &ServeProcess, connections: usize, secs: f64) -> an
         request,
     )
     .await)
+}
+
+/// One `GET /healthz`: whether it answered 2xx.
+async fn healthz_ok(http: reqwest::Client, url: String) -> bool {
+    http.get(url)
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
 }
 
 fn client(connections: usize) -> anyhow::Result<reqwest::Client> {
