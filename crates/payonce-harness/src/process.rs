@@ -111,13 +111,7 @@ impl ServeProcess {
     /// The process's peak resident memory (Linux), KiB.
     /// CPU seconds (user + system) the process has used so far, from `/proc/PID/stat`.
     pub fn cpu_seconds(&self) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
-        // Fields after the command name (which may hold spaces, inside parentheses).
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let (utime, stime): (f64, f64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
-        // USER_HZ is 100 on every Linux the kernel ABI allows to differ from it in practice.
-        Some((utime + stime) / 100.0)
+        cpu_seconds_of(&self.pid.to_string())
     }
 
     pub fn peak_rss_kib(&self) -> Option<u64> {
@@ -139,4 +133,16 @@ impl ServeProcess {
             .parse()
             .ok()
     }
+}
+
+/// CPU seconds (user + system) a process has used so far, from `/proc/{pid}/stat` (`pid` may be
+/// `self`: the bench measures its own client this way).
+pub fn cpu_seconds_of(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces, inside parentheses).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let (utime, stime): (f64, f64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
+    // USER_HZ is 100 on every Linux the kernel ABI allows to differ from it in practice.
+    Some((utime + stime) / 100.0)
 }

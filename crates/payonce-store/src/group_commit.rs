@@ -24,7 +24,7 @@ use crate::{Result, StoreError};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions, Connection, Executor};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use tokio::sync::{Mutex, Notify, OwnedMutexGuard, oneshot, watch};
 
@@ -38,8 +38,6 @@ pub(crate) struct GroupWriter {
     wake: Arc<Notify>,
     /// The batches whose fate is known.
     settled: watch::Sender<Settled>,
-    /// The number of the batch open now (0: none).
-    open: Arc<AtomicU64>,
     /// Transactions waiting for the writer right now.
     queued: AtomicUsize,
     closed: Arc<AtomicBool>,
@@ -80,7 +78,6 @@ impl GroupWriter {
             })),
             wake: Arc::new(Notify::new()),
             settled: watch::Sender::new(Settled::default()),
-            open: Arc::new(AtomicU64::new(0)),
             queued: AtomicUsize::new(0),
             closed: Arc::new(AtomicBool::new(false)),
         });
@@ -88,7 +85,6 @@ impl GroupWriter {
             Arc::downgrade(&writer.state),
             writer.wake.clone(),
             writer.settled.clone(),
-            writer.open.clone(),
             writer.closed.clone(),
         ));
         Ok(writer)
@@ -108,7 +104,6 @@ impl GroupWriter {
             role: Role::Outside,
             wake: self.wake.clone(),
             settled: self.settled.clone(),
-            open: self.open.clone(),
         };
         let st = tx.state();
         if st.conn.is_none() {
@@ -131,14 +126,13 @@ impl GroupWriter {
                 number,
                 waiters: Vec::new(),
             });
-            self.open.store(number, Ordering::SeqCst);
             tx.role = Role::Opener;
         } else {
             // The role is set only once the savepoint exists: a joiner dropped before has
             // nothing of its own to roll back.
             if let Err(e) = st.conn().execute("SAVEPOINT op").await {
                 // The batch's transaction is in a state we cannot vouch for: end it.
-                fail_batch(st, &self.settled, &self.open, &e.to_string()).await;
+                fail_batch(st, &self.settled, &e.to_string()).await;
                 return Err(e.into());
             }
             tx.role = Role::Joiner;
@@ -170,7 +164,7 @@ impl GroupWriter {
     /// open batch, if any, is committed first. Writers queue while it is held.
     pub(crate) async fn exclusive(&self) -> Result<Exclusive> {
         let mut st = self.state.clone().lock_owned().await;
-        commit_batch(&mut st, &self.settled, &self.open).await;
+        commit_batch(&mut st, &self.settled).await;
         if st.conn.is_none() {
             st.conn = Some(st.options.connect().await?);
         }
@@ -180,7 +174,7 @@ impl GroupWriter {
     /// Commits what is open and closes the connection.
     pub(crate) async fn close(&self) {
         let mut st = self.state.lock().await;
-        commit_batch(&mut st, &self.settled, &self.open).await;
+        commit_batch(&mut st, &self.settled).await;
         if let Some(conn) = st.conn.take() {
             let _ = conn.close().await;
         }
@@ -235,7 +229,6 @@ async fn committer(
     state: Weak<Mutex<WriterState>>,
     wake: Arc<Notify>,
     settled: watch::Sender<Settled>,
-    open: Arc<AtomicU64>,
     closed: Arc<AtomicBool>,
 ) {
     loop {
@@ -247,12 +240,12 @@ async fn committer(
             return;
         };
         let mut st = state.lock().await;
-        commit_batch(&mut st, &settled, &open).await;
+        commit_batch(&mut st, &settled).await;
     }
 }
 
 /// Commits the open batch (if any) and answers its waiters.
-async fn commit_batch(st: &mut WriterState, settled: &watch::Sender<Settled>, open: &AtomicU64) {
+async fn commit_batch(st: &mut WriterState, settled: &watch::Sender<Settled>) {
     let Some(batch) = st.batch.take() else {
         return;
     };
@@ -262,25 +255,20 @@ async fn commit_batch(st: &mut WriterState, settled: &watch::Sender<Settled>, op
             // Writes per durable commit: their ratio says what batching bought.
             metrics::counter!("payonce_sqlite_commits_total").increment(1);
             metrics::counter!("payonce_sqlite_committed_writes_total").increment(size as u64);
-            settle(settled, open, batch.number, false);
+            settle(settled, batch.number, false);
             for w in batch.waiters {
                 let _ = w.send(Ok(()));
             }
         }
         Err(e) => {
             st.batch = Some(batch);
-            fail_batch(st, settled, open, &e.to_string()).await;
+            fail_batch(st, settled, &e.to_string()).await;
         }
     }
 }
 
 /// Rolls the open batch back and fails every operation waiting for it.
-async fn fail_batch(
-    st: &mut WriterState,
-    settled: &watch::Sender<Settled>,
-    open: &AtomicU64,
-    why: &str,
-) {
+async fn fail_batch(st: &mut WriterState, settled: &watch::Sender<Settled>, why: &str) {
     tracing::warn!(error = %why, "an SQLite group commit failed; every write in it is rolled back");
     if let Some(conn) = st.conn.as_mut()
         && conn.execute("ROLLBACK").await.is_err()
@@ -293,15 +281,14 @@ async fn fail_batch(
         }
     }
     if let Some(batch) = st.batch.take() {
-        settle(settled, open, batch.number, true);
+        settle(settled, batch.number, true);
         for w in batch.waiters {
             let _ = w.send(Err(why.to_owned()));
         }
     }
 }
 
-fn settle(settled: &watch::Sender<Settled>, open: &AtomicU64, number: u64, failed: bool) {
-    let _ = open.compare_exchange(number, 0, Ordering::SeqCst, Ordering::SeqCst);
+fn settle(settled: &watch::Sender<Settled>, number: u64, failed: bool) {
     settled.send_modify(|s| {
         s.through = s.through.max(number);
         if failed {
@@ -316,7 +303,6 @@ pub(crate) struct GroupTx {
     role: Role,
     wake: Arc<Notify>,
     settled: watch::Sender<Settled>,
-    open: Arc<AtomicU64>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -347,14 +333,14 @@ impl GroupTx {
         let guard = self.guard.take().expect("the transaction holds the writer");
         let role = std::mem::replace(&mut self.role, Role::Outside);
         let (tell, told) = oneshot::channel();
-        let (wake, settled, open) = (self.wake.clone(), self.settled.clone(), self.open.clone());
+        let (wake, settled) = (self.wake.clone(), self.settled.clone());
         // Spawned: the release and the hand-over finish even if our caller goes away.
         let handed_over = tokio::spawn(async move {
             let mut guard = guard;
             if role == Role::Joiner
                 && let Err(e) = guard.conn().execute("RELEASE op").await
             {
-                fail_batch(&mut guard, &settled, &open, &e.to_string()).await;
+                fail_batch(&mut guard, &settled, &e.to_string()).await;
                 return Err(e);
             }
             match guard.batch.as_mut() {
@@ -388,7 +374,7 @@ impl Drop for GroupTx {
             let number = batch.number;
             let _ = SEEN_UNCOMMITTED.try_with(|seen| seen.set(seen.get().max(number)));
         }
-        let (wake, settled, open) = (self.wake.clone(), self.settled.clone(), self.open.clone());
+        let (wake, settled) = (self.wake.clone(), self.settled.clone());
         // Rolling back needs the connection (async): a task finishes it, holding the writer
         // until it has, so nobody else runs in between.
         let finish = async move {
@@ -403,7 +389,7 @@ impl Drop for GroupTx {
                         let _ = conn.close().await;
                     }
                     if let Some(batch) = guard.batch.take() {
-                        settle(&settled, &open, batch.number, false);
+                        settle(&settled, batch.number, false);
                         for w in batch.waiters {
                             let _ = w.send(Ok(()));
                         }
@@ -412,7 +398,7 @@ impl Drop for GroupTx {
                 Role::Joiner => {
                     let undone = guard.conn().execute("ROLLBACK TO op; RELEASE op").await;
                     if let Err(e) = undone {
-                        fail_batch(&mut guard, &settled, &open, &e.to_string()).await;
+                        fail_batch(&mut guard, &settled, &e.to_string()).await;
                     }
                     // Others in the batch have woken the committer already.
                     drop(guard);

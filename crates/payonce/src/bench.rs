@@ -630,11 +630,7 @@ fn cpu_per_1000(before: Option<f64>, after: Option<f64>, requests: usize) -> Opt
 
 /// This process's CPU seconds so far (the bench client and the simulator it runs).
 fn own_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let (utime, stime): (f64, f64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
-    Some((utime + stime) / 100.0)
+    payonce_harness::process::cpu_seconds_of("self")
 }
 
 /// The sum of a metric's series in a Prometheus scrape (0 when absent).
