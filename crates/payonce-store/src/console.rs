@@ -2,14 +2,14 @@
 //! audit log of operator actions, console sessions, abnormal-item resolution and search — the
 //! `Console` trait of the store and its implementation for `SqlStore`.
 
-use crate::db::{Tx, q, q_fmt};
+use crate::db::{Tx, from_row, q, q_fmt};
 use crate::sql::ORDER_COLS;
 use crate::*;
 use payonce_core::{ChannelName, OrderId, Timestamp};
 
 /// One thing a channel told payonce (a notification, a query or close answer, a bill row) and
 /// what payonce made of it.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelMessage {
     pub id: String,
     pub channel: String,
@@ -31,6 +31,18 @@ pub struct ChannelMessage {
     pub repeats: i64,
     pub last_at: Option<i64>,
 }
+from_row!(ChannelMessage {
+    id,
+    channel,
+    reference,
+    source,
+    observed,
+    verdict,
+    content,
+    received_at,
+    repeats,
+    last_at,
+});
 
 impl ChannelMessage {
     /// A message received once, now (`repeats` 1): the store counts a repeat of a query answer.
@@ -129,7 +141,7 @@ pub fn find_orders_sql() -> String {
 }
 
 /// An operator action.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {
     pub id: String,
     pub operator: String,
@@ -140,9 +152,18 @@ pub struct AuditEntry {
     pub note: String,
     pub at: i64,
 }
+from_row!(AuditEntry {
+    id,
+    operator,
+    action,
+    target,
+    order_id,
+    note,
+    at,
+});
 
 /// A console sign-in; looked up by the SHA-256 of the cookie's random id.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsoleSession {
     pub id_hash: String,
     pub operator: String,
@@ -153,9 +174,17 @@ pub struct ConsoleSession {
     /// is no session.
     pub token_generation: String,
 }
+from_row!(ConsoleSession {
+    id_hash,
+    operator,
+    csrf_token,
+    expires_at,
+    created_at,
+    token_generation,
+});
 
 /// An abnormal item, open or resolved.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AbnormalItem {
     pub id: String,
     pub kind: String,
@@ -168,6 +197,17 @@ pub struct AbnormalItem {
     /// The order it is about (set from id columns when the item is written).
     pub order_id: Option<String>,
 }
+from_row!(AbnormalItem {
+    id,
+    kind,
+    reference,
+    detail,
+    created_at,
+    resolved_at,
+    resolved_by,
+    resolution,
+    order_id,
+});
 
 #[async_trait::async_trait]
 pub trait Console: Send + Sync {

@@ -12,12 +12,12 @@
 //! The conditional update of the coupon row is the arbiter: of 100 concurrent orders for a
 //! coupon with one redemption left, one reserves it.
 
-use crate::db::{Tx, q, q_fmt};
+use crate::db::{Tx, from_row, q, q_fmt};
 use crate::*;
 use payonce_core::{AppId, Timestamp};
 
 /// One order's use of a coupon.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CouponUse {
     pub coupon_id: String,
     pub order_id: String,
@@ -26,6 +26,13 @@ pub struct CouponUse {
     pub status: String,
     pub over_limit: i32,
 }
+from_row!(CouponUse {
+    coupon_id,
+    order_id,
+    payer_ref,
+    status,
+    over_limit,
+});
 
 #[async_trait::async_trait]
 pub trait Coupons: Send + Sync {

@@ -44,8 +44,8 @@ impl Backend {
     /// The backend's own migrations (`migrations/sqlite`, `migrations/postgres`).
     pub(crate) fn migrator(self) -> &'static sqlx::migrate::Migrator {
         match self {
-            Backend::Sqlite => &migrate::SQLITE,
-            Backend::Postgres => &migrate::POSTGRES,
+            Backend::Sqlite => &*migrate::SQLITE,
+            Backend::Postgres => &*migrate::POSTGRES,
         }
     }
 }
@@ -111,7 +111,32 @@ impl<'c> From<&'c Reader> for On<'c> {
     }
 }
 
-/// A row type both backends decode (`#[derive(sqlx::FromRow)]` structs, tuples).
+/// Decodes a row struct by column name on both backends, as `#[derive(sqlx::FromRow)]` would:
+/// each field read with sqlx's `Row::try_get` under its own name, or under the column name
+/// given after `=` (`event_type = "type"`). Written out because sqlx's derive lives in its
+/// proc-macro crate, which compiles both database drivers and SQLite's C source a second time,
+/// for the compiler. A field left out, or one the struct lacks, does not compile.
+macro_rules! from_row {
+    ($row:ident { $($field:ident $(= $column:literal)?),* $(,)? }) => {
+        $crate::db::from_row!(@on $row, sqlx::sqlite::SqliteRow, $($field $(= $column)?),*);
+        $crate::db::from_row!(@on $row, sqlx::postgres::PgRow, $($field $(= $column)?),*);
+    };
+    (@on $row:ident, $backend:ty, $($field:ident $(= $column:literal)?),*) => {
+        impl<'r> sqlx::FromRow<'r, $backend> for $row {
+            fn from_row(row: &'r $backend) -> Result<Self, sqlx::Error> {
+                use sqlx::Row as _;
+                Ok(Self {
+                    $($field: row.try_get($crate::db::from_row!(@column $field $($column)?))?,)*
+                })
+            }
+        }
+    };
+    (@column $field:ident $column:literal) => { $column };
+    (@column $field:ident) => { stringify!($field) };
+}
+pub(crate) use from_row;
+
+/// A row type both backends decode (structs declared with `from_row!`, tuples).
 pub(crate) trait FromRow:
     for<'r> sqlx::FromRow<'r, SqliteRow> + for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin
 {

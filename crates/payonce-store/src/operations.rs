@@ -1,7 +1,7 @@
 //! Operations: migrations, health, the abnormal queue, audit counts, the bench baseline: the
 //! `Operations` trait of the store and its implementation for `SqlStore`.
 
-use crate::db::{Tx, q};
+use crate::db::{Tx, from_row, q};
 use crate::*;
 use payonce_core::Timestamp;
 
@@ -32,13 +32,19 @@ pub trait Operations: Send + Sync {
 
 /// One group of a `gauges()` reading: `what` (`attempt`, `event`, `abnormal`), its label
 /// (status or kind), how many, and the oldest one's creation time.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gauge {
     pub what: String,
     pub label: String,
     pub count: i64,
     pub oldest: Option<i64>,
 }
+from_row!(Gauge {
+    what,
+    label,
+    count,
+    oldest,
+});
 
 impl SqlStore {
     pub(crate) async fn tx_insert_abnormal(

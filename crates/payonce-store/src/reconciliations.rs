@@ -2,13 +2,13 @@
 //! implementation for `SqlStore`. A run is leased like the workers' rows (many instances, one runner); an item is
 //! recorded once per (run, class, reference), with an abnormal entry when it needs a person.
 
-use crate::db::{q, q_fmt};
+use crate::db::{from_row, q, q_fmt};
 use crate::sql::{ATTEMPT_COLS, ORDER_COLS, REFUND_COLS};
 use crate::*;
 use payonce_core::{AppId, ChannelName, OrderId, Timestamp};
 
 /// One reconciliation of (channel, bill date).
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reconciliation {
     pub id: String,
     pub channel: String,
@@ -23,9 +23,19 @@ pub struct Reconciliation {
     pub started_at: i64,
     pub finished_at: Option<i64>,
 }
+from_row!(Reconciliation {
+    id,
+    channel,
+    bill_date,
+    status,
+    summary,
+    reason,
+    started_at,
+    finished_at,
+});
 
 /// A difference between the channel's bill and payonce's records.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReconciliationItem {
     pub id: String,
     pub reconciliation_id: String,
@@ -41,6 +51,18 @@ pub struct ReconciliationItem {
     pub detail: String,
     pub created_at: i64,
 }
+from_row!(ReconciliationItem {
+    id,
+    reconciliation_id,
+    class,
+    reference,
+    app_id,
+    order_id,
+    local_amount,
+    channel_amount,
+    detail,
+    created_at,
+});
 
 impl ReconciliationItem {
     /// Classes a person must look at (they also go to the abnormal queue); the others were

@@ -1,9 +1,9 @@
-//! Rows as the database holds them (`sqlx::FromRow`, the same for both backends), and their
+//! Rows as the database holds them (decoded by `from_row!`, the same for both backends), and their
 //! conversion into the model: enumerations and currencies parsed, anything our own code could
 //! not have written refused as `StoreError::Corrupt`. `Model` names each model's row type, so a
 //! query reads `q(…).load::<Order>(…)`.
 
-use crate::db::Model;
+use crate::db::{Model, from_row};
 use crate::sql::{corrupt, parse_closed_by};
 use crate::{App, Attempt, DeliveryStatus, EventRow, Order, Refund, RefundKind, Sink, StoreError};
 use payonce_core::{
@@ -20,7 +20,6 @@ fn channel(s: &str) -> Result<ChannelName, StoreError> {
     ChannelName::parse(s).map_err(|_| corrupt("channel", s))
 }
 
-#[derive(sqlx::FromRow)]
 pub(crate) struct OrderRow {
     id: String,
     app_id: String,
@@ -46,6 +45,31 @@ pub(crate) struct OrderRow {
     coupon_id: Option<String>,
     payer_ref: Option<String>,
 }
+from_row!(OrderRow {
+    id,
+    app_id,
+    merchant_order_no,
+    amount,
+    currency,
+    subject,
+    notify_url,
+    metadata,
+    content_hash,
+    status,
+    closed_by,
+    paid_attempt_id,
+    paid_at,
+    refunded_amount,
+    expires_at,
+    version,
+    created_at,
+    updated_at,
+    original_amount,
+    discount,
+    coupon_code,
+    coupon_id,
+    payer_ref,
+});
 
 impl TryFrom<OrderRow> for Order {
     type Error = StoreError;
@@ -80,7 +104,6 @@ impl TryFrom<OrderRow> for Order {
     }
 }
 
-#[derive(sqlx::FromRow)]
 pub(crate) struct AttemptRow {
     id: String,
     order_id: String,
@@ -104,6 +127,29 @@ pub(crate) struct AttemptRow {
     created_at: i64,
     updated_at: i64,
 }
+from_row!(AttemptRow {
+    id,
+    order_id,
+    channel,
+    method,
+    out_trade_no,
+    amount,
+    currency,
+    status,
+    is_duplicate,
+    credential,
+    credential_expires_at,
+    payable_until,
+    prepay_request,
+    channel_trade_no,
+    channel_data,
+    paid_at,
+    next_query_at,
+    query_count,
+    version,
+    created_at,
+    updated_at,
+});
 
 impl TryFrom<AttemptRow> for Attempt {
     type Error = StoreError;
@@ -134,7 +180,6 @@ impl TryFrom<AttemptRow> for Attempt {
     }
 }
 
-#[derive(sqlx::FromRow)]
 pub(crate) struct RefundRow {
     id: String,
     order_id: String,
@@ -159,6 +204,30 @@ pub(crate) struct RefundRow {
     created_at: i64,
     updated_at: i64,
 }
+from_row!(RefundRow {
+    id,
+    order_id,
+    app_id,
+    attempt_id,
+    channel,
+    out_trade_no,
+    merchant_refund_no,
+    out_refund_no,
+    amount,
+    currency,
+    reason,
+    kind,
+    status,
+    failure_reason,
+    content_hash,
+    requested,
+    channel_data,
+    next_query_at,
+    query_count,
+    version,
+    created_at,
+    updated_at,
+});
 
 impl TryFrom<RefundRow> for Refund {
     type Error = StoreError;
@@ -190,12 +259,10 @@ impl TryFrom<RefundRow> for Refund {
     }
 }
 
-#[derive(sqlx::FromRow)]
 pub(crate) struct EventDbRow {
     id: String,
     app_id: String,
     order_id: Option<String>,
-    #[sqlx(rename = "type")]
     event_type: String,
     payload: String,
     created_at: i64,
@@ -206,6 +273,20 @@ pub(crate) struct EventDbRow {
     last_error: Option<String>,
     delivered_at: Option<i64>,
 }
+from_row!(EventDbRow {
+    id,
+    app_id,
+    order_id,
+    event_type = "type",
+    payload,
+    created_at,
+    delivery_status,
+    delivery_count,
+    next_attempt_at,
+    last_status,
+    last_error,
+    delivered_at,
+});
 
 impl TryFrom<EventDbRow> for EventRow {
     type Error = StoreError;
@@ -228,7 +309,6 @@ impl TryFrom<EventDbRow> for EventRow {
     }
 }
 
-#[derive(sqlx::FromRow)]
 pub(crate) struct AppRow {
     id: String,
     name: String,
@@ -242,6 +322,19 @@ pub(crate) struct AppRow {
     submission_window_secs: i64,
     created_at: i64,
 }
+from_row!(AppRow {
+    id,
+    name,
+    secret_hash,
+    webhook_url,
+    webhook_secret_enc,
+    webhook_secret_prev_enc,
+    webhook_disabled,
+    allowed_hosts,
+    sink,
+    submission_window_secs,
+    created_at,
+});
 
 impl TryFrom<AppRow> for App {
     type Error = StoreError;
@@ -266,7 +359,6 @@ impl TryFrom<AppRow> for App {
     }
 }
 
-#[derive(sqlx::FromRow)]
 pub(crate) struct CouponRow {
     id: String,
     app_id: String,
@@ -282,6 +374,21 @@ pub(crate) struct CouponRow {
     redeemed: i64,
     created_at: i64,
 }
+from_row!(CouponRow {
+    id,
+    app_id,
+    code,
+    kind,
+    value,
+    min_amount,
+    max_redemptions,
+    per_payer_limit,
+    valid_from,
+    valid_until,
+    reserved,
+    redeemed,
+    created_at,
+});
 
 impl TryFrom<CouponRow> for crate::Coupon {
     type Error = StoreError;
