@@ -2,8 +2,6 @@
 //! `PAYONCE_LOG_FORMAT=json`), and — when a collector is given — spans to it over OTLP/HTTP.
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig};
-use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
@@ -12,7 +10,10 @@ use tracing_subscriber::util::SubscriberInitExt;
 /// A tracer provider exporting in batches to `{endpoint}/v1/traces` (an endpoint already
 /// ending in `/v1/traces` is used as it is). The protocol is pinned: an environment's
 /// `OTEL_EXPORTER_OTLP_PROTOCOL` asking for gRPC would find no gRPC stack here.
+#[cfg(feature = "otlp")]
 pub fn otlp_provider(endpoint: &str) -> Result<SdkTracerProvider, String> {
+    use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig};
+    use opentelemetry_sdk::Resource;
     let base = endpoint.trim_end_matches('/');
     let url = if base.ends_with("/v1/traces") {
         base.to_owned()
@@ -29,6 +30,16 @@ pub fn otlp_provider(endpoint: &str) -> Result<SdkTracerProvider, String> {
         .with_resource(Resource::builder().with_service_name("payonce").build())
         .with_batch_exporter(exporter)
         .build())
+}
+
+/// Without the `otlp` feature a collector cannot be reached: said at start, not ignored.
+#[cfg(not(feature = "otlp"))]
+pub fn otlp_provider(_endpoint: &str) -> Result<SdkTracerProvider, String> {
+    Err(
+        "this payonce was built without the `otlp` feature: build it with \
+         `cargo build --release --features otlp` to export spans"
+            .into(),
+    )
 }
 
 /// Installs the process's subscriber: the filter, the log lines, and the span exporter if any.
