@@ -43,6 +43,18 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_until(listener, state, Box::pin(shutdown)).await
+}
+
+/// `run`'s body, not generic: the whole HTTP stack under it (hyper's connection, the router,
+/// every middleware) is compiled once, here, instead of again in each crate that calls `run`
+/// with its own shutdown future (the binary, the harness, every test binary) — a generic `run`
+/// made the binary's crate the longest single step at the end of a cold build.
+async fn serve_until(
+    listener: TcpListener,
+    state: AppState,
+    mut shutdown: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use std::sync::Arc;
     // Console sessions opened under another admin token end now (a session lookup also
@@ -73,7 +85,6 @@ pub async fn run(
     let tracker = Arc::new(gateway::connections::Tracker::default());
     let app = http::router(state);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
