@@ -157,3 +157,28 @@ async fn loop_inserts(url: &str, concurrency: usize, secs: u64) -> anyhow::Resul
         method: format!("{concurrency} plain connections (pgbench not installed), fresh database"),
     })
 }
+
+/// PostgreSQL's own group commit, read from the server's counters: transactions that wrote
+/// (the transaction-id horizon, which only writing transactions advance; reading it assigns no
+/// id) and WAL flushes (`pg_stat_wal.wal_sync`, every backend's and the WAL writer's). Both
+/// are cluster-wide: taken on a quiet machine, their differences over a run are the run's.
+#[derive(Clone, Copy)]
+pub struct PgWalCounters {
+    pub write_transactions: i64,
+    pub wal_flushes: i64,
+}
+
+pub async fn pg_wal_counters(database_url: &str) -> anyhow::Result<PgWalCounters> {
+    let mut c = sqlx::PgConnection::connect(database_url).await?;
+    let (xmax, syncs): (String, i64) = sqlx::query_as(
+        "SELECT pg_snapshot_xmax(pg_current_snapshot())::text, (SELECT wal_sync FROM pg_stat_wal)",
+    )
+    .fetch_one(&mut c)
+    .await
+    .context("read pg_stat_wal")?;
+    c.close().await?;
+    Ok(PgWalCounters {
+        write_transactions: xmax.parse().context("the transaction-id horizon")?,
+        wal_flushes: syncs,
+    })
+}

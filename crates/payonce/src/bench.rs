@@ -116,6 +116,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     .await?;
     let exe = std::env::current_exe()?;
     let server = ServeProcess::spawn(&exe, &db_url, &sim.channels_file, &key_hex, &[]).await?;
+    // PostgreSQL commits in groups by itself (concurrent commits share a WAL flush): counted
+    // over the whole run, from the server's own counters.
+    let wal_at_start = if backend == "postgres" {
+        Some(crate::baseline::pg_wal_counters(&db_url).await?)
+    } else {
+        None
+    };
     let base = server.base_url();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency * 2)
@@ -346,6 +353,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let sqlite_writes = metric_sum(&metrics, "payonce_sqlite_committed_writes_total");
     let writes_per_commit = (sqlite_commits > 0.0).then(|| sqlite_writes / sqlite_commits);
     drop(server);
+    // The server's backends report their WAL counters as they disconnect.
+    let pg_group_commit = match wal_at_start {
+        Some(start) => {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let end = crate::baseline::pg_wal_counters(&db_url).await?;
+            Some((
+                end.write_transactions - start.write_transactions,
+                end.wal_flushes - start.wal_flushes,
+            ))
+        }
+        None => None,
+    };
 
     // Baseline: raw single-row commits, measured with nothing else running (the server is
     // stopped) on a fresh database, as the database's own tools measure it.
@@ -401,6 +420,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "healthz_at_concurrency": healthz_unique.map(|h| json!({"per_s": round(h.per_s), "p50_ms": h.p50_ms, "p99_ms": h.p99_ms})),
         "ratio_unique_prepays_to_healthz": healthz_unique.map(|h| (unique_rate / h.per_s * 1000.0).round() / 1000.0),
         "sqlite_writes_per_commit": writes_per_commit.map(|w| (w * 100.0).round() / 100.0),
+        "postgres_write_transactions_per_wal_flush": pg_group_commit.map(|(t, f)| (t as f64 / f.max(1) as f64 * 100.0).round() / 100.0),
         "commits_per_prepay": COMMITS_PER_PREPAY,
         "ratio_prepays_to_commit_bound": (ratio * 1000.0).round() / 1000.0,
         "server_peak_rss_mib": server_rss_kib.map(|k| (k as f64 / 1024.0 * 10.0).round() / 10.0),
@@ -480,6 +500,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         if let Some(w) = writes_per_commit {
             println!(
                 "  SQLite group commit: {sqlite_writes:.0} writes in {sqlite_commits:.0} durable commits ({w:.2} per commit)"
+            );
+        }
+        if let Some((transactions, flushes)) = pg_group_commit {
+            println!(
+                "  PostgreSQL group commit: {transactions} write transactions in {flushes} WAL flushes ({:.2} per flush; pg_stat_wal)",
+                transactions as f64 / flushes.max(1) as f64
             );
         }
         if let Some(k) = server_rss_kib {
