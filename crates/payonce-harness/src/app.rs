@@ -236,7 +236,7 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
     let store = payonce_store::open_inspect_pooled(&db.url, true, TEST_PG_CONNECTIONS)
         .await
         .expect("open store");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = payonce_server::listen(([127, 0, 0, 1], 0).into()).unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let channels = payonce_channels::ChannelsConfig::load(&sim.channels_file)
         .and_then(|c| c.build(opts.channel_timeout, clock.clone()))
@@ -353,8 +353,7 @@ impl TestApp {
         change(&mut config);
         state.config = Arc::new(config);
         let addr = self.base.trim_start_matches("http://").to_owned();
-        let listener = TcpListener::bind(&addr)
-            .await
+        let listener = payonce_server::listen(addr.parse().expect("an address"))
             .expect("the crashed instance's address");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         self.server = tokio::spawn(payonce_server::run(listener, state.clone(), async move {

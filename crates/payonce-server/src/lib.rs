@@ -29,6 +29,23 @@ pub use state::{AppState, ServerConfig};
 use std::future::Future;
 use tokio::net::TcpListener;
 
+/// Binds the API's listening socket, with a backlog of 4,096 connections (the kernel caps it
+/// at `net.core.somaxconn`, 4,096 by default): when every connection payonce holds is handling
+/// a request, newcomers wait there, in the kernel, not in payonce's memory (see `run`). tokio's
+/// `TcpListener::bind` keeps 1,024; past the backlog, the kernel drops connection attempts and
+/// the client's TCP stack tries again a second or more later.
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `std::net::TcpListener::bind` does on Unix: a restarted server binds its port at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
 /// Serves the API on `listener` and runs the workers until `shutdown` resolves; then stops
 /// taking connections, lets in-flight requests finish, and stops the workers.
 ///
@@ -98,30 +115,52 @@ async fn serve_until(
             },
             _ = &mut shutdown => break,
         };
-        let slot = match slots.clone().try_acquire_owned() {
-            Ok(slot) => slot,
-            // Full: the slowest connection makes room (its task gives its slot back as it ends).
-            Err(_) if tracker.evict_slowest() => {
-                metrics::counter!("payonce_connections_evicted_total").increment(1);
-                match tokio::time::timeout(
-                    std::time::Duration::from_millis(500),
-                    slots.clone().acquire_owned(),
-                )
-                .await
-                {
-                    Ok(Ok(slot)) => slot,
-                    _ => {
-                        metrics::counter!("payonce_connections_refused_total").increment(1);
-                        continue;
+        // At the cap, the slowest connection makes room. When every connection is handling a
+        // request, this one waits instead — for a connection to end, or to finish its request
+        // and so become evictable — and those behind it wait in the kernel's backlog (`listen`).
+        // Refused at once, as before, a client owed nothing could not tell a full server from a
+        // dead one, and a channel's notification came back only on its retry schedule.
+        let (mut waited, mut stopping) = (false, false);
+        let slot = loop {
+            match slots.clone().try_acquire_owned() {
+                Ok(slot) => break Some(slot),
+                // The evicted connection's task gives its slot back as it ends.
+                Err(_) if tracker.evict_slowest() => {
+                    metrics::counter!("payonce_connections_evicted_total").increment(1);
+                    match tokio::time::timeout(
+                        std::time::Duration::from_millis(500),
+                        slots.clone().acquire_owned(),
+                    )
+                    .await
+                    {
+                        Ok(Ok(slot)) => break Some(slot),
+                        _ => break None,
+                    }
+                }
+                Err(_) => {
+                    if !waited {
+                        waited = true;
+                        metrics::counter!("payonce_connections_waited_total").increment(1);
+                    }
+                    tokio::select! {
+                        slot = slots.clone().acquire_owned() => {
+                            break Some(slot.expect("the slots are never closed"));
+                        }
+                        _ = tracker.some_connection_turned_idle() => {}
+                        _ = &mut shutdown => {
+                            stopping = true;
+                            break None;
+                        }
                     }
                 }
             }
-            // Every connection is handling a request: a real overload, refused at once.
-            Err(_) => {
-                metrics::counter!("payonce_connections_refused_total").increment(1);
-                drop(stream);
-                continue;
-            }
+        };
+        if stopping {
+            break;
+        }
+        let Some(slot) = slot else {
+            metrics::counter!("payonce_connections_refused_total").increment(1);
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let (id, conn) = tracker.open();

@@ -352,6 +352,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let sqlite_commits = metric_sum(&metrics, "payonce_sqlite_commits_total");
     let sqlite_writes = metric_sum(&metrics, "payonce_sqlite_committed_writes_total");
     let writes_per_commit = (sqlite_commits > 0.0).then(|| sqlite_writes / sqlite_commits);
+    // The connection cap at work: connections closed to make room, newcomers that waited for
+    // one, and ones refused.
+    let connections = [
+        "payonce_connections_evicted_total",
+        "payonce_connections_waited_total",
+        "payonce_connections_refused_total",
+    ]
+    .map(|m| metric_sum(&metrics, m) as u64);
     drop(server);
     // The server's backends report their WAL counters as they disconnect.
     let pg_group_commit = match wal_at_start {
@@ -423,6 +431,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "postgres_write_transactions_per_wal_flush": pg_group_commit.map(|(t, f)| (t as f64 / f.max(1) as f64 * 100.0).round() / 100.0),
         "commits_per_prepay": COMMITS_PER_PREPAY,
         "ratio_prepays_to_commit_bound": (ratio * 1000.0).round() / 1000.0,
+        "connections_evicted_waited_refused": connections,
         "server_peak_rss_mib": server_rss_kib.map(|k| (k as f64 / 1024.0 * 10.0).round() / 10.0),
         "server_peak_rss_before_notifications_mib": rss_before_burst_kib.map(|k| (k as f64 / 1024.0 * 10.0).round() / 10.0),
         "errors": errors,
@@ -502,6 +511,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 "  SQLite group commit: {sqlite_writes:.0} writes in {sqlite_commits:.0} durable commits ({w:.2} per commit)"
             );
         }
+        println!(
+            "  connection cap: {} closed to make room, {} waited for a place, {} refused",
+            connections[0], connections[1], connections[2]
+        );
         if let Some((transactions, flushes)) = pg_group_commit {
             println!(
                 "  PostgreSQL group commit: {transactions} write transactions in {flushes} WAL flushes ({:.2} per flush; pg_stat_wal)",

@@ -104,7 +104,8 @@ pub struct ServeArgs {
     /// is held while a request arrives, so slow senders cannot starve complete requests.
     #[arg(long, env = "PAYONCE_REQUEST_TIMEOUT_SECS", default_value_t = 10)]
     request_timeout_secs: u64,
-    /// Connections held at once; past it new connections are closed at once.
+    /// Connections held at once; past it the idlest or slowest-sending one makes room, or, when
+    /// all are handling requests, newcomers wait in the kernel's backlog.
     #[arg(long, env = "PAYONCE_MAX_CONNECTIONS", default_value_t = 4096)]
     max_connections: usize,
     /// Business-API requests in flight at once; past it `503 overloaded` with `Retry-After`
@@ -166,9 +167,13 @@ fn spawn_memory_trimmer() {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     spawn_memory_trimmer();
-    let listener = tokio::net::TcpListener::bind(&args.listen)
+    let bind_to = tokio::net::lookup_host(&args.listen)
         .await
-        .with_context(|| format!("bind {}", args.listen))?;
+        .with_context(|| format!("resolve {}", args.listen))?
+        .next()
+        .with_context(|| format!("{} names no address", args.listen))?;
+    let listener =
+        payonce_server::listen(bind_to).with_context(|| format!("bind {}", args.listen))?;
     let addr = listener.local_addr()?;
     // The first line, so a supervisor (or a test) can bind port 0 and learn the port.
     println!("listening on {addr}");

@@ -31,15 +31,18 @@ pub struct Conn {
     /// its own task anyway, but its client is owed the answer).
     handling: AtomicBool,
     kill: Notify,
+    /// The tracker's signal that some connection may be evicted now.
+    turned_idle: Arc<Notify>,
 }
 
 impl Conn {
-    fn new() -> Self {
+    fn new(turned_idle: Arc<Notify>) -> Self {
         Conn {
             since: Mutex::new(Instant::now()),
             armed: AtomicBool::new(true),
             handling: AtomicBool::new(false),
             kill: Notify::new(),
+            turned_idle,
         }
     }
 
@@ -58,6 +61,7 @@ impl Conn {
         *self.since.lock().expect("not poisoned") = Instant::now();
         self.handling.store(false, Ordering::Relaxed);
         self.armed.store(true, Ordering::Relaxed);
+        self.turned_idle.notify_one();
     }
 
     fn bytes_arrived(&self) {
@@ -77,12 +81,14 @@ impl Conn {
 pub struct Tracker {
     next: AtomicU64,
     live: Mutex<HashMap<u64, Arc<Conn>>>,
+    /// Told whenever a connection finishes a request (and so could make room).
+    turned_idle: Arc<Notify>,
 }
 
 impl Tracker {
     pub fn open(&self) -> (u64, Arc<Conn>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let conn = Arc::new(Conn::new());
+        let conn = Arc::new(Conn::new(self.turned_idle.clone()));
         self.live
             .lock()
             .expect("not poisoned")
@@ -111,6 +117,12 @@ impl Tracker {
             }
             None => false,
         }
+    }
+
+    /// Resolves once a connection has finished a request since the last call (a newcomer
+    /// waiting at the cap then tries to evict again).
+    pub async fn some_connection_turned_idle(&self) {
+        self.turned_idle.notified().await
     }
 
     pub fn len(&self) -> usize {

@@ -13,6 +13,7 @@ store_tests!(
     an_app_over_its_rate_gets_429_and_others_do_not,
     slow_clients_are_cut_off_and_health_stays_answered,
     connections_past_the_limit_take_the_place_of_idle_ones,
+    at_the_limit_with_every_connection_busy_a_newcomer_waits_its_turn,
     bodies_and_media_types_are_checked_at_the_edge,
     metrics_can_require_a_token,
     with_redis_the_rate_is_shared_by_every_instance,
@@ -183,6 +184,60 @@ async fn connections_past_the_limit_take_the_place_of_idle_ones(b: Backend) {
     assert!(
         closed_within(&mut held[0], Duration::from_secs(2)).await,
         "the idlest connection stayed"
+    );
+}
+
+/// At the connection cap with every connection handling a request, a newcomer is neither
+/// refused nor allowed to push a busy connection out: it waits (and those behind it wait in the
+/// kernel's backlog) until a connection ends or turns idle, then it is served.
+async fn at_the_limit_with_every_connection_busy_a_newcomer_waits_its_turn(b: Backend) {
+    let opts = AppOptions {
+        max_connections: 2,
+        ..AppOptions::frozen()
+    };
+    let Some(app) = spawn_app_with(b, opts).await else {
+        return;
+    };
+    let orders = [
+        app.create_order("BUSY-1", 100).await,
+        app.create_order("BUSY-2", 100).await,
+    ];
+    // Each prepay holds its connection for 3 s at the channel.
+    app.faults(json!({"prepay_delay_ms": 3000})).await;
+    let app = std::sync::Arc::new(app);
+    let busy: Vec<_> = orders
+        .iter()
+        .map(|o| {
+            let (app, id) = (app.clone(), o["id"].as_str().unwrap().to_owned());
+            tokio::spawn(async move { app.prepay(&id, "sandbox").await.status() })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut newcomer = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    newcomer
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        newcomer.read_to_string(&mut answer),
+    )
+    .await
+    .expect("answered once a connection was free")
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // The busy connections were not cut: both prepays got their answer.
+    for task in busy {
+        assert_eq!(task.await.unwrap(), StatusCode::OK);
+    }
+    let metrics = app.metrics_text().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("payonce_connections_waited_total") && !l.ends_with(" 0")),
+        "the newcomer waited for a slot: {metrics}"
     );
 }
 
