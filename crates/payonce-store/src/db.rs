@@ -44,8 +44,8 @@ impl Backend {
     /// The backend's own migrations (`migrations/sqlite`, `migrations/postgres`).
     pub(crate) fn migrator(self) -> &'static sqlx::migrate::Migrator {
         match self {
-            Backend::Sqlite => &*migrate::SQLITE,
-            Backend::Postgres => &*migrate::POSTGRES,
+            Backend::Sqlite => &migrate::SQLITE,
+            Backend::Postgres => &migrate::POSTGRES,
         }
     }
 }

@@ -222,7 +222,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_request_starts_at_its_first_byte_not_at_the_previous_answer() {
-        let c = Conn::new();
+        let t = Tracker::default();
+        let (_, c) = t.open();
         tokio::time::advance(std::time::Duration::from_secs(5)).await;
         c.bytes_arrived();
         let first = c.request_started();
@@ -234,6 +235,13 @@ mod tests {
             "later bytes of the same request do not move its start"
         );
         c.mark_idle();
+        // A newcomer waiting at the cap hears of it (the connection may now be evicted).
+        tokio::time::timeout(
+            std::time::Duration::from_millis(1),
+            t.some_connection_turned_idle(),
+        )
+        .await
+        .expect("the tracker was told the connection turned idle");
         tokio::time::advance(std::time::Duration::from_secs(3)).await;
         c.bytes_arrived();
         assert!(c.request_started() > first + std::time::Duration::from_secs(3));
