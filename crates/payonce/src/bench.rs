@@ -310,12 +310,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut paid = 0;
     while Instant::now() < deadline {
-        paid = store
-            .all_orders()
-            .await?
-            .iter()
-            .filter(|o| o.status.has_been_paid() && o.merchant_order_no.contains(&run_id))
-            .count();
+        paid = store.count_paid_orders(&run_id).await? as usize;
         if paid >= total_orders {
             break;
         }

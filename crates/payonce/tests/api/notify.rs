@@ -103,6 +103,9 @@ async fn valid_notification_five_times_pays_once(b: Backend) {
     let order = app.order(&id).await;
     assert_eq!(order["status"], "paid");
     assert_eq!(order["attempts"][0]["status"], "succeeded");
+    // The count the bench polls sees it, and only orders whose number carries the marker.
+    assert_eq!(app.store.count_paid_orders("N-V").await.unwrap(), 1);
+    assert_eq!(app.store.count_paid_orders("N-W").await.unwrap(), 0);
     let counts: std::collections::HashMap<_, _> = app.counts().await.into_iter().collect();
     assert_eq!(counts["channel_events"], 1, "one event recorded");
     let events = app
