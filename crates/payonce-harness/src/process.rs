@@ -107,13 +107,12 @@ impl ServeProcess {
         anyhow::bail!("server {} never became ready", self.addr)
     }
 
-    /// Peak resident memory (VmHWM) in KiB, from /proc.
-    /// The process's peak resident memory (Linux), KiB.
     /// CPU seconds (user + system) the process has used so far, from `/proc/PID/stat`.
     pub fn cpu_seconds(&self) -> Option<f64> {
         cpu_seconds_of(&self.pid.to_string())
     }
 
+    /// The process's peak resident memory (VmHWM, Linux), KiB.
     pub fn peak_rss_kib(&self) -> Option<u64> {
         self.status_kib("VmHWM:")
     }

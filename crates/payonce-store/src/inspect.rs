@@ -56,8 +56,15 @@ impl Inspect for SqlStore {
             crate::Backend::Sqlite => "instr(merchant_order_no, $1) > 0",
             crate::Backend::Postgres => "strpos(merchant_order_no, $1) > 0",
         };
+        // The statuses `OrderStatus::has_been_paid` names, from the model itself.
+        let paid = payonce_core::OrderStatus::ALL
+            .iter()
+            .filter(|s| s.has_been_paid())
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ");
         Ok(q_fmt(format!(
-            "SELECT COUNT(*) FROM orders WHERE status IN ('paid', 'partially_refunded', 'refunded') AND {contains}"
+            "SELECT COUNT(*) FROM orders WHERE status IN ({paid}) AND {contains}"
         ))
         .bind(marker)
         .scalar::<i64>(&self.reader())

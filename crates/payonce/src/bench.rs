@@ -337,12 +337,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .text()
         .await
         .unwrap_or_default();
-    let shed = metrics
-        .lines()
-        .filter(|l| l.starts_with("payonce_shed_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>()
-        .max(0.0) as u64;
+    let shed = metric_sum(&metrics, "payonce_shed_total").max(0.0) as u64;
     // SQLite's group commit: how many writes shared each durable commit.
     let sqlite_commits = metric_sum(&metrics, "payonce_sqlite_commits_total");
     let sqlite_writes = metric_sum(&metrics, "payonce_sqlite_committed_writes_total");

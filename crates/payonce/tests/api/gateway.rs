@@ -203,7 +203,16 @@ async fn at_the_limit_with_every_connection_busy_a_newcomer_waits_its_turn(b: Ba
             tokio::spawn(async move { app.prepay(&id, "sandbox").await.status() })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Both prepays are at the channel (it records an order before its delay), so both
+    // connections are handling a request: waited for, not slept for, whatever the machine's load.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while app.ledger().await["orders"].as_array().map_or(0, Vec::len) < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the prepays never reached the channel"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let addr = app.base.trim_start_matches("http://").to_owned();
     let answer = healthz_on_a_new_connection(&addr, Duration::from_secs(10)).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -215,7 +224,14 @@ async fn at_the_limit_with_every_connection_busy_a_newcomer_waits_its_turn(b: Ba
             .expect("a busy connection was cut before its answer");
         assert!(status.is_success(), "{status}");
     }
-    let metrics = app.metrics_text().await;
+    // On a connection of its own: the test client's pooled ones may have been closed to make
+    // room, and a request sent on one as it closes would fail for a reason not under test.
+    let metrics = reqwest::get(app.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
         metrics
             .lines()
