@@ -1,8 +1,10 @@
 //! `channels.toml`: which channels this deployment talks to, their gateways and key files.
-//! `payonce sim` writes one for its own endpoints; production writes it by hand.
+//! `payonce sim` writes one for its own endpoints; production writes it by hand. Each channel is
+//! one account (`[wechatpay]`, named `default`) or several (`[[wechatpay]] name = "shop-a"`).
 
 use crate::crypto::{Certificate, RsaSigner, RsaVerifier};
-use crate::{ChannelRegistry, sandbox};
+use crate::{ChannelAccount, ChannelRegistry, sandbox};
+use payonce_core::ChannelName;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,15 +13,75 @@ use std::time::Duration;
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelsConfig {
-    pub sandbox: Option<SandboxConfig>,
-    pub wechatpay: Option<WechatpayConfig>,
-    pub alipay: Option<AlipayConfig>,
-    pub unionpay: Option<UnionpayConfig>,
+    #[serde(default)]
+    pub sandbox: Accounts<SandboxConfig>,
+    #[serde(default)]
+    pub wechatpay: Accounts<WechatpayConfig>,
+    #[serde(default)]
+    pub alipay: Accounts<AlipayConfig>,
+    #[serde(default)]
+    pub unionpay: Accounts<UnionpayConfig>,
+}
+
+/// The account name of a channel table without `name`: the one-account deployment of old.
+pub const DEFAULT_ACCOUNT: &str = "default";
+
+/// Is `name` usable as an account name (it appears in notify URLs and metric labels)?
+pub fn valid_account_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// One channel's accounts: a TOML table (`[wechatpay]`, one account) or an array of tables
+/// (`[[wechatpay]]`, several).
+#[derive(Debug, Clone)]
+pub struct Accounts<T>(pub Vec<T>);
+
+impl<T> Default for Accounts<T> {
+    fn default() -> Self {
+        Accounts(Vec::new())
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Accounts<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = Accounts<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a table (one account) or an array of tables (several)")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                m: A,
+            ) -> Result<Self::Value, A::Error> {
+                Ok(Accounts(vec![T::deserialize(MapAccessDeserializer::new(
+                    m,
+                ))?]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                s: A,
+            ) -> Result<Self::Value, A::Error> {
+                Ok(Accounts(Vec::deserialize(SeqAccessDeserializer::new(s))?))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UnionpayConfig {
+    /// Unique per channel: `[a-z0-9_-]`, at most 32 characters. Absent: `default`.
+    pub name: Option<String>,
+    /// The account an app without a binding uses when the channel has several.
+    #[serde(default)]
+    pub default: bool,
     /// `https://gateway.95516.com` in production.
     pub gateway: String,
     /// The reconciliation files' host (`fileTransfer`): `https://filedownload.95516.com` in
@@ -60,6 +122,11 @@ impl UnionpayConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WechatpayConfig {
+    /// Unique per channel: `[a-z0-9_-]`, at most 32 characters. Absent: `default`.
+    pub name: Option<String>,
+    /// The account an app without a binding uses when the channel has several.
+    #[serde(default)]
+    pub default: bool,
     /// `https://api.mch.weixin.qq.com` in production.
     pub gateway: String,
     pub mchid: String,
@@ -81,6 +148,11 @@ pub struct WechatpayConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlipayConfig {
+    /// Unique per channel: `[a-z0-9_-]`, at most 32 characters. Absent: `default`.
+    pub name: Option<String>,
+    /// The account an app without a binding uses when the channel has several.
+    #[serde(default)]
+    pub default: bool,
     /// `https://openapi.alipay.com/gateway.do` in production.
     pub gateway: String,
     pub app_id: String,
@@ -91,6 +163,11 @@ pub struct AlipayConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxConfig {
+    /// Unique per channel: `[a-z0-9_-]`, at most 32 characters. Absent: `default`.
+    pub name: Option<String>,
+    /// The account an app without a binding uses when the channel has several.
+    #[serde(default)]
+    pub default: bool,
     /// Base URL of the sandbox gateway, e.g. `http://127.0.0.1:7070`.
     pub gateway: String,
     /// File holding the hex-encoded HMAC key shared with the gateway.
@@ -120,30 +197,90 @@ impl ChannelsConfig {
         })?;
         // Key files are named relative to the channels file, so a state dir can move.
         let base = path.parent().unwrap_or(Path::new("."));
-        if let Some(s) = cfg.sandbox.as_mut() {
+        for s in &mut cfg.sandbox.0 {
             s.key_file = base.join(&s.key_file);
         }
-        if let Some(w) = cfg.wechatpay.as_mut() {
+        for w in &mut cfg.wechatpay.0 {
             w.merchant_key_file = base.join(&w.merchant_key_file);
             w.apiv3_key_file = base.join(&w.apiv3_key_file);
             w.platform_public_key_file = w.platform_public_key_file.as_ref().map(|p| base.join(p));
             w.platform_cert_files = w.platform_cert_files.iter().map(|p| base.join(p)).collect();
         }
-        if let Some(u) = cfg.unionpay.as_mut() {
+        for u in &mut cfg.unionpay.0 {
             u.sign_key_file = base.join(&u.sign_key_file);
             u.sign_cert_file = u.sign_cert_file.as_ref().map(|p| base.join(p));
             u.sign_key_password_file = u.sign_key_password_file.as_ref().map(|p| base.join(p));
             u.root_cert_file = base.join(&u.root_cert_file);
             u.middle_cert_file = u.middle_cert_file.as_ref().map(|p| base.join(p));
         }
-        if let Some(a) = cfg.alipay.as_mut() {
+        for a in &mut cfg.alipay.0 {
             a.app_private_key_file = base.join(&a.app_private_key_file);
             a.alipay_public_key_file = base.join(&a.alipay_public_key_file);
         }
+        cfg.check_names(path)?;
         Ok(cfg)
     }
 
-    /// Builds the connectors. `timeout` bounds every channel call; past it the outcome is unknown.
+    /// Every account's (channel, name, marked default), in file order.
+    pub fn account_names(&self) -> Vec<(ChannelName, String, bool)> {
+        let mut out = Vec::new();
+        let mut add = |c, name: &Option<String>, default| {
+            out.push((
+                c,
+                name.clone().unwrap_or_else(|| DEFAULT_ACCOUNT.to_owned()),
+                default,
+            ))
+        };
+        self.sandbox
+            .0
+            .iter()
+            .for_each(|a| add(ChannelName::Sandbox, &a.name, a.default));
+        self.wechatpay
+            .0
+            .iter()
+            .for_each(|a| add(ChannelName::Wechatpay, &a.name, a.default));
+        self.alipay
+            .0
+            .iter()
+            .for_each(|a| add(ChannelName::Alipay, &a.name, a.default));
+        self.unionpay
+            .0
+            .iter()
+            .for_each(|a| add(ChannelName::Unionpay, &a.name, a.default));
+        out
+    }
+
+    /// Names are unique per channel and URL-safe; at most one default per channel.
+    fn check_names(&self, path: &Path) -> Result<(), ConfigError> {
+        let names = self.account_names();
+        let bad = |message: String| ConfigError::Invalid {
+            path: path.into(),
+            message,
+        };
+        for (i, (channel, name, default)) in names.iter().enumerate() {
+            if !valid_account_name(name) {
+                return Err(bad(format!(
+                    "[[{channel}]] name {name:?}: use 1-32 of a-z, 0-9, '-' and '_'"
+                )));
+            }
+            for (c2, n2, d2) in &names[..i] {
+                if c2 == channel && n2 == name {
+                    return Err(bad(format!(
+                        "two [[{channel}]] accounts are named {name:?}"
+                    )));
+                }
+                if c2 == channel && *d2 && *default {
+                    return Err(bad(format!(
+                        "[[{channel}]]: more than one account is marked default"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the connectors, one per account. `timeout` bounds every channel call; past it the
+    /// outcome is unknown.
     pub fn build(
         &self,
         timeout: Duration,
@@ -158,24 +295,46 @@ impl ChannelsConfig {
                 message: e.to_string(),
             })?;
         let mut reg = ChannelRegistry::default();
-        if let Some(s) = &self.sandbox {
+        let label =
+            |name: &Option<String>| name.clone().unwrap_or_else(|| DEFAULT_ACCOUNT.to_owned());
+        for s in &self.sandbox.0 {
             let key = crate::config::read_hex_key(&s.key_file)?;
-            reg.insert(Arc::new(sandbox::SandboxClient::new(
-                s.gateway.clone(),
-                key,
-                http.clone(),
-                clock.clone(),
-            )));
+            reg.insert_account(ChannelAccount {
+                name: label(&s.name),
+                is_default: s.default,
+                merchant_id: String::new(),
+                fingerprints: Vec::new(),
+                connector: Arc::new(sandbox::SandboxClient::new(
+                    s.gateway.clone(),
+                    key,
+                    http.clone(),
+                    clock.clone(),
+                )),
+            });
         }
-        if let Some(w) = &self.wechatpay {
-            reg.insert(Arc::new(crate::wechatpay::WechatpayClient::new(
-                w.gateway.clone(),
-                w.keys()?,
-                http.clone(),
-                clock.clone(),
-            )));
+        for w in &self.wechatpay.0 {
+            let keys = w.keys()?;
+            let mut fingerprints = vec![(
+                format!("merchant key {}", w.merchant_serial_no),
+                keys.merchant_key.verifier().fingerprint(),
+            )];
+            for (id, key) in &keys.platform.0 {
+                fingerprints.push((format!("platform key {id}"), key.fingerprint()));
+            }
+            reg.insert_account(ChannelAccount {
+                name: label(&w.name),
+                is_default: w.default,
+                merchant_id: w.mchid.clone(),
+                fingerprints,
+                connector: Arc::new(crate::wechatpay::WechatpayClient::new(
+                    w.gateway.clone(),
+                    keys,
+                    http.clone(),
+                    clock.clone(),
+                )),
+            });
         }
-        if let Some(a) = &self.alipay {
+        for a in &self.alipay.0 {
             let keys = crate::alipay::AlipayKeys {
                 app_id: a.app_id.clone(),
                 app_private_key: RsaSigner::from_pem(&read(&a.app_private_key_file)?)
@@ -183,61 +342,109 @@ impl ChannelsConfig {
                 alipay_public_key: RsaVerifier::from_pem(&read(&a.alipay_public_key_file)?)
                     .map_err(|e| invalid(&a.alipay_public_key_file, e))?,
             };
-            reg.insert(Arc::new(crate::alipay::AlipayClient::new(
-                a.gateway.clone(),
-                keys,
-                http.clone(),
-                clock.clone(),
-            )));
-        }
-        if let Some(u) = &self.unionpay {
-            let is_p12 = u
-                .sign_key_file
-                .extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("pfx") || e.eq_ignore_ascii_case("p12"));
-            let (sign_key, cert) = if is_p12 {
-                let der = std::fs::read(&u.sign_key_file).map_err(|source| ConfigError::Read {
-                    path: u.sign_key_file.clone(),
-                    source,
-                })?;
-                let password = match &u.sign_key_password_file {
-                    Some(f) => read(f)?.trim_end_matches(['\r', '\n']).to_owned(),
-                    None => String::new(),
-                };
-                crate::crypto::load_pkcs12(&der, &password)
-                    .map_err(|e| invalid(&u.sign_key_file, e))?
-            } else {
-                let cert_file = u
-                    .sign_cert_file
-                    .as_ref()
-                    .ok_or_else(|| invalid(&u.sign_key_file, "a PEM key needs sign_cert_file"))?;
+            let fingerprints = vec![
                 (
-                    RsaSigner::from_pem(&read(&u.sign_key_file)?)
-                        .map_err(|e| invalid(&u.sign_key_file, e))?,
-                    Certificate::from_pem(&read(cert_file)?).map_err(|e| invalid(cert_file, e))?,
-                )
-            };
-            let keys = crate::unionpay::UnionpayKeys {
-                mer_id: u.mer_id.clone(),
-                sign_key,
-                cert_id: cert.serial_decimal.clone(),
-                root: Certificate::from_pem(&read(&u.root_cert_file)?)
-                    .map_err(|e| invalid(&u.root_cert_file, e))?,
-                middle: match &u.middle_cert_file {
-                    Some(f) => Some(Certificate::from_pem(&read(f)?).map_err(|e| invalid(f, e))?),
-                    None => None,
-                },
-                accept_test_owner: u.accept_test_owner,
-            };
-            reg.insert(Arc::new(crate::unionpay::UnionpayClient::new(
-                u.gateway.clone(),
-                u.file_transfer_url(),
-                keys,
-                http.clone(),
-                clock.clone(),
-            )));
+                    "app key".to_owned(),
+                    keys.app_private_key.verifier().fingerprint(),
+                ),
+                (
+                    "alipay public key".to_owned(),
+                    keys.alipay_public_key.fingerprint(),
+                ),
+            ];
+            reg.insert_account(ChannelAccount {
+                name: label(&a.name),
+                is_default: a.default,
+                merchant_id: a.app_id.clone(),
+                fingerprints,
+                connector: Arc::new(crate::alipay::AlipayClient::new(
+                    a.gateway.clone(),
+                    keys,
+                    http.clone(),
+                    clock.clone(),
+                )),
+            });
+        }
+        for u in &self.unionpay.0 {
+            let (keys, fingerprints) = u.keys()?;
+            reg.insert_account(ChannelAccount {
+                name: label(&u.name),
+                is_default: u.default,
+                merchant_id: u.mer_id.clone(),
+                fingerprints,
+                connector: Arc::new(crate::unionpay::UnionpayClient::new(
+                    u.gateway.clone(),
+                    u.file_transfer_url(),
+                    keys,
+                    http.clone(),
+                    clock.clone(),
+                )),
+            });
         }
         Ok(reg)
+    }
+}
+
+impl UnionpayConfig {
+    /// The account's keys, and the fingerprints of its certificates.
+    fn keys(&self) -> Result<(crate::unionpay::UnionpayKeys, Vec<(String, String)>), ConfigError> {
+        let u = self;
+        let is_p12 = u
+            .sign_key_file
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("pfx") || e.eq_ignore_ascii_case("p12"));
+        let (sign_key, cert) = if is_p12 {
+            let der = std::fs::read(&u.sign_key_file).map_err(|source| ConfigError::Read {
+                path: u.sign_key_file.clone(),
+                source,
+            })?;
+            let password = match &u.sign_key_password_file {
+                Some(f) => read(f)?.trim_end_matches(['\r', '\n']).to_owned(),
+                None => String::new(),
+            };
+            crate::crypto::load_pkcs12(&der, &password).map_err(|e| invalid(&u.sign_key_file, e))?
+        } else {
+            let cert_file = u
+                .sign_cert_file
+                .as_ref()
+                .ok_or_else(|| invalid(&u.sign_key_file, "a PEM key needs sign_cert_file"))?;
+            (
+                RsaSigner::from_pem(&read(&u.sign_key_file)?)
+                    .map_err(|e| invalid(&u.sign_key_file, e))?,
+                Certificate::from_pem(&read(cert_file)?).map_err(|e| invalid(cert_file, e))?,
+            )
+        };
+        let root = Certificate::from_pem(&read(&u.root_cert_file)?)
+            .map_err(|e| invalid(&u.root_cert_file, e))?;
+        let middle = match &u.middle_cert_file {
+            Some(f) => Some(Certificate::from_pem(&read(f)?).map_err(|e| invalid(f, e))?),
+            None => None,
+        };
+        let mut fingerprints = vec![
+            (
+                format!("signing certificate {}", cert.serial_decimal),
+                crate::crypto::sha256_hex(cert.der()),
+            ),
+            (
+                "root certificate".to_owned(),
+                crate::crypto::sha256_hex(root.der()),
+            ),
+        ];
+        if let Some(m) = &middle {
+            fingerprints.push((
+                "middle certificate".to_owned(),
+                crate::crypto::sha256_hex(m.der()),
+            ));
+        }
+        let keys = crate::unionpay::UnionpayKeys {
+            mer_id: u.mer_id.clone(),
+            sign_key,
+            cert_id: cert.serial_decimal.clone(),
+            root,
+            middle,
+            accept_test_owner: u.accept_test_owner,
+        };
+        Ok((keys, fingerprints))
     }
 }
 
@@ -313,4 +520,71 @@ pub fn read_hex_key(path: &Path) -> Result<crate::secret::SecretBytes, ConfigErr
         message: "key file is not hex".into(),
     })?;
     Ok(crate::secret::SecretBytes::new(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ChannelsConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("channels.toml");
+        std::fs::write(&path, text).unwrap();
+        ChannelsConfig::load(&path)
+    }
+
+    const SANDBOX: &str = "gateway = \"http://127.0.0.1:1\"\nkey_file = \"k\"\n";
+
+    #[test]
+    fn one_table_is_the_default_account_and_an_array_names_several() {
+        let one = parse(&format!("[sandbox]\n{SANDBOX}")).unwrap();
+        assert_eq!(
+            one.account_names(),
+            [(ChannelName::Sandbox, "default".to_owned(), false)]
+        );
+        let two = parse(&format!(
+            "[[sandbox]]\nname = \"a\"\n{SANDBOX}\n[[sandbox]]\nname = \"b\"\ndefault = true\n{SANDBOX}"
+        ))
+        .unwrap();
+        assert_eq!(
+            two.account_names(),
+            [
+                (ChannelName::Sandbox, "a".to_owned(), false),
+                (ChannelName::Sandbox, "b".to_owned(), true)
+            ]
+        );
+    }
+
+    #[test]
+    fn names_are_unique_url_safe_and_one_default_at_most() {
+        for (bad, says) in [
+            (
+                format!(
+                    "[[sandbox]]\nname = \"a\"\n{SANDBOX}\n[[sandbox]]\nname = \"a\"\n{SANDBOX}"
+                ),
+                "two [[sandbox]] accounts are named \"a\"",
+            ),
+            (
+                format!("[[sandbox]]\n{SANDBOX}\n[[sandbox]]\n{SANDBOX}"),
+                "named \"default\"",
+            ),
+            (
+                format!("[[sandbox]]\nname = \"Shop A\"\n{SANDBOX}"),
+                "name \"Shop A\"",
+            ),
+            (
+                format!(
+                    "[[sandbox]]\nname = \"a\"\ndefault = true\n{SANDBOX}\n[[sandbox]]\nname = \"b\"\ndefault = true\n{SANDBOX}"
+                ),
+                "more than one account is marked default",
+            ),
+            (
+                format!("[sandbox]\n{SANDBOX}unknown_field = 1\n"),
+                "unknown field",
+            ),
+        ] {
+            let e = parse(&bad).expect_err(says).to_string();
+            assert!(e.contains(says), "{e} should say {says}");
+        }
+    }
 }

@@ -150,6 +150,12 @@ impl RsaVerifier {
         Ok(RsaVerifier(der.to_vec()))
     }
 
+    /// SHA-256 of the key as it was given (hex): what an operator compares with the channel's
+    /// console. A public key's fingerprint reveals nothing secret.
+    pub fn fingerprint(&self) -> String {
+        sha256_hex(&self.0)
+    }
+
     pub fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
         UnparsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, &self.0)
             .verify(msg, sig)

@@ -20,7 +20,7 @@ use reqwest::header::HeaderMap;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-pub use config::{ChannelsConfig, ConfigError};
+pub use config::{ChannelsConfig, ConfigError, DEFAULT_ACCOUNT};
 
 /// The clock every connector reads: the same injected clock as the rest of payonce, so
 /// virtual-time and clock-fault tests move the connectors' timestamps too.
@@ -284,23 +284,93 @@ pub trait Channel: Send + Sync + 'static {
     fn notify_nack(&self, reason: &str) -> NotifyReply;
 }
 
-/// The channels this deployment is configured for.
+/// One channel account: a connector holding one merchant's identifiers and keys, under the
+/// name payonce records on every attempt it makes through it.
+#[derive(Clone)]
+pub struct ChannelAccount {
+    pub name: String,
+    pub connector: Arc<dyn Channel>,
+    /// The merchant number as the channel names it (WeChat `mchid`, Alipay `app_id`, UnionPay
+    /// `merId`); empty for the sandbox.
+    pub merchant_id: String,
+    /// `(what, SHA-256 hex)` of the account's public keys and certificates, never of a secret.
+    pub fingerprints: Vec<(String, String)>,
+    /// Marked `default = true`: the account of apps without a binding when there are several.
+    pub is_default: bool,
+}
+
+impl ChannelAccount {
+    pub fn channel(&self) -> ChannelName {
+        self.connector.name()
+    }
+}
+
+/// The channel accounts this deployment is configured for.
 #[derive(Clone, Default)]
 pub struct ChannelRegistry {
-    channels: BTreeMap<ChannelName, Arc<dyn Channel>>,
+    channels: BTreeMap<ChannelName, Vec<ChannelAccount>>,
 }
 
 impl ChannelRegistry {
-    pub fn insert(&mut self, channel: Arc<dyn Channel>) {
-        self.channels.insert(channel.name(), channel);
+    /// Adds an account (the caller checked its name is new for its channel).
+    pub fn insert_account(&mut self, account: ChannelAccount) {
+        self.channels
+            .entry(account.channel())
+            .or_default()
+            .push(account);
     }
 
+    /// The connector of the channel's default account: the only one, or the one marked default.
     pub fn get(&self, name: ChannelName) -> Option<&Arc<dyn Channel>> {
-        self.channels.get(&name)
+        self.default_account(name).map(|a| &a.connector)
     }
 
+    /// The channel's only account, or the one marked default; `None` when there are several
+    /// and none is marked (every app must then be bound to one).
+    pub fn default_account(&self, name: ChannelName) -> Option<&ChannelAccount> {
+        let accounts = self.channels.get(&name)?;
+        match accounts.as_slice() {
+            [only] => Some(only),
+            several => several.iter().find(|a| a.is_default),
+        }
+    }
+
+    /// A named account of a channel.
+    pub fn account(&self, name: ChannelName, account: &str) -> Option<&ChannelAccount> {
+        self.channels.get(&name)?.iter().find(|a| a.name == account)
+    }
+
+    /// The connector of a named account.
+    pub fn connector(&self, name: ChannelName, account: &str) -> Option<&Arc<dyn Channel>> {
+        self.account(name, account).map(|a| &a.connector)
+    }
+
+    /// Every account of one channel, in configuration order.
+    pub fn accounts(&self, name: ChannelName) -> &[ChannelAccount] {
+        self.channels.get(&name).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Every account of every channel.
+    pub fn all_accounts(&self) -> impl Iterator<Item = &ChannelAccount> + '_ {
+        self.channels.values().flatten()
+    }
+
+    /// The channels with at least one account.
     pub fn names(&self) -> impl Iterator<Item = ChannelName> + '_ {
         self.channels.keys().copied()
+    }
+
+    /// The same accounts with every connector wrapped (metering).
+    pub fn wrap(self, mut f: impl FnMut(&ChannelAccount) -> Arc<dyn Channel>) -> Self {
+        let mut out = ChannelRegistry::default();
+        for account in self.channels.into_values().flatten() {
+            let connector = f(&account);
+            out.insert_account(ChannelAccount {
+                connector,
+                ..account
+            });
+        }
+        out
     }
 }
 

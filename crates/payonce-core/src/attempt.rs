@@ -11,6 +11,9 @@ pub struct Attempt {
     pub id: AttemptId,
     pub order_id: OrderId,
     pub channel: ChannelName,
+    /// The channel account (merchant number) the channel order was made through: every later
+    /// call about it goes to the same account.
+    pub account: String,
     pub method: PayMethod,
     pub out_trade_no: OutTradeNo,
     pub amount: Money,

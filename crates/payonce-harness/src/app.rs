@@ -18,6 +18,10 @@ use tokio::net::TcpListener;
 
 #[derive(Clone)]
 pub struct AppOptions {
+    /// The test app's channel accounts (`apps create --account`).
+    pub accounts: Vec<(payonce_core::ChannelName, String)>,
+    /// How many merchants per channel the simulator plays (`payonce sim --merchants`).
+    pub sim_merchants: usize,
     pub channel_timeout: Duration,
     pub time_scale: f64,
     /// The test app's webhook URL (none: events are kept, not sent).
@@ -91,6 +95,8 @@ impl AppOptions {
 impl Default for AppOptions {
     fn default() -> Self {
         AppOptions {
+            accounts: Vec::new(),
+            sim_merchants: 1,
             channel_timeout: Duration::from_secs(5),
             time_scale: 100.0,
             webhook_url: None,
@@ -197,6 +203,7 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
     let sim_options = payonce_sim::SimOptions {
         clock: clock.clone(),
         seed: opts.sim_seed,
+        merchants: opts.sim_merchants,
     };
     let sim = payonce_sim::start_with(
         TcpListener::bind("127.0.0.1:0").await.unwrap(),
@@ -272,6 +279,9 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
             .unwrap_or_default(),
         ..ServerConfig::default()
     };
+    payonce_server::engine::accounts::record_file_accounts(store.as_ref(), &channels, clock.now())
+        .await
+        .expect("record channel accounts");
     let (key, _) = MasterKey::random();
     let creds = payonce_server::engine::apps::create_app(
         store.as_ref(),
@@ -281,6 +291,7 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
             name: "test-shop",
             webhook_url: opts.webhook_url.as_deref(),
             sink: opts.sink.as_deref(),
+            accounts: &opts.accounts,
             ..Default::default()
         },
     )

@@ -1,4 +1,4 @@
-//! The invariant checker (DESIGN.md I1–I4, I7), shared by tests, `demo`, `bench` and `chaos`.
+//! The invariant checker (DESIGN.md I1–I4, I7, I9), shared by tests, `demo`, `bench` and `chaos`.
 //! It compares what payonce stored with what the channels hold (the simulator's ledger, read
 //! into typed structs so that a renamed field fails the check rather than passing it).
 
@@ -25,6 +25,8 @@ pub struct Ledger {
 #[serde(deny_unknown_fields)]
 pub struct LedgerOrder {
     pub channel: String,
+    /// The merchant (account name) the channel order was made at.
+    pub merchant: String,
     pub out_trade_no: String,
     pub state: String,
     pub amount: i64,
@@ -38,6 +40,7 @@ pub struct LedgerOrder {
 #[serde(deny_unknown_fields)]
 pub struct LedgerMoney {
     pub channel: String,
+    pub merchant: String,
     pub out_trade_no: String,
     pub amount: i64,
 }
@@ -46,6 +49,7 @@ pub struct LedgerMoney {
 #[serde(deny_unknown_fields)]
 pub struct LedgerRefund {
     pub channel: String,
+    pub merchant: String,
     pub out_trade_no: String,
     pub out_refund_no: String,
     pub amount: i64,
@@ -102,6 +106,14 @@ pub async fn check(store: &dyn Inspect, ledger: &Value) -> Vec<String> {
             ));
             continue;
         };
+        // I9: a channel order lives at the merchant whose account the attempt names: every
+        // query, close and refund about it went to that merchant, never another.
+        if co.merchant != a.account {
+            v.push(format!(
+                "I9: channel order {channel}/{no} is at merchant {} but its attempt names account {}",
+                co.merchant, a.account
+            ));
+        }
         if co.amount != a.amount.minor {
             v.push(format!(
                 "channel order {channel}/{no} amount {} differs from attempt {}",
@@ -432,8 +444,8 @@ mod tests {
 
     fn ledger() -> serde_json::Value {
         json!({
-            "orders": [{"channel": "wechatpay", "out_trade_no": "A1", "state": "SUCCESS", "amount": 500, "subject": "tea", "charges": 1, "refunded": 0}],
-            "charges": [{"channel": "wechatpay", "out_trade_no": "A1", "amount": 500}],
+            "orders": [{"channel": "wechatpay", "merchant": "default", "out_trade_no": "A1", "state": "SUCCESS", "amount": 500, "subject": "tea", "charges": 1, "refunded": 0}],
+            "charges": [{"channel": "wechatpay", "merchant": "default", "out_trade_no": "A1", "amount": 500}],
             "refunds": [],
             "prepay_requests": 1,
             "refund_requests": 0,

@@ -1,6 +1,6 @@
 //! Every channel call measured: a `Channel` that forwards to the real connector and records
-//! `payonce_channel_calls_total{channel,operation,outcome}` (outcome `ok`, `refused`,
-//! `unreachable`, `ambiguous`) and `payonce_channel_call_seconds{channel,operation}`. The
+//! `payonce_channel_calls_total{channel,account,operation,outcome}` (outcome `ok`, `refused`,
+//! `unreachable`, `ambiguous`) and `payonce_channel_call_seconds{channel,account,operation}`. The
 //! operator's "is a channel misbehaving?" is these two series; the alert on a channel's error
 //! rate reads them (deploy/prometheus/payonce-rules.yml). Each call is also a span
 //! (`channel.call`, a child of whatever asked: a prepay request, a query round), so a trace shows
@@ -18,18 +18,21 @@ use reqwest::header::HeaderMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Wraps every channel of `registry` so its calls are measured.
+/// Wraps every account's connector of `registry` so its calls are measured, labelled with the
+/// account: one merchant number misbehaving is told apart from the channel misbehaving.
 pub fn metered(registry: ChannelRegistry) -> ChannelRegistry {
-    let mut out = ChannelRegistry::default();
-    for name in registry.names().collect::<Vec<_>>() {
-        if let Some(c) = registry.get(name) {
-            out.insert(Arc::new(Metered(c.clone())));
-        }
-    }
-    out
+    registry.wrap(|a| {
+        Arc::new(Metered {
+            inner: a.connector.clone(),
+            account: Arc::from(a.name.as_str()),
+        })
+    })
 }
 
-struct Metered(Arc<dyn Channel>);
+struct Metered {
+    inner: Arc<dyn Channel>,
+    account: Arc<str>,
+}
 
 fn outcome<T>(r: &Result<T, ChannelError>) -> &'static str {
     match r {
@@ -47,13 +50,14 @@ impl Metered {
         call: impl std::future::Future<Output = Result<T, ChannelError>>,
     ) -> Result<T, ChannelError> {
         use tracing::Instrument as _;
-        let channel = self.0.name().as_str();
-        let span = tracing::info_span!("channel.call", channel, operation, outcome = tracing::field::Empty, otel.name = %format!("{channel} {operation}"), otel.kind = "client");
+        let channel = self.inner.name().as_str();
+        let account = &*self.account;
+        let span = tracing::info_span!("channel.call", channel, account, operation, outcome = tracing::field::Empty, otel.name = %format!("{channel} {operation}"), otel.kind = "client");
         let started = Instant::now();
         let r = call.instrument(span.clone()).await;
         span.record("outcome", outcome(&r));
-        metrics::histogram!("payonce_channel_call_seconds", "channel" => channel, "operation" => operation).record(started.elapsed().as_secs_f64());
-        metrics::counter!("payonce_channel_calls_total", "channel" => channel, "operation" => operation, "outcome" => outcome(&r)).increment(1);
+        metrics::histogram!("payonce_channel_call_seconds", "channel" => channel, "account" => self.account.to_string(), "operation" => operation).record(started.elapsed().as_secs_f64());
+        metrics::counter!("payonce_channel_calls_total", "channel" => channel, "account" => self.account.to_string(), "operation" => operation, "outcome" => outcome(&r)).increment(1);
         r
     }
 }
@@ -61,31 +65,32 @@ impl Metered {
 #[async_trait]
 impl Channel for Metered {
     fn name(&self) -> ChannelName {
-        self.0.name()
+        self.inner.name()
     }
     async fn prepay(&self, req: &PrepayRequest) -> Result<Prepaid, ChannelError> {
-        self.measure("prepay", self.0.prepay(req)).await
+        self.measure("prepay", self.inner.prepay(req)).await
     }
     async fn query(&self, order: &ChannelOrderRef) -> Result<TradeState, ChannelError> {
-        self.measure("query", self.0.query(order)).await
+        self.measure("query", self.inner.query(order)).await
     }
     async fn close(&self, order: &ChannelOrderRef) -> Result<CloseAnswer, ChannelError> {
-        self.measure("close", self.0.close(order)).await
+        self.measure("close", self.inner.close(order)).await
     }
     fn refund_call_data(&self, now: Timestamp) -> Option<String> {
-        self.0.refund_call_data(now)
+        self.inner.refund_call_data(now)
     }
     async fn refund(
         &self,
         req: &RefundRequest,
     ) -> Result<(RefundState, Option<String>), ChannelError> {
-        self.measure("refund", self.0.refund(req)).await
+        self.measure("refund", self.inner.refund(req)).await
     }
     async fn refund_query(&self, r: &RefundRef) -> Result<RefundState, ChannelError> {
-        self.measure("refund_query", self.0.refund_query(r)).await
+        self.measure("refund_query", self.inner.refund_query(r))
+            .await
     }
     async fn download_bill(&self, date: &str) -> Result<BillDownload, ChannelError> {
-        self.measure("download_bill", self.0.download_bill(date))
+        self.measure("download_bill", self.inner.download_bill(date))
             .await
     }
     fn verify_notification(
@@ -94,12 +99,12 @@ impl Channel for Metered {
         body: &[u8],
         now: Timestamp,
     ) -> Result<Notification, NotifyError> {
-        self.0.verify_notification(headers, body, now)
+        self.inner.verify_notification(headers, body, now)
     }
     fn notify_ack(&self) -> NotifyReply {
-        self.0.notify_ack()
+        self.inner.notify_ack()
     }
     fn notify_nack(&self, reason: &str) -> NotifyReply {
-        self.0.notify_nack(reason)
+        self.inner.notify_nack(reason)
     }
 }

@@ -395,7 +395,8 @@ impl SyncLimiter {
 }
 
 /// Every kind of abnormal item payonce writes: their gauges exist (at 0) from the start.
-pub const ABNORMAL_KINDS: [&str; 11] = [
+pub const ABNORMAL_KINDS: [&str; 12] = [
+    "notification_account_mismatch",
     "amount_mismatch",
     "unresolved_unknown",
     "refund_abnormal",

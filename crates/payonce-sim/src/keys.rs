@@ -12,21 +12,42 @@ pub const WECHAT_APPID: &str = "wxd678efh567hg6787";
 pub const ALIPAY_APP_ID: &str = "2021000000000001";
 pub const UNIONPAY_MER_ID: &str = "777290058110048";
 
+/// One WeChat merchant the simulator serves: its identifiers, the public half of its API key
+/// (requests are checked with it) and its APIv3 key (its notifications are encrypted with it).
+pub struct WechatMerchant {
+    pub mchid: String,
+    pub appid: String,
+    pub serial: String,
+    pub key: RsaVerifier,
+    pub apiv3: SecretBytes,
+}
+
+/// One Alipay app (merchant) the simulator serves.
+pub struct AlipayMerchant {
+    pub app_id: String,
+    pub app_key: RsaVerifier,
+}
+
+/// One UnionPay merchant the simulator serves.
+pub struct UnionpayMerchant {
+    pub mer_id: String,
+    pub cert_id: String,
+    pub key: RsaVerifier,
+}
+
 pub struct SimKeys {
     pub sandbox: SecretBytes,
-    pub wechat_merchant: RsaVerifier,
-    pub wechat_merchant_serial: String,
+    /// Merchant 0 is the one of a single-merchant simulator (today's file names).
+    pub wechat: Vec<WechatMerchant>,
+    pub alipay: Vec<AlipayMerchant>,
+    pub unionpay: Vec<UnionpayMerchant>,
     pub wechat_platform_key_id: String,
     /// The key WeChat signs answers and notifications with now, and the serial it announces
     /// (`PUB_KEY_ID_…` in public-key mode, a certificate serial in certificate mode).
     pub wechat_signing: Mutex<WechatSigning>,
     /// The platform certificates `GET /v3/certificates` lists (old and new overlap on rotation).
     pub wechat_certificates: Mutex<Vec<PlatformCertificate>>,
-    pub wechat_apiv3: SecretBytes,
-    pub alipay_app: RsaVerifier,
     pub alipay_platform: RsaSigner,
-    pub unionpay_merchant: RsaVerifier,
-    pub unionpay_merchant_cert_id: String,
     pub unionpay_sign: RsaSigner,
     /// PEM of UnionPay's signing certificate, sent as `signPubKeyCert`.
     pub unionpay_sign_cert: String,
@@ -87,8 +108,57 @@ fn rsa(path: &Path) -> std::io::Result<RsaSigner> {
     RsaSigner::from_pem(&pem).map_err(std::io::Error::other)
 }
 
+/// Account name of merchant `i` (0-based) of `n`: `default` alone, else `m1` … `mN`.
+pub fn account_name(i: usize, n: usize) -> String {
+    if n <= 1 {
+        "default".to_owned()
+    } else {
+        format!("m{}", i + 1)
+    }
+}
+
+/// File name of a merchant's key file: merchant 0 keeps today's names, merchant `i` adds
+/// `_m{i+1}` after the channel's prefix.
+fn merchant_file(i: usize, channel: &str, rest: &str) -> String {
+    if i == 0 {
+        format!("{channel}_{rest}")
+    } else {
+        format!("{channel}_m{}_{rest}", i + 1)
+    }
+}
+
+/// Identifiers of merchant `i`: merchant 0 keeps today's constants.
+fn wechat_ids(i: usize) -> (String, String) {
+    if i == 0 {
+        (WECHAT_MCHID.to_owned(), WECHAT_APPID.to_owned())
+    } else {
+        (
+            (1_900_000_001 + i as u64).to_string(),
+            format!("wxd678efh567hg{:04}", i + 1),
+        )
+    }
+}
+
+fn alipay_app_id(i: usize) -> String {
+    if i == 0 {
+        ALIPAY_APP_ID.to_owned()
+    } else {
+        (2_021_000_000_000_001u64 + i as u64).to_string()
+    }
+}
+
+fn unionpay_mer_id(i: usize) -> String {
+    if i == 0 {
+        UNIONPAY_MER_ID.to_owned()
+    } else {
+        (777_290_058_110_048u64 + i as u64).to_string()
+    }
+}
+
 impl SimKeys {
-    pub fn load_or_generate(dir: &Path) -> std::io::Result<Self> {
+    /// The keys of a simulator playing `merchants` merchants per channel (at least one).
+    pub fn load_or_generate_for(dir: &Path, merchants: usize) -> std::io::Result<Self> {
+        let merchants = merchants.max(1);
         let sandbox = hex::decode(
             load_or(&dir.join("sandbox.key"), || {
                 hex::encode(SecretBytes::random32().expose())
@@ -96,7 +166,6 @@ impl SimKeys {
             .trim(),
         )
         .map_err(std::io::Error::other)?;
-        let wechat_merchant = rsa(&dir.join("wechatpay_merchant_key.pem"))?;
         let wechat_platform = Arc::new(rsa(&dir.join("wechatpay_platform_key.pem"))?);
         std::fs::write(
             dir.join("wechatpay_platform_public_key.pem"),
@@ -109,57 +178,184 @@ impl SimKeys {
         let first_cert = platform_certificate(&wechat_platform, 0x5157_F09D_0E74_B8A2, now);
         // For certificate-mode configurations (`platform_cert_files`).
         std::fs::write(dir.join("wechatpay_platform_cert.pem"), &first_cert.pem)?;
-        let apiv3 = load_or(&dir.join("wechatpay_apiv3.key"), || nonce(32))?;
         let ids = load_or(&dir.join("wechatpay_ids"), || {
             format!("{}\nPUB_KEY_ID_0119{}\n", nonce(40), nonce(20))
         })?;
         let mut ids = ids.lines();
-        let merchant_serial = ids.next().unwrap_or_default().to_owned();
+        let first_serial = ids.next().unwrap_or_default().to_owned();
         let platform_key_id = ids.next().unwrap_or_default().to_owned();
-        let alipay_app = rsa(&dir.join("alipay_app_private_key.pem"))?;
+        let mut wechat = Vec::new();
+        let mut alipay = Vec::new();
+        for i in 0..merchants {
+            let (mchid, appid) = wechat_ids(i);
+            let serial = if i == 0 {
+                first_serial.clone()
+            } else {
+                load_or(&dir.join(merchant_file(i, "wechatpay", "serial")), || {
+                    nonce(40)
+                })?
+                .trim()
+                .to_owned()
+            };
+            let apiv3 = load_or(
+                &dir.join(merchant_file(i, "wechatpay", "apiv3.key")),
+                || nonce(32),
+            )?;
+            wechat.push(WechatMerchant {
+                mchid,
+                appid,
+                serial,
+                key: rsa(&dir.join(merchant_file(i, "wechatpay", "merchant_key.pem")))?.verifier(),
+                apiv3: SecretBytes::new(apiv3.trim().as_bytes().to_vec()),
+            });
+            alipay.push(AlipayMerchant {
+                app_id: alipay_app_id(i),
+                app_key: rsa(&dir.join(merchant_file(i, "alipay", "app_private_key.pem")))?
+                    .verifier(),
+            });
+        }
         let alipay_platform = rsa(&dir.join("alipay_private_key.pem"))?;
         std::fs::write(
             dir.join("alipay_public_key.pem"),
             alipay_platform.public_key_pem(),
         )?;
-        let unionpay = unionpay_pki(dir)?;
+        let unionpay_first = unionpay_pki(dir)?;
+        let mut unionpay = vec![UnionpayMerchant {
+            mer_id: UNIONPAY_MER_ID.to_owned(),
+            cert_id: unionpay_first.1,
+            key: unionpay_first.0,
+        }];
+        for i in 1..merchants {
+            let (key, cert_id) = unionpay_merchant(dir, i)?;
+            unionpay.push(UnionpayMerchant {
+                mer_id: unionpay_mer_id(i),
+                cert_id,
+                key,
+            });
+        }
         Ok(SimKeys {
             sandbox: SecretBytes::new(sandbox),
-            wechat_merchant: wechat_merchant.verifier(),
-            wechat_merchant_serial: merchant_serial,
+            wechat,
+            alipay,
+            unionpay,
             wechat_platform_key_id: platform_key_id.clone(),
             wechat_signing: Mutex::new(WechatSigning {
                 key: wechat_platform,
                 serial: platform_key_id,
             }),
             wechat_certificates: Mutex::new(vec![first_cert]),
-            wechat_apiv3: SecretBytes::new(apiv3.trim().as_bytes().to_vec()),
-            alipay_app: alipay_app.verifier(),
             alipay_platform,
-            unionpay_merchant: unionpay.0,
-            unionpay_merchant_cert_id: unionpay.1,
-            unionpay_sign: unionpay.2,
-            unionpay_sign_cert: unionpay.3,
+            unionpay_sign: unionpay_first.2,
+            unionpay_sign_cert: unionpay_first.3,
         })
     }
 
-    /// The `channels.toml` a payonce server reads to talk to this simulator at `base`.
+    /// The `channels.toml` a payonce server reads to talk to this simulator at `base`: one
+    /// table per channel with one merchant (today's file), else `[[channel]]` accounts `m1` …
+    /// `mN`, the first marked default. The platform keys (WeChat's, Alipay's, UnionPay's
+    /// signing certificate) are the simulated channel's own, shared by its merchants.
     pub fn channels_toml(&self, base: &str) -> String {
-        format!(
+        let n = self.wechat.len();
+        let (open, close) = if n == 1 { ("[", "]") } else { ("[[", "]]") };
+        let label = |i: usize| {
+            if n == 1 {
+                String::new()
+            } else {
+                format!(
+                    "name = \"{}\"\n{}",
+                    account_name(i, n),
+                    if i == 0 { "default = true\n" } else { "" }
+                )
+            }
+        };
+        let mut out = format!(
             "# Written by `payonce sim`: the simulated channels and the merchant's keys for them.\n\
-             [sandbox]\ngateway = \"{base}\"\nkey_file = \"sandbox.key\"\n\n\
-             [wechatpay]\ngateway = \"{base}\"\nmchid = \"{WECHAT_MCHID}\"\nappid = \"{WECHAT_APPID}\"\n\
-             merchant_serial_no = \"{}\"\nmerchant_key_file = \"wechatpay_merchant_key.pem\"\n\
-             apiv3_key_file = \"wechatpay_apiv3.key\"\nplatform_public_key_file = \"wechatpay_platform_public_key.pem\"\n\
-             platform_public_key_id = \"{}\"\n\n\
-             [alipay]\ngateway = \"{base}/gateway.do\"\napp_id = \"{ALIPAY_APP_ID}\"\n\
-             app_private_key_file = \"alipay_app_private_key.pem\"\nalipay_public_key_file = \"alipay_public_key.pem\"\n\n\
-             [unionpay]\ngateway = \"{base}\"\nmer_id = \"{UNIONPAY_MER_ID}\"\nsign_key_file = \"unionpay_merchant_key.pem\"\n\
-             sign_cert_file = \"unionpay_merchant_cert.pem\"\nroot_cert_file = \"unionpay_root.pem\"\n\
-             middle_cert_file = \"unionpay_middle.pem\"\n",
-            self.wechat_merchant_serial, self.wechat_platform_key_id
-        )
+             [sandbox]\ngateway = \"{base}\"\nkey_file = \"sandbox.key\"\n"
+        );
+        for (i, m) in self.wechat.iter().enumerate() {
+            out.push_str(&format!(
+                "\n{open}wechatpay{close}\n{}gateway = \"{base}\"\nmchid = \"{}\"\nappid = \"{}\"\n\
+                 merchant_serial_no = \"{}\"\nmerchant_key_file = \"{}\"\n\
+                 apiv3_key_file = \"{}\"\nplatform_public_key_file = \"wechatpay_platform_public_key.pem\"\n\
+                 platform_public_key_id = \"{}\"\n",
+                label(i),
+                m.mchid,
+                m.appid,
+                m.serial,
+                merchant_file(i, "wechatpay", "merchant_key.pem"),
+                merchant_file(i, "wechatpay", "apiv3.key"),
+                self.wechat_platform_key_id
+            ));
+        }
+        for (i, m) in self.alipay.iter().enumerate() {
+            out.push_str(&format!(
+                "\n{open}alipay{close}\n{}gateway = \"{base}/gateway.do\"\napp_id = \"{}\"\n\
+                 app_private_key_file = \"{}\"\nalipay_public_key_file = \"alipay_public_key.pem\"\n",
+                label(i),
+                m.app_id,
+                merchant_file(i, "alipay", "app_private_key.pem"),
+            ));
+        }
+        for (i, m) in self.unionpay.iter().enumerate() {
+            out.push_str(&format!(
+                "\n{open}unionpay{close}\n{}gateway = \"{base}\"\nmer_id = \"{}\"\nsign_key_file = \"{}\"\n\
+                 sign_cert_file = \"{}\"\nroot_cert_file = \"unionpay_root.pem\"\n\
+                 middle_cert_file = \"unionpay_middle.pem\"\n",
+                label(i),
+                m.mer_id,
+                merchant_file(i, "unionpay", "merchant_key.pem"),
+                merchant_file(i, "unionpay", "merchant_cert.pem"),
+            ));
+        }
+        out
     }
+
+    pub fn wechat_by_mchid(&self, mchid: &str) -> Option<(usize, &WechatMerchant)> {
+        self.wechat
+            .iter()
+            .enumerate()
+            .find(|(_, m)| m.mchid == mchid)
+    }
+
+    pub fn alipay_by_app_id(&self, app_id: &str) -> Option<(usize, &AlipayMerchant)> {
+        self.alipay
+            .iter()
+            .enumerate()
+            .find(|(_, m)| m.app_id == app_id)
+    }
+
+    pub fn unionpay_by_mer_id(&self, mer_id: &str) -> Option<(usize, &UnionpayMerchant)> {
+        self.unionpay
+            .iter()
+            .enumerate()
+            .find(|(_, m)| m.mer_id == mer_id)
+    }
+}
+
+/// Merchant `i` (> 0) of UnionPay: its signing key and a certificate whose decimal serial is its
+/// `certId` (the simulator checks the signature with it; no chain is asked of a merchant's).
+fn unionpay_merchant(dir: &Path, i: usize) -> std::io::Result<(RsaVerifier, String)> {
+    use payonce_channels::crypto::Certificate;
+    let key_file = dir.join(merchant_file(i, "unionpay", "merchant_key.pem"));
+    let cert_file = dir.join(merchant_file(i, "unionpay", "merchant_cert.pem"));
+    let signer = rsa(&key_file)?;
+    let pem = load_or(&cert_file, || {
+        use rcgen::{CertificateParams, DnType, KeyPair, PKCS_RSA_SHA256, SerialNumber};
+        let kp =
+            KeyPair::from_pkcs8_der_and_sign_algo(&signer.pkcs8_der().into(), &PKCS_RSA_SHA256)
+                .expect("RSA key");
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.distinguished_name.push(
+            DnType::CommonName,
+            format!("merchant {}", unionpay_mer_id(i)),
+        );
+        p.serial_number = Some(SerialNumber::from(68_759_663_125u64 + i as u64));
+        p.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+        p.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(3650);
+        p.self_signed(&kp).expect("self-signed certificate").pem()
+    })?;
+    let cert = Certificate::from_pem(&pem).map_err(std::io::Error::other)?;
+    Ok((cert.verifier.clone(), cert.serial_decimal.clone()))
 }
 
 /// UnionPay's certificate hierarchy, as the simulator plays it: a root, an intermediate, the

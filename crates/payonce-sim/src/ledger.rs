@@ -19,6 +19,11 @@ pub enum SimStatus {
 #[derive(Debug, Clone)]
 pub struct SimOrder {
     pub channel: ChannelName,
+    /// The merchant (index into the simulator's merchants of this channel) that made it: only
+    /// that merchant can query, close or refund it.
+    pub merchant: usize,
+    /// Its account name (`default`, or `m1` … `mN`), as `/sim/ledger` reports it.
+    pub merchant_name: String,
     pub out_trade_no: String,
     pub status: SimStatus,
     /// An Alipay close before the first scan changes nothing at the channel: the QR stays
@@ -75,6 +80,7 @@ impl SimOrder {
     pub fn view(&self) -> serde_json::Value {
         serde_json::json!({
             "channel": self.channel,
+            "merchant": self.merchant_name,
             "out_trade_no": self.out_trade_no,
             "state": self.state_name(),
             "amount": self.amount,
@@ -88,6 +94,7 @@ impl SimOrder {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Charge {
     pub channel: ChannelName,
+    pub merchant: String,
     pub out_trade_no: String,
     pub amount: i64,
     #[serde(skip)]
@@ -99,6 +106,7 @@ pub struct Charge {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Refund {
     pub channel: ChannelName,
+    pub merchant: String,
     pub out_trade_no: String,
     pub out_refund_no: String,
     pub amount: i64,
@@ -149,9 +157,11 @@ impl Ledger {
     }
 
     /// A refund, idempotent by `(channel, out_refund_no)`: a repeat returns the first one.
+    #[allow(clippy::too_many_arguments)]
     pub fn refund(
         &mut self,
         channel: ChannelName,
+        merchant: usize,
         out_trade_no: &str,
         out_refund_no: &str,
         amount: i64,
@@ -173,6 +183,7 @@ impl Ledger {
         let o = self
             .orders
             .get_mut(&(channel, out_trade_no.to_owned()))
+            .filter(|o| o.merchant == merchant)
             .ok_or(RefundError::NoSuchOrder)?;
         if o.status != SimStatus::Paid {
             return Err(RefundError::NotPaid);
@@ -184,6 +195,7 @@ impl Ledger {
         o.refunded += amount;
         let r = Refund {
             channel,
+            merchant: o.merchant_name.clone(),
             out_trade_no: out_trade_no.into(),
             out_refund_no: out_refund_no.into(),
             amount,

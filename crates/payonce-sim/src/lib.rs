@@ -16,6 +16,7 @@ mod wechatpay;
 pub mod wire;
 
 use axum::Router;
+use payonce_core::ChannelName;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -49,6 +50,9 @@ pub struct SimOptions {
     pub clock: Arc<dyn payonce_core::Clock>,
     /// `None`: a fresh seed from the system's randomness (still printed and kept in `Sim::seed`).
     pub seed: Option<u64>,
+    /// Merchants played per channel (`payonce sim --merchants N`): 1 writes today's
+    /// `channels.toml`; more write accounts `m1` … `mN` per channel.
+    pub merchants: usize,
 }
 
 impl Default for SimOptions {
@@ -56,6 +60,7 @@ impl Default for SimOptions {
         SimOptions {
             clock: Arc::new(payonce_core::SystemClock),
             seed: None,
+            merchants: 1,
         }
     }
 }
@@ -90,7 +95,7 @@ impl Sim {
         options: SimOptions,
     ) -> std::io::Result<(Arc<Sim>, PathBuf)> {
         std::fs::create_dir_all(state_dir)?;
-        let keys = keys::SimKeys::load_or_generate(state_dir)?;
+        let keys = keys::SimKeys::load_or_generate_for(state_dir, options.merchants)?;
         let channels_file = state_dir.join("channels.toml");
         std::fs::write(&channels_file, keys.channels_toml(gateway))?;
         let seed = options.seed.unwrap_or_else(rng::fresh_seed);
@@ -148,6 +153,17 @@ impl Sim {
         } else {
             lo + (self.rng.lock().unwrap().stream(purpose).next_u64() % (hi - lo + 1))
         }
+    }
+
+    /// The account name of a channel's merchant `i` (`/sim/ledger`'s `merchant`).
+    pub fn merchant_name(&self, channel: ChannelName, i: usize) -> String {
+        let n = match channel {
+            ChannelName::Wechatpay => self.keys.wechat.len(),
+            ChannelName::Alipay => self.keys.alipay.len(),
+            ChannelName::Unionpay => self.keys.unionpay.len(),
+            ChannelName::Sandbox => 1,
+        };
+        keys::account_name(i, n)
     }
 
     pub fn ledger_snapshot(&self) -> Ledger {

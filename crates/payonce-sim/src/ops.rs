@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 pub struct NewOrder {
     pub channel: ChannelName,
+    /// The merchant making it (index into the simulator's merchants of the channel).
+    pub merchant: usize,
     pub out_trade_no: String,
     pub amount: i64,
     pub subject: String,
@@ -35,6 +37,9 @@ pub fn create(sim: &Sim, n: NewOrder) -> Result<SimOrder, CreateError> {
     let key = (n.channel, n.out_trade_no.clone());
     let now = sim.now_ms();
     if let Some(o) = ledger.orders.get_mut(&key) {
+        if o.merchant != n.merchant {
+            return Err(CreateError::Used);
+        }
         return match o.status {
             SimStatus::Paid => Err(CreateError::Paid),
             // A repeat with identical parameters re-issues the credential (WeChat: a new
@@ -51,6 +56,8 @@ pub fn create(sim: &Sim, n: NewOrder) -> Result<SimOrder, CreateError> {
     }
     let o = SimOrder {
         channel: n.channel,
+        merchant: n.merchant,
+        merchant_name: sim.merchant_name(n.channel, n.merchant),
         out_trade_no: n.out_trade_no,
         status: n.initial,
         closed_before_scan: false,
@@ -69,6 +76,16 @@ pub fn create(sim: &Sim, n: NewOrder) -> Result<SimOrder, CreateError> {
     };
     ledger.orders.insert(key, o.clone());
     Ok(o)
+}
+
+/// A channel order as `merchant` may see it: another merchant's order does not exist for it.
+pub fn find_for(
+    sim: &Sim,
+    channel: ChannelName,
+    merchant: usize,
+    out_trade_no: &str,
+) -> Option<SimOrder> {
+    find(sim, channel, out_trade_no).filter(|o| o.merchant == merchant)
 }
 
 pub fn find(sim: &Sim, channel: ChannelName, out_trade_no: &str) -> Option<SimOrder> {
@@ -91,7 +108,15 @@ pub enum CloseError {
 /// Closes a channel order, honouring `pay_before_close` (the payment lands first). An Alipay
 /// precreate that was never scanned has no trade to close: it answers "not exist" and stays
 /// payable.
-pub fn close(sim: &Arc<Sim>, channel: ChannelName, out_trade_no: &str) -> Result<(), CloseError> {
+pub fn close(
+    sim: &Arc<Sim>,
+    channel: ChannelName,
+    merchant: usize,
+    out_trade_no: &str,
+) -> Result<(), CloseError> {
+    if find(sim, channel, out_trade_no).is_some_and(|o| o.merchant != merchant) {
+        return Err(CloseError::NotExist);
+    }
     if sim.faults.lock().unwrap().pay_before_close {
         // The payer's payment was in flight and lands a moment before the close — even at the
         // instant of expiry — so it is forced through if the order was still unpaid.
@@ -184,6 +209,7 @@ pub fn pay_with(
         let event_id = format!("{}-{}", trade_no, order.charges);
         ledger.charges.push(crate::ledger::Charge {
             channel,
+            merchant: order.merchant_name.clone(),
             out_trade_no: out_trade_no.to_owned(),
             amount: order.amount,
             trade_no: trade_no.clone(),

@@ -132,6 +132,7 @@ async fn create(
         &sim,
         NewOrder {
             channel: ChannelName::Sandbox,
+            merchant: 0,
             out_trade_no: req.out_trade_no.clone(),
             amount: req.amount,
             subject: req.description.clone(),
@@ -273,7 +274,7 @@ async fn close(
             "injected close error",
         );
     }
-    match ops::close(&sim, ChannelName::Sandbox, &no) {
+    match ops::close(&sim, ChannelName::Sandbox, 0, &no) {
         Ok(()) => signed(&sim, &method, path, StatusCode::NO_CONTENT, Vec::new()),
         Err(CloseError::NotExist) => error(
             &sim,
@@ -331,6 +332,7 @@ async fn refund(
     };
     let done = sim.ledger.lock().unwrap().refund(
         ChannelName::Sandbox,
+        0,
         &req.out_trade_no,
         &req.out_refund_no,
         req.amount,

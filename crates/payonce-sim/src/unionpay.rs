@@ -4,7 +4,6 @@
 //! with `signPubKeyCert` included; refunds are accepted first and finish later with a
 //! `backUrl` notification. Requests are checked as strictly as the gateway checks them.
 
-use crate::keys::UNIONPAY_MER_ID;
 use crate::ops::{self, CreateError, NewOrder};
 use crate::rng::Draw;
 use crate::wire::{
@@ -58,11 +57,12 @@ fn raw(params: &[(String, String)]) -> Response {
 }
 
 /// What every merchant request must carry, and its signature (respCode on failure).
+/// `Ok(i)`: merchant `i` of the simulator sent it.
 fn check_request(
     sim: &Sim,
     params: &[(String, String)],
     txn: (&str, &str, &str),
-) -> Result<(), (&'static str, String)> {
+) -> Result<usize, (&'static str, String)> {
     let f = |k: &str| field(params, k).unwrap_or_default();
     let required = [
         "version",
@@ -112,15 +112,22 @@ fn check_request(
     if parse_unionpay_time(f("txnTime")).is_none() {
         return Err(("10", "txnTime 不合法".into()));
     }
-    if f("merId") != UNIONPAY_MER_ID {
+    merchant_signed(sim, params)
+}
+
+/// The merchant a request names in `merId`, if its `certId` and signature are that merchant's.
+fn merchant_signed(
+    sim: &Sim,
+    params: &[(String, String)],
+) -> Result<usize, (&'static str, String)> {
+    let f = |k: &str| field(params, k).unwrap_or_default();
+    let Some((i, m)) = sim.keys.unionpay_by_mer_id(f("merId")) else {
         return Err(("31", "商户号不存在".into()));
-    }
-    if f("certId") != sim.keys.unionpay_merchant_cert_id
-        || !unionpay_verify(&sim.keys.unionpay_merchant, params)
-    {
+    };
+    if f("certId") != m.cert_id || !unionpay_verify(&m.key, params) {
         return Err(("11", "验证签名失败".into()));
     }
-    Ok(())
+    Ok(i)
 }
 
 fn amount_of(params: &[(String, String)]) -> Option<i64> {
@@ -135,9 +142,10 @@ async fn front_consume(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     let params = form_parse(&body);
     let page =
         |msg: &str| (StatusCode::OK, format!("<html><body>{msg}</body></html>")).into_response();
-    if let Err((code, msg)) = check_request(&sim, &params, ("01", "01", "000201")) {
-        return page(&format!("{code}: {msg}"));
-    }
+    let merchant = match check_request(&sim, &params, ("01", "01", "000201")) {
+        Ok(m) => m,
+        Err((code, msg)) => return page(&format!("{code}: {msg}")),
+    };
     let f = |k: &str| field(&params, k).unwrap_or_default().to_owned();
     let Some(amount) = amount_of(&params) else {
         return page("txnAmt 不合法");
@@ -168,6 +176,7 @@ async fn front_consume(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
         &sim,
         NewOrder {
             channel: ChannelName::Unionpay,
+            merchant,
             out_trade_no: f("orderId"),
             amount,
             subject: f("orderDesc"),
@@ -201,7 +210,8 @@ fn answer_base(params: &[(String, String)], resp: &str, msg: &str) -> Vec<(Strin
         p("txnSubType", f("txnSubType")),
         p("bizType", f("bizType")),
         p("accessType", "0"),
-        p("merId", UNIONPAY_MER_ID),
+        // The request's own merchant (checked with its certificate before any answer).
+        p("merId", f("merId")),
         p("orderId", f("orderId")),
         p("txnTime", f("txnTime")),
         p("respCode", resp),
@@ -224,7 +234,7 @@ async fn file_transfer(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
             p("txnSubType", "01"),
             p("bizType", "000000"),
             p("accessType", "0"),
-            p("merId", UNIONPAY_MER_ID),
+            p("merId", f("merId")),
             p("txnTime", f("txnTime")),
             p("settleDate", f("settleDate")),
             p("fileType", f("fileType")),
@@ -269,13 +279,8 @@ async fn file_transfer(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     ) {
         return answer("10", "报文要素不合法", vec![]);
     }
-    if f("merId") != UNIONPAY_MER_ID {
-        return answer("31", "商户号不存在", vec![]);
-    }
-    if f("certId") != sim.keys.unionpay_merchant_cert_id
-        || !unionpay_verify(&sim.keys.unionpay_merchant, &params)
-    {
-        return answer("11", "验证签名失败", vec![]);
+    if let Err((code, msg)) = merchant_signed(&sim, &params) {
+        return answer(code, &msg, vec![]);
     }
     // The most recent calendar day with that MMDD, up to today (Beijing).
     let settle = f("settleDate");
@@ -310,9 +315,10 @@ async fn file_transfer(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
 
 async fn query(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     let params = form_parse(&body);
-    if let Err((code, msg)) = check_request(&sim, &params, ("00", "00", "000000")) {
-        return raw(&sign_as_unionpay(&sim, answer_base(&params, code, &msg)));
-    }
+    let merchant = match check_request(&sim, &params, ("00", "00", "000000")) {
+        Ok(m) => m,
+        Err((code, msg)) => return raw(&sign_as_unionpay(&sim, answer_base(&params, code, &msg))),
+    };
     if sim.chance(
         Draw::QueryError,
         sim.faults.lock().unwrap().query_error_rate,
@@ -327,6 +333,7 @@ async fn query(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
         field(&params, "txnTime").unwrap_or_default(),
     );
     let now = sim.now_ms();
+    let merchant_name = sim.merchant_name(ChannelName::Unionpay, merchant);
     // A refund is a transaction of its own, found by its orderId and txnTime.
     let refund = sim
         .ledger
@@ -336,6 +343,7 @@ async fn query(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
         .iter()
         .find(|r| {
             r.channel == ChannelName::Unionpay
+                && r.merchant == merchant_name
                 && r.out_refund_no == order_id
                 && r.txn_time == txn_time
         })
@@ -365,8 +373,8 @@ async fn query(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
         ]);
         return raw(&sign_as_unionpay(&sim, answer));
     }
-    let order =
-        ops::find(&sim, ChannelName::Unionpay, order_id).filter(|o| o.credential == txn_time);
+    let order = ops::find_for(&sim, ChannelName::Unionpay, merchant, order_id)
+        .filter(|o| o.credential == txn_time);
     let Some(o) = order else {
         return raw(&sign_as_unionpay(
             &sim,
@@ -409,9 +417,10 @@ async fn back_trans(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
             answer_base(&params, "12", "不支持的交易类型"),
         ));
     }
-    if let Err((code, msg)) = check_request(&sim, &params, ("04", "00", "000201")) {
-        return raw(&sign_as_unionpay(&sim, answer_base(&params, code, &msg)));
-    }
+    let merchant = match check_request(&sim, &params, ("04", "00", "000201")) {
+        Ok(m) => m,
+        Err((code, msg)) => return raw(&sign_as_unionpay(&sim, answer_base(&params, code, &msg))),
+    };
     let answer =
         |code: &str, msg: &str| raw(&sign_as_unionpay(&sim, answer_base(&params, code, msg)));
     let faults = sim.faults.lock().unwrap().clone();
@@ -455,6 +464,7 @@ async fn back_trans(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
             .values()
             .find(|o| {
                 o.channel == ChannelName::Unionpay
+                    && o.merchant == merchant
                     && o.trade_no.as_deref() == Some(f("origQryId").as_str())
             })
             .map(|o| o.out_trade_no.clone())
@@ -464,6 +474,7 @@ async fn back_trans(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
         ledger
             .refund(
                 ChannelName::Unionpay,
+                merchant,
                 &no,
                 &f("orderId"),
                 amount,
@@ -484,7 +495,14 @@ async fn back_trans(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err((code, msg)) => return answer(code, &msg),
     };
-    notify_refund(sim.clone(), f("backUrl"), refund, f("origQryId"), delay);
+    notify_refund(
+        sim.clone(),
+        merchant,
+        f("backUrl"),
+        refund,
+        f("origQryId"),
+        delay,
+    );
     if sim.chance(Draw::RefundTimeout, faults.refund_timeout_rate) {
         // Made, but the answer is lost: the caller times out.
         tokio::time::sleep(Duration::from_secs(120)).await;
@@ -492,8 +510,8 @@ async fn back_trans(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     answer("00", "成功[0000000]")
 }
 
-/// The fields every `backUrl` notification starts with.
-fn notification_head(txn_type: &str, txn_sub_type: &str) -> Vec<(String, String)> {
+/// The fields every `backUrl` notification starts with, for merchant `mer_id`.
+fn notification_head(mer_id: &str, txn_type: &str, txn_sub_type: &str) -> Vec<(String, String)> {
     vec![
         p("version", VERSION),
         p("encoding", "UTF-8"),
@@ -502,13 +520,14 @@ fn notification_head(txn_type: &str, txn_sub_type: &str) -> Vec<(String, String)
         p("txnSubType", txn_sub_type),
         p("bizType", "000201"),
         p("accessType", "0"),
-        p("merId", UNIONPAY_MER_ID),
+        p("merId", mer_id),
     ]
 }
 
 /// The `backUrl` notification of a refund, once its money moved.
 fn notify_refund(
     sim: Arc<Sim>,
+    merchant: usize,
     url: String,
     r: crate::ledger::Refund,
     orig_qry_id: String,
@@ -516,7 +535,8 @@ fn notify_refund(
 ) {
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(delay_ms.max(0) as u64)).await;
-        let mut fields = notification_head("04", "00");
+        let mer_id = sim.keys.unionpay[merchant].mer_id.clone();
+        let mut fields = notification_head(&mer_id, "04", "00");
         fields.extend([
             p("orderId", r.out_refund_no.clone()),
             p("txnTime", r.txn_time.clone()),
@@ -534,7 +554,8 @@ fn notify_refund(
 /// The `backUrl` notification of a successful consume (an ordinary form POST).
 pub(crate) fn notify(sim: Arc<Sim>, order: SimOrder, _event_id: String) {
     let paid_at = order.paid_at.unwrap_or_else(|| sim.now_ms());
-    let mut fields = notification_head("01", "01");
+    let mer_id = sim.keys.unionpay[order.merchant].mer_id.clone();
+    let mut fields = notification_head(&mer_id, "01", "01");
     fields.extend([
         p("orderId", order.out_trade_no.clone()),
         p("txnTime", order.credential.clone()),

@@ -23,8 +23,8 @@ impl Apps for SqlStore {
     async fn insert_app(&self, app: &App) -> Result<()> {
         let mut tx = self.begin_write().await?;
         q(
-            "INSERT INTO apps (id, name, secret_hash, webhook_url, webhook_secret_enc, created_at, allowed_hosts, sink, submission_window_secs) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO apps (id, name, secret_hash, webhook_url, webhook_secret_enc, created_at, allowed_hosts, sink, submission_window_secs, channel_accounts) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(app.id.as_str())
         .bind(&app.name)
@@ -35,6 +35,7 @@ impl Apps for SqlStore {
         .bind(&app.allowed_hosts)
         .bind(match app.sink { Sink::Webhook => None, other => Some(other.as_str()) })
         .bind(app.submission_window_secs)
+        .bind(crate::accounts::encode_bindings(&app.channel_accounts).as_deref())
         .execute(&mut tx)
         .await?;
         tx.commit().await?;

@@ -182,8 +182,8 @@ impl Attempts for SqlStore {
         // and that refusal (rare: the caller looked a moment ago) reads it.
         let inserted = q(
             "INSERT INTO attempts (id, order_id, channel, method, out_trade_no, amount, currency, status, \
-             version, created_at, updated_at, prepay_request, next_query_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'created', 1, $8, $8, $9, $10)",
+             version, created_at, updated_at, prepay_request, next_query_at, account) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'created', 1, $8, $8, $9, $10, $11)",
         )
         .bind(a.id.as_str())
         .bind(a.order_id.as_str())
@@ -197,6 +197,7 @@ impl Attempts for SqlStore {
         // Claimable from the moment it is written: if its caller dies before recording
         // the channel's answer, the active-query worker still finds it.
         .bind(a.next_query_at.map(|t| t.0))
+        .bind(&a.account)
         .execute(&mut tx)
         .await;
         match inserted {
@@ -404,6 +405,11 @@ impl Attempts for SqlStore {
         else {
             return Ok(OutcomeApplied::UnknownTradeNo);
         };
+        if let Some(account) = &outcome.account
+            && *account != found.account
+        {
+            return Ok(OutcomeApplied::AccountMismatch { attempt: found });
+        }
         if let OutcomeSource::Notification { event_id } = &outcome.source {
             let done = q(
                 "INSERT INTO channel_events (channel, event_id, out_trade_no, received_at) VALUES ($1, $2, $3, $4) \

@@ -6,6 +6,7 @@
 //! trait, `Inspect`. The database is the arbiter of every race: unique keys, a partial unique
 //! index for "one active attempt per order", and conditional updates.
 
+mod accounts;
 mod apps;
 mod attempts;
 pub mod console;
@@ -28,6 +29,7 @@ mod sql;
 mod sqlite;
 mod store;
 
+pub use accounts::{ChannelAccountRecord, ChannelAccounts};
 pub use apps::Apps;
 pub use attempts::Attempts;
 pub use console::{AbnormalItem, AuditEntry, ChannelMessage, Console, ConsoleSession};
@@ -209,6 +211,7 @@ pub trait Store:
     + Outbox
     + Leases
     + Apps
+    + ChannelAccounts
     + IdempotencyKeys
     + Operations
     + Reconciliations
@@ -228,6 +231,8 @@ impl<T> Store for T where
         + Outbox
         + Leases
         + Apps
+        + ChannelAccounts
+        + ChannelAccounts
         + IdempotencyKeys
         + Operations
         + Reconciliations
@@ -240,8 +245,8 @@ impl<T> Store for T where
 /// The store's traits, to call their methods on a `dyn Store`.
 pub mod prelude {
     pub use crate::{
-        Apps, Attempts, Console, Coupons, Durability, IdempotencyKeys, Inspect, Leases, Operations,
-        Orders, Outbox, Reconciliations, Refunds, Store,
+        Apps, Attempts, ChannelAccounts, Console, Coupons, Durability, IdempotencyKeys, Inspect,
+        Leases, Operations, Orders, Outbox, Reconciliations, Refunds, Store,
     };
 }
 

@@ -21,6 +21,9 @@ pub struct App {
     /// How long an order created by content (no merchant_order_no, a `payer_ref`) answers the
     /// same content again instead of a new order. 0: never.
     pub submission_window_secs: i64,
+    /// The account the app's payments go through, per channel; a channel missing here uses its
+    /// only account or the one marked default.
+    pub channel_accounts: std::collections::BTreeMap<payonce_core::ChannelName, String>,
     pub created_at: Timestamp,
 }
 
@@ -45,6 +48,11 @@ pub enum CreateRefund {
 pub enum RefundNoticeApplied {
     Replay,
     UnknownRefund,
+    /// The notice came from another channel account than the refund's payment: nothing changed.
+    AccountMismatch {
+        refund_id: String,
+        account: String,
+    },
     Applied(Refund),
 }
 
@@ -216,6 +224,10 @@ pub enum OutcomeSource {
 #[derive(Debug, Clone)]
 pub struct ChannelOutcome {
     pub channel: ChannelName,
+    /// The channel account whose keys vouched for this fact. An attempt made through another
+    /// account is left untouched (`OutcomeApplied::AccountMismatch`): a genuine message of one
+    /// merchant never changes another's order. `None`: any (a bill not yet read per account).
+    pub account: Option<String>,
     pub out_trade_no: String,
     pub observed: Observed,
     pub source: OutcomeSource,
@@ -237,6 +249,8 @@ pub enum OutcomeApplied {
     Replay,
     /// No attempt has this out_trade_no: nothing changed.
     UnknownTradeNo,
+    /// The fact came from another channel account than the attempt's: nothing changed.
+    AccountMismatch { attempt: Attempt },
     /// A correctly signed payment whose amount is not the attempt's: recorded as abnormal,
     /// nothing else changed.
     AmountMismatch { attempt: Attempt, reported: i64 },

@@ -32,9 +32,13 @@ pub trait Refunds: Send + Sync {
         now: Timestamp,
     ) -> Result<Option<Refund>>;
     /// A refund notification, applied once by its channel event id.
+    /// `account`: the channel account whose keys vouched for the notice; a refund of a payment
+    /// made through another account is left untouched (`AccountMismatch`).
+    #[allow(clippy::too_many_arguments)]
     async fn apply_refund_notice(
         &self,
         channel: ChannelName,
+        account: Option<&str>,
         event_id: &str,
         out_refund_no: &str,
         result: &RefundResult,
@@ -260,24 +264,36 @@ impl Refunds for SqlStore {
         Ok(r)
     }
 
+    /// `account`: the channel account whose keys vouched for the notice; a refund of a payment
+    /// made through another account is left untouched (`AccountMismatch`).
+    #[allow(clippy::too_many_arguments)]
     async fn apply_refund_notice(
         &self,
         channel: ChannelName,
+        account: Option<&str>,
         event_id: &str,
         out_refund_no: &str,
         result: &RefundResult,
         now: Timestamp,
     ) -> Result<RefundNoticeApplied> {
         let mut tx = self.begin_write().await?;
-        let row =
-            q("SELECT id, out_trade_no FROM refunds WHERE channel = $1 AND out_refund_no = $2")
-                .bind(channel.as_str())
-                .bind(out_refund_no)
-                .fetch_optional::<(String, String)>(&mut tx)
-                .await?;
-        let Some((id, out_trade_no)) = row else {
+        let row = q(
+            "SELECT r.id, r.out_trade_no, a.account FROM refunds r JOIN attempts a ON a.id = r.attempt_id \
+             WHERE r.channel = $1 AND r.out_refund_no = $2",
+        )
+        .bind(channel.as_str())
+        .bind(out_refund_no)
+        .fetch_optional::<(String, String, String)>(&mut tx)
+        .await?;
+        let Some((id, out_trade_no, refund_account)) = row else {
             return Ok(RefundNoticeApplied::UnknownRefund);
         };
+        if account.is_some_and(|a| a != refund_account) {
+            return Ok(RefundNoticeApplied::AccountMismatch {
+                refund_id: id,
+                account: refund_account,
+            });
+        }
         let id = payonce_core::RefundId::from_trusted(id);
         let done = q(
             "INSERT INTO channel_events (channel, event_id, out_trade_no, received_at) VALUES ($1, $2, $3, $4) \

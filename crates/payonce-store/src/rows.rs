@@ -126,6 +126,7 @@ pub(crate) struct AttemptRow {
     version: i64,
     created_at: i64,
     updated_at: i64,
+    account: String,
 }
 from_row!(AttemptRow {
     id,
@@ -149,6 +150,7 @@ from_row!(AttemptRow {
     version,
     created_at,
     updated_at,
+    account,
 });
 
 impl TryFrom<AttemptRow> for Attempt {
@@ -158,6 +160,7 @@ impl TryFrom<AttemptRow> for Attempt {
             id: AttemptId::from_trusted(r.id),
             order_id: OrderId::from_trusted(r.order_id),
             channel: channel(&r.channel)?,
+            account: r.account,
             method: PayMethod::parse(&r.method).map_err(|_| corrupt("method", &r.method))?,
             out_trade_no: OutTradeNo::from_trusted(r.out_trade_no),
             amount: money(r.amount, &r.currency)?,
@@ -321,6 +324,7 @@ pub(crate) struct AppRow {
     sink: Option<String>,
     submission_window_secs: i64,
     created_at: i64,
+    channel_accounts: Option<String>,
 }
 from_row!(AppRow {
     id,
@@ -334,6 +338,7 @@ from_row!(AppRow {
     sink,
     submission_window_secs,
     created_at,
+    channel_accounts,
 });
 
 impl TryFrom<AppRow> for App {
@@ -354,6 +359,7 @@ impl TryFrom<AppRow> for App {
                 None => Sink::Webhook,
                 Some(s) => Sink::parse(s).ok_or_else(|| corrupt("sink", s))?,
             },
+            channel_accounts: crate::accounts::decode_bindings(r.channel_accounts.as_deref())?,
             created_at: Timestamp(r.created_at),
         })
     }

@@ -9,7 +9,7 @@ pub(crate) const ORDER_COLS: &str = "id, app_id, merchant_order_no, amount, curr
 /// Columns of `attempts`, in the order `AttemptRow` reads them.
 pub(crate) const ATTEMPT_COLS: &str = "id, order_id, channel, method, out_trade_no, amount, currency, status, is_duplicate, credential, \
      credential_expires_at, payable_until, prepay_request, channel_trade_no, channel_data, paid_at, next_query_at, query_count, \
-     version, created_at, updated_at";
+     version, created_at, updated_at, account";
 
 /// Columns of `refunds`, in the order `RefundRow` reads them.
 pub(crate) const REFUND_COLS: &str = "id, order_id, app_id, attempt_id, channel, out_trade_no, merchant_refund_no, out_refund_no, amount, currency, reason, \
@@ -19,7 +19,7 @@ pub(crate) const REFUND_COLS: &str = "id, order_id, app_id, attempt_id, channel,
 pub(crate) const EVENT_COLS: &str = "id, app_id, order_id, type, payload, created_at, delivery_status, delivery_count, next_attempt_at, last_status, last_error, delivered_at";
 
 /// Columns of `apps`, in the order `AppRow` reads them.
-pub(crate) const APP_COLS: &str = "id, name, secret_hash, webhook_url, webhook_secret_enc, webhook_secret_prev_enc, webhook_disabled, allowed_hosts, sink, submission_window_secs, created_at";
+pub(crate) const APP_COLS: &str = "id, name, secret_hash, webhook_url, webhook_secret_enc, webhook_secret_prev_enc, webhook_disabled, allowed_hosts, sink, submission_window_secs, created_at, channel_accounts";
 
 /// `$first, $first+1, …` — `n` numbered parameters for an `IN (…)` list.
 pub(crate) fn placeholders(first: usize, n: usize) -> String {

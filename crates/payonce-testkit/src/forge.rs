@@ -44,12 +44,74 @@ pub fn wechat_paid(
     payer_total: i64,
     fault: WxFault,
 ) -> Forged {
-    let apiv3 = read(sim_dir, "wechatpay_apiv3.key");
+    wechat_paid_by(
+        sim_dir,
+        &WxMerchant::first(),
+        event_id,
+        out_trade_no,
+        total,
+        payer_total,
+        fault,
+    )
+}
+
+/// One of the simulator's WeChat merchants, as its `channels.toml` names it.
+pub struct WxMerchant {
+    pub mchid: String,
+    pub appid: String,
+    /// The APIv3 key file in the simulator's state dir.
+    pub apiv3_key_file: String,
+}
+
+impl WxMerchant {
+    /// The simulator's first (or only) merchant.
+    pub fn first() -> Self {
+        WxMerchant {
+            mchid: "1900000001".into(),
+            appid: "wxd678efh567hg6787".into(),
+            apiv3_key_file: "wechatpay_apiv3.key".into(),
+        }
+    }
+
+    /// The merchant of account `name` in the simulator's `channels.toml`.
+    pub fn of_account(sim_dir: &Path, name: &str) -> Self {
+        let cfg = payonce_channels::ChannelsConfig::load(&sim_dir.join("channels.toml")).unwrap();
+        let w = cfg
+            .wechatpay
+            .0
+            .iter()
+            .find(|w| w.name.as_deref().unwrap_or("default") == name)
+            .unwrap_or_else(|| panic!("no wechatpay account {name}"));
+        WxMerchant {
+            mchid: w.mchid.clone(),
+            appid: w.appid.clone(),
+            apiv3_key_file: w
+                .apiv3_key_file
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned(),
+        }
+    }
+}
+
+/// `wechat_paid` as merchant `m` would receive it: encrypted with its APIv3 key, naming its
+/// `mchid` and `appid`, signed by the (shared) platform key.
+pub fn wechat_paid_by(
+    sim_dir: &Path,
+    m: &WxMerchant,
+    event_id: &str,
+    out_trade_no: &str,
+    total: i64,
+    payer_total: i64,
+    fault: WxFault,
+) -> Forged {
+    let apiv3 = read(sim_dir, &m.apiv3_key_file);
     let ids = read(sim_dir, "wechatpay_ids");
     let key_id = ids.lines().nth(1).unwrap().to_owned();
     let platform = RsaSigner::from_pem(&read(sim_dir, "wechatpay_platform_key.pem")).unwrap();
     let t = json!({
-        "appid": "wxd678efh567hg6787", "mchid": "1900000001", "out_trade_no": out_trade_no,
+        "appid": m.appid, "mchid": m.mchid, "out_trade_no": out_trade_no,
         // One payment number per channel order, as WeChat numbers them.
         "transaction_id": payment_number("42000000", out_trade_no), "trade_type": "NATIVE", "trade_state": "SUCCESS",
         "trade_state_desc": "支付成功", "success_time": "2026-11-23T10:00:00+08:00",

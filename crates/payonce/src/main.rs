@@ -45,6 +45,11 @@ enum Command {
         /// the same requests replay the same run. Printed at start when not given.
         #[arg(long, env = "PAYONCE_SIM_SEED")]
         seed: Option<u64>,
+        /// Merchants per channel: 1 writes one table per channel (account `default`); N > 1
+        /// writes `[[channel]]` accounts `m1` … `mN` (m1 the default), each with its own
+        /// merchant number and keys.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        merchants: u16,
     },
     /// Apply database migrations.
     Migrate {
@@ -132,6 +137,11 @@ enum AppsCommand {
         submission_window: i64,
         #[arg(long, env = "PAYONCE_MASTER_KEY_FILE", default_value = "payonce.key")]
         master_key_file: PathBuf,
+        /// The channel account the app's payments go through: CHANNEL=ACCOUNT (repeatable), a
+        /// name `serve` recorded from channels.toml. Unbound channels use their only account,
+        /// or the one marked default.
+        #[arg(long = "account", value_parser = payonce_server::engine::accounts::parse_binding)]
+        accounts: Vec<(payonce_core::ChannelName, String)>,
         #[arg(long)]
         json: bool,
     },
@@ -194,6 +204,7 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
             listen,
             state_dir,
             seed,
+            merchants,
         } => {
             let listener = tokio::net::TcpListener::bind(&listen).await?;
             let handle = payonce_sim::start_with(
@@ -201,6 +212,7 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
                 &state_dir,
                 payonce_sim::SimOptions {
                     seed,
+                    merchants: usize::from(merchants),
                     ..Default::default()
                 },
             )
@@ -231,6 +243,7 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
                     sink,
                     submission_window,
                     master_key_file,
+                    accounts,
                     json,
                 },
         } => {
@@ -248,6 +261,7 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
                         .as_deref(),
                     sink: Some(&sink),
                     submission_window_secs: Some(submission_window),
+                    accounts: &accounts,
                 },
             )
             .await?;

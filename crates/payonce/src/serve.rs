@@ -237,6 +237,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }),
     };
     let sinks = payonce_server::sinks::Sinks::from_config(&sink_config).await?;
+    // The database knows the file's accounts (apps are bound to them by name, the admin API
+    // lists them); only public facts are recorded.
+    payonce_server::engine::accounts::record_file_accounts(store.as_ref(), &channels, clock.now())
+        .await
+        .context("record the channel accounts of the channels file")?;
     let mut state = AppState::new(store, clock, channels, config, key).with_sinks(sinks);
     if let Some(url) = &args.redis_url {
         match payonce_server::gateway::accelerator::Accelerator::connect(url, state.clock.clone())

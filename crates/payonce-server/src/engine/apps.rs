@@ -31,6 +31,9 @@ pub struct NewApp<'a> {
     pub sink: Option<&'a str>,
     /// The submission guard's window in seconds (default 10; 0 turns it off).
     pub submission_window_secs: Option<i64>,
+    /// The channel account per channel (`--account wechatpay=shop-a`); checked against the
+    /// accounts the database knows.
+    pub accounts: &'a [(payonce_core::ChannelName, String)],
 }
 
 impl<'a> NewApp<'a> {
@@ -51,14 +54,16 @@ pub async fn create_app(
     key: &MasterKey,
     clock: &dyn Clock,
     new: NewApp<'_>,
-) -> Result<NewAppCredentials, StoreError> {
+) -> Result<NewAppCredentials, crate::engine::accounts::BindError> {
     let NewApp {
         name,
         webhook_url,
         allowed_hosts,
         sink,
         submission_window_secs,
+        accounts,
     } = new;
+    crate::engine::accounts::check_bindings(store, accounts).await?;
     let id = AppId::new();
     let secret = new_app_secret();
     let webhook_secret = new_webhook_secret();
@@ -78,6 +83,7 @@ pub async fn create_app(
             })?,
         },
         submission_window_secs: submission_window_secs.unwrap_or(DEFAULT_SUBMISSION_WINDOW_SECS),
+        channel_accounts: accounts.iter().cloned().collect(),
         created_at: clock.now(),
     };
     store.insert_app(&app).await?;

@@ -3,6 +3,7 @@
 //! the businesses. Every decision is core's (`payonce_core::decide`); the engine gathers the
 //! facts, calls the channels outside any transaction, and has the store write the plan.
 
+pub mod accounts;
 pub mod apps;
 pub mod payments;
 pub mod reconcile;

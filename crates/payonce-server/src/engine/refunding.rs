@@ -17,8 +17,11 @@ const REFUND_UNRESOLVED_ALERT_AFTER: i64 = 12;
 
 /// One step for one refund: ask for it (if the channel has not been asked), or query it.
 pub async fn settle_refund(state: &AppState, r: Refund) -> Option<Refund> {
-    let channel = state.channels.get(r.channel)?.clone();
     let attempt = state.store.attempt(&r.attempt_id).await.ok()??;
+    // The refund goes to the account that took the payment.
+    let channel = crate::engine::payments::connector_of(state, &attempt)
+        .ok()?
+        .clone();
     let now = state.clock.now();
     let again = now + state.config.backoff(2);
     let mut r = r;
@@ -53,10 +56,10 @@ pub async fn settle_refund(state: &AppState, r: Refund) -> Option<Refund> {
             amount: r.amount,
             total,
             reason: r.reason.clone(),
-            notify_url: format!(
-                "{}/notify/{}",
-                state.config.public_url.trim_end_matches('/'),
-                r.channel
+            notify_url: crate::engine::payments::notify_url(
+                state,
+                attempt.channel,
+                &attempt.account,
             ),
             channel_data: r.channel_data.clone(),
         };

@@ -488,6 +488,7 @@ mod tests {
             allowed_hosts: Some("orders.example, other.example:8443".into()),
             sink: payonce_store::Sink::Webhook,
             submission_window_secs: 10,
+            channel_accounts: Default::default(),
             created_at: payonce_core::Timestamp(0),
         };
         // The webhook URL's own origin: scheme, host and port.

@@ -122,6 +122,15 @@ impl KnownApps {
             .map(|(app, _)| app.clone())
     }
 
+    /// Forgets every app this instance believed: after a change to an app (its account binding)
+    /// the next request reads it again here; other instances within their TTL.
+    pub fn forget_all(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     fn put(&self, hash: String, app: App, now: payonce_core::Timestamp) {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= KNOWN_APPS_MAX {
@@ -162,6 +171,7 @@ mod tests {
             allowed_hosts: None,
             sink: Default::default(),
             submission_window_secs: 0,
+            channel_accounts: Default::default(),
             created_at: Timestamp(0),
         }
     }

@@ -552,3 +552,139 @@ pub async fn run_reconciliation(
         .ok_or_else(|| ApiError::not_found("reconciliation"))?;
     Ok(Json(run_view(&run)))
 }
+
+/// One channel account: public facts only — never a key, a secret or anything derived from one
+/// but the fingerprints of public keys and certificates.
+#[derive(Serialize, ToSchema)]
+pub struct ChannelAccountView {
+    pub channel: String,
+    pub name: String,
+    /// `file`: from `channels.toml`, recorded by `serve` at start.
+    pub source: String,
+    /// WeChat `mchid`, Alipay `app_id`, UnionPay `merId` (empty for the sandbox).
+    pub merchant_id: String,
+    /// Apps without a binding on this channel use it.
+    pub is_default: bool,
+    /// A file account no longer in the file is disabled (its attempts still name it).
+    pub enabled: bool,
+    /// Whether the instance answering holds its keys now.
+    pub loaded: bool,
+    /// `{what, sha256}` of each public key and certificate.
+    pub fingerprints: Vec<Fingerprint>,
+    /// Where the channel must send this account's notifications.
+    pub notify_url: String,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Fingerprint {
+    pub what: String,
+    pub sha256: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ChannelAccountList {
+    pub items: Vec<ChannelAccountView>,
+}
+
+/// Every channel account the deployment knows, by channel then name.
+#[utoipa::path(get, path = "/admin/v1/channel-accounts", operation_id = "list_channel_accounts", tag = "admin", security(("adminToken" = [])),
+    responses((status = 200, description = "accounts", body = ChannelAccountList)))]
+pub async fn channel_accounts(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<ChannelAccountList>, ApiError> {
+    authorize(&state, &headers)?;
+    let items = state
+        .store
+        .channel_accounts()
+        .await?
+        .into_iter()
+        .map(|a| ChannelAccountView {
+            loaded: state.channels.account(a.channel, &a.name).is_some(),
+            notify_url: crate::engine::payments::notify_url(&state, a.channel, &a.name),
+            channel: a.channel.to_string(),
+            fingerprints: a
+                .fingerprints
+                .into_iter()
+                .map(|(what, sha256)| Fingerprint { what, sha256 })
+                .collect(),
+            name: a.name,
+            source: a.source,
+            merchant_id: a.merchant_id,
+            is_default: a.is_default,
+            enabled: a.enabled,
+            updated_at: a.updated_at.to_rfc3339(),
+        })
+        .collect();
+    Ok(Json(ChannelAccountList { items }))
+}
+
+/// The body of `PUT /admin/v1/apps/{id}/channel-accounts/{channel}`.
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BindAccountRequest {
+    /// An account of the channel (`GET /admin/v1/channel-accounts`); `null`: back to the
+    /// channel's default account.
+    #[schema(value_type = Option<String>, max_length = 32, pattern = r"^[a-z0-9_-]{1,32}$")]
+    account: Checked<Text<32>>,
+}
+
+/// The app's account on one channel.
+#[derive(Serialize, ToSchema)]
+pub struct AppAccountBinding {
+    pub app_id: String,
+    pub channel: String,
+    /// `null`: the channel's default account.
+    pub account: Option<String>,
+}
+
+/// Binds an app's NEW payments on a channel to one of its accounts. Attempts already made keep
+/// theirs: their queries, closes and refunds go to the account that made them.
+#[utoipa::path(put, path = "/admin/v1/apps/{id}/channel-accounts/{channel}", operation_id = "bind_channel_account", tag = "admin", security(("adminToken" = [])),
+    params(("id" = String, Path, description = "app_…"), ("channel" = String, Path, description = "wechatpay, alipay, unionpay, sandbox")),
+    request_body = BindAccountRequest,
+    responses((status = 200, description = "the binding now", body = AppAccountBinding),
+              (status = 400, description = "validation_failed", body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 404, description = "not_found: no such app or channel", body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 422, description = "unknown_account: no such account of the channel; account_disabled", body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn bind_channel_account(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, channel)): Path<(String, String)>,
+    Body { fields, unknown }: Body<BindAccountRequest>,
+) -> Result<Json<AppAccountBinding>, ApiError> {
+    authorize(&state, &headers)?;
+    let mut p = Problems::new(unknown);
+    let account = p.optional("account", fields.account);
+    if let Some(Text(a)) = &account
+        && !payonce_channels::config::valid_account_name(a)
+    {
+        p.error("account", "1-32 of a-z, 0-9, '-' and '_'");
+    }
+    p.finish()?;
+    let app_id = payonce_core::AppId::parse(&id).map_err(|_| ApiError::not_found("app"))?;
+    let channel =
+        payonce_core::ChannelName::parse(&channel).map_err(|_| ApiError::not_found("channel"))?;
+    let account = account.map(|Text(a)| a);
+    use crate::engine::accounts::{BindError, bind};
+    match bind(state.store.as_ref(), &app_id, channel, account.as_deref()).await {
+        Ok(()) => {
+            state.known_apps.forget_all();
+            Ok(Json(AppAccountBinding {
+                app_id: app_id.to_string(),
+                channel: channel.to_string(),
+                account,
+            }))
+        }
+        Err(BindError::NoSuchApp) => Err(ApiError::not_found("app")),
+        Err(e @ BindError::UnknownAccount { .. }) => {
+            Err(ApiError::unprocessable("unknown_account", e.to_string()))
+        }
+        Err(e @ BindError::Disabled { .. }) => {
+            Err(ApiError::unprocessable("account_disabled", e.to_string()))
+        }
+        Err(BindError::Store(e)) => Err(e.into()),
+    }
+}

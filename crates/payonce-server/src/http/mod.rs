@@ -57,6 +57,8 @@ pub fn documented_router(state: &AppState) -> (Router, serde_json::Value) {
         .routes(routes!(admin::rotate_webhook_secret))
         .routes(routes!(admin::reconciliations, admin::run_reconciliation))
         .routes(routes!(admin::reconciliation))
+        .routes(routes!(admin::channel_accounts))
+        .routes(routes!(admin::bind_channel_account))
         // `route_layer`: the gate guards these routes only. As a `layer` it also wrapped the
         // router's fallback, so every unknown path (a browser's /favicon.ico) counted as a
         // wrong admin token and spent the address's budget.
@@ -76,6 +78,10 @@ pub fn documented_router(state: &AppState) -> (Router, serde_json::Value) {
     // see docs/channels.md), the HTML pages and the document itself.
     let router = documented
         .route("/notify/{channel}", post(notify::receive))
+        .route(
+            "/notify/{channel}/{account}",
+            post(notify::receive_for_account),
+        )
         // The hosted cashier page and its own calls (the token in the path is the capability).
         .route("/checkout/assets/checkout.js", get(checkout::script))
         .route("/checkout/assets/checkout.css", get(checkout::style))

@@ -1,6 +1,7 @@
-//! `POST /notify/{channel}`: verify the channel's signature, apply the result exactly once,
-//! and only after it is committed answer in the channel's own success format. Anything that
-//! fails verification gets the channel's failure answer and changes nothing.
+//! `POST /notify/{channel}` and `/notify/{channel}/{account}`: match the notification to a
+//! channel account, verify it with that account's keys, apply the result exactly once — only to
+//! an order of that account — and only after it is committed answer in the channel's own success
+//! format. Anything that fails verification gets the channel's failure answer and changes nothing.
 
 use crate::engine::payments;
 use crate::gateway::ratelimit::Surface;
@@ -21,22 +22,71 @@ fn count(channel: ChannelName, outcome: &'static str) {
     metrics::counter!("payonce_notifications_total", "channel" => channel.as_str(), "outcome" => outcome).increment(1);
 }
 
-#[tracing::instrument(skip_all, fields(channel = %channel))]
+type Peer = Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>;
+
+/// `/notify/{channel}`: the unnamed (`default`) account's address. With several accounts the
+/// notification is tried against each (the default first): only one account's keys verify it.
 pub async fn receive(
     State(state): State<AppState>,
     Path(channel): Path<String>,
-    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    peer: Peer,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    // No channel, so no channel format to answer in: our own problem+json.
-    let Some(ch) = ChannelName::parse(&channel)
-        .ok()
-        .and_then(|name| Some((name, state.channels.get(name).cloned()?)))
-    else {
+    receive_for(state, channel, None, peer, headers, body).await
+}
+
+/// `/notify/{channel}/{account}`: a named account's address; only its keys are tried.
+pub async fn receive_for_account(
+    State(state): State<AppState>,
+    Path((channel, account)): Path<(String, String)>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    receive_for(state, channel, Some(account), peer, headers, body).await
+}
+
+/// The accounts a notification on this path may come from, the likeliest first.
+fn candidates(
+    state: &AppState,
+    name: ChannelName,
+    account: Option<&str>,
+) -> Vec<payonce_channels::ChannelAccount> {
+    match account {
+        Some(a) => state
+            .channels
+            .account(name, a)
+            .cloned()
+            .into_iter()
+            .collect(),
+        None => {
+            let mut all = state.channels.accounts(name).to_vec();
+            let default = state.channels.default_account(name).map(|a| a.name.clone());
+            all.sort_by_key(|a| Some(&a.name) != default.as_ref());
+            all
+        }
+    }
+}
+
+#[tracing::instrument(skip_all, fields(channel = %channel, account = tracing::field::Empty))]
+async fn receive_for(
+    state: AppState,
+    channel: String,
+    account: Option<String>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    // No channel or account, so no channel format to answer in: our own problem+json.
+    let Ok(name) = ChannelName::parse(&channel) else {
         return crate::error::ApiError::not_found("channel").into_response();
     };
-    let (name, ch) = ch;
+    let accounts = candidates(&state, name, account.as_deref());
+    let Some(first) = accounts.first() else {
+        return crate::error::ApiError::not_found("channel").into_response();
+    };
+    let ch = first.connector.clone();
     // Oversized: the channel's own failure format (and the body drained, so it is received).
     let Ok(body) = crate::http::body::read_limited(body, state.config.body_limit).await else {
         count(name, "too_large");
@@ -60,8 +110,21 @@ pub async fn receive(
             .insert("retry-after", (wait.as_secs() + 1).into());
         return resp;
     }
-    let n = match ch.verify_notification(&headers, &body, state.clock.now()) {
-        Ok(n) => n,
+    // The first account whose keys verify it; else the first account's refusal.
+    let now = state.clock.now();
+    let mut verified = Err(NotifyError::UnknownKey);
+    for (i, a) in accounts.iter().enumerate() {
+        match a.connector.verify_notification(&headers, &body, now) {
+            Ok(n) => {
+                verified = Ok((n, a));
+                break;
+            }
+            Err(e) if i == 0 => verified = Err(e),
+            Err(_) => {}
+        }
+    }
+    let (n, verifier) = match verified {
+        Ok(v) => v,
         Err(e) => {
             count(
                 name,
@@ -81,6 +144,8 @@ pub async fn receive(
             return reply(ch.notify_nack(&e.to_string()));
         }
     };
+    let account = verifier.name.as_str();
+    tracing::Span::current().record("account", account);
     if let Some(notice) = n.refund {
         let again = state.clock.now() + state.config.backoff(2);
         let observed = format!("{:?}", notice.state);
@@ -89,6 +154,7 @@ pub async fn receive(
             .store
             .apply_refund_notice(
                 name,
+                Some(account),
                 &n.event_id,
                 &notice.out_refund_no,
                 &result,
@@ -102,6 +168,13 @@ pub async fn receive(
             }
             Ok(RefundNoticeApplied::UnknownRefund) => {
                 count(name, "unknown_refund");
+                reply(ch.notify_nack("unknown out_refund_no"))
+            }
+            Ok(RefundNoticeApplied::AccountMismatch {
+                refund_id,
+                account: owner,
+            }) => {
+                refuse_other_account(&state, name, account, &refund_id, &owner, ip).await;
                 reply(ch.notify_nack("unknown out_refund_no"))
             }
             Ok(RefundNoticeApplied::Applied(r)) => {
@@ -167,6 +240,7 @@ pub async fn receive(
     let applied = payments::apply(
         &state,
         name,
+        Some(account),
         &n.out_trade_no,
         n.state,
         OutcomeSource::Notification {
@@ -183,6 +257,21 @@ pub async fn receive(
         }
         Ok(OutcomeApplied::UnknownTradeNo) => {
             count(name, "unknown_trade_no");
+            reply(ch.notify_nack("unknown out_trade_no"))
+        }
+        // Genuine for its account, about an order of another: refused, and recorded for a person
+        // (a tenant's own keys aimed at another tenant's order, or a misrouted notify URL). The
+        // answer is the same as for a number nobody knows: nothing to learn by probing.
+        Ok(OutcomeApplied::AccountMismatch { attempt }) => {
+            refuse_other_account(
+                &state,
+                name,
+                account,
+                attempt.id.as_str(),
+                &attempt.account,
+                ip,
+            )
+            .await;
             reply(ch.notify_nack("unknown out_trade_no"))
         }
         Ok(OutcomeApplied::AmountMismatch { .. }) => {
@@ -211,6 +300,44 @@ pub async fn receive(
             r.status = 500;
             reply(r)
         }
+    }
+}
+
+/// A verified notification of `account` about an attempt or refund (`reference`) of `owner`:
+/// counted, logged, written to the abnormal queue, and drawn from the sender's failure budget
+/// so a flood of them is turned away like forgeries.
+async fn refuse_other_account(
+    state: &AppState,
+    name: ChannelName,
+    account: &str,
+    reference: &str,
+    owner: &str,
+    ip: Option<std::net::IpAddr>,
+) {
+    count(name, "account_mismatch");
+    tracing::warn!(
+        account,
+        owner,
+        reference,
+        "notification of one account names another account's order: refused"
+    );
+    if let Some(ip) = ip {
+        state.limits.failures(Surface::Notify).fail(ip);
+    }
+    let detail = format!(
+        "a {name} notification verified with account {account} names {reference}, made through account {owner}: refused"
+    );
+    if let Err(e) = state
+        .store
+        .insert_abnormal(
+            "notification_account_mismatch",
+            reference,
+            &detail,
+            state.clock.now(),
+        )
+        .await
+    {
+        tracing::error!(error = %e, "recording an account mismatch failed");
     }
 }
 

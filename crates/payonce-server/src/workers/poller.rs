@@ -61,7 +61,7 @@ async fn check_attempt(state: &AppState, owner: &str, mut a: Attempt) {
             _ => return,
         }
     }
-    let Some(channel) = state.channels.get(a.channel).cloned() else {
+    let Ok(channel) = crate::engine::payments::connector_of(state, &a).cloned() else {
         let _ = state
             .store
             .finish_attempt_check(&a.id, owner, Some(at(now, state.config.backoff(6))), now)
@@ -116,6 +116,7 @@ async fn check_attempt(state: &AppState, owner: &str, mut a: Attempt) {
         match payments::apply(
             state,
             a.channel,
+            Some(&a.account),
             a.out_trade_no.as_str(),
             observed,
             OutcomeSource::Query,

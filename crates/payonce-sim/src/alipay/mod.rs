@@ -16,7 +16,6 @@ mod trades;
 pub(crate) use trades::notify;
 
 use crate::Sim;
-use crate::keys::ALIPAY_APP_ID;
 use crate::wire::{
     alipay_answer, alipay_error_response, alipay_response_name, form_parse, parse_alipay_time,
     sorted_pairs,
@@ -91,10 +90,11 @@ async fn bill(State(sim): State<Arc<Sim>>, uri: Uri) -> Response {
 }
 
 /// Checks the common parameters Alipay requires of every call (its `40001`/`40002` answers).
+/// `Ok(i)`: the app (merchant) `i` of the simulator signed it.
 fn check_common(
     sim: &Sim,
     params: &[(String, String)],
-) -> Result<(), (&'static str, &'static str, String)> {
+) -> Result<usize, (&'static str, &'static str, String)> {
     let get = |k: &str| {
         params
             .iter()
@@ -119,9 +119,9 @@ fn check_common(
             ));
         }
     }
-    if get("app_id") != ALIPAY_APP_ID {
+    let Some((merchant, app)) = sim.keys.alipay_by_app_id(get("app_id")) else {
         return Err(("40002", "isv.invalid-app-id", "无效的AppID参数".into()));
-    }
+    };
     if !get("charset").eq_ignore_ascii_case("utf-8")
         || get("version") != "1.0"
         || !matches!(get("format"), "" | "JSON" | "json")
@@ -155,14 +155,13 @@ fn check_common(
         .filter(|(_, v)| !v.is_empty())
         .cloned()
         .collect();
-    if !sim
-        .keys
-        .alipay_app
+    if !app
+        .app_key
         .verify_b64(sorted_pairs(&signed, &["sign"]).as_bytes(), get("sign"))
     {
         return Err(("40002", "isv.invalid-signature", "验签出错".into()));
     }
-    Ok(())
+    Ok(merchant)
 }
 
 /// A precreate's `subject`: required, at most 256 characters, and without the characters
@@ -201,9 +200,10 @@ async fn gateway(
             "缺少方法名参数",
         ));
     }
-    if let Err((code, sub_code, msg)) = check_common(&sim, &params) {
-        return business_error(&sim, &method, code, sub_code, &msg);
-    }
+    let merchant = match check_common(&sim, &params) {
+        Ok(m) => m,
+        Err((code, sub_code, msg)) => return business_error(&sim, &method, code, sub_code, &msg),
+    };
     let Ok(Value::Object(biz)) = serde_json::from_str::<Value>(&get("biz_content")) else {
         return business_error(
             &sim,
@@ -223,12 +223,23 @@ async fn gateway(
     let now = sim.now_ms();
     match method.as_str() {
         "alipay.trade.precreate" => {
-            trades::precreate(&sim, &method, &field, get("notify_url"), &faults, now).await
+            trades::precreate(
+                &sim,
+                merchant,
+                &method,
+                &field,
+                get("notify_url"),
+                &faults,
+                now,
+            )
+            .await
         }
-        "alipay.trade.query" => trades::query(&sim, &method, &field, &faults),
-        "alipay.trade.close" => trades::close(&sim, &method, &field, &faults),
-        "alipay.trade.refund" => refunds::refund(&sim, &method, &field, &faults, now),
-        "alipay.trade.fastpay.refund.query" => refunds::refund_query(&sim, &method, &field),
+        "alipay.trade.query" => trades::query(&sim, merchant, &method, &field, &faults),
+        "alipay.trade.close" => trades::close(&sim, merchant, &method, &field, &faults),
+        "alipay.trade.refund" => refunds::refund(&sim, merchant, &method, &field, &faults, now),
+        "alipay.trade.fastpay.refund.query" => {
+            refunds::refund_query(&sim, merchant, &method, &field)
+        }
         "alipay.data.dataservice.bill.downloadurl.query" => {
             if !crate::statement::has_bill(&sim, ChannelName::Alipay, &field("bill_date")) {
                 return business_error(&sim, &method, "40004", "isp.bill_not_exist", "账单不存在");

@@ -15,6 +15,7 @@ use std::sync::Arc;
 /// `alipay.trade.refund`.
 pub(super) fn refund(
     sim: &Arc<Sim>,
+    merchant: usize,
     method: &str,
     field: &dyn Fn(&str) -> String,
     faults: &Faults,
@@ -40,7 +41,15 @@ pub(super) fn refund(
         r.channel == ChannelName::Alipay && r.out_trade_no == no && r.out_refund_no == req_no
     });
     // Alipay's refund is synchronous: the money is back when it answers.
-    let done = ledger.refund(ChannelName::Alipay, &no, &req_no, amount, now, now);
+    let done = ledger.refund(
+        ChannelName::Alipay,
+        merchant,
+        &no,
+        &req_no,
+        amount,
+        now,
+        now,
+    );
     drop(ledger);
     match done {
         Ok(_) => {
@@ -84,13 +93,18 @@ pub(super) fn refund(
 /// `alipay.trade.fastpay.refund.query`.
 pub(super) fn refund_query(
     sim: &Arc<Sim>,
+    merchant: usize,
     method: &str,
     field: &dyn Fn(&str) -> String,
 ) -> Response {
     let (no, req_no) = (field("out_trade_no"), field("out_request_no"));
     let ledger = sim.ledger.lock().unwrap();
+    let merchant_name = sim.merchant_name(ChannelName::Alipay, merchant);
     let found = ledger.refunds.iter().find(|r| {
-        r.channel == ChannelName::Alipay && r.out_trade_no == no && r.out_refund_no == req_no
+        r.channel == ChannelName::Alipay
+            && r.merchant == merchant_name
+            && r.out_trade_no == no
+            && r.out_refund_no == req_no
     });
     let total = ledger
         .orders

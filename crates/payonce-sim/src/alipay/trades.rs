@@ -2,7 +2,6 @@
 //! close, and the `trade_status_sync` notification.
 
 use super::{QR_MAX_LIFE_MS, business_error, signed, valid_out_trade_no, valid_subject};
-use crate::keys::ALIPAY_APP_ID;
 use crate::ledger::Faults;
 use crate::ops::{self, CloseError, CreateError, NewOrder};
 use crate::rng::Draw;
@@ -20,6 +19,7 @@ use std::time::Duration;
 /// `alipay.trade.precreate`.
 pub(super) async fn precreate(
     sim: &Arc<Sim>,
+    merchant: usize,
     method: &str,
     field: &(dyn Fn(&str) -> String + Sync),
     notify_url: String,
@@ -118,6 +118,7 @@ pub(super) async fn precreate(
         sim,
         NewOrder {
             channel: ChannelName::Alipay,
+            merchant,
             out_trade_no: no.clone(),
             amount,
             subject: field("subject"),
@@ -161,6 +162,7 @@ pub(super) async fn precreate(
 /// `alipay.trade.query`: an unscanned QR has no trade yet.
 pub(super) fn query(
     sim: &Arc<Sim>,
+    merchant: usize,
     method: &str,
     field: &dyn Fn(&str) -> String,
     faults: &Faults,
@@ -168,7 +170,7 @@ pub(super) fn query(
     if sim.chance(Draw::QueryError, faults.query_error_rate) {
         return business_error(sim, method, "40004", "ACQ.SYSTEM_ERROR", "系统错误");
     }
-    match ops::find(sim, ChannelName::Alipay, &field("out_trade_no")) {
+    match ops::find_for(sim, ChannelName::Alipay, merchant, &field("out_trade_no")) {
         Some(o) if o.status != SimStatus::Unscanned => signed(sim, method, trade_view(&o)),
         _ => business_error(sim, method, "40004", "ACQ.TRADE_NOT_EXIST", "交易不存在"),
     }
@@ -177,6 +179,7 @@ pub(super) fn query(
 /// `alipay.trade.close`.
 pub(super) fn close(
     sim: &Arc<Sim>,
+    merchant: usize,
     method: &str,
     field: &dyn Fn(&str) -> String,
     faults: &Faults,
@@ -185,7 +188,7 @@ pub(super) fn close(
         return business_error(sim, method, "20000", "isp.unknow-error", "系统繁忙");
     }
     let no = field("out_trade_no");
-    match ops::close(sim, ChannelName::Alipay, &no) {
+    match ops::close(sim, ChannelName::Alipay, merchant, &no) {
         Ok(()) => signed(
             sim,
             method,
@@ -227,11 +230,12 @@ fn trade_view(o: &SimOrder) -> Value {
 pub(crate) fn notify(sim: Arc<Sim>, order: SimOrder, event_id: String) {
     let signer = sim.clone();
     let paid_at = alipay_time(order.paid_at.unwrap_or_default());
+    let app_id = sim.keys.alipay[order.merchant].app_id.clone();
     let base: Vec<(String, String)> = vec![
         ("notify_type", "trade_status_sync".to_owned()),
         ("notify_id", format!("2026{}", event_id.replace('-', ""))),
-        ("app_id", ALIPAY_APP_ID.to_owned()),
-        ("auth_app_id", ALIPAY_APP_ID.to_owned()),
+        ("app_id", app_id.clone()),
+        ("auth_app_id", app_id),
         ("charset", "utf-8".to_owned()),
         ("version", "1.0".to_owned()),
         ("trade_no", order.trade_no.clone().unwrap_or_default()),

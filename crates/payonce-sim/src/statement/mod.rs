@@ -304,6 +304,7 @@ mod tests {
         let now = sim.now_ms();
         let order = NewOrder {
             channel,
+            merchant: 0,
             out_trade_no: no.into(),
             amount: 100,
             subject: subject.into(),

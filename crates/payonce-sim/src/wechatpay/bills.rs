@@ -17,7 +17,7 @@ pub(super) async fn tradebill(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    if !authentic(&sim, &method, &uri, &headers, b"") {
+    if authentic(&sim, &method, &uri, &headers, b"").is_none() {
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
     }
     let query = |k: &str| {
@@ -66,7 +66,7 @@ pub(super) async fn bill_download(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    if !authentic(&sim, &method, &uri, &headers, b"") {
+    if authentic(&sim, &method, &uri, &headers, b"").is_none() {
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
     }
     let query = uri.query().unwrap_or_default();

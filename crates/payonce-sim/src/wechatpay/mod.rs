@@ -17,7 +17,6 @@ mod trades;
 pub(crate) use trades::notify;
 
 use crate::Sim;
-use crate::keys::WECHAT_MCHID;
 use crate::wire::{
     parse_wechat_authorization, wechat_answer_message, wechat_encrypt, wechat_request_message,
     wechat_time,
@@ -142,15 +141,19 @@ fn param_error(sim: &Sim, message: &str) -> Response {
     error(sim, StatusCode::BAD_REQUEST, "PARAM_ERROR", message)
 }
 
-/// Checks the merchant's `Authorization` header as the real gateway does.
-fn authentic(sim: &Sim, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> bool {
-    let Some(fields) = headers
+/// Checks the merchant's `Authorization` header as the real gateway does: the merchant it
+/// names, that merchant's certificate serial and signature. `Some(i)`: merchant `i` signed it.
+fn authentic(
+    sim: &Sim,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Option<usize> {
+    let fields = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(parse_wechat_authorization)
-    else {
-        return false;
-    };
+        .and_then(parse_wechat_authorization)?;
     let get = |k: &str| {
         fields
             .iter()
@@ -158,9 +161,7 @@ fn authentic(sim: &Sim, method: &Method, uri: &Uri, headers: &HeaderMap, body: &
             .map(|(_, v)| v.as_str())
             .unwrap_or_default()
     };
-    let Ok(ts) = get("timestamp").parse::<i64>() else {
-        return false;
-    };
+    let ts = get("timestamp").parse::<i64>().ok()?;
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let msg = wechat_request_message(
         method.as_str(),
@@ -169,10 +170,11 @@ fn authentic(sim: &Sim, method: &Method, uri: &Uri, headers: &HeaderMap, body: &
         get("nonce_str"),
         body,
     );
-    get("mchid") == WECHAT_MCHID
-        && get("serial_no").eq_ignore_ascii_case(&sim.keys.wechat_merchant_serial)
+    let (i, m) = sim.keys.wechat_by_mchid(get("mchid"))?;
+    (get("serial_no").eq_ignore_ascii_case(&m.serial)
         && (sim.now_ms() - ts * 1000).abs() <= MAX_SKEW_MS
-        && sim.keys.wechat_merchant.verify_b64(&msg, get("signature"))
+        && m.key.verify_b64(&msg, get("signature")))
+    .then_some(i)
 }
 
 /// `GET /v3/certificates`: every platform certificate still valid, encrypted with the APIv3 key.
@@ -182,9 +184,10 @@ async fn certificates(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    if !authentic(&sim, &method, &uri, &headers, b"") {
+    let Some(merchant) = authentic(&sim, &method, &uri, &headers, b"") else {
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
-    }
+    };
+    let apiv3 = sim.keys.wechat[merchant].apiv3.expose();
     let delay = sim.faults.lock().unwrap().certificates_delay_ms;
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -211,7 +214,7 @@ async fn certificates(
                     "algorithm": "AEAD_AES_256_GCM",
                     "nonce": nonce,
                     "associated_data": "certificate",
-                    "ciphertext": wechat_encrypt(sim.keys.wechat_apiv3.expose(), &nonce, "certificate", c.pem.as_bytes()),
+                    "ciphertext": wechat_encrypt(apiv3, &nonce, "certificate", c.pem.as_bytes()),
                 },
             })
         })
@@ -223,9 +226,10 @@ async fn certificates(
     )
 }
 
-/// An encrypted, platform-signed notification envelope.
+/// An encrypted, platform-signed notification envelope, encrypted with `merchant`'s APIv3 key.
 fn envelope(
     sim: &Sim,
+    merchant: usize,
     id: String,
     event_type: &str,
     summary: &str,
@@ -242,7 +246,7 @@ fn envelope(
         "resource": {
             "original_type": original_type,
             "algorithm": "AEAD_AES_256_GCM",
-            "ciphertext": wechat_encrypt(sim.keys.wechat_apiv3.expose(), &nonce, original_type, resource.to_string().as_bytes()),
+            "ciphertext": wechat_encrypt(sim.keys.wechat[merchant].apiv3.expose(), &nonce, original_type, resource.to_string().as_bytes()),
             "associated_data": original_type,
             "nonce": nonce,
         },

@@ -3,7 +3,6 @@
 
 use super::{authentic, envelope, error, param_error, platform_headers, signed};
 use crate::Sim;
-use crate::keys::WECHAT_MCHID;
 use crate::ops;
 use crate::rng::Draw;
 use crate::wire::wechat_time;
@@ -44,9 +43,9 @@ pub(super) async fn refund(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !authentic(&sim, &method, &uri, &headers, &body) {
+    let Some(merchant) = authentic(&sim, &method, &uri, &headers, &body) else {
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
-    }
+    };
     let Ok(req @ Value::Object(_)) = serde_json::from_slice::<Value>(&body) else {
         return param_error(&sim, "请求体不是JSON对象");
     };
@@ -64,7 +63,7 @@ pub(super) async fn refund(
     if req["amount"]["currency"] != "CNY" {
         return param_error(&sim, "amount.currency 须为 CNY");
     }
-    let Some(order) = ops::find(&sim, ChannelName::Wechatpay, &no) else {
+    let Some(order) = ops::find_for(&sim, ChannelName::Wechatpay, merchant, &no) else {
         return error(
             &sim,
             StatusCode::NOT_FOUND,
@@ -96,6 +95,7 @@ pub(super) async fn refund(
         ) as i64;
     let done = sim.ledger.lock().unwrap().refund(
         ChannelName::Wechatpay,
+        merchant,
         &no,
         &refund_no,
         amount,
@@ -106,7 +106,14 @@ pub(super) async fn refund(
         Ok(r) => {
             let tid = order.trade_no.clone().unwrap_or_default();
             if let Some(url) = req["notify_url"].as_str().filter(|u| !u.is_empty()) {
-                notify_refund(sim.clone(), url.to_owned(), r.clone(), total, tid.clone());
+                notify_refund(
+                    sim.clone(),
+                    merchant,
+                    url.to_owned(),
+                    r.clone(),
+                    total,
+                    tid.clone(),
+                );
             }
             signed(
                 &sim,
@@ -144,9 +151,9 @@ pub(super) async fn refund_query(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    if !authentic(&sim, &method, &uri, &headers, b"") {
+    let Some(merchant) = authentic(&sim, &method, &uri, &headers, b"") else {
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
-    }
+    };
     if sim.chance(
         Draw::QueryError,
         sim.faults.lock().unwrap().query_error_rate,
@@ -171,6 +178,7 @@ pub(super) async fn refund_query(
                 .orders
                 .get(&(ChannelName::Wechatpay, r.out_trade_no.clone()))
         })
+        .filter(|o| o.merchant == merchant)
         .cloned();
     drop(ledger);
     match (found, order) {
@@ -198,6 +206,7 @@ pub(super) async fn refund_query(
 /// `REFUND.SUCCESS`, once the refund's money has moved.
 fn notify_refund(
     sim: Arc<Sim>,
+    merchant: usize,
     url: String,
     r: crate::ledger::Refund,
     total: i64,
@@ -207,13 +216,14 @@ fn notify_refund(
         let wait = (r.settle_at - sim.now_ms()).max(0) as u64;
         tokio::time::sleep(Duration::from_millis(wait)).await;
         let resource = json!({
-            "mchid": WECHAT_MCHID, "out_trade_no": r.out_trade_no, "transaction_id": transaction_id, "out_refund_no": r.out_refund_no,
+            "mchid": sim.keys.wechat[merchant].mchid, "out_trade_no": r.out_trade_no, "transaction_id": transaction_id, "out_refund_no": r.out_refund_no,
             "refund_id": r.refund_id, "refund_status": "SUCCESS", "success_time": wechat_time(r.settle_at),
             "user_received_account": "支付用户零钱",
             "amount": {"total": total, "refund": r.amount, "payer_total": total, "payer_refund": r.amount},
         });
         let body = envelope(
             &sim,
+            merchant,
             format!("EV-R-{}", r.refund_id),
             "REFUND.SUCCESS",
             "退款成功",

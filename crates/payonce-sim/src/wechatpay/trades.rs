@@ -2,7 +2,6 @@
 //! and the `TRANSACTION.SUCCESS` notification.
 
 use super::{authentic, envelope, error, param_error, platform_headers, signed};
-use crate::keys::{WECHAT_APPID, WECHAT_MCHID};
 use crate::ops::{self, CloseError, CreateError, NewOrder};
 use crate::rng::Draw;
 use crate::wire::{parse_wechat_time, wechat_time};
@@ -39,9 +38,14 @@ enum ParamError {
 }
 
 /// The prepay body's checks (PARAM_ERROR on failure), per the native/jsapi documents.
-fn check_prepay(body: &Value, jsapi: bool, now: i64) -> Result<(), ParamError> {
+fn check_prepay(
+    m: &crate::keys::WechatMerchant,
+    body: &Value,
+    jsapi: bool,
+    now: i64,
+) -> Result<(), ParamError> {
     let s = |k: &str| body[k].as_str().unwrap_or_default();
-    if s("appid") != WECHAT_APPID || s("mchid") != WECHAT_MCHID {
+    if s("appid") != m.appid || s("mchid") != m.mchid {
         return Err(ParamError::Merchant);
     }
     let d = s("description");
@@ -85,15 +89,15 @@ pub(super) async fn prepay(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !authentic(&sim, &method, &uri, &headers, &body) {
+    let Some(merchant) = authentic(&sim, &method, &uri, &headers, &body) else {
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
-    }
+    };
     let Ok(req @ Value::Object(_)) = serde_json::from_slice::<Value>(&body) else {
         return param_error(&sim, "请求体不是JSON对象");
     };
     let jsapi = uri.path().ends_with("/jsapi");
     let now = sim.now_ms();
-    if let Err(e) = check_prepay(&req, jsapi, now) {
+    if let Err(e) = check_prepay(&sim.keys.wechat[merchant], &req, jsapi, now) {
         return param_error(&sim, &e.to_string());
     }
     let faults = sim.faults.lock().unwrap().clone();
@@ -121,6 +125,7 @@ pub(super) async fn prepay(
         &sim,
         NewOrder {
             channel: ChannelName::Wechatpay,
+            merchant,
             out_trade_no: req["out_trade_no"].as_str().unwrap_or_default().to_owned(),
             amount: req["amount"]["total"].as_i64().unwrap_or_default(),
             subject: req["description"].as_str().unwrap_or_default().to_owned(),
@@ -155,11 +160,12 @@ pub(super) async fn prepay(
     }
 }
 
-fn transaction(o: &SimOrder) -> Value {
+fn transaction(sim: &Sim, o: &SimOrder) -> Value {
     let paid = o.status == SimStatus::Paid;
+    let m = &sim.keys.wechat[o.merchant];
     let mut t = json!({
-        "appid": WECHAT_APPID,
-        "mchid": WECHAT_MCHID,
+        "appid": m.appid,
+        "mchid": m.mchid,
         "out_trade_no": o.out_trade_no,
         "trade_type": if o.credential.starts_with("weixin://") { "NATIVE" } else { "JSAPI" },
         "trade_state": o.state_name(),
@@ -189,10 +195,10 @@ pub(super) async fn query(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    if !authentic(&sim, &method, &uri, &headers, b"") {
+    let Some(merchant) = authentic(&sim, &method, &uri, &headers, b"") else {
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
-    }
-    if uri.query().unwrap_or_default() != format!("mchid={WECHAT_MCHID}") {
+    };
+    if uri.query().unwrap_or_default() != format!("mchid={}", sim.keys.wechat[merchant].mchid) {
         return param_error(&sim, "mchid 不正确");
     }
     if sim.chance(
@@ -206,11 +212,11 @@ pub(super) async fn query(
             "系统错误",
         );
     }
-    match ops::find(&sim, ChannelName::Wechatpay, &no) {
+    match ops::find_for(&sim, ChannelName::Wechatpay, merchant, &no) {
         Some(o) => signed(
             &sim,
             StatusCode::OK,
-            transaction(&o).to_string().into_bytes(),
+            transaction(&sim, &o).to_string().into_bytes(),
         ),
         None => error(&sim, StatusCode::NOT_FOUND, "ORDER_NOT_EXIST", "订单不存在"),
     }
@@ -224,14 +230,14 @@ pub(super) async fn close(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !authentic(&sim, &method, &uri, &headers, &body) {
+    let Some(merchant) = authentic(&sim, &method, &uri, &headers, &body) else {
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
-    }
+    };
     // The close body is exactly `{"mchid": "…"}`.
     let ok = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|v| v.as_object().cloned())
-        .is_some_and(|o| o.len() == 1 && o["mchid"] == WECHAT_MCHID);
+        .is_some_and(|o| o.len() == 1 && o["mchid"] == sim.keys.wechat[merchant].mchid.as_str());
     if !ok {
         return param_error(&sim, "请求体须为 {\"mchid\": 商户号}");
     }
@@ -246,7 +252,7 @@ pub(super) async fn close(
             "系统错误",
         );
     }
-    match ops::close(&sim, ChannelName::Wechatpay, &no) {
+    match ops::close(&sim, ChannelName::Wechatpay, merchant, &no) {
         Ok(()) => signed(&sim, StatusCode::NO_CONTENT, Vec::new()),
         Err(CloseError::NotExist) => {
             error(&sim, StatusCode::NOT_FOUND, "ORDER_NOT_EXIST", "订单不存在")
@@ -265,11 +271,12 @@ pub(super) async fn close(
 pub(crate) fn notify(sim: Arc<Sim>, order: SimOrder, event_id: String) {
     let body = envelope(
         &sim,
+        order.merchant,
         format!("EV-{event_id}"),
         "TRANSACTION.SUCCESS",
         "支付成功",
         "transaction",
-        &transaction(&order),
+        &transaction(&sim, &order),
     );
     let signer = sim.clone();
     crate::notify::spawn(

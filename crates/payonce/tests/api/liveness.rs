@@ -49,7 +49,13 @@ async fn orphan(app: &TestApp, order_id: &str) -> String {
         payer: None,
     };
     let now = state.clock.now();
-    let attempt = new_attempt(state, &order, &params, now);
+    let attempt = new_attempt(
+        state,
+        &order,
+        &params,
+        payonce_channels::DEFAULT_ACCOUNT,
+        now,
+    );
     let BeginAttempt::Started(a) = state.store.begin_attempt(&attempt, now).await.unwrap() else {
         panic!("intent not written")
     };

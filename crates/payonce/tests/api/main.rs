@@ -1,6 +1,7 @@
 //! The API suite: every scenario runs on SQLite and on PostgreSQL (`store_tests!`), against a
 //! real server on a random port and the channel simulator as ground truth.
 
+mod accounts;
 mod attack_suite;
 mod attacks;
 mod attacks_gateway;

@@ -83,6 +83,11 @@ async fn openapi_document_matches_the_router(b: Backend) {
                     .post(app.url(&concrete))
                     .header("content-type", "application/json")
                     .body("{}"),
+                "put" => app
+                    .http
+                    .put(app.url(&concrete))
+                    .header("content-type", "application/json")
+                    .body("{}"),
                 other => panic!("unexpected method {other}"),
             };
             let r = req.bearer_auth("test-admin-token").send().await.unwrap();
@@ -100,7 +105,7 @@ async fn openapi_document_matches_the_router(b: Backend) {
             checked += 1;
         }
     }
-    assert_eq!(checked, 22);
+    assert_eq!(checked, 24);
     // The prepay body lists exactly the configured channels and their methods.
     let prepay = &doc["components"]["schemas"]["Prepay"]["anyOf"];
     let variants: BTreeSet<String> = prepay

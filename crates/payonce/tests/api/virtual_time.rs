@@ -343,7 +343,13 @@ async fn an_orphaned_intent_is_closed_once_its_call_deadline_passes(b: Backend) 
         method: payonce_core::PayMethod::Native,
         payer: None,
     };
-    let intent = payonce_server::engine::payments::new_attempt(&app.state, &order, &params, now);
+    let intent = payonce_server::engine::payments::new_attempt(
+        &app.state,
+        &order,
+        &params,
+        payonce_channels::DEFAULT_ACCOUNT,
+        now,
+    );
     assert!(matches!(
         app.store.begin_attempt(&intent, now).await.unwrap(),
         payonce_store::BeginAttempt::Started(_)

@@ -8,7 +8,7 @@
 use crate::gateway::waiting::Deadline;
 use crate::state::AppState;
 use payonce_channels::{
-    Channel, ChannelError, ChannelOrderRef, CloseAnswer, PrepayRequest, TradeState,
+    Channel, ChannelAccount, ChannelError, ChannelOrderRef, CloseAnswer, PrepayRequest, TradeState,
 };
 use payonce_core::order::ClosedBy;
 use payonce_core::{Attempt, Order};
@@ -100,22 +100,64 @@ pub(super) fn prepay_metric(app: &payonce_core::AppId, outcome: &'static str) {
         .increment(1);
 }
 
-pub(super) fn channel_of(
-    state: &AppState,
-    name: ChannelName,
-) -> Result<&Arc<dyn Channel>, PaymentError> {
+/// The account an app's new attempts on `channel` go through: the app's binding, else the
+/// channel's only account or the one marked default.
+pub fn account_for<'s>(
+    state: &'s AppState,
+    app: &App,
+    channel: ChannelName,
+) -> Result<&'s ChannelAccount, PaymentError> {
+    match app.channel_accounts.get(&channel) {
+        Some(name) => {
+            state
+                .channels
+                .account(channel, name)
+                .ok_or(PaymentError::ChannelUnavailable(
+                    "the app's account for this channel is not configured on this server",
+                ))
+        }
+        None if state.channels.accounts(channel).is_empty() => Err(
+            PaymentError::ChannelUnavailable("the channel is not configured on this server"),
+        ),
+        None => state
+            .channels
+            .default_account(channel)
+            .ok_or(PaymentError::ChannelUnavailable(
+                "the channel has several accounts and none is the default: bind the app to one",
+            )),
+    }
+}
+
+/// The connector of the account an attempt was made through: every call about a channel
+/// order goes to the merchant that made it, whatever its app is bound to now.
+pub fn connector_of<'s>(
+    state: &'s AppState,
+    a: &Attempt,
+) -> Result<&'s Arc<dyn Channel>, PaymentError> {
     state
         .channels
-        .get(name)
+        .connector(a.channel, &a.account)
         .ok_or(PaymentError::ChannelUnavailable(
-            "the channel is not configured on this server",
+            "the attempt's channel account is not configured on this server",
         ))
+}
+
+/// Where a channel sends notifications about an account's orders: `/notify/{channel}` for the
+/// unnamed (`default`) account, as before accounts existed; `/notify/{channel}/{account}` for
+/// a named one, so the notification is matched to its account before it is trusted.
+pub fn notify_url(state: &AppState, channel: ChannelName, account: &str) -> String {
+    let base = state.config.public_url.trim_end_matches('/');
+    if account == payonce_channels::DEFAULT_ACCOUNT {
+        format!("{base}/notify/{channel}")
+    } else {
+        format!("{base}/notify/{channel}/{account}")
+    }
 }
 
 /// Closes an attempt's channel order and records the channel's answer. A close refused because
 /// the payer paid is followed by a query, so the payment is recorded with its details.
 pub async fn retire(state: &AppState, a: &Attempt) -> Result<(), PaymentError> {
-    let channel = channel_of(state, a.channel)?;
+    let channel = connector_of(state, a)?;
     let r = order_ref(a);
     let observed = match channel.close(&r).await {
         Ok(CloseAnswer::Closed) => TradeState::Closed,
@@ -152,6 +194,7 @@ pub async fn retire(state: &AppState, a: &Attempt) -> Result<(), PaymentError> {
     apply(
         state,
         a.channel,
+        Some(&a.account),
         a.out_trade_no.as_str(),
         observed,
         OutcomeSource::CloseAnswer,
@@ -192,7 +235,7 @@ pub async fn sync_attempt(
     state: &AppState,
     a: &Attempt,
 ) -> Result<Option<OutcomeApplied>, PaymentError> {
-    let channel = channel_of(state, a.channel)?;
+    let channel = connector_of(state, a)?;
     let answer = match channel.query(&order_ref(a)).await {
         Ok(answer) => answer,
         Err(e) => {
@@ -219,6 +262,7 @@ pub async fn sync_attempt(
         apply(
             state,
             a.channel,
+            Some(&a.account),
             a.out_trade_no.as_str(),
             observed,
             OutcomeSource::Query,
@@ -263,9 +307,13 @@ pub async fn sync_open_order(state: &AppState, order: Order) -> Result<Order, St
 /// The store writes the fact's line in the order timeline (with `content`, the message as
 /// read, and the verdict) in the fact's own transaction; a replay or an order number payonce
 /// never issued writes nothing.
+/// `account`: the channel account whose keys vouched for the fact (the notification's, the
+/// answering connector's); an attempt of another account is not touched (`AccountMismatch`).
+#[allow(clippy::too_many_arguments)]
 pub async fn apply(
     state: &AppState,
     channel: ChannelName,
+    account: Option<&str>,
     out_trade_no: &str,
     observed: TradeState,
     source: OutcomeSource,
@@ -274,6 +322,7 @@ pub async fn apply(
 ) -> Result<OutcomeApplied, StoreError> {
     let outcome = ChannelOutcome {
         channel,
+        account: account.map(str::to_owned),
         out_trade_no: out_trade_no.to_owned(),
         observed,
         source,

@@ -69,7 +69,7 @@ pub async fn prepay(
     params: &PrepayParams,
     deadline: &Deadline,
 ) -> Result<PrepayAnswer, PaymentError> {
-    let channel = channel_of(state, params.channel)?.clone();
+    let account = account_for(state, app, params.channel)?;
     // Duplicates on this instance queue here; when their turn comes the credential is stored.
     let Ok(turn) = state.waits.turn(&order_key(order_id), deadline).await else {
         prepay_metric(&app.id, "conflict");
@@ -96,7 +96,7 @@ pub async fn prepay(
             None => {}
         }
     }
-    let result = prepay_rounds(state, app, order_id, params, channel, deadline, &mut waited).await;
+    let result = prepay_rounds(state, app, order_id, params, account, deadline, &mut waited).await;
     if leading && let Some(redis) = &state.redis {
         redis.release(order_id.as_str()).await;
     }
@@ -109,7 +109,7 @@ async fn prepay_rounds(
     app: &App,
     order_id: &OrderId,
     params: &PrepayParams,
-    channel: Arc<dyn Channel>,
+    account: &ChannelAccount,
     deadline: &Deadline,
     waited: &mut bool,
 ) -> Result<PrepayAnswer, PaymentError> {
@@ -135,16 +135,19 @@ async fn prepay_rounds(
             .into_iter()
             .find(|a| a.status.is_active());
         let Some(a) = active else {
-            let attempt = new_attempt(state, &order, params, now);
+            let attempt = new_attempt(state, &order, params, &account.name, now);
             match state.store.begin_attempt(&attempt, now).await? {
                 BeginAttempt::Started(a) => {
-                    return call_prepay(state, channel.as_ref(), &order, a, params).await;
+                    return call_prepay(state, account.connector.as_ref(), &order, a, params).await;
                 }
                 BeginAttempt::ActiveExists(_) | BeginAttempt::OrderNotOpen(_) => continue,
                 BeginAttempt::NoSuchOrder => return Err(PaymentError::NotFound("order")),
             }
         };
+        // An attempt keeps the account it was made through (its app's binding may have changed
+        // since): every call about it goes there.
         let same = a.channel == params.channel && a.method == params.method;
+        let channel = connector_of(state, &a)?.clone();
         match a.status {
             AttemptStatus::Pending if same && a.credential_expires_at.is_some_and(|t| t > now) => {
                 prepay_metric(&app.id, if *waited { "coalesced" } else { "reused" });
@@ -204,16 +207,13 @@ pub fn new_attempt(
     state: &AppState,
     order: &Order,
     params: &PrepayParams,
+    account: &str,
     now: Timestamp,
 ) -> Attempt {
     let id = AttemptId::new();
     let request = StoredPrepay {
         subject: order.subject.clone(),
-        notify_url: format!(
-            "{}/notify/{}",
-            state.config.public_url.trim_end_matches('/'),
-            params.channel
-        ),
+        notify_url: notify_url(state, params.channel, account),
         expires_at: order.expires_at.0,
         requested_at: now.0,
         payer: params.payer.clone(),
@@ -223,6 +223,7 @@ pub fn new_attempt(
         id,
         order_id: order.id.clone(),
         channel: params.channel,
+        account: account.to_owned(),
         method: params.method,
         amount: order.amount,
         status: AttemptStatus::Created,
@@ -380,11 +381,7 @@ pub fn stored_request(
         .and_then(|s| serde_json::from_str(s).ok());
     let stored = stored.unwrap_or_else(|| StoredPrepay {
         subject: order.subject.clone(),
-        notify_url: format!(
-            "{}/notify/{}",
-            state.config.public_url.trim_end_matches('/'),
-            attempt.channel
-        ),
+        notify_url: notify_url(state, attempt.channel, &attempt.account),
         expires_at: order.expires_at.0,
         requested_at: attempt.created_at.0,
         payer,

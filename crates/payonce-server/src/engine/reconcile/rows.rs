@@ -180,6 +180,7 @@ pub(super) async fn payment_row(
     match payments::apply(
         state,
         name,
+        None,
         &line.out_trade_no,
         paid,
         OutcomeSource::Statement {
@@ -212,7 +213,8 @@ pub(super) async fn payment_row(
             )
             .await
         }
-        OutcomeApplied::UnknownTradeNo => {
+        // On this account's bill, but no attempt of this account has the number.
+        OutcomeApplied::UnknownTradeNo | OutcomeApplied::AccountMismatch { .. } => {
             r.item(
                 "unknown_trade",
                 &line.out_trade_no,
@@ -293,6 +295,7 @@ pub(super) async fn refund_row(
                 .store
                 .apply_refund_notice(
                     name,
+                    None,
                     &event,
                     &no,
                     &RefundResult::Succeeded,
@@ -311,7 +314,8 @@ pub(super) async fn refund_row(
                     )
                     .await
                 }
-                RefundNoticeApplied::UnknownRefund => {
+                RefundNoticeApplied::UnknownRefund
+                | RefundNoticeApplied::AccountMismatch { .. } => {
                     r.item(
                         "unknown_refund",
                         &no,

@@ -124,6 +124,12 @@ pub(super) fn applied_name(a: &payonce_store::OutcomeApplied) -> String {
     match a {
         payonce_store::OutcomeApplied::Replay => "nothing new".into(),
         payonce_store::OutcomeApplied::UnknownTradeNo => "unknown order number".into(),
+        payonce_store::OutcomeApplied::AccountMismatch { attempt } => {
+            format!(
+                "refused: the attempt belongs to account {}",
+                attempt.account
+            )
+        }
         payonce_store::OutcomeApplied::AmountMismatch { reported, .. } => {
             format!("amount mismatch (channel says {reported})")
         }

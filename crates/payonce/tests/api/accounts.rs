@@ -1,0 +1,375 @@
+//! Many merchants, one payonce (issue 23): apps bound to different channel accounts pay and
+//! refund through their own merchant; a genuine notification of one merchant never touches
+//! another's order (I9); a binding moves new payments only; the admin API lists accounts by
+//! public facts alone. The simulator plays two merchants per channel (`--merchants 2`).
+
+use crate::assert_invariants;
+use payonce_core::ChannelName;
+use payonce_testkit::forge::{WxFault, WxMerchant, wechat_paid_by};
+use payonce_testkit::{AppOptions, Backend, TestApp, spawn_app_with, store_tests};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+store_tests!(
+    apps_on_two_merchants_pay_and_refund_each_through_its_own,
+    a_genuine_notification_of_one_merchant_never_pays_anothers_order,
+    a_new_binding_moves_new_payments_and_old_attempts_stay_with_their_merchant,
+    the_admin_api_lists_accounts_by_public_facts_and_checks_bindings
+);
+
+/// A server whose simulator plays two merchants per channel, its test app bound to `m2` on
+/// WeChat Pay and Alipay (m1 is every channel's default).
+async fn two_merchants(b: Backend) -> Option<TestApp> {
+    spawn_app_with(
+        b,
+        AppOptions {
+            sim_merchants: 2,
+            accounts: vec![
+                (ChannelName::Wechatpay, "m2".into()),
+                (ChannelName::Alipay, "m2".into()),
+            ],
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+async fn admin(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = app
+        .http
+        .request(method, app.url(path))
+        .bearer_auth("test-admin-token");
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Every channel order of `channel` at the simulator, by out_trade_no: its merchant.
+async fn merchant_of(app: &TestApp, channel: &str, out_trade_no: &str) -> String {
+    let ledger = app.ledger().await;
+    ledger["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["channel"] == channel && o["out_trade_no"] == out_trade_no)
+        .unwrap_or_else(|| panic!("{channel}/{out_trade_no} not at the simulator: {ledger}"))["merchant"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn prepaid(app: &TestApp, merchant_no: &str, channel: &str) -> (String, Value) {
+    let order = app.create_order(merchant_no, 300).await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    let r = app.prepay(&id, channel).await;
+    assert_eq!(r.status(), StatusCode::OK, "{channel} prepay");
+    (id, r.json().await.unwrap())
+}
+
+async fn apps_on_two_merchants_pay_and_refund_each_through_its_own(b: Backend) {
+    let Some(app) = two_merchants(b).await else {
+        return;
+    };
+    for channel in ["wechatpay", "alipay"] {
+        let (id, p) = prepaid(&app, &format!("ACC-{channel}"), channel).await;
+        let no = p["out_trade_no"].as_str().unwrap();
+        assert_eq!(
+            merchant_of(&app, channel, no).await,
+            "m2",
+            "{channel}: the app's account"
+        );
+        // The payer pays; the notification goes to m2's own address and pays the order.
+        assert_eq!(app.sim_pay(channel, no, false).await, StatusCode::OK);
+        let o = app
+            .wait_order(&id, Duration::from_secs(20), |o| o["status"] == "paid")
+            .await;
+        assert_eq!(o["status"], "paid", "{channel}: paid through m2");
+        let r = app
+            .post(
+                &format!("/v1/orders/{id}/refunds"),
+                json!({"merchant_refund_no": format!("R-{channel}"), "amount": 100}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{channel} refund");
+        let ledger = app.ledger().await;
+        let refund = ledger["refunds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["channel"] == channel && r["out_trade_no"] == no)
+            .cloned();
+        let refund = match refund {
+            Some(r) => r,
+            None => {
+                // The refund worker sends it when the endpoint's own call was not final.
+                app.run_workers().await;
+                app.ledger().await["refunds"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|r| r["channel"] == channel && r["out_trade_no"] == no)
+                    .cloned()
+                    .expect("the refund reached the channel")
+            }
+        };
+        assert_eq!(
+            refund["merchant"], "m2",
+            "{channel}: refunded by the merchant that took it"
+        );
+    }
+    // A second app, unbound: the channels' default account (m1).
+    let other = app.another_app("second-shop", None, None).await;
+    let r = app
+        .http
+        .post(app.url("/v1/orders"))
+        .bearer_auth(&other.secret)
+        .json(&json!({"merchant_order_no": "ACC-2", "amount": 200, "currency": "CNY", "subject": "t"}))
+        .send()
+        .await
+        .unwrap();
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let p: Value = app
+        .http
+        .post(app.url(&format!("/v1/orders/{id}/prepay")))
+        .bearer_auth(&other.secret)
+        .json(&json!({"channel": "wechatpay"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let no = p["out_trade_no"].as_str().unwrap();
+    assert_eq!(merchant_of(&app, "wechatpay", no).await, "m1");
+    app.notifications_settled(Duration::from_secs(20)).await;
+    assert_invariants(app.violations().await);
+}
+
+async fn a_genuine_notification_of_one_merchant_never_pays_anothers_order(b: Backend) {
+    let Some(app) = two_merchants(b).await else {
+        return;
+    };
+    let (id, p) = prepaid(&app, "ISO-1", "wechatpay").await;
+    let no = p["out_trade_no"].as_str().unwrap().to_owned();
+    let dir = app.sim_dir();
+    let (m1, m2) = (
+        WxMerchant::of_account(&dir, "m1"),
+        WxMerchant::of_account(&dir, "m2"),
+    );
+    let before = app.counts().await;
+    // Merchant m1's genuine message (its APIv3 key, its mchid, the platform's signature) naming
+    // m2's channel order: at m1's address, at the shared address, and at m2's address.
+    let of_m1 = wechat_paid_by(&dir, &m1, "EV-ISO-1", &no, 300, 300, WxFault::None);
+    for path in ["wechatpay/m1", "wechatpay", "wechatpay/m2"] {
+        let (status, body) = app.deliver(path, &of_m1).await;
+        assert_ne!(status, StatusCode::OK, "{path}: refused ({body})");
+        assert_ne!(status, StatusCode::NO_CONTENT, "{path}: refused ({body})");
+    }
+    let o: Value = app
+        .get(&format!("/v1/orders/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(o["status"], "paying", "m2's order untouched: {o}");
+    // Recorded for a person, once per message that reached the order; nothing else changed.
+    let abnormal = app.state.store.abnormal_open().await.unwrap();
+    let mismatches: Vec<_> = abnormal
+        .iter()
+        .filter(|a| a.kind == "notification_account_mismatch")
+        .collect();
+    assert_eq!(
+        mismatches.len(),
+        2,
+        "at m1's address and at the shared one: {abnormal:?}"
+    );
+    assert!(
+        mismatches[0].detail.contains("account m1") && mismatches[0].detail.contains("account m2")
+    );
+    let after = app.counts().await;
+    for ((table, n0), (_, n1)) in before.iter().zip(after.iter()) {
+        if *table != "abnormal" {
+            assert_eq!(n0, n1, "{table} changed");
+        }
+    }
+    // Counted (the registry is the process's: other tests' refusals may add to it).
+    let metrics = app.metrics_text().await;
+    let counted = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                r#"payonce_notifications_total{channel="wechatpay",outcome="account_mismatch"} "#,
+            )
+        })
+        .and_then(|n| n.parse::<f64>().ok());
+    assert!(counted.is_some_and(|n| n >= 2.0), "counted: {counted:?}");
+    // m2's own message for its own order, at its own address: applied.
+    let of_m2 = wechat_paid_by(&dir, &m2, "EV-ISO-2", &no, 300, 300, WxFault::None);
+    let (status, body) = app.deliver("wechatpay/m2", &of_m2).await;
+    assert!(
+        status.is_success(),
+        "m2's own notification: {status} {body}"
+    );
+    let o: Value = app
+        .get(&format!("/v1/orders/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(o["status"], "paid");
+}
+
+async fn a_new_binding_moves_new_payments_and_old_attempts_stay_with_their_merchant(b: Backend) {
+    let Some(app) = two_merchants(b).await else {
+        return;
+    };
+    let (first, p) = prepaid(&app, "BIND-1", "wechatpay").await;
+    let first_no = p["out_trade_no"].as_str().unwrap().to_owned();
+    assert_eq!(merchant_of(&app, "wechatpay", &first_no).await, "m2");
+    let (status, body) = admin(
+        &app,
+        reqwest::Method::PUT,
+        &format!("/admin/v1/apps/{}/channel-accounts/wechatpay", app.app_id),
+        Some(json!({"account": "m1"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["account"], "m1");
+    let (_, p) = prepaid(&app, "BIND-2", "wechatpay").await;
+    let second_no = p["out_trade_no"].as_str().unwrap();
+    assert_eq!(
+        merchant_of(&app, "wechatpay", second_no).await,
+        "m1",
+        "new payments: m1"
+    );
+    // The first order's prepay again: its attempt stays at m2 (the same channel order).
+    let again: Value = app.prepay(&first, "wechatpay").await.json().await.unwrap();
+    assert_eq!(again["out_trade_no"], first_no.as_str());
+    // Paid at m2 after the rebinding: the notification comes to m2's address, and applies.
+    assert_eq!(
+        app.sim_pay("wechatpay", &first_no, false).await,
+        StatusCode::OK
+    );
+    let o = app
+        .wait_order(&first, Duration::from_secs(20), |o| o["status"] == "paid")
+        .await;
+    assert_eq!(o["status"], "paid");
+    // Back to the default (null): m1 is the default, so nothing moves; an unknown name is
+    // refused and changes nothing.
+    let (status, body) = admin(
+        &app,
+        reqwest::Method::PUT,
+        &format!("/admin/v1/apps/{}/channel-accounts/wechatpay", app.app_id),
+        Some(json!({"account": "m9"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "unknown_account");
+    let (status, _) = admin(
+        &app,
+        reqwest::Method::PUT,
+        &format!("/admin/v1/apps/{}/channel-accounts/wechatpay", app.app_id),
+        Some(json!({"account": null})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    app.notifications_settled(Duration::from_secs(20)).await;
+    assert_invariants(app.violations().await);
+}
+
+async fn the_admin_api_lists_accounts_by_public_facts_and_checks_bindings(b: Backend) {
+    let Some(app) = two_merchants(b).await else {
+        return;
+    };
+    let (status, list) = admin(
+        &app,
+        reqwest::Method::GET,
+        "/admin/v1/channel-accounts",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let items = list["items"].as_array().unwrap();
+    for channel in ["wechatpay", "alipay", "unionpay"] {
+        let names: Vec<&str> = items
+            .iter()
+            .filter(|a| a["channel"] == channel)
+            .map(|a| a["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["m1", "m2"], "{channel}");
+    }
+    let m2 = items
+        .iter()
+        .find(|a| a["channel"] == "wechatpay" && a["name"] == "m2")
+        .unwrap();
+    assert_eq!(m2["source"], "file");
+    assert_eq!(m2["enabled"], true);
+    assert_eq!(m2["loaded"], true);
+    assert_eq!(m2["is_default"], false);
+    assert!(
+        m2["notify_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/notify/wechatpay/m2")
+    );
+    assert!(!m2["fingerprints"].as_array().unwrap().is_empty());
+    // Not a byte of any secret: the APIv3 keys and private keys of every merchant.
+    let text = list.to_string();
+    let dir = app.sim_dir();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.ends_with("apiv3.key") || name.ends_with("key.pem") {
+            let secret = std::fs::read_to_string(&path).unwrap();
+            let core = secret
+                .lines()
+                .filter(|l| !l.starts_with("-----"))
+                .collect::<String>();
+            assert!(!text.contains(core.trim()), "{name} leaked");
+        }
+    }
+    // The binding is checked against the accounts the database knows.
+    let (status, body) = admin(
+        &app,
+        reqwest::Method::PUT,
+        &format!("/admin/v1/apps/{}/channel-accounts/alipay", app.app_id),
+        Some(json!({"account": "Not Valid!"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) = admin(
+        &app,
+        reqwest::Method::PUT,
+        "/admin/v1/apps/app_0190f1e2d3c4b5a69788796a5b4c3d2e/channel-accounts/alipay",
+        Some(json!({"account": "m1"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let refused = payonce_server::engine::apps::create_app(
+        app.state.store.as_ref(),
+        &app.state.master_key,
+        &payonce_core::SystemClock,
+        payonce_server::engine::apps::NewApp {
+            name: "typo",
+            accounts: &[(ChannelName::Wechatpay, "m3".into())],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(
+        refused.is_err_and(|e| e.to_string().contains("no wechatpay account named \"m3\"")),
+        "apps create --account checks the name"
+    );
+}
