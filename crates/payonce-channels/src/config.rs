@@ -302,7 +302,8 @@ impl ChannelsConfig {
             reg.insert_account(ChannelAccount {
                 name: label(&s.name),
                 is_default: s.default,
-                merchant_id: String::new(),
+                // What the sandbox's bills name as their merchant account.
+                merchant_id: "sandbox".into(),
                 fingerprints: Vec::new(),
                 connector: Arc::new(sandbox::SandboxClient::new(
                     s.gateway.clone(),

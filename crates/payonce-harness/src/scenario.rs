@@ -209,9 +209,10 @@ pub async fn run_settling(s: &Scenario, settle: Duration) -> Verdict {
         let shift = if channel == "unionpay" { 3_600_000 } else { 0 };
         let day =
             payonce_server::engine::reconcile::beijing_date(payonce_core::Timestamp(now.0 + shift));
-        let _ =
-            payonce_server::engine::reconcile::reconcile(&app.state, "chaos", channel, &day, false)
-                .await;
+        let _ = payonce_server::engine::reconcile::reconcile(
+            &app.state, "chaos", channel, None, &day, false,
+        )
+        .await;
     }
     Verdict {
         violations,

@@ -76,26 +76,43 @@ async fn order(State(sim): State<Arc<Sim>>, Query(q): Query<OrderQuery>) -> Resp
 struct StatementQuery {
     channel: ChannelName,
     date: String,
+    /// The merchant (account name, as `/sim/ledger` names it); default: the first.
+    merchant: Option<String>,
 }
 
-/// The day's statement in the channel's own bill format.
+/// The day's statement in the channel's own bill format, of one merchant.
 async fn statement(State(sim): State<Arc<Sim>>, Query(q): Query<StatementQuery>) -> Response {
+    let m = match &q.merchant {
+        None => 0,
+        Some(name) => match (0..sim.merchants(q.channel))
+            .find(|i| sim.merchant_name(q.channel, *i) == *name)
+        {
+            Some(i) => i,
+            None => {
+                return (
+                    StatusCode::NOT_FOUND,
+                    Json(serde_json::json!({"error": "no such merchant"})),
+                )
+                    .into_response();
+            }
+        },
+    };
     match q.channel {
         ChannelName::Wechatpay => (
             [("content-type", "text/csv; charset=utf-8")],
-            crate::statement::wechat_bill(&sim, &q.date),
+            crate::statement::wechat_bill(&sim, m, &q.date),
         )
             .into_response(),
         ChannelName::Alipay => (
             [("content-type", "application/zip")],
-            crate::statement::alipay_bill_zip(&sim, &q.date),
+            crate::statement::alipay_bill_zip(&sim, m, &q.date),
         )
             .into_response(),
         ChannelName::Sandbox => Json(crate::statement::sandbox_bill(&sim, &q.date)).into_response(),
         // The fileTransfer answer's fileContent, base64-decoded: zlib of the zip.
         ChannelName::Unionpay => (
             [("content-type", "application/octet-stream")],
-            crate::statement::unionpay_file(&sim, &q.date).1,
+            crate::statement::unionpay_file(&sim, m, &q.date).1,
         )
             .into_response(),
     }

@@ -155,15 +155,19 @@ impl Sim {
         }
     }
 
-    /// The account name of a channel's merchant `i` (`/sim/ledger`'s `merchant`).
-    pub fn merchant_name(&self, channel: ChannelName, i: usize) -> String {
-        let n = match channel {
+    /// How many merchants the simulator plays on `channel`.
+    pub fn merchants(&self, channel: ChannelName) -> usize {
+        match channel {
             ChannelName::Wechatpay => self.keys.wechat.len(),
             ChannelName::Alipay => self.keys.alipay.len(),
             ChannelName::Unionpay => self.keys.unionpay.len(),
             ChannelName::Sandbox => 1,
-        };
-        keys::account_name(i, n)
+        }
+    }
+
+    /// The account name of a channel's merchant `i` (`/sim/ledger`'s `merchant`).
+    pub fn merchant_name(&self, channel: ChannelName, i: usize) -> String {
+        keys::account_name(i, self.merchants(channel))
     }
 
     pub fn ledger_snapshot(&self) -> Ledger {

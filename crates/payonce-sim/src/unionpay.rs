@@ -279,9 +279,10 @@ async fn file_transfer(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     ) {
         return answer("10", "报文要素不合法", vec![]);
     }
-    if let Err((code, msg)) = merchant_signed(&sim, &params) {
-        return answer(code, &msg, vec![]);
-    }
+    let merchant = match merchant_signed(&sim, &params) {
+        Ok(m) => m,
+        Err((code, msg)) => return answer(code, &msg, vec![]),
+    };
     // The most recent calendar day with that MMDD, up to today (Beijing).
     let settle = f("settleDate");
     let now = sim.now_ms();
@@ -295,10 +296,10 @@ async fn file_transfer(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     else {
         return answer("10", "settleDate 不合法", vec![]);
     };
-    if !crate::statement::has_bill(&sim, ChannelName::Unionpay, &date) {
+    if !crate::statement::has_bill(&sim, ChannelName::Unionpay, merchant, &date) {
         return answer("98", "文件不存在", vec![]);
     }
-    let (name, zlib) = crate::statement::unionpay_file(&sim, &date);
+    let (name, zlib) = crate::statement::unionpay_file(&sim, merchant, &date);
     use base64::Engine as _;
     answer(
         "00",

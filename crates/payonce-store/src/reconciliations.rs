@@ -12,6 +12,8 @@ use payonce_core::{AppId, ChannelName, OrderId, Timestamp};
 pub struct Reconciliation {
     pub id: String,
     pub channel: String,
+    /// The channel account whose bill it read (one bill per merchant number).
+    pub account: String,
     /// `YYYY-MM-DD`, Asia/Shanghai (the channels' booking day).
     pub bill_date: String,
     /// `running`, `completed` or `failed`.
@@ -26,6 +28,7 @@ pub struct Reconciliation {
 from_row!(Reconciliation {
     id,
     channel,
+    account,
     bill_date,
     status,
     summary,
@@ -101,10 +104,12 @@ pub trait Reconciliations: Send + Sync {
     /// Keeps a verified bill, replacing an earlier copy of the same (channel, merchant account,
     /// bill date, bill type).
     async fn save_bill(&self, bill: &StoredBill, content: &[u8]) -> Result<()>;
-    /// The newest kept bill of (channel, bill date) and its bytes, if one was kept.
+    /// The newest kept bill of (channel, merchant account, bill date) and its bytes, if one
+    /// was kept.
     async fn stored_bill(
         &self,
         channel: ChannelName,
+        merchant_account: &str,
         bill_date: &str,
     ) -> Result<Option<(StoredBill, Vec<u8>)>>;
     /// Attempts of `channel` by out_trade_no, at most `BATCH` numbers at a time.
@@ -122,11 +127,12 @@ pub trait Reconciliations: Send + Sync {
     /// Records settled amounts and fees from a bill on attempts and refunds (rows whose values
     /// are already those are not rewritten).
     async fn record_billed(&self, attempts: &[Billed], refunds: &[Billed]) -> Result<()>;
-    /// Starts — or restarts — the run of (channel, bill date) for `owner`, unless another owner
-    /// holds a live lease on it (`None`).
+    /// Starts — or restarts — the run of (channel, account, bill date) for `owner`, unless
+    /// another owner holds a live lease on it (`None`).
     async fn begin_reconciliation(
         &self,
         channel: ChannelName,
+        account: &str,
         bill_date: &str,
         owner: &str,
         lease_ms: i64,
@@ -145,10 +151,11 @@ pub trait Reconciliations: Send + Sync {
         now: Timestamp,
     ) -> Result<bool>;
     async fn reconciliation(&self, id: &str) -> Result<Option<Reconciliation>>;
-    /// The run of (channel, bill date), if there is one.
+    /// The run of (channel, account, bill date), if there is one.
     async fn reconciliation_for(
         &self,
         channel: ChannelName,
+        account: &str,
         bill_date: &str,
     ) -> Result<Option<Reconciliation>>;
     /// The newest runs first.
@@ -161,11 +168,13 @@ pub trait Reconciliations: Send + Sync {
         after: Option<&str>,
         limit: i64,
     ) -> Result<Vec<ReconciliationItem>>;
-    /// Attempts of `channel` that succeeded with `paid_at` in `[from, to)`: what the bill of
-    /// that day must show; with `unbilled_only`, those no bill has shown yet.
+    /// Attempts of `channel` made through `account` that succeeded with `paid_at` in
+    /// `[from, to)`: what that account's bill of the day must show; with `unbilled_only`, those
+    /// no bill has shown yet.
     async fn attempts_paid_between(
         &self,
         channel: ChannelName,
+        account: &str,
         from: Timestamp,
         to: Timestamp,
         unbilled_only: bool,
@@ -194,6 +203,7 @@ impl Reconciliations for SqlStore {
     async fn begin_reconciliation(
         &self,
         channel: ChannelName,
+        account: &str,
         bill_date: &str,
         owner: &str,
         lease_ms: i64,
@@ -204,34 +214,37 @@ impl Reconciliations for SqlStore {
             .as_str()
             .replacen("evt_", "rec_", 1);
         q(
-            "INSERT INTO reconciliations (id, channel, bill_date, status, summary, started_at) VALUES ($1, $2, $3, 'running', '{}', $4) \
-             ON CONFLICT (channel, bill_date) DO NOTHING",
+            "INSERT INTO reconciliations (id, channel, bill_date, status, summary, started_at, account) VALUES ($1, $2, $3, 'running', '{}', $4, $5) \
+             ON CONFLICT (channel, account, bill_date) DO NOTHING",
         )
         .bind(&id)
         .bind(channel.as_str())
         .bind(bill_date)
         .bind(now.0)
+        .bind(account)
         .execute(&mut tx)
         .await?;
         let taken = q(
             "UPDATE reconciliations SET status = 'running', reason = NULL, lease_owner = $1, lease_until = $2, started_at = $3, finished_at = NULL \
-             WHERE channel = $4 AND bill_date = $5 AND (lease_until IS NULL OR lease_until < $3 OR lease_owner = $1)",
+             WHERE channel = $4 AND bill_date = $5 AND account = $6 AND (lease_until IS NULL OR lease_until < $3 OR lease_owner = $1)",
         )
         .bind(owner)
         .bind(now.0 + lease_ms)
         .bind(now.0)
         .bind(channel.as_str())
         .bind(bill_date)
+        .bind(account)
         .execute(&mut tx)
         .await?;
         if taken != 1 {
             return Ok(None);
         }
         let run = q_fmt(format!(
-            "SELECT {RUN_COLS} FROM reconciliations WHERE channel = $1 AND bill_date = $2"
+            "SELECT {RUN_COLS} FROM reconciliations WHERE channel = $1 AND bill_date = $2 AND account = $3"
         ))
         .bind(channel.as_str())
         .bind(bill_date)
+        .bind(account)
         .fetch_one::<Reconciliation>(&mut tx)
         .await?;
         tx.commit().await?;
@@ -311,20 +324,22 @@ impl Reconciliations for SqlStore {
     async fn reconciliation_for(
         &self,
         channel: ChannelName,
+        account: &str,
         bill_date: &str,
     ) -> Result<Option<Reconciliation>> {
         Ok(q_fmt(format!(
-            "SELECT {RUN_COLS} FROM reconciliations WHERE channel = $1 AND bill_date = $2"
+            "SELECT {RUN_COLS} FROM reconciliations WHERE channel = $1 AND bill_date = $2 AND account = $3"
         ))
         .bind(channel.as_str())
         .bind(bill_date)
+        .bind(account)
         .fetch_optional::<Reconciliation>(&self.reader())
         .await?)
     }
 
     async fn reconciliations(&self, limit: i64) -> Result<Vec<Reconciliation>> {
         Ok(q_fmt(format!(
-            "SELECT {RUN_COLS} FROM reconciliations ORDER BY bill_date DESC, channel LIMIT $1"
+            "SELECT {RUN_COLS} FROM reconciliations ORDER BY bill_date DESC, channel, account LIMIT $1"
         ))
         .bind(limit)
         .fetch_all::<Reconciliation>(&self.reader())
@@ -353,15 +368,17 @@ impl Reconciliations for SqlStore {
     async fn attempts_paid_between(
         &self,
         channel: ChannelName,
+        account: &str,
         from: Timestamp,
         to: Timestamp,
         unbilled_only: bool,
     ) -> Result<Vec<Attempt>> {
-        q_fmt(format!("SELECT {ATTEMPT_COLS} FROM attempts WHERE channel = $1 AND status = 'succeeded' AND paid_at >= $2 AND paid_at < $3 AND (NOT $4 OR settled_amount IS NULL) ORDER BY paid_at"))
+        q_fmt(format!("SELECT {ATTEMPT_COLS} FROM attempts WHERE channel = $1 AND status = 'succeeded' AND paid_at >= $2 AND paid_at < $3 AND (NOT $4 OR settled_amount IS NULL) AND account = $5 ORDER BY paid_at"))
         .bind(channel.as_str())
         .bind(from.0)
         .bind(to.0)
         .bind(unbilled_only)
+        .bind(account)
         .load_all::<Attempt>(&self.reader())
             .await
     }
@@ -425,15 +442,17 @@ impl Reconciliations for SqlStore {
     async fn stored_bill(
         &self,
         channel: ChannelName,
+        merchant: &str,
         bill_date: &str,
     ) -> Result<Option<(StoredBill, Vec<u8>)>> {
         let pool = self.reader();
         let Some((id, channel, merchant_account, bill_date, bill_type, format, sha256, size, fetched_at)) = q(
             "SELECT id, channel, merchant_account, bill_date, bill_type, format, sha256, size, fetched_at FROM bills \
-             WHERE channel = $1 AND bill_date = $2 ORDER BY fetched_at DESC LIMIT 1",
+             WHERE channel = $1 AND bill_date = $2 AND merchant_account = $3 ORDER BY fetched_at DESC LIMIT 1",
         )
         .bind(channel.as_str())
         .bind(bill_date)
+        .bind(merchant)
         .fetch_optional::<(String, String, String, String, String, String, String, i64, i64)>(&pool)
         .await?
         else {
@@ -569,4 +588,5 @@ impl Reconciliations for SqlStore {
 }
 
 /// The columns of a `Reconciliation`, in its field order.
-const RUN_COLS: &str = "id, channel, bill_date, status, summary, reason, started_at, finished_at";
+const RUN_COLS: &str =
+    "id, channel, account, bill_date, status, summary, reason, started_at, finished_at";

@@ -85,14 +85,26 @@ pub async fn run(args: BenchReconcileArgs) -> anyhow::Result<ExitCode> {
     let rss_before = peak_rss_kib();
 
     let started = Instant::now();
-    let first =
-        payonce_server::engine::reconcile::reconcile(&state, "bench", "wechatpay", &date, false)
-            .await?;
+    let first = payonce_server::engine::reconcile::reconcile(
+        &state,
+        "bench",
+        "wechatpay",
+        None,
+        &date,
+        false,
+    )
+    .await?;
     let first_secs = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    let again =
-        payonce_server::engine::reconcile::reconcile(&state, "bench", "wechatpay", &date, false)
-            .await?;
+    let again = payonce_server::engine::reconcile::reconcile(
+        &state,
+        "bench",
+        "wechatpay",
+        None,
+        &date,
+        false,
+    )
+    .await?;
     let again_secs = started.elapsed().as_secs_f64();
     let peak = peak_rss_kib();
 

@@ -336,7 +336,7 @@ pub async fn run() -> anyhow::Result<ExitCode> {
         let today =
             payonce_server::engine::reconcile::beijing_date(payonce_core::Timestamp(now.0 + shift));
         match payonce_server::engine::reconcile::reconcile(
-            &app.state, "demo", channel, &today, false,
+            &app.state, "demo", channel, None, &today, false,
         )
         .await
         {

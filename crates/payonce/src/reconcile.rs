@@ -1,4 +1,4 @@
-//! `payonce reconcile`: one channel's bill of one day against the database, now — beside running
+//! `payonce reconcile`: one channel account's bill of one day against the database, now — beside running
 //! servers if there are any (the run is leased like theirs). Progress on a terminal as a
 //! spinner with the rows read (plain lines on stderr when it is not a terminal), then a summary
 //! table by class, or `--json`; exit 0 when clean, 3 when differences need a person, 1 when the
@@ -28,6 +28,10 @@ pub struct ReconcileArgs {
     /// `wechatpay`, `alipay`, `unionpay` or `sandbox`.
     #[arg(long)]
     channel: String,
+    /// The channel account (merchant number) whose bill to read, as `channels.toml` names it;
+    /// default: the channel's only account, or the one marked default.
+    #[arg(long)]
+    account: Option<String>,
     /// The bill's day, `YYYY-MM-DD` in Asia/Shanghai; yesterday there by default.
     #[arg(long)]
     date: Option<String>,
@@ -69,6 +73,7 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
         &state,
         &owner,
         &args.channel,
+        args.account.as_deref(),
         &date,
         options,
         &|phase, rows| progress.show(phase, rows),

@@ -296,6 +296,8 @@ pub struct ReconciliationView {
     /// `rec_…`
     pub id: String,
     pub channel: String,
+    /// The channel account whose bill the run read.
+    pub account: String,
     /// `YYYY-MM-DD`, Asia/Shanghai.
     pub bill_date: String,
     /// `running`, `completed` or `failed`.
@@ -374,6 +376,10 @@ pub struct ReconcileRequest {
     /// `YYYY-MM-DD` (Asia/Shanghai).
     #[schema(value_type = String, required = true, pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
     date: Checked<BillDate>,
+    /// The channel account whose bill to read (`GET /admin/v1/channel-accounts`); default: the
+    /// channel's default account.
+    #[schema(value_type = Option<String>, max_length = 32, pattern = r"^[a-z0-9_-]{1,32}$")]
+    account: Checked<Text<32>>,
 }
 
 /// A bill's day as written, `YYYY-MM-DD` (whether it is a day of the calendar is the
@@ -407,6 +413,7 @@ fn run_view(r: &payonce_store::Reconciliation) -> ReconciliationView {
     ReconciliationView {
         id: r.id.clone(),
         channel: r.channel.clone(),
+        account: r.account.clone(),
         bill_date: r.bill_date.clone(),
         status: r.status.clone(),
         summary: serde_json::from_str(&r.summary).unwrap_or_default(),
@@ -500,7 +507,7 @@ pub async fn reconciliation(
     responses((status = 200, description = "the finished run (status `failed` with its reason when the bill could not be used)", body = ReconciliationView),
               (status = 409, description = "reconciliation_running: another instance is running it", body = crate::error::Problem, content_type = "application/problem+json"),
               (status = 400, description = "validation_failed", body = crate::error::Problem, content_type = "application/problem+json"),
-              (status = 422, description = "unknown_channel: not configured here; invalid_date: not a calendar day", body = crate::error::Problem, content_type = "application/problem+json")))]
+              (status = 422, description = "unknown_channel: not configured here; unknown_account: no such account of the channel (or several and none the default); invalid_date: not a calendar day", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn run_reconciliation(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -510,6 +517,7 @@ pub async fn run_reconciliation(
     let mut p = Problems::new(unknown);
     let channel = p.required("channel", fields.channel);
     let date = p.required("date", fields.date);
+    let account = p.optional("account", fields.account).map(|Text(a)| a);
     p.finish()?;
     let (Some(Text(channel)), Some(BillDate(date))) = (channel, date) else {
         unreachable!("finish() reported missing fields")
@@ -522,29 +530,40 @@ pub async fn run_reconciliation(
         ));
     }
     let owner = format!("admin-{}", payonce_core::EventId::new().as_str());
-    let report =
-        match crate::engine::reconcile::reconcile(&state, &owner, &channel, &date, false).await {
-            Ok(r) => r,
-            Err(crate::engine::reconcile::ReconcileError::NoChannel(c)) => {
-                return Err(ApiError::unprocessable(
-                    "unknown_channel",
-                    format!("{c} is not configured here"),
-                ));
-            }
-            Err(crate::engine::reconcile::ReconcileError::BadDate(d)) => {
-                return Err(ApiError::unprocessable(
-                    "invalid_date",
-                    format!("{d} is not a calendar day"),
-                ));
-            }
-            Err(crate::engine::reconcile::ReconcileError::Busy(..)) => {
-                return Err(ApiError::conflict(
-                    "reconciliation_running",
-                    "another instance is reconciling this channel and day",
-                ));
-            }
-            Err(crate::engine::reconcile::ReconcileError::Store(e)) => return Err(e.into()),
-        };
+    let report = match crate::engine::reconcile::reconcile(
+        &state,
+        &owner,
+        &channel,
+        account.as_deref(),
+        &date,
+        false,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(crate::engine::reconcile::ReconcileError::NoChannel(c)) => {
+            return Err(ApiError::unprocessable(
+                "unknown_channel",
+                format!("{c} is not configured here"),
+            ));
+        }
+        Err(e @ crate::engine::reconcile::ReconcileError::NoAccount(..)) => {
+            return Err(ApiError::unprocessable("unknown_account", e.to_string()));
+        }
+        Err(crate::engine::reconcile::ReconcileError::BadDate(d)) => {
+            return Err(ApiError::unprocessable(
+                "invalid_date",
+                format!("{d} is not a calendar day"),
+            ));
+        }
+        Err(crate::engine::reconcile::ReconcileError::Busy(..)) => {
+            return Err(ApiError::conflict(
+                "reconciliation_running",
+                "another instance is reconciling this channel and day",
+            ));
+        }
+        Err(crate::engine::reconcile::ReconcileError::Store(e)) => return Err(e.into()),
+    };
     let run = state
         .store
         .reconciliation(report.id.as_deref().unwrap_or_default())

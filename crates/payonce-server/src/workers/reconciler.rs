@@ -1,4 +1,4 @@
-//! The reconciler: yesterday's bill of each channel, fetched and reconciled at its hour.
+//! The reconciler: yesterday's bill of each channel account, fetched and reconciled at its hour.
 
 use crate::state::AppState;
 use std::time::Duration;
@@ -17,11 +17,25 @@ pub(super) async fn scheduled_reconciliations(state: &AppState, owner: &str) {
     };
     let yesterday = crate::engine::reconcile::beijing_yesterday(now);
     let retry_after = state.config.scaled(Duration::from_secs(600)).as_millis() as i64;
-    for (&channel, &at_minute) in &state.config.reconcile_at {
-        if now.0 < midnight.0 + i64::from(at_minute) * 60_000 {
-            continue;
-        }
-        match state.store.reconciliation_for(channel, &yesterday).await {
+    let due = state
+        .config
+        .reconcile_at
+        .iter()
+        .filter(|(_, at_minute)| now.0 >= midnight.0 + i64::from(**at_minute) * 60_000)
+        .flat_map(|(&channel, _)| {
+            state
+                .channels
+                .accounts(channel)
+                .iter()
+                .map(move |a| (channel, a.name.clone()))
+        })
+        .collect::<Vec<_>>();
+    for (channel, account) in due {
+        match state
+            .store
+            .reconciliation_for(channel, &account, &yesterday)
+            .await
+        {
             Ok(Some(run)) if run.status == "completed" => continue,
             Ok(Some(run))
                 if run.finished_at.is_some_and(|t| now.0 - t < retry_after)
@@ -35,11 +49,18 @@ pub(super) async fn scheduled_reconciliations(state: &AppState, owner: &str) {
                 continue;
             }
         }
-        match crate::engine::reconcile::reconcile(state, owner, channel.as_str(), &yesterday, false)
-            .await
+        match crate::engine::reconcile::reconcile(
+            state,
+            owner,
+            channel.as_str(),
+            Some(&account),
+            &yesterday,
+            false,
+        )
+        .await
         {
             Ok(r) => {
-                tracing::info!(channel = %r.channel, bill_date = %r.bill_date, status = %r.status, person = r.needs_a_person(), "scheduled reconciliation")
+                tracing::info!(channel = %r.channel, account = %r.account, bill_date = %r.bill_date, status = %r.status, person = r.needs_a_person(), "scheduled reconciliation")
             }
             Err(crate::engine::reconcile::ReconcileError::Busy(..)) => {}
             Err(e) => tracing::warn!(error = %e, "scheduled reconciliation failed"),

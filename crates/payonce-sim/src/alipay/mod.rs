@@ -73,18 +73,28 @@ fn business_error(sim: &Sim, method: &str, code: &str, sub_code: &str, sub_msg: 
 }
 
 /// The bill download (Alipay's URL carries its own short-lived token; the simulator's carries
-/// the date): a zip of two GBK CSVs, as Alipay serves it.
+/// the date and the app it was issued to): a zip of two GBK CSVs, as Alipay serves it.
 async fn bill(State(sim): State<Arc<Sim>>, uri: Uri) -> Response {
-    let date = uri
-        .query()
-        .and_then(|q| q.strip_prefix("date="))
-        .unwrap_or_default();
+    let query = |k: &str| {
+        uri.query()
+            .unwrap_or_default()
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(k))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let date = query("date=");
+    let date = date.as_str();
+    let merchant = query("app=").parse::<usize>().unwrap_or(0);
+    if merchant >= sim.merchants(ChannelName::Alipay) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
     (
         [
             ("content-type", "application/oct-stream"),
             ("content-disposition", "attachment; filename=bill.csv.zip"),
         ],
-        crate::statement::alipay_bill_zip(&sim, date),
+        crate::statement::alipay_bill_zip(&sim, merchant, date),
     )
         .into_response()
 }
@@ -241,7 +251,8 @@ async fn gateway(
             refunds::refund_query(&sim, merchant, &method, &field)
         }
         "alipay.data.dataservice.bill.downloadurl.query" => {
-            if !crate::statement::has_bill(&sim, ChannelName::Alipay, &field("bill_date")) {
+            if !crate::statement::has_bill(&sim, ChannelName::Alipay, merchant, &field("bill_date"))
+            {
                 return business_error(&sim, &method, "40004", "isp.bill_not_exist", "账单不存在");
             }
             let host = headers
@@ -252,7 +263,7 @@ async fn gateway(
                 &sim,
                 &method,
                 json!({"code": "10000", "msg": "Success",
-                "bill_download_url": format!("http://{host}/alipay-bill?date={}", field("bill_date"))}),
+                "bill_download_url": format!("http://{host}/alipay-bill?date={}&app={merchant}", field("bill_date"))}),
             )
         }
         _ => json_response(alipay_error_response(

@@ -19,8 +19,8 @@ fn csv_cell(s: &str) -> String {
 }
 
 /// The Alipay trade bill as served: a zip of the detail and summary CSVs, GBK throughout.
-pub fn alipay_bill_zip(sim: &Sim, date: &str) -> Vec<u8> {
-    let rows = entries(sim, ChannelName::Alipay, date);
+pub fn alipay_bill_zip(sim: &Sim, merchant: usize, date: &str) -> Vec<u8> {
+    let rows = entries(sim, ChannelName::Alipay, merchant, date);
     let day = date.replace('-', "");
     let start = format!(
         "{}年{}月{}日 00:00:00",

@@ -99,8 +99,14 @@ pub fn corrupted(sim: &Sim, channel: ChannelName) -> bool {
         .any(|a| matches!(a, BillAdjustment::Corrupt { channel: c } if *c == channel))
 }
 
-fn entries(sim: &Sim, channel: ChannelName, date: &str) -> Vec<Entry> {
-    let mut out = booked(sim, channel, date);
+/// The bill of `merchant` (index into the channel's merchants) for `date`. A bad day's
+/// adjustments (`POST /sim/bill`) are the first merchant's: they name no merchant.
+fn entries(sim: &Sim, channel: ChannelName, merchant: usize, date: &str) -> Vec<Entry> {
+    let mut out = booked(sim, channel, merchant, date);
+    if merchant != 0 {
+        out.sort_by_key(|e| e.at);
+        return out;
+    }
     let today = |at: i64| bill_day(channel, at) == date;
     for adj in sim.bill_adjustments.lock().unwrap().iter() {
         match adj {
@@ -180,18 +186,19 @@ fn entries(sim: &Sim, channel: ChannelName, date: &str) -> Vec<Entry> {
 /// Whether `channel` has a bill for `date`: the channels write none for a day on which nothing
 /// moved, and answer "no bill" in their own way (WeChat 400 `NO_STATEMENT_EXIST`, Alipay 40004
 /// `isp.bill_not_exist`, UnionPay `respCode=98`).
-pub fn has_bill(sim: &Sim, channel: ChannelName, date: &str) -> bool {
-    !entries(sim, channel, date).is_empty()
+pub fn has_bill(sim: &Sim, channel: ChannelName, merchant: usize, date: &str) -> bool {
+    !entries(sim, channel, merchant, date).is_empty()
 }
 
-/// What really moved on `channel` that day, from the ledger.
-fn booked(sim: &Sim, channel: ChannelName, date: &str) -> Vec<Entry> {
+/// What really moved at `merchant` of `channel` that day, from the ledger.
+fn booked(sim: &Sim, channel: ChannelName, merchant: usize, date: &str) -> Vec<Entry> {
+    let name = sim.merchant_name(channel, merchant);
     let ledger = sim.ledger.lock().unwrap();
     let order = |no: &str| ledger.orders.get(&(channel, no.to_owned()));
     let mut out: Vec<Entry> = ledger
         .charges
         .iter()
-        .filter(|c| c.channel == channel && bill_day(channel, c.at) == date)
+        .filter(|c| c.channel == channel && c.merchant == name && bill_day(channel, c.at) == date)
         .map(|c| Entry {
             at: c.at,
             out_trade_no: c.out_trade_no.clone(),
@@ -207,7 +214,9 @@ fn booked(sim: &Sim, channel: ChannelName, date: &str) -> Vec<Entry> {
         ledger
             .refunds
             .iter()
-            .filter(|r| r.channel == channel && bill_day(channel, r.settle_at) == date)
+            .filter(|r| {
+                r.channel == channel && r.merchant == name && bill_day(channel, r.settle_at) == date
+            })
             .map(|r| Entry {
                 at: r.settle_at,
                 out_trade_no: r.out_trade_no.clone(),
@@ -282,7 +291,7 @@ fn zip_gbk(files: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
 }
 
 pub fn sandbox_bill(sim: &Sim, date: &str) -> serde_json::Value {
-    entries(sim, ChannelName::Sandbox, date)
+    entries(sim, ChannelName::Sandbox, 0, date)
         .iter()
         .map(|e| match &e.refund {
             Some((_, no, amt)) => serde_json::json!({"kind": "refund", "out_trade_no": e.out_trade_no, "trade_no": e.trade_no, "out_refund_no": no, "amount": amt, "fee": -fee_of(*amt), "at": e.at}),
@@ -347,11 +356,11 @@ mod tests {
         paid(&sim, ChannelName::Alipay, "ALI000000001", &multiline);
         let date = beijing_date(sim.now_ms());
         assert!(
-            wechat_bill(&sim, &date).contains(&format!(",`{SUBJECT},`")),
+            wechat_bill(&sim, 0, &date).contains(&format!(",`{SUBJECT},`")),
             "{}",
-            wechat_bill(&sim, &date)
+            wechat_bill(&sim, 0, &date)
         );
-        let detail = alipay_detail(&alipay_bill_zip(&sim, &date));
+        let detail = alipay_detail(&alipay_bill_zip(&sim, 0, &date));
         assert!(
             detail.contains("\"Tea, green, \"\"2 cups\"\"\r\nsecond line\""),
             "{detail}"

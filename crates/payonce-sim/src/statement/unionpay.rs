@@ -32,9 +32,9 @@ fn rd_amount(fen: i64) -> String {
 /// UnionPay's `fileContent` for one clearing day (`date`, YYYY-MM-DD): the zip of the
 /// `INN{yyMMdd}88ZM_{merId}` records and the `RD…` summary report, zlib-deflated (with its
 /// header, as the acp SDKs inflate it). Returns (fileName, zlib bytes).
-pub fn unionpay_file(sim: &Sim, date: &str) -> (String, Vec<u8>) {
-    use crate::keys::UNIONPAY_MER_ID;
-    let rows = entries(sim, ChannelName::Unionpay, date);
+pub fn unionpay_file(sim: &Sim, merchant: usize, date: &str) -> (String, Vec<u8>) {
+    let mer_id = sim.keys.unionpay[merchant].mer_id.clone();
+    let rows = entries(sim, ChannelName::Unionpay, merchant, date);
     let day = date.replace('-', "");
     let yymmdd = day.get(2..).unwrap_or_default().to_owned();
     let (mut amount, mut fees, mut net) = ((0i64, 0i64), (0i64, 0i64), (0i64, 0i64));
@@ -99,7 +99,7 @@ pub fn unionpay_file(sim: &Sim, date: &str) -> (String, Vec<u8>) {
             String::new(),
             String::new(),
             String::new(),
-            UNIONPAY_MER_ID.into(),
+            mer_id.clone(),
             String::new(),
             String::new(),
             String::new(),
@@ -141,26 +141,20 @@ pub fn unionpay_file(sim: &Sim, date: &str) -> (String, Vec<u8>) {
         )
     };
     let rd = format!(
-        "{:>73}中国银联全渠道商户交易汇总表\r\n\r\n商户代码:{UNIONPAY_MER_ID}\r\n清算日期:{day}\r\n\r\n交易类型            交易笔数               交易金额                         费用                              资金清算差额\r\n{}\r\n{}",
+        "{:>73}中国银联全渠道商户交易汇总表\r\n\r\n商户代码:{mer_id}\r\n清算日期:{day}\r\n\r\n交易类型            交易笔数               交易金额                         费用                              资金清算差额\r\n{}\r\n{}",
         "",
         "_".repeat(136),
         total("总计      ")
     );
     let gbk = |s: &str| encoding_rs::GBK.encode(s).0.into_owned();
     let zip = zip_gbk(&[
-        (
-            format!("INN{yymmdd}88ZM_{UNIONPAY_MER_ID}").into_bytes(),
-            gbk(&zm),
-        ),
-        (
-            format!("RD2010{yymmdd}01_{UNIONPAY_MER_ID}").into_bytes(),
-            gbk(&rd),
-        ),
+        (format!("INN{yymmdd}88ZM_{mer_id}").into_bytes(), gbk(&zm)),
+        (format!("RD2010{yymmdd}01_{mer_id}").into_bytes(), gbk(&rd)),
     ]);
     let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
     enc.write_all(&zip).expect("in-memory zlib");
     (
-        format!("{UNIONPAY_MER_ID}_{day}.zip"),
+        format!("{mer_id}_{day}.zip"),
         enc.finish().expect("in-memory zlib"),
     )
 }

@@ -11,10 +11,11 @@ const WECHAT_TOTALS: &str =
     "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额";
 
 /// The WeChat trade bill (`bill_type=ALL`), with a BOM and CRLF line ends.
-pub fn wechat_bill(sim: &Sim, date: &str) -> String {
+pub fn wechat_bill(sim: &Sim, merchant: usize, date: &str) -> String {
+    let m = &sim.keys.wechat[merchant];
     let mut out = format!("\u{feff}{WECHAT_HEADER}\r\n");
     let (mut paid, mut refunded, mut fees) = (0i64, 0i64, 0i64);
-    let rows = entries(sim, ChannelName::Wechatpay, date);
+    let rows = entries(sim, ChannelName::Wechatpay, merchant, date);
     for e in &rows {
         let fee = match &e.refund {
             Some((_, _, amt)) => -fee_of(*amt),
@@ -44,8 +45,8 @@ pub fn wechat_bill(sim: &Sim, date: &str) -> String {
         let refund_kind = if e.refund.is_some() { "ORIGINAL" } else { "" };
         let cells: [&str; 27] = [
             &alipay_time(e.at),
-            crate::keys::WECHAT_APPID,
-            crate::keys::WECHAT_MCHID,
+            &m.appid,
+            &m.mchid,
             "0",
             "",
             &e.trade_no,

@@ -17,9 +17,9 @@ pub(super) async fn tradebill(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    if authentic(&sim, &method, &uri, &headers, b"").is_none() {
+    let Some(merchant) = authentic(&sim, &method, &uri, &headers, b"") else {
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
-    }
+    };
     let query = |k: &str| {
         uri.query()
             .unwrap_or_default()
@@ -29,7 +29,7 @@ pub(super) async fn tradebill(
             .to_owned()
     };
     let date = query("bill_date=");
-    if !crate::statement::has_bill(&sim, ChannelName::Wechatpay, &date) {
+    if !crate::statement::has_bill(&sim, ChannelName::Wechatpay, merchant, &date) {
         return error(
             &sim,
             StatusCode::BAD_REQUEST,
@@ -37,7 +37,7 @@ pub(super) async fn tradebill(
             "账单文件不存在",
         );
     }
-    let bill = crate::statement::wechat_bill(&sim, &date);
+    let bill = crate::statement::wechat_bill(&sim, merchant, &date);
     // The hash of the ORIGINAL bill, also when it is downloaded gzip-compressed.
     let sha1 = hex::encode(
         aws_lc_rs::digest::digest(
@@ -66,15 +66,15 @@ pub(super) async fn bill_download(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    if authentic(&sim, &method, &uri, &headers, b"").is_none() {
+    let Some(merchant) = authentic(&sim, &method, &uri, &headers, b"") else {
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
-    }
+    };
     let query = uri.query().unwrap_or_default();
     let date = query
         .split('&')
         .find_map(|kv| kv.strip_prefix("token="))
         .unwrap_or_default();
-    let mut bill = crate::statement::wechat_bill(&sim, date);
+    let mut bill = crate::statement::wechat_bill(&sim, merchant, date);
     if crate::statement::corrupted(&sim, ChannelName::Wechatpay) {
         // One payment's amount changed on the way: the file no longer has the hash announced.
         bill = bill.replacen(".00", ".01", 1);

@@ -15,7 +15,8 @@ store_tests!(
     apps_on_two_merchants_pay_and_refund_each_through_its_own,
     a_genuine_notification_of_one_merchant_never_pays_anothers_order,
     a_new_binding_moves_new_payments_and_old_attempts_stay_with_their_merchant,
-    the_admin_api_lists_accounts_by_public_facts_and_checks_bindings
+    the_admin_api_lists_accounts_by_public_facts_and_checks_bindings,
+    each_merchant_is_reconciled_against_its_own_bill
 );
 
 /// A server whose simulator plays two merchants per channel, its test app bound to `m2` on
@@ -372,4 +373,99 @@ async fn the_admin_api_lists_accounts_by_public_facts_and_checks_bindings(b: Bac
         refused.is_err_and(|e| e.to_string().contains("no wechatpay account named \"m3\"")),
         "apps create --account checks the name"
     );
+}
+
+async fn each_merchant_is_reconciled_against_its_own_bill(b: Backend) {
+    let Some(app) = two_merchants(b).await else {
+        return;
+    };
+    // One payment at m2 (the test app's account), one at m1 (a second, unbound app).
+    let (id, p) = prepaid(&app, "REC-M2", "wechatpay").await;
+    let no = p["out_trade_no"].as_str().unwrap().to_owned();
+    assert_eq!(app.sim_pay("wechatpay", &no, false).await, StatusCode::OK);
+    app.wait_order(&id, Duration::from_secs(20), |o| o["status"] == "paid")
+        .await;
+    let other = app.another_app("m1-shop", None, None).await;
+    let call = |method: reqwest::Method, path: String, body: Value| {
+        app.http
+            .request(method, app.url(&path))
+            .bearer_auth(&other.secret)
+            .json(&body)
+            .send()
+    };
+    let o: Value = call(
+        reqwest::Method::POST,
+        "/v1/orders".into(),
+        json!({"merchant_order_no": "REC-M1", "amount": 500, "currency": "CNY", "subject": "t"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let other_id = o["id"].as_str().unwrap().to_owned();
+    let p: Value = call(
+        reqwest::Method::POST,
+        format!("/v1/orders/{other_id}/prepay"),
+        json!({"channel": "wechatpay"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let other_no = p["out_trade_no"].as_str().unwrap().to_owned();
+    assert_eq!(merchant_of(&app, "wechatpay", &other_no).await, "m1");
+    assert_eq!(
+        app.sim_pay("wechatpay", &other_no, false).await,
+        StatusCode::OK
+    );
+    for _ in 0..200 {
+        let o: Value = call(
+            reqwest::Method::GET,
+            format!("/v1/orders/{other_id}"),
+            json!({}),
+        )
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        if o["status"] == "paid" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let today = payonce_server::engine::reconcile::beijing_date(payonce_core::Clock::now(
+        &payonce_core::SystemClock,
+    ));
+    // Each account's bill holds its own payment only, and matches its own records: nothing
+    // missing, nothing unknown, nobody to call.
+    for (account, amount) in [("m1", 500), ("m2", 300)] {
+        let (status, run) = admin(
+            &app,
+            reqwest::Method::POST,
+            "/admin/v1/reconciliations",
+            Some(json!({"channel": "wechatpay", "date": today, "account": account})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{run}");
+        assert_eq!(run["account"], account);
+        assert_eq!(run["status"], "completed", "{run}");
+        assert_eq!(run["summary"]["rows"], 1, "{account}: {run}");
+        assert_eq!(run["summary"]["matched"], 1, "{account}: {run}");
+        assert_eq!(run["summary"]["totals"]["paid"], amount, "{account}: {run}");
+        let classes = run["summary"]["classes"].as_object().unwrap();
+        assert!(classes.values().all(|n| n == 0), "{account}: {run}");
+    }
+    let (status, body) = admin(
+        &app,
+        reqwest::Method::POST,
+        "/admin/v1/reconciliations",
+        Some(json!({"channel": "wechatpay", "date": today, "account": "m7"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "unknown_account");
+    assert_invariants(app.violations().await);
 }

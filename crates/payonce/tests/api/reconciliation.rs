@@ -364,7 +364,7 @@ async fn every_class_is_found_and_handled_and_a_rerun_changes_nothing(b: Backend
     assert_eq!(again["summary"]["bill_source"], "stored", "{again}");
     let (kept, bytes) = app
         .store
-        .stored_bill(payonce_core::ChannelName::Sandbox, &today)
+        .stored_bill(payonce_core::ChannelName::Sandbox, "sandbox", &today)
         .await
         .unwrap()
         .expect("the bill is kept");
@@ -406,7 +406,7 @@ async fn every_class_is_found_and_handled_and_a_rerun_changes_nothing(b: Backend
     assert_eq!(reconciliation_writes(&app).await, before);
     assert!(
         app.store
-            .stored_bill(payonce_core::ChannelName::Wechatpay, &today)
+            .stored_bill(payonce_core::ChannelName::Wechatpay, "1900000001", &today)
             .await
             .unwrap()
             .is_none(),
@@ -486,7 +486,11 @@ async fn every_class_is_found_and_handled_and_a_rerun_changes_nothing(b: Backend
     assert_eq!(app.order(&id).await["status"], "paid");
     let (kept, _) = app
         .store
-        .stored_bill(payonce_core::ChannelName::Unionpay, &clearing_day)
+        .stored_bill(
+            payonce_core::ChannelName::Unionpay,
+            "777290058110048",
+            &clearing_day,
+        )
         .await
         .unwrap()
         .expect("kept");

@@ -405,7 +405,7 @@ async fn yesterdays_bill_is_reconciled_once_it_is_ready_and_only_once(b: Backend
     app.run_workers().await;
     assert!(
         app.store
-            .reconciliation_for(payonce_core::ChannelName::Sandbox, &yesterday)
+            .reconciliation_for(payonce_core::ChannelName::Sandbox, "default", &yesterday)
             .await
             .unwrap()
             .is_none(),
@@ -415,14 +415,14 @@ async fn yesterdays_bill_is_reconciled_once_it_is_ready_and_only_once(b: Backend
     app.run_workers().await;
     let run = app
         .store
-        .reconciliation_for(payonce_core::ChannelName::Sandbox, &yesterday)
+        .reconciliation_for(payonce_core::ChannelName::Sandbox, "default", &yesterday)
         .await
         .unwrap()
         .expect("run at 10:01");
     assert_eq!(run.status, "completed");
     assert!(
         app.store
-            .reconciliation_for(payonce_core::ChannelName::Wechatpay, &yesterday)
+            .reconciliation_for(payonce_core::ChannelName::Wechatpay, "default", &yesterday)
             .await
             .unwrap()
             .is_none(),
@@ -432,7 +432,7 @@ async fn yesterdays_bill_is_reconciled_once_it_is_ready_and_only_once(b: Backend
     app.run_workers().await;
     assert_eq!(
         app.store
-            .reconciliation_for(payonce_core::ChannelName::Sandbox, &yesterday)
+            .reconciliation_for(payonce_core::ChannelName::Sandbox, "default", &yesterday)
             .await
             .unwrap()
             .unwrap()

@@ -13,7 +13,9 @@
 //! | `unknown_refund` | a refund payonce never requested (or recorded failed) | abnormal |
 //!
 //! A run is idempotent: items are recorded once per (run, class, reference), and a repair that
-//! was made is, on a re-run, simply a match.
+//! was made is, on a re-run, simply a match. A run reads ONE channel account's bill (one bill per
+//! merchant number) and compares it with that account's attempts only: a row naming another
+//! account's order is a payment this merchant never issued.
 
 use crate::engine::payments::{self, order_ref};
 use crate::state::AppState;
@@ -38,6 +40,7 @@ use rows::*;
 pub struct Report {
     pub id: Option<String>,
     pub channel: String,
+    pub account: String,
     pub bill_date: String,
     /// `completed`, `failed`, or `dry_run`.
     pub status: String,
@@ -86,6 +89,8 @@ impl Report {
 pub enum ReconcileError {
     #[error("no such channel configured: {0}")]
     NoChannel(String),
+    #[error("no such {0} account configured: {1}")]
+    NoAccount(String, String),
     #[error("not a date (YYYY-MM-DD): {0}")]
     BadDate(String),
     #[error("another instance is reconciling {0} {1} right now")]
@@ -115,10 +120,13 @@ pub type Progress<'a> = &'a (dyn Fn(&str, usize) + Send + Sync);
 /// One run of (channel, bill date): the bill (the kept copy, or a download), proven whole,
 /// then every difference classified, what can be repaired repaired (not with `dry_run`, which
 /// writes nothing at all), the rest recorded.
+///
+/// `account`: the channel account whose bill is read; `None`: the channel's default account.
 pub async fn reconcile(
     state: &AppState,
     owner: &str,
     channel_name: &str,
+    account: Option<&str>,
     bill_date: &str,
     dry_run: bool,
 ) -> Result<Report, ReconcileError> {
@@ -126,6 +134,7 @@ pub async fn reconcile(
         state,
         owner,
         channel_name,
+        account,
         bill_date,
         RunOptions {
             dry_run,
@@ -146,10 +155,12 @@ pub struct RunOptions {
     pub refetch: bool,
 }
 
+#[allow(clippy::too_many_arguments)]
 pub async fn reconcile_with(
     state: &AppState,
     owner: &str,
     channel_name: &str,
+    account: Option<&str>,
     bill_date: &str,
     options: RunOptions,
     progress: Progress<'_>,
@@ -157,11 +168,25 @@ pub async fn reconcile_with(
     let dry_run = options.dry_run;
     let name = ChannelName::parse(channel_name)
         .map_err(|_| ReconcileError::NoChannel(channel_name.to_owned()))?;
-    let channel = state
-        .channels
-        .get(name)
-        .cloned()
-        .ok_or_else(|| ReconcileError::NoChannel(channel_name.to_owned()))?;
+    if state.channels.accounts(name).is_empty() {
+        return Err(ReconcileError::NoChannel(channel_name.to_owned()));
+    }
+    let found = match account {
+        Some(a) => state.channels.account(name, a),
+        None => state.channels.default_account(name),
+    };
+    let Some(found) = found.cloned() else {
+        return Err(ReconcileError::NoAccount(
+            channel_name.to_owned(),
+            account.unwrap_or("(none is the default)").to_owned(),
+        ));
+    };
+    let (channel, account) = (found.connector.clone(), found.name.clone());
+    let scope = Scope {
+        name,
+        account: &account,
+        merchant_id: &found.merchant_id,
+    };
     let (from, to) = bill_window(name, bill_date)
         .ok_or_else(|| ReconcileError::BadDate(bill_date.to_owned()))?;
     let now = state.clock.now();
@@ -173,7 +198,7 @@ pub async fn reconcile_with(
         Some(
             state
                 .store
-                .begin_reconciliation(name, bill_date, owner, lease_ms, now)
+                .begin_reconciliation(name, &account, bill_date, owner, lease_ms, now)
                 .await?
                 .ok_or_else(|| {
                     ReconcileError::Busy(channel_name.to_owned(), bill_date.to_owned())
@@ -183,6 +208,7 @@ pub async fn reconcile_with(
     let mut report = Report {
         id: run.as_ref().map(|r| r.id.clone()),
         channel: name.as_str().to_owned(),
+        account: account.clone(),
         bill_date: bill_date.to_owned(),
         status: if dry_run {
             "dry_run".into()
@@ -197,7 +223,7 @@ pub async fn reconcile_with(
     progress("download", 0);
     let (format, content) = match obtain_bill(
         state,
-        name,
+        &scope,
         &*channel,
         bill_date,
         options,
@@ -210,7 +236,7 @@ pub async fn reconcile_with(
         Ok(Obtained::NoBill(code)) => {
             no_bill(
                 state,
-                name,
+                &scope,
                 from,
                 to,
                 &code,
@@ -256,13 +282,13 @@ pub async fn reconcile_with(
         }
         batch.push(line);
         if batch.len() == payonce_store::BATCH {
-            apply_batch(&mut recorder, name, bill_date, from, &batch).await?;
+            apply_batch(&mut recorder, &scope, bill_date, from, &batch).await?;
             done += batch.len();
             progress("apply", done);
             batch.clear();
         }
     }
-    apply_batch(&mut recorder, name, bill_date, from, &batch).await?;
+    apply_batch(&mut recorder, &scope, bill_date, from, &batch).await?;
     progress("apply", done + batch.len());
     drop(content);
     // Successes payonce has that the bill lacks. A payment just before midnight (UnionPay: just
@@ -272,12 +298,12 @@ pub async fn reconcile_with(
         None => {
             state
                 .store
-                .attempts_paid_between(name, from, to, true)
+                .attempts_paid_between(name, &account, from, to, true)
                 .await?
         }
         Some(set) => state
             .store
-            .attempts_paid_between(name, from, to, false)
+            .attempts_paid_between(name, &account, from, to, false)
             .await?
             .into_iter()
             .filter(|a| !set.contains(a.out_trade_no.as_str()))
@@ -315,7 +341,7 @@ pub async fn reconcile_with(
 #[allow(clippy::too_many_arguments)]
 async fn no_bill(
     state: &AppState,
-    name: ChannelName,
+    scope: &Scope<'_>,
     from: Timestamp,
     to: Timestamp,
     code: &str,
@@ -326,7 +352,7 @@ async fn no_bill(
 ) -> Result<(), ReconcileError> {
     let paid = state
         .store
-        .attempts_paid_between(name, from, to, true)
+        .attempts_paid_between(scope.name, scope.account, from, to, true)
         .await?;
     let mut recorder = Recorder {
         state,
@@ -361,7 +387,7 @@ async fn no_bill(
 /// run), or the channel's word that it has none. `Err` is the reason the run fails.
 async fn obtain_bill(
     state: &AppState,
-    name: ChannelName,
+    scope: &Scope<'_>,
     channel: &dyn payonce_channels::Channel,
     bill_date: &str,
     options: RunOptions,
@@ -371,8 +397,12 @@ async fn obtain_bill(
     let kept = if options.refetch {
         None
     } else {
-        state.store.stored_bill(name, bill_date).await?
+        state
+            .store
+            .stored_bill(scope.name, scope.merchant_id, bill_date)
+            .await?
     };
+    let name = scope.name;
     if let Some((kept, content)) = kept {
         match BillFormat::parse(&kept.format) {
             Some(format) if sha256_hex(&content) == kept.sha256 => {
@@ -418,6 +448,14 @@ async fn obtain_bill(
         state.store.save_bill(&kept, &downloaded.content).await?;
     }
     Ok(Obtained::Bill(downloaded.format, downloaded.content))
+}
+
+/// The account one run reconciles: its channel, its name (attempts record it) and its merchant
+/// number (kept bills record it).
+pub(super) struct Scope<'a> {
+    pub name: ChannelName,
+    pub account: &'a str,
+    pub merchant_id: &'a str,
 }
 
 /// What `obtain_bill` got: the day's bill (its format and packed bytes), or the channel's code

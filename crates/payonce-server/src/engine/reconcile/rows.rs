@@ -51,7 +51,7 @@ impl Recorder<'_> {
 /// and the settled amounts and fees the bill states kept on what it names.
 pub(super) async fn apply_batch(
     r: &mut Recorder<'_>,
-    name: ChannelName,
+    scope: &super::Scope<'_>,
     bill_date: &str,
     day_start: Timestamp,
     lines: &[StatementLine],
@@ -60,6 +60,7 @@ pub(super) async fn apply_batch(
         return Ok(());
     }
     r.report.rows += lines.len();
+    let (name, account) = (scope.name, scope.account);
     let store = &r.state.store;
     let pay_nos: Vec<String> = lines
         .iter()
@@ -71,16 +72,27 @@ pub(super) async fn apply_batch(
         .filter(|l| l.kind == StatementKind::Refund)
         .filter_map(|l| l.out_refund_no.clone())
         .collect();
+    // Only this account's attempts and refunds: another merchant's number on this merchant's
+    // bill is a payment (or refund) this merchant never issued.
     let attempts: HashMap<String, Attempt> = store
         .attempts_by_out_trade_nos(name, &pay_nos)
         .await?
         .into_iter()
+        .filter(|a| a.account == account)
         .map(|a| (a.out_trade_no.to_string(), a))
         .collect();
-    let refunds: HashMap<String, Refund> = store
-        .refunds_by_out_refund_nos(name, &refund_nos)
+    let refunds: Vec<Refund> = store.refunds_by_out_refund_nos(name, &refund_nos).await?;
+    let refunded_nos: Vec<String> = refunds.iter().map(|f| f.out_trade_no.to_string()).collect();
+    let ours: std::collections::HashSet<String> = store
+        .attempts_by_out_trade_nos(name, &refunded_nos)
         .await?
         .into_iter()
+        .filter(|a| a.account == account)
+        .map(|a| a.id.to_string())
+        .collect();
+    let refunds: HashMap<String, Refund> = refunds
+        .into_iter()
+        .filter(|f| ours.contains(f.attempt_id.as_str()))
         .map(|f| (f.out_refund_no.to_string(), f))
         .collect();
     let (mut billed_attempts, mut billed_refunds): (Vec<Billed>, Vec<Billed>) =
@@ -96,14 +108,14 @@ pub(super) async fn apply_batch(
                         line.fee_millifen,
                     ));
                 }
-                payment_row(r, name, bill_date, day_start, line, attempt).await?;
+                payment_row(r, scope, bill_date, day_start, line, attempt).await?;
             }
             StatementKind::Refund => {
                 let refund = line.out_refund_no.as_ref().and_then(|no| refunds.get(no));
                 if let Some(f) = refund {
                     billed_refunds.push((f.id.to_string(), line.settled_amount, line.fee_millifen));
                 }
-                refund_row(r, name, bill_date, line, refund).await?;
+                refund_row(r, scope, bill_date, line, refund).await?;
             }
         }
     }
@@ -117,13 +129,14 @@ pub(super) async fn apply_batch(
 
 pub(super) async fn payment_row(
     r: &mut Recorder<'_>,
-    name: ChannelName,
+    scope: &super::Scope<'_>,
     bill_date: &str,
     day_start: Timestamp,
     line: &StatementLine,
     attempt: Option<&Attempt>,
 ) -> Result<(), ReconcileError> {
     let state = r.state;
+    let name = scope.name;
     let Some(a) = attempt else {
         return r
             .item(
@@ -180,7 +193,8 @@ pub(super) async fn payment_row(
     match payments::apply(
         state,
         name,
-        None,
+        // The bill is this account's: a row about another account's attempt changes nothing.
+        Some(scope.account),
         &line.out_trade_no,
         paid,
         OutcomeSource::Statement {
@@ -230,12 +244,13 @@ pub(super) async fn payment_row(
 
 pub(super) async fn refund_row(
     r: &mut Recorder<'_>,
-    name: ChannelName,
+    scope: &super::Scope<'_>,
     bill_date: &str,
     line: &StatementLine,
     refund: Option<&Refund>,
 ) -> Result<(), ReconcileError> {
     let state = r.state;
+    let name = scope.name;
     let no = line.out_refund_no.clone().unwrap_or_default();
     let Some(refund) = refund else {
         return r
@@ -295,7 +310,7 @@ pub(super) async fn refund_row(
                 .store
                 .apply_refund_notice(
                     name,
-                    None,
+                    Some(scope.account),
                     &event,
                     &no,
                     &RefundResult::Succeeded,
