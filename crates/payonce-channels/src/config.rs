@@ -108,10 +108,16 @@ pub struct UnionpayConfig {
 
 impl UnionpayConfig {
     pub fn file_transfer_url(&self) -> String {
-        if let Some(u) = &self.file_transfer_url {
-            return u.clone();
+        Self::transfer_host(&self.gateway, self.file_transfer_url.as_deref())
+    }
+
+    /// The reconciliation files' host: the one given, else UnionPay's for its own gateways,
+    /// else the gateway itself (the simulator).
+    pub fn transfer_host(gateway: &str, given: Option<&str>) -> String {
+        if let Some(u) = given {
+            return u.to_owned();
         }
-        match self.gateway.trim_end_matches('/') {
+        match gateway.trim_end_matches('/') {
             "https://gateway.95516.com" => "https://filedownload.95516.com".into(),
             "https://gateway.test.95516.com" => "https://filedownload.test.95516.com".into(),
             other => other.to_owned(),
@@ -286,14 +292,10 @@ impl ChannelsConfig {
         timeout: Duration,
         clock: crate::SharedClock,
     ) -> Result<ChannelRegistry, ConfigError> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(3)))
-            .build()
-            .map_err(|e| ConfigError::Invalid {
-                path: PathBuf::new(),
-                message: e.to_string(),
-            })?;
+        let http = http_client(timeout).map_err(|e| ConfigError::Invalid {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
         let mut reg = ChannelRegistry::default();
         let label =
             |name: &Option<String>| name.clone().unwrap_or_else(|| DEFAULT_ACCOUNT.to_owned());
@@ -494,6 +496,15 @@ impl WechatpayConfig {
                 .unwrap_or(!self.platform_cert_files.is_empty()),
         })
     }
+}
+
+/// The HTTP client every connector calls its channel with: `timeout` bounds a call (past it the
+/// outcome is unknown), connecting at most 3 s of it.
+pub fn http_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(3)))
+        .build()
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {

@@ -7,6 +7,7 @@ pub mod bill;
 pub mod config;
 pub mod crypto;
 pub mod form;
+pub mod inline;
 pub mod inspect;
 pub mod money;
 pub mod sandbox;
@@ -308,7 +309,7 @@ impl ChannelAccount {
 /// The channel accounts this deployment is configured for.
 #[derive(Clone, Default)]
 pub struct ChannelRegistry {
-    channels: BTreeMap<ChannelName, Vec<ChannelAccount>>,
+    channels: BTreeMap<ChannelName, Vec<Arc<ChannelAccount>>>,
 }
 
 impl ChannelRegistry {
@@ -317,7 +318,7 @@ impl ChannelRegistry {
         self.channels
             .entry(account.channel())
             .or_default()
-            .push(account);
+            .push(Arc::new(account));
     }
 
     /// The connector of the channel's default account: the only one, or the one marked default.
@@ -327,7 +328,7 @@ impl ChannelRegistry {
 
     /// The channel's only account, or the one marked default; `None` when there are several
     /// and none is marked (every app must then be bound to one).
-    pub fn default_account(&self, name: ChannelName) -> Option<&ChannelAccount> {
+    pub fn default_account(&self, name: ChannelName) -> Option<&Arc<ChannelAccount>> {
         let accounts = self.channels.get(&name)?;
         match accounts.as_slice() {
             [only] => Some(only),
@@ -336,7 +337,7 @@ impl ChannelRegistry {
     }
 
     /// A named account of a channel.
-    pub fn account(&self, name: ChannelName, account: &str) -> Option<&ChannelAccount> {
+    pub fn account(&self, name: ChannelName, account: &str) -> Option<&Arc<ChannelAccount>> {
         self.channels.get(&name)?.iter().find(|a| a.name == account)
     }
 
@@ -346,13 +347,25 @@ impl ChannelRegistry {
     }
 
     /// Every account of one channel, in configuration order.
-    pub fn accounts(&self, name: ChannelName) -> &[ChannelAccount] {
+    pub fn accounts(&self, name: ChannelName) -> &[Arc<ChannelAccount>] {
         self.channels.get(&name).map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// Every account of every channel.
-    pub fn all_accounts(&self) -> impl Iterator<Item = &ChannelAccount> + '_ {
+    pub fn all_accounts(&self) -> impl Iterator<Item = &Arc<ChannelAccount>> + '_ {
         self.channels.values().flatten()
+    }
+
+    /// This registry with `other`'s accounts added (accounts the database holds, beside the
+    /// file's); a name already here is left as it is.
+    pub fn merged(&self, other: &ChannelRegistry) -> ChannelRegistry {
+        let mut out = self.clone();
+        for a in other.all_accounts() {
+            if out.account(a.channel(), &a.name).is_none() {
+                out.channels.entry(a.channel()).or_default().push(a.clone());
+            }
+        }
+        out
     }
 
     /// The channels with at least one account.
@@ -367,7 +380,7 @@ impl ChannelRegistry {
             let connector = f(&account);
             out.insert_account(ChannelAccount {
                 connector,
-                ..account
+                ..(*account).clone()
             });
         }
         out

@@ -22,6 +22,8 @@ pub struct AppOptions {
     pub accounts: Vec<(payonce_core::ChannelName, String)>,
     /// How many merchants per channel the simulator plays (`payonce sim --merchants`).
     pub sim_merchants: usize,
+    /// How many of them the server's `channels.toml` lists (`None`: all).
+    pub sim_listed_merchants: Option<usize>,
     pub channel_timeout: Duration,
     pub time_scale: f64,
     /// The test app's webhook URL (none: events are kept, not sent).
@@ -97,6 +99,7 @@ impl Default for AppOptions {
         AppOptions {
             accounts: Vec::new(),
             sim_merchants: 1,
+            sim_listed_merchants: None,
             channel_timeout: Duration::from_secs(5),
             time_scale: 100.0,
             webhook_url: None,
@@ -204,6 +207,7 @@ pub async fn spawn_on(db: TestDb, opts: AppOptions) -> TestApp {
         clock: clock.clone(),
         seed: opts.sim_seed,
         merchants: opts.sim_merchants,
+        listed_merchants: opts.sim_listed_merchants,
     };
     let sim = payonce_sim::start_with(
         TcpListener::bind("127.0.0.1:0").await.unwrap(),

@@ -41,9 +41,14 @@ pub enum KeyError {
     Decrypt,
 }
 
-/// The key that encrypts secrets payonce must be able to read back (webhook signing secrets).
-/// Every instance of one deployment needs the same one.
-pub struct MasterKey(LessSafeKey);
+/// The key that encrypts secrets payonce must be able to read back (webhook signing secrets,
+/// channel accounts' data keys). Every instance of one deployment needs the same one.
+pub struct MasterKey {
+    key: LessSafeKey,
+    /// Names the key without revealing it (what sealed rows record, so a rotation knows which
+    /// rows it has re-wrapped): 16 hex of SHA-256 over a label and the key.
+    id: String,
+}
 
 impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -55,7 +60,18 @@ impl MasterKey {
     pub fn from_hex(hexkey: &str) -> Result<Self, KeyError> {
         let bytes = hex::decode(hexkey.trim()).map_err(|_| KeyError::Malformed)?;
         let key = UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| KeyError::Malformed)?;
-        Ok(MasterKey(LessSafeKey::new(key)))
+        let mut labelled = b"payonce master key id\n".to_vec();
+        labelled.extend_from_slice(&bytes);
+        let id = sha256_hex(&labelled)[..16].to_owned();
+        Ok(MasterKey {
+            key: LessSafeKey::new(key),
+            id,
+        })
+    }
+
+    /// The key's id (not secret): sealed rows name the key that wraps them.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     pub fn random() -> (Self, String) {
@@ -98,7 +114,7 @@ impl MasterKey {
     pub fn encrypt(&self, plaintext: &str, context: &str) -> String {
         let nonce_bytes = random_bytes::<NONCE_LEN>();
         let mut buf = plaintext.as_bytes().to_vec();
-        self.0
+        self.key
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce_bytes),
                 Aad::from(context.as_bytes()),
@@ -135,16 +151,99 @@ impl MasterKey {
         let mut buf = ct.to_vec();
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| KeyError::Decrypt)?;
         let plain = self
-            .0
+            .key
             .open_in_place(nonce, Aad::from(context.as_bytes()), &mut buf)
             .map_err(|_| KeyError::Decrypt)?;
         String::from_utf8(plain.to_vec()).map_err(|_| KeyError::Decrypt)
     }
 }
 
+/// A channel account's secrets as the database keeps them: the account sealed under its own
+/// data key, the data key wrapped by the master key, and the master key's id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedAccount {
+    pub sealed: String,
+    pub data_key_enc: String,
+    pub master_key_id: String,
+}
+
+/// What binds a sealed account to its row: a ciphertext copied to another account's row does
+/// not open.
+fn account_context(channel: &str, name: &str) -> String {
+    format!("channel_account:{channel}:{name}")
+}
+
+/// Seals an account's key material (its JSON) under a fresh data key of its own.
+pub fn seal_account(master: &MasterKey, channel: &str, name: &str, plain: &str) -> SealedAccount {
+    let context = account_context(channel, name);
+    let (data_key, data_key_hex) = MasterKey::random();
+    SealedAccount {
+        sealed: data_key.encrypt(plain, &context),
+        data_key_enc: master.encrypt(&data_key_hex, &context),
+        master_key_id: master.id().to_owned(),
+    }
+}
+
+/// Opens a sealed account with the master key that wrapped it (`previous` during a rotation).
+pub fn open_account(
+    keys: &[&MasterKey],
+    channel: &str,
+    name: &str,
+    s: &SealedAccount,
+) -> Result<String, KeyError> {
+    let context = account_context(channel, name);
+    let master = keys
+        .iter()
+        .find(|k| k.id() == s.master_key_id)
+        .ok_or(KeyError::Decrypt)?;
+    let data_key = MasterKey::from_hex(&master.decrypt(&s.data_key_enc, &context)?)?;
+    data_key.decrypt(&s.sealed, &context)
+}
+
+/// The data key re-wrapped by `new` (the sealed account itself is untouched).
+pub fn rewrap_account(
+    old: &MasterKey,
+    new: &MasterKey,
+    channel: &str,
+    name: &str,
+    s: &SealedAccount,
+) -> Result<SealedAccount, KeyError> {
+    let context = account_context(channel, name);
+    let data_key_hex = old.decrypt(&s.data_key_enc, &context)?;
+    Ok(SealedAccount {
+        sealed: s.sealed.clone(),
+        data_key_enc: new.encrypt(&data_key_hex, &context),
+        master_key_id: new.id().to_owned(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sealed_account_opens_with_its_master_key_only_and_survives_a_rotation() {
+        let (old, _) = MasterKey::random();
+        let (new, _) = MasterKey::random();
+        let plain = r#"{"channel":"sandbox","gateway":"http://x","key_hex":"00"}"#;
+        let s = seal_account(&old, "sandbox", "a", plain);
+        assert!(!s.sealed.contains("key_hex") && !s.data_key_enc.contains("key_hex"));
+        assert_eq!(s.master_key_id, old.id());
+        assert_eq!(open_account(&[&old], "sandbox", "a", &s).unwrap(), plain);
+        assert!(
+            open_account(&[&new], "sandbox", "a", &s).is_err(),
+            "another master key"
+        );
+        assert!(
+            open_account(&[&old], "sandbox", "b", &s).is_err(),
+            "another account's row"
+        );
+        let r = rewrap_account(&old, &new, "sandbox", "a", &s).unwrap();
+        assert_eq!(r.sealed, s.sealed, "the account itself is not re-encrypted");
+        assert_eq!(open_account(&[&new], "sandbox", "a", &r).unwrap(), plain);
+        assert!(open_account(&[&old], "sandbox", "a", &r).is_err());
+        assert_ne!(old.id(), new.id());
+    }
 
     #[test]
     fn webhook_secrets_round_trip_and_bind_context() {

@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod http;
 pub mod workers;
 
+pub mod channels;
 pub mod crypto;
 pub mod error;
 pub mod metered;

@@ -29,6 +29,18 @@ pub fn metered(registry: ChannelRegistry) -> ChannelRegistry {
     })
 }
 
+/// `database` with every connector wrapped, except those it shares with `current` (kept from
+/// the last build: already wrapped).
+pub fn metered_new(database: ChannelRegistry, current: &ChannelRegistry) -> ChannelRegistry {
+    database.wrap(|a| match current.account(a.channel(), &a.name) {
+        Some(kept) if Arc::ptr_eq(&kept.connector, &a.connector) => a.connector.clone(),
+        _ => Arc::new(Metered {
+            inner: a.connector.clone(),
+            account: Arc::from(a.name.as_str()),
+        }),
+    })
+}
+
 struct Metered {
     inner: Arc<dyn Channel>,
     account: Arc<str>,

@@ -277,9 +277,13 @@ impl ServerConfig {
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
-    pub channels: Arc<ChannelRegistry>,
+    /// The channel accounts in use now (the file's and the database's).
+    pub channels: crate::channels::LiveChannels,
     pub config: Arc<ServerConfig>,
     pub master_key: Arc<MasterKey>,
+    /// The master key before a rotation (`--previous-master-key-file`): sealed accounts not yet
+    /// re-wrapped still open with it.
+    pub previous_master_key: Option<Arc<MasterKey>>,
     /// The one way a request waits for another (turns per order, signals between requests).
     pub waits: Arc<Waits>,
     pub metrics: PrometheusHandle,
@@ -311,7 +315,7 @@ impl AppState {
         let config = &self.config;
         AppState {
             store,
-            channels: Arc::new(crate::metered::metered(channels)),
+            channels: crate::channels::LiveChannels::new(crate::metered::metered(channels)),
             waits: Arc::new(Waits::default()),
             sync_limiter: Arc::new(SyncLimiter::default()),
             limits: Arc::new(crate::gateway::ratelimit::Limits::new(
@@ -351,9 +355,10 @@ impl AppState {
             )),
             store,
             clock,
-            channels: Arc::new(crate::metered::metered(channels)),
+            channels: crate::channels::LiveChannels::new(crate::metered::metered(channels)),
             config: Arc::new(config),
             master_key: Arc::new(master_key),
+            previous_master_key: None,
             waits: Arc::new(Waits::default()),
             metrics,
             redis: None,
@@ -365,6 +370,12 @@ impl AppState {
 
     pub fn with_sinks(mut self, sinks: crate::sinks::Sinks) -> Self {
         self.sinks = Arc::new(sinks);
+        self
+    }
+
+    /// Sealed accounts not yet re-wrapped by `payonce keys rotate-master` open with this one.
+    pub fn with_previous_master_key(mut self, key: MasterKey) -> Self {
+        self.previous_master_key = Some(Arc::new(key));
         self
     }
 

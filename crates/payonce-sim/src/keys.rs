@@ -254,8 +254,9 @@ impl SimKeys {
     /// table per channel with one merchant (today's file), else `[[channel]]` accounts `m1` …
     /// `mN`, the first marked default. The platform keys (WeChat's, Alipay's, UnionPay's
     /// signing certificate) are the simulated channel's own, shared by its merchants.
-    pub fn channels_toml(&self, base: &str) -> String {
+    pub fn channels_toml(&self, base: &str, listed: Option<usize>) -> String {
         let n = self.wechat.len();
+        let listed = listed.unwrap_or(n).clamp(1, n);
         let (open, close) = if n == 1 { ("[", "]") } else { ("[[", "]]") };
         let label = |i: usize| {
             if n == 1 {
@@ -272,7 +273,7 @@ impl SimKeys {
             "# Written by `payonce sim`: the simulated channels and the merchant's keys for them.\n\
              [sandbox]\ngateway = \"{base}\"\nkey_file = \"sandbox.key\"\n"
         );
-        for (i, m) in self.wechat.iter().enumerate() {
+        for (i, m) in self.wechat.iter().enumerate().take(listed) {
             out.push_str(&format!(
                 "\n{open}wechatpay{close}\n{}gateway = \"{base}\"\nmchid = \"{}\"\nappid = \"{}\"\n\
                  merchant_serial_no = \"{}\"\nmerchant_key_file = \"{}\"\n\
@@ -287,7 +288,7 @@ impl SimKeys {
                 self.wechat_platform_key_id
             ));
         }
-        for (i, m) in self.alipay.iter().enumerate() {
+        for (i, m) in self.alipay.iter().enumerate().take(listed) {
             out.push_str(&format!(
                 "\n{open}alipay{close}\n{}gateway = \"{base}/gateway.do\"\napp_id = \"{}\"\n\
                  app_private_key_file = \"{}\"\nalipay_public_key_file = \"alipay_public_key.pem\"\n",
@@ -296,7 +297,7 @@ impl SimKeys {
                 merchant_file(i, "alipay", "app_private_key.pem"),
             ));
         }
-        for (i, m) in self.unionpay.iter().enumerate() {
+        for (i, m) in self.unionpay.iter().enumerate().take(listed) {
             out.push_str(&format!(
                 "\n{open}unionpay{close}\n{}gateway = \"{base}\"\nmer_id = \"{}\"\nsign_key_file = \"{}\"\n\
                  sign_cert_file = \"{}\"\nroot_cert_file = \"unionpay_root.pem\"\n\

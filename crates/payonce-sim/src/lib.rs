@@ -53,6 +53,9 @@ pub struct SimOptions {
     /// Merchants played per channel (`payonce sim --merchants N`): 1 writes today's
     /// `channels.toml`; more write accounts `m1` … `mN` per channel.
     pub merchants: usize,
+    /// How many of them `channels.toml` lists (`None`: all). The others exist at the channel
+    /// only: a test adds them to payonce through the admin API.
+    pub listed_merchants: Option<usize>,
 }
 
 impl Default for SimOptions {
@@ -61,6 +64,7 @@ impl Default for SimOptions {
             clock: Arc::new(payonce_core::SystemClock),
             seed: None,
             merchants: 1,
+            listed_merchants: None,
         }
     }
 }
@@ -97,7 +101,10 @@ impl Sim {
         std::fs::create_dir_all(state_dir)?;
         let keys = keys::SimKeys::load_or_generate_for(state_dir, options.merchants)?;
         let channels_file = state_dir.join("channels.toml");
-        std::fs::write(&channels_file, keys.channels_toml(gateway))?;
+        std::fs::write(
+            &channels_file,
+            keys.channels_toml(gateway, options.listed_merchants),
+        )?;
         let seed = options.seed.unwrap_or_else(rng::fresh_seed);
         let sim = Sim {
             ledger: Mutex::new(Ledger::default()),

@@ -22,8 +22,27 @@ pub struct ChannelAccountRecord {
     pub enabled: bool,
     /// `(what, SHA-256 hex)` of public keys and certificates.
     pub fingerprints: Vec<(String, String)>,
+    /// The last self-check: when, whether it passed, what it said.
+    pub last_check: Option<(Timestamp, bool, String)>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+/// An `api` account's key material as kept: sealed under its own data key, the data key
+/// wrapped by the master key `master_key_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedSecrets {
+    pub sealed: String,
+    pub data_key_enc: String,
+    pub master_key_id: String,
+}
+
+/// What adding or rotating an `api` account did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SaveAccount {
+    Saved,
+    /// `channels.toml` has an account of that name: the file owns it.
+    FileAccount,
 }
 
 #[async_trait::async_trait]
@@ -38,6 +57,43 @@ pub trait ChannelAccounts: Send + Sync {
     ) -> Result<()>;
     /// Every account, by channel then name.
     async fn channel_accounts(&self) -> Result<Vec<ChannelAccountRecord>>;
+    /// Adds an account through the admin API, or replaces its keys (a rotation): enabled only
+    /// if `record.enabled` (its self-check passed).
+    async fn save_api_account(
+        &self,
+        record: &ChannelAccountRecord,
+        secrets: &SealedSecrets,
+        now: Timestamp,
+    ) -> Result<SaveAccount>;
+    /// Enables or disables an account (`false`: no such account).
+    async fn set_account_enabled(
+        &self,
+        channel: ChannelName,
+        name: &str,
+        enabled: bool,
+        now: Timestamp,
+    ) -> Result<bool>;
+    /// Records a self-check's verdict on an account.
+    async fn record_account_check(
+        &self,
+        channel: ChannelName,
+        name: &str,
+        ok: bool,
+        message: &str,
+        now: Timestamp,
+    ) -> Result<()>;
+    /// Every `api` account with its sealed key material (enabled or not).
+    async fn sealed_accounts(&self) -> Result<Vec<(ChannelAccountRecord, SealedSecrets)>>;
+    /// The newest change to the `api` accounts and how many there are: an instance rebuilds
+    /// its connectors when this moves.
+    async fn api_accounts_stamp(&self) -> Result<(i64, i64)>;
+    /// A master key rotation, in one transaction: every account's data key re-wrapped, every
+    /// app's webhook secrets (current, previous) re-encrypted.
+    async fn rewrap_secrets(
+        &self,
+        accounts: &[(ChannelName, String, SealedSecrets)],
+        apps: &[(AppId, String, Option<String>)],
+    ) -> Result<()>;
     /// Binds an app to an account of a channel (`None`: back to the channel's default).
     /// `false`: no such app.
     async fn bind_app_account(
@@ -56,6 +112,9 @@ pub(crate) struct ChannelAccountRow {
     is_default: bool,
     enabled: bool,
     fingerprints: String,
+    last_check_at: Option<i64>,
+    last_check_ok: Option<bool>,
+    last_check: Option<String>,
     created_at: i64,
     updated_at: i64,
 }
@@ -67,6 +126,9 @@ from_row!(ChannelAccountRow {
     is_default,
     enabled,
     fingerprints,
+    last_check_at,
+    last_check_ok,
+    last_check,
     created_at,
     updated_at,
 });
@@ -83,6 +145,10 @@ impl TryFrom<ChannelAccountRow> for ChannelAccountRecord {
             enabled: r.enabled,
             fingerprints: serde_json::from_str(&r.fingerprints)
                 .map_err(|_| corrupt("fingerprints", &r.fingerprints))?,
+            last_check: match (r.last_check_at, r.last_check_ok, r.last_check) {
+                (Some(at), Some(ok), Some(m)) => Some((Timestamp(at), ok, m)),
+                _ => None,
+            },
             created_at: Timestamp(r.created_at),
             updated_at: Timestamp(r.updated_at),
         })
@@ -93,8 +159,8 @@ impl crate::db::Model for ChannelAccountRecord {
     type Row = ChannelAccountRow;
 }
 
-const COLS: &str =
-    "channel, name, source, merchant_id, is_default, enabled, fingerprints, created_at, updated_at";
+const COLS: &str = "channel, name, source, merchant_id, is_default, enabled, fingerprints, \
+     last_check_at, last_check_ok, last_check, created_at, updated_at";
 
 #[async_trait::async_trait]
 impl ChannelAccounts for SqlStore {
@@ -140,6 +206,158 @@ impl ChannelAccounts for SqlStore {
         ))
         .load_all::<ChannelAccountRecord>(&self.reader())
         .await
+    }
+
+    async fn save_api_account(
+        &self,
+        r: &ChannelAccountRecord,
+        secrets: &SealedSecrets,
+        now: Timestamp,
+    ) -> Result<SaveAccount> {
+        let mut tx = self.begin_write().await?;
+        let source = q("SELECT source FROM channel_accounts WHERE channel = $1 AND name = $2")
+            .bind(r.channel.as_str())
+            .bind(&r.name)
+            .scalar_optional::<String>(&mut tx)
+            .await?;
+        if source.as_deref() == Some("file") {
+            return Ok(SaveAccount::FileAccount);
+        }
+        let fingerprints = serde_json::to_string(&r.fingerprints).expect("serialisable");
+        let (check_at, check_ok, check) = match &r.last_check {
+            Some((at, ok, m)) => (Some(at.0), Some(*ok), Some(m.as_str())),
+            None => (None, None, None),
+        };
+        q(
+            "INSERT INTO channel_accounts (channel, name, source, merchant_id, is_default, enabled, fingerprints, created_at, updated_at, \
+             sealed, data_key_enc, master_key_id, last_check_at, last_check_ok, last_check) \
+             VALUES ($1, $2, 'api', $3, $4, $5, $6, $7, $7, $8, $9, $10, $11, $12, $13) \
+             ON CONFLICT (channel, name) DO UPDATE SET merchant_id = $3, is_default = $4, enabled = $5, fingerprints = $6, \
+             updated_at = $7, sealed = $8, data_key_enc = $9, master_key_id = $10, last_check_at = $11, last_check_ok = $12, last_check = $13",
+        )
+        .bind(r.channel.as_str())
+        .bind(&r.name)
+        .bind(&r.merchant_id)
+        .bind(r.is_default)
+        .bind(r.enabled)
+        .bind(&fingerprints)
+        .bind(now.0)
+        .bind(&secrets.sealed)
+        .bind(&secrets.data_key_enc)
+        .bind(&secrets.master_key_id)
+        .bind(check_at)
+        .bind(check_ok.unwrap_or(false))
+        .bind(check)
+        .execute(&mut tx)
+        .await?;
+        tx.commit().await?;
+        Ok(SaveAccount::Saved)
+    }
+
+    async fn set_account_enabled(
+        &self,
+        channel: ChannelName,
+        name: &str,
+        enabled: bool,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let n = q("UPDATE channel_accounts SET enabled = $1, updated_at = $2 WHERE channel = $3 AND name = $4")
+            .bind(enabled)
+            .bind(now.0)
+            .bind(channel.as_str())
+            .bind(name)
+            .execute(&mut tx)
+            .await?;
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    async fn record_account_check(
+        &self,
+        channel: ChannelName,
+        name: &str,
+        ok: bool,
+        message: &str,
+        now: Timestamp,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        q("UPDATE channel_accounts SET last_check_at = $1, last_check_ok = $2, last_check = $3 WHERE channel = $4 AND name = $5")
+            .bind(now.0)
+            .bind(ok)
+            .bind(message)
+            .bind(channel.as_str())
+            .bind(name)
+            .execute(&mut tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn sealed_accounts(&self) -> Result<Vec<(ChannelAccountRecord, SealedSecrets)>> {
+        let records = crate::db::q_fmt(format!(
+            "SELECT {COLS} FROM channel_accounts WHERE source = 'api' ORDER BY channel, name"
+        ))
+        .load_all::<ChannelAccountRecord>(&self.reader())
+        .await?;
+        let secrets = q(
+            "SELECT channel, name, sealed, data_key_enc, master_key_id FROM channel_accounts WHERE source = 'api' ORDER BY channel, name",
+        )
+        .fetch_all::<(String, String, String, String, String)>(&self.reader())
+        .await?;
+        Ok(records
+            .into_iter()
+            .filter_map(|r| {
+                let (_, _, sealed, data_key_enc, master_key_id) = secrets
+                    .iter()
+                    .find(|(c, n, ..)| c == r.channel.as_str() && *n == r.name)?
+                    .clone();
+                Some((
+                    r,
+                    SealedSecrets {
+                        sealed,
+                        data_key_enc,
+                        master_key_id,
+                    },
+                ))
+            })
+            .collect())
+    }
+
+    async fn api_accounts_stamp(&self) -> Result<(i64, i64)> {
+        let (newest, count) = q(
+            "SELECT COALESCE(MAX(updated_at), 0), COUNT(*) FROM channel_accounts WHERE source = 'api'",
+        )
+        .fetch_one::<(i64, i64)>(&self.reader())
+        .await?;
+        Ok((newest, count))
+    }
+
+    async fn rewrap_secrets(
+        &self,
+        accounts: &[(ChannelName, String, SealedSecrets)],
+        apps: &[(AppId, String, Option<String>)],
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        for (app, enc, prev) in apps {
+            q("UPDATE apps SET webhook_secret_enc = $1, webhook_secret_prev_enc = $2 WHERE id = $3")
+                .bind(enc)
+                .bind(prev.as_deref())
+                .bind(app.as_str())
+                .execute(&mut tx)
+                .await?;
+        }
+        for (channel, name, s) in accounts {
+            q("UPDATE channel_accounts SET data_key_enc = $1, master_key_id = $2 WHERE channel = $3 AND name = $4")
+                .bind(&s.data_key_enc)
+                .bind(&s.master_key_id)
+                .bind(channel.as_str())
+                .bind(name)
+                .execute(&mut tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn bind_app_account(

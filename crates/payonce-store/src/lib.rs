@@ -29,7 +29,7 @@ mod sql;
 mod sqlite;
 mod store;
 
-pub use accounts::{ChannelAccountRecord, ChannelAccounts};
+pub use accounts::{ChannelAccountRecord, ChannelAccounts, SaveAccount, SealedSecrets};
 pub use apps::Apps;
 pub use attempts::Attempts;
 pub use console::{AbnormalItem, AuditEntry, ChannelMessage, Console, ConsoleSession};

@@ -1,6 +1,7 @@
 //! The `payonce` binary: one command line for the server, the simulator, the demo and the
 //! operator's tools. Every flag has a `PAYONCE_…` environment twin.
 
+mod accounts;
 mod baseline;
 mod bench;
 mod bench_duplicates;
@@ -34,6 +35,16 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Reconcile one channel's bill of one day now (exit 0 clean, 3 differences for a person, 1 failed).
     Reconcile(reconcile::ReconcileArgs),
+    /// Channel accounts: `check` the accounts of a channels.toml (keys, one signed call).
+    Accounts {
+        #[command(subcommand)]
+        command: AccountsCommand,
+    },
+    /// The master key: `rotate-master` moves every sealed secret to a new key.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Run the channel simulator (WeChat Pay, Alipay, UnionPay and sandbox protocols).
     Sim {
         #[arg(long, env = "PAYONCE_SIM_LISTEN", default_value = "127.0.0.1:7070")]
@@ -108,6 +119,20 @@ enum Command {
         #[arg(long, default_value = "sqlite", value_parser = ["sqlite", "postgres"])]
         store: String,
     },
+}
+
+#[derive(Subcommand)]
+enum AccountsCommand {
+    /// Checks each account: its keys parse, and a query of an order number that cannot exist
+    /// comes back with a verified signature. Exit 1 if any fails (each says what is wrong).
+    Check(accounts::CheckArgs),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Re-wraps every channel account's data key and re-encrypts every webhook secret under a
+    /// new master key, in one transaction.
+    RotateMaster(accounts::RotateArgs),
 }
 
 #[derive(Subcommand)]
@@ -200,6 +225,12 @@ async fn dispatch(command: Command) -> anyhow::Result<std::process::ExitCode> {
     match command {
         Command::Serve(args) => serve::run(args).await.map(|_| ExitCode::SUCCESS),
         Command::Reconcile(args) => reconcile::run(args).await,
+        Command::Accounts {
+            command: AccountsCommand::Check(args),
+        } => accounts::check(args).await,
+        Command::Keys {
+            command: KeysCommand::RotateMaster(args),
+        } => accounts::rotate_master(args).await,
         Command::Sim {
             listen,
             state_dir,

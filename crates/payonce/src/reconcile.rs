@@ -60,6 +60,8 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
         ..ServerConfig::default()
     };
     let state = AppState::new(store, clock.clone(), channels, config, key);
+    // An account added through the admin API can be reconciled too.
+    payonce_server::engine::accounts::reload(&state, true).await?;
     let date = args
         .date
         .unwrap_or_else(|| reconcile::beijing_yesterday(clock.now()));

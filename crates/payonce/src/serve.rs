@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// `PAYONCE_MASTER_KEY` (hex) takes precedence.
     #[arg(long, env = "PAYONCE_MASTER_KEY_FILE", default_value = "payonce.key")]
     master_key_file: PathBuf,
+    /// During a master key rotation: the key before it, so accounts sealed under it still open
+    /// on this instance while `payonce keys rotate-master` runs.
+    #[arg(long, env = "PAYONCE_PREVIOUS_MASTER_KEY_FILE")]
+    previous_master_key_file: Option<PathBuf>,
     /// A payment arriving for an expired order: `refund` (default) or `accept`.
     #[arg(long, env = "PAYONCE_LATE_PAYMENT", default_value = "refund", value_parser = ["refund", "accept"])]
     late_payment: String,
@@ -243,6 +247,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("record the channel accounts of the channels file")?;
     let mut state = AppState::new(store, clock, channels, config, key).with_sinks(sinks);
+    if let Some(file) = &args.previous_master_key_file {
+        state = state.with_previous_master_key(MasterKey::from_hex(
+            &std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?,
+        )?);
+    }
+    // The accounts added through the admin API, before the first request.
+    payonce_server::engine::accounts::reload(&state, true)
+        .await
+        .context("load the channel accounts of the database")?;
     if let Some(url) = &args.redis_url {
         match payonce_server::gateway::accelerator::Accelerator::connect(url, state.clock.clone())
             .await

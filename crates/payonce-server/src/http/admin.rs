@@ -1,7 +1,7 @@
 //! `/admin/v1/…`: the operator's API, behind `PAYONCE_ADMIN_TOKEN` (never an app secret).
 
 use crate::error::ApiError;
-use crate::http::request::{Body, Checked, Field, Invalid, Problems, Text};
+use crate::http::request::{Body, Checked, Field, Invalid, Object, Problems, Text};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -592,8 +592,42 @@ pub struct ChannelAccountView {
     pub fingerprints: Vec<Fingerprint>,
     /// Where the channel must send this account's notifications.
     pub notify_url: String,
+    /// The last self-check (`api` accounts): when, whether it passed, and what it said.
+    pub last_check: Option<AccountCheck>,
     #[schema(format = DateTime)]
     pub updated_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AccountCheck {
+    #[schema(format = DateTime)]
+    pub at: String,
+    pub ok: bool,
+    pub message: String,
+}
+
+fn account_view(state: &AppState, a: payonce_store::ChannelAccountRecord) -> ChannelAccountView {
+    ChannelAccountView {
+        loaded: state.channels.account(a.channel, &a.name).is_some(),
+        notify_url: crate::engine::payments::notify_url(state, a.channel, &a.name),
+        channel: a.channel.to_string(),
+        fingerprints: a
+            .fingerprints
+            .into_iter()
+            .map(|(what, sha256)| Fingerprint { what, sha256 })
+            .collect(),
+        last_check: a.last_check.map(|(at, ok, message)| AccountCheck {
+            at: at.to_rfc3339(),
+            ok,
+            message,
+        }),
+        name: a.name,
+        source: a.source,
+        merchant_id: a.merchant_id,
+        is_default: a.is_default,
+        enabled: a.enabled,
+        updated_at: a.updated_at.to_rfc3339(),
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -620,22 +654,7 @@ pub async fn channel_accounts(
         .channel_accounts()
         .await?
         .into_iter()
-        .map(|a| ChannelAccountView {
-            loaded: state.channels.account(a.channel, &a.name).is_some(),
-            notify_url: crate::engine::payments::notify_url(&state, a.channel, &a.name),
-            channel: a.channel.to_string(),
-            fingerprints: a
-                .fingerprints
-                .into_iter()
-                .map(|(what, sha256)| Fingerprint { what, sha256 })
-                .collect(),
-            name: a.name,
-            source: a.source,
-            merchant_id: a.merchant_id,
-            is_default: a.is_default,
-            enabled: a.enabled,
-            updated_at: a.updated_at.to_rfc3339(),
-        })
+        .map(|a| account_view(&state, a))
         .collect();
     Ok(Json(ChannelAccountList { items }))
 }
@@ -705,5 +724,183 @@ pub async fn bind_channel_account(
             Err(ApiError::unprocessable("account_disabled", e.to_string()))
         }
         Err(BindError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// The body of `POST /admin/v1/channel-accounts` and `PUT …/{channel}/{name}`.
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SaveAccountRequest {
+    /// `POST` only (`PUT` names it in the path): 1-32 of a-z, 0-9, `-`, `_`.
+    #[schema(value_type = Option<String>, max_length = 32, pattern = r"^[a-z0-9_-]{1,32}$")]
+    name: Checked<Text<32>>,
+    /// Apps without a binding on this channel use it.
+    #[schema(value_type = Option<bool>)]
+    default: Checked<Flag>,
+    /// The channel's identifiers and keys, inline: `{"channel": "wechatpay", "gateway", "mchid",
+    /// "appid", "merchant_serial_no", "merchant_key_pem", "merchant_cert_pem"?, "apiv3_key",
+    /// "platform_public_key_pem"?, "platform_public_key_id"?, "platform_cert_pems"?}`;
+    /// `{"channel": "alipay", "gateway", "app_id", "app_private_key_pem",
+    /// "alipay_public_key_pem"}`; `{"channel": "unionpay", "gateway", "mer_id", "sign_key_pem",
+    /// "sign_cert_pem", "root_cert_pem", "middle_cert_pem"?}`. Sealed at rest; never returned.
+    #[schema(value_type = Object, required = true)]
+    config: Checked<Object<65536>>,
+}
+
+/// `true` or `false`.
+struct Flag(bool);
+
+impl Field for Flag {
+    fn check(v: serde_json::Value) -> Result<Self, Invalid> {
+        v.as_bool()
+            .map(Flag)
+            .ok_or_else(|| Invalid("must be true or false".into()))
+    }
+}
+
+fn saved(
+    state: &AppState,
+    outcome: Result<crate::engine::accounts::SaveOutcome, crate::engine::accounts::SaveError>,
+    created: bool,
+) -> Result<(axum::http::StatusCode, Json<ChannelAccountView>), ApiError> {
+    use crate::engine::accounts::{SaveError, SaveOutcome};
+    match outcome {
+        Ok(SaveOutcome::Enabled(r)) => Ok((
+            if created {
+                axum::http::StatusCode::CREATED
+            } else {
+                axum::http::StatusCode::OK
+            },
+            Json(account_view(state, r)),
+        )),
+        // Kept, disabled: the answer says exactly what is wrong.
+        Ok(SaveOutcome::Disabled(_, why)) => {
+            Err(ApiError::unprocessable("account_check_failed", why))
+        }
+        Err(e @ SaveError::FileAccount(..)) => {
+            Err(ApiError::conflict("file_account", &e.to_string()))
+        }
+        Err(SaveError::NoSuchAccount(..)) => Err(ApiError::not_found("channel account")),
+        Err(e @ (SaveError::BadName | SaveError::Sealed(_))) => {
+            Err(ApiError::unprocessable("invalid_account", e.to_string()))
+        }
+        Err(SaveError::Store(e)) => Err(e.into()),
+    }
+}
+
+fn inline_config(
+    p: &mut Problems,
+    config: Option<Object<65536>>,
+) -> Option<payonce_channels::inline::InlineAccount> {
+    let Object(map) = config?;
+    match serde_json::from_value(serde_json::Value::Object(map)) {
+        Ok(inline) => Some(inline),
+        Err(e) => {
+            // serde names the field (`unknown field`, `missing field`), never a value.
+            p.error("config", e.to_string());
+            None
+        }
+    }
+}
+
+/// Adds a channel account at runtime: checked (keys, certificate, one harmless signed call),
+/// sealed at rest under its own data key, used by every instance within seconds. A failed check
+/// keeps it disabled and answers `422 account_check_failed` with exactly what is wrong.
+#[utoipa::path(post, path = "/admin/v1/channel-accounts", operation_id = "add_channel_account", tag = "admin", security(("adminToken" = [])),
+    request_body = SaveAccountRequest,
+    responses((status = 201, description = "checked and enabled", body = ChannelAccountView),
+              (status = 400, description = "validation_failed", body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 409, description = "file_account: channels.toml has an account of that name", body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 422, description = "account_check_failed (kept disabled), invalid_account", body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn add_channel_account(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Body { fields, unknown }: Body<SaveAccountRequest>,
+) -> Result<(axum::http::StatusCode, Json<ChannelAccountView>), ApiError> {
+    authorize(&state, &headers)?;
+    let mut p = Problems::new(unknown);
+    let name = p.required("name", fields.name);
+    let default = p.optional("default", fields.default);
+    let config = p.required("config", fields.config);
+    let inline = inline_config(&mut p, config);
+    p.finish()?;
+    let (Some(Text(name)), Some(inline)) = (name, inline) else {
+        unreachable!("finish() reported missing fields")
+    };
+    let outcome =
+        crate::engine::accounts::save(&state, &name, default.is_some_and(|Flag(d)| d), &inline)
+            .await;
+    saved(&state, outcome, true)
+}
+
+/// Rotates an account's keys (or changes its identifiers): the same checks as adding it. A
+/// failed check leaves it disabled.
+#[utoipa::path(put, path = "/admin/v1/channel-accounts/{channel}/{name}", operation_id = "rotate_channel_account", tag = "admin", security(("adminToken" = [])),
+    params(("channel" = String, Path, description = "wechatpay, alipay, unionpay, sandbox"), ("name" = String, Path, description = "the account")),
+    request_body = SaveAccountRequest,
+    responses((status = 200, description = "checked and enabled", body = ChannelAccountView),
+              (status = 400, description = "validation_failed", body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 404, description = "not_found", body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 409, description = "file_account: change it in channels.toml", body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 422, description = "account_check_failed (now disabled), invalid_account", body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn rotate_channel_account(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((channel, name)): Path<(String, String)>,
+    Body { fields, unknown }: Body<SaveAccountRequest>,
+) -> Result<(axum::http::StatusCode, Json<ChannelAccountView>), ApiError> {
+    authorize(&state, &headers)?;
+    let mut p = Problems::new(unknown);
+    if !matches!(fields.name, Checked::Absent) {
+        p.error("name", "the account is named in the path");
+    }
+    let default = p.optional("default", fields.default);
+    let config = p.required("config", fields.config);
+    let inline = inline_config(&mut p, config);
+    p.finish()?;
+    let channel =
+        payonce_core::ChannelName::parse(&channel).map_err(|_| ApiError::not_found("channel"))?;
+    let Some(inline) = inline else {
+        unreachable!("finish() reported missing fields")
+    };
+    if inline.channel() != channel {
+        return Err(ApiError::field("config", "its channel is not the path's"));
+    }
+    let known = state.store.channel_accounts().await?;
+    if !known.iter().any(|a| a.channel == channel && a.name == name) {
+        return Err(ApiError::not_found("channel account"));
+    }
+    let outcome =
+        crate::engine::accounts::save(&state, &name, default.is_some_and(|Flag(d)| d), &inline)
+            .await;
+    saved(&state, outcome, false)
+}
+
+/// Stops using an account for new payments (attempts already made keep naming it; their calls
+/// are refused while it is disabled), or uses it again after a passing self-check.
+#[utoipa::path(post, path = "/admin/v1/channel-accounts/{channel}/{name}/{action}", operation_id = "enable_or_disable_channel_account", tag = "admin", security(("adminToken" = [])),
+    params(("channel" = String, Path, description = "wechatpay, alipay, unionpay, sandbox"), ("name" = String, Path, description = "the account"), ("action" = String, Path, description = "`enable` or `disable`")),
+    responses((status = 200, description = "the account now", body = ChannelAccountView),
+              (status = 404, description = "not_found", body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 409, description = "file_account: change it in channels.toml", body = crate::error::Problem, content_type = "application/problem+json"),
+              (status = 422, description = "account_check_failed: stays disabled", body = crate::error::Problem, content_type = "application/problem+json")))]
+pub async fn enable_or_disable_channel_account(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((channel, name, action)): Path<(String, String, String)>,
+) -> Result<Json<ChannelAccountView>, ApiError> {
+    authorize(&state, &headers)?;
+    let channel =
+        payonce_core::ChannelName::parse(&channel).map_err(|_| ApiError::not_found("channel"))?;
+    let enable = match action.as_str() {
+        "enable" => true,
+        "disable" => false,
+        _ => return Err(ApiError::not_found("action")),
+    };
+    let outcome = crate::engine::accounts::set_enabled(&state, channel, &name, enable).await;
+    use crate::engine::accounts::SaveOutcome;
+    match outcome {
+        Ok(SaveOutcome::Disabled(r, _)) if !enable => Ok(Json(account_view(&state, r))),
+        other => saved(&state, other, false).map(|(_, j)| j),
     }
 }

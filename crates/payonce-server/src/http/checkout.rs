@@ -369,6 +369,7 @@ pub async fn page(
     let channels = state
         .channels
         .names()
+        .into_iter()
         .map(|c| ChannelButton {
             name: c.as_str(),
             label: channel_label(c, lang),

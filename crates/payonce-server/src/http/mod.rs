@@ -57,7 +57,9 @@ pub fn documented_router(state: &AppState) -> (Router, serde_json::Value) {
         .routes(routes!(admin::rotate_webhook_secret))
         .routes(routes!(admin::reconciliations, admin::run_reconciliation))
         .routes(routes!(admin::reconciliation))
-        .routes(routes!(admin::channel_accounts))
+        .routes(routes!(admin::channel_accounts, admin::add_channel_account))
+        .routes(routes!(admin::rotate_channel_account))
+        .routes(routes!(admin::enable_or_disable_channel_account))
         .routes(routes!(admin::bind_channel_account))
         // `route_layer`: the gate guards these routes only. As a `layer` it also wrapped the
         // router's fallback, so every unknown path (a browser's /favicon.ico) counted as a

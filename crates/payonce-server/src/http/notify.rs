@@ -52,14 +52,9 @@ fn candidates(
     state: &AppState,
     name: ChannelName,
     account: Option<&str>,
-) -> Vec<payonce_channels::ChannelAccount> {
+) -> Vec<std::sync::Arc<payonce_channels::ChannelAccount>> {
     match account {
-        Some(a) => state
-            .channels
-            .account(name, a)
-            .cloned()
-            .into_iter()
-            .collect(),
+        Some(a) => state.channels.account(name, a).into_iter().collect(),
         None => {
             let mut all = state.channels.accounts(name).to_vec();
             let default = state.channels.default_account(name).map(|a| a.name.clone());

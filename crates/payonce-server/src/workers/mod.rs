@@ -82,6 +82,17 @@ pub async fn run(state: AppState, mut stop: watch::Receiver<bool>) {
             names.insert(task.id(), $name);
         }};
     }
+    // Accounts added, rotated or disabled on another instance: picked up within two seconds.
+    every_tick!(
+        "channel_accounts",
+        Duration::from_secs(2).min(tick.max(Duration::from_millis(200))),
+        |st, own| {
+            let _ = &own;
+            if let Err(e) = crate::engine::accounts::reload(&st, false).await {
+                tracing::warn!(error = %e, "reading the channel accounts failed");
+            }
+        }
+    );
     every_tick!("active_query", |st, own| poll_attempts(&st, &own).await);
     every_tick!("expiry", |st, own| expire_orders(&st, &own).await);
     every_tick!("refunds", |st, own| settle_refunds(&st, &own).await);

@@ -61,7 +61,7 @@ async fn check_attempt(state: &AppState, owner: &str, mut a: Attempt) {
             _ => return,
         }
     }
-    let Ok(channel) = crate::engine::payments::connector_of(state, &a).cloned() else {
+    let Ok(channel) = crate::engine::payments::connector_of(state, &a) else {
         let _ = state
             .store
             .finish_attempt_check(&a.id, owner, Some(at(now, state.config.backoff(6))), now)

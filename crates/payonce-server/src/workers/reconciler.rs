@@ -26,7 +26,7 @@ pub(super) async fn scheduled_reconciliations(state: &AppState, owner: &str) {
             state
                 .channels
                 .accounts(channel)
-                .iter()
+                .into_iter()
                 .map(move |a| (channel, a.name.clone()))
         })
         .collect::<Vec<_>>();

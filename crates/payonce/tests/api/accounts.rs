@@ -16,7 +16,8 @@ store_tests!(
     a_genuine_notification_of_one_merchant_never_pays_anothers_order,
     a_new_binding_moves_new_payments_and_old_attempts_stay_with_their_merchant,
     the_admin_api_lists_accounts_by_public_facts_and_checks_bindings,
-    each_merchant_is_reconciled_against_its_own_bill
+    each_merchant_is_reconciled_against_its_own_bill,
+    an_account_added_at_runtime_is_checked_sealed_and_used_by_every_instance
 );
 
 /// A server whose simulator plays two merchants per channel, its test app bound to `m2` on
@@ -467,5 +468,223 @@ async fn each_merchant_is_reconciled_against_its_own_bill(b: Backend) {
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["code"], "unknown_account");
+    assert_invariants(app.violations().await);
+}
+
+/// m2's WeChat identifiers and keys as the admin API takes them, read from the simulator's
+/// state dir (the merchant's key files), with `tweak` applied.
+fn m2_config(app: &TestApp, tweak: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Value {
+    let dir = app.sim_dir();
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    let ids = read("wechatpay_ids");
+    let mut c = json!({
+        "channel": "wechatpay",
+        "gateway": app.sim.base_url(),
+        "mchid": "1900000002",
+        "appid": "wxd678efh567hg0002",
+        "merchant_serial_no": read("wechatpay_m2_serial").trim(),
+        "merchant_key_pem": read("wechatpay_m2_merchant_key.pem"),
+        "apiv3_key": read("wechatpay_m2_apiv3.key").trim(),
+        "platform_public_key_pem": read("wechatpay_platform_public_key.pem"),
+        "platform_public_key_id": ids.lines().nth(1).unwrap(),
+    });
+    tweak(c.as_object_mut().unwrap());
+    c
+}
+
+async fn an_account_added_at_runtime_is_checked_sealed_and_used_by_every_instance(b: Backend) {
+    // The channel knows two merchants; channels.toml lists m1 only.
+    let Some(app) = spawn_app_with(
+        b,
+        AppOptions {
+            sim_merchants: 2,
+            sim_listed_merchants: Some(1),
+            ..Default::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    // A key that is not the merchant's: WeChat refuses the signed call; kept, disabled, and
+    // the answer says what is wrong.
+    let wrong_key = m2_config(&app, |c| {
+        c.insert(
+            "merchant_key_pem".into(),
+            json!(payonce_channels::crypto::RsaSigner::generate().to_pkcs8_pem()),
+        );
+    });
+    let (status, body) = admin(
+        &app,
+        reqwest::Method::POST,
+        "/admin/v1/channel-accounts",
+        Some(json!({"name": "m2", "config": wrong_key})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "account_check_failed");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("merchant key does not match its serial"),
+        "{body}"
+    );
+    // Answers signed by a key payonce was not given: refused as unverifiable.
+    let unknown_platform = m2_config(&app, |c| {
+        c.insert(
+            "platform_public_key_pem".into(),
+            json!(payonce_channels::crypto::RsaSigner::generate().public_key_pem()),
+        );
+    });
+    let (status, body) = admin(
+        &app,
+        reqwest::Method::POST,
+        "/admin/v1/channel-accounts",
+        Some(json!({"name": "m2", "config": unknown_platform})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("could not be verified"),
+        "{body}"
+    );
+    let (_, list) = admin(
+        &app,
+        reqwest::Method::GET,
+        "/admin/v1/channel-accounts",
+        None,
+    )
+    .await;
+    let m2 = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["channel"] == "wechatpay" && a["name"] == "m2")
+        .cloned()
+        .expect("kept");
+    assert_eq!(m2["enabled"], false);
+    assert_eq!(m2["source"], "api");
+    assert_eq!(m2["last_check"]["ok"], false);
+    // The right keys: checked, sealed, enabled.
+    let good = m2_config(&app, |_| {});
+    let (status, body) = admin(
+        &app,
+        reqwest::Method::POST,
+        "/admin/v1/channel-accounts",
+        Some(json!({"name": "m2", "config": good})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["enabled"], true);
+    assert_eq!(body["loaded"], true);
+    assert_eq!(body["last_check"]["ok"], true);
+    assert!(
+        body["notify_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/notify/wechatpay/m2")
+    );
+    let apiv3 = good["apiv3_key"].as_str().unwrap();
+    let key_line = good["merchant_key_pem"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap();
+    assert!(!body.to_string().contains(apiv3) && !body.to_string().contains(key_line));
+    // At rest: sealed; the row holds neither the APIv3 key nor the private key.
+    let sealed = app.state.store.sealed_accounts().await.unwrap();
+    let (_, secrets) = sealed.iter().find(|(r, _)| r.name == "m2").unwrap();
+    for text in [&secrets.sealed, &secrets.data_key_enc] {
+        assert!(!text.contains(apiv3) && !text.contains(key_line));
+    }
+    assert_eq!(secrets.master_key_id, app.state.master_key.id());
+    // A file account cannot be replaced through the API.
+    let (status, _) = admin(
+        &app,
+        reqwest::Method::POST,
+        "/admin/v1/channel-accounts",
+        Some(json!({"name": "m1", "config": m2_config(&app, |_| {})})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    // Another instance (same database, its own memory) picks it up without a restart.
+    let other = app.state.restarted(
+        app.state.store.clone(),
+        payonce_channels::ChannelsConfig::load(&app.sim.channels_file)
+            .unwrap()
+            .build(Duration::from_secs(5), app.state.clock.clone())
+            .unwrap(),
+    );
+    assert!(
+        other
+            .channels
+            .account(ChannelName::Wechatpay, "m2")
+            .is_none()
+    );
+    assert!(
+        payonce_server::engine::accounts::reload(&other, false)
+            .await
+            .unwrap()
+    );
+    assert!(
+        other
+            .channels
+            .account(ChannelName::Wechatpay, "m2")
+            .is_some()
+    );
+    // Used: an app bound to it pays at merchant m2, through m2's notify address.
+    let (status, _) = admin(
+        &app,
+        reqwest::Method::PUT,
+        &format!("/admin/v1/apps/{}/channel-accounts/wechatpay", app.app_id),
+        Some(json!({"account": "m2"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (id, p) = prepaid(&app, "LIVE-1", "wechatpay").await;
+    let no = p["out_trade_no"].as_str().unwrap().to_owned();
+    assert_eq!(merchant_of(&app, "wechatpay", &no).await, "m2");
+    assert_eq!(app.sim_pay("wechatpay", &no, false).await, StatusCode::OK);
+    let o = app
+        .wait_order(&id, Duration::from_secs(20), |o| o["status"] == "paid")
+        .await;
+    assert_eq!(o["status"], "paid");
+    // Disabled: new payments of its apps are refused, nothing is sent; enabled again after a
+    // passing check.
+    let (status, body) = admin(
+        &app,
+        reqwest::Method::POST,
+        "/admin/v1/channel-accounts/wechatpay/m2/disable",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["enabled"], false);
+    let before = app.ledger().await["prepay_requests"].clone();
+    let order = app.create_order("LIVE-2", 100).await;
+    let r = app.prepay(order["id"].as_str().unwrap(), "wechatpay").await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        app.ledger().await["prepay_requests"],
+        before,
+        "nothing sent"
+    );
+    let (status, body) = admin(
+        &app,
+        reqwest::Method::POST,
+        "/admin/v1/channel-accounts/wechatpay/m2/enable",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["enabled"], true);
+    let r = app.prepay(order["id"].as_str().unwrap(), "wechatpay").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    app.notifications_settled(Duration::from_secs(20)).await;
     assert_invariants(app.violations().await);
 }

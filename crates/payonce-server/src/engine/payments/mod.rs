@@ -102,11 +102,11 @@ pub(super) fn prepay_metric(app: &payonce_core::AppId, outcome: &'static str) {
 
 /// The account an app's new attempts on `channel` go through: the app's binding, else the
 /// channel's only account or the one marked default.
-pub fn account_for<'s>(
-    state: &'s AppState,
+pub fn account_for(
+    state: &AppState,
     app: &App,
     channel: ChannelName,
-) -> Result<&'s ChannelAccount, PaymentError> {
+) -> Result<Arc<ChannelAccount>, PaymentError> {
     match app.channel_accounts.get(&channel) {
         Some(name) => {
             state
@@ -130,10 +130,7 @@ pub fn account_for<'s>(
 
 /// The connector of the account an attempt was made through: every call about a channel
 /// order goes to the merchant that made it, whatever its app is bound to now.
-pub fn connector_of<'s>(
-    state: &'s AppState,
-    a: &Attempt,
-) -> Result<&'s Arc<dyn Channel>, PaymentError> {
+pub fn connector_of(state: &AppState, a: &Attempt) -> Result<Arc<dyn Channel>, PaymentError> {
     state
         .channels
         .connector(a.channel, &a.account)

@@ -96,7 +96,16 @@ pub async fn prepay(
             None => {}
         }
     }
-    let result = prepay_rounds(state, app, order_id, params, account, deadline, &mut waited).await;
+    let result = prepay_rounds(
+        state,
+        app,
+        order_id,
+        params,
+        &account,
+        deadline,
+        &mut waited,
+    )
+    .await;
     if leading && let Some(redis) = &state.redis {
         redis.release(order_id.as_str()).await;
     }

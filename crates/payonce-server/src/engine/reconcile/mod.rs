@@ -175,13 +175,14 @@ pub async fn reconcile_with(
         Some(a) => state.channels.account(name, a),
         None => state.channels.default_account(name),
     };
-    let Some(found) = found.cloned() else {
+    let Some(found) = found else {
         return Err(ReconcileError::NoAccount(
             channel_name.to_owned(),
             account.unwrap_or("(none is the default)").to_owned(),
         ));
     };
-    let (channel, account) = (found.connector.clone(), found.name.clone());
+    let (channel, account_name) = (found.connector.clone(), found.name.clone());
+    let account = account_name;
     let scope = Scope {
         name,
         account: &account,
@@ -208,7 +209,7 @@ pub async fn reconcile_with(
     let mut report = Report {
         id: run.as_ref().map(|r| r.id.clone()),
         channel: name.as_str().to_owned(),
-        account: account.clone(),
+        account: account.to_string(),
         bill_date: bill_date.to_owned(),
         status: if dry_run {
             "dry_run".into()
