@@ -690,3 +690,180 @@ async fn reconcile_exits_by_what_it_found() {
         "{found}"
     );
 }
+
+/// `payonce sim --merchants 2` writes two accounts per channel; `payonce accounts check` proves
+/// each with a signed call, and names the one whose key is not its merchant's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_check_proves_each_account_and_names_the_broken_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = payonce_sim::start_with(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        dir.path(),
+        payonce_sim::SimOptions {
+            merchants: 2,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let toml = std::fs::read_to_string(&sim.channels_file).unwrap();
+    assert!(toml.contains("[[wechatpay]]\nname = \"m1\"\ndefault = true\n"));
+    assert!(toml.contains("[[unionpay]]\nname = \"m2\"\n"));
+    let check = |file: &Path, extra: &[&str]| {
+        let file = file.to_owned();
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        async move {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_payonce"))
+                .args(["accounts", "check", "--channels"])
+                .arg(&file)
+                .args(&extra)
+                .output()
+                .await
+                .unwrap();
+            (
+                out.status.code().unwrap(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        }
+    };
+    let (code, out) = check(&sim.channels_file, &[]).await;
+    assert_eq!(code, 0, "{out}");
+    for who in [
+        "wechatpay m1",
+        "wechatpay m2",
+        "alipay m2",
+        "unionpay m2",
+        "sandbox default",
+    ] {
+        assert!(out.contains(&format!("ok    {who} ")), "{who}: {out}");
+    }
+    // m2's WeChat key swapped for another: WeChat refuses its signature.
+    std::fs::write(
+        dir.path().join("stranger.pem"),
+        payonce_channels::crypto::RsaSigner::generate().to_pkcs8_pem(),
+    )
+    .unwrap();
+    let broken = toml.replacen(
+        "merchant_key_file = \"wechatpay_m2_merchant_key.pem\"",
+        "merchant_key_file = \"stranger.pem\"",
+        1,
+    );
+    let broken_file = dir.path().join("broken.toml");
+    std::fs::write(&broken_file, broken).unwrap();
+    let (code, out) = check(&broken_file, &["--channel", "wechatpay"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("ok    wechatpay m1 "), "{out}");
+    assert!(
+        out.contains("FAIL  wechatpay m2 (1900000002): WeChat refused the request (SIGN_ERROR"),
+        "{out}"
+    );
+    assert!(!out.contains("PRIVATE KEY"), "no key material: {out}");
+}
+
+/// `payonce keys rotate-master` moves every sealed secret — channel accounts' data keys and
+/// webhook secrets — to a new master key in one go; the old key opens nothing afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_master_moves_every_sealed_secret() {
+    use payonce_server::crypto::{MasterKey, SealedAccount, open_account};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("rot.db").display());
+    let (old_file, new_file) = (dir.path().join("old.key"), dir.path().join("new.key"));
+    let out = payonce()
+        .args([
+            "apps",
+            "create",
+            "--database-url",
+            &url,
+            "--name",
+            "shop",
+            "--json",
+        ])
+        .arg("--master-key-file")
+        .arg(&old_file)
+        .env_remove("PAYONCE_MASTER_KEY")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let old = MasterKey::from_hex(&std::fs::read_to_string(&old_file).unwrap()).unwrap();
+    // An account added at runtime, sealed under the old key.
+    let sim_dir = tempfile::tempdir().unwrap();
+    let sim = payonce_sim::start(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        sim_dir.path(),
+    )
+    .await
+    .unwrap();
+    let store = payonce_store::open(&url, true).await.unwrap();
+    let clock: std::sync::Arc<dyn payonce_core::Clock> =
+        std::sync::Arc::new(payonce_core::SystemClock);
+    let state = payonce_server::AppState::new(
+        store.clone(),
+        clock,
+        Default::default(),
+        payonce_server::ServerConfig {
+            workers: false,
+            ..Default::default()
+        },
+        MasterKey::from_hex(&std::fs::read_to_string(&old_file).unwrap()).unwrap(),
+    );
+    let inline = payonce_channels::inline::InlineAccount::Sandbox {
+        gateway: sim.base_url(),
+        key_hex: std::fs::read_to_string(sim_dir.path().join("sandbox.key")).unwrap(),
+    };
+    let saved = payonce_server::engine::accounts::save(&state, "live", false, &inline)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            saved,
+            payonce_server::engine::accounts::SaveOutcome::Enabled(_)
+        ),
+        "{saved:?}"
+    );
+    let out = payonce()
+        .args(["keys", "rotate-master", "--database-url", &url])
+        .arg("--master-key-file")
+        .arg(&old_file)
+        .arg("--new-master-key-file")
+        .arg(&new_file)
+        .env_remove("PAYONCE_MASTER_KEY")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("moved 1 channel account(s) and 1 app(s)"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let new = MasterKey::from_hex(&std::fs::read_to_string(&new_file).unwrap()).unwrap();
+    let (record, s) = store.sealed_accounts().await.unwrap().remove(0);
+    let sealed = SealedAccount {
+        sealed: s.sealed,
+        data_key_enc: s.data_key_enc,
+        master_key_id: s.master_key_id,
+    };
+    assert_eq!(sealed.master_key_id, new.id());
+    let opened = open_account(&[&new], "sandbox", &record.name, &sealed).unwrap();
+    assert!(opened.contains("\"key_hex\""));
+    assert!(open_account(&[&old], "sandbox", &record.name, &sealed).is_err());
+    let app_id = payonce_core::AppId::parse(created["app_id"].as_str().unwrap()).unwrap();
+    let app = store.app(&app_id).await.unwrap().unwrap();
+    assert_eq!(
+        new.decrypt(&app.webhook_secret_enc, app_id.as_str())
+            .unwrap(),
+        created["webhook_secret"].as_str().unwrap()
+    );
+    assert!(
+        old.decrypt(&app.webhook_secret_enc, app_id.as_str())
+            .is_err()
+    );
+}
