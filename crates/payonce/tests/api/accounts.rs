@@ -685,6 +685,60 @@ async fn an_account_added_at_runtime_is_checked_sealed_and_used_by_every_instanc
     assert_eq!(body["enabled"], true);
     let r = app.prepay(order["id"].as_str().unwrap(), "wechatpay").await;
     assert_eq!(r.status(), StatusCode::OK);
+    // The console lists the accounts with their fingerprints and last self-check, the app's
+    // binding, and an order's timeline names the account its attempt was made through.
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = browser
+        .post(app.url("/console/sign-in"))
+        .form(&[("token", "test-admin-token"), ("operator", "ops")])
+        .send()
+        .await
+        .unwrap();
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = |path: String| {
+        let (browser, cookie) = (browser.clone(), cookie.clone());
+        let url = app.url(&path);
+        async move {
+            browser
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let home = page("/console".into()).await;
+    let row = home
+        .split("<tr id=\"account-wechatpay-m2\">")
+        .nth(1)
+        .expect("m2 listed")
+        .split("</tr>")
+        .next()
+        .unwrap();
+    assert!(
+        row.contains("<code>1900000002</code>") && row.contains(">api<"),
+        "{row}"
+    );
+    assert!(row.contains("enabled") && row.contains("passed: "), "{row}");
+    assert!(row.contains("merchant key "), "{row}");
+    assert!(home.contains("wechatpay=m2"), "the app's binding");
+    let timeline = page(format!("/console/orders/{id}")).await;
+    assert!(
+        timeline.contains("prepay via wechatpay account m2"),
+        "the timeline names it"
+    );
     app.notifications_settled(Duration::from_secs(20)).await;
     assert_invariants(app.violations().await);
 }

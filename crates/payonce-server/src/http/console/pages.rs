@@ -27,6 +27,7 @@ pub(super) struct EventView {
 pub(super) struct RunView {
     pub(super) id: String,
     pub(super) channel: String,
+    pub(super) account: String,
     pub(super) bill_date: String,
     pub(super) status: String,
     pub(super) summary: String,
@@ -37,6 +38,21 @@ pub(super) struct AppView {
     pub(super) id: String,
     pub(super) name: String,
     pub(super) webhook: String,
+    /// `wechatpay=shop-a, …`, or `defaults`.
+    pub(super) accounts: String,
+}
+
+/// One channel account on the home page: public facts and its last self-check.
+pub(super) struct AccountView {
+    pub(super) channel: String,
+    pub(super) name: String,
+    pub(super) merchant_id: String,
+    pub(super) source: String,
+    pub(super) state: String,
+    pub(super) loaded: bool,
+    /// `what sha256…` (the first 16 hex of each).
+    pub(super) fingerprints: Vec<String>,
+    pub(super) last_check: String,
 }
 
 pub(super) struct AuditView {
@@ -56,6 +72,7 @@ pub(super) struct HomePage<'a> {
     pub(super) events: Vec<EventView>,
     pub(super) runs: Vec<RunView>,
     pub(super) apps: Vec<AppView>,
+    pub(super) accounts: Vec<AccountView>,
     pub(super) audit: Vec<AuditView>,
 }
 
@@ -118,6 +135,7 @@ pub async fn home(State(state): State<AppState>, op: Operator) -> Response {
                 summary: r.reason.clone().unwrap_or_else(|| classes_of(&r.summary)),
                 id: r.id,
                 channel: r.channel,
+                account: r.account,
                 bill_date: r.bill_date,
                 status: r.status,
             })
@@ -133,7 +151,49 @@ pub async fn home(State(state): State<AppState>, op: Operator) -> Response {
                     (Some(u), true) => format!("{u} (disabled)"),
                     (None, _) => "—".into(),
                 },
+                accounts: if a.channel_accounts.is_empty() {
+                    "defaults".into()
+                } else {
+                    a.channel_accounts
+                        .iter()
+                        .map(|(c, n)| format!("{c}={n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
                 id: a.id.to_string(),
+                name: a.name,
+            })
+            .collect();
+        let accounts = state
+            .store
+            .channel_accounts()
+            .await?
+            .into_iter()
+            .map(|a| AccountView {
+                loaded: state.channels.account(a.channel, &a.name).is_some(),
+                channel: a.channel.to_string(),
+                merchant_id: a.merchant_id,
+                source: a.source,
+                state: match (a.enabled, a.is_default) {
+                    (true, true) => "enabled, default".into(),
+                    (true, false) => "enabled".into(),
+                    (false, _) => "disabled".into(),
+                },
+                fingerprints: a
+                    .fingerprints
+                    .iter()
+                    .map(|(what, fp)| format!("{what} {}…", &fp[..fp.len().min(16)]))
+                    .collect(),
+                last_check: match a.last_check {
+                    Some((at, ok, m)) => {
+                        format!(
+                            "{} {}: {m}",
+                            when(at.0),
+                            if ok { "passed" } else { "FAILED" }
+                        )
+                    }
+                    None => "—".into(),
+                },
                 name: a.name,
             })
             .collect();
@@ -144,10 +204,10 @@ pub async fn home(State(state): State<AppState>, op: Operator) -> Response {
             .into_iter()
             .map(audit_view)
             .collect();
-        Ok::<_, payonce_store::StoreError>((abnormal, events, runs, apps, audit))
+        Ok::<_, payonce_store::StoreError>((abnormal, events, runs, apps, accounts, audit))
     };
     match loaded.await {
-        Ok((abnormal, events, runs, apps, audit)) => html(
+        Ok((abnormal, events, runs, apps, accounts, audit)) => html(
             StatusCode::OK,
             HomePage {
                 operator: Some(&op.name),
@@ -156,6 +216,7 @@ pub async fn home(State(state): State<AppState>, op: Operator) -> Response {
                 events,
                 runs,
                 apps,
+                accounts,
                 audit,
             }
             .render(),
@@ -335,6 +396,7 @@ pub async fn reconciliation(
         summary: classes_of(&run.summary),
         id: run.id,
         channel: run.channel,
+        account: run.account,
         bill_date: run.bill_date,
         status: run.status,
     };

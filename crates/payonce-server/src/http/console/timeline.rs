@@ -80,7 +80,12 @@ pub(super) async fn timeline(
         out.push(entry(
             a.created_at.0,
             "attempt",
-            format!("prepay via {} ({})", a.channel.as_str(), a.method.as_str()),
+            format!(
+                "prepay via {} account {} ({})",
+                a.channel.as_str(),
+                a.account,
+                a.method.as_str()
+            ),
             format!(
                 "{} · out_trade_no {} · now {} · channel asked {} times{}{}",
                 a.id,
