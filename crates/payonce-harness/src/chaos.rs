@@ -207,9 +207,16 @@ async fn load(shared: Arc<Shared>, secret: String, sim: String) {
 
 pub async fn run(cfg: ChaosConfig) -> anyhow::Result<ChaosReport> {
     let sim_dir = crate::scratch::ScratchDir::new()?;
-    let sim = payonce_sim::start(
+    // Two merchants per channel; the app pays at m2 on WeChat Pay and Alipay, at the default
+    // elsewhere: the ledger then proves every channel order lives at its attempt's merchant (I9)
+    // across kills and restarts.
+    let sim = payonce_sim::start_with(
         tokio::net::TcpListener::bind("127.0.0.1:0").await?,
         sim_dir.path(),
+        payonce_sim::SimOptions {
+            merchants: 2,
+            ..Default::default()
+        },
     )
     .await?;
     let http = reqwest::Client::new();
@@ -221,6 +228,21 @@ pub async fn run(cfg: ChaosConfig) -> anyhow::Result<ChaosReport> {
     let store = payonce_store::open_inspect_pooled(&cfg.database_url, true, 4).await?;
     let (key, key_hex) = MasterKey::random();
     let hooks = WebhookCounter::start().await?;
+    // The accounts `serve` records at start, recorded first so the app can be bound to one.
+    let file_accounts = payonce_channels::ChannelsConfig::load(&sim.channels_file)?.build(
+        std::time::Duration::from_secs(5),
+        std::sync::Arc::new(payonce_core::SystemClock),
+    )?;
+    payonce_server::engine::accounts::record_file_accounts(
+        store.as_ref(),
+        &file_accounts,
+        payonce_core::Clock::now(&payonce_core::SystemClock),
+    )
+    .await?;
+    let bindings = [
+        (payonce_core::ChannelName::Wechatpay, "m2".to_owned()),
+        (payonce_core::ChannelName::Alipay, "m2".to_owned()),
+    ];
     let app = payonce_server::engine::apps::create_app(
         store.as_ref(),
         &key,
@@ -228,6 +250,7 @@ pub async fn run(cfg: ChaosConfig) -> anyhow::Result<ChaosReport> {
         payonce_server::engine::apps::NewApp {
             name: "chaos",
             webhook_url: Some(&hooks.url),
+            accounts: &bindings,
             ..Default::default()
         },
     )

@@ -166,10 +166,18 @@ pub async fn run(s: &Scenario) -> Verdict {
 /// failure need not wait the full `SETTLE` to see it).
 pub async fn run_settling(s: &Scenario, settle: Duration) -> Verdict {
     let started = Instant::now();
+    // Two merchants per channel, the app's WeChat Pay and Alipay payments at m2 and the rest
+    // at the default (m1): every seed checks that each channel order lives at its attempt's
+    // merchant and that every query, close and refund went there (I9).
     let opts = || AppOptions {
         time_scale: 100.0,
         channel_timeout: Duration::from_secs(2),
         sim_seed: Some(s.seed),
+        sim_merchants: 2,
+        accounts: vec![
+            (payonce_core::ChannelName::Wechatpay, "m2".into()),
+            (payonce_core::ChannelName::Alipay, "m2".into()),
+        ],
         ..AppOptions::default()
     };
     // Off CI an unreachable PostgreSQL is a loud skip (`TestDb::new`), here a failed verdict.
@@ -205,14 +213,25 @@ pub async fn run_settling(s: &Scenario, settle: Duration) -> Verdict {
     // operator's metrics of a chaos run include reconciliation); the result is not judged here
     // (tests/api/reconciliation.rs is its judge).
     let now = app.state.clock.now();
-    for channel in ["sandbox", "wechatpay", "alipay", "unionpay"] {
-        let shift = if channel == "unionpay" { 3_600_000 } else { 0 };
+    for channel in payonce_core::ChannelName::ALL {
+        let shift = if channel == payonce_core::ChannelName::Unionpay {
+            3_600_000
+        } else {
+            0
+        };
         let day =
             payonce_server::engine::reconcile::beijing_date(payonce_core::Timestamp(now.0 + shift));
-        let _ = payonce_server::engine::reconcile::reconcile(
-            &app.state, "chaos", channel, None, &day, false,
-        )
-        .await;
+        for account in app.state.channels.accounts(channel) {
+            let _ = payonce_server::engine::reconcile::reconcile(
+                &app.state,
+                "chaos",
+                channel.as_str(),
+                Some(&account.name),
+                &day,
+                false,
+            )
+            .await;
+        }
     }
     Verdict {
         violations,
