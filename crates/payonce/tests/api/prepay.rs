@@ -247,23 +247,33 @@ async fn a_client_hanging_up_does_not_cut_the_prepay_short(b: Backend) {
     let order = app.create_order("HANGUP-1", 100).await;
     let id = order["id"].as_str().unwrap();
     app.faults(json!({"prepay_timeout_rate": 1.0})).await;
-    // The client gives up after 100 ms, while payonce is still waiting for the channel.
-    let impatient = reqwest::Client::builder()
-        .timeout(Duration::from_millis(100))
-        .build()
-        .unwrap();
-    let r = impatient
+    // The client hangs up while payonce is waiting for the channel: the request is sent, and
+    // dropped once the channel has it (the simulator counted the prepay). Waiting for that, not
+    // a fixed 100 ms, makes the hang-up land mid-call on any machine: on a loaded one a client
+    // that gives up before the server even read its request tests nothing.
+    let client = reqwest::Client::new();
+    let request = client
         .post(app.url(&format!("/v1/orders/{id}/prepay")))
         .bearer_auth(&app.secret)
         .json(&json!({"channel": "sandbox"}))
-        .send()
-        .await;
-    assert!(r.is_err(), "the client timed out");
+        .send();
+    let in_flight = tokio::spawn(request);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app.ledger().await["prepay_requests"].as_u64() < Some(1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the prepay never reached the channel"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    in_flight.abort();
+    assert!(
+        in_flight.await.is_err(),
+        "the client hung up before any answer"
+    );
     // payonce still finished the request: the channel call's outcome is recorded (unknown, and
     // then pending once the active query found the channel order), not left as a `created`
     // intent waiting for the stale-intent sweep.
-    // (The attempt may not exist yet when the client gives up: on a loaded machine the server
-    // may not have reached it in 100 ms. Wait for it to exist AND be past `created`.)
     let v = app
         .wait_order(id, Duration::from_secs(10), |o| {
             o["attempts"][0]["status"]
