@@ -727,12 +727,12 @@ pub async fn bind_channel_account(
     }
 }
 
-/// The body of `POST /admin/v1/channel-accounts` and `PUT …/{channel}/{name}`.
+/// The body of `POST /admin/v1/channel-accounts`.
 #[derive(serde::Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SaveAccountRequest {
-    /// `POST` only (`PUT` names it in the path): 1-32 of a-z, 0-9, `-`, `_`.
-    #[schema(value_type = Option<String>, max_length = 32, pattern = r"^[a-z0-9_-]{1,32}$")]
+    /// 1-32 of a-z, 0-9, `-`, `_`.
+    #[schema(value_type = String, required = true, max_length = 32, pattern = r"^[a-z0-9_-]{1,32}$")]
     name: Checked<Text<32>>,
     /// Apps without a binding on this channel use it.
     #[schema(value_type = Option<bool>)]
@@ -743,6 +743,18 @@ pub struct SaveAccountRequest {
     /// `{"channel": "alipay", "gateway", "app_id", "app_private_key_pem",
     /// "alipay_public_key_pem"}`; `{"channel": "unionpay", "gateway", "mer_id", "sign_key_pem",
     /// "sign_cert_pem", "root_cert_pem", "middle_cert_pem"?}`. Sealed at rest; never returned.
+    #[schema(value_type = Object, required = true)]
+    config: Checked<Object<65536>>,
+}
+
+/// The body of `PUT /admin/v1/channel-accounts/{channel}/{name}` (the path names the account).
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateAccountRequest {
+    /// Apps without a binding on this channel use it.
+    #[schema(value_type = Option<bool>)]
+    default: Checked<Flag>,
+    /// As in `POST /admin/v1/channel-accounts`.
     #[schema(value_type = Object, required = true)]
     config: Checked<Object<65536>>,
 }
@@ -788,19 +800,14 @@ fn saved(
     }
 }
 
+/// The account's fields, read from `config`. The document describes `config` as an object
+/// only, so an object that is not a channel account is `422 invalid_account` (never a 400: the
+/// request met its schema); serde's message names the field, never a value.
 fn inline_config(
-    p: &mut Problems,
-    config: Option<Object<65536>>,
-) -> Option<payonce_channels::inline::InlineAccount> {
-    let Object(map) = config?;
-    match serde_json::from_value(serde_json::Value::Object(map)) {
-        Ok(inline) => Some(inline),
-        Err(e) => {
-            // serde names the field (`unknown field`, `missing field`), never a value.
-            p.error("config", e.to_string());
-            None
-        }
-    }
+    config: Object<65536>,
+) -> Result<payonce_channels::inline::InlineAccount, ApiError> {
+    serde_json::from_value(serde_json::Value::Object(config.0))
+        .map_err(|e| ApiError::unprocessable("invalid_account", format!("config: {e}")))
 }
 
 /// Adds a channel account at runtime: checked (keys, certificate, one harmless signed call),
@@ -822,11 +829,11 @@ pub async fn add_channel_account(
     let name = p.required("name", fields.name);
     let default = p.optional("default", fields.default);
     let config = p.required("config", fields.config);
-    let inline = inline_config(&mut p, config);
     p.finish()?;
-    let (Some(Text(name)), Some(inline)) = (name, inline) else {
+    let (Some(Text(name)), Some(config)) = (name, config) else {
         unreachable!("finish() reported missing fields")
     };
+    let inline = inline_config(config)?;
     let outcome =
         crate::engine::accounts::save(&state, &name, default.is_some_and(|Flag(d)| d), &inline)
             .await;
@@ -837,7 +844,7 @@ pub async fn add_channel_account(
 /// failed check leaves it disabled.
 #[utoipa::path(put, path = "/admin/v1/channel-accounts/{channel}/{name}", operation_id = "rotate_channel_account", tag = "admin", security(("adminToken" = [])),
     params(("channel" = String, Path, description = "wechatpay, alipay, unionpay, sandbox"), ("name" = String, Path, description = "the account")),
-    request_body = SaveAccountRequest,
+    request_body = RotateAccountRequest,
     responses((status = 200, description = "checked and enabled", body = ChannelAccountView),
               (status = 400, description = "validation_failed", body = crate::error::Problem, content_type = "application/problem+json"),
               (status = 404, description = "not_found", body = crate::error::Problem, content_type = "application/problem+json"),
@@ -847,24 +854,24 @@ pub async fn rotate_channel_account(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path((channel, name)): Path<(String, String)>,
-    Body { fields, unknown }: Body<SaveAccountRequest>,
+    Body { fields, unknown }: Body<RotateAccountRequest>,
 ) -> Result<(axum::http::StatusCode, Json<ChannelAccountView>), ApiError> {
     authorize(&state, &headers)?;
     let mut p = Problems::new(unknown);
-    if !matches!(fields.name, Checked::Absent) {
-        p.error("name", "the account is named in the path");
-    }
     let default = p.optional("default", fields.default);
     let config = p.required("config", fields.config);
-    let inline = inline_config(&mut p, config);
     p.finish()?;
     let channel =
         payonce_core::ChannelName::parse(&channel).map_err(|_| ApiError::not_found("channel"))?;
-    let Some(inline) = inline else {
+    let Some(config) = config else {
         unreachable!("finish() reported missing fields")
     };
+    let inline = inline_config(config)?;
     if inline.channel() != channel {
-        return Err(ApiError::field("config", "its channel is not the path's"));
+        return Err(ApiError::unprocessable(
+            "invalid_account",
+            "config: its channel is not the path's",
+        ));
     }
     let known = state.store.channel_accounts().await?;
     if !known.iter().any(|a| a.channel == channel && a.name == name) {
