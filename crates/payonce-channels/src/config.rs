@@ -423,22 +423,7 @@ impl UnionpayConfig {
             Some(f) => Some(Certificate::from_pem(&read(f)?).map_err(|e| invalid(f, e))?),
             None => None,
         };
-        let mut fingerprints = vec![
-            (
-                format!("signing certificate {}", cert.serial_decimal),
-                crate::crypto::sha256_hex(cert.der()),
-            ),
-            (
-                "root certificate".to_owned(),
-                crate::crypto::sha256_hex(root.der()),
-            ),
-        ];
-        if let Some(m) = &middle {
-            fingerprints.push((
-                "middle certificate".to_owned(),
-                crate::crypto::sha256_hex(m.der()),
-            ));
-        }
+        let fingerprints = unionpay_fingerprints(&cert, &root, middle.as_ref());
         let keys = crate::unionpay::UnionpayKeys {
             mer_id: u.mer_id.clone(),
             sign_key,
@@ -496,6 +481,27 @@ impl WechatpayConfig {
                 .unwrap_or(!self.platform_cert_files.is_empty()),
         })
     }
+}
+
+/// What an operator compares of a UnionPay account: its signing certificate (named by its
+/// `certId`), UnionPay's root and middle certificates.
+pub(crate) fn unionpay_fingerprints(
+    sign: &Certificate,
+    root: &Certificate,
+    middle: Option<&Certificate>,
+) -> Vec<(String, String)> {
+    let fp = |c: &Certificate| crate::crypto::sha256_hex(c.der());
+    let mut out = vec![
+        (
+            format!("signing certificate {}", sign.serial_decimal),
+            fp(sign),
+        ),
+        ("root certificate".to_owned(), fp(root)),
+    ];
+    if let Some(m) = middle {
+        out.push(("middle certificate".to_owned(), fp(m)));
+    }
+    out
 }
 
 /// The HTTP client every connector calls its channel with: `timeout` bounds a call (past it the

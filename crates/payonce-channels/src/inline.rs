@@ -260,22 +260,8 @@ impl InlineAccount {
                         "middle_cert_pem is not issued by root_cert_pem (or is not valid now)",
                     ));
                 }
-                let mut fingerprints = vec![
-                    (
-                        format!("signing certificate {}", sign_cert.serial_decimal),
-                        crate::crypto::sha256_hex(sign_cert.der()),
-                    ),
-                    (
-                        "root certificate".to_owned(),
-                        crate::crypto::sha256_hex(root.der()),
-                    ),
-                ];
-                if let Some(m) = &middle {
-                    fingerprints.push((
-                        "middle certificate".to_owned(),
-                        crate::crypto::sha256_hex(m.der()),
-                    ));
-                }
+                let fingerprints =
+                    crate::config::unionpay_fingerprints(&sign_cert, &root, middle.as_ref());
                 let file_transfer = crate::config::UnionpayConfig::transfer_host(
                     gateway,
                     file_transfer_url.as_deref(),
