@@ -3,7 +3,7 @@
 //! one account (`[wechatpay]`, named `default`) or several (`[[wechatpay]] name = "shop-a"`).
 
 use crate::crypto::{Certificate, RsaSigner, RsaVerifier};
-use crate::{ChannelAccount, ChannelRegistry, sandbox};
+use crate::{AccountRole, ChannelAccount, ChannelRegistry, sandbox};
 use payonce_core::ChannelName;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -133,13 +133,23 @@ pub struct WechatpayConfig {
     /// The account an app without a binding uses when the channel has several.
     #[serde(default)]
     pub default: bool,
-    /// `https://api.mch.weixin.qq.com` in production.
-    pub gateway: String,
-    pub mchid: String,
-    pub appid: String,
-    pub merchant_serial_no: String,
-    pub merchant_key_file: PathBuf,
-    pub apiv3_key_file: PathBuf,
+    /// A service provider (服务商): its keys sign its sub-merchants' calls; it takes no
+    /// payment itself.
+    #[serde(default)]
+    pub service_provider: bool,
+    /// A sub-merchant (特约商户): the name of its provider's account. A sub-merchant names only
+    /// `sub_mchid` (and `sub_appid`): gateway and keys are its provider's.
+    pub provider: Option<String>,
+    pub sub_mchid: Option<String>,
+    pub sub_appid: Option<String>,
+    /// `https://api.mch.weixin.qq.com` in production. The fields below are required of a
+    /// merchant or provider and refused of a sub-merchant.
+    pub gateway: Option<String>,
+    pub mchid: Option<String>,
+    pub appid: Option<String>,
+    pub merchant_serial_no: Option<String>,
+    pub merchant_key_file: Option<PathBuf>,
+    pub apiv3_key_file: Option<PathBuf>,
     /// The platform public key (`PUB_KEY_ID_…` mode) …
     pub platform_public_key_file: Option<PathBuf>,
     pub platform_public_key_id: Option<String>,
@@ -207,8 +217,8 @@ impl ChannelsConfig {
             s.key_file = base.join(&s.key_file);
         }
         for w in &mut cfg.wechatpay.0 {
-            w.merchant_key_file = base.join(&w.merchant_key_file);
-            w.apiv3_key_file = base.join(&w.apiv3_key_file);
+            w.merchant_key_file = w.merchant_key_file.as_ref().map(|p| base.join(p));
+            w.apiv3_key_file = w.apiv3_key_file.as_ref().map(|p| base.join(p));
             w.platform_public_key_file = w.platform_public_key_file.as_ref().map(|p| base.join(p));
             w.platform_cert_files = w.platform_cert_files.iter().map(|p| base.join(p)).collect();
         }
@@ -224,7 +234,86 @@ impl ChannelsConfig {
             a.alipay_public_key_file = base.join(&a.alipay_public_key_file);
         }
         cfg.check_names(path)?;
+        cfg.check_wechat_roles()
+            .map_err(|message| ConfigError::Invalid {
+                path: path.into(),
+                message,
+            })?;
         Ok(cfg)
+    }
+
+    /// A WeChat account is a merchant (its own keys), a provider (its own keys, no payments,
+    /// never the default) or a sub-merchant (`provider` + `sub_mchid`, nothing else of keys).
+    fn check_wechat_roles(&self) -> Result<(), String> {
+        for w in &self.wechatpay.0 {
+            let name = w.name.as_deref().unwrap_or(DEFAULT_ACCOUNT);
+            let own = [
+                ("gateway", w.gateway.is_some()),
+                ("mchid", w.mchid.is_some()),
+                ("appid", w.appid.is_some()),
+                ("merchant_serial_no", w.merchant_serial_no.is_some()),
+                ("merchant_key_file", w.merchant_key_file.is_some()),
+                ("apiv3_key_file", w.apiv3_key_file.is_some()),
+                (
+                    "platform_public_key_file",
+                    w.platform_public_key_file.is_some(),
+                ),
+                ("platform_public_key_id", w.platform_public_key_id.is_some()),
+                ("platform_cert_files", !w.platform_cert_files.is_empty()),
+                ("download_certificates", w.download_certificates.is_some()),
+            ];
+            match &w.provider {
+                Some(provider) => {
+                    if let Some((field, _)) = own.iter().find(|(_, given)| *given) {
+                        return Err(format!(
+                            "[[wechatpay]] {name:?} is a sub-merchant of {provider:?}: it signs with its provider's keys, so `{field}` belongs in the provider's table"
+                        ));
+                    }
+                    if w.service_provider {
+                        return Err(format!(
+                            "[[wechatpay]] {name:?}: a sub-merchant cannot be a service provider"
+                        ));
+                    }
+                    if w.sub_mchid.as_deref().is_none_or(str::is_empty) {
+                        return Err(format!(
+                            "[[wechatpay]] {name:?}: a sub-merchant needs sub_mchid"
+                        ));
+                    }
+                    let known = self.wechatpay.0.iter().find(|p| {
+                        p.name.as_deref().unwrap_or(DEFAULT_ACCOUNT) == provider.as_str()
+                    });
+                    match known {
+                        Some(p) if p.service_provider => {}
+                        Some(_) => {
+                            return Err(format!(
+                                "[[wechatpay]] {name:?}: its provider {provider:?} is not marked service_provider = true"
+                            ));
+                        }
+                        None => {
+                            return Err(format!(
+                                "[[wechatpay]] {name:?}: no [[wechatpay]] account is named {provider:?}"
+                            ));
+                        }
+                    }
+                }
+                None => {
+                    if let Some((field, _)) = own[..6].iter().find(|(_, given)| !*given) {
+                        return Err(format!("[[wechatpay]] {name:?}: missing `{field}`"));
+                    }
+                    if w.sub_mchid.is_some() || w.sub_appid.is_some() {
+                        return Err(format!(
+                            "[[wechatpay]] {name:?}: sub_mchid / sub_appid need provider = \"<its provider's account>\""
+                        ));
+                    }
+                    if w.service_provider && w.default {
+                        return Err(format!(
+                            "[[wechatpay]] {name:?}: a service provider takes no payments, so it cannot be the default account"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Every account's (channel, name, marked default), in file order.
@@ -307,6 +396,7 @@ impl ChannelsConfig {
                 // What the sandbox's bills name as their merchant account.
                 merchant_id: "sandbox".into(),
                 fingerprints: Vec::new(),
+                role: AccountRole::Merchant,
                 connector: Arc::new(sandbox::SandboxClient::new(
                     s.gateway.clone(),
                     key,
@@ -316,9 +406,41 @@ impl ChannelsConfig {
             });
         }
         for w in &self.wechatpay.0 {
-            let keys = w.keys()?;
+            // A sub-merchant's calls are signed with its provider's keys (`load` checked the
+            // provider exists and is one).
+            let (own, role, merchant_id) = match &w.provider {
+                Some(provider) => (
+                    self.wechatpay
+                        .0
+                        .iter()
+                        .find(|p| label(&p.name) == *provider)
+                        .expect("checked by load"),
+                    AccountRole::SubMerchant {
+                        provider: provider.clone(),
+                    },
+                    w.sub_mchid.clone().unwrap_or_default(),
+                ),
+                None if w.service_provider => (
+                    w,
+                    AccountRole::Provider,
+                    w.mchid.clone().unwrap_or_default(),
+                ),
+                None => (
+                    w,
+                    AccountRole::Merchant,
+                    w.mchid.clone().unwrap_or_default(),
+                ),
+            };
+            let mut keys = own.keys()?;
+            keys.partner = w
+                .sub_mchid
+                .as_ref()
+                .map(|sub_mchid| crate::wechatpay::SubMerchant {
+                    sub_mchid: sub_mchid.clone(),
+                    sub_appid: w.sub_appid.clone(),
+                });
             let mut fingerprints = vec![(
-                format!("merchant key {}", w.merchant_serial_no),
+                format!("merchant key {}", keys.merchant_serial_no),
                 keys.merchant_key.verifier().fingerprint(),
             )];
             for (id, key) in &keys.platform.0 {
@@ -327,10 +449,11 @@ impl ChannelsConfig {
             reg.insert_account(ChannelAccount {
                 name: label(&w.name),
                 is_default: w.default,
-                merchant_id: w.mchid.clone(),
+                merchant_id,
                 fingerprints,
+                role,
                 connector: Arc::new(crate::wechatpay::WechatpayClient::new(
-                    w.gateway.clone(),
+                    own.gateway.clone().unwrap_or_default(),
                     keys,
                     http.clone(),
                     clock.clone(),
@@ -360,6 +483,7 @@ impl ChannelsConfig {
                 is_default: a.default,
                 merchant_id: a.app_id.clone(),
                 fingerprints,
+                role: AccountRole::Merchant,
                 connector: Arc::new(crate::alipay::AlipayClient::new(
                     a.gateway.clone(),
                     keys,
@@ -375,6 +499,7 @@ impl ChannelsConfig {
                 is_default: u.default,
                 merchant_id: u.mer_id.clone(),
                 fingerprints,
+                role: AccountRole::Merchant,
                 connector: Arc::new(crate::unionpay::UnionpayClient::new(
                     u.gateway.clone(),
                     u.file_transfer_url(),
@@ -437,7 +562,20 @@ impl UnionpayConfig {
 }
 
 impl WechatpayConfig {
+    /// The keys of a merchant or provider table (`load` checked the fields are there).
     pub fn keys(&self) -> Result<crate::wechatpay::WechatpayKeys, ConfigError> {
+        let need = |field: &str| ConfigError::Invalid {
+            path: PathBuf::from("[wechatpay]"),
+            message: format!("missing `{field}`"),
+        };
+        let apiv3_key_file = self
+            .apiv3_key_file
+            .as_ref()
+            .ok_or_else(|| need("apiv3_key_file"))?;
+        let merchant_key_file = self
+            .merchant_key_file
+            .as_ref()
+            .ok_or_else(|| need("merchant_key_file"))?;
         let mut platform = crate::wechatpay::protocol::PlatformKeys::default();
         if let (Some(file), Some(id)) =
             (&self.platform_public_key_file, &self.platform_public_key_id)
@@ -459,26 +597,30 @@ impl WechatpayConfig {
                 message: "no platform public key or certificate".into(),
             });
         }
-        let apiv3 = read(&self.apiv3_key_file)?.trim().as_bytes().to_vec();
+        let apiv3 = read(apiv3_key_file)?.trim().as_bytes().to_vec();
         if apiv3.len() != 32 {
             return Err(invalid(
-                &self.apiv3_key_file,
+                apiv3_key_file,
                 "the APIv3 key must be 32 characters",
             ));
         }
         Ok(crate::wechatpay::WechatpayKeys {
-            mchid: self.mchid.clone(),
-            appid: self.appid.clone(),
-            merchant_serial_no: self.merchant_serial_no.clone(),
+            mchid: self.mchid.clone().ok_or_else(|| need("mchid"))?,
+            appid: self.appid.clone().ok_or_else(|| need("appid"))?,
+            merchant_serial_no: self
+                .merchant_serial_no
+                .clone()
+                .ok_or_else(|| need("merchant_serial_no"))?,
             merchant_key: std::sync::Arc::new(
-                RsaSigner::from_pem(&read(&self.merchant_key_file)?)
-                    .map_err(|e| invalid(&self.merchant_key_file, e))?,
+                RsaSigner::from_pem(&read(merchant_key_file)?)
+                    .map_err(|e| invalid(merchant_key_file, e))?,
             ),
             apiv3_key: crate::secret::SecretBytes::new(apiv3),
             platform,
             download_certificates: self
                 .download_certificates
                 .unwrap_or(!self.platform_cert_files.is_empty()),
+            partner: None,
         })
     }
 }
@@ -599,6 +741,63 @@ mod tests {
             (
                 format!("[sandbox]\n{SANDBOX}unknown_field = 1\n"),
                 "unknown field",
+            ),
+        ] {
+            let e = parse(&bad).expect_err(says).to_string();
+            assert!(e.contains(says), "{e} should say {says}");
+        }
+    }
+
+    const WECHAT_KEYS: &str = "gateway = \"http://127.0.0.1:1\"\nmchid = \"1230000109\"\nappid = \"wx8\"\nmerchant_serial_no = \"AB\"\nmerchant_key_file = \"k.pem\"\napiv3_key_file = \"v3\"\n";
+
+    #[test]
+    fn a_sub_merchant_names_its_provider_and_only_its_own_numbers() {
+        let ok = parse(&format!(
+            "[[wechatpay]]\nname = \"sp\"\nservice_provider = true\n{WECHAT_KEYS}\n\
+             [[wechatpay]]\nname = \"sub1\"\nprovider = \"sp\"\nsub_mchid = \"1900000109\"\nsub_appid = \"wx9\"\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.wechatpay.0.len(), 2);
+        for (bad, says) in [
+            (
+                format!(
+                    "[[wechatpay]]\nname = \"sp\"\nservice_provider = true\n{WECHAT_KEYS}\n\
+                     [[wechatpay]]\nname = \"sub1\"\nprovider = \"sp\"\nsub_mchid = \"1\"\nmerchant_key_file = \"x\"\n"
+                ),
+                "`merchant_key_file` belongs in the provider's table",
+            ),
+            (
+                format!(
+                    "[[wechatpay]]\nname = \"sp\"\nservice_provider = true\n{WECHAT_KEYS}\n\
+                     [[wechatpay]]\nname = \"sub1\"\nprovider = \"sp\"\n"
+                ),
+                "needs sub_mchid",
+            ),
+            (
+                format!(
+                    "[[wechatpay]]\nname = \"sp\"\n{WECHAT_KEYS}\n\
+                     [[wechatpay]]\nname = \"sub1\"\nprovider = \"sp\"\nsub_mchid = \"1\"\n"
+                ),
+                "not marked service_provider = true",
+            ),
+            (
+                "[[wechatpay]]\nname = \"sub1\"\nprovider = \"nobody\"\nsub_mchid = \"1\"\n"
+                    .to_owned(),
+                "no [[wechatpay]] account is named \"nobody\"",
+            ),
+            (
+                format!(
+                    "[[wechatpay]]\nname = \"sp\"\nservice_provider = true\ndefault = true\n{WECHAT_KEYS}"
+                ),
+                "cannot be the default account",
+            ),
+            (
+                "[[wechatpay]]\nname = \"a\"\ngateway = \"http://x\"\n".to_owned(),
+                "missing `mchid`",
+            ),
+            (
+                format!("[[wechatpay]]\nname = \"a\"\n{WECHAT_KEYS}sub_mchid = \"1\"\n"),
+                "sub_mchid / sub_appid need provider",
             ),
         ] {
             let e = parse(&bad).expect_err(says).to_string();

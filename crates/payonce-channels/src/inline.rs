@@ -186,6 +186,7 @@ impl InlineAccount {
                     download_certificates: download_certificates
                         .unwrap_or(!platform_cert_pems.is_empty()),
                     platform,
+                    partner: None,
                 };
                 (
                     Arc::new(crate::wechatpay::WechatpayClient::new(
@@ -299,6 +300,7 @@ impl InlineAccount {
             }
         };
         Ok(ChannelAccount {
+            role: crate::AccountRole::Merchant,
             name: name.to_owned(),
             connector,
             merchant_id: self.merchant_id().to_owned(),

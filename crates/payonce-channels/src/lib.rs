@@ -220,6 +220,10 @@ pub enum NotifyError {
     Stale,
     #[error("malformed notification: {0}")]
     Malformed(String),
+    /// Genuine (it verified and decrypted) but about another merchant: a sub-merchant's
+    /// message at a sibling's address (they share their provider's keys). Isolation, I9.
+    #[error("a notification for another merchant: {0}")]
+    OtherMerchant(String),
 }
 
 /// An HTTP answer to a channel's notification, in that channel's own format.
@@ -298,11 +302,51 @@ pub struct ChannelAccount {
     pub fingerprints: Vec<(String, String)>,
     /// Marked `default = true`: the account of apps without a binding when there are several.
     pub is_default: bool,
+    /// A merchant of its own, a service provider, or one of a provider's sub-merchants.
+    pub role: AccountRole,
+}
+
+/// What kind of merchant an account is (WeChat's 服务商 model; other channels' accounts are all
+/// `Merchant` today).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccountRole {
+    /// A merchant that takes payments under its own number.
+    Merchant,
+    /// A service provider (服务商): holds the keys its sub-merchants' calls are signed with,
+    /// takes no payment itself (no app can be bound to it).
+    Provider,
+    /// A sub-merchant (特约商户) of the named provider account: its own merchant number, the
+    /// provider's keys, the partner APIs.
+    SubMerchant { provider: String },
+}
+
+impl AccountRole {
+    /// The word the admin API and the console show.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AccountRole::Merchant => "merchant",
+            AccountRole::Provider => "provider",
+            AccountRole::SubMerchant { .. } => "sub_merchant",
+        }
+    }
+
+    /// The provider account a sub-merchant's calls go through.
+    pub fn provider(&self) -> Option<&str> {
+        match self {
+            AccountRole::SubMerchant { provider } => Some(provider),
+            _ => None,
+        }
+    }
 }
 
 impl ChannelAccount {
     pub fn channel(&self) -> ChannelName {
         self.connector.name()
+    }
+
+    /// Can an app's payments go through it? Not a service provider's own account.
+    pub fn takes_payments(&self) -> bool {
+        self.role != AccountRole::Provider
     }
 }
 
@@ -330,9 +374,10 @@ impl ChannelRegistry {
     /// and none is marked (every app must then be bound to one).
     pub fn default_account(&self, name: ChannelName) -> Option<&Arc<ChannelAccount>> {
         let accounts = self.channels.get(&name)?;
-        match accounts.as_slice() {
+        let payable: Vec<_> = accounts.iter().filter(|a| a.takes_payments()).collect();
+        match payable.as_slice() {
             [only] => Some(only),
-            several => several.iter().find(|a| a.is_default),
+            several => several.iter().copied().find(|a| a.is_default),
         }
     }
 

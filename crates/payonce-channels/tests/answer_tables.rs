@@ -331,6 +331,7 @@ fn wechat(gateway: String, platform: &RsaSigner) -> wechatpay::WechatpayClient {
         ),
         platform: keys,
         download_certificates: false,
+        partner: None,
     };
     wechatpay::WechatpayClient::new(gateway, k, http(), clock())
 }

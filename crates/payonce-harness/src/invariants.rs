@@ -25,8 +25,12 @@ pub struct Ledger {
 #[serde(deny_unknown_fields)]
 pub struct LedgerOrder {
     pub channel: String,
-    /// The merchant (account name) the channel order was made at.
+    /// The merchant (account name) the channel order was made at: for a sub-merchant's order,
+    /// its service provider …
     pub merchant: String,
+    /// … and the sub-merchant itself (WeChat's partner APIs).
+    #[serde(default)]
+    pub sub_merchant: Option<String>,
     pub out_trade_no: String,
     pub state: String,
     pub amount: i64,
@@ -41,6 +45,8 @@ pub struct LedgerOrder {
 pub struct LedgerMoney {
     pub channel: String,
     pub merchant: String,
+    #[serde(default)]
+    pub sub_merchant: Option<String>,
     pub out_trade_no: String,
     pub amount: i64,
 }
@@ -50,6 +56,8 @@ pub struct LedgerMoney {
 pub struct LedgerRefund {
     pub channel: String,
     pub merchant: String,
+    #[serde(default)]
+    pub sub_merchant: Option<String>,
     pub out_trade_no: String,
     pub out_refund_no: String,
     pub amount: i64,
@@ -107,11 +115,13 @@ pub async fn check(store: &dyn Inspect, ledger: &Value) -> Vec<String> {
             continue;
         };
         // I9: a channel order lives at the merchant whose account the attempt names: every
-        // query, close and refund about it went to that merchant, never another.
-        if co.merchant != a.account {
+        // query, close and refund about it went to that merchant, never another. A
+        // sub-merchant's order is at the sub-merchant, whichever provider signed for it.
+        let at = co.sub_merchant.as_deref().unwrap_or(&co.merchant);
+        if at != a.account {
             v.push(format!(
-                "I9: channel order {channel}/{no} is at merchant {} but its attempt names account {}",
-                co.merchant, a.account
+                "I9: channel order {channel}/{no} is at merchant {at} but its attempt names account {}",
+                a.account
             ));
         }
         if co.amount != a.amount.minor {

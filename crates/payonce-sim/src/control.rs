@@ -119,7 +119,12 @@ async fn statement(State(sim): State<Arc<Sim>>, Query(q): Query<StatementQuery>)
 }
 
 async fn ledger(State(sim): State<Arc<Sim>>) -> Json<serde_json::Value> {
-    Json(sim.ledger.lock().unwrap().to_json())
+    Json(
+        sim.ledger
+            .lock()
+            .unwrap()
+            .to_json(|channel, name| sim.ledger_names(channel, name)),
+    )
 }
 
 async fn set_faults(State(sim): State<Arc<Sim>>, Json(patch): Json<serde_json::Value>) -> Response {

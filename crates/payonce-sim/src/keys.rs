@@ -14,13 +14,37 @@ pub const UNIONPAY_MER_ID: &str = "777290058110048";
 
 /// One WeChat merchant the simulator serves: its identifiers, the public half of its API key
 /// (requests are checked with it) and its APIv3 key (its notifications are encrypted with it).
+/// A sub-merchant has no key of its own: `serial`, `key` and `apiv3` are its provider's.
 pub struct WechatMerchant {
+    /// Its account name in the `channels.toml` the simulator writes (`/sim/ledger` names it).
+    pub name: String,
     pub mchid: String,
     pub appid: String,
     pub serial: String,
     pub key: RsaVerifier,
     pub apiv3: SecretBytes,
+    pub role: WechatRole,
 }
+
+/// WeChat's merchant kinds: a direct merchant, a service provider (服务商, signs for its
+/// sub-merchants, makes no order of its own) and a sub-merchant (特约商户) of a provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WechatRole {
+    Merchant,
+    Provider,
+    /// The index of its provider in `SimKeys::wechat`.
+    SubMerchant {
+        provider: usize,
+    },
+}
+
+/// The service provider a multi-merchant simulator plays, and its two sub-merchants: WeChat's
+/// documented example numbers. `sub1` has an appid of its own (payers by `sub_openid`),
+/// `sub2` has none (payers by `sp_openid`).
+pub const WECHAT_SP_MCHID: &str = "1230000109";
+pub const WECHAT_SP_APPID: &str = "wx8888888888888888";
+pub const WECHAT_SUB_MCHIDS: [&str; 2] = ["1900000109", "1900000110"];
+pub const WECHAT_SUB1_APPID: &str = "wxd678efh567hg6999";
 
 /// One Alipay app (merchant) the simulator serves.
 pub struct AlipayMerchant {
@@ -202,17 +226,55 @@ impl SimKeys {
                 || nonce(32),
             )?;
             wechat.push(WechatMerchant {
+                name: account_name(i, merchants),
                 mchid,
                 appid,
                 serial,
                 key: rsa(&dir.join(merchant_file(i, "wechatpay", "merchant_key.pem")))?.verifier(),
                 apiv3: SecretBytes::new(apiv3.trim().as_bytes().to_vec()),
+                role: WechatRole::Merchant,
             });
             alipay.push(AlipayMerchant {
                 app_id: alipay_app_id(i),
                 app_key: rsa(&dir.join(merchant_file(i, "alipay", "app_private_key.pem")))?
                     .verifier(),
             });
+        }
+        if merchants > 1 {
+            // The provider `sp` and its sub-merchants `sub1`, `sub2` (after the merchants, so
+            // merchant 0 keeps today's place).
+            let provider = wechat.len();
+            let serial = load_or(&dir.join("wechatpay_sp_serial"), || nonce(40))?
+                .trim()
+                .to_owned();
+            let apiv3 = load_or(&dir.join("wechatpay_sp_apiv3.key"), || nonce(32))?;
+            let apiv3 = SecretBytes::new(apiv3.trim().as_bytes().to_vec());
+            let key = rsa(&dir.join("wechatpay_sp_merchant_key.pem"))?.verifier();
+            wechat.push(WechatMerchant {
+                name: "sp".into(),
+                mchid: WECHAT_SP_MCHID.into(),
+                appid: WECHAT_SP_APPID.into(),
+                serial: serial.clone(),
+                key: key.clone(),
+                apiv3: apiv3.clone(),
+                role: WechatRole::Provider,
+            });
+            for (k, sub_mchid) in WECHAT_SUB_MCHIDS.iter().enumerate() {
+                wechat.push(WechatMerchant {
+                    name: format!("sub{}", k + 1),
+                    mchid: (*sub_mchid).into(),
+                    // sub2 has no appid of its own: its payers are the provider's.
+                    appid: if k == 0 {
+                        WECHAT_SUB1_APPID.into()
+                    } else {
+                        String::new()
+                    },
+                    serial: serial.clone(),
+                    key: key.clone(),
+                    apiv3: apiv3.clone(),
+                    role: WechatRole::SubMerchant { provider },
+                });
+            }
         }
         let alipay_platform = rsa(&dir.join("alipay_private_key.pem"))?;
         std::fs::write(
@@ -255,7 +317,7 @@ impl SimKeys {
     /// `mN`, the first marked default. The platform keys (WeChat's, Alipay's, UnionPay's
     /// signing certificate) are the simulated channel's own, shared by its merchants.
     pub fn channels_toml(&self, base: &str, listed: Option<usize>) -> String {
-        let n = self.wechat.len();
+        let n = self.alipay.len();
         let listed = listed.unwrap_or(n).clamp(1, n);
         let (open, close) = if n == 1 { ("[", "]") } else { ("[[", "]]") };
         let label = |i: usize| {
@@ -273,7 +335,11 @@ impl SimKeys {
             "# Written by `payonce sim`: the simulated channels and the merchant's keys for them.\n\
              [sandbox]\ngateway = \"{base}\"\nkey_file = \"sandbox.key\"\n"
         );
-        for (i, m) in self.wechat.iter().enumerate().take(listed) {
+        let direct = self
+            .wechat
+            .iter()
+            .filter(|m| m.role == WechatRole::Merchant);
+        for (i, m) in direct.enumerate().take(listed) {
             out.push_str(&format!(
                 "\n{open}wechatpay{close}\n{}gateway = \"{base}\"\nmchid = \"{}\"\nappid = \"{}\"\n\
                  merchant_serial_no = \"{}\"\nmerchant_key_file = \"{}\"\n\
@@ -287,6 +353,29 @@ impl SimKeys {
                 merchant_file(i, "wechatpay", "apiv3.key"),
                 self.wechat_platform_key_id
             ));
+        }
+        for m in &self.wechat {
+            match m.role {
+                WechatRole::Merchant => {}
+                WechatRole::Provider => out.push_str(&format!(
+                    "\n[[wechatpay]]\nname = \"{}\"\nservice_provider = true\ngateway = \"{base}\"\n\
+                     mchid = \"{}\"\nappid = \"{}\"\nmerchant_serial_no = \"{}\"\n\
+                     merchant_key_file = \"wechatpay_sp_merchant_key.pem\"\n\
+                     apiv3_key_file = \"wechatpay_sp_apiv3.key\"\n\
+                     platform_public_key_file = \"wechatpay_platform_public_key.pem\"\n\
+                     platform_public_key_id = \"{}\"\n",
+                    m.name, m.mchid, m.appid, m.serial, self.wechat_platform_key_id
+                )),
+                WechatRole::SubMerchant { provider } => {
+                    out.push_str(&format!(
+                        "\n[[wechatpay]]\nname = \"{}\"\nprovider = \"{}\"\nsub_mchid = \"{}\"\n",
+                        m.name, self.wechat[provider].name, m.mchid
+                    ));
+                    if !m.appid.is_empty() {
+                        out.push_str(&format!("sub_appid = \"{}\"\n", m.appid));
+                    }
+                }
+            }
         }
         for (i, m) in self.alipay.iter().enumerate().take(listed) {
             out.push_str(&format!(
@@ -311,11 +400,23 @@ impl SimKeys {
         out
     }
 
+    /// The WeChat merchant or provider that signs as `mchid` (a sub-merchant signs nothing:
+    /// its provider does).
     pub fn wechat_by_mchid(&self, mchid: &str) -> Option<(usize, &WechatMerchant)> {
         self.wechat
             .iter()
             .enumerate()
-            .find(|(_, m)| m.mchid == mchid)
+            .find(|(_, m)| m.mchid == mchid && !matches!(m.role, WechatRole::SubMerchant { .. }))
+    }
+
+    /// The sub-merchant `sub_mchid` under `provider`; `Err(true)` when it exists under another
+    /// provider (or is no sub-merchant), `Err(false)` when WeChat knows no such merchant.
+    pub fn wechat_sub_merchant(&self, provider: usize, sub_mchid: &str) -> Result<usize, bool> {
+        match self.wechat.iter().position(|m| m.mchid == sub_mchid) {
+            Some(i) if self.wechat[i].role == (WechatRole::SubMerchant { provider }) => Ok(i),
+            Some(_) => Err(true),
+            None => Err(false),
+        }
     }
 
     pub fn alipay_by_app_id(&self, app_id: &str) -> Option<(usize, &AlipayMerchant)> {

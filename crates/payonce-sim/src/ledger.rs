@@ -208,15 +208,34 @@ impl Ledger {
         Ok(r)
     }
 
-    pub fn to_json(&self) -> serde_json::Value {
+    /// The ledger as `/sim/ledger` shows it; `names` splits an account name into `merchant`
+    /// and, for a sub-merchant, `sub_merchant` (`Sim::ledger_names`).
+    pub fn to_json(
+        &self,
+        names: impl Fn(ChannelName, &str) -> (String, Option<String>),
+    ) -> serde_json::Value {
+        let named = |channel: ChannelName, mut v: serde_json::Value| {
+            let account = v["merchant"].as_str().unwrap_or_default().to_owned();
+            let (merchant, sub) = names(channel, &account);
+            v["merchant"] = merchant.into();
+            if let Some(sub) = sub {
+                v["sub_merchant"] = sub.into();
+            }
+            v
+        };
         serde_json::json!({
-            "orders": self.orders.values().map(SimOrder::view).collect::<Vec<_>>(),
-            "charges": self.charges,
-            "refunds": self.refunds,
+            "orders": self.orders.values().map(|o| named(o.channel, o.view())).collect::<Vec<_>>(),
+            "charges": self.charges.iter().map(|c| named(c.channel, json(c))).collect::<Vec<_>>(),
+            "refunds": self.refunds.iter().map(|r| named(r.channel, json(r))).collect::<Vec<_>>(),
             "prepay_requests": self.prepay_requests,
             "refund_requests": self.refund_requests,
         })
     }
+}
+
+/// A ledger entry (charge or refund) as JSON.
+fn json(entry: &impl Serialize) -> serde_json::Value {
+    serde_json::to_value(entry).expect("ledger entries serialise")
 }
 
 /// Fault knobs (API.md, `/sim/faults`). Posted JSON merges into the current values.

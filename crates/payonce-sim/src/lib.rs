@@ -172,9 +172,27 @@ impl Sim {
         }
     }
 
-    /// The account name of a channel's merchant `i` (`/sim/ledger`'s `merchant`).
+    /// The account name of a channel's merchant `i` (a sub-merchant's own name, `sub1`).
     pub fn merchant_name(&self, channel: ChannelName, i: usize) -> String {
-        keys::account_name(i, self.merchants(channel))
+        match channel {
+            ChannelName::Wechatpay => self.keys.wechat[i].name.clone(),
+            _ => keys::account_name(i, self.merchants(channel)),
+        }
+    }
+
+    /// How `/sim/ledger` names the account `name` of `channel`: `(merchant, sub_merchant)` —
+    /// the provider and the sub-merchant for a sub-merchant, else `(name, None)`.
+    pub fn ledger_names(&self, channel: ChannelName, name: &str) -> (String, Option<String>) {
+        if channel == ChannelName::Wechatpay
+            && let Some(m) = self.keys.wechat.iter().find(|m| m.name == name)
+            && let keys::WechatRole::SubMerchant { provider } = m.role
+        {
+            return (
+                self.keys.wechat[provider].name.clone(),
+                Some(name.to_owned()),
+            );
+        }
+        (name.to_owned(), None)
     }
 
     pub fn ledger_snapshot(&self) -> Ledger {

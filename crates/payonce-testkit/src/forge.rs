@@ -57,10 +57,14 @@ pub fn wechat_paid(
 
 /// One of the simulator's WeChat merchants, as its `channels.toml` names it.
 pub struct WxMerchant {
+    /// The merchant's — for a sub-merchant, its provider's (`sp_mchid`, `sp_appid`).
     pub mchid: String,
     pub appid: String,
-    /// The APIv3 key file in the simulator's state dir.
+    /// The APIv3 key file in the simulator's state dir (a sub-merchant's is its provider's).
     pub apiv3_key_file: String,
+    /// A sub-merchant's own number and appid: its messages name them beside the provider's.
+    pub sub_mchid: Option<String>,
+    pub sub_appid: Option<String>,
 }
 
 impl WxMerchant {
@@ -70,27 +74,37 @@ impl WxMerchant {
             mchid: "1900000001".into(),
             appid: "wxd678efh567hg6787".into(),
             apiv3_key_file: "wechatpay_apiv3.key".into(),
+            sub_mchid: None,
+            sub_appid: None,
         }
     }
 
     /// The merchant of account `name` in the simulator's `channels.toml`.
     pub fn of_account(sim_dir: &Path, name: &str) -> Self {
         let cfg = payonce_channels::ChannelsConfig::load(&sim_dir.join("channels.toml")).unwrap();
-        let w = cfg
-            .wechatpay
-            .0
-            .iter()
-            .find(|w| w.name.as_deref().unwrap_or("default") == name)
-            .unwrap_or_else(|| panic!("no wechatpay account {name}"));
+        let find = |name: &str| {
+            cfg.wechatpay
+                .0
+                .iter()
+                .find(|w| w.name.as_deref().unwrap_or("default") == name)
+                .unwrap_or_else(|| panic!("no wechatpay account {name}"))
+        };
+        let w = find(name);
+        // A sub-merchant's messages are its provider's keys and numbers, plus its own.
+        let own = w.provider.as_deref().map_or(w, find);
         WxMerchant {
-            mchid: w.mchid.clone(),
-            appid: w.appid.clone(),
-            apiv3_key_file: w
+            mchid: own.mchid.clone().unwrap(),
+            appid: own.appid.clone().unwrap(),
+            apiv3_key_file: own
                 .apiv3_key_file
+                .as_ref()
+                .unwrap()
                 .file_name()
                 .unwrap()
                 .to_string_lossy()
                 .into_owned(),
+            sub_mchid: w.sub_mchid.clone(),
+            sub_appid: w.sub_appid.clone(),
         }
     }
 }
@@ -110,13 +124,28 @@ pub fn wechat_paid_by(
     let ids = read(sim_dir, "wechatpay_ids");
     let key_id = ids.lines().nth(1).unwrap().to_owned();
     let platform = RsaSigner::from_pem(&read(sim_dir, "wechatpay_platform_key.pem")).unwrap();
-    let t = json!({
-        "appid": m.appid, "mchid": m.mchid, "out_trade_no": out_trade_no,
+    let mut t = json!({
+        "out_trade_no": out_trade_no,
         // One payment number per channel order, as WeChat numbers them.
         "transaction_id": payment_number("42000000", out_trade_no), "trade_type": "NATIVE", "trade_state": "SUCCESS",
         "trade_state_desc": "支付成功", "success_time": "2026-11-23T10:00:00+08:00",
         "amount": {"total": total, "payer_total": payer_total, "currency": "CNY", "payer_currency": "CNY"},
     });
+    match &m.sub_mchid {
+        // A partner transaction (服务商): the provider's numbers, then the sub-merchant's.
+        Some(sub) => {
+            t["sp_mchid"] = json!(m.mchid);
+            t["sp_appid"] = json!(m.appid);
+            t["sub_mchid"] = json!(sub);
+            if let Some(a) = &m.sub_appid {
+                t["sub_appid"] = json!(a);
+            }
+        }
+        None => {
+            t["mchid"] = json!(m.mchid);
+            t["appid"] = json!(m.appid);
+        }
+    }
     let (nonce, mut ct) = wx::encrypt_resource(
         apiv3.trim().as_bytes(),
         "transaction",

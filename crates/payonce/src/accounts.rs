@@ -40,7 +40,28 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         checked += 1;
-        match payonce_channels::inline::signed_call_check(account).await {
+        // A service provider makes no call of its own: its keys are proven by a signed call
+        // of one of its sub-merchants (which signs with exactly those keys).
+        let through = if account.takes_payments() {
+            account
+        } else {
+            match registry
+                .all_accounts()
+                .find(|a| a.role.provider() == Some(account.name.as_str()))
+            {
+                Some(sub) => sub,
+                None => {
+                    failed += 1;
+                    println!(
+                        "FAIL  {} {}: a service provider is checked through one of its sub-merchants, and it has none",
+                        account.channel(),
+                        account.name
+                    );
+                    continue;
+                }
+            }
+        };
+        match payonce_channels::inline::signed_call_check(through).await {
             Ok(m) => println!("ok    {m}"),
             Err(p) => {
                 failed += 1;

@@ -178,7 +178,8 @@ pub fn prepay_outcome(status: u16, body: &[u8]) -> Result<PrepayCode, ChannelErr
     }
 }
 
-/// A verified query answer about `out_trade_no` of `mchid` (WX-Q-*).
+/// A verified query answer about `out_trade_no` of `mchid` (WX-Q-*); in service-provider mode
+/// `mchid` is the sub-merchant's (`sub_mchid`).
 pub fn query_outcome(
     status: u16,
     body: &[u8],
@@ -197,7 +198,7 @@ pub fn query_outcome(
     }
     let t: Transaction = serde_json::from_slice(body)
         .map_err(|e| ChannelError::Ambiguous(format!("bad query answer: {e}")))?;
-    if t.mchid != mchid || t.out_trade_no != out_trade_no {
+    if t.merchant() != mchid || t.out_trade_no != out_trade_no {
         return Err(ChannelError::Ambiguous(
             "query answer about another merchant or order".into(),
         ));

@@ -20,7 +20,10 @@ use payonce_core::{ChannelName, PayMethod, Timestamp};
 use reqwest::header::HeaderMap;
 use std::sync::Arc;
 
-/// Everything a merchant holds for WeChat Pay.
+/// Everything a merchant holds for WeChat Pay. For a sub-merchant (`partner` set) these are its
+/// service provider's: `mchid` / `appid` are then `sp_mchid` / `sp_appid`, and the provider's
+/// key signs every call.
+#[derive(Clone)]
 pub struct WechatpayKeys {
     pub mchid: String,
     pub appid: String,
@@ -34,6 +37,18 @@ pub struct WechatpayKeys {
     /// a serial we do not know (WeChat rotates platform certificates; old and new overlap).
     /// Public-key mode (`PUB_KEY_ID_…`, the recommended default) needs none of this.
     pub download_certificates: bool,
+    /// Service-provider mode (服务商): the sub-merchant this connector acts for, through the
+    /// partner APIs (`/v3/pay/partner/transactions/*`, `sub_mchid` on refunds and bills).
+    pub partner: Option<SubMerchant>,
+}
+
+/// A sub-merchant (特约商户) under a service provider.
+#[derive(Clone, Debug)]
+pub struct SubMerchant {
+    pub sub_mchid: String,
+    /// The sub-merchant's own appid: when set, JSAPI payers are named by `sub_openid` and the
+    /// front-end package is signed for it; otherwise by `sp_openid` under the provider's appid.
+    pub sub_appid: Option<String>,
 }
 
 pub struct WechatpayClient {
@@ -162,14 +177,80 @@ impl WechatpayClient {
         }
     }
 
+    /// The appid a JSAPI payer's openid belongs to: the sub-merchant's own when it has one,
+    /// else the (provider's) `appid`.
+    fn payer_appid(&self) -> &str {
+        match &self.keys.partner {
+            Some(SubMerchant {
+                sub_appid: Some(sub_appid),
+                ..
+            }) => sub_appid,
+            _ => &self.keys.appid,
+        }
+    }
+
+    /// The merchant whose orders this connector makes: the sub-merchant in partner mode.
+    fn order_mchid(&self) -> &str {
+        match &self.keys.partner {
+            Some(sub) => &sub.sub_mchid,
+            None => &self.keys.mchid,
+        }
+    }
+
+    /// The prepay body: a direct merchant's (`appid`, `mchid`, `payer.openid`) or a partner
+    /// one (`sp_appid`, `sp_mchid`, `sub_mchid`, `sub_appid`?, `payer.sp_openid|sub_openid`).
+    fn prepay_body(&self, req: &PrepayRequest, openid: Option<&str>) -> serde_json::Value {
+        let body = PrepayBody {
+            appid: self.keys.appid.clone(),
+            mchid: self.keys.mchid.clone(),
+            description: req.subject.clone(),
+            out_trade_no: req.out_trade_no.clone(),
+            time_expire: Some(protocol::beijing_rfc3339(req.expires_at.0)),
+            notify_url: req.notify_url.clone(),
+            amount: Amount {
+                total: req.amount.minor,
+                currency: Some(req.amount.currency.to_string()),
+                payer_total: None,
+                payer_currency: None,
+            },
+            payer: None,
+        };
+        let mut v = serde_json::to_value(body).expect("prepay body");
+        let Some(sub) = &self.keys.partner else {
+            if let Some(openid) = openid {
+                v["payer"] = serde_json::json!({ "openid": openid });
+            }
+            return v;
+        };
+        let o = v.as_object_mut().expect("an object");
+        o.remove("appid");
+        o.remove("mchid");
+        o.insert("sp_appid".into(), self.keys.appid.clone().into());
+        o.insert("sp_mchid".into(), self.keys.mchid.clone().into());
+        if let Some(sub_appid) = &sub.sub_appid {
+            o.insert("sub_appid".into(), sub_appid.clone().into());
+        }
+        o.insert("sub_mchid".into(), sub.sub_mchid.clone().into());
+        if let Some(openid) = openid {
+            let field = if sub.sub_appid.is_some() {
+                "sub_openid"
+            } else {
+                "sp_openid"
+            };
+            o.insert("payer".into(), serde_json::json!({ field: openid }));
+        }
+        v
+    }
+
     /// The JSAPI front-end package: `paySign` over `appId\ntimeStamp\nnonceStr\npackage\n`.
     fn jsapi_credential(&self, prepay_id: &str) -> serde_json::Value {
         let ts = self.now_secs().to_string();
         let nonce_str = nonce(32);
         let package = format!("prepay_id={prepay_id}");
-        let msg = format!("{}\n{ts}\n{nonce_str}\n{package}\n", self.keys.appid);
+        let app_id = self.payer_appid();
+        let msg = format!("{app_id}\n{ts}\n{nonce_str}\n{package}\n");
         serde_json::json!({
-            "appId": self.keys.appid,
+            "appId": app_id,
             "timeStamp": ts,
             "nonceStr": nonce_str,
             "package": package,
@@ -190,7 +271,8 @@ impl Channel for WechatpayClient {
 
     #[tracing::instrument(skip_all, fields(channel = "wechatpay", out_trade_no = %req.out_trade_no))]
     async fn prepay(&self, req: &PrepayRequest) -> Result<Prepaid, ChannelError> {
-        let (path, payer) = match req.method {
+        let partner = self.keys.partner.is_some();
+        let (path, openid) = match req.method {
             PayMethod::Jsapi => {
                 let openid = req
                     .payer
@@ -203,36 +285,21 @@ impl Channel for WechatpayClient {
                         message: "jsapi needs payer.openid".into(),
                     });
                 };
-                (
-                    "/v3/pay/transactions/jsapi",
-                    Some(serde_json::json!({ "openid": openid })),
-                )
+                let path = if partner {
+                    "/v3/pay/partner/transactions/jsapi"
+                } else {
+                    "/v3/pay/transactions/jsapi"
+                };
+                (path, Some(openid))
             }
+            _ if partner => ("/v3/pay/partner/transactions/native", None),
             _ => ("/v3/pay/transactions/native", None),
         };
-        let body = PrepayBody {
-            appid: self.keys.appid.clone(),
-            mchid: self.keys.mchid.clone(),
-            description: req.subject.clone(),
-            out_trade_no: req.out_trade_no.clone(),
-            time_expire: Some(protocol::beijing_rfc3339(req.expires_at.0)),
-            notify_url: req.notify_url.clone(),
-            amount: Amount {
-                total: req.amount.minor,
-                currency: Some(req.amount.currency.to_string()),
-                payer_total: None,
-                payer_currency: None,
-            },
-            payer,
-        };
+        let body = self.prepay_body(req, openid);
         // A prepay's 4xx is read by its code signed or not: prepay_outcome makes of it at most
         // "refused, nothing created", which moves no money.
         let Answer { status, bytes, .. } = self
-            .call(
-                reqwest::Method::POST,
-                path,
-                Some(serde_json::to_string(&body).unwrap()),
-            )
+            .call(reqwest::Method::POST, path, Some(body.to_string()))
             .await?;
         let credential = match prepay_outcome(status, &bytes)? {
             PrepayCode::CodeUrl(code_url) => serde_json::json!({ "code_url": code_url }),
@@ -255,21 +322,36 @@ impl Channel for WechatpayClient {
 
     async fn query(&self, order: &ChannelOrderRef) -> Result<TradeState, ChannelError> {
         let out_trade_no = order.out_trade_no.as_str();
-        let path = format!(
-            "/v3/pay/transactions/out-trade-no/{out_trade_no}?mchid={}",
-            self.keys.mchid
-        );
+        let path = match &self.keys.partner {
+            Some(sub) => format!(
+                "/v3/pay/partner/transactions/out-trade-no/{out_trade_no}?sp_mchid={}&sub_mchid={}",
+                self.keys.mchid, sub.sub_mchid
+            ),
+            None => format!(
+                "/v3/pay/transactions/out-trade-no/{out_trade_no}?mchid={}",
+                self.keys.mchid
+            ),
+        };
         let (status, bytes) = self
             .call(reqwest::Method::GET, &path, None)
             .await?
             .vouched()?;
-        query_outcome(status, &bytes, &self.keys.mchid, out_trade_no)
+        query_outcome(status, &bytes, self.order_mchid(), out_trade_no)
     }
 
     async fn close(&self, order: &ChannelOrderRef) -> Result<CloseAnswer, ChannelError> {
         let out_trade_no = order.out_trade_no.as_str();
-        let path = format!("/v3/pay/transactions/out-trade-no/{out_trade_no}/close");
-        let body = serde_json::json!({ "mchid": self.keys.mchid }).to_string();
+        let (path, body) = match &self.keys.partner {
+            Some(sub) => (
+                format!("/v3/pay/partner/transactions/out-trade-no/{out_trade_no}/close"),
+                serde_json::json!({ "sp_mchid": self.keys.mchid, "sub_mchid": sub.sub_mchid }),
+            ),
+            None => (
+                format!("/v3/pay/transactions/out-trade-no/{out_trade_no}/close"),
+                serde_json::json!({ "mchid": self.keys.mchid }),
+            ),
+        };
+        let body = body.to_string();
         let (status, bytes) = self
             .call(reqwest::Method::POST, &path, Some(body))
             .await?
@@ -282,6 +364,7 @@ impl Channel for WechatpayClient {
         req: &RefundRequest,
     ) -> Result<(RefundState, Option<String>), ChannelError> {
         let body = protocol::RefundBody {
+            sub_mchid: self.keys.partner.as_ref().map(|p| p.sub_mchid.clone()),
             out_trade_no: req.order.out_trade_no.clone(),
             out_refund_no: req.out_refund_no.clone(),
             reason: req.reason.clone(),
@@ -307,7 +390,13 @@ impl Channel for WechatpayClient {
         let (status, bytes) = self
             .call(
                 reqwest::Method::GET,
-                &format!("/v3/refund/domestic/refunds/{}", r.out_refund_no),
+                &match &self.keys.partner {
+                    Some(sub) => format!(
+                        "/v3/refund/domestic/refunds/{}?sub_mchid={}",
+                        r.out_refund_no, sub.sub_mchid
+                    ),
+                    None => format!("/v3/refund/domestic/refunds/{}", r.out_refund_no),
+                },
                 None,
             )
             .await?
@@ -325,7 +414,16 @@ impl Channel for WechatpayClient {
         let (status, bytes) = self
             .call(
                 reqwest::Method::GET,
-                &format!("/v3/bill/tradebill?bill_date={date}&bill_type=ALL&tar_type=GZIP"),
+                &match &self.keys.partner {
+                    // A provider's bill of one sub-merchant: reconciliation is per account.
+                    Some(sub) => format!(
+                        "/v3/bill/tradebill?bill_date={date}&sub_mchid={}&bill_type=ALL&tar_type=GZIP",
+                        sub.sub_mchid
+                    ),
+                    None => {
+                        format!("/v3/bill/tradebill?bill_date={date}&bill_type=ALL&tar_type=GZIP")
+                    }
+                },
                 None,
             )
             .await?
@@ -378,7 +476,7 @@ impl Channel for WechatpayClient {
             .map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
         Ok(crate::bill::BillDownload::Bill(
             crate::bill::DownloadedBill {
-                merchant_account: self.keys.mchid.clone(),
+                merchant_account: self.order_mchid().to_owned(),
                 bill_type: "ALL".into(),
                 format: crate::bill::BillFormat::WechatGzip,
                 content,
@@ -435,10 +533,14 @@ impl Channel for WechatpayClient {
             "TRANSACTION.SUCCESS" => {
                 let t: Transaction = serde_json::from_slice(&plain)
                     .map_err(|e| NotifyError::Malformed(e.to_string()))?;
-                if t.mchid != self.keys.mchid || t.appid != self.keys.appid {
-                    return Err(NotifyError::Malformed(
-                        "notification for another merchant or app".into(),
-                    ));
+                // Sub-merchants of one provider share its APIv3 key: decrypting proves the
+                // provider, only `sub_mchid` tells which of its merchants (isolation, I9).
+                let sub = self.keys.partner.as_ref().map(|p| p.sub_mchid.as_str());
+                if !t.belongs_to(&self.keys.mchid, &self.keys.appid, sub) {
+                    return Err(NotifyError::OtherMerchant(format!(
+                        "mchid {} (not this account's)",
+                        t.merchant()
+                    )));
                 }
                 Ok(Notification {
                     event_id: env.id,
@@ -451,9 +553,17 @@ impl Channel for WechatpayClient {
             "REFUND.SUCCESS" | "REFUND.ABNORMAL" | "REFUND.CLOSED" => {
                 let r: serde_json::Value = serde_json::from_slice(&plain)
                     .map_err(|e| NotifyError::Malformed(e.to_string()))?;
-                if r["mchid"].as_str() != Some(self.keys.mchid.as_str()) {
-                    return Err(NotifyError::Malformed(
-                        "notification for another merchant".into(),
+                // A partner refund notification names `sp_mchid` and `sub_mchid`.
+                let ours = match &self.keys.partner {
+                    Some(sub) => {
+                        r["sp_mchid"].as_str() == Some(self.keys.mchid.as_str())
+                            && r["sub_mchid"].as_str() == Some(sub.sub_mchid.as_str())
+                    }
+                    None => r["mchid"].as_str() == Some(self.keys.mchid.as_str()),
+                };
+                if !ours {
+                    return Err(NotifyError::OtherMerchant(
+                        "a refund of another merchant".into(),
                     ));
                 }
                 let field = |k: &str| {

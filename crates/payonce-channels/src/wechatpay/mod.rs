@@ -14,4 +14,4 @@ pub use answers::{
     refund_outcome, refund_query_outcome, refund_state_of, refund_status_checked,
     trade_state_checked, trade_state_of,
 };
-pub use client::{CREDENTIAL_LIFE_MS, WechatpayClient, WechatpayKeys};
+pub use client::{CREDENTIAL_LIFE_MS, SubMerchant, WechatpayClient, WechatpayKeys};

@@ -257,11 +257,23 @@ pub struct PrepayBody {
     pub payer: Option<serde_json::Value>,
 }
 
-/// A transaction as query answers and notification resources carry it.
+/// A transaction as query answers and notification resources carry it: a direct merchant's
+/// names `appid` / `mchid`; a sub-merchant's (partner APIs) names `sp_appid` / `sp_mchid` and
+/// `sub_mchid` (and `sub_appid` when it has one) instead.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Transaction {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub appid: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub mchid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sp_appid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sp_mchid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_appid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_mchid: Option<String>,
     pub out_trade_no: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transaction_id: Option<String>,
@@ -275,9 +287,33 @@ pub struct Transaction {
     pub amount: Amount,
 }
 
+impl Transaction {
+    /// The merchant whose order this is: the sub-merchant of a partner transaction, else the
+    /// direct merchant.
+    pub fn merchant(&self) -> &str {
+        self.sub_mchid.as_deref().unwrap_or(&self.mchid)
+    }
+
+    /// Whether the transaction belongs to the merchant `keys` act for: the direct merchant
+    /// (`mchid` and `appid` both), or the sub-merchant under exactly that provider.
+    pub fn belongs_to(&self, mchid: &str, appid: &str, sub_mchid: Option<&str>) -> bool {
+        match sub_mchid {
+            None => self.sp_mchid.is_none() && self.mchid == mchid && self.appid == appid,
+            Some(sub) => {
+                self.sp_mchid.as_deref() == Some(mchid)
+                    && self.sp_appid.as_deref() == Some(appid)
+                    && self.sub_mchid.as_deref() == Some(sub)
+            }
+        }
+    }
+}
+
 /// `POST /v3/refund/domestic/refunds`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RefundBody {
+    /// Service-provider mode: the sub-merchant whose order is refunded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_mchid: Option<String>,
     pub out_trade_no: String,
     pub out_refund_no: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

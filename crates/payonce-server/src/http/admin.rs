@@ -550,6 +550,9 @@ pub async fn run_reconciliation(
         Err(e @ crate::engine::reconcile::ReconcileError::NoAccount(..)) => {
             return Err(ApiError::unprocessable("unknown_account", e.to_string()));
         }
+        Err(e @ crate::engine::reconcile::ReconcileError::Provider(..)) => {
+            return Err(ApiError::unprocessable("provider_account", e.to_string()));
+        }
         Err(crate::engine::reconcile::ReconcileError::BadDate(d)) => {
             return Err(ApiError::unprocessable(
                 "invalid_date",
@@ -588,6 +591,12 @@ pub struct ChannelAccountView {
     pub enabled: bool,
     /// Whether the instance answering holds its keys now.
     pub loaded: bool,
+    /// `merchant` (its own number), `provider` (a WeChat service provider: signs for its
+    /// sub-merchants, takes no payment) or `sub_merchant` (of `provider`). As loaded here;
+    /// `merchant` for an account this instance has not loaded.
+    pub role: String,
+    /// The provider account of a sub-merchant.
+    pub provider: Option<String>,
     /// `{what, sha256}` of each public key and certificate.
     pub fingerprints: Vec<Fingerprint>,
     /// Where the channel must send this account's notifications.
@@ -607,8 +616,15 @@ pub struct AccountCheck {
 }
 
 fn account_view(state: &AppState, a: payonce_store::ChannelAccountRecord) -> ChannelAccountView {
+    let loaded = state.channels.account(a.channel, &a.name);
+    let role = loaded
+        .as_ref()
+        .map(|l| l.role.clone())
+        .unwrap_or(payonce_channels::AccountRole::Merchant);
     ChannelAccountView {
-        loaded: state.channels.account(a.channel, &a.name).is_some(),
+        loaded: loaded.is_some(),
+        role: role.as_str().to_owned(),
+        provider: role.provider().map(str::to_owned),
         notify_url: crate::engine::payments::notify_url(state, a.channel, &a.name),
         channel: a.channel.to_string(),
         fingerprints: a
@@ -686,7 +702,7 @@ pub struct AppAccountBinding {
     responses((status = 200, description = "the binding now", body = AppAccountBinding),
               (status = 400, description = "validation_failed", body = crate::error::Problem, content_type = "application/problem+json"),
               (status = 404, description = "not_found: no such app or channel", body = crate::error::Problem, content_type = "application/problem+json"),
-              (status = 422, description = "unknown_account: no such account of the channel; account_disabled", body = crate::error::Problem, content_type = "application/problem+json")))]
+              (status = 422, description = "unknown_account: no such account of the channel; account_disabled; provider_account: a service provider takes no payments", body = crate::error::Problem, content_type = "application/problem+json")))]
 pub async fn bind_channel_account(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -706,6 +722,19 @@ pub async fn bind_channel_account(
     let channel =
         payonce_core::ChannelName::parse(&channel).map_err(|_| ApiError::not_found("channel"))?;
     let account = account.map(|Text(a)| a);
+    if let Some(a) = &account
+        && state
+            .channels
+            .account(channel, a)
+            .is_some_and(|l| !l.takes_payments())
+    {
+        return Err(ApiError::unprocessable(
+            "provider_account",
+            format!(
+                "the {channel} account {a:?} is a service provider: it takes no payments itself; bind one of its sub-merchants"
+            ),
+        ));
+    }
     use crate::engine::accounts::{BindError, bind};
     match bind(state.store.as_ref(), &app_id, channel, account.as_deref()).await {
         Ok(()) => {

@@ -128,6 +128,7 @@ async fn receive_for(
                     NotifyError::UnknownKey => "unknown_key",
                     NotifyError::Stale => "stale",
                     NotifyError::Malformed(_) => "malformed",
+                    NotifyError::OtherMerchant(_) => "account_mismatch",
                 },
             );
             tracing::warn!(error = %e, "notification rejected");

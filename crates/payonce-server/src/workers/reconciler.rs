@@ -27,6 +27,8 @@ pub(super) async fn scheduled_reconciliations(state: &AppState, owner: &str) {
                 .channels
                 .accounts(channel)
                 .into_iter()
+                // A service provider has no bill of its own: each sub-merchant has one.
+                .filter(|a| a.takes_payments())
                 .map(move |a| (channel, a.name.clone()))
         })
         .collect::<Vec<_>>();

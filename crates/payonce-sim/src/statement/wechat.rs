@@ -13,6 +13,14 @@ const WECHAT_TOTALS: &str =
 /// The WeChat trade bill (`bill_type=ALL`), with a BOM and CRLF line ends.
 pub fn wechat_bill(sim: &Sim, merchant: usize, date: &str) -> String {
     let m = &sim.keys.wechat[merchant];
+    // A sub-merchant's bill names its provider's appid and number, and itself as 特约商户号.
+    let (appid, mchid, sub_mchid) = match m.role {
+        crate::keys::WechatRole::SubMerchant { provider } => {
+            let sp = &sim.keys.wechat[provider];
+            (sp.appid.as_str(), sp.mchid.as_str(), m.mchid.as_str())
+        }
+        _ => (m.appid.as_str(), m.mchid.as_str(), "0"),
+    };
     let mut out = format!("\u{feff}{WECHAT_HEADER}\r\n");
     let (mut paid, mut refunded, mut fees) = (0i64, 0i64, 0i64);
     let rows = entries(sim, ChannelName::Wechatpay, merchant, date);
@@ -45,9 +53,9 @@ pub fn wechat_bill(sim: &Sim, merchant: usize, date: &str) -> String {
         let refund_kind = if e.refund.is_some() { "ORIGINAL" } else { "" };
         let cells: [&str; 27] = [
             &alipay_time(e.at),
-            &m.appid,
-            &m.mchid,
-            "0",
+            appid,
+            mchid,
+            sub_mchid,
             "",
             &e.trade_no,
             &e.out_trade_no,

@@ -1,7 +1,7 @@
 //! The simulated WeChat trade bill: `GET /v3/bill/tradebill` (where, and the SHA-1) and the
 //! download itself.
 
-use super::{authentic, error, signed};
+use super::{acting_for, authentic, error, signed};
 use crate::Sim;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -17,16 +17,21 @@ pub(super) async fn tradebill(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let Some(merchant) = authentic(&sim, &method, &uri, &headers, b"") else {
+    let Some(signer) = authentic(&sim, &method, &uri, &headers, b"") else {
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
     };
-    let query = |k: &str| {
+    let field = |k: &str| {
         uri.query()
             .unwrap_or_default()
             .split('&')
             .find_map(|kv| kv.strip_prefix(k))
-            .unwrap_or_default()
-            .to_owned()
+            .map(str::to_owned)
+    };
+    let query = |k: &str| field(k).unwrap_or_default();
+    // A provider's bill is one sub-merchant's (`sub_mchid`); a merchant's, its own.
+    let merchant = match acting_for(&sim, signer, field("sub_mchid=").as_deref()) {
+        Ok(m) => m,
+        Err(refused) => return *refused,
     };
     let date = query("bill_date=");
     if !crate::statement::has_bill(&sim, ChannelName::Wechatpay, merchant, &date) {
@@ -55,7 +60,8 @@ pub(super) async fn tradebill(
     } else {
         ""
     };
-    let body = json!({"hash_type": "SHA1", "hash_value": sha1, "download_url": format!("http://{host}/v3/billdownload/file?token={date}{tar}")});
+    // The download token names the day and the merchant the bill is of.
+    let body = json!({"hash_type": "SHA1", "hash_value": sha1, "download_url": format!("http://{host}/v3/billdownload/file?token={date}.{merchant}{tar}")});
     signed(&sim, StatusCode::OK, body.to_string().into_bytes())
 }
 
@@ -66,14 +72,26 @@ pub(super) async fn bill_download(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let Some(merchant) = authentic(&sim, &method, &uri, &headers, b"") else {
+    let Some(signer) = authentic(&sim, &method, &uri, &headers, b"") else {
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
     };
     let query = uri.query().unwrap_or_default();
-    let date = query
+    let token = query
         .split('&')
         .find_map(|kv| kv.strip_prefix("token="))
         .unwrap_or_default();
+    // `DATE.MERCHANT`: the bill of the merchant the signer asked for — itself, or one of its
+    // sub-merchants; any other is refused.
+    let (date, merchant) = token.split_once('.').unwrap_or((token, ""));
+    let merchant = merchant.parse::<usize>().unwrap_or(signer);
+    let own =
+        merchant == signer
+            || sim.keys.wechat.get(merchant).is_some_and(|m| {
+                m.role == (crate::keys::WechatRole::SubMerchant { provider: signer })
+            });
+    if !own {
+        return error(&sim, StatusCode::FORBIDDEN, "NO_AUTH", "无权下载该账单");
+    }
     let mut bill = crate::statement::wechat_bill(&sim, merchant, date);
     if crate::statement::corrupted(&sim, ChannelName::Wechatpay) {
         // One payment's amount changed on the way: the file no longer has the hash announced.

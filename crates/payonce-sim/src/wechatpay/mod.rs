@@ -17,6 +17,7 @@ mod trades;
 pub(crate) use trades::notify;
 
 use crate::Sim;
+use crate::keys::WechatRole;
 use crate::wire::{
     parse_wechat_authorization, wechat_answer_message, wechat_encrypt, wechat_request_message,
     wechat_time,
@@ -39,6 +40,14 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/v3/pay/transactions/jsapi", post(prepay))
         .route("/v3/pay/transactions/out-trade-no/{no}", get(query))
         .route("/v3/pay/transactions/out-trade-no/{no}/close", post(close))
+        // The service provider's (服务商) partner APIs: the same operations for a sub-merchant.
+        .route("/v3/pay/partner/transactions/native", post(prepay))
+        .route("/v3/pay/partner/transactions/jsapi", post(prepay))
+        .route("/v3/pay/partner/transactions/out-trade-no/{no}", get(query))
+        .route(
+            "/v3/pay/partner/transactions/out-trade-no/{no}/close",
+            post(close),
+        )
         .route("/v3/refund/domestic/refunds", post(refund))
         .route("/v3/refund/domestic/refunds/{no}", get(refund_query))
         .route("/v3/bill/tradebill", get(tradebill))
@@ -139,6 +148,26 @@ fn error(sim: &Sim, status: StatusCode, code: &str, message: &str) -> Response {
 
 fn param_error(sim: &Sim, message: &str) -> Response {
     error(sim, StatusCode::BAD_REQUEST, "PARAM_ERROR", message)
+}
+
+/// Whose orders a call acts on. A direct call (`sub_mchid` `None`) acts for its signer, which
+/// must be a merchant: a service provider has no order of its own. A partner call acts for the
+/// sub-merchant it names, which must be one of the signer's (WeChat checks the binding of
+/// 服务商 and 特约商户 on every partner call).
+fn acting_for(sim: &Sim, signer: usize, sub_mchid: Option<&str>) -> Result<usize, Box<Response>> {
+    let no_auth = |message: &str| Box::new(error(sim, StatusCode::FORBIDDEN, "NO_AUTH", message));
+    match (sub_mchid, sim.keys.wechat[signer].role) {
+        (None, WechatRole::Merchant) => Ok(signer),
+        (None, _) => Err(no_auth(
+            "服务商商户号不能直接交易，请使用服务商接口并传入 sub_mchid",
+        )),
+        (Some(_), WechatRole::Merchant) => Err(no_auth("商户号不是服务商，无权调用服务商接口")),
+        (Some(""), _) => Err(Box::new(param_error(sim, "sub_mchid 不能为空"))),
+        (Some(sub), _) => sim
+            .keys
+            .wechat_sub_merchant(signer, sub)
+            .map_err(|_| no_auth("特约商户与服务商不存在绑定关系")),
+    }
 }
 
 /// Checks the merchant's `Authorization` header as the real gateway does: the merchant it

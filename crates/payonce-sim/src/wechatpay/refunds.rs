@@ -1,8 +1,9 @@
 //! The simulated WeChat refunds: apply, query, and the `REFUND.SUCCESS` notification once the
 //! money has moved.
 
-use super::{authentic, envelope, error, param_error, platform_headers, signed};
+use super::{acting_for, authentic, envelope, error, param_error, platform_headers, signed};
 use crate::Sim;
+use crate::keys::WechatRole;
 use crate::ops;
 use crate::rng::Draw;
 use crate::wire::wechat_time;
@@ -43,11 +44,17 @@ pub(super) async fn refund(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(merchant) = authentic(&sim, &method, &uri, &headers, &body) else {
+    let Some(signer) = authentic(&sim, &method, &uri, &headers, &body) else {
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
     };
     let Ok(req @ Value::Object(_)) = serde_json::from_slice::<Value>(&body) else {
         return param_error(&sim, "请求体不是JSON对象");
+    };
+    // A service provider refunds a sub-merchant's order by naming it (`sub_mchid`).
+    let sub_mchid = req.get("sub_mchid").map(|v| v.as_str().unwrap_or_default());
+    let merchant = match acting_for(&sim, signer, sub_mchid) {
+        Ok(m) => m,
+        Err(refused) => return *refused,
     };
     let s = |k: &str| req[k].as_str().unwrap_or_default().to_owned();
     let (no, refund_no) = (s("out_trade_no"), s("out_refund_no"));
@@ -151,8 +158,17 @@ pub(super) async fn refund_query(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let Some(merchant) = authentic(&sim, &method, &uri, &headers, b"") else {
+    let Some(signer) = authentic(&sim, &method, &uri, &headers, b"") else {
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
+    };
+    let sub_mchid = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("sub_mchid="));
+    let merchant = match acting_for(&sim, signer, sub_mchid) {
+        Ok(m) => m,
+        Err(refused) => return *refused,
     };
     if sim.chance(
         Draw::QueryError,
@@ -215,12 +231,20 @@ fn notify_refund(
     tokio::spawn(async move {
         let wait = (r.settle_at - sim.now_ms()).max(0) as u64;
         tokio::time::sleep(Duration::from_millis(wait)).await;
-        let resource = json!({
-            "mchid": sim.keys.wechat[merchant].mchid, "out_trade_no": r.out_trade_no, "transaction_id": transaction_id, "out_refund_no": r.out_refund_no,
+        let mut resource = json!({
+            "out_trade_no": r.out_trade_no, "transaction_id": transaction_id, "out_refund_no": r.out_refund_no,
             "refund_id": r.refund_id, "refund_status": "SUCCESS", "success_time": wechat_time(r.settle_at),
             "user_received_account": "支付用户零钱",
             "amount": {"total": total, "refund": r.amount, "payer_total": total, "payer_refund": r.amount},
         });
+        let m = &sim.keys.wechat[merchant];
+        match m.role {
+            WechatRole::SubMerchant { provider } => {
+                resource["sp_mchid"] = json!(sim.keys.wechat[provider].mchid);
+                resource["sub_mchid"] = json!(m.mchid);
+            }
+            _ => resource["mchid"] = json!(m.mchid),
+        }
         let body = envelope(
             &sim,
             merchant,

@@ -1,7 +1,8 @@
 //! The simulated WeChat payments: prepay (native and JSAPI) with its body checks, query, close,
 //! and the `TRANSACTION.SUCCESS` notification.
 
-use super::{authentic, envelope, error, param_error, platform_headers, signed};
+use super::{acting_for, authentic, envelope, error, param_error, platform_headers, signed};
+use crate::keys::WechatRole;
 use crate::ops::{self, CloseError, CreateError, NewOrder};
 use crate::rng::Draw;
 use crate::wire::{parse_wechat_time, wechat_time};
@@ -35,17 +36,39 @@ enum ParamError {
     TimeExpire,
     #[error("payer.openid 不能为空")]
     Openid,
+    #[error("sp_appid/sp_mchid 不正确")]
+    Provider,
+    #[error("sub_appid 与特约商户不匹配")]
+    SubAppid,
+    #[error("payer.sp_openid 或 payer.sub_openid 不能为空（sub_openid 须同时传 sub_appid）")]
+    PartnerOpenid,
 }
 
-/// The prepay body's checks (PARAM_ERROR on failure), per the native/jsapi documents.
+/// The prepay body's checks (PARAM_ERROR on failure), per the native/jsapi documents and their
+/// partner versions: `signer` signed the request, `m` is the merchant the order is for (the
+/// signer itself, or the sub-merchant a partner body names).
 fn check_prepay(
+    signer: &crate::keys::WechatMerchant,
     m: &crate::keys::WechatMerchant,
     body: &Value,
     jsapi: bool,
     now: i64,
 ) -> Result<(), ParamError> {
     let s = |k: &str| body[k].as_str().unwrap_or_default();
-    if s("appid") != m.appid || s("mchid") != m.mchid {
+    let partner = matches!(m.role, WechatRole::SubMerchant { .. });
+    if partner {
+        if s("sp_appid") != signer.appid || s("sp_mchid") != signer.mchid {
+            return Err(ParamError::Provider);
+        }
+        if body.get("sub_appid").is_some() && (m.appid.is_empty() || s("sub_appid") != m.appid) {
+            return Err(ParamError::SubAppid);
+        }
+        let payer = |k: &str| body["payer"][k].as_str().is_some_and(|o| !o.is_empty());
+        let sub_openid = payer("sub_openid") && body.get("sub_appid").is_some();
+        if jsapi && !(payer("sp_openid") || sub_openid) {
+            return Err(ParamError::PartnerOpenid);
+        }
+    } else if s("appid") != m.appid || s("mchid") != m.mchid {
         return Err(ParamError::Merchant);
     }
     let d = s("description");
@@ -76,7 +99,7 @@ fn check_prepay(
             _ => return Err(ParamError::TimeExpire),
         }
     }
-    if jsapi && body["payer"]["openid"].as_str().is_none_or(str::is_empty) {
+    if jsapi && !partner && body["payer"]["openid"].as_str().is_none_or(str::is_empty) {
         return Err(ParamError::Openid);
     }
     Ok(())
@@ -89,15 +112,22 @@ pub(super) async fn prepay(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(merchant) = authentic(&sim, &method, &uri, &headers, &body) else {
+    let Some(signer) = authentic(&sim, &method, &uri, &headers, &body) else {
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
     };
     let Ok(req @ Value::Object(_)) = serde_json::from_slice::<Value>(&body) else {
         return param_error(&sim, "请求体不是JSON对象");
     };
     let jsapi = uri.path().ends_with("/jsapi");
+    let partner = uri.path().contains("/partner/");
+    let sub_mchid = partner.then(|| req["sub_mchid"].as_str().unwrap_or_default());
+    let merchant = match acting_for(&sim, signer, sub_mchid) {
+        Ok(m) => m,
+        Err(refused) => return *refused,
+    };
     let now = sim.now_ms();
-    if let Err(e) = check_prepay(&sim.keys.wechat[merchant], &req, jsapi, now) {
+    let (signer_keys, keys) = (&sim.keys.wechat[signer], &sim.keys.wechat[merchant]);
+    if let Err(e) = check_prepay(signer_keys, keys, &req, jsapi, now) {
         return param_error(&sim, &e.to_string());
     }
     let faults = sim.faults.lock().unwrap().clone();
@@ -160,12 +190,12 @@ pub(super) async fn prepay(
     }
 }
 
+/// The transaction as query answers and notifications carry it; a sub-merchant's names its
+/// provider (`sp_appid`, `sp_mchid`) and itself (`sub_mchid`, `sub_appid` when it has one).
 fn transaction(sim: &Sim, o: &SimOrder) -> Value {
     let paid = o.status == SimStatus::Paid;
     let m = &sim.keys.wechat[o.merchant];
     let mut t = json!({
-        "appid": m.appid,
-        "mchid": m.mchid,
         "out_trade_no": o.out_trade_no,
         "trade_type": if o.credential.starts_with("weixin://") { "NATIVE" } else { "JSAPI" },
         "trade_state": o.state_name(),
@@ -177,11 +207,32 @@ fn transaction(sim: &Sim, o: &SimOrder) -> Value {
         },
         "amount": {"total": o.amount, "currency": "CNY"},
     });
+    let sub_merchant = match m.role {
+        WechatRole::SubMerchant { provider } => Some(&sim.keys.wechat[provider]),
+        _ => None,
+    };
+    match sub_merchant {
+        Some(sp) => {
+            t["sp_appid"] = json!(sp.appid);
+            t["sp_mchid"] = json!(sp.mchid);
+            t["sub_mchid"] = json!(m.mchid);
+            if !m.appid.is_empty() {
+                t["sub_appid"] = json!(m.appid);
+            }
+        }
+        None => {
+            t["appid"] = json!(m.appid);
+            t["mchid"] = json!(m.mchid);
+        }
+    }
     if paid {
         t["transaction_id"] = json!(o.trade_no);
         t["success_time"] = json!(wechat_time(o.paid_at.unwrap_or_default()));
         t["bank_type"] = json!("OTHERS");
-        t["payer"] = json!({"openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"});
+        t["payer"] = match sub_merchant {
+            Some(_) => json!({"sp_openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"}),
+            None => json!({"openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"}),
+        };
         t["amount"]["payer_total"] = json!(o.amount);
         t["amount"]["payer_currency"] = json!("CNY");
     }
@@ -195,12 +246,28 @@ pub(super) async fn query(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let Some(merchant) = authentic(&sim, &method, &uri, &headers, b"") else {
+    let Some(signer) = authentic(&sim, &method, &uri, &headers, b"") else {
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
     };
-    if uri.query().unwrap_or_default() != format!("mchid={}", sim.keys.wechat[merchant].mchid) {
+    let query = uri.query().unwrap_or_default();
+    let merchant = if uri.path().contains("/partner/") {
+        // Exactly `sp_mchid=…&sub_mchid=…`.
+        let mut fields = query.split('&');
+        let sp = fields.next().and_then(|f| f.strip_prefix("sp_mchid="));
+        let sub = fields.next().and_then(|f| f.strip_prefix("sub_mchid="));
+        if sp != Some(sim.keys.wechat[signer].mchid.as_str()) || fields.next().is_some() {
+            return param_error(&sim, "sp_mchid 不正确");
+        }
+        acting_for(&sim, signer, Some(sub.unwrap_or_default()))
+    } else if query != format!("mchid={}", sim.keys.wechat[signer].mchid) {
         return param_error(&sim, "mchid 不正确");
-    }
+    } else {
+        acting_for(&sim, signer, None)
+    };
+    let merchant = match merchant {
+        Ok(m) => m,
+        Err(refused) => return *refused,
+    };
     if sim.chance(
         Draw::QueryError,
         sim.faults.lock().unwrap().query_error_rate,
@@ -230,17 +297,38 @@ pub(super) async fn close(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(merchant) = authentic(&sim, &method, &uri, &headers, &body) else {
+    let Some(signer) = authentic(&sim, &method, &uri, &headers, &body) else {
         return error(&sim, StatusCode::UNAUTHORIZED, "SIGN_ERROR", "签名错误");
     };
-    // The close body is exactly `{"mchid": "…"}`.
-    let ok = serde_json::from_slice::<Value>(&body)
+    let fields = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|v| v.as_object().cloned())
-        .is_some_and(|o| o.len() == 1 && o["mchid"] == sim.keys.wechat[merchant].mchid.as_str());
-    if !ok {
-        return param_error(&sim, "请求体须为 {\"mchid\": 商户号}");
-    }
+        .unwrap_or_default();
+    let own = sim.keys.wechat[signer].mchid.as_str();
+    let merchant = if uri.path().contains("/partner/") {
+        // Exactly `{"sp_mchid": "…", "sub_mchid": "…"}`.
+        if fields.len() != 2 || fields.get("sp_mchid").and_then(Value::as_str) != Some(own) {
+            return param_error(
+                &sim,
+                "请求体须为 {\"sp_mchid\": 服务商商户号, \"sub_mchid\": 特约商户号}",
+            );
+        }
+        acting_for(
+            &sim,
+            signer,
+            Some(fields["sub_mchid"].as_str().unwrap_or_default()),
+        )
+    } else {
+        // Exactly `{"mchid": "…"}`.
+        if fields.len() != 1 || fields.get("mchid").and_then(Value::as_str) != Some(own) {
+            return param_error(&sim, "请求体须为 {\"mchid\": 商户号}");
+        }
+        acting_for(&sim, signer, None)
+    };
+    let merchant = match merchant {
+        Ok(m) => m,
+        Err(refused) => return *refused,
+    };
     if sim.chance(
         Draw::CloseError,
         sim.faults.lock().unwrap().close_error_rate,

@@ -17,7 +17,8 @@ store_tests!(
     a_new_binding_moves_new_payments_and_old_attempts_stay_with_their_merchant,
     the_admin_api_lists_accounts_by_public_facts_and_checks_bindings,
     each_merchant_is_reconciled_against_its_own_bill,
-    an_account_added_at_runtime_is_checked_sealed_and_used_by_every_instance
+    an_account_added_at_runtime_is_checked_sealed_and_used_by_every_instance,
+    sub_merchants_of_one_provider_pay_refund_and_never_touch_each_other
 );
 
 /// A server whose simulator plays two merchants per channel, its test app bound to `m2` on
@@ -53,6 +54,18 @@ async fn admin(
     let r = req.send().await.unwrap();
     let status = r.status();
     (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The simulator's order `channel`/`out_trade_no` as `/sim/ledger` lists it.
+async fn ledger_order(app: &TestApp, channel: &str, out_trade_no: &str) -> Value {
+    let ledger = app.ledger().await;
+    ledger["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["channel"] == channel && o["out_trade_no"] == out_trade_no)
+        .cloned()
+        .unwrap_or_else(|| panic!("{channel}/{out_trade_no} not at the simulator: {ledger}"))
 }
 
 /// Every channel order of `channel` at the simulator, by out_trade_no: its merchant.
@@ -310,7 +323,13 @@ async fn the_admin_api_lists_accounts_by_public_facts_and_checks_bindings(b: Bac
             .filter(|a| a["channel"] == channel)
             .map(|a| a["name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["m1", "m2"], "{channel}");
+        // WeChat adds the simulator's service provider and its two sub-merchants.
+        let expected: &[&str] = if channel == "wechatpay" {
+            &["m1", "m2", "sp", "sub1", "sub2"]
+        } else {
+            &["m1", "m2"]
+        };
+        assert_eq!(names, expected, "{channel}");
     }
     let m2 = items
         .iter()
@@ -741,4 +760,308 @@ async fn an_account_added_at_runtime_is_checked_sealed_and_used_by_every_instanc
     );
     app.notifications_settled(Duration::from_secs(20)).await;
     assert_invariants(app.violations().await);
+}
+
+/// Service-provider mode: the simulator's provider `sp` signs for its sub-merchants `sub1`
+/// (own appid) and `sub2` (none). An app on sub1 and an app on sub2 pay and refund through the
+/// partner APIs, each at its own sub-merchant; sub1's genuine message (the provider's APIv3 key
+/// and platform signature, `sub_mchid` sub1) never pays sub2's order though it decrypts under
+/// sub2's keys; the provider itself takes no payments.
+async fn sub_merchants_of_one_provider_pay_refund_and_never_touch_each_other(b: Backend) {
+    let Some(app) = spawn_app_with(
+        b,
+        AppOptions {
+            sim_merchants: 2,
+            accounts: vec![(ChannelName::Wechatpay, "sub1".into())],
+            ..Default::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    // The accounts as the admin API lists them: the provider and its sub-merchants.
+    let (status, list) = admin(
+        &app,
+        reqwest::Method::GET,
+        "/admin/v1/channel-accounts",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let role = |name: &str| {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["channel"] == "wechatpay" && a["name"] == name)
+            .map(|a| {
+                (
+                    a["role"].clone(),
+                    a["provider"].clone(),
+                    a["merchant_id"].clone(),
+                )
+            })
+            .unwrap_or_else(|| panic!("{name} listed: {list}"))
+    };
+    assert_eq!(role("sp").0, "provider");
+    assert_eq!(
+        role("sub1"),
+        (json!("sub_merchant"), json!("sp"), json!("1900000109"))
+    );
+    assert_eq!(
+        role("sub2"),
+        (json!("sub_merchant"), json!("sp"), json!("1900000110"))
+    );
+
+    // sub1 pays (native) and refunds through the partner APIs.
+    let (id1, p1) = prepaid(&app, "SP-1", "wechatpay").await;
+    let no1 = p1["out_trade_no"].as_str().unwrap().to_owned();
+    let at = ledger_order(&app, "wechatpay", &no1).await;
+    assert_eq!(
+        (&at["merchant"], &at["sub_merchant"]),
+        (&json!("sp"), &json!("sub1")),
+        "{at}"
+    );
+    assert_eq!(app.sim_pay("wechatpay", &no1, false).await, StatusCode::OK);
+    let o = app
+        .wait_order(&id1, Duration::from_secs(20), |o| o["status"] == "paid")
+        .await;
+    assert_eq!(o["status"], "paid", "sub1's own notification paid it: {o}");
+    let r = app
+        .post(
+            &format!("/v1/orders/{id1}/refunds"),
+            json!({"merchant_refund_no": "R-SP-1", "amount": 100}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    app.run_workers().await;
+    let ledger = app.ledger().await;
+    let refund = ledger["refunds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["out_trade_no"] == no1.as_str())
+        .cloned()
+        .expect("the refund reached the channel");
+    assert_eq!(
+        (&refund["merchant"], &refund["sub_merchant"]),
+        (&json!("sp"), &json!("sub1"))
+    );
+
+    // A second app on sub2 (no appid of its own).
+    let other = app.another_app("sub2-shop", None, None).await;
+    let (status, body) = admin(
+        &app,
+        reqwest::Method::PUT,
+        &format!("/admin/v1/apps/{}/channel-accounts/wechatpay", other.app_id),
+        Some(json!({"account": "sub2"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let as_other = |path: &str, body: Value| {
+        app.http
+            .post(app.url(path))
+            .bearer_auth(&other.secret)
+            .json(&body)
+            .send()
+    };
+    let order: Value = as_other(
+        "/v1/orders",
+        json!({"merchant_order_no": "SP-2", "amount": 300, "currency": "CNY", "subject": "t"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let id2 = order["id"].as_str().unwrap().to_owned();
+    let p2: Value = as_other(
+        &format!("/v1/orders/{id2}/prepay"),
+        json!({"channel": "wechatpay"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let no2 = p2["out_trade_no"].as_str().unwrap().to_owned();
+    let at = ledger_order(&app, "wechatpay", &no2).await;
+    assert_eq!(
+        (&at["merchant"], &at["sub_merchant"]),
+        (&json!("sp"), &json!("sub2")),
+        "{at}"
+    );
+
+    // sub1's genuine message naming sub2's order: refused at every address, recorded.
+    let dir = app.sim_dir();
+    let sub1 = WxMerchant::of_account(&dir, "sub1");
+    let before = app.counts().await;
+    let of_sub1 = wechat_paid_by(&dir, &sub1, "EV-SP-X", &no2, 300, 300, WxFault::None);
+    for path in ["wechatpay/sub2", "wechatpay", "wechatpay/sub1"] {
+        let (status, body) = app.deliver(path, &of_sub1).await;
+        assert!(!status.is_success(), "{path}: refused ({status} {body})");
+    }
+    let order2 = || async {
+        app.http
+            .get(app.url(&format!("/v1/orders/{id2}")))
+            .bearer_auth(&other.secret)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let o = order2().await;
+    assert_eq!(o["status"], "paying", "sub2's order untouched: {o}");
+    let after = app.counts().await;
+    for ((table, n0), (_, n1)) in before.iter().zip(after.iter()) {
+        if *table != "abnormal" {
+            assert_eq!(n0, n1, "{table} changed");
+        }
+    }
+    let abnormal = app.state.store.abnormal_open().await.unwrap();
+    assert!(
+        abnormal
+            .iter()
+            .any(|a| a.kind == "notification_account_mismatch"
+                && a.detail.contains("account sub1")
+                && a.detail.contains("account sub2")),
+        "recorded: {abnormal:?}"
+    );
+    // The payer pays sub2's order: the channel's own notification (sub2's) pays it.
+    assert_eq!(app.sim_pay("wechatpay", &no2, false).await, StatusCode::OK);
+    for _ in 0..100 {
+        if order2().await["status"] == "paid" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let o = order2().await;
+    assert_eq!(o["status"], "paid", "{o}");
+
+    // The provider takes no payments: no app can be bound to it.
+    let (status, body) = admin(
+        &app,
+        reqwest::Method::PUT,
+        &format!("/admin/v1/apps/{}/channel-accounts/wechatpay", other.app_id),
+        Some(json!({"account": "sp"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["code"], "provider_account", "{body}");
+    app.notifications_settled(Duration::from_secs(20)).await;
+    assert_invariants(app.violations().await);
+}
+
+/// The simulated WeChat is as strict as WeChat about the provider model: a provider makes no
+/// order of its own, a partner call must name its sub-merchant, the sub-merchant must be bound
+/// to that provider, and a merchant that is no provider cannot use the partner APIs.
+#[tokio::test]
+async fn the_simulator_refuses_partner_calls_outside_the_providers_own_sub_merchants() {
+    use payonce_channels::wechatpay::{SubMerchant, WechatpayClient};
+    use payonce_channels::{Channel, ChannelError, PrepayRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim = payonce_sim::start_with(
+        listener,
+        dir.path(),
+        payonce_sim::SimOptions {
+            merchants: 2,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let cfg = payonce_channels::ChannelsConfig::load(&sim.channels_file).unwrap();
+    let table = |name: &str| {
+        cfg.wechatpay
+            .0
+            .iter()
+            .find(|w| w.name.as_deref() == Some(name))
+            .unwrap()
+            .clone()
+    };
+    let clock: payonce_channels::SharedClock = std::sync::Arc::new(payonce_core::SystemClock);
+    let http = payonce_channels::config::http_client(Duration::from_secs(10)).unwrap();
+    let gateway = format!("http://{}", sim.addr);
+    let prepay = |keys: payonce_channels::wechatpay::WechatpayKeys, no: &'static str| {
+        let client = WechatpayClient::new(gateway.clone(), keys, http.clone(), clock.clone());
+        async move {
+            let now = payonce_core::Clock::now(&payonce_core::SystemClock);
+            client
+                .prepay(&PrepayRequest {
+                    out_trade_no: no.into(),
+                    amount: payonce_core::Money::new(100, payonce_core::Currency::CNY).unwrap(),
+                    subject: "t".into(),
+                    method: payonce_core::PayMethod::Native,
+                    notify_url: "http://127.0.0.1:9/notify".into(),
+                    expires_at: payonce_core::Timestamp(now.0 + 600_000),
+                    payer: None,
+                    requested_at: now,
+                })
+                .await
+        }
+    };
+    let code = |r: Result<payonce_channels::Prepaid, ChannelError>| match r {
+        Err(ChannelError::Refused { code, .. }) => code,
+        other => panic!("expected a refusal, got {:?}", other.map(|p| p.credential)),
+    };
+    let sp = table("sp").keys().unwrap();
+    let sub = |sub_mchid: &str, sub_appid: Option<&str>| {
+        let mut k = sp.clone();
+        k.partner = Some(SubMerchant {
+            sub_mchid: sub_mchid.into(),
+            sub_appid: sub_appid.map(str::to_owned),
+        });
+        k
+    };
+    // The provider's own (direct) order: refused.
+    assert_eq!(code(prepay(sp.clone(), "SPDIRECT01").await), "NO_AUTH");
+    // A partner call without sub_mchid: refused.
+    assert_eq!(
+        code(prepay(sub("", None), "SPNOSUB001").await),
+        "PARAM_ERROR"
+    );
+    // A sub-merchant not under this provider (merchant m1's number): refused.
+    assert_eq!(
+        code(prepay(sub("1900000001", None), "SPFOREIGN1").await),
+        "NO_AUTH"
+    );
+    // sub1 named with an appid that is not its own: refused.
+    let wrong_appid = prepay(sub("1900000109", Some("wx0000000000000000")), "SPAPPID001");
+    assert_eq!(code(wrong_appid.await), "PARAM_ERROR");
+    // A merchant that is no provider cannot use the partner APIs, even for a real sub-merchant.
+    let mut m1 = table("m1").keys().unwrap();
+    m1.partner = Some(SubMerchant {
+        sub_mchid: "1900000109".into(),
+        sub_appid: None,
+    });
+    assert_eq!(code(prepay(m1, "M1PARTNER1").await), "NO_AUTH");
+    // The sub-merchants themselves, through their provider: accepted, each at its own number.
+    prepay(sub("1900000109", Some("wxd678efh567hg6999")), "SPSUB10001")
+        .await
+        .expect("sub1 through sp");
+    prepay(sub("1900000110", None), "SPSUB20001")
+        .await
+        .expect("sub2 through sp");
+    let ledger = sim.sim.ledger_snapshot().orders;
+    let at = |no: &str| {
+        ledger
+            .values()
+            .find(|o| o.out_trade_no == no)
+            .map(|o| o.merchant_name.clone())
+    };
+    assert_eq!(at("SPSUB10001").as_deref(), Some("sub1"));
+    assert_eq!(at("SPSUB20001").as_deref(), Some("sub2"));
+    for refused in [
+        "SPDIRECT01",
+        "SPNOSUB001",
+        "SPFOREIGN1",
+        "SPAPPID001",
+        "M1PARTNER1",
+    ] {
+        assert_eq!(at(refused), None, "{refused}: nothing made");
+    }
 }

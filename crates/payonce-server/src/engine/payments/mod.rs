@@ -108,14 +108,17 @@ pub fn account_for(
     channel: ChannelName,
 ) -> Result<Arc<ChannelAccount>, PaymentError> {
     match app.channel_accounts.get(&channel) {
-        Some(name) => {
-            state
-                .channels
-                .account(channel, name)
-                .ok_or(PaymentError::ChannelUnavailable(
-                    "the app's account for this channel is not configured on this server",
-                ))
-        }
+        Some(name) => match state.channels.account(channel, name) {
+            None => Err(PaymentError::ChannelUnavailable(
+                "the app's account for this channel is not configured on this server",
+            )),
+            // Bound before the account became a provider's: refused rather than sent to the
+            // channel, which would refuse it too.
+            Some(a) if !a.takes_payments() => Err(PaymentError::ChannelUnavailable(
+                "the app's account for this channel is a service provider, which takes no payments: bind one of its sub-merchants",
+            )),
+            Some(a) => Ok(a),
+        },
         None if state.channels.accounts(channel).is_empty() => Err(
             PaymentError::ChannelUnavailable("the channel is not configured on this server"),
         ),

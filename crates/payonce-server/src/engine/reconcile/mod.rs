@@ -91,6 +91,10 @@ pub enum ReconcileError {
     NoChannel(String),
     #[error("no such {0} account configured: {1}")]
     NoAccount(String, String),
+    #[error(
+        "the {0} account {1} is a service provider: it has no bill of its own; reconcile each of its sub-merchants"
+    )]
+    Provider(String, String),
     #[error("not a date (YYYY-MM-DD): {0}")]
     BadDate(String),
     #[error("another instance is reconciling {0} {1} right now")]
@@ -181,6 +185,12 @@ pub async fn reconcile_with(
             account.unwrap_or("(none is the default)").to_owned(),
         ));
     };
+    if !found.takes_payments() {
+        return Err(ReconcileError::Provider(
+            channel_name.to_owned(),
+            found.name.clone(),
+        ));
+    }
     let (channel, account_name) = (found.connector.clone(), found.name.clone());
     let account = account_name;
     let scope = Scope {
