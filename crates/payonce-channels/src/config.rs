@@ -169,11 +169,22 @@ pub struct AlipayConfig {
     /// The account an app without a binding uses when the channel has several.
     #[serde(default)]
     pub default: bool,
-    /// `https://openapi.alipay.com/gateway.do` in production.
-    pub gateway: String,
-    pub app_id: String,
-    pub app_private_key_file: PathBuf,
-    pub alipay_public_key_file: PathBuf,
+    /// An ISV's third-party app (第三方应用): its key signs its sub-merchants' calls; it
+    /// takes no payment itself.
+    #[serde(default)]
+    pub service_provider: bool,
+    /// A merchant that authorised an ISV: the ISV app's account name, the merchant's own
+    /// app id (`auth_app_id` in its notifications) and the file holding its `app_auth_token`.
+    /// Gateway and keys are the ISV's.
+    pub provider: Option<String>,
+    pub auth_app_id: Option<String>,
+    pub app_auth_token_file: Option<PathBuf>,
+    /// `https://openapi.alipay.com/gateway.do` in production. The fields below are required of
+    /// a merchant or ISV and refused of a sub-merchant.
+    pub gateway: Option<String>,
+    pub app_id: Option<String>,
+    pub app_private_key_file: Option<PathBuf>,
+    pub alipay_public_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -230,90 +241,107 @@ impl ChannelsConfig {
             u.middle_cert_file = u.middle_cert_file.as_ref().map(|p| base.join(p));
         }
         for a in &mut cfg.alipay.0 {
-            a.app_private_key_file = base.join(&a.app_private_key_file);
-            a.alipay_public_key_file = base.join(&a.alipay_public_key_file);
+            a.app_private_key_file = a.app_private_key_file.as_ref().map(|p| base.join(p));
+            a.alipay_public_key_file = a.alipay_public_key_file.as_ref().map(|p| base.join(p));
+            a.app_auth_token_file = a.app_auth_token_file.as_ref().map(|p| base.join(p));
         }
         cfg.check_names(path)?;
-        cfg.check_wechat_roles()
-            .map_err(|message| ConfigError::Invalid {
-                path: path.into(),
-                message,
-            })?;
+        cfg.check_roles().map_err(|message| ConfigError::Invalid {
+            path: path.into(),
+            message,
+        })?;
         Ok(cfg)
     }
 
-    /// A WeChat account is a merchant (its own keys), a provider (its own keys, no payments,
-    /// never the default) or a sub-merchant (`provider` + `sub_mchid`, nothing else of keys).
-    fn check_wechat_roles(&self) -> Result<(), String> {
-        for w in &self.wechatpay.0 {
-            let name = w.name.as_deref().unwrap_or(DEFAULT_ACCOUNT);
-            let own = [
-                ("gateway", w.gateway.is_some()),
-                ("mchid", w.mchid.is_some()),
-                ("appid", w.appid.is_some()),
-                ("merchant_serial_no", w.merchant_serial_no.is_some()),
-                ("merchant_key_file", w.merchant_key_file.is_some()),
-                ("apiv3_key_file", w.apiv3_key_file.is_some()),
-                (
-                    "platform_public_key_file",
-                    w.platform_public_key_file.is_some(),
-                ),
-                ("platform_public_key_id", w.platform_public_key_id.is_some()),
-                ("platform_cert_files", !w.platform_cert_files.is_empty()),
-                ("download_certificates", w.download_certificates.is_some()),
-            ];
-            match &w.provider {
-                Some(provider) => {
-                    if let Some((field, _)) = own.iter().find(|(_, given)| *given) {
-                        return Err(format!(
-                            "[[wechatpay]] {name:?} is a sub-merchant of {provider:?}: it signs with its provider's keys, so `{field}` belongs in the provider's table"
-                        ));
-                    }
-                    if w.service_provider {
-                        return Err(format!(
-                            "[[wechatpay]] {name:?}: a sub-merchant cannot be a service provider"
-                        ));
-                    }
-                    if w.sub_mchid.as_deref().is_none_or(str::is_empty) {
-                        return Err(format!(
-                            "[[wechatpay]] {name:?}: a sub-merchant needs sub_mchid"
-                        ));
-                    }
-                    let known = self.wechatpay.0.iter().find(|p| {
-                        p.name.as_deref().unwrap_or(DEFAULT_ACCOUNT) == provider.as_str()
-                    });
-                    match known {
-                        Some(p) if p.service_provider => {}
-                        Some(_) => {
-                            return Err(format!(
-                                "[[wechatpay]] {name:?}: its provider {provider:?} is not marked service_provider = true"
-                            ));
-                        }
-                        None => {
-                            return Err(format!(
-                                "[[wechatpay]] {name:?}: no [[wechatpay]] account is named {provider:?}"
-                            ));
-                        }
-                    }
-                }
-                None => {
-                    if let Some((field, _)) = own[..6].iter().find(|(_, given)| !*given) {
-                        return Err(format!("[[wechatpay]] {name:?}: missing `{field}`"));
-                    }
-                    if w.sub_mchid.is_some() || w.sub_appid.is_some() {
-                        return Err(format!(
-                            "[[wechatpay]] {name:?}: sub_mchid / sub_appid need provider = \"<its provider's account>\""
-                        ));
-                    }
-                    if w.service_provider && w.default {
-                        return Err(format!(
-                            "[[wechatpay]] {name:?}: a service provider takes no payments, so it cannot be the default account"
-                        ));
-                    }
-                }
-            }
-        }
-        Ok(())
+    /// WeChat's and Alipay's accounts are merchants (keys of their own), providers (keys of
+    /// their own, no payments, never the default) or sub-merchants (a provider's name and
+    /// their own numbers, no keys).
+    fn check_roles(&self) -> Result<(), String> {
+        let name = |n: &Option<String>| n.clone().unwrap_or_else(|| DEFAULT_ACCOUNT.to_owned());
+        let wechat: Vec<RoleCheck> = self
+            .wechatpay
+            .0
+            .iter()
+            .map(|w| RoleCheck {
+                channel: "wechatpay",
+                name: name(&w.name),
+                default: w.default,
+                service_provider: w.service_provider,
+                provider: w.provider.clone(),
+                own: vec![
+                    ("gateway", w.gateway.is_some(), true),
+                    ("mchid", w.mchid.is_some(), true),
+                    ("appid", w.appid.is_some(), true),
+                    ("merchant_serial_no", w.merchant_serial_no.is_some(), true),
+                    ("merchant_key_file", w.merchant_key_file.is_some(), true),
+                    ("apiv3_key_file", w.apiv3_key_file.is_some(), true),
+                    (
+                        "platform_public_key_file",
+                        w.platform_public_key_file.is_some(),
+                        false,
+                    ),
+                    (
+                        "platform_public_key_id",
+                        w.platform_public_key_id.is_some(),
+                        false,
+                    ),
+                    (
+                        "platform_cert_files",
+                        !w.platform_cert_files.is_empty(),
+                        false,
+                    ),
+                    (
+                        "download_certificates",
+                        w.download_certificates.is_some(),
+                        false,
+                    ),
+                ],
+                sub: vec![
+                    (
+                        "sub_mchid",
+                        w.sub_mchid.as_deref().is_some_and(|m| !m.is_empty()),
+                        true,
+                    ),
+                    ("sub_appid", w.sub_appid.is_some(), false),
+                ],
+            })
+            .collect();
+        let alipay: Vec<RoleCheck> = self
+            .alipay
+            .0
+            .iter()
+            .map(|a| RoleCheck {
+                channel: "alipay",
+                name: name(&a.name),
+                default: a.default,
+                service_provider: a.service_provider,
+                provider: a.provider.clone(),
+                own: vec![
+                    ("gateway", a.gateway.is_some(), true),
+                    ("app_id", a.app_id.is_some(), true),
+                    (
+                        "app_private_key_file",
+                        a.app_private_key_file.is_some(),
+                        true,
+                    ),
+                    (
+                        "alipay_public_key_file",
+                        a.alipay_public_key_file.is_some(),
+                        true,
+                    ),
+                ],
+                sub: vec![
+                    (
+                        "auth_app_id",
+                        a.auth_app_id.as_deref().is_some_and(|m| !m.is_empty()),
+                        true,
+                    ),
+                    ("app_auth_token_file", a.app_auth_token_file.is_some(), true),
+                ],
+            })
+            .collect();
+        check_roles(&wechat)?;
+        check_roles(&alipay)
     }
 
     /// Every account's (channel, name, marked default), in file order.
@@ -461,12 +489,59 @@ impl ChannelsConfig {
             });
         }
         for a in &self.alipay.0 {
+            // A sub-merchant's calls are the ISV app's, with the merchant's token (`load`
+            // checked the ISV exists and is one).
+            let (own, role, merchant_id) = match &a.provider {
+                Some(provider) => (
+                    self.alipay
+                        .0
+                        .iter()
+                        .find(|p| label(&p.name) == *provider)
+                        .expect("checked by load"),
+                    AccountRole::SubMerchant {
+                        provider: provider.clone(),
+                    },
+                    a.auth_app_id.clone().unwrap_or_default(),
+                ),
+                None if a.service_provider => (
+                    a,
+                    AccountRole::Provider,
+                    a.app_id.clone().unwrap_or_default(),
+                ),
+                None => (
+                    a,
+                    AccountRole::Merchant,
+                    a.app_id.clone().unwrap_or_default(),
+                ),
+            };
+            let need = |field: &str| ConfigError::Invalid {
+                path: PathBuf::from("[alipay]"),
+                message: format!("missing `{field}`"),
+            };
+            let key_file = own
+                .app_private_key_file
+                .as_ref()
+                .ok_or_else(|| need("app_private_key_file"))?;
+            let public_file = own
+                .alipay_public_key_file
+                .as_ref()
+                .ok_or_else(|| need("alipay_public_key_file"))?;
+            let isv = match (&a.auth_app_id, &a.app_auth_token_file) {
+                (Some(auth_app_id), Some(token_file)) => Some(crate::alipay::IsvGrant {
+                    auth_app_id: auth_app_id.clone(),
+                    app_auth_token: crate::secret::SecretBytes::new(
+                        read(token_file)?.trim().as_bytes().to_vec(),
+                    ),
+                }),
+                _ => None,
+            };
             let keys = crate::alipay::AlipayKeys {
-                app_id: a.app_id.clone(),
-                app_private_key: RsaSigner::from_pem(&read(&a.app_private_key_file)?)
-                    .map_err(|e| invalid(&a.app_private_key_file, e))?,
-                alipay_public_key: RsaVerifier::from_pem(&read(&a.alipay_public_key_file)?)
-                    .map_err(|e| invalid(&a.alipay_public_key_file, e))?,
+                app_id: own.app_id.clone().ok_or_else(|| need("app_id"))?,
+                app_private_key: RsaSigner::from_pem(&read(key_file)?)
+                    .map_err(|e| invalid(key_file, e))?,
+                alipay_public_key: RsaVerifier::from_pem(&read(public_file)?)
+                    .map_err(|e| invalid(public_file, e))?,
+                isv,
             };
             let fingerprints = vec![
                 (
@@ -481,11 +556,11 @@ impl ChannelsConfig {
             reg.insert_account(ChannelAccount {
                 name: label(&a.name),
                 is_default: a.default,
-                merchant_id: a.app_id.clone(),
+                merchant_id,
                 fingerprints,
-                role: AccountRole::Merchant,
+                role,
                 connector: Arc::new(crate::alipay::AlipayClient::new(
-                    a.gateway.clone(),
+                    own.gateway.clone().unwrap_or_default(),
                     keys,
                     http.clone(),
                     clock.clone(),
@@ -623,6 +698,75 @@ impl WechatpayConfig {
             partner: None,
         })
     }
+}
+
+/// One account's role fields, for `check_roles`.
+struct RoleCheck {
+    channel: &'static str,
+    name: String,
+    default: bool,
+    service_provider: bool,
+    provider: Option<String>,
+    /// The fields of an account with keys of its own: (field, given, required).
+    own: Vec<(&'static str, bool, bool)>,
+    /// The fields only a sub-merchant has: (field, given, required of a sub-merchant).
+    sub: Vec<(&'static str, bool, bool)>,
+}
+
+fn check_roles(accounts: &[RoleCheck]) -> Result<(), String> {
+    for a in accounts {
+        let (channel, name) = (a.channel, &a.name);
+        match &a.provider {
+            Some(provider) => {
+                if let Some((field, ..)) = a.own.iter().find(|(_, given, _)| *given) {
+                    return Err(format!(
+                        "[[{channel}]] {name:?} is a sub-merchant of {provider:?}: it signs with its provider's keys, so `{field}` belongs in the provider's table"
+                    ));
+                }
+                if a.service_provider {
+                    return Err(format!(
+                        "[[{channel}]] {name:?}: a sub-merchant cannot be a service provider"
+                    ));
+                }
+                if let Some((field, ..)) = a.sub.iter().find(|(_, given, req)| *req && !*given) {
+                    return Err(format!(
+                        "[[{channel}]] {name:?}: a sub-merchant needs {field}"
+                    ));
+                }
+                match accounts.iter().find(|p| p.name == *provider) {
+                    Some(p) if p.service_provider => {}
+                    Some(_) => {
+                        return Err(format!(
+                            "[[{channel}]] {name:?}: its provider {provider:?} is not marked service_provider = true"
+                        ));
+                    }
+                    None => {
+                        return Err(format!(
+                            "[[{channel}]] {name:?}: no [[{channel}]] account is named {provider:?}"
+                        ));
+                    }
+                }
+            }
+            None => {
+                if let Some((field, ..)) = a.own.iter().find(|(_, given, req)| *req && !*given) {
+                    return Err(format!("[[{channel}]] {name:?}: missing `{field}`"));
+                }
+                if a.sub.iter().any(|(_, given, _)| *given) {
+                    let fields: Vec<&str> = a.sub.iter().map(|(f, ..)| *f).collect();
+                    return Err(format!(
+                        "[[{channel}]] {name:?}: {} need provider = \"<its provider's account>\"",
+                        fields.join(" / ")
+                    ));
+                }
+                if a.service_provider && a.default {
+                    return Err(format!(
+                        "[[{channel}]] {name:?}: a service provider takes no payments, so it cannot be the default account"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What an operator compares of a UnionPay account: its signing certificate (named by its

@@ -205,6 +205,7 @@ impl InlineAccount {
                 alipay_public_key_pem,
             } => {
                 let keys = crate::alipay::AlipayKeys {
+                    isv: None,
                     app_id: app_id.clone(),
                     app_private_key: signer("app_private_key_pem", app_private_key_pem)?,
                     alipay_public_key: RsaVerifier::from_pem(alipay_public_key_pem)

@@ -338,6 +338,7 @@ fn wechat(gateway: String, platform: &RsaSigner) -> wechatpay::WechatpayClient {
 
 fn alipay_client(gateway: String) -> alipay::AlipayClient {
     let k = alipay::AlipayKeys {
+        isv: None,
         app_id: "2021".into(),
         app_private_key: RsaSigner::generate(),
         alipay_public_key: RsaSigner::generate().verifier(),

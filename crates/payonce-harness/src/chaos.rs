@@ -239,11 +239,11 @@ pub async fn run(cfg: ChaosConfig) -> anyhow::Result<ChaosReport> {
         payonce_core::Clock::now(&payonce_core::SystemClock),
     )
     .await?;
-    // WeChat through the service provider's sub-merchant `sub2` (partner APIs, no appid of
-    // its own), Alipay at m2.
+    // Through the providers' sub-merchants: WeChat `sub2` (partner APIs, no appid of its
+    // own), Alipay `sub1` (the ISV's app with the merchant's token).
     let bindings = [
         (payonce_core::ChannelName::Wechatpay, "sub2".to_owned()),
-        (payonce_core::ChannelName::Alipay, "m2".to_owned()),
+        (payonce_core::ChannelName::Alipay, "sub1".to_owned()),
     ];
     let app = payonce_server::engine::apps::create_app(
         store.as_ref(),

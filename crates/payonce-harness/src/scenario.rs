@@ -168,9 +168,14 @@ pub async fn run_settling(s: &Scenario, settle: Duration) -> Verdict {
     let started = Instant::now();
     // Two merchants per channel, the app's WeChat Pay and Alipay payments at m2 and the rest
     // at the default (m1): every seed checks that each channel order lives at its attempt's
-    // merchant and that every query, close and refund went there (I9). Odd seeds pay WeChat
-    // through the service provider's sub-merchant `sub1` instead (the partner APIs).
-    let wechat_account = if s.seed % 2 == 1 { "sub1" } else { "m2" };
+    // merchant and that every query, close and refund went there (I9). Odd seeds pay through
+    // the providers' sub-merchants instead: WeChat at `sub1` (the partner APIs), Alipay at
+    // `sub2` (an ISV's app with the merchant's `app_auth_token`).
+    let (wechat_account, alipay_account) = if s.seed % 2 == 1 {
+        ("sub1", "sub2")
+    } else {
+        ("m2", "m2")
+    };
     let opts = || AppOptions {
         time_scale: 100.0,
         channel_timeout: Duration::from_secs(2),
@@ -178,7 +183,7 @@ pub async fn run_settling(s: &Scenario, settle: Duration) -> Verdict {
         sim_merchants: 2,
         accounts: vec![
             (payonce_core::ChannelName::Wechatpay, wechat_account.into()),
-            (payonce_core::ChannelName::Alipay, "m2".into()),
+            (payonce_core::ChannelName::Alipay, alipay_account.into()),
         ],
         ..AppOptions::default()
     };

@@ -23,16 +23,17 @@ pub struct WechatMerchant {
     pub serial: String,
     pub key: RsaVerifier,
     pub apiv3: SecretBytes,
-    pub role: WechatRole,
+    pub role: MerchantRole,
 }
 
-/// WeChat's merchant kinds: a direct merchant, a service provider (服务商, signs for its
-/// sub-merchants, makes no order of its own) and a sub-merchant (特约商户) of a provider.
+/// A merchant's kind: a direct merchant, a service provider (WeChat 服务商, an Alipay ISV's
+/// third-party app: signs for its sub-merchants, makes no order of its own) and a sub-merchant
+/// (特约商户; an Alipay merchant that authorised the ISV) of a provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WechatRole {
+pub enum MerchantRole {
     Merchant,
     Provider,
-    /// The index of its provider in `SimKeys::wechat`.
+    /// The index of its provider in the channel's merchants.
     SubMerchant {
         provider: usize,
     },
@@ -46,11 +47,21 @@ pub const WECHAT_SP_APPID: &str = "wx8888888888888888";
 pub const WECHAT_SUB_MCHIDS: [&str; 2] = ["1900000109", "1900000110"];
 pub const WECHAT_SUB1_APPID: &str = "wxd678efh567hg6999";
 
-/// One Alipay app (merchant) the simulator serves.
+/// One Alipay app (merchant) the simulator serves. A sub-merchant (a merchant that authorised
+/// the ISV's third-party app) signs nothing: its ISV signs, with its `app_auth_token`.
 pub struct AlipayMerchant {
+    /// Its account name in the `channels.toml` the simulator writes.
+    pub name: String,
     pub app_id: String,
     pub app_key: RsaVerifier,
+    pub role: MerchantRole,
+    /// A sub-merchant's authorisation token (`app_auth_token`), which its ISV sends.
+    pub app_auth_token: String,
 }
+
+/// The Alipay ISV app of a multi-merchant simulator and its two authorising merchants.
+pub const ALIPAY_SP_APP_ID: &str = "2021000000000900";
+pub const ALIPAY_SUB_APP_IDS: [&str; 2] = ["2021000000000901", "2021000000000902"];
 
 /// One UnionPay merchant the simulator serves.
 pub struct UnionpayMerchant {
@@ -232,12 +243,15 @@ impl SimKeys {
                 serial,
                 key: rsa(&dir.join(merchant_file(i, "wechatpay", "merchant_key.pem")))?.verifier(),
                 apiv3: SecretBytes::new(apiv3.trim().as_bytes().to_vec()),
-                role: WechatRole::Merchant,
+                role: MerchantRole::Merchant,
             });
             alipay.push(AlipayMerchant {
+                name: account_name(i, merchants),
                 app_id: alipay_app_id(i),
                 app_key: rsa(&dir.join(merchant_file(i, "alipay", "app_private_key.pem")))?
                     .verifier(),
+                role: MerchantRole::Merchant,
+                app_auth_token: String::new(),
             });
         }
         if merchants > 1 {
@@ -257,7 +271,7 @@ impl SimKeys {
                 serial: serial.clone(),
                 key: key.clone(),
                 apiv3: apiv3.clone(),
-                role: WechatRole::Provider,
+                role: MerchantRole::Provider,
             });
             for (k, sub_mchid) in WECHAT_SUB_MCHIDS.iter().enumerate() {
                 wechat.push(WechatMerchant {
@@ -272,7 +286,32 @@ impl SimKeys {
                     serial: serial.clone(),
                     key: key.clone(),
                     apiv3: apiv3.clone(),
-                    role: WechatRole::SubMerchant { provider },
+                    role: MerchantRole::SubMerchant { provider },
+                });
+            }
+        }
+        if merchants > 1 {
+            // The ISV's third-party app `sp` and the merchants that authorised it.
+            let provider = alipay.len();
+            let key = rsa(&dir.join("alipay_sp_app_private_key.pem"))?.verifier();
+            alipay.push(AlipayMerchant {
+                name: "sp".into(),
+                app_id: ALIPAY_SP_APP_ID.into(),
+                app_key: key.clone(),
+                role: MerchantRole::Provider,
+                app_auth_token: String::new(),
+            });
+            for (k, app_id) in ALIPAY_SUB_APP_IDS.iter().enumerate() {
+                let token = load_or(
+                    &dir.join(format!("alipay_sub{}_app_auth_token", k + 1)),
+                    || format!("202612BB{}", nonce(32)),
+                )?;
+                alipay.push(AlipayMerchant {
+                    name: format!("sub{}", k + 1),
+                    app_id: (*app_id).into(),
+                    app_key: key.clone(),
+                    role: MerchantRole::SubMerchant { provider },
+                    app_auth_token: token.trim().to_owned(),
                 });
             }
         }
@@ -317,7 +356,7 @@ impl SimKeys {
     /// `mN`, the first marked default. The platform keys (WeChat's, Alipay's, UnionPay's
     /// signing certificate) are the simulated channel's own, shared by its merchants.
     pub fn channels_toml(&self, base: &str, listed: Option<usize>) -> String {
-        let n = self.alipay.len();
+        let n = self.unionpay.len();
         let listed = listed.unwrap_or(n).clamp(1, n);
         let (open, close) = if n == 1 { ("[", "]") } else { ("[[", "]]") };
         let label = |i: usize| {
@@ -338,7 +377,7 @@ impl SimKeys {
         let direct = self
             .wechat
             .iter()
-            .filter(|m| m.role == WechatRole::Merchant);
+            .filter(|m| m.role == MerchantRole::Merchant);
         for (i, m) in direct.enumerate().take(listed) {
             out.push_str(&format!(
                 "\n{open}wechatpay{close}\n{}gateway = \"{base}\"\nmchid = \"{}\"\nappid = \"{}\"\n\
@@ -356,8 +395,8 @@ impl SimKeys {
         }
         for m in &self.wechat {
             match m.role {
-                WechatRole::Merchant => {}
-                WechatRole::Provider => out.push_str(&format!(
+                MerchantRole::Merchant => {}
+                MerchantRole::Provider => out.push_str(&format!(
                     "\n[[wechatpay]]\nname = \"{}\"\nservice_provider = true\ngateway = \"{base}\"\n\
                      mchid = \"{}\"\nappid = \"{}\"\nmerchant_serial_no = \"{}\"\n\
                      merchant_key_file = \"wechatpay_sp_merchant_key.pem\"\n\
@@ -366,7 +405,7 @@ impl SimKeys {
                      platform_public_key_id = \"{}\"\n",
                     m.name, m.mchid, m.appid, m.serial, self.wechat_platform_key_id
                 )),
-                WechatRole::SubMerchant { provider } => {
+                MerchantRole::SubMerchant { provider } => {
                     out.push_str(&format!(
                         "\n[[wechatpay]]\nname = \"{}\"\nprovider = \"{}\"\nsub_mchid = \"{}\"\n",
                         m.name, self.wechat[provider].name, m.mchid
@@ -377,7 +416,11 @@ impl SimKeys {
                 }
             }
         }
-        for (i, m) in self.alipay.iter().enumerate().take(listed) {
+        let direct = self
+            .alipay
+            .iter()
+            .filter(|m| m.role == MerchantRole::Merchant);
+        for (i, m) in direct.enumerate().take(listed) {
             out.push_str(&format!(
                 "\n{open}alipay{close}\n{}gateway = \"{base}/gateway.do\"\napp_id = \"{}\"\n\
                  app_private_key_file = \"{}\"\nalipay_public_key_file = \"alipay_public_key.pem\"\n",
@@ -385,6 +428,25 @@ impl SimKeys {
                 m.app_id,
                 merchant_file(i, "alipay", "app_private_key.pem"),
             ));
+        }
+        for (k, m) in self.alipay.iter().enumerate() {
+            match m.role {
+                MerchantRole::Merchant => {}
+                MerchantRole::Provider => out.push_str(&format!(
+                    "\n[[alipay]]\nname = \"{}\"\nservice_provider = true\ngateway = \"{base}/gateway.do\"\n\
+                     app_id = \"{}\"\napp_private_key_file = \"alipay_sp_app_private_key.pem\"\n\
+                     alipay_public_key_file = \"alipay_public_key.pem\"\n",
+                    m.name, m.app_id
+                )),
+                MerchantRole::SubMerchant { provider } => out.push_str(&format!(
+                    "\n[[alipay]]\nname = \"{}\"\nprovider = \"{}\"\nauth_app_id = \"{}\"\n\
+                     app_auth_token_file = \"alipay_sub{}_app_auth_token\"\n",
+                    m.name,
+                    self.alipay[provider].name,
+                    m.app_id,
+                    k - provider
+                )),
+            }
         }
         for (i, m) in self.unionpay.iter().enumerate().take(listed) {
             out.push_str(&format!(
@@ -406,24 +468,24 @@ impl SimKeys {
         self.wechat
             .iter()
             .enumerate()
-            .find(|(_, m)| m.mchid == mchid && !matches!(m.role, WechatRole::SubMerchant { .. }))
+            .find(|(_, m)| m.mchid == mchid && !matches!(m.role, MerchantRole::SubMerchant { .. }))
     }
 
     /// The sub-merchant `sub_mchid` under `provider`; `Err(true)` when it exists under another
     /// provider (or is no sub-merchant), `Err(false)` when WeChat knows no such merchant.
     pub fn wechat_sub_merchant(&self, provider: usize, sub_mchid: &str) -> Result<usize, bool> {
         match self.wechat.iter().position(|m| m.mchid == sub_mchid) {
-            Some(i) if self.wechat[i].role == (WechatRole::SubMerchant { provider }) => Ok(i),
+            Some(i) if self.wechat[i].role == (MerchantRole::SubMerchant { provider }) => Ok(i),
             Some(_) => Err(true),
             None => Err(false),
         }
     }
 
+    /// The Alipay app that signs as `app_id` (a sub-merchant signs nothing: its ISV does).
     pub fn alipay_by_app_id(&self, app_id: &str) -> Option<(usize, &AlipayMerchant)> {
-        self.alipay
-            .iter()
-            .enumerate()
-            .find(|(_, m)| m.app_id == app_id)
+        self.alipay.iter().enumerate().find(|(_, m)| {
+            m.app_id == app_id && !matches!(m.role, MerchantRole::SubMerchant { .. })
+        })
     }
 
     pub fn unionpay_by_mer_id(&self, mer_id: &str) -> Option<(usize, &UnionpayMerchant)> {

@@ -176,6 +176,7 @@ impl Sim {
     pub fn merchant_name(&self, channel: ChannelName, i: usize) -> String {
         match channel {
             ChannelName::Wechatpay => self.keys.wechat[i].name.clone(),
+            ChannelName::Alipay => self.keys.alipay[i].name.clone(),
             _ => keys::account_name(i, self.merchants(channel)),
         }
     }
@@ -183,16 +184,27 @@ impl Sim {
     /// How `/sim/ledger` names the account `name` of `channel`: `(merchant, sub_merchant)` —
     /// the provider and the sub-merchant for a sub-merchant, else `(name, None)`.
     pub fn ledger_names(&self, channel: ChannelName, name: &str) -> (String, Option<String>) {
-        if channel == ChannelName::Wechatpay
-            && let Some(m) = self.keys.wechat.iter().find(|m| m.name == name)
-            && let keys::WechatRole::SubMerchant { provider } = m.role
-        {
-            return (
-                self.keys.wechat[provider].name.clone(),
-                Some(name.to_owned()),
-            );
+        let roles: Vec<(&str, keys::MerchantRole)> = match channel {
+            ChannelName::Wechatpay => self
+                .keys
+                .wechat
+                .iter()
+                .map(|m| (m.name.as_str(), m.role))
+                .collect(),
+            ChannelName::Alipay => self
+                .keys
+                .alipay
+                .iter()
+                .map(|m| (m.name.as_str(), m.role))
+                .collect(),
+            _ => Vec::new(),
+        };
+        match roles.iter().find(|(n, _)| *n == name) {
+            Some((_, keys::MerchantRole::SubMerchant { provider })) => {
+                (roles[*provider].0.to_owned(), Some(name.to_owned()))
+            }
+            _ => (name.to_owned(), None),
         }
-        (name.to_owned(), None)
     }
 
     pub fn ledger_snapshot(&self) -> Ledger {

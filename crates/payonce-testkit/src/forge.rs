@@ -258,13 +258,36 @@ pub fn alipay_paid(
     total_amount: &str,
     fault: AliFault,
 ) -> Forged {
-    let trade_no = payment_number("2026112322001", out_trade_no);
-    let key = RsaSigner::from_pem(&read(sim_dir, "alipay_private_key.pem")).unwrap();
     let app_id = if fault == AliFault::WrongApp {
         "2021000000009999"
     } else {
         "2021000000000001"
     };
+    alipay_paid_as(
+        sim_dir,
+        app_id,
+        None,
+        notify_id,
+        out_trade_no,
+        total_amount,
+        fault,
+    )
+}
+
+/// `alipay_paid` naming `app_id` and, when given, `auth_app_id` (an ISV's app and the merchant
+/// that authorised it), signed with the simulated Alipay's key: a genuine message of that
+/// merchant.
+pub fn alipay_paid_as(
+    sim_dir: &Path,
+    app_id: &str,
+    auth_app_id: Option<&str>,
+    notify_id: &str,
+    out_trade_no: &str,
+    total_amount: &str,
+    fault: AliFault,
+) -> Forged {
+    let trade_no = payment_number("2026112322001", out_trade_no);
+    let key = RsaSigner::from_pem(&read(sim_dir, "alipay_private_key.pem")).unwrap();
     let mut p: Vec<(String, String)> = [
         ("notify_type", "trade_status_sync"),
         ("notify_id", notify_id),
@@ -282,6 +305,9 @@ pub fn alipay_paid(
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
+    if let Some(a) = auth_app_id {
+        p.push(("auth_app_id".into(), a.into()));
+    }
     let signer = if fault == AliFault::BadSignature {
         RsaSigner::generate()
     } else {

@@ -19,9 +19,19 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 
 pub struct AlipayKeys {
+    /// The app that signs: the merchant's own, or an ISV's third-party app (`isv` set).
     pub app_id: String,
     pub app_private_key: RsaSigner,
     pub alipay_public_key: RsaVerifier,
+    /// ISV mode (第三方应用代调用): the merchant this connector acts for.
+    pub isv: Option<IsvGrant>,
+}
+
+/// What a merchant granted an ISV's third-party app: its own app id (`auth_app_id` in its
+/// notifications) and the token every call on its behalf carries (`app_auth_token`).
+pub struct IsvGrant {
+    pub auth_app_id: String,
+    pub app_auth_token: crate::secret::SecretBytes,
 }
 
 pub struct AlipayClient {
@@ -80,6 +90,13 @@ impl AlipayClient {
         ];
         if let Some(u) = notify_url {
             params.push(("notify_url".into(), u.into()));
+        }
+        // ISV mode: the merchant's token is a common parameter, signed with the rest.
+        if let Some(isv) = &self.keys.isv {
+            params.push((
+                "app_auth_token".into(),
+                String::from_utf8_lossy(isv.app_auth_token.expose()).into_owned(),
+            ));
         }
         let sign = protocol::sign_params(&self.keys.app_private_key, &params);
         params.push(("sign".into(), sign));
@@ -268,7 +285,12 @@ impl Channel for AlipayClient {
             .map_err(|e| ChannelError::Ambiguous(e.to_string()))?;
         Ok(crate::bill::BillDownload::Bill(
             crate::bill::DownloadedBill {
-                merchant_account: self.keys.app_id.clone(),
+                merchant_account: self
+                    .keys
+                    .isv
+                    .as_ref()
+                    .map_or(&self.keys.app_id, |i| &i.auth_app_id)
+                    .clone(),
                 bill_type: "trade".into(),
                 format: crate::bill::BillFormat::AlipayZip,
                 content: bytes.to_vec(),
@@ -289,7 +311,25 @@ impl Channel for AlipayClient {
         if !protocol::verify_notification(&self.keys.alipay_public_key, &params) {
             return Err(NotifyError::BadSignature);
         }
-        read_notification(&params, &self.keys.app_id)
+        // The merchant a notification is of: `auth_app_id` (Alipay sends it always; a
+        // merchant's own names its app_id twice). An ISV's merchants share its app and its
+        // keys: only this tells a sibling's genuine message apart (isolation, I9).
+        let auth_app_id = params
+            .iter()
+            .find(|(k, _)| k == "auth_app_id")
+            .map(|(_, v)| v.as_str());
+        let ours = match &self.keys.isv {
+            Some(isv) => auth_app_id == Some(isv.auth_app_id.as_str()),
+            None => auth_app_id.is_none_or(|a| a == self.keys.app_id),
+        };
+        let n = read_notification(&params, &self.keys.app_id)?;
+        if !ours {
+            return Err(NotifyError::OtherMerchant(format!(
+                "auth_app_id {} (not this account's)",
+                auth_app_id.unwrap_or_default()
+            )));
+        }
+        Ok(n)
     }
 
     fn notify_ack(&self) -> NotifyReply {

@@ -12,5 +12,6 @@ pub use answers::{
     refund_query_outcome, verify_answer,
 };
 pub use client::{
-    AlipayClient, AlipayKeys, QR_MAX_LIFE_MS, QrLifetimes, alipay_text, precreate_lifetimes,
+    AlipayClient, AlipayKeys, IsvGrant, QR_MAX_LIFE_MS, QrLifetimes, alipay_text,
+    precreate_lifetimes,
 };

@@ -174,6 +174,42 @@ fn check_common(
     Ok(merchant)
 }
 
+/// Whose orders a call acts on. Without `app_auth_token` the signing app's own, which must be a
+/// merchant's: an ISV's third-party app has no trade of its own. With one, the merchant that
+/// gave that token to exactly this ISV (Alipay checks the authorisation on every call).
+fn acting_for(
+    sim: &Sim,
+    signer: usize,
+    app_auth_token: &str,
+) -> Result<usize, (&'static str, &'static str, String)> {
+    use crate::keys::MerchantRole;
+    let invalid = || {
+        (
+            "20001",
+            "aop.invalid-app-auth-token",
+            "无效的应用授权令牌".to_owned(),
+        )
+    };
+    match (app_auth_token, sim.keys.alipay[signer].role) {
+        ("", MerchantRole::Merchant) => Ok(signer),
+        ("", _) => Err((
+            "40006",
+            "isv.insufficient-isv-permissions",
+            "ISV权限不足：第三方应用须以 app_auth_token 代商户调用".to_owned(),
+        )),
+        (_, MerchantRole::Merchant) => Err(invalid()),
+        (token, _) => sim
+            .keys
+            .alipay
+            .iter()
+            .position(|m| {
+                m.app_auth_token == token
+                    && m.role == (MerchantRole::SubMerchant { provider: signer })
+            })
+            .ok_or_else(invalid),
+    }
+}
+
 /// A precreate's `subject`: required, at most 256 characters, and without the characters
 /// Alipay forbids in it (`/ = &`, which would also break its own signing string).
 fn valid_subject(s: &str) -> bool {
@@ -210,7 +246,9 @@ async fn gateway(
             "缺少方法名参数",
         ));
     }
-    let merchant = match check_common(&sim, &params) {
+    let merchant = match check_common(&sim, &params)
+        .and_then(|signer| acting_for(&sim, signer, &get("app_auth_token")))
+    {
         Ok(m) => m,
         Err((code, sub_code, msg)) => return business_error(&sim, &method, code, sub_code, &msg),
     };

@@ -230,12 +230,20 @@ fn trade_view(o: &SimOrder) -> Value {
 pub(crate) fn notify(sim: Arc<Sim>, order: SimOrder, event_id: String) {
     let signer = sim.clone();
     let paid_at = alipay_time(order.paid_at.unwrap_or_default());
-    let app_id = sim.keys.alipay[order.merchant].app_id.clone();
+    // A sub-merchant's notification names the ISV's app (`app_id`) and the merchant's own
+    // (`auth_app_id`); a merchant's names itself twice.
+    let m = &sim.keys.alipay[order.merchant];
+    let (app_id, auth_app_id) = match m.role {
+        crate::keys::MerchantRole::SubMerchant { provider } => {
+            (sim.keys.alipay[provider].app_id.clone(), m.app_id.clone())
+        }
+        _ => (m.app_id.clone(), m.app_id.clone()),
+    };
     let base: Vec<(String, String)> = vec![
         ("notify_type", "trade_status_sync".to_owned()),
         ("notify_id", format!("2026{}", event_id.replace('-', ""))),
-        ("app_id", app_id.clone()),
-        ("auth_app_id", app_id),
+        ("app_id", app_id),
+        ("auth_app_id", auth_app_id),
         ("charset", "utf-8".to_owned()),
         ("version", "1.0".to_owned()),
         ("trade_no", order.trade_no.clone().unwrap_or_default()),

@@ -15,7 +15,7 @@ pub fn wechat_bill(sim: &Sim, merchant: usize, date: &str) -> String {
     let m = &sim.keys.wechat[merchant];
     // A sub-merchant's bill names its provider's appid and number, and itself as 特约商户号.
     let (appid, mchid, sub_mchid) = match m.role {
-        crate::keys::WechatRole::SubMerchant { provider } => {
+        crate::keys::MerchantRole::SubMerchant { provider } => {
             let sp = &sim.keys.wechat[provider];
             (sp.appid.as_str(), sp.mchid.as_str(), m.mchid.as_str())
         }

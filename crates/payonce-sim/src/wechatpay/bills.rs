@@ -84,11 +84,10 @@ pub(super) async fn bill_download(
     // sub-merchants; any other is refused.
     let (date, merchant) = token.split_once('.').unwrap_or((token, ""));
     let merchant = merchant.parse::<usize>().unwrap_or(signer);
-    let own =
-        merchant == signer
-            || sim.keys.wechat.get(merchant).is_some_and(|m| {
-                m.role == (crate::keys::WechatRole::SubMerchant { provider: signer })
-            });
+    let own = merchant == signer
+        || sim.keys.wechat.get(merchant).is_some_and(|m| {
+            m.role == (crate::keys::MerchantRole::SubMerchant { provider: signer })
+        });
     if !own {
         return error(&sim, StatusCode::FORBIDDEN, "NO_AUTH", "无权下载该账单");
     }

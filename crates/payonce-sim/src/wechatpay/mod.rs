@@ -17,7 +17,7 @@ mod trades;
 pub(crate) use trades::notify;
 
 use crate::Sim;
-use crate::keys::WechatRole;
+use crate::keys::MerchantRole;
 use crate::wire::{
     parse_wechat_authorization, wechat_answer_message, wechat_encrypt, wechat_request_message,
     wechat_time,
@@ -157,11 +157,11 @@ fn param_error(sim: &Sim, message: &str) -> Response {
 fn acting_for(sim: &Sim, signer: usize, sub_mchid: Option<&str>) -> Result<usize, Box<Response>> {
     let no_auth = |message: &str| Box::new(error(sim, StatusCode::FORBIDDEN, "NO_AUTH", message));
     match (sub_mchid, sim.keys.wechat[signer].role) {
-        (None, WechatRole::Merchant) => Ok(signer),
+        (None, MerchantRole::Merchant) => Ok(signer),
         (None, _) => Err(no_auth(
             "服务商商户号不能直接交易，请使用服务商接口并传入 sub_mchid",
         )),
-        (Some(_), WechatRole::Merchant) => Err(no_auth("商户号不是服务商，无权调用服务商接口")),
+        (Some(_), MerchantRole::Merchant) => Err(no_auth("商户号不是服务商，无权调用服务商接口")),
         (Some(""), _) => Err(Box::new(param_error(sim, "sub_mchid 不能为空"))),
         (Some(sub), _) => sim
             .keys

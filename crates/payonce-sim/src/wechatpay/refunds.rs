@@ -3,7 +3,7 @@
 
 use super::{acting_for, authentic, envelope, error, param_error, platform_headers, signed};
 use crate::Sim;
-use crate::keys::WechatRole;
+use crate::keys::MerchantRole;
 use crate::ops;
 use crate::rng::Draw;
 use crate::wire::wechat_time;
@@ -239,7 +239,7 @@ fn notify_refund(
         });
         let m = &sim.keys.wechat[merchant];
         match m.role {
-            WechatRole::SubMerchant { provider } => {
+            MerchantRole::SubMerchant { provider } => {
                 resource["sp_mchid"] = json!(sim.keys.wechat[provider].mchid);
                 resource["sub_mchid"] = json!(m.mchid);
             }

@@ -2,7 +2,7 @@
 //! and the `TRANSACTION.SUCCESS` notification.
 
 use super::{acting_for, authentic, envelope, error, param_error, platform_headers, signed};
-use crate::keys::WechatRole;
+use crate::keys::MerchantRole;
 use crate::ops::{self, CloseError, CreateError, NewOrder};
 use crate::rng::Draw;
 use crate::wire::{parse_wechat_time, wechat_time};
@@ -55,7 +55,7 @@ fn check_prepay(
     now: i64,
 ) -> Result<(), ParamError> {
     let s = |k: &str| body[k].as_str().unwrap_or_default();
-    let partner = matches!(m.role, WechatRole::SubMerchant { .. });
+    let partner = matches!(m.role, MerchantRole::SubMerchant { .. });
     if partner {
         if s("sp_appid") != signer.appid || s("sp_mchid") != signer.mchid {
             return Err(ParamError::Provider);
@@ -208,7 +208,7 @@ fn transaction(sim: &Sim, o: &SimOrder) -> Value {
         "amount": {"total": o.amount, "currency": "CNY"},
     });
     let sub_merchant = match m.role {
-        WechatRole::SubMerchant { provider } => Some(&sim.keys.wechat[provider]),
+        MerchantRole::SubMerchant { provider } => Some(&sim.keys.wechat[provider]),
         _ => None,
     };
     match sub_merchant {

@@ -323,11 +323,11 @@ async fn the_admin_api_lists_accounts_by_public_facts_and_checks_bindings(b: Bac
             .filter(|a| a["channel"] == channel)
             .map(|a| a["name"].as_str().unwrap())
             .collect();
-        // WeChat adds the simulator's service provider and its two sub-merchants.
-        let expected: &[&str] = if channel == "wechatpay" {
-            &["m1", "m2", "sp", "sub1", "sub2"]
-        } else {
+        // WeChat and Alipay add the simulator's service provider and its two sub-merchants.
+        let expected: &[&str] = if channel == "unionpay" {
             &["m1", "m2"]
+        } else {
+            &["m1", "m2", "sp", "sub1", "sub2"]
         };
         assert_eq!(names, expected, "{channel}");
     }
@@ -762,17 +762,20 @@ async fn an_account_added_at_runtime_is_checked_sealed_and_used_by_every_instanc
     assert_invariants(app.violations().await);
 }
 
-/// Service-provider mode: the simulator's provider `sp` signs for its sub-merchants `sub1`
-/// (own appid) and `sub2` (none). An app on sub1 and an app on sub2 pay and refund through the
-/// partner APIs, each at its own sub-merchant; sub1's genuine message (the provider's APIv3 key
-/// and platform signature, `sub_mchid` sub1) never pays sub2's order though it decrypts under
-/// sub2's keys; the provider itself takes no payments.
+/// Service-provider mode, on WeChat Pay (服务商 `sp`, partner APIs) and Alipay (an ISV's app
+/// `sp`, `app_auth_token`): an app on `sub1` and an app on `sub2` pay and refund each at its
+/// own sub-merchant; sub1's genuine message (the provider's keys, the platform's signature,
+/// sub1's `sub_mchid` / `auth_app_id`) never pays sub2's order though sub2's keys verify it;
+/// the provider itself takes no payments.
 async fn sub_merchants_of_one_provider_pay_refund_and_never_touch_each_other(b: Backend) {
     let Some(app) = spawn_app_with(
         b,
         AppOptions {
             sim_merchants: 2,
-            accounts: vec![(ChannelName::Wechatpay, "sub1".into())],
+            accounts: vec![
+                (ChannelName::Wechatpay, "sub1".into()),
+                (ChannelName::Alipay, "sub1".into()),
+            ],
             ..Default::default()
         },
     )
@@ -789,12 +792,12 @@ async fn sub_merchants_of_one_provider_pay_refund_and_never_touch_each_other(b: 
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    let role = |name: &str| {
+    let role = |channel: &str, name: &str| {
         list["items"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|a| a["channel"] == "wechatpay" && a["name"] == name)
+            .find(|a| a["channel"] == channel && a["name"] == name)
             .map(|a| {
                 (
                     a["role"].clone(),
@@ -802,63 +805,40 @@ async fn sub_merchants_of_one_provider_pay_refund_and_never_touch_each_other(b: 
                     a["merchant_id"].clone(),
                 )
             })
-            .unwrap_or_else(|| panic!("{name} listed: {list}"))
+            .unwrap_or_else(|| panic!("{channel}/{name} listed: {list}"))
     };
-    assert_eq!(role("sp").0, "provider");
+    for channel in ["wechatpay", "alipay"] {
+        assert_eq!(role(channel, "sp").0, "provider");
+    }
     assert_eq!(
-        role("sub1"),
+        role("wechatpay", "sub1"),
         (json!("sub_merchant"), json!("sp"), json!("1900000109"))
     );
     assert_eq!(
-        role("sub2"),
+        role("wechatpay", "sub2"),
         (json!("sub_merchant"), json!("sp"), json!("1900000110"))
     );
-
-    // sub1 pays (native) and refunds through the partner APIs.
-    let (id1, p1) = prepaid(&app, "SP-1", "wechatpay").await;
-    let no1 = p1["out_trade_no"].as_str().unwrap().to_owned();
-    let at = ledger_order(&app, "wechatpay", &no1).await;
     assert_eq!(
-        (&at["merchant"], &at["sub_merchant"]),
-        (&json!("sp"), &json!("sub1")),
-        "{at}"
+        role("alipay", "sub1"),
+        (
+            json!("sub_merchant"),
+            json!("sp"),
+            json!("2021000000000901")
+        )
     );
-    assert_eq!(app.sim_pay("wechatpay", &no1, false).await, StatusCode::OK);
-    let o = app
-        .wait_order(&id1, Duration::from_secs(20), |o| o["status"] == "paid")
-        .await;
-    assert_eq!(o["status"], "paid", "sub1's own notification paid it: {o}");
-    let r = app
-        .post(
-            &format!("/v1/orders/{id1}/refunds"),
-            json!({"merchant_refund_no": "R-SP-1", "amount": 100}),
+
+    // A second app, on sub2 of both channels.
+    let other = app.another_app("sub2-shop", None, None).await;
+    for channel in ["wechatpay", "alipay"] {
+        let (status, body) = admin(
+            &app,
+            reqwest::Method::PUT,
+            &format!("/admin/v1/apps/{}/channel-accounts/{channel}", other.app_id),
+            Some(json!({"account": "sub2"})),
         )
         .await;
-    assert_eq!(r.status(), StatusCode::CREATED);
-    app.run_workers().await;
-    let ledger = app.ledger().await;
-    let refund = ledger["refunds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["out_trade_no"] == no1.as_str())
-        .cloned()
-        .expect("the refund reached the channel");
-    assert_eq!(
-        (&refund["merchant"], &refund["sub_merchant"]),
-        (&json!("sp"), &json!("sub1"))
-    );
-
-    // A second app on sub2 (no appid of its own).
-    let other = app.another_app("sub2-shop", None, None).await;
-    let (status, body) = admin(
-        &app,
-        reqwest::Method::PUT,
-        &format!("/admin/v1/apps/{}/channel-accounts/wechatpay", other.app_id),
-        Some(json!({"account": "sub2"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
     let as_other = |path: &str, body: Value| {
         app.http
             .post(app.url(path))
@@ -866,80 +846,151 @@ async fn sub_merchants_of_one_provider_pay_refund_and_never_touch_each_other(b: 
             .json(&body)
             .send()
     };
-    let order: Value = as_other(
-        "/v1/orders",
-        json!({"merchant_order_no": "SP-2", "amount": 300, "currency": "CNY", "subject": "t"}),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let id2 = order["id"].as_str().unwrap().to_owned();
-    let p2: Value = as_other(
-        &format!("/v1/orders/{id2}/prepay"),
-        json!({"channel": "wechatpay"}),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let no2 = p2["out_trade_no"].as_str().unwrap().to_owned();
-    let at = ledger_order(&app, "wechatpay", &no2).await;
-    assert_eq!(
-        (&at["merchant"], &at["sub_merchant"]),
-        (&json!("sp"), &json!("sub2")),
-        "{at}"
-    );
-
-    // sub1's genuine message naming sub2's order: refused at every address, recorded.
-    let dir = app.sim_dir();
-    let sub1 = WxMerchant::of_account(&dir, "sub1");
-    let before = app.counts().await;
-    let of_sub1 = wechat_paid_by(&dir, &sub1, "EV-SP-X", &no2, 300, 300, WxFault::None);
-    for path in ["wechatpay/sub2", "wechatpay", "wechatpay/sub1"] {
-        let (status, body) = app.deliver(path, &of_sub1).await;
-        assert!(!status.is_success(), "{path}: refused ({status} {body})");
-    }
-    let order2 = || async {
-        app.http
-            .get(app.url(&format!("/v1/orders/{id2}")))
-            .bearer_auth(&other.secret)
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
+    let order_of_other = |id: String| {
+        let app = &app;
+        let secret = other.secret.clone();
+        async move {
+            app.http
+                .get(app.url(&format!("/v1/orders/{id}")))
+                .bearer_auth(&secret)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
     };
-    let o = order2().await;
-    assert_eq!(o["status"], "paying", "sub2's order untouched: {o}");
-    let after = app.counts().await;
-    for ((table, n0), (_, n1)) in before.iter().zip(after.iter()) {
-        if *table != "abnormal" {
-            assert_eq!(n0, n1, "{table} changed");
-        }
-    }
-    let abnormal = app.state.store.abnormal_open().await.unwrap();
-    assert!(
-        abnormal
+    let dir = app.sim_dir();
+    for channel in ["wechatpay", "alipay"] {
+        // sub1 pays and refunds through its provider.
+        let (id1, p1) = prepaid(&app, &format!("SP-1-{channel}"), channel).await;
+        let no1 = p1["out_trade_no"].as_str().unwrap().to_owned();
+        let at = ledger_order(&app, channel, &no1).await;
+        assert_eq!(
+            (&at["merchant"], &at["sub_merchant"]),
+            (&json!("sp"), &json!("sub1")),
+            "{at}"
+        );
+        assert_eq!(app.sim_pay(channel, &no1, false).await, StatusCode::OK);
+        let o = app
+            .wait_order(&id1, Duration::from_secs(20), |o| o["status"] == "paid")
+            .await;
+        assert_eq!(
+            o["status"], "paid",
+            "{channel}: sub1's own notification paid it: {o}"
+        );
+        let r = app
+            .post(
+                &format!("/v1/orders/{id1}/refunds"),
+                json!({"merchant_refund_no": format!("R-SP-{channel}"), "amount": 100}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        app.run_workers().await;
+        let ledger = app.ledger().await;
+        let refund = ledger["refunds"]
+            .as_array()
+            .unwrap()
             .iter()
-            .any(|a| a.kind == "notification_account_mismatch"
-                && a.detail.contains("account sub1")
-                && a.detail.contains("account sub2")),
-        "recorded: {abnormal:?}"
-    );
-    // The payer pays sub2's order: the channel's own notification (sub2's) pays it.
-    assert_eq!(app.sim_pay("wechatpay", &no2, false).await, StatusCode::OK);
-    for _ in 0..100 {
-        if order2().await["status"] == "paid" {
-            break;
+            .find(|r| r["out_trade_no"] == no1.as_str())
+            .cloned()
+            .expect("the refund reached the channel");
+        assert_eq!(
+            (&refund["merchant"], &refund["sub_merchant"]),
+            (&json!("sp"), &json!("sub1"))
+        );
+
+        // sub2's order.
+        let order: Value = as_other(
+            "/v1/orders",
+            json!({"merchant_order_no": format!("SP-2-{channel}"), "amount": 300, "currency": "CNY", "subject": "t"}),
+        )
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        let id2 = order["id"].as_str().unwrap().to_owned();
+        let p2: Value = as_other(
+            &format!("/v1/orders/{id2}/prepay"),
+            json!({"channel": channel}),
+        )
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        let no2 = p2["out_trade_no"].as_str().unwrap().to_owned();
+        let at = ledger_order(&app, channel, &no2).await;
+        assert_eq!(
+            (&at["merchant"], &at["sub_merchant"]),
+            (&json!("sp"), &json!("sub2")),
+            "{at}"
+        );
+
+        // sub1's genuine message naming sub2's order: refused at every address, recorded.
+        let of_sub1 = if channel == "wechatpay" {
+            let sub1 = WxMerchant::of_account(&dir, "sub1");
+            wechat_paid_by(&dir, &sub1, "EV-SP-X", &no2, 300, 300, WxFault::None)
+        } else {
+            payonce_testkit::forge::alipay_paid_as(
+                &dir,
+                "2021000000000900",
+                Some("2021000000000901"),
+                "N-SP-X",
+                &no2,
+                "3.00",
+                payonce_testkit::forge::AliFault::None,
+            )
+        };
+        // Every delivery of the channel's own messages so far has landed: only ours count.
+        app.notifications_settled(Duration::from_secs(20)).await;
+        let before = app.counts().await;
+        for path in [
+            format!("{channel}/sub2"),
+            channel.to_owned(),
+            format!("{channel}/sub1"),
+        ] {
+            let (status, body) = app.deliver(&path, &of_sub1).await;
+            assert!(
+                !status.is_success() || body.contains("fail"),
+                "{path}: refused ({status} {body})"
+            );
+            assert!(!body.eq("success"), "{path}: refused ({status} {body})");
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let o = order_of_other(id2.clone()).await;
+        assert_eq!(
+            o["status"], "paying",
+            "{channel}: sub2's order untouched: {o}"
+        );
+        let after = app.counts().await;
+        for ((table, n0), (_, n1)) in before.iter().zip(after.iter()) {
+            if *table != "abnormal" {
+                assert_eq!(n0, n1, "{channel}: {table} changed");
+            }
+        }
+        let abnormal = app.state.store.abnormal_open().await.unwrap();
+        assert!(
+            abnormal
+                .iter()
+                .any(|a| a.kind == "notification_account_mismatch"
+                    && a.detail.contains(channel)
+                    && a.detail.contains("account sub1")
+                    && a.detail.contains("account sub2")),
+            "{channel}: recorded: {abnormal:?}"
+        );
+        // The payer pays sub2's order: the channel's own notification (sub2's) pays it.
+        assert_eq!(app.sim_pay(channel, &no2, false).await, StatusCode::OK);
+        for _ in 0..100 {
+            if order_of_other(id2.clone()).await["status"] == "paid" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let o = order_of_other(id2.clone()).await;
+        assert_eq!(o["status"], "paid", "{channel}: {o}");
     }
-    let o = order2().await;
-    assert_eq!(o["status"], "paid", "{o}");
 
     // The provider takes no payments: no app can be bound to it.
     let (status, body) = admin(
@@ -955,9 +1006,10 @@ async fn sub_merchants_of_one_provider_pay_refund_and_never_touch_each_other(b: 
     assert_invariants(app.violations().await);
 }
 
-/// The simulated WeChat is as strict as WeChat about the provider model: a provider makes no
-/// order of its own, a partner call must name its sub-merchant, the sub-merchant must be bound
-/// to that provider, and a merchant that is no provider cannot use the partner APIs.
+/// The simulated WeChat and Alipay are as strict as the channels about the provider model: a
+/// provider makes no order of its own, a partner call must name its sub-merchant (WeChat
+/// `sub_mchid`, Alipay `app_auth_token`), the sub-merchant must be bound to that provider, and a
+/// merchant that is no provider cannot act for one.
 #[tokio::test]
 async fn the_simulator_refuses_partner_calls_outside_the_providers_own_sub_merchants() {
     use payonce_channels::wechatpay::{SubMerchant, WechatpayClient};
@@ -1046,6 +1098,75 @@ async fn the_simulator_refuses_partner_calls_outside_the_providers_own_sub_merch
     prepay(sub("1900000110", None), "SPSUB20001")
         .await
         .expect("sub2 through sp");
+    // Alipay: an ISV's app has no trade of its own, and acts for a merchant only with the token
+    // that merchant gave exactly this ISV.
+    let alipay_keys = |name: &str, token: Option<&str>| {
+        let t = cfg
+            .alipay
+            .0
+            .iter()
+            .find(|a| a.name.as_deref() == Some(name))
+            .unwrap()
+            .clone();
+        let read =
+            |f: &Option<std::path::PathBuf>| std::fs::read_to_string(f.as_ref().unwrap()).unwrap();
+        payonce_channels::alipay::AlipayKeys {
+            app_id: t.app_id.clone().unwrap(),
+            app_private_key: payonce_channels::crypto::RsaSigner::from_pem(&read(
+                &t.app_private_key_file,
+            ))
+            .unwrap(),
+            alipay_public_key: payonce_channels::crypto::RsaVerifier::from_pem(&read(
+                &t.alipay_public_key_file,
+            ))
+            .unwrap(),
+            isv: token.map(|tok| payonce_channels::alipay::IsvGrant {
+                auth_app_id: "2021000000000901".into(),
+                app_auth_token: payonce_channels::secret::SecretBytes::new(tok.as_bytes().to_vec()),
+            }),
+        }
+    };
+    let sub1_token =
+        std::fs::read_to_string(dir.path().join("alipay_sub1_app_auth_token")).unwrap();
+    let alipay_prepay = |keys, no: &'static str| {
+        let client = payonce_channels::alipay::AlipayClient::new(
+            format!("http://{}/gateway.do", sim.addr),
+            keys,
+            http.clone(),
+            clock.clone(),
+        );
+        async move {
+            let now = payonce_core::Clock::now(&payonce_core::SystemClock);
+            client
+                .prepay(&PrepayRequest {
+                    out_trade_no: no.into(),
+                    amount: payonce_core::Money::new(100, payonce_core::Currency::CNY).unwrap(),
+                    subject: "t".into(),
+                    method: payonce_core::PayMethod::Native,
+                    notify_url: "http://127.0.0.1:9/notify".into(),
+                    expires_at: payonce_core::Timestamp(now.0 + 600_000),
+                    payer: None,
+                    requested_at: now,
+                })
+                .await
+        }
+    };
+    assert_eq!(
+        code(alipay_prepay(alipay_keys("sp", None), "ALISPDIRECT1").await),
+        "isv.insufficient-isv-permissions"
+    );
+    assert_eq!(
+        code(alipay_prepay(alipay_keys("sp", Some("202612BBnotatoken")), "ALISPFORGED1").await),
+        "aop.invalid-app-auth-token"
+    );
+    // A merchant that is no ISV cannot use a merchant's token, even a real one.
+    assert_eq!(
+        code(alipay_prepay(alipay_keys("m1", Some(sub1_token.trim())), "ALIM1TOKEN01").await),
+        "aop.invalid-app-auth-token"
+    );
+    alipay_prepay(alipay_keys("sp", Some(sub1_token.trim())), "ALISPSUB1001")
+        .await
+        .expect("sub1 through the ISV");
     let ledger = sim.sim.ledger_snapshot().orders;
     let at = |no: &str| {
         ledger
@@ -1055,12 +1176,16 @@ async fn the_simulator_refuses_partner_calls_outside_the_providers_own_sub_merch
     };
     assert_eq!(at("SPSUB10001").as_deref(), Some("sub1"));
     assert_eq!(at("SPSUB20001").as_deref(), Some("sub2"));
+    assert_eq!(at("ALISPSUB1001").as_deref(), Some("sub1"));
     for refused in [
         "SPDIRECT01",
         "SPNOSUB001",
         "SPFOREIGN1",
         "SPAPPID001",
         "M1PARTNER1",
+        "ALISPDIRECT1",
+        "ALISPFORGED1",
+        "ALIM1TOKEN01",
     ] {
         assert_eq!(at(refused), None, "{refused}: nothing made");
     }
