@@ -425,6 +425,7 @@ impl ChannelsConfig {
                 merchant_id: "sandbox".into(),
                 fingerprints: Vec::new(),
                 role: AccountRole::Merchant,
+                provider_keys: None,
                 connector: Arc::new(sandbox::SandboxClient::new(
                     s.gateway.clone(),
                     key,
@@ -474,14 +475,21 @@ impl ChannelsConfig {
             for (id, key) in &keys.platform.0 {
                 fingerprints.push((format!("platform key {id}"), key.fingerprint()));
             }
+            let gateway = own.gateway.clone().unwrap_or_default();
+            let provider_keys =
+                (role == AccountRole::Provider).then(|| crate::ProviderKeys::Wechatpay {
+                    gateway: gateway.clone(),
+                    keys: keys.clone(),
+                });
             reg.insert_account(ChannelAccount {
                 name: label(&w.name),
                 is_default: w.default,
                 merchant_id,
                 fingerprints,
                 role,
+                provider_keys,
                 connector: Arc::new(crate::wechatpay::WechatpayClient::new(
-                    own.gateway.clone().unwrap_or_default(),
+                    gateway,
                     keys,
                     http.clone(),
                     clock.clone(),
@@ -537,8 +545,9 @@ impl ChannelsConfig {
             };
             let keys = crate::alipay::AlipayKeys {
                 app_id: own.app_id.clone().ok_or_else(|| need("app_id"))?,
-                app_private_key: RsaSigner::from_pem(&read(key_file)?)
-                    .map_err(|e| invalid(key_file, e))?,
+                app_private_key: Arc::new(
+                    RsaSigner::from_pem(&read(key_file)?).map_err(|e| invalid(key_file, e))?,
+                ),
                 alipay_public_key: RsaVerifier::from_pem(&read(public_file)?)
                     .map_err(|e| invalid(public_file, e))?,
                 isv,
@@ -553,14 +562,21 @@ impl ChannelsConfig {
                     keys.alipay_public_key.fingerprint(),
                 ),
             ];
+            let gateway = own.gateway.clone().unwrap_or_default();
+            let provider_keys =
+                (role == AccountRole::Provider).then(|| crate::ProviderKeys::Alipay {
+                    gateway: gateway.clone(),
+                    keys: keys.clone(),
+                });
             reg.insert_account(ChannelAccount {
                 name: label(&a.name),
                 is_default: a.default,
                 merchant_id,
                 fingerprints,
                 role,
+                provider_keys,
                 connector: Arc::new(crate::alipay::AlipayClient::new(
-                    own.gateway.clone().unwrap_or_default(),
+                    gateway,
                     keys,
                     http.clone(),
                     clock.clone(),
@@ -575,6 +591,7 @@ impl ChannelsConfig {
                 merchant_id: u.mer_id.clone(),
                 fingerprints,
                 role: AccountRole::Merchant,
+                provider_keys: None,
                 connector: Arc::new(crate::unionpay::UnionpayClient::new(
                     u.gateway.clone(),
                     u.file_transfer_url(),

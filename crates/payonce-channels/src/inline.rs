@@ -59,7 +59,28 @@ pub enum InlineAccount {
         gateway: String,
         key_hex: String,
     },
+    /// A WeChat sub-merchant (特约商户) of a provider account (`service_provider = true` in
+    /// `channels.toml`): its own numbers only; its calls are the provider's, signed with the
+    /// provider's keys, through the partner APIs.
+    #[serde(rename = "wechatpay_sub_merchant")]
+    WechatpaySubMerchant {
+        provider: String,
+        sub_mchid: String,
+        #[serde(default)]
+        sub_appid: Option<String>,
+    },
+    /// A merchant that authorised an Alipay ISV's app (the provider account): its app id and
+    /// the token every call on its behalf carries.
+    #[serde(rename = "alipay_sub_merchant")]
+    AlipaySubMerchant {
+        provider: String,
+        auth_app_id: String,
+        app_auth_token: String,
+    },
 }
+
+/// Finds a provider account's keys by (channel, name): how a sub-merchant's connector is made.
+pub type ProviderLookup<'a> = &'a dyn Fn(ChannelName, &str) -> Option<crate::ProviderKeys>;
 
 impl std::fmt::Debug for InlineAccount {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -84,8 +105,12 @@ fn problem(s: impl Into<String>) -> AccountProblem {
 impl InlineAccount {
     pub fn channel(&self) -> ChannelName {
         match self {
-            InlineAccount::Wechatpay { .. } => ChannelName::Wechatpay,
-            InlineAccount::Alipay { .. } => ChannelName::Alipay,
+            InlineAccount::Wechatpay { .. } | InlineAccount::WechatpaySubMerchant { .. } => {
+                ChannelName::Wechatpay
+            }
+            InlineAccount::Alipay { .. } | InlineAccount::AlipaySubMerchant { .. } => {
+                ChannelName::Alipay
+            }
             InlineAccount::Unionpay { .. } => ChannelName::Unionpay,
             InlineAccount::Sandbox { .. } => ChannelName::Sandbox,
         }
@@ -98,18 +123,43 @@ impl InlineAccount {
             InlineAccount::Alipay { app_id, .. } => app_id,
             InlineAccount::Unionpay { mer_id, .. } => mer_id,
             InlineAccount::Sandbox { .. } => "sandbox",
+            InlineAccount::WechatpaySubMerchant { sub_mchid, .. } => sub_mchid,
+            InlineAccount::AlipaySubMerchant { auth_app_id, .. } => auth_app_id,
+        }
+    }
+
+    /// The provider account a sub-merchant's calls go through.
+    pub fn provider(&self) -> Option<&str> {
+        match self {
+            InlineAccount::WechatpaySubMerchant { provider, .. }
+            | InlineAccount::AlipaySubMerchant { provider, .. } => Some(provider),
+            _ => None,
         }
     }
 
     /// The connector, after every check that needs no network: keys parse, the merchant key
-    /// matches its certificate, UnionPay's chain holds.
+    /// matches its certificate, UnionPay's chain holds, a sub-merchant's provider is a provider
+    /// this instance holds.
     pub fn build(
         &self,
         name: &str,
         is_default: bool,
         http: reqwest::Client,
         clock: SharedClock,
+        providers: ProviderLookup<'_>,
     ) -> Result<ChannelAccount, AccountProblem> {
+        let mut role = crate::AccountRole::Merchant;
+        if let Some(provider) = self.provider() {
+            role = crate::AccountRole::SubMerchant {
+                provider: provider.to_owned(),
+            };
+        }
+        let no_provider = |provider: &str| {
+            problem(format!(
+                "no {} service provider account named {provider:?} (a sub-merchant signs with its provider's keys: mark the provider service_provider = true in channels.toml)",
+                self.channel()
+            ))
+        };
         let signer = |what: &str, pem: &str| {
             RsaSigner::from_pem(pem).map_err(|e| problem(format!("{what}: {e}")))
         };
@@ -207,7 +257,7 @@ impl InlineAccount {
                 let keys = crate::alipay::AlipayKeys {
                     isv: None,
                     app_id: app_id.clone(),
-                    app_private_key: signer("app_private_key_pem", app_private_key_pem)?,
+                    app_private_key: Arc::new(signer("app_private_key_pem", app_private_key_pem)?),
                     alipay_public_key: RsaVerifier::from_pem(alipay_public_key_pem)
                         .map_err(|e| problem(format!("alipay_public_key_pem: {e}")))?,
                 };
@@ -287,6 +337,79 @@ impl InlineAccount {
                     fingerprints,
                 )
             }
+            InlineAccount::WechatpaySubMerchant {
+                provider,
+                sub_mchid,
+                sub_appid,
+            } => {
+                if sub_mchid.is_empty() || !sub_mchid.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(problem(
+                        "sub_mchid must be the sub-merchant's number (digits)",
+                    ));
+                }
+                let Some(crate::ProviderKeys::Wechatpay { gateway, mut keys }) =
+                    providers(ChannelName::Wechatpay, provider)
+                else {
+                    return Err(no_provider(provider));
+                };
+                keys.partner = Some(crate::wechatpay::SubMerchant {
+                    sub_mchid: sub_mchid.clone(),
+                    sub_appid: sub_appid.clone(),
+                });
+                let mut fingerprints = vec![(
+                    format!(
+                        "provider {provider} merchant key {}",
+                        keys.merchant_serial_no
+                    ),
+                    keys.merchant_key.verifier().fingerprint(),
+                )];
+                for (id, k) in &keys.platform.0 {
+                    fingerprints.push((format!("platform key {id}"), k.fingerprint()));
+                }
+                (
+                    Arc::new(crate::wechatpay::WechatpayClient::new(
+                        gateway, keys, http, clock,
+                    )),
+                    fingerprints,
+                )
+            }
+            InlineAccount::AlipaySubMerchant {
+                provider,
+                auth_app_id,
+                app_auth_token,
+            } => {
+                if auth_app_id.is_empty() || !auth_app_id.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(problem(
+                        "auth_app_id must be the merchant's app id (digits)",
+                    ));
+                }
+                if app_auth_token.trim().is_empty() {
+                    return Err(problem("app_auth_token is empty"));
+                }
+                let Some(crate::ProviderKeys::Alipay { gateway, mut keys }) =
+                    providers(ChannelName::Alipay, provider)
+                else {
+                    return Err(no_provider(provider));
+                };
+                keys.isv = Some(crate::alipay::IsvGrant {
+                    auth_app_id: auth_app_id.clone(),
+                    app_auth_token: SecretBytes::new(app_auth_token.trim().as_bytes().to_vec()),
+                });
+                let fingerprints = vec![
+                    (
+                        format!("provider {provider} app key"),
+                        keys.app_private_key.verifier().fingerprint(),
+                    ),
+                    (
+                        "alipay public key".to_owned(),
+                        keys.alipay_public_key.fingerprint(),
+                    ),
+                ];
+                (
+                    Arc::new(crate::alipay::AlipayClient::new(gateway, keys, http, clock)),
+                    fingerprints,
+                )
+            }
             InlineAccount::Sandbox { gateway, key_hex } => {
                 let key = hex::decode(key_hex.trim()).map_err(|_| problem("key_hex is not hex"))?;
                 (
@@ -301,7 +424,8 @@ impl InlineAccount {
             }
         };
         Ok(ChannelAccount {
-            role: crate::AccountRole::Merchant,
+            role,
+            provider_keys: None,
             name: name.to_owned(),
             connector,
             merchant_id: self.merchant_id().to_owned(),
@@ -348,6 +472,17 @@ pub async fn signed_call_check(account: &ChannelAccount) -> Result<String, Accou
             "{who}: a signed query was accepted and its answer's signature verified"
         )),
         Err(ChannelError::Refused { code, message }) => Err(problem(match account.channel() {
+            ChannelName::Wechatpay if code == "NO_AUTH" => format!(
+                "{who}: WeChat refused the request ({code}: {message}): the sub-merchant is not bound to this service provider (or a provider's own number was used to pay)"
+            ),
+            ChannelName::Alipay
+                if code == "aop.invalid-app-auth-token"
+                    || code == "isv.insufficient-isv-permissions" =>
+            {
+                format!(
+                    "{who}: Alipay refused the request ({code}: {message}): the app_auth_token is not one this ISV holds for that merchant"
+                )
+            }
             ChannelName::Wechatpay => format!(
                 "{who}: WeChat refused the request ({code}: {message}): the merchant key does not match its serial, or the serial / mchid is wrong"
             ),

@@ -304,6 +304,22 @@ pub struct ChannelAccount {
     pub is_default: bool,
     /// A merchant of its own, a service provider, or one of a provider's sub-merchants.
     pub role: AccountRole,
+    /// A provider's keys, from which its sub-merchants' connectors are made (a sub-merchant
+    /// added at runtime signs with them). `None` for every other account.
+    pub provider_keys: Option<ProviderKeys>,
+}
+
+/// What a service provider signs its sub-merchants' calls with.
+#[derive(Clone)]
+pub enum ProviderKeys {
+    Wechatpay {
+        gateway: String,
+        keys: wechatpay::WechatpayKeys,
+    },
+    Alipay {
+        gateway: String,
+        keys: alipay::AlipayKeys,
+    },
 }
 
 /// What kind of merchant an account is (WeChat's 服务商 model; other channels' accounts are all

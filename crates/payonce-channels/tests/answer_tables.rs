@@ -340,7 +340,7 @@ fn alipay_client(gateway: String) -> alipay::AlipayClient {
     let k = alipay::AlipayKeys {
         isv: None,
         app_id: "2021".into(),
-        app_private_key: RsaSigner::generate(),
+        app_private_key: Arc::new(RsaSigner::generate()),
         alipay_public_key: RsaSigner::generate().verifier(),
     };
     alipay::AlipayClient::new(gateway, k, http(), clock())

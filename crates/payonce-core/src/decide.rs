@@ -231,6 +231,18 @@ pub mod fault_injection {
     pub(crate) fn skipping_duplicate_refund() -> bool {
         SKIP_DUPLICATE_REFUND.load(Ordering::SeqCst)
     }
+
+    static MISROUTE_ACCOUNTS: AtomicBool = AtomicBool::new(false);
+
+    /// From now on a payment of an app bound to a channel account is recorded under that
+    /// account but sent through the channel's default one (the bug isolation, I9, rules out).
+    pub fn misroute_accounts(on: bool) {
+        MISROUTE_ACCOUNTS.store(on, Ordering::SeqCst);
+    }
+
+    pub fn misrouting_accounts() -> bool {
+        MISROUTE_ACCOUNTS.load(Ordering::SeqCst)
+    }
 }
 
 /// The one place a channel's word about an attempt turns into money decisions.

@@ -46,6 +46,21 @@ struct Metered {
     account: Arc<str>,
 }
 
+/// When each (channel, account)'s last call answered `ok` in this process, Unix ms: the console
+/// shows it beside the last self-check ("does this merchant number still work?").
+static LAST_SUCCESS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<(ChannelName, String), i64>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// The last successful call of an account on this instance, Unix ms.
+pub fn last_success(channel: ChannelName, account: &str) -> Option<i64> {
+    LAST_SUCCESS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&(channel, account.to_owned()))
+        .copied()
+}
+
 fn outcome<T>(r: &Result<T, ChannelError>) -> &'static str {
     match r {
         Ok(_) => "ok",
@@ -70,6 +85,15 @@ impl Metered {
         span.record("outcome", outcome(&r));
         metrics::histogram!("payonce_channel_call_seconds", "channel" => channel, "account" => self.account.to_string(), "operation" => operation).record(started.elapsed().as_secs_f64());
         metrics::counter!("payonce_channel_calls_total", "channel" => channel, "account" => self.account.to_string(), "operation" => operation, "outcome" => outcome(&r)).increment(1);
+        if r.is_ok() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            LAST_SUCCESS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert((self.inner.name(), self.account.to_string()), now);
+        }
         r
     }
 }

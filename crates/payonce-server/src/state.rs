@@ -428,10 +428,16 @@ fn zero_counters(channels: &ChannelRegistry) {
     metrics::counter!("payonce_submission_guard_hits_total").absolute(0);
     metrics::counter!("payonce_rate_limited_total", "kind" => "api").absolute(0);
     for channel in channels.names() {
-        let channel = channel.as_str();
-        metrics::counter!("payonce_duplicate_payments_total", "channel" => channel, "source" => "notification").absolute(0);
-        for class in payonce_core::reconciliation::CLASSES {
-            metrics::counter!("payonce_reconciliation_items_total", "channel" => channel, "class" => class).absolute(0);
+        metrics::counter!("payonce_duplicate_payments_total", "channel" => channel.as_str(), "source" => "notification").absolute(0);
+        // One bill per merchant number: a provider has none.
+        for account in channels
+            .accounts(channel)
+            .iter()
+            .filter(|a| a.takes_payments())
+        {
+            for class in payonce_core::reconciliation::CLASSES {
+                metrics::counter!("payonce_reconciliation_items_total", "channel" => channel.as_str(), "account" => account.name.clone(), "class" => class).absolute(0);
+            }
         }
     }
 }

@@ -393,9 +393,12 @@ impl SimKeys {
                 self.wechat_platform_key_id
             ));
         }
-        for m in &self.wechat {
+        // A partial listing (`listed` < all) leaves `sub2` to be added at runtime too.
+        let partial = listed < n;
+        for (k, m) in self.wechat.iter().enumerate() {
             match m.role {
                 MerchantRole::Merchant => {}
+                MerchantRole::SubMerchant { provider } if partial && k - provider > 1 => {}
                 MerchantRole::Provider => out.push_str(&format!(
                     "\n[[wechatpay]]\nname = \"{}\"\nservice_provider = true\ngateway = \"{base}\"\n\
                      mchid = \"{}\"\nappid = \"{}\"\nmerchant_serial_no = \"{}\"\n\
@@ -432,6 +435,7 @@ impl SimKeys {
         for (k, m) in self.alipay.iter().enumerate() {
             match m.role {
                 MerchantRole::Merchant => {}
+                MerchantRole::SubMerchant { provider } if partial && k - provider > 1 => {}
                 MerchantRole::Provider => out.push_str(&format!(
                     "\n[[alipay]]\nname = \"{}\"\nservice_provider = true\ngateway = \"{base}/gateway.do\"\n\
                      app_id = \"{}\"\napp_private_key_file = \"alipay_sp_app_private_key.pem\"\n\

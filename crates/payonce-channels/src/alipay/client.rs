@@ -18,10 +18,11 @@ use payonce_core::{ChannelName, Timestamp};
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
+#[derive(Clone)]
 pub struct AlipayKeys {
     /// The app that signs: the merchant's own, or an ISV's third-party app (`isv` set).
     pub app_id: String,
-    pub app_private_key: RsaSigner,
+    pub app_private_key: std::sync::Arc<RsaSigner>,
     pub alipay_public_key: RsaVerifier,
     /// ISV mode (第三方应用代调用): the merchant this connector acts for.
     pub isv: Option<IsvGrant>,
@@ -29,6 +30,7 @@ pub struct AlipayKeys {
 
 /// What a merchant granted an ISV's third-party app: its own app id (`auth_app_id` in its
 /// notifications) and the token every call on its behalf carries (`app_auth_token`).
+#[derive(Clone)]
 pub struct IsvGrant {
     pub auth_app_id: String,
     pub app_auth_token: crate::secret::SecretBytes,

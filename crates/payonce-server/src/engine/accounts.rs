@@ -163,6 +163,7 @@ pub async fn reload(state: &crate::state::AppState, force: bool) -> Result<bool,
                     record.is_default,
                     http.clone(),
                     state.clock.clone(),
+                    &|channel, provider| provider_keys(state, channel, provider),
                 )
                 .map_err(|e| e.to_string())
         });
@@ -187,6 +188,20 @@ pub async fn reload(state: &crate::state::AppState, force: bool) -> Result<bool,
         .lock()
         .unwrap_or_else(|e| e.into_inner()) = Some(stamp);
     Ok(true)
+}
+
+/// The keys of the service provider account `provider` (of `channels.toml`: providers are
+/// configured in the file, their sub-merchants may be added at runtime).
+fn provider_keys(
+    state: &crate::state::AppState,
+    channel: ChannelName,
+    provider: &str,
+) -> Option<payonce_channels::ProviderKeys> {
+    state
+        .channels
+        .file()
+        .account(channel, provider)
+        .and_then(|a| a.provider_keys.clone())
 }
 
 /// An `api` account's key material, opened with this instance's master key.
@@ -304,7 +319,13 @@ async fn check(
         Ok(h) => h,
         Err(e) => return (Err(e.to_string()), Vec::new()),
     };
-    match inline.build(name, is_default, http, state.clock.clone()) {
+    match inline.build(
+        name,
+        is_default,
+        http,
+        state.clock.clone(),
+        &|channel, provider| provider_keys(state, channel, provider),
+    ) {
         Err(problem) => (Err(problem.to_string()), Vec::new()),
         Ok(account) => {
             let verdict = payonce_channels::inline::signed_call_check(&account)

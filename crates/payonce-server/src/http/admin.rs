@@ -771,7 +771,10 @@ pub struct SaveAccountRequest {
     /// "platform_public_key_pem"?, "platform_public_key_id"?, "platform_cert_pems"?}`;
     /// `{"channel": "alipay", "gateway", "app_id", "app_private_key_pem",
     /// "alipay_public_key_pem"}`; `{"channel": "unionpay", "gateway", "mer_id", "sign_key_pem",
-    /// "sign_cert_pem", "root_cert_pem", "middle_cert_pem"?}`. Sealed at rest; never returned.
+    /// "sign_cert_pem", "root_cert_pem", "middle_cert_pem"?}`; a sub-merchant of a service
+    /// provider of `channels.toml`: `{"channel": "wechatpay_sub_merchant", "provider",
+    /// "sub_mchid", "sub_appid"?}` or `{"channel": "alipay_sub_merchant", "provider",
+    /// "auth_app_id", "app_auth_token"}`. Sealed at rest; never returned.
     #[schema(value_type = Object, required = true)]
     config: Checked<Object<65536>>,
 }

@@ -18,8 +18,10 @@ fn reply(r: NotifyReply) -> Response {
     (status, [("content-type", r.content_type)], r.body).into_response()
 }
 
-fn count(channel: ChannelName, outcome: &'static str) {
-    metrics::counter!("payonce_notifications_total", "channel" => channel.as_str(), "outcome" => outcome).increment(1);
+/// Counts a notification by channel, account (the one whose keys verified it; before that, the
+/// one its address names, or "" at the shared address) and outcome.
+fn count(channel: ChannelName, account: &str, outcome: &'static str) {
+    metrics::counter!("payonce_notifications_total", "channel" => channel.as_str(), "account" => account.to_owned(), "outcome" => outcome).increment(1);
 }
 
 type Peer = Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>;
@@ -78,13 +80,14 @@ async fn receive_for(
         return crate::error::ApiError::not_found("channel").into_response();
     };
     let accounts = candidates(&state, name, account.as_deref());
+    let path_account = account.as_deref().unwrap_or_default();
     let Some(first) = accounts.first() else {
         return crate::error::ApiError::not_found("channel").into_response();
     };
     let ch = first.connector.clone();
     // Oversized: the channel's own failure format (and the body drained, so it is received).
     let Ok(body) = crate::http::body::read_limited(body, state.config.body_limit).await else {
-        count(name, "too_large");
+        count(name, path_account, "too_large");
         let mut r = ch.notify_nack("body too large");
         r.status = 413;
         return reply(r);
@@ -95,7 +98,7 @@ async fn receive_for(
     // notifications' own: wrong admin tokens from the same address do not touch it.
     let ip = crate::gateway::auth::client_ip(&state, &headers, peer.map(|p| p.0.0));
     if let Some(wait) = ip.and_then(|ip| state.limits.failures(Surface::Notify).over(ip)) {
-        count(name, "over_failure_budget");
+        count(name, path_account, "over_failure_budget");
         metrics::counter!("payonce_rate_limited_total", "kind" => "notify_failures", "app" => "")
             .increment(1);
         let mut r = ch.notify_nack("too many failed notifications");
@@ -123,6 +126,7 @@ async fn receive_for(
         Err(e) => {
             count(
                 name,
+                path_account,
                 match e {
                     NotifyError::BadSignature => "bad_signature",
                     NotifyError::UnknownKey => "unknown_key",
@@ -159,11 +163,11 @@ async fn receive_for(
             .await
         {
             Ok(RefundNoticeApplied::Replay) => {
-                count(name, "replay");
+                count(name, account, "replay");
                 reply(ch.notify_ack())
             }
             Ok(RefundNoticeApplied::UnknownRefund) => {
-                count(name, "unknown_refund");
+                count(name, account, "unknown_refund");
                 reply(ch.notify_nack("unknown out_refund_no"))
             }
             Ok(RefundNoticeApplied::AccountMismatch {
@@ -174,7 +178,7 @@ async fn receive_for(
                 reply(ch.notify_nack("unknown out_refund_no"))
             }
             Ok(RefundNoticeApplied::Applied(r)) => {
-                count(name, "refund");
+                count(name, account, "refund");
                 let content = Some(
                     n.content
                         .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned()),
@@ -195,7 +199,7 @@ async fn receive_for(
                 reply(ch.notify_ack())
             }
             Err(e) => {
-                count(name, "error");
+                count(name, account, "error");
                 tracing::error!(error = %e, "could not apply refund notification");
                 let mut r = ch.notify_nack("temporary failure");
                 r.status = 500;
@@ -217,7 +221,7 @@ async fn receive_for(
             .await
         {
             Ok(owners) if owners.iter().any(|a| a.out_trade_no != n.out_trade_no) => {
-                count(name, "trade_no_mismatch");
+                count(name, account, "trade_no_mismatch");
                 tracing::warn!(out_trade_no = %n.out_trade_no, "notification names a payment number of another channel order: confirming by query");
                 return confirm_by_query(&state, name, &n.out_trade_no, &*ch).await;
             }
@@ -248,11 +252,11 @@ async fn receive_for(
     .await;
     match applied {
         Ok(OutcomeApplied::Replay) => {
-            count(name, "replay");
+            count(name, account, "replay");
             reply(ch.notify_ack())
         }
         Ok(OutcomeApplied::UnknownTradeNo) => {
-            count(name, "unknown_trade_no");
+            count(name, account, "unknown_trade_no");
             reply(ch.notify_nack("unknown out_trade_no"))
         }
         // Genuine for its account, about an order of another: refused, and recorded for a person
@@ -273,12 +277,13 @@ async fn receive_for(
         Ok(OutcomeApplied::AmountMismatch { .. }) => {
             // Recorded in the abnormal queue for a person; the order is not made paid on this
             // message's word — the channel is asked about the order itself.
-            count(name, "amount_mismatch");
+            count(name, account, "amount_mismatch");
             confirm_by_query(&state, name, &n.out_trade_no, &*ch).await
         }
         Ok(OutcomeApplied::Applied { effect, .. }) => {
             count(
                 name,
+                account,
                 match effect {
                     OutcomeEffect::OrderPaid => "paid",
                     OutcomeEffect::Duplicate => "duplicate",
@@ -290,7 +295,7 @@ async fn receive_for(
         }
         Err(e) => {
             // Not durable, so not acknowledged: the channel will send it again.
-            count(name, "error");
+            count(name, account, "error");
             tracing::error!(error = %e, "could not apply notification");
             let mut r = ch.notify_nack("temporary failure");
             r.status = 500;
@@ -310,7 +315,7 @@ async fn refuse_other_account(
     owner: &str,
     ip: Option<std::net::IpAddr>,
 ) {
-    count(name, "account_mismatch");
+    count(name, account, "account_mismatch");
     tracing::warn!(
         account,
         owner,

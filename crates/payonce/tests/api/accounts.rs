@@ -18,7 +18,8 @@ store_tests!(
     the_admin_api_lists_accounts_by_public_facts_and_checks_bindings,
     each_merchant_is_reconciled_against_its_own_bill,
     an_account_added_at_runtime_is_checked_sealed_and_used_by_every_instance,
-    sub_merchants_of_one_provider_pay_refund_and_never_touch_each_other
+    sub_merchants_of_one_provider_pay_refund_and_never_touch_each_other,
+    a_sub_merchant_added_at_runtime_pays_through_its_provider
 );
 
 /// A server whose simulator plays two merchants per channel, its test app bound to `m2` on
@@ -219,15 +220,18 @@ async fn a_genuine_notification_of_one_merchant_never_pays_anothers_order(b: Bac
             assert_eq!(n0, n1, "{table} changed");
         }
     }
-    // Counted (the registry is the process's: other tests' refusals may add to it).
+    // Counted under the account whose keys verified it (the registry is the process's: other
+    // tests' refusals may add to it).
     let metrics = app.metrics_text().await;
     let counted = metrics
         .lines()
-        .find_map(|l| {
-            l.strip_prefix(
-                r#"payonce_notifications_total{channel="wechatpay",outcome="account_mismatch"} "#,
-            )
+        .find(|l| {
+            l.starts_with("payonce_notifications_total{")
+                && l.contains(r#"channel="wechatpay""#)
+                && l.contains(r#"account="m1""#)
+                && l.contains(r#"outcome="account_mismatch""#)
         })
+        .and_then(|l| l.rsplit(' ').next())
         .and_then(|n| n.parse::<f64>().ok());
     assert!(counted.is_some_and(|n| n >= 2.0), "counted: {counted:?}");
     // m2's own message for its own order, at its own address: applied.
@@ -752,6 +756,26 @@ async fn an_account_added_at_runtime_is_checked_sealed_and_used_by_every_instanc
     );
     assert!(row.contains("enabled") && row.contains("passed: "), "{row}");
     assert!(row.contains("merchant key "), "{row}");
+    assert!(row.contains("<td>merchant</td>"), "its kind: {row}");
+    // The prepay just went through it: its last successful call is a time, not "—".
+    let last_cell = row.rsplit("<td>").next().unwrap();
+    assert!(last_cell.starts_with("20"), "last successful call: {row}");
+    let sp_row = home
+        .split("<tr id=\"account-wechatpay-sp\">")
+        .nth(1)
+        .expect("the provider listed")
+        .split("</tr>")
+        .next()
+        .unwrap();
+    assert!(sp_row.contains("<td>provider</td>"), "{sp_row}");
+    let sub_row = home
+        .split("<tr id=\"account-wechatpay-sub1\">")
+        .nth(1)
+        .expect("sub1 listed")
+        .split("</tr>")
+        .next()
+        .unwrap();
+    assert!(sub_row.contains("<td>sub-merchant of sp</td>"), "{sub_row}");
     assert!(home.contains("wechatpay=m2"), "the app's binding");
     let timeline = page(format!("/console/orders/{id}")).await;
     assert!(
@@ -1006,6 +1030,136 @@ async fn sub_merchants_of_one_provider_pay_refund_and_never_touch_each_other(b: 
     assert_invariants(app.violations().await);
 }
 
+/// A provider lives in `channels.toml`; its sub-merchants are added at runtime (a SaaS seller
+/// signs up merchants all day): checked by a signed partner call, sealed (Alipay's token is a
+/// secret), and used at once. A sub-merchant the provider does not hold, or a provider that is
+/// none, fails its check and stays disabled, saying why.
+async fn a_sub_merchant_added_at_runtime_pays_through_its_provider(b: Backend) {
+    // channels.toml lists m1, the providers and their sub1; sub2 exists at the channels only.
+    let Some(app) = spawn_app_with(
+        b,
+        AppOptions {
+            sim_merchants: 2,
+            sim_listed_merchants: Some(1),
+            ..Default::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let add = |name: &'static str, config: Value| {
+        let app = &app;
+        async move {
+            admin(
+                app,
+                reqwest::Method::POST,
+                "/admin/v1/channel-accounts",
+                Some(json!({"name": name, "config": config})),
+            )
+            .await
+        }
+    };
+    // m1's number is no sub-merchant of sp: WeChat refuses the partner call.
+    let (status, body) = add(
+        "shop-x",
+        json!({"channel": "wechatpay_sub_merchant", "provider": "sp", "sub_mchid": "1900000001"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "account_check_failed");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not bound to this service provider"),
+        "{body}"
+    );
+    // m1 is a merchant, not a provider: no sub-merchant can sign with its keys.
+    let (status, body) = add(
+        "shop-y",
+        json!({"channel": "wechatpay_sub_merchant", "provider": "m1", "sub_mchid": "1900000110"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no wechatpay service provider account named \"m1\""),
+        "{body}"
+    );
+    // A token that is not the one the merchant gave this ISV.
+    let (status, body) = add(
+        "shop-z",
+        json!({"channel": "alipay_sub_merchant", "provider": "sp", "auth_app_id": "2021000000000902",
+               "app_auth_token": "202612BBnotthetoken"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("app_auth_token"),
+        "{body}"
+    );
+    // The real sub2 of each channel: checked, enabled, listed as sp's sub-merchant.
+    let (status, body) = add(
+        "sub2",
+        json!({"channel": "wechatpay_sub_merchant", "provider": "sp", "sub_mchid": "1900000110"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        (&body["role"], &body["provider"], &body["enabled"]),
+        (&json!("sub_merchant"), &json!("sp"), &json!(true))
+    );
+    let token = std::fs::read_to_string(app.sim_dir().join("alipay_sub2_app_auth_token")).unwrap();
+    let token = token.trim().to_owned();
+    let (status, body) = add(
+        "sub2",
+        json!({"channel": "alipay_sub_merchant", "provider": "sp", "auth_app_id": "2021000000000902",
+               "app_auth_token": token}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["merchant_id"], "2021000000000902");
+    assert!(
+        !body.to_string().contains(&token),
+        "the token is never shown"
+    );
+    let sealed = app.state.store.sealed_accounts().await.unwrap();
+    let (_, secrets) = sealed
+        .iter()
+        .find(|(r, _)| r.name == "sub2" && r.channel == ChannelName::Alipay)
+        .unwrap();
+    assert!(!secrets.sealed.contains(&token), "sealed at rest");
+    // Used: the app bound to sub2 pays at sub2 on both channels.
+    for channel in ["wechatpay", "alipay"] {
+        let (status, body) = admin(
+            &app,
+            reqwest::Method::PUT,
+            &format!("/admin/v1/apps/{}/channel-accounts/{channel}", app.app_id),
+            Some(json!({"account": "sub2"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (id, p) = prepaid(&app, &format!("RT-SUB-{channel}"), channel).await;
+        let no = p["out_trade_no"].as_str().unwrap().to_owned();
+        let at = ledger_order(&app, channel, &no).await;
+        assert_eq!(
+            (&at["merchant"], &at["sub_merchant"]),
+            (&json!("sp"), &json!("sub2")),
+            "{at}"
+        );
+        assert_eq!(app.sim_pay(channel, &no, false).await, StatusCode::OK);
+        let o = app
+            .wait_order(&id, Duration::from_secs(20), |o| o["status"] == "paid")
+            .await;
+        assert_eq!(o["status"], "paid", "{channel}: {o}");
+    }
+    app.notifications_settled(Duration::from_secs(20)).await;
+    assert_invariants(app.violations().await);
+}
+
 /// The simulated WeChat and Alipay are as strict as the channels about the provider model: a
 /// provider makes no order of its own, a partner call must name its sub-merchant (WeChat
 /// `sub_mchid`, Alipay `app_auth_token`), the sub-merchant must be bound to that provider, and a
@@ -1112,10 +1266,10 @@ async fn the_simulator_refuses_partner_calls_outside_the_providers_own_sub_merch
             |f: &Option<std::path::PathBuf>| std::fs::read_to_string(f.as_ref().unwrap()).unwrap();
         payonce_channels::alipay::AlipayKeys {
             app_id: t.app_id.clone().unwrap(),
-            app_private_key: payonce_channels::crypto::RsaSigner::from_pem(&read(
-                &t.app_private_key_file,
-            ))
-            .unwrap(),
+            app_private_key: std::sync::Arc::new(
+                payonce_channels::crypto::RsaSigner::from_pem(&read(&t.app_private_key_file))
+                    .unwrap(),
+            ),
             alipay_public_key: payonce_channels::crypto::RsaVerifier::from_pem(&read(
                 &t.alipay_public_key_file,
             ))

@@ -117,6 +117,15 @@ pub fn account_for(
             Some(a) if !a.takes_payments() => Err(PaymentError::ChannelUnavailable(
                 "the app's account for this channel is a service provider, which takes no payments: bind one of its sub-merchants",
             )),
+            #[cfg(feature = "fault-injection")]
+            Some(a) if payonce_core::decide::fault_injection::misrouting_accounts() => {
+                // The broken engine: the bound account's name, the default's connector.
+                let default = state.channels.default_account(channel).unwrap_or(a.clone());
+                Ok(Arc::new(ChannelAccount {
+                    connector: default.connector.clone(),
+                    ..(*a).clone()
+                }))
+            }
             Some(a) => Ok(a),
         },
         None if state.channels.accounts(channel).is_empty() => Err(

@@ -558,7 +558,7 @@ async fn finish(state: &AppState, owner: &str, report: &mut Report) -> Result<()
         )
         .await?;
     if report.status == "completed" {
-        metrics::gauge!("payonce_reconciliation_last_success_seconds", "channel" => report.channel.clone()).set(now.0 as f64 / 1000.0);
+        metrics::gauge!("payonce_reconciliation_last_success_seconds", "channel" => report.channel.clone(), "account" => report.account.clone()).set(now.0 as f64 / 1000.0);
         for (app, classes) in per_app {
             let data = serde_json::json!({"reconciliation_id": id, "channel": report.channel, "bill_date": report.bill_date, "classes": classes});
             // One announcement per (run, app): a re-run does not announce again.

@@ -23,7 +23,7 @@ impl Recorder<'_> {
         detail: &str,
     ) -> Result<(), ReconcileError> {
         *self.report.classes.entry(class.to_owned()).or_default() += 1;
-        metrics::counter!("payonce_reconciliation_items_total", "channel" => self.report.channel.clone(), "class" => class.to_owned()).increment(1);
+        metrics::counter!("payonce_reconciliation_items_total", "channel" => self.report.channel.clone(), "account" => self.report.account.clone(), "class" => class.to_owned()).increment(1);
         let Some(run) = self.run.clone().filter(|_| !self.dry_run) else {
             return Ok(());
         };

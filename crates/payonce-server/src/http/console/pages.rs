@@ -50,6 +50,10 @@ pub(super) struct AccountView {
     pub(super) source: String,
     pub(super) state: String,
     pub(super) loaded: bool,
+    /// `merchant`, `provider`, `sub-merchant of sp`.
+    pub(super) kind: String,
+    /// When a call through it last succeeded on this instance.
+    pub(super) last_success: String,
     /// `what sha256…` (the first 16 hex of each).
     pub(super) fingerprints: Vec<String>,
     pub(super) last_check: String,
@@ -171,6 +175,19 @@ pub async fn home(State(state): State<AppState>, op: Operator) -> Response {
             .into_iter()
             .map(|a| AccountView {
                 loaded: state.channels.account(a.channel, &a.name).is_some(),
+                kind: match state
+                    .channels
+                    .account(a.channel, &a.name)
+                    .map(|l| l.role.clone())
+                {
+                    Some(payonce_channels::AccountRole::Provider) => "provider".into(),
+                    Some(payonce_channels::AccountRole::SubMerchant { provider }) => {
+                        format!("sub-merchant of {provider}")
+                    }
+                    _ => "merchant".into(),
+                },
+                last_success: crate::metered::last_success(a.channel, &a.name)
+                    .map_or_else(|| "—".into(), when),
                 channel: a.channel.to_string(),
                 merchant_id: a.merchant_id,
                 source: a.source,
