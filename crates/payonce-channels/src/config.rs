@@ -435,31 +435,14 @@ impl ChannelsConfig {
             });
         }
         for w in &self.wechatpay.0 {
-            // A sub-merchant's calls are signed with its provider's keys (`load` checked the
-            // provider exists and is one).
-            let (own, role, merchant_id) = match &w.provider {
-                Some(provider) => (
-                    self.wechatpay
-                        .0
-                        .iter()
-                        .find(|p| label(&p.name) == *provider)
-                        .expect("checked by load"),
-                    AccountRole::SubMerchant {
-                        provider: provider.clone(),
-                    },
-                    w.sub_mchid.clone().unwrap_or_default(),
-                ),
-                None if w.service_provider => (
-                    w,
-                    AccountRole::Provider,
-                    w.mchid.clone().unwrap_or_default(),
-                ),
-                None => (
-                    w,
-                    AccountRole::Merchant,
-                    w.mchid.clone().unwrap_or_default(),
-                ),
-            };
+            // A sub-merchant's calls are signed with its provider's keys.
+            let (own, role, merchant_id) = signing_table(
+                &self.wechatpay.0,
+                w,
+                (w.provider.as_deref(), w.service_provider),
+                |p| label(&p.name),
+                (w.mchid.as_ref(), w.sub_mchid.as_ref()),
+            );
             let mut keys = own.keys()?;
             keys.partner = w
                 .sub_mchid
@@ -468,13 +451,7 @@ impl ChannelsConfig {
                     sub_mchid: sub_mchid.clone(),
                     sub_appid: w.sub_appid.clone(),
                 });
-            let mut fingerprints = vec![(
-                format!("merchant key {}", keys.merchant_serial_no),
-                keys.merchant_key.verifier().fingerprint(),
-            )];
-            for (id, key) in &keys.platform.0 {
-                fingerprints.push((format!("platform key {id}"), key.fingerprint()));
-            }
+            let fingerprints = keys.fingerprints();
             let gateway = own.gateway.clone().unwrap_or_default();
             let provider_keys =
                 (role == AccountRole::Provider).then(|| crate::ProviderKeys::Wechatpay {
@@ -497,31 +474,14 @@ impl ChannelsConfig {
             });
         }
         for a in &self.alipay.0 {
-            // A sub-merchant's calls are the ISV app's, with the merchant's token (`load`
-            // checked the ISV exists and is one).
-            let (own, role, merchant_id) = match &a.provider {
-                Some(provider) => (
-                    self.alipay
-                        .0
-                        .iter()
-                        .find(|p| label(&p.name) == *provider)
-                        .expect("checked by load"),
-                    AccountRole::SubMerchant {
-                        provider: provider.clone(),
-                    },
-                    a.auth_app_id.clone().unwrap_or_default(),
-                ),
-                None if a.service_provider => (
-                    a,
-                    AccountRole::Provider,
-                    a.app_id.clone().unwrap_or_default(),
-                ),
-                None => (
-                    a,
-                    AccountRole::Merchant,
-                    a.app_id.clone().unwrap_or_default(),
-                ),
-            };
+            // A sub-merchant's calls are the ISV app's, with the merchant's token.
+            let (own, role, merchant_id) = signing_table(
+                &self.alipay.0,
+                a,
+                (a.provider.as_deref(), a.service_provider),
+                |p| label(&p.name),
+                (a.app_id.as_ref(), a.auth_app_id.as_ref()),
+            );
             let need = |field: &str| ConfigError::Invalid {
                 path: PathBuf::from("[alipay]"),
                 message: format!("missing `{field}`"),
@@ -552,16 +512,7 @@ impl ChannelsConfig {
                     .map_err(|e| invalid(public_file, e))?,
                 isv,
             };
-            let fingerprints = vec![
-                (
-                    "app key".to_owned(),
-                    keys.app_private_key.verifier().fingerprint(),
-                ),
-                (
-                    "alipay public key".to_owned(),
-                    keys.alipay_public_key.fingerprint(),
-                ),
-            ];
+            let fingerprints = keys.fingerprints();
             let gateway = own.gateway.clone().unwrap_or_default();
             let provider_keys =
                 (role == AccountRole::Provider).then(|| crate::ProviderKeys::Alipay {
@@ -714,6 +665,40 @@ impl WechatpayConfig {
                 .unwrap_or(!self.platform_cert_files.is_empty()),
             partner: None,
         })
+    }
+}
+
+/// The table whose keys sign `this` account's calls — its provider's for a sub-merchant (`load`
+/// checked the provider exists and is one) — with the account's role and merchant number (its
+/// own, or the sub-merchant's).
+fn signing_table<'a, T>(
+    tables: &'a [T],
+    this: &'a T,
+    (provider, service_provider): (Option<&str>, bool),
+    name_of: impl Fn(&T) -> String,
+    (own_number, sub_number): (Option<&String>, Option<&String>),
+) -> (&'a T, AccountRole, String) {
+    match provider {
+        Some(provider) => (
+            tables
+                .iter()
+                .find(|p| name_of(p) == provider)
+                .expect("checked by load"),
+            AccountRole::SubMerchant {
+                provider: provider.to_owned(),
+            },
+            sub_number.cloned().unwrap_or_default(),
+        ),
+        None if service_provider => (
+            this,
+            AccountRole::Provider,
+            own_number.cloned().unwrap_or_default(),
+        ),
+        None => (
+            this,
+            AccountRole::Merchant,
+            own_number.cloned().unwrap_or_default(),
+        ),
     }
 }
 

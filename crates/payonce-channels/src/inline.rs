@@ -220,13 +220,6 @@ impl InlineAccount {
                 if apiv3_key.len() != 32 {
                     return Err(problem("the APIv3 key must be 32 characters"));
                 }
-                let mut fingerprints = vec![(
-                    format!("merchant key {merchant_serial_no}"),
-                    key.verifier().fingerprint(),
-                )];
-                for (id, k) in &platform.0 {
-                    fingerprints.push((format!("platform key {id}"), k.fingerprint()));
-                }
                 let keys = crate::wechatpay::WechatpayKeys {
                     mchid: mchid.clone(),
                     appid: appid.clone(),
@@ -238,6 +231,7 @@ impl InlineAccount {
                     platform,
                     partner: None,
                 };
+                let fingerprints = keys.fingerprints();
                 (
                     Arc::new(crate::wechatpay::WechatpayClient::new(
                         gateway.clone(),
@@ -261,16 +255,7 @@ impl InlineAccount {
                     alipay_public_key: RsaVerifier::from_pem(alipay_public_key_pem)
                         .map_err(|e| problem(format!("alipay_public_key_pem: {e}")))?,
                 };
-                let fingerprints = vec![
-                    (
-                        "app key".to_owned(),
-                        keys.app_private_key.verifier().fingerprint(),
-                    ),
-                    (
-                        "alipay public key".to_owned(),
-                        keys.alipay_public_key.fingerprint(),
-                    ),
-                ];
+                let fingerprints = keys.fingerprints();
                 (
                     Arc::new(crate::alipay::AlipayClient::new(
                         gateway.clone(),
@@ -342,11 +327,7 @@ impl InlineAccount {
                 sub_mchid,
                 sub_appid,
             } => {
-                if sub_mchid.is_empty() || !sub_mchid.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(problem(
-                        "sub_mchid must be the sub-merchant's number (digits)",
-                    ));
-                }
+                digits("sub_mchid", "the sub-merchant's number", sub_mchid)?;
                 let Some(crate::ProviderKeys::Wechatpay { gateway, mut keys }) =
                     providers(ChannelName::Wechatpay, provider)
                 else {
@@ -356,16 +337,8 @@ impl InlineAccount {
                     sub_mchid: sub_mchid.clone(),
                     sub_appid: sub_appid.clone(),
                 });
-                let mut fingerprints = vec![(
-                    format!(
-                        "provider {provider} merchant key {}",
-                        keys.merchant_serial_no
-                    ),
-                    keys.merchant_key.verifier().fingerprint(),
-                )];
-                for (id, k) in &keys.platform.0 {
-                    fingerprints.push((format!("platform key {id}"), k.fingerprint()));
-                }
+                // The provider's keys sign its calls: their fingerprints, named as the provider's.
+                let fingerprints = with_provider(provider, keys.fingerprints());
                 (
                     Arc::new(crate::wechatpay::WechatpayClient::new(
                         gateway, keys, http, clock,
@@ -378,11 +351,7 @@ impl InlineAccount {
                 auth_app_id,
                 app_auth_token,
             } => {
-                if auth_app_id.is_empty() || !auth_app_id.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(problem(
-                        "auth_app_id must be the merchant's app id (digits)",
-                    ));
-                }
+                digits("auth_app_id", "the merchant's app id", auth_app_id)?;
                 if app_auth_token.trim().is_empty() {
                     return Err(problem("app_auth_token is empty"));
                 }
@@ -395,16 +364,7 @@ impl InlineAccount {
                     auth_app_id: auth_app_id.clone(),
                     app_auth_token: SecretBytes::new(app_auth_token.trim().as_bytes().to_vec()),
                 });
-                let fingerprints = vec![
-                    (
-                        format!("provider {provider} app key"),
-                        keys.app_private_key.verifier().fingerprint(),
-                    ),
-                    (
-                        "alipay public key".to_owned(),
-                        keys.alipay_public_key.fingerprint(),
-                    ),
-                ];
+                let fingerprints = with_provider(provider, keys.fingerprints());
                 (
                     Arc::new(crate::alipay::AlipayClient::new(gateway, keys, http, clock)),
                     fingerprints,
@@ -433,6 +393,29 @@ impl InlineAccount {
             is_default,
         })
     }
+}
+
+/// A merchant number or app id: digits only.
+fn digits(field: &str, what: &str, value: &str) -> Result<(), AccountProblem> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(problem(format!("{field} must be {what} (digits)")));
+    }
+    Ok(())
+}
+
+/// A provider's key fingerprints as its sub-merchant lists them: the provider's own key named
+/// as the provider's (`provider sp merchant key …`), the channel's keys as they are.
+fn with_provider(provider: &str, fingerprints: Vec<(String, String)>) -> Vec<(String, String)> {
+    fingerprints
+        .into_iter()
+        .map(|(what, fp)| {
+            if what.starts_with("platform") || what.starts_with("alipay") {
+                (what, fp)
+            } else {
+                (format!("provider {provider} {what}"), fp)
+            }
+        })
+        .collect()
 }
 
 /// Whether `key` is the private half of `public`: a signature by one verifies with the other.

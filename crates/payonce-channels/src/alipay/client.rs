@@ -28,6 +28,22 @@ pub struct AlipayKeys {
     pub isv: Option<IsvGrant>,
 }
 
+impl AlipayKeys {
+    /// `(what, SHA-256)` of the app key's public half and of Alipay's public key.
+    pub fn fingerprints(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "app key".to_owned(),
+                self.app_private_key.verifier().fingerprint(),
+            ),
+            (
+                "alipay public key".to_owned(),
+                self.alipay_public_key.fingerprint(),
+            ),
+        ]
+    }
+}
+
 /// What a merchant granted an ISV's third-party app: its own app id (`auth_app_id` in its
 /// notifications) and the token every call on its behalf carries (`app_auth_token`).
 #[derive(Clone)]

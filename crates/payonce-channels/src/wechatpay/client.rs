@@ -42,6 +42,21 @@ pub struct WechatpayKeys {
     pub partner: Option<SubMerchant>,
 }
 
+impl WechatpayKeys {
+    /// `(what, SHA-256)` of the merchant key's public half and of each platform key: what an
+    /// operator compares with WeChat's console (never of a secret).
+    pub fn fingerprints(&self) -> Vec<(String, String)> {
+        let mut out = vec![(
+            format!("merchant key {}", self.merchant_serial_no),
+            self.merchant_key.verifier().fingerprint(),
+        )];
+        for (id, key) in &self.platform.0 {
+            out.push((format!("platform key {id}"), key.fingerprint()));
+        }
+        out
+    }
+}
+
 /// A sub-merchant (特约商户) under a service provider.
 #[derive(Clone, Debug)]
 pub struct SubMerchant {
