@@ -389,11 +389,16 @@ impl ChannelRegistry {
     /// The channel's only account, or the one marked default; `None` when there are several
     /// and none is marked (every app must then be bound to one).
     pub fn default_account(&self, name: ChannelName) -> Option<&Arc<ChannelAccount>> {
-        let accounts = self.channels.get(&name)?;
-        let payable: Vec<_> = accounts.iter().filter(|a| a.takes_payments()).collect();
-        match payable.as_slice() {
-            [only] => Some(only),
-            several => several.iter().copied().find(|a| a.is_default),
+        // A provider takes no payments: among the others, the only one or the marked one.
+        let mut payable = self
+            .channels
+            .get(&name)?
+            .iter()
+            .filter(|a| a.takes_payments());
+        let first = payable.next()?;
+        match payable.clone().next() {
+            None => Some(first),
+            Some(_) => std::iter::once(first).chain(payable).find(|a| a.is_default),
         }
     }
 

@@ -1,7 +1,7 @@
 //! payonce's Alipay notification verifier against real Alipay-signed vectors (from Alipay's own
 //! Node SDK test suite, MIT): the valid ones verify, the tampered and dummy ones do not.
 
-use payonce_channels::alipay::protocol::verify_notification;
+use payonce_channels::alipay::protocol::{names_merchant, verify_notification};
 use payonce_channels::crypto::RsaVerifier;
 use std::path::Path;
 
@@ -28,6 +28,16 @@ fn real_alipay_vectors() {
             .collect();
         let expected = v["expect_valid"].as_bool().unwrap();
         assert_eq!(verify_notification(&key, &params), expected, "{name}");
+        if expected {
+            // Alipay's real messages pass the account rule for their own app, and fail it for
+            // an ISV account acting for another merchant.
+            let app_id = v["params"]["app_id"].as_str().unwrap_or_default();
+            assert!(names_merchant(&params, app_id, None), "{name}");
+            assert!(
+                !names_merchant(&params, app_id, Some("2021000000000901")),
+                "{name}"
+            );
+        }
         if expected { valid += 1 } else { invalid += 1 }
     }
     assert_eq!((valid, invalid), (6, 3));

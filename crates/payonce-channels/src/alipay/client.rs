@@ -332,20 +332,12 @@ impl Channel for AlipayClient {
         // The merchant a notification is of: `auth_app_id` (Alipay sends it always; a
         // merchant's own names its app_id twice). An ISV's merchants share its app and its
         // keys: only this tells a sibling's genuine message apart (isolation, I9).
-        let auth_app_id = params
-            .iter()
-            .find(|(k, _)| k == "auth_app_id")
-            .map(|(_, v)| v.as_str());
-        let ours = match &self.keys.isv {
-            Some(isv) => auth_app_id == Some(isv.auth_app_id.as_str()),
-            None => auth_app_id.is_none_or(|a| a == self.keys.app_id),
-        };
         let n = read_notification(&params, &self.keys.app_id)?;
-        if !ours {
-            return Err(NotifyError::OtherMerchant(format!(
-                "auth_app_id {} (not this account's)",
-                auth_app_id.unwrap_or_default()
-            )));
+        let isv = self.keys.isv.as_ref().map(|i| i.auth_app_id.as_str());
+        if !protocol::names_merchant(&params, &self.keys.app_id, isv) {
+            return Err(NotifyError::OtherMerchant(
+                "auth_app_id is not this account's merchant".into(),
+            ));
         }
         Ok(n)
     }

@@ -102,6 +102,26 @@ pub fn parse_beijing_time(s: &str) -> Option<i64> {
 
 pub use crate::form::{encode as encode_form, parse as parse_form};
 
+/// Whether a notification's `auth_app_id` names the merchant an account acts for: an ISV
+/// account's authorising merchant (`isv_auth_app_id`), else the app itself — Alipay names a
+/// merchant's own app twice (`app_id` and `auth_app_id` alike in its real notifications), so
+/// any other `auth_app_id` is another merchant's message. Sub-merchants of one ISV share its
+/// `app_id` and keys: this alone tells them apart (isolation, I9).
+pub fn names_merchant(
+    params: &[(String, String)],
+    app_id: &str,
+    isv_auth_app_id: Option<&str>,
+) -> bool {
+    let auth_app_id = params
+        .iter()
+        .find(|(k, _)| k == "auth_app_id")
+        .map(|(_, v)| v.as_str());
+    match isv_auth_app_id {
+        Some(merchant) => auth_app_id == Some(merchant),
+        None => auth_app_id.is_none_or(|a| a == app_id),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
